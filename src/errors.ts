@@ -1,0 +1,64 @@
+// Typed errors shared by every layer. Protocol adapters map `code` once (SFTP status, HTTP problem, S3 error).
+// Messages must never contain secrets or plaintext: name key ids, paths and sizes only.
+
+export type ErrorCode =
+  | "INTEGRITY"
+  | "KEY_UNAVAILABLE"
+  | "NOT_FOUND"
+  | "EXISTS"
+  | "NOT_EMPTY"
+  | "NOT_A_DIRECTORY"
+  | "IS_A_DIRECTORY"
+  | "PERMISSION_DENIED"
+  | "QUOTA_EXCEEDED"
+  | "INVALID_PATH"
+  | "INVALID_INPUT"
+  | "UNSUPPORTED"
+  | "AUTH_FAILED";
+
+export class AtrestError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Ciphertext, header or metadata failed authentication. No plaintext is ever returned alongside it. */
+export class IntegrityError extends AtrestError {
+  constructor(message = "integrity check failed", options?: ErrorOptions) {
+    super("INTEGRITY", message, options);
+  }
+}
+
+/** The key manager cannot (or will not) provide the key: sealed, unreachable, key destroyed or version retired. */
+export class KeyUnavailableError extends AtrestError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("KEY_UNAVAILABLE", message, options);
+  }
+}
+
+export class NotFoundError extends AtrestError {
+  constructor(what: string) {
+    super("NOT_FOUND", `no such file or directory: ${what}`);
+  }
+}
+
+export class PermissionDeniedError extends AtrestError {
+  constructor(permission: string, path: string) {
+    super("PERMISSION_DENIED", `permission denied: ${permission} on ${path}`);
+  }
+}
+
+export class QuotaExceededError extends AtrestError {
+  constructor(message: string) {
+    super("QUOTA_EXCEEDED", message);
+  }
+}
+
+export class InvalidPathError extends AtrestError {
+  constructor(reason: string) {
+    super("INVALID_PATH", `invalid path: ${reason}`);
+  }
+}

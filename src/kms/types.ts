@@ -1,0 +1,39 @@
+// The contract between the file server and a key manager. The embedded provider (in process) and the remote
+// client (HTTPS + mTLS, a later issue) both implement it; the vfs only ever sees this interface.
+
+/** Encryption context: bound as AAD into every wrap, recorded in the key manager's audit. Never secret. */
+export type EncryptionContext = Readonly<Record<string, string>>;
+
+export interface DataKey {
+  /** 32 random bytes. The caller owns it and must zero it (`buf.fill(0)`) when done. */
+  plaintext: Buffer;
+  /** Opaque wrapped form; self-describing (names key and version), safe to store beside the data. */
+  wrapped: Buffer;
+  /** `kek:<name>:v<version>` of the KEK that wrapped it. */
+  keyRef: string;
+}
+
+export interface KeyVersionInfo {
+  version: number;
+  createdAt: string;
+  state: "active" | "deactivated" | "compromised" | "destroyed" | "pre-active";
+}
+
+export interface KeyInfo {
+  name: string;
+  currentVersion: number;
+  versions: KeyVersionInfo[];
+}
+
+export interface KeyProvider {
+  /** New random DEK, wrapped under the current version of `keyName` with `context` as AAD. */
+  generateDataKey(keyName: string, context: EncryptionContext): Promise<DataKey>;
+  /** Unwrap a DEK; throws KeyUnavailableError if the key/version is unusable, IntegrityError on a context mismatch. */
+  unwrap(wrapped: Buffer, context: EncryptionContext): Promise<Buffer>;
+  /** Key ref (`kek:<name>:v<N>`) named by a wrapped blob, without unwrapping it. */
+  keyRefOf(wrapped: Buffer): string;
+  listKeys(): Promise<KeyInfo[]>;
+  createKey(name: string): Promise<KeyInfo>;
+  rotateKey(name: string): Promise<KeyInfo>;
+  close(): Promise<void>;
+}

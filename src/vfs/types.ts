@@ -1,0 +1,93 @@
+// The one interface every protocol adapter uses. Paths are absolute, '/'-separated, in the user's view
+// (their home is '/'). All methods throw AtrestError subclasses from src/errors.ts.
+
+export type Permission = "list" | "download" | "upload" | "overwrite" | "delete" | "rename" | "mkdir";
+
+export interface FileStat {
+  kind: "file" | "dir";
+  size: number;
+  /** Milliseconds since the epoch. */
+  mtime: number;
+  /** POSIX permission bits as shown to clients (0o644 files, 0o755 dirs unless set). */
+  mode: number;
+}
+
+export interface DirEntry {
+  name: string;
+  stat: FileStat;
+}
+
+export interface QuotaInfo {
+  usedBytes: number;
+  usedFiles: number;
+  /** 0 = unlimited. */
+  maxBytes: number;
+  maxFiles: number;
+}
+
+export interface ReadHandle {
+  readonly size: number;
+  /** Up to `length` bytes at `offset`; an empty buffer at or past the end. Random access. */
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface WriteHandle {
+  /** Current length: 0 after truncate, the existing length when resuming. */
+  readonly size: number;
+  /**
+   * Sequential writes only (offset must equal the current length; encrypted storage is append-only per version).
+   * May buffer; errors of buffered data surface on a later write or on close.
+   */
+  write(offset: number, data: Buffer): Promise<void>;
+  /** Flush, fsync and commit the new version atomically. */
+  close(): Promise<FileStat>;
+  /**
+   * Connection lost before close: keep what arrived (committed as a shorter file) so the client can resume,
+   * or discard it for a new file when `keepPartial` is false.
+   */
+  abort(keepPartial: boolean): Promise<void>;
+}
+
+export interface OpenWriteOptions {
+  /** true: start empty (O_TRUNC / new file). false: keep existing content and append (resume). */
+  truncate: boolean;
+  /** Fail with EXISTS when the file exists (O_EXCL). */
+  exclusive?: boolean;
+}
+
+export interface SessionInfo {
+  protocol: "sftp" | "http" | "s3" | "cli";
+  sessionId: string;
+  sourceIp?: string;
+}
+
+export interface VfsSession {
+  readonly username: string;
+  stat(path: string): Promise<FileStat>;
+  list(path: string): Promise<DirEntry[]>;
+  mkdir(path: string): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  remove(path: string): Promise<void>;
+  /** Replaces an existing file at `to` only if `overwrite` (posix-rename); otherwise EXISTS. */
+  rename(from: string, to: string, overwrite: boolean): Promise<void>;
+  setMtime(path: string, mtime: number): Promise<void>;
+  openRead(path: string): Promise<ReadHandle>;
+  openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle>;
+  quota(): Promise<QuotaInfo>;
+  /** Ends the session; aborts (keeping partials) any handle still open. */
+  close(): Promise<void>;
+}
+
+/** What the SFTP adapter needs to authenticate users. */
+export interface UserAuth {
+  username: string;
+}
+
+export interface Accounts {
+  /** Constant-time-ish: always runs argon2 even for unknown users, so timing does not reveal who exists. */
+  verifyPassword(username: string, password: string): Promise<UserAuth | undefined>;
+  /** Authorized public keys in OpenSSH one-line format; empty for unknown users. */
+  authorizedKeys(username: string): Promise<string[]>;
+  openSession(username: string, info: SessionInfo): Promise<VfsSession>;
+}
