@@ -1,0 +1,115 @@
+// Embedded (in-process) key provider: the keyring plus a dev-mode master key file. For development and single-node
+// installs only; production runs the KMS as its own process with Shamir unseal (later issue).
+
+import { chmod, mkdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { KeyUnavailableError } from "../errors.ts";
+import { KmsDb } from "./db.ts";
+import { Keyring, type KeyringKeyInfo, type KmsAuditEvent } from "./keyring.ts";
+import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
+import type { DataKey, EncryptionContext, KeyProvider } from "./types.ts";
+import { keyRefOfWrapped } from "./wrap.ts";
+
+export const MASTER_KEY_FILE = "master.key";
+export const KMS_DB_FILE = "kms.db";
+
+export const DEV_MODE_WARNING =
+  "WARNING: atrest KMS is in DEV MODE: the master key is stored unprotected in a key file beside the data. " +
+  "Anyone who copies this directory can decrypt every file. Production must run a separate KMS with Shamir unseal.";
+
+export interface EmbeddedKmsOptions {
+  audit?: (event: KmsAuditEvent) => void;
+  now?: () => Date;
+}
+
+export interface EmbeddedKms extends KeyProvider {
+  listKeys(): Promise<KeyringKeyInfo[]>;
+  createKey(name: string): Promise<KeyringKeyInfo>;
+  rotateKey(name: string): Promise<KeyringKeyInfo>;
+  getKey(name: string): Promise<KeyringKeyInfo>;
+  setMinDecryptionVersion(name: string, version: number): Promise<KeyringKeyInfo>;
+  /** Re-wraps a DEK under the current version of the key it names, without exposing the DEK. */
+  rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }>;
+  /** Always set for the embedded provider: it is dev mode by construction. */
+  readonly warning: string;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw e;
+  }
+}
+
+/**
+ * Idempotent: creates `dir` (0700), a master key file (0600) and the KMS database with KEK `default` v1.
+ * Never replaces an existing master key or key; refuses a database whose master key file has gone missing,
+ * because a fresh master key would silently orphan every KEK in it.
+ */
+export async function initEmbeddedKms(dir: string): Promise<{ created: boolean; warning?: string }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+  const keyPath = join(dir, MASTER_KEY_FILE);
+  const dbPath = join(dir, KMS_DB_FILE);
+  if (!(await exists(keyPath)) && (await exists(dbPath))) {
+    throw new KeyUnavailableError(
+      `${dbPath} exists but ${keyPath} is missing; refusing to create a new master key (restore the key file)`,
+    );
+  }
+  const keyCreated = await createMasterKeyFile(keyPath);
+  const master = await readMasterKeyFile(keyPath);
+  let db: KmsDb | undefined;
+  try {
+    db = new KmsDb(dbPath);
+    const dbCreated = Keyring.initialise(db, master);
+    return { created: keyCreated || dbCreated, warning: DEV_MODE_WARNING };
+  } finally {
+    master.fill(0);
+    db?.close();
+  }
+}
+
+/** Loads the master key into memory and opens the keyring. Throws KeyUnavailableError if not initialised. */
+export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions = {}): Promise<EmbeddedKms> {
+  const keyPath = join(dir, MASTER_KEY_FILE);
+  const dbPath = join(dir, KMS_DB_FILE);
+  if (!(await exists(dbPath))) {
+    throw new KeyUnavailableError(`KMS not initialised: ${dbPath} not found (run atrest init)`);
+  }
+  const master = await readMasterKeyFile(keyPath);
+  let db: KmsDb | undefined;
+  let ring: Keyring;
+  try {
+    db = new KmsDb(dbPath);
+    ring = new Keyring(db, master, options);
+  } catch (e) {
+    master.fill(0);
+    db?.close();
+    throw e;
+  }
+  const kdb = db;
+  let closed = false;
+  // Async facade over the synchronous keyring: the KeyProvider contract is async because the remote client is.
+  return {
+    warning: DEV_MODE_WARNING,
+    generateDataKey: async (name: string, context: EncryptionContext): Promise<DataKey> =>
+      ring.generateDataKey(name, context),
+    unwrap: async (wrapped: Buffer, context: EncryptionContext): Promise<Buffer> => ring.unwrap(wrapped, context).dek,
+    rewrap: async (wrapped: Buffer, context: EncryptionContext) => ring.rewrap(wrapped, context),
+    keyRefOf: (wrapped: Buffer): string => keyRefOfWrapped(wrapped),
+    listKeys: async () => ring.listKeys(),
+    getKey: async (name: string) => ring.getKey(name),
+    createKey: async (name: string) => ring.createKey(name),
+    rotateKey: async (name: string) => ring.rotateKey(name),
+    setMinDecryptionVersion: async (name: string, version: number) => ring.setMinDecryptionVersion(name, version),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      ring.close();
+      kdb.close();
+    },
+  };
+}

@@ -1,0 +1,192 @@
+// Wrapped DEK codec: pure (bytes in, bytes out, no I/O, no key lookup) so the remote KMS server and client can share
+// it and it can be fuzzed.
+//
+// Wrapped DEK format "AKW1" (all integers big-endian):
+//
+//   offset  size  field
+//   0       4     magic "AKW1"
+//   4       1     n = length of the KEK name (1..63)
+//   5       n     KEK name, ASCII, matches [a-z0-9][a-z0-9._-]{0,62}
+//   5+n     4     KEK version (u32, >= 1)
+//   9+n     12    nonce, random per wrap
+//   21+n    32    AES-256-GCM ciphertext of the 32-byte DEK
+//   53+n    16    GCM tag
+//   total = 69 + n bytes
+//
+//   AAD = bytes[0, 9+n) (magic ‖ n ‖ name ‖ version) ‖ canonicalContext(context)
+//
+//   canonicalContext = u32 count ‖ for each entry, sorted by the UTF-8 bytes of its key:
+//                      u32 len(key) ‖ key UTF-8 ‖ u32 len(value) ‖ value UTF-8
+//
+// Binding the header into the AAD means the name/version cannot be edited to point at another KEK; the length-prefixed
+// context encoding means {"a":"bc"} and {"ab":"c"} can never authenticate as each other.
+
+import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
+import { AtrestError, IntegrityError } from "../errors.ts";
+import type { EncryptionContext } from "./types.ts";
+
+export const WRAP_MAGIC = Buffer.from("AKW1", "ascii");
+export const DEK_BYTES = 32;
+export const KEK_BYTES = 32;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const MAX_VERSION = 0xffffffff;
+
+const KEY_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export interface WrappedHeader {
+  name: string;
+  version: number;
+  /** Header bytes (magic ‖ n ‖ name ‖ version): the first part of the AAD. */
+  header: Buffer;
+  nonce: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+}
+
+export function isValidKeyName(name: unknown): name is string {
+  return typeof name === "string" && KEY_NAME.test(name);
+}
+
+/** Throws INVALID_INPUT for a bad key name. The name is echoed: it is an identifier, never secret. */
+export function assertKeyName(name: unknown): asserts name is string {
+  if (!isValidKeyName(name)) {
+    const shown = typeof name === "string" ? JSON.stringify(name.slice(0, 80)) : typeof name;
+    throw new AtrestError("INVALID_INPUT", `invalid key name ${shown}: expected [a-z0-9][a-z0-9._-]{0,62}`);
+  }
+}
+
+export function formatKeyRef(name: string, version: number): string {
+  return `kek:${name}:v${version}`;
+}
+
+/**
+ * Canonical, injective encoding of an encryption context. Rejects non-string values and strings that are not
+ * well-formed Unicode, because lone surrogates would all encode to U+FFFD and collide.
+ */
+export function encodeContext(context: EncryptionContext): Buffer {
+  if (context === null || typeof context !== "object" || Array.isArray(context)) {
+    throw new AtrestError("INVALID_INPUT", "encryption context must be an object of strings");
+  }
+  const entries: [Buffer, Buffer][] = [];
+  for (const [k, v] of Object.entries(context)) {
+    if (typeof v !== "string") {
+      throw new AtrestError("INVALID_INPUT", `encryption context value for ${JSON.stringify(k)} must be a string`);
+    }
+    if (!k.isWellFormed() || !v.isWellFormed()) {
+      throw new AtrestError(
+        "INVALID_INPUT",
+        `encryption context entry ${JSON.stringify(k)} is not well-formed Unicode`,
+      );
+    }
+    entries.push([Buffer.from(k, "utf8"), Buffer.from(v, "utf8")]);
+  }
+  entries.sort((a, b) => Buffer.compare(a[0], b[0]));
+  let size = 4;
+  for (const [k, v] of entries) size += 8 + k.length + v.length;
+  const out = Buffer.alloc(size);
+  let off = out.writeUInt32BE(entries.length, 0);
+  for (const [k, v] of entries) {
+    off = out.writeUInt32BE(k.length, off);
+    off += k.copy(out, off);
+    off = out.writeUInt32BE(v.length, off);
+    off += v.copy(out, off);
+  }
+  return out;
+}
+
+function encodeHeader(name: string, version: number): Buffer {
+  assertKeyName(name);
+  if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) {
+    throw new AtrestError("INVALID_INPUT", `invalid key version ${version}`);
+  }
+  const header = Buffer.alloc(9 + name.length);
+  WRAP_MAGIC.copy(header, 0);
+  header.writeUInt8(name.length, 4);
+  header.write(name, 5, "ascii");
+  header.writeUInt32BE(version, 5 + name.length);
+  return header;
+}
+
+/** Parses and strictly validates the layout; throws IntegrityError on anything malformed. Does not authenticate. */
+export function parseWrapped(wrapped: Buffer): WrappedHeader {
+  const w: unknown = wrapped;
+  if (!(w instanceof Uint8Array)) throw new IntegrityError("wrapped key: not bytes");
+  const buf = Buffer.isBuffer(w) ? w : Buffer.from(w.buffer, w.byteOffset, w.byteLength);
+  if (buf.length < 5 || !buf.subarray(0, 4).equals(WRAP_MAGIC)) throw new IntegrityError("wrapped key: bad magic");
+  const n = buf.readUInt8(4);
+  if (buf.length !== 69 + n) throw new IntegrityError("wrapped key: bad length");
+  const name = buf.toString("latin1", 5, 5 + n);
+  if (!isValidKeyName(name)) throw new IntegrityError("wrapped key: bad key name");
+  const version = buf.readUInt32BE(5 + n);
+  if (version < 1) throw new IntegrityError("wrapped key: bad key version");
+  const h = 9 + n;
+  return {
+    name,
+    version,
+    header: buf.subarray(0, h),
+    nonce: buf.subarray(h, h + NONCE_BYTES),
+    ciphertext: buf.subarray(h + NONCE_BYTES, h + NONCE_BYTES + DEK_BYTES),
+    tag: buf.subarray(h + NONCE_BYTES + DEK_BYTES),
+  };
+}
+
+export function keyRefOfWrapped(wrapped: Buffer): string {
+  const p = parseWrapped(wrapped);
+  return formatKeyRef(p.name, p.version);
+}
+
+function checkKey(key: Buffer, what: string, size: number): void {
+  if (!Buffer.isBuffer(key) || key.length !== size)
+    throw new AtrestError("INVALID_INPUT", `${what} must be ${size} bytes`);
+}
+
+/** Wraps `dek` under `kek` (= version `version` of `name`). A fresh random nonce every call: never reused. */
+export function wrapDek(kek: Buffer, name: string, version: number, dek: Buffer, context: EncryptionContext): Buffer {
+  checkKey(kek, "KEK", KEK_BYTES);
+  checkKey(dek, "DEK", DEK_BYTES);
+  const header = encodeHeader(name, version);
+  const aad = Buffer.concat([header, encodeContext(context)]);
+  const out = Buffer.alloc(header.length + NONCE_BYTES + DEK_BYTES + TAG_BYTES);
+  header.copy(out, 0);
+  const nonce = out.subarray(header.length, header.length + NONCE_BYTES);
+  randomFillSync(nonce);
+  const cipher = createCipheriv("aes-256-gcm", kek, nonce, { authTagLength: TAG_BYTES });
+  cipher.setAAD(aad);
+  const ct = cipher.update(dek);
+  const fin = cipher.final();
+  const ctOff = header.length + NONCE_BYTES;
+  ct.copy(out, ctOff);
+  fin.copy(out, ctOff + ct.length);
+  cipher.getAuthTag().copy(out, ctOff + DEK_BYTES);
+  return out;
+}
+
+/**
+ * Unwraps a parsed blob with the KEK its header names. Wrong context, wrong KEK or any tampering → IntegrityError.
+ * The returned DEK is a fresh buffer the caller owns and must zero.
+ */
+export function unwrapDek(kek: Buffer, parsed: WrappedHeader, context: EncryptionContext): Buffer {
+  checkKey(kek, "KEK", KEK_BYTES);
+  const aad = Buffer.concat([parsed.header, encodeContext(context)]);
+  const decipher = createDecipheriv("aes-256-gcm", kek, parsed.nonce, { authTagLength: TAG_BYTES });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(parsed.tag);
+  const dek = Buffer.alloc(DEK_BYTES);
+  let tmp: Buffer | undefined;
+  try {
+    tmp = decipher.update(parsed.ciphertext);
+    decipher.final();
+    // Copy out of OpenSSL's output buffer only after the tag verified, so no unauthenticated bytes escape.
+    tmp.copy(dek);
+    return dek;
+  } catch (cause) {
+    dek.fill(0);
+    throw new IntegrityError(
+      `wrapped key failed authentication (wrong encryption context or tampered): ${formatKeyRef(parsed.name, parsed.version)}`,
+      { cause },
+    );
+  } finally {
+    tmp?.fill(0);
+  }
+}
