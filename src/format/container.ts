@@ -1,0 +1,181 @@
+// Keys of one container: the key commitment, segment key derivation, and sealing/opening of segments.
+import { open as aeadOpen, seal as aeadSeal, KEY_LENGTH, NONCE_LENGTH, SEAL_OVERHEAD } from "../crypto/aead.ts";
+import { constantTimeEqual, zero } from "../crypto/bytes.ts";
+import { hkdfSha256 } from "../crypto/hkdf.ts";
+import { hmacSha256 } from "../crypto/hmac.ts";
+import { type RandomSource, randomBytes } from "../crypto/random.ts";
+import { AtrestError, IntegrityError } from "../errors.ts";
+import { committedBytes, encodeHeader, type ParsedHeader, SALT_LENGTH } from "./header.ts";
+import {
+  DEFAULT_SEGMENT_LOG2,
+  type Layout,
+  MAX_SEGMENT_LOG2,
+  MIN_SEGMENT_LOG2,
+  makeLayout,
+  PAD_MARKER,
+  paddedFinalLength,
+} from "./layout.ts";
+
+const COMMIT_INFO = Buffer.from("atrest v1 commit", "ascii");
+const SEGMENT_INFO = Buffer.from("atrest v1 segment", "ascii");
+/** Longest file id in UTF-8 bytes; keeps the HKDF info under OpenSSL's 1024-byte limit. */
+export const MAX_FILE_ID_BYTES = 512;
+
+function encodeFileId(fileId: string): Buffer {
+  if (typeof fileId !== "string" || !fileId.isWellFormed()) throw new AtrestError("INVALID_INPUT", "bad file id");
+  const bytes = Buffer.from(fileId, "utf8");
+  if (bytes.length === 0 || bytes.length > MAX_FILE_ID_BYTES) {
+    throw new AtrestError("INVALID_INPUT", `file id must be 1..${MAX_FILE_ID_BYTES} UTF-8 bytes`);
+  }
+  const out = Buffer.alloc(2 + bytes.length);
+  out.writeUInt16BE(bytes.length, 0);
+  bytes.copy(out, 2);
+  return out;
+}
+
+function checkDek(dek: Buffer): void {
+  if (!Buffer.isBuffer(dek) || dek.length !== KEY_LENGTH)
+    throw new AtrestError("INVALID_INPUT", "DEK must be 32 bytes");
+}
+
+function commitment(dek: Buffer, salt: Buffer, committed: Buffer, fileIdField: Buffer): Buffer {
+  const commitKey = hkdfSha256(dek, salt, COMMIT_INFO);
+  try {
+    return hmacSha256(commitKey, committed, fileIdField);
+  } finally {
+    zero(commitKey);
+  }
+}
+
+/**
+ * The per-file segment key and what every segment's AAD binds. Obtain from createHeader (writing) or openContainer
+ * (reading); call destroy() when done so the key is zeroed.
+ */
+export class ContainerKeys {
+  readonly layout: Layout;
+  readonly #key: Buffer;
+  /** "atrest v1 segment" ‖ u16 len ‖ file id ‖ u64 index ‖ u8 last; the tail is rewritten per segment. */
+  readonly #aad: Buffer;
+  readonly #random: RandomSource;
+  #destroyed = false;
+
+  /** @internal use createHeader or openContainer. */
+  constructor(dek: Buffer, salt: Buffer, fileIdField: Buffer, layout: Layout, random: RandomSource) {
+    this.layout = layout;
+    this.#key = hkdfSha256(dek, salt, Buffer.concat([SEGMENT_INFO, fileIdField.subarray(2)]));
+    this.#aad = Buffer.concat([SEGMENT_INFO, fileIdField, Buffer.alloc(9)]);
+    this.#random = random;
+  }
+
+  #setAad(index: number, last: boolean): Buffer {
+    if (this.#destroyed) throw new AtrestError("INVALID_INPUT", "container keys were destroyed");
+    if (!Number.isSafeInteger(index) || index < 0) throw new AtrestError("INVALID_INPUT", "bad segment index");
+    const at = this.#aad.length - 9;
+    this.#aad.writeUInt32BE(Math.floor(index / 2 ** 32), at);
+    this.#aad.writeUInt32BE(index % 2 ** 32, at + 4);
+    this.#aad[at + 8] = last ? 1 : 0;
+    return this.#aad;
+  }
+
+  /**
+   * Seals segment `index` with a fresh random nonce. A non-final segment takes exactly `layout.segmentSize` bytes;
+   * the final one takes fewer (0 .. segmentSize-1) and is padded here.
+   */
+  seal(index: number, data: Buffer, last: boolean): Buffer {
+    const aad = this.#setAad(index, last);
+    const size = this.layout.segmentSize;
+    if (!last) {
+      if (data.length !== size) throw new AtrestError("INVALID_INPUT", `a non-final segment holds ${size} bytes`);
+      return aeadSeal(this.#key, this.#random(NONCE_LENGTH), data, aad);
+    }
+    if (data.length >= size) throw new AtrestError("INVALID_INPUT", `a final segment holds fewer than ${size} bytes`);
+    const padded = Buffer.alloc(paddedFinalLength(size, index, data.length));
+    data.copy(padded);
+    padded[data.length] = PAD_MARKER;
+    try {
+      return aeadSeal(this.#key, this.#random(NONCE_LENGTH), padded, aad);
+    } finally {
+      zero(padded);
+    }
+  }
+
+  /**
+   * Opens segment `index` (nonce ‖ ciphertext ‖ tag, as on disk). For the final segment the padding is checked and
+   * removed. Any failure → IntegrityError and no plaintext.
+   */
+  open(index: number, sealed: Buffer, last: boolean): Buffer {
+    const aad = this.#setAad(index, last);
+    const full = this.layout.sealedSegmentSize;
+    if (last ? sealed.length <= SEAL_OVERHEAD || sealed.length > full : sealed.length !== full) {
+      throw new IntegrityError(`segment ${index} has a bad length`);
+    }
+    const plain = aeadOpen(this.#key, sealed, aad);
+    if (!last) return plain;
+    let end = plain.length - 1;
+    while (end >= 0 && plain[end] === 0) end--;
+    // Canonical padding only: the marker, and exactly the length the padding rule gives for this much data.
+    if (
+      end < 0 ||
+      plain[end] !== PAD_MARKER ||
+      paddedFinalLength(this.layout.segmentSize, index, end) !== plain.length
+    ) {
+      zero(plain);
+      throw new IntegrityError(`segment ${index} has invalid padding`);
+    }
+    return plain.subarray(0, end);
+  }
+
+  /** Zeroes the segment key; the object is unusable afterwards. */
+  destroy(): void {
+    this.#destroyed = true;
+    zero(this.#key);
+  }
+}
+
+export interface CreateHeaderOptions {
+  /** The file's 32-byte DEK (plaintext). Not retained; the caller still owns and zeroes it. */
+  dek: Buffer;
+  /** The file's immutable id from metadata; bound into the commitment and every segment. */
+  fileId: string;
+  /** The DEK as wrapped by the key manager. */
+  wrappedDek: Buffer;
+  /** log2 of the plaintext segment size, 10..24; default 16 (64 KiB). */
+  segmentLog2?: number;
+  /** Test vectors only: replaces the CSPRNG for the salt and every segment nonce. */
+  random?: RandomSource;
+}
+
+/** A new container: its full header slot (write it at offset 0) and keys for sealing segments. */
+export function createHeader(options: CreateHeaderOptions): { header: Buffer; keys: ContainerKeys } {
+  const { dek, fileId, wrappedDek, segmentLog2 = DEFAULT_SEGMENT_LOG2, random = randomBytes } = options;
+  checkDek(dek);
+  if (!Number.isInteger(segmentLog2) || segmentLog2 < MIN_SEGMENT_LOG2 || segmentLog2 > MAX_SEGMENT_LOG2) {
+    throw new AtrestError("INVALID_INPUT", `segmentLog2 must be ${MIN_SEGMENT_LOG2}..${MAX_SEGMENT_LOG2}`);
+  }
+  const fileIdField = encodeFileId(fileId);
+  const salt = random(SALT_LENGTH);
+  const header = encodeHeader(segmentLog2, salt, wrappedDek, (committed) =>
+    commitment(dek, salt, committed, fileIdField),
+  );
+  const keys = new ContainerKeys(dek, salt, fileIdField, makeLayout(header.length, segmentLog2), random);
+  return { header, keys };
+}
+
+/**
+ * Verifies the header's key commitment against `dek` and `fileId` (constant time) and returns the segment keys.
+ * Wrong DEK, wrong file id or a tampered header → IntegrityError; nothing has been decrypted at that point.
+ */
+export function openContainer(
+  header: ParsedHeader,
+  dek: Buffer,
+  fileId: string,
+  random: RandomSource = randomBytes,
+): ContainerKeys {
+  checkDek(dek);
+  const fileIdField = encodeFileId(fileId);
+  const committed = committedBytes(header.segmentLog2, header.headerLength, header.salt);
+  if (!constantTimeEqual(commitment(dek, header.salt, committed, fileIdField), header.commitment)) {
+    throw new IntegrityError("container key commitment mismatch (wrong key or file id, or tampered header)");
+  }
+  return new ContainerKeys(dek, header.salt, fileIdField, header.layout, random);
+}
