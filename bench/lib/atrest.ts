@@ -1,0 +1,58 @@
+// Starts atrest through its public CLI (DESIGN.md §6) for benchmarking:
+//   node src/cli/main.ts init --data <dir>
+//   node src/cli/main.ts user add bench --public-key <key.pub> --data <dir>
+//   node src/cli/main.ts server --data <dir> --sftp-port <port> --host 127.0.0.1 [--http-port 0 --s3-port 0]
+// and waits for the stdout line `atrest: sftp listening on 127.0.0.1:<port>`.
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./proc.ts";
+import type { KeyPair, SftpServer } from "./ssh.ts";
+
+export const ATREST_USER = "bench";
+const READY = /atrest: sftp listening on 127\.0\.0\.1:(\d+)/;
+
+/** atrest's SFTP server, or a reason it cannot run (CLI missing, init failed, never ready). */
+export async function startAtrest(root: string, dir: string, client: KeyPair): Promise<SftpServer | string> {
+  const cli = join(root, "src", "cli", "main.ts");
+  if (!existsSync(cli)) return "atrest CLI missing (src/cli/main.ts does not exist yet)";
+  const data = join(dir, "data");
+  mkdirSync(dir, { recursive: true });
+  const node = process.execPath;
+  const env = { ...process.env, NODE_ENV: "production" };
+  try {
+    await run(node, [cli, "init", "--data", data], { cwd: dir, env, timeoutMs: 60_000 });
+    await run(node, [cli, "user", "add", ATREST_USER, "--public-key", client.publicKey, "--data", data], {
+      cwd: dir,
+      env,
+      timeoutMs: 60_000,
+    });
+  } catch (e) {
+    return `atrest setup failed: ${(e as Error).message}`;
+  }
+  // Pick the port ourselves: whether `--sftp-port 0` means "any free port" or "disabled" is then irrelevant.
+  const port = await freePort();
+  const base = [cli, "server", "--data", data, "--sftp-port", String(port), "--host", "127.0.0.1"];
+  let lastError = "";
+  // Prefer disabling the other listeners (§6: 0 = disabled); fall back if this CLI does not know those flags yet.
+  for (const args of [[...base, "--http-port", "0", "--s3-port", "0"], base]) {
+    const child = spawnTracked(node, args, { cwd: dir, env });
+    const tail = captureTail(child);
+    try {
+      const m = await waitForLine(child, READY, 30_000);
+      return {
+        label: "atrest",
+        user: ATREST_USER,
+        port: Number(m[1]),
+        pid: child.pid as number,
+        remoteBase: "",
+        stop: () => stop(child),
+        output: tail,
+      };
+    } catch (e) {
+      await stop(child);
+      lastError = (e as Error).message;
+      if (!/unknown option|unexpected argument/i.test(lastError)) break;
+    }
+  }
+  return `atrest server did not start: ${lastError}`;
+}

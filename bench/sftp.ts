@@ -1,0 +1,214 @@
+// SFTP throughput: OpenSSH sshd (internal-sftp) vs atrest, same `sftp -b` client, interleaved, best of N.
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ATREST_USER, startAtrest } from "./lib/atrest.ts";
+import { run } from "./lib/proc.ts";
+import { GiB, MiB, mbps, ratio, seconds, size } from "./lib/report.ts";
+import { startRssSampler } from "./lib/rss.ts";
+import { generateKey, type KeyPair, type SftpServer, sftpBatch, startOpenSsh } from "./lib/ssh.ts";
+import type { BenchContext, BenchModule, BenchSection } from "./lib/types.ts";
+
+const RSS_TARGET_MB = 200;
+
+interface Workload {
+  label: string;
+  bytes: number;
+  /** Batch commands for run `n` (remote paths relative to the server's base dir). */
+  commands(n: number, server: SftpServer): string[];
+  /** Checked once per server after its first run; returns an error message or undefined. */
+  verify?(n: number, server: SftpServer): Promise<string | undefined>;
+  /** Frees what run `n` left on the client side (untimed). */
+  after?(n: number, server: SftpServer): void;
+  /** Sample the server's RSS during this workload. */
+  sampleRss: boolean;
+}
+
+async function sha256File(path: string): Promise<string> {
+  return (await run("sha256sum", [path])).stdout.split(" ")[0];
+}
+
+function sha256Dir(dir: string): string {
+  const hash = createHash("sha256");
+  for (const name of readdirSync(dir).sort()) {
+    hash.update(name);
+    hash.update(readFileSync(join(dir, name)));
+  }
+  return hash.digest("hex");
+}
+
+async function makeBigFile(path: string, bytes: number): Promise<void> {
+  // AES-CTR keystream under a random password: incompressible and much faster than /dev/urandom.
+  const pass = randomBytes(16).toString("hex");
+  await run("bash", [
+    "-c",
+    `openssl enc -aes-128-ctr -pbkdf2 -nosalt -pass pass:${pass} </dev/zero 2>/dev/null | head -c ${bytes} > '${path}'`,
+  ]);
+}
+
+function makeSmallFiles(dir: string, count: number, each: number): void {
+  mkdirSync(dir, { recursive: true });
+  const pool = randomBytes(count * each);
+  for (let i = 0; i < count; i++) {
+    writeFileSync(join(dir, `f${String(i).padStart(5, "0")}.bin`), pool.subarray(i * each, (i + 1) * each));
+  }
+}
+
+export const sftp: BenchModule = {
+  name: "sftp",
+  title: "SFTP: atrest vs OpenSSH",
+  method: [
+    "**SFTP**: OpenSSH `sshd` (`/usr/sbin/sshd -D -e -f <tmp config>`, `Subsystem sftp internal-sftp`, own host key, " +
+      "`UsePAM no`) and atrest (`node src/cli/main.ts server`) each on a free 127.0.0.1 port, both storing under " +
+      "the same temp dir (page cache, no fsync forced). One client for both: OpenSSH `sftp -b <batch> " +
+      "-o Ciphers=aes128-gcm@openssh.com` (default 32 KiB requests, 64 in flight), one new SSH connection per " +
+      "workload run, so the handshake is inside the timing for both servers.",
+    "Workloads: put and get of one random (incompressible) file of 1 GiB, and `put -r` / `get -r` of a directory " +
+      "of 2,000 × 4 KiB files. Runs are interleaved (OpenSSH, atrest, OpenSSH, atrest) and the best of 2 is kept. " +
+      "The downloaded 1 GiB file's SHA-256 and the small files' contents are verified once per server.",
+    "Ratio = OpenSSH time / atrest time: **> 1 means atrest is faster**. MB/s = 10^6 bytes per second.",
+    "Peak RSS: `VmRSS` from `/proc/<pid>/status` of the server process and its descendants, sampled every " +
+      "100 ms during the 1 GiB transfers (target for atrest: < 200 MB).",
+  ],
+  async run(ctx: BenchContext): Promise<BenchSection> {
+    const bigBytes = ctx.quick ? 128 * MiB : GiB;
+    const smallCount = ctx.quick ? 500 : 2000;
+    const smallEach = 4096;
+    const local = join(ctx.tmp, "local");
+    mkdirSync(local, { recursive: true });
+
+    ctx.log(`generating ${size(bigBytes)} random file and ${smallCount} × ${size(smallEach)} files`);
+    const big = join(local, "big.bin");
+    const genStart = performance.now();
+    await makeBigFile(big, bigBytes);
+    const bigSha = await sha256File(big);
+    const smallDir = join(local, "small");
+    makeSmallFiles(smallDir, smallCount, smallEach);
+    const smallSha = sha256Dir(smallDir);
+    ctx.log(`  generated in ${((performance.now() - genStart) / 1000).toFixed(1)} s`);
+
+    const key: KeyPair = await generateKey(join(ctx.tmp, "client"));
+    const notes: string[] = [];
+    const servers: SftpServer[] = [await startOpenSsh(join(ctx.tmp, "openssh"), key)];
+    ctx.log(`OpenSSH sshd on port ${servers[0].port}`);
+    if (ctx.selfTest) {
+      servers.push(await startOpenSsh(join(ctx.tmp, "openssh-2"), key, "OpenSSH #2 (self-test)"));
+      notes.push("Harness self-test: a second OpenSSH sshd stands in for atrest.");
+    } else {
+      const atrest = await startAtrest(ctx.root, join(ctx.tmp, "atrest"), key);
+      if (typeof atrest === "string") {
+        ctx.log(`skipping atrest: ${atrest}`);
+        notes.push(`atrest skipped: ${atrest.split("\n")[0]}`);
+      } else {
+        ctx.log(`atrest on port ${atrest.port} (user ${ATREST_USER})`);
+        servers.push(atrest);
+      }
+    }
+    const [peer, subject] = servers;
+
+    const workloads: Workload[] = [
+      {
+        label: `put ${size(bigBytes)}`,
+        bytes: bigBytes,
+        sampleRss: true,
+        commands: (n) => [`put ${big} big-${n}.bin`],
+      },
+      {
+        label: `get ${size(bigBytes)}`,
+        bytes: bigBytes,
+        sampleRss: true,
+        commands: (n, s) => [`get big-1.bin ${join(local, `got-${s.port}-${n}.bin`)}`],
+        verify: async (n, s) => {
+          const got = await sha256File(join(local, `got-${s.port}-${n}.bin`));
+          return got === bigSha ? undefined : `SHA-256 mismatch on get from ${s.label}`;
+        },
+        after: (n, s) => rmSync(join(local, `got-${s.port}-${n}.bin`), { force: true }),
+      },
+      {
+        label: `put ${smallCount.toLocaleString("en")} × ${size(smallEach)}`,
+        bytes: smallCount * smallEach,
+        sampleRss: false,
+        commands: (n) => [`put -r ${smallDir} small-${n}`],
+      },
+      {
+        label: `get ${smallCount.toLocaleString("en")} × ${size(smallEach)}`,
+        bytes: smallCount * smallEach,
+        sampleRss: false,
+        commands: (n, s) => [`get -r small-1 ${join(local, `gotsmall-${s.port}-${n}`)}`],
+        verify: async (n, s) => {
+          const got = sha256Dir(join(local, `gotsmall-${s.port}-${n}`));
+          return got === smallSha ? undefined : `small files differ on get from ${s.label}`;
+        },
+        after: (n, s) => rmSync(join(local, `gotsmall-${s.port}-${n}`), { recursive: true, force: true }),
+      },
+    ];
+
+    const best = new Map<string, number>(); // `${workload}|${port}` → best seconds
+    const failed = new Map<number, string>(); // port → first failure (server then skipped)
+    const peakRss = new Map<number, number>();
+    const scratch = join(ctx.tmp, "batches");
+    mkdirSync(scratch, { recursive: true });
+
+    for (const w of workloads) {
+      for (let n = 1; n <= ctx.runs; n++) {
+        for (const s of servers) {
+          if (failed.has(s.port)) continue;
+          const sampler = w.sampleRss ? startRssSampler(s.pid, { tree: true }) : undefined;
+          try {
+            const r = await sftpBatch(s, key, scratch, w.commands(n, s));
+            const problem = n === 1 && w.verify ? await w.verify(n, s) : undefined;
+            if (problem) throw new Error(problem);
+            const k = `${w.label}|${s.port}`;
+            best.set(k, Math.min(best.get(k) ?? Number.POSITIVE_INFINITY, r.seconds));
+            ctx.log(`  ${w.label.padEnd(20)} ${s.label.padEnd(8)} run ${n}: ${r.seconds.toFixed(2)} s`);
+          } catch (e) {
+            const msg = `${s.label} failed "${w.label}": ${(e as Error).message.split("\n").slice(0, 3).join(" ")}`;
+            ctx.log(`  ${msg}\n${s.output().trim().split("\n").slice(-5).join("\n")}`);
+            failed.set(s.port, msg);
+            notes.push(msg);
+          } finally {
+            if (sampler) peakRss.set(s.port, Math.max(peakRss.get(s.port) ?? 0, sampler.stop().peakBytes));
+            w.after?.(n, s);
+          }
+        }
+      }
+    }
+    for (const s of servers) await s.stop();
+
+    const subjectLabel = subject?.label ?? "atrest";
+    const table = [
+      [
+        "workload",
+        `${peer.label} s`,
+        `${peer.label} MB/s`,
+        `${subjectLabel} s`,
+        `${subjectLabel} MB/s`,
+        "ratio (OpenSSH s / atrest s)",
+      ],
+    ];
+    const summary: string[] = [];
+    for (const w of workloads) {
+      const a = best.get(`${w.label}|${peer.port}`);
+      const b = subject ? best.get(`${w.label}|${subject.port}`) : undefined;
+      table.push([w.label, seconds(a), mbps(w.bytes, a), seconds(b), mbps(w.bytes, b), ratio(a, b)]);
+      summary.push(
+        `sftp ${w.label}: ${peer.label} ${seconds(a)} s, ${subjectLabel} ${seconds(b)} s, ratio ${ratio(a, b)}`,
+      );
+    }
+    const rssMb = (port: number | undefined) => {
+      const v = port === undefined ? undefined : peakRss.get(port);
+      return v === undefined ? "–" : `${(v / 1e6).toFixed(0)} MB`;
+    };
+    table.push([
+      `peak RSS during ${size(bigBytes)} put/get`,
+      rssMb(peer.port),
+      "",
+      rssMb(subject?.port),
+      "",
+      `target < ${RSS_TARGET_MB} MB`,
+    ]);
+    summary.push(`sftp peak RSS: ${peer.label} ${rssMb(peer.port)}, ${subjectLabel} ${rssMb(subject?.port)}`);
+    if (ctx.quick) notes.push("`--quick`: smaller sizes and one run each; not comparable with full runs.");
+    return { table, notes, summary: summary.concat(notes.map((n) => `note: ${n}`)) };
+  },
+};
