@@ -1,0 +1,135 @@
+// Wires the layers together for one data directory: embedded KMS, metadata store, blobs, vfs, accounts, audit.
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { AuditLog } from "./audit/log.ts";
+import { verifyPassword } from "./auth/passwords.ts";
+import { buildUser, type NewUser, requireUser } from "./auth/users.ts";
+import { AtrestError } from "./errors.ts";
+import { type EmbeddedKms, initEmbeddedKms, openEmbeddedKms } from "./kms/embedded.ts";
+import { LocalBlobStore } from "./store/local-blobs.ts";
+import { serviceKey } from "./store/service-keys.ts";
+import { SqliteStore } from "./store/sqlite.ts";
+import type { UserRow } from "./store/types.ts";
+import { Session } from "./vfs/session.ts";
+import type { Accounts, SessionInfo, UserAuth, VfsSession } from "./vfs/types.ts";
+import { type Logger, Vfs } from "./vfs/vfs.ts";
+
+export const AUDIT_KEY_SETTING = "audit.key";
+export const AUDIT_CONTEXT = { purpose: "audit" };
+
+export interface DataPaths {
+  root: string;
+  kms: string;
+  meta: string;
+  hostKeys: string;
+  audit: string;
+}
+
+export function dataPaths(root: string): DataPaths {
+  return {
+    root,
+    kms: join(root, "kms"),
+    meta: join(root, "meta.db"),
+    hostKeys: join(root, "hostkeys"),
+    audit: join(root, "audit", "audit.log"),
+  };
+}
+
+/** Creates the data directory and the dev-mode key manager if missing. Idempotent. */
+export async function initData(root: string): Promise<{ created: boolean; warning?: string }> {
+  const paths = dataPaths(root);
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  return initEmbeddedKms(paths.kms);
+}
+
+export const silentLogger: Logger = { info() {}, warn() {}, error() {}, debug() {} };
+
+export class App implements Accounts {
+  readonly paths: DataPaths;
+  readonly store: SqliteStore;
+  readonly keys: EmbeddedKms;
+  readonly vfs: Vfs;
+  readonly audit: AuditLog;
+  readonly logger: Logger;
+
+  private constructor(
+    paths: DataPaths,
+    store: SqliteStore,
+    keys: EmbeddedKms,
+    vfs: Vfs,
+    audit: AuditLog,
+    logger: Logger,
+  ) {
+    this.paths = paths;
+    this.store = store;
+    this.keys = keys;
+    this.vfs = vfs;
+    this.audit = audit;
+    this.logger = logger;
+  }
+
+  static async open(root: string, logger: Logger = silentLogger): Promise<App> {
+    const paths = dataPaths(root);
+    const keys = await openEmbeddedKms(paths.kms).catch((err: Error) => {
+      throw new AtrestError("KEY_UNAVAILABLE", `${err.message} (data dir ${root})`);
+    });
+    const store = new SqliteStore(paths.meta);
+    const blobs = new LocalBlobStore(root);
+    await blobs.init();
+    const audit = new AuditLog(paths.audit, await serviceKey(store, keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT));
+    const vfs = await Vfs.open({ store, blobs, keys, audit, logger });
+    return new App(paths, store, keys, vfs, audit, logger);
+  }
+
+  async addUser(input: NewUser): Promise<UserRow> {
+    const user = await buildUser(input);
+    await this.store.transaction(async () => {
+      if (await this.store.getUser(user.name)) throw new AtrestError("EXISTS", `user ${user.name} already exists`);
+      await this.store.insertUser(user);
+    });
+    await this.vfs.tree.ensureDirs(user.home);
+    this.audit.record({
+      action: "user.add",
+      outcome: "success",
+      user: "admin",
+      effectiveUser: user.name,
+      protocol: "cli",
+    });
+    return user;
+  }
+
+  async removeUser(name: string): Promise<void> {
+    const removed = await this.store.transaction(() => this.store.deleteUser(name));
+    if (!removed) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
+    this.audit.record({
+      action: "user.remove",
+      outcome: "success",
+      user: "admin",
+      effectiveUser: name,
+      protocol: "cli",
+    });
+  }
+
+  async verifyPassword(username: string, password: string): Promise<UserAuth | undefined> {
+    const user = await this.store.getUser(username);
+    const ok = await verifyPassword(user?.passwordHash, password);
+    return ok && user ? { username: user.name } : undefined;
+  }
+
+  async authorizedKeys(username: string): Promise<string[]> {
+    return (await this.store.getUser(username))?.publicKeys ?? [];
+  }
+
+  async openSession(username: string, info: SessionInfo): Promise<VfsSession> {
+    const user = await requireUser(this.store, username);
+    const rootId = await this.vfs.tree.ensureDirs(user.home);
+    return new Session(this.vfs, user, rootId, info);
+  }
+
+  async close(): Promise<void> {
+    this.vfs.close();
+    await this.store.close();
+    await this.keys.close();
+    await this.audit.close();
+  }
+}

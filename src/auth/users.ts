@@ -1,0 +1,77 @@
+import { randomUUID } from "node:crypto";
+import { AtrestError } from "../errors.ts";
+import type { MetaStore, UserRow } from "../store/types.ts";
+import type { Permission } from "../vfs/types.ts";
+import { hashPassword } from "./passwords.ts";
+import { parseAuthorizedKeys } from "./public-keys.ts";
+
+export const ALL_PERMISSIONS: Permission[] = ["list", "download", "upload", "overwrite", "delete", "rename", "mkdir"];
+
+const NAME = /^[a-z_][a-z0-9._-]{0,31}$/;
+
+export interface NewUser {
+  name: string;
+  password?: string;
+  publicKeys?: string[];
+  home?: string;
+  groups?: string[];
+  permissions?: Record<string, Permission[]>;
+  quotaBytes?: number;
+  quotaFiles?: number;
+}
+
+export function validateUserName(name: string): void {
+  if (!NAME.test(name)) {
+    throw new AtrestError(
+      "INVALID_INPUT",
+      `invalid user name "${name}": use 1-32 of a-z 0-9 . _ - starting with a letter or _`,
+    );
+  }
+}
+
+function validatePermissions(perms: Record<string, Permission[]>): void {
+  for (const [prefix, list] of Object.entries(perms)) {
+    if (!prefix.startsWith("/")) throw new AtrestError("INVALID_INPUT", `permission path must be absolute: ${prefix}`);
+    for (const p of list) {
+      if (!ALL_PERMISSIONS.includes(p)) throw new AtrestError("INVALID_INPUT", `unknown permission "${p}"`);
+    }
+  }
+}
+
+export async function buildUser(input: NewUser): Promise<UserRow> {
+  validateUserName(input.name);
+  const publicKeys = input.publicKeys ?? [];
+  parseAuthorizedKeys(publicKeys.join("\n"));
+  if (!input.password && publicKeys.length === 0) {
+    throw new AtrestError("INVALID_INPUT", "a user needs a password or at least one public key");
+  }
+  const permissions = input.permissions ?? { "/": ALL_PERMISSIONS };
+  validatePermissions(permissions);
+  const home = input.home ?? `/${input.name}`;
+  if (!home.startsWith("/") || home.includes("\0")) throw new AtrestError("INVALID_INPUT", `invalid home ${home}`);
+  for (const q of [input.quotaBytes, input.quotaFiles]) {
+    if (q !== undefined && (!Number.isSafeInteger(q) || q < 0)) {
+      throw new AtrestError("INVALID_INPUT", "quotas must be non-negative integers (0 = unlimited)");
+    }
+  }
+  return {
+    id: randomUUID(),
+    name: input.name,
+    passwordHash: input.password ? await hashPassword(input.password) : null,
+    publicKeys,
+    home,
+    permissions,
+    groups: input.groups ?? [],
+    quotaBytes: input.quotaBytes ?? 0,
+    quotaFiles: input.quotaFiles ?? 0,
+    usedBytes: 0,
+    usedFiles: 0,
+    createdAt: new Date().toISOString(),
+  };
+}
+
+export async function requireUser(store: MetaStore, name: string): Promise<UserRow> {
+  const user = await store.getUser(name);
+  if (!user) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
+  return user;
+}

@@ -1,0 +1,57 @@
+import type { Command } from "commander";
+import { Option } from "commander";
+import { pino } from "pino";
+import { App, initData } from "../app.ts";
+import { loadConfig } from "../config/config.ts";
+import { loadOrCreateHostKeys } from "../protocols/sftp/hostkeys.ts";
+import { startSftpServer } from "../protocols/sftp/server.ts";
+import { say } from "./common.ts";
+
+export function registerServer(program: Command): void {
+  program
+    .command("server")
+    .description("run the file server (SFTP) on the embedded key manager; initialises the data dir on first run")
+    .addOption(new Option("--data <dir>", "data directory (default ./data)").env("ATREST_DATA"))
+    .addOption(new Option("--host <addr>", "listen address (default 127.0.0.1)").env("ATREST_HOST"))
+    .addOption(new Option("--sftp-port <port>", "SFTP port, 0 = any free port (default 2022)").env("ATREST_SFTP_PORT"))
+    .addOption(new Option("--idle-timeout <s>", "disconnect idle sessions after s seconds, 0 = never (default 600)"))
+    .addOption(new Option("--max-sessions <n>", "concurrent SSH connections (default 256)"))
+    .addOption(new Option("--log-level <level>", "pino level (default info)").env("ATREST_LOG_LEVEL"))
+    .action(async (flags, cmd: Command) => {
+      const config = loadConfig(flags, cmd.parent?.opts().config);
+      const logger = pino({ level: config.logLevel, base: { service: "atrest" } });
+      const { created, warning } = await initData(config.data);
+      if (created) say(`initialised ${config.data} (first run)`);
+      if (warning) process.stderr.write(`\n${warning}\n\n`);
+
+      const app = await App.open(config.data, logger);
+      const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys);
+      const sftp = await startSftpServer({
+        accounts: app,
+        hostKeys: hostKeys.keys,
+        host: config.host,
+        port: config.sftpPort,
+        logger,
+        audit: app.audit,
+        idleTimeoutMs: config.idleTimeout * 1000,
+        maxSessions: config.maxSessions,
+      });
+      say(`sftp listening on ${config.host}:${sftp.port}`);
+      for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
+      if ((await app.store.listUsers()).length === 0) {
+        say(`no users yet; add one: echo 'secret' | npx atrest user add alice --password-stdin --data ${config.data}`);
+      }
+
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, "shutting down");
+        await sftp.close();
+        await app.close();
+        process.exit(0);
+      };
+      process.on("SIGINT", () => void stop("SIGINT"));
+      process.on("SIGTERM", () => void stop("SIGTERM"));
+    });
+}

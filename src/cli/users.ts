@@ -1,0 +1,126 @@
+import { readFile } from "node:fs/promises";
+import type { Command } from "commander";
+import { parseAuthorizedKeys } from "../auth/public-keys.ts";
+import { ALL_PERMISSIONS } from "../auth/users.ts";
+import { AtrestError } from "../errors.ts";
+import type { Permission } from "../vfs/types.ts";
+import { dataOption, say, withApp } from "./common.ts";
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks)
+    .toString("utf8")
+    .replace(/\r?\n$/, "");
+}
+
+/** `--perm /path:list,download` → { "/path": ["list", "download"] }; `*` means every permission. */
+export function parsePerms(specs: string[]): Record<string, Permission[]> | undefined {
+  if (specs.length === 0) return undefined;
+  const out: Record<string, Permission[]> = {};
+  for (const spec of specs) {
+    const at = spec.lastIndexOf(":");
+    if (at <= 0) throw new AtrestError("INVALID_INPUT", `--perm wants PATH:perm,perm (got "${spec}")`);
+    const list = spec
+      .slice(at + 1)
+      .split(",")
+      .filter(Boolean);
+    out[spec.slice(0, at)] = list.includes("*") ? ALL_PERMISSIONS : (list as Permission[]);
+  }
+  return out;
+}
+
+function quota(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new AtrestError("INVALID_INPUT", `not a quota: ${value}`);
+  return n;
+}
+
+export function registerUsers(program: Command): void {
+  const user = program.command("user").description("manage users");
+
+  user
+    .command("add <name>")
+    .description("add a user (password from stdin and/or OpenSSH public keys)")
+    .addOption(dataOption())
+    .option("--password-stdin", "read the password from standard input")
+    .option("--public-key <file>", "authorized_keys-format public key file (repeatable)", collect, [])
+    .option("--group <group>", "group membership (repeatable)", collect, [])
+    .option("--home <path>", "home directory in the server's tree (default /<name>)")
+    .option(
+      "--perm <path:perms>",
+      `permissions for a path, perms from ${ALL_PERMISSIONS.join(",")} or * (repeatable)`,
+      collect,
+      [],
+    )
+    .option("--quota-bytes <n>", "maximum stored bytes, 0 = unlimited", quota)
+    .option("--quota-files <n>", "maximum number of files, 0 = unlimited", quota)
+    .action(async (name: string, opts) => {
+      const password = opts.passwordStdin ? await readStdin() : undefined;
+      if (opts.passwordStdin && !password) throw new AtrestError("INVALID_INPUT", "empty password on stdin");
+      const publicKeys: string[] = [];
+      for (const file of opts.publicKey as string[]) {
+        publicKeys.push(...parseAuthorizedKeys(await readFile(file, "utf8")));
+      }
+      await withApp(opts.data, async (app) => {
+        const u = await app.addUser({
+          name,
+          password,
+          publicKeys,
+          groups: opts.group,
+          home: opts.home,
+          permissions: parsePerms(opts.perm),
+          quotaBytes: opts.quotaBytes,
+          quotaFiles: opts.quotaFiles,
+        });
+        say(
+          `added user ${u.name} (home ${u.home}, ${u.publicKeys.length} key(s)${u.passwordHash ? ", password" : ""})`,
+        );
+      });
+    });
+
+  user
+    .command("list")
+    .description("list users")
+    .addOption(dataOption())
+    .option("--json", "machine-readable output")
+    .action(async (opts) => {
+      await withApp(opts.data, async (app) => {
+        const users = (await app.store.listUsers()).map((u) => ({
+          name: u.name,
+          home: u.home,
+          groups: u.groups,
+          auth: [u.passwordHash ? "password" : "", u.publicKeys.length ? `${u.publicKeys.length} key(s)` : ""]
+            .filter(Boolean)
+            .join("+"),
+          usedBytes: u.usedBytes,
+          usedFiles: u.usedFiles,
+          quotaBytes: u.quotaBytes,
+          quotaFiles: u.quotaFiles,
+        }));
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(users, null, 2)}\n`);
+          return;
+        }
+        for (const u of users) {
+          const q = `${u.usedBytes}/${u.quotaBytes || "∞"} bytes, ${u.usedFiles}/${u.quotaFiles || "∞"} files`;
+          process.stdout.write(`${u.name}\t${u.home}\t${u.auth}\t${q}\n`);
+        }
+      });
+    });
+
+  user
+    .command("rm <name>")
+    .description("remove a user (their files stay; remove them first if they must go)")
+    .addOption(dataOption())
+    .action(async (name: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        await app.removeUser(name);
+        say(`removed user ${name}`);
+      });
+    });
+}

@@ -1,0 +1,59 @@
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { AtrestError } from "../errors.ts";
+
+// One schema for the config file, ATREST_* environment variables and command-line flags (in rising precedence).
+export const serverConfigSchema = z
+  .object({
+    data: z.string().min(1).default("./data"),
+    host: z.string().min(1).default("127.0.0.1"),
+    sftpPort: z.coerce.number().int().min(0).max(65535).default(2022),
+    idleTimeout: z.coerce.number().int().min(0).default(600),
+    maxSessions: z.coerce.number().int().min(1).default(256),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .strict();
+
+export type ServerConfig = z.infer<typeof serverConfigSchema>;
+
+const envNames: Record<keyof ServerConfig, string> = {
+  data: "ATREST_DATA",
+  host: "ATREST_HOST",
+  sftpPort: "ATREST_SFTP_PORT",
+  idleTimeout: "ATREST_IDLE_TIMEOUT",
+  maxSessions: "ATREST_MAX_SESSIONS",
+  logLevel: "ATREST_LOG_LEVEL",
+};
+
+function fromEnv(env: NodeJS.ProcessEnv): Partial<Record<keyof ServerConfig, string>> {
+  const out: Partial<Record<keyof ServerConfig, string>> = {};
+  for (const [key, name] of Object.entries(envNames) as [keyof ServerConfig, string][]) {
+    if (env[name] !== undefined && env[name] !== "") out[key] = env[name];
+  }
+  return out;
+}
+
+function fromFile(path: string | undefined): Record<string, unknown> {
+  if (!path) return {};
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new AtrestError("INVALID_INPUT", `cannot read config file ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Merges file < env < flags and validates; a bad value names the setting and what is allowed. */
+export function loadConfig(
+  flags: Partial<Record<keyof ServerConfig, unknown>>,
+  configFile?: string,
+  env = process.env,
+): ServerConfig {
+  const defined = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined));
+  const merged = { ...fromFile(configFile ?? env.ATREST_CONFIG), ...fromEnv(env), ...defined };
+  const parsed = serverConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new AtrestError("INVALID_INPUT", `config ${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  }
+  return parsed.data;
+}

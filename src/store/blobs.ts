@@ -1,0 +1,29 @@
+// Blob store contract: opaque ciphertext objects under random ids. Local disk today, S3 later.
+
+export interface BlobWriter {
+  readonly id: string;
+  /** Bytes written so far (including any copied prefix). */
+  readonly length: number;
+  /** Appends buffers in order (one vectored write). */
+  write(chunks: Buffer[]): Promise<void>;
+  /** fsync, then move into place durably. After this the blob exists under `id`. */
+  commit(): Promise<void>;
+  /** Removes the temporary file. Safe to call after a failed commit. */
+  abort(): Promise<void>;
+}
+
+export interface BlobReader {
+  readonly size: number;
+  /** Reads exactly `length` bytes at `position` (fewer only at the end of the blob). */
+  read(position: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface BlobStore {
+  /** A new blob; when `copyFrom` is given, starts with the first `copyLength` bytes of that blob (resume). */
+  create(copyFrom?: { id: string; length: number }): Promise<BlobWriter>;
+  open(id: string): Promise<BlobReader>;
+  remove(id: string): Promise<void>;
+  /** Deletes unfinished temporary blobs and every committed blob not in `keep`; returns how many went. */
+  sweep(keep: Set<string>): Promise<{ temp: number; orphans: number }>;
+}

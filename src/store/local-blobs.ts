@@ -1,0 +1,157 @@
+import { randomBytes } from "node:crypto";
+import { constants, copyFile, type FileHandle, mkdir, open, readdir, rename, rm, truncate } from "node:fs/promises";
+import { join } from "node:path";
+import { NotFoundError } from "../errors.ts";
+import type { BlobReader, BlobStore, BlobWriter } from "./blobs.ts";
+
+const ID = /^[0-9a-f]{32}$/;
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Blobs as files `blobs/<aa>/<id>` with random ids (names and sizes of users' files never appear on disk).
+ * Writes go to `tmp/` first: temp → fsync → rename → fsync(dir), so a crash leaves the old blob or the new one.
+ */
+export class LocalBlobStore implements BlobStore {
+  readonly #root: string;
+  readonly #tmp: string;
+
+  constructor(dir: string) {
+    this.#root = join(dir, "blobs");
+    this.#tmp = join(dir, "tmp");
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.#root, { recursive: true, mode: 0o700 });
+    await mkdir(this.#tmp, { recursive: true, mode: 0o700 });
+  }
+
+  #path(id: string): string {
+    if (!ID.test(id)) throw new NotFoundError(`blob ${id}`);
+    return join(this.#root, id.slice(0, 2), id);
+  }
+
+  async create(copyFrom?: { id: string; length: number }): Promise<BlobWriter> {
+    const id = randomBytes(16).toString("hex");
+    const tmp = join(this.#tmp, id);
+    let length = 0;
+    if (copyFrom) {
+      // Reflink where the filesystem can; a plain copy otherwise. The old blob stays untouched until commit.
+      await copyFile(this.#path(copyFrom.id), tmp, constants.COPYFILE_FICLONE);
+      await truncate(tmp, copyFrom.length);
+      length = copyFrom.length;
+    }
+    const fh = await open(tmp, copyFrom ? "r+" : "wx", 0o600);
+    return new LocalWriter(id, tmp, this.#path(id), fh, length);
+  }
+
+  async open(id: string): Promise<BlobReader> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.#path(id), "r");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new NotFoundError(`blob ${id}`);
+      throw err;
+    }
+    const { size } = await fh.stat();
+    return {
+      size,
+      async read(position: number, length: number): Promise<Buffer> {
+        const out = Buffer.allocUnsafe(Math.max(0, Math.min(length, size - position)));
+        let done = 0;
+        while (done < out.length) {
+          const { bytesRead } = await fh.read(out, done, out.length - done, position + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+        return done === out.length ? out : out.subarray(0, done);
+      },
+      close: () => fh.close(),
+    };
+  }
+
+  async remove(id: string): Promise<void> {
+    await rm(this.#path(id), { force: true });
+  }
+
+  async sweep(keep: Set<string>): Promise<{ temp: number; orphans: number }> {
+    let temp = 0;
+    for (const name of await readdir(this.#tmp)) {
+      await rm(join(this.#tmp, name), { force: true, recursive: true });
+      temp++;
+    }
+    let orphans = 0;
+    for (const shard of await readdir(this.#root)) {
+      for (const name of await readdir(join(this.#root, shard))) {
+        if (!keep.has(name)) {
+          await rm(join(this.#root, shard, name), { force: true });
+          orphans++;
+        }
+      }
+    }
+    return { temp, orphans };
+  }
+}
+
+class LocalWriter implements BlobWriter {
+  readonly id: string;
+  length: number;
+  readonly #tmp: string;
+  readonly #final: string;
+  readonly #fh: FileHandle;
+  #closed = false;
+
+  constructor(id: string, tmp: string, final: string, fh: FileHandle, length: number) {
+    this.id = id;
+    this.#tmp = tmp;
+    this.#final = final;
+    this.#fh = fh;
+    this.length = length;
+  }
+
+  async write(chunks: Buffer[]): Promise<void> {
+    let position = this.length;
+    let pending = chunks;
+    while (pending.length > 0) {
+      // writev may write partially; continue with what remains.
+      const { bytesWritten } = await this.#fh.writev(pending, position);
+      position += bytesWritten;
+      let skip = bytesWritten;
+      const rest: Buffer[] = [];
+      for (const c of pending) {
+        if (skip >= c.length) skip -= c.length;
+        else {
+          rest.push(skip > 0 ? c.subarray(skip) : c);
+          skip = 0;
+        }
+      }
+      pending = rest;
+    }
+    this.length = position;
+  }
+
+  async commit(): Promise<void> {
+    await this.#fh.sync();
+    await this.#fh.close();
+    this.#closed = true;
+    const dir = join(this.#final, "..");
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await rename(this.#tmp, this.#final);
+    await fsyncDir(dir);
+  }
+
+  async abort(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      await this.#fh.close().catch(() => undefined);
+    }
+    await rm(this.#tmp, { force: true });
+  }
+}

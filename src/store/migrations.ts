@@ -1,0 +1,32 @@
+// Versioned schema. Append new entries; never edit a released one. Index = version - 1.
+export const migrations: string[] = [
+  `CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+   CREATE TABLE users (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     password_hash TEXT,
+     public_keys TEXT NOT NULL,
+     home TEXT NOT NULL,
+     permissions TEXT NOT NULL,
+     groups TEXT NOT NULL,
+     quota_bytes INTEGER NOT NULL DEFAULT 0,
+     quota_files INTEGER NOT NULL DEFAULT 0,
+     used_bytes INTEGER NOT NULL DEFAULT 0,
+     used_files INTEGER NOT NULL DEFAULT 0,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE nodes (
+     id TEXT PRIMARY KEY,
+     parent_id TEXT REFERENCES nodes(id),
+     name_mac BLOB NOT NULL,
+     name_ct BLOB NOT NULL,
+     kind TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+     attrs_ct BLOB NOT NULL,
+     blob_id TEXT UNIQUE,
+     content_id TEXT,
+     key_ref TEXT,
+     owner_id TEXT
+   );
+   CREATE UNIQUE INDEX nodes_child ON nodes(parent_id, name_mac);
+   CREATE INDEX nodes_key_ref ON nodes(key_ref);`,
+];

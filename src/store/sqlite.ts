@@ -1,0 +1,241 @@
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { migrations } from "./migrations.ts";
+import type { MetaStore, NodePatch, NodeRow, UserRow } from "./types.ts";
+
+type Row = Record<string, SQLInputValue>;
+
+const nodeColumns: Record<keyof Omit<NodeRow, "id">, string> = {
+  parentId: "parent_id",
+  nameMac: "name_mac",
+  nameCt: "name_ct",
+  kind: "kind",
+  attrsCt: "attrs_ct",
+  blobId: "blob_id",
+  contentId: "content_id",
+  keyRef: "key_ref",
+  ownerId: "owner_id",
+};
+
+function buf(v: unknown): Buffer {
+  return Buffer.from(v as Uint8Array);
+}
+
+function toNode(r: Row): NodeRow {
+  return {
+    id: r.id as string,
+    parentId: r.parent_id as string | null,
+    nameMac: buf(r.name_mac),
+    nameCt: buf(r.name_ct),
+    kind: r.kind as "file" | "dir",
+    attrsCt: buf(r.attrs_ct),
+    blobId: r.blob_id as string | null,
+    contentId: r.content_id as string | null,
+    keyRef: r.key_ref as string | null,
+    ownerId: r.owner_id as string | null,
+  };
+}
+
+function toUser(r: Row): UserRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    passwordHash: r.password_hash as string | null,
+    publicKeys: JSON.parse(r.public_keys as string),
+    home: r.home as string,
+    permissions: JSON.parse(r.permissions as string),
+    groups: JSON.parse(r.groups as string),
+    quotaBytes: Number(r.quota_bytes),
+    quotaFiles: Number(r.quota_files),
+    usedBytes: Number(r.used_bytes),
+    usedFiles: Number(r.used_files),
+    createdAt: r.created_at as string,
+  };
+}
+
+function userParams(u: UserRow): SQLInputValue[] {
+  return [
+    u.name,
+    u.passwordHash,
+    JSON.stringify(u.publicKeys),
+    u.home,
+    JSON.stringify(u.permissions),
+    JSON.stringify(u.groups),
+    u.quotaBytes,
+    u.quotaFiles,
+    u.usedBytes,
+    u.usedFiles,
+    u.createdAt,
+    u.id,
+  ];
+}
+
+/** Metadata in one SQLite file (WAL, synchronous=FULL so a commit survives power loss). */
+export class SqliteStore implements MetaStore {
+  readonly #db: DatabaseSync;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(path: string) {
+    this.#db = new DatabaseSync(path);
+    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
+    this.#db.exec("PRAGMA busy_timeout = 5000;");
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    const current = Number((this.#db.prepare("PRAGMA user_version").get() as Row).user_version);
+    if (current > migrations.length) {
+      throw new Error(`metadata schema version ${current} is newer than this atrest (${migrations.length})`);
+    }
+    for (let v = current; v < migrations.length; v++) {
+      this.#db.exec("BEGIN");
+      try {
+        this.#db.exec(migrations[v]);
+        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
+        this.#db.exec("COMMIT");
+      } catch (err) {
+        this.#db.exec("ROLLBACK");
+        throw err;
+      }
+    }
+  }
+
+  #get(sql: string, ...params: SQLInputValue[]): Row | undefined {
+    return this.#db.prepare(sql).get(...params) as Row | undefined;
+  }
+
+  #all(sql: string, ...params: SQLInputValue[]): Row[] {
+    return this.#db.prepare(sql).all(...params) as Row[];
+  }
+
+  #run(sql: string, ...params: SQLInputValue[]): number {
+    return Number(this.#db.prepare(sql).run(...params).changes);
+  }
+
+  async getSetting(key: string): Promise<Buffer | undefined> {
+    const r = this.#get("SELECT value FROM settings WHERE key = ?", key);
+    return r ? buf(r.value) : undefined;
+  }
+
+  async setSetting(key: string, value: Buffer): Promise<void> {
+    this.#run(
+      "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+      key,
+      value,
+    );
+  }
+
+  async getUser(name: string): Promise<UserRow | undefined> {
+    const r = this.#get("SELECT * FROM users WHERE name = ?", name);
+    return r ? toUser(r) : undefined;
+  }
+
+  async getUserById(id: string): Promise<UserRow | undefined> {
+    const r = this.#get("SELECT * FROM users WHERE id = ?", id);
+    return r ? toUser(r) : undefined;
+  }
+
+  async listUsers(): Promise<UserRow[]> {
+    return this.#all("SELECT * FROM users ORDER BY name").map(toUser);
+  }
+
+  async insertUser(u: UserRow): Promise<void> {
+    this.#run(
+      `INSERT INTO users (name, password_hash, public_keys, home, permissions, groups, quota_bytes, quota_files,
+         used_bytes, used_files, created_at, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ...userParams(u),
+    );
+  }
+
+  async updateUser(u: UserRow): Promise<void> {
+    this.#run(
+      `UPDATE users SET name = ?, password_hash = ?, public_keys = ?, home = ?, permissions = ?, groups = ?,
+         quota_bytes = ?, quota_files = ?, used_bytes = ?, used_files = ?, created_at = ? WHERE id = ?`,
+      ...userParams(u),
+    );
+  }
+
+  async deleteUser(name: string): Promise<boolean> {
+    return this.#run("DELETE FROM users WHERE name = ?", name) > 0;
+  }
+
+  async addUsage(userId: string, bytes: number, files: number): Promise<void> {
+    this.#run(
+      "UPDATE users SET used_bytes = MAX(0, used_bytes + ?), used_files = MAX(0, used_files + ?) WHERE id = ?",
+      bytes,
+      files,
+      userId,
+    );
+  }
+
+  async getNode(id: string): Promise<NodeRow | undefined> {
+    const r = this.#get("SELECT * FROM nodes WHERE id = ?", id);
+    return r ? toNode(r) : undefined;
+  }
+
+  async findChild(parentId: string, nameMac: Buffer): Promise<NodeRow | undefined> {
+    const r = this.#get("SELECT * FROM nodes WHERE parent_id = ? AND name_mac = ?", parentId, nameMac);
+    return r ? toNode(r) : undefined;
+  }
+
+  async listChildren(parentId: string): Promise<NodeRow[]> {
+    return this.#all("SELECT * FROM nodes WHERE parent_id = ?", parentId).map(toNode);
+  }
+
+  async hasChildren(parentId: string): Promise<boolean> {
+    return this.#get("SELECT 1 FROM nodes WHERE parent_id = ? LIMIT 1", parentId) !== undefined;
+  }
+
+  async insertNode(n: NodeRow): Promise<void> {
+    this.#run(
+      `INSERT INTO nodes (id, parent_id, name_mac, name_ct, kind, attrs_ct, blob_id, content_id, key_ref, owner_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      n.id,
+      n.parentId,
+      n.nameMac,
+      n.nameCt,
+      n.kind,
+      n.attrsCt,
+      n.blobId,
+      n.contentId,
+      n.keyRef,
+      n.ownerId,
+    );
+  }
+
+  async updateNode(id: string, patch: NodePatch): Promise<void> {
+    const keys = Object.keys(patch) as (keyof NodePatch)[];
+    if (keys.length === 0) return;
+    const sets = keys.map((k) => `${nodeColumns[k]} = ?`).join(", ");
+    this.#run(`UPDATE nodes SET ${sets} WHERE id = ?`, ...keys.map((k) => patch[k] as SQLInputValue), id);
+  }
+
+  async deleteNode(id: string): Promise<void> {
+    this.#run("DELETE FROM nodes WHERE id = ?", id);
+  }
+
+  async blobIds(): Promise<Set<string>> {
+    return new Set(this.#all("SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL").map((r) => r.blob_id as string));
+  }
+
+  transaction<T>(fn: () => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        const result = await fn();
+        this.#db.exec("COMMIT");
+        return result;
+      } catch (err) {
+        this.#db.exec("ROLLBACK");
+        throw err;
+      }
+    };
+    const next = this.#queue.then(run, run);
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async close(): Promise<void> {
+    await this.#queue;
+    this.#db.close();
+  }
+}

@@ -1,0 +1,74 @@
+// Metadata store contract. SQLite (node:sqlite) implements it today; a PostgreSQL driver implements the same
+// interface for scale-out. Names, sizes and times of files are stored only as ciphertext (see src/vfs/names.ts);
+// the store never sees them in the clear.
+import type { Permission } from "../vfs/types.ts";
+
+export interface UserRow {
+  id: string;
+  name: string;
+  /** argon2id PHC string, or null for key-only users. */
+  passwordHash: string | null;
+  /** OpenSSH authorized_keys lines. */
+  publicKeys: string[];
+  /** Home in the global tree, e.g. `/alice`; the user sees it as `/`. */
+  home: string;
+  /** User-view path prefix → permissions; the longest matching prefix wins. */
+  permissions: Record<string, Permission[]>;
+  groups: string[];
+  /** 0 = unlimited. */
+  quotaBytes: number;
+  quotaFiles: number;
+  usedBytes: number;
+  usedFiles: number;
+  createdAt: string;
+}
+
+export interface NodeRow {
+  id: string;
+  parentId: string | null;
+  /** HMAC of (parent id, name) under the metadata name key: the lookup index. */
+  nameMac: Buffer;
+  /** AEAD(name), AAD = node id. */
+  nameCt: Buffer;
+  kind: "file" | "dir";
+  /** AEAD({size, mtime, mode}), AAD = node id ‖ blob id ‖ content id: a row cannot point at another blob. */
+  attrsCt: Buffer;
+  /** On-disk blob name (random). Null for directories. */
+  blobId: string | null;
+  /** Container id bound into the file's encryption (stays the same across resumed uploads). */
+  contentId: string | null;
+  /** `kek:<name>:v<N>` of the KEK wrapping this file's DEK, for rewrap and shred reports. */
+  keyRef: string | null;
+  /** User charged for this file in quotas. */
+  ownerId: string | null;
+}
+
+export type NodePatch = Partial<Omit<NodeRow, "id">>;
+
+export interface MetaStore {
+  getSetting(key: string): Promise<Buffer | undefined>;
+  setSetting(key: string, value: Buffer): Promise<void>;
+
+  getUser(name: string): Promise<UserRow | undefined>;
+  getUserById(id: string): Promise<UserRow | undefined>;
+  listUsers(): Promise<UserRow[]>;
+  insertUser(user: UserRow): Promise<void>;
+  updateUser(user: UserRow): Promise<void>;
+  deleteUser(name: string): Promise<boolean>;
+  /** Adds deltas to a user's usage counters (never below zero). */
+  addUsage(userId: string, bytes: number, files: number): Promise<void>;
+
+  getNode(id: string): Promise<NodeRow | undefined>;
+  findChild(parentId: string, nameMac: Buffer): Promise<NodeRow | undefined>;
+  listChildren(parentId: string): Promise<NodeRow[]>;
+  hasChildren(parentId: string): Promise<boolean>;
+  insertNode(node: NodeRow): Promise<void>;
+  updateNode(id: string, patch: NodePatch): Promise<void>;
+  deleteNode(id: string): Promise<void>;
+  /** Every blob id referenced by a node: the startup sweep deletes blobs not in this set. */
+  blobIds(): Promise<Set<string>>;
+
+  /** Runs `fn` atomically; transactions are serialised. */
+  transaction<T>(fn: () => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}

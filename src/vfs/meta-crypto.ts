@@ -1,0 +1,62 @@
+import { NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
+import { zero } from "../crypto/bytes.ts";
+import { hkdfSha256 } from "../crypto/hkdf.ts";
+import { hmacSha256 } from "../crypto/hmac.ts";
+import { randomBytes } from "../crypto/random.ts";
+
+export interface FileAttrs {
+  size: number;
+  mtime: number;
+  mode: number;
+}
+
+/**
+ * Encrypts what the metadata database would otherwise reveal: names (AES-256-GCM, AAD = node id, with an HMAC
+ * index for lookups) and sizes/times (AAD binds node, blob and content ids, so a row cannot be re-pointed).
+ * Both keys derive from one metadata key that exists only wrapped by the KMS at rest.
+ */
+export class MetaCrypto {
+  readonly #macKey: Buffer;
+  readonly #encKey: Buffer;
+
+  constructor(metaKey: Buffer) {
+    this.#macKey = hkdfSha256(metaKey, Buffer.alloc(0), Buffer.from("atrest v1 name index"));
+    this.#encKey = hkdfSha256(metaKey, Buffer.alloc(0), Buffer.from("atrest v1 metadata aead"));
+  }
+
+  nameMac(parentId: string, name: string): Buffer {
+    return hmacSha256(this.#macKey, Buffer.from(`${parentId}\0`), Buffer.from(name));
+  }
+
+  sealName(nodeId: string, name: string): Buffer {
+    return this.#seal(Buffer.from(name), `name\0${nodeId}`);
+  }
+
+  openName(nodeId: string, ct: Buffer): string {
+    return this.#open(ct, `name\0${nodeId}`).toString();
+  }
+
+  sealAttrs(nodeId: string, blobId: string | null, contentId: string | null, attrs: FileAttrs): Buffer {
+    const json = JSON.stringify([attrs.size, attrs.mtime, attrs.mode]);
+    return this.#seal(Buffer.from(json), `attrs\0${nodeId}\0${blobId ?? ""}\0${contentId ?? ""}`);
+  }
+
+  openAttrs(nodeId: string, blobId: string | null, contentId: string | null, ct: Buffer): FileAttrs {
+    const [size, mtime, mode] = JSON.parse(
+      this.#open(ct, `attrs\0${nodeId}\0${blobId ?? ""}\0${contentId ?? ""}`).toString(),
+    ) as number[];
+    return { size, mtime, mode };
+  }
+
+  destroy(): void {
+    zero(this.#macKey, this.#encKey);
+  }
+
+  #seal(plain: Buffer, aad: string): Buffer {
+    return seal(this.#encKey, randomBytes(NONCE_LENGTH), plain, Buffer.from(aad));
+  }
+
+  #open(ct: Buffer, aad: string): Buffer {
+    return open(this.#encKey, ct, Buffer.from(aad));
+  }
+}

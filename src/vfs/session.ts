@@ -1,0 +1,209 @@
+import type { AuditAction, AuditEvent } from "../audit/types.ts";
+import { AtrestError } from "../errors.ts";
+import type { NodeRow, UserRow } from "../store/types.ts";
+import { normalize, parentAndName } from "./paths.ts";
+import { Permissions } from "./permissions.ts";
+import type {
+  DirEntry,
+  FileStat,
+  OpenWriteOptions,
+  QuotaInfo,
+  ReadHandle,
+  SessionInfo,
+  VfsSession,
+  WriteHandle,
+} from "./types.ts";
+import type { Vfs } from "./vfs.ts";
+
+/** One user's view: their home is `/`, every operation checks that user's per-path permissions. */
+export class Session implements VfsSession {
+  readonly username: string;
+  readonly #vfs: Vfs;
+  readonly #user: UserRow;
+  readonly #rootId: string;
+  readonly #perms: Permissions;
+  readonly #info: SessionInfo;
+  readonly #writers = new Set<WriteHandle>();
+  readonly #readers = new Set<ReadHandle>();
+
+  constructor(vfs: Vfs, user: UserRow, rootId: string, info: SessionInfo) {
+    this.#vfs = vfs;
+    this.#user = user;
+    this.username = user.name;
+    this.#rootId = rootId;
+    this.#perms = new Permissions(user.permissions);
+    this.#info = info;
+  }
+
+  #event(path: string): Omit<AuditEvent, "action" | "outcome"> {
+    return {
+      user: this.#user.name,
+      effectiveUser: this.#user.name,
+      protocol: this.#info.protocol,
+      sourceIp: this.#info.sourceIp,
+      sessionId: this.#info.sessionId,
+      path,
+    };
+  }
+
+  /** Runs an operation and records its audit event, with the failure reason when it fails. */
+  async #audited<T>(action: AuditAction, path: string, fn: () => Promise<T>, extra?: Partial<AuditEvent>): Promise<T> {
+    try {
+      const result = await fn();
+      this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "success" });
+      return result;
+    } catch (err) {
+      const reason = err instanceof AtrestError ? err.code : "INTERNAL";
+      this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "failure", reason });
+      throw err;
+    }
+  }
+
+  #resolve(path: string): Promise<NodeRow> {
+    return this.#vfs.tree.resolve(this.#rootId, path);
+  }
+
+  #stat(node: NodeRow): FileStat {
+    const a = this.#vfs.tree.attrs(node);
+    return { kind: node.kind, size: a.size, mtime: a.mtime, mode: a.mode };
+  }
+
+  async stat(path: string): Promise<FileStat> {
+    const p = normalize(path);
+    // Stat of a directory's entries is part of listing its parent; the home itself is always visible.
+    if (p !== "/") this.#perms.require(parentAndName(p).parent, "list");
+    return this.#stat(await this.#resolve(p));
+  }
+
+  async list(path: string): Promise<DirEntry[]> {
+    const p = normalize(path);
+    this.#perms.require(p, "list");
+    const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+    const rows = await this.#vfs.store.listChildren(dir.id);
+    return rows
+      .map((row) => ({ name: this.#vfs.tree.name(row), stat: this.#stat(row) }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async mkdir(path: string): Promise<void> {
+    const p = normalize(path);
+    await this.#audited("mkdir", p, async () => {
+      this.#perms.require(p, "mkdir");
+      const { parent, name } = parentAndName(p);
+      await this.#vfs.mkdir(await this.#vfs.tree.resolveDir(this.#rootId, parent), name);
+    });
+  }
+
+  async rmdir(path: string): Promise<void> {
+    const p = normalize(path);
+    await this.#audited("rmdir", p, async () => {
+      this.#perms.require(p, "delete");
+      if (p === "/") throw new AtrestError("PERMISSION_DENIED", "cannot remove the home directory");
+      const node = await this.#resolve(p);
+      if (node.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${p}`);
+      await this.#vfs.removeDir(node);
+    });
+  }
+
+  async remove(path: string): Promise<void> {
+    const p = normalize(path);
+    await this.#audited("delete", p, async () => {
+      this.#perms.require(p, "delete");
+      const node = await this.#resolve(p);
+      if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
+      await this.#vfs.removeFile(node);
+    });
+  }
+
+  async rename(from: string, to: string, overwrite: boolean): Promise<void> {
+    const src = normalize(from);
+    const dst = normalize(to);
+    await this.#audited(
+      "rename",
+      src,
+      async () => {
+        this.#perms.require(src, "rename");
+        this.#perms.require(dst, "rename");
+        if (src === "/" || dst === "/") throw new AtrestError("PERMISSION_DENIED", "cannot rename the home directory");
+        const node = await this.#resolve(src);
+        const { parent, name } = parentAndName(dst);
+        const target = await this.#vfs.tree.resolveDir(this.#rootId, parent);
+        if (overwrite && (await this.#vfs.tree.child(target.id, name))) this.#perms.require(dst, "overwrite");
+        await this.#vfs.rename(node, target, name, overwrite);
+      },
+      { targetPath: dst },
+    );
+  }
+
+  async setMtime(path: string, mtime: number): Promise<void> {
+    const p = normalize(path);
+    const node = await this.#resolve(p);
+    this.#perms.require(p, node.kind === "dir" ? "mkdir" : "upload");
+    await this.#vfs.setMtime(node, mtime);
+  }
+
+  async openRead(path: string): Promise<ReadHandle> {
+    const p = normalize(path);
+    try {
+      this.#perms.require(p, "download");
+      const node = await this.#resolve(p);
+      if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
+      const reader = await this.#vfs.openRead(node, (size) => {
+        this.#readers.delete(reader);
+        this.#vfs.audit.record({ ...this.#event(p), action: "download", outcome: "success", size });
+      });
+      this.#readers.add(reader);
+      return reader;
+    } catch (err) {
+      const reason = err instanceof AtrestError ? err.code : "INTERNAL";
+      this.#vfs.audit.record({ ...this.#event(p), action: "download", outcome: "failure", reason });
+      throw err;
+    }
+  }
+
+  async openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle> {
+    const p = normalize(path);
+    try {
+      const { parent, name } = parentAndName(p);
+      const dir = await this.#vfs.tree.resolveDir(this.#rootId, parent);
+      const existing = await this.#vfs.tree.child(dir.id, name);
+      if (existing?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
+      if (existing && options.exclusive) throw new AtrestError("EXISTS", `already exists: ${p}`);
+      this.#perms.require(p, existing ? "overwrite" : "upload");
+      const writer = await this.#vfs.openWrite(dir, name, existing, options.truncate, {
+        user: this.#user,
+        event: this.#event(p),
+      });
+      const handle: WriteHandle = {
+        get size() {
+          return writer.size;
+        },
+        write: (offset, data) => writer.write(offset, data),
+        close: () => {
+          this.#writers.delete(handle);
+          return writer.close();
+        },
+        abort: (keep) => {
+          this.#writers.delete(handle);
+          return writer.abort(keep);
+        },
+      };
+      this.#writers.add(handle);
+      return handle;
+    } catch (err) {
+      const reason = err instanceof AtrestError ? err.code : "INTERNAL";
+      this.#vfs.audit.record({ ...this.#event(p), action: "upload", outcome: "failure", reason });
+      throw err;
+    }
+  }
+
+  async quota(): Promise<QuotaInfo> {
+    const u = (await this.#vfs.store.getUserById(this.#user.id)) ?? this.#user;
+    return { usedBytes: u.usedBytes, usedFiles: u.usedFiles, maxBytes: u.quotaBytes, maxFiles: u.quotaFiles };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#writers].map((w) => w.abort(true)));
+    await Promise.allSettled([...this.#readers].map((r) => r.close()));
+  }
+}

@@ -1,0 +1,94 @@
+import { randomUUID } from "node:crypto";
+import { AtrestError, NotFoundError } from "../errors.ts";
+import type { MetaStore, NodeRow } from "../store/types.ts";
+import type { FileAttrs, MetaCrypto } from "./meta-crypto.ts";
+import { split } from "./paths.ts";
+
+export const ROOT_ID = "root";
+
+/** Path lookups over the encrypted node table: one indexed query per path component. */
+export class Tree {
+  readonly store: MetaStore;
+  readonly crypto: MetaCrypto;
+
+  constructor(store: MetaStore, crypto: MetaCrypto) {
+    this.store = store;
+    this.crypto = crypto;
+  }
+
+  child(parentId: string, name: string): Promise<NodeRow | undefined> {
+    return this.store.findChild(parentId, this.crypto.nameMac(parentId, name));
+  }
+
+  /** Resolves `path` below the node `rootId`; NOT_FOUND if any component is missing. */
+  async resolve(rootId: string, path: string): Promise<NodeRow> {
+    let node = await this.store.getNode(rootId);
+    if (!node) throw new NotFoundError(path);
+    for (const name of split(path)) {
+      if (node.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${path}`);
+      const next = await this.child(node.id, name);
+      if (!next) throw new NotFoundError(path);
+      node = next;
+    }
+    return node;
+  }
+
+  async resolveDir(rootId: string, path: string): Promise<NodeRow> {
+    const node = await this.resolve(rootId, path);
+    if (node.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${path}`);
+    return node;
+  }
+
+  attrs(node: NodeRow): FileAttrs {
+    return this.crypto.openAttrs(node.id, node.blobId, node.contentId, node.attrsCt);
+  }
+
+  name(node: NodeRow): string {
+    return this.crypto.openName(node.id, node.nameCt);
+  }
+
+  newDir(parentId: string, name: string, mtime = Date.now()): NodeRow {
+    const id = randomUUID();
+    return {
+      id,
+      parentId,
+      nameMac: this.crypto.nameMac(parentId, name),
+      nameCt: this.crypto.sealName(id, name),
+      kind: "dir",
+      attrsCt: this.crypto.sealAttrs(id, null, null, { size: 0, mtime, mode: 0o755 }),
+      blobId: null,
+      contentId: null,
+      keyRef: null,
+      ownerId: null,
+    };
+  }
+
+  /** Creates missing directories along a global path (homes); returns the last one's id. */
+  async ensureDirs(path: string): Promise<string> {
+    return this.store.transaction(async () => {
+      let id = ROOT_ID;
+      for (const name of split(path)) {
+        const existing = await this.child(id, name);
+        if (existing) {
+          if (existing.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${path}`);
+          id = existing.id;
+          continue;
+        }
+        const dir = this.newDir(id, name);
+        await this.store.insertNode(dir);
+        id = dir.id;
+      }
+      return id;
+    });
+  }
+
+  /** True if `ancestorId` is `nodeId` or one of its ancestors (a directory cannot move into itself). */
+  async isAncestor(ancestorId: string, nodeId: string): Promise<boolean> {
+    let id: string | null = nodeId;
+    while (id) {
+      if (id === ancestorId) return true;
+      id = (await this.store.getNode(id))?.parentId ?? null;
+    }
+    return false;
+  }
+}

@@ -1,0 +1,301 @@
+import { randomUUID } from "node:crypto";
+import type { AuditEvent, AuditSink } from "../audit/types.ts";
+import { zero } from "../crypto/bytes.ts";
+import { AtrestError, QuotaExceededError } from "../errors.ts";
+import { createHeader, openContainer } from "../format/container.ts";
+import { segmentOffset } from "../format/layout.ts";
+import { resumeFrom, SegmentWriter } from "../format/writer.ts";
+import type { KeyProvider } from "../kms/types.ts";
+import type { BlobStore } from "../store/blobs.ts";
+import { serviceKey } from "../store/service-keys.ts";
+import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
+import { EncryptedReader, EncryptedWriter, readHeader } from "./files.ts";
+import { MetaCrypto } from "./meta-crypto.ts";
+import { ROOT_ID, Tree } from "./tree.ts";
+
+export interface Logger {
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+  debug(obj: object | string, msg?: string): void;
+}
+
+export interface VfsDeps {
+  store: MetaStore;
+  blobs: BlobStore;
+  keys: KeyProvider;
+  audit: AuditSink;
+  logger: Logger;
+  /** KEK for new files (per-folder mapping rules come with the key manager issue). */
+  defaultKey?: string;
+}
+
+const META_KEY_SETTING = "metadata.key";
+const META_CONTEXT = { purpose: "metadata" };
+
+function fileContext(contentId: string) {
+  return { purpose: "file", content: contentId };
+}
+
+/** Who is writing, for quotas and audit. */
+export interface Writer {
+  user: UserRow;
+  event: Omit<AuditEvent, "action" | "outcome">;
+}
+
+/**
+ * The encrypted filesystem engine, shared by all sessions: node-level operations over the metadata store,
+ * the blob store and the key provider. Sessions (session.ts) add users' paths, permissions and quotas.
+ */
+export class Vfs {
+  readonly tree: Tree;
+  readonly store: MetaStore;
+  readonly blobs: BlobStore;
+  readonly keys: KeyProvider;
+  readonly audit: AuditSink;
+  readonly logger: Logger;
+  readonly defaultKey: string;
+  readonly #crypto: MetaCrypto;
+
+  private constructor(deps: VfsDeps, crypto: MetaCrypto) {
+    this.store = deps.store;
+    this.blobs = deps.blobs;
+    this.keys = deps.keys;
+    this.audit = deps.audit;
+    this.logger = deps.logger;
+    this.defaultKey = deps.defaultKey ?? "default";
+    this.#crypto = crypto;
+    this.tree = new Tree(deps.store, crypto);
+  }
+
+  /** Unwraps (or on first use creates) the metadata key, makes sure the root exists, sweeps crash leftovers. */
+  static async open(deps: VfsDeps): Promise<Vfs> {
+    const kek = deps.defaultKey ?? "default";
+    const metaKey = await serviceKey(deps.store, deps.keys, META_KEY_SETTING, kek, META_CONTEXT);
+    const crypto = new MetaCrypto(metaKey);
+    zero(metaKey);
+    const vfs = new Vfs(deps, crypto);
+    if (!(await deps.store.getNode(ROOT_ID))) {
+      const root = { ...vfs.tree.newDir(ROOT_ID, ""), id: ROOT_ID, parentId: null };
+      root.nameCt = crypto.sealName(ROOT_ID, "");
+      root.attrsCt = crypto.sealAttrs(ROOT_ID, null, null, { size: 0, mtime: Date.now(), mode: 0o755 });
+      await deps.store.transaction(() => deps.store.insertNode(root));
+    }
+    const swept = await deps.blobs.sweep(await deps.store.blobIds());
+    if (swept.temp + swept.orphans > 0) deps.logger.warn(swept, "removed unfinished uploads and orphan blobs");
+    return vfs;
+  }
+
+  close(): void {
+    this.#crypto.destroy();
+  }
+
+  /** Opens a file for reading: unwraps its DEK (KMS), verifies the key commitment, returns a random-access reader. */
+  async openRead(node: NodeRow, onClose: (bytesRead: number) => void): Promise<EncryptedReader> {
+    if (!node.blobId || !node.contentId) throw new AtrestError("IS_A_DIRECTORY", "is a directory");
+    const { size } = this.tree.attrs(node);
+    const blob = await this.blobs.open(node.blobId);
+    try {
+      const { header, count } = await readHeader(blob);
+      const dek = await this.keys.unwrap(header.wrappedDek, fileContext(node.contentId));
+      try {
+        const keys = openContainer(header, dek, node.contentId);
+        return new EncryptedReader(blob, keys, header.layout, count, size, onClose);
+      } finally {
+        zero(dek);
+      }
+    } catch (err) {
+      await blob.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Starts a new version of file `name` in `parent` (truncate, or `existing` is undefined), or resumes `existing`
+   * (appending: only its last partial segment is re-encrypted, into a copy, so the old version stays intact until
+   * the new one commits).
+   */
+  async openWrite(
+    parent: NodeRow,
+    name: string,
+    existing: NodeRow | undefined,
+    truncate: boolean,
+    who: Writer,
+  ): Promise<EncryptedWriter> {
+    const user = who.user;
+    const fresh = await this.store.getUserById(user.id);
+    const used = fresh ?? user;
+    if (!existing && user.quotaFiles > 0 && used.usedFiles + 1 > user.quotaFiles) {
+      throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
+    }
+    const oldSize = existing ? this.tree.attrs(existing).size : 0;
+    const quotaLeft = () =>
+      user.quotaBytes > 0 ? user.quotaBytes - used.usedBytes + oldSize : Number.POSITIVE_INFINITY;
+
+    if (existing && !truncate) return this.#resume(parent, name, existing, oldSize, quotaLeft, who);
+
+    const contentId = randomUUID();
+    const dk = await this.keys.generateDataKey(this.defaultKey, fileContext(contentId));
+    const { header, keys } = (() => {
+      try {
+        return createHeader({ dek: dk.plaintext, fileId: contentId, wrappedDek: dk.wrapped });
+      } finally {
+        zero(dk.plaintext);
+      }
+    })();
+    const blob = await this.blobs.create();
+    try {
+      await blob.write([header]);
+    } catch (err) {
+      await blob.abort();
+      throw err;
+    }
+    return new EncryptedWriter({
+      blob,
+      keys,
+      writer: new SegmentWriter(keys),
+      startSize: 0,
+      quotaLeft,
+      discard: () => blob.abort(),
+      commit: ({ size }) => this.#commitFile(parent, name, blob.id, contentId, dk.keyRef, size, who),
+    });
+  }
+
+  async #resume(
+    parent: NodeRow,
+    name: string,
+    existing: NodeRow,
+    oldSize: number,
+    quotaLeft: () => number,
+    who: Writer,
+  ): Promise<EncryptedWriter> {
+    const contentId = existing.contentId as string;
+    const source = await this.blobs.open(existing.blobId as string);
+    let resumed: ReturnType<typeof resumeFrom>;
+    let keys: ReturnType<typeof openContainer>;
+    try {
+      const { header, count } = await readHeader(source);
+      const dek = await this.keys.unwrap(header.wrappedDek, fileContext(contentId));
+      try {
+        keys = openContainer(header, dek, contentId);
+      } finally {
+        zero(dek);
+      }
+      const lastStart = segmentOffset(header.layout, count - 1);
+      const last = await source.read(lastStart, source.size - lastStart);
+      resumed = resumeFrom(keys, { segmentCount: count, lastSegmentBytes: last });
+    } finally {
+      await source.close();
+    }
+    const blob = await this.blobs.create({ id: existing.blobId as string, length: resumed.truncateAt });
+    const keyRef = existing.keyRef as string;
+    return new EncryptedWriter({
+      blob,
+      keys,
+      writer: resumed.writer,
+      startSize: oldSize,
+      quotaLeft: () => quotaLeft() - oldSize,
+      discard: () => blob.abort(),
+      commit: ({ size }) => this.#commitFile(parent, name, blob.id, contentId, keyRef, size, who),
+    });
+  }
+
+  /** Points `parent/name` at the new blob in one transaction, charges quotas, then drops the replaced blob. */
+  async #commitFile(
+    parent: NodeRow,
+    name: string,
+    blobId: string,
+    contentId: string,
+    keyRef: string,
+    size: number,
+    who: Writer,
+  ): Promise<void> {
+    const replaced = await this.store.transaction(async () => {
+      const current = await this.tree.child(parent.id, name);
+      if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
+      const id = current?.id ?? randomUUID();
+      const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: Date.now(), mode: 0o644 });
+      if (current) {
+        const old = this.tree.attrs(current);
+        await this.store.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: who.user.id });
+        if (current.ownerId) await this.store.addUsage(current.ownerId, -old.size, -1);
+      } else {
+        await this.store.insertNode({
+          id,
+          parentId: parent.id,
+          nameMac: this.#crypto.nameMac(parent.id, name),
+          nameCt: this.#crypto.sealName(id, name),
+          kind: "file",
+          attrsCt,
+          blobId,
+          contentId,
+          keyRef,
+          ownerId: who.user.id,
+        });
+      }
+      await this.store.addUsage(who.user.id, size, 1);
+      return current?.blobId ?? undefined;
+    });
+    if (replaced && replaced !== blobId) await this.blobs.remove(replaced);
+    this.audit.record({ ...who.event, action: "upload", outcome: "success", size, keyRef });
+  }
+
+  async setMtime(node: NodeRow, mtime: number): Promise<void> {
+    await this.store.transaction(async () => {
+      const current = await this.store.getNode(node.id);
+      if (!current) return;
+      const attrs = this.tree.attrs(current);
+      const attrsCt = this.#crypto.sealAttrs(current.id, current.blobId, current.contentId, { ...attrs, mtime });
+      await this.store.updateNode(current.id, { attrsCt });
+    });
+  }
+
+  async mkdir(parent: NodeRow, name: string): Promise<void> {
+    await this.store.transaction(async () => {
+      if (await this.tree.child(parent.id, name)) throw new AtrestError("EXISTS", `already exists: ${name}`);
+      await this.store.insertNode(this.tree.newDir(parent.id, name));
+    });
+  }
+
+  async removeDir(node: NodeRow): Promise<void> {
+    await this.store.transaction(async () => {
+      if (await this.store.hasChildren(node.id)) throw new AtrestError("NOT_EMPTY", "directory not empty");
+      await this.store.deleteNode(node.id);
+    });
+  }
+
+  async removeFile(node: NodeRow): Promise<void> {
+    const { size } = this.tree.attrs(node);
+    await this.store.transaction(async () => {
+      await this.store.deleteNode(node.id);
+      if (node.ownerId) await this.store.addUsage(node.ownerId, -size, -1);
+    });
+    if (node.blobId) await this.blobs.remove(node.blobId);
+  }
+
+  /** Moves `node` to `newParent/newName`, replacing a file there when `overwrite`. */
+  async rename(node: NodeRow, newParent: NodeRow, newName: string, overwrite: boolean): Promise<void> {
+    if (node.kind === "dir" && (await this.tree.isAncestor(node.id, newParent.id))) {
+      throw new AtrestError("INVALID_INPUT", "cannot move a directory into itself");
+    }
+    const replaced = await this.store.transaction(async () => {
+      const target = await this.tree.child(newParent.id, newName);
+      if (target?.id === node.id) return undefined;
+      if (target) {
+        if (!overwrite) throw new AtrestError("EXISTS", `already exists: ${newName}`);
+        if (target.kind === "dir" || node.kind === "dir") {
+          throw new AtrestError("EXISTS", `cannot replace ${target.kind === "dir" ? "a directory" : "a file"}`);
+        }
+        await this.store.deleteNode(target.id);
+        if (target.ownerId) await this.store.addUsage(target.ownerId, -this.tree.attrs(target).size, -1);
+      }
+      await this.store.updateNode(node.id, {
+        parentId: newParent.id,
+        nameMac: this.#crypto.nameMac(newParent.id, newName),
+        nameCt: this.#crypto.sealName(node.id, newName),
+      });
+      return target?.blobId ?? undefined;
+    });
+    if (replaced) await this.blobs.remove(replaced);
+  }
+}
