@@ -1,6 +1,6 @@
 // AES-256-GCM with a 12-byte nonce and a 16-byte tag, in the one wire shape every caller uses:
 // nonce ‖ ciphertext ‖ tag. One allocation per seal; open never hands back unauthenticated plaintext.
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
 import { IntegrityError } from "../errors.ts";
 
 export const KEY_LENGTH = 32;
@@ -11,12 +11,30 @@ export const SEAL_OVERHEAD = NONCE_LENGTH + TAG_LENGTH;
 
 const ALGORITHM = "aes-256-gcm";
 
-function checkKey(key: Buffer): void {
-  if (key.length !== KEY_LENGTH) throw new RangeError(`AES-256-GCM key must be ${KEY_LENGTH} bytes`);
+/**
+ * A raw 32-byte key, or a KeyObject from `aeadKey`. Prefer the KeyObject for a key used many times: createCipheriv
+ * with a raw Buffer costs ~30 µs of key import per call, about half the cost of sealing 64 KiB.
+ */
+export type AeadKey = Buffer | KeyObject;
+
+// A KeyObject of the wrong size is rejected by createCipheriv itself.
+function checkKey(key: AeadKey): void {
+  if (Buffer.isBuffer(key) && key.length !== KEY_LENGTH) {
+    throw new RangeError(`AES-256-GCM key must be ${KEY_LENGTH} bytes`);
+  }
+}
+
+/**
+ * Imports a raw key once for repeated use. Node copies it into memory it frees with OPENSSL_clear_free once the
+ * KeyObject is collected; the caller should still zero `raw`.
+ */
+export function aeadKey(raw: Buffer): KeyObject {
+  checkKey(raw);
+  return createSecretKey(raw);
 }
 
 /** Encrypts `plaintext` under `key` and `nonce` (never reuse a nonce under one key) → nonce ‖ ciphertext ‖ tag. */
-export function seal(key: Buffer, nonce: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
+export function seal(key: AeadKey, nonce: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
   checkKey(key);
   if (nonce.length !== NONCE_LENGTH) throw new RangeError(`nonce must be ${NONCE_LENGTH} bytes`);
   const cipher = createCipheriv(ALGORITHM, key, nonce, { authTagLength: TAG_LENGTH });
@@ -33,7 +51,7 @@ export function seal(key: Buffer, nonce: Buffer, plaintext: Buffer, aad: Buffer)
 }
 
 /** Inverse of `seal`. Throws IntegrityError (and zeroes what it decrypted) if the tag does not verify. */
-export function open(key: Buffer, sealed: Buffer, aad: Buffer): Buffer {
+export function open(key: AeadKey, sealed: Buffer, aad: Buffer): Buffer {
   checkKey(key);
   if (sealed.length < SEAL_OVERHEAD) throw new IntegrityError("sealed message too short");
   const tagAt = sealed.length - TAG_LENGTH;

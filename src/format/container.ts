@@ -1,9 +1,18 @@
 // Keys of one container: the key commitment, segment key derivation, and sealing/opening of segments.
-import { open as aeadOpen, seal as aeadSeal, KEY_LENGTH, NONCE_LENGTH, SEAL_OVERHEAD } from "../crypto/aead.ts";
+
+import type { KeyObject } from "node:crypto";
+import {
+  aeadKey,
+  open as aeadOpen,
+  seal as aeadSeal,
+  KEY_LENGTH,
+  NONCE_LENGTH,
+  SEAL_OVERHEAD,
+} from "../crypto/aead.ts";
 import { constantTimeEqual, zero } from "../crypto/bytes.ts";
 import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { hmacSha256 } from "../crypto/hmac.ts";
-import { type RandomSource, randomBytes } from "../crypto/random.ts";
+import { publicRandomBytes, type RandomSource } from "../crypto/random.ts";
 import { AtrestError, IntegrityError } from "../errors.ts";
 import { committedBytes, encodeHeader, type ParsedHeader, SALT_LENGTH } from "./header.ts";
 import {
@@ -53,28 +62,31 @@ function commitment(dek: Buffer, salt: Buffer, committed: Buffer, fileIdField: B
  */
 export class ContainerKeys {
   readonly layout: Layout;
-  readonly #key: Buffer;
+  /** Imported once: per-segment import of a raw key would cost as much as sealing half a segment. */
+  #key: KeyObject | undefined;
   /** "atrest v1 segment" ‖ u16 len ‖ file id ‖ u64 index ‖ u8 last; the tail is rewritten per segment. */
   readonly #aad: Buffer;
   readonly #random: RandomSource;
-  #destroyed = false;
 
   /** @internal use createHeader or openContainer. */
   constructor(dek: Buffer, salt: Buffer, fileIdField: Buffer, layout: Layout, random: RandomSource) {
     this.layout = layout;
-    this.#key = hkdfSha256(dek, salt, Buffer.concat([SEGMENT_INFO, fileIdField.subarray(2)]));
+    const raw = hkdfSha256(dek, salt, Buffer.concat([SEGMENT_INFO, fileIdField.subarray(2)]));
+    this.#key = aeadKey(raw);
+    zero(raw);
     this.#aad = Buffer.concat([SEGMENT_INFO, fileIdField, Buffer.alloc(9)]);
     this.#random = random;
   }
 
-  #setAad(index: number, last: boolean): Buffer {
-    if (this.#destroyed) throw new AtrestError("INVALID_INPUT", "container keys were destroyed");
+  #prepare(index: number, last: boolean): { key: KeyObject; aad: Buffer } {
+    const key = this.#key;
+    if (key === undefined) throw new AtrestError("INVALID_INPUT", "container keys were destroyed");
     if (!Number.isSafeInteger(index) || index < 0) throw new AtrestError("INVALID_INPUT", "bad segment index");
     const at = this.#aad.length - 9;
     this.#aad.writeUInt32BE(Math.floor(index / 2 ** 32), at);
     this.#aad.writeUInt32BE(index % 2 ** 32, at + 4);
     this.#aad[at + 8] = last ? 1 : 0;
-    return this.#aad;
+    return { key, aad: this.#aad };
   }
 
   /**
@@ -82,18 +94,18 @@ export class ContainerKeys {
    * the final one takes fewer (0 .. segmentSize-1) and is padded here.
    */
   seal(index: number, data: Buffer, last: boolean): Buffer {
-    const aad = this.#setAad(index, last);
+    const { key, aad } = this.#prepare(index, last);
     const size = this.layout.segmentSize;
     if (!last) {
       if (data.length !== size) throw new AtrestError("INVALID_INPUT", `a non-final segment holds ${size} bytes`);
-      return aeadSeal(this.#key, this.#random(NONCE_LENGTH), data, aad);
+      return aeadSeal(key, this.#random(NONCE_LENGTH), data, aad);
     }
     if (data.length >= size) throw new AtrestError("INVALID_INPUT", `a final segment holds fewer than ${size} bytes`);
     const padded = Buffer.alloc(paddedFinalLength(size, index, data.length));
     data.copy(padded);
     padded[data.length] = PAD_MARKER;
     try {
-      return aeadSeal(this.#key, this.#random(NONCE_LENGTH), padded, aad);
+      return aeadSeal(key, this.#random(NONCE_LENGTH), padded, aad);
     } finally {
       zero(padded);
     }
@@ -104,12 +116,12 @@ export class ContainerKeys {
    * removed. Any failure → IntegrityError and no plaintext.
    */
   open(index: number, sealed: Buffer, last: boolean): Buffer {
-    const aad = this.#setAad(index, last);
+    const { key, aad } = this.#prepare(index, last);
     const full = this.layout.sealedSegmentSize;
     if (last ? sealed.length <= SEAL_OVERHEAD || sealed.length > full : sealed.length !== full) {
       throw new IntegrityError(`segment ${index} has a bad length`);
     }
-    const plain = aeadOpen(this.#key, sealed, aad);
+    const plain = aeadOpen(key, sealed, aad);
     if (!last) return plain;
     let end = plain.length - 1;
     while (end >= 0 && plain[end] === 0) end--;
@@ -125,10 +137,12 @@ export class ContainerKeys {
     return plain.subarray(0, end);
   }
 
-  /** Zeroes the segment key; the object is unusable afterwards. */
+  /**
+   * Drops the segment key; the object is unusable afterwards. The raw key bytes were zeroed at import; Node frees
+   * the KeyObject's copy with OPENSSL_clear_free when it is collected.
+   */
   destroy(): void {
-    this.#destroyed = true;
-    zero(this.#key);
+    this.#key = undefined;
   }
 }
 
@@ -147,7 +161,7 @@ export interface CreateHeaderOptions {
 
 /** A new container: its full header slot (write it at offset 0) and keys for sealing segments. */
 export function createHeader(options: CreateHeaderOptions): { header: Buffer; keys: ContainerKeys } {
-  const { dek, fileId, wrappedDek, segmentLog2 = DEFAULT_SEGMENT_LOG2, random = randomBytes } = options;
+  const { dek, fileId, wrappedDek, segmentLog2 = DEFAULT_SEGMENT_LOG2, random = publicRandomBytes } = options;
   checkDek(dek);
   if (!Number.isInteger(segmentLog2) || segmentLog2 < MIN_SEGMENT_LOG2 || segmentLog2 > MAX_SEGMENT_LOG2) {
     throw new AtrestError("INVALID_INPUT", `segmentLog2 must be ${MIN_SEGMENT_LOG2}..${MAX_SEGMENT_LOG2}`);
@@ -169,7 +183,7 @@ export function openContainer(
   header: ParsedHeader,
   dek: Buffer,
   fileId: string,
-  random: RandomSource = randomBytes,
+  random: RandomSource = publicRandomBytes,
 ): ContainerKeys {
   checkDek(dek);
   const fileIdField = encodeFileId(fileId);
