@@ -73,8 +73,8 @@ export async function machineFacts(): Promise<Machine> {
     cpu,
     kernel: release(),
     node: process.version,
-    openssh: await version("ssh", ["-V"]),
-    openssl: await version("openssl", ["version"]),
+    openssh: (await version("ssh", ["-V"])).split(",")[0],
+    openssl: (await version("openssl", ["version"])).split(" (")[0],
   };
 }
 
