@@ -5,7 +5,7 @@ import { chmod, mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyUnavailableError } from "../errors.ts";
 import { KmsDb } from "./db.ts";
-import { Keyring, type KeyringKeyInfo, type KmsAuditEvent } from "./keyring.ts";
+import { Keyring, type KeyringKeyInfo, type KeyringOptions } from "./keyring.ts";
 import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
 import type { DataKey, EncryptionContext, KeyProvider } from "./types.ts";
 import { keyRefOfWrapped } from "./wrap.ts";
@@ -17,10 +17,7 @@ export const DEV_MODE_WARNING =
   "WARNING: atrest KMS is in DEV MODE: the master key is stored unprotected in a key file beside the data. " +
   "Anyone who copies this directory can decrypt every file. Production must run a separate KMS with Shamir unseal.";
 
-export interface EmbeddedKmsOptions {
-  audit?: (event: KmsAuditEvent) => void;
-  now?: () => Date;
-}
+export type EmbeddedKmsOptions = KeyringOptions;
 
 export interface EmbeddedKms extends KeyProvider {
   listKeys(): Promise<KeyringKeyInfo[]>;

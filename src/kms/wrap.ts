@@ -21,8 +21,9 @@
 // Binding the header into the AAD means the name/version cannot be edited to point at another KEK; the length-prefixed
 // context encoding means {"a":"bc"} and {"ab":"c"} can never authenticate as each other.
 
-import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
+import { createCipheriv, createDecipheriv, type KeyObject } from "node:crypto";
 import { AtrestError, IntegrityError } from "../errors.ts";
+import { fillRandom } from "./random.ts";
 import type { EncryptionContext } from "./types.ts";
 
 export const WRAP_MAGIC = Buffer.from("AKW1", "ascii");
@@ -60,16 +61,26 @@ export function formatKeyRef(name: string, version: number): string {
   return `kek:${name}:v${version}`;
 }
 
+const SURROGATE = /[\ud800-\udfff]/;
+
+/** Orders strings by their UTF-8 bytes (= code point order). UTF-16 `<` agrees unless a surrogate pair is involved. */
+function compareUtf8(a: string, b: string): number {
+  if (SURROGATE.test(a) || SURROGATE.test(b)) return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /**
- * Canonical, injective encoding of an encryption context. Rejects non-string values and strings that are not
+ * `prefix ‖ canonicalContext(context)` in one buffer. Rejects non-string values and strings that are not
  * well-formed Unicode, because lone surrogates would all encode to U+FFFD and collide.
  */
-export function encodeContext(context: EncryptionContext): Buffer {
+function encodeAad(prefix: Buffer, context: EncryptionContext): Buffer {
   if (context === null || typeof context !== "object" || Array.isArray(context)) {
     throw new AtrestError("INVALID_INPUT", "encryption context must be an object of strings");
   }
-  const entries: [Buffer, Buffer][] = [];
-  for (const [k, v] of Object.entries(context)) {
+  const keys = Object.keys(context).sort(compareUtf8);
+  let size = prefix.length + 4;
+  for (const k of keys) {
+    const v = context[k];
     if (typeof v !== "string") {
       throw new AtrestError("INVALID_INPUT", `encryption context value for ${JSON.stringify(k)} must be a string`);
     }
@@ -79,20 +90,26 @@ export function encodeContext(context: EncryptionContext): Buffer {
         `encryption context entry ${JSON.stringify(k)} is not well-formed Unicode`,
       );
     }
-    entries.push([Buffer.from(k, "utf8"), Buffer.from(v, "utf8")]);
+    size += 8 + Buffer.byteLength(k, "utf8") + Buffer.byteLength(v, "utf8");
   }
-  entries.sort((a, b) => Buffer.compare(a[0], b[0]));
-  let size = 4;
-  for (const [k, v] of entries) size += 8 + k.length + v.length;
-  const out = Buffer.alloc(size);
-  let off = out.writeUInt32BE(entries.length, 0);
-  for (const [k, v] of entries) {
-    off = out.writeUInt32BE(k.length, off);
-    off += k.copy(out, off);
-    off = out.writeUInt32BE(v.length, off);
-    off += v.copy(out, off);
+  const out = Buffer.allocUnsafe(size); // every byte is written below; nothing secret goes in an AAD
+  let off = prefix.copy(out, 0);
+  off = out.writeUInt32BE(keys.length, off);
+  for (const k of keys) {
+    const v = context[k];
+    const kl = out.write(k, off + 4, "utf8");
+    off = out.writeUInt32BE(kl, off) + kl;
+    const vl = out.write(v, off + 4, "utf8");
+    off = out.writeUInt32BE(vl, off) + vl;
   }
   return out;
+}
+
+const NO_PREFIX = Buffer.alloc(0);
+
+/** Canonical, injective encoding of an encryption context (see the format comment above). */
+export function encodeContext(context: EncryptionContext): Buffer {
+  return encodeAad(NO_PREFIX, context);
 }
 
 function encodeHeader(name: string, version: number): Buffer {
@@ -136,21 +153,26 @@ export function keyRefOfWrapped(wrapped: Buffer): string {
   return formatKeyRef(p.name, p.version);
 }
 
-function checkKey(key: Buffer, what: string, size: number): void {
-  if (!Buffer.isBuffer(key) || key.length !== size)
-    throw new AtrestError("INVALID_INPUT", `${what} must be ${size} bytes`);
+/**
+ * A KEK as the hot path wants it. Prefer a KeyObject: with a Buffer key, createCipheriv builds a fresh native key
+ * every call, measured ~5x slower (~40 µs vs ~8 µs per wrap).
+ */
+export type Kek = KeyObject | Buffer;
+
+function checkKek(kek: Kek): void {
+  const size = Buffer.isBuffer(kek) ? kek.length : kek.type === "secret" ? kek.symmetricKeySize : -1;
+  if (size !== KEK_BYTES) throw new AtrestError("INVALID_INPUT", `KEK must be a ${KEK_BYTES}-byte secret key`);
 }
 
 /** Wraps `dek` under `kek` (= version `version` of `name`). A fresh random nonce every call: never reused. */
-export function wrapDek(kek: Buffer, name: string, version: number, dek: Buffer, context: EncryptionContext): Buffer {
-  checkKey(kek, "KEK", KEK_BYTES);
-  checkKey(dek, "DEK", DEK_BYTES);
+export function wrapDek(kek: Kek, name: string, version: number, dek: Buffer, context: EncryptionContext): Buffer {
+  checkKek(kek);
+  if (!Buffer.isBuffer(dek) || dek.length !== DEK_BYTES) throw new AtrestError("INVALID_INPUT", "DEK must be 32 bytes");
   const header = encodeHeader(name, version);
-  const aad = Buffer.concat([header, encodeContext(context)]);
+  const aad = encodeAad(header, context);
   const out = Buffer.alloc(header.length + NONCE_BYTES + DEK_BYTES + TAG_BYTES);
   header.copy(out, 0);
-  const nonce = out.subarray(header.length, header.length + NONCE_BYTES);
-  randomFillSync(nonce);
+  const nonce = fillRandom(out.subarray(header.length, header.length + NONCE_BYTES));
   const cipher = createCipheriv("aes-256-gcm", kek, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);
   const ct = cipher.update(dek);
@@ -166,9 +188,9 @@ export function wrapDek(kek: Buffer, name: string, version: number, dek: Buffer,
  * Unwraps a parsed blob with the KEK its header names. Wrong context, wrong KEK or any tampering → IntegrityError.
  * The returned DEK is a fresh buffer the caller owns and must zero.
  */
-export function unwrapDek(kek: Buffer, parsed: WrappedHeader, context: EncryptionContext): Buffer {
-  checkKey(kek, "KEK", KEK_BYTES);
-  const aad = Buffer.concat([parsed.header, encodeContext(context)]);
+export function unwrapDek(kek: Kek, parsed: WrappedHeader, context: EncryptionContext): Buffer {
+  checkKek(kek);
+  const aad = encodeAad(parsed.header, context);
   const decipher = createDecipheriv("aes-256-gcm", kek, parsed.nonce, { authTagLength: TAG_BYTES });
   decipher.setAAD(aad);
   decipher.setAuthTag(parsed.tag);

@@ -300,8 +300,8 @@ describe("persistence and at-rest protection", () => {
   it("reopens from disk and sees keys made by another instance", async () => {
     const dir = freshDir();
     await initEmbeddedKms(dir);
-    const a = await openEmbeddedKms(dir);
-    const b = await openEmbeddedKms(dir);
+    const a = await openEmbeddedKms(dir, { refreshMs: 0 });
+    const b = await openEmbeddedKms(dir, { refreshMs: 0 });
     try {
       const dk1 = await a.generateDataKey("default", ctxA);
       await b.rotateKey("default"); // e.g. the CLI while the server runs
