@@ -119,21 +119,25 @@ export class KmsDb {
     this.#s.dataVersion.setReturnArrays(true);
   }
 
+  #userVersion(): number {
+    return (this.#db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  }
+
   #migrate(): void {
-    const row = this.#db.prepare("PRAGMA user_version").get() as { user_version: number };
-    const from = row.user_version;
-    if (from > MIGRATIONS.length) {
-      throw new AtrestError(
+    const newer = () =>
+      new AtrestError(
         "UNSUPPORTED",
-        `KMS database schema version ${from} is newer than this build supports (${MIGRATIONS.length})`,
+        `KMS database schema version ${this.#userVersion()} is newer than this build supports (${MIGRATIONS.length})`,
       );
-    }
-    for (let v = from; v < MIGRATIONS.length; v++) {
-      this.transaction(() => {
-        this.#db.exec(MIGRATIONS[v]);
-        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
-      });
-    }
+    if (this.#userVersion() > MIGRATIONS.length) throw newer();
+    if (this.#userVersion() === MIGRATIONS.length) return;
+    // Re-read the version under the write lock: another process (a concurrent init) may have migrated meanwhile.
+    this.transaction(() => {
+      const from = this.#userVersion();
+      if (from > MIGRATIONS.length) throw newer();
+      for (let v = from; v < MIGRATIONS.length; v++) this.#db.exec(MIGRATIONS[v]);
+      this.#db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+    });
   }
 
   /** BEGIN IMMEDIATE takes the write lock up front, so read-then-write (e.g. next version number) cannot race. */

@@ -86,6 +86,33 @@ describe("init", () => {
     await kms.close();
   });
 
+  it("concurrent inits from separate processes agree", async () => {
+    const dir = freshDir();
+    const { execFile } = await import("node:child_process");
+    const url = new URL("../../src/kms/embedded.ts", import.meta.url).href;
+    const code = `const m = await import(${JSON.stringify(url)}); await m.initEmbeddedKms(${JSON.stringify(dir)});`;
+    const run = () =>
+      new Promise<void>((res, rej) =>
+        execFile(process.execPath, ["--input-type=module", "-e", code], (err, _o, stderr) =>
+          err ? rej(new Error(stderr)) : res(),
+        ),
+      );
+    await Promise.all([run(), run(), run(), run()]);
+    const kms = await openEmbeddedKms(dir);
+    assert.equal((await kms.listKeys()).length, 1);
+    await kms.close();
+  });
+
+  it("schema is versioned; a newer schema is refused", async () => {
+    const dir = freshDir();
+    await initEmbeddedKms(dir);
+    const db = new DatabaseSync(join(dir, "kms.db"));
+    assert.equal((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version, 1);
+    db.exec("PRAGMA user_version = 99");
+    db.close();
+    await assert.rejects(openEmbeddedKms(dir), (e: unknown) => (e as AtrestError).code === "UNSUPPORTED");
+  });
+
   it("refuses to mint a new master key when kms.db exists without master.key", async () => {
     const dir = freshDir();
     await initEmbeddedKms(dir);
