@@ -1,9 +1,18 @@
 // SFTP throughput: OpenSSH sshd (internal-sftp) vs atrest, same `sftp -b` client, interleaved, best of N.
-import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createCipheriv, createHash, randomBytes } from "node:crypto";
+import {
+  closeSync,
+  createReadStream,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { ATREST_USER, startAtrest } from "./lib/atrest.ts";
-import { run } from "./lib/proc.ts";
 import { GiB, MiB, mbps, ratio, seconds, size } from "./lib/report.ts";
 import { startRssSampler } from "./lib/rss.ts";
 import { generateKey, type KeyPair, type SftpServer, sftpBatch, startOpenSsh } from "./lib/ssh.ts";
@@ -24,8 +33,11 @@ interface Workload {
   sampleRss: boolean;
 }
 
+/** SHA-256 of a file (node:crypto uses OpenSSL's SHA extensions; coreutils sha256sum does not). */
 async function sha256File(path: string): Promise<string> {
-  return (await run("sha256sum", [path])).stdout.split(" ")[0];
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * MiB })) hash.update(chunk as Buffer);
+  return hash.digest("hex");
 }
 
 function sha256Dir(dir: string): string {
@@ -37,13 +49,22 @@ function sha256Dir(dir: string): string {
   return hash.digest("hex");
 }
 
-async function makeBigFile(path: string, bytes: number): Promise<void> {
-  // AES-CTR keystream under a random password: incompressible and much faster than /dev/urandom.
-  const pass = randomBytes(16).toString("hex");
-  await run("bash", [
-    "-c",
-    `openssl enc -aes-128-ctr -pbkdf2 -nosalt -pass pass:${pass} </dev/zero 2>/dev/null | head -c ${bytes} > '${path}'`,
-  ]);
+/** Writes `bytes` of AES-CTR keystream (incompressible, ~GB/s) and returns its SHA-256. */
+function makeBigFile(path: string, bytes: number): string {
+  const cipher = createCipheriv("aes-128-ctr", randomBytes(16), randomBytes(16));
+  const zeros = Buffer.alloc(8 * MiB);
+  const hash = createHash("sha256");
+  const fd = openSync(path, "w");
+  try {
+    for (let done = 0; done < bytes; done += zeros.length) {
+      const block = cipher.update(zeros.subarray(0, Math.min(zeros.length, bytes - done)));
+      hash.update(block);
+      writeSync(fd, block);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
 }
 
 function makeSmallFiles(dir: string, count: number, each: number): void {
@@ -80,8 +101,7 @@ export const sftp: BenchModule = {
     ctx.log(`generating ${size(bigBytes)} random file and ${smallCount} × ${size(smallEach)} files`);
     const big = join(local, "big.bin");
     const genStart = performance.now();
-    await makeBigFile(big, bigBytes);
-    const bigSha = await sha256File(big);
+    const bigSha = makeBigFile(big, bigBytes);
     const smallDir = join(local, "small");
     makeSmallFiles(smallDir, smallCount, smallEach);
     const smallSha = sha256Dir(smallDir);

@@ -50,8 +50,12 @@ export async function startAtrest(root: string, dir: string, client: KeyPair): P
       };
     } catch (e) {
       await stop(child);
-      lastError = (e as Error).message;
-      if (!/unknown option|unexpected argument/i.test(lastError)) break;
+      // The readiness error carries only the last lines; prefer the line that names the problem.
+      const printed = tail().trim().split("\n");
+      const reason = printed.find((l) => /error|unknown|cannot|failed/i.test(l));
+      lastError = `${(e as Error).message.split("\n")[0]}${reason ? ` ${reason.trim()}` : ""}`;
+      // Exited at once (e.g. a flag this CLI does not know yet): try the plain contract; a timeout is final.
+      if (!lastError.startsWith("exited")) break;
     }
   }
   return `atrest server did not start: ${lastError}`;

@@ -1,6 +1,6 @@
 // Formatting and docs/benchmarks.md assembly.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { availableParallelism, release } from "node:os";
+import { availableParallelism, loadavg, release } from "node:os";
 import { run } from "./proc.ts";
 
 export const MB = 1e6;
@@ -41,6 +41,8 @@ export interface Machine {
   node: string;
   openssh: string;
   openssl: string;
+  /** 1-minute load average when the run started (others' work on the machine skews figures). */
+  load: number;
 }
 
 export async function machineFacts(): Promise<Machine> {
@@ -72,6 +74,7 @@ export async function machineFacts(): Promise<Machine> {
     cores,
     cpu,
     kernel: release(),
+    load: loadavg()[0],
     node: process.version,
     openssh: (await version("ssh", ["-V"])).split(",")[0],
     openssl: (await version("openssl", ["version"])).split(" (")[0],
@@ -79,7 +82,7 @@ export async function machineFacts(): Promise<Machine> {
 }
 
 export function machineLine(m: Machine): string {
-  return `${m.date} · ${m.cores} cores (nproc) · ${m.cpu} · Linux ${m.kernel} · Node ${m.node} · ${m.openssh} · ${m.openssl}`;
+  return `${m.date} · ${m.cores} cores (nproc) · ${m.cpu} · Linux ${m.kernel} · Node ${m.node} · ${m.openssh} · ${m.openssl} · load ${m.load.toFixed(1)}`;
 }
 
 const START = (name: string) => `<!-- bench:${name}:start -->`;
