@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
 import { AtrestError } from "../errors.ts";
+import { registerAudit } from "./audit.ts";
 import { dataOption, initCommand } from "./common.ts";
 import { registerKms } from "./kms.ts";
 import { registerServer } from "./server.ts";
 import { registerUsers } from "./users.ts";
+
+// Everything atrest writes (keys, metadata, blobs, logs) is private to the service account.
+process.umask(0o077);
 
 const program = new Command("atrest")
   .description("File transfer server with every file encrypted at rest under keys held by a key manager")
@@ -20,6 +24,7 @@ program
 registerServer(program);
 registerUsers(program);
 registerKms(program);
+registerAudit(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -3,8 +3,6 @@ import { Option } from "commander";
 import { pino } from "pino";
 import { App, initData } from "../app.ts";
 import { loadConfig } from "../config/config.ts";
-import { loadOrCreateHostKeys } from "../protocols/sftp/hostkeys.ts";
-import { startSftpServer } from "../protocols/sftp/server.ts";
 import { say } from "./common.ts";
 
 export function registerServer(program: Command): void {
@@ -24,6 +22,9 @@ export function registerServer(program: Command): void {
       if (created) say(`initialised ${config.data} (first run)`);
       if (warning) process.stderr.write(`\n${warning}\n\n`);
 
+      // Loaded here so that admin commands do not pay for the SSH stack.
+      const { loadOrCreateHostKeys } = await import("../protocols/sftp/hostkeys.ts");
+      const { startSftpServer } = await import("../protocols/sftp/server.ts");
       const app = await App.open(config.data, logger);
       const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys);
       const sftp = await startSftpServer({

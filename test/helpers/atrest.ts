@@ -1,0 +1,72 @@
+// Runs the real atrest CLI (as a user would) for integration tests: `atrest init`, `user add`, `server`.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+
+const execFileP = promisify(execFile);
+export const ROOT = join(import.meta.dirname, "..", "..");
+const CLI = join(ROOT, "src", "cli", "main.ts");
+
+export async function tempDir(prefix = "atrest-test-"): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** `atrest <args>`; resolves with stdout/stderr, rejects on a non-zero exit (error carries code, stderr). */
+export async function cli(args: string[], input?: string): Promise<{ stdout: string; stderr: string }> {
+  if (input === undefined) return execFileP(process.execPath, [CLI, ...args], { cwd: ROOT });
+  return new Promise((resolve, reject) => {
+    const child = execFile(process.execPath, [CLI, ...args], { cwd: ROOT }, (err, stdout, stderr) =>
+      err ? reject(Object.assign(err, { stdout, stderr })) : resolve({ stdout, stderr }),
+    );
+    child.stdin?.end(input);
+  });
+}
+
+export interface RunningServer {
+  port: number;
+  proc: ChildProcess;
+  output: () => string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+  /** SIGKILL (crash) and wait for exit. */
+  kill(): Promise<void>;
+}
+
+/** Starts `atrest server --data <data> --sftp-port 0` and waits for its listening line. */
+export async function startServer(data: string, extra: string[] = []): Promise<RunningServer> {
+  const proc = spawn(
+    process.execPath,
+    [CLI, "server", "--data", data, "--sftp-port", "0", "--host", "127.0.0.1", "--log-level", "warn", ...extra],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /atrest: sftp listening on [^\s]+:(\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    };
+    proc.stdout?.on("data", onData);
+    proc.stderr?.on("data", onData);
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}:\n${out}`));
+    });
+  });
+  const end = async (signal: NodeJS.Signals) => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    await exited;
+  };
+  return { port, proc, output: () => out, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
+}
