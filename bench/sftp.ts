@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { ATREST_USER, startAtrest } from "./lib/atrest.ts";
 import { GiB, MiB, mbps, ratio, seconds, size } from "./lib/report.ts";
 import { startRssSampler } from "./lib/rss.ts";
-import { generateKey, type KeyPair, type SftpServer, sftpBatch, startOpenSsh } from "./lib/ssh.ts";
+import { generateKey, type KeyPair, quote, type SftpServer, sftpBatch, startOpenSsh } from "./lib/ssh.ts";
 import type { BenchContext, BenchModule, BenchSection } from "./lib/types.ts";
 
 const RSS_TARGET_MB = 200;
@@ -131,13 +131,13 @@ export const sftp: BenchModule = {
         label: `put ${size(bigBytes)}`,
         bytes: bigBytes,
         sampleRss: true,
-        commands: (n) => [`put ${big} big-${n}.bin`],
+        commands: (n) => [`put ${quote(big)} big-${n}.bin`],
       },
       {
         label: `get ${size(bigBytes)}`,
         bytes: bigBytes,
         sampleRss: true,
-        commands: (n, s) => [`get big-1.bin ${join(local, `got-${s.port}-${n}.bin`)}`],
+        commands: (n, s) => [`get big-1.bin ${quote(join(local, `got-${s.port}-${n}.bin`))}`],
         verify: async (n, s) => {
           const got = await sha256File(join(local, `got-${s.port}-${n}.bin`));
           return got === bigSha ? undefined : `SHA-256 mismatch on get from ${s.label}`;
@@ -148,13 +148,13 @@ export const sftp: BenchModule = {
         label: `put ${smallCount.toLocaleString("en")} × ${size(smallEach)}`,
         bytes: smallCount * smallEach,
         sampleRss: false,
-        commands: (n) => [`put -r ${smallDir} small-${n}`],
+        commands: (n) => [`put -r ${quote(smallDir)} small-${n}`],
       },
       {
         label: `get ${smallCount.toLocaleString("en")} × ${size(smallEach)}`,
         bytes: smallCount * smallEach,
         sampleRss: false,
-        commands: (n, s) => [`get -r small-1 ${join(local, `gotsmall-${s.port}-${n}`)}`],
+        commands: (n, s) => [`get -r small-1 ${quote(join(local, `gotsmall-${s.port}-${n}`))}`],
         verify: async (n, s) => {
           const got = sha256Dir(join(local, `gotsmall-${s.port}-${n}`));
           return got === smallSha ? undefined : `small files differ on get from ${s.label}`;
