@@ -42,6 +42,35 @@ function encodeFileId(fileId: string): Buffer {
   return out;
 }
 
+/** Bytes after the file id field in a segment AAD: u64 index ‖ u8 last. */
+const AAD_TAIL = 9;
+
+/**
+ * A segment AAD with a zero tail: "atrest v1 segment" ‖ u16 len ‖ file id ‖ u64 0 ‖ u8 0. `setSegmentAad` rewrites
+ * the tail per segment, so one template serves every segment of a container (ContainerKeys and the seal workers).
+ */
+export function segmentAadTemplate(fileIdField: Uint8Array): Buffer {
+  return Buffer.concat([SEGMENT_INFO, fileIdField, Buffer.alloc(AAD_TAIL)]);
+}
+
+/** Writes segment `index` and its last flag into `aad` (from segmentAadTemplate) in place and returns it. */
+export function setSegmentAad(aad: Buffer, index: number, last: boolean): Buffer {
+  const at = aad.length - AAD_TAIL;
+  aad.writeUInt32BE(Math.floor(index / 2 ** 32), at);
+  aad.writeUInt32BE(index % 2 ** 32, at + 4);
+  aad[at + 8] = last ? 1 : 0;
+  return aad;
+}
+
+/** What a seal worker needs to seal full segments of one container (see ContainerKeys.sealWorkerParams). */
+export interface SealWorkerParams {
+  /** The segment key. KeyObjects survive postMessage; never log or persist it. */
+  readonly key: KeyObject;
+  /** u16 len ‖ file id, as bound into every segment AAD (input of segmentAadTemplate). */
+  readonly fileIdField: Buffer;
+  readonly layout: Layout;
+}
+
 function checkDek(dek: Buffer): void {
   if (!Buffer.isBuffer(dek) || dek.length !== KEY_LENGTH)
     throw new AtrestError("INVALID_INPUT", "DEK must be 32 bytes");
@@ -74,7 +103,7 @@ export class ContainerKeys {
     const raw = hkdfSha256(dek, salt, Buffer.concat([SEGMENT_INFO, fileIdField.subarray(2)]));
     this.#key = aeadKey(raw);
     zero(raw);
-    this.#aad = Buffer.concat([SEGMENT_INFO, fileIdField, Buffer.alloc(9)]);
+    this.#aad = segmentAadTemplate(fileIdField);
     this.#random = random;
   }
 
@@ -82,11 +111,18 @@ export class ContainerKeys {
     const key = this.#key;
     if (key === undefined) throw new AtrestError("INVALID_INPUT", "container keys were destroyed");
     if (!Number.isSafeInteger(index) || index < 0) throw new AtrestError("INVALID_INPUT", "bad segment index");
-    const at = this.#aad.length - 9;
-    this.#aad.writeUInt32BE(Math.floor(index / 2 ** 32), at);
-    this.#aad.writeUInt32BE(index % 2 ** 32, at + 4);
-    this.#aad[at + 8] = last ? 1 : 0;
-    return { key, aad: this.#aad };
+    return { key, aad: setSegmentAad(this.#aad, index, last) };
+  }
+
+  /**
+   * For seal workers only (ParallelSegmentWriter): the segment key and the AAD's file id field, so full segments can
+   * be sealed on another thread exactly as `seal` does. Throws once destroyed.
+   */
+  sealWorkerParams(): SealWorkerParams {
+    const key = this.#key;
+    if (key === undefined) throw new AtrestError("INVALID_INPUT", "container keys were destroyed");
+    const fileIdField = Buffer.from(this.#aad.subarray(SEGMENT_INFO.length, this.#aad.length - AAD_TAIL));
+    return { key, fileIdField, layout: this.layout };
   }
 
   /**
