@@ -1,0 +1,224 @@
+// SFTP endpoint: SSH transport from ssh2, authentication against Accounts, SFTP parsed by ./session.ts.
+// OpenSSH's sshd as the transport was rejected: a non-root sshd can only log in as its own system account, and
+// atrest has virtual users and must run from `npm start` without root.
+import { randomUUID } from "node:crypto";
+import { createServer, type Socket } from "node:net";
+import type { Connection, ServerChannel } from "ssh2";
+import ssh2 from "ssh2";
+import type { AuditSink } from "../../audit/types.ts";
+import type { Accounts } from "../../vfs/types.ts";
+import { authenticate, MAX_AUTH_FAILURES } from "./auth.ts";
+import { speedUpSsh2Crypto } from "./fastcrypto.ts";
+import { type Logger, SftpSession } from "./session.ts";
+
+export interface SftpServerOptions {
+  accounts: Accounts;
+  hostKeys: Buffer[];
+  host: string;
+  /** 0 = any free port. */
+  port: number;
+  logger: Logger;
+  audit?: AuditSink;
+  /** Disconnect after this long without an SFTP request (and nothing in progress). Default 10 minutes. */
+  idleTimeoutMs?: number;
+  /** Concurrent connections; more are refused before the SSH handshake. Default 256. */
+  maxSessions?: number;
+  banner?: string;
+  /** How long close() lets running transfers finish before ending them. Default 10 s. */
+  closeTimeoutMs?: number;
+  /** SSH channel receive window for the sftp channel; larger windows keep uploads streaming. Default 8 MiB. */
+  channelWindow?: number;
+}
+
+export interface SftpServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+interface Conn {
+  socket: Socket;
+  client?: Connection;
+  sessions: Set<SftpSession>;
+  id: string;
+}
+
+/**
+ * ssh2 keeps a fixed 2 MiB receive window and tops it up only once it drops below 1 MiB. We raise it so the client
+ * never stalls on window adjusts while the event loop is busy decrypting (uses ssh2 channel internals; a no-op if
+ * they are absent).
+ */
+function growWindow(conn: Connection, ch: ServerChannel, target: number): void {
+  const c = ch as unknown as { incoming?: { window: number }; outgoing?: { id: number } };
+  const proto = (conn as unknown as { _protocol?: { channelWindowAdjust(id: number, n: number): void } })._protocol;
+  if (!c.incoming || !c.outgoing || !proto || typeof proto.channelWindowAdjust !== "function") return;
+  const { incoming, outgoing } = c;
+  const top = () => {
+    const w = incoming.window;
+    if (w < target / 2) {
+      incoming.window = target;
+      proto.channelWindowAdjust(outgoing.id, target - w);
+    }
+  };
+  top();
+  ch.on("data", top);
+}
+
+export async function startSftpServer(options: SftpServerOptions): Promise<SftpServer> {
+  speedUpSsh2Crypto();
+  const { accounts, logger, audit } = options;
+  const idleMs = options.idleTimeoutMs ?? 10 * 60_000;
+  const maxSessions = options.maxSessions ?? 256;
+  const window = options.channelWindow ?? 8 * 1024 * 1024;
+  const conns = new Set<Conn>();
+  let closing = false;
+
+  const ssh = new ssh2.Server({
+    hostKeys: options.hostKeys,
+    banner: options.banner,
+    ident: "atrest",
+  });
+  ssh.on("error", (err: Error) => logger.warn({ err }, "sftp: ssh server error"));
+
+  const onClient = (conn: Conn, client: Connection, sourceIp: string | undefined) => {
+    conn.client = client;
+    let user: string | undefined;
+    let failures = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const touch = () => {
+      if (idle) idle.refresh();
+    };
+    idle = setTimeout(function check() {
+      for (const s of conn.sessions) {
+        if (s.busy) {
+          idle = setTimeout(check, idleMs);
+          return;
+        }
+      }
+      logger.info({ sessionId: conn.id, user }, "sftp: idle timeout");
+      client.end();
+    }, idleMs);
+    idle.unref();
+    client.on("close", () => clearTimeout(idle));
+    client.on("error", (err: Error) => logger.debug({ err, sessionId: conn.id }, "sftp: connection error"));
+
+    client.on("authentication", (ctx) => {
+      touch();
+      if (closing) return ctx.reject([]);
+      if (ctx.method !== "password" && ctx.method !== "publickey") return ctx.reject(["publickey", "password"]);
+      void authenticate(ctx, { accounts, logger, audit, sessionId: conn.id, sourceIp }).then((name) => {
+        if (name) user = name;
+        else if (ctx.method === "password" || ctx.signature) {
+          if (++failures >= MAX_AUTH_FAILURES) client.end();
+        }
+      });
+    });
+
+    client.on("ready", () => {
+      touch();
+      client.on("session", (accept) => {
+        const session = accept();
+        session.on("subsystem", (acceptSub, rejectSub, info) => {
+          if (info.name !== "sftp" || !user || closing) return rejectSub();
+          const ch = acceptSub();
+          ch.on("error", () => {});
+          // Until the vfs session exists the channel is not read (no 'data' listener), so nothing is lost.
+          accounts
+            .openSession(user, { protocol: "sftp", sessionId: conn.id, sourceIp })
+            .then((vfs) => {
+              const s = new SftpSession(ch, {
+                vfs,
+                logger,
+                user: vfs.username,
+                sessionId: conn.id,
+                sourceIp,
+                onActivity: touch,
+              });
+              // Only now: a 'data' listener before the session's own would drop the client's INIT.
+              growWindow(client, ch, window);
+              conn.sessions.add(s);
+              void s.finished().then(() => conn.sessions.delete(s));
+              if (closing) ch.end();
+            })
+            .catch((err) => {
+              logger.error({ err, sessionId: conn.id }, "sftp: opening vfs session failed");
+              ch.end();
+            });
+        });
+        for (const ev of ["exec", "shell", "pty", "env", "x11", "auth-agent", "signal", "window-change"] as const) {
+          session.on(ev, (_accept: unknown, reject?: () => void) => reject?.());
+        }
+      });
+      client.on("request", (_accept, reject) => reject?.());
+      client.on("tcpip", (_accept, reject) => reject());
+      client.on("openssh.streamlocal", (_accept, reject) => reject());
+    });
+
+    client.on("close", () => {
+      for (const s of conn.sessions) void s.shutdown();
+      if (user)
+        audit?.record({ action: "logout", outcome: "success", user, protocol: "sftp", sessionId: conn.id, sourceIp });
+    });
+  };
+
+  // injectSocket returns nothing, and 'connection' fires only after the SSH identification exchange: find our
+  // record of the socket by its remote address and port.
+  const byPeer = new Map<string, Conn>();
+  ssh.on("connection", (client: Connection, info: { ip: string; port: number }) => {
+    const conn = byPeer.get(`${info.ip}|${info.port}`);
+    if (!conn) return client.end();
+    onClient(conn, client, info.ip);
+  });
+
+  const tcp = createServer({ noDelay: true }, (socket) => {
+    socket.on("error", (err) => logger.debug({ err }, "sftp: socket error"));
+    if (closing || conns.size >= maxSessions) {
+      // Before the SSH identification string a server may send text lines; clients show them on failure.
+      logger.warn({ ip: socket.remoteAddress, sessions: conns.size }, "sftp: connection refused (session limit)");
+      socket.end("atrest: too many sessions, try again later\r\n");
+      return;
+    }
+    const conn: Conn = { socket, sessions: new Set(), id: randomUUID() };
+    conns.add(conn);
+    const peer = `${socket.remoteAddress}|${socket.remotePort}`;
+    byPeer.set(peer, conn);
+    socket.on("close", () => {
+      conns.delete(conn);
+      byPeer.delete(peer);
+    });
+    ssh.injectSocket(socket);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen(options.port, options.host, () => {
+      tcp.off("error", reject);
+      resolve();
+    });
+  });
+  tcp.on("error", (err) => logger.error({ err }, "sftp: listener error"));
+  const address = tcp.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  logger.info({ host: options.host, port }, "sftp listening");
+
+  const close = async (): Promise<void> => {
+    if (closing) return;
+    closing = true;
+    const listenerClosed = new Promise<void>((r) => tcp.close(() => r()));
+    const deadline = Date.now() + (options.closeTimeoutMs ?? 10_000);
+    // Connections without a transfer in progress end now; the rest get until the deadline.
+    while (conns.size > 0) {
+      for (const c of conns) {
+        const active = [...c.sessions].some((s) => s.active);
+        if (!active || Date.now() >= deadline) {
+          await Promise.all([...c.sessions].map((s) => s.shutdown()));
+          c.client?.end();
+          if (Date.now() >= deadline + 1000) c.socket.destroy();
+        }
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await listenerClosed;
+  };
+
+  return { port, close };
+}

@@ -1,0 +1,525 @@
+// One SFTP v3 session over an SSH subsystem channel: frame, dispatch to the vfs, map errors, batch replies.
+// File operations are audited by the vfs itself; the adapter audits only logins (auth.ts, server.ts).
+
+import { AtrestError, InvalidPathError } from "../../errors.ts";
+import type { FileStat, VfsSession } from "../../vfs/types.ts";
+import { toStatus } from "./errors.ts";
+import { ReadFile, WriteFile } from "./handles.ts";
+import {
+  type Attrs,
+  BadMessage,
+  dataHeader,
+  FXP,
+  MAX_PACKET,
+  PFLAG,
+  Reader,
+  STATUS,
+  statusPacket,
+  Writer,
+} from "./protocol/packets.ts";
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+/** The part of an ssh2 channel we use; a plain Duplex in tests. */
+export interface SftpChannel {
+  on(event: "data", fn: (d: Buffer) => void): unknown;
+  on(event: "end" | "close" | "drain", fn: () => void): unknown;
+  on(event: "error", fn: (err: Error) => void): unknown;
+  write(b: Buffer): boolean;
+  end(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+}
+
+export interface SessionContext {
+  vfs: VfsSession;
+  logger: Logger;
+  user: string;
+  sessionId: string;
+  sourceIp?: string;
+  /** Called on every request, so the connection's idle timer can be reset. */
+  onActivity?: () => void;
+}
+
+const MAX_HANDLES = 256;
+const DIR_PAGE = 128;
+
+type Handle =
+  | { kind: "read"; file: ReadFile }
+  | { kind: "write"; file: WriteFile }
+  | { kind: "dir"; path: string; entries?: { name: string; stat: FileStat }[]; pos: number };
+
+/** Resolves a client path against the home '/', clamping `..` at the root so a path can never escape it. */
+export function normalizePath(input: string): string {
+  if (input.includes("\0")) throw new InvalidPathError("NUL in path");
+  const parts: string[] = [];
+  for (const seg of input.split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") parts.pop();
+    else parts.push(seg);
+  }
+  return `/${parts.join("/")}`;
+}
+
+function fileAttrs(st: FileStat): Attrs {
+  const t = Math.floor(st.mtime / 1000);
+  return {
+    size: st.size,
+    uid: 0,
+    gid: 0,
+    mode: (st.kind === "dir" ? 0o040000 : 0o100000) | (st.mode & 0o7777),
+    atime: t,
+    mtime: t,
+  };
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** `ls -l` style line as OpenSSH's sftp-server prints it; lftp parses it for listings. */
+export function longname(name: string, st: FileStat, owner: string, now = Date.now()): string {
+  const m = st.mode & 0o777;
+  let perms = st.kind === "dir" ? "d" : "-";
+  for (let shift = 6; shift >= 0; shift -= 3) {
+    const bits = (m >> shift) & 7;
+    perms += (bits & 4 ? "r" : "-") + (bits & 2 ? "w" : "-") + (bits & 1 ? "x" : "-");
+  }
+  const d = new Date(st.mtime);
+  const recent = Math.abs(now - st.mtime) < 182 * 24 * 3600 * 1000;
+  const day = String(d.getUTCDate()).padStart(2, " ");
+  const when = recent
+    ? `${String(d.getUTCHours()).padStart(2, "0")}:${String(d.getUTCMinutes()).padStart(2, "0")}`
+    : ` ${d.getUTCFullYear()}`;
+  const o = owner.slice(0, 8).padEnd(8, " ");
+  return `${perms}    1 ${o} ${o} ${String(st.size).padStart(8, " ")} ${MONTHS[d.getUTCMonth()]} ${day} ${when} ${name}`;
+}
+
+export class SftpSession {
+  private readonly ch: SftpChannel;
+  private readonly ctx: SessionContext;
+  private inbuf: Buffer = Buffer.alloc(0);
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private paused = false;
+  private handles = new Map<number, Handle>();
+  private nextHandle = 1;
+  private initialized = false;
+  private closed = false;
+  private pending = 0;
+  private readonly done: Promise<void>;
+  private resolveDone!: () => void;
+
+  constructor(ch: SftpChannel, ctx: SessionContext) {
+    this.ch = ch;
+    this.ctx = ctx;
+    this.done = new Promise((r) => {
+      this.resolveDone = r;
+    });
+    ch.on("data", (d) => this.onData(d));
+    // The OpenSSH client waits for our side of the channel to end before it exits.
+    ch.on("end", () => {
+      this.flush();
+      ch.end();
+      void this.shutdown();
+    });
+    ch.on("close", () => void this.shutdown());
+    ch.on("error", (err) => {
+      this.ctx.logger.debug({ err, sessionId: ctx.sessionId }, "sftp channel error");
+      void this.shutdown();
+    });
+    ch.on("drain", () => {
+      if (this.paused) {
+        this.paused = false;
+        ch.resume();
+      }
+    });
+  }
+
+  /** Requests currently being served (the idle timer does not fire while one is running). */
+  get busy(): boolean {
+    return this.pending > 0;
+  }
+
+  /** An open file or a running request: close() lets these finish before ending the connection. */
+  get active(): boolean {
+    return this.pending > 0 || [...this.handles.values()].some((h) => h.kind !== "dir");
+  }
+
+  /** Resolves once every handle is released and the vfs session closed. */
+  finished(): Promise<void> {
+    return this.done;
+  }
+
+  private onData(d: Buffer): void {
+    if (this.closed) return;
+    this.inbuf = this.inbuf.length === 0 ? d : Buffer.concat([this.inbuf, d]);
+    let p = 0;
+    const buf = this.inbuf;
+    while (buf.length - p >= 4) {
+      const len = buf.readUInt32BE(p);
+      if (len < 1 || len > MAX_PACKET) {
+        // No way to resynchronise a byte stream after a bad length: end the session, keep the server up.
+        this.ctx.logger.warn({ sessionId: this.ctx.sessionId, len }, "sftp: bad packet length, closing channel");
+        this.inbuf = Buffer.alloc(0);
+        this.ch.end();
+        void this.shutdown();
+        return;
+      }
+      if (buf.length - p - 4 < len) break;
+      const type = buf[p + 4];
+      const r = new Reader(buf.subarray(p + 5, p + 4 + len));
+      p += 4 + len;
+      this.request(type, r);
+    }
+    this.inbuf = p === buf.length ? Buffer.alloc(0) : buf.subarray(p);
+    this.ctx.onActivity?.();
+  }
+
+  private send(b: Buffer): void {
+    this.out.push(b);
+    this.outBytes += b.length;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  // One channel write per batch: ssh2 turns each write into at least one SSH packet, so small DATA headers written
+  // alone would double the packet count of downloads.
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.outBytes === 0) return;
+    const b = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+    if (this.closed) return;
+    if (!this.ch.write(b) && !this.paused && b.length > 0) {
+      this.paused = true;
+      this.ch.pause();
+    }
+  }
+
+  private status(id: number, code: number, message = ""): void {
+    this.send(statusPacket(id, code as 0, message));
+  }
+
+  private fail(id: number, err: unknown, op: string): void {
+    const st = toStatus(err);
+    if (st.internal) this.ctx.logger.error({ err, op, sessionId: this.ctx.sessionId }, "sftp request failed");
+    else this.ctx.logger.debug({ code: (err as AtrestError).code, op, sessionId: this.ctx.sessionId }, "sftp error");
+    this.status(id, st.code, st.message);
+  }
+
+  private request(type: number, r: Reader): void {
+    if (type === FXP.INIT) {
+      this.initialized = true;
+      const w = new Writer(FXP.VERSION).u32(3);
+      w.string("posix-rename@openssh.com").string("1");
+      w.string("statvfs@openssh.com").string("2");
+      this.send(w.finish());
+      return;
+    }
+    let id = 0;
+    try {
+      id = r.u32();
+    } catch {
+      this.ctx.logger.warn({ sessionId: this.ctx.sessionId, type }, "sftp: packet without request id");
+      return;
+    }
+    if (!this.initialized) {
+      this.status(id, STATUS.BAD_MESSAGE, "init expected");
+      return;
+    }
+    // WRITE and READ are the hot path: handled without an async frame per request where possible.
+    if (type === FXP.WRITE || type === FXP.READ) {
+      try {
+        if (type === FXP.WRITE) this.write(id, r);
+        else this.read(id, r);
+      } catch (err) {
+        this.fail(id, err, type === FXP.WRITE ? "write" : "read");
+      }
+      return;
+    }
+    this.pending++;
+    this.dispatch(type, id, r)
+      .catch((err) => this.fail(id, err, String(type)))
+      .finally(() => {
+        this.pending--;
+        this.ctx.onActivity?.();
+      });
+  }
+
+  private handleOf(r: Reader): { key: number; h: Handle } {
+    const hb = r.bytes();
+    const key = hb.length === 4 ? hb.readUInt32BE(0) : -1;
+    const h = this.handles.get(key);
+    if (!h) throw new AtrestError("INVALID_INPUT", "invalid handle");
+    return { key, h };
+  }
+
+  private newHandle(h: Handle): Buffer {
+    if (this.handles.size >= MAX_HANDLES) throw new AtrestError("INVALID_INPUT", "too many open handles");
+    const key = this.nextHandle++;
+    this.handles.set(key, h);
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32BE(key >>> 0, 0);
+    return b;
+  }
+
+  private write(id: number, r: Reader): void {
+    const { h } = this.handleOf(r);
+    const offset = r.u64();
+    const data = r.bytes();
+    if (h.kind !== "write") throw new AtrestError("PERMISSION_DENIED", "handle not open for writing");
+    const wait = h.file.write(offset, data);
+    if (!wait) {
+      this.status(id, STATUS.OK);
+      return;
+    }
+    this.pending++;
+    wait
+      .then(
+        () => this.status(id, STATUS.OK),
+        (err) => this.fail(id, err, "write"),
+      )
+      .finally(() => this.pending--);
+  }
+
+  private read(id: number, r: Reader): void {
+    const { h } = this.handleOf(r);
+    const offset = r.u64();
+    const length = Math.min(r.u32(), 256 * 1024);
+    if (h.kind !== "read") throw new AtrestError("PERMISSION_DENIED", "handle not open for reading");
+    this.pending++;
+    h.file
+      .read(offset, length)
+      .then(
+        (data) => {
+          if (data.length === 0) return this.status(id, STATUS.EOF, "end of file");
+          this.send(dataHeader(id, data.length));
+          this.send(data);
+        },
+        (err) => this.fail(id, err, "read"),
+      )
+      .finally(() => this.pending--);
+  }
+
+  private async dispatch(type: number, id: number, r: Reader): Promise<void> {
+    const vfs = this.ctx.vfs;
+    switch (type) {
+      case FXP.OPEN:
+        return this.open(id, normalizePath(r.string()), r.u32());
+      case FXP.CLOSE:
+        return this.close(id, r);
+      case FXP.STAT:
+      case FXP.LSTAT: {
+        const st = await vfs.stat(normalizePath(r.string()));
+        return this.send(new Writer(FXP.ATTRS).u32(id).attrs(fileAttrs(st)).finish());
+      }
+      case FXP.FSTAT: {
+        const { h } = this.handleOf(r);
+        const attrs = await this.handleAttrs(h);
+        return this.send(new Writer(FXP.ATTRS).u32(id).attrs(attrs).finish());
+      }
+      case FXP.SETSTAT: {
+        const path = normalizePath(r.string());
+        return this.setstat(id, r.attrs(), await vfs.stat(path), (mtime) => vfs.setMtime(path, mtime));
+      }
+      case FXP.FSETSTAT: {
+        const { h } = this.handleOf(r);
+        const a = r.attrs();
+        if (h.kind === "write") {
+          const size = h.file.size;
+          return this.setstat(id, a, { kind: "file", size, mtime: 0, mode: 0o644 }, async (mtime) => {
+            h.file.mtime = mtime;
+          });
+        }
+        const path = h.kind === "dir" ? h.path : h.file.path;
+        return this.setstat(id, a, await vfs.stat(path), (mtime) => vfs.setMtime(path, mtime));
+      }
+      case FXP.OPENDIR: {
+        const path = normalizePath(r.string());
+        const st = await vfs.stat(path);
+        if (st.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", "not a directory");
+        return this.send(
+          new Writer(FXP.HANDLE)
+            .u32(id)
+            .bytes(this.newHandle({ kind: "dir", path, pos: 0 }))
+            .finish(),
+        );
+      }
+      case FXP.READDIR:
+        return this.readdir(id, r);
+      case FXP.REMOVE: {
+        const path = normalizePath(r.string());
+        return this.ok(id, () => vfs.remove(path));
+      }
+      case FXP.MKDIR: {
+        const path = normalizePath(r.string());
+        return this.ok(id, () => vfs.mkdir(path));
+      }
+      case FXP.RMDIR: {
+        const path = normalizePath(r.string());
+        return this.ok(id, () => vfs.rmdir(path));
+      }
+      case FXP.REALPATH: {
+        const path = normalizePath(r.string());
+        const w = new Writer(FXP.NAME).u32(id).u32(1).string(path).string(path).attrs({});
+        return this.send(w.finish());
+      }
+      case FXP.RENAME: {
+        const from = normalizePath(r.string());
+        const to = normalizePath(r.string());
+        return this.ok(id, () => vfs.rename(from, to, false));
+      }
+      case FXP.READLINK:
+      case FXP.SYMLINK:
+        return this.status(id, STATUS.OP_UNSUPPORTED, "symbolic links are not supported");
+      case FXP.EXTENDED:
+        return this.extended(id, r);
+      default:
+        return this.status(id, STATUS.OP_UNSUPPORTED, "operation not supported");
+    }
+  }
+
+  private async ok(id: number, op: () => Promise<void>): Promise<void> {
+    await op();
+    this.status(id, STATUS.OK);
+  }
+
+  private async handleAttrs(h: Handle): Promise<Attrs> {
+    if (h.kind === "write") return fileAttrs({ kind: "file", size: h.file.size, mtime: Date.now(), mode: 0o644 });
+    if (h.kind === "read") {
+      const st = await this.ctx.vfs.stat(h.file.path).catch(() => undefined);
+      return fileAttrs({ kind: "file", mode: 0o644, mtime: Date.now(), ...st, size: h.file.size });
+    }
+    return fileAttrs(await this.ctx.vfs.stat(h.path));
+  }
+
+  private async setstat(
+    id: number,
+    a: Attrs,
+    current: FileStat,
+    setMtime: (mtime: number) => Promise<void>,
+  ): Promise<void> {
+    // Truncation would rewrite encrypted content; a size equal to the current one is a no-op some clients send.
+    if (a.size !== undefined && a.size !== current.size) {
+      return this.status(id, STATUS.OP_UNSUPPORTED, "changing the size is not supported");
+    }
+    if (a.uid !== undefined) return this.status(id, STATUS.OP_UNSUPPORTED, "changing the owner is not supported");
+    // Modes are presentation only here: accepted and ignored so `put -p` and mirrors do not fail.
+    if (a.mtime !== undefined) await setMtime(a.mtime * 1000);
+    this.status(id, STATUS.OK);
+  }
+
+  private async open(id: number, path: string, pflags: number): Promise<void> {
+    const vfs = this.ctx.vfs;
+    if (!(pflags & (PFLAG.WRITE | PFLAG.APPEND))) {
+      const rh = await vfs.openRead(path);
+      let handle: Buffer;
+      try {
+        handle = this.newHandle({ kind: "read", file: new ReadFile(path, rh) });
+      } catch (err) {
+        await rh.close().catch(() => {});
+        throw err;
+      }
+      return this.send(new Writer(FXP.HANDLE).u32(id).bytes(handle).finish());
+    }
+    if (!(pflags & PFLAG.CREAT)) await vfs.stat(path);
+    const exclusive = (pflags & PFLAG.CREAT) !== 0 && (pflags & PFLAG.EXCL) !== 0;
+    const wh = await vfs.openWrite(path, { truncate: (pflags & PFLAG.TRUNC) !== 0 || exclusive, exclusive });
+    let handle: Buffer;
+    try {
+      handle = this.newHandle({ kind: "write", file: new WriteFile(path, wh, (pflags & PFLAG.APPEND) !== 0) });
+    } catch (err) {
+      await wh.abort(false).catch(() => {});
+      throw err;
+    }
+    this.send(new Writer(FXP.HANDLE).u32(id).bytes(handle).finish());
+  }
+
+  private async close(id: number, r: Reader): Promise<void> {
+    const { key, h } = this.handleOf(r);
+    this.handles.delete(key);
+    if (h.kind === "dir") return this.status(id, STATUS.OK);
+    if (h.kind === "read") {
+      await h.file.close();
+      return this.status(id, STATUS.OK);
+    }
+    await h.file.close();
+    if (h.file.mtime !== undefined) await this.ctx.vfs.setMtime(h.file.path, h.file.mtime);
+    this.status(id, STATUS.OK);
+  }
+
+  private async readdir(id: number, r: Reader): Promise<void> {
+    const { h } = this.handleOf(r);
+    if (h.kind !== "dir") throw new AtrestError("INVALID_INPUT", "not a directory handle");
+    h.entries ??= await this.ctx.vfs.list(h.path);
+    if (h.pos >= h.entries.length) return this.status(id, STATUS.EOF, "end of directory");
+    const page = h.entries.slice(h.pos, h.pos + DIR_PAGE);
+    h.pos += page.length;
+    const w = new Writer(FXP.NAME, 16 * 1024).u32(id).u32(page.length);
+    const now = Date.now();
+    for (const e of page)
+      w.string(e.name)
+        .string(longname(e.name, e.stat, this.ctx.user, now))
+        .attrs(fileAttrs(e.stat));
+    this.send(w.finish());
+  }
+
+  private async extended(id: number, r: Reader): Promise<void> {
+    const name = r.string(256);
+    if (name === "posix-rename@openssh.com") {
+      const from = normalizePath(r.string());
+      const to = normalizePath(r.string());
+      return this.ok(id, () => this.ctx.vfs.rename(from, to, true));
+    }
+    if (name === "statvfs@openssh.com") {
+      normalizePath(r.string());
+      const q = await this.ctx.vfs.quota();
+      const bsize = 4096;
+      // Unlimited quota: report a large, stable capacity so `df` and rclone `about` show something sensible.
+      const total = q.maxBytes > 0 ? q.maxBytes : 2 ** 50;
+      const free = Math.max(total - q.usedBytes, 0);
+      const files = q.maxFiles > 0 ? q.maxFiles : 2 ** 32;
+      const ffree = Math.max(files - q.usedFiles, 0);
+      const w = new Writer(FXP.EXTENDED_REPLY).u32(id);
+      w.u64(bsize)
+        .u64(bsize)
+        .u64(Math.floor(total / bsize))
+        .u64(Math.floor(free / bsize))
+        .u64(Math.floor(free / bsize));
+      w.u64(files).u64(ffree).u64(ffree).u64(0).u64(0).u64(255);
+      return this.send(w.finish());
+    }
+    this.status(id, STATUS.OP_UNSUPPORTED, `extension not supported: ${name.slice(0, 64)}`);
+  }
+
+  /** Releases everything: open uploads keep their partial (resumable), downloads close, then the vfs session ends. */
+  async shutdown(): Promise<void> {
+    if (this.closed) return this.done;
+    this.closed = true;
+    const handles = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(
+      handles.map(async (h) => {
+        try {
+          if (h.kind === "write") {
+            await h.file.abort();
+          } else if (h.kind === "read") await h.file.close();
+        } catch (err) {
+          this.ctx.logger.warn({ err, sessionId: this.ctx.sessionId }, "sftp: releasing handle failed");
+        }
+      }),
+    );
+    await this.ctx.vfs.close().catch((err) => this.ctx.logger.warn({ err }, "sftp: closing vfs session failed"));
+    this.resolveDone();
+  }
+}
+
+export { BadMessage };
