@@ -127,7 +127,7 @@ export class App implements Accounts {
   }
 
   async close(): Promise<void> {
-    this.vfs.close();
+    await this.vfs.close();
     await this.store.close();
     await this.keys.close();
     await this.audit.close();

@@ -2,7 +2,7 @@ import { AtrestError, IntegrityError, QuotaExceededError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
 import { type Layout, segmentCount, segmentOffset } from "../format/layout.ts";
-import type { SegmentWriter } from "../format/writer.ts";
+import type { ParallelSegmentWriter } from "../format/seal-pool.ts";
 import type { BlobReader, BlobWriter } from "../store/blobs.ts";
 import type { FileStat, ReadHandle, WriteHandle } from "./types.ts";
 
@@ -10,6 +10,8 @@ import type { FileStat, ReadHandle, WriteHandle } from "./types.ts";
 const FLUSH_BYTES = 1 << 20;
 // Writes stop being acknowledged immediately once this much sealed data waits for the disk (backpressure).
 const MAX_INFLIGHT_BYTES = 8 << 20;
+// ...or once this much plaintext waits for the sealing worker.
+const MAX_SEALING_BYTES = 4 << 20;
 // Sequential readers get this many segments per disk read.
 const READ_AHEAD_SEGMENTS = 16;
 
@@ -28,7 +30,8 @@ export interface WriteCommit {
 export interface EncryptedWriterOptions {
   blob: BlobWriter;
   keys: ContainerKeys;
-  writer: SegmentWriter;
+  /** Seals segments on a worker thread, so the event loop only copies plaintext. */
+  writer: ParallelSegmentWriter;
   /** Plaintext length already in the container (resume), 0 for a new version. */
   startSize: number;
   /** Checked before every write: may this many more bytes be stored? */
@@ -67,8 +70,13 @@ export class EncryptedWriter implements WriteHandle {
     if (data.length > this.#o.quotaLeft() - (this.size - this.#o.startSize)) {
       throw new QuotaExceededError("quota exceeded");
     }
-    for (const sealed of this.#o.writer.push(data)) this.#queue(sealed);
+    const writer = this.#o.writer;
+    writer.push(data);
     this.size += data.length;
+    while (writer.inflightBytes > MAX_SEALING_BYTES) {
+      const sealed = await writer.next();
+      if (sealed) this.#queue(sealed);
+    }
     if (this.#batchBytes >= FLUSH_BYTES) this.#flush();
     if (this.#inflight > MAX_INFLIGHT_BYTES) await this.#flushing;
     if (this.#failure) throw this.#failure;
@@ -112,13 +120,14 @@ export class EncryptedWriter implements WriteHandle {
     this.#done = true;
     try {
       if (!keep) throw new AtrestError("INVALID_INPUT", "upload abandoned");
-      this.#queue(this.#o.writer.finish());
+      for (const sealed of await this.#o.writer.finish()) this.#queue(sealed);
       this.#flush();
       await this.#flushing;
       if (this.#failure) throw this.#failure;
       await this.#o.blob.commit();
       await this.#o.commit({ size: this.size, blob: this.#o.blob });
     } catch (err) {
+      this.#o.writer.destroy();
       await this.#flushing;
       await this.#o.discard().catch(() => undefined);
       if (keep) throw err;

@@ -4,7 +4,7 @@ import { zero } from "../crypto/bytes.ts";
 import { AtrestError, QuotaExceededError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
-import { resumeFrom, SegmentWriter } from "../format/writer.ts";
+import { ParallelSegmentWriter, SealPool } from "../format/seal-pool.ts";
 import type { KeyProvider } from "../kms/types.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { serviceKey } from "../store/service-keys.ts";
@@ -56,6 +56,8 @@ export class Vfs {
   readonly logger: Logger;
   readonly defaultKey: string;
   readonly #crypto: MetaCrypto;
+  // One sealing worker for all uploads: on two cores a second one competes with the event loop (measured).
+  readonly #seal = new SealPool({ threads: 1 });
 
   private constructor(deps: VfsDeps, crypto: MetaCrypto) {
     this.store = deps.store;
@@ -86,8 +88,9 @@ export class Vfs {
     return vfs;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.#crypto.destroy();
+    await this.#seal.close();
   }
 
   /** Opens a file for reading: unwraps its DEK (KMS), verifies the key commitment, returns a random-access reader. */
@@ -153,7 +156,7 @@ export class Vfs {
     return new EncryptedWriter({
       blob,
       keys,
-      writer: new SegmentWriter(keys),
+      writer: new ParallelSegmentWriter(this.#seal, keys),
       startSize: 0,
       quotaLeft,
       discard: () => blob.abort(),
@@ -171,8 +174,9 @@ export class Vfs {
   ): Promise<EncryptedWriter> {
     const contentId = existing.contentId as string;
     const source = await this.blobs.open(existing.blobId as string);
-    let resumed: ReturnType<typeof resumeFrom>;
     let keys: ReturnType<typeof openContainer>;
+    let writer: ParallelSegmentWriter;
+    let truncateAt: number;
     try {
       const { header, count } = await readHeader(source);
       const dek = await this.keys.unwrap(header.wrappedDek, fileContext(contentId));
@@ -181,18 +185,19 @@ export class Vfs {
       } finally {
         zero(dek);
       }
-      const lastStart = segmentOffset(header.layout, count - 1);
-      const last = await source.read(lastStart, source.size - lastStart);
-      resumed = resumeFrom(keys, { segmentCount: count, lastSegmentBytes: last });
+      // Only the final (partial, padded) segment is re-encrypted: its data becomes the writer's pending segment.
+      truncateAt = segmentOffset(header.layout, count - 1);
+      const pending = keys.open(count - 1, await source.read(truncateAt, source.size - truncateAt), true);
+      writer = new ParallelSegmentWriter(this.#seal, keys, { startIndex: count - 1, pending });
     } finally {
       await source.close();
     }
-    const blob = await this.blobs.create({ id: existing.blobId as string, length: resumed.truncateAt });
+    const blob = await this.blobs.create({ id: existing.blobId as string, length: truncateAt });
     const keyRef = existing.keyRef as string;
     return new EncryptedWriter({
       blob,
       keys,
-      writer: resumed.writer,
+      writer,
       startSize: oldSize,
       quotaLeft: () => quotaLeft() - oldSize,
       discard: () => blob.abort(),
