@@ -50,12 +50,14 @@ export class WriteFile {
    * Accepts one WRITE. Returns undefined when the data is buffered and the client may be told OK now; a promise when
    * the reply must wait for the vfs to catch up. A failure of earlier buffered data is thrown here or at close.
    */
-  write(offset: number, data: Buffer): Promise<void> | undefined {
+  write(offset: number, parts: Buffer[]): Promise<void> | undefined {
+    let length = 0;
+    for (const p of parts) length += p.length;
     if (this.error) throw this.error;
     if (this.finished) throw new AtrestError("INVALID_INPUT", "handle closed");
     if (this.append) offset = this.end;
     if (offset === this.end) {
-      this.push(data);
+      for (const p of parts) this.push(p);
       while (this.reorder.size > 0) {
         const next = this.reorder.get(this.end);
         if (!next) break;
@@ -64,11 +66,11 @@ export class WriteFile {
         this.push(next);
       }
     } else if (offset > this.end) {
-      if (this.reorderBytes + data.length > REORDER_LIMIT || this.reorder.has(offset)) {
+      if (this.reorderBytes + length > REORDER_LIMIT || this.reorder.has(offset)) {
         throw unsupported("non-sequential write not supported (encrypted files are append-only)");
       }
-      this.reorder.set(offset, data);
-      this.reorderBytes += data.length;
+      this.reorder.set(offset, parts.length === 1 ? parts[0] : Buffer.concat(parts, length));
+      this.reorderBytes += length;
     } else {
       throw unsupported("overwriting written data is not supported (encrypted files are append-only)");
     }

@@ -8,12 +8,14 @@ import { ReadFile, WriteFile } from "./handles.ts";
 import {
   type Attrs,
   BadMessage,
+  ByteQueue,
   dataHeader,
   FXP,
   MAX_PACKET,
   PFLAG,
   Reader,
   STATUS,
+  sliceParts,
   statusPacket,
   Writer,
 } from "./protocol/packets.ts";
@@ -101,7 +103,7 @@ export function longname(name: string, st: FileStat, owner: string, now = Date.n
 export class SftpSession {
   private readonly ch: SftpChannel;
   private readonly ctx: SessionContext;
-  private inbuf: Buffer = Buffer.alloc(0);
+  private inbound = new ByteQueue();
   private out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
@@ -157,26 +159,35 @@ export class SftpSession {
 
   private onData(d: Buffer): void {
     if (this.closed) return;
-    this.inbuf = this.inbuf.length === 0 ? d : Buffer.concat([this.inbuf, d]);
-    let p = 0;
-    const buf = this.inbuf;
-    while (buf.length - p >= 4) {
-      const len = buf.readUInt32BE(p);
+    const q = this.inbound;
+    q.push(d);
+    while (q.length >= 4) {
+      const len = q.peek(4).readUInt32BE(0);
       if (len < 1 || len > MAX_PACKET) {
         // No way to resynchronise a byte stream after a bad length: end the session, keep the server up.
         this.ctx.logger.warn({ sessionId: this.ctx.sessionId, len }, "sftp: bad packet length, closing channel");
-        this.inbuf = Buffer.alloc(0);
+        q.clear();
         this.ch.end();
         void this.shutdown();
         return;
       }
-      if (buf.length - p - 4 < len) break;
-      const type = buf[p + 4];
-      const r = new Reader(buf.subarray(p + 5, p + 4 + len));
-      p += 4 + len;
-      this.request(type, r);
+      if (q.length < 4 + len) break;
+      const parts = q.take(4 + len);
+      if (parts.length === 1) {
+        const packet = parts[0];
+        this.request(packet[4], new Reader(packet.subarray(0, 4 + len), 5));
+        continue;
+      }
+      // Straddling packet: a WRITE keeps its payload as slices; anything else is small and simply joined.
+      const head = parts[0].length >= 5 ? parts[0] : Buffer.concat(parts.slice(0, 2));
+      if (head[4] === FXP.WRITE) {
+        const header = Buffer.concat(sliceParts(parts, 0, Math.min(4 + len, 512)));
+        this.request(FXP.WRITE, new Reader(header, 5), parts);
+      } else {
+        const packet = Buffer.concat(parts, 4 + len);
+        this.request(packet[4], new Reader(packet, 5));
+      }
     }
-    this.inbuf = p === buf.length ? Buffer.alloc(0) : buf.subarray(p);
     this.ctx.onActivity?.();
   }
 
@@ -215,7 +226,8 @@ export class SftpSession {
     this.status(id, st.code, st.message);
   }
 
-  private request(type: number, r: Reader): void {
+  /** `parts`: the whole packet as slices when it straddled chunks (WRITE only); `r` then covers its header. */
+  private request(type: number, r: Reader, parts?: Buffer[]): void {
     if (type === FXP.INIT) {
       this.initialized = true;
       const w = new Writer(FXP.VERSION).u32(3);
@@ -238,7 +250,7 @@ export class SftpSession {
     // WRITE and READ are the hot path: handled without an async frame per request where possible.
     if (type === FXP.WRITE || type === FXP.READ) {
       try {
-        if (type === FXP.WRITE) this.write(id, r);
+        if (type === FXP.WRITE) this.write(id, r, parts);
         else this.read(id, r);
       } catch (err) {
         this.fail(id, err, type === FXP.WRITE ? "write" : "read");
@@ -271,10 +283,16 @@ export class SftpSession {
     return b;
   }
 
-  private write(id: number, r: Reader): void {
+  private write(id: number, r: Reader, parts?: Buffer[]): void {
     const { h } = this.handleOf(r);
     const offset = r.u64();
-    const data = r.bytes();
+    let data: Buffer[];
+    if (parts) {
+      const n = r.u32();
+      const total = parts.reduce((sum, p) => sum + p.length, 0);
+      if (r.pos + n !== total) throw new BadMessage("bad write length");
+      data = sliceParts(parts, r.pos, total);
+    } else data = [r.bytes()];
     if (h.kind !== "write") throw new AtrestError("PERMISSION_DENIED", "handle not open for writing");
     const wait = h.file.write(offset, data);
     if (!wait) {

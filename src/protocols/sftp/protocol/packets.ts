@@ -192,3 +192,69 @@ export function dataHeader(id: number, length: number): Buffer {
   b.writeUInt32BE(length, 9);
   return b;
 }
+
+/**
+ * Inbound byte stream as a list of chunks. Writes arrive as 32 KiB SSH packets, so every SFTP WRITE straddles two
+ * chunks; `take` hands out slices so the payload is copied once (when coalesced), not once per reassembly.
+ */
+export class ByteQueue {
+  private parts: Buffer[] = [];
+  length = 0;
+
+  push(b: Buffer): void {
+    if (b.length === 0) return;
+    this.parts.push(b);
+    this.length += b.length;
+  }
+
+  /** The first `n` bytes (n <= length) as one buffer; copies only when they span chunks. */
+  peek(n: number): Buffer {
+    const first = this.parts[0];
+    if (first.length >= n) return first.subarray(0, n);
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    for (const p of this.parts) {
+      at += p.copy(out, at, 0, Math.min(p.length, n - at));
+      if (at === n) break;
+    }
+    return out;
+  }
+
+  /** Removes and returns the first `n` bytes (n <= length) as slices of the received chunks. */
+  take(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    this.length -= n;
+    while (n > 0) {
+      const p = this.parts[0];
+      if (p.length <= n) {
+        out.push(p);
+        this.parts.shift();
+        n -= p.length;
+      } else {
+        out.push(p.subarray(0, n));
+        this.parts[0] = p.subarray(n);
+        n = 0;
+      }
+    }
+    return out;
+  }
+
+  clear(): void {
+    this.parts = [];
+    this.length = 0;
+  }
+}
+
+/** Bytes [start, end) of a list of slices, as slices. */
+export function sliceParts(parts: Buffer[], start: number, end: number): Buffer[] {
+  const out: Buffer[] = [];
+  let base = 0;
+  for (const p of parts) {
+    const s = Math.max(start - base, 0);
+    const e = Math.min(end - base, p.length);
+    if (e > s) out.push(p.subarray(s, e));
+    base += p.length;
+    if (base >= end) break;
+  }
+  return out;
+}
