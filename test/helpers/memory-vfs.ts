@@ -172,7 +172,8 @@ export class MemorySession implements VfsSession {
     const f = check(from);
     const t = check(to);
     const n = this.fs.get(f);
-    if (this.fs.nodes.has(t) && !overwrite) throw new AtrestError("EXISTS", to);
+    const target = this.fs.nodes.get(t);
+    if (target && (!overwrite || target.kind === "dir" || n.kind === "dir")) throw new AtrestError("EXISTS", to);
     this.fs.get(parent(t));
     const moves = [...this.fs.nodes].filter(([p]) => p === f || p.startsWith(`${f}/`));
     for (const [p] of moves) this.fs.nodes.delete(p);

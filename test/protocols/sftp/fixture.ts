@@ -1,7 +1,10 @@
 // A running SFTP adapter over the in-memory vfs, with a client key authorised for user "alice".
 import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { SFTPWrapper } from "ssh2";
+import ssh2 from "ssh2";
 import type { AuditEvent } from "../../../src/audit/types.ts";
 import { loadOrCreateHostKeys } from "../../../src/protocols/sftp/hostkeys.ts";
 import { type SftpServerOptions, startSftpServer } from "../../../src/protocols/sftp/server.ts";
@@ -62,4 +65,19 @@ export async function startFixture(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** An ssh2 client with an SFTP channel, logged in with the fixture key. */
+export function connect(fx: Fixture, user = "alice"): Promise<{ client: ssh2.Client; sftp: SFTPWrapper }> {
+  return readFile(fx.keyFile).then(
+    (privateKey) =>
+      new Promise((resolve, reject) => {
+        const c = new ssh2.Client();
+        c.on("error", reject);
+        c.on("ready", () => c.sftp((err, s) => (err ? reject(err) : resolve({ client: c, sftp: s }))));
+        // Nagle on the client side would add ~40 ms to every request/response round trip.
+        const sock = createConnection({ host: "127.0.0.1", port: fx.port, noDelay: true });
+        c.connect({ sock, username: user, privateKey });
+      }),
+  );
 }
