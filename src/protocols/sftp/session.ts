@@ -290,8 +290,10 @@ export class SftpSession {
     if (parts) {
       const n = r.u32();
       const total = parts.reduce((sum, p) => sum + p.length, 0);
-      if (r.pos + n !== total) throw new BadMessage("bad write length");
-      data = sliceParts(parts, r.pos, total);
+      // Trailing bytes after the data are ignored, as OpenSSH does: rclone (pkg/sftp) sends WRITEs whose packet is
+      // longer than their data.
+      if (r.pos + n > total) throw new BadMessage("bad write length");
+      data = sliceParts(parts, r.pos, r.pos + n);
     } else data = [r.bytes()];
     if (h.kind !== "write") throw new AtrestError("PERMISSION_DENIED", "handle not open for writing");
     const wait = h.file.write(offset, data);
