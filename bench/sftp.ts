@@ -164,7 +164,7 @@ export const sftp: BenchModule = {
     ];
 
     const best = new Map<string, number>(); // `${workload}|${port}` → best seconds
-    const failed = new Map<number, string>(); // port → first failure (server then skipped)
+    const failed = new Set<string>(); // `${workload}|${port}`: a failed workload is not retried on that server
     const peakRss = new Map<number, number>();
     const scratch = join(ctx.tmp, "batches");
     mkdirSync(scratch, { recursive: true });
@@ -172,19 +172,21 @@ export const sftp: BenchModule = {
     for (const w of workloads) {
       for (let n = 1; n <= ctx.runs; n++) {
         for (const s of servers) {
-          if (failed.has(s.port)) continue;
+          if (failed.has(`${w.label}|${s.port}`)) continue;
           const sampler = w.sampleRss ? startRssSampler(s.pid, { tree: true }) : undefined;
           try {
-            const r = await sftpBatch(s, key, scratch, w.commands(n, s));
+            // A hung transfer must not stall the run: allow 60 s plus 4 MB/s.
+            const r = await sftpBatch(s, key, scratch, w.commands(n, s), 60_000 + w.bytes / 4e3);
             const problem = n === 1 && w.verify ? await w.verify(n, s) : undefined;
             if (problem) throw new Error(problem);
             const k = `${w.label}|${s.port}`;
             best.set(k, Math.min(best.get(k) ?? Number.POSITIVE_INFINITY, r.seconds));
             ctx.log(`  ${w.label.padEnd(20)} ${s.label.padEnd(8)} run ${n}: ${r.seconds.toFixed(2)} s`);
           } catch (e) {
-            const msg = `${s.label} failed "${w.label}": ${(e as Error).message.split("\n").slice(0, 3).join(" ")}`;
+            const why = (e as Error).message.replace(/^sftp .*? (exited|timed out)/, "sftp $1");
+            const msg = `${s.label} failed "${w.label}": ${why.split("\n").slice(0, 3).join(" ")}`;
             ctx.log(`  ${msg}\n${s.output().trim().split("\n").slice(-5).join("\n")}`);
-            failed.set(s.port, msg);
+            failed.add(`${w.label}|${s.port}`);
             notes.push(msg);
           } finally {
             if (sampler) peakRss.set(s.port, Math.max(peakRss.get(s.port) ?? 0, sampler.stop().peakBytes));

@@ -31,7 +31,11 @@ export function run(cmd: string, args: readonly string[], options: RunOptions = 
     const err: Buffer[] = [];
     child.stdout?.on("data", (b: Buffer) => out.push(b));
     child.stderr?.on("data", (b: Buffer) => err.push(b));
-    const timer = setTimeout(() => killTree(child, "SIGKILL"), timeoutMs);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killTree(child, "SIGKILL");
+    }, timeoutMs);
     child.on("error", (e) => {
       clearTimeout(timer);
       reject(e);
@@ -46,7 +50,8 @@ export function run(cmd: string, args: readonly string[], options: RunOptions = 
       };
       if (check && (code !== 0 || signal)) {
         const detail = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(-5).join("\n");
-        reject(new Error(`${cmd} ${args.join(" ")} exited ${signal ?? code}: ${detail}`));
+        const how = timedOut ? `timed out after ${(timeoutMs / 1000).toFixed(0)} s` : `exited ${signal ?? code}`;
+        reject(new Error(`${cmd} ${args.join(" ")} ${how}: ${detail}`));
       } else resolve(result);
     });
   });

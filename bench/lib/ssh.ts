@@ -78,31 +78,41 @@ export async function startOpenSsh(dir: string, client: KeyPair, label = "OpenSS
 let batchCounter = 0;
 
 /** Runs `sftp -b` with the given commands (after a `cd` to the server's base dir); timed, rejects on failure. */
-export async function sftpBatch(server: SftpServer, key: KeyPair, scratch: string, commands: readonly string[]) {
+export async function sftpBatch(
+  server: SftpServer,
+  key: KeyPair,
+  scratch: string,
+  commands: readonly string[],
+  timeoutMs = 10 * 60_000,
+) {
   const batch = join(scratch, `batch-${++batchCounter}.txt`);
   const lines = server.remoteBase ? [`cd ${quote(server.remoteBase)}`, ...commands] : [...commands];
   writeFileSync(batch, `${lines.join("\n")}\n`);
-  return run("sftp", [
-    "-b",
-    batch,
-    "-P",
-    String(server.port),
-    "-i",
-    key.privateKey,
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
-    "-o",
-    "Ciphers=aes128-gcm@openssh.com",
-    `${server.user}@127.0.0.1`,
-  ]);
+  return run(
+    "sftp",
+    [
+      "-b",
+      batch,
+      "-P",
+      String(server.port),
+      "-i",
+      key.privateKey,
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "IdentitiesOnly=yes",
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      "LogLevel=ERROR",
+      "-o",
+      "Ciphers=aes128-gcm@openssh.com",
+      `${server.user}@127.0.0.1`,
+    ],
+    { timeoutMs },
+  );
 }
 
 /** Quotes a path for an sftp batch line. */
