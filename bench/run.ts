@@ -1,6 +1,7 @@
 // Benchmark runner: `npm run bench [-- [--quick] [--self-test] [--no-write] [module...]]`.
 // Runs the selected modules (all by default), prints the ratios and rewrites their sections of docs/benchmarks.md.
 import { mkdirSync } from "node:fs";
+import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { container } from "./container.ts";
@@ -59,10 +60,11 @@ async function main(): Promise<number> {
         log: (msg) => console.log(msg),
       });
       const took = ((performance.now() - started) / 1000).toFixed(0);
+      const loadAfter = loadavg()[0].toFixed(1);
       const notes = section.notes.map((n) => `- ${n}`).join("\n");
       bodies.set(
         m.name,
-        `Run ${machineLine(machine)}${quick ? " · **--quick**" : ""} (${took} s)\n\n${markdownTable(section.table)}${notes ? `\n\n${notes}` : ""}`,
+        `Run ${machineLine(machine)}${quick ? " · **--quick**" : ""} (${took} s, load after ${loadAfter})\n\n${markdownTable(section.table)}${notes ? `\n\n${notes}` : ""}`,
       );
       summary.push(...section.summary);
     } catch (e) {

@@ -12,7 +12,9 @@ export function seconds(s: number | undefined): string {
 }
 
 export function mbps(bytes: number, s: number | undefined): string {
-  return s === undefined ? "–" : (bytes / MB / s).toFixed(0);
+  if (s === undefined) return "–";
+  const v = bytes / MB / s;
+  return v < 10 ? v.toFixed(1) : v.toFixed(0);
 }
 
 /** "1.23×", or "–" if either side is missing. */
