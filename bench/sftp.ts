@@ -165,7 +165,7 @@ export const sftp: BenchModule = {
 
     const best = new Map<string, number>(); // `${workload}|${port}` → best seconds
     const failed = new Set<string>(); // `${workload}|${port}`: a failed workload is not retried on that server
-    const peakRss = new Map<number, number>();
+    const peakRss = new Map<string, number>(); // `${workload}|${port}` → peak bytes
     const scratch = join(ctx.tmp, "batches");
     mkdirSync(scratch, { recursive: true });
 
@@ -189,7 +189,10 @@ export const sftp: BenchModule = {
             failed.add(`${w.label}|${s.port}`);
             notes.push(msg);
           } finally {
-            if (sampler) peakRss.set(s.port, Math.max(peakRss.get(s.port) ?? 0, sampler.stop().peakBytes));
+            if (sampler) {
+              const k = `${w.label}|${s.port}`;
+              peakRss.set(k, Math.max(peakRss.get(k) ?? 0, sampler.stop().peakBytes));
+            }
             w.after?.(n, s);
           }
         }
@@ -217,19 +220,23 @@ export const sftp: BenchModule = {
         `sftp ${w.label}: ${peer.label} ${seconds(a)} s, ${subjectLabel} ${seconds(b)} s, ratio ${ratio(a, b)}`,
       );
     }
-    const rssMb = (port: number | undefined) => {
-      const v = port === undefined ? undefined : peakRss.get(port);
+    const rssMb = (w: Workload, port: number | undefined) => {
+      const v = port === undefined ? undefined : peakRss.get(`${w.label}|${port}`);
       return v === undefined ? "–" : `${(v / 1e6).toFixed(0)} MB`;
     };
-    table.push([
-      `peak RSS during ${size(bigBytes)} put/get`,
-      rssMb(peer.port),
-      "",
-      rssMb(subject?.port),
-      "",
-      `target < ${RSS_TARGET_MB} MB`,
-    ]);
-    summary.push(`sftp peak RSS: ${peer.label} ${rssMb(peer.port)}, ${subjectLabel} ${rssMb(subject?.port)}`);
+    for (const w of workloads.filter((x) => x.sampleRss)) {
+      table.push([
+        `peak RSS during ${w.label}`,
+        rssMb(w, peer.port),
+        "",
+        rssMb(w, subject?.port),
+        "",
+        `target < ${RSS_TARGET_MB} MB`,
+      ]);
+      summary.push(
+        `sftp peak RSS during ${w.label}: ${peer.label} ${rssMb(w, peer.port)}, ${subjectLabel} ${rssMb(w, subject?.port)}`,
+      );
+    }
     if (ctx.quick) notes.push("`--quick`: smaller sizes and one run each; not comparable with full runs.");
     return { table, notes, summary: summary.concat(notes.map((n) => `note: ${n}`)) };
   },
