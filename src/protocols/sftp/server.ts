@@ -203,7 +203,9 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
   const close = async (): Promise<void> => {
     if (closing) return;
     closing = true;
-    const listenerClosed = new Promise<void>((r) => tcp.close(() => r()));
+    // Stops accepting at once. Its callback waits for every socket the listener ever counted (refused ones too),
+    // which we do not need: `conns` is what we wait for below.
+    tcp.close();
     const deadline = Date.now() + (options.closeTimeoutMs ?? 10_000);
     // Connections without a transfer in progress end now; the rest get until the deadline.
     while (conns.size > 0) {
@@ -217,7 +219,6 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
       }
       await new Promise((r) => setTimeout(r, 50));
     }
-    await listenerClosed;
   };
 
   return { port, close };
