@@ -39,10 +39,10 @@ async function keyMatches(accounts: Accounts, ctx: AuthContext & { method: "publ
 }
 
 /**
- * Decides one authentication request. Resolves with the username on success; undefined otherwise (the context
- * has then been rejected or, for a key probe, answered).
+ * Decides one authentication request. `user` is set on success; `refused` when the attempt was rejected (a key
+ * probe that would be accepted is neither).
  */
-export async function authenticate(ctx: AuthContext, deps: AuthDeps): Promise<string | undefined> {
+export async function authenticate(ctx: AuthContext, deps: AuthDeps): Promise<{ user?: string; refused: boolean }> {
   const record = (outcome: "success" | "failure", reason?: string) =>
     deps.audit?.record({
       action: "login",
@@ -60,19 +60,19 @@ export async function authenticate(ctx: AuthContext, deps: AuthDeps): Promise<st
       if (user) {
         record("success");
         ctx.accept();
-        return user.username;
+        return { user: user.username, refused: false };
       }
       record("failure", "bad credentials");
     } else if (ctx.method === "publickey") {
       const ok = await keyMatches(deps.accounts, ctx);
       if (ok && !ctx.signature) {
         ctx.accept();
-        return undefined;
+        return { refused: false };
       }
       if (ok) {
         record("success");
         ctx.accept();
-        return ctx.username;
+        return { user: ctx.username, refused: false };
       }
       record("failure", ctx.signature ? "bad signature" : "key not authorized");
     }
@@ -81,5 +81,5 @@ export async function authenticate(ctx: AuthContext, deps: AuthDeps): Promise<st
     record("failure", "internal error");
   }
   ctx.reject(METHODS);
-  return undefined;
+  return { refused: true };
 }

@@ -105,11 +105,10 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
       touch();
       if (closing) return ctx.reject([]);
       if (ctx.method !== "password" && ctx.method !== "publickey") return ctx.reject(["publickey", "password"]);
-      void authenticate(ctx, { accounts, logger, audit, sessionId: conn.id, sourceIp }).then((name) => {
-        if (name) user = name;
-        else if (ctx.method === "password" || ctx.signature) {
-          if (++failures >= MAX_AUTH_FAILURES) client.end();
-        }
+      void authenticate(ctx, { accounts, logger, audit, sessionId: conn.id, sourceIp }).then((outcome) => {
+        if (outcome.user) user = outcome.user;
+        // Like OpenSSH's MaxAuthTries, every refused attempt counts, key probes included.
+        else if (outcome.refused && ++failures >= MAX_AUTH_FAILURES) client.end();
       });
     });
 
@@ -132,6 +131,7 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
                 sessionId: conn.id,
                 sourceIp,
                 onActivity: touch,
+                socket: conn.socket,
               });
               // Only now: a 'data' listener before the session's own would drop the client's INIT.
               growWindow(client, ch, window);

@@ -46,6 +46,8 @@ export interface SessionContext {
   sourceIp?: string;
   /** Called on every request, so the connection's idle timer can be reset. */
   onActivity?: () => void;
+  /** The TCP socket under the SSH connection, corked while a batch is written. */
+  socket?: { cork(): void; uncork(): void };
 }
 
 const MAX_HANDLES = 256;
@@ -209,7 +211,11 @@ export class SftpSession {
     this.out = [];
     this.outBytes = 0;
     if (this.closed) return;
-    if (!this.ch.write(b) && !this.paused && b.length > 0) {
+    // ssh2 issues three socket writes per SSH packet (length, ciphertext, tag); corking turns a batch into one writev.
+    this.ctx.socket?.cork();
+    const ok = this.ch.write(b);
+    this.ctx.socket?.uncork();
+    if (!ok && !this.paused) {
       this.paused = true;
       this.ch.pause();
     }
