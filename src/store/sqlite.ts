@@ -1,4 +1,4 @@
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { migrations } from "./migrations.ts";
 import type { MetaStore, NodePatch, NodeRow, UserRow } from "./types.ts";
 
@@ -69,14 +69,21 @@ function userParams(u: UserRow): SQLInputValue[] {
   ];
 }
 
-/** Metadata in one SQLite file (WAL, synchronous=FULL so a commit survives power loss). */
+/**
+ * Metadata in one SQLite file. WAL with synchronous=NORMAL: a commit is atomic and survives a process crash; a power
+ * loss may roll back the last commits (to a consistent earlier state), never tear one. Blobs are fsynced before the
+ * commit that references them, so any metadata that survives points at complete blobs. FULL would add one fsync
+ * (~1.6 ms measured) to every upload.
+ */
 export class SqliteStore implements MetaStore {
   readonly #db: DatabaseSync;
   #queue: Promise<unknown> = Promise.resolve();
+  // Compiling a statement costs more than running these small queries; the set of SQL strings is fixed.
+  readonly #statements = new Map<string, StatementSync>();
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
-    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
+    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
     this.#db.exec("PRAGMA busy_timeout = 5000;");
     this.#migrate();
   }
@@ -99,16 +106,25 @@ export class SqliteStore implements MetaStore {
     }
   }
 
+  #prepare(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
   #get(sql: string, ...params: SQLInputValue[]): Row | undefined {
-    return this.#db.prepare(sql).get(...params) as Row | undefined;
+    return this.#prepare(sql).get(...params) as Row | undefined;
   }
 
   #all(sql: string, ...params: SQLInputValue[]): Row[] {
-    return this.#db.prepare(sql).all(...params) as Row[];
+    return this.#prepare(sql).all(...params) as Row[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): number {
-    return Number(this.#db.prepare(sql).run(...params).changes);
+    return Number(this.#prepare(sql).run(...params).changes);
   }
 
   async getSetting(key: string): Promise<Buffer | undefined> {

@@ -1,4 +1,5 @@
-import { NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
+import { createSecretKey, type KeyObject } from "node:crypto";
+import { aeadKey, NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { hmacSha256 } from "../crypto/hmac.ts";
@@ -16,16 +17,20 @@ export interface FileAttrs {
  * Both keys derive from one metadata key that exists only wrapped by the KMS at rest.
  */
 export class MetaCrypto {
-  readonly #macKey: Buffer;
-  readonly #encKey: Buffer;
+  // KeyObjects: Node 24 re-imports a Buffer key on every cipher/HMAC call, which dominated listing time.
+  #macKey: KeyObject | undefined;
+  #encKey: KeyObject | undefined;
 
   constructor(metaKey: Buffer) {
-    this.#macKey = hkdfSha256(metaKey, Buffer.alloc(0), Buffer.from("atrest v1 name index"));
-    this.#encKey = hkdfSha256(metaKey, Buffer.alloc(0), Buffer.from("atrest v1 metadata aead"));
+    const mac = hkdfSha256(metaKey, Buffer.alloc(0), Buffer.from("atrest v1 name index"));
+    const enc = hkdfSha256(metaKey, Buffer.alloc(0), Buffer.from("atrest v1 metadata aead"));
+    this.#macKey = createSecretKey(mac);
+    this.#encKey = aeadKey(enc);
+    zero(mac, enc);
   }
 
   nameMac(parentId: string, name: string): Buffer {
-    return hmacSha256(this.#macKey, Buffer.from(`${parentId}\0`), Buffer.from(name));
+    return hmacSha256(this.#keys().mac, Buffer.from(`${parentId}\0`), Buffer.from(name));
   }
 
   sealName(nodeId: string, name: string): Buffer {
@@ -49,14 +54,20 @@ export class MetaCrypto {
   }
 
   destroy(): void {
-    zero(this.#macKey, this.#encKey);
+    this.#macKey = undefined;
+    this.#encKey = undefined;
+  }
+
+  #keys(): { mac: KeyObject; enc: KeyObject } {
+    if (!this.#macKey || !this.#encKey) throw new Error("metadata keys destroyed");
+    return { mac: this.#macKey, enc: this.#encKey };
   }
 
   #seal(plain: Buffer, aad: string): Buffer {
-    return seal(this.#encKey, randomBytes(NONCE_LENGTH), plain, Buffer.from(aad));
+    return seal(this.#keys().enc, randomBytes(NONCE_LENGTH), plain, Buffer.from(aad));
   }
 
   #open(ct: Buffer, aad: string): Buffer {
-    return open(this.#encKey, ct, Buffer.from(aad));
+    return open(this.#keys().enc, ct, Buffer.from(aad));
   }
 }
