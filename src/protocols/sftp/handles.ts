@@ -134,7 +134,6 @@ export class ReadFile {
   readonly path: string;
   private readonly handle: ReadHandle;
   private blocks = new Map<number, Promise<Buffer>>();
-  served = 0;
 
   constructor(path: string, handle: ReadHandle) {
     this.path = path;
@@ -180,7 +179,6 @@ export class ReadFile {
       if (b.length < READ_BLOCK) break;
     }
     const out = parts.length === 1 ? parts[0] : Buffer.concat(parts);
-    this.served += out.length;
     return out;
   }
 

@@ -547,5 +547,3 @@ export class SftpSession {
     this.resolveDone();
   }
 }
-
-export { BadMessage };
