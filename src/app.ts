@@ -128,6 +128,7 @@ export class App implements Accounts {
 
   async close(): Promise<void> {
     await this.vfs.close();
+    await this.vfs.blobs.close();
     await this.store.close();
     await this.keys.close();
     await this.audit.close();

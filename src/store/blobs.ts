@@ -26,4 +26,6 @@ export interface BlobStore {
   remove(id: string): Promise<void>;
   /** Deletes unfinished temporary blobs and every committed blob not in `keep`; returns how many went. */
   sweep(keep: Set<string>): Promise<{ temp: number; orphans: number }>;
+  /** Releases handles the store keeps open. */
+  close(): Promise<void>;
 }
