@@ -62,6 +62,32 @@ export function setSegmentAad(aad: Buffer, index: number, last: boolean): Buffer
   return aad;
 }
 
+/**
+ * Checks the on-disk length of segment `index` (nonce ‖ ciphertext ‖ tag): a full sealed segment, or for the final
+ * one SEAL_OVERHEAD + 1 .. sealedSegmentSize bytes. Anything else → IntegrityError.
+ */
+export function checkSealedSegmentLength(layout: Layout, index: number, length: number, last: boolean): void {
+  const full = layout.sealedSegmentSize;
+  if (last ? length <= SEAL_OVERHEAD || length > full : length !== full) {
+    throw new IntegrityError(`segment ${index} has a bad length`);
+  }
+}
+
+/**
+ * Data bytes in the authenticated, padded final segment `index` (its plaintext `plain`): checks the padding is
+ * canonical (the marker, then zeros, exactly the length the padding rule gives). Bad padding → IntegrityError, and
+ * `plain` is zeroed.
+ */
+export function finalDataLength(plain: Buffer, segmentSize: number, index: number): number {
+  let end = plain.length - 1;
+  while (end >= 0 && plain[end] === 0) end--;
+  if (end < 0 || plain[end] !== PAD_MARKER || paddedFinalLength(segmentSize, index, end) !== plain.length) {
+    zero(plain);
+    throw new IntegrityError(`segment ${index} has invalid padding`);
+  }
+  return end;
+}
+
 /** What a seal worker needs to seal full segments of one container (see ContainerKeys.sealWorkerParams). */
 export interface SealWorkerParams {
   /** The segment key. KeyObjects survive postMessage; never log or persist it. */
@@ -153,24 +179,9 @@ export class ContainerKeys {
    */
   open(index: number, sealed: Buffer, last: boolean): Buffer {
     const { key, aad } = this.#prepare(index, last);
-    const full = this.layout.sealedSegmentSize;
-    if (last ? sealed.length <= SEAL_OVERHEAD || sealed.length > full : sealed.length !== full) {
-      throw new IntegrityError(`segment ${index} has a bad length`);
-    }
+    checkSealedSegmentLength(this.layout, index, sealed.length, last);
     const plain = aeadOpen(key, sealed, aad);
-    if (!last) return plain;
-    let end = plain.length - 1;
-    while (end >= 0 && plain[end] === 0) end--;
-    // Canonical padding only: the marker, and exactly the length the padding rule gives for this much data.
-    if (
-      end < 0 ||
-      plain[end] !== PAD_MARKER ||
-      paddedFinalLength(this.layout.segmentSize, index, end) !== plain.length
-    ) {
-      zero(plain);
-      throw new IntegrityError(`segment ${index} has invalid padding`);
-    }
-    return plain.subarray(0, end);
+    return last ? plain.subarray(0, finalDataLength(plain, this.layout.segmentSize, index)) : plain;
   }
 
   /**

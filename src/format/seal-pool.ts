@@ -1,11 +1,14 @@
-// Segment sealing on worker threads. ParallelSegmentWriter writes the same container layout as SegmentWriter (same
-// segments, indices, last flags and padding; fresh random nonces), but the main thread only copies plaintext into
-// batch buffers; a SealPool's workers (seal-worker.ts) seal batches of full segments, and results come back in order.
+// Segment sealing and opening on worker threads. ParallelSegmentWriter writes the same container layout as
+// SegmentWriter (same segments, indices, last flags and padding; fresh random nonces), but the main thread only copies
+// plaintext into batch buffers; a SealPool's workers (seal-worker.ts) seal batches of full segments, and results come
+// back in order. SealPool.open decrypts ranges of segments for readers (EncryptedReader) the same way.
+// A container's keys are sent to a worker once (register), jobs name them by id; buffers move by transfer both ways
+// so callers can recycle them (steady-state streaming allocates nothing per batch).
 import { Worker } from "node:worker_threads";
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError } from "../errors.ts";
+import { AtrestError, IntegrityError } from "../errors.ts";
 import type { ContainerKeys, SealWorkerParams } from "./container.ts";
-import type { SealReply, SealRequest } from "./seal-worker.ts";
+import type { KeysMessage, WorkerReply, WorkerRequest } from "./seal-worker.ts";
 import type { SegmentWriterOptions } from "./writer.ts";
 
 const WORKER_URL = new URL("./seal-worker.ts", import.meta.url);
@@ -13,6 +16,8 @@ const MAX_THREADS = 64;
 const MAX_BATCH_BYTES = 2 ** 30;
 /** Returned plaintext buffers a writer keeps for refilling (avoids allocating and faulting in fresh memory). */
 const MAX_SPARE_BUFFERS = 4;
+/** Recycled sealed-output buffers a writer keeps: enough for everything an upload has in flight (see files.ts). */
+const MAX_SPARE_OUTPUTS = 16;
 
 /** A seal worker failed, exited, or its pool was closed; the writer's output is incomplete and must be discarded. */
 export class SealWorkerError extends Error {
@@ -27,14 +32,49 @@ export interface SealPoolOptions {
   threads?: number;
 }
 
-/** A batch to seal: `plaintext` holds whole segments and is transferred (detached from the caller). */
-export type SealJob = Omit<SealRequest, "id">;
+/** A batch to seal under registered keys. `plaintext` (whole segments) and `output` are transferred. */
+export interface SealJob {
+  /** From SealPool.register. */
+  keys: number;
+  /** Index of the batch's first segment. */
+  startIndex: number;
+  plaintext: ArrayBuffer;
+  /** A recycled buffer to seal into; ignored when too small. */
+  output?: ArrayBuffer;
+}
 
 export interface SealResult {
-  /** The batch's sealed segments, concatenated. */
+  /** The batch's sealed segments, concatenated, in the first `length` bytes. */
   sealed: ArrayBuffer;
+  length: number;
   /** The job's plaintext buffer, back from the worker for reuse. */
-  plaintext?: ArrayBuffer;
+  plaintext: ArrayBuffer;
+}
+
+/** Consecutive sealed segments to open under registered keys. `sealed` and `output` are transferred. */
+export interface OpenJob {
+  /** From SealPool.register. */
+  keys: number;
+  /** Index of the first segment. */
+  startIndex: number;
+  /** The segments as on disk, in the first `sealedLength` bytes. */
+  sealed: ArrayBuffer;
+  sealedLength: number;
+  /** Whether the range ends with the container's final segment. */
+  last: boolean;
+  /** A recycled buffer to decrypt into; ignored when too small. */
+  output?: ArrayBuffer;
+}
+
+export interface OpenResult {
+  /**
+   * Plaintext of segment startIndex + i at i * segmentSize, `length` bytes in all: every segment is full except a
+   * final one, whose padding has been checked and removed.
+   */
+  plaintext: ArrayBuffer;
+  length: number;
+  /** The job's sealed buffer, back from the worker for reuse. */
+  sealed: ArrayBuffer;
 }
 
 interface Slot {
@@ -45,20 +85,28 @@ interface Slot {
 
 interface Pending {
   slot: Slot;
-  resolve: (result: SealResult) => void;
+  resolve: (reply: WorkerReply) => void;
   reject: (err: Error) => void;
 }
 
+interface Registration {
+  message: KeysMessage;
+  /** Workers that have been sent `message`. */
+  slots: Set<Slot>;
+}
+
 /**
- * Worker threads that seal segment batches; one pool serves every writer of the process. Workers start lazily, are
- * referenced only while they have work (an idle pool never keeps the process alive), and a worker that crashes fails
- * its jobs and is replaced on the next job.
+ * Worker threads that seal and open segment batches; one pool serves every writer and reader of the process. Workers
+ * start lazily, are referenced only while they have work (an idle pool never keeps the process alive), and a worker
+ * that crashes fails its jobs and is replaced on the next job.
  */
 export class SealPool {
   readonly threads: number;
   readonly #slots: Slot[] = [];
   readonly #pending = new Map<number, Pending>();
+  readonly #keys = new Map<number, Registration>();
   #nextId = 1;
+  #nextKeys = 1;
   #closed = false;
 
   constructor(options: SealPoolOptions = {}) {
@@ -69,7 +117,7 @@ export class SealPool {
     this.threads = threads;
   }
 
-  /** Jobs sent to a worker and not answered yet (all writers). */
+  /** Jobs sent to a worker and not answered yet (all writers and readers). */
   get pendingJobs(): number {
     return this.#pending.size;
   }
@@ -79,12 +127,77 @@ export class SealPool {
     return this.#slots.length;
   }
 
-  /** Seals one batch on a worker (used by ParallelSegmentWriter). `job.plaintext` is transferred. */
-  seal(job: SealJob): Promise<SealResult> {
+  /** Key registrations not released yet. */
+  get registeredKeys(): number {
+    return this.#keys.size;
+  }
+
+  /**
+   * Registers a container's segment key for later jobs and returns its id. The key reaches a worker once, with the
+   * first job that worker gets for it; release(id) when done (jobs already submitted still complete).
+   */
+  register(params: SealWorkerParams): number {
+    const keys = this.#nextKeys++;
+    const { key, fileIdField, layout } = params;
+    this.#keys.set(keys, { message: { type: "keys", keys, key, fileIdField, layout }, slots: new Set() });
+    return keys;
+  }
+
+  /** Drops a registration on every worker that has it. Idempotent. */
+  release(keys: number): void {
+    const registration = this.#keys.get(keys);
+    if (registration === undefined) return;
+    this.#keys.delete(keys);
+    const message: WorkerRequest = { type: "release", keys };
+    for (const slot of registration.slots) {
+      if (slot.dead) continue;
+      try {
+        slot.worker.postMessage(message);
+      } catch {
+        // A worker that cannot take messages is failing anyway; its key copy goes with it.
+      }
+    }
+  }
+
+  /** Seals one batch on a worker (used by ParallelSegmentWriter). */
+  async seal(job: SealJob): Promise<SealResult> {
+    const transfer = job.output === undefined ? [job.plaintext] : [job.plaintext, job.output];
+    const reply = await this.#submit(job.keys, (id) => ({ type: "seal", id, ...job }), transfer);
+    if (reply.type !== "seal") throw new SealWorkerError("seal worker sent a wrong reply");
+    return { sealed: reply.sealed, length: reply.length, plaintext: reply.plaintext };
+  }
+
+  /**
+   * Authenticates and decrypts consecutive segments on a worker (used by EncryptedReader), exactly as
+   * ContainerKeys.open does. Authentication failure → IntegrityError, and no plaintext comes back.
+   */
+  async open(job: OpenJob): Promise<OpenResult> {
+    const transfer = job.output === undefined ? [job.sealed] : [job.sealed, job.output];
+    const reply = await this.#submit(job.keys, (id) => ({ type: "open", id, ...job }), transfer);
+    if (reply.type !== "open") throw new SealWorkerError("seal worker sent a wrong reply");
+    return { plaintext: reply.plaintext, length: reply.length, sealed: reply.sealed };
+  }
+
+  /** Terminates the workers; jobs still pending reject. The pool accepts no more jobs. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#keys.clear();
+    const slots = this.#slots.splice(0);
+    const exits = slots.map((slot) => {
+      this.#fail(slot, new SealWorkerError("seal pool closed"));
+      return slot.worker.terminate();
+    });
+    await Promise.all(exits);
+  }
+
+  #submit(keys: number, build: (id: number) => WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerReply> {
     if (this.#closed) return Promise.reject(new SealWorkerError("seal pool is closed"));
+    const registration = this.#keys.get(keys);
+    if (registration === undefined) {
+      return Promise.reject(new AtrestError("INVALID_INPUT", `no keys registered under ${keys} (released?)`));
+    }
     const id = this.#nextId++;
-    const request: SealRequest = { ...job, id };
-    return new Promise<SealResult>((resolve, reject) => {
+    return new Promise<WorkerReply>((resolve, reject) => {
       let slot: Slot;
       try {
         slot = this.#pick();
@@ -95,23 +208,17 @@ export class SealPool {
       this.#pending.set(id, { slot, resolve, reject });
       if (slot.jobs++ === 0) slot.worker.ref();
       try {
-        slot.worker.postMessage(request, [job.plaintext]);
+        if (!registration.slots.has(slot)) {
+          // Messages on one port arrive in order: the keys are there before this worker's first job needs them.
+          slot.worker.postMessage(registration.message);
+          registration.slots.add(slot);
+        }
+        slot.worker.postMessage(build(id), transfer);
       } catch (err) {
         this.#settle(id);
-        reject(new SealWorkerError("cannot send a batch to the seal worker", { cause: err }));
+        reject(new SealWorkerError("cannot send a job to the seal worker", { cause: err }));
       }
     });
-  }
-
-  /** Terminates the workers; jobs still pending reject. The pool accepts no more jobs. */
-  async close(): Promise<void> {
-    this.#closed = true;
-    const slots = this.#slots.splice(0);
-    const exits = slots.map((slot) => {
-      this.#fail(slot, new SealWorkerError("seal pool closed"));
-      return slot.worker.terminate();
-    });
-    await Promise.all(exits);
   }
 
   /** The least busy worker, starting another while every running one is busy and the limit allows. */
@@ -122,7 +229,7 @@ export class SealPool {
     const worker = new Worker(WORKER_URL, { name: "atrest-seal" });
     const slot: Slot = { worker, jobs: 0, dead: false };
     worker.unref();
-    worker.on("message", (reply: SealReply) => this.#reply(reply));
+    worker.on("message", (reply: WorkerReply) => this.#reply(reply));
     worker.on("error", (err) =>
       this.#fail(slot, new SealWorkerError(`seal worker failed: ${err.message}`, { cause: err })),
     );
@@ -142,13 +249,16 @@ export class SealPool {
     return pending;
   }
 
-  #reply(reply: SealReply): void {
+  #reply(reply: WorkerReply): void {
     const pending = this.#settle(reply.id);
     if (pending === undefined) return;
-    if (reply.sealed === undefined) {
-      pending.reject(new SealWorkerError(`seal worker failed: ${reply.error ?? "no output"}`));
+    if (reply.type === "error") {
+      // The error type crosses the thread boundary: authentication failures stay IntegrityErrors.
+      pending.reject(
+        reply.integrity ? new IntegrityError(reply.error) : new SealWorkerError(`seal worker failed: ${reply.error}`),
+      );
     } else {
-      pending.resolve({ sealed: reply.sealed, plaintext: reply.plaintext });
+      pending.resolve(reply);
     }
   }
 
@@ -158,6 +268,7 @@ export class SealPool {
     slot.dead = true;
     const at = this.#slots.indexOf(slot);
     if (at >= 0) this.#slots.splice(at, 1);
+    for (const registration of this.#keys.values()) registration.slots.delete(slot);
     for (const [id, pending] of this.#pending) {
       if (pending.slot !== slot) continue;
       this.#pending.delete(id);
@@ -190,9 +301,12 @@ interface Job {
 export class ParallelSegmentWriter {
   readonly #pool: SealPool;
   readonly #keys: ContainerKeys;
-  #params: SealWorkerParams | undefined;
+  /** This writer's key registration on the pool; undefined once released. */
+  #keysId: number | undefined;
   readonly #segmentSize: number;
   readonly #batchBytes: number;
+  /** Sealed bytes of a full batch: the size of every recycled output buffer. */
+  readonly #sealedBatchBytes: number;
   #batch: Buffer | undefined;
   #fill = 0;
   /** Index of the first segment in #batch. */
@@ -203,6 +317,10 @@ export class ParallelSegmentWriter {
   readonly #taken = new Set<Job>();
   #inflight = 0;
   readonly #spare: ArrayBuffer[] = [];
+  /** Sealed-output buffers handed back through recycle(), sent to the worker with the next batches. */
+  readonly #spareOutputs: ArrayBuffer[] = [];
+  /** Output buffers handed out by next()/finish() and not recycled yet: recycle() accepts only these. */
+  readonly #handedOut = new WeakSet<ArrayBuffer>();
   #plaintextLength: number;
   #bytesWritten = 0;
   #finished = false;
@@ -220,13 +338,14 @@ export class ParallelSegmentWriter {
     }
     this.#pool = pool;
     this.#keys = keys;
-    this.#params = params;
     this.#segmentSize = size;
     this.#batchBytes = batchSegments * size;
+    this.#sealedBatchBytes = batchSegments * params.layout.sealedSegmentSize;
     this.#batch = this.#newBatch();
     this.#index = startIndex;
     if (pending) this.#fill = pending.copy(this.#batch);
     this.#plaintextLength = startIndex * size + this.#fill;
+    this.#keysId = pool.register(params);
   }
 
   /** Plaintext bytes of the whole file so far (including what preceded a resume). */
@@ -300,6 +419,19 @@ export class ParallelSegmentWriter {
     return out;
   }
 
+  /**
+   * Hands a buffer returned by next() or finish() back for reuse as sealing output, once the caller is completely done
+   * with it (e.g. its disk write has completed): it is later transferred to the worker and overwritten. Buffers this
+   * writer did not hand out, and anything after finish/destroy, are ignored.
+   */
+  recycle(sealed: Buffer): void {
+    const buffer = sealed.buffer as ArrayBuffer;
+    if (!this.#handedOut.has(buffer)) return;
+    this.#handedOut.delete(buffer);
+    if (this.#finished || this.#destroyed || buffer.byteLength !== this.#sealedBatchBytes) return;
+    if (this.#spareOutputs.length < MAX_SPARE_OUTPUTS) this.#spareOutputs.push(buffer);
+  }
+
   /** Abandons the writer: in-flight work is dropped (pending next()/finish() reject), buffers are zeroed. */
   destroy(): void {
     if (this.#destroyed) return;
@@ -328,9 +460,9 @@ export class ParallelSegmentWriter {
 
   /** Sends the first `bytes` (whole segments) of the current batch to the pool; returns the next batch buffer. */
   #dispatch(bytes: number, last = false): Buffer {
-    const params = this.#params;
+    const keys = this.#keysId;
     const batch = this.#batch;
-    if (params === undefined || batch === undefined) throw new AtrestError("INVALID_INPUT", "writer is closed");
+    if (keys === undefined || batch === undefined) throw new AtrestError("INVALID_INPUT", "writer is closed");
     // Only the filled, whole segments travel (the tail of a last partial batch stays here).
     const whole = batch.buffer as ArrayBuffer; // from #newBatch: its own ArrayBuffer, offset 0
     const plaintext = bytes === whole.byteLength ? whole : whole.transfer(bytes);
@@ -341,15 +473,14 @@ export class ParallelSegmentWriter {
     promise.catch((err: Error) => this.#fail(err));
     this.#jobs.push(job);
     this.#inflight += bytes;
-    this.#pool
-      .seal({ key: params.key, fileIdField: params.fileIdField, startIndex, plaintext, segmentSize: this.#segmentSize })
-      .then(
-        (result) => {
-          this.#recycle(result.plaintext);
-          job.resolve(Buffer.from(result.sealed));
-        },
-        (err: Error) => job.reject(err),
-      );
+    this.#pool.seal({ keys, startIndex, plaintext, output: this.#spareOutputs.pop() }).then(
+      (result) => {
+        this.#recycle(result.plaintext);
+        this.#handedOut.add(result.sealed);
+        job.resolve(Buffer.from(result.sealed, 0, result.length));
+      },
+      (err: Error) => job.reject(err),
+    );
     this.#fill = 0;
     this.#batch = last ? undefined : this.#newBatch();
     return this.#batch ?? batch;
@@ -369,9 +500,12 @@ export class ParallelSegmentWriter {
     this.#error = err;
   }
 
-  /** Drops the key reference and every plaintext buffer this writer still holds. */
+  /** Releases the key registration and every plaintext and output buffer this writer still holds. */
   #release(): void {
-    this.#params = undefined;
+    // Jobs already dispatched still complete: the worker drops the key after them.
+    if (this.#keysId !== undefined) this.#pool.release(this.#keysId);
+    this.#keysId = undefined;
+    this.#spareOutputs.length = 0;
     this.#batch = undefined;
     for (const spare of this.#spare.splice(0)) zero(Buffer.from(spare));
   }

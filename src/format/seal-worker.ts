@@ -1,43 +1,130 @@
-// Seal worker (started by SealPool, see seal-pool.ts): seals batches of full, non-final segments exactly as
-// ContainerKeys.seal does, each under a fresh random nonce, and sends them back as nonce ‖ ciphertext ‖ tag.
+// Seal worker (started by SealPool, see seal-pool.ts). Keys are registered once per container ("keys" message) and
+// referenced by id afterwards; jobs then carry only buffers. "seal" seals batches of full, non-final segments exactly
+// as ContainerKeys.seal does, each under a fresh random nonce (nonce ‖ ciphertext ‖ tag); "open" authenticates and
+// decrypts consecutive segments exactly as ContainerKeys.open does (the final one's padding checked and stripped).
+// Buffers travel by transfer in both directions so the main thread can reuse them.
 import { createCipheriv, type KeyObject, randomFillSync } from "node:crypto";
 import { parentPort } from "node:worker_threads";
-import { NONCE_LENGTH, SEAL_OVERHEAD, TAG_LENGTH } from "../crypto/aead.ts";
-import { segmentAadTemplate, setSegmentAad } from "./container.ts";
+import { open as aeadOpen, NONCE_LENGTH, TAG_LENGTH } from "../crypto/aead.ts";
+import { zero } from "../crypto/bytes.ts";
+import { IntegrityError } from "../errors.ts";
+import { checkSealedSegmentLength, finalDataLength, segmentAadTemplate, setSegmentAad } from "./container.ts";
+import type { Layout } from "./layout.ts";
+
+/** Registers one container's segment key under `keys` (ContainerKeys.sealWorkerParams). */
+export interface KeysMessage {
+  type: "keys";
+  keys: number;
+  /** The segment key. KeyObjects survive postMessage; never log or persist it. */
+  key: KeyObject;
+  /** u16 len ‖ file id. */
+  fileIdField: Uint8Array;
+  layout: Layout;
+}
+
+/** Forgets the keys registered under `keys`; jobs sent before this message still complete. */
+export interface ReleaseMessage {
+  type: "release";
+  keys: number;
+}
 
 export interface SealRequest {
+  type: "seal";
   id: number;
-  key: KeyObject;
-  /** u16 len ‖ file id (ContainerKeys.sealWorkerParams). */
-  fileIdField: Uint8Array;
+  keys: number;
   /** Index of the batch's first segment. */
   startIndex: number;
   /** A whole number of full segments; transferred here, and transferred back (for reuse) with the reply. */
   plaintext: ArrayBuffer;
-  segmentSize: number;
+  /** A buffer to seal into (recycled); used when large enough, else a new one is allocated. */
+  output?: ArrayBuffer;
 }
+
+export interface OpenRequest {
+  type: "open";
+  id: number;
+  keys: number;
+  /** Index of the first segment in `sealed`. */
+  startIndex: number;
+  /** Consecutive segments as on disk in its first `sealedLength` bytes; transferred, and back with the reply. */
+  sealed: ArrayBuffer;
+  sealedLength: number;
+  /** Whether the range ends with the container's final segment (padded, last flag set). */
+  last: boolean;
+  /** A buffer to decrypt into (recycled); used when large enough, else a new one is allocated. */
+  output?: ArrayBuffer;
+}
+
+export type WorkerRequest = KeysMessage | ReleaseMessage | SealRequest | OpenRequest;
 
 export interface SealReply {
+  type: "seal";
   id: number;
-  /** The batch's segments, each segmentSize + 28 bytes, concatenated. Absent when `error` is set. */
-  sealed?: ArrayBuffer;
+  /** The batch's segments, each segmentSize + 28 bytes, concatenated in the first `length` bytes. */
+  sealed: ArrayBuffer;
+  length: number;
   /** The request's plaintext buffer, handed back so the writer can refill it instead of allocating. */
-  plaintext?: ArrayBuffer;
-  error?: string;
+  plaintext: ArrayBuffer;
 }
 
-function sealBatch(request: SealRequest): ArrayBuffer {
-  const { key, fileIdField, startIndex, plaintext, segmentSize } = request;
+export interface OpenReply {
+  type: "open";
+  id: number;
+  /** Segment startIndex + i's plaintext at i * segmentSize; `length` bytes in all (the final one unpadded). */
+  plaintext: ArrayBuffer;
+  length: number;
+  /** The request's sealed buffer, handed back for reuse. */
+  sealed: ArrayBuffer;
+}
+
+export interface ErrorReply {
+  type: "error";
+  id: number;
+  error: string;
+  /** An authentication failure: rethrown as IntegrityError on the main thread. */
+  integrity: boolean;
+}
+
+export type WorkerReply = SealReply | OpenReply | ErrorReply;
+
+interface Keys {
+  key: KeyObject;
+  /** Segment AAD template; rewritten per segment (one job at a time per worker). */
+  aad: Buffer;
+  layout: Layout;
+}
+
+const registered = new Map<number, Keys>();
+let nonceScratch = Buffer.alloc(0);
+
+function keysOf(id: number): Keys {
+  const keys = registered.get(id);
+  if (keys === undefined) throw new RangeError(`no keys registered under ${id}`);
+  return keys;
+}
+
+/** An ArrayBuffer of at least `bytes`: the offered one when large enough (never pooled memory: it is transferred). */
+function outputBuffer(offered: ArrayBuffer | undefined, bytes: number): ArrayBuffer {
+  if (offered !== undefined && offered.byteLength >= bytes) return offered;
+  return Buffer.allocUnsafeSlow(bytes).buffer as ArrayBuffer;
+}
+
+function sealBatch(request: SealRequest): SealReply {
+  const { key, aad, layout } = keysOf(request.keys);
+  const { startIndex, plaintext } = request;
+  const segmentSize = layout.segmentSize;
   const count = plaintext.byteLength / segmentSize;
   if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(startIndex) || startIndex < 0) {
     throw new RangeError("seal request must hold a whole number of segments at a valid index");
   }
   const input = Buffer.from(plaintext);
-  const sealedSize = segmentSize + SEAL_OVERHEAD;
-  const out = Buffer.allocUnsafeSlow(count * sealedSize);
+  const sealedSize = layout.sealedSegmentSize;
+  const length = count * sealedSize;
+  const sealed = outputBuffer(request.output, length);
+  const out = Buffer.from(sealed, 0, length);
   // One CSPRNG call per batch; every segment gets its own 12 fresh bytes.
-  const nonces = randomFillSync(Buffer.allocUnsafe(count * NONCE_LENGTH));
-  const aad = segmentAadTemplate(fileIdField);
+  if (nonceScratch.length < count * NONCE_LENGTH) nonceScratch = Buffer.allocUnsafeSlow(count * NONCE_LENGTH);
+  const nonces = randomFillSync(nonceScratch, 0, count * NONCE_LENGTH);
   for (let i = 0; i < count; i++) {
     const at = i * sealedSize;
     const nonce = nonces.subarray(i * NONCE_LENGTH, (i + 1) * NONCE_LENGTH);
@@ -49,20 +136,79 @@ function sealBatch(request: SealRequest): ArrayBuffer {
     cipher.final(); // GCM: no further output
     cipher.getAuthTag().copy(out, at + NONCE_LENGTH + segmentSize);
   }
-  // allocUnsafeSlow never pools: the ArrayBuffer is exactly this batch, so it can be transferred.
-  return out.buffer;
+  return { type: "seal", id: request.id, sealed, length, plaintext };
+}
+
+function openRange(request: OpenRequest): OpenReply {
+  const { key, aad, layout } = keysOf(request.keys);
+  const { startIndex, sealedLength, last } = request;
+  const full = layout.sealedSegmentSize;
+  const segmentSize = layout.segmentSize;
+  if (
+    !Number.isSafeInteger(startIndex) ||
+    startIndex < 0 ||
+    !Number.isSafeInteger(sealedLength) ||
+    sealedLength < 1 ||
+    sealedLength > request.sealed.byteLength
+  ) {
+    throw new RangeError("open request has a bad index or length");
+  }
+  const count = Math.ceil(sealedLength / full);
+  const input = Buffer.from(request.sealed, 0, sealedLength);
+  const plaintext = outputBuffer(request.output, count * segmentSize);
+  const out = Buffer.from(plaintext, 0, count * segmentSize);
+  let length = 0;
+  try {
+    for (let i = 0; i < count; i++) {
+      const index = startIndex + i;
+      const isLast = last && i === count - 1;
+      const segment = input.subarray(i * full, Math.min(sealedLength, (i + 1) * full));
+      checkSealedSegmentLength(layout, index, segment.length, isLast);
+      // Same primitives as ContainerKeys.open: aead.open verifies the tag before anything is kept.
+      const plain = aeadOpen(key, segment, setSegmentAad(aad, index, isLast));
+      const data = isLast ? plain.subarray(0, finalDataLength(plain, segmentSize, index)) : plain;
+      data.copy(out, length);
+      length += data.length;
+      zero(plain);
+    }
+  } catch (err) {
+    // Segments before the failing one were authentic, but a failed range hands back no plaintext at all.
+    zero(out.subarray(0, length));
+    throw err;
+  }
+  return { type: "open", id: request.id, plaintext, length, sealed: request.sealed };
 }
 
 const port = parentPort;
 if (port === null) throw new Error("seal-worker.ts runs only as a worker thread (SealPool)");
-port.on("message", (request: SealRequest) => {
-  let reply: SealReply;
+port.on("message", (message: WorkerRequest) => {
+  switch (message.type) {
+    case "keys":
+      registered.set(message.keys, {
+        key: message.key,
+        aad: segmentAadTemplate(message.fileIdField),
+        layout: message.layout,
+      });
+      return;
+    case "release":
+      registered.delete(message.keys);
+      return;
+  }
   try {
-    const sealed = sealBatch(request);
-    reply = { id: request.id, sealed, plaintext: request.plaintext };
-    port.postMessage(reply, [sealed, request.plaintext]);
+    if (message.type === "seal") {
+      const reply = sealBatch(message);
+      port.postMessage(reply, [reply.sealed, reply.plaintext]);
+    } else {
+      const reply = openRange(message);
+      port.postMessage(reply, [reply.plaintext, reply.sealed]);
+    }
   } catch (err) {
-    reply = { id: request.id, error: err instanceof Error ? err.message : String(err) };
+    const reply: ErrorReply = {
+      type: "error",
+      id: message.id,
+      error: err instanceof Error ? err.message : String(err),
+      integrity: err instanceof IntegrityError,
+    };
     port.postMessage(reply);
   }
 });

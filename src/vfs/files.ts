@@ -1,8 +1,9 @@
+import { zero } from "../crypto/bytes.ts";
 import { AtrestError, IntegrityError, QuotaExceededError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
 import { type Layout, segmentCount, segmentOffset } from "../format/layout.ts";
-import type { ParallelSegmentWriter } from "../format/seal-pool.ts";
+import type { ParallelSegmentWriter, SealPool } from "../format/seal-pool.ts";
 import type { BlobReader, BlobWriter } from "../store/blobs.ts";
 import type { FileStat, ReadHandle, WriteHandle } from "./types.ts";
 
@@ -102,6 +103,9 @@ export class EncryptedWriter implements WriteHandle {
         this.#failure = err;
       } finally {
         this.#inflight -= bytes;
+        // The vectored write has settled: nothing references these buffers any more, so the writer may seal into
+        // them again (it ignores buffers that are not its own, like the final segment, and any after finish).
+        for (const sealed of batch) this.#o.writer.recycle(sealed);
       }
     });
   }
@@ -137,16 +141,48 @@ export class EncryptedWriter implements WriteHandle {
   }
 }
 
-/** Random-access reads of a container: decrypts whole segments, with read-ahead for sequential readers. */
+/** A BlobReader that can read into a caller's buffer (lets the reader recycle its ciphertext buffers). */
+interface BlobReaderInto extends BlobReader {
+  /** Reads up to `buffer.length` bytes at `position` into `buffer`; returns how many (fewer only at the end). */
+  readInto(position: number, buffer: Buffer): Promise<number>;
+}
+
+function canReadInto(blob: BlobReader): blob is BlobReaderInto {
+  return typeof (blob as Partial<BlobReaderInto>).readInto === "function";
+}
+
+/** Decrypted segments READ_AHEAD_SEGMENTS * w .. of one window, while some read() or the cache holds it. */
+interface Window {
+  /** Plaintext of the window's segments, segment i at (i - first) * segmentSize. */
+  promise: Promise<Buffer>;
+  plain?: Buffer;
+  /** read() calls copying out of it right now. */
+  users: number;
+  evicted: boolean;
+}
+
+/** Spare buffers a reader keeps per kind (ciphertext, plaintext): enough for the windows it has loading or cached. */
+const MAX_SPARE_WINDOWS = 4;
+
+/**
+ * Random-access reads of a container: whole segments are decrypted a window (READ_AHEAD_SEGMENTS) at a time on the
+ * SealPool's worker, with read-ahead for sequential readers. Window buffers (ciphertext and plaintext) are recycled,
+ * so read() copies out of them: the caller owns what it gets (the SFTP adapter keeps 256 KiB blocks alive while it
+ * answers from them), and a returned block never pins a whole 1 MiB window.
+ */
 export class EncryptedReader implements ReadHandle {
   readonly size: number;
   readonly #blob: BlobReader;
   readonly #keys: ContainerKeys;
+  readonly #pool: SealPool;
+  readonly #keysId: number;
   readonly #layout: Layout;
   readonly #count: number;
   readonly #onClose: (bytesRead: number) => void;
   // Window index → its segments' plaintext; a few windows are kept so out-of-order pipelined reads hit the cache.
-  readonly #windows = new Map<number, Promise<Buffer[]>>();
+  readonly #windows = new Map<number, Window>();
+  readonly #spareSealed: ArrayBuffer[] = [];
+  readonly #sparePlain: ArrayBuffer[] = [];
   #bytesRead = 0;
   #closed = false;
 
@@ -157,78 +193,145 @@ export class EncryptedReader implements ReadHandle {
     count: number,
     size: number,
     onClose: (n: number) => void,
+    pool: SealPool,
   ) {
+    const expected = Math.floor(size / layout.segmentSize) + 1;
+    if (expected !== count) throw new IntegrityError("container length does not match the recorded file size");
     this.#blob = blob;
     this.#keys = keys;
     this.#layout = layout;
     this.#count = count;
     this.size = size;
     this.#onClose = onClose;
-    const expected = Math.floor(size / layout.segmentSize) + 1;
-    if (expected !== count) throw new IntegrityError("container length does not match the recorded file size");
+    this.#pool = pool;
+    this.#keysId = pool.register(keys.sealWorkerParams());
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
     if (this.#closed) throw new AtrestError("INVALID_INPUT", "handle is closed");
     if (offset >= this.size || length <= 0) return Buffer.alloc(0);
     const end = Math.min(this.size, offset + length);
-    const seg = this.#layout.segmentSize;
-    const parts: Buffer[] = [];
-    for (let i = Math.floor(offset / seg); i * seg < end; i++) {
-      const plain = await this.#segment(i);
-      const from = Math.max(0, offset - i * seg);
-      const to = Math.min(plain.length, end - i * seg);
-      parts.push(plain.subarray(from, to));
+    const span = READ_AHEAD_SEGMENTS * this.#layout.segmentSize;
+    const out = Buffer.allocUnsafe(end - offset);
+    for (let w = Math.floor(offset / span); w * span < end; w++) {
+      const window = this.#window(w);
+      window.users++;
+      try {
+        const plain = await window.promise;
+        const from = Math.max(offset, w * span);
+        const to = Math.min(end, (w + 1) * span);
+        if (to - w * span > plain.length) throw new IntegrityError("container shorter than expected");
+        plain.copy(out, from - offset, from - w * span, to - w * span);
+      } finally {
+        window.users--;
+        if (window.evicted) this.#recycle(window);
+      }
     }
-    const out = parts.length === 1 ? parts[0] : Buffer.concat(parts);
     this.#bytesRead += out.length;
     return out;
   }
 
-  async #segment(index: number): Promise<Buffer> {
-    const w = Math.floor(index / READ_AHEAD_SEGMENTS);
+  /** Window `w`, loading it (and the next one, ahead of the client) if it is not cached. */
+  #window(w: number): Window {
     let window = this.#windows.get(w);
-    if (!window) {
-      window = this.#loadWindow(w);
-      this.#windows.set(w, window);
-      window.catch(() => this.#windows.delete(w));
-      // Keep the current window and the next; start reading the next one ahead of the client.
-      for (const k of this.#windows.keys()) if (k < w - 1) this.#windows.delete(k);
-      if ((w + 1) * READ_AHEAD_SEGMENTS < this.#count && !this.#windows.has(w + 1)) {
-        const next = this.#loadWindow(w + 1);
-        next.catch(() => this.#windows.delete(w + 1));
-        this.#windows.set(w + 1, next);
-      }
-    }
-    return (await window)[index - w * READ_AHEAD_SEGMENTS];
+    if (window) return window;
+    window = this.#load(w);
+    // Keep the previous window, this one and the next; start reading the next one ahead of the client.
+    for (const k of this.#windows.keys()) if (k < w - 1) this.#evict(k);
+    if ((w + 1) * READ_AHEAD_SEGMENTS < this.#count && !this.#windows.has(w + 1)) this.#load(w + 1);
+    return window;
   }
 
-  async #loadWindow(w: number): Promise<Buffer[]> {
+  #load(w: number): Window {
+    const window: Window = { promise: this.#loadWindow(w), users: 0, evicted: false };
+    this.#windows.set(w, window);
+    window.promise.then(
+      (plain) => {
+        window.plain = plain;
+        if (window.evicted) this.#recycle(window);
+      },
+      () => {
+        if (this.#windows.get(w) === window) this.#windows.delete(w);
+      },
+    );
+    return window;
+  }
+
+  #evict(w: number): void {
+    const window = this.#windows.get(w);
+    if (window === undefined) return;
+    this.#windows.delete(w);
+    window.evicted = true;
+    this.#recycle(window);
+  }
+
+  /** Returns an evicted window's plaintext buffer to the spares once it is loaded and no read() copies from it. */
+  #recycle(window: Window): void {
+    const plain = window.plain;
+    if (plain === undefined || window.users > 0 || this.#closed) return;
+    window.plain = undefined;
+    if (this.#sparePlain.length < MAX_SPARE_WINDOWS) this.#sparePlain.push(plain.buffer as ArrayBuffer);
+  }
+
+  async #loadWindow(w: number): Promise<Buffer> {
     const first = w * READ_AHEAD_SEGMENTS;
     const last = Math.min(this.#count, first + READ_AHEAD_SEGMENTS) - 1;
     const start = segmentOffset(this.#layout, first);
-    const end = last === this.#count - 1 ? this.#blob.size : segmentOffset(this.#layout, last + 1);
-    const bytes = await this.#blob.read(start, end - start);
-    if (bytes.length !== end - start) throw new IntegrityError("container shorter than expected");
-    const out: Buffer[] = [];
-    const full = this.#layout.sealedSegmentSize;
-    for (let i = first; i <= last; i++) {
-      const at = (i - first) * full;
-      const isLast = i === this.#count - 1;
-      const plain = this.#keys.open(i, bytes.subarray(at, isLast ? bytes.length : at + full), isLast);
-      if (isLast && plain.length !== this.size - i * this.#layout.segmentSize) {
-        throw new IntegrityError("final segment does not match the recorded file size");
-      }
-      out.push(plain);
+    const isFinal = last === this.#count - 1;
+    const end = isFinal ? this.#blob.size : segmentOffset(this.#layout, last + 1);
+    const length = end - start;
+    const sealed = await this.#readSealed(start, length);
+    const result = await this.#pool.open({
+      keys: this.#keysId,
+      startIndex: first,
+      sealed,
+      sealedLength: length,
+      last: isFinal,
+      output: this.#sparePlain.pop(),
+    });
+    if (!this.#closed && this.#spareSealed.length < MAX_SPARE_WINDOWS) this.#spareSealed.push(result.sealed);
+    const plain = Buffer.from(result.plaintext, 0, result.length);
+    const expected = isFinal
+      ? this.size - first * this.#layout.segmentSize
+      : (last + 1 - first) * this.#layout.segmentSize;
+    if (plain.length !== expected) {
+      zero(plain);
+      throw new IntegrityError("final segment does not match the recorded file size");
     }
-    return out;
+    return plain;
+  }
+
+  /** `length` sealed bytes at `start`, in a buffer of its own (recycled when possible) that can be transferred. */
+  async #readSealed(start: number, length: number): Promise<ArrayBuffer> {
+    const full = READ_AHEAD_SEGMENTS * this.#layout.sealedSegmentSize;
+    const blob = this.#blob;
+    if (canReadInto(blob)) {
+      const spare = this.#spareSealed.pop();
+      const buffer =
+        spare !== undefined && spare.byteLength >= length ? spare : new ArrayBuffer(Math.max(full, length));
+      const n = await blob.readInto(start, Buffer.from(buffer, 0, length));
+      if (n !== length) throw new IntegrityError("container shorter than expected");
+      return buffer;
+    }
+    const bytes = await blob.read(start, length);
+    if (bytes.length !== length) throw new IntegrityError("container shorter than expected");
+    if (bytes.byteOffset === 0 && bytes.buffer.byteLength === length && bytes.buffer instanceof ArrayBuffer) {
+      return bytes.buffer;
+    }
+    // Pooled or shared memory cannot be transferred: copy it into a buffer of its own.
+    const own = Buffer.from(this.#spareSealed.pop() ?? new ArrayBuffer(Math.max(full, length)));
+    bytes.copy(own);
+    return own.buffer as ArrayBuffer;
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#windows.clear();
+    this.#pool.release(this.#keysId);
     this.#keys.destroy();
+    for (const spare of this.#sparePlain.splice(0)) zero(Buffer.from(spare));
+    this.#spareSealed.length = 0;
     await this.#blob.close();
     this.#onClose(this.#bytesRead);
   }

@@ -56,7 +56,8 @@ export class Vfs {
   readonly logger: Logger;
   readonly defaultKey: string;
   readonly #crypto: MetaCrypto;
-  // One sealing worker for all uploads: on two cores a second one competes with the event loop (measured).
+  // One worker for all uploads (sealing) and downloads (opening): on two cores a second one competes with the event
+  // loop (measured).
   readonly #seal = new SealPool({ threads: 1 });
 
   private constructor(deps: VfsDeps, crypto: MetaCrypto) {
@@ -103,7 +104,7 @@ export class Vfs {
       const dek = await this.keys.unwrap(header.wrappedDek, fileContext(node.contentId));
       try {
         const keys = openContainer(header, dek, node.contentId);
-        return new EncryptedReader(blob, keys, header.layout, count, size, onClose);
+        return new EncryptedReader(blob, keys, header.layout, count, size, onClose, this.#seal);
       } finally {
         zero(dek);
       }

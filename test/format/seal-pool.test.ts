@@ -205,12 +205,14 @@ describe("ParallelSegmentWriter", () => {
 
   it("a worker error rejects the job with a clear error", async () => {
     const { keys } = newContainer("bad-job", 10);
-    const { key, fileIdField } = keys.sealWorkerParams();
+    const id = pool.register(keys.sealWorkerParams());
     await assert.rejects(
-      pool.seal({ key, fileIdField, startIndex: 0, plaintext: new ArrayBuffer(1000), segmentSize: 1024 }),
+      pool.seal({ keys: id, startIndex: 0, plaintext: new ArrayBuffer(1000) }),
       (err: Error) =>
         err instanceof SealWorkerError && /seal worker failed: .*whole number of segments/.test(err.message),
     );
+    pool.release(id);
+    await assert.rejects(pool.seal({ keys: id, startIndex: 0, plaintext: new ArrayBuffer(1024) }), /released/);
     keys.destroy();
   });
 });
