@@ -169,7 +169,6 @@ function openRange(request: OpenRequest): OpenReply {
       const data = isLast ? plain.subarray(0, finalDataLength(plain, segmentSize, index)) : plain;
       data.copy(out, length);
       length += data.length;
-      zero(plain);
     }
   } catch (err) {
     // Segments before the failing one were authentic, but a failed range hands back no plaintext at all.

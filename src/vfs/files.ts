@@ -13,8 +13,11 @@ const FLUSH_BYTES = 1 << 20;
 const MAX_INFLIGHT_BYTES = 8 << 20;
 // ...or once this much plaintext waits for the sealing worker.
 const MAX_SEALING_BYTES = 4 << 20;
-// Sequential readers get this many segments per disk read.
+// Sequential readers get this many segments per disk read (one window, decrypted in one worker job)...
 const READ_AHEAD_SEGMENTS = 16;
+// ...and this many windows are loaded ahead of the one being read, so the worker always has the next job queued
+// while the disk read for the one after runs (one window ahead left the worker idle during every disk read).
+const READ_AHEAD_WINDOWS = 2;
 
 /** Reads the header slot and the container's layout from a blob. */
 export async function readHeader(blob: BlobReader) {
@@ -162,7 +165,7 @@ interface Window {
 }
 
 /** Spare buffers a reader keeps per kind (ciphertext, plaintext): enough for the windows it has loading or cached. */
-const MAX_SPARE_WINDOWS = 4;
+const MAX_SPARE_WINDOWS = READ_AHEAD_WINDOWS + 2;
 
 /**
  * Random-access reads of a container: whole segments are decrypted a window (READ_AHEAD_SEGMENTS) at a time on the
@@ -236,9 +239,11 @@ export class EncryptedReader implements ReadHandle {
     let window = this.#windows.get(w);
     if (window) return window;
     window = this.#load(w);
-    // Keep the previous window, this one and the next; start reading the next one ahead of the client.
+    // Keep the previous window, this one and those ahead; start reading ahead of the client.
     for (const k of this.#windows.keys()) if (k < w - 1) this.#evict(k);
-    if ((w + 1) * READ_AHEAD_SEGMENTS < this.#count && !this.#windows.has(w + 1)) this.#load(w + 1);
+    for (let k = w + 1; k <= w + READ_AHEAD_WINDOWS && k * READ_AHEAD_SEGMENTS < this.#count; k++) {
+      if (!this.#windows.has(k)) this.#load(k);
+    }
     return window;
   }
 
