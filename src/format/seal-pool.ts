@@ -100,6 +100,8 @@ interface Registration {
  * start lazily, are referenced only while they have work (an idle pool never keeps the process alive), and a worker
  * that crashes fails its jobs and is replaced on the next job.
  */
+const MAX_FREE_BATCHES = 8;
+
 export class SealPool {
   readonly threads: number;
   readonly #slots: Slot[] = [];
@@ -108,6 +110,8 @@ export class SealPool {
   #nextId = 1;
   #nextKeys = 1;
   #closed = false;
+  // Zeroed batch buffers lent to writers: without it every upload, even of 4 KiB, allocated a fresh 1 MiB batch.
+  readonly #freeBatches: ArrayBuffer[] = [];
 
   constructor(options: SealPoolOptions = {}) {
     const { threads = 1 } = options;
@@ -115,6 +119,17 @@ export class SealPool {
       throw new AtrestError("INVALID_INPUT", `threads must be 1..${MAX_THREADS}`);
     }
     this.threads = threads;
+  }
+
+  /** A zero-filled batch buffer of `bytes`, reused from an earlier writer when one is free. */
+  borrowBatch(bytes: number): ArrayBuffer {
+    const i = this.#freeBatches.findIndex((b) => b.byteLength === bytes && !b.detached);
+    return i >= 0 ? this.#freeBatches.splice(i, 1)[0] : new ArrayBuffer(bytes);
+  }
+
+  /** Takes back a batch buffer the caller has zeroed. */
+  returnBatch(buffer: ArrayBuffer): void {
+    if (!buffer.detached && this.#freeBatches.length < MAX_FREE_BATCHES) this.#freeBatches.push(buffer);
   }
 
   /** Jobs sent to a worker and not answered yet (all writers and readers). */
@@ -455,7 +470,7 @@ export class ParallelSegmentWriter {
 
   /** A batch buffer over its own ArrayBuffer, so it can be transferred to a worker rather than copied. */
   #newBatch(): Buffer {
-    return Buffer.from(this.#spare.pop() ?? new ArrayBuffer(this.#batchBytes));
+    return Buffer.from(this.#spare.pop() ?? this.#pool.borrowBatch(this.#batchBytes));
   }
 
   /** Sends the first `bytes` (whole segments) of the current batch to the pool; returns the next batch buffer. */
@@ -506,7 +521,16 @@ export class ParallelSegmentWriter {
     if (this.#keysId !== undefined) this.#pool.release(this.#keysId);
     this.#keysId = undefined;
     this.#spareOutputs.length = 0;
+    // A batch reused from a spare may hold an older batch's plaintext past the fill point: zero it all.
+    const batch = this.#batch?.buffer as ArrayBuffer | undefined;
     this.#batch = undefined;
-    for (const spare of this.#spare.splice(0)) zero(Buffer.from(spare));
+    if (batch && !batch.detached) {
+      zero(Buffer.from(batch));
+      this.#pool.returnBatch(batch);
+    }
+    for (const spare of this.#spare.splice(0)) {
+      zero(Buffer.from(spare));
+      this.#pool.returnBatch(spare);
+    }
   }
 }

@@ -16,6 +16,8 @@ export interface BlobReader {
   readonly size: number;
   /** Reads exactly `length` bytes at `position` (fewer only at the end of the blob). */
   read(position: number, length: number): Promise<Buffer>;
+  /** Reads up to `buffer.length` bytes at `position` into `buffer`; returns how many (fewer only at the end). */
+  readInto(position: number, buffer: Buffer): Promise<number>;
   close(): Promise<void>;
 }
 

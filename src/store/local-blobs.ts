@@ -100,16 +100,21 @@ export class LocalBlobStore implements BlobStore {
       throw err;
     }
     const { size } = await fh.stat();
+    const readInto = async (position: number, out: Buffer): Promise<number> => {
+      let done = 0;
+      while (done < out.length) {
+        const { bytesRead } = await fh.read(out, done, out.length - done, position + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done;
+    };
     return {
       size,
+      readInto,
       async read(position: number, length: number): Promise<Buffer> {
         const out = Buffer.allocUnsafe(Math.max(0, Math.min(length, size - position)));
-        let done = 0;
-        while (done < out.length) {
-          const { bytesRead } = await fh.read(out, done, out.length - done, position + done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-        }
+        const done = await readInto(position, out);
         return done === out.length ? out : out.subarray(0, done);
       },
       close: () => fh.close(),

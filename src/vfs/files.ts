@@ -144,16 +144,6 @@ export class EncryptedWriter implements WriteHandle {
   }
 }
 
-/** A BlobReader that can read into a caller's buffer (lets the reader recycle its ciphertext buffers). */
-interface BlobReaderInto extends BlobReader {
-  /** Reads up to `buffer.length` bytes at `position` into `buffer`; returns how many (fewer only at the end). */
-  readInto(position: number, buffer: Buffer): Promise<number>;
-}
-
-function canReadInto(blob: BlobReader): blob is BlobReaderInto {
-  return typeof (blob as Partial<BlobReaderInto>).readInto === "function";
-}
-
 /** Decrypted segments READ_AHEAD_SEGMENTS * w .. of one window, while some read() or the cache holds it. */
 interface Window {
   /** Plaintext of the window's segments, segment i at (i - first) * segmentSize. */
@@ -310,23 +300,11 @@ export class EncryptedReader implements ReadHandle {
   async #readSealed(start: number, length: number): Promise<ArrayBuffer> {
     const full = READ_AHEAD_SEGMENTS * this.#layout.sealedSegmentSize;
     const blob = this.#blob;
-    if (canReadInto(blob)) {
-      const spare = this.#spareSealed.pop();
-      const buffer =
-        spare !== undefined && spare.byteLength >= length ? spare : new ArrayBuffer(Math.max(full, length));
-      const n = await blob.readInto(start, Buffer.from(buffer, 0, length));
-      if (n !== length) throw new IntegrityError("container shorter than expected");
-      return buffer;
-    }
-    const bytes = await blob.read(start, length);
-    if (bytes.length !== length) throw new IntegrityError("container shorter than expected");
-    if (bytes.byteOffset === 0 && bytes.buffer.byteLength === length && bytes.buffer instanceof ArrayBuffer) {
-      return bytes.buffer;
-    }
-    // Pooled or shared memory cannot be transferred: copy it into a buffer of its own.
-    const own = Buffer.from(this.#spareSealed.pop() ?? new ArrayBuffer(Math.max(full, length)));
-    bytes.copy(own);
-    return own.buffer as ArrayBuffer;
+    const spare = this.#spareSealed.pop();
+    const buffer = spare !== undefined && spare.byteLength >= length ? spare : new ArrayBuffer(Math.max(full, length));
+    const n = await blob.readInto(start, Buffer.from(buffer, 0, length));
+    if (n !== length) throw new IntegrityError("container shorter than expected");
+    return buffer;
   }
 
   async close(): Promise<void> {
