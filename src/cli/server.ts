@@ -11,7 +11,11 @@ export function registerServer(program: Command): void {
     .description("run the file server (SFTP) on the embedded key manager; initialises the data dir on first run")
     .addOption(new Option("--data <dir>", "data directory (default ./data)").env("ATREST_DATA"))
     .addOption(new Option("--host <addr>", "listen address (default 127.0.0.1)").env("ATREST_HOST"))
-    .addOption(new Option("--sftp-port <port>", "SFTP port, 0 = any free port (default 2022)").env("ATREST_SFTP_PORT"))
+    .addOption(
+      new Option("--sftp-port <port>", 'SFTP port; 0 = disabled, "auto" = any free port (default 2022)').env(
+        "ATREST_SFTP_PORT",
+      ),
+    )
     .addOption(new Option("--idle-timeout <s>", "disconnect idle sessions after s seconds, 0 = never (default 600)"))
     .addOption(new Option("--max-sessions <n>", "concurrent SSH connections (default 256)"))
     .addOption(new Option("--log-level <level>", "pino level (default info)").env("ATREST_LOG_LEVEL"))
@@ -22,23 +26,28 @@ export function registerServer(program: Command): void {
       if (created) say(`initialised ${config.data} (first run)`);
       if (warning) process.stderr.write(`\n${warning}\n\n`);
 
-      // Loaded here so that admin commands do not pay for the SSH stack.
-      const { loadOrCreateHostKeys } = await import("../protocols/sftp/hostkeys.ts");
-      const { startSftpServer } = await import("../protocols/sftp/server.ts");
       const app = await App.open(config.data, logger);
-      const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys);
-      const sftp = await startSftpServer({
-        accounts: app,
-        hostKeys: hostKeys.keys,
-        host: config.host,
-        port: config.sftpPort,
-        logger,
-        audit: app.audit,
-        idleTimeoutMs: config.idleTimeout * 1000,
-        maxSessions: config.maxSessions,
-      });
-      say(`sftp listening on ${config.host}:${sftp.port}`);
-      for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
+      let sftp: { port: number; close(): Promise<void> } | undefined;
+      if (config.sftpPort === 0) {
+        say("sftp disabled (--sftp-port 0)");
+      } else {
+        // Loaded here so that admin commands do not pay for the SSH stack.
+        const { loadOrCreateHostKeys } = await import("../protocols/sftp/hostkeys.ts");
+        const { startSftpServer } = await import("../protocols/sftp/server.ts");
+        const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys);
+        sftp = await startSftpServer({
+          accounts: app,
+          hostKeys: hostKeys.keys,
+          host: config.host,
+          port: config.sftpPort === "auto" ? 0 : config.sftpPort,
+          logger,
+          audit: app.audit,
+          idleTimeoutMs: config.idleTimeout * 1000,
+          maxSessions: config.maxSessions,
+        });
+        say(`sftp listening on ${config.host}:${sftp.port}`);
+        for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
+      }
       if ((await app.store.listUsers()).length === 0) {
         say(`no users yet; add one: echo 'secret' | npx atrest user add alice --password-stdin --data ${config.data}`);
       }
@@ -48,7 +57,7 @@ export function registerServer(program: Command): void {
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, "shutting down");
-        await sftp.close();
+        await sftp?.close();
         await app.close();
         process.exit(0);
       };

@@ -7,7 +7,8 @@ export const serverConfigSchema = z
   .object({
     data: z.string().min(1).default("./data"),
     host: z.string().min(1).default("127.0.0.1"),
-    sftpPort: z.coerce.number().int().min(0).max(65535).default(2022),
+    // 0 disables the protocol (DESIGN §6); "auto" lets the OS pick a free port (printed at start; tests use it).
+    sftpPort: z.union([z.literal("auto"), z.coerce.number().int().min(0).max(65535)]).default(2022),
     idleTimeout: z.coerce.number().int().min(0).default(600),
     maxSessions: z.coerce.number().int().min(1).default(256),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

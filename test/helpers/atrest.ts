@@ -38,11 +38,11 @@ export interface RunningServer {
   kill(): Promise<void>;
 }
 
-/** Starts `atrest server --data <data> --sftp-port 0` and waits for its listening line. */
+/** Starts `atrest server --data <data> --sftp-port auto` and waits for its listening line. */
 export async function startServer(data: string, extra: string[] = []): Promise<RunningServer> {
   const proc = spawn(
     process.execPath,
-    [CLI, "server", "--data", data, "--sftp-port", "0", "--host", "127.0.0.1", "--log-level", "warn", ...extra],
+    [CLI, "server", "--data", data, "--sftp-port", "auto", "--host", "127.0.0.1", "--log-level", "warn", ...extra],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
   let out = "";
