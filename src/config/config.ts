@@ -8,7 +8,11 @@ export const serverConfigSchema = z
     data: z.string().min(1).default("./data"),
     host: z.string().min(1).default("127.0.0.1"),
     // 0 disables the protocol (DESIGN §6); "auto" lets the OS pick a free port (printed at start; tests use it).
-    sftpPort: z.union([z.literal("auto"), z.coerce.number().int().min(0).max(65535)]).default(2022),
+    sftpPort: z
+      .union([z.literal("auto"), z.coerce.number().int().min(0).max(65535)], {
+        error: 'must be a port number 0-65535 (0 = disabled) or "auto"',
+      })
+      .default(2022),
     idleTimeout: z.coerce.number().int().min(0).default(600),
     maxSessions: z.coerce.number().int().min(1).default(256),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
