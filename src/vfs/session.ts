@@ -46,6 +46,13 @@ export class Session implements VfsSession {
     };
   }
 
+  /** Records a failed operation (reason = error code, never the message) and returns the error to rethrow. */
+  #failed(action: AuditAction, path: string, err: unknown, extra?: Partial<AuditEvent>): unknown {
+    const reason = err instanceof AtrestError ? err.code : "INTERNAL";
+    this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "failure", reason });
+    return err;
+  }
+
   /** Runs an operation and records its audit event, with the failure reason when it fails. */
   async #audited<T>(action: AuditAction, path: string, fn: () => Promise<T>, extra?: Partial<AuditEvent>): Promise<T> {
     try {
@@ -53,9 +60,7 @@ export class Session implements VfsSession {
       this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "success" });
       return result;
     } catch (err) {
-      const reason = err instanceof AtrestError ? err.code : "INTERNAL";
-      this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "failure", reason });
-      throw err;
+      throw this.#failed(action, path, err, extra);
     }
   }
 
@@ -155,9 +160,7 @@ export class Session implements VfsSession {
       this.#readers.add(reader);
       return reader;
     } catch (err) {
-      const reason = err instanceof AtrestError ? err.code : "INTERNAL";
-      this.#vfs.audit.record({ ...this.#event(p), action: "download", outcome: "failure", reason });
-      throw err;
+      throw this.#failed("download", p, err);
     }
   }
 
@@ -191,9 +194,7 @@ export class Session implements VfsSession {
       this.#writers.add(handle);
       return handle;
     } catch (err) {
-      const reason = err instanceof AtrestError ? err.code : "INTERNAL";
-      this.#vfs.audit.record({ ...this.#event(p), action: "upload", outcome: "failure", reason });
-      throw err;
+      throw this.#failed("upload", p, err);
     }
   }
 
