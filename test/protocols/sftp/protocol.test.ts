@@ -1,10 +1,10 @@
 // Protocol-level behaviour driven by ssh2's own SFTP client: exact status codes, messages and edge cases that the
 // interactive clients do not expose.
 import assert from "node:assert/strict";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import type ssh2 from "ssh2";
 import type { SFTPWrapper } from "ssh2";
-import { IntegrityError, KeyUnavailableError, QuotaExceededError } from "../../../src/errors.ts";
 import { connect, type Fixture, startFixture } from "./fixture.ts";
 
 let f: Fixture;
@@ -59,14 +59,14 @@ test("bad paths: NUL, 64 KiB name, .. escape", async () => {
   assert.equal((await status(call((cb) => sftp.mkdir(long, cb)))).code, 5);
   // `..` is clamped at the root: writing ../../c.txt lands in /c.txt.
   await call((cb) => sftp.writeFile("../../c.txt", "c", cb));
-  assert.equal(String(f.accounts.fs("alice").get("/c.txt").data), "c");
+  assert.equal(String(await f.readFile("/c.txt")), "c");
   // The session still serves.
   assert.equal(String(await call((cb) => sftp.readFile("/c.txt", cb))), "c");
 });
 
 test("SETSTAT: mtime applied, mode accepted, truncation unsupported unless same size", async () => {
   await call((cb) => sftp.setstat("/c.txt", { mtime: 1_000_000, atime: 1_000_000 }, cb));
-  assert.equal(f.accounts.fs("alice").get("/c.txt").mtime, 1_000_000_000);
+  assert.equal((await f.stat("/c.txt")).mtime, 1_000_000_000);
   await call((cb) => sftp.setstat("/c.txt", { mode: 0o600 }, cb));
   await call((cb) => sftp.setstat("/c.txt", { size: 1 }, cb));
   assert.equal((await status(call((cb) => sftp.setstat("/c.txt", { size: 0 }, cb)))).code, 8);
@@ -98,26 +98,62 @@ test("statvfs@openssh.com reports the quota", async () => {
   assert.ok(Number(st.f_blocks) >= Number(st.f_bfree));
 });
 
+// Every condition is produced for real (a quota, a flipped ciphertext byte, a retired key version, a broken blob
+// store), once through READ and once through WRITE where the real system can fail there.
 test("vfs errors map to SFTP status once; unknown errors say 'internal error' and are logged", async () => {
-  const fs = f.accounts.fs("alice");
-  const cases: [() => Error, number, string][] = [
-    [() => new QuotaExceededError("user alice over quota"), 4, "quota exceeded"],
-    [() => new IntegrityError(), 4, "integrity check failed"],
-    [() => new KeyUnavailableError("kek-1 sealed"), 4, "key manager unavailable"],
-    [() => new Error("secret detail"), 4, "internal error"],
-  ];
-  for (const [make, code, message] of cases) {
-    fs.failWith = make;
-    try {
-      assert.deepEqual(await status(call((cb) => sftp.readFile("/c.txt", cb))), { code, message });
-      assert.deepEqual(await status(call((cb) => sftp.writeFile("/w.txt", Buffer.alloc(2 * 1024 * 1024), cb))), {
-        code,
-        message,
-      });
-    } finally {
-      fs.failWith = undefined;
-    }
+  const read = (path: string) => status(call((cb) => sftp.readFile(path, cb)));
+  // appendFile opens without TRUNC, so the vfs resumes the existing version: unwraps its key, decrypts its tail.
+  const append = (path: string) => status(call((cb) => sftp.appendFile(path, Buffer.alloc(1000, 7), cb)));
+  const content = (n: number) => Buffer.alloc(n, 0x61);
+  for (const name of ["integrity", "key", "internal"]) {
+    await call((cb) => sftp.writeFile(`/${name}.bin`, content(100_000), cb));
   }
+
+  // QUOTA_EXCEEDED: a user with 1 MiB uploads 2 MiB. (Reads are never charged, so there is no READ case.)
+  await f.app.addUser({ name: "carol", publicKeys: [f.publicKey], quotaBytes: 1024 * 1024 });
+  const carol = await connect(f, "carol");
+  try {
+    const expected = { code: 4, message: "quota exceeded" };
+    assert.deepEqual(
+      await status(call((cb) => carol.sftp.writeFile("/w.txt", Buffer.alloc(2 * 1024 * 1024), cb))),
+      expected,
+    );
+  } finally {
+    carol.client.end();
+  }
+
+  // INTEGRITY: one flipped bit in the final segment's tag of the stored ciphertext.
+  const blob = await f.blobPath("/integrity.bin");
+  const bytes = await readFile(blob);
+  bytes[bytes.length - 1] ^= 1;
+  await writeFile(blob, bytes);
+  const integrity = { code: 4, message: "integrity check failed" };
+  assert.deepEqual(await read("/integrity.bin"), integrity);
+  assert.deepEqual(await append("/integrity.bin"), integrity);
+
+  // KEY_UNAVAILABLE: the file's KEK version is retired (rotate, then raise the minimum decryption version).
+  await f.app.keys.rotateKey("default");
+  await f.app.keys.setMinDecryptionVersion("default", 2);
+  try {
+    const unavailable = { code: 4, message: "key manager unavailable" };
+    assert.deepEqual(await read("/key.bin"), unavailable);
+    assert.deepEqual(await append("/key.bin"), unavailable);
+  } finally {
+    await f.app.keys.setMinDecryptionVersion("default", 1);
+  }
+  assert.deepEqual(await call((cb) => sftp.readFile("/key.bin", cb)), content(100_000));
+
+  // An untyped failure: the blob store holds a directory where the blob should be (read() fails with EISDIR).
+  const broken = await f.blobPath("/internal.bin");
+  await rm(broken);
+  await mkdir(broken);
+  const internal = { code: 4, message: "internal error" };
+  assert.deepEqual(await read("/internal.bin"), internal);
+  assert.deepEqual(await append("/internal.bin"), internal);
   // The detail reaches the log only.
-  assert.ok(f.errors.some((e) => (e as { err?: Error }).err?.message === "secret detail"));
+  const logged = f.errors.map((e) => (e as { err?: NodeJS.ErrnoException }).err);
+  assert.ok(
+    logged.some((err) => err?.code === "EISDIR"),
+    `EISDIR not logged: ${logged.map((e) => e?.message)}`,
+  );
 });
