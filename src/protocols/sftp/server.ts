@@ -106,6 +106,8 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
       if (closing) return ctx.reject([]);
       if (ctx.method !== "password" && ctx.method !== "publickey") return ctx.reject(["publickey", "password"]);
       void authenticate(ctx, { accounts, logger, audit, sessionId: conn.id, sourceIp }).then((outcome) => {
+        // A slow login (argon2 under load) is not idleness: the timer counts from its answer.
+        touch();
         if (outcome.user) user = outcome.user;
         // Like OpenSSH's MaxAuthTries, every refused attempt counts, key probes included.
         else if (outcome.refused && ++failures >= MAX_AUTH_FAILURES) client.end();
@@ -115,8 +117,10 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
     client.on("ready", () => {
       touch();
       client.on("session", (accept) => {
+        touch();
         const session = accept();
         session.on("subsystem", (acceptSub, rejectSub, info) => {
+          touch();
           if (info.name !== "sftp" || !user || closing) return rejectSub();
           const ch = acceptSub();
           ch.on("error", () => {});
