@@ -184,9 +184,19 @@ function openRange(request: OpenRequest): OpenReply {
 // that garbage only once ~64 MiB of it piled up, which showed as ~60 MB of server RSS during transfers; a scavenge
 // every few jobs (young generation only: well under a millisecond here) keeps it to a few MiB. `gc` is exposed to
 // this one context only: the flag is switched off again right away (V8 flags are process-wide).
-setFlagsFromString("--expose-gc");
-const collect = runInNewContext("gc") as (options: { type: "minor"; execution: "sync" }) => void;
-setFlagsFromString("--no-expose-gc");
+// Workers starting together can race on the shared flag; the scavenge is an optimisation, so without `gc` we skip it.
+type Collect = (options: { type: "minor"; execution: "sync" }) => void;
+function exposeGc(): Collect | undefined {
+  try {
+    setFlagsFromString("--expose-gc");
+    return runInNewContext("gc") as Collect;
+  } catch {
+    return undefined;
+  } finally {
+    setFlagsFromString("--no-expose-gc");
+  }
+}
+const collect = exposeGc();
 const JOBS_PER_SCAVENGE = 8;
 let sinceGc = 0;
 const port = parentPort;
@@ -206,7 +216,7 @@ port.on("message", (message: WorkerRequest) => {
   }
   if (++sinceGc >= JOBS_PER_SCAVENGE) {
     sinceGc = 0;
-    collect({ type: "minor", execution: "sync" });
+    collect?.({ type: "minor", execution: "sync" });
   }
   try {
     if (message.type === "seal") {
