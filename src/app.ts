@@ -1,6 +1,7 @@
 // Wires the layers together for one data directory: embedded KMS, metadata store, blobs, vfs, accounts, audit.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { checkpointSigner } from "./audit/checkpoint-key.ts";
 import { AuditLog } from "./audit/log.ts";
 import { verifyPassword } from "./auth/passwords.ts";
 import { buildUser, type NewUser, requireUser } from "./auth/users.ts";
@@ -76,7 +77,13 @@ export class App implements Accounts {
     const store = new SqliteStore(paths.meta);
     const blobs = new LocalBlobStore(root);
     await blobs.init();
-    const audit = new AuditLog(paths.audit, await serviceKey(store, keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT));
+    const audit = new AuditLog(
+      paths.audit,
+      await serviceKey(store, keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT),
+      {
+        signer: await checkpointSigner(store, keys),
+      },
+    );
     const vfs = await Vfs.open({ store, blobs, keys, audit, logger });
     return new App(paths, store, keys, vfs, audit, logger);
   }

@@ -1,36 +1,221 @@
-// Minimal audit event for the foundation; the audit issue extends it (hash chain, SIEM encoders).
-// Both the job user (authenticated principal) and the effective user (identity the action ran as) are recorded.
+// The audit event model (issue 5): one typed event for every security-relevant action across all protocols and the
+// key manager. Both the job user (`user`: the authenticated principal) and the effective user (`effectiveUser`: the
+// identity the action ran as, e.g. an admin acting for a user, a trigger acting for its rule owner) are recorded.
+// Never a secret or file content: names, paths, sizes, key refs and reasons only.
 
+/** Every action an audit event can name. Existing names are stable (records on disk and SIEM rules use them). */
 export type AuditAction =
-  | "login"
+  // authentication
+  | "login" // success or failure; `method` (password, publickey, token, oidc) and, on failure, `reason`
   | "logout"
+  // file access
   | "upload"
   | "download"
   | "delete"
-  | "rename"
+  | "rename" // `path` → `targetPath`
   | "mkdir"
   | "rmdir"
+  | "permission.change" // `path` (or `target`), `detail` says what changed
+  | "share.use" // a share link was used; `target` is the share id, never the link secret
+  // identity and access management
   | "user.add"
   | "user.remove"
+  | "user.change"
+  | "group.change"
+  | "folder.change"
+  // key manager
   | "key.create"
-  | "key.rotate";
+  | "key.rotate"
+  | "key.wrap"
+  | "key.unwrap"
+  | "key.destroy"
+  | "key.approve"
+  | "kms.seal"
+  | "kms.unseal"
+  // configuration
+  | "config.change"
+  | "audit.config.change";
+
+export type AuditOutcome = "success" | "failure";
+export type AuditProtocol = "sftp" | "cli" | "http" | "s3" | "sync" | "kms";
+/** ECS `event.category` values used by atrest. */
+export type AuditCategory = "authentication" | "file" | "iam" | "configuration";
 
 export interface AuditEvent {
   action: AuditAction;
-  outcome: "success" | "failure";
+  outcome: AuditOutcome;
+  /** Job user: the authenticated principal (ECS user.name). */
   user: string;
+  /** Stable id of the job user, when the caller knows one (ECS user.id, CEF suid). */
+  userId?: string;
+  /** Effective user: the identity the action ran as (ECS user.effective.name); absent means the same as `user`. */
   effectiveUser?: string;
-  protocol?: "sftp" | "cli" | "http" | "s3";
+  /** Role of the job user when it matters (admin, custodian, auditor, user). */
+  role?: string;
+  protocol?: AuditProtocol;
   sourceIp?: string;
+  sourcePort?: number;
   sessionId?: string;
+  /** Object path (file, folder) the action touched. */
   path?: string;
+  /** Second path of a rename/copy. */
   targetPath?: string;
   size?: number;
+  /** Key id/version (`kek:<name>:v<N>`) involved, where relevant. */
   keyRef?: string;
+  /** Authentication method (password, publickey, token, oidc, totp). */
   method?: string;
+  /** Why it failed (or why it was done: an approval's justification). Never a secret. */
   reason?: string;
+  /** Non-path object of a user/group/folder/share/config/approval event: a name or id. */
+  target?: string;
+  /** Short non-secret description of a change (e.g. "permissions rw- → r--", "setting sftp.port"). */
+  detail?: string;
 }
+
+/** A stored event: the event plus the time it was recorded (ISO 8601, UTC, ms). */
+export type AuditRecord = AuditEvent & { time: string };
 
 export interface AuditSink {
   record(event: AuditEvent): void;
+}
+
+export interface ActionInfo {
+  category: AuditCategory;
+  /** ECS event.type values. */
+  type: readonly string[];
+  /** Human-readable name (CEF Name, LEEF/5424 message). */
+  name: string;
+  /** Base severity 0–10 (CEF scale); failures are raised, see `severityOf`. */
+  severity: number;
+}
+
+/** Per-action metadata; `Record<AuditAction, …>` makes the compiler insist every action has an entry. */
+export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
+  login: { category: "authentication", type: ["start"], name: "Login", severity: 3 },
+  logout: { category: "authentication", type: ["end"], name: "Logout", severity: 1 },
+  upload: { category: "file", type: ["creation"], name: "File upload", severity: 3 },
+  download: { category: "file", type: ["access"], name: "File download", severity: 3 },
+  delete: { category: "file", type: ["deletion"], name: "File delete", severity: 5 },
+  rename: { category: "file", type: ["change"], name: "File rename", severity: 3 },
+  mkdir: { category: "file", type: ["creation"], name: "Directory create", severity: 2 },
+  rmdir: { category: "file", type: ["deletion"], name: "Directory delete", severity: 4 },
+  "permission.change": { category: "iam", type: ["change"], name: "Permission change", severity: 6 },
+  "share.use": { category: "file", type: ["access"], name: "Share link use", severity: 4 },
+  "user.add": { category: "iam", type: ["user", "creation"], name: "User add", severity: 6 },
+  "user.remove": { category: "iam", type: ["user", "deletion"], name: "User remove", severity: 6 },
+  "user.change": { category: "iam", type: ["user", "change"], name: "User change", severity: 6 },
+  "group.change": { category: "iam", type: ["group", "change"], name: "Group change", severity: 6 },
+  "folder.change": { category: "configuration", type: ["change"], name: "Folder change", severity: 5 },
+  "key.create": { category: "configuration", type: ["creation"], name: "Key create", severity: 6 },
+  "key.rotate": { category: "configuration", type: ["change"], name: "Key rotate", severity: 6 },
+  "key.wrap": { category: "configuration", type: ["access"], name: "Key wrap", severity: 2 },
+  "key.unwrap": { category: "configuration", type: ["access"], name: "Key unwrap", severity: 3 },
+  "key.destroy": { category: "configuration", type: ["deletion"], name: "Key destroy", severity: 9 },
+  "key.approve": { category: "configuration", type: ["allowed"], name: "Key operation approve", severity: 7 },
+  "kms.seal": { category: "configuration", type: ["change"], name: "Key manager seal", severity: 8 },
+  "kms.unseal": { category: "configuration", type: ["change"], name: "Key manager unseal", severity: 8 },
+  "config.change": { category: "configuration", type: ["change"], name: "Configuration change", severity: 6 },
+  "audit.config.change": {
+    category: "configuration",
+    type: ["change"],
+    name: "Audit configuration change",
+    severity: 8,
+  },
+};
+
+/** CEF-scale severity (0–10): the action's base, raised by 2 on failure (a failed login is a 5, a failed destroy 10). */
+export function severityOf(e: Pick<AuditEvent, "action" | "outcome">): number {
+  const base = ACTIONS[e.action]?.severity ?? 5;
+  return Math.min(10, e.outcome === "failure" ? base + 2 : base);
+}
+
+/** The effective user, defaulting to the job user. */
+export function effectiveUserOf(e: AuditEvent): string {
+  return e.effectiveUser ?? e.user;
+}
+
+/** ECS document (Elastic Common Schema 8.x field names) for one record. */
+export interface EcsDocument {
+  "@timestamp": string;
+  ecs: { version: string };
+  event: {
+    kind: "event";
+    action: AuditAction;
+    outcome: AuditOutcome;
+    category: AuditCategory[];
+    type: string[];
+    severity: number;
+    reason?: string;
+    /** Position in the hash-chained local log (ECS event.sequence). */
+    sequence?: number;
+  };
+  user: { name: string; id?: string; roles?: string[]; effective: { name: string }; target?: { name: string } };
+  source?: { ip?: string; port?: number };
+  network?: { protocol: string };
+  file?: { path?: string; size?: number; target_path?: string };
+  authentication?: { method: string };
+  atrest?: { session_id?: string; key_ref?: string; target?: string; detail?: string };
+  message: string;
+}
+
+export const ECS_VERSION = "8.11.0";
+
+/**
+ * Maps a record to ECS fields: user.name (job user), user.effective.name, source.ip/port, event.action/outcome/
+ * category/type, file.path/size, network.protocol. Fields without an ECS home go under `atrest.*` (custom fields
+ * belong in a namespace of their own, ECS "Custom fields"). `file.target_path` is likewise not ECS; it is the
+ * rename target. Absent values are omitted, never null.
+ */
+export function ecs(event: AuditRecord): EcsDocument {
+  const info = ACTIONS[event.action];
+  const doc: EcsDocument = {
+    "@timestamp": event.time,
+    ecs: { version: ECS_VERSION },
+    event: {
+      kind: "event",
+      action: event.action,
+      outcome: event.outcome,
+      category: [info.category],
+      type: [...info.type],
+      severity: severityOf(event),
+    },
+    user: { name: event.user, effective: { name: effectiveUserOf(event) } },
+    message: messageOf(event),
+  };
+  if (event.reason !== undefined) doc.event.reason = event.reason;
+  if (event.userId !== undefined) doc.user.id = event.userId;
+  if (event.role !== undefined) doc.user.roles = [event.role];
+  if (info.category === "iam" && event.target !== undefined) doc.user.target = { name: event.target };
+  if (event.sourceIp !== undefined || event.sourcePort !== undefined) {
+    doc.source = {};
+    if (event.sourceIp !== undefined) doc.source.ip = event.sourceIp;
+    if (event.sourcePort !== undefined) doc.source.port = event.sourcePort;
+  }
+  if (event.protocol !== undefined) doc.network = { protocol: event.protocol };
+  if (event.path !== undefined || event.size !== undefined || event.targetPath !== undefined) {
+    doc.file = {};
+    if (event.path !== undefined) doc.file.path = event.path;
+    if (event.size !== undefined) doc.file.size = event.size;
+    if (event.targetPath !== undefined) doc.file.target_path = event.targetPath;
+  }
+  if (event.method !== undefined) doc.authentication = { method: event.method };
+  const extra: NonNullable<EcsDocument["atrest"]> = {};
+  if (event.sessionId !== undefined) extra.session_id = event.sessionId;
+  if (event.keyRef !== undefined) extra.key_ref = event.keyRef;
+  if (event.target !== undefined) extra.target = event.target;
+  if (event.detail !== undefined) extra.detail = event.detail;
+  if (Object.keys(extra).length > 0) doc.atrest = extra;
+  return doc;
+}
+
+/** One-line human message: "<Name> <outcome>: <user>[ as <effective>] <path>[ -> target]". */
+export function messageOf(e: AuditEvent): string {
+  const who = e.effectiveUser && e.effectiveUser !== e.user ? `${e.user} as ${e.effectiveUser}` : e.user;
+  const what = e.path ?? e.target ?? e.keyRef;
+  let msg = `${ACTIONS[e.action].name} ${e.outcome}: ${who}`;
+  if (what !== undefined) msg += ` ${what}`;
+  if (e.targetPath !== undefined) msg += ` -> ${e.targetPath}`;
+  if (e.outcome === "failure" && e.reason) msg += ` (${e.reason})`;
+  return msg;
 }
