@@ -116,7 +116,7 @@ describe("LEEF 2.0", () => {
 });
 
 describe("RFC 5424", () => {
-  it("escapes \" \\ and ] in SD values only", () => {
+  it('escapes " \\ and ] in SD values only', () => {
     assert.equal(sdValue('a"b\\c]d=e'), 'a\\"b\\\\c\\]d=e');
   });
   it("keeps header fields PRINTUSASCII within their length, NILVALUE when empty", () => {
