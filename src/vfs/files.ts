@@ -298,10 +298,11 @@ export class EncryptedReader implements ReadHandle {
 
   /** `length` sealed bytes at `start`, in a buffer of its own (recycled when possible) that can be transferred. */
   async #readSealed(start: number, length: number): Promise<ArrayBuffer> {
-    const full = READ_AHEAD_SEGMENTS * this.#layout.sealedSegmentSize;
     const blob = this.#blob;
     const spare = this.#spareSealed.pop();
-    const buffer = spare !== undefined && spare.byteLength >= length ? spare : new ArrayBuffer(Math.max(full, length));
+    // Exactly `length` when new: a small file's only window is a few KiB, and a 1 MiB buffer per download was most of
+    // the garbage (and GC time) when serving many small files.
+    const buffer = spare !== undefined && spare.byteLength >= length ? spare : new ArrayBuffer(length);
     const n = await blob.readInto(start, Buffer.from(buffer, 0, length));
     if (n !== length) throw new IntegrityError("container shorter than expected");
     return buffer;
