@@ -51,7 +51,9 @@ export async function initEmbeddedKms(dir: string): Promise<{ created: boolean; 
   await chmod(dir, 0o700);
   const keyPath = join(dir, MASTER_KEY_FILE);
   const dbPath = join(dir, KMS_DB_FILE);
-  if (!(await exists(keyPath)) && (await exists(dbPath))) {
+  // Database first, key second: inits create the key before the database, so in this order a concurrent init that
+  // is between the two steps cannot look like a lost key file.
+  if ((await exists(dbPath)) && !(await exists(keyPath))) {
     throw new KeyUnavailableError(
       `${dbPath} exists but ${keyPath} is missing; refusing to create a new master key (restore the key file)`,
     );
