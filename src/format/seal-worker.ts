@@ -12,6 +12,7 @@ import { zero } from "../crypto/bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { checkSealedSegmentLength, finalDataLength, segmentAadTemplate, setSegmentAad } from "./container.ts";
 import type { Layout } from "./layout.ts";
+import type { OpenJob } from "./seal-pool.ts";
 
 /** Registers one container's segment key under `keys` (ContainerKeys.sealWorkerParams). */
 export interface KeysMessage {
@@ -42,20 +43,8 @@ export interface SealRequest {
   output?: ArrayBuffer;
 }
 
-export interface OpenRequest {
-  type: "open";
-  id: number;
-  keys: number;
-  /** Index of the first segment in `sealed`. */
-  startIndex: number;
-  /** Consecutive segments as on disk in its first `sealedLength` bytes; transferred, and back with the reply. */
-  sealed: ArrayBuffer;
-  sealedLength: number;
-  /** Whether the range ends with the container's final segment (padded, last flag set). */
-  last: boolean;
-  /** A buffer to decrypt into (recycled); used when large enough, else a new one is allocated. */
-  output?: ArrayBuffer;
-}
+/** SealPool's OpenJob, as posted to the worker. */
+export type OpenRequest = OpenJob & { type: "open"; id: number };
 
 export type WorkerRequest = KeysMessage | ReleaseMessage | SealRequest | OpenRequest;
 
