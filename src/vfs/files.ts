@@ -152,6 +152,8 @@ interface Window {
   /** read() calls copying out of it right now. */
   users: number;
   evicted: boolean;
+  /** False when `plain` is not a buffer of ours to recycle (decrypted inline by node:crypto). */
+  recyclable: boolean;
 }
 
 /** Spare buffers a reader keeps per kind (ciphertext, plaintext): enough for the windows it has loading or cached. */
@@ -238,7 +240,13 @@ export class EncryptedReader implements ReadHandle {
   }
 
   #load(w: number): Window {
-    const window: Window = { promise: this.#loadWindow(w), users: 0, evicted: false };
+    const inline = this.#count === 1;
+    const window: Window = {
+      promise: inline ? this.#loadInline() : this.#loadWindow(w),
+      users: 0,
+      evicted: false,
+      recyclable: !inline,
+    };
     this.#windows.set(w, window);
     window.promise.then(
       (plain) => {
@@ -263,9 +271,24 @@ export class EncryptedReader implements ReadHandle {
   /** Returns an evicted window's plaintext buffer to the spares once it is loaded and no read() copies from it. */
   #recycle(window: Window): void {
     const plain = window.plain;
-    if (plain === undefined || window.users > 0 || this.#closed) return;
+    if (plain === undefined || window.users > 0 || this.#closed || !window.recyclable) return;
     window.plain = undefined;
     if (this.#sparePlain.length < MAX_SPARE_WINDOWS) this.#sparePlain.push(plain.buffer as ArrayBuffer);
+  }
+
+  /**
+   * A one-segment container (a file under 64 KiB) is opened here: a worker round trip costs more than decrypting a
+   * few KiB, and small files are where per-file latency shows.
+   */
+  async #loadInline(): Promise<Buffer> {
+    const start = segmentOffset(this.#layout, 0);
+    const sealed = await this.#blob.read(start, this.#blob.size - start);
+    const plain = this.#keys.open(0, sealed, true);
+    if (plain.length !== this.size) {
+      zero(plain);
+      throw new IntegrityError("final segment does not match the recorded file size");
+    }
+    return plain;
   }
 
   async #loadWindow(w: number): Promise<Buffer> {
