@@ -2,6 +2,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
+import { SSH_OPTS } from "../../test/helpers/sftp-clients.ts";
 import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./proc.ts";
 
 export interface SftpServer {
@@ -101,14 +102,7 @@ export async function sftpBatch(
       "BatchMode=yes",
       "-o",
       "IdentitiesOnly=yes",
-      "-o",
-      "StrictHostKeyChecking=no",
-      "-o",
-      "UserKnownHostsFile=/dev/null",
-      "-o",
-      "LogLevel=ERROR",
-      "-o",
-      "Ciphers=aes128-gcm@openssh.com",
+      ...SSH_OPTS,
       `${server.user}@127.0.0.1`,
     ],
     { timeoutMs },

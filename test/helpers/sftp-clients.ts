@@ -15,7 +15,8 @@ export interface RunResult {
   stderr: string;
 }
 
-const SSH_OPTS = [
+/** Client options every test and benchmark uses: throwaway host keys, quiet, the cipher the benchmarks compare. */
+export const SSH_OPTS = [
   "-o",
   "StrictHostKeyChecking=no",
   "-o",

@@ -1,9 +1,9 @@
 // SSH user authentication against Accounts. Every rejection looks the same to the client (same methods offered,
 // same timing path through Accounts), so a probe cannot tell an unknown user from a wrong credential.
-import { timingSafeEqual } from "node:crypto";
 import type { AuthContext } from "ssh2";
 import ssh2 from "ssh2";
 import type { AuditSink } from "../../audit/types.ts";
+import { constantTimeEqual } from "../../crypto/bytes.ts";
 import type { Accounts } from "../../vfs/types.ts";
 import type { Logger } from "./session.ts";
 
@@ -19,10 +19,6 @@ export interface AuthDeps {
   sourceIp?: string;
 }
 
-function sameBytes(a: Buffer, b: Buffer): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 async function keyMatches(accounts: Accounts, ctx: AuthContext & { method: "publickey" }): Promise<boolean> {
   const lines = await accounts.authorizedKeys(ctx.username);
   for (const line of lines) {
@@ -30,7 +26,7 @@ async function keyMatches(accounts: Accounts, ctx: AuthContext & { method: "publ
     if (parsed instanceof Error) continue;
     const key = Array.isArray(parsed) ? parsed[0] : parsed;
     // The blob starts with the key type, so equal blobs also mean equal types.
-    if (!sameBytes(key.getPublicSSH(), ctx.key.data)) continue;
+    if (!constantTimeEqual(key.getPublicSSH(), ctx.key.data)) continue;
     // No signature: the client only asks whether this key would be accepted (OpenSSH probes before signing).
     if (!ctx.signature || !ctx.blob) return true;
     return key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
