@@ -4,13 +4,14 @@ import { join } from "node:path";
 import { checkpointSigner } from "./audit/checkpoint-key.ts";
 import { AuditLog } from "./audit/log.ts";
 import { verifyPassword } from "./auth/passwords.ts";
-import { buildUser, type NewUser, requireUser } from "./auth/users.ts";
+import { buildUser, type NewUser, requireUser, validateGroupName } from "./auth/users.ts";
 import { AtrestError } from "./errors.ts";
 import { type EmbeddedKms, initEmbeddedKms, openEmbeddedKms } from "./kms/embedded.ts";
+import { assertKeyName } from "./kms/wrap.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
 import { SqliteStore } from "./store/sqlite.ts";
-import type { UserRow } from "./store/types.ts";
+import type { FolderOptions, FolderRow, GroupOptions, GroupRow, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { Accounts, SessionInfo, UserAuth, VfsSession } from "./vfs/types.ts";
 import { type Logger, Vfs } from "./vfs/vfs.ts";
@@ -115,6 +116,42 @@ export class App implements Accounts {
       effectiveUser: name,
       protocol: "cli",
     });
+  }
+
+  /** Creates a group or replaces its options. */
+  async putGroup(name: string, options: GroupOptions): Promise<GroupRow> {
+    validateGroupName(name);
+    if (options.key !== undefined) assertKeyName(options.key);
+    const existing = await this.store.getGroup(name);
+    const row: GroupRow = { name, options, createdAt: existing?.createdAt ?? new Date().toISOString() };
+    await this.store.transaction(() => this.store.putGroup(row));
+    this.#adminEvent("group.change", name, existing ? `options ${JSON.stringify(options)}` : "created");
+    return row;
+  }
+
+  /** Removes a group from the registry; members keep the name in their group list until changed. */
+  async removeGroup(name: string): Promise<void> {
+    const removed = await this.store.transaction(() => this.store.deleteGroup(name));
+    if (!removed) throw new AtrestError("NOT_FOUND", `no such group: ${name}`);
+    this.#adminEvent("group.change", name, "removed");
+  }
+
+  /** Creates a folder (and its directory in the tree) or replaces its options. */
+  async putFolder(path: string, options: FolderOptions): Promise<FolderRow> {
+    const row = await this.vfs.folders.put(path, options);
+    await this.vfs.tree.ensureDirs(row.path);
+    this.#adminEvent("folder.change", row.path, `options ${JSON.stringify(options)}`);
+    return row;
+  }
+
+  /** Removes the folder rule; the directory and its files stay. */
+  async removeFolder(path: string): Promise<void> {
+    await this.vfs.folders.remove(path);
+    this.#adminEvent("folder.change", path, "removed");
+  }
+
+  #adminEvent(action: "group.change" | "folder.change", target: string, detail: string): void {
+    this.audit.record({ action, outcome: "success", user: "admin", role: "admin", protocol: "cli", target, detail });
   }
 
   async verifyPassword(username: string, password: string): Promise<UserAuth | undefined> {

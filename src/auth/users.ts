@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { AtrestError } from "../errors.ts";
-import type { MetaStore, UserRow } from "../store/types.ts";
+import { assertKeyName } from "../kms/wrap.ts";
+import { type MetaStore, ROLES, type Role, type UserRow } from "../store/types.ts";
 import type { Permission } from "../vfs/types.ts";
 import { hashPassword } from "./passwords.ts";
 import { parseAuthorizedKeys } from "./public-keys.ts";
@@ -18,6 +19,25 @@ export interface NewUser {
   permissions?: Record<string, Permission[]>;
   quotaBytes?: number;
   quotaFiles?: number;
+  role?: Role;
+  /** KEK name for this user's files (DESIGN §3 mapping). */
+  kek?: string;
+}
+
+/** Group names follow the user-name rule (they appear in paths of policies and in audit records). */
+export function validateGroupName(name: string): void {
+  if (!NAME.test(name)) {
+    throw new AtrestError(
+      "INVALID_INPUT",
+      `invalid group name "${name}": use 1-32 of a-z 0-9 . _ - starting with a letter or _`,
+    );
+  }
+}
+
+export function validateRole(role: string): asserts role is Role {
+  if (!ROLES.includes(role as Role)) {
+    throw new AtrestError("INVALID_INPUT", `unknown role "${role}": use one of ${ROLES.join(", ")}`);
+  }
 }
 
 export function validateUserName(name: string): void {
@@ -45,6 +65,9 @@ export async function buildUser(input: NewUser): Promise<UserRow> {
   if (!input.password && publicKeys.length === 0) {
     throw new AtrestError("INVALID_INPUT", "a user needs a password or at least one public key");
   }
+  for (const g of input.groups ?? []) validateGroupName(g);
+  if (input.role !== undefined) validateRole(input.role);
+  if (input.kek !== undefined) assertKeyName(input.kek);
   const permissions = input.permissions ?? { "/": ALL_PERMISSIONS };
   validatePermissions(permissions);
   const home = input.home ?? `/${input.name}`;
@@ -62,6 +85,8 @@ export async function buildUser(input: NewUser): Promise<UserRow> {
     home,
     permissions,
     groups: input.groups ?? [],
+    role: input.role ?? "user",
+    kek: input.kek ?? null,
     quotaBytes: input.quotaBytes ?? 0,
     quotaFiles: input.quotaFiles ?? 0,
     usedBytes: 0,

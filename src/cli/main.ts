@@ -3,6 +3,7 @@ import { Command, Option } from "commander";
 import { AtrestError } from "../errors.ts";
 import { registerAudit } from "./audit.ts";
 import { dataOption, initCommand } from "./common.ts";
+import { registerFolders } from "./folders.ts";
 import { registerKms } from "./kms.ts";
 import { registerServer } from "./server.ts";
 import { registerUsers } from "./users.ts";
@@ -23,6 +24,7 @@ program
 
 registerServer(program);
 registerUsers(program);
+registerFolders(program);
 registerKms(program);
 registerAudit(program);
 

@@ -59,6 +59,8 @@ export function registerUsers(program: Command): void {
     )
     .option("--quota-bytes <n>", "maximum stored bytes, 0 = unlimited", quota)
     .option("--quota-files <n>", "maximum number of files, 0 = unlimited", quota)
+    .option("--role <role>", "admin | custodian | auditor | user (default user)")
+    .option("--key <kek>", "key-manager key (KEK) for this user's files when no folder rule applies")
     .action(async (name: string, opts) => {
       const password = opts.passwordStdin ? await readStdin() : undefined;
       if (opts.passwordStdin && !password) throw new AtrestError("INVALID_INPUT", "empty password on stdin");
@@ -76,9 +78,11 @@ export function registerUsers(program: Command): void {
           permissions: parsePerms(opts.perm),
           quotaBytes: opts.quotaBytes,
           quotaFiles: opts.quotaFiles,
+          role: opts.role,
+          kek: opts.key,
         });
         say(
-          `added user ${u.name} (home ${u.home}, ${u.publicKeys.length} key(s)${u.passwordHash ? ", password" : ""})`,
+          `added user ${u.name} (${u.role}, home ${u.home}, ${u.publicKeys.length} key(s)${u.passwordHash ? ", password" : ""})`,
         );
       });
     });
@@ -92,8 +96,10 @@ export function registerUsers(program: Command): void {
       await withApp(opts.data, async (app) => {
         const users = (await app.store.listUsers()).map((u) => ({
           name: u.name,
+          role: u.role,
           home: u.home,
           groups: u.groups,
+          key: u.kek,
           auth: [u.passwordHash ? "password" : "", u.publicKeys.length ? `${u.publicKeys.length} key(s)` : ""]
             .filter(Boolean)
             .join("+"),
@@ -108,7 +114,7 @@ export function registerUsers(program: Command): void {
         }
         for (const u of users) {
           const q = `${u.usedBytes}/${u.quotaBytes || "∞"} bytes, ${u.usedFiles}/${u.quotaFiles || "∞"} files`;
-          process.stdout.write(`${u.name}\t${u.home}\t${u.auth}\t${q}\n`);
+          process.stdout.write(`${u.name}\t${u.role}\t${u.home}\t${u.auth}\t${q}\n`);
         }
       });
     });

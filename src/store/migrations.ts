@@ -29,4 +29,18 @@ export const migrations: string[] = [
    );
    CREATE UNIQUE INDEX nodes_child ON nodes(parent_id, name_mac);
    CREATE INDEX nodes_key_ref ON nodes(key_ref);`,
+  // 2: roles (DESIGN §2), per-user KEK, and the folder and group registries (DESIGN §3 KEK mapping, PGP folders).
+  `ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'user'
+     CHECK (role IN ('admin', 'custodian', 'auditor', 'user'));
+   ALTER TABLE users ADD COLUMN kek TEXT;
+   CREATE TABLE groups (
+     name TEXT PRIMARY KEY,
+     options TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE folders (
+     path TEXT PRIMARY KEY,
+     options TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
 ];

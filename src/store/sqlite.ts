@@ -1,6 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { migrations } from "./migrations.ts";
-import type { MetaStore, NodePatch, NodeRow, UserRow } from "./types.ts";
+import type { FolderRow, GroupRow, MetaStore, NodePatch, NodeRow, Role, UserRow } from "./types.ts";
 
 type Row = Record<string, SQLInputValue>;
 
@@ -44,12 +44,22 @@ function toUser(r: Row): UserRow {
     home: r.home as string,
     permissions: JSON.parse(r.permissions as string),
     groups: JSON.parse(r.groups as string),
+    role: r.role as Role,
+    kek: (r.kek as string | null) ?? null,
     quotaBytes: Number(r.quota_bytes),
     quotaFiles: Number(r.quota_files),
     usedBytes: Number(r.used_bytes),
     usedFiles: Number(r.used_files),
     createdAt: r.created_at as string,
   };
+}
+
+function toGroup(r: Row): GroupRow {
+  return { name: r.name as string, options: JSON.parse(r.options as string), createdAt: r.created_at as string };
+}
+
+function toFolder(r: Row): FolderRow {
+  return { path: r.path as string, options: JSON.parse(r.options as string), createdAt: r.created_at as string };
 }
 
 function userParams(u: UserRow): SQLInputValue[] {
@@ -65,6 +75,8 @@ function userParams(u: UserRow): SQLInputValue[] {
     u.usedBytes,
     u.usedFiles,
     u.createdAt,
+    u.role,
+    u.kek,
     u.id,
   ];
 }
@@ -157,7 +169,7 @@ export class SqliteStore implements MetaStore {
   async insertUser(u: UserRow): Promise<void> {
     this.#run(
       `INSERT INTO users (name, password_hash, public_keys, home, permissions, groups, quota_bytes, quota_files,
-         used_bytes, used_files, created_at, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         used_bytes, used_files, created_at, role, kek, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ...userParams(u),
     );
   }
@@ -165,7 +177,8 @@ export class SqliteStore implements MetaStore {
   async updateUser(u: UserRow): Promise<void> {
     this.#run(
       `UPDATE users SET name = ?, password_hash = ?, public_keys = ?, home = ?, permissions = ?, groups = ?,
-         quota_bytes = ?, quota_files = ?, used_bytes = ?, used_files = ?, created_at = ? WHERE id = ?`,
+         quota_bytes = ?, quota_files = ?, used_bytes = ?, used_files = ?, created_at = ?, role = ?, kek = ?
+         WHERE id = ?`,
       ...userParams(u),
     );
   }
@@ -181,6 +194,52 @@ export class SqliteStore implements MetaStore {
       files,
       userId,
     );
+  }
+
+  async listGroups(): Promise<GroupRow[]> {
+    return this.#all("SELECT * FROM groups ORDER BY name").map(toGroup);
+  }
+
+  async getGroup(name: string): Promise<GroupRow | undefined> {
+    const r = this.#get("SELECT * FROM groups WHERE name = ?", name);
+    return r ? toGroup(r) : undefined;
+  }
+
+  async putGroup(g: GroupRow): Promise<void> {
+    this.#run(
+      `INSERT INTO groups (name, options, created_at) VALUES (?, ?, ?)
+       ON CONFLICT(name) DO UPDATE SET options = excluded.options`,
+      g.name,
+      JSON.stringify(g.options),
+      g.createdAt,
+    );
+  }
+
+  async deleteGroup(name: string): Promise<boolean> {
+    return this.#run("DELETE FROM groups WHERE name = ?", name) > 0;
+  }
+
+  async listFolders(): Promise<FolderRow[]> {
+    return this.#all("SELECT * FROM folders ORDER BY path").map(toFolder);
+  }
+
+  async getFolder(path: string): Promise<FolderRow | undefined> {
+    const r = this.#get("SELECT * FROM folders WHERE path = ?", path);
+    return r ? toFolder(r) : undefined;
+  }
+
+  async putFolder(f: FolderRow): Promise<void> {
+    this.#run(
+      `INSERT INTO folders (path, options, created_at) VALUES (?, ?, ?)
+       ON CONFLICT(path) DO UPDATE SET options = excluded.options`,
+      f.path,
+      JSON.stringify(f.options),
+      f.createdAt,
+    );
+  }
+
+  async deleteFolder(path: string): Promise<boolean> {
+    return this.#run("DELETE FROM folders WHERE path = ?", path) > 0;
   }
 
   async getNode(id: string): Promise<NodeRow | undefined> {

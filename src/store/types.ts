@@ -3,6 +3,37 @@
 // the store never sees them in the clear.
 import type { Permission } from "../vfs/types.ts";
 
+/** DESIGN §2 separation of duties. `admin` and `custodian` are privileged: audit filters never hide them. */
+export type Role = "admin" | "custodian" | "auditor" | "user";
+export const ROLES: readonly Role[] = ["admin", "custodian", "auditor", "user"];
+export const PRIVILEGED_ROLES: readonly Role[] = ["admin", "custodian"];
+
+/** Options of a virtual folder (a subtree of the global tree). Each field is owned by the feature that reads it. */
+export interface FolderOptions {
+  /** KEK for files written under the folder (overrides user and group keys). */
+  key?: string;
+  /** OpenPGP folder settings (src/pgp). */
+  pgp?: Record<string, unknown>;
+}
+
+export interface FolderRow {
+  /** Normalised absolute path in the global tree, never `/`. */
+  path: string;
+  options: FolderOptions;
+  createdAt: string;
+}
+
+export interface GroupOptions {
+  /** KEK for files written by members (when no folder rule or user key applies). */
+  key?: string;
+}
+
+export interface GroupRow {
+  name: string;
+  options: GroupOptions;
+  createdAt: string;
+}
+
 export interface UserRow {
   id: string;
   name: string;
@@ -15,6 +46,9 @@ export interface UserRow {
   /** User-view path prefix → permissions; the longest matching prefix wins. */
   permissions: Record<string, Permission[]>;
   groups: string[];
+  role: Role;
+  /** KEK for the user's files when no folder rule applies; null = group key or server default. */
+  kek: string | null;
   /** 0 = unlimited. */
   quotaBytes: number;
   quotaFiles: number;
@@ -57,6 +91,18 @@ export interface MetaStore {
   deleteUser(name: string): Promise<boolean>;
   /** Adds deltas to a user's usage counters (never below zero). */
   addUsage(userId: string, bytes: number, files: number): Promise<void>;
+
+  listGroups(): Promise<GroupRow[]>;
+  getGroup(name: string): Promise<GroupRow | undefined>;
+  /** Inserts or replaces. */
+  putGroup(group: GroupRow): Promise<void>;
+  deleteGroup(name: string): Promise<boolean>;
+
+  listFolders(): Promise<FolderRow[]>;
+  getFolder(path: string): Promise<FolderRow | undefined>;
+  /** Inserts or replaces. */
+  putFolder(folder: FolderRow): Promise<void>;
+  deleteFolder(path: string): Promise<boolean>;
 
   getNode(id: string): Promise<NodeRow | undefined>;
   findChild(parentId: string, nameMac: Buffer): Promise<NodeRow | undefined>;

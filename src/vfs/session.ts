@@ -1,6 +1,7 @@
 import type { AuditAction, AuditEvent } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { NodeRow, UserRow } from "../store/types.ts";
+import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
 import type {
@@ -33,6 +34,11 @@ export class Session implements VfsSession {
     this.#rootId = rootId;
     this.#perms = new Permissions(user.permissions);
     this.#info = info;
+  }
+
+  /** The global path (folder rules, triggers) of a path in this user's view. */
+  globalPath(path: string): string {
+    return globalPath(this.#user.home, path);
   }
 
   #event(path: string): Omit<AuditEvent, "action" | "outcome"> {
@@ -175,6 +181,7 @@ export class Session implements VfsSession {
       this.#perms.require(p, existing ? "overwrite" : "upload");
       const writer = await this.#vfs.openWrite(dir, name, existing, options.truncate, {
         user: this.#user,
+        path: this.globalPath(p),
         event: this.#event(p),
       });
       const handle: WriteHandle = {

@@ -10,6 +10,7 @@ import type { BlobStore } from "../store/blobs.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
 import { EncryptedReader, EncryptedWriter, readHeader } from "./files.ts";
+import { Folders } from "./folders.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
 
@@ -37,9 +38,11 @@ function fileContext(contentId: string) {
   return { purpose: "file", content: contentId };
 }
 
-/** Who is writing, for quotas and audit. */
+/** Who is writing, for quotas and audit, and where (for folder rules). */
 export interface Writer {
   user: UserRow;
+  /** Global path of the file being written (the user's home joined with their path). */
+  path: string;
   event: Omit<AuditEvent, "action" | "outcome">;
 }
 
@@ -49,6 +52,7 @@ export interface Writer {
  */
 export class Vfs {
   readonly tree: Tree;
+  readonly folders: Folders;
   readonly store: MetaStore;
   readonly blobs: BlobStore;
   readonly keys: KeyProvider;
@@ -69,6 +73,7 @@ export class Vfs {
     this.defaultKey = deps.defaultKey ?? "default";
     this.#crypto = crypto;
     this.tree = new Tree(deps.store, crypto);
+    this.folders = new Folders(deps.store);
   }
 
   /** Unwraps (or on first use creates) the metadata key, makes sure the root exists, sweeps crash leftovers. */

@@ -1,0 +1,102 @@
+import type { Command } from "commander";
+import type { FolderOptions, GroupOptions } from "../store/types.ts";
+import { dataOption, say, withApp } from "./common.ts";
+
+function print(rows: object[], json: boolean, line: (row: never) => string): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    return;
+  }
+  for (const row of rows) process.stdout.write(`${line(row as never)}\n`);
+}
+
+function describe(options: FolderOptions | GroupOptions): string {
+  const parts = Object.entries(options).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+  return parts.length ? parts.join(" ") : "-";
+}
+
+export function registerFolders(program: Command): void {
+  const folder = program.command("folder").description("virtual folders: per-subtree key and OpenPGP rules");
+
+  folder
+    .command("add <path>")
+    .description("create a folder (global path, e.g. /shared/outbox) or replace its options")
+    .addOption(dataOption())
+    .option("--key <kek>", "key-manager key (KEK) for files written under this folder")
+    .action(async (path: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        const options: FolderOptions = {};
+        if (opts.key !== undefined) options.key = opts.key;
+        const row = await app.putFolder(path, options);
+        say(`folder ${row.path}: ${describe(row.options)}`);
+      });
+    });
+
+  folder
+    .command("list")
+    .description("list folders and their options")
+    .addOption(dataOption())
+    .option("--json", "machine-readable output")
+    .action(async (opts) => {
+      await withApp(opts.data, async (app) => {
+        const rows = await app.store.listFolders();
+        print(rows, opts.json, (f: (typeof rows)[number]) => `${f.path}\t${describe(f.options)}`);
+      });
+    });
+
+  folder
+    .command("rm <path>")
+    .description("remove a folder's rules (the directory and its files stay)")
+    .addOption(dataOption())
+    .action(async (path: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        await app.removeFolder(path);
+        say(`removed folder rules of ${path}`);
+      });
+    });
+
+  const group = program.command("group").description("groups: membership is set per user (user add --group)");
+
+  group
+    .command("add <name>")
+    .description("create a group or replace its options")
+    .addOption(dataOption())
+    .option("--key <kek>", "key-manager key (KEK) for members' files when no folder or user key applies")
+    .action(async (name: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        const options: GroupOptions = {};
+        if (opts.key !== undefined) options.key = opts.key;
+        const row = await app.putGroup(name, options);
+        say(`group ${row.name}: ${describe(row.options)}`);
+      });
+    });
+
+  group
+    .command("list")
+    .description("list groups with their options and members")
+    .addOption(dataOption())
+    .option("--json", "machine-readable output")
+    .action(async (opts) => {
+      await withApp(opts.data, async (app) => {
+        const users = await app.store.listUsers();
+        const rows = (await app.store.listGroups()).map((g) => ({
+          ...g,
+          members: users.filter((u) => u.groups.includes(g.name)).map((u) => u.name),
+        }));
+        print(rows, opts.json, (g: (typeof rows)[number]) => {
+          return `${g.name}\t${describe(g.options)}\t${g.members.join(",") || "-"}`;
+        });
+      });
+    });
+
+  group
+    .command("rm <name>")
+    .description("remove a group from the registry")
+    .addOption(dataOption())
+    .action(async (name: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        await app.removeGroup(name);
+        say(`removed group ${name}`);
+      });
+    });
+}
