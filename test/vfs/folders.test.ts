@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
-import { App, initData } from "../../src/app.ts";
+import { App } from "../../src/app.ts";
 import { migrations } from "../../src/store/migrations.ts";
 import { SqliteStore } from "../../src/store/sqlite.ts";
 import { Folders, globalPath } from "../../src/vfs/folders.ts";
