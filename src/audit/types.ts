@@ -32,6 +32,14 @@ export type AuditAction =
   | "key.approve"
   | "kms.seal"
   | "kms.unseal"
+  | "key.read" // key metadata shown or listed
+  | "key.state" // version state or key policy (rotation, min versions) changed; `detail` says what
+  | "key.import" // BYOK material imported (new key or new version)
+  | "key.export" // key material exported (wrapped to a requester's public key) after dual-control approval
+  | "key.request" // a dual-control request created (`target` = request id, `detail` = kind and parameters)
+  | "key.reject" // a custodian rejected a request
+  | "kms.policy" // a KMS client policy changed (after approval)
+  | "kms.master.rotate" // the KMS master key was rotated (after approval)
   // configuration
   | "config.change"
   | "audit.config.change";
@@ -115,6 +123,14 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "key.approve": { category: "configuration", type: ["allowed"], name: "Key operation approve", severity: 7 },
   "kms.seal": { category: "configuration", type: ["change"], name: "Key manager seal", severity: 8 },
   "kms.unseal": { category: "configuration", type: ["change"], name: "Key manager unseal", severity: 8 },
+  "key.read": { category: "configuration", type: ["access"], name: "Key metadata read", severity: 1 },
+  "key.state": { category: "configuration", type: ["change"], name: "Key state change", severity: 6 },
+  "key.import": { category: "configuration", type: ["creation"], name: "Key import", severity: 7 },
+  "key.export": { category: "configuration", type: ["access"], name: "Key export", severity: 9 },
+  "key.request": { category: "configuration", type: ["creation"], name: "Key operation request", severity: 6 },
+  "key.reject": { category: "configuration", type: ["denied"], name: "Key operation reject", severity: 6 },
+  "kms.policy": { category: "iam", type: ["change"], name: "Key manager client policy change", severity: 8 },
+  "kms.master.rotate": { category: "configuration", type: ["change"], name: "Master key rotate", severity: 9 },
   "config.change": { category: "configuration", type: ["change"], name: "Configuration change", severity: 6 },
   "audit.config.change": {
     category: "configuration",

@@ -9,11 +9,19 @@ import type { KeyVersionInfo } from "./types.ts";
 export type KeyState = KeyVersionInfo["state"];
 export const KEY_STATES: readonly KeyState[] = ["pre-active", "active", "deactivated", "compromised", "destroyed"];
 
+export type RotationPolicy = "auto" | "manual" | "none";
+export type KeyOrigin = "generated" | "imported";
+
 export interface KeyRow {
   name: string;
   currentVersion: number;
   minDecryptionVersion: number;
+  minEncryptionVersion: number;
   createdAt: string;
+  rotation: RotationPolicy;
+  /** Cryptoperiod for `auto` rotation. */
+  rotationDays: number | null;
+  origin: KeyOrigin;
 }
 
 export interface VersionRow {
@@ -24,6 +32,10 @@ export interface VersionRow {
   stateChangedAt: string;
   /** null once destroyed: destruction removes the material itself. */
   sealed: Uint8Array | null;
+  /** Scheduled destruction time (ISO), set when a destroy request reached its quorum. */
+  destroyAt: string | null;
+  /** The approved request that scheduled the destruction. */
+  destroyRequest: string | null;
 }
 
 // Numbered migrations; PRAGMA user_version records how many ran. Append only, never edit a shipped one.
@@ -48,15 +60,68 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (name, version),
      CHECK ((state = 'destroyed') = (sealed IS NULL))
    ) STRICT;`,
+  // 2: key lifecycle and governance (rotation policy, min encryption version, BYOK origin, scheduled deletion,
+  //    per-client policies, dual-control requests and approvals, BYOK import tokens).
+  `ALTER TABLE keys ADD COLUMN min_encryption_version INTEGER NOT NULL DEFAULT 1 CHECK (min_encryption_version >= 1);
+   ALTER TABLE keys ADD COLUMN rotation TEXT NOT NULL DEFAULT 'manual' CHECK (rotation IN ('auto', 'manual', 'none'));
+   ALTER TABLE keys ADD COLUMN rotation_days INTEGER CHECK (rotation_days IS NULL OR rotation_days >= 1);
+   ALTER TABLE keys ADD COLUMN origin TEXT NOT NULL DEFAULT 'generated' CHECK (origin IN ('generated', 'imported'));
+   ALTER TABLE key_versions ADD COLUMN destroy_at TEXT;
+   ALTER TABLE key_versions ADD COLUMN destroy_request TEXT;
+   CREATE TABLE client_policies (
+     client TEXT PRIMARY KEY,
+     policy TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     updated_by TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE requests (
+     id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL CHECK (kind IN ('destroy', 'export', 'client-policy', 'master-rotation')),
+     target TEXT NOT NULL,
+     params TEXT NOT NULL,
+     requester TEXT NOT NULL,
+     requester_role TEXT NOT NULL,
+     reason TEXT NOT NULL,
+     quorum INTEGER NOT NULL CHECK (quorum >= 1),
+     created_at TEXT NOT NULL,
+     expires_at TEXT NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('pending', 'executed', 'rejected', 'failed')),
+     decided_at TEXT,
+     result TEXT,
+     result_blob BLOB
+   ) STRICT;
+   CREATE TABLE approvals (
+     request_id TEXT NOT NULL REFERENCES requests(id),
+     custodian TEXT NOT NULL,
+     decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject')),
+     reason TEXT NOT NULL,
+     at TEXT NOT NULL,
+     PRIMARY KEY (request_id, custodian)
+   ) STRICT;
+   CREATE TABLE import_tokens (
+     id TEXT PRIMARY KEY,
+     key_name TEXT NOT NULL,
+     private_sealed BLOB NOT NULL,
+     created_at TEXT NOT NULL,
+     expires_at TEXT NOT NULL,
+     used_at TEXT
+   ) STRICT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Version metadata without the sealed material. */
+const VERSION_META = "name, version, state, created_at, state_changed_at, NULL AS sealed, destroy_at, destroy_request";
 
 interface RawKey {
   name: string;
   current_version: number;
   min_decryption_version: number;
+  min_encryption_version: number;
   created_at: string;
+  rotation: RotationPolicy;
+  rotation_days: number | null;
+  origin: KeyOrigin;
 }
 interface RawVersion {
   name: string;
@@ -65,13 +130,19 @@ interface RawVersion {
   created_at: string;
   state_changed_at: string;
   sealed: Uint8Array | null;
+  destroy_at: string | null;
+  destroy_request: string | null;
 }
 
 const toKey = (r: RawKey): KeyRow => ({
   name: r.name,
   currentVersion: r.current_version,
   minDecryptionVersion: r.min_decryption_version,
+  minEncryptionVersion: r.min_encryption_version,
   createdAt: r.created_at,
+  rotation: r.rotation,
+  rotationDays: r.rotation_days,
+  origin: r.origin,
 });
 const toVersion = (r: RawVersion): VersionRow => ({
   name: r.name,
@@ -80,11 +151,14 @@ const toVersion = (r: RawVersion): VersionRow => ({
   createdAt: r.created_at,
   stateChangedAt: r.state_changed_at,
   sealed: r.sealed,
+  destroyAt: r.destroy_at,
+  destroyRequest: r.destroy_request,
 });
 
 export class KmsDb {
   readonly #db: DatabaseSync;
   readonly #s: Record<string, StatementSync>;
+  readonly #extra = new Map<string, StatementSync>();
 
   constructor(path: string) {
     // Pre-create with 0600: SQLite would otherwise use 0644, and its -wal/-shm files copy the main file's mode.
@@ -104,17 +178,29 @@ export class KmsDb {
       ),
       setCurrent: p("UPDATE keys SET current_version = ? WHERE name = ?"),
       setMinDec: p("UPDATE keys SET min_decryption_version = ? WHERE name = ?"),
-      versions: p(
-        "SELECT name, version, state, created_at, state_changed_at, NULL AS sealed FROM key_versions WHERE name = ? ORDER BY version",
-      ),
-      allVersions: p(
-        "SELECT name, version, state, created_at, state_changed_at, NULL AS sealed FROM key_versions ORDER BY name, version",
-      ),
+      versions: p(`SELECT ${VERSION_META} FROM key_versions WHERE name = ? ORDER BY version`),
+      allVersions: p(`SELECT ${VERSION_META} FROM key_versions ORDER BY name, version`),
       getVersion: p("SELECT * FROM key_versions WHERE name = ? AND version = ?"),
       maxVersion: p("SELECT MAX(version) AS v FROM key_versions WHERE name = ?"),
       insertVersion: p(
         "INSERT INTO key_versions (name, version, state, created_at, state_changed_at, sealed) VALUES (?, ?, ?, ?, ?, ?)",
       ),
+      setKeyPolicy: p(
+        "UPDATE keys SET rotation = ?, rotation_days = ?, min_decryption_version = ?, min_encryption_version = ? WHERE name = ?",
+      ),
+      setOrigin: p("UPDATE keys SET origin = ? WHERE name = ?"),
+      setState: p("UPDATE key_versions SET state = ?, state_changed_at = ? WHERE name = ? AND version = ?"),
+      destroy: p(
+        "UPDATE key_versions SET state = 'destroyed', state_changed_at = ?, sealed = NULL, destroy_at = NULL WHERE name = ? AND version = ?",
+      ),
+      scheduleDestroy: p("UPDATE key_versions SET destroy_at = ?, destroy_request = ? WHERE name = ? AND version = ?"),
+      resealVersion: p("UPDATE key_versions SET sealed = ? WHERE name = ? AND version = ?"),
+      sealedVersions: p("SELECT name, version, sealed FROM key_versions WHERE sealed IS NOT NULL"),
+      dueDestroy: p(
+        `SELECT ${VERSION_META} FROM key_versions WHERE destroy_at IS NOT NULL AND destroy_at <= ? ORDER BY destroy_at`,
+      ),
+      autoKeys: p("SELECT * FROM keys WHERE rotation = 'auto' ORDER BY name"),
+      replaceMeta: p("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"),
     };
     this.#s.dataVersion.setReturnArrays(true);
   }
@@ -164,6 +250,23 @@ export class KmsDb {
   setMeta(k: string, v: Uint8Array): void {
     this.#s.setMeta.run(k, v);
   }
+  /** Inserts or overwrites. */
+  putMeta(k: string, v: Uint8Array): void {
+    this.#s.replaceMeta.run(k, v);
+  }
+
+  /**
+   * A prepared statement for the KMS's own modules (policies, approvals, BYOK), cached by text. They keep their SQL
+   * beside their logic; the schema stays in MIGRATIONS above.
+   */
+  prepare(sql: string): StatementSync {
+    let st = this.#extra.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#extra.set(sql, st);
+    }
+    return st;
+  }
 
   getKey(name: string): KeyRow | undefined {
     const r = this.#s.getKey.get(name) as RawKey | undefined;
@@ -197,6 +300,39 @@ export class KmsDb {
   }
   insertVersion(name: string, version: number, state: KeyState, at: string, sealed: Uint8Array | null): void {
     this.#s.insertVersion.run(name, version, state, at, at, sealed);
+  }
+
+  setKeyPolicy(
+    name: string,
+    p: Pick<KeyRow, "rotation" | "rotationDays" | "minDecryptionVersion" | "minEncryptionVersion">,
+  ): void {
+    this.#s.setKeyPolicy.run(p.rotation, p.rotationDays, p.minDecryptionVersion, p.minEncryptionVersion, name);
+  }
+  setOrigin(name: string, origin: KeyOrigin): void {
+    this.#s.setOrigin.run(origin, name);
+  }
+  setVersionState(name: string, version: number, state: Exclude<KeyState, "destroyed">, at: string): void {
+    this.#s.setState.run(state, at, name, version);
+  }
+  /** Erases the sealed material for good; the row stays so wrapped blobs naming it get a clear error. */
+  destroyVersion(name: string, version: number, at: string): void {
+    this.#s.destroy.run(at, name, version);
+  }
+  /** `at` null cancels. */
+  scheduleDestroy(name: string, version: number, at: string | null, requestId: string | null): void {
+    this.#s.scheduleDestroy.run(at, requestId, name, version);
+  }
+  dueDestructions(now: string): VersionRow[] {
+    return (this.#s.dueDestroy.all(now) as unknown as RawVersion[]).map(toVersion);
+  }
+  autoRotatedKeys(): KeyRow[] {
+    return (this.#s.autoKeys.all() as unknown as RawKey[]).map(toKey);
+  }
+  sealedVersions(): { name: string; version: number; sealed: Uint8Array }[] {
+    return this.#s.sealedVersions.all() as unknown as { name: string; version: number; sealed: Uint8Array }[];
+  }
+  resealVersion(name: string, version: number, sealed: Uint8Array): void {
+    this.#s.resealVersion.run(sealed, name, version);
   }
 
   close(): void {

@@ -2,11 +2,14 @@
 // installs only; production runs the KMS as its own process with Shamir unseal (later issue).
 
 import { chmod, mkdir, stat } from "node:fs/promises";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import { KeyUnavailableError } from "../errors.ts";
+import type { KmsCaller } from "./caller.ts";
 import { KmsDb } from "./db.ts";
 import { Keyring, type KeyringKeyInfo, type KeyringOptions } from "./keyring.ts";
 import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
+import { KmsService, type KmsServiceOptions } from "./service.ts";
 import type { DataKey, EncryptionContext, KeyProvider } from "./types.ts";
 import { keyRefOfWrapped } from "./wrap.ts";
 
@@ -17,9 +20,31 @@ export const DEV_MODE_WARNING =
   "WARNING: atrest KMS is in DEV MODE: the master key is stored unprotected in a key file beside the data. " +
   "Anyone who copies this directory can decrypt every file. Production must run a separate KMS with Shamir unseal.";
 
-export type EmbeddedKmsOptions = KeyringOptions;
+export type EmbeddedKmsOptions = KeyringOptions & KmsServiceOptions;
+
+/** The file server's identity towards its in-process key manager: a `server` client with no policy (all keys). */
+export const EMBEDDED_CALLER: KmsCaller = Object.freeze({ name: "embedded", role: "server" });
+
+/**
+ * The identity of someone running the CLI on the data directory. Nothing authenticates it (whoever can read the
+ * directory holds the dev-mode master key anyway), so it only names who acted in the KMS audit; real separation of
+ * duties needs the KMS service with client certificates.
+ */
+export function localCaller(role: KmsCaller["role"], name?: string): KmsCaller {
+  let who = name;
+  if (!who) {
+    try {
+      who = userInfo().username;
+    } catch {
+      who = "local";
+    }
+  }
+  return { name: `local:${who}`, role };
+}
 
 export interface EmbeddedKms extends KeyProvider {
+  /** The facade, for governance commands run on the data directory (`atrest kms key …`). */
+  readonly service: KmsService;
   listKeys(): Promise<KeyringKeyInfo[]>;
   createKey(name: string): Promise<KeyringKeyInfo>;
   rotateKey(name: string): Promise<KeyringKeyInfo>;
@@ -90,24 +115,30 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
     throw e;
   }
   const kdb = db;
+  const service = new KmsService(ring, options);
+  const me = EMBEDDED_CALLER;
+  const operator = localCaller("operator");
   let closed = false;
-  // Async facade over the synchronous keyring: the KeyProvider contract is async because the remote client is.
+  // Async facade over the synchronous service: the KeyProvider contract is async because the remote client is.
   return {
     warning: DEV_MODE_WARNING,
+    service,
     generateDataKey: async (name: string, context: EncryptionContext): Promise<DataKey> =>
-      ring.generateDataKey(name, context),
-    unwrap: async (wrapped: Buffer, context: EncryptionContext): Promise<Buffer> => ring.unwrap(wrapped, context).dek,
-    rewrap: async (wrapped: Buffer, context: EncryptionContext) => ring.rewrap(wrapped, context),
+      service.generateDataKey(me, name, context),
+    unwrap: async (wrapped: Buffer, context: EncryptionContext): Promise<Buffer> =>
+      service.unwrap(me, wrapped, context).plaintext,
+    rewrap: async (wrapped: Buffer, context: EncryptionContext) => service.rewrap(me, wrapped, context),
     keyRefOf: (wrapped: Buffer): string => keyRefOfWrapped(wrapped),
-    listKeys: async () => ring.listKeys(),
-    getKey: async (name: string) => ring.getKey(name),
-    createKey: async (name: string) => ring.createKey(name),
-    rotateKey: async (name: string) => ring.rotateKey(name),
-    setMinDecryptionVersion: async (name: string, version: number) => ring.setMinDecryptionVersion(name, version),
+    listKeys: async () => service.listKeys(operator),
+    getKey: async (name: string) => service.getKey(operator, name),
+    createKey: async (name: string) => service.createKey(operator, name),
+    rotateKey: async (name: string) => service.rotateKey(operator, name),
+    setMinDecryptionVersion: async (name: string, version: number) =>
+      service.setKeyPolicy(operator, name, { minDecryptionVersion: version }),
     close: async () => {
       if (closed) return;
       closed = true;
-      ring.close();
+      service.close();
       kdb.close();
     },
   };

@@ -67,6 +67,20 @@ export function unsealKek(master: Buffer, name: string, version: number, sealed:
   return open(master, sealed, KEK_BYTES, kekAad(name, version), formatKeyRef(name, version));
 }
 
+const SECRET_LABEL = Buffer.from("atrest-secret\0", "latin1");
+
+/** Seals any KMS-internal secret (audit keys, BYOK wrapping keys) under the master key, bound to `label`. */
+export function sealSecret(master: Buffer, label: string, plaintext: Buffer): Buffer {
+  return seal(master, plaintext, Buffer.concat([SECRET_LABEL, Buffer.from(label, "utf8")]));
+}
+
+/** Inverse of sealSecret; the plaintext is a fresh buffer the caller owns and must zero. */
+export function openSecret(master: Buffer, label: string, sealed: Uint8Array): Buffer {
+  const size = sealed.byteLength - NONCE_BYTES - TAG_BYTES;
+  if (size < 0) throw new IntegrityError(`${label}: bad sealed length`);
+  return open(master, sealed, size, Buffer.concat([SECRET_LABEL, Buffer.from(label, "utf8")]), label);
+}
+
 /** A tag-only seal of nothing: lets open() tell "wrong master key" apart from a corrupted KEK row. */
 export function makeMasterCheck(master: Buffer): Buffer {
   return seal(master, Buffer.alloc(0), CHECK_LABEL);

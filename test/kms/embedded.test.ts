@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { AtrestError, IntegrityError, KeyUnavailableError } from "../../src/errors.ts";
+import { SCHEMA_VERSION } from "../../src/kms/db.ts";
 import { DEV_MODE_WARNING, initEmbeddedKms, openEmbeddedKms } from "../../src/kms/embedded.ts";
 import type { KmsAuditEvent } from "../../src/kms/keyring.ts";
 import { encodeContext } from "../../src/kms/wrap.ts";
@@ -107,7 +108,7 @@ describe("init", () => {
     const dir = freshDir();
     await initEmbeddedKms(dir);
     const db = new DatabaseSync(join(dir, "kms.db"));
-    assert.equal((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version, 1);
+    assert.equal((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version, SCHEMA_VERSION);
     db.exec("PRAGMA user_version = 99");
     db.close();
     await assert.rejects(openEmbeddedKms(dir), (e: unknown) => (e as AtrestError).code === "UNSUPPORTED");
@@ -316,7 +317,10 @@ describe("keys", () => {
     kms = await openEmbeddedKms(dir);
     try {
       await assert.rejects(kms.unwrap(dk.wrapped, ctxA), isErr(KeyUnavailableError, /kek:default:v1 is destroyed/));
-      await assert.rejects(kms.generateDataKey("default", ctxA), isErr(KeyUnavailableError, /not active/));
+      await assert.rejects(
+        kms.generateDataKey("default", ctxA),
+        isErr(KeyUnavailableError, /cannot encrypt: it is destroyed/),
+      );
     } finally {
       await kms.close();
     }
