@@ -14,7 +14,10 @@ export type ErrorCode =
   | "INVALID_PATH"
   | "INVALID_INPUT"
   | "UNSUPPORTED"
-  | "AUTH_FAILED";
+  | "AUTH_FAILED"
+  // A policy refused the operation (e.g. an OpenPGP recipient is expired, an upload is not an OpenPGP message); the
+  // message says why and is safe to show to the client.
+  | "REFUSED";
 
 export class AtrestError extends Error {
   readonly code: ErrorCode;

@@ -40,6 +40,14 @@ export type AuditAction =
   | "key.reject" // a custodian rejected a request
   | "kms.policy" // a KMS client policy changed (after approval)
   | "kms.master.rotate" // the KMS master key was rotated (after approval)
+  // OpenPGP (src/pgp): key store changes, on-demand keys, inbound signature checks
+  | "pgp.key.import" // `target` = fingerprint, `detail` = owner
+  | "pgp.key.remove"
+  | "pgp.key.generate" // on-demand key pair: the private half was handed out once, only the public key is kept
+  | "pgp.key.certify" // the organisation key certified `target`
+  | "pgp.orgkey.create"
+  | "pgp.trust.change" // trusted organisation keys added or removed
+  | "pgp.verify" // inbound OpenPGP check of an upload: `path`, `target` = signer fingerprint, `reason` on failure
   // configuration
   | "config.change"
   | "audit.config.change";
@@ -131,6 +139,18 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "key.reject": { category: "configuration", type: ["denied"], name: "Key operation reject", severity: 6 },
   "kms.policy": { category: "iam", type: ["change"], name: "Key manager client policy change", severity: 8 },
   "kms.master.rotate": { category: "configuration", type: ["change"], name: "Master key rotate", severity: 9 },
+  "pgp.key.import": { category: "configuration", type: ["creation"], name: "OpenPGP key import", severity: 5 },
+  "pgp.key.remove": { category: "configuration", type: ["deletion"], name: "OpenPGP key remove", severity: 5 },
+  "pgp.key.generate": { category: "configuration", type: ["creation"], name: "OpenPGP key generate", severity: 5 },
+  "pgp.key.certify": { category: "configuration", type: ["change"], name: "OpenPGP key certify", severity: 6 },
+  "pgp.orgkey.create": {
+    category: "configuration",
+    type: ["creation"],
+    name: "OpenPGP organisation key create",
+    severity: 7,
+  },
+  "pgp.trust.change": { category: "configuration", type: ["change"], name: "OpenPGP trust change", severity: 7 },
+  "pgp.verify": { category: "file", type: ["info"], name: "OpenPGP upload check", severity: 3 },
   "config.change": { category: "configuration", type: ["change"], name: "Configuration change", severity: 6 },
   "audit.config.change": {
     category: "configuration",

@@ -43,4 +43,20 @@ export const migrations: string[] = [
      options TEXT NOT NULL,
      created_at TEXT NOT NULL
    );`,
+  // 3: OpenPGP public keys of users and groups (src/pgp). Public material only; checked again at every use.
+  `CREATE TABLE pgp_keys (
+     fingerprint TEXT PRIMARY KEY,
+     owner_kind TEXT NOT NULL CHECK (owner_kind IN ('user', 'group')),
+     owner_name TEXT NOT NULL,
+     armored TEXT NOT NULL,
+     user_ids TEXT NOT NULL,
+     algorithm TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     expires_at TEXT,
+     revoked INTEGER NOT NULL DEFAULT 0,
+     certified_by TEXT NOT NULL,
+     source TEXT NOT NULL CHECK (source IN ('import', 'generated')),
+     imported_at TEXT NOT NULL
+   );
+   CREATE INDEX pgp_keys_owner ON pgp_keys(owner_kind, owner_name);`,
 ];

@@ -1,4 +1,5 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import type { PgpKeyRow } from "../pgp/types.ts";
 import { migrations } from "./migrations.ts";
 import type { FolderRow, GroupRow, MetaStore, NodePatch, NodeRow, Role, UserRow } from "./types.ts";
 
@@ -60,6 +61,23 @@ function toGroup(r: Row): GroupRow {
 
 function toFolder(r: Row): FolderRow {
   return { path: r.path as string, options: JSON.parse(r.options as string), createdAt: r.created_at as string };
+}
+
+function toPgpKey(r: Row): PgpKeyRow {
+  return {
+    fingerprint: r.fingerprint as string,
+    ownerKind: r.owner_kind as PgpKeyRow["ownerKind"],
+    ownerName: r.owner_name as string,
+    armored: r.armored as string,
+    userIds: JSON.parse(r.user_ids as string),
+    algorithm: r.algorithm as string,
+    createdAt: r.created_at as string,
+    expiresAt: r.expires_at as string | null,
+    revoked: Number(r.revoked) === 1,
+    certifiedBy: JSON.parse(r.certified_by as string),
+    source: r.source as PgpKeyRow["source"],
+    importedAt: r.imported_at as string,
+  };
 }
 
 function userParams(u: UserRow): SQLInputValue[] {
@@ -240,6 +258,38 @@ export class SqliteStore implements MetaStore {
 
   async deleteFolder(path: string): Promise<boolean> {
     return this.#run("DELETE FROM folders WHERE path = ?", path) > 0;
+  }
+
+  async listPgpKeys(): Promise<PgpKeyRow[]> {
+    return this.#all("SELECT * FROM pgp_keys ORDER BY owner_kind, owner_name, fingerprint").map(toPgpKey);
+  }
+
+  async getPgpKey(fingerprint: string): Promise<PgpKeyRow | undefined> {
+    const r = this.#get("SELECT * FROM pgp_keys WHERE fingerprint = ?", fingerprint);
+    return r ? toPgpKey(r) : undefined;
+  }
+
+  async putPgpKey(k: PgpKeyRow): Promise<void> {
+    this.#run(
+      `INSERT OR REPLACE INTO pgp_keys (fingerprint, owner_kind, owner_name, armored, user_ids, algorithm, created_at,
+         expires_at, revoked, certified_by, source, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      k.fingerprint,
+      k.ownerKind,
+      k.ownerName,
+      k.armored,
+      JSON.stringify(k.userIds),
+      k.algorithm,
+      k.createdAt,
+      k.expiresAt,
+      k.revoked ? 1 : 0,
+      JSON.stringify(k.certifiedBy),
+      k.source,
+      k.importedAt,
+    );
+  }
+
+  async deletePgpKey(fingerprint: string): Promise<boolean> {
+    return this.#run("DELETE FROM pgp_keys WHERE fingerprint = ?", fingerprint) > 0;
   }
 
   async getNode(id: string): Promise<NodeRow | undefined> {

@@ -1,6 +1,7 @@
 // Metadata store contract. SQLite (node:sqlite) implements it today; a PostgreSQL driver implements the same
 // interface for scale-out. Names, sizes and times of files are stored only as ciphertext (see src/vfs/names.ts);
 // the store never sees them in the clear.
+import type { PgpFolderOptions, PgpKeyRow } from "../pgp/types.ts";
 import type { Permission } from "../vfs/types.ts";
 
 /** DESIGN §2 separation of duties. `admin` and `custodian` are privileged: audit filters never hide them. */
@@ -13,7 +14,7 @@ export interface FolderOptions {
   /** KEK for files written under the folder (overrides user and group keys). */
   key?: string;
   /** OpenPGP folder settings (src/pgp). */
-  pgp?: Record<string, unknown>;
+  pgp?: PgpFolderOptions;
 }
 
 export interface FolderRow {
@@ -103,6 +104,13 @@ export interface MetaStore {
   /** Inserts or replaces. */
   putFolder(folder: FolderRow): Promise<void>;
   deleteFolder(path: string): Promise<boolean>;
+
+  /** OpenPGP public keys (src/pgp/keystore.ts), ordered by owner then fingerprint. */
+  listPgpKeys(): Promise<PgpKeyRow[]>;
+  getPgpKey(fingerprint: string): Promise<PgpKeyRow | undefined>;
+  /** Inserts or replaces (a re-import merges new signatures into the stored key). */
+  putPgpKey(key: PgpKeyRow): Promise<void>;
+  deletePgpKey(fingerprint: string): Promise<boolean>;
 
   getNode(id: string): Promise<NodeRow | undefined>;
   findChild(parentId: string, nameMac: Buffer): Promise<NodeRow | undefined>;

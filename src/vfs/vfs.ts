@@ -6,6 +6,7 @@ import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
 import { ParallelSegmentWriter, SealPool } from "../format/seal-pool.ts";
 import type { KeyProvider } from "../kms/types.ts";
+import { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
@@ -53,6 +54,8 @@ export interface Writer {
 export class Vfs {
   readonly tree: Tree;
   readonly folders: Folders;
+  /** OpenPGP public keys and the organisation key (PGP folders). */
+  readonly pgp: PgpKeyStore;
   readonly store: MetaStore;
   readonly blobs: BlobStore;
   readonly keys: KeyProvider;
@@ -74,6 +77,7 @@ export class Vfs {
     this.#crypto = crypto;
     this.tree = new Tree(deps.store, crypto);
     this.folders = new Folders(deps.store);
+    this.pgp = new PgpKeyStore(deps.store, deps.keys, deps.audit);
   }
 
   /** Unwraps (or on first use creates) the metadata key, makes sure the root exists, sweeps crash leftovers. */

@@ -58,6 +58,8 @@ export function run(
       clearTimeout(timer);
       resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
     });
+    // A process may exit without reading its input (EPIPE); its exit code tells what happened.
+    child.stdin.on("error", () => {});
     child.stdin.end(options.input ?? "");
   });
 }

@@ -24,6 +24,7 @@ const MAP: Record<ErrorCode, [StatusCode, string | undefined]> = {
   INVALID_PATH: [STATUS.BAD_MESSAGE, undefined],
   INVALID_INPUT: [STATUS.BAD_MESSAGE, undefined],
   UNSUPPORTED: [STATUS.OP_UNSUPPORTED, undefined],
+  REFUSED: [STATUS.PERMISSION_DENIED, undefined],
 };
 
 export function toStatus(err: unknown): SftpStatus {
