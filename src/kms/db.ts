@@ -106,6 +106,17 @@ const MIGRATIONS: readonly string[] = [
      expires_at TEXT NOT NULL,
      used_at TEXT
    ) STRICT;`,
+  // 3: client certificates issued by the KMS CA (`kms client issue|list|revoke`); mTLS identity = a row here.
+  `CREATE TABLE clients (
+     fingerprint TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     role TEXT NOT NULL CHECK (role IN ('server', 'operator', 'custodian', 'auditor', 'admin')),
+     serial TEXT NOT NULL,
+     issued_at TEXT NOT NULL,
+     not_after TEXT NOT NULL,
+     revoked_at TEXT
+   ) STRICT;
+   CREATE INDEX clients_name ON clients (name);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -228,6 +239,8 @@ export class KmsDb {
 
   /** BEGIN IMMEDIATE takes the write lock up front, so read-then-write (e.g. next version number) cannot race. */
   transaction<T>(fn: () => T): T {
+    // A nested call joins the enclosing transaction (kms init writes the seal configuration and the first key as one).
+    if (this.#db.isTransaction) return fn();
     this.#db.exec("BEGIN IMMEDIATE");
     try {
       const out = fn();

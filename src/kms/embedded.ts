@@ -9,7 +9,7 @@ import type { KmsCaller } from "./caller.ts";
 import { KmsDb } from "./db.ts";
 import { Keyring, type KeyringKeyInfo, type KeyringOptions } from "./keyring.ts";
 import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
-import { type ItemError, KmsService, type KmsServiceOptions, type WrapResult } from "./service.ts";
+import { KmsService, type KmsServiceOptions } from "./service.ts";
 import type { DataKey, EncryptionContext, KeyProvider } from "./types.ts";
 import { keyRefOfWrapped } from "./wrap.ts";
 
@@ -52,8 +52,6 @@ export interface EmbeddedKms extends KeyProvider {
   setMinDecryptionVersion(name: string, version: number): Promise<KeyringKeyInfo>;
   /** Re-wraps a DEK under the current version of the key it names, without exposing the DEK. */
   rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }>;
-  /** One result per item, in order; a failed item carries its error and does not fail the others. */
-  rewrapBatch(items: readonly { wrapped: Buffer; context: EncryptionContext }[]): Promise<(WrapResult | ItemError)[]>;
   /** Always set for the embedded provider: it is dev mode by construction. */
   readonly warning: string;
 }
@@ -130,7 +128,6 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
     unwrap: async (wrapped: Buffer, context: EncryptionContext): Promise<Buffer> =>
       service.unwrap(me, wrapped, context).plaintext,
     rewrap: async (wrapped: Buffer, context: EncryptionContext) => service.rewrap(me, wrapped, context),
-    rewrapBatch: async (items) => service.rewrapBatch(me, items),
     keyRefOf: (wrapped: Buffer): string => keyRefOfWrapped(wrapped),
     listKeys: async () => service.listKeys(operator),
     getKey: async (name: string) => service.getKey(operator, name),

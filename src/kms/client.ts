@@ -1,0 +1,467 @@
+// RemoteKms: the file server's side of a separate key manager. A KeyProvider over HTTPS with mutual TLS (client
+// certificate from `atrest kms client issue`), keep-alive sockets (bounded), and problem+json mapped back to the same
+// AtrestError classes the embedded provider throws. Concurrent unwraps are coalesced into batch requests.
+// A key manager that is down or unreachable fails fast with KeyUnavailableError "key manager unavailable at …".
+
+import { readFile } from "node:fs/promises";
+import { Agent, request } from "node:https";
+import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
+import { AtrestError, type ErrorCode, IntegrityError, KeyUnavailableError } from "../errors.ts";
+import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./ca.ts";
+import type { DataKey, EncryptionContext, KeyInfo, KeyProvider } from "./types.ts";
+import { keyRefOfWrapped } from "./wrap.ts";
+
+export interface RemoteKmsOptions {
+  /** https://host:port of `atrest kms serve`. */
+  url: string;
+  /** Directory with client.key, client.crt and ca.crt (as written by `atrest kms client issue --out DIR`). */
+  certDir?: string;
+  /** PEM alternatives to certDir. */
+  key?: string;
+  cert?: string;
+  ca?: string;
+  /** TCP + TLS connect deadline, ms (default 2000). */
+  connectTimeoutMs?: number;
+  /** Whole-request deadline, ms (default 15000). */
+  requestTimeoutMs?: number;
+  /** Concurrent sockets to the KMS (default 16). */
+  maxSockets?: number;
+  /** Coalesce concurrent unwrap calls into batch requests (default true). */
+  coalesce?: boolean;
+}
+
+export interface KmsStatus {
+  sealed: boolean;
+  kind: "shamir" | "dev-file";
+  threshold: number;
+  shares: number;
+  progress: number;
+  version: string;
+  detail?: string;
+}
+
+export type ItemOutcome<T> = T | { error: AtrestError };
+
+interface Problem {
+  title?: string;
+  detail?: string;
+  code?: string;
+  status?: number;
+}
+
+const CODES = new Set<string>([
+  "INTEGRITY",
+  "KEY_UNAVAILABLE",
+  "NOT_FOUND",
+  "EXISTS",
+  "NOT_EMPTY",
+  "NOT_A_DIRECTORY",
+  "IS_A_DIRECTORY",
+  "PERMISSION_DENIED",
+  "QUOTA_EXCEEDED",
+  "INVALID_PATH",
+  "INVALID_INPUT",
+  "UNSUPPORTED",
+  "AUTH_FAILED",
+]);
+
+/** The same error class the embedded provider would have thrown for `code`. */
+export function errorFromCode(code: string | undefined, message: string): AtrestError {
+  if (code === "KEY_UNAVAILABLE") return new KeyUnavailableError(message);
+  if (code === "INTEGRITY") return new IntegrityError(message);
+  if (code && CODES.has(code)) return new AtrestError(code as ErrorCode, message);
+  return new AtrestError("KEY_UNAVAILABLE", message);
+}
+
+const MAX_BATCH = 1000;
+
+interface PendingUnwrap {
+  wrapped: Buffer;
+  context: EncryptionContext;
+  resolve: (dek: Buffer) => void;
+  reject: (e: Error) => void;
+}
+
+export class RemoteKms implements KeyProvider {
+  readonly url: string;
+  readonly #host: string;
+  readonly #port: number;
+  readonly #agent: Agent;
+  readonly #connectTimeoutMs: number;
+  readonly #requestTimeoutMs: number;
+  readonly #coalesce: boolean;
+  #queue: PendingUnwrap[] = [];
+  #flushScheduled = false;
+  #closed = false;
+
+  private constructor(url: URL, tls: { key: string; cert: string; ca: string }, options: RemoteKmsOptions) {
+    this.url = url.origin;
+    this.#host = url.hostname.replace(/^\[|\]$/g, "");
+    this.#port = Number(url.port || 443);
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
+    this.#coalesce = options.coalesce ?? true;
+    const maxSockets = options.maxSockets ?? 16;
+    this.#agent = new Agent({
+      keepAlive: true,
+      maxSockets,
+      maxFreeSockets: maxSockets,
+      // Idle sockets are dropped before the server's 60 s keep-alive timeout closes them under us.
+      timeout: 30_000,
+      scheduling: "lifo",
+      key: tls.key,
+      cert: tls.cert,
+      ca: tls.ca,
+      minVersion: "TLSv1.2",
+    });
+  }
+
+  /** Loads the client certificate and prepares the connection pool; does not contact the KMS. */
+  static async connect(options: RemoteKmsOptions): Promise<RemoteKms> {
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new AtrestError("INVALID_INPUT", `invalid key manager URL ${JSON.stringify(options.url)}`);
+    }
+    if (url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) {
+      throw new AtrestError("INVALID_INPUT", `key manager URL must be https://host:port, got ${options.url}`);
+    }
+    let tls: { key: string; cert: string; ca: string };
+    if (options.key && options.cert && options.ca) {
+      tls = { key: options.key, cert: options.cert, ca: options.ca };
+    } else if (options.certDir) {
+      const dir = options.certDir;
+      try {
+        const [key, cert, ca] = await Promise.all(
+          [CLIENT_KEY_FILE, CLIENT_CERT_FILE, CLIENT_CA_FILE].map((f) => readFile(join(dir, f), "utf8")),
+        );
+        tls = { key, cert, ca };
+      } catch (e) {
+        throw new AtrestError(
+          "INVALID_INPUT",
+          `cannot read the KMS client certificate in ${dir}: ${(e as Error).message} ` +
+            `(expected ${CLIENT_KEY_FILE}, ${CLIENT_CERT_FILE}, ${CLIENT_CA_FILE} from atrest kms client issue)`,
+        );
+      }
+    } else {
+      throw new AtrestError("INVALID_INPUT", "a KMS client certificate directory is required (--kms-cert DIR)");
+    }
+    return new RemoteKms(url, tls, options);
+  }
+
+  // ---- KeyProvider ----
+
+  async generateDataKey(keyName: string, context: EncryptionContext): Promise<DataKey> {
+    const r = await this.#call<{ plaintext: string; wrapped: string; keyRef: string }>(
+      "POST",
+      `/v1/keys/${encodeURIComponent(keyName)}/generate-data-key`,
+      { context },
+    );
+    return toDataKey(r);
+  }
+
+  unwrap(wrapped: Buffer, context: EncryptionContext): Promise<Buffer> {
+    if (!this.#coalesce) return this.#unwrapOne(wrapped, context);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ wrapped, context, resolve, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        // Calls made in the same turn of the event loop (e.g. several sessions opening files) share one request.
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  keyRefOf(wrapped: Buffer): string {
+    return keyRefOfWrapped(wrapped);
+  }
+
+  async listKeys(): Promise<KeyInfo[]> {
+    return (await this.#call<{ keys: KeyInfo[] }>("GET", "/v1/keys")).keys;
+  }
+
+  createKey(name: string, options: { rotation?: string; rotationDays?: number; preActive?: boolean } = {}) {
+    return this.#call<KeyInfo>("POST", "/v1/keys", { name, ...options });
+  }
+
+  rotateKey(name: string): Promise<KeyInfo> {
+    return this.#call<KeyInfo>("POST", `/v1/keys/${encodeURIComponent(name)}/rotate`, {});
+  }
+
+  getKey(name: string): Promise<KeyInfo> {
+    return this.#call<KeyInfo>("GET", `/v1/keys/${encodeURIComponent(name)}`);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const pending = this.#queue;
+    this.#queue = [];
+    for (const p of pending) p.reject(new KeyUnavailableError("key manager client is closed"));
+    this.#agent.destroy();
+  }
+
+  // ---- beyond KeyProvider ----
+
+  async generateDataKeys(keyName: string, contexts: readonly EncryptionContext[]): Promise<DataKey[]> {
+    const out: DataKey[] = [];
+    for (let i = 0; i < contexts.length; i += MAX_BATCH) {
+      const r = await this.#call<{ items: { plaintext: string; wrapped: string; keyRef: string }[] }>(
+        "POST",
+        `/v1/keys/${encodeURIComponent(keyName)}/batch/generate-data-key`,
+        { contexts: contexts.slice(i, i + MAX_BATCH) },
+      );
+      out.push(...r.items.map(toDataKey));
+    }
+    return out;
+  }
+
+  async wrap(
+    keyName: string,
+    plaintext: Buffer,
+    context: EncryptionContext,
+  ): Promise<{ wrapped: Buffer; keyRef: string }> {
+    const r = await this.#call<{ wrapped: string; keyRef: string }>(
+      "POST",
+      `/v1/keys/${encodeURIComponent(keyName)}/wrap`,
+      { plaintext: plaintext.toString("base64"), context },
+    );
+    return { wrapped: Buffer.from(r.wrapped, "base64"), keyRef: r.keyRef };
+  }
+
+  /** One outcome per item, in order; a failed item does not fail the others. Plaintexts are the caller's to zero. */
+  async unwrapBatch(
+    items: readonly { wrapped: Buffer; context: EncryptionContext }[],
+  ): Promise<ItemOutcome<{ plaintext: Buffer; keyRef: string }>[]> {
+    const out: ItemOutcome<{ plaintext: Buffer; keyRef: string }>[] = [];
+    for (let i = 0; i < items.length; i += MAX_BATCH) {
+      const r = await this.#call<{ items: ItemJson<{ plaintext: string; keyRef: string }>[] }>(
+        "POST",
+        "/v1/batch/unwrap",
+        {
+          items: items
+            .slice(i, i + MAX_BATCH)
+            .map((it) => ({ wrapped: it.wrapped.toString("base64"), context: it.context })),
+        },
+      );
+      for (const it of r.items) {
+        out.push(
+          "error" in it
+            ? { error: itemError(it.error) }
+            : { plaintext: Buffer.from(it.plaintext, "base64"), keyRef: it.keyRef },
+        );
+      }
+    }
+    return out;
+  }
+
+  async rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }> {
+    const r = await this.#call<{ wrapped: string; keyRef: string }>("POST", "/v1/rewrap", {
+      wrapped: wrapped.toString("base64"),
+      context,
+    });
+    return { wrapped: Buffer.from(r.wrapped, "base64"), keyRef: r.keyRef };
+  }
+
+  async rewrapBatch(
+    items: readonly { wrapped: Buffer; context: EncryptionContext }[],
+  ): Promise<ItemOutcome<{ wrapped: Buffer; keyRef: string }>[]> {
+    const out: ItemOutcome<{ wrapped: Buffer; keyRef: string }>[] = [];
+    for (let i = 0; i < items.length; i += MAX_BATCH) {
+      const r = await this.#call<{ items: ItemJson<{ wrapped: string; keyRef: string }>[] }>(
+        "POST",
+        "/v1/batch/rewrap",
+        {
+          items: items
+            .slice(i, i + MAX_BATCH)
+            .map((it) => ({ wrapped: it.wrapped.toString("base64"), context: it.context })),
+        },
+      );
+      for (const it of r.items) {
+        out.push(
+          "error" in it
+            ? { error: itemError(it.error) }
+            : { wrapped: Buffer.from(it.wrapped, "base64"), keyRef: it.keyRef },
+        );
+      }
+    }
+    return out;
+  }
+
+  /** Seal state; also a health check (any valid client certificate may ask). */
+  status(): Promise<KmsStatus> {
+    return this.#call<KmsStatus>("GET", "/v1/status");
+  }
+
+  /** Submits one unseal share (custodian certificate). */
+  unseal(share: string): Promise<KmsStatus> {
+    return this.#call<KmsStatus>("POST", "/v1/unseal", { share });
+  }
+
+  resetUnseal(): Promise<KmsStatus> {
+    return this.#call<KmsStatus>("POST", "/v1/unseal", { reset: true });
+  }
+
+  seal(): Promise<KmsStatus> {
+    return this.#call<KmsStatus>("POST", "/v1/seal", {});
+  }
+
+  /** Prometheus text (operator, admin or auditor certificate). */
+  async metrics(): Promise<string> {
+    return this.#call<string>("GET", "/metrics", undefined, true);
+  }
+
+  /** Any other API call (governance routes): JSON in, JSON out, errors mapped. */
+  call<T>(method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown): Promise<T> {
+    return this.#call<T>(method, path, body);
+  }
+
+  // ---- internals ----
+
+  async #unwrapOne(wrapped: Buffer, context: EncryptionContext): Promise<Buffer> {
+    const r = await this.#call<{ plaintext: string }>("POST", "/v1/unwrap", {
+      wrapped: wrapped.toString("base64"),
+      context,
+    });
+    return Buffer.from(r.plaintext, "base64");
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, MAX_BATCH);
+      if (batch.length === 1) {
+        const [p] = batch;
+        this.#unwrapOne(p.wrapped, p.context).then(p.resolve, p.reject);
+        continue;
+      }
+      this.unwrapBatch(batch.map((p) => ({ wrapped: p.wrapped, context: p.context }))).then(
+        (results) => {
+          results.forEach((r, i) => {
+            if ("error" in r) batch[i].reject(r.error);
+            else batch[i].resolve(r.plaintext);
+          });
+        },
+        (e: Error) => {
+          for (const p of batch) p.reject(e);
+        },
+      );
+    }
+  }
+
+  #call<T>(method: string, path: string, body?: unknown, text = false): Promise<T> {
+    if (this.#closed) return Promise.reject(new KeyUnavailableError("key manager client is closed"));
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return this.#send<T>(method, path, payload, text, true);
+  }
+
+  #send<T>(method: string, path: string, payload: Buffer | undefined, text: boolean, mayRetry: boolean): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const headers: Record<string, string | number> = { accept: "application/json" };
+      if (payload) {
+        headers["content-type"] = "application/json";
+        headers["content-length"] = payload.length;
+      }
+      const req = request({
+        host: this.#host,
+        port: this.#port,
+        method,
+        path,
+        agent: this.#agent,
+        headers,
+      });
+      let connectTimer: NodeJS.Timeout | undefined;
+      const deadline = setTimeout(
+        () => req.destroy(new Error(`no answer within ${this.#requestTimeoutMs} ms`)),
+        this.#requestTimeoutMs,
+      );
+      const done = () => {
+        clearTimeout(deadline);
+        if (connectTimer) clearTimeout(connectTimer);
+      };
+      req.on("socket", (socket: TLSSocket) => {
+        if (!socket.connecting && !(socket as { pending?: boolean }).pending) return;
+        connectTimer = setTimeout(
+          () => req.destroy(new Error(`connect timeout after ${this.#connectTimeoutMs} ms`)),
+          this.#connectTimeoutMs,
+        );
+        socket.once("secureConnect", () => clearTimeout(connectTimer));
+      });
+      req.on("error", (err: NodeJS.ErrnoException) => {
+        done();
+        // A kept-alive socket the server closed while idle: the request never reached it, so send it again once.
+        if (mayRetry && req.reusedSocket && (err.code === "ECONNRESET" || err.code === "EPIPE")) {
+          this.#send<T>(method, path, payload, text, false).then(resolve, reject);
+          return;
+        }
+        reject(new KeyUnavailableError(`key manager unavailable at ${this.url}: ${describe(err)}`, { cause: err }));
+      });
+      req.on("response", (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", (err) => {
+          done();
+          reject(new KeyUnavailableError(`key manager unavailable at ${this.url}: ${describe(err)}`, { cause: err }));
+        });
+        res.on("end", () => {
+          done();
+          const raw = Buffer.concat(chunks).toString("utf8");
+          const status = res.statusCode ?? 0;
+          if (status === 200) {
+            if (text) return resolve(raw as T);
+            try {
+              return resolve(JSON.parse(raw) as T);
+            } catch {
+              return reject(new KeyUnavailableError(`key manager at ${this.url} sent a malformed answer`));
+            }
+          }
+          let p: Problem = {};
+          try {
+            p = JSON.parse(raw) as Problem;
+          } catch {
+            // not a problem document (a proxy?): report the status
+          }
+          const detail = p.detail ?? `HTTP ${status}`;
+          reject(errorFromCode(p.code, status === 503 ? `${detail} (${this.url})` : detail));
+        });
+      });
+      req.end(payload);
+    });
+  }
+}
+
+type ItemJson<T> = T | { error: { code: string; message: string } };
+
+function itemError(e: { code: string; message: string }): AtrestError {
+  return errorFromCode(e.code, e.message);
+}
+
+function toDataKey(r: { plaintext: string; wrapped: string; keyRef: string }): DataKey {
+  return { plaintext: Buffer.from(r.plaintext, "base64"), wrapped: Buffer.from(r.wrapped, "base64"), keyRef: r.keyRef };
+}
+
+function describe(err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case "ECONNREFUSED":
+      return "connection refused";
+    case "ECONNRESET":
+      return "connection reset";
+    case "ENOTFOUND":
+      return "unknown host";
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return "host unreachable";
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+    case "CERT_HAS_EXPIRED":
+      return `the key manager's TLS certificate is not trusted (${err.code}): wrong ca.crt or wrong host name?`;
+    default:
+      if (/alert|certificate|handshake|ssl/i.test(err.message)) {
+        return `TLS handshake failed (${err.message.split("\n")[0]}): client certificate not accepted by this KMS?`;
+      }
+      return err.message;
+  }
+}

@@ -1,0 +1,126 @@
+// The KMS directory: kms.db, the CA and the server's TLS files (and master.key in dev mode). Operations an operator
+// runs on the directory itself, on the KMS host: init, issuing and revoking client certificates.
+
+import { existsSync } from "node:fs";
+import { chmod, mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { AtrestError, KeyUnavailableError } from "../errors.ts";
+import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, createCa, issueClientCert, loadCa } from "./ca.ts";
+import type { KmsRole } from "./caller.ts";
+import { assertClientName, type ClientRow, recordClient } from "./clients.ts";
+import { KmsDb } from "./db.ts";
+import { writePrivateFile } from "./files.ts";
+import { initDevFile, initShamir, readSealConfig, type ShamirConfig } from "./unseal.ts";
+
+export const KMS_DB_FILE = "kms.db";
+
+export interface InitOptions {
+  /** Shamir: n shares, k threshold. Omit both for dev mode (key file). */
+  shares?: number;
+  threshold?: number;
+  dev?: boolean;
+  /** Extra names for the server certificate. */
+  sans?: readonly string[];
+}
+
+export type InitResult =
+  | { mode: "shamir"; shares: string[]; config: ShamirConfig; created: true }
+  | { mode: "dev-file"; created: boolean };
+
+/** Opens an initialised KMS directory's database (or throws a clear "not initialised"). */
+export function openKmsDb(dir: string): KmsDb {
+  const path = join(dir, KMS_DB_FILE);
+  if (!existsSync(path)) {
+    throw new KeyUnavailableError(`KMS not initialised: ${path} not found (run atrest kms init --data ${dir})`);
+  }
+  return new KmsDb(path);
+}
+
+/**
+ * Creates the directory (0700), the database, the master key (Shamir-sealed, or a dev key file) and the CA with the
+ * server's TLS certificate. Shamir init refuses an initialised directory; dev init is idempotent.
+ */
+export async function initKmsDir(dir: string, options: InitOptions): Promise<InitResult> {
+  const shamir = options.shares !== undefined || options.threshold !== undefined;
+  if (shamir && options.dev)
+    throw new AtrestError("INVALID_INPUT", "--dev and --shares/--threshold exclude each other");
+  if (!shamir && !options.dev) {
+    throw new AtrestError("INVALID_INPUT", "choose --shares N --threshold K (production) or --dev (key file)");
+  }
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+  const db = new KmsDb(join(dir, KMS_DB_FILE));
+  try {
+    let result: InitResult;
+    if (shamir) {
+      if (options.shares === undefined || options.threshold === undefined) {
+        throw new AtrestError("INVALID_INPUT", "--shares and --threshold go together");
+      }
+      const r = await initShamir(db, dir, options.shares, options.threshold);
+      result = { mode: "shamir", shares: r.shares, config: r.config, created: true };
+    } else {
+      result = { mode: "dev-file", created: await initDevFile(db, dir) };
+    }
+    const caCreated = await createCa(dir, { sans: options.sans });
+    if (caCreated && result.mode === "dev-file") result.created = true;
+    return result;
+  } finally {
+    db.close();
+  }
+}
+
+export function isInitialised(dir: string): boolean {
+  if (!existsSync(join(dir, KMS_DB_FILE))) return false;
+  const db = new KmsDb(join(dir, KMS_DB_FILE));
+  try {
+    return readSealConfig(db, dir) !== undefined;
+  } finally {
+    db.close();
+  }
+}
+
+export interface IssueOptions {
+  /** Validity in days (default 365). */
+  days?: number;
+  now?: () => Date;
+}
+
+/**
+ * Issues a client certificate, records it in kms.db and writes client.key, client.crt and ca.crt (0600) to `outDir`
+ * (created 0700). The private key exists only there.
+ */
+export async function issueClient(
+  dir: string,
+  name: string,
+  role: KmsRole,
+  outDir: string,
+  options: IssueOptions = {},
+): Promise<ClientRow> {
+  assertClientName(name);
+  const days = options.days ?? 365;
+  if (!Number.isInteger(days) || days < 1 || days > 3650) {
+    throw new AtrestError("INVALID_INPUT", "--days must be an integer from 1 to 3650");
+  }
+  const db = openKmsDb(dir);
+  try {
+    const ca = await loadCa(dir);
+    const issued = await issueClientCert(ca, name, role, days);
+    const row: ClientRow = {
+      fingerprint: issued.fingerprint,
+      name,
+      role,
+      serial: issued.serial,
+      issuedAt: (options.now ?? (() => new Date()))().toISOString(),
+      notAfter: issued.notAfter,
+      revokedAt: null,
+    };
+    recordClient(db, row);
+    await mkdir(outDir, { recursive: true, mode: 0o700 });
+    await writePrivateFile(join(outDir, CLIENT_KEY_FILE), issued.keyPem);
+    await writePrivateFile(join(outDir, CLIENT_CERT_FILE), issued.certPem);
+    await writePrivateFile(join(outDir, CLIENT_CA_FILE), ca.certPem);
+    return row;
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,277 @@
+// The KMS HTTP API: one table of routes. Each handler gets the authenticated caller and the parsed JSON body and
+// returns a JSON-able result; errors propagate to the one problem+json mapping in server.ts. Authorization of key
+// operations is KmsService's (role + client policy); seal, unseal and metrics are checked here.
+
+import * as z from "zod";
+import { AtrestError } from "../../errors.ts";
+import type { KmsCaller, KmsRole } from "../caller.ts";
+import type { KmsService } from "../service.ts";
+import {
+  contextSchema,
+  dataKeyJson,
+  MAX_BATCH,
+  mapItems,
+  parse,
+  plaintextJson,
+  schemas,
+  wrappedJson,
+} from "./codec.ts";
+
+export type Method = "GET" | "POST" | "PUT" | "DELETE";
+
+export interface SealControl {
+  status(): unknown;
+  unseal(caller: KmsCaller, share: string): Promise<unknown>;
+  resetUnseal(caller: KmsCaller): unknown;
+  seal(caller: KmsCaller): unknown;
+}
+
+export interface RouteContext {
+  caller: KmsCaller;
+  params: Readonly<Record<string, string>>;
+  body: unknown;
+  /** The unsealed service; throws SealedError (503) while sealed. */
+  service(): KmsService;
+  seal: SealControl;
+}
+
+export interface Route {
+  method: Method;
+  path: string;
+  /** Label for metrics and logs. */
+  op: string;
+  handler(ctx: RouteContext): unknown;
+}
+
+function requireRole(caller: KmsCaller, roles: readonly KmsRole[], what: string): void {
+  if (!roles.includes(caller.role)) {
+    throw new AtrestError(
+      "PERMISSION_DENIED",
+      `permission denied: client ${caller.name} (role ${caller.role}) may not ${what} (needs ${roles.join(" or ")})`,
+    );
+  }
+}
+
+/** Roles allowed to read /metrics over mTLS. */
+export const METRICS_ROLES: readonly KmsRole[] = ["operator", "admin", "auditor"];
+
+const createKey = z.strictObject({
+  name: z.string(),
+  preActive: z.boolean().optional(),
+  rotation: z.enum(["auto", "manual", "none"]).optional(),
+  rotationDays: z.number().int().min(1).optional(),
+});
+
+const keyPolicy = z.strictObject({
+  rotation: z.enum(["auto", "manual", "none"]).optional(),
+  rotationDays: z.number().int().min(1).optional(),
+  minDecryptionVersion: z.number().int().min(1).optional(),
+  minEncryptionVersion: z.number().int().min(1).optional(),
+});
+
+const versionState = z.strictObject({ state: z.enum(["active", "deactivated", "compromised"]) });
+
+function versionParam(s: string | undefined): number {
+  const v = Number(s);
+  if (!Number.isInteger(v) || v < 1) throw new AtrestError("INVALID_INPUT", `invalid key version ${JSON.stringify(s)}`);
+  return v;
+}
+
+export const ROUTES: readonly Route[] = [
+  // ---- seal state ----
+  { method: "GET", path: "/v1/status", op: "status", handler: (c) => c.seal.status() },
+  {
+    method: "POST",
+    path: "/v1/unseal",
+    op: "unseal",
+    handler: (c) => {
+      requireRole(c.caller, ["custodian"], "unseal");
+      const body = parse(schemas.unseal, c.body);
+      return "share" in body ? c.seal.unseal(c.caller, body.share) : c.seal.resetUnseal(c.caller);
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/seal",
+    op: "seal",
+    handler: (c) => {
+      requireRole(c.caller, ["custodian", "admin"], "seal the key manager");
+      return c.seal.seal(c.caller);
+    },
+  },
+
+  // ---- data keys ----
+  {
+    method: "POST",
+    path: "/v1/keys/:name/generate-data-key",
+    op: "generate-data-key",
+    handler: (c) => {
+      const b = parse(schemas.generate, c.body);
+      return dataKeyJson(c.service().generateDataKey(c.caller, c.params.name, b.context, b.version));
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/batch/generate-data-key",
+    op: "batch-generate-data-key",
+    handler: (c) => {
+      const b = parse(schemas.generateBatch, c.body);
+      return { items: c.service().generateDataKeys(c.caller, c.params.name, b.contexts).map(dataKeyJson) };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/wrap",
+    op: "wrap",
+    handler: (c) => {
+      const b = parse(schemas.wrap, c.body);
+      try {
+        return wrappedJson(c.service().wrap(c.caller, c.params.name, b.plaintext, b.context, b.version));
+      } finally {
+        b.plaintext.fill(0);
+      }
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/batch/wrap",
+    op: "batch-wrap",
+    handler: (c) => {
+      const b = parse(schemas.wrapBatch, c.body);
+      try {
+        return { items: mapItems(c.service().wrapBatch(c.caller, c.params.name, b.items), wrappedJson) };
+      } finally {
+        for (const it of b.items) it.plaintext.fill(0);
+      }
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/unwrap",
+    op: "unwrap",
+    handler: (c) => {
+      const b = parse(schemas.unwrap, c.body);
+      return plaintextJson(c.service().unwrap(c.caller, b.wrapped, b.context));
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/batch/unwrap",
+    op: "batch-unwrap",
+    handler: (c) => {
+      const b = parse(schemas.unwrapBatch, c.body);
+      return { items: mapItems(c.service().unwrapBatch(c.caller, b.items), plaintextJson) };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/rewrap",
+    op: "rewrap",
+    handler: (c) => {
+      const b = parse(schemas.unwrap, c.body);
+      return wrappedJson(c.service().rewrap(c.caller, b.wrapped, b.context));
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/batch/rewrap",
+    op: "batch-rewrap",
+    handler: (c) => {
+      const b = parse(schemas.unwrapBatch, c.body);
+      return { items: mapItems(c.service().rewrapBatch(c.caller, b.items), wrappedJson) };
+    },
+  },
+
+  // ---- keys ----
+  { method: "GET", path: "/v1/keys", op: "list-keys", handler: (c) => ({ keys: c.service().listKeys(c.caller) }) },
+  {
+    method: "POST",
+    path: "/v1/keys",
+    op: "create-key",
+    handler: (c) => {
+      const { name, ...options } = parse(createKey, c.body);
+      return c.service().createKey(c.caller, name, options);
+    },
+  },
+  { method: "GET", path: "/v1/keys/:name", op: "get-key", handler: (c) => c.service().getKey(c.caller, c.params.name) },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/rotate",
+    op: "rotate-key",
+    handler: (c) => {
+      parse(schemas.empty, c.body);
+      return c.service().rotateKey(c.caller, c.params.name);
+    },
+  },
+  {
+    method: "PUT",
+    path: "/v1/keys/:name/policy",
+    op: "set-key-policy",
+    handler: (c) => c.service().setKeyPolicy(c.caller, c.params.name, parse(keyPolicy, c.body)),
+  },
+  {
+    method: "PUT",
+    path: "/v1/keys/:name/versions/:version/state",
+    op: "set-version-state",
+    handler: (c) =>
+      c
+        .service()
+        .setVersionState(c.caller, c.params.name, versionParam(c.params.version), parse(versionState, c.body).state),
+  },
+];
+
+export { contextSchema, MAX_BATCH };
+
+// ---- matching ----
+
+interface Compiled {
+  route: Route;
+  segments: readonly string[];
+}
+
+export interface Match {
+  route: Route;
+  params: Record<string, string>;
+}
+
+export class Router {
+  readonly #routes: Compiled[];
+
+  constructor(routes: readonly Route[]) {
+    this.#routes = routes.map((route) => ({ route, segments: route.path.split("/").slice(1) }));
+  }
+
+  /** A match, or the allowed methods of the path (empty: unknown path). */
+  match(method: string, path: string): Match | { allowed: string[] } {
+    const parts = path.split("/").slice(1);
+    const allowed: string[] = [];
+    for (const c of this.#routes) {
+      const params = matchSegments(c.segments, parts);
+      if (!params) continue;
+      if (c.route.method === method) return { route: c.route, params };
+      allowed.push(c.route.method);
+    }
+    return { allowed };
+  }
+}
+
+function matchSegments(pattern: readonly string[], parts: readonly string[]): Record<string, string> | undefined {
+  if (pattern.length !== parts.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < pattern.length; i++) {
+    const p = pattern[i];
+    if (p.startsWith(":")) {
+      let v: string;
+      try {
+        v = decodeURIComponent(parts[i]);
+      } catch {
+        return undefined;
+      }
+      if (v === "") return undefined;
+      params[p.slice(1)] = v;
+    } else if (p !== parts[i]) {
+      return undefined;
+    }
+  }
+  return params;
+}

@@ -1,0 +1,363 @@
+// `atrest kms serve`: the key manager as its own process. HTTPS with mutual TLS: the server trusts only certificates
+// issued by its own CA (ca.ts), and the certificate's fingerprint names a client row (clients.ts) that becomes the
+// caller of every KmsService call. Starts sealed (Shamir) or unsealed (dev key file); while sealed, every key
+// operation answers 503 "sealed".
+
+import { existsSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
+import { AtrestError, KeyUnavailableError } from "../../errors.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../../metrics/registry.ts";
+import { loadServerTls } from "../ca.ts";
+import type { KmsCaller } from "../caller.ts";
+import { ClientDirectory } from "../clients.ts";
+import { KmsDb } from "../db.ts";
+import { KMS_DB_FILE } from "../home.ts";
+import { Keyring } from "../keyring.ts";
+import type { MasterKeySource } from "../master-source.ts";
+import { KmsMetrics } from "../metrics.ts";
+import { KmsService, type KmsServiceOptions } from "../service.ts";
+import { masterSourceFor } from "../unseal.ts";
+import { HttpError, PROBLEM_CONTENT_TYPE, problemOf, SealedError } from "./problem.ts";
+import { METRICS_ROLES, ROUTES, type RouteContext, Router, type SealControl } from "./routes.ts";
+
+export const DEFAULT_BODY_LIMIT = 1 << 20;
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+const quiet: Logger = { info() {}, warn() {}, error() {} };
+
+export interface KmsServerOptions {
+  /** The KMS directory (kms.db, CA and TLS files), initialised by `atrest kms init`. */
+  dir: string;
+  host?: string;
+  /** 0 = any free port. */
+  port?: number;
+  logger?: Logger;
+  /** Largest request body accepted, bytes (default 1 MiB). */
+  bodyLimit?: number;
+  /** Extra KmsService options (audit log, fail-closed). */
+  service?: KmsServiceOptions;
+}
+
+export interface KmsStatus {
+  sealed: boolean;
+  kind: MasterKeySource["kind"];
+  threshold: number;
+  shares: number;
+  progress: number;
+  version: string;
+}
+
+const VERSION = "1";
+
+export class KmsServer {
+  readonly #dir: string;
+  readonly #db: KmsDb;
+  readonly #source: MasterKeySource;
+  readonly #clients: ClientDirectory;
+  readonly #logger: Logger;
+  readonly #bodyLimit: number;
+  readonly #serviceOptions: KmsServiceOptions;
+  readonly #router = new Router(ROUTES);
+  readonly #fingerprints = new WeakMap<TLSSocket, string>();
+  readonly metrics: KmsMetrics;
+  #service: KmsService | undefined;
+  #server: Server | undefined;
+  #closed = false;
+
+  private constructor(dir: string, db: KmsDb, source: MasterKeySource, options: KmsServerOptions) {
+    this.#dir = dir;
+    this.#db = db;
+    this.#source = source;
+    this.#clients = new ClientDirectory(db);
+    this.#logger = options.logger ?? quiet;
+    this.#bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+    this.#serviceOptions = options.service ?? {};
+    this.metrics = new KmsMetrics(
+      () => {
+        const s = this.#source.status();
+        return { sealed: this.sealed, progress: s.progress, threshold: s.threshold };
+      },
+      () =>
+        this.#service
+          ? this.#service.keyring.listKeys().map((k) => ({
+              name: k.name,
+              currentSince:
+                k.versions.find((v) => v.version === k.currentVersion)?.createdAt ?? new Date().toISOString(),
+            }))
+          : [],
+    );
+  }
+
+  /** Opens the KMS directory, unseals at once if the master source needs no people (dev key file), and listens. */
+  static async start(options: KmsServerOptions): Promise<KmsServer> {
+    const dir = options.dir;
+    if (!existsSync(join(dir, KMS_DB_FILE))) {
+      throw new KeyUnavailableError(`KMS not initialised: ${join(dir, KMS_DB_FILE)} not found (run atrest kms init)`);
+    }
+    const tls = await loadServerTls(dir).catch((e: NodeJS.ErrnoException) => {
+      throw e.code === "ENOENT"
+        ? new AtrestError("NOT_FOUND", `no TLS files in ${dir} (${e.path}); run atrest kms init --data ${dir}`)
+        : e;
+    });
+    const db = new KmsDb(join(dir, KMS_DB_FILE));
+    let kms: KmsServer;
+    try {
+      kms = new KmsServer(dir, db, masterSourceFor(db, dir), options);
+      const master = await kms.#source.autoUnseal();
+      if (master) kms.#openService(master);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    const server = createServer(
+      {
+        key: tls.key,
+        cert: tls.cert,
+        ca: tls.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: "TLSv1.2",
+        handshakeTimeout: 10_000,
+      },
+      (req, res) => void kms.#handle(req, res),
+    );
+    server.keepAliveTimeout = 60_000;
+    server.headersTimeout = 20_000;
+    server.requestTimeout = 30_000;
+    server.on("tlsClientError", (err, socket) => {
+      kms.#logger.warn({ err: err.message, remote: socket.remoteAddress }, "kms: TLS handshake refused");
+    });
+    kms.#server = server;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+    } catch (e) {
+      await kms.close();
+      throw e;
+    }
+    return kms;
+  }
+
+  get port(): number {
+    const addr = this.#server?.address() as AddressInfo | null | undefined;
+    if (!addr) throw new AtrestError("INVALID_INPUT", "the KMS server is not listening");
+    return addr.port;
+  }
+
+  get dir(): string {
+    return this.#dir;
+  }
+
+  get sealed(): boolean {
+    return this.#service === undefined;
+  }
+
+  status(): KmsStatus {
+    const s = this.#source.status();
+    return {
+      sealed: this.sealed,
+      kind: s.kind,
+      threshold: s.threshold,
+      shares: s.shares,
+      progress: s.progress,
+      version: VERSION,
+    };
+  }
+
+  /** The unsealed service (for in-process use such as tests and benches); throws SealedError while sealed. */
+  service(): KmsService {
+    if (this.#service) return this.#service;
+    const s = this.#source.status();
+    throw new SealedError(s.threshold - s.progress);
+  }
+
+  #openService(master: Buffer): void {
+    let keyring: Keyring;
+    try {
+      keyring = new Keyring(this.#db, master);
+    } catch (e) {
+      master.fill(0);
+      throw e;
+    }
+    this.#service = new KmsService(keyring, this.#serviceOptions);
+  }
+
+  readonly #seal: SealControl = {
+    status: () => this.status(),
+    unseal: async (caller: KmsCaller, share: string) => {
+      if (!this.sealed) return { ...this.status(), detail: "already unsealed" };
+      const r = await this.#source.submitShare(share);
+      if (r.master) {
+        if (this.#closed || !this.sealed) r.master.fill(0);
+        else this.#openService(r.master);
+        this.#logger.info({ client: caller.name }, "kms: unsealed");
+      } else {
+        this.#logger.info({ client: caller.name, progress: r.progress, threshold: r.threshold }, "kms: unseal share");
+      }
+      return this.status();
+    },
+    resetUnseal: (caller: KmsCaller) => {
+      this.#source.reset();
+      this.#logger.info({ client: caller.name }, "kms: unseal progress reset");
+      return this.status();
+    },
+    seal: (caller: KmsCaller) => {
+      this.#sealNow();
+      this.#logger.info({ client: caller.name }, "kms: sealed");
+      return this.status();
+    },
+  };
+
+  #sealNow(): void {
+    const service = this.#service;
+    this.#service = undefined;
+    service?.close();
+    this.#source.seal();
+  }
+
+  #identify(req: IncomingMessage): KmsCaller {
+    const socket = req.socket as TLSSocket;
+    let fp = this.#fingerprints.get(socket);
+    if (fp === undefined) {
+      // rejectUnauthorized guarantees a certificate chaining to our CA; this is its identity.
+      const cert = socket.getPeerCertificate();
+      if (!socket.authorized || !cert?.fingerprint256) {
+        throw new HttpError(401, "unauthorized", "AUTH_FAILED", "a client certificate issued by this KMS is required");
+      }
+      fp = cert.fingerprint256.replace(/:/g, "").toLowerCase();
+      this.#fingerprints.set(socket, fp);
+    }
+    const id = this.#clients.identify(fp, socket.remoteAddress);
+    if ("refused" in id) throw new HttpError(403, "forbidden", "PERMISSION_DENIED", id.refused);
+    return id.caller;
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = performance.now();
+    let op = "unknown";
+    let items = 0;
+    try {
+      const caller = this.#identify(req);
+      const url = req.url ?? "/";
+      const q = url.indexOf("?");
+      const path = q < 0 ? url : url.slice(0, q);
+      if (path === "/metrics") {
+        op = "metrics";
+        if (req.method !== "GET") throw new HttpError(405, "method not allowed", "INVALID_INPUT", "use GET");
+        if (!METRICS_ROLES.includes(caller.role)) {
+          throw new AtrestError(
+            "PERMISSION_DENIED",
+            `permission denied: client ${caller.name} (role ${caller.role}) may not read metrics`,
+          );
+        }
+        const body = this.metrics.render();
+        res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE, "content-length": Buffer.byteLength(body) });
+        res.end(body);
+        this.metrics.observe(op, "success", (performance.now() - t0) / 1000);
+        return;
+      }
+      const m = this.#router.match(req.method ?? "GET", path);
+      if (!("route" in m)) {
+        if (m.allowed.length === 0) throw new HttpError(404, "not found", "NOT_FOUND", `no such endpoint: ${path}`);
+        res.setHeader("allow", m.allowed.join(", "));
+        throw new HttpError(405, "method not allowed", "INVALID_INPUT", `${req.method} not allowed on ${path}`);
+      }
+      op = m.route.op;
+      const body = await this.#readJson(req);
+      const ctx: RouteContext = {
+        caller,
+        params: m.params,
+        body,
+        service: () => this.service(),
+        seal: this.#seal,
+      };
+      let out = m.route.handler(ctx);
+      if (out instanceof Promise) out = await out;
+      const json = JSON.stringify(out);
+      if (out && typeof out === "object" && "items" in out && Array.isArray(out.items)) items = out.items.length;
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(json) });
+      res.end(json);
+      this.metrics.observe(op, "success", (performance.now() - t0) / 1000, items);
+    } catch (err) {
+      const p = problemOf(err);
+      if (p.status === 500) this.#logger.error({ err, op }, "kms: internal error");
+      const json = JSON.stringify(p);
+      if (!res.headersSent) {
+        // A body we did not read may still be arriving: close rather than drain an oversized request.
+        if (p.status === 413) res.setHeader("connection", "close");
+        res.writeHead(p.status, { "content-type": PROBLEM_CONTENT_TYPE, "content-length": Buffer.byteLength(json) });
+        res.end(json);
+      } else {
+        res.destroy();
+      }
+      const outcome = err instanceof SealedError ? "sealed" : p.code.toLowerCase();
+      this.metrics.observe(op, outcome, (performance.now() - t0) / 1000);
+    }
+  }
+
+  #readJson(req: IncomingMessage): Promise<unknown> {
+    const declared = Number(req.headers["content-length"] ?? 0);
+    if (declared > this.#bodyLimit) {
+      req.resume();
+      return Promise.reject(this.#tooLarge());
+    }
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > this.#bodyLimit) {
+          req.removeAllListeners("data");
+          req.resume();
+          reject(this.#tooLarge());
+          return;
+        }
+        chunks.push(c);
+      });
+      req.once("error", reject);
+      req.once("end", () => {
+        if (size > this.#bodyLimit) return;
+        if (size === 0) return resolve(undefined);
+        const text = chunks.length === 1 ? chunks[0].toString("utf8") : Buffer.concat(chunks).toString("utf8");
+        try {
+          resolve(JSON.parse(text));
+        } catch {
+          reject(new AtrestError("INVALID_INPUT", "request body is not valid JSON"));
+        }
+      });
+    });
+  }
+
+  #tooLarge(): HttpError {
+    return new HttpError(413, "payload too large", "INVALID_INPUT", `request body exceeds ${this.#bodyLimit} bytes`);
+  }
+
+  /** Seals (zeroes the master key and KEKs), stops listening, closes the database. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#sealNow();
+    const server = this.#server;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    }
+    this.#db.close();
+  }
+}
