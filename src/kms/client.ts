@@ -64,6 +64,7 @@ const CODES = new Set<string>([
   "INVALID_INPUT",
   "UNSUPPORTED",
   "AUTH_FAILED",
+  "REFUSED",
 ]);
 
 /** The same error class the embedded provider would have thrown for `code`. */

@@ -31,6 +31,7 @@ const STATUS: Record<ErrorCode, number> = {
   // Authentication of a wrapped key failed: almost always the wrong encryption context.
   INTEGRITY: 422,
   UNSUPPORTED: 501,
+  REFUSED: 422,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -47,6 +48,7 @@ const TITLE: Record<ErrorCode, string> = {
   QUOTA_EXCEEDED: "too large",
   INTEGRITY: "integrity check failed",
   UNSUPPORTED: "unsupported",
+  REFUSED: "refused",
 };
 
 /** Thrown by the server for a key operation while sealed; maps to 503 "sealed". */
