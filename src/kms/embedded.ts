@@ -6,10 +6,13 @@ import { userInfo } from "node:os";
 import { join } from "node:path";
 import { KeyUnavailableError } from "../errors.ts";
 import type { KmsCaller } from "./caller.ts";
+import { kmsClock } from "./clock.ts";
 import { KmsDb } from "./db.ts";
 import { Keyring, type KeyringKeyInfo, type KeyringOptions } from "./keyring.ts";
+import { KmsAudit } from "./kms-audit.ts";
 import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
-import { KmsService, type KmsServiceOptions } from "./service.ts";
+import { DEFAULT_SCHEDULER_INTERVAL_MS, KmsScheduler } from "./scheduler.ts";
+import { type ItemError, KmsService, type KmsServiceOptions, type WrapResult } from "./service.ts";
 import type { DataKey, EncryptionContext, KeyProvider } from "./types.ts";
 import { keyRefOfWrapped } from "./wrap.ts";
 
@@ -20,7 +23,11 @@ export const DEV_MODE_WARNING =
   "WARNING: atrest KMS is in DEV MODE: the master key is stored unprotected in a key file beside the data. " +
   "Anyone who copies this directory can decrypt every file. Production must run a separate KMS with Shamir unseal.";
 
-export type EmbeddedKmsOptions = KeyringOptions & KmsServiceOptions;
+export type EmbeddedKmsOptions = KeyringOptions &
+  KmsServiceOptions & {
+    /** Scheduler period (auto rotation, due destruction); 0 disables. Default 60 s. */
+    schedulerIntervalMs?: number;
+  };
 
 /** The file server's identity towards its in-process key manager: a `server` client with no policy (all keys). */
 export const EMBEDDED_CALLER: KmsCaller = Object.freeze({ name: "embedded", role: "server" });
@@ -52,6 +59,8 @@ export interface EmbeddedKms extends KeyProvider {
   setMinDecryptionVersion(name: string, version: number): Promise<KeyringKeyInfo>;
   /** Re-wraps a DEK under the current version of the key it names, without exposing the DEK. */
   rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }>;
+  /** One result per item, in order; a failed item carries its error and does not fail the others. */
+  rewrapBatch(items: readonly { wrapped: Buffer; context: EncryptionContext }[]): Promise<(WrapResult | ItemError)[]>;
   /** Always set for the embedded provider: it is dev mode by construction. */
   readonly warning: string;
 }
@@ -106,16 +115,30 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
   const master = await readMasterKeyFile(keyPath);
   let db: KmsDb | undefined;
   let ring: Keyring;
+  const now = options.now ?? kmsClock();
   try {
     db = new KmsDb(dbPath);
-    ring = new Keyring(db, master, options);
+    ring = new Keyring(db, master, { ...options, now });
   } catch (e) {
     master.fill(0);
     db?.close();
     throw e;
   }
   const kdb = db;
-  const service = new KmsService(ring, options);
+  // The KMS audit log lives in the KMS directory, apart from the file server's (unless the caller supplies one).
+  const kmsAudit = options.auditLog ? undefined : new KmsAudit(dir);
+  let service: KmsService;
+  try {
+    kmsAudit?.unseal(ring);
+    service = new KmsService(ring, { ...options, auditLog: options.auditLog ?? kmsAudit });
+  } catch (e) {
+    ring.close();
+    kdb.close();
+    await kmsAudit?.close();
+    throw e;
+  }
+  const interval = options.schedulerIntervalMs ?? DEFAULT_SCHEDULER_INTERVAL_MS;
+  const scheduler = interval > 0 ? new KmsScheduler(service).start(interval) : undefined;
   const me = EMBEDDED_CALLER;
   const operator = localCaller("operator");
   let closed = false;
@@ -128,6 +151,7 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
     unwrap: async (wrapped: Buffer, context: EncryptionContext): Promise<Buffer> =>
       service.unwrap(me, wrapped, context).plaintext,
     rewrap: async (wrapped: Buffer, context: EncryptionContext) => service.rewrap(me, wrapped, context),
+    rewrapBatch: async (items) => service.rewrapBatch(me, items),
     keyRefOf: (wrapped: Buffer): string => keyRefOfWrapped(wrapped),
     listKeys: async () => service.listKeys(operator),
     getKey: async (name: string) => service.getKey(operator, name),
@@ -138,8 +162,10 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
     close: async () => {
       if (closed) return;
       closed = true;
+      scheduler?.stop();
       service.close();
       kdb.close();
+      await kmsAudit?.close();
     },
   };
 }

@@ -3,14 +3,50 @@
 // the outcome with who, key, version, operation and encryption context. Synchronous like the keyring: the hot path
 // (unwrap) is a policy lookup, one AES-GCM open and one buffered audit record.
 
+import { randomBytes } from "node:crypto";
 import type { AuditAction, AuditEvent, AuditSink } from "../audit/types.ts";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
+import {
+  Approvals,
+  DEFAULT_QUORUM,
+  DEFAULT_REQUEST_TTL_MS,
+  type KmsRequest,
+  type RequestStatus,
+  readQuorum,
+} from "./approvals.ts";
+import {
+  createImportParams,
+  exportPublicKey,
+  IMPORT_ALGORITHM,
+  type ImportParams,
+  pruneImportTokens,
+  resealImportTokens,
+  unwrapImport,
+  wrapRsaAes,
+} from "./byok.ts";
 import type { KmsCaller } from "./caller.ts";
 import type { RotationPolicy } from "./db.ts";
-import type { CreateKeyOptions, Keyring, KeyringKeyInfo } from "./keyring.ts";
-import { ClientPolicies, type KmsOperation } from "./policy.ts";
+import {
+  type CreateKeyOptions,
+  type Keyring,
+  type KeyringKeyInfo,
+  MAX_DESTROY_DAYS,
+  MIN_DESTROY_DAYS,
+} from "./keyring.ts";
+import {
+  ClientPolicies,
+  type ClientPolicy,
+  type KmsOperation,
+  parseClientPolicy,
+  type StoredClientPolicy,
+} from "./policy.ts";
 import type { DataKey, EncryptionContext } from "./types.ts";
-import { formatKeyRef, isValidKeyName, parseWrapped } from "./wrap.ts";
+import { assertKeyName, formatKeyRef, isValidKeyName, parseWrapped } from "./wrap.ts";
+
+const DAY_MS = 86_400_000;
+export const DEFAULT_DESTROY_DAYS = 30;
+/** Who the scheduler's own actions (auto rotation, due destruction) are attributed to in the audit. */
+export const SCHEDULER_CALLER: KmsCaller = Object.freeze({ name: "kms-scheduler", role: "operator" });
 
 export interface KmsServiceOptions {
   /** The KMS audit log (see kms-audit.ts); every call is recorded there. */
@@ -21,6 +57,37 @@ export interface KmsServiceOptions {
    */
   failClosed?: boolean;
   onAuditError?: (err: unknown) => void;
+  /** Approvals needed when kms.db has no quorum set at init (default 2). */
+  quorum?: number;
+  /** How long a request waits for its approvals (default 24 h). */
+  requestTtlMs?: number;
+  /**
+   * Where a rotated master key is stored (the unseal module of a sealed KMS). Without it master rotation is refused:
+   * the dev-mode key file cannot be replaced atomically with the database.
+   */
+  persistMaster?: (newMaster: Buffer) => void;
+}
+
+export interface DestroyRequestInput {
+  /** One version; default every version of the key not yet destroyed. */
+  version?: number;
+  /** Waiting period after approval, 7–30 days (default 30). */
+  waitingDays?: number;
+  reason?: string;
+}
+
+export interface ExportRequestInput {
+  /** Default: the current version. */
+  version?: number;
+  /** RSA (≥ 2048-bit) public key, PEM, the material will be wrapped to. */
+  publicKeyPem: string;
+  reason?: string;
+}
+
+export interface ScheduledRun {
+  rotated: string[];
+  destroyed: string[];
+  executed: string[];
 }
 
 export interface WrapResult {
@@ -48,18 +115,31 @@ export type SettableState = "active" | "deactivated" | "compromised";
 export class KmsService {
   readonly keyring: Keyring;
   readonly policies: ClientPolicies;
+  readonly approvals: Approvals;
   readonly #audit: AuditSink | undefined;
   readonly #failClosed: boolean;
   readonly #onAuditError: (err: unknown) => void;
+  readonly #quorum: number;
+  readonly #ttlMs: number;
+  readonly #persistMaster: ((newMaster: Buffer) => void) | undefined;
   #closed = false;
 
   /** Takes ownership of the keyring (closed by close()); the database stays the caller's. */
   constructor(keyring: Keyring, options: KmsServiceOptions = {}) {
     this.keyring = keyring;
     this.policies = new ClientPolicies(keyring.db);
+    this.approvals = new Approvals(keyring.db);
     this.#audit = options.auditLog;
     this.#failClosed = options.failClosed ?? false;
     this.#onAuditError = options.onAuditError ?? (() => {});
+    this.#quorum = options.quorum ?? DEFAULT_QUORUM;
+    this.#ttlMs = options.requestTtlMs ?? DEFAULT_REQUEST_TTL_MS;
+    this.#persistMaster = options.persistMaster;
+  }
+
+  /** Approvals a request needs: set at `kms init`, else the option, else 2. */
+  get quorum(): number {
+    return readQuorum(this.keyring.db, this.#quorum);
   }
 
   // ---- data-key operations (role server) ----
@@ -197,6 +277,336 @@ export class KmsService {
     });
   }
 
+  // ---- dual control: requests, approvals, their execution ----
+
+  /** Asks for destruction of a key (every live version) or one version; runs after quorum + the waiting period. */
+  requestDestroy(caller: KmsCaller, name: string, input: DestroyRequestInput = {}): KmsRequest {
+    return this.#op(caller, "request-destroy", "key.request", name, undefined, (ev) => {
+      const days = input.waitingDays ?? DEFAULT_DESTROY_DAYS;
+      if (!Number.isInteger(days) || days < MIN_DESTROY_DAYS || days > MAX_DESTROY_DAYS) {
+        throw new AtrestError(
+          "INVALID_INPUT",
+          `the waiting period before destruction must be ${MIN_DESTROY_DAYS} to ${MAX_DESTROY_DAYS} days`,
+        );
+      }
+      const versions = this.keyring.destroyableVersions(name, input.version);
+      const key = this.keyring.getKey(name);
+      const live = key.versions.filter((v) => v.state !== "destroyed").length;
+      if (input.version === key.currentVersion && live > 1) {
+        throw new AtrestError(
+          "INVALID_INPUT",
+          `kek:${name}:v${key.currentVersion} is the current version: rotate first, or destroy the whole key`,
+        );
+      }
+      return this.#request(caller, ev, "destroy", name, { versions, waitingDays: days }, input.reason);
+    });
+  }
+
+  /** Clears a scheduled destruction (all scheduled versions of the key, or one). One person may stop a destroy. */
+  cancelDestroy(caller: KmsCaller, name: string, version?: number): KeyringKeyInfo {
+    return this.#op(caller, "cancel-destroy", "key.destroy", name, undefined, (ev) => {
+      const key = this.keyring.getKey(name);
+      const scheduled = key.versions.filter((v) => v.destroyAt && (version === undefined || v.version === version));
+      if (scheduled.length === 0) {
+        throw new AtrestError(
+          "INVALID_INPUT",
+          `no destruction is scheduled for kek:${name}${version ? `:v${version}` : ""}`,
+        );
+      }
+      const versions = scheduled.map((v) => v.version);
+      ev.detailExtra = { cancelled: versions.map((v) => formatKeyRef(name, v)) };
+      this.keyring.scheduleDestroy(name, versions, null, null);
+      return this.keyring.getKey(name);
+    });
+  }
+
+  /** Asks for the key material wrapped to `publicKeyPem` (CKM_RSA_AES_KEY_WRAP); fetch it with fetchExport. */
+  exportKey(caller: KmsCaller, name: string, input: ExportRequestInput): KmsRequest {
+    return this.#op(caller, "request-export", "key.request", name, undefined, (ev) => {
+      exportPublicKey(input.publicKeyPem);
+      const key = this.keyring.getKey(name);
+      const version = input.version ?? key.currentVersion;
+      const v = key.versions.find((x) => x.version === version);
+      if (!v) throw new AtrestError("NOT_FOUND", `unknown key version: ${formatKeyRef(name, version)}`);
+      if (v.state === "destroyed") throw new KeyUnavailableError(`${formatKeyRef(name, version)} is destroyed`);
+      return this.#request(caller, ev, "export", name, { version, publicKeyPem: input.publicKeyPem }, input.reason);
+    });
+  }
+
+  /** The exported material (wrapped to the requester's public key), for the requester of an executed export. */
+  fetchExport(caller: KmsCaller, id: string): { wrapped: Buffer; keyRef: string; algorithm: string } {
+    return this.#op(caller, "request-export", "key.export", undefined, undefined, (ev) => {
+      ev.target = id;
+      const r = this.approvals.get(id, this.keyring.now());
+      if (r.kind !== "export") throw new AtrestError("INVALID_INPUT", `request ${id} is not an export`);
+      if (r.requester !== caller.name) {
+        throw new AtrestError("PERMISSION_DENIED", `permission denied: only ${r.requester} may fetch export ${id}`);
+      }
+      const blob = this.approvals.resultBlob(id);
+      if (r.status !== "executed" || !blob) {
+        throw new AtrestError(
+          "INVALID_INPUT",
+          `export ${id} is ${r.status}${r.status === "pending" ? " (needs approvals)" : ""}`,
+        );
+      }
+      ev.keyRef = formatKeyRef(r.target, Number(r.params.version));
+      return { wrapped: blob, keyRef: ev.keyRef, algorithm: IMPORT_ALGORITHM };
+    });
+  }
+
+  /** Asks to set (or with null remove) a client's key policy. */
+  setClientPolicy(caller: KmsCaller, client: string, policy: ClientPolicy | null, reason?: string): KmsRequest {
+    return this.#op(caller, "request-client-policy", "key.request", undefined, undefined, (ev) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/.test(client)) {
+        throw new AtrestError("INVALID_INPUT", `invalid client name ${JSON.stringify(client.slice(0, 80))}`);
+      }
+      const checked = policy === null ? null : parseClientPolicy(policy);
+      return this.#request(caller, ev, "client-policy", client, { policy: checked }, reason);
+    });
+  }
+
+  getClientPolicy(caller: KmsCaller, client: string): StoredClientPolicy | undefined {
+    return this.#op(caller, "read-client-policy", "key.read", undefined, undefined, (ev) => {
+      ev.target = client;
+      return this.policies.get(client);
+    });
+  }
+
+  listClientPolicies(caller: KmsCaller): StoredClientPolicy[] {
+    return this.#op(caller, "read-client-policy", "key.read", undefined, undefined, () => this.policies.list());
+  }
+
+  /** Asks for a new master key; on approval every KEK version is re-sealed under it in one transaction. */
+  requestMasterRotation(caller: KmsCaller, reason?: string): KmsRequest {
+    return this.#op(caller, "request-master-rotation", "key.request", undefined, undefined, (ev) => {
+      if (!this.#persistMaster) {
+        throw new AtrestError(
+          "UNSUPPORTED",
+          "master key rotation needs a sealed key manager (kms init --shares): a dev-mode key file cannot be rotated",
+        );
+      }
+      return this.#request(caller, ev, "master-rotation", "master", {}, reason);
+    });
+  }
+
+  listRequests(caller: KmsCaller, status?: RequestStatus): KmsRequest[] {
+    return this.#op(caller, "list-requests", "key.read", undefined, undefined, () =>
+      this.approvals.list(this.keyring.now(), status),
+    );
+  }
+
+  getRequest(caller: KmsCaller, id: string): KmsRequest {
+    return this.#op(caller, "list-requests", "key.read", undefined, undefined, (ev) => {
+      ev.target = id;
+      return this.approvals.get(id, this.keyring.now());
+    });
+  }
+
+  /** A custodian's approval; the request runs as soon as the quorum is reached (a destroy is then scheduled). */
+  approve(caller: KmsCaller, id: string, reason = ""): KmsRequest {
+    const decided = this.#op(caller, "decide-request", "key.approve", undefined, undefined, (ev) => {
+      ev.target = id;
+      const { request, reached } = this.approvals.decide(id, caller, "approve", reason, this.keyring.now());
+      ev.keyRef = refOfRequest(request);
+      ev.detailExtra = { kind: request.kind, approvals: approvedBy(request), quorum: request.quorum };
+      return { request, reached };
+    });
+    return decided.reached ? this.#execute(caller, decided.request) : decided.request;
+  }
+
+  /** One custodian's rejection ends a request. */
+  reject(caller: KmsCaller, id: string, reason = ""): KmsRequest {
+    return this.#op(caller, "decide-request", "key.reject", undefined, undefined, (ev) => {
+      ev.target = id;
+      const { request } = this.approvals.decide(id, caller, "reject", reason, this.keyring.now());
+      ev.keyRef = refOfRequest(request);
+      ev.detailExtra = { kind: request.kind };
+      return request;
+    });
+  }
+
+  // ---- BYOK ----
+
+  /** An RSA-3072 wrapping public key and a single-use import token (24 h) for importing material into `name`. */
+  importParams(caller: KmsCaller, name: string): ImportParams {
+    return this.#op(caller, "import", "key.import", name, undefined, (ev) => {
+      assertKeyName(name);
+      this.#checkImportTarget(name);
+      ev.detailExtra = { step: "import-params" };
+      pruneImportTokens(this.keyring, this.keyring.now());
+      return createImportParams(this.keyring, name, this.keyring.now());
+    });
+  }
+
+  /**
+   * Imports material wrapped as RSA-OAEP-SHA256(ephemeral AES key) ‖ AES-KWP(ephemeral, material): a new key, or a
+   * new version of an imported key.
+   */
+  importKey(caller: KmsCaller, name: string, importToken: string, wrappedMaterial: Buffer): KeyringKeyInfo {
+    return this.#op(caller, "import", "key.import", name, undefined, (ev) => {
+      assertKeyName(name);
+      const existing = this.#checkImportTarget(name);
+      const material = unwrapImport(this.keyring, name, importToken, wrappedMaterial, this.keyring.now());
+      try {
+        const info = existing
+          ? this.keyring.rotateKey(name, material)
+          : this.keyring.createKey(name, { material, rotation: "manual" });
+        ev.keyRef = formatKeyRef(name, info.currentVersion);
+        return info;
+      } finally {
+        material.fill(0);
+      }
+    });
+  }
+
+  // ---- scheduler ----
+
+  /**
+   * One scheduler pass at the keyring's clock: automatic rotations that are due, destructions whose waiting period
+   * ended, and approved requests whose execution did not finish. Safe to run from several processes at once.
+   */
+  runScheduled(): ScheduledRun {
+    const now = this.keyring.now();
+    const out: ScheduledRun = { rotated: [], destroyed: [], executed: [] };
+    const me = SCHEDULER_CALLER;
+    for (const name of this.keyring.dueRotations(now)) {
+      const ev: PendingEvent = { keyRef: `kek:${name}`, detailExtra: { trigger: "cryptoperiod" } };
+      try {
+        const v = this.keyring.rotateIfDue(name, now);
+        if (v === undefined) continue;
+        ev.keyRef = formatKeyRef(name, v);
+        out.rotated.push(ev.keyRef);
+        this.#record(me, "key.rotate", "rotate", "success", ev, undefined);
+      } catch (e) {
+        this.#record(me, "key.rotate", "rotate", "failure", ev, undefined, (e as Error).message);
+      }
+    }
+    const destroyed = this.keyring.destroyDue(now);
+    for (const ref of destroyed) {
+      this.#record(
+        me,
+        "key.destroy",
+        "destroy",
+        "success",
+        { keyRef: ref, detailExtra: { trigger: "scheduled" } },
+        undefined,
+      );
+    }
+    out.destroyed = destroyed;
+    for (const r of this.approvals.approvedPending(now)) {
+      const last = r.approvals.filter((a) => a.decision === "approve").at(-1);
+      this.#execute({ name: last?.custodian ?? me.name, role: "custodian" }, r);
+      out.executed.push(r.id);
+    }
+    return out;
+  }
+
+  #checkImportTarget(name: string): KeyringKeyInfo | undefined {
+    let existing: KeyringKeyInfo | undefined;
+    try {
+      existing = this.keyring.getKey(name);
+    } catch (e) {
+      if ((e as AtrestError).code !== "NOT_FOUND") throw e;
+    }
+    if (existing && existing.origin !== "imported") {
+      throw new AtrestError(
+        "INVALID_INPUT",
+        `kek:${name} was generated by the key manager: import into a new key name (only imported keys take new material)`,
+      );
+    }
+    return existing;
+  }
+
+  #request(
+    caller: KmsCaller,
+    ev: PendingEvent,
+    kind: KmsRequest["kind"],
+    target: string,
+    params: Record<string, unknown>,
+    reason: string | undefined,
+  ): KmsRequest {
+    const r = this.approvals.create(
+      kind,
+      target,
+      params,
+      caller,
+      reason ?? "",
+      this.quorum,
+      this.keyring.now(),
+      this.#ttlMs,
+    );
+    ev.target = r.id;
+    ev.keyRef = refOfRequest(r);
+    ev.detailExtra = { kind, quorum: r.quorum, expiresAt: r.expiresAt, ...auditParams(r) };
+    return r;
+  }
+
+  /** Runs a request whose quorum was reached; a failure marks it failed (audited) rather than throwing. */
+  #execute(by: KmsCaller, r: KmsRequest): KmsRequest {
+    const now = this.keyring.now();
+    const ev: PendingEvent = { keyRef: refOfRequest(r), target: r.id, detailExtra: { kind: r.kind } };
+    let action: AuditAction = "key.destroy";
+    try {
+      switch (r.kind) {
+        case "destroy": {
+          const versions = (r.params.versions as number[]) ?? [];
+          const at = new Date(now.getTime() + Number(r.params.waitingDays) * DAY_MS);
+          this.keyring.scheduleDestroy(r.target, versions, at, r.id);
+          ev.detailExtra = { ...ev.detailExtra, op: "schedule", destroyAt: at.toISOString(), versions };
+          this.approvals.markExecuted(r.id, `destruction scheduled for ${at.toISOString()}`, now);
+          break;
+        }
+        case "export": {
+          action = "key.export";
+          const version = Number(r.params.version);
+          const pub = exportPublicKey(String(r.params.publicKeyPem));
+          const material = this.keyring.exportMaterial(r.target, version);
+          try {
+            this.approvals.markExecuted(
+              r.id,
+              `exported ${formatKeyRef(r.target, version)}`,
+              now,
+              wrapRsaAes(pub, material),
+            );
+          } finally {
+            material.fill(0);
+          }
+          break;
+        }
+        case "client-policy": {
+          action = "kms.policy";
+          const policy = r.params.policy === null ? null : parseClientPolicy(r.params.policy);
+          this.keyring.db.transaction(() => {
+            this.policies.set(r.target, policy, r.requester, now);
+            this.approvals.markExecuted(
+              r.id,
+              policy ? `policy of ${r.target} set` : `policy of ${r.target} removed`,
+              now,
+            );
+          });
+          break;
+        }
+        case "master-rotation": {
+          action = "kms.master.rotate";
+          const persist = this.#persistMaster;
+          if (!persist) throw new AtrestError("UNSUPPORTED", "master key rotation needs a sealed key manager");
+          const count = this.keyring.rotateMaster(randomBytes(32), persist, (reseal) =>
+            resealImportTokens(this.keyring, reseal),
+          );
+          ev.detailExtra = { ...ev.detailExtra, resealed: count };
+          this.approvals.markExecuted(r.id, `master key rotated; ${count} key versions re-sealed`, now);
+          break;
+        }
+      }
+      this.#record(by, action, r.kind, "success", ev, undefined);
+    } catch (e) {
+      const reason = (e as Error).message;
+      this.approvals.markFailed(r.id, reason, now);
+      this.#record(by, action, r.kind, "failure", ev, undefined, reason);
+    }
+    return this.approvals.get(r.id, now);
+  }
+
   /** Zeroes the master key and cached KEKs. */
   close(): void {
     if (this.#closed) return;
@@ -292,6 +702,26 @@ function refOf(wrapped: Buffer): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+function refOfRequest(r: KmsRequest): string | undefined {
+  if (r.kind === "destroy" || r.kind === "export") {
+    const v = r.kind === "export" ? Number(r.params.version) : undefined;
+    return v ? formatKeyRef(r.target, v) : `kek:${r.target}`;
+  }
+  return undefined;
+}
+
+function approvedBy(r: KmsRequest): string[] {
+  return r.approvals.filter((a) => a.decision === "approve").map((a) => a.custodian);
+}
+
+/** Request parameters fit for the audit: the export public key is summarised, not copied. */
+function auditParams(r: KmsRequest): Record<string, unknown> {
+  if (r.kind === "export") return { version: r.params.version };
+  if (r.kind === "client-policy") return { client: r.target, policy: r.params.policy };
+  if (r.kind === "destroy") return { versions: r.params.versions, waitingDays: r.params.waitingDays };
+  return {};
 }
 
 function settle<T>(fn: () => T): T | ItemError {

@@ -409,9 +409,12 @@ describe("persistence and at-rest protection", () => {
     assert.throws(() => unseal(Buffer.from(v1.sealed), "default", 2));
     db.close();
 
-    for (const f of await readdir(dir)) {
-      if (f === "master.key") continue;
-      const bytes = await readFile(join(dir, f));
+    const files = (await readdir(dir, { withFileTypes: true, recursive: true })).filter((e) => e.isFile());
+    assert.ok(files.some((e) => e.name === "kms-audit.log"));
+    for (const e of files) {
+      const f = join(e.parentPath, e.name);
+      if (e.name === "master.key") continue;
+      const bytes = await readFile(f);
       for (const [ref, kek] of keks) assert.equal(bytes.indexOf(kek), -1, `${ref} plaintext found in ${f}`);
       assert.equal(bytes.indexOf(master), -1, `master key found in ${f}`);
     }
