@@ -249,25 +249,30 @@ export class Keyring {
     );
   }
 
-  /** Unwraps under whatever version the blob names and re-wraps under the current version; the DEK never leaves. */
+  /**
+   * Unwraps under whatever version the blob names and re-wraps under the current version; the DEK never leaves.
+   * Unlike unwrap, this ignores the minimum decryption version: raising the minimum and then rewrapping is how old
+   * versions are retired (only material that still exists, in a decryptable state, is used).
+   */
   rewrap(wrapped: Buffer, context: EncryptionContext): { wrapped: Buffer; keyRef: string } {
-    const { dek } = this.unwrap(wrapped, context);
-    try {
-      const name = parseWrapped(wrapped).name;
-      let keyRef = `kek:${name}`;
-      return this.#audited(
-        "rewrap",
-        () => keyRef,
-        context,
-        () => {
-          const { kek, v } = this.#encryptionKek(name);
-          keyRef = formatKeyRef(name, v);
-          return { wrapped: wrapDek(kek, name, v, dek, context), keyRef };
-        },
-      );
-    } finally {
-      dek.fill(0);
-    }
+    let keyRef = "kek:?";
+    return this.#audited(
+      "rewrap",
+      () => keyRef,
+      context,
+      () => {
+        const parsed = parseWrapped(wrapped);
+        keyRef = formatKeyRef(parsed.name, parsed.version);
+        const dek = unwrapDek(this.#decryptionKek(parsed, keyRef, false), parsed, context);
+        try {
+          const { kek, v } = this.#encryptionKek(parsed.name);
+          keyRef = formatKeyRef(parsed.name, v);
+          return { wrapped: wrapDek(kek, parsed.name, v, dek, context), keyRef };
+        } finally {
+          dek.fill(0);
+        }
+      },
+    );
   }
 
   createKey(name: string, options: CreateKeyOptions = {}): KeyringKeyInfo {
@@ -674,12 +679,12 @@ export class Keyring {
     return { kek: this.#kek(name, v), v };
   }
 
-  #decryptionKek(parsed: WrappedHeader, keyRef: string): KeyObject {
+  #decryptionKek(parsed: WrappedHeader, keyRef: string, enforceMinimum = true): KeyObject {
     const key = this.#key(parsed.name);
     if (!key) throw new KeyUnavailableError(`unknown key: ${keyRef}`);
     const v = key.versions.get(parsed.version);
     if (!v) throw new KeyUnavailableError(`unknown key version: ${keyRef}`);
-    if (parsed.version < key.row.minDecryptionVersion) {
+    if (enforceMinimum && parsed.version < key.row.minDecryptionVersion) {
       throw new KeyUnavailableError(
         `${keyRef} is below the minimum decryption version v${key.row.minDecryptionVersion} of kek:${parsed.name}`,
       );
