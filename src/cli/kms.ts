@@ -1,7 +1,282 @@
-import type { Command } from "commander";
+// `atrest kms …`: the key manager as a service. Commands on the KMS directory itself (init, serve, client
+// issue|list|revoke, server-cert, backup, restore) run on the KMS host; seal-state commands (unseal, seal, status)
+// talk to a running `kms serve` over mTLS with a client certificate. Key lifecycle commands: ./kms-keys.ts.
+
+import { type Command, Option } from "commander";
+import { pino } from "pino";
+import { AtrestError } from "../errors.ts";
+import { KMS_ROLES, type KmsRole } from "../kms/caller.ts";
+import { type KmsStatus, RemoteKms } from "../kms/client.ts";
+import { DEV_MODE_WARNING } from "../kms/embedded.ts";
+import { say } from "./common.ts";
 import { registerKmsKeys } from "./kms-keys.ts";
+import { readSecretLine } from "./secret-input.ts";
+
+export const DEFAULT_KMS_DIR = "./kms";
+export const DEFAULT_KMS_PORT = 8443;
+
+function kmsDirOption(): Option {
+  return new Option("--data <dir>", `KMS directory (default ${DEFAULT_KMS_DIR})`)
+    .env("ATREST_KMS_DATA")
+    .default(DEFAULT_KMS_DIR);
+}
+
+function urlOption(): Option {
+  return new Option("--kms <url>", "https://host:port of the running key manager")
+    .env("ATREST_KMS")
+    .makeOptionMandatory();
+}
+
+function certOption(): Option {
+  return new Option("--cert <dir>", "client certificate directory (client.key, client.crt, ca.crt)")
+    .env("ATREST_KMS_CERT")
+    .makeOptionMandatory();
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function intOption(what: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) {
+      throw new AtrestError("INVALID_INPUT", `${what} must be an integer from ${min} to ${max} (got ${value})`);
+    }
+    return n;
+  };
+}
+
+async function withRemote<T>(opts: { kms: string; cert: string }, fn: (kms: RemoteKms) => Promise<T>): Promise<T> {
+  const kms = await RemoteKms.connect({ url: opts.kms, certDir: opts.cert });
+  try {
+    return await fn(kms);
+  } finally {
+    await kms.close();
+  }
+}
+
+function statusLine(s: KmsStatus): string {
+  if (!s.sealed)
+    return `unsealed (${s.kind === "dev-file" ? "dev mode key file" : `shamir ${s.threshold} of ${s.shares}`})`;
+  return `sealed: ${s.progress}/${s.threshold} shares submitted (shamir ${s.threshold} of ${s.shares})`;
+}
 
 export function registerKms(program: Command): void {
-  const kms = program.command("kms").description("key manager (embedded, in the data directory)");
+  const kms = program
+    .command("kms")
+    .description("key manager: the embedded one in the data directory, or a separate service (kms serve)");
+
+  kms
+    .command("init")
+    .description(
+      "create a KMS directory: master key sealed by Shamir shares (printed once) or a dev key file, and its CA",
+    )
+    .addOption(kmsDirOption())
+    .option("--shares <n>", "number of unseal key shares to print (2-255)", intOption("--shares", 2, 255))
+    .option("--threshold <k>", "shares needed to unseal (2..shares)", intOption("--threshold", 2, 255))
+    .option("--dev", "dev mode: master key in a key file beside the database (unprotected; loud warning)")
+    .option("--san <name>", "extra IP or DNS name for the server certificate (repeatable)", collect, [])
+    .action(async (opts: { data: string; shares?: number; threshold?: number; dev?: boolean; san: string[] }) => {
+      const { initKmsDir } = await import("../kms/home.ts");
+      const r = await initKmsDir(opts.data, {
+        shares: opts.shares,
+        threshold: opts.threshold,
+        dev: opts.dev,
+        sans: opts.san,
+      });
+      if (r.mode === "dev-file") {
+        say(r.created ? `initialised KMS in ${opts.data} (dev mode)` : `${opts.data} is already initialised`);
+        process.stderr.write(`\n${DEV_MODE_WARNING}\n\n`);
+        return;
+      }
+      say(`initialised KMS in ${opts.data}: ${r.config.threshold} of ${r.config.shares} shares unseal it`);
+      process.stdout.write(
+        `\nUnseal key shares (shown ONCE, never stored; give one to each custodian, keep them apart):\n\n${r.shares
+          .map((s, i) => `  share ${i + 1}: ${s}\n`)
+          .join(
+            "",
+          )}\nNext: atrest kms client issue <name> --role custodian --out DIR --data ${opts.data}  (one per custodian)\n` +
+          `      atrest kms serve --data ${opts.data}, then each custodian: atrest kms unseal --kms URL --cert DIR\n`,
+      );
+    });
+
+  kms
+    .command("serve")
+    .description("run the key manager: HTTPS JSON API with mutual TLS (starts sealed unless dev mode)")
+    .addOption(kmsDirOption())
+    .addOption(
+      new Option("--host <addr>", "listen address (default 127.0.0.1)").env("ATREST_KMS_HOST").default("127.0.0.1"),
+    )
+    .addOption(
+      new Option("--port <n>", `listen port; 0 = any free port (default ${DEFAULT_KMS_PORT})`)
+        .env("ATREST_KMS_PORT")
+        .default(DEFAULT_KMS_PORT)
+        .argParser(intOption("--port", 0, 65535)),
+    )
+    .addOption(
+      new Option("--metrics-port <n>", "plain-HTTP /metrics on 127.0.0.1 (0 = off; mTLS /metrics is always on)")
+        .env("ATREST_KMS_METRICS_PORT")
+        .default(0)
+        .argParser(intOption("--metrics-port", 0, 65535)),
+    )
+    .addOption(
+      new Option("--log-level <level>", "pino level (default info)")
+        .env("ATREST_LOG_LEVEL")
+        .default("info")
+        .choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    )
+    .action(async (opts: { data: string; host: string; port: number; metricsPort: number; logLevel: string }) => {
+      // Loaded here so that other commands do not pay for the server and certificate code.
+      const { KmsServer } = await import("../kms/server/server.ts");
+      const { startMetricsServer } = await import("../metrics/server.ts");
+      const logger = pino({ level: opts.logLevel, base: { service: "atrest-kms" } });
+      const server = await KmsServer.start({ dir: opts.data, host: opts.host, port: opts.port, logger });
+      const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
+      say(`kms listening on https://${host}:${server.port}`);
+      const metrics =
+        opts.metricsPort > 0
+          ? await startMetricsServer(server.metrics.registry, "127.0.0.1", opts.metricsPort)
+          : undefined;
+      if (metrics) say(`kms metrics on http://127.0.0.1:${metrics.port}/metrics`);
+      const st = server.status();
+      if (st.kind === "dev-file") process.stderr.write(`\n${DEV_MODE_WARNING}\n\n`);
+      say(
+        st.sealed
+          ? `kms is sealed: ${st.threshold} of ${st.shares} shares needed (atrest kms unseal --kms https://${host}:${server.port} --cert DIR)`
+          : "kms is unsealed",
+      );
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, "kms: shutting down (sealing)");
+        await metrics?.close();
+        await server.close();
+        process.exit(0);
+      };
+      process.on("SIGINT", () => void stop("SIGINT"));
+      process.on("SIGTERM", () => void stop("SIGTERM"));
+    });
+
+  kms
+    .command("unseal")
+    .description(
+      "submit one unseal share to a running KMS (read from stdin or a hidden prompt, never the command line)",
+    )
+    .addOption(urlOption())
+    .addOption(certOption())
+    .option("--reset", "discard the shares submitted so far instead")
+    .action(async (opts: { kms: string; cert: string; reset?: boolean }) => {
+      await withRemote(opts, async (remote) => {
+        if (opts.reset) {
+          const s = await remote.resetUnseal();
+          say(`unseal progress reset: ${statusLine(s)}`);
+          return;
+        }
+        const before = await remote.status();
+        if (!before.sealed) {
+          say("already unsealed");
+          return;
+        }
+        const share = await readSecretLine(`unseal share (${before.progress + 1}/${before.threshold}): `);
+        if (!share)
+          throw new AtrestError("INVALID_INPUT", "no share given (pipe it on stdin or type it at the prompt)");
+        const s = await remote.unseal(share);
+        say(s.sealed ? `unseal progress ${s.progress}/${s.threshold}` : "unsealed");
+      });
+    });
+
+  kms
+    .command("seal")
+    .description("seal a running KMS: it forgets its master key until unsealed again (custodian or admin)")
+    .addOption(urlOption())
+    .addOption(certOption())
+    .action(async (opts: { kms: string; cert: string }) => {
+      await withRemote(opts, async (remote) => say(statusLine(await remote.seal())));
+    });
+
+  kms
+    .command("status")
+    .description("seal state of a running KMS")
+    .addOption(urlOption())
+    .addOption(certOption())
+    .option("--json", "machine-readable output")
+    .action(async (opts: { kms: string; cert: string; json?: boolean }) => {
+      await withRemote(opts, async (remote) => {
+        const s = await remote.status();
+        if (opts.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+        else say(statusLine(s));
+      });
+    });
+
+  const client = kms.command("client").description("client certificates issued by the KMS CA (run on the KMS host)");
+
+  client
+    .command("issue <name>")
+    .description("issue a client certificate: writes client.key, client.crt and ca.crt (0600) to --out")
+    .addOption(kmsDirOption())
+    .addOption(new Option("--role <role>", "what the client may do").choices([...KMS_ROLES]).makeOptionMandatory())
+    .requiredOption("--out <dir>", "directory for the client's key and certificates")
+    .option("--days <n>", "validity in days (default 365)", intOption("--days", 1, 3650))
+    .action(async (name: string, opts: { data: string; role: KmsRole; out: string; days?: number }) => {
+      const { issueClient } = await import("../kms/home.ts");
+      const row = await issueClient(opts.data, name, opts.role, opts.out, { days: opts.days });
+      say(
+        `issued ${row.role} certificate for ${row.name} (sha256 ${row.fingerprint}, until ${row.notAfter}) in ${opts.out}`,
+      );
+    });
+
+  client
+    .command("list")
+    .description("list issued client certificates")
+    .addOption(kmsDirOption())
+    .option("--json", "machine-readable output")
+    .action(async (opts: { data: string; json?: boolean }) => {
+      const { openKmsDb } = await import("../kms/home.ts");
+      const { listClients } = await import("../kms/clients.ts");
+      const db = openKmsDb(opts.data);
+      try {
+        const rows = listClients(db);
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+          return;
+        }
+        for (const r of rows) {
+          const state = r.revokedAt ? `revoked ${r.revokedAt}` : `valid until ${r.notAfter}`;
+          process.stdout.write(`${r.name}\t${r.role}\t${state}\tsha256:${r.fingerprint}\n`);
+        }
+      } finally {
+        db.close();
+      }
+    });
+
+  client
+    .command("revoke <name-or-fingerprint>")
+    .description("revoke a client's certificates (a running KMS refuses them within a second)")
+    .addOption(kmsDirOption())
+    .action(async (who: string, opts: { data: string }) => {
+      const { openKmsDb } = await import("../kms/home.ts");
+      const { revokeClient } = await import("../kms/clients.ts");
+      const db = openKmsDb(opts.data);
+      try {
+        const n = revokeClient(db, who, new Date().toISOString());
+        say(n > 0 ? `revoked ${n} certificate(s) of ${who}` : `${who} was already revoked`);
+      } finally {
+        db.close();
+      }
+    });
+
+  kms
+    .command("server-cert")
+    .description("re-issue the KMS server's TLS certificate (e.g. to add --san names); restart kms serve to use it")
+    .addOption(kmsDirOption())
+    .option("--san <name>", "extra IP or DNS name (repeatable)", collect, [])
+    .action(async (opts: { data: string; san: string[] }) => {
+      const { issueServerCert, loadCa } = await import("../kms/ca.ts");
+      const issued = await issueServerCert(opts.data, await loadCa(opts.data), opts.san);
+      say(`issued server certificate (sha256 ${issued.fingerprint}, until ${issued.notAfter})`);
+    });
+
   registerKmsKeys(kms);
 }

@@ -21,19 +21,20 @@ import "./reflect-metadata.ts";
 import * as x509 from "@peculiar/x509";
 import { AtrestError } from "../errors.ts";
 import type { KmsRole } from "./caller.ts";
+import { CA_CERT_FILE, CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE } from "./cert-files.ts";
 import { writePrivateFile } from "./files.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
-export const CA_KEY_FILE = "ca.key";
-export const CA_CERT_FILE = "ca.crt";
-export const SERVER_KEY_FILE = "server.key";
-export const SERVER_CERT_FILE = "server.crt";
-
-/** Names a client directory must contain (`kms client issue --out DIR`, `--cert DIR` / `--kms-cert DIR`). */
-export const CLIENT_KEY_FILE = "client.key";
-export const CLIENT_CERT_FILE = "client.crt";
-export const CLIENT_CA_FILE = "ca.crt";
+export {
+  CA_CERT_FILE,
+  CA_KEY_FILE,
+  CLIENT_CA_FILE,
+  CLIENT_CERT_FILE,
+  CLIENT_KEY_FILE,
+  SERVER_CERT_FILE,
+  SERVER_KEY_FILE,
+} from "./cert-files.ts";
 
 const EC = { name: "ECDSA", namedCurve: "P-256" } as const;
 const SIGNING = { name: "ECDSA", hash: "SHA-256" } as const;

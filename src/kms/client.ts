@@ -8,7 +8,7 @@ import { Agent, request } from "node:https";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { AtrestError, type ErrorCode, IntegrityError, KeyUnavailableError } from "../errors.ts";
-import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./ca.ts";
+import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./cert-files.ts";
 import type { DataKey, EncryptionContext, KeyInfo, KeyProvider } from "./types.ts";
 import { keyRefOfWrapped } from "./wrap.ts";
 
