@@ -6,7 +6,19 @@ import { AuditLog } from "./audit/log.ts";
 import { verifyPassword } from "./auth/passwords.ts";
 import { buildUser, type NewUser, requireUser, validateGroupName } from "./auth/users.ts";
 import { AtrestError } from "./errors.ts";
-import { type EmbeddedKms, initEmbeddedKms, openEmbeddedKms } from "./kms/embedded.ts";
+import { DEFAULT_DEK_CACHE_ENTRIES, DEFAULT_DEK_CACHE_SECONDS, DekCache, withDekCache } from "./keys/dek-cache.ts";
+import {
+  type OpenedKeyManager,
+  openKeyManager,
+  type RemoteKmsSettings,
+  readRemoteKms,
+  remoteKmsFor,
+  writeRemoteKms,
+} from "./keys/key-manager.ts";
+import { lockHolder } from "./keys/lock.ts";
+import type { KeyManager } from "./keys/provider.ts";
+import { recoverRewrap } from "./keys/rewrap.ts";
+import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
 import { assertKeyName } from "./kms/wrap.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
@@ -24,6 +36,8 @@ export interface DataPaths {
   kms: string;
   meta: string;
   hostKeys: string;
+  /** Key jobs: lock and rewrap journal. */
+  keys: string;
   audit: string;
 }
 
@@ -33,23 +47,51 @@ export function dataPaths(root: string): DataPaths {
     kms: join(root, "kms"),
     meta: join(root, "meta.db"),
     hostKeys: join(root, "hostkeys"),
+    keys: join(root, "keys"),
     audit: join(root, "audit", "audit.log"),
   };
 }
 
-/** Creates the data directory and the dev-mode key manager if missing. Idempotent. */
-export async function initData(root: string): Promise<{ created: boolean; warning?: string }> {
+/**
+ * Creates the data directory and, unless it uses a remote key manager (`remote`, or recorded in the directory), the
+ * dev-mode embedded key manager. Idempotent.
+ */
+export async function initData(
+  root: string,
+  remote?: RemoteKmsSettings,
+): Promise<{ created: boolean; warning?: string }> {
   const paths = dataPaths(root);
   await mkdir(root, { recursive: true, mode: 0o700 });
+  if (remote || (await readRemoteKms(root))) return { created: false };
   return initEmbeddedKms(paths.kms);
 }
 
 export const silentLogger: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 
+export interface AppOptions {
+  logger?: Logger;
+  /** DEK cache bounds (DESIGN §3); 0 turns it off. Defaults: 300 s, 10,000 entries. */
+  dekCacheSeconds?: number;
+  dekCacheEntries?: number;
+  /**
+   * Remove unfinished uploads and unreferenced blobs at open. Only the server does this, at its start: an admin
+   * command running beside a live server must not delete the server's uploads in progress.
+   */
+  sweep?: boolean;
+  /** A remote key manager (`atrest kms serve`); default: the one recorded in the data dir, else the embedded one. */
+  kms?: RemoteKmsSettings;
+}
+
 export class App implements Accounts {
   readonly paths: DataPaths;
   readonly store: SqliteStore;
-  readonly keys: EmbeddedKms;
+  /** The key manager, without the DEK cache (admin commands, rewrap). */
+  readonly keys: KeyManager;
+  /** The embedded key manager, when that is the one in use. */
+  readonly embedded: EmbeddedKms | undefined;
+  readonly dekCache: DekCache;
+  /** Where the keys live, for reports: the embedded key manager's directory or the remote key manager's URL. */
+  readonly keyManagerLocation: string;
   readonly vfs: Vfs;
   readonly audit: AuditLog;
   readonly logger: Logger;
@@ -57,24 +99,30 @@ export class App implements Accounts {
   private constructor(
     paths: DataPaths,
     store: SqliteStore,
-    keys: EmbeddedKms,
+    opened: OpenedKeyManager,
+    dekCache: DekCache,
     vfs: Vfs,
     audit: AuditLog,
     logger: Logger,
   ) {
     this.paths = paths;
     this.store = store;
-    this.keys = keys;
+    this.keys = opened.keys;
+    this.embedded = opened.embedded;
+    this.dekCache = dekCache;
+    this.keyManagerLocation = opened.location;
     this.vfs = vfs;
     this.audit = audit;
     this.logger = logger;
   }
 
-  static async open(root: string, logger: Logger = silentLogger): Promise<App> {
+  static async open(root: string, options: AppOptions | Logger = {}): Promise<App> {
+    const o: AppOptions = "info" in options ? { logger: options as Logger } : (options as AppOptions);
+    const logger = o.logger ?? silentLogger;
     const paths = dataPaths(root);
-    const keys = await openEmbeddedKms(paths.kms).catch((err: Error) => {
-      throw new AtrestError("KEY_UNAVAILABLE", `${err.message} (data dir ${root})`);
-    });
+    const remote = await remoteKmsFor(root, o.kms);
+    const opened = await openKeyManager(root, paths.kms, remote);
+    const keys = opened.keys;
     const store = new SqliteStore(paths.meta);
     const blobs = new LocalBlobStore(root);
     await blobs.init();
@@ -85,8 +133,27 @@ export class App implements Accounts {
         signer: await checkpointSigner(store, keys),
       },
     );
-    const vfs = await Vfs.open({ store, blobs, keys, audit, logger });
-    return new App(paths, store, keys, vfs, audit, logger);
+    const dekCache = new DekCache({
+      maxAgeMs: (o.dekCacheSeconds ?? DEFAULT_DEK_CACHE_SECONDS) * 1000,
+      maxEntries: o.dekCacheEntries ?? DEFAULT_DEK_CACHE_ENTRIES,
+    });
+    const cached: KeyManager = withDekCache<KeyManager>(keys, dekCache);
+    if (o.sweep && lockHolder(paths.keys) === undefined) {
+      // A rewrap that crashed may have left headers half-written: finish them before serving (journal.ts).
+      const repaired = await recoverRewrap({ store, blobs, keys, dir: paths.keys });
+      if (repaired > 0) logger.warn({ repaired }, "finished an interrupted key rewrap");
+    }
+    const vfs = await Vfs.open({ store, blobs, keys: cached, audit, logger, sweep: o.sweep ?? false });
+    if (o.kms) await writeRemoteKms(root, o.kms);
+    return new App(paths, store, opened, dekCache, vfs, audit, logger);
+  }
+
+  /** The embedded key manager for key administration in tests and dev mode; remote key managers are run apart. */
+  get embeddedKms(): EmbeddedKms {
+    if (!this.embedded) {
+      throw new AtrestError("UNSUPPORTED", `keys are administered on the key manager (${this.keyManagerLocation})`);
+    }
+    return this.embedded;
   }
 
   async addUser(input: NewUser): Promise<UserRow> {
@@ -174,6 +241,7 @@ export class App implements Accounts {
     await this.vfs.close();
     await this.vfs.blobs.close();
     await this.store.close();
+    this.dekCache.close();
     await this.keys.close();
     await this.audit.close();
   }

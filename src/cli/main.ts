@@ -4,6 +4,7 @@ import { AtrestError } from "../errors.ts";
 import { registerAudit } from "./audit.ts";
 import { dataOption, initCommand } from "./common.ts";
 import { registerFolders } from "./folders.ts";
+import { registerKeys } from "./keys.ts";
 import { registerKms } from "./kms.ts";
 import { registerServer } from "./server.ts";
 import { registerUsers } from "./users.ts";
@@ -26,6 +27,7 @@ registerServer(program);
 registerUsers(program);
 registerFolders(program);
 registerKms(program);
+registerKeys(program);
 registerAudit(program);
 
 try {

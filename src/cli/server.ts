@@ -8,7 +8,7 @@ import { say } from "./common.ts";
 export function registerServer(program: Command): void {
   program
     .command("server")
-    .description("run the file server (SFTP) on the embedded key manager; initialises the data dir on first run")
+    .description("run the file server (SFTP); initialises the data dir on first run")
     .addOption(new Option("--data <dir>", "data directory (default ./data)").env("ATREST_DATA"))
     .addOption(new Option("--host <addr>", "listen address (default 127.0.0.1)").env("ATREST_HOST"))
     .addOption(
@@ -19,14 +19,26 @@ export function registerServer(program: Command): void {
     .addOption(new Option("--idle-timeout <s>", "disconnect idle sessions after s seconds, 0 = never (default 600)"))
     .addOption(new Option("--max-sessions <n>", "concurrent SSH connections (default 256)"))
     .addOption(new Option("--log-level <level>", "pino level (default info)").env("ATREST_LOG_LEVEL"))
+    .addOption(new Option("--kms <url>", "remote key manager https://host:port (default: embedded, dev mode)"))
+    .addOption(new Option("--kms-cert <dir>", "client certificate directory from `atrest kms client issue`"))
+    .addOption(new Option("--dek-cache-seconds <s>", "keep unwrapped data keys this long, 0 = off (default 300)"))
+    .addOption(new Option("--dek-cache-entries <n>", "at most this many cached data keys, 0 = off (default 10000)"))
     .action(async (flags, cmd: Command) => {
       const config = loadConfig(flags, cmd.parent?.opts().config);
       const logger = pino({ level: config.logLevel, base: { service: "atrest" } });
-      const { created, warning } = await initData(config.data);
+      const kms = config.kms ? { url: config.kms, certDir: config.kmsCert as string } : undefined;
+      const { created, warning } = await initData(config.data, kms);
       if (created) say(`initialised ${config.data} (first run)`);
       if (warning) process.stderr.write(`\n${warning}\n\n`);
 
-      const app = await App.open(config.data, logger);
+      const app = await App.open(config.data, {
+        logger,
+        sweep: true,
+        dekCacheSeconds: config.dekCacheSeconds,
+        dekCacheEntries: config.dekCacheEntries,
+        kms,
+      });
+      say(`key manager: ${app.keyManagerLocation}`);
       let sftp: { port: number; close(): Promise<void> } | undefined;
       if (config.sftpPort === 0) {
         say("sftp disabled (--sftp-port 0)");

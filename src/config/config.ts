@@ -16,8 +16,18 @@ export const serverConfigSchema = z
     idleTimeout: z.coerce.number().int().min(0).default(600),
     maxSessions: z.coerce.number().int().min(1).default(256),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    // Unwrapped DEKs kept in memory (DESIGN §3): age in seconds and count; 0 turns the cache off.
+    dekCacheSeconds: z.coerce.number().int().min(0).max(86_400).default(300),
+    dekCacheEntries: z.coerce.number().int().min(0).max(10_000_000).default(10_000),
+    // Remote key manager (https URL) and the directory with its client certificate; unset = embedded key manager.
+    kms: z.url({ protocol: /^https$/, error: "must be an https:// URL of the key manager" }).optional(),
+    kmsCert: z.string().min(1).optional(),
   })
-  .strict();
+  .strict()
+  .refine((c) => !c.kms || c.kmsCert, {
+    path: ["kmsCert"],
+    message: "required with kms: the directory written by `atrest kms client issue` (client.key, client.crt, ca.crt)",
+  });
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;
 
@@ -28,6 +38,10 @@ const envNames: Record<keyof ServerConfig, string> = {
   idleTimeout: "ATREST_IDLE_TIMEOUT",
   maxSessions: "ATREST_MAX_SESSIONS",
   logLevel: "ATREST_LOG_LEVEL",
+  dekCacheSeconds: "ATREST_DEK_CACHE_SECONDS",
+  dekCacheEntries: "ATREST_DEK_CACHE_ENTRIES",
+  kms: "ATREST_KMS",
+  kmsCert: "ATREST_KMS_CERT",
 };
 
 function fromEnv(env: NodeJS.ProcessEnv): Partial<Record<keyof ServerConfig, string>> {

@@ -1,8 +1,10 @@
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from "node:fs";
 import { constants, copyFile, type FileHandle, mkdir, open, readdir, rename, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError } from "../errors.ts";
-import type { BlobReader, BlobStore, BlobWriter } from "./blobs.ts";
+import type { BlobReader, BlobStore, BlobWriter, HeadAccess } from "./blobs.ts";
 
 const ID = /^[0-9a-f]{32}$/;
 const BACKGROUND_SYNC_BYTES = 32 << 20;
@@ -122,6 +124,60 @@ export class LocalBlobStore implements BlobStore {
     };
   }
 
+  heads(): HeadAccess {
+    const written = new Set<string>();
+    const openOrMissing = (id: string, flags: string): number | undefined => {
+      try {
+        return openSync(this.#path(id), flags);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT" || err instanceof NotFoundError) return undefined;
+        throw err;
+      }
+    };
+    return {
+      read: (id, length) => {
+        const fd = openOrMissing(id, "r");
+        if (fd === undefined) return undefined;
+        try {
+          const out = Buffer.allocUnsafe(length);
+          const n = readSync(fd, out, 0, length, 0);
+          return n === length ? out : out.subarray(0, n);
+        } finally {
+          closeSync(fd);
+        }
+      },
+      write: (id, bytes, position) => {
+        const fd = openOrMissing(id, "r+");
+        if (fd === undefined) return false;
+        try {
+          let done = 0;
+          while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+        } finally {
+          closeSync(fd);
+        }
+        written.add(id);
+        return true;
+      },
+      flush: async () => {
+        if (written.size === 0) return;
+        const ids = [...written];
+        written.clear();
+        // One syncfs(2) (coreutils `sync --file-system`) flushes a batch of thousands of headers in one go; an
+        // fdatasync per file costs ~0.5 ms each on this class of disk (measured), i.e. a 2k files/s ceiling.
+        if (await syncFileSystem(this.#root)) return;
+        for (const id of ids) {
+          const fd = openOrMissing(id, "r");
+          if (fd === undefined) continue;
+          try {
+            fdatasyncSync(fd);
+          } finally {
+            closeSync(fd);
+          }
+        }
+      },
+    };
+  }
+
   async remove(id: string): Promise<void> {
     await rm(this.#path(id), { force: true });
   }
@@ -143,6 +199,13 @@ export class LocalBlobStore implements BlobStore {
     }
     return { temp, orphans };
   }
+}
+
+/** syncfs(2) on the file system holding `dir`, through coreutils; false if that is not available. */
+function syncFileSystem(dir: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile("sync", ["--file-system", dir], (err) => resolve(!err));
+  });
 }
 
 class LocalWriter implements BlobWriter {

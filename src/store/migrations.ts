@@ -59,4 +59,26 @@ export const migrations: string[] = [
      imported_at TEXT NOT NULL
    );
    CREATE INDEX pgp_keys_owner ON pgp_keys(owner_kind, owner_name);`,
+  // 4: key jobs (rewrap / reencrypt progress, resumable) and blobs a job has written but not yet committed, which the
+  // startup sweep must keep (src/keys).
+  `CREATE TABLE key_jobs (
+     id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL CHECK (kind IN ('rewrap', 'reencrypt')),
+     scope TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('running', 'done')),
+     cursor TEXT NOT NULL DEFAULT '',
+     total INTEGER NOT NULL DEFAULT 0,
+     done INTEGER NOT NULL DEFAULT 0,
+     skipped INTEGER NOT NULL DEFAULT 0,
+     failed INTEGER NOT NULL DEFAULT 0,
+     bytes INTEGER NOT NULL DEFAULT 0,
+     started_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE INDEX key_jobs_open ON key_jobs(kind, scope, state);
+   CREATE TABLE pending_blobs (
+     blob_id TEXT PRIMARY KEY,
+     job_id TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
 ];

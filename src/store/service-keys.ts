@@ -2,6 +2,28 @@ import type { EncryptionContext, KeyProvider } from "../kms/types.ts";
 import type { MetaStore } from "./types.ts";
 
 /**
+ * Settings that hold a wrapped service key, with the encryption context each was wrapped under, so `keys rewrap`
+ * can move them to a key's current version with the files (raising a key's minimum decryption version must not
+ * leave the server unable to open its own metadata or audit keys). Filled in by serviceKey() on first use.
+ */
+export const SERVICE_KEY_REGISTRY = "service-keys";
+
+export async function serviceKeyContexts(store: MetaStore): Promise<Record<string, EncryptionContext>> {
+  const raw = await store.getSetting(SERVICE_KEY_REGISTRY);
+  return raw ? (JSON.parse(raw.toString("utf8")) as Record<string, EncryptionContext>) : {};
+}
+
+async function register(store: MetaStore, setting: string, context: EncryptionContext): Promise<void> {
+  const known = await serviceKeyContexts(store);
+  if (JSON.stringify(known[setting]) === JSON.stringify(context)) return;
+  await store.transaction(async () => {
+    const now = await serviceKeyContexts(store);
+    now[setting] = context;
+    await store.setSetting(SERVICE_KEY_REGISTRY, Buffer.from(JSON.stringify(now)));
+  });
+}
+
+/**
  * A server-wide data key (metadata names, audit records): kept only wrapped by the key manager in the settings
  * table, unwrapped at startup, created on first use. The caller owns the returned buffer and zeroes it.
  */
@@ -13,8 +35,19 @@ export async function serviceKey(
   context: EncryptionContext,
 ): Promise<Buffer> {
   const wrapped = await store.getSetting(setting);
-  if (wrapped) return keys.unwrap(wrapped, context);
-  const dk = await keys.generateDataKey(kek, context);
-  await store.transaction(() => store.setSetting(setting, dk.wrapped));
-  return dk.plaintext;
+  let key: Buffer;
+  if (wrapped) {
+    key = await keys.unwrap(wrapped, context);
+  } else {
+    const dk = await keys.generateDataKey(kek, context);
+    await store.transaction(() => store.setSetting(setting, dk.wrapped));
+    key = dk.plaintext;
+  }
+  try {
+    await register(store, setting, context);
+  } catch (err) {
+    key.fill(0);
+    throw err;
+  }
+  return key;
 }

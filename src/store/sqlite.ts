@@ -1,7 +1,19 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import type { PgpKeyRow } from "../pgp/types.ts";
 import { migrations } from "./migrations.ts";
-import type { FolderRow, GroupRow, MetaStore, NodePatch, NodeRow, Role, UserRow } from "./types.ts";
+import {
+  type FolderRow,
+  type GroupRow,
+  KEY_CURSOR_START,
+  type KeyCursor,
+  type KeyJobRow,
+  type KeyRefRange,
+  type MetaStore,
+  type NodePatch,
+  type NodeRow,
+  type Role,
+  type UserRow,
+} from "./types.ts";
 
 type Row = Record<string, SQLInputValue>;
 
@@ -77,6 +89,28 @@ function toPgpKey(r: Row): PgpKeyRow {
     certifiedBy: JSON.parse(r.certified_by as string),
     source: r.source as PgpKeyRow["source"],
     importedAt: r.imported_at as string,
+  };
+}
+
+function parseCursor(text: string): KeyCursor {
+  const at = text.indexOf(":");
+  return at < 0 ? { ...KEY_CURSOR_START } : { rowid: Number(text.slice(0, at)), keyRef: text.slice(at + 1) };
+}
+
+function toKeyJob(r: Row): KeyJobRow {
+  return {
+    id: r.id as string,
+    kind: r.kind as KeyJobRow["kind"],
+    scope: r.scope as string,
+    state: r.state as KeyJobRow["state"],
+    cursor: parseCursor(r.cursor as string),
+    total: Number(r.total),
+    done: Number(r.done),
+    skipped: Number(r.skipped),
+    failed: Number(r.failed),
+    bytes: Number(r.bytes),
+    startedAt: r.started_at as string,
+    updatedAt: r.updated_at as string,
   };
 }
 
@@ -339,7 +373,117 @@ export class SqliteStore implements MetaStore {
   }
 
   async blobIds(): Promise<Set<string>> {
-    return new Set(this.#all("SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL").map((r) => r.blob_id as string));
+    return new Set(
+      this.#all("SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL UNION SELECT blob_id FROM pending_blobs").map(
+        (r) => r.blob_id as string,
+      ),
+    );
+  }
+
+  async filesByKeyRef(range: KeyRefRange, after: KeyCursor, limit: number) {
+    // Two index range scans (rest of the current key_ref by rowid, then the following key_refs) instead of one
+    // row-value comparison, which SQLite turns into a scan from the start of the key_ref: quadratic over a big job.
+    const exclude = range.exclude ?? "";
+    const rows: Row[] = [];
+    if (after.keyRef >= range.from && after.keyRef < range.to && after.keyRef !== exclude) {
+      rows.push(
+        ...this.#all(
+          `SELECT rowid AS _rowid, * FROM nodes INDEXED BY nodes_key_ref
+             WHERE key_ref = ? AND rowid > ? AND kind = 'file' ORDER BY rowid LIMIT ?`,
+          after.keyRef,
+          after.rowid,
+          limit,
+        ),
+      );
+    }
+    if (rows.length < limit) {
+      rows.push(
+        ...this.#all(
+          `SELECT rowid AS _rowid, * FROM nodes INDEXED BY nodes_key_ref
+             WHERE key_ref > ? AND key_ref >= ? AND key_ref < ? AND key_ref != ? AND kind = 'file'
+             ORDER BY key_ref, rowid LIMIT ?`,
+          after.keyRef,
+          range.from,
+          range.to,
+          exclude,
+          limit - rows.length,
+        ),
+      );
+    }
+    return rows.map((r) => ({ cursor: { keyRef: r.key_ref as string, rowid: Number(r._rowid) }, node: toNode(r) }));
+  }
+
+  async keyRefCounts(): Promise<{ keyRef: string | null; files: number }[]> {
+    return this.#all(
+      "SELECT key_ref, COUNT(*) AS n FROM nodes WHERE kind = 'file' GROUP BY key_ref ORDER BY key_ref",
+    ).map((r) => ({ keyRef: r.key_ref as string | null, files: Number(r.n) }));
+  }
+
+  async updateNodeIfBlob(id: string, blobId: string, patch: NodePatch): Promise<boolean> {
+    const keys = Object.keys(patch) as (keyof NodePatch)[];
+    if (keys.length === 0) return false;
+    const sets = keys.map((k) => `${nodeColumns[k]} = ?`).join(", ");
+    return (
+      this.#run(
+        `UPDATE nodes SET ${sets} WHERE id = ? AND blob_id = ?`,
+        ...keys.map((k) => patch[k] as SQLInputValue),
+        id,
+        blobId,
+      ) > 0
+    );
+  }
+
+  async getKeyJob(id: string): Promise<KeyJobRow | undefined> {
+    const r = this.#get("SELECT * FROM key_jobs WHERE id = ?", id);
+    return r ? toKeyJob(r) : undefined;
+  }
+
+  async openKeyJob(kind: KeyJobRow["kind"], scope: string): Promise<KeyJobRow | undefined> {
+    const r = this.#get(
+      "SELECT * FROM key_jobs WHERE kind = ? AND scope = ? AND state = 'running' ORDER BY started_at DESC LIMIT 1",
+      kind,
+      scope,
+    );
+    return r ? toKeyJob(r) : undefined;
+  }
+
+  async putKeyJob(j: KeyJobRow): Promise<void> {
+    this.#run(
+      `INSERT INTO key_jobs (id, kind, scope, state, cursor, total, done, skipped, failed, bytes, started_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET state = excluded.state, cursor = excluded.cursor, total = excluded.total,
+         done = excluded.done, skipped = excluded.skipped, failed = excluded.failed, bytes = excluded.bytes,
+         updated_at = excluded.updated_at`,
+      j.id,
+      j.kind,
+      j.scope,
+      j.state,
+      `${j.cursor.rowid}:${j.cursor.keyRef}`,
+      j.total,
+      j.done,
+      j.skipped,
+      j.failed,
+      j.bytes,
+      j.startedAt,
+      j.updatedAt,
+    );
+  }
+
+  async addPendingBlob(blobId: string, jobId: string): Promise<void> {
+    this.#run(
+      "INSERT OR IGNORE INTO pending_blobs (blob_id, job_id, created_at) VALUES (?, ?, ?)",
+      blobId,
+      jobId,
+      new Date().toISOString(),
+    );
+  }
+
+  async removePendingBlob(blobId: string): Promise<void> {
+    this.#run("DELETE FROM pending_blobs WHERE blob_id = ?", blobId);
+  }
+
+  async pendingBlobs(jobId: string): Promise<string[]> {
+    return this.#all("SELECT blob_id FROM pending_blobs WHERE job_id = ?", jobId).map((r) => r.blob_id as string);
   }
 
   transaction<T>(fn: () => Promise<T>): Promise<T> {

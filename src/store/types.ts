@@ -80,6 +80,38 @@ export interface NodeRow {
 
 export type NodePatch = Partial<Omit<NodeRow, "id">>;
 
+/** key_ref range: `from <= key_ref < to`, `key_ref != exclude`. */
+export interface KeyRefRange {
+  from: string;
+  to: string;
+  exclude?: string;
+}
+
+/** Position in the key_ref index: files are visited in (key_ref, rowid) order. */
+export interface KeyCursor {
+  keyRef: string;
+  rowid: number;
+}
+
+export const KEY_CURSOR_START: KeyCursor = Object.freeze({ keyRef: "", rowid: 0 });
+
+/** Progress of a rewrap or reencrypt run; `cursor` is the last file handled, so a rerun resumes after it. */
+export interface KeyJobRow {
+  id: string;
+  kind: "rewrap" | "reencrypt";
+  /** What the job covers, e.g. `key=finance` or `key=*` (a rerun with the same scope resumes it). */
+  scope: string;
+  state: "running" | "done";
+  cursor: KeyCursor;
+  total: number;
+  done: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+  startedAt: string;
+  updatedAt: string;
+}
+
 export interface MetaStore {
   getSetting(key: string): Promise<Buffer | undefined>;
   setSetting(key: string, value: Buffer): Promise<void>;
@@ -119,8 +151,23 @@ export interface MetaStore {
   insertNode(node: NodeRow): Promise<void>;
   updateNode(id: string, patch: NodePatch): Promise<void>;
   deleteNode(id: string): Promise<void>;
-  /** Every blob id referenced by a node: the startup sweep deletes blobs not in this set. */
+  /** Every blob id referenced by a node or pending in a key job: the startup sweep deletes blobs not in this set. */
   blobIds(): Promise<Set<string>>;
+
+  // Key jobs (src/keys: rewrap, reencrypt, shred-report).
+  /** Files whose key_ref is in the range, after `after`, in (key_ref, rowid) order: the key_ref index order. */
+  filesByKeyRef(range: KeyRefRange, after: KeyCursor, limit: number): Promise<{ cursor: KeyCursor; node: NodeRow }[]>;
+  /** Number of files per key_ref (null for files written before key refs were recorded). */
+  keyRefCounts(): Promise<{ keyRef: string | null; files: number }[]>;
+  /** Sets a file's key_ref (and optionally more columns) only if it still points at `blobId`; false if it moved on. */
+  updateNodeIfBlob(id: string, blobId: string, patch: NodePatch): Promise<boolean>;
+  getKeyJob(id: string): Promise<KeyJobRow | undefined>;
+  /** The unfinished job of this kind and scope, if any (resume). */
+  openKeyJob(kind: KeyJobRow["kind"], scope: string): Promise<KeyJobRow | undefined>;
+  putKeyJob(job: KeyJobRow): Promise<void>;
+  addPendingBlob(blobId: string, jobId: string): Promise<void>;
+  removePendingBlob(blobId: string): Promise<void>;
+  pendingBlobs(jobId: string): Promise<string[]>;
 
   /** Runs `fn` atomically; transactions are serialised. */
   transaction<T>(fn: () => Promise<T>): Promise<T>;

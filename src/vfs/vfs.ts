@@ -5,6 +5,8 @@ import { AtrestError, QuotaExceededError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
 import { ParallelSegmentWriter, SealPool } from "../format/seal-pool.ts";
+import { fileContext } from "../keys/context.ts";
+import { KekSelector } from "../keys/kek-select.ts";
 import type { KeyProvider } from "../kms/types.ts";
 import { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BlobStore } from "../store/blobs.ts";
@@ -30,14 +32,12 @@ export interface VfsDeps {
   logger: Logger;
   /** KEK for new files (per-folder mapping rules come with the key manager issue). */
   defaultKey?: string;
+  /** Remove unfinished uploads and orphan blobs (server start only; see AppOptions.sweep). */
+  sweep?: boolean;
 }
 
 const META_KEY_SETTING = "metadata.key";
 const META_CONTEXT = { purpose: "metadata" };
-
-function fileContext(contentId: string) {
-  return { purpose: "file", content: contentId };
-}
 
 /** Who is writing, for quotas and audit, and where (for folder rules). */
 export interface Writer {
@@ -62,6 +62,8 @@ export class Vfs {
   readonly audit: AuditSink;
   readonly logger: Logger;
   readonly defaultKey: string;
+  /** Chooses each new file's KEK (folder > user > group > default). */
+  readonly kek: KekSelector;
   readonly #crypto: MetaCrypto;
   // One worker for all uploads (sealing) and downloads (opening): on two cores a second one competes with the event
   // loop (measured).
@@ -78,6 +80,7 @@ export class Vfs {
     this.tree = new Tree(deps.store, crypto);
     this.folders = new Folders(deps.store);
     this.pgp = new PgpKeyStore(deps.store, deps.keys, deps.audit);
+    this.kek = new KekSelector(deps.store, this.folders, this.defaultKey);
   }
 
   /** Unwraps (or on first use creates) the metadata key, makes sure the root exists, sweeps crash leftovers. */
@@ -93,8 +96,10 @@ export class Vfs {
       root.attrsCt = crypto.sealAttrs(ROOT_ID, null, null, { size: 0, mtime: Date.now(), mode: 0o755 });
       await deps.store.transaction(() => deps.store.insertNode(root));
     }
-    const swept = await deps.blobs.sweep(await deps.store.blobIds());
-    if (swept.temp + swept.orphans > 0) deps.logger.warn(swept, "removed unfinished uploads and orphan blobs");
+    if (deps.sweep) {
+      const swept = await deps.blobs.sweep(await deps.store.blobIds());
+      if (swept.temp + swept.orphans > 0) deps.logger.warn(swept, "removed unfinished uploads and orphan blobs");
+    }
     return vfs;
   }
 
@@ -148,7 +153,8 @@ export class Vfs {
     if (existing && !truncate) return this.#resume(parent, name, existing, oldSize, quotaLeft, who);
 
     const contentId = randomUUID();
-    const dk = await this.keys.generateDataKey(this.defaultKey, fileContext(contentId));
+    const { key } = await this.kek.choose(used, who.path);
+    const dk = await this.keys.generateDataKey(key, fileContext(contentId));
     const { header, keys } = (() => {
       try {
         return createHeader({ dek: dk.plaintext, fileId: contentId, wrappedDek: dk.wrapped });
@@ -253,6 +259,88 @@ export class Vfs {
     });
     if (replaced && replaced !== blobId) await this.blobs.remove(replaced);
     this.audit.record({ ...who.event, action: "upload", outcome: "success", size, keyRef });
+  }
+
+  /**
+   * `keys reencrypt` of one file: copies its plaintext into a new container under a new DEK wrapped by `key` (new
+   * content id, new blob: temp → fsync → rename), then switches the node to it in one transaction, but only if the node
+   * still points at the blob that was read. A file replaced or deleted meanwhile keeps the newer state and the copy is
+   * dropped ("changed": nothing lost, a later run picks it up if it still needs it). `pending` registers the new blob
+   * with the job before it is renamed into place, so a server starting meanwhile does not sweep it as an orphan.
+   */
+  async reencryptFile(
+    node: NodeRow,
+    key: string,
+    pending: { add(blobId: string): Promise<void>; remove(blobId: string): Promise<void> },
+  ): Promise<{ outcome: "done" | "changed"; bytes: number; keyRef: string }> {
+    const oldBlob = node.blobId;
+    if (!oldBlob || !node.contentId) throw new AtrestError("IS_A_DIRECTORY", "is a directory");
+    const attrs = this.tree.attrs(node);
+    const reader = await this.openRead(node, () => undefined);
+    let writer: EncryptedWriter | undefined;
+    let newBlob: string | undefined;
+    let switched = false;
+    let keyRef = "";
+    try {
+      const contentId = randomUUID();
+      const dk = await this.keys.generateDataKey(key, fileContext(contentId));
+      keyRef = dk.keyRef;
+      const { header, keys } = (() => {
+        try {
+          return createHeader({ dek: dk.plaintext, fileId: contentId, wrappedDek: dk.wrapped });
+        } finally {
+          zero(dk.plaintext);
+        }
+      })();
+      const blob = await this.blobs.create();
+      newBlob = blob.id;
+      await pending.add(blob.id);
+      try {
+        await blob.write([header]);
+      } catch (err) {
+        keys.destroy();
+        await blob.abort();
+        throw err;
+      }
+      writer = new EncryptedWriter({
+        blob,
+        keys,
+        writer: new ParallelSegmentWriter(this.#seal, keys),
+        startSize: 0,
+        quotaLeft: () => Number.POSITIVE_INFINITY,
+        discard: () => blob.abort(),
+        commit: async ({ size }) => {
+          const attrsCt = this.#crypto.sealAttrs(node.id, blob.id, contentId, { ...attrs, size });
+          switched = await this.store.transaction(async () => {
+            const ok = await this.store.updateNodeIfBlob(node.id, oldBlob, {
+              blobId: blob.id,
+              contentId,
+              keyRef: dk.keyRef,
+              attrsCt,
+            });
+            await this.store.removePendingBlob(blob.id);
+            return ok;
+          });
+        },
+      });
+      const chunk = 1 << 20;
+      for (let offset = 0; offset < reader.size; offset += chunk) {
+        await writer.write(offset, await reader.read(offset, chunk));
+      }
+      await writer.close();
+    } catch (err) {
+      await writer?.abort(false);
+      if (newBlob) await pending.remove(newBlob).catch(() => undefined);
+      throw err;
+    } finally {
+      await reader.close();
+    }
+    if (!switched) {
+      if (newBlob) await this.blobs.remove(newBlob);
+      return { outcome: "changed", bytes: 0, keyRef };
+    }
+    await this.blobs.remove(oldBlob);
+    return { outcome: "done", bytes: attrs.size, keyRef };
   }
 
   async setMtime(node: NodeRow, mtime: number): Promise<void> {

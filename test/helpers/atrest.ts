@@ -18,10 +18,14 @@ export async function removeDir(dir: string): Promise<void> {
 }
 
 /** `atrest <args>`; resolves with stdout/stderr, rejects on a non-zero exit (error carries code, stderr). */
-export async function cli(args: string[], input?: string): Promise<{ stdout: string; stderr: string }> {
-  if (input === undefined) return execFileP(process.execPath, [CLI, ...args], { cwd: ROOT });
+export async function cli(
+  args: string[],
+  input?: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<{ stdout: string; stderr: string }> {
+  if (input === undefined) return execFileP(process.execPath, [CLI, ...args], { cwd: ROOT, env });
   return new Promise((resolve, reject) => {
-    const child = execFile(process.execPath, [CLI, ...args], { cwd: ROOT }, (err, stdout, stderr) =>
+    const child = execFile(process.execPath, [CLI, ...args], { cwd: ROOT, env }, (err, stdout, stderr) =>
       err ? reject(Object.assign(err, { stdout, stderr })) : resolve({ stdout, stderr }),
     );
     child.stdin?.end(input);

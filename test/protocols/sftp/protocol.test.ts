@@ -133,13 +133,15 @@ test("vfs errors map to SFTP status once; unknown errors say 'internal error' an
 
   // KEY_UNAVAILABLE: the file's KEK version is retired (rotate, then raise the minimum decryption version).
   await f.app.keys.rotateKey("default");
-  await f.app.keys.setMinDecryptionVersion("default", 2);
+  await f.app.embeddedKms.setMinDecryptionVersion("default", 2);
+  // Unwrapped DEKs stay cached for up to dekCacheSeconds after a key change (docs/operations.md): drop them now.
+  f.app.dekCache.clear();
   try {
     const unavailable = { code: 4, message: "key manager unavailable" };
     assert.deepEqual(await read("/key.bin"), unavailable);
     assert.deepEqual(await append("/key.bin"), unavailable);
   } finally {
-    await f.app.keys.setMinDecryptionVersion("default", 1);
+    await f.app.embeddedKms.setMinDecryptionVersion("default", 1);
   }
   assert.deepEqual(await call((cb) => sftp.readFile("/key.bin", cb)), content(100_000));
 
