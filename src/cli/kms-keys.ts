@@ -1,21 +1,43 @@
-// `atrest kms key …`: key lifecycle commands, run on the data directory's embedded key manager through KmsService
-// (authorized and audited like any other caller, as a local identity; `--as` names who acted).
+// `atrest kms key|request|approve|reject|policy|rotate-master|audit …`: key lifecycle and governance commands. They
+// run against the data directory's embedded key manager through KmsService (authorized and audited like any other
+// caller, as a local identity that `--as` names), or against a KMS service with `--kms URL --kms-cert DIR` (the
+// identity is then the client certificate).
+import { readFile, writeFile } from "node:fs/promises";
 import { type Command, Option } from "commander";
 import { dataPaths, initData } from "../app.ts";
 import { AtrestError } from "../errors.ts";
+import { type KmsAdmin, LocalAdmin, RemoteAdmin } from "../kms/admin-client.ts";
+import type { KmsRequest, RequestStatus } from "../kms/approvals.ts";
 import type { KmsCaller, KmsRole } from "../kms/caller.ts";
 import { localCaller, openEmbeddedKms } from "../kms/embedded.ts";
 import type { KeyringKeyInfo } from "../kms/keyring.ts";
-import type { KmsService } from "../kms/service.ts";
+import { readKmsAudit } from "../kms/kms-audit.ts";
+import { type ClientPolicy, KEY_OPERATIONS, parseClientPolicy } from "../kms/policy.ts";
+import type { KeyPolicyInput, KmsService } from "../kms/service.ts";
 import { dataOption, say } from "./common.ts";
 
 interface LocalOpts {
   data: string;
   as?: string;
+  kms?: string;
+  kmsCert?: string;
 }
 
 function asOption(): Option {
   return new Option("--as <name>", "who is acting, for the KMS audit (default: the OS user)").env("ATREST_KMS_AS");
+}
+
+/** The target of a governance command: the data dir's embedded KMS (default) or a KMS service (--kms). */
+function targetOptions(cmd: Command): Command {
+  return cmd
+    .addOption(dataOption())
+    .addOption(asOption())
+    .addOption(new Option("--kms <url>", "KMS service https://host:port (default: the data dir's)").env("ATREST_KMS"))
+    .addOption(
+      new Option("--kms-cert <dir>", "client certificate directory from `atrest kms client issue`").env(
+        "ATREST_KMS_CERT",
+      ),
+    );
 }
 
 /** Opens the data dir's key manager, runs `fn` as a local caller of `role`, always closes. */
@@ -30,6 +52,27 @@ export async function withLocalKms<T>(
     return await fn(provider.service, localCaller(role, opts.as));
   } finally {
     await provider.close();
+  }
+}
+
+/**
+ * Runs `fn` against the KMS service (--kms, identity = the certificate) or the data dir's embedded KMS as a local
+ * identity with `role` (named by --as).
+ */
+async function withAdmin<T>(opts: LocalOpts, role: KmsRole, fn: (admin: KmsAdmin) => Promise<T>): Promise<T> {
+  let admin: KmsAdmin;
+  if (opts.kms) {
+    if (!opts.kmsCert) throw new AtrestError("INVALID_INPUT", "--kms needs --kms-cert DIR (a client certificate)");
+    admin = await RemoteAdmin.connect(opts.kms, opts.kmsCert);
+  } else {
+    await initData(opts.data);
+    const provider = await openEmbeddedKms(dataPaths(opts.data).kms);
+    admin = new LocalAdmin(provider.service, localCaller(role, opts.as), () => provider.close());
+  }
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.close();
   }
 }
 
@@ -69,42 +112,56 @@ function json(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+function printRequest(r: KmsRequest): void {
+  const approvals = r.approvals.map((a) => `${a.custodian}:${a.decision}`).join(",") || "-";
+  const got = r.approvals.filter((a) => a.decision === "approve").length;
+  process.stdout.write(
+    `${r.id}\t${r.kind}\t${r.target}\t${r.status}\t${got}/${r.quorum} approvals (${approvals})\t` +
+      `by ${r.requester} (${r.requesterRole})\texpires ${r.expiresAt}${r.result ? `\t${r.result}` : ""}\n`,
+  );
+}
+
+function requestHint(r: KmsRequest): void {
+  if (r.status === "pending") {
+    const got = r.approvals.filter((a) => a.decision === "approve").length;
+    say(
+      `request ${r.id} (${r.kind} ${r.target}) needs ${r.quorum - got} more approval(s) from custodians other than ${r.requester}: atrest kms approve ${r.id}`,
+    );
+  } else {
+    say(`request ${r.id} (${r.kind} ${r.target}) is ${r.status}${r.result ? `: ${r.result}` : ""}`);
+  }
+}
+
+const KEYS_SPLIT = (v: string) =>
+  v
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
+
 export function registerKmsKeys(kms: Command): void {
   const key = kms.command("key").description("key-encryption keys: versions, rotation, states, destruction, BYOK");
 
-  key
-    .command("list")
-    .description("list keys and their versions")
-    .addOption(dataOption())
-    .addOption(asOption())
+  targetOptions(key.command("list").description("list keys and their versions"))
     .option("--json", "machine-readable output")
     .action(async (opts: LocalOpts & { json?: boolean }) => {
-      await withLocalKms(opts, "operator", (svc, me) => {
-        const keys = svc.listKeys(me);
+      await withAdmin(opts, "operator", async (a) => {
+        const keys = await a.listKeys();
         if (opts.json) return json(keys);
         for (const k of keys) for (const v of k.versions) printVersion(k, v);
       });
     });
 
-  key
-    .command("show <name>")
-    .description("one key: policy, rotation schedule, versions and their states")
-    .addOption(dataOption())
-    .addOption(asOption())
+  targetOptions(key.command("show <name>").description("one key: policy, rotation schedule, versions and states"))
     .option("--json", "machine-readable output")
     .action(async (name: string, opts: LocalOpts & { json?: boolean }) => {
-      await withLocalKms(opts, "operator", (svc, me) => {
-        const k = svc.getKey(me, name);
+      await withAdmin(opts, "operator", async (a) => {
+        const k = await a.getKey(name);
         if (opts.json) json(k);
         else printKey(k);
       });
     });
 
-  key
-    .command("create <name>")
-    .description("create a key (version 1)")
-    .addOption(dataOption())
-    .addOption(asOption())
+  targetOptions(key.command("create <name>").description("create a key (version 1)"))
     .addOption(rotationOption().default("manual"))
     .option("--rotation-days <days>", "cryptoperiod for --rotation auto", positiveInt("--rotation-days"))
     .option("--pre-active", "create version 1 pre-active (unusable until `kms key state <name> active`)")
@@ -113,39 +170,38 @@ export function registerKmsKeys(kms: Command): void {
         name: string,
         opts: LocalOpts & { rotation: "auto" | "manual" | "none"; rotationDays?: number; preActive?: boolean },
       ) => {
-        await withLocalKms(opts, "operator", (svc, me) => {
-          const k = svc.createKey(me, name, {
+        await withAdmin(opts, "operator", async (a) => {
+          const k = await a.createKey(name, {
             rotation: opts.rotation,
-            rotationDays: opts.rotationDays,
-            preActive: opts.preActive,
+            ...(opts.rotationDays ? { rotationDays: opts.rotationDays } : {}),
+            ...(opts.preActive ? { preActive: true } : {}),
           });
           say(`created kek:${k.name}:v${k.currentVersion} (${k.versions[0]?.state}, rotation ${k.rotation.policy})`);
         });
       },
     );
 
-  key
-    .command("rotate <name>")
-    .description("create a new version that wraps new data keys; older versions still unwrap")
-    .addOption(dataOption())
-    .addOption(asOption())
-    .action(async (name: string, opts: LocalOpts) => {
-      await withLocalKms(opts, "operator", (svc, me) => {
-        const k = svc.rotateKey(me, name);
-        say(`rotated ${name}: current version is now kek:${k.name}:v${k.currentVersion}`);
-      });
+  targetOptions(
+    key.command("rotate <name>").description("create a new version that wraps new data keys; older ones still unwrap"),
+  ).action(async (name: string, opts: LocalOpts) => {
+    await withAdmin(opts, "operator", async (a) => {
+      const k = await a.rotateKey(name);
+      say(`rotated ${name}: current version is now kek:${k.name}:v${k.currentVersion}`);
     });
+  });
 
-  key
-    .command("policy <name>")
-    .description("rotation policy (auto with a cryptoperiod, manual, none) and minimum decryption/encryption versions")
-    .addOption(dataOption())
-    .addOption(asOption())
+  targetOptions(
+    key
+      .command("policy <name>")
+      .description(
+        "rotation policy (auto with a cryptoperiod, manual, none) and minimum decryption/encryption versions",
+      ),
+  )
     .addOption(rotationOption())
     .option("--rotation-days <days>", "cryptoperiod for --rotation auto", positiveInt("--rotation-days"))
     .option(
       "--min-decryption-version <v>",
-      "older versions stop decrypting (rewrap first)",
+      "older versions stop decrypting (rewrap still moves them up)",
       positiveInt("--min-decryption-version"),
     )
     .option(
@@ -163,23 +219,24 @@ export function registerKmsKeys(kms: Command): void {
           minEncryptionVersion?: number;
         },
       ) => {
-        await withLocalKms(opts, "operator", (svc, me) => {
-          const k = svc.setKeyPolicy(me, name, {
-            rotation: opts.rotation,
-            rotationDays: opts.rotationDays,
-            minDecryptionVersion: opts.minDecryptionVersion,
-            minEncryptionVersion: opts.minEncryptionVersion,
-          });
-          printKey(k);
+        await withAdmin(opts, "operator", async (a) => {
+          const policy: KeyPolicyInput = {};
+          if (opts.rotation) policy.rotation = opts.rotation;
+          if (opts.rotationDays) policy.rotationDays = opts.rotationDays;
+          if (opts.minDecryptionVersion) policy.minDecryptionVersion = opts.minDecryptionVersion;
+          if (opts.minEncryptionVersion) policy.minEncryptionVersion = opts.minEncryptionVersion;
+          printKey(await a.setKeyPolicy(name, policy));
         });
       },
     );
 
-  key
-    .command("state <name> <state>")
-    .description("activate a pre-active version, deactivate (decrypt only) or mark compromised (decrypt only, flagged)")
-    .addOption(dataOption())
-    .addOption(asOption())
+  targetOptions(
+    key
+      .command("state <name> <state>")
+      .description(
+        "activate a pre-active version, deactivate (decrypt only) or mark compromised (decrypt only, flagged)",
+      ),
+  )
     .option("--version <v>", "version to change (default: the current one)", positiveInt("--version"))
     .action(async (name: string, state: string, opts: LocalOpts & { version?: number }) => {
       if (state !== "active" && state !== "deactivated" && state !== "compromised") {
@@ -188,10 +245,209 @@ export function registerKmsKeys(kms: Command): void {
           `state must be active, deactivated or compromised (destruction: kms key destroy ${name})`,
         );
       }
-      await withLocalKms(opts, "operator", (svc, me) => {
-        const version = opts.version ?? svc.getKey(me, name).currentVersion;
-        svc.setVersionState(me, name, version, state);
+      await withAdmin(opts, "operator", async (a) => {
+        const version = opts.version ?? (await a.getKey(name)).currentVersion;
+        await a.setVersionState(name, version, state);
         say(`kek:${name}:v${version} is now ${state}`);
+      });
+    });
+
+  targetOptions(
+    key
+      .command("destroy <name>")
+      .description("ask for destruction (dual control): after quorum approval it is scheduled, then erased"),
+  )
+    .option("--version <v>", "only this version (default: every version of the key)", positiveInt("--version"))
+    .option("--waiting-days <days>", "waiting period after approval, 7-30", positiveInt("--waiting-days"), 30)
+    .option("--reason <text>", "why (recorded and shown to the approvers)", "")
+    .action(async (name: string, opts: LocalOpts & { version?: number; waitingDays: number; reason: string }) => {
+      await withAdmin(opts, "operator", async (a) => {
+        const r = await a.requestDestroy(name, {
+          ...(opts.version ? { version: opts.version } : {}),
+          waitingDays: opts.waitingDays,
+          reason: opts.reason,
+        });
+        requestHint(r);
+      });
+    });
+
+  targetOptions(
+    key.command("cancel-destroy <name>").description("cancel a scheduled destruction during its waiting period"),
+  )
+    .option("--version <v>", "only this version", positiveInt("--version"))
+    .action(async (name: string, opts: LocalOpts & { version?: number }) => {
+      await withAdmin(opts, "operator", async (a) => {
+        const k = await a.cancelDestroy(name, opts.version);
+        say(`destruction of kek:${name}${opts.version ? `:v${opts.version}` : ""} cancelled`);
+        printKey(k);
+      });
+    });
+
+  targetOptions(
+    key
+      .command("import-params <name>")
+      .description("BYOK: an RSA-3072 wrapping public key and a single-use import token (24 h)"),
+  )
+    .option("--out <file>", "write the wrapping public key (PEM) here instead of stdout")
+    .option("--json", "machine-readable output")
+    .action(async (name: string, opts: LocalOpts & { out?: string; json?: boolean }) => {
+      await withAdmin(opts, "operator", async (a) => {
+        const p = await a.importParams(name);
+        if (opts.json) return json(p);
+        if (opts.out) await writeFile(opts.out, p.publicKeyPem);
+        else process.stdout.write(p.publicKeyPem);
+        say(`import token: ${p.importToken}`);
+        say(
+          `algorithm ${p.algorithm}; expires ${p.expiresAt}; then: atrest kms key import ${name} --token … --in FILE`,
+        );
+      });
+    });
+
+  targetOptions(
+    key
+      .command("import <name>")
+      .description("BYOK: import key material wrapped RSA-OAEP-SHA256(ephemeral AES key) ‖ AES-KWP(material)"),
+  )
+    .requiredOption("--token <token>", "import token from import-params")
+    .requiredOption("--in <file>", "the wrapped material (binary)")
+    .action(async (name: string, opts: LocalOpts & { token: string; in: string }) => {
+      const wrapped = await readFile(opts.in);
+      await withAdmin(opts, "operator", async (a) => {
+        const k = await a.importKey(name, opts.token, wrapped);
+        say(`imported kek:${k.name}:v${k.currentVersion}`);
+      });
+    });
+
+  targetOptions(
+    key
+      .command("export <name>")
+      .description("ask for the key wrapped to your RSA public key (dual control); fetch with `kms request export`"),
+  )
+    .requiredOption("--public-key <file>", "RSA public key (PEM, >= 2048 bits) to wrap the key to")
+    .option("--version <v>", "version (default: current)", positiveInt("--version"))
+    .option("--reason <text>", "why (shown to the approvers)", "")
+    .action(async (name: string, opts: LocalOpts & { publicKey: string; version?: number; reason: string }) => {
+      const publicKeyPem = await readFile(opts.publicKey, "utf8");
+      await withAdmin(opts, "operator", async (a) => {
+        requestHint(
+          await a.exportKey(name, {
+            publicKeyPem,
+            reason: opts.reason,
+            ...(opts.version ? { version: opts.version } : {}),
+          }),
+        );
+      });
+    });
+
+  const request = kms
+    .command("request")
+    .description("dual-control requests (destroy, export, policy, master rotation)");
+  targetOptions(request.command("list").description("requests and their approvals"))
+    .option("--status <status>", "only pending|executed|rejected|failed|expired")
+    .option("--json", "machine-readable output")
+    .action(async (opts: LocalOpts & { status?: RequestStatus; json?: boolean }) => {
+      await withAdmin(opts, "auditor", async (a) => {
+        const list = await a.listRequests(opts.status);
+        if (opts.json) return json(list);
+        for (const r of list) printRequest(r);
+      });
+    });
+  targetOptions(request.command("show <id>").description("one request with its parameters and decisions"))
+    .option("--json", "machine-readable output")
+    .action(async (id: string, opts: LocalOpts & { json?: boolean }) => {
+      await withAdmin(opts, "auditor", async (a) => {
+        const r = await a.getRequest(id);
+        if (opts.json) return json(r);
+        printRequest(r);
+        process.stdout.write(`reason\t${r.reason || "-"}\nparams\t${JSON.stringify(r.params)}\n`);
+        for (const d of r.approvals) process.stdout.write(`${d.at}\t${d.custodian}\t${d.decision}\t${d.reason}\n`);
+      });
+    });
+  targetOptions(
+    request.command("export <id>").description("fetch an executed export (the requester only): wrapped key bytes"),
+  )
+    .requiredOption("--out <file>", "where to write the wrapped key (RSA-OAEP ‖ AES-KWP)")
+    .action(async (id: string, opts: LocalOpts & { out: string }) => {
+      await withAdmin(opts, "operator", async (a) => {
+        const r = await a.fetchExport(id);
+        await writeFile(opts.out, r.wrapped, { mode: 0o600 });
+        say(`wrote ${r.keyRef} (${r.algorithm}) to ${opts.out}`);
+      });
+    });
+
+  targetOptions(kms.command("approve <id>").description("approve a request as a custodian; runs at quorum"))
+    .option("--reason <text>", "justification (audited)", "")
+    .action(async (id: string, opts: LocalOpts & { reason: string }) => {
+      await withAdmin(opts, "custodian", async (a) => requestHint(await a.approve(id, opts.reason)));
+    });
+  targetOptions(kms.command("reject <id>").description("reject a request as a custodian (ends it)"))
+    .option("--reason <text>", "why (audited)", "")
+    .action(async (id: string, opts: LocalOpts & { reason: string }) => {
+      await withAdmin(opts, "custodian", async (a) => requestHint(await a.reject(id, opts.reason)));
+    });
+
+  const policy = kms.command("policy").description("per-client key policies (changes need dual control)");
+  targetOptions(
+    policy.command("set <client>").description("ask to set a client's policy: key globs x operations (a request)"),
+  )
+    .option("--keys <globs>", "comma-separated key name globs, e.g. 'tenant-*,default'")
+    .option("--ops <ops>", `comma-separated operations: ${KEY_OPERATIONS.join(", ")}`)
+    .option("--file <file>", 'a JSON policy {"rules":[{"keys":[…],"ops":[…]}]} instead of --keys/--ops')
+    .option("--remove", "ask to remove the client's policy (back to its role's defaults)")
+    .option("--reason <text>", "why (shown to the approvers)", "")
+    .action(
+      async (
+        client: string,
+        opts: LocalOpts & { keys?: string; ops?: string; file?: string; remove?: boolean; reason: string },
+      ) => {
+        let p: ClientPolicy | null;
+        if (opts.remove) p = null;
+        else if (opts.file) p = parseClientPolicy(JSON.parse(await readFile(opts.file, "utf8")));
+        else if (opts.keys && opts.ops)
+          p = parseClientPolicy({ rules: [{ keys: KEYS_SPLIT(opts.keys), ops: KEYS_SPLIT(opts.ops) }] });
+        else throw new AtrestError("INVALID_INPUT", "give --keys and --ops, or --file, or --remove");
+        await withAdmin(opts, "admin", async (a) => requestHint(await a.setClientPolicy(client, p, opts.reason)));
+      },
+    );
+  targetOptions(policy.command("show [client]").description("a client's policy, or every stored policy"))
+    .option("--json", "machine-readable output")
+    .action(async (client: string | undefined, opts: LocalOpts & { json?: boolean }) => {
+      await withAdmin(opts, "auditor", async (a) => {
+        const list = client
+          ? [await a.getClientPolicy(client)].filter((x) => x !== undefined)
+          : await a.listClientPolicies();
+        if (opts.json) return json(client ? (list[0] ?? null) : list);
+        if (client && list.length === 0) say(`${client} has no policy: its role alone applies`);
+        for (const p of list) {
+          for (const r of p.policy.rules) {
+            process.stdout.write(
+              `${p.client}\tkeys ${r.keys.join(",")}\tops ${r.ops.join(",")}\tset ${p.updatedAt} (${p.updatedBy})\n`,
+            );
+          }
+        }
+      });
+    });
+
+  targetOptions(
+    kms
+      .command("rotate-master")
+      .description("ask for a new master key (dual control); every key version is re-sealed under it"),
+  )
+    .option("--reason <text>", "why (shown to the approvers)", "")
+    .action(async (opts: LocalOpts & { reason: string }) => {
+      await withAdmin(opts, "admin", async (a) => requestHint(await a.requestMasterRotation(opts.reason)));
+    });
+
+  const audit = kms.command("audit").description("the key manager's own audit log");
+  audit
+    .command("tail")
+    .description("print the last KMS audit records (decrypted), one JSON object per line (data dir's KMS)")
+    .addOption(dataOption())
+    .option("-n, --lines <n>", "how many records", positiveInt("--lines"), 20)
+    .action(async (opts: LocalOpts & { lines: number }) => {
+      await withLocalKms(opts, "auditor", async (svc) => {
+        const records = await readKmsAudit(dataPaths(opts.data).kms, svc.keyring);
+        for (const r of records.slice(-opts.lines)) process.stdout.write(`${JSON.stringify(r)}\n`);
       });
     });
 }
