@@ -13,6 +13,7 @@ import type { KmsRole } from "../../src/kms/caller.ts";
 import { RemoteKms } from "../../src/kms/client.ts";
 import { revokeClient } from "../../src/kms/clients.ts";
 import { initKmsDir, issueClient, openKmsDb } from "../../src/kms/home.ts";
+import { readKmsAudit } from "../../src/kms/kms-audit.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
 
@@ -75,13 +76,15 @@ describe("KMS server (HTTPS + mTLS, in process)", () => {
     assert.equal(init.mode, "shamir");
     shares = init.mode === "shamir" ? init.shares : [];
     assert.equal(shares.length, 5);
-    server = await KmsServer.start({ dir: kmsDir, port: 0 });
+    server = await KmsServer.start({ dir: kmsDir, port: 0, schedulerIntervalMs: 0 });
     await issue("fs1", "server");
     await issue("alice", "custodian");
     await issue("bob", "custodian");
     await issue("olga", "operator");
     await issue("audrey", "auditor");
     await issue("gone", "server");
+    await issue("carol", "custodian");
+    await issue("adam", "admin");
   });
 
   after(async () => {
@@ -306,5 +309,56 @@ describe("KMS server (HTTPS + mTLS, in process)", () => {
     for (const s of [shares[4], shares[1], shares[3]]) await clients.bob.unseal(s);
     assert.equal(server.sealed, false);
     assert.deepEqual(await clients.fs1.unwrap(dk.wrapped, { f: "keep" }), dk.plaintext);
+  });
+  test("dual control over HTTP: a client policy change needs two custodians, then denies fs1 outside tenant-*", async () => {
+    await clients.olga.createKey("tenant-a");
+    const req = await clients.adam.call<{ id: string; status: string; quorum: number }>(
+      "PUT",
+      "/v1/clients/fs1/policy",
+      {
+        policy: { rules: [{ keys: ["tenant-*"], ops: ["generate-data-key", "unwrap", "rewrap", "read"] }] },
+        reason: "fs1 serves tenants only",
+      },
+    );
+    assert.deepEqual([req.status, req.quorum], ["pending", 2]);
+    await assert.rejects(clients.adam.call("POST", `/v1/requests/${req.id}/approve`, {}), /permission denied/i);
+    const one = await clients.alice.call<{ status: string }>("POST", `/v1/requests/${req.id}/approve`, {
+      reason: "ok",
+    });
+    assert.equal(one.status, "pending");
+    await assert.rejects(clients.alice.call("POST", `/v1/requests/${req.id}/approve`, {}), /already/i);
+    const two = await clients.bob.call<{ status: string }>("POST", `/v1/requests/${req.id}/approve`, { reason: "ok" });
+    assert.equal(two.status, "executed");
+    const listed = await clients.audrey.call<{ requests: { id: string }[] }>("GET", "/v1/requests?status=executed");
+    assert.ok(listed.requests.some((r) => r.id === req.id));
+    await assert.rejects(clients.fs1.generateDataKey("default", {}), (e: Error) => {
+      assert.ok(e instanceof AtrestError && e.code === "PERMISSION_DENIED", String(e));
+      assert.match(e.message, /fs1/);
+      return true;
+    });
+    const dk = await clients.fs1.generateDataKey("tenant-a", { f: "t" });
+    assert.deepEqual(await clients.fs1.unwrap(dk.wrapped, { f: "t" }), dk.plaintext);
+    const policy = await clients.audrey.call<{ client: string }>("GET", "/v1/clients/fs1/policy");
+    assert.equal(policy.client, "fs1");
+  });
+
+  test("the KMS audit log records unseal, seal, refused and key operations with the caller's identity", async () => {
+    const records = await readKmsAudit(kmsDir, server.service().keyring);
+    const ok = records.filter((r): r is Exclude<typeof r, { integrity: "failed" }> => !("integrity" in r));
+    assert.equal(ok.length, records.length, "every record decrypts and authenticates");
+    const unseal = ok.filter((r) => r.action === "kms.unseal");
+    assert.ok(
+      unseal.some((r) => r.outcome === "success" && r.user === "alice" && /"unsealed":true/.test(r.detail ?? "")),
+    );
+    assert.ok(unseal.some((r) => r.outcome === "failure" && r.user === "bob" && /checksum/.test(r.reason ?? "")));
+    assert.ok(unseal.some((r) => r.outcome === "failure" && r.user === "fs1" && /may not unseal/.test(r.reason ?? "")));
+    assert.ok(ok.some((r) => r.action === "kms.seal" && r.outcome === "success" && r.user === "alice"));
+    const unwrap = ok.find((r) => r.action === "key.unwrap" && r.outcome === "success" && r.user === "fs1");
+    assert.ok(unwrap);
+    assert.equal(unwrap.role, "server");
+    assert.match(unwrap.userId ?? "", /^[0-9a-f]{64}$/);
+    assert.equal(unwrap.sourceIp, "127.0.0.1");
+    assert.match(unwrap.keyRef ?? "", /^kek:default:v\d+$/);
+    assert.ok(ok.some((r) => r.action === "key.unwrap" && r.outcome === "failure" && /context/.test(r.reason ?? "")));
   });
 });

@@ -4,7 +4,9 @@
 
 import * as z from "zod";
 import { AtrestError } from "../../errors.ts";
+import type { RequestStatus } from "../approvals.ts";
 import type { KmsCaller, KmsRole } from "../caller.ts";
+import { parseClientPolicy } from "../policy.ts";
 import type { KmsService } from "../service.ts";
 import {
   contextSchema,
@@ -29,6 +31,7 @@ export interface SealControl {
 export interface RouteContext {
   caller: KmsCaller;
   params: Readonly<Record<string, string>>;
+  query: URLSearchParams;
   body: unknown;
   /** The unsealed service; throws SealedError (503) while sealed. */
   service(): KmsService;
@@ -41,15 +44,6 @@ export interface Route {
   /** Label for metrics and logs. */
   op: string;
   handler(ctx: RouteContext): unknown;
-}
-
-function requireRole(caller: KmsCaller, roles: readonly KmsRole[], what: string): void {
-  if (!roles.includes(caller.role)) {
-    throw new AtrestError(
-      "PERMISSION_DENIED",
-      `permission denied: client ${caller.name} (role ${caller.role}) may not ${what} (needs ${roles.join(" or ")})`,
-    );
-  }
 }
 
 /** Roles allowed to read /metrics over mTLS. */
@@ -71,6 +65,31 @@ const keyPolicy = z.strictObject({
 
 const versionState = z.strictObject({ state: z.enum(["active", "deactivated", "compromised"]) });
 
+const reason = z.string().max(1000).optional();
+const decision = z.strictObject({ reason });
+const destroy = z.strictObject({
+  version: z.number().int().min(1).optional(),
+  waitingDays: z.number().int().min(7).max(30).optional(),
+  reason,
+});
+const cancelDestroy = z.strictObject({ version: z.number().int().min(1).optional() });
+const exportKey = z.strictObject({
+  version: z.number().int().min(1).optional(),
+  publicKeyPem: z.string().min(1).max(16_384),
+  reason,
+});
+const importKey = z.strictObject({
+  importToken: z.string().min(1).max(256),
+  wrappedMaterial: z
+    .string()
+    .max(8192)
+    .refine((s) => s.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(s), { error: "must be standard base64" })
+    .transform((s) => Buffer.from(s, "base64")),
+});
+const clientPolicy = z.strictObject({ policy: z.unknown(), reason });
+const masterRotation = z.strictObject({ reason });
+const REQUEST_STATUSES = new Set(["pending", "executed", "rejected", "failed", "expired"]);
+
 function versionParam(s: string | undefined): number {
   const v = Number(s);
   if (!Number.isInteger(v) || v < 1) throw new AtrestError("INVALID_INPUT", `invalid key version ${JSON.stringify(s)}`);
@@ -85,7 +104,6 @@ export const ROUTES: readonly Route[] = [
     path: "/v1/unseal",
     op: "unseal",
     handler: (c) => {
-      requireRole(c.caller, ["custodian"], "unseal");
       const body = parse(schemas.unseal, c.body);
       return "share" in body ? c.seal.unseal(c.caller, body.share) : c.seal.resetUnseal(c.caller);
     },
@@ -94,10 +112,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/seal",
     op: "seal",
-    handler: (c) => {
-      requireRole(c.caller, ["custodian", "admin"], "seal the key manager");
-      return c.seal.seal(c.caller);
-    },
+    handler: (c) => c.seal.seal(c.caller),
   },
 
   // ---- data keys ----
@@ -217,6 +232,119 @@ export const ROUTES: readonly Route[] = [
       c
         .service()
         .setVersionState(c.caller, c.params.name, versionParam(c.params.version), parse(versionState, c.body).state),
+  },
+
+  // ---- dual control: destroy, export, client policy, master rotation (requests approved by custodians) ----
+  {
+    method: "GET",
+    path: "/v1/requests",
+    op: "list-requests",
+    handler: (c) => {
+      const status = c.query.get("status") ?? undefined;
+      if (status !== undefined && !REQUEST_STATUSES.has(status)) {
+        throw new AtrestError("INVALID_INPUT", `invalid status ${JSON.stringify(status)}`);
+      }
+      return { requests: c.service().listRequests(c.caller, status as RequestStatus | undefined) };
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/requests/:id",
+    op: "get-request",
+    handler: (c) => c.service().getRequest(c.caller, c.params.id),
+  },
+  {
+    method: "POST",
+    path: "/v1/requests/:id/approve",
+    op: "approve",
+    handler: (c) => c.service().approve(c.caller, c.params.id, parse(decision, c.body).reason),
+  },
+  {
+    method: "POST",
+    path: "/v1/requests/:id/reject",
+    op: "reject",
+    handler: (c) => c.service().reject(c.caller, c.params.id, parse(decision, c.body).reason),
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/destroy",
+    op: "request-destroy",
+    handler: (c) => c.service().requestDestroy(c.caller, c.params.name, parse(destroy, c.body)),
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/cancel-destroy",
+    op: "cancel-destroy",
+    handler: (c) => c.service().cancelDestroy(c.caller, c.params.name, parse(cancelDestroy, c.body).version),
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/export",
+    op: "request-export",
+    handler: (c) => c.service().exportKey(c.caller, c.params.name, parse(exportKey, c.body)),
+  },
+  {
+    method: "GET",
+    path: "/v1/exports/:id",
+    op: "fetch-export",
+    handler: (c) => {
+      const r = c.service().fetchExport(c.caller, c.params.id);
+      return { wrapped: r.wrapped.toString("base64"), keyRef: r.keyRef, algorithm: r.algorithm };
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/import-params",
+    op: "import-params",
+    handler: (c) => {
+      parse(schemas.empty, c.body);
+      return c.service().importParams(c.caller, c.params.name);
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/keys/:name/import",
+    op: "import",
+    handler: (c) => {
+      const b = parse(importKey, c.body);
+      try {
+        return c.service().importKey(c.caller, c.params.name, b.importToken, b.wrappedMaterial);
+      } finally {
+        b.wrappedMaterial.fill(0);
+      }
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/client-policies",
+    op: "list-client-policies",
+    handler: (c) => ({ policies: c.service().listClientPolicies(c.caller) }),
+  },
+  {
+    method: "GET",
+    path: "/v1/clients/:client/policy",
+    op: "get-client-policy",
+    handler: (c) => {
+      const p = c.service().getClientPolicy(c.caller, c.params.client);
+      if (!p) throw new AtrestError("NOT_FOUND", `client ${c.params.client} has no policy (its role alone applies)`);
+      return p;
+    },
+  },
+  {
+    method: "PUT",
+    path: "/v1/clients/:client/policy",
+    op: "request-client-policy",
+    handler: (c) => {
+      const b = parse(clientPolicy, c.body);
+      const policy = b.policy === null ? null : parseClientPolicy(b.policy);
+      return c.service().setClientPolicy(c.caller, c.params.client, policy, b.reason);
+    },
+  },
+  {
+    method: "POST",
+    path: "/v1/master/rotate",
+    op: "request-master-rotation",
+    handler: (c) => c.service().requestMasterRotation(c.caller, parse(masterRotation, c.body).reason),
   },
 ];
 

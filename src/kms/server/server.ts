@@ -17,9 +17,11 @@ import { ClientDirectory } from "../clients.ts";
 import { KmsDb } from "../db.ts";
 import { KMS_DB_FILE } from "../home.ts";
 import { Keyring } from "../keyring.ts";
+import { KmsAudit } from "../kms-audit.ts";
 import type { MasterKeySource } from "../master-source.ts";
 import { KmsMetrics } from "../metrics.ts";
-import { KmsService, type KmsServiceOptions } from "../service.ts";
+import { DEFAULT_SCHEDULER_INTERVAL_MS, KmsScheduler } from "../scheduler.ts";
+import { canonicalJson, KmsService, type KmsServiceOptions } from "../service.ts";
 import { masterSourceFor } from "../unseal.ts";
 import { HttpError, PROBLEM_CONTENT_TYPE, problemOf, SealedError } from "./problem.ts";
 import { METRICS_ROLES, ROUTES, type RouteContext, Router, type SealControl } from "./routes.ts";
@@ -43,8 +45,10 @@ export interface KmsServerOptions {
   logger?: Logger;
   /** Largest request body accepted, bytes (default 1 MiB). */
   bodyLimit?: number;
-  /** Extra KmsService options (audit log, fail-closed). */
+  /** Extra KmsService options (fail-closed, quorum …); the KMS audit log in the directory is the default sink. */
   service?: KmsServiceOptions;
+  /** Scheduler period (auto rotation, due destruction), ms; 0 disables. Default 60 s. */
+  schedulerIntervalMs?: number;
 }
 
 export interface KmsStatus {
@@ -69,6 +73,9 @@ export class KmsServer {
   readonly #router = new Router(ROUTES);
   readonly #fingerprints = new WeakMap<TLSSocket, string>();
   readonly metrics: KmsMetrics;
+  readonly #audit: KmsAudit;
+  readonly #schedulerMs: number;
+  #scheduler: KmsScheduler | undefined;
   #service: KmsService | undefined;
   #server: Server | undefined;
   #closed = false;
@@ -80,7 +87,14 @@ export class KmsServer {
     this.#clients = new ClientDirectory(db);
     this.#logger = options.logger ?? quiet;
     this.#bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
-    this.#serviceOptions = options.service ?? {};
+    this.#audit = new KmsAudit(dir);
+    this.#schedulerMs = options.schedulerIntervalMs ?? DEFAULT_SCHEDULER_INTERVAL_MS;
+    this.#serviceOptions = {
+      auditLog: this.#audit,
+      persistMaster: (m: Buffer) => this.#source.storeMaster(m),
+      onAuditError: (err: unknown) => this.#logger.error({ err }, "kms: audit record not written"),
+      ...options.service,
+    };
     this.metrics = new KmsMetrics(
       () => {
         const s = this.#source.status();
@@ -193,40 +207,120 @@ export class KmsServer {
       master.fill(0);
       throw e;
     }
-    this.#service = new KmsService(keyring, this.#serviceOptions);
+    try {
+      // The audit keys live in kms.db under the master key: the log opens now and writes what was buffered.
+      this.#audit.unseal(keyring);
+    } catch (e) {
+      keyring.close();
+      throw e;
+    }
+    const service = new KmsService(keyring, this.#serviceOptions);
+    this.#service = service;
+    if (this.#schedulerMs > 0) {
+      this.#scheduler = new KmsScheduler(service, {
+        onError: (err) => this.#logger.error({ err }, "kms: scheduled pass failed"),
+        onRun: (run) => this.#logger.info({ ...run }, "kms: scheduled changes"),
+      }).start(this.#schedulerMs);
+    }
+  }
+
+  /** Seal-state events go to the KMS audit (buffered while sealed, written at the next unseal). */
+  #auditSeal(
+    action: "kms.seal" | "kms.unseal",
+    caller: KmsCaller,
+    outcome: "success" | "failure",
+    detail: Record<string, unknown>,
+    reason?: string,
+  ): void {
+    try {
+      this.#audit.record({
+        action,
+        outcome,
+        user: caller.name,
+        role: caller.role,
+        protocol: "kms",
+        ...(caller.certFingerprint ? { userId: caller.certFingerprint } : {}),
+        ...(caller.sourceIp ? { sourceIp: caller.sourceIp } : {}),
+        detail: canonicalJson(detail),
+        ...(reason !== undefined ? { reason } : {}),
+      });
+    } catch (err) {
+      this.#logger.error({ err }, "kms: audit record not written");
+    }
   }
 
   readonly #seal: SealControl = {
     status: () => this.status(),
     unseal: async (caller: KmsCaller, share: string) => {
+      if (caller.role !== "custodian") {
+        const msg = `permission denied: client ${caller.name} (role ${caller.role}) may not unseal (needs custodian)`;
+        this.#auditSeal("kms.unseal", caller, "failure", { op: "unseal" }, msg);
+        throw new AtrestError("PERMISSION_DENIED", msg);
+      }
       if (!this.sealed) return { ...this.status(), detail: "already unsealed" };
-      const r = await this.#source.submitShare(share);
+      let r: Awaited<ReturnType<MasterKeySource["submitShare"]>>;
+      try {
+        r = await this.#source.submitShare(share);
+      } catch (e) {
+        const s = this.#source.status();
+        this.#auditSeal(
+          "kms.unseal",
+          caller,
+          "failure",
+          { op: "unseal", progress: s.progress, threshold: s.threshold },
+          (e as Error).message,
+        );
+        throw e;
+      }
       if (r.master) {
         if (this.#closed || !this.sealed) r.master.fill(0);
         else this.#openService(r.master);
+        this.#auditSeal("kms.unseal", caller, "success", { op: "unseal", unsealed: true, threshold: r.threshold });
         this.#logger.info({ client: caller.name }, "kms: unsealed");
       } else {
+        this.#auditSeal("kms.unseal", caller, "success", {
+          op: "unseal-share",
+          progress: r.progress,
+          threshold: r.threshold,
+        });
         this.#logger.info({ client: caller.name, progress: r.progress, threshold: r.threshold }, "kms: unseal share");
       }
       return this.status();
     },
     resetUnseal: (caller: KmsCaller) => {
+      if (caller.role !== "custodian") {
+        throw new AtrestError(
+          "PERMISSION_DENIED",
+          `permission denied: client ${caller.name} (role ${caller.role}) may not reset the unseal (needs custodian)`,
+        );
+      }
       this.#source.reset();
+      this.#auditSeal("kms.unseal", caller, "success", { op: "unseal-reset" });
       this.#logger.info({ client: caller.name }, "kms: unseal progress reset");
       return this.status();
     },
-    seal: (caller: KmsCaller) => {
-      this.#sealNow();
+    seal: async (caller: KmsCaller) => {
+      if (caller.role !== "custodian" && caller.role !== "admin") {
+        const msg = `permission denied: client ${caller.name} (role ${caller.role}) may not seal the key manager (needs custodian or admin)`;
+        this.#auditSeal("kms.seal", caller, "failure", { op: "seal" }, msg);
+        throw new AtrestError("PERMISSION_DENIED", msg);
+      }
+      // Recorded before sealing: after it the log is closed and would only buffer the event.
+      this.#auditSeal("kms.seal", caller, "success", { op: "seal" });
+      await this.#sealNow();
       this.#logger.info({ client: caller.name }, "kms: sealed");
       return this.status();
     },
   };
 
-  #sealNow(): void {
+  async #sealNow(): Promise<void> {
     const service = this.#service;
     this.#service = undefined;
+    this.#scheduler?.stop();
+    this.#scheduler = undefined;
     service?.close();
     this.#source.seal();
+    await this.#audit.seal();
   }
 
   #identify(req: IncomingMessage): KmsCaller {
@@ -255,6 +349,7 @@ export class KmsServer {
       const url = req.url ?? "/";
       const q = url.indexOf("?");
       const path = q < 0 ? url : url.slice(0, q);
+      const query = new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
       if (path === "/metrics") {
         op = "metrics";
         if (req.method !== "GET") throw new HttpError(405, "method not allowed", "INVALID_INPUT", "use GET");
@@ -281,6 +376,7 @@ export class KmsServer {
       const ctx: RouteContext = {
         caller,
         params: m.params,
+        query,
         body,
         service: () => this.service(),
         seal: this.#seal,
@@ -350,7 +446,7 @@ export class KmsServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#sealNow();
+    await this.#sealNow();
     const server = this.#server;
     if (server) {
       await new Promise<void>((resolve) => {
