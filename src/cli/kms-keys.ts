@@ -132,6 +132,15 @@ function requestHint(r: KmsRequest): void {
   }
 }
 
+const STATUSES = ["pending", "executed", "rejected", "failed", "expired"] as const;
+
+function checkStatus(status: string): RequestStatus {
+  if (!(STATUSES as readonly string[]).includes(status)) {
+    throw new AtrestError("INVALID_INPUT", `--status must be one of ${STATUSES.join(", ")}`);
+  }
+  return status as RequestStatus;
+}
+
 const KEYS_SPLIT = (v: string) =>
   v
     .split(",")
@@ -343,7 +352,7 @@ export function registerKmsKeys(kms: Command): void {
     .command("request")
     .description("dual-control requests (destroy, export, policy, master rotation)");
   targetOptions(request.command("list").description("requests and their approvals"))
-    .option("--status <status>", "only pending|executed|rejected|failed|expired")
+    .option("--status <status>", "only pending|executed|rejected|failed|expired", checkStatus)
     .option("--json", "machine-readable output")
     .action(async (opts: LocalOpts & { status?: RequestStatus; json?: boolean }) => {
       await withAdmin(opts, "auditor", async (a) => {

@@ -161,8 +161,7 @@ export class RemoteAdmin implements KmsAdmin {
     return this.#kms.call<KmsRequest>("POST", `/v1/keys/${seg(name)}/destroy`, input);
   }
   cancelDestroy(name: string, version?: number) {
-    const q = version === undefined ? "" : `?version=${version}`;
-    return this.#kms.call<KeyringKeyInfo>("DELETE", `/v1/keys/${seg(name)}/destroy${q}`);
+    return this.#kms.call<KeyringKeyInfo>("POST", `/v1/keys/${seg(name)}/cancel-destroy`, version ? { version } : {});
   }
   importParams(name: string) {
     return this.#kms.call<ImportParams>("POST", `/v1/keys/${seg(name)}/import-params`, {});
@@ -170,7 +169,7 @@ export class RemoteAdmin implements KmsAdmin {
   importKey(name: string, importToken: string, wrapped: Buffer) {
     return this.#kms.call<KeyringKeyInfo>("POST", `/v1/keys/${seg(name)}/import`, {
       importToken,
-      wrapped: wrapped.toString("base64"),
+      wrappedMaterial: wrapped.toString("base64"),
     });
   }
   exportKey(name: string, input: ExportRequestInput) {
@@ -179,13 +178,13 @@ export class RemoteAdmin implements KmsAdmin {
   async fetchExport(id: string) {
     const r = await this.#kms.call<{ wrapped: string; keyRef: string; algorithm: string }>(
       "GET",
-      `/v1/requests/${seg(id)}/export`,
+      `/v1/exports/${seg(id)}`,
     );
     return { wrapped: Buffer.from(r.wrapped, "base64"), keyRef: r.keyRef, algorithm: r.algorithm };
   }
   async listRequests(status?: RequestStatus) {
-    const q = status ? `?status=${seg(status)}` : "";
-    return (await this.#kms.call<{ requests: KmsRequest[] }>("GET", `/v1/requests${q}`)).requests;
+    const all = (await this.#kms.call<{ requests: KmsRequest[] }>("GET", "/v1/requests")).requests;
+    return status ? all.filter((r) => r.status === status) : all;
   }
   getRequest(id: string) {
     return this.#kms.call<KmsRequest>("GET", `/v1/requests/${seg(id)}`);
@@ -197,14 +196,18 @@ export class RemoteAdmin implements KmsAdmin {
     return this.#kms.call<KmsRequest>("POST", `/v1/requests/${seg(id)}/reject`, { reason });
   }
   setClientPolicy(client: string, policy: ClientPolicy | null, reason: string) {
-    return this.#kms.call<KmsRequest>("PUT", `/v1/policies/${seg(client)}`, { policy, reason });
+    return this.#kms.call<KmsRequest>("PUT", `/v1/clients/${seg(client)}/policy`, { policy, reason });
   }
   async getClientPolicy(client: string) {
-    const r = await this.#kms.call<{ policy: StoredClientPolicy | null }>("GET", `/v1/policies/${seg(client)}`);
-    return r.policy ?? undefined;
+    try {
+      return await this.#kms.call<StoredClientPolicy>("GET", `/v1/clients/${seg(client)}/policy`);
+    } catch (e) {
+      if ((e as { code?: string }).code === "NOT_FOUND") return undefined;
+      throw e;
+    }
   }
   async listClientPolicies() {
-    return (await this.#kms.call<{ policies: StoredClientPolicy[] }>("GET", "/v1/policies")).policies;
+    return (await this.#kms.call<{ policies: StoredClientPolicy[] }>("GET", "/v1/client-policies")).policies;
   }
   requestMasterRotation(reason: string) {
     return this.#kms.call<KmsRequest>("POST", "/v1/master/rotate", { reason });

@@ -61,6 +61,8 @@ export interface EmbeddedKms extends KeyProvider {
   rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }>;
   /** One result per item, in order; a failed item carries its error and does not fail the others. */
   rewrapBatch(items: readonly { wrapped: Buffer; context: EncryptionContext }[]): Promise<(WrapResult | ItemError)[]>;
+  /** The KMS audit log this provider writes (undefined when the caller supplied its own sink). */
+  readonly kmsAudit: KmsAudit | undefined;
   /** Always set for the embedded provider: it is dev mode by construction. */
   readonly warning: string;
 }
@@ -146,6 +148,7 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
   return {
     warning: DEV_MODE_WARNING,
     service,
+    kmsAudit,
     generateDataKey: async (name: string, context: EncryptionContext): Promise<DataKey> =>
       service.generateDataKey(me, name, context),
     unwrap: async (wrapped: Buffer, context: EncryptionContext): Promise<Buffer> =>

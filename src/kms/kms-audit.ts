@@ -92,6 +92,11 @@ export class KmsAudit implements AuditSink {
     this.#log = log;
   }
 
+  /** Writes records still queued for a group commit (AuditLog batches writes when it can). */
+  flush(): void {
+    (this.#log as { flush?: () => void } | undefined)?.flush?.();
+  }
+
   /** Closes the log (writing a final checkpoint); later events are buffered until the next unseal. */
   async seal(): Promise<void> {
     const log = this.#log;
@@ -109,7 +114,9 @@ export class KmsAudit implements AuditSink {
 export async function readKmsAudit(
   dir: string,
   keyring: Keyring,
+  writer?: KmsAudit,
 ): Promise<(AuditRecord | { integrity: "failed"; line: number })[]> {
+  writer?.flush();
   const key = keyring.namedSecret(RECORD_KEY);
   try {
     return await readAuditLog(join(dir, KMS_AUDIT_FILE), key);

@@ -44,6 +44,12 @@ import type { DataKey, EncryptionContext } from "./types.ts";
 import { assertKeyName, formatKeyRef, isValidKeyName, parseWrapped } from "./wrap.ts";
 
 const DAY_MS = 86_400_000;
+const EXECUTION_ACTION: Readonly<Record<KmsRequest["kind"], AuditAction>> = {
+  destroy: "key.destroy",
+  export: "key.export",
+  "client-policy": "kms.policy",
+  "master-rotation": "kms.master.rotate",
+};
 export const DEFAULT_DESTROY_DAYS = 30;
 /** Who the scheduler's own actions (auto rotation, due destruction) are attributed to in the audit. */
 export const SCHEDULER_CALLER: KmsCaller = Object.freeze({ name: "kms-scheduler", role: "operator" });
@@ -541,70 +547,79 @@ export class KmsService {
     return r;
   }
 
-  /** Runs a request whose quorum was reached; a failure marks it failed (audited) rather than throwing. */
+  /**
+   * Runs a request whose quorum was reached; a failure marks it failed (audited) rather than throwing. The effect and
+   * the "executed" mark commit in one transaction that first re-checks the request is still pending, so a crash
+   * leaves it either done or still to do (the scheduler finishes it), and two processes never both run it.
+   */
   #execute(by: KmsCaller, r: KmsRequest): KmsRequest {
     const now = this.keyring.now();
     const ev: PendingEvent = { keyRef: refOfRequest(r), target: r.id, detailExtra: { kind: r.kind } };
-    let action: AuditAction = "key.destroy";
+    const action: AuditAction = EXECUTION_ACTION[r.kind];
     try {
-      switch (r.kind) {
-        case "destroy": {
-          const versions = (r.params.versions as number[]) ?? [];
-          const at = new Date(now.getTime() + Number(r.params.waitingDays) * DAY_MS);
-          this.keyring.scheduleDestroy(r.target, versions, at, r.id);
-          ev.detailExtra = { ...ev.detailExtra, op: "schedule", destroyAt: at.toISOString(), versions };
-          this.approvals.markExecuted(r.id, `destruction scheduled for ${at.toISOString()}`, now);
-          break;
-        }
-        case "export": {
-          action = "key.export";
-          const version = Number(r.params.version);
-          const pub = exportPublicKey(String(r.params.publicKeyPem));
-          const material = this.keyring.exportMaterial(r.target, version);
-          try {
-            this.approvals.markExecuted(
-              r.id,
-              `exported ${formatKeyRef(r.target, version)}`,
-              now,
-              wrapRsaAes(pub, material),
-            );
-          } finally {
-            material.fill(0);
-          }
-          break;
-        }
-        case "client-policy": {
-          action = "kms.policy";
-          const policy = r.params.policy === null ? null : parseClientPolicy(r.params.policy);
-          this.keyring.db.transaction(() => {
-            this.policies.set(r.target, policy, r.requester, now);
-            this.approvals.markExecuted(
-              r.id,
-              policy ? `policy of ${r.target} set` : `policy of ${r.target} removed`,
-              now,
-            );
-          });
-          break;
-        }
-        case "master-rotation": {
-          action = "kms.master.rotate";
-          const persist = this.#persistMaster;
-          if (!persist) throw new AtrestError("UNSUPPORTED", "master key rotation needs a sealed key manager");
-          const count = this.keyring.rotateMaster(randomBytes(32), persist, (reseal) =>
-            resealImportTokens(this.keyring, reseal),
-          );
-          ev.detailExtra = { ...ev.detailExtra, resealed: count };
-          this.approvals.markExecuted(r.id, `master key rotated; ${count} key versions re-sealed`, now);
-          break;
-        }
-      }
-      this.#record(by, action, r.kind, "success", ev, undefined);
+      const ran = this.keyring.db.transaction(() => {
+        const current = this.approvals.get(r.id, now);
+        const approved = current.approvals.filter((a) => a.decision === "approve").length;
+        if (current.status !== "pending" || approved < current.quorum) return false;
+        this.#effect(current, now, ev);
+        return true;
+      });
+      if (ran) this.#record(by, action, r.kind, "success", ev, undefined);
     } catch (e) {
       const reason = (e as Error).message;
       this.approvals.markFailed(r.id, reason, now);
       this.#record(by, action, r.kind, "failure", ev, undefined, reason);
     }
     return this.approvals.get(r.id, now);
+  }
+
+  /** The effect of an approved request, inside #execute's transaction; it also marks the request executed. */
+  #effect(r: KmsRequest, now: Date, ev: PendingEvent): void {
+    switch (r.kind) {
+      case "destroy": {
+        const versions = (r.params.versions as number[]) ?? [];
+        const at = new Date(now.getTime() + Number(r.params.waitingDays) * DAY_MS);
+        this.keyring.scheduleDestroy(r.target, versions, at, r.id);
+        ev.detailExtra = { ...ev.detailExtra, op: "schedule", destroyAt: at.toISOString(), versions };
+        this.approvals.markExecuted(r.id, `destruction scheduled for ${at.toISOString()}`, now);
+        return;
+      }
+      case "export": {
+        const version = Number(r.params.version);
+        const pub = exportPublicKey(String(r.params.publicKeyPem));
+        const material = this.keyring.exportMaterial(r.target, version);
+        try {
+          const blob = wrapRsaAes(pub, material);
+          this.approvals.markExecuted(r.id, `exported ${formatKeyRef(r.target, version)}`, now, blob);
+        } finally {
+          material.fill(0);
+        }
+        return;
+      }
+      case "client-policy": {
+        const policy = r.params.policy === null ? null : parseClientPolicy(r.params.policy);
+        this.policies.set(r.target, policy, r.requester, now);
+        this.approvals.markExecuted(r.id, policy ? `policy of ${r.target} set` : `policy of ${r.target} removed`, now);
+        return;
+      }
+      case "master-rotation": {
+        const persist = this.#persistMaster;
+        if (!persist) throw new AtrestError("UNSUPPORTED", "master key rotation needs a sealed key manager");
+        let count = 0;
+        // The mark goes inside the keyring's re-seal step: nothing may fail between the new master taking effect in
+        // memory and the transaction committing.
+        count = this.keyring.rotateMaster(
+          randomBytes(32),
+          (m) => {
+            persist(m);
+            this.approvals.markExecuted(r.id, "master key rotated; key versions re-sealed", now);
+          },
+          (reseal) => resealImportTokens(this.keyring, reseal),
+        );
+        ev.detailExtra = { ...ev.detailExtra, resealed: count };
+        return;
+      }
+    }
   }
 
   /** Zeroes the master key and cached KEKs. */
@@ -660,7 +675,10 @@ export class KmsService {
       user: caller.name,
       role: caller.role,
       protocol: "kms",
-      detail: canonicalJson({ op, ...(context ? { context } : {}), ...ev.detailExtra }),
+      detail:
+        ev.detailExtra === undefined
+          ? `{${context ? `"context":${contextJson(context)},` : ""}"op":${JSON.stringify(op)}}`
+          : canonicalJson({ op, ...(context ? { context } : {}), ...ev.detailExtra }),
     };
     if (caller.certFingerprint) event.userId = caller.certFingerprint;
     if (caller.sourceIp) event.sourceIp = caller.sourceIp;
@@ -731,6 +749,17 @@ function settle<T>(fn: () => T): T | ItemError {
     const code = e instanceof AtrestError ? e.code : "INTERNAL";
     return { error: { code, message: e instanceof Error ? e.message : String(e) } };
   }
+}
+
+/** Canonical JSON of a flat context (keys sorted), the same bytes as canonicalJson but without its generic walk. */
+function contextJson(context: EncryptionContext): string {
+  const keys = Object.keys(context).sort();
+  let out = "{";
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string;
+    out += `${i ? "," : ""}${JSON.stringify(k)}:${JSON.stringify(context[k])}`;
+  }
+  return `${out}}`;
 }
 
 /** JSON with object keys sorted at every level: the same context always audits as the same bytes. */

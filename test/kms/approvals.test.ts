@@ -143,6 +143,29 @@ describe("dual control: destroy", () => {
     }
   });
 
+  it("an approval whose execution was interrupted is completed once by the scheduler", async () => {
+    const f = await openFixture();
+    try {
+      f.kms.createKey(operator, "crash");
+      const req = f.kms.requestDestroy(operator, "crash", { waitingDays: 7 });
+      f.kms.approve(alice, req.id);
+      // bob's approval committed, then the process died before running the request
+      f.db
+        .prepare(
+          "INSERT INTO approvals (request_id, custodian, decision, reason, at) VALUES (?, 'bob', 'approve', '', ?)",
+        )
+        .run(req.id, f.clock.now().toISOString());
+      assert.equal(f.kms.getRequest(auditor, req.id).status, "pending");
+      assert.deepEqual(f.kms.runScheduled().executed, [req.id]);
+      assert.equal(f.kms.getRequest(auditor, req.id).status, "executed");
+      assert.deepEqual(f.kms.runScheduled().executed, []);
+      assert.equal(f.events.filter((e) => e.action === "key.destroy" && e.target === req.id).length, 1);
+      assert.equal(f.kms.getKey(auditor, "crash").versions[0]?.destroyAt, "2030-01-08T00:00:00.000Z");
+    } finally {
+      await f.close();
+    }
+  });
+
   it("separation of duties: no role both unwraps and destroys or exports", async () => {
     const f = await openFixture();
     try {
@@ -250,7 +273,9 @@ describe("dual control: export, client policy, master rotation", () => {
       f.kms.approve(alice, req.id);
       const done = f.kms.approve(bob, req.id);
       assert.equal(done.status, "executed", done.result);
-      assert.match(done.result ?? "", /3 key versions re-sealed/); // default v1, m1 v1, m1 v2
+      assert.match(done.result ?? "", /master key rotated/);
+      const audited = f.events.find((e) => e.action === "kms.master.rotate");
+      assert.match(audited?.detail ?? "", /"resealed":3/); // default v1, m1 v1, m1 v2
       assert.ok(stored && !stored.equals(f.master));
       assert.notDeepEqual(f.db.getVersion("m1", 1)?.sealed, before);
       assert.deepEqual(f.kms.unwrap(server, a.wrapped, ctx).plaintext, a.plaintext);
@@ -262,6 +287,46 @@ describe("dual control: export, client policy, master rotation", () => {
       k2.close();
     } finally {
       await f.close();
+    }
+  });
+
+  it("master rotation through the quorum with the real Shamir source: the same shares unseal the new master", async () => {
+    const { initShamir, ShamirSource } = await import("../../src/kms/unseal.ts");
+    const { KmsDb } = await import("../../src/kms/db.ts");
+    const { Keyring } = await import("../../src/kms/keyring.ts");
+    const { KmsService } = await import("../../src/kms/service.ts");
+    const { tempDir, removeDir } = await import("../helpers/atrest.ts");
+    const { join } = await import("node:path");
+    const dir = await tempDir("atrest-mrot-");
+    const db = new KmsDb(join(dir, "kms.db"));
+    try {
+      const { shares, config } = await initShamir(db, dir, 3, 2);
+      const unseal = async (picked: string[]) => {
+        const source = new ShamirSource(db, config);
+        let master: Buffer | undefined;
+        for (const s of picked) master = (await source.submitShare(s)).master ?? master;
+        assert.ok(master);
+        return { source, master };
+      };
+      const first = await unseal([shares[0] as string, shares[1] as string]);
+      const before = first.master.toString("hex");
+      const kms = new KmsService(new Keyring(db, first.master), {
+        persistMaster: (m) => first.source.storeMaster(m),
+      });
+      const dk = kms.generateDataKey(server, "default", ctx);
+      const req = kms.requestMasterRotation(admin, "annual");
+      kms.approve(alice, req.id);
+      assert.equal(kms.approve(bob, req.id).status, "executed");
+      kms.close();
+      first.source.seal();
+      const second = await unseal([shares[2] as string, shares[0] as string]);
+      assert.notEqual(second.master.toString("hex"), before);
+      const again = new KmsService(new Keyring(db, second.master));
+      assert.deepEqual(again.unwrap(server, dk.wrapped, ctx).plaintext, dk.plaintext);
+      again.close();
+    } finally {
+      db.close();
+      await removeDir(dir);
     }
   });
 

@@ -31,7 +31,7 @@ describe("KMS audit log", () => {
       svc.approve(bob, req.id, "ok too");
       assert.throws(() => svc.unwrap(operator, dk.wrapped, ctx));
       const kek = svc.keyring.exportMaterial("default", 1);
-      const records = (await readKmsAudit(dir, svc.keyring)) as AuditRecord[];
+      const records = (await readKmsAudit(dir, svc.keyring, kms.kmsAudit)) as AuditRecord[];
       await kms.close();
 
       assert.ok(records.every((r) => !("integrity" in r)));
@@ -91,7 +91,7 @@ describe("KMS audit log", () => {
       audit.unseal(ring);
       const svc = new KmsService(ring, { auditLog: audit, failClosed: true });
       svc.generateDataKey(server, "default", ctx);
-      const recs = (await readKmsAudit(dir, ring)) as AuditRecord[];
+      const recs = (await readKmsAudit(dir, ring, audit)) as AuditRecord[];
       assert.deepEqual(
         recs.map((r) => [r.action, r.user]),
         [
