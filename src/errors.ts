@@ -17,7 +17,9 @@ export type ErrorCode =
   | "AUTH_FAILED"
   // A policy refused the operation (e.g. an OpenPGP recipient is expired, an upload is not an OpenPGP message); the
   // message says why and is safe to show to the client.
-  | "REFUSED";
+  | "REFUSED"
+  // The audit log cannot be written and audit.failClosed is on.
+  | "AUDIT_UNAVAILABLE";
 
 export class AtrestError extends Error {
   readonly code: ErrorCode;

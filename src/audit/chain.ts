@@ -318,6 +318,8 @@ export function readChainHead(path: string): { seq: number; hash: Buffer; bytes:
   }
   try {
     const { size } = fstatSync(fd);
+    // Zero length: a new file (or a character device such as /dev/full, which reads as endless zeros).
+    if (size === 0) return { seq: 0, hash: emptyGenesis(), bytes: 0 };
     const window = Math.min(size, 64 * 1024);
     const buf = Buffer.allocUnsafe(window);
     readSync(fd, buf, 0, window, size - window);

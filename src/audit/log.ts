@@ -1,10 +1,21 @@
 import type { KeyObject } from "node:crypto";
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { aeadKey, NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
-import { randomBytes } from "../crypto/random.ts";
+import { publicRandomBytes } from "../crypto/random.ts";
+import { AtrestError } from "../errors.ts";
 import { chainHash, checkpointBody, readChainHead, recordAad, recordBody, type Signer } from "./chain.ts";
 import type { AuditEvent, AuditRecord, AuditSink } from "./types.ts";
 
@@ -19,18 +30,39 @@ export interface AuditLogOptions {
   signer?: Signer;
   /** Records between checkpoints (default 1000); a checkpoint is also written on close. */
   checkpointEvery?: number;
+  /** Refuse operations (`admit` throws) while the file cannot be written. */
+  failClosed?: boolean;
 }
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** Records per group commit; a producer that queues this many in one tick triggers a write at once. */
+export const MAX_BATCH = 4096;
+/** Records kept in memory while the file cannot be written; beyond this the oldest are lost (and counted). */
+export const MAX_PENDING = 1_000_000;
+
+export type RecordListener = (record: AuditRecord, seq: number) => void;
+
+/** The audit log cannot be written and `failClosed` is on: the operation is refused. */
+export class AuditUnavailableError extends AtrestError {
+  constructor(cause: string) {
+    super("AUDIT_UNAVAILABLE", `audit log cannot be written (${cause}): operation refused (audit.failClosed)`);
+  }
+}
 
 /**
  * Append-only audit file, one hash-chained entry per line (layout: see chain.ts and docs/audit.md). Records name paths
  * and users, which a disk thief must not read, so each record is AES-256-GCM sealed under the audit key (itself
  * wrapped by the key manager); the chain and the Ed25519-signed checkpoints cover the sealed bytes.
  *
- * Writes are synchronous, one write(2) per line, under `<file>.lock` (O_EXCL, holder's pid inside): a CLI command
- * and a running server may append to the same file, and each re-reads the chain head when the file grew under it, so
- * the chain never forks. The chain continues across restarts from the last line's hash.
+ * Group commit: `record` queues the event and returns; everything queued in one turn of the event loop (or 4096
+ * records, whichever first) is sealed, chained and written with one write(2) under one acquisition of
+ * `<file>.lock` (O_EXCL, holder's pid inside). A CLI command and a running server may append to the same file: each
+ * re-reads the chain head when the file grew under it, so the chain never forks. The chain continues across restarts
+ * from the last line's hash. `flush()` writes now; `close()` flushes and signs a checkpoint.
+ *
+ * A failed write is undone (the file is cut back to its last complete line) and the records stay queued and are
+ * retried; with `failClosed`, `admit()` then refuses new operations until a write succeeds again.
  */
 export class AuditLog implements AuditSink {
   readonly #path: string;
@@ -39,7 +71,14 @@ export class AuditLog implements AuditSink {
   readonly #key: KeyObject;
   readonly #signer: Signer | undefined;
   readonly #every: number;
-  readonly #listeners = new Set<(e: AuditRecord) => void>();
+  readonly #listeners = new Set<RecordListener>();
+  readonly #gates = new Set<() => Promise<void> | undefined>();
+  #pending: AuditRecord[] = [];
+  #scheduled: NodeJS.Immediate | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #failure: string | undefined;
+  #failClosed = false;
+  #lost = 0;
   #seq: number;
   #hash: Buffer;
   #size: number;
@@ -55,6 +94,7 @@ export class AuditLog implements AuditSink {
     zero(key);
     this.#signer = opts.signer;
     this.#every = Math.max(1, opts.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY);
+    this.#failClosed = opts.failClosed ?? false;
     const head = readChainHead(path);
     this.#seq = head.seq;
     this.#hash = head.hash;
@@ -62,29 +102,115 @@ export class AuditLog implements AuditSink {
     this.#fd = openSync(path, "a", 0o600);
   }
 
-  record(event: AuditEvent): void {
-    if (this.#closed) throw new Error("audit log is closed");
-    const record: AuditRecord = { time: new Date().toISOString(), ...event };
-    const json = Buffer.from(JSON.stringify(record));
-    this.#locked(() => {
-      const seq = this.#seq + 1;
-      this.#append(recordBody(seq, seal(this.#key, randomBytes(NONCE_LENGTH), json, recordAad(seq))));
-      this.#since++;
-      if (this.#signer && this.#since >= this.#every) this.#checkpoint(this.#signer);
-    });
-    for (const listener of this.#listeners) listener(record);
+  get path(): string {
+    return this.#path;
   }
 
-  onRecord(listener: (e: AuditRecord) => void): () => void {
+  /** Sequence number of the last entry written by anyone (as of this process's last write or sync). */
+  get headSeq(): number {
+    return this.#seq;
+  }
+
+  /** Why the last write failed, while it keeps failing. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  /** Records dropped because the file could not be written for too long (only without failClosed). */
+  get lost(): number {
+    return this.#lost;
+  }
+
+  setFailClosed(on: boolean): void {
+    this.#failClosed = on;
+  }
+
+  record(event: AuditEvent): void {
+    if (this.#closed) throw new Error("audit log is closed");
+    this.#pending.push({ time: new Date().toISOString(), ...event });
+    if (this.#pending.length >= MAX_BATCH && this.#failure === undefined) this.flush();
+    else this.#scheduled ??= setImmediate(() => this.flush());
+  }
+
+  /**
+   * Called before an operation (and before accepting a login): with failClosed, writes what is queued and throws
+   * AuditUnavailableError if that fails; then waits on the gates (a SIEM destination whose backlog is over its bound
+   * slows producers down instead of dropping).
+   */
+  admit(): Promise<void> | undefined {
+    if (this.#failClosed) {
+      this.flush();
+      if (this.#failure !== undefined) throw new AuditUnavailableError(this.#failure);
+    }
+    if (this.#gates.size === 0) return undefined;
+    return Promise.all([...this.#gates].map((g) => g())).then(() => undefined);
+  }
+
+  /** Adds a gate that `admit` awaits (returns undefined when the producer may go on at once). */
+  addGate(gate: () => Promise<void> | undefined): () => void {
+    this.#gates.add(gate);
+    return () => this.#gates.delete(gate);
+  }
+
+  /** Called with each record once it is in the file, in sequence order. */
+  onRecord(listener: RecordListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /** Writes every queued record now (one locked write). Never throws: a failure is kept in `failure` and retried. */
+  flush(): void {
+    if (this.#scheduled) {
+      clearImmediate(this.#scheduled);
+      this.#scheduled = undefined;
+    }
+    if (this.#pending.length === 0 || this.#closed) return;
+    const batch = this.#pending;
+    this.#pending = [];
+    let written: number[] = [];
+    try {
+      this.#locked(() => {
+        written = this.#appendRecords(batch);
+      });
+    } catch (err) {
+      this.#pending = batch.concat(this.#pending);
+      const e = err as NodeJS.ErrnoException;
+      this.#failure = e.code ?? e.message;
+      if (this.#pending.length > MAX_PENDING && !this.#failClosed) {
+        const drop = this.#pending.length - MAX_PENDING;
+        this.#pending.splice(0, drop);
+        this.#lost += drop;
+      }
+      this.#retry ??= setTimeout(() => {
+        this.#retry = undefined;
+        this.flush();
+      }, 1000).unref();
+      return;
+    }
+    this.#failure = undefined;
+    if (this.#listeners.size > 0) {
+      for (let i = 0; i < batch.length; i++) {
+        for (const listener of this.#listeners) listener(batch[i] as AuditRecord, written[i] as number);
+      }
+    }
   }
 
   /** Writes a signed checkpoint now if records were added since the last one. */
   checkpoint(): void {
     const signer = this.#signer;
+    this.flush();
     if (!signer || this.#since === 0 || this.#closed) return;
-    this.#locked(() => this.#checkpoint(signer));
+    this.#locked(() => {
+      const start = { seq: this.#seq, hash: this.#hash, since: this.#since };
+      try {
+        this.#write([this.#checkpointLine(signer)], this.#size);
+      } catch {
+        // Not fatal: the next checkpoint signs these records too.
+        this.#seq = start.seq;
+        this.#hash = start.hash;
+        this.#since = start.since;
+      }
+    });
   }
 
   close(): Promise<void> {
@@ -93,25 +219,64 @@ export class AuditLog implements AuditSink {
         this.checkpoint();
       } finally {
         this.#closed = true;
+        if (this.#retry) clearTimeout(this.#retry);
         closeSync(this.#fd);
       }
     }
     return Promise.resolve();
   }
 
-  #checkpoint(signer: Signer): void {
-    this.#append(checkpointBody(this.#seq + 1, this.#hash, signer));
-    this.#since = 0;
+  /** Seals and chains `batch` (plus the checkpoints that fall due) and writes it with one write(2). */
+  #appendRecords(batch: AuditRecord[]): number[] {
+    const seqs: number[] = [];
+    const lines: Buffer[] = [];
+    const start = { seq: this.#seq, hash: this.#hash, since: this.#since };
+    for (const record of batch) {
+      const seq = this.#seq + 1;
+      const json = Buffer.from(JSON.stringify(record));
+      lines.push(this.#chain(recordBody(seq, seal(this.#key, publicRandomBytes(NONCE_LENGTH), json, recordAad(seq)))));
+      seqs.push(seq);
+      this.#since++;
+      if (this.#signer && this.#since >= this.#every) lines.push(this.#checkpointLine(this.#signer));
+    }
+    try {
+      this.#write(lines, this.#size);
+    } catch (err) {
+      this.#seq = start.seq;
+      this.#hash = start.hash;
+      this.#since = start.since;
+      throw err;
+    }
+    return seqs;
   }
 
-  /** Appends one entry; caller holds the lock and has synced the head. */
-  #append(body: string): void {
+  /** Next entry's line for `body`; advances seq and hash (the caller restores them if the write fails). */
+  #chain(body: string): Buffer {
     const hash = chainHash(this.#hash, body);
-    const line = Buffer.from(`${body} ${hash.toString("hex")}\n`, "latin1");
-    writeSync(this.#fd, line);
     this.#seq++;
     this.#hash = hash;
-    this.#size += line.length;
+    return Buffer.from(`${body} ${hash.toString("hex")}\n`, "latin1");
+  }
+
+  #checkpointLine(signer: Signer): Buffer {
+    const line = this.#chain(checkpointBody(this.#seq + 1, this.#hash, signer));
+    this.#since = 0;
+    return line;
+  }
+
+  /** One write(2) of whole lines; on failure the file is cut back to `before` so it never ends mid-line. */
+  #write(lines: Buffer[], before: number): void {
+    const buf = lines.length === 1 ? (lines[0] as Buffer) : Buffer.concat(lines);
+    try {
+      let off = 0;
+      while (off < buf.length) off += writeSync(this.#fd, buf, off, buf.length - off);
+    } catch (err) {
+      try {
+        ftruncateSync(this.#fd, before);
+      } catch {}
+      throw err;
+    }
+    this.#size = before + buf.length;
   }
 
   #locked(fn: () => void): void {

@@ -94,6 +94,11 @@ export type AuditRecord = AuditEvent & { time: string };
 
 export interface AuditSink {
   record(event: AuditEvent): void;
+  /**
+   * Called before an operation runs (and before a login is accepted). Throws when the audit log cannot be written and
+   * fail-closed is on; returns a promise when producers must slow down (a SIEM spool over its bound).
+   */
+  admit?(): Promise<void> | undefined;
 }
 
 export interface ActionInfo {

@@ -1,8 +1,14 @@
 import type { Command } from "commander";
 import { Option } from "commander";
 import { pino } from "pino";
-import { App, initData } from "../app.ts";
+import { App, AUDIT_CONTEXT, AUDIT_KEY_SETTING, initData } from "../app.ts";
+import { AuditPipeline } from "../audit/pipeline.ts";
 import { loadConfig } from "../config/config.ts";
+import { aeadKey } from "../crypto/aead.ts";
+import { zero } from "../crypto/bytes.ts";
+import { Registry } from "../metrics/registry.ts";
+import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
+import { serviceKey } from "../store/service-keys.ts";
 import { say } from "./common.ts";
 
 export function registerServer(program: Command): void {
@@ -23,6 +29,11 @@ export function registerServer(program: Command): void {
     .addOption(new Option("--kms-cert <dir>", "client certificate directory from `atrest kms client issue`"))
     .addOption(new Option("--dek-cache-seconds <s>", "keep unwrapped data keys this long, 0 = off (default 300)"))
     .addOption(new Option("--dek-cache-entries <n>", "at most this many cached data keys, 0 = off (default 10000)"))
+    .addOption(
+      new Option("--metrics-port <port>", "loopback HTTP GET /metrics (Prometheus) port; 0 = off (default 0)").env(
+        "ATREST_METRICS_PORT",
+      ),
+    )
     .action(async (flags, cmd: Command) => {
       const config = loadConfig(flags, cmd.parent?.opts().config);
       const logger = pino({ level: config.logLevel, base: { service: "atrest" } });
@@ -39,6 +50,32 @@ export function registerServer(program: Command): void {
         kms,
       });
       say(`key manager: ${app.keyManagerLocation}`);
+      app.audit.setFailClosed(config.audit.failClosed);
+      const registry = new Registry();
+      let pipeline: AuditPipeline;
+      try {
+        const raw = await serviceKey(app.store, app.keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT);
+        const key = aeadKey(raw);
+        zero(raw);
+        pipeline = await AuditPipeline.start(config.audit, {
+          audit: app.audit,
+          key,
+          store: app.store,
+          logger,
+          registry,
+        });
+      } catch (err) {
+        await app.close();
+        throw err;
+      }
+      for (const d of config.audit.destinations) {
+        say(`audit destination ${d.name}: ${d.format} over ${d.transport} to ${d.host}:${d.port}`);
+      }
+      let metrics: MetricsServer | undefined;
+      if (config.metricsPort > 0) {
+        metrics = await startMetricsServer(registry, "127.0.0.1", config.metricsPort);
+        say(`metrics on http://127.0.0.1:${metrics.port}/metrics`);
+      }
       let sftp: { port: number; close(): Promise<void> } | undefined;
       if (config.sftpPort === 0) {
         say("sftp disabled (--sftp-port 0)");
@@ -70,6 +107,8 @@ export function registerServer(program: Command): void {
         stopping = true;
         logger.info({ signal }, "shutting down");
         await sftp?.close();
+        await pipeline.stop();
+        await metrics?.close();
         await app.close();
         process.exit(0);
       };

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { auditConfigSchema } from "../audit/config.ts";
 import { AtrestError } from "../errors.ts";
 
 // One schema for the config file, ATREST_* environment variables and command-line flags (in rising precedence).
@@ -22,6 +23,15 @@ export const serverConfigSchema = z
     // Remote key manager (https URL) and the directory with its client certificate; unset = embedded key manager.
     kms: z.url({ protocol: /^https$/, error: "must be an https:// URL of the key manager" }).optional(),
     kmsCert: z.string().min(1).optional(),
+    // Loopback HTTP `GET /metrics` (Prometheus text) on this port; 0 = off.
+    metricsPort: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(65535, { error: "must be a port number 0-65535 (0 = off)" })
+      .default(0),
+    // SIEM destinations and fail-closed (config file; ATREST_AUDIT_FAIL_CLOSED=true|false sets failClosed).
+    audit: auditConfigSchema.prefault({}),
   })
   .strict()
   .refine((c) => !c.kms || c.kmsCert, {
@@ -31,7 +41,7 @@ export const serverConfigSchema = z
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;
 
-const envNames: Record<keyof ServerConfig, string> = {
+const envNames: Partial<Record<keyof ServerConfig, string>> = {
   data: "ATREST_DATA",
   host: "ATREST_HOST",
   sftpPort: "ATREST_SFTP_PORT",
@@ -42,6 +52,7 @@ const envNames: Record<keyof ServerConfig, string> = {
   dekCacheEntries: "ATREST_DEK_CACHE_ENTRIES",
   kms: "ATREST_KMS",
   kmsCert: "ATREST_KMS_CERT",
+  metricsPort: "ATREST_METRICS_PORT",
 };
 
 function fromEnv(env: NodeJS.ProcessEnv): Partial<Record<keyof ServerConfig, string>> {
@@ -68,7 +79,15 @@ export function loadConfig(
   env = process.env,
 ): ServerConfig {
   const defined = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined));
-  const merged = { ...fromFile(configFile ?? env.ATREST_CONFIG), ...fromEnv(env), ...defined };
+  const merged: Record<string, unknown> = { ...fromFile(configFile ?? env.ATREST_CONFIG), ...fromEnv(env), ...defined };
+  const failClosed = env.ATREST_AUDIT_FAIL_CLOSED;
+  if (failClosed !== undefined && failClosed !== "") {
+    if (failClosed !== "true" && failClosed !== "false") {
+      throw new AtrestError("INVALID_INPUT", "config audit.failClosed: ATREST_AUDIT_FAIL_CLOSED must be true or false");
+    }
+    const audit = typeof merged.audit === "object" && merged.audit !== null ? merged.audit : {};
+    merged.audit = { ...audit, failClosed: failClosed === "true" };
+  }
   const parsed = serverConfigSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

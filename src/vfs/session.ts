@@ -62,6 +62,7 @@ export class Session implements VfsSession {
   /** Runs an operation and records its audit event, with the failure reason when it fails. */
   async #audited<T>(action: AuditAction, path: string, fn: () => Promise<T>, extra?: Partial<AuditEvent>): Promise<T> {
     try {
+      await this.#vfs.audit.admit?.();
       const result = await fn();
       this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "success" });
       return result;
@@ -156,6 +157,7 @@ export class Session implements VfsSession {
   async openRead(path: string): Promise<ReadHandle> {
     const p = normalize(path);
     try {
+      await this.#vfs.audit.admit?.();
       this.#perms.require(p, "download");
       const node = await this.#resolve(p);
       if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
@@ -173,6 +175,7 @@ export class Session implements VfsSession {
   async openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle> {
     const p = normalize(path);
     try {
+      await this.#vfs.audit.admit?.();
       const { parent, name } = parentAndName(p);
       const dir = await this.#vfs.tree.resolveDir(this.#rootId, parent);
       const existing = await this.#vfs.tree.child(dir.id, name);

@@ -55,6 +55,7 @@ export async function authenticate(ctx: AuthContext, deps: AuthDeps): Promise<{ 
       const user = await deps.accounts.verifyPassword(ctx.username, ctx.password);
       if (user) {
         record("success");
+        await deps.audit?.admit?.();
         ctx.accept();
         return { user: user.username, refused: false };
       }
@@ -67,6 +68,7 @@ export async function authenticate(ctx: AuthContext, deps: AuthDeps): Promise<{ 
       }
       if (ok) {
         record("success");
+        await deps.audit?.admit?.();
         ctx.accept();
         return { user: ctx.username, refused: false };
       }

@@ -25,6 +25,7 @@ const MAP: Record<ErrorCode, [StatusCode, string | undefined]> = {
   INVALID_INPUT: [STATUS.BAD_MESSAGE, undefined],
   UNSUPPORTED: [STATUS.OP_UNSUPPORTED, undefined],
   REFUSED: [STATUS.PERMISSION_DENIED, undefined],
+  AUDIT_UNAVAILABLE: [STATUS.FAILURE, "audit log unavailable: operation refused"],
 };
 
 export function toStatus(err: unknown): SftpStatus {
