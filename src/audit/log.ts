@@ -34,6 +34,9 @@ export interface AuditLogOptions {
   failClosed?: boolean;
 }
 
+/** Told when writes start failing (with the cause) and when they work again (undefined). */
+export type FailureListener = (failure: string | undefined) => void;
+
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 /** Records per group commit; a producer that queues this many in one tick triggers a write at once. */
@@ -78,6 +81,7 @@ export class AuditLog implements AuditSink {
   #retry: NodeJS.Timeout | undefined;
   #failure: string | undefined;
   #failClosed = false;
+  #onFailure: FailureListener | undefined;
   #lost = 0;
   #seq: number;
   #hash: Buffer;
@@ -123,6 +127,11 @@ export class AuditLog implements AuditSink {
 
   setFailClosed(on: boolean): void {
     this.#failClosed = on;
+  }
+
+  /** Reports a change of writability (once per change, not per failed write). */
+  onFailure(listener: FailureListener): void {
+    this.#onFailure = listener;
   }
 
   record(event: AuditEvent): void {
@@ -175,7 +184,9 @@ export class AuditLog implements AuditSink {
     } catch (err) {
       this.#pending = batch.concat(this.#pending);
       const e = err as NodeJS.ErrnoException;
+      const was = this.#failure;
       this.#failure = e.code ?? e.message;
+      if (was === undefined) this.#onFailure?.(this.#failure);
       if (this.#pending.length > MAX_PENDING && !this.#failClosed) {
         const drop = this.#pending.length - MAX_PENDING;
         this.#pending.splice(0, drop);
@@ -187,7 +198,10 @@ export class AuditLog implements AuditSink {
       }, 1000).unref();
       return;
     }
-    this.#failure = undefined;
+    if (this.#failure !== undefined) {
+      this.#failure = undefined;
+      this.#onFailure?.(undefined);
+    }
     if (this.#listeners.size > 0) {
       for (let i = 0; i < batch.length; i++) {
         for (const listener of this.#listeners) listener(batch[i] as AuditRecord, written[i] as number);

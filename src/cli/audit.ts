@@ -1,10 +1,21 @@
+import type { KeyObject } from "node:crypto";
+import { hostname } from "node:os";
 import type { Command } from "commander";
+import { Option } from "commander";
+import type { App } from "../app.ts";
 import { AUDIT_CONTEXT, AUDIT_KEY_SETTING, dataPaths } from "../app.ts";
 import { type ChainBreak, ed25519PublicKey, keyFingerprint, verifyChain } from "../audit/chain.ts";
 import { checkpointPublicKeys } from "../audit/checkpoint-key.ts";
-import { openRecord, readAuditLog } from "../audit/log.ts";
+import { encodeCef } from "../audit/encoders/cef.ts";
+import { encodeEcsJson } from "../audit/encoders/ecs-json.ts";
+import { encodeLeef } from "../audit/encoders/leef.ts";
+import { encodeRfc5424 } from "../audit/encoders/rfc5424.ts";
+import { openRecord } from "../audit/log.ts";
+import { fileHistory, loginHistory, type Match, parseSince, query } from "../audit/query.ts";
+import { formatStats, readStats } from "../audit/stats.ts";
 import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
+import { AtrestError } from "../errors.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import { dataOption, say, withApp } from "./common.ts";
@@ -17,19 +28,64 @@ export function registerAudit(program: Command): void {
   const audit = program.command("audit").description("audit trail");
   audit
     .command("tail")
-    .description("print the last audit records (decrypted), one JSON object per line")
+    .description("print the last audit records (decrypted), oldest first")
     .addOption(dataOption())
     .option("-n, --lines <n>", "how many records", "20")
+    .addOption(formatOption("json"))
+    .option("--since <when>", "only records since an ISO date/time or a duration back (30m, 12h, 7d)")
     .action(async (opts) => {
-      await withApp(opts.data, async (app) => {
-        const key = await serviceKey(app.store, app.keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT);
-        try {
-          const records = await readAuditLog(dataPaths(opts.data).audit, key);
-          for (const r of records.slice(-Number(opts.lines))) process.stdout.write(`${JSON.stringify(r)}\n`);
-        } finally {
-          zero(key);
-        }
+      const limit = positive(opts.lines, "--lines");
+      await withAuditKey(opts.data, async (key) => {
+        const matches = query(dataPaths(opts.data).audit, key, () => true, { limit, since: sinceOf(opts.since) });
+        printMatches(matches, opts.format);
       });
+    });
+  audit
+    .command("logins <user>")
+    .description("login history of a user: successes and failures with method, source IP and reason, and logouts")
+    .addOption(dataOption())
+    .addOption(formatOption("text"))
+    .option("--since <when>", "only records since an ISO date/time or a duration back (30m, 12h, 7d)")
+    .option("-n, --lines <n>", "at most the last n records")
+    .action(async (user: string, opts) => {
+      const limit = opts.lines === undefined ? undefined : positive(opts.lines, "--lines");
+      await withAuditKey(opts.data, async (key) => {
+        printMatches(
+          loginHistory(dataPaths(opts.data).audit, key, user, { since: sinceOf(opts.since), limit }),
+          opts.format,
+        );
+      });
+    });
+  audit
+    .command("file <path>")
+    .description("access history of a file (global path such as /alice/report.pdf, or the path as its user saw it)")
+    .addOption(dataOption())
+    .addOption(formatOption("text"))
+    .option("--since <when>", "only records since an ISO date/time or a duration back (30m, 12h, 7d)")
+    .option("-n, --lines <n>", "at most the last n records")
+    .action(async (path: string, opts) => {
+      const limit = opts.lines === undefined ? undefined : positive(opts.lines, "--lines");
+      await withAuditKey(opts.data, async (key, app) => {
+        const homes = new Map((await app.store.listUsers()).map((u) => [u.name, u.home]));
+        printMatches(
+          fileHistory(dataPaths(opts.data).audit, key, path, homes, { since: sinceOf(opts.since), limit }),
+          opts.format,
+        );
+      });
+    });
+  audit
+    .command("stats")
+    .description(
+      "SIEM delivery per destination: events/s, bytes/s, backlog, connected, last error " +
+        "(live from the running server, else computed from the spool)",
+    )
+    .addOption(dataOption())
+    .option("--json", "print the figures as JSON")
+    .action((opts) => {
+      const view = readStats(dataPaths(opts.data).audit);
+      process.stdout.write(
+        opts.json ? `${JSON.stringify({ live: view.live, ...view.snapshot }, null, 2)}\n` : formatStats(view),
+      );
     });
   audit
     .command("verify")
@@ -113,4 +169,67 @@ export function registerAudit(program: Command): void {
 
 function describe(e: ChainBreak): string {
   return `line ${e.line}${e.seq !== undefined ? ` (entry ${e.seq})` : ""}: ${e.kind}: ${e.message}`;
+}
+
+const OUTPUT_FORMATS = ["text", "json", "cef", "leef", "rfc5424", "ecs"] as const;
+
+function formatOption(def: string): Option {
+  return new Option("--format <format>", "output format").choices(OUTPUT_FORMATS).default(def);
+}
+
+function positive(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new AtrestError("INVALID_INPUT", `${flag} must be a positive integer`);
+  return n;
+}
+
+function sinceOf(value: string | undefined): Date | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseSince(value);
+  } catch (err) {
+    throw new AtrestError("INVALID_INPUT", (err as Error).message);
+  }
+}
+
+async function withAuditKey(data: string, fn: (key: KeyObject, app: App) => Promise<void>): Promise<void> {
+  await withApp(data, async (app) => {
+    const raw = await serviceKey(app.store, app.keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT);
+    const key = aeadKey(raw);
+    zero(raw);
+    await fn(key, app);
+  });
+}
+
+/** One line per record: text columns, the stored JSON (with seq), or a SIEM format. */
+export function renderMatch(m: Match, format: string): string {
+  const r = m.record;
+  switch (format) {
+    case "json":
+      return JSON.stringify({ seq: m.seq, ...r });
+    case "cef":
+      return encodeCef(r, {}, { seq: m.seq });
+    case "leef":
+      return encodeLeef(r, {}, { seq: m.seq });
+    case "rfc5424":
+      return encodeRfc5424(r, { hostname: hostname() }, { seq: m.seq });
+    case "ecs":
+      return encodeEcsJson(r, { seq: m.seq });
+  }
+  const who = r.effectiveUser && r.effectiveUser !== r.user ? `${r.user} as ${r.effectiveUser}` : r.user;
+  const cols = [r.time, r.action, r.outcome, who];
+  if (r.method) cols.push(`method=${r.method}`);
+  if (r.sourceIp) cols.push(`from=${r.sourceIp}`);
+  if (r.protocol) cols.push(`via=${r.protocol}`);
+  if (r.path !== undefined) cols.push(r.targetPath !== undefined ? `${r.path} -> ${r.targetPath}` : r.path);
+  if (r.size !== undefined) cols.push(`${r.size} B`);
+  if (r.reason) cols.push(`reason="${r.reason}"`);
+  if (r.sessionId) cols.push(`session=${r.sessionId}`);
+  return cols.join("  ");
+}
+
+function printMatches(matches: Match[], format: string): void {
+  let out = "";
+  for (const m of matches) out += `${renderMatch(m, format)}\n`;
+  process.stdout.write(out);
 }

@@ -51,6 +51,17 @@ export function registerServer(program: Command): void {
       });
       say(`key manager: ${app.keyManagerLocation}`);
       app.audit.setFailClosed(config.audit.failClosed);
+      app.audit.onFailure((failure) => {
+        if (failure === undefined) logger.warn({ path: app.audit.path }, "audit log writable again");
+        else {
+          logger.error(
+            { path: app.audit.path, failure, failClosed: config.audit.failClosed },
+            config.audit.failClosed
+              ? "audit log cannot be written: refusing logins and file operations (audit.failClosed)"
+              : "audit log cannot be written: records are kept in memory and retried",
+          );
+        }
+      });
       const registry = new Registry();
       let pipeline: AuditPipeline;
       try {

@@ -179,9 +179,9 @@ export async function startRsyslog(dir: string, tls?: RsyslogTls): Promise<Recei
   const out = join(dir, "received.log");
   const conf = join(dir, "rsyslog.conf");
   const global = tls
-    ? `global(workDirectory="${dir}/work" maxMessageSize="64k" defaultNetstreamDriverCAFile="${tls.ca.ca}" ` +
+    ? `global(workDirectory="${dir}/work" maxMessageSize="64k" parser.escapeControlCharactersOnReceive="off" defaultNetstreamDriverCAFile="${tls.ca.ca}" ` +
       `defaultNetstreamDriverCertFile="${tls.ca.serverCert}" defaultNetstreamDriverKeyFile="${tls.ca.serverKey}")`
-    : `global(workDirectory="${dir}/work" maxMessageSize="64k")`;
+    : `global(workDirectory="${dir}/work" maxMessageSize="64k" parser.escapeControlCharactersOnReceive="off")`;
   const mod = tls
     ? `module(load="imtcp" maxSessions="200" streamDriver.name="${tls.driver}" streamDriver.mode="1" streamDriver.authMode="anon")`
     : `module(load="imtcp" maxSessions="200")`;
@@ -226,7 +226,7 @@ export async function startSyslogNg(dir: string, tls?: TestCa): Promise<Receiver
     conf,
     [
       "@version: 3.38",
-      "options { keep-hostname(yes); stats(freq(0)); };",
+      "options { keep-hostname(yes); stats-freq(0); };",
       `source s_siem { syslog(ip("127.0.0.1") port(${port}) ${transport} flags(store-raw-message) log-msg-size(65536)); };`,
       `destination d_file { file("${out}" template("$RAWMSG\\n") flush-lines(1)); };`,
       "log { source(s_siem); destination(d_file); };",

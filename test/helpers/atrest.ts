@@ -43,11 +43,11 @@ export interface RunningServer {
 }
 
 /** Starts `atrest server --data <data> --sftp-port auto` and waits for its listening line. */
-export async function startServer(data: string, extra: string[] = []): Promise<RunningServer> {
+export async function startServer(data: string, extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<RunningServer> {
   const proc = spawn(
     process.execPath,
     [CLI, "server", "--data", data, "--sftp-port", "auto", "--host", "127.0.0.1", "--log-level", "warn", ...extra],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
   );
   let out = "";
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
