@@ -32,6 +32,8 @@ const STATUS: Record<ErrorCode, number> = {
   INTEGRITY: 422,
   UNSUPPORTED: 501,
   REFUSED: 422,
+  // The audit log cannot be written and fail-closed is on.
+  AUDIT_UNAVAILABLE: 503,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -49,6 +51,7 @@ const TITLE: Record<ErrorCode, string> = {
   INTEGRITY: "integrity check failed",
   UNSUPPORTED: "unsupported",
   REFUSED: "refused",
+  AUDIT_UNAVAILABLE: "audit log unavailable",
 };
 
 /** Thrown by the server for a key operation while sealed; maps to 503 "sealed". */
