@@ -4,6 +4,7 @@ import { mkdirSync } from "node:fs";
 import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { audit } from "./audit.ts";
 import { container } from "./container.ts";
 import { runCleanups } from "./lib/cleanup.ts";
 import { machineFacts, machineLine, markdownTable, previousSection, writeDoc } from "./lib/report.ts";
@@ -11,7 +12,7 @@ import { makeTempDir } from "./lib/tmp.ts";
 import type { BenchModule } from "./lib/types.ts";
 import { sftp } from "./sftp.ts";
 
-const MODULES: BenchModule[] = [sftp, container];
+const MODULES: BenchModule[] = [sftp, container, audit];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 

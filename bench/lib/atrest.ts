@@ -12,7 +12,12 @@ export const ATREST_USER = "bench";
 const READY = /atrest: sftp listening on 127\.0\.0\.1:(\d+)/;
 
 /** atrest's SFTP server, or a reason it cannot run (CLI missing, init failed, never ready). */
-export async function startAtrest(root: string, dir: string, client: KeyPair): Promise<SftpServer | string> {
+export async function startAtrest(
+  root: string,
+  dir: string,
+  client: KeyPair,
+  extraArgs: readonly string[] = [],
+): Promise<SftpServer | string> {
   const cli = join(root, "src", "cli", "main.ts");
   if (!existsSync(cli)) return "atrest CLI missing (src/cli/main.ts does not exist yet)";
   const data = join(dir, "data");
@@ -31,7 +36,7 @@ export async function startAtrest(root: string, dir: string, client: KeyPair): P
   }
   // Pick the port ourselves: whether `--sftp-port 0` means "any free port" or "disabled" is then irrelevant.
   const port = await freePort();
-  const base = [cli, "server", "--data", data, "--sftp-port", String(port), "--host", "127.0.0.1"];
+  const base = [cli, "server", "--data", data, "--sftp-port", String(port), "--host", "127.0.0.1", ...extraArgs];
   let lastError = "";
   // Prefer disabling the other listeners (§6: 0 = disabled); fall back if this CLI does not know those flags yet.
   for (const args of [[...base, "--http-port", "0", "--s3-port", "0"], base]) {
