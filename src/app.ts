@@ -131,6 +131,8 @@ export class App implements Accounts {
       await serviceKey(store, keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT),
       {
         signer: await checkpointSigner(store, keys),
+        // one locked write per event-loop turn; the SIEM pipeline and fail-closed (admit) build on it
+        groupCommit: true,
       },
     );
     const dekCache = new DekCache({

@@ -317,6 +317,7 @@ export class Destination {
       const stream = await connectStream(o, this.#tls);
       stream.setKeepAlive(true, 10_000);
       stream.setNoDelay(true);
+      const loopback = isLoopback(stream.remoteAddress);
       let endedAt: number | undefined;
       let failed: Error | undefined;
       stream.on("data", () => {}); // a syslog receiver sends nothing; drain anything so a FIN is seen
@@ -334,9 +335,12 @@ export class Destination {
             // Our FIN answered by the receiver's: it read everything we wrote.
             this.#confirm(Number.POSITIVE_INFINITY);
           } else {
-            // The receiver closed first, cleanly: it had read everything that reached it before its FIN. A write in
-            // the last moments may have crossed the FIN (and been reset), so those are resent.
-            this.#confirm(endedAt - CROSSING_GUARD_MS + (this.options.confirmMs ?? 1000));
+            // The receiver closed first, cleanly: it had read everything that reached it before its FIN (unread data
+            // would have made its kernel answer with a reset). Over a network a write in the last moments may have
+            // crossed the FIN and been reset after it, so those are resent; on loopback nothing is in flight (a write
+            // after the receiver's close is reset at once and surfaces as an error, handled below).
+            const guard = loopback ? 0 : CROSSING_GUARD_MS;
+            this.#confirm(endedAt - guard + (this.options.confirmMs ?? 1000));
             this.#onLost(new Error(`connection closed by ${o.host}:${o.port}`), true);
           }
         } else if (!this.#stopping) {
@@ -431,6 +435,10 @@ export class Destination {
       };
     });
   }
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && (address === "::1" || /^(::ffff:)?127\./.test(address));
 }
 
 function sleep(ms: number): Promise<void> {

@@ -32,6 +32,11 @@ export interface AuditLogOptions {
   checkpointEvery?: number;
   /** Refuse operations (`admit` throws) while the file cannot be written. */
   failClosed?: boolean;
+  /**
+   * Group commit (the file server): `record` queues and returns; one locked write per event-loop turn. Without it
+   * (the default, and the key manager's log) every `record` is written before it returns and throws if it cannot be.
+   */
+  groupCommit?: boolean;
 }
 
 /** Told when writes start failing (with the cause) and when they work again (undefined). */
@@ -48,8 +53,11 @@ export type RecordListener = (record: AuditRecord, seq: number) => void;
 
 /** The audit log cannot be written and `failClosed` is on: the operation is refused. */
 export class AuditUnavailableError extends AtrestError {
-  constructor(cause: string) {
-    super("AUDIT_UNAVAILABLE", `audit log cannot be written (${cause}): operation refused (audit.failClosed)`);
+  constructor(cause: string, refused = false) {
+    super(
+      "AUDIT_UNAVAILABLE",
+      `audit log cannot be written (${cause})${refused ? ": operation refused (audit.failClosed)" : ""}`,
+    );
   }
 }
 
@@ -81,6 +89,7 @@ export class AuditLog implements AuditSink {
   #retry: NodeJS.Timeout | undefined;
   #failure: string | undefined;
   #failClosed = false;
+  readonly #groupCommit: boolean;
   #onFailure: FailureListener | undefined;
   #lost = 0;
   #seq: number;
@@ -99,6 +108,7 @@ export class AuditLog implements AuditSink {
     this.#signer = opts.signer;
     this.#every = Math.max(1, opts.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY);
     this.#failClosed = opts.failClosed ?? false;
+    this.#groupCommit = opts.groupCommit ?? false;
     const head = readChainHead(path);
     this.#seq = head.seq;
     this.#hash = head.hash;
@@ -137,6 +147,15 @@ export class AuditLog implements AuditSink {
   record(event: AuditEvent): void {
     if (this.#closed) throw new Error("audit log is closed");
     this.#pending.push({ time: new Date().toISOString(), ...event });
+    if (!this.#groupCommit) {
+      this.flush();
+      if (this.#failure !== undefined) {
+        // write-through: the caller learns it now, and owns the retry (the record is not kept)
+        this.#pending.pop();
+        throw new AuditUnavailableError(this.#failure);
+      }
+      return;
+    }
     if (this.#pending.length >= MAX_BATCH && this.#failure === undefined) this.flush();
     else this.#scheduled ??= setImmediate(() => this.flush());
   }
@@ -149,7 +168,7 @@ export class AuditLog implements AuditSink {
   admit(): Promise<void> | undefined {
     if (this.#failClosed) {
       this.flush();
-      if (this.#failure !== undefined) throw new AuditUnavailableError(this.#failure);
+      if (this.#failure !== undefined) throw new AuditUnavailableError(this.#failure, true);
     }
     if (this.#gates.size === 0) return undefined;
     return Promise.all([...this.#gates].map((g) => g())).then(() => undefined);

@@ -2,7 +2,7 @@
 // durable cursor across a pipeline restart, bad destinations, filters.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { AuditConfig } from "../../src/audit/config.ts";
@@ -12,7 +12,16 @@ import type { AuditEvent } from "../../src/audit/types.ts";
 import { aeadKey } from "../../src/crypto/aead.ts";
 import { SqliteStore } from "../../src/store/sqlite.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
-import { makeCa, splitSyslog, startRsyslog, startSyslogNg, syslogNgRoot, type TestCa } from "./receivers.ts";
+import {
+  freePort,
+  makeCa,
+  type Receiver,
+  splitSyslog,
+  startRsyslog,
+  startSyslogNg,
+  syslogNgRoot,
+  type TestCa,
+} from "./receivers.ts";
 
 interface Logged {
   level: string;
@@ -399,6 +408,61 @@ describe("SIEM pipeline (real receivers)", () => {
     } finally {
       await rig.close();
       await rs.stop();
+    }
+  });
+
+  test("UDP: one message per datagram to rsyslog imudp", async () => {
+    const dir = join(root, "udp");
+    const rs = await startRsyslog(join(dir, "rsyslog"), undefined, { udp: true });
+    const rig = new Rig(dir);
+    try {
+      await rig.start({
+        destinations: [{ name: "udp", transport: "udp", host: "127.0.0.1", port: rs.port, format: "rfc5424" }],
+      });
+      for (let i = 1; i <= 20; i++) rig.audit.record(upload(i));
+      const lines = await rs.waitFor(21);
+      const seqs = lines.map((l) => Number(/seq="(\d+)"/.exec(l)?.[1]));
+      assert.deepEqual(
+        seqs,
+        Array.from({ length: 21 }, (_, i) => i + 1),
+      );
+      assert.equal(rig.pipeline?.snapshot().destinations[0]?.deliveredSeq, 21);
+    } finally {
+      await rig.close();
+      await rs.stop();
+    }
+  });
+
+  test("back-pressure: over maxBacklog, admit() waits until the receiver took the backlog (nothing dropped)", async () => {
+    const dir = join(root, "backpressure");
+    const port = await freePort();
+    await mkdir(dir, { recursive: true });
+    const rig = new Rig(dir);
+    let rs: Receiver | undefined;
+    try {
+      await rig.start({
+        destinations: [
+          { name: "slow", transport: "tcp", host: "127.0.0.1", port, format: "cef", maxBacklog: 5, retryMaxMs: 300 },
+        ],
+      });
+      for (let i = 1; i <= 10; i++) rig.audit.record(upload(i));
+      rig.audit.flush();
+      let admitted = false;
+      const gate = rig.audit.admit();
+      assert.ok(gate instanceof Promise, "producers are slowed down");
+      void gate.then(() => {
+        admitted = true;
+      });
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(admitted, false, "still waiting while the receiver is down");
+      rs = await startRsyslog(join(dir, "rsyslog"), undefined, { port });
+      await gate;
+      assert.ok(admitted);
+      const lines = await rs.waitFor(11);
+      assert.equal(lines.length, 11);
+    } finally {
+      await rig.close();
+      await rs?.stop();
     }
   });
 });

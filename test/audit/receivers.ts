@@ -172,10 +172,17 @@ function spawnLogged(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Chil
 
 export type RsyslogTls = { driver: "gtls" | "ossl"; ca: TestCa };
 
-/** rsyslogd in the foreground with its own work dir: imtcp on a free port (TLS with `tls`), raw messages to a file. */
-export async function startRsyslog(dir: string, tls?: RsyslogTls): Promise<Receiver> {
+/**
+ * rsyslogd in the foreground with its own work dir: imtcp on a free port (TLS with `tls`), also imudp on the same
+ * port number with `udp`, raw messages to a file.
+ */
+export async function startRsyslog(
+  dir: string,
+  tls?: RsyslogTls,
+  o: { port?: number; udp?: boolean } = {},
+): Promise<Receiver> {
   await mkdir(join(dir, "work"), { recursive: true });
-  const port = await freePort();
+  const port = o.port ?? (await freePort());
   const out = join(dir, "received.log");
   const conf = join(dir, "rsyslog.conf");
   const global = tls
@@ -193,6 +200,9 @@ export async function startRsyslog(dir: string, tls?: RsyslogTls): Promise<Recei
       `template(name="raw" type="string" string="%rawmsg%\\n")`,
       `ruleset(name="siem" queue.type="Direct") { action(type="omfile" file="${out}" template="raw") }`,
       `input(type="imtcp" port="${port}" address="127.0.0.1" ruleset="siem")`,
+      ...(o.udp
+        ? ['module(load="imudp")', `input(type="imudp" port="${port}" address="127.0.0.1" ruleset="siem")`]
+        : []),
       "",
     ].join("\n"),
   );

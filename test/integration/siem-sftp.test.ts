@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { symlink, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { makeCa, type Receiver, splitSyslog, startRsyslog, type TestCa } from "../audit/receivers.ts";
+import { freePort, makeCa, type Receiver, splitSyslog, startRsyslog, type TestCa } from "../audit/receivers.ts";
 import { cli, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
 import { makeClientKey, runSftpBatch } from "../helpers/sftp-clients.ts";
 
@@ -74,7 +74,8 @@ describe("SIEM over TLS from a real SFTP session", () => {
         },
       }),
     );
-    const server = await startServer(data, ["--config", config]);
+    const metricsPort = await freePort();
+    const server = await startServer(data, ["--config", config, "--metrics-port", String(metricsPort)]);
     try {
       const local = join(dir, "report.csv");
       await writeFile(local, "a,b\n1,2\n");
@@ -154,6 +155,11 @@ describe("SIEM over TLS from a real SFTP session", () => {
         [...seqs(cefs, "externalId")].sort((a, b) => a - b),
       );
 
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      assert.match(metrics, /^atrest_audit_destination_connected\{destination="qradar"\} 1$/m);
+      const sent = Number(/^atrest_audit_events_sent_total\{destination="arcsight"\} (\d+)$/m.exec(metrics)?.[1]);
+      assert.equal(sent, cefs.length);
+      assert.match(metrics, /^atrest_audit_log_writable 1$/m);
       const stats = JSON.parse((await cli(["audit", "stats", "--json", "--data", data])).stdout);
       assert.equal(stats.live, true);
       assert.deepEqual(
