@@ -19,6 +19,7 @@ import { lockHolder } from "./keys/lock.ts";
 import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
 import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
+import { TriggerEngine } from "./events/engine.ts";
 import { assertKeyName } from "./kms/wrap.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
@@ -95,6 +96,8 @@ export class App implements Accounts {
   readonly vfs: Vfs;
   readonly audit: AuditLog;
   readonly logger: Logger;
+  /** Trigger rules and their queue; intake runs in every process, the worker only after `triggers.start()`. */
+  readonly triggers: TriggerEngine;
 
   private constructor(
     paths: DataPaths,
@@ -114,6 +117,13 @@ export class App implements Accounts {
     this.vfs = vfs;
     this.audit = audit;
     this.logger = logger;
+    this.triggers = new TriggerEngine({
+      store,
+      keys: opened.keys,
+      audit,
+      logger,
+      openSession: (user, info) => this.openSession(user, info),
+    });
   }
 
   static async open(root: string, options: AppOptions | Logger = {}): Promise<App> {
@@ -240,6 +250,7 @@ export class App implements Accounts {
   }
 
   async close(): Promise<void> {
+    await this.triggers.close();
     await this.vfs.close();
     await this.vfs.blobs.close();
     await this.store.close();

@@ -53,7 +53,8 @@ export type AuditAction =
   | "audit.config.change";
 
 export type AuditOutcome = "success" | "failure";
-export type AuditProtocol = "sftp" | "cli" | "http" | "s3" | "sync" | "kms";
+/** `trigger`: an action of the trigger engine (src/events), job user `trigger:<rule>`, effective user the owner. */
+export type AuditProtocol = "sftp" | "cli" | "http" | "s3" | "sync" | "kms" | "trigger";
 /** ECS `event.category` values used by atrest. */
 export type AuditCategory = "authentication" | "file" | "iam" | "configuration";
 

@@ -7,6 +7,7 @@ import { registerFolders } from "./folders.ts";
 import { registerKeys } from "./keys.ts";
 import { registerKms } from "./kms.ts";
 import { registerServer } from "./server.ts";
+import { registerTriggers } from "./triggers.ts";
 import { registerUsers } from "./users.ts";
 
 // Everything atrest writes (keys, metadata, blobs, logs) is private to the service account.
@@ -29,6 +30,7 @@ registerFolders(program);
 registerKms(program);
 registerKeys(program);
 registerAudit(program);
+registerTriggers(program);
 
 try {
   await program.parseAsync(process.argv);

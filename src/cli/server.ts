@@ -108,6 +108,7 @@ export function registerServer(program: Command): void {
         say(`sftp listening on ${config.host}:${sftp.port}`);
         for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
       }
+      await app.triggers.start();
       if ((await app.store.listUsers()).length === 0) {
         say(`no users yet; add one: echo 'secret' | npx atrest user add alice --password-stdin --data ${config.data}`);
       }

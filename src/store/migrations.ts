@@ -81,4 +81,29 @@ export const migrations: string[] = [
      job_id TEXT NOT NULL,
      created_at TEXT NOT NULL
    );`,
+  // 5: events: trigger rules (secrets sealed under the events key), the durable execution queue, history, dead letters.
+  `CREATE TABLE trigger_rules (
+     name TEXT PRIMARY KEY,
+     spec TEXT NOT NULL,
+     secrets BLOB,
+     enabled INTEGER NOT NULL,
+     last_fired_at INTEGER,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE TABLE trigger_executions (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     id TEXT NOT NULL UNIQUE,
+     rule TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'dead')),
+     step INTEGER NOT NULL,
+     attempts INTEGER NOT NULL,
+     due_at INTEGER NOT NULL,
+     error_code TEXT,
+     data BLOB NOT NULL,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX trigger_executions_due ON trigger_executions(state, due_at);
+   CREATE INDEX trigger_executions_rule ON trigger_executions(rule, seq);`,
 ];

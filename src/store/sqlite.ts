@@ -17,6 +17,14 @@ import {
 
 type Row = Record<string, SQLInputValue>;
 
+/** Raw statements on the store's connection, for feature stores that keep their own tables (src/events/store.ts). */
+export interface SqlAccess {
+  get(sql: string, ...params: SQLInputValue[]): Row | undefined;
+  all(sql: string, ...params: SQLInputValue[]): Row[];
+  /** Returns the number of changed rows. */
+  run(sql: string, ...params: SQLInputValue[]): number;
+}
+
 const nodeColumns: Record<keyof Omit<NodeRow, "id">, string> = {
   parentId: "parent_id",
   nameMac: "name_mac",
@@ -189,6 +197,15 @@ export class SqliteStore implements MetaStore {
 
   #run(sql: string, ...params: SQLInputValue[]): number {
     return Number(this.#prepare(sql).run(...params).changes);
+  }
+
+  /** Same connection and statement cache; writes belong inside `transaction()` so they never interleave with one. */
+  sql(): SqlAccess {
+    return {
+      get: (sql, ...params) => this.#get(sql, ...params),
+      all: (sql, ...params) => this.#all(sql, ...params),
+      run: (sql, ...params) => this.#run(sql, ...params),
+    };
   }
 
   async getSetting(key: string): Promise<Buffer | undefined> {

@@ -43,7 +43,7 @@ export class Session implements VfsSession {
 
   #event(path: string): Omit<AuditEvent, "action" | "outcome"> {
     return {
-      user: this.#user.name,
+      user: this.#info.jobUser ?? this.#user.name,
       effectiveUser: this.#user.name,
       protocol: this.#info.protocol,
       sourceIp: this.#info.sourceIp,

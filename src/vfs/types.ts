@@ -57,9 +57,14 @@ export interface OpenWriteOptions {
 }
 
 export interface SessionInfo {
-  protocol: "sftp" | "http" | "s3" | "cli";
+  protocol: "sftp" | "http" | "s3" | "cli" | "trigger";
   sessionId: string;
   sourceIp?: string;
+  /**
+   * Job user recorded in the audit when it differs from the session's user, e.g. `trigger:<rule>` for a trigger
+   * acting as its rule owner (the session's user is then the effective user).
+   */
+  jobUser?: string;
 }
 
 export interface VfsSession {

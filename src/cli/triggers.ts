@@ -1,0 +1,169 @@
+import { readFile } from "node:fs/promises";
+import type { Command } from "commander";
+import { AtrestError } from "../errors.ts";
+import { eventsOf } from "../events/schema.ts";
+import type { Execution } from "../events/store.ts";
+import { dataOption, say, withApp } from "./common.ts";
+
+async function readRuleFile(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    if (file === "-") {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      text = Buffer.concat(chunks).toString("utf8");
+    } else {
+      text = await readFile(file, "utf8");
+    }
+  } catch (err) {
+    throw new AtrestError("INVALID_INPUT", `cannot read rule file ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new AtrestError("INVALID_INPUT", `rule file ${file} is not JSON: ${(err as Error).message}`);
+  }
+}
+
+function when(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+/** One line: id, state, time, progress, attempts, and the last step's outcome. */
+function executionLine(e: Execution, steps?: number): string {
+  const last = e.data.log.at(-1);
+  const progress = steps !== undefined ? `${e.step}/${steps}` : `step ${e.step}`;
+  const due = e.state === "pending" && e.attempts > 0 ? ` retry at ${when(e.dueAt)}` : "";
+  const outcome = last ? ` ${last.type}: ${last.ok ? "ok" : "FAILED"} ${last.detail}` : "";
+  return `${e.id}\t${e.state}\t${when(e.createdAt)}\t${progress}\tattempts ${e.attempts}${due}\t${e.rule}${outcome}`;
+}
+
+function json(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function registerTriggers(program: Command): void {
+  const trigger = program
+    .command("trigger")
+    .description("event triggers: rules (event x conditions x actions), history, dead letters (docs/triggers.md)");
+
+  trigger
+    .command("add")
+    .description("add a rule from a JSON document (validated; webhook secrets not given are generated)")
+    .addOption(dataOption())
+    .requiredOption("--file <file>", "rule JSON file, - for standard input")
+    .option("--replace", "replace an existing rule of the same name")
+    .action(async (opts) => {
+      const input = await readRuleFile(opts.file);
+      await withApp(opts.data, async (app) => {
+        const { rule, generated } = await app.triggers.rules.add(input, { replace: opts.replace });
+        say(`${opts.replace ? "saved" : "added"} trigger rule ${rule.name} (${rule.actions.length} action(s))`);
+        for (const g of generated) {
+          say(`webhook secret of action ${g.action} (shown once, configure the receiver with it): ${g.secret}`);
+        }
+      });
+    });
+
+  trigger
+    .command("list")
+    .description("list rules")
+    .addOption(dataOption())
+    .option("--json", "machine-readable output")
+    .action(async (opts) => {
+      await withApp(opts.data, async (app) => {
+        const rules = app.triggers.rules.list();
+        if (opts.json) return json(rules);
+        for (const r of rules) {
+          const actions = r.rule.actions.map((a) => a.type).join(",");
+          const state = r.enabled ? "enabled" : "disabled";
+          process.stdout.write(
+            `${r.rule.name}\t${state}\t${eventsOf(r.rule).join(",")}\towner ${r.rule.owner}\t${actions}\n`,
+          );
+        }
+      });
+    });
+
+  trigger
+    .command("show <name>")
+    .description("print a rule (secrets are never shown) and its queue counts")
+    .addOption(dataOption())
+    .action(async (name: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        const r = app.triggers.rules.get(name);
+        json({
+          ...r.rule,
+          enabled: r.enabled,
+          createdAt: r.createdAt,
+          updatedAt: r.updatedAt,
+          lastFiredAt: r.lastFiredAt === null ? null : when(r.lastFiredAt),
+        });
+      });
+    });
+
+  trigger
+    .command("rm <name>")
+    .description("remove a rule (its history stays; queued executions of it go to the dead letters)")
+    .addOption(dataOption())
+    .action(async (name: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        await app.triggers.rules.remove(name);
+        say(`removed trigger rule ${name}`);
+      });
+    });
+
+  for (const [cmd, enabled] of [
+    ["enable", true],
+    ["disable", false],
+  ] as const) {
+    trigger
+      .command(`${cmd} <name>`)
+      .description(`${cmd} a rule (queued executions still run)`)
+      .addOption(dataOption())
+      .action(async (name: string, opts) => {
+        await withApp(opts.data, async (app) => {
+          await app.triggers.rules.setEnabled(name, enabled);
+          say(`${cmd}d trigger rule ${name}`);
+        });
+      });
+  }
+
+  trigger
+    .command("history <name>")
+    .description("latest executions of a rule, newest first")
+    .addOption(dataOption())
+    .option("-n <count>", "how many", "20")
+    .option("--json", "machine-readable output, with every step")
+    .action(async (name: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        const steps = app.triggers.store.getRule(name)?.rule.actions.length;
+        const list = await app.triggers.store.history(name, Number(opts.n) || 20);
+        if (list.length === 0 && steps === undefined) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
+        if (opts.json) return json(list);
+        for (const e of list) process.stdout.write(`${executionLine(e, steps)}\n`);
+      });
+    });
+
+  trigger
+    .command("dead-letters")
+    .description("executions that failed permanently or ran out of attempts (retry them with `trigger retry <id>`)")
+    .addOption(dataOption())
+    .option("--json", "machine-readable output, with every step")
+    .action(async (opts) => {
+      await withApp(opts.data, async (app) => {
+        const list = await app.triggers.store.deadLetters();
+        if (opts.json) return json(list);
+        for (const e of list) process.stdout.write(`${executionLine(e)}\n`);
+      });
+    });
+
+  trigger
+    .command("retry <id>")
+    .description("queue a dead letter again: it resumes at the step that failed, with a fresh attempt budget")
+    .addOption(dataOption())
+    .action(async (id: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        await app.triggers.store.retry(id);
+        say(`queued execution ${id} again (the server runs it within a second)`);
+      });
+    });
+}
