@@ -50,6 +50,7 @@ const PERMANENT = new Set([
   "IS_A_DIRECTORY",
   "NOT_A_DIRECTORY",
   "UNSUPPORTED",
+  "REFUSED",
 ]);
 
 /** History entries kept per execution (the oldest are dropped). */
