@@ -6,6 +6,8 @@ import { AuditLog } from "./audit/log.ts";
 import { verifyPassword } from "./auth/passwords.ts";
 import { buildUser, type NewUser, requireUser, validateGroupName } from "./auth/users.ts";
 import { AtrestError } from "./errors.ts";
+import { TriggerEngine } from "./events/engine.ts";
+import { pgpApi } from "./events/pgp.ts";
 import { DEFAULT_DEK_CACHE_ENTRIES, DEFAULT_DEK_CACHE_SECONDS, DekCache, withDekCache } from "./keys/dek-cache.ts";
 import {
   type OpenedKeyManager,
@@ -19,7 +21,6 @@ import { lockHolder } from "./keys/lock.ts";
 import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
 import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
-import { TriggerEngine } from "./events/engine.ts";
 import { assertKeyName } from "./kms/wrap.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
@@ -117,12 +118,14 @@ export class App implements Accounts {
     this.vfs = vfs;
     this.audit = audit;
     this.logger = logger;
+    const pgp = pgpApi(vfs.pgp);
     this.triggers = new TriggerEngine({
       store,
       keys: opened.keys,
       audit,
       logger,
       openSession: (user, info) => this.openSession(user, info),
+      pgp: () => pgp,
     });
   }
 

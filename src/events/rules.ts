@@ -4,16 +4,13 @@ import { randomBytes } from "node:crypto";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { MetaStore } from "../store/types.ts";
+import { isWithin, normalize } from "../vfs/paths.ts";
+import type { PgpApi } from "./actions/context.ts";
 import { localTime } from "./conditions.ts";
 import { validateGlob } from "./glob.ts";
 import { validateSchedule } from "./schedule.ts";
 import { eventsOf, FILE_EVENTS, type Rule, ruleSchema } from "./schema.ts";
 import type { RuleSecrets, StoredRule, TriggerStore } from "./store.ts";
-
-/** Resolves PGP recipient specs (user, @group, fingerprint) to usable keys, throwing a clear error otherwise. */
-export interface RecipientResolver {
-  resolveRecipients(specs: string[]): Promise<unknown[]>;
-}
 
 /** Actions that work on the event's file: they need a file event. */
 const FILE_ACTIONS = new Set(["pgp-encrypt", "pgp-sign", "move", "copy", "rename", "delete"]);
@@ -45,7 +42,7 @@ function checkUrl(url: string, where: string): void {
 }
 
 /** Checks what the schema cannot: cross-field rules and references to users, groups and PGP keys. */
-export async function validateRule(rule: Rule, meta: MetaStore, pgp?: RecipientResolver): Promise<void> {
+export async function validateRule(rule: Rule, meta: MetaStore, pgp?: PgpApi): Promise<void> {
   const events = eventsOf(rule);
   if (events.includes("schedule") !== (rule.schedule !== undefined)) {
     throw invalid(rule.schedule ? "rule schedule: only for event schedule" : "event schedule needs a schedule");
@@ -81,12 +78,11 @@ export async function validateRule(rule: Rule, meta: MetaStore, pgp?: RecipientR
       case "pgp-encrypt":
       case "pgp-sign":
         if (!pgp) throw new AtrestError("UNSUPPORTED", `${where}: the OpenPGP key store is not available`);
-        if (a.type === "pgp-encrypt") {
-          try {
-            await pgp.resolveRecipients(a.recipients);
-          } catch (err) {
-            throw invalid(`${where}: ${(err as Error).message}`);
-          }
+        try {
+          if (a.type === "pgp-encrypt") await pgp.checkRecipients(a.recipients, a.requireCertified);
+          if (a.type === "pgp-sign" || a.sign) await pgp.checkOrgKey();
+        } catch (err) {
+          throw invalid(`${where}: ${(err as Error).message}`);
         }
         break;
       case "move":
@@ -100,7 +96,7 @@ export async function validateRule(rule: Rule, meta: MetaStore, pgp?: RecipientR
         checkUrl(a.url, where);
         break;
       case "retention":
-        if (a.mode === "archive" && a.archiveTo && isUnder(a.archiveTo, a.path)) {
+        if (a.mode === "archive" && a.archiveTo && isWithin(normalize(a.archiveTo), normalize(a.path))) {
           throw invalid(`${where}: archiveTo must not lie inside path`);
         }
         break;
@@ -110,11 +106,6 @@ export async function validateRule(rule: Rule, meta: MetaStore, pgp?: RecipientR
 
 function validatePathTemplate(path: string, where: string): void {
   if (path.split("/").some((p) => p === "..")) throw invalid(`${where}: ".." is not allowed`);
-}
-
-function isUnder(path: string, prefix: string): boolean {
-  const p = prefix.replace(/\/+$/, "");
-  return path === p || path.startsWith(`${p}/`);
 }
 
 /** Takes secrets out of the rule (they are sealed apart); generates webhook keys that were not given. */
@@ -153,9 +144,9 @@ export class TriggerRules {
   readonly #store: TriggerStore;
   readonly #meta: MetaStore;
   readonly #audit: AuditSink;
-  readonly #pgp: () => RecipientResolver | undefined;
+  readonly #pgp: () => PgpApi | undefined;
 
-  constructor(store: TriggerStore, meta: MetaStore, audit: AuditSink, pgp: () => RecipientResolver | undefined) {
+  constructor(store: TriggerStore, meta: MetaStore, audit: AuditSink, pgp: () => PgpApi | undefined) {
     this.#store = store;
     this.#meta = meta;
     this.#audit = audit;

@@ -66,6 +66,8 @@ const actions = z.discriminatedUnion("type", [
       sign: z.boolean().default(false),
       /** Delete the plaintext once `<name>.pgp` is written. */
       removePlaintext: z.boolean().default(false),
+      /** Every recipient key must carry a certification by a trusted organisation key. */
+      requireCertified: z.boolean().default(false),
     })
     .strict(),
   z.object({ type: z.literal("pgp-sign") }).strict(),

@@ -14,13 +14,19 @@ export interface ActionSecrets {
   password?: string;
 }
 
-/** The PGP operations the actions need (src/pgp); absent when the key store is not available. */
+/** The PGP operations the actions need (src/pgp, adapted in ../pgp.ts). */
 export interface PgpApi {
-  /** Checks recipient specs (user, @group, fingerprint): unknown, expired, revoked → a clear error. */
-  resolveRecipients(specs: string[]): Promise<unknown[]>;
-  /** Encrypts `input` to the recipients' keys, optionally signed by the organisation key. */
-  encrypt(input: ReadableStream<Uint8Array>, recipients: string[], sign: boolean): Promise<ReadableStream<Uint8Array>>;
-  /** Detached armored signature by the organisation key. */
+  /** Refuses (REFUSED, naming each fingerprint and why) recipients that are unknown, expired, revoked, uncertified. */
+  checkRecipients(specs: string[], requireCertified: boolean): Promise<void>;
+  /** Refuses when no organisation key exists. */
+  checkOrgKey(): Promise<void>;
+  /** Encrypts `input` to the recipients' keys (resolved and checked now), optionally signed by the org key. */
+  encrypt(
+    input: ReadableStream<Uint8Array>,
+    recipients: string[],
+    opts: { sign: boolean; requireCertified: boolean; filename: string },
+  ): Promise<ReadableStream<Uint8Array>>;
+  /** Detached ASCII-armored signature by the organisation key. */
   signDetached(input: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>>;
 }
 

@@ -1,7 +1,7 @@
 // PGP actions through the OpenPGP key store (src/pgp): encrypt the file to recipients into `<name>.pgp` (the next
 // actions work on the .pgp), or write a detached signature `<name>.asc` by the organisation key. Both stream.
 import { AtrestError } from "../../errors.ts";
-import { type ActionContext, type ActionResult, requireCurrent } from "./context.ts";
+import { type ActionContext, type ActionResult, baseName, requireCurrent } from "./context.ts";
 
 function pgpOf(ctx: ActionContext) {
   if (!ctx.pgp) throw new AtrestError("UNSUPPORTED", "the OpenPGP key store is not available");
@@ -18,7 +18,12 @@ export async function pgpEncrypt(ctx: ActionContext): Promise<ActionResult> {
     // a rerun after the plaintext was already removed
     return { detail: `already encrypted to ${to}`, current: to };
   }
-  const size = await ctx.fs.writeStream(to, await pgp.encrypt(ctx.fs.readStream(from), a.recipients, a.sign), true);
+  const encrypted = await pgp.encrypt(ctx.fs.readStream(from), a.recipients, {
+    sign: a.sign,
+    requireCertified: a.requireCertified,
+    filename: baseName(from),
+  });
+  const size = await ctx.fs.writeStream(to, encrypted, true);
   if (a.removePlaintext) await ctx.fs.remove(from);
   return { detail: `encrypted to ${to} (${size} bytes)`, current: to };
 }
