@@ -16,6 +16,7 @@ import { RUNNERS } from "./actions/index.ts";
 import { matches } from "./conditions.ts";
 import { EventsCrypto } from "./crypto.ts";
 import { eventKindOf, TRIGGER_USER_PREFIX, type TriggerEvent } from "./event.ts";
+import { rotatedKeys } from "./key-watch.ts";
 import { TriggerRules } from "./rules.ts";
 import { nextFire } from "./schedule.ts";
 import { eventsOf, type Rule } from "./schema.ts";
@@ -38,6 +39,8 @@ export interface WorkerOptions {
   pollMs?: number;
   /** Executions running at once. Default 4. */
   concurrency?: number;
+  /** How often the key manager's key versions are compared with the last seen ones (ms). Default 10 000. */
+  keyWatchMs?: number;
 }
 
 /** Error codes that retrying cannot fix: the execution goes straight to the dead letters. */
@@ -52,6 +55,9 @@ const PERMANENT = new Set([
   "UNSUPPORTED",
   "REFUSED",
 ]);
+
+/** Completed executions are kept this long in the history; dead letters until retried. */
+export const HISTORY_DAYS = 30;
 
 /** History entries kept per execution (the oldest are dropped). */
 const MAX_LOG = 50;
@@ -79,11 +85,14 @@ export class TriggerEngine {
   #ticking = false;
   #concurrency = 4;
   #started = false;
+  #keysCheckedAt = Number.NEGATIVE_INFINITY;
+  #prunedAt = Number.NEGATIVE_INFINITY;
+  #keyWatchMs = 10_000;
 
   constructor(deps: EngineDeps) {
     this.#deps = deps;
     this.#now = deps.clock ?? Date.now;
-    this.store = new TriggerStore(deps.store, new EventsCrypto(deps.store, deps.keys));
+    this.store = new TriggerStore(deps.store, new EventsCrypto(deps.store, deps.keys), this.#now);
     this.rules = new TriggerRules(this.store, deps.store, deps.audit, () => deps.pgp?.());
     this.#unsubscribe = deps.audit.onRecord((r) => this.#onRecord(r));
   }
@@ -138,6 +147,7 @@ export class TriggerEngine {
     if (this.#started) return;
     this.#started = true;
     this.#concurrency = opts.concurrency ?? 4;
+    this.#keyWatchMs = opts.keyWatchMs ?? 10_000;
     this.#abort = new AbortController();
     const resumed = await this.store.resetRunning();
     if (resumed > 0) this.#deps.logger.warn({ resumed }, "resuming trigger executions interrupted by a stop");
@@ -156,6 +166,8 @@ export class TriggerEngine {
     this.#ticking = true;
     try {
       await this.#schedules();
+      await this.#watchKeys();
+      await this.#prune();
       const free = this.#concurrency - this.#running.size;
       if (free <= 0) return;
       for (const e of await this.store.claimDue(this.#now(), free)) {
@@ -192,6 +204,34 @@ export class TriggerEngine {
       };
       const fire = matches(s.rule.conditions, event, { groups: [] });
       await this.store.fire(s.rule.name, now, fire ? event : undefined);
+    }
+  }
+
+  async #prune(): Promise<void> {
+    const now = this.#now();
+    if (now - this.#prunedAt < 3_600_000) return;
+    this.#prunedAt = now;
+    const removed = await this.store.prune(now - HISTORY_DAYS * 86_400_000);
+    if (removed > 0) this.#deps.logger.info({ removed }, "trigger history: forgot completed executions");
+  }
+
+  async #watchKeys(): Promise<void> {
+    const now = this.#now();
+    if (now - this.#keysCheckedAt < this.#keyWatchMs) return;
+    this.#keysCheckedAt = now;
+    const rules = this.store.listRules().filter((s) => s.enabled && eventsOf(s.rule).includes("key-rotated"));
+    // the snapshot is kept current even without rules, so adding a rule later does not replay old rotations
+    let events: TriggerEvent[];
+    try {
+      events = await rotatedKeys(this.#deps.keys, this.#deps.store, now);
+    } catch (err) {
+      // key manager unreachable or sealed: the queue keeps running, the next look catches up
+      this.#deps.logger.warn({ err: codeOf(err) }, "trigger key watch: cannot list keys");
+      return;
+    }
+    for (const event of events) {
+      const fired = rules.filter((s) => matches(s.rule.conditions, event, { groups: [] })).map((s) => s.rule.name);
+      if (fired.length > 0) await this.store.enqueue(fired, event, now);
     }
   }
 

@@ -27,7 +27,10 @@ export interface TriggerEvent {
 /** Job users of sessions opened by triggers; their events never fire rules (no loops). */
 export const TRIGGER_USER_PREFIX = "trigger:";
 
-/** The event kind an audit record stands for, or undefined when no rule can react to it. */
+/**
+ * The event kind an audit record stands for, or undefined when no rule can react to it. (`key-rotated` comes from
+ * watching the key manager, key-watch.ts: rotations are recorded in the key manager's own audit log.)
+ */
 export function eventKindOf(r: AuditRecord): EventKind | undefined {
   if (r.action === "login") return r.outcome === "success" ? "login" : "login-failed";
   if (r.outcome !== "success") return undefined;
@@ -38,8 +41,6 @@ export function eventKindOf(r: AuditRecord): EventKind | undefined {
     case "rename":
     case "mkdir":
       return r.action;
-    case "key.rotate":
-      return "key-rotated";
     default:
       return undefined;
   }

@@ -62,11 +62,13 @@ export class TriggerStore {
   readonly #store: SqliteStore;
   readonly #sql: SqlAccess;
   readonly #crypto: EventsCrypto;
+  readonly #now: () => number;
 
-  constructor(store: SqliteStore, crypto: EventsCrypto) {
+  constructor(store: SqliteStore, crypto: EventsCrypto, now: () => number = Date.now) {
     this.#store = store;
     this.#sql = store.sql();
     this.#crypto = crypto;
+    this.#now = now;
   }
 
   transaction<T>(fn: () => Promise<T>): Promise<T> {
@@ -161,7 +163,7 @@ export class TriggerStore {
   }
 
   /** Queues one execution per rule for `event`. */
-  async enqueue(rules: string[], event: TriggerEvent, now = Date.now()): Promise<string[]> {
+  async enqueue(rules: string[], event: TriggerEvent, now = this.#now()): Promise<string[]> {
     const sealed = await Promise.all(rules.map(() => this.#seal(event, randomUUID())));
     await this.transaction(async () => {
       rules.forEach((rule, i) => {
@@ -206,7 +208,7 @@ export class TriggerStore {
         e.dueAt,
         e.errorCode,
         sealed,
-        Date.now(),
+        this.#now(),
         e.id,
       );
     });
@@ -235,7 +237,7 @@ export class TriggerStore {
   }
 
   /** Puts a dead letter back in the queue, due now, with a fresh attempt budget; it resumes at its failed step. */
-  async retry(id: string, now = Date.now()): Promise<void> {
+  async retry(id: string, now = this.#now()): Promise<void> {
     const changed = await this.transaction(async () =>
       this.#sql.run(
         `UPDATE trigger_executions SET state = 'pending', attempts = 0, due_at = ?, updated_at = ?
@@ -250,6 +252,13 @@ export class TriggerStore {
       if (!e) throw new AtrestError("NOT_FOUND", `no trigger execution ${id}`);
       throw new AtrestError("INVALID_INPUT", `execution ${id} is ${e.state}, not a dead letter`);
     }
+  }
+
+  /** Forgets completed executions last touched before `before` (ms); dead letters stay until retried. */
+  async prune(before: number): Promise<number> {
+    return this.transaction(async () =>
+      this.#sql.run("DELETE FROM trigger_executions WHERE state = 'done' AND updated_at < ?", before),
+    );
   }
 
   counts(): Record<ExecutionState, number> {

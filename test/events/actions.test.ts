@@ -395,5 +395,12 @@ describe("schedules and retention under a test clock", () => {
     const [p3] = await settle("purge", 3);
     assert.match(p3.data.log[0].detail, /^1 file\(s\), 30 bytes deleted/);
     assert.equal(await exists(s, "/out/recent.csv"), false);
+
+    now += 31 * DAY; // completed executions are forgotten after 30 days (the new firing stays)
+    await settle("purge", 1);
+    assert.deepEqual(
+      (await engine.store.history("purge")).map((e) => e.data.event.time),
+      [new Date(now).toISOString()],
+    );
   });
 });

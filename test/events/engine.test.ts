@@ -52,7 +52,7 @@ describe("trigger engine (in process: real vfs, sqlite, embedded KMS, audit)", (
     await alice.mkdir("/in");
     hook = await startWebhookReceiver(SECRET);
     app.audit.onRecord((r) => records.push(r));
-    await app.triggers.start({ pollMs: 50 });
+    await app.triggers.start({ pollMs: 50, keyWatchMs: 100 });
   });
   after(async () => {
     await hook.close();
@@ -177,5 +177,26 @@ describe("trigger engine (in process: real vfs, sqlite, embedded KMS, audit)", (
     assert.equal(hook.deliveries.length - sent, 1);
     assert.equal(dead.errorCode, "INVALID_INPUT");
     hook.status = 200;
+  });
+
+  it("key-rotated fires once per new key version, seen by watching the key manager", async () => {
+    await app.triggers.rules.add({
+      name: "on-rotate",
+      owner: "ops",
+      event: "key-rotated",
+      actions: [{ type: "webhook", url: hook.url, secret: SECRET }],
+    });
+    const sent = hook.deliveries.length;
+    const before = (await app.keys.listKeys()).find((k) => k.name === "default")?.currentVersion ?? 0;
+    await app.keys.rotateKey("default");
+    await app.keys.rotateKey("default");
+    const got = await waitFor(() => (hook.deliveries.length - sent >= 2 ? hook.deliveries.slice(sent) : undefined));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(hook.deliveries.length - sent, 2, "once per version");
+    assert.deepEqual(got.map((d) => d.json.keyRef).sort(), [
+      `kek:default:v${before + 1}`,
+      `kek:default:v${before + 2}`,
+    ]);
+    assert.ok(got.every((d) => d.validSignature && d.json.event === "key-rotated"));
   });
 });

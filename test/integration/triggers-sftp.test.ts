@@ -159,6 +159,33 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     assert.equal(r.stdout.split("\n").filter((l) => l.trim() === "out/third.csv").length, 1);
   });
 
+  it("login-failed from OpenSSH and key-rotated from the CLI fire their rules in the server", async () => {
+    const rule = {
+      name: "security",
+      owner: "ops",
+      event: ["login-failed", "key-rotated"],
+      actions: [{ type: "webhook", url: hook.url, secret: SECRET }],
+    };
+    await writeFile(join(dir, "security.json"), JSON.stringify(rule));
+    await cli(["trigger", "add", "--file", join(dir, "security.json"), "--data", data]);
+    const before = hook.deliveries.length;
+    const stranger = await makeClientKey(join(dir, "stranger"));
+    const r = await runSftpBatch({ port: server?.port ?? 0, user: "alice", keyFile: stranger, commands: ["ls"] });
+    assert.notEqual(r.code, 0);
+    const failed = await waitFor(() => hook.deliveries.slice(before).find((d) => d.json.event === "login-failed"));
+    assert.equal(failed.json.user, "alice");
+    assert.equal(failed.json.protocol, "sftp");
+    assert.equal(failed.json.sourceIp, "127.0.0.1");
+
+    const rotated = await cli(["kms", "key", "rotate", "default", "--data", data]);
+    const version = /kek:default:v(\d+)/.exec(rotated.stdout)?.[1];
+    assert.ok(version, rotated.stdout);
+    const d = await waitFor(() => hook.deliveries.slice(before).find((x) => x.json.event === "key-rotated"), 30_000);
+    assert.equal(d.json.keyRef, `kek:default:v${version}`);
+    assert.ok(d.validSignature);
+    await trigger("rm", "security");
+  });
+
   it("trigger list, show (no secrets), disable, rm", async () => {
     assert.match(await trigger("list"), /^partners-in\tenabled\tupload\towner ops\tmove,webhook\n$/);
     const shown = JSON.parse(await trigger("show", "partners-in"));
