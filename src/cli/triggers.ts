@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { AtrestError } from "../errors.ts";
-import { eventsOf } from "../events/schema.ts";
+import { EVENT_KINDS, type EventKind, eventsOf } from "../events/schema.ts";
 import type { Execution } from "../events/store.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
@@ -128,6 +128,47 @@ export function registerTriggers(program: Command): void {
   }
 
   trigger
+    .command("test <name>")
+    .description("dry run: would this event fire the rule? (prints why not; nothing runs)")
+    .addOption(dataOption())
+    .requiredOption("--event <kind>", `event: ${EVENT_KINDS.join(" ")}`)
+    .requiredOption("--user <name>", "the user who acted")
+    .option("--path <path>", "global path (the server's tree, e.g. /exchange/in/a.csv)")
+    .option("--target <path>", "global rename target")
+    .option("--size <bytes>", "file size")
+    .option("--protocol <p>", "protocol", "sftp")
+    .option("--time <iso>", "event time (default now)")
+    .action(async (name: string, opts) => {
+      if (!(EVENT_KINDS as readonly string[]).includes(opts.event)) {
+        throw new AtrestError("INVALID_INPUT", `unknown event ${opts.event}: use one of ${EVENT_KINDS.join(" ")}`);
+      }
+      const time = opts.time ? new Date(opts.time) : new Date();
+      if (Number.isNaN(time.getTime())) throw new AtrestError("INVALID_INPUT", `not a time: ${opts.time}`);
+      const size = opts.size === undefined ? undefined : Number(opts.size);
+      if (size !== undefined && !Number.isSafeInteger(size)) throw new AtrestError("INVALID_INPUT", "bad --size");
+      await withApp(opts.data, async (app) => {
+        const why = await app.triggers.rules.explain(name, {
+          kind: opts.event as EventKind,
+          time: time.toISOString(),
+          user: opts.user,
+          effectiveUser: opts.user,
+          protocol: opts.protocol,
+          path: opts.path,
+          targetPath: opts.target,
+          size,
+        });
+        if (why) {
+          process.stdout.write(`no match: ${why}\n`);
+          process.exitCode = 1;
+        } else {
+          process.stdout.write(
+            `match: ${name} would run ${app.triggers.rules.get(name).rule.actions.length} action(s)\n`,
+          );
+        }
+      });
+    });
+
+  trigger
     .command("history <name>")
     .description("latest executions of a rule, newest first")
     .addOption(dataOption())
@@ -135,9 +176,8 @@ export function registerTriggers(program: Command): void {
     .option("--json", "machine-readable output, with every step")
     .action(async (name: string, opts) => {
       await withApp(opts.data, async (app) => {
+        const list = await app.triggers.rules.history(name, Number(opts.n) || 20);
         const steps = app.triggers.store.getRule(name)?.rule.actions.length;
-        const list = await app.triggers.store.history(name, Number(opts.n) || 20);
-        if (list.length === 0 && steps === undefined) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
         if (opts.json) return json(list);
         for (const e of list) process.stdout.write(`${executionLine(e, steps)}\n`);
       });
@@ -150,7 +190,7 @@ export function registerTriggers(program: Command): void {
     .option("--json", "machine-readable output, with every step")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const list = await app.triggers.store.deadLetters();
+        const list = await app.triggers.rules.deadLetters();
         if (opts.json) return json(list);
         for (const e of list) process.stdout.write(`${executionLine(e)}\n`);
       });
@@ -162,7 +202,7 @@ export function registerTriggers(program: Command): void {
     .addOption(dataOption())
     .action(async (id: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.triggers.store.retry(id);
+        await app.triggers.rules.retry(id);
         say(`queued execution ${id} again (the server runs it within a second)`);
       });
     });

@@ -47,21 +47,35 @@ export function inTimeWindow(w: NonNullable<Conditions["time"]>, at: Date): bool
   return !w.days || w.days.includes(started as (typeof w.days)[number]);
 }
 
-export function matches(c: Conditions, e: TriggerEvent, actor: Actor): boolean {
-  if (c.users && !c.users.includes(e.user) && !c.users.includes(e.effectiveUser)) return false;
-  if (c.groups && !c.groups.some((g) => actor.groups.includes(g))) return false;
+/** Why the event does not satisfy the conditions (the first failing one), or undefined when it does. */
+export function mismatch(c: Conditions, e: TriggerEvent, actor: Actor): string | undefined {
+  if (c.users && !c.users.includes(e.user) && !c.users.includes(e.effectiveUser)) {
+    return `user ${e.effectiveUser} is not one of ${c.users.join(", ")}`;
+  }
+  if (c.groups && !c.groups.some((g) => actor.groups.includes(g))) {
+    return `${e.effectiveUser} is not a member of ${c.groups.join(", ")}`;
+  }
   if (c.protocols && (e.protocol === undefined || !c.protocols.includes(e.protocol as (typeof c.protocols)[number]))) {
-    return false;
+    return `protocol ${e.protocol ?? "(none)"} is not one of ${c.protocols.join(", ")}`;
   }
   if (c.paths) {
     const path = e.targetPath ?? e.path;
-    if (path === undefined || !c.paths.some((g) => globMatches(path, g))) return false;
+    if (path === undefined || !c.paths.some((g) => globMatches(path, g))) {
+      return `path ${path ?? "(none)"} matches none of ${c.paths.join(", ")}`;
+    }
   }
   if (c.size) {
-    if (e.size === undefined) return false;
-    if (c.size.min !== undefined && e.size < c.size.min) return false;
-    if (c.size.max !== undefined && e.size > c.size.max) return false;
+    const { min, max } = c.size;
+    if (e.size === undefined || (min !== undefined && e.size < min) || (max !== undefined && e.size > max)) {
+      return `size ${e.size ?? "(none)"} is outside ${min ?? 0}..${max ?? "∞"}`;
+    }
   }
-  if (c.time && !inTimeWindow(c.time, new Date(e.time))) return false;
-  return true;
+  if (c.time && !inTimeWindow(c.time, new Date(e.time))) {
+    return `${e.time} is outside ${c.time.from}-${c.time.to}${c.time.days ? ` on ${c.time.days.join(",")}` : ""}`;
+  }
+  return undefined;
+}
+
+export function matches(c: Conditions, e: TriggerEvent, actor: Actor): boolean {
+  return mismatch(c, e, actor) === undefined;
 }

@@ -242,12 +242,19 @@ export class TriggerEngine {
     const rule = stored.rule;
     const owner = await this.#deps.store.getUser(rule.owner);
     if (!owner) return this.#finish(e, "dead", "NOT_FOUND", `owner ${rule.owner} no longer exists`);
-    const secrets = await this.store.ruleSecrets(rule.name);
-    const session = await this.#deps.openSession(rule.owner, {
-      protocol: "trigger",
-      sessionId: e.id,
-      jobUser: `${TRIGGER_USER_PREFIX}${rule.name}`,
-    });
+    let secrets: Awaited<ReturnType<TriggerStore["ruleSecrets"]>>;
+    let session: VfsSession;
+    try {
+      // both may need the key manager (the events key, the owner's home): when it is down, retry like a failed step
+      secrets = await this.store.ruleSecrets(rule.name);
+      session = await this.#deps.openSession(rule.owner, {
+        protocol: "trigger",
+        sessionId: e.id,
+        jobUser: `${TRIGGER_USER_PREFIX}${rule.name}`,
+      });
+    } catch (err) {
+      return this.#failed(e, rule, "engine", err);
+    }
     const fs = new OwnerFs(session, owner.home);
     const signal = this.#abort.signal;
     try {
@@ -277,23 +284,29 @@ export class TriggerEngine {
           e.errorCode = null;
           if (e.step < rule.actions.length) await this.store.save(e);
         } catch (err) {
+          // stopping: the step was cut short, not failed; it reruns after the next start
           if (signal.aborted) return this.#finish(e, "pending", e.errorCode, undefined);
-          e.attempts++;
-          const code = codeOf(err);
-          this.#log(e, action.type, false, (err as Error).message ?? String(err));
-          const dead = PERMANENT.has(code) || e.attempts >= rule.retry.attempts;
-          if (!dead) e.dueAt = this.#now() + backoffMs(rule.retry, e.attempts);
-          this.#deps.logger.warn(
-            { rule: rule.name, execution: e.id, step: e.step, action: action.type, attempt: e.attempts, code, dead },
-            dead ? "trigger action failed: dead letter" : "trigger action failed: will retry",
-          );
-          return this.#finish(e, dead ? "dead" : "pending", code, undefined);
+          return this.#failed(e, rule, action.type, err);
         }
       }
       return this.#finish(e, "done", null, undefined);
     } finally {
       await session.close();
     }
+  }
+
+  /** Counts a failed attempt of the current step: retried after a backoff, or a dead letter. */
+  #failed(e: Execution, rule: Rule, type: string, err: unknown): Promise<void> {
+    e.attempts++;
+    const code = codeOf(err);
+    this.#log(e, type, false, (err as Error)?.message ?? String(err));
+    const dead = PERMANENT.has(code) || e.attempts >= rule.retry.attempts;
+    if (!dead) e.dueAt = this.#now() + backoffMs(rule.retry, e.attempts);
+    this.#deps.logger.warn(
+      { rule: rule.name, execution: e.id, step: e.step, action: type, attempt: e.attempts, code, dead },
+      dead ? "trigger action failed: dead letter" : "trigger action failed: will retry",
+    );
+    return this.#finish(e, dead ? "dead" : "pending", code, undefined);
   }
 
   #log(e: Execution, type: string, ok: boolean, detail: string): void {

@@ -6,11 +6,12 @@ import { AtrestError } from "../errors.ts";
 import type { MetaStore } from "../store/types.ts";
 import { isWithin, normalize } from "../vfs/paths.ts";
 import type { PgpApi } from "./actions/context.ts";
-import { localTime } from "./conditions.ts";
+import { localTime, mismatch } from "./conditions.ts";
+import type { TriggerEvent } from "./event.ts";
 import { validateGlob } from "./glob.ts";
 import { validateSchedule } from "./schedule.ts";
 import { eventsOf, FILE_EVENTS, type Rule, ruleSchema } from "./schema.ts";
-import type { RuleSecrets, StoredRule, TriggerStore } from "./store.ts";
+import type { Execution, RuleSecrets, StoredRule, TriggerStore } from "./store.ts";
 
 /** Actions that work on the event's file: they need a file event. */
 const FILE_ACTIONS = new Set(["pgp-encrypt", "pgp-sign", "move", "copy", "rename", "delete"]);
@@ -188,6 +189,40 @@ export class TriggerRules {
   async setEnabled(name: string, enabled: boolean, by?: string): Promise<void> {
     if (!(await this.#store.setEnabled(name, enabled))) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
     this.#record(name, enabled ? "trigger rule enabled" : "trigger rule disabled", by);
+  }
+
+  /**
+   * Dry run: would `event` fire the rule? Returns undefined when it would, else why not. Paths are global; the
+   * user's groups come from the database. Nothing is queued.
+   */
+  async explain(name: string, event: TriggerEvent): Promise<string | undefined> {
+    const { rule, enabled } = this.get(name);
+    if (!eventsOf(rule).includes(event.kind))
+      return `the rule reacts to ${eventsOf(rule).join(", ")}, not ${event.kind}`;
+    const user = await this.#meta.getUser(event.effectiveUser);
+    const why = mismatch(rule.conditions, event, { groups: user?.groups ?? [] });
+    if (why) return why;
+    return enabled ? undefined : "the conditions hold, but the rule is disabled";
+  }
+
+  /** Latest executions of a rule, newest first (NOT_FOUND when the rule never existed and has no history). */
+  async history(name: string, limit = 20): Promise<Execution[]> {
+    const list = await this.#store.history(name, limit);
+    if (list.length === 0 && !this.#store.getRule(name)) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
+    return list;
+  }
+
+  deadLetters(limit = 100): Promise<Execution[]> {
+    return this.#store.deadLetters(limit);
+  }
+
+  /** Queues a dead letter again (audited: an operator decided to re-run it). */
+  async retry(id: string, by?: string): Promise<Execution> {
+    await this.#store.retry(id);
+    const e = await this.#store.get(id);
+    if (!e) throw new AtrestError("NOT_FOUND", `no trigger execution ${id}`);
+    this.#record(e.rule, `dead letter ${id} queued again`, by);
+    return e;
   }
 
   #record(name: string, detail: string, by = "admin"): void {

@@ -97,7 +97,7 @@ const actions = z.discriminatedUnion("type", [
     .object({
       type: z.literal("email"),
       to: z.array(z.email()).min(1),
-      subject: z.string().default("atrest: {event} {path}"),
+      subject: z.string().default("atrest trigger {rule}: {event}"),
       text: z.string().optional(),
       smtp: z
         .object({

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { inTimeWindow, matches } from "../../src/events/conditions.ts";
+import { inTimeWindow, matches, mismatch } from "../../src/events/conditions.ts";
 import { backoffMs } from "../../src/events/engine.ts";
 import type { TriggerEvent } from "../../src/events/event.ts";
 import { globMatches, validateGlob } from "../../src/events/glob.ts";
@@ -73,6 +73,13 @@ describe("conditions", () => {
     assert.ok(!matches({ protocols: ["http"] }, upload(), actor), "protocol");
     assert.ok(matches({ users: ["bob", "alice"] }, upload(), actor));
     assert.ok(!matches({ users: ["bob"] }, upload(), actor));
+  });
+  it("explain the first failing condition", () => {
+    const c = { groups: ["partners"], paths: ["/exchange/in/*.csv"], size: { max: 5000 } };
+    assert.equal(mismatch(c, upload(), actor), undefined);
+    assert.equal(mismatch(c, upload(), { groups: [] }), "alice is not a member of partners");
+    assert.equal(mismatch(c, upload({ path: "/x/a.csv" }), actor), "path /x/a.csv matches none of /exchange/in/*.csv");
+    assert.equal(mismatch(c, upload({ size: 9000 }), actor), "size 9000 is outside 0..5000");
   });
   it("a rename matches on its target", () => {
     const e = upload({ kind: "rename", path: "/exchange/in/a.tmp", targetPath: "/exchange/in/a.csv" });

@@ -1,13 +1,15 @@
-// The trigger engine end to end: rules added with the CLI, uploads by OpenSSH sftp into the real server, a webhook
-// receiver started here; dead letters and retry through the CLI while the server runs; a restart (after SIGKILL)
+// The trigger engine end to end: rules added with the CLI, uploads by OpenSSH sftp into the real server, the output
+// PGP-encrypted to finance's gpg-generated key and decrypted by gpg, a webhook receiver started here; dead letters and retry through the CLI while the server runs; a restart (after SIGKILL)
 // with a pending execution completes it exactly once.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { App } from "../../src/app.ts";
 import { startWebhookReceiver, type WebhookReceiver, waitFor } from "../events/receivers.ts";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
+import { Gpg } from "../helpers/gpg.ts";
 import { makeClientKey, runSftpBatch, sha256File } from "../helpers/sftp-clients.ts";
 
 describe("triggers: OpenSSH sftp uploads into the real server fire rules added with the CLI", () => {
@@ -15,6 +17,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
   let data: string;
   let server: RunningServer | undefined;
   let hook: WebhookReceiver;
+  let gpg: Gpg;
   const keys: Record<string, string> = {};
   const SECRET = "integration-webhook-secret-42";
 
@@ -23,13 +26,24 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     data = join(dir, "data");
     hook = await startWebhookReceiver(SECRET);
     await cli(["group", "add", "partners", "--data", data]);
+    gpg = await Gpg.create();
     for (const [name, extra] of [
       ["ops", ["--home", "/"]],
       ["alice", ["--home", "/exchange", "--group", "partners"]],
       ["bob", ["--home", "/exchange"]],
+      ["finance", ["--home", "/finance"]],
     ] as const) {
       keys[name] = await makeClientKey(join(dir, "keys"));
       await cli(["user", "add", name, "--public-key", `${keys[name]}.pub`, ...extra, "--data", data]);
+    }
+    // finance's key pair comes from gpg; atrest gets only the public key (and makes its organisation signing key)
+    const fpr = await gpg.generate("Finance <finance@example.com>", "rsa3072");
+    const app = await App.open(data);
+    try {
+      await app.vfs.pgp.import("finance", await gpg.exportPublic(fpr));
+      await gpg.importKey((await app.vfs.pgp.org.create({ name: "atrest org" })).armor());
+    } finally {
+      await app.close();
     }
     const rule = {
       name: "partners-in",
@@ -37,6 +51,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
       event: "upload",
       conditions: { groups: ["partners"], paths: ["/exchange/in/*.csv"], size: { min: 1, max: 1_000_000 } },
       actions: [
+        { type: "pgp-encrypt", recipients: ["finance"], sign: true, removePlaintext: true },
         { type: "move", to: "/out" },
         { type: "webhook", url: hook.url, secret: SECRET },
       ],
@@ -44,13 +59,14 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     };
     await writeFile(join(dir, "rule.json"), JSON.stringify(rule));
     const added = await cli(["trigger", "add", "--file", join(dir, "rule.json"), "--data", data]);
-    assert.match(added.stdout, /added trigger rule partners-in \(2 action\(s\)\)/);
+    assert.match(added.stdout, /added trigger rule partners-in \(3 action\(s\)\)/);
     assert.doesNotMatch(added.stdout, /secret/, "a given secret is not echoed");
     server = await startServer(data);
   });
   after(async () => {
     await server?.stop();
     await hook.close();
+    await gpg.stop();
     await removeDir(dir);
   });
 
@@ -83,20 +99,24 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     assert.equal(err.stderr, 'atrest: rule conditions.groups: unknown group "nope" (atrest group add)\n');
   });
 
-  it("an upload by a partner is moved to /out and announced with a valid HMAC; others do not fire", async () => {
+  it("an upload by a partner is PGP-encrypted to finance, moved to /out, announced (valid HMAC); others do not fire", async () => {
     const local = await upload("alice", "report.csv", randomBytes(200_000));
-    const d = await waitFor(() => hook.deliveries.find((x) => x.json.path === "/exchange/in/report.csv"));
+    const d = await waitFor(() => hook.deliveries.find((x) => x.json.path === "/exchange/in/report.csv"), 60_000);
     assert.ok(d.validSignature);
     assert.equal(d.json.user, "alice");
     assert.equal(d.json.protocol, "sftp");
     assert.equal(d.json.size, 200_000);
-    assert.equal(d.json.file, "/out/report.csv");
-    const back = join(dir, "back.csv");
-    const r = await sftp("ops", [`get out/report.csv ${back}`]);
+    assert.equal(d.json.file, "/out/report.csv.pgp");
+    const back = join(dir, "back.csv.pgp");
+    const r = await sftp("ops", [`get out/report.csv.pgp ${back}`]);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(await sha256File(back), await sha256File(local));
+    const plain = join(dir, "back.csv");
+    const dec = await gpg.decrypt(back, plain);
+    assert.equal(dec.code, 0, dec.stderr);
+    assert.equal(await sha256File(plain), await sha256File(local));
+    assert.match(dec.stderr, /\[GNUPG:\] GOODSIG .* atrest org/);
     const left = await sftp("alice", ["ls -1 in"]);
-    assert.doesNotMatch(left.stdout.replace(/^sftp>.*$/gm, ""), /report\.csv/, "moved, not copied");
+    assert.doesNotMatch(left.stdout.replace(/^sftp>.*$/gm, ""), /report\.csv/, "plaintext removed, .pgp moved");
 
     await upload("bob", "bob.csv", randomBytes(100)); // not in partners
     await upload("alice", "notes.txt", randomBytes(100)); // other path
@@ -105,7 +125,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     assert.equal(hook.deliveries.length, 1);
     const history = await trigger("history", "partners-in");
     assert.equal(history.trim().split("\n").length, 1);
-    assert.match(history, /\tdone\t.*\t2\/2\t.*webhook: ok HTTP 200/);
+    assert.match(history, /\tdone\t.*\t3\/3\t.*webhook: ok HTTP 200/);
   });
 
   it("a failing webhook retries with backoff, then shows in dead-letters; retry re-runs it", async () => {
@@ -117,7 +137,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
       return out.includes("partners-in") ? out.trim() : undefined;
     });
     assert.equal(hook.deliveries.length - before, 3, "three attempts");
-    assert.match(line, /\tdead\t.*\tstep 1\tattempts 3\tpartners-in webhook: FAILED .*HTTP 500/);
+    assert.match(line, /\tdead\t.*\tstep 2\tattempts 3\tpartners-in webhook: FAILED .*HTTP 500/);
     const id = line.split("\t")[0];
     const json = JSON.parse(await trigger("dead-letters", "--json"));
     assert.equal(json[0].id, id);
@@ -129,7 +149,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     await waitFor(async () => ((await trigger("dead-letters")).trim() === "" ? true : undefined));
     assert.equal(hook.deliveries.length - before, 4);
     const r = await sftp("ops", ["ls out"]);
-    assert.match(r.stdout, /second\.csv/);
+    assert.match(r.stdout, /second\.csv\.pgp/);
     const err = await cli(["trigger", "retry", id, "--data", data]).catch((e) => e);
     assert.match(err.stderr, /is done, not a dead letter/);
   });
@@ -156,7 +176,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     const h = await trigger("history", "partners-in", "-n", "1");
     assert.match(h, new RegExp(`^${ok.headers["x-atrest-delivery"]}\\tdone\\t`));
     const r = await sftp("ops", ["ls -1 out"]);
-    assert.equal(r.stdout.split("\n").filter((l) => l.trim() === "out/third.csv").length, 1);
+    assert.equal(r.stdout.split("\n").filter((l) => l.trim() === "out/third.csv.pgp").length, 1);
   });
 
   it("login-failed from OpenSSH and key-rotated from the CLI fire their rules in the server", async () => {
@@ -187,10 +207,18 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
   });
 
   it("trigger list, show (no secrets), disable, rm", async () => {
-    assert.match(await trigger("list"), /^partners-in\tenabled\tupload\towner ops\tmove,webhook\n$/);
+    assert.match(await trigger("list"), /^partners-in\tenabled\tupload\towner ops\tpgp-encrypt,move,webhook\n$/);
     const shown = JSON.parse(await trigger("show", "partners-in"));
-    assert.equal(shown.actions[1].url, hook.url);
-    assert.equal(shown.actions[1].secret, undefined);
+    assert.equal(shown.actions[2].url, hook.url);
+    assert.equal(shown.actions[2].secret, undefined);
+    const dry = ["--event", "upload", "--path", "/exchange/in/x.csv", "--size", "10"];
+    assert.equal(
+      await trigger("test", "partners-in", "--user", "alice", ...dry),
+      "match: partners-in would run 3 action(s)\n",
+    );
+    const no = await cli(["trigger", "test", "partners-in", "--user", "bob", ...dry, "--data", data]).catch((e) => e);
+    assert.equal(no.code, 1);
+    assert.equal(no.stdout, "no match: bob is not a member of partners\n");
     await trigger("disable", "partners-in");
     const before = hook.deliveries.length;
     await upload("alice", "fourth.csv", randomBytes(10));

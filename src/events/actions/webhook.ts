@@ -71,6 +71,9 @@ export async function webhook(ctx: ActionContext): Promise<ActionResult> {
     throw new Error(`webhook ${url.origin}${url.pathname}: ${err.message}`);
   });
   if (status >= 200 && status < 300) return { detail: `HTTP ${status}` };
-  if (status >= 400 && status < 500 && status !== 408 && status !== 429) throw new WebhookRejected(status);
+  // redirects are not followed (the signed body must not wander to another host): fix the URL instead
+  if ((status >= 300 && status < 500 && status !== 408 && status !== 429) || status === 0) {
+    throw new WebhookRejected(status);
+  }
   throw new Error(`webhook receiver answered HTTP ${status}`);
 }
