@@ -93,7 +93,7 @@ export class TriggerEngine {
     this.#deps = deps;
     this.#now = deps.clock ?? Date.now;
     this.store = new TriggerStore(deps.store, new EventsCrypto(deps.store, deps.keys), this.#now);
-    this.rules = new TriggerRules(this.store, deps.store, deps.audit, () => deps.pgp?.());
+    this.rules = new TriggerRules(this.store, deps.store, deps.audit, () => deps.pgp?.(), deps.keys, this.#now);
     this.#unsubscribe = deps.audit.onRecord((r) => this.#onRecord(r));
   }
 
@@ -220,7 +220,7 @@ export class TriggerEngine {
     if (now - this.#keysCheckedAt < this.#keyWatchMs) return;
     this.#keysCheckedAt = now;
     const rules = this.store.listRules().filter((s) => s.enabled && eventsOf(s.rule).includes("key-rotated"));
-    // the snapshot is kept current even without rules, so adding a rule later does not replay old rotations
+    if (rules.length === 0) return;
     let events: TriggerEvent[];
     try {
       events = await rotatedKeys(this.#deps.keys, this.#deps.store, now);

@@ -8,29 +8,53 @@ import type { TriggerEvent } from "./event.ts";
 
 const SETTING = "events.key-versions";
 
-export async function rotatedKeys(keys: KeyProvider, store: MetaStore, now: number): Promise<TriggerEvent[]> {
+interface Snapshot {
+  /** When the versions were read (ms). */
+  at: number;
+  versions: Record<string, number>;
+}
+
+async function readSnapshot(store: MetaStore): Promise<Snapshot | undefined> {
   const raw = await store.getSetting(SETTING);
-  const seen: Record<string, number> = raw ? JSON.parse(raw.toString("utf8")) : {};
-  const current: Record<string, number> = {};
+  return raw ? JSON.parse(raw.toString("utf8")) : undefined;
+}
+
+async function writeSnapshot(store: MetaStore, snapshot: Snapshot): Promise<void> {
+  await store.transaction(() => store.setSetting(SETTING, Buffer.from(JSON.stringify(snapshot))));
+}
+
+async function currentVersions(keys: KeyProvider): Promise<Record<string, number>> {
+  return Object.fromEntries((await keys.listKeys()).map((k) => [k.name, k.currentVersion]));
+}
+
+/**
+ * Records the key versions as they are now: the starting point when watching begins (a `key-rotated` rule is added
+ * or enabled while no other one was watching), so earlier rotations are not replayed.
+ */
+export async function keyBaseline(keys: KeyProvider, store: MetaStore, now: number): Promise<void> {
+  await writeSnapshot(store, { at: now, versions: await currentVersions(keys) });
+}
+
+/** Key versions that appeared since the last look (none on the very first look: that one is the baseline). */
+export async function rotatedKeys(keys: KeyProvider, store: MetaStore, now: number): Promise<TriggerEvent[]> {
+  const seen = await readSnapshot(store);
+  const versions = await currentVersions(keys);
   const events: TriggerEvent[] = [];
-  for (const k of await keys.listKeys()) {
-    current[k.name] = k.currentVersion;
-    const before = seen[k.name];
-    // a key seen for the first time was created (or the watch just started), not rotated
-    if (raw === undefined || before === undefined) continue;
-    for (let v = before + 1; v <= k.currentVersion; v++) {
+  for (const [name, current] of Object.entries(versions)) {
+    const before = seen?.versions[name];
+    // a key seen for the first time was created, not rotated
+    if (before === undefined) continue;
+    for (let v = before + 1; v <= current; v++) {
       events.push({
         kind: "key-rotated",
         time: new Date(now).toISOString(),
         user: "kms",
         effectiveUser: "kms",
         protocol: "kms",
-        keyRef: `kek:${k.name}:v${v}`,
+        keyRef: `kek:${name}:v${v}`,
       });
     }
   }
-  if (JSON.stringify(current) !== JSON.stringify(seen)) {
-    await store.transaction(() => store.setSetting(SETTING, Buffer.from(JSON.stringify(current))));
-  }
+  await writeSnapshot(store, { at: now, versions });
   return events;
 }

@@ -3,12 +3,14 @@
 import { randomBytes } from "node:crypto";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
+import type { KeyProvider } from "../kms/types.ts";
 import type { MetaStore } from "../store/types.ts";
 import { isWithin, normalize } from "../vfs/paths.ts";
 import type { PgpApi } from "./actions/context.ts";
 import { localTime, mismatch } from "./conditions.ts";
 import type { TriggerEvent } from "./event.ts";
 import { validateGlob } from "./glob.ts";
+import { keyBaseline } from "./key-watch.ts";
 import { validateSchedule } from "./schedule.ts";
 import { eventsOf, FILE_EVENTS, type Rule, ruleSchema } from "./schema.ts";
 import type { Execution, RuleSecrets, StoredRule, TriggerStore } from "./store.ts";
@@ -146,12 +148,37 @@ export class TriggerRules {
   readonly #meta: MetaStore;
   readonly #audit: AuditSink;
   readonly #pgp: () => PgpApi | undefined;
+  readonly #keys: KeyProvider;
+  readonly #now: () => number;
 
-  constructor(store: TriggerStore, meta: MetaStore, audit: AuditSink, pgp: () => PgpApi | undefined) {
+  constructor(
+    store: TriggerStore,
+    meta: MetaStore,
+    audit: AuditSink,
+    pgp: () => PgpApi | undefined,
+    keys: KeyProvider,
+    now: () => number = Date.now,
+  ) {
     this.#store = store;
     this.#meta = meta;
     this.#audit = audit;
     this.#pgp = pgp;
+    this.#keys = keys;
+    this.#now = now;
+  }
+
+  /** A key-rotated rule starts watching from now, unless another enabled one already keeps the watch going. */
+  async #startKeyWatch(rule: Rule, enabled: boolean): Promise<void> {
+    if (!enabled || !eventsOf(rule).includes("key-rotated")) return;
+    const watching = this.#store
+      .listRules()
+      .some((s) => s.enabled && s.rule.name !== rule.name && eventsOf(s.rule).includes("key-rotated"));
+    if (watching) return;
+    try {
+      await keyBaseline(this.#keys, this.#meta, this.#now());
+    } catch {
+      // key manager unreachable now: the server's first look becomes the baseline instead
+    }
   }
 
   /** Validates and stores a rule; `replace` updates an existing one. Returns secrets generated for webhooks. */
@@ -165,6 +192,7 @@ export class TriggerRules {
     const rule = parseRule(input);
     await validateRule(rule, this.#meta, this.#pgp());
     const { stored, secrets, generated } = extractSecrets(rule);
+    await this.#startKeyWatch(rule, rule.enabled);
     await this.#store.putRule(stored, secrets, opts.replace ?? false);
     this.#record(rule.name, opts.replace ? "trigger rule replaced" : "trigger rule added", opts.by);
     return { rule: stored, generated };
@@ -187,6 +215,8 @@ export class TriggerRules {
   }
 
   async setEnabled(name: string, enabled: boolean, by?: string): Promise<void> {
+    const current = this.#store.getRule(name);
+    if (current && !current.enabled) await this.#startKeyWatch(current.rule, enabled);
     if (!(await this.#store.setEnabled(name, enabled))) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
     this.#record(name, enabled ? "trigger rule enabled" : "trigger rule disabled", by);
   }

@@ -180,6 +180,8 @@ describe("trigger engine (in process: real vfs, sqlite, embedded KMS, audit)", (
   });
 
   it("key-rotated fires once per new key version, seen by watching the key manager", async () => {
+    await app.keys.rotateKey("default"); // before the rule: not replayed
+    await new Promise((r) => setTimeout(r, 300));
     await app.triggers.rules.add({
       name: "on-rotate",
       owner: "ops",
