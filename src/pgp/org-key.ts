@@ -86,7 +86,9 @@ export class OrgKey {
     let secret: Buffer | undefined;
     try {
       secret = open(wrapKey, sealed, AAD);
-      this.#private = await openpgp.readPrivateKey({ binaryKey: secret });
+      // openpgp keeps views into the buffer it parses (signed data of self-signatures): give it its own copy, so
+      // zeroing ours does not corrupt the key.
+      this.#private = await openpgp.readPrivateKey({ binaryKey: Uint8Array.from(secret) });
       return this.#private;
     } finally {
       zero(wrapKey);
