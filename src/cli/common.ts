@@ -18,7 +18,7 @@ export async function initCommand(data: string): Promise<void> {
 }
 
 /** A remote key manager named by ATREST_KMS / ATREST_KMS_CERT (the server's settings), if any. */
-function kmsFromEnv(): RemoteKmsSettings | undefined {
+export function kmsFromEnv(): RemoteKmsSettings | undefined {
   const url = process.env.ATREST_KMS;
   if (!url) return undefined;
   const certDir = process.env.ATREST_KMS_CERT;

@@ -1,15 +1,18 @@
 import type { Command } from "commander";
 import { Option } from "commander";
-import type { App } from "../app.ts";
+import { type App, dataPaths, initData } from "../app.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyJobDeps } from "../keys/jobs.ts";
+import { openKeyManager, remoteKmsFor } from "../keys/key-manager.ts";
 import { progressPrinter } from "../keys/progress.ts";
 import { reencrypt } from "../keys/reencrypt.ts";
 import { rewrap } from "../keys/rewrap.ts";
 import { shredReport } from "../keys/shred-report.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import { assertKeyName } from "../kms/wrap.ts";
-import { dataOption, say, withApp } from "./common.ts";
+import { LocalBlobStore } from "../store/local-blobs.ts";
+import { SqliteStore } from "../store/sqlite.ts";
+import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";
 
 function positiveInt(what: string) {
   return (value: string): number => {
@@ -22,6 +25,27 @@ function positiveInt(what: string) {
 function keyName(value: string): string {
   assertKeyName(value);
   return value;
+}
+
+/**
+ * Store, blobs and key manager without the rest of the App: a rewrap must run when the server's own service keys
+ * are on a retired version (they are rewrapped by the same run), so it cannot start by unwrapping them.
+ */
+async function withJobDeps<T>(data: string, fn: (deps: KeyJobDeps) => Promise<T>): Promise<T> {
+  const kms = kmsFromEnv();
+  await initData(data, kms);
+  const paths = dataPaths(data);
+  const opened = await openKeyManager(data, paths.kms, await remoteKmsFor(data, kms));
+  const store = new SqliteStore(paths.meta);
+  const blobs = new LocalBlobStore(data);
+  try {
+    await blobs.init();
+    return await fn({ store, blobs, keys: opened.keys, dir: paths.keys });
+  } finally {
+    await blobs.close();
+    await store.close();
+    await opened.keys.close();
+  }
 }
 
 function jobDeps(app: App): KeyJobDeps {
@@ -46,14 +70,12 @@ export function registerKeys(program: Command): void {
     .addOption(new Option("--batch <n>", "files per key-manager call").argParser(positiveInt("--batch")))
     .option("--json", "print the report as JSON")
     .action(async (opts) => {
+      const report = await withJobDeps(opts.data, (deps) =>
+        rewrap(deps, { key: opts.key, batchSize: opts.batch, onProgress: opts.json ? undefined : progressPrinter() }),
+      );
+      const done = report.keys.reduce((n, k) => n + k.done, 0);
+      const failed = report.keys.reduce((n, k) => n + k.failed, 0);
       await withApp(opts.data, async (app) => {
-        const report = await rewrap(jobDeps(app), {
-          key: opts.key,
-          batchSize: opts.batch,
-          onProgress: opts.json ? undefined : progressPrinter(),
-        });
-        const done = report.keys.reduce((n, k) => n + k.done, 0);
-        const failed = report.keys.reduce((n, k) => n + k.failed, 0);
         app.audit.record({
           action: "key.wrap",
           outcome: failed > 0 ? "failure" : "success",
@@ -61,16 +83,17 @@ export function registerKeys(program: Command): void {
           protocol: "cli",
           detail: `rewrap ${opts.key ? `kek:${opts.key}` : "all keys"}: ${done} file(s) rewrapped, ${failed} failed`,
         });
-        if (opts.json) return json(report);
-        if (report.repaired > 0) say(`finished ${report.repaired} header(s) of an interrupted run`);
-        for (const k of report.keys) {
-          say(`kek:${k.key}: ${k.done} file(s) now on v${k.version}, ${k.skipped} skipped, ${k.failed} failed`);
-        }
-        for (const f of report.failures) say(`failed: file ${f.nodeId} (${f.keyRef}): ${f.reason}`);
-        const rate = report.seconds > 0 ? Math.round(done / report.seconds) : done;
-        say(`rewrapped ${done} file(s) in ${report.seconds.toFixed(2)} s (${rate} files/s)`);
-        if (failed > 0) process.exitCode = 1;
-      });
+      }).catch((err: Error) => say(`warning: the rewrap is done but could not be audited: ${err.message}`));
+      if (opts.json) return json(report);
+      if (report.repaired > 0) say(`finished ${report.repaired} header(s) of an interrupted run`);
+      for (const k of report.keys) {
+        say(`kek:${k.key}: ${k.done} file(s) now on v${k.version}, ${k.skipped} skipped, ${k.failed} failed`);
+      }
+      if (report.serviceKeys.length > 0) say(`service keys rewrapped: ${report.serviceKeys.join(", ")}`);
+      for (const f of report.failures) say(`failed: file ${f.nodeId} (${f.keyRef}): ${f.reason}`);
+      const rate = report.seconds > 0 ? Math.round(done / report.seconds) : done;
+      say(`rewrapped ${done} file(s) in ${report.seconds.toFixed(2)} s (${rate} files/s)`);
+      if (failed > 0) process.exitCode = 1;
     });
 
   keys

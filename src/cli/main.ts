@@ -2,6 +2,7 @@
 import { Command, Option } from "commander";
 import { AtrestError } from "../errors.ts";
 import { registerAudit } from "./audit.ts";
+import { registerBackup } from "./backup.ts";
 import { dataOption, initCommand } from "./common.ts";
 import { registerFolders } from "./folders.ts";
 import { registerKeys } from "./keys.ts";
@@ -29,6 +30,7 @@ registerUsers(program);
 registerFolders(program);
 registerKms(program);
 registerKeys(program);
+registerBackup(program);
 registerAudit(program);
 registerTriggers(program);
 

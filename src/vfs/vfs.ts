@@ -36,7 +36,7 @@ export interface VfsDeps {
   sweep?: boolean;
 }
 
-const META_KEY_SETTING = "metadata.key";
+export const META_KEY_SETTING = "metadata.key";
 const META_CONTEXT = { purpose: "metadata" };
 
 /** Who is writing, for quotas and audit, and where (for folder rules). */

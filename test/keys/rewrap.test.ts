@@ -1,3 +1,4 @@
+import "./threadpool.ts";
 import assert from "node:assert/strict";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -32,7 +33,7 @@ describe("keys rewrap (embedded key manager)", () => {
   });
 
   it(`rewraps ${N} files to the current version without touching data, then they read`, async () => {
-    await makeFiles(s, "/bulk", N);
+    await makeFiles(s, "/bulk", N, 64);
     const before = await f.app.store.keyRefCounts();
     assert.deepEqual(before, [{ keyRef: "kek:default:v1", files: N }]);
     const blob0 = (await readdir(join(f.dir, "blobs"))).length;

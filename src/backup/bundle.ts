@@ -1,0 +1,244 @@
+// `atrest backup` / `atrest restore`: the file server's metadata (meta.db snapshot taken with SQLite's VACUUM INTO,
+// consistent while the server runs, and kms-remote.json) in one encrypted, integrity-protected bundle.
+//
+// Layout: "ATRBKP1\n" ‖ u32 manifest length ‖ manifest (JSON: entries with name, size, sha256) ‖ an atrest container
+// (docs/format.md) holding the entries back to back. The container's DEK comes from the key manager (key `default`,
+// context {purpose: "backup", manifest: sha256(manifest)}) and its file id is that hash, so the manifest, the header
+// and every segment are authenticated and a bundle is useless without the key manager, like the data it describes.
+// meta.db itself holds only wrapped keys and ciphertext names; the bundle adds a second layer and hides user names,
+// sizes and the tree's shape. SSH host keys are not included (they are secrets: back them up with the key manager).
+import { createHash, randomUUID } from "node:crypto";
+import { type FileHandle, mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { zero } from "../crypto/bytes.ts";
+import { AtrestError, IntegrityError } from "../errors.ts";
+import { createHeader, openContainer } from "../format/container.ts";
+import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
+import { segmentCount, segmentOffset } from "../format/layout.ts";
+import type { KeyManager } from "../keys/provider.ts";
+
+const MAGIC = Buffer.from("ATRBKP1\n", "latin1");
+const KEY = "default";
+
+export interface BundleEntry {
+  name: string;
+  size: number;
+  sha256: string;
+}
+
+export interface Manifest {
+  format: 1;
+  created: string;
+  entries: BundleEntry[];
+}
+
+/** Files of the data dir that make up its metadata; meta.db is snapshotted, the others copied. */
+const OPTIONAL_FILES = ["kms-remote.json"];
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  const fh = await open(path, "r");
+  try {
+    for await (const chunk of fh.readableWebStream()) hash.update(chunk as Uint8Array);
+  } finally {
+    await fh.close();
+  }
+  return hash.digest("hex");
+}
+
+function context(manifestHash: string) {
+  return { purpose: "backup", manifest: manifestHash };
+}
+
+export async function writeBackup(dataDir: string, out: string, keys: KeyManager): Promise<Manifest> {
+  const work = join(dirname(out), `.atrest-backup-${randomUUID()}`);
+  await mkdir(work, { mode: 0o700 });
+  const tmpOut = `${out}.tmp-${process.pid}`;
+  try {
+    const sources: { name: string; path: string }[] = [];
+    const snapshot = join(work, "meta.db");
+    const db = new DatabaseSync(join(dataDir, "meta.db"), { readOnly: true });
+    try {
+      db.exec(`VACUUM INTO '${snapshot.replaceAll("'", "''")}'`);
+    } finally {
+      db.close();
+    }
+    sources.push({ name: "meta.db", path: snapshot });
+    for (const name of OPTIONAL_FILES) {
+      const path = join(dataDir, name);
+      if (await stat(path).catch(() => undefined)) sources.push({ name, path });
+    }
+    const entries: BundleEntry[] = [];
+    for (const s of sources)
+      entries.push({ name: s.name, size: (await stat(s.path)).size, sha256: await sha256File(s.path) });
+    const manifest: Manifest = { format: 1, created: new Date().toISOString(), entries };
+    const manifestBytes = Buffer.from(JSON.stringify(manifest), "utf8");
+    const id = createHash("sha256").update(manifestBytes).digest("hex");
+    const dk = await keys.generateDataKey(KEY, context(id));
+    const { header, keys: ck } = (() => {
+      try {
+        return createHeader({ dek: dk.plaintext, fileId: `backup:${id}`, wrappedDek: dk.wrapped });
+      } finally {
+        zero(dk.plaintext);
+      }
+    })();
+    const fh = await open(tmpOut, "wx", 0o600);
+    try {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(manifestBytes.length);
+      await fh.write(Buffer.concat([MAGIC, len, manifestBytes, header]));
+      // Entries back to back, sealed in fixed segments: memory stays flat whatever the database size.
+      const size = ck.layout.segmentSize;
+      let pending: Buffer = Buffer.alloc(0);
+      let index = 0;
+      for (const s of sources) {
+        const src = await open(s.path, "r");
+        try {
+          for await (const chunk of src.readableWebStream()) {
+            pending = Buffer.concat([pending, chunk as Uint8Array]);
+            while (pending.length > size) {
+              await fh.write(ck.seal(index++, pending.subarray(0, size), false));
+              pending = pending.subarray(size);
+            }
+          }
+        } finally {
+          await src.close();
+        }
+      }
+      if (pending.length === size) {
+        await fh.write(ck.seal(index++, pending, false));
+        pending = Buffer.alloc(0);
+      }
+      await fh.write(ck.seal(index, pending, true));
+      await fh.sync();
+    } finally {
+      ck.destroy();
+      await fh.close();
+    }
+    await rename(tmpOut, out);
+    return manifest;
+  } finally {
+    await rm(tmpOut, { force: true });
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function readExactly(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  const out = Buffer.alloc(length);
+  const { bytesRead } = await fh.read(out, 0, length, position);
+  if (bytesRead !== length) throw new IntegrityError("backup bundle truncated");
+  return out;
+}
+
+/** Reads the manifest without the key manager (what a bundle holds, for `restore --list`). */
+export async function readManifest(file: string): Promise<{ manifest: Manifest; bodyAt: number; id: string }> {
+  const fh = await open(file, "r");
+  try {
+    const head = await readExactly(fh, 0, MAGIC.length + 4);
+    if (!head.subarray(0, MAGIC.length).equals(MAGIC)) throw new IntegrityError(`${file} is not an atrest backup`);
+    const n = head.readUInt32BE(MAGIC.length);
+    if (n > 1 << 20) throw new IntegrityError("backup manifest too large");
+    const bytes = await readExactly(fh, MAGIC.length + 4, n);
+    const manifest = JSON.parse(bytes.toString("utf8")) as Manifest;
+    if (manifest.format !== 1 || !Array.isArray(manifest.entries)) throw new IntegrityError("unknown backup format");
+    for (const e of manifest.entries) {
+      if (!["meta.db", ...OPTIONAL_FILES].includes(e.name)) throw new IntegrityError(`unexpected entry ${e.name}`);
+    }
+    return { manifest, bodyAt: MAGIC.length + 4 + n, id: createHash("sha256").update(bytes).digest("hex") };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Decrypts and checks the whole bundle before anything is installed, then puts each file in place (temp → fsync →
+ * rename). Refuses to replace an existing meta.db unless `force`.
+ */
+export async function restoreBackup(file: string, dataDir: string, keys: KeyManager, force = false): Promise<Manifest> {
+  const { manifest, bodyAt, id } = await readManifest(file);
+  if ((await stat(join(dataDir, "meta.db")).catch(() => undefined)) && !force) {
+    throw new AtrestError(
+      "EXISTS",
+      `${join(dataDir, "meta.db")} exists: restore into an empty data directory, or --force`,
+    );
+  }
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const fh = await open(file, "r");
+  const staged: { name: string; tmp: string }[] = [];
+  try {
+    const total = (await fh.stat()).size - bodyAt;
+    const probe = await fh.read(Buffer.alloc(HEADER_PROBE_BYTES), 0, HEADER_PROBE_BYTES, bodyAt);
+    const header = parseHeader(probe.buffer.subarray(0, probe.bytesRead));
+    let dek: Buffer;
+    try {
+      dek = await keys.unwrap(header.wrappedDek, context(id));
+    } catch (err) {
+      const e = err as AtrestError;
+      throw new AtrestError(
+        e.code === "INTEGRITY" ? "INTEGRITY" : "KEY_UNAVAILABLE",
+        `cannot open the backup's key (${e.message}); restore needs the key manager the backup was made with`,
+      );
+    }
+    const ck = (() => {
+      try {
+        return openContainer(header, dek, `backup:${id}`);
+      } finally {
+        zero(dek);
+      }
+    })();
+    try {
+      const count = segmentCount(header.layout, total);
+      let index = 0;
+      let carry: Buffer = Buffer.alloc(0);
+      const next = async (): Promise<Buffer | undefined> => {
+        if (index >= count) return undefined;
+        const last = index === count - 1;
+        const start = bodyAt + segmentOffset(header.layout, index);
+        const end = last ? bodyAt + total : bodyAt + segmentOffset(header.layout, index + 1);
+        const plain = ck.open(index, await readExactly(fh, start, end - start), last);
+        index++;
+        return plain;
+      };
+      for (const entry of manifest.entries) {
+        const tmp = join(dataDir, `.${entry.name}.restore-${process.pid}`);
+        const out = await open(tmp, "w", 0o600);
+        staged.push({ name: entry.name, tmp });
+        const hash = createHash("sha256");
+        try {
+          let left = entry.size;
+          while (left > 0) {
+            if (carry.length === 0) {
+              const seg = await next();
+              if (!seg) throw new IntegrityError("backup bundle shorter than its manifest");
+              carry = seg;
+            }
+            const piece = carry.subarray(0, Math.min(left, carry.length));
+            carry = carry.subarray(piece.length);
+            hash.update(piece);
+            await out.write(piece);
+            left -= piece.length;
+          }
+          await out.sync();
+        } finally {
+          await out.close();
+        }
+        if (hash.digest("hex") !== entry.sha256) throw new IntegrityError(`backup entry ${entry.name} does not match`);
+      }
+      if (carry.length > 0 || (await next())?.length)
+        throw new IntegrityError("backup bundle longer than its manifest");
+    } finally {
+      ck.destroy();
+    }
+    if (force) for (const ext of ["-wal", "-shm"]) await rm(join(dataDir, `meta.db${ext}`), { force: true });
+    for (const s of staged) await rename(s.tmp, join(dataDir, s.name));
+    staged.length = 0;
+    const dfh = await open(dataDir, "r");
+    await dfh.sync();
+    await dfh.close();
+    return manifest;
+  } finally {
+    await fh.close();
+    for (const s of staged) await rm(s.tmp, { force: true });
+  }
+}

@@ -1,0 +1,56 @@
+import type { Command } from "commander";
+import { dataPaths, initData } from "../app.ts";
+import { readManifest, restoreBackup, writeBackup } from "../backup/bundle.ts";
+import { AtrestError } from "../errors.ts";
+import { openKeyManager, remoteKmsFor } from "../keys/key-manager.ts";
+import { dataOption, kmsFromEnv, say } from "./common.ts";
+
+async function withKeys<T>(data: string, fn: (keys: Awaited<ReturnType<typeof openKeyManager>>) => Promise<T>) {
+  const kms = kmsFromEnv();
+  await initData(data, kms);
+  const opened = await openKeyManager(data, dataPaths(data).kms, await remoteKmsFor(data, kms));
+  try {
+    return await fn(opened);
+  } finally {
+    await opened.keys.close();
+  }
+}
+
+export function registerBackup(program: Command): void {
+  program
+    .command("backup")
+    .description(
+      "write an encrypted, integrity-protected bundle of the file server's metadata (meta.db snapshot, safe while " +
+        "the server runs); blobs are ciphertext already: copy data/blobs/ after it",
+    )
+    .addOption(dataOption())
+    .requiredOption("--out <file>", "bundle to write (must not exist)")
+    .action(async (opts) => {
+      await withKeys(opts.data, async ({ keys }) => {
+        const m = await writeBackup(opts.data, opts.out, keys);
+        say(`wrote ${opts.out}: ${m.entries.map((e) => `${e.name} (${e.size} bytes)`).join(", ")}`);
+      });
+    });
+
+  program
+    .command("restore")
+    .description("restore the metadata from a bundle into a data directory (needs the key manager the backup used)")
+    .addOption(dataOption())
+    .requiredOption("--in <file>", "bundle from atrest backup")
+    .option("--force", "replace an existing meta.db")
+    .option("--list", "only show what the bundle holds (no key manager needed)")
+    .action(async (opts) => {
+      if (opts.list) {
+        const { manifest } = await readManifest(opts.in);
+        say(`backup of ${manifest.created}`);
+        for (const e of manifest.entries) process.stdout.write(`${e.name}\t${e.size}\t${e.sha256}\n`);
+        return;
+      }
+      if (!opts.in) throw new AtrestError("INVALID_INPUT", "--in FILE is required");
+      await withKeys(opts.data, async ({ keys }) => {
+        const m = await restoreBackup(opts.in, opts.data, keys, opts.force === true);
+        say(`restored ${m.entries.map((e) => e.name).join(", ")} of ${m.created} into ${opts.data}`);
+        say("now copy the blobs back (data/blobs/) and start the server: it removes blobs the metadata does not know");
+      });
+    });
+}
