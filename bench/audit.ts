@@ -33,7 +33,7 @@ async function deliverToRsyslog(
   const rs = await startRsyslog(join(dir, "rsyslog"), { driver, ca });
   const key = randomBytes(32);
   const store = new SqliteStore(join(dir, "meta.db"));
-  const audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(key));
+  const audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(key), { groupCommit: true });
   const quiet = { info() {}, warn() {}, error() {} };
   const pipeline = await AuditPipeline.start(
     {

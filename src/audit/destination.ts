@@ -258,8 +258,8 @@ export class Destination {
 
   /** Encodes and writes one batch; false if the connection was lost meanwhile. */
   async #send(entries: ReturnType<LogReader["read"]>["entries"]): Promise<boolean> {
-    const frames: Buffer[] = [];
-    let bytes = 0;
+    let frames = "";
+    let count = 0;
     for (const e of entries) {
       if (e.record === undefined) {
         this.#stats.unreadable++;
@@ -282,16 +282,16 @@ export class Destination {
         this.#stats.bytes += buf.length;
         continue;
       }
-      const f = octetFrame(msg);
-      frames.push(f);
-      bytes += f.length;
+      // RFC 6587 octet counting; one buffer per batch
+      frames += octetFrame(msg);
+      count++;
     }
     const stream = this.#stream;
-    if (frames.length === 0 || !stream) return this.#stream !== undefined || this.#udp !== undefined;
-    const buf = Buffer.concat(frames, bytes);
+    if (count === 0 || !stream) return this.#stream !== undefined || this.#udp !== undefined;
+    const buf = Buffer.from(frames, "utf8");
     const flushed = stream.write(buf);
-    this.#stats.sent += frames.length;
-    this.#stats.bytes += bytes;
+    this.#stats.sent += count;
+    this.#stats.bytes += buf.length;
     if (!flushed) {
       await new Promise<void>((resolve) => {
         const done = () => {

@@ -12,8 +12,11 @@ import { Destination, type DestinationStats, type Logger, spoolDir, writeFileAto
 import { CLI_ADMIN, compileFilter, type Privileged } from "./filter.ts";
 import type { AuditLog } from "./log.ts";
 import { LogReader } from "./reader.ts";
+import type { AuditRecord } from "./types.ts";
 
 export const STATS_FILE = "stats.json";
+/** Records kept in memory for the destinations (beyond it they are decrypted from the log again). */
+const RECENT_MAX = 200_000;
 
 export interface DestinationStatus extends DestinationStats {
   backlog: number;
@@ -82,7 +85,16 @@ export class AuditPipeline {
   readonly #unsubscribe: (() => void)[] = [];
   #last = new Map<string, { sent: number; bytes: number; at: number; eps: number; bps: number }>();
 
-  private constructor(deps: PipelineDeps, destinations: Destination[], privileged: PrivilegedUsers, reader: LogReader) {
+  readonly #recent: Map<number, AuditRecord>;
+
+  private constructor(
+    deps: PipelineDeps,
+    destinations: Destination[],
+    privileged: PrivilegedUsers,
+    reader: LogReader,
+    recent: Map<number, AuditRecord>,
+  ) {
+    this.#recent = recent;
     this.#deps = deps;
     this.#destinations = destinations;
     this.#privileged = privileged;
@@ -94,13 +106,16 @@ export class AuditPipeline {
   static async start(config: AuditConfig, deps: PipelineDeps): Promise<AuditPipeline> {
     const privileged = new PrivilegedUsers(deps.store);
     await privileged.refresh();
-    const reader = new LogReader(deps.audit.path, deps.key);
+    // Records this process writes are kept until every destination has read them, so the sender does not decrypt
+    // what it just encrypted; records from other processes (CLI) and after a restart are decrypted from the file.
+    const recent = new Map<number, AuditRecord>();
+    const reader = new LogReader(deps.audit.path, deps.key, (seq) => recent.get(seq));
     const auditDir = dirname(deps.audit.path);
     const destinations = config.destinations.map((d) => {
       const filter = compileFilter(d.filter, `audit destination "${d.name}" filter`, privileged);
       return new Destination(toOptions(d), { reader, filter, logger: deps.logger, dir: spoolDir(auditDir, d.name) });
     });
-    const pipeline = new AuditPipeline(deps, destinations, privileged, reader);
+    const pipeline = new AuditPipeline(deps, destinations, privileged, reader, recent);
     pipeline.#recordConfigChange(config);
     pipeline.#begin(config);
     return pipeline;
@@ -148,11 +163,13 @@ export class AuditPipeline {
   #begin(config: AuditConfig): void {
     const { audit, registry } = this.#deps;
     this.#unsubscribe.push(
-      audit.onRecord(() => {
+      audit.onRecord((record, seq) => {
+        if (this.#destinations.length > 0 && this.#recent.size < RECENT_MAX) this.#recent.set(seq, record);
         if (!this.#wakePending) {
           this.#wakePending = true;
           queueMicrotask(() => {
             this.#wakePending = false;
+            this.#pruneRecent();
             for (const d of this.#destinations) d.wake();
           });
         }
@@ -183,6 +200,17 @@ export class AuditPipeline {
   }
 
   #wakePending = false;
+
+  /** Drops cached records every destination has read (Map order is insertion order, i.e. seq order). */
+  #pruneRecent(): void {
+    if (this.#recent.size === 0) return;
+    let min = Number.POSITIVE_INFINITY;
+    for (const d of this.#destinations) min = Math.min(min, d.stats().readSeq);
+    for (const seq of this.#recent.keys()) {
+      if (seq > min) break;
+      this.#recent.delete(seq);
+    }
+  }
 
   #overBound(bounds: number[]): boolean {
     const head = this.#deps.audit.headSeq;

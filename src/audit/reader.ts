@@ -39,9 +39,13 @@ export class LogReader {
   #fd: number | undefined;
   #buf = Buffer.allocUnsafe(1 << 20);
 
-  constructor(path: string, key: KeyObject) {
+  readonly #cached: ((seq: number) => AuditRecord | undefined) | undefined;
+
+  /** `cached`: records this process just wrote, by seq (saves decrypting them again). */
+  constructor(path: string, key: KeyObject, cached?: (seq: number) => AuditRecord | undefined) {
     this.#path = path;
     this.#key = key;
+    this.#cached = cached;
   }
 
   /** Current file size (0 when it does not exist yet). */
@@ -79,11 +83,13 @@ export class LogReader {
       next.seq = seq;
       next.offset = lineEnd;
       if (m[1] === "c") continue;
-      let record: AuditRecord | undefined;
-      try {
-        record = JSON.parse(open(this.#key, Buffer.from(m[3] as string, "base64"), recordAad(seq)).toString());
-      } catch {
-        record = undefined;
+      let record = this.#cached?.(seq);
+      if (record === undefined) {
+        try {
+          record = JSON.parse(open(this.#key, Buffer.from(m[3] as string, "base64"), recordAad(seq)).toString());
+        } catch {
+          record = undefined;
+        }
       }
       out.push({ seq, record, end: { ...next } });
     }

@@ -47,7 +47,7 @@ class Rig {
   constructor(dir: string) {
     this.dir = dir;
     this.store = new SqliteStore(join(dir, "meta.db"));
-    this.audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(this.key));
+    this.audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(this.key), { groupCommit: true });
   }
 
   async start(config: Partial<AuditConfig>): Promise<AuditPipeline> {
@@ -60,7 +60,7 @@ class Rig {
 
   async restartLog(): Promise<void> {
     await this.audit.close();
-    this.audit = new AuditLog(join(this.dir, "audit", "audit.log"), Buffer.from(this.key));
+    this.audit = new AuditLog(join(this.dir, "audit", "audit.log"), Buffer.from(this.key), { groupCommit: true });
   }
 
   async close(): Promise<void> {

@@ -49,9 +49,7 @@ export function syslogMessage(r: AuditRecord, seq: number, o: MessageOptions): s
   return `<${pri}>1 ${headerField(r.time, 64)} ${headerField(o.hostname, 255)} ${headerField(o.appName ?? "atrest", 48)} ${headerField(o.procId, 128)} ${headerField(r.action, 32)} - ${payload}`;
 }
 
-/** RFC 6587 octet-counted frame. */
-export function octetFrame(message: string): Buffer {
-  const body = Buffer.from(message, "utf8");
-  const head = Buffer.from(`${body.length} `, "latin1");
-  return Buffer.concat([head, body], head.length + body.length);
+/** RFC 6587 octet-counted frame (`MSG-LEN SP SYSLOG-MSG`, MSG-LEN in UTF-8 octets), as a string to batch. */
+export function octetFrame(message: string): string {
+  return `${Buffer.byteLength(message, "utf8")} ${message}`;
 }
