@@ -14,6 +14,7 @@
 // known to be delivered. The spool holds no event data: the events stay in the encrypted, hash-chained log.
 import type { Socket as UdpSocket } from "node:dgram";
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { open, rename } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -91,6 +92,22 @@ export function writeFileAtomic(path: string, data: string): void {
   renameSync(tmp, path);
 }
 
+/**
+ * The same off the event loop (the fsync runs in libuv's pool: a slow disk must not stall sessions). `sync: false`
+ * skips the fsync, for advisory files such as the stats.
+ */
+export async function writeFileAtomicAsync(path: string, data: string, sync = true): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, "w", 0o600);
+  try {
+    await fh.writeFile(data);
+    if (sync) await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+}
+
 export function spoolDir(auditDir: string, name: string): string {
   return join(auditDir, "spool", name);
 }
@@ -128,6 +145,7 @@ export class Destination {
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #lastSave = 0;
+  #saving: Promise<void> | undefined;
   readonly #stats = { sent: 0, bytes: 0, filtered: 0, unreadable: 0, resends: 0 };
 
   constructor(
@@ -215,6 +233,7 @@ export class Destination {
       this.#udp = undefined;
     }
     this.#confirm(Date.now());
+    await this.#saving;
     this.#save(true);
     this.#state = "stopped";
   }
@@ -398,13 +417,31 @@ export class Destination {
     this.#marks.splice(0, i);
   }
 
+  /** Saves the cursor: at stop synchronously, while running at most every 250 ms and off the event loop. */
   #save(force: boolean): void {
     if (this.#delivered.seq === this.#savedSeq) return;
     const now = Date.now();
-    if (!force && now - this.#lastSave < 250) return;
-    writeFileAtomic(join(this.#dir, "cursor.json"), `${JSON.stringify(this.#delivered)}\n`);
-    this.#savedSeq = this.#delivered.seq;
+    const path = join(this.#dir, "cursor.json");
+    const data = `${JSON.stringify(this.#delivered)}\n`;
+    const seq = this.#delivered.seq;
+    if (force) {
+      writeFileAtomic(path, data);
+      this.#savedSeq = seq;
+      return;
+    }
+    if (this.#saving !== undefined || now - this.#lastSave < 250) return;
     this.#lastSave = now;
+    // A cursor that lags (write lost in a crash) only means a resend; it can never run ahead of delivery.
+    this.#saving = writeFileAtomicAsync(path, data)
+      .then(
+        () => {
+          this.#savedSeq = Math.max(this.#savedSeq, seq);
+        },
+        (err) => this.#log.warn({ destination: this.options.name, err }, "audit destination: cannot save cursor"),
+      )
+      .finally(() => {
+        this.#saving = undefined;
+      });
   }
 
   async #closeGracefully(timeoutMs: number): Promise<void> {

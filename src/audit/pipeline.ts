@@ -8,7 +8,14 @@ import { dirname, join } from "node:path";
 import type { Registry } from "../metrics/registry.ts";
 import type { MetaStore } from "../store/types.ts";
 import type { AuditConfig, DestinationConfig } from "./config.ts";
-import { Destination, type DestinationStats, type Logger, spoolDir, writeFileAtomic } from "./destination.ts";
+import {
+  Destination,
+  type DestinationStats,
+  type Logger,
+  spoolDir,
+  writeFileAtomic,
+  writeFileAtomicAsync,
+} from "./destination.ts";
 import { CLI_ADMIN, compileFilter, type Privileged } from "./filter.ts";
 import type { AuditLog } from "./log.ts";
 import { LogReader } from "./reader.ts";
@@ -156,7 +163,8 @@ export class AuditPipeline {
     for (const u of this.#unsubscribe) u();
     this.#deps.audit.flush();
     await Promise.all(this.#destinations.map((d) => d.stop(drainMs)));
-    this.#writeStats();
+    await this.#statsWrite;
+    await this.#writeStats();
     this.#reader.close();
   }
 
@@ -190,7 +198,7 @@ export class AuditPipeline {
       }),
     );
     for (const d of this.#destinations) d.start();
-    this.#timers.push(setInterval(() => this.#writeStats(), 1000).unref());
+    this.#timers.push(setInterval(() => void this.#writeStats(), 1000).unref());
     this.#timers.push(
       setInterval(() => {
         this.#privileged.refresh().catch((err) => this.#deps.logger.warn({ err }, "audit: cannot refresh user roles"));
@@ -219,13 +227,22 @@ export class AuditPipeline {
     );
   }
 
-  #writeStats(): void {
-    try {
-      writeFileAtomic(join(this.#dir, STATS_FILE), `${JSON.stringify(this.snapshot(), null, 2)}\n`);
-    } catch (err) {
-      this.#deps.logger.warn({ err }, "audit: cannot write stats file");
-    }
+  /** Advisory file for `audit stats`: atomic for readers, not fsynced, written off the event loop. */
+  #writeStats(): Promise<void> {
+    if (this.#statsWrite) return this.#statsWrite;
+    this.#statsWrite = writeFileAtomicAsync(
+      join(this.#dir, STATS_FILE),
+      `${JSON.stringify(this.snapshot(), null, 2)}\n`,
+      false,
+    )
+      .catch((err) => this.#deps.logger.warn({ err }, "audit: cannot write stats file"))
+      .finally(() => {
+        this.#statsWrite = undefined;
+      });
+    return this.#statsWrite;
   }
+
+  #statsWrite: Promise<void> | undefined;
 
   /** Records an audit.config.change when the destinations differ from the last start's. */
   #recordConfigChange(config: AuditConfig): void {
