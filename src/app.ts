@@ -253,6 +253,8 @@ export class App implements Accounts {
   }
 
   async close(): Promise<void> {
+    // records still waiting for their group commit reach the trigger intake before it stops
+    this.audit.flush();
     await this.triggers.close();
     await this.vfs.close();
     await this.vfs.blobs.close();

@@ -201,4 +201,33 @@ describe("trigger engine (in process: real vfs, sqlite, embedded KMS, audit)", (
     ]);
     assert.ok(got.every((d) => d.validSignature && d.json.event === "key-rotated"));
   });
+
+  it("rename, download, delete and mkdir events carry global paths (a rename: source and target)", async () => {
+    await app.triggers.rules.add({
+      name: "file-events",
+      owner: "ops",
+      event: ["rename", "download", "delete", "mkdir"],
+      conditions: { users: ["alice"], paths: ["/exchange/ev/**"] },
+      actions: [{ type: "webhook", url: hook.url, secret: SECRET }],
+    });
+    const sent = hook.deliveries.length;
+    await alice.mkdir("/ev");
+    await put(alice, "/ev/a.tmp", randomBytes(5)); // upload: not listened to
+    await alice.rename("/ev/a.tmp", "/ev/a.dat", false);
+    await get(alice, "/ev/a.dat");
+    await alice.remove("/ev/a.dat");
+    const got = await waitFor(() => (hook.deliveries.length - sent >= 3 ? hook.deliveries.slice(sent) : undefined));
+    await new Promise((r) => setTimeout(r, 300));
+    const seen = hook.deliveries.slice(sent).map((d) => [d.json.event, d.json.path, d.json.targetPath ?? null]);
+    assert.deepEqual(
+      seen.sort(),
+      [
+        ["delete", "/exchange/ev/a.dat", null],
+        ["download", "/exchange/ev/a.dat", null],
+        ["rename", "/exchange/ev/a.tmp", "/exchange/ev/a.dat"],
+      ].sort(),
+      "mkdir /exchange/ev itself does not match /exchange/ev/**",
+    );
+    assert.equal(got.find((d) => d.json.event === "download")?.json.size, 5);
+  });
 });

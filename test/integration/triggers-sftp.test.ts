@@ -58,7 +58,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
       retry: { attempts: 3, delaySeconds: 0.3, maxDelaySeconds: 2 },
     };
     await writeFile(join(dir, "rule.json"), JSON.stringify(rule));
-    const added = await cli(["trigger", "add", "--file", join(dir, "rule.json"), "--data", data]);
+    const added = await cli(["trigger", "add", "--file", "-", "--data", data], JSON.stringify(rule));
     assert.match(added.stdout, /added trigger rule partners-in \(3 action\(s\)\)/);
     assert.doesNotMatch(added.stdout, /secret/, "a given secret is not echoed");
     server = await startServer(data);
