@@ -10,7 +10,7 @@ import { type KmsStatus, RemoteKms } from "../kms/client.ts";
 import { DEV_MODE_WARNING } from "../kms/embedded.ts";
 import { say } from "./common.ts";
 import { registerKmsKeys } from "./kms-keys.ts";
-import { readSecretLine } from "./secret-input.ts";
+import { readSecretLine, readSecretLines } from "./secret-input.ts";
 
 export const DEFAULT_KMS_DIR = "./kms";
 export const DEFAULT_KMS_PORT = 8443;
@@ -276,6 +276,31 @@ export function registerKms(program: Command): void {
       const { issueServerCert, loadCa } = await import("../kms/ca.ts");
       const issued = await issueServerCert(opts.data, await loadCa(opts.data), opts.san);
       say(`issued server certificate (sha256 ${issued.fingerprint}, until ${issued.notAfter})`);
+    });
+
+  kms
+    .command("backup")
+    .description("write an encrypted, integrity-protected bundle of the KMS (readable only with a quorum of shares)")
+    .addOption(kmsDirOption())
+    .requiredOption("--out <file>", "bundle to write (0600)")
+    .action(async (opts: { data: string; out: string }) => {
+      const { backupKms } = await import("../kms/backup.ts");
+      const r = await backupKms(opts.data, opts.out);
+      say(`backed up ${r.files.join(", ")} to ${r.path} (${r.bytes} bytes, encrypted)`);
+    });
+
+  kms
+    .command("restore")
+    .description("restore a bundle into a new or empty KMS directory; the custodians enter a quorum of shares on stdin")
+    .addOption(kmsDirOption())
+    .requiredOption("--in <file>", "bundle written by kms backup")
+    .action(async (opts: { data: string; in: string }) => {
+      const { restoreKms } = await import("../kms/backup.ts");
+      const r = await restoreKms(opts.in, opts.data, (threshold, total) =>
+        readSecretLines(threshold, (i) => `unseal share ${i + 1}/${threshold} (of ${total}): `),
+      );
+      say(`restored the KMS backup of ${r.createdAt} into ${r.dir} (${r.files.join(", ")})`);
+      say(`start it with atrest kms serve --data ${r.dir}; it starts sealed: unseal it with the same shares`);
     });
 
   registerKmsKeys(kms);

@@ -44,3 +44,18 @@ export async function readSecretLine(prompt: string): Promise<string> {
     stdin.pause();
   }
 }
+
+/** `count` secret lines: all non-empty lines of piped input, or `count` hidden prompts on a terminal. */
+export async function readSecretLines(count: number, prompt: (i: number) => string): Promise<string[]> {
+  if (!process.stdin.isTTY) {
+    let text = "";
+    for await (const chunk of process.stdin) text += chunk.toString("utf8");
+    return text
+      .split(/\r?\n/)
+      .map((l) => l.trim())
+      .filter((l) => l !== "");
+  }
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) out.push(await readSecretLine(prompt(i)));
+  return out;
+}

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { aeadKey, open, seal } from "../crypto/aead.ts";
 import { randomBytes } from "../crypto/random.ts";
 import { AtrestError, IntegrityError, KeyUnavailableError } from "../errors.ts";
+import { newBackupKeyRows } from "./backup-key.ts";
 import type { KmsDb } from "./db.ts";
 import { Keyring } from "./keyring.ts";
 import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
@@ -89,6 +90,7 @@ export async function initShamir(
       }
       db.setMeta(SEAL_CONFIG, Buffer.from(JSON.stringify(config)));
       db.setMeta(MASTER_SEALED, sealed);
+      for (const [k, v] of newBackupKeyRows(unsealKey, sealId)) db.setMeta(k, v);
       Keyring.initialise(db, master, now);
     });
     return { shares: texts, config };
@@ -111,6 +113,38 @@ export async function initDevFile(db: KmsDb, dir: string, now: () => Date = () =
   } finally {
     master.fill(0);
   }
+}
+
+/**
+ * Opens the master key stored under `unsealKey` and checks it against the keyring's check value. The master key is
+ * returned in a fresh buffer the caller owns. A wrong unseal key → KeyUnavailableError.
+ */
+export function openMaster(db: KmsDb, config: ShamirConfig, unsealKey: Buffer): Buffer {
+  const sealed = db.getMeta(MASTER_SEALED);
+  const check = db.getMeta(MASTER_CHECK);
+  if (!sealed || !check) throw new KeyUnavailableError("KMS database has no sealed master key (not initialised?)");
+  let master: Buffer;
+  try {
+    master = open(unsealKey, Buffer.from(sealed), masterAad(Buffer.from(config.sealId, "hex")));
+  } catch (e) {
+    if (!(e instanceof IntegrityError)) throw e;
+    throw new KeyUnavailableError(
+      `the ${config.threshold} shares do not combine to this KMS's unseal key (one of them is wrong); ` +
+        "progress reset to 0: submit the shares again",
+    );
+  }
+  try {
+    verifyMasterCheck(master, check);
+  } catch (e) {
+    master.fill(0);
+    throw e;
+  }
+  return master;
+}
+
+/** Throws unless `unsealKey` opens this database's master key (used to verify a restore). */
+export function verifyUnsealKey(db: KmsDb, config: ShamirConfig, unsealKey: Buffer): void {
+  openMaster(db, config, unsealKey).fill(0);
 }
 
 export class ShamirSource implements MasterKeySource {
@@ -182,26 +216,7 @@ export class ShamirSource implements MasterKeySource {
   }
 
   #openMaster(unsealKey: Buffer): Buffer {
-    const sealed = this.#db.getMeta(MASTER_SEALED);
-    const check = this.#db.getMeta(MASTER_CHECK);
-    if (!sealed || !check) throw new KeyUnavailableError("KMS database has no sealed master key (not initialised?)");
-    let master: Buffer;
-    try {
-      master = open(unsealKey, Buffer.from(sealed), masterAad(this.#sealId));
-    } catch (e) {
-      if (!(e instanceof IntegrityError)) throw e;
-      throw new KeyUnavailableError(
-        `the ${this.#config.threshold} shares do not combine to this KMS's unseal key (one of them is wrong); ` +
-          "progress reset to 0: submit the shares again",
-      );
-    }
-    try {
-      verifyMasterCheck(master, check);
-    } catch (e) {
-      master.fill(0);
-      throw e;
-    }
-    return master;
+    return openMaster(this.#db, this.#config, unsealKey);
   }
 
   reset(): void {
