@@ -7,13 +7,14 @@ import { fileURLToPath } from "node:url";
 import { audit } from "./audit.ts";
 import { container } from "./container.ts";
 import { keys } from "./keys.ts";
+import { kms } from "./kms.ts";
 import { runCleanups } from "./lib/cleanup.ts";
 import { machineFacts, machineLine, markdownTable, previousSection, writeDoc } from "./lib/report.ts";
 import { makeTempDir } from "./lib/tmp.ts";
 import type { BenchModule } from "./lib/types.ts";
 import { sftp } from "./sftp.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, keys];
+const MODULES: BenchModule[] = [sftp, container, audit, keys, kms];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 
