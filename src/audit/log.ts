@@ -223,7 +223,18 @@ export class AuditLog implements AuditSink {
     }
     if (this.#listeners.size > 0) {
       for (let i = 0; i < batch.length; i++) {
-        for (const listener of this.#listeners) listener(batch[i] as AuditRecord, written[i] as number);
+        for (const listener of this.#listeners) {
+          try {
+            listener(batch[i] as AuditRecord, written[i] as number);
+          } catch (err) {
+            // The records are written; a subscriber's bug must neither reach whoever flushed (often a timer, where it
+            // would crash the server) nor stop the other subscribers.
+            process.emitWarning(
+              `audit log subscriber failed: ${(err as Error)?.message ?? err}`,
+              "AuditListenerWarning",
+            );
+          }
+        }
       }
     }
   }

@@ -82,3 +82,21 @@ describe("audit log group commit", () => {
     await log.close();
   });
 });
+
+test("a throwing subscriber neither breaks the flush nor the other subscribers", async () => {
+  const path = join(dir, "listeners", "audit.log");
+  const log = new AuditLog(path, randomBytes(32), { groupCommit: true });
+  const got: number[] = [];
+  log.onRecord(() => {
+    throw new Error("subscriber bug");
+  });
+  log.onRecord((_r, seq) => got.push(seq));
+  const warned = new Promise((resolve) => process.once("warning", resolve));
+  log.record(ev(1));
+  log.record(ev(2));
+  log.flush();
+  assert.deepEqual(got, [1, 2]);
+  assert.match(String(await warned), /audit log subscriber failed: subscriber bug/);
+  await log.close();
+  assert.equal(verifyChain(path).records, 2);
+});
