@@ -567,6 +567,11 @@ export class Keyring {
     return count;
   }
 
+  /** State of one version from the cache (cheap enough for the data path), undefined if unknown. */
+  stateOf(name: string, version: number): KeyState | undefined {
+    return this.#key(name)?.versions.get(version)?.state;
+  }
+
   getKey(name: string): KeyringKeyInfo {
     assertKeyName(name);
     this.#open();

@@ -190,6 +190,7 @@ export class KmsService {
     return this.#op(caller, "unwrap", "key.unwrap", name, context, (ev) => {
       ev.keyRef = refOf(wrapped);
       const { dek, keyRef } = this.keyring.unwrap(wrapped, context);
+      this.#flagCompromised(ev, wrapped);
       return { plaintext: dek, keyRef };
     });
   }
@@ -208,6 +209,7 @@ export class KmsService {
     return this.#op(caller, "rewrap", "key.wrap", name, context, (ev) => {
       ev.detailExtra = { from: refOf(wrapped) };
       const r = this.keyring.rewrap(wrapped, context);
+      this.#flagCompromised(ev, wrapped);
       ev.keyRef = r.keyRef;
       return r;
     });
@@ -630,6 +632,14 @@ export class KmsService {
   }
 
   // ---- internals ----
+
+  /** Use of a compromised version is marked in its audit record, so a SIEM rule can alert on it. */
+  #flagCompromised(ev: PendingEvent, wrapped: Buffer): void {
+    const p = parseWrapped(wrapped);
+    if (this.keyring.stateOf(p.name, p.version) === "compromised") {
+      ev.detailExtra = { ...ev.detailExtra, compromised: formatKeyRef(p.name, p.version) };
+    }
+  }
 
   /** Authorizes, runs and audits one operation. `ev` lets `fn` fill in what it learns (the version used). */
   #op<T>(

@@ -97,6 +97,8 @@ describe("KmsService data-key operations", () => {
     assert.deepEqual(f.kms.unwrap(server, dk.wrapped, ctx).plaintext, dk.plaintext);
     const flagged = f.events.filter((e) => e.action === "key.state" && e.detail?.includes('"compromised"'));
     assert.equal(flagged.length, 1);
+    const use = f.events.filter((e) => e.action === "key.unwrap" && e.keyRef === "kek:states:v1").at(-1);
+    assert.match(use?.detail ?? "", /"compromised":"kek:states:v1"/);
     // a rotation gives the key an active version again
     assert.equal(f.kms.rotateKey(operator, "states").versions[1]?.state, "active");
   });
