@@ -13,7 +13,7 @@ import { KmsService } from "../../src/kms/service.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
 import { alice, bob, operator, server } from "./fixture.ts";
 
-const ctx = { fileId: "0190-aaaa", owner: "alice", folder: "/hr" };
+const ctx = { fileId: "0190-aaaa", owner: "alice", folder: "/hr-payroll-archive" };
 
 describe("KMS audit log", () => {
   it("records every operation with identity, role, key, version, op, context and outcome; no key bytes", async () => {
@@ -66,7 +66,8 @@ describe("KMS audit log", () => {
         for (const file of files) assert.equal((await readFile(file)).indexOf(secret), -1);
       }
       const raw = await readFile(join(dir, "audit", "kms-audit.log"), "latin1");
-      assert.ok(!raw.includes("0190-aaaa") && !raw.includes("/hr"));
+      // long needles: short ones (e.g. "/hr") turn up by chance in base64 of the sealed records
+      assert.ok(!raw.includes("0190-aaaa") && !raw.includes("/hr-payroll-archive"));
 
       // the chain and signed checkpoints verify with the standard tool and the published key
       const pub = (await readFile(join(dir, KMS_AUDIT_PUBLIC_KEY_FILE), "utf8")).trim();
