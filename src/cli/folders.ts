@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { validatePgpFolderOptions } from "../pgp/folder.ts";
 import type { FolderOptions, GroupOptions } from "../store/types.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
@@ -23,10 +24,22 @@ export function registerFolders(program: Command): void {
     .description("create a folder (global path, e.g. /shared/outbox) or replace its options")
     .addOption(dataOption())
     .option("--key <kek>", "key-manager key (KEK) for files written under this folder")
+    .option("--pgp <recipient...>", "OpenPGP-encrypt every file written here to these users, @groups or fingerprints")
+    .option("--pgp-sign", "also sign those files with the organisation OpenPGP key")
+    .option("--pgp-require-certified", "recipients' keys must be certified by a trusted organisation key")
+    .option("--pgp-inbound <mode>", "accept only OpenPGP uploads: encrypted, or signed (by a stored key)")
     .action(async (path: string, opts) => {
       await withApp(opts.data, async (app) => {
         const options: FolderOptions = {};
         if (opts.key !== undefined) options.key = opts.key;
+        if (opts.pgp || opts.pgpSign || opts.pgpRequireCertified || opts.pgpInbound) {
+          options.pgp = await validatePgpFolderOptions(app.vfs.pgp, {
+            recipients: opts.pgp,
+            sign: opts.pgpSign,
+            requireCertified: opts.pgpRequireCertified,
+            inbound: opts.pgpInbound,
+          });
+        }
         const row = await app.putFolder(path, options);
         say(`folder ${row.path}: ${describe(row.options)}`);
       });

@@ -7,6 +7,7 @@ import { dataOption, initCommand } from "./common.ts";
 import { registerFolders } from "./folders.ts";
 import { registerKeys } from "./keys.ts";
 import { registerKms } from "./kms.ts";
+import { registerPgp } from "./pgp.ts";
 import { registerServer } from "./server.ts";
 import { registerTriggers } from "./triggers.ts";
 import { registerUsers } from "./users.ts";
@@ -33,6 +34,7 @@ registerKeys(program);
 registerBackup(program);
 registerAudit(program);
 registerTriggers(program);
+registerPgp(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -107,6 +107,7 @@ export class PgpKeyStore {
     kept.push(key.armor());
     await this.#saveTrust(kept);
     await this.recheckCertifications();
+    this.#trustEvent(key.getFingerprint(), "trusted as certifier");
     return key.getFingerprint();
   }
 
@@ -118,6 +119,32 @@ export class PgpKeyStore {
     if (kept.length === list.length) throw new AtrestError("NOT_FOUND", `not a trusted organisation key: ${fpr}`);
     await this.#saveTrust(kept);
     await this.recheckCertifications();
+    this.#trustEvent(fpr, "no longer trusted");
+  }
+
+  #trustEvent(fpr: string, detail: string): void {
+    this.#audit?.record({
+      action: "pgp.trust.change",
+      outcome: "success",
+      user: "admin",
+      protocol: "cli",
+      target: fpr,
+      detail,
+    });
+  }
+
+  /** Creates the organisation key (see OrgKey.create) and records it in the audit. */
+  async createOrgKey(userId: { name: string; email?: string }): Promise<openpgp.PublicKey> {
+    const key = await this.org.create(userId);
+    this.#audit?.record({
+      action: "pgp.orgkey.create",
+      outcome: "success",
+      user: "admin",
+      protocol: "cli",
+      target: key.getFingerprint(),
+      detail: key.getUserIDs().join(", "),
+    });
+    return key;
   }
 
   /** Imported trust anchors (not the server's own org key), for listing. */
@@ -163,13 +190,17 @@ export class PgpKeyStore {
     }
     const row = await this.#row(key, owner, existing?.source ?? source, existing?.importedAt);
     await this.#store.transaction(() => this.#store.putPgpKey(row));
+    const generated = source === "generated" && !existing;
     this.#audit?.record({
-      action: "pgp.key.import",
+      action: generated ? "pgp.key.generate" : "pgp.key.import",
       outcome: "success",
       user: "admin",
       protocol: "cli",
+      effectiveUser: owner.kind === "user" ? owner.name : undefined,
       target: fpr,
-      detail: `${existing ? "updated" : "imported"} for ${ownerLabel(row)}${row.revoked ? " (revoked)" : ""}`,
+      detail: generated
+        ? `generated for ${ownerLabel(row)}; private key handed out once, not kept`
+        : `${existing ? "updated" : "imported"} for ${ownerLabel(row)}${row.revoked ? " (revoked)" : ""}`,
     });
     return row;
   }

@@ -1,5 +1,6 @@
 import type { AuditAction, AuditEvent } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
+import { checkPgpMove, openPgpWrite, pgpApplies } from "../pgp/folder.ts";
 import type { NodeRow, UserRow } from "../store/types.ts";
 import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
@@ -136,6 +137,8 @@ export class Session implements VfsSession {
       async () => {
         this.#perms.require(src, "rename");
         this.#perms.require(dst, "rename");
+        const [from, to] = await Promise.all([src, dst].map((x) => this.#vfs.folders.match(this.globalPath(x))));
+        checkPgpMove({ path: from?.path, pgp: from?.options.pgp }, { path: to?.path, pgp: to?.options.pgp });
         if (src === "/" || dst === "/") throw new AtrestError("PERMISSION_DENIED", "cannot rename the home directory");
         const node = await this.#resolve(src);
         const { parent, name } = parentAndName(dst);
@@ -182,11 +185,30 @@ export class Session implements VfsSession {
       if (existing?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
       if (existing && options.exclusive) throw new AtrestError("EXISTS", `already exists: ${p}`);
       this.#perms.require(p, existing ? "overwrite" : "upload");
-      const writer = await this.#vfs.openWrite(dir, name, existing, options.truncate, {
-        user: this.#user,
-        path: this.globalPath(p),
-        event: this.#event(p),
-      });
+      const open = () =>
+        this.#vfs.openWrite(dir, name, existing, options.truncate, {
+          user: this.#user,
+          path: this.globalPath(p),
+          event: this.#event(p),
+        });
+      // OpenPGP folders encrypt (or check) what is written, as it streams in (src/pgp/folder.ts).
+      const folder = await this.#vfs.folders.match(this.globalPath(p));
+      const pgp = folder?.options.pgp;
+      const writer: WriteHandle =
+        folder && pgpApplies(pgp)
+          ? await openPgpWrite(
+              pgp,
+              {
+                keys: this.#vfs.pgp,
+                audit: this.#vfs.audit,
+                folder: folder.path,
+                name,
+                resume: !!existing && !options.truncate,
+                event: this.#event(p),
+              },
+              open,
+            )
+          : await open();
       const handle: WriteHandle = {
         get size() {
           return writer.size;

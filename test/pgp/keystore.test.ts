@@ -144,7 +144,17 @@ describe("OpenPGP key store and encryption (GnuPG 2.2 interop)", () => {
     assert.ok(settings && !settings.includes(Buffer.from("-----BEGIN PGP PRIVATE")));
     const again = await App.open(join(dir, "data"));
     try {
-      assert.equal((await again.vfs.pgp.org.privateKey()).getFingerprint(), orgPublic.getFingerprint());
+      const unsealed = await again.vfs.pgp.org.privateKey();
+      assert.equal(unsealed.getFingerprint(), orgPublic.getFingerprint());
+      const message2 = await collect(
+        await encryptStream(Readable.from([data]), await again.vfs.pgp.resolveRecipients(["bob"]), {
+          signingKey: unsealed,
+        }),
+      );
+      await writeFile(`${file}.2`, message2);
+      const r2 = await gpg.decrypt(`${file}.2`, `${file}.2.out`);
+      assert.equal(r2.code, 0, r2.stderr);
+      assert.match(r2.stderr, new RegExp(`VALIDSIG ${orgPublic.getFingerprint().toUpperCase()}`));
     } finally {
       await again.close();
     }
