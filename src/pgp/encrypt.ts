@@ -3,6 +3,7 @@
 import { Readable } from "node:stream";
 import * as openpgp from "openpgp";
 import { AtrestError } from "../errors.ts";
+import { seipdV1Applies, seipdV1Stream } from "./seipd.ts";
 
 /**
  * Encryption settings shared by every atrest OpenPGP writer. No compression: stored files are mostly already
@@ -42,6 +43,11 @@ export async function encryptStream(
   opts: EncryptOptions = {},
 ): Promise<ReadableStream<Uint8Array>> {
   if (recipients.length === 0) throw new AtrestError("INVALID_INPUT", "no OpenPGP recipients");
+  // The common case (unsigned, binary, SEIPD v1 with AES-256) takes the direct writer: same bytes, about a third
+  // less CPU. Signing, armor and SEIPD v2 go through openpgp.
+  if (!opts.signingKey && !opts.armor && (await seipdV1Applies(recipients))) {
+    return seipdV1Stream(toWebStream(input), recipients, { filename: opts.filename });
+  }
   const message = await openpgp.createMessage({ binary: toWebStream(input), filename: opts.filename ?? "" });
   const common = {
     message,
