@@ -94,85 +94,108 @@ export async function seipdV1Applies(recipients: openpgp.PublicKey[]): Promise<b
 }
 
 /**
- * Encrypts `input` as one OpenPGP message (PKESKs + SEIPD v1, AES-256, uncompressed binary literal data) to
- * `recipients`. Check `seipdV1Applies` first. Returns a web ReadableStream of the binary message, with backpressure.
+ * Encrypts a byte stream as one OpenPGP message (PKESKs + SEIPD v1, AES-256, uncompressed binary literal data),
+ * synchronously per chunk: `push` and `end` return the message bytes produced so far. Check `seipdV1Applies` first.
  */
+export class SeipdV1Encryptor {
+  readonly #cipher: Cipheriv;
+  readonly #hash: Hash = createHash("sha1");
+  readonly #outer: PartialFramer;
+  readonly #literal: PartialFramer;
+  #out: Buffer[] = [];
+  #ended = false;
+
+  private constructor(header: Buffer, cipher: Cipheriv, opts: SeipdOptions) {
+    this.#out.push(header);
+    this.#cipher = cipher;
+    this.#outer = new PartialFramer(TAG_SEIPD, (piece) => this.#out.push(piece));
+    this.#outer.push(Buffer.from([1]));
+    const prefix = randomBytes(16);
+    this.#encrypt(Buffer.concat([prefix, prefix.subarray(14)]));
+    this.#literal = new PartialFramer(TAG_LITERAL, (plain) => this.#encrypt(plain));
+    const name = Buffer.from(opts.filename ?? "", "utf8").subarray(0, 255);
+    const meta = Buffer.alloc(6 + name.length);
+    meta[0] = 0x62; // 'b': binary
+    meta[1] = name.length;
+    name.copy(meta, 2);
+    meta.writeUInt32BE(Math.floor((opts.date ?? new Date()).getTime() / 1000), 2 + name.length);
+    this.#literal.push(meta);
+  }
+
+  /** Makes the session key, encrypts it to every recipient (openpgp), and keeps it only inside the cipher. */
+  static async create(recipients: openpgp.PublicKey[], opts: SeipdOptions = {}): Promise<SeipdV1Encryptor> {
+    const sessionKey = randomBytes(32);
+    try {
+      const header = await openpgp.encryptSessionKey({
+        data: sessionKey,
+        algorithm: "aes256",
+        encryptionKeys: recipients,
+        format: "binary",
+      });
+      return new SeipdV1Encryptor(
+        Buffer.from(header),
+        createCipheriv("aes-256-cfb", sessionKey, Buffer.alloc(16)),
+        opts,
+      );
+    } finally {
+      zero(sessionKey);
+    }
+  }
+
+  #encrypt(plain: Buffer): void {
+    this.#hash.update(plain);
+    const c = this.#cipher.update(plain);
+    if (c.length > 0) this.#outer.push(c);
+  }
+
+  #take(): Buffer {
+    const pieces = this.#out;
+    this.#out = [];
+    return pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
+  }
+
+  /** Message bytes for the next chunk of data (possibly empty: data is framed in 1 MiB parts). */
+  push(data: Buffer): Buffer {
+    if (this.#ended) throw new Error("SEIPD encryptor already ended");
+    if (data.length > 0) this.#literal.push(data);
+    return this.#take();
+  }
+
+  /** The rest of the message: the literal packet's last part, the MDC, the SEIPD packet's last part. */
+  end(): Buffer {
+    this.#ended = true;
+    this.#literal.end();
+    this.#encrypt(MDC_HEADER);
+    const c = this.#cipher.update(this.#hash.digest());
+    if (c.length > 0) this.#outer.push(c);
+    const tail = this.#cipher.final();
+    if (tail.length > 0) this.#outer.push(tail);
+    this.#outer.end();
+    return this.#take();
+  }
+}
+
+/** The SeipdV1Encryptor as a stream transform: a web ReadableStream of the binary message, with backpressure. */
 export async function seipdV1Stream(
   input: ReadableStream<Uint8Array>,
   recipients: openpgp.PublicKey[],
   opts: SeipdOptions = {},
 ): Promise<ReadableStream<Uint8Array>> {
-  const sessionKey = randomBytes(32);
-  let cipher: Cipheriv;
-  let header: Buffer;
-  try {
-    header = Buffer.from(
-      await openpgp.encryptSessionKey({
-        data: sessionKey,
-        algorithm: "aes256",
-        encryptionKeys: recipients,
-        format: "binary",
-      }),
-    );
-    cipher = createCipheriv("aes-256-cfb", sessionKey, Buffer.alloc(16));
-  } finally {
-    zero(sessionKey);
-  }
-  const hash: Hash = createHash("sha1");
-  const out: Buffer[] = [];
-  const outer = new PartialFramer(TAG_SEIPD, (piece) => out.push(piece));
-  outer.push(Buffer.from([1]));
-  const encrypt = (plain: Buffer) => {
-    hash.update(plain);
-    const c = cipher.update(plain);
-    if (c.length > 0) outer.push(c);
-  };
-  const prefix = randomBytes(16);
-  encrypt(Buffer.concat([prefix, prefix.subarray(14)]));
-  const literal = new PartialFramer(TAG_LITERAL, encrypt);
-  const name = Buffer.from(opts.filename ?? "", "utf8").subarray(0, 255);
-  const meta = Buffer.alloc(6 + name.length);
-  meta[0] = 0x62; // 'b': binary
-  meta[1] = name.length;
-  name.copy(meta, 2);
-  meta.writeUInt32BE(Math.floor((opts.date ?? new Date()).getTime() / 1000), 2 + name.length);
-  literal.push(meta);
-
+  const enc = await SeipdV1Encryptor.create(recipients, opts);
   const reader = input.getReader();
-  let first = true;
-  const take = (): Buffer[] => {
-    const pieces = out.splice(0);
-    if (first) {
-      first = false;
-      pieces.unshift(header);
-    }
-    return pieces;
-  };
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         for (;;) {
           const { value, done } = await reader.read();
           if (done) {
-            literal.end();
-            encrypt(MDC_HEADER);
-            const digest = hash.digest();
-            const c = cipher.update(digest);
-            if (c.length > 0) outer.push(c);
-            const tail = cipher.final();
-            if (tail.length > 0) outer.push(tail);
-            outer.end();
-            const pieces = take();
-            controller.enqueue(Buffer.concat(pieces));
+            controller.enqueue(enc.end());
             controller.close();
             return;
           }
-          if (value.byteLength === 0) continue;
-          literal.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
-          const pieces = take();
-          if (pieces.length === 0) continue;
-          // One enqueue per input chunk: the pieces are small headers around views of the ciphertext.
-          controller.enqueue(pieces.length === 1 ? pieces[0] : Buffer.concat(pieces));
+          const out = enc.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+          if (out.length === 0) continue;
+          controller.enqueue(out);
           return;
         }
       },

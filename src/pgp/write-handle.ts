@@ -5,6 +5,7 @@ import { AtrestError } from "../errors.ts";
 import type { FileStat, WriteHandle } from "../vfs/types.ts";
 import { encryptStream } from "./encrypt.ts";
 import { StreamFeed } from "./feed.ts";
+import { SeipdV1Encryptor, seipdV1Applies } from "./seipd.ts";
 
 export interface PgpWritePlan {
   recipients: openpgp.PublicKey[];
@@ -19,6 +20,7 @@ export interface PgpWritePlan {
  * surfaces on the next write or on close. Aborting always discards: a partial OpenPGP message cannot be resumed.
  */
 export async function encryptingWriteHandle(inner: WriteHandle, plan: PgpWritePlan): Promise<WriteHandle> {
+  if (!plan.signingKey && (await seipdV1Applies(plan.recipients))) return directHandle(inner, plan);
   const feed = new StreamFeed();
   const message = await encryptStream(feed.stream, plan.recipients, {
     signingKey: plan.signingKey,
@@ -73,6 +75,64 @@ export async function encryptingWriteHandle(inner: WriteHandle, plan: PgpWritePl
       finished = true;
       feed.fail(new AtrestError("UNSUPPORTED", "upload aborted"));
       await pump;
+      await inner.abort(false);
+    },
+  };
+}
+
+function nonSequential(): AtrestError {
+  return new AtrestError(
+    "UNSUPPORTED",
+    "non-sequential write into an OpenPGP folder (files are encrypted as they stream)",
+  );
+}
+
+/**
+ * The common case without streams: each client write is encrypted synchronously (SEIPD v1 writer) and its message
+ * bytes written straight to the container, so the client's write waits for exactly one container write, like an
+ * upload anywhere else. No queue between the stages, nothing to hand off.
+ */
+async function directHandle(inner: WriteHandle, plan: PgpWritePlan): Promise<WriteHandle> {
+  const enc = await SeipdV1Encryptor.create(plan.recipients, { filename: plan.filename });
+  let received = 0;
+  let stored = 0;
+  let failure: unknown;
+  let finished = false;
+  const emit = async (bytes: Buffer) => {
+    if (bytes.length === 0) return;
+    await inner.write(stored, bytes);
+    stored += bytes.length;
+  };
+  return {
+    get size() {
+      return received;
+    },
+    async write(offset, data) {
+      if (failure) throw failure;
+      if (finished) throw new AtrestError("INVALID_INPUT", "handle closed");
+      if (offset !== received) throw nonSequential();
+      received += data.length;
+      try {
+        await emit(enc.push(data));
+      } catch (err) {
+        failure = err;
+        throw err;
+      }
+    },
+    async close(): Promise<FileStat> {
+      if (finished) throw new AtrestError("INVALID_INPUT", "handle closed");
+      finished = true;
+      try {
+        if (failure) throw failure;
+        await emit(enc.end());
+      } catch (err) {
+        await inner.abort(false).catch(() => {});
+        throw err;
+      }
+      return inner.close();
+    },
+    async abort() {
+      finished = true;
       await inner.abort(false);
     },
   };

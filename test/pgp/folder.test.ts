@@ -82,6 +82,18 @@ describe("PGP folders through the vfs", () => {
     assert.equal(sha(await readFile(`${file}.out`)), sha(data));
   });
 
+  it("unsigned folder (direct SEIPD v1 writer): odd write sizes across 1 MiB parts decrypt in gpg", async () => {
+    await app.putFolder("/drop", { pgp: { recipients: ["fin"] } });
+    const data = randomBytes(2_500_000);
+    await put(alice, "/drop/data.bin", data, 100_003);
+    const file = join(dir, "drop.pgp");
+    await writeFile(file, await get(alice, "/drop/data.bin"));
+    const r = await gpg.decrypt(file, `${file}.out`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /GOODSIG/);
+    assert.equal(sha(await readFile(`${file}.out`)), sha(data));
+  });
+
   it("resume (append) is refused; a move into the folder from outside is refused", async () => {
     await assert.rejects(alice.openWrite("/outbox/report.csv", { truncate: false }), /resuming .* not supported/);
     await put(alice, "/plain.txt", Buffer.from("plaintext"));
