@@ -74,9 +74,17 @@ export async function openPgpWrite(
   if (options.inbound) {
     return inboundWriteHandle(await openInner(), options.inbound, ctx);
   }
-  const recipients = await ctx.keys.resolveRecipients(options.recipients ?? [], {
-    requireCertified: options.requireCertified,
-  });
+  let recipients: Awaited<ReturnType<PgpKeyStore["resolveRecipients"]>>;
+  try {
+    recipients = await ctx.keys.resolveRecipients(options.recipients ?? [], {
+      requireCertified: options.requireCertified,
+    });
+  } catch (err) {
+    // The upload's own audit record carries only the error code; operators need to know which key and why.
+    const reason = err instanceof AtrestError ? err.message : "recipient check failed";
+    ctx.audit.record({ ...ctx.event, action: "pgp.verify", outcome: "failure", reason, detail: "recipients" });
+    throw err;
+  }
   const signingKey = options.sign ? await ctx.keys.org.privateKey() : undefined;
   const inner = await openInner();
   try {

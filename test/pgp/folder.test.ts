@@ -107,6 +107,9 @@ describe("PGP folders through the vfs", () => {
     await app.putFolder("/broken", { pgp: { recipients: ["alice"] } });
     await assert.rejects(put(alice, "/broken/x.bin", randomBytes(10)), /user alice has no OpenPGP key/);
     await assert.rejects(alice.stat("/broken/x.bin"), /no such file/);
+    const why = records.find((e) => e.action === "pgp.verify" && e.path === "/broken/x.bin");
+    assert.equal(why?.outcome, "failure");
+    assert.match(why?.reason ?? "", /user alice has no OpenPGP key/);
   });
 
   it("inbound: a gpg-encrypted upload (binary and armored) is accepted as is; plaintext is refused", async () => {
