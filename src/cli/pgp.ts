@@ -103,6 +103,18 @@ export function registerPgp(program: Command): void {
     });
 
   key
+    .command("revoke <fingerprint> <file>")
+    .description("apply a revocation certificate (e.g. gpg's openpgp-revocs.d/<FPR>.rev; - = stdin) to a stored key")
+    .addOption(dataOption())
+    .action(async (fpr: string, file: string, opts) => {
+      const input = await readKeyInput(file);
+      await withApp(opts.data, async (app) => {
+        const row = await app.vfs.pgp.revoke(fpr, input.toString("latin1"));
+        say(`${row.fingerprint} (${ownerLabel(row)}) is revoked: it is no longer used as a recipient`);
+      });
+    });
+
+  key
     .command("rm <fingerprint>")
     .description("remove a stored key (folders naming its owner stop encrypting to it)")
     .addOption(dataOption())

@@ -1,6 +1,6 @@
 // The OpenPGP public key store: users' and groups' keys, trusted organisation keys, and recipient resolution with
 // the use-time checks (expiry, revocation, certification) every encryption goes through.
-import type * as openpgp from "openpgp";
+import * as openpgp from "openpgp";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/types.ts";
@@ -252,6 +252,38 @@ export class PgpKeyStore {
       target: row.fingerprint,
       detail: `removed from ${ownerLabel(row)}`,
     });
+  }
+
+  /**
+   * Applies a revocation certificate (as gpg writes it to openpgp-revocs.d/<FPR>.rev when it makes a key; the ":"
+   * gpg puts before its BEGIN line is accepted) to a stored key. From then on the key is refused as a recipient.
+   */
+  async revoke(fingerprintSpec: string, certificate: string): Promise<PgpKeyRow> {
+    const row = await this.get(fingerprintSpec);
+    const text = certificate.replace(/^:(-----BEGIN)/m, "$1");
+    let revoked: openpgp.PublicKey;
+    try {
+      ({ publicKey: revoked } = await openpgp.revokeKey({
+        key: await readPublicKey(row.armored),
+        revocationCertificate: text,
+        format: "object",
+      }));
+    } catch (err) {
+      throw new AtrestError(
+        "INVALID_INPUT",
+        `not a revocation certificate for ${row.fingerprint}: ${(err as Error).message}`,
+      );
+    }
+    const next = await this.replace(row, revoked);
+    this.#audit?.record({
+      action: "pgp.key.import",
+      outcome: "success",
+      user: "admin",
+      protocol: "cli",
+      target: row.fingerprint,
+      detail: `revocation certificate applied for ${ownerLabel(row)}`,
+    });
+    return next;
   }
 
   /** Stores an updated version of a key (e.g. with a new certification), keeping owner and source. */

@@ -200,6 +200,20 @@ describe("OpenPGP recipient checks at use time: expired, revoked, not certified"
     await assert.rejects(app.vfs.pgp.resolveRecipients(["rob"]), new RegExp(`user rob: ${fpr} revoked`));
   });
 
+  it("gpg's revocation certificate applied with revoke(): the key is refused; a wrong certificate is rejected", async () => {
+    const fpr = await gpg.generate("Rob Two <rob2@example.com>", "ed25519");
+    const other = await gpg.generate("Other <other@example.com>", "ed25519");
+    await app.vfs.pgp.import("rob", await gpg.exportPublic(fpr));
+    const revs = join(gpg.home, "openpgp-revocs.d");
+    await assert.rejects(
+      app.vfs.pgp.revoke(fpr, await readFile(join(revs, `${other.toUpperCase()}.rev`), "utf8")),
+      new RegExp(`not a revocation certificate for ${fpr}`),
+    );
+    const row = await app.vfs.pgp.revoke(fpr, await readFile(join(revs, `${fpr.toUpperCase()}.rev`), "utf8"));
+    assert.equal(row.revoked, true);
+    await assert.rejects(app.vfs.pgp.resolveRecipients([fpr]), new RegExp(`key ${fpr} \\(rob\\) is revoked`));
+  });
+
   it("certification: required → only keys certified by a trusted organisation key (ours or gpg's) pass", async () => {
     const cat = await gpg.generate("Cat <cat@example.com>", "ed25519");
     const dan = await gpg.generate("Dan <dan@example.com>", "ed25519");
