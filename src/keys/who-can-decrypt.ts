@@ -2,6 +2,8 @@
 // about it, plus the rule that picks the key for new files at that path.
 import type { App } from "../app.ts";
 import { AtrestError } from "../errors.ts";
+import { listClients } from "../kms/clients.ts";
+import { EMBEDDED_CALLER } from "../kms/embedded.ts";
 import { readHeader } from "../vfs/files.ts";
 import { normalize } from "../vfs/paths.ts";
 import { ROOT_ID } from "../vfs/tree.ts";
@@ -22,7 +24,7 @@ export interface WhoCanDecrypt {
   /** The rule new files at this path get their key from. */
   newFilesKey: string;
   newFilesRule: string;
-  /** Clients allowed to unwrap, when the key manager reports its policies. */
+  /** Clients allowed to unwrap under this key (embedded key manager: its recorded clients and this server). */
   unwrapClients?: string[];
 }
 
@@ -62,6 +64,33 @@ export async function whoCanDecrypt(app: App, path: string): Promise<WhoCanDecry
     } else {
       out.keyState = "unknown key";
     }
+    const clients = unwrapClients(app, ref.name);
+    if (clients) out.unwrapClients = clients;
   }
   return out;
+}
+
+/**
+ * Which callers the key manager's role and policy checks would let unwrap under `key`. Only the embedded key manager
+ * is asked here; a key manager service keeps its policies to itself (`atrest kms policy show` as an auditor).
+ */
+function unwrapClients(app: App, key: string): string[] | undefined {
+  const service = app.embedded?.service;
+  if (!service) return undefined;
+  const callers = [
+    EMBEDDED_CALLER,
+    ...listClients(service.keyring.db)
+      .filter((c) => c.revokedAt === null)
+      .map((c) => ({ name: c.name, role: c.role })),
+  ];
+  return callers
+    .filter((caller) => {
+      try {
+        service.policies.authorize(caller, "unwrap", key, -2);
+        return true;
+      } catch {
+        return false;
+      }
+    })
+    .map((c) => `${c.name} (${c.role})`);
 }

@@ -85,6 +85,7 @@ describe("KEK selection: folder > user > first group with a key > default", () =
     assert.equal(info1.newFilesKey, "kek:finance");
     assert.equal(info1.newFilesRule, "folder /shared/finance");
     assert.match(info1.keyManager, /embedded/);
+    assert.deepEqual(info1.unwrapClients, ["embedded (server)"]);
     const text = (await cli(["keys", "who-can-decrypt", "/tmp/b.txt", "--data", f.dir])).stdout;
     assert.match(text, /keyRef\s+kek:ops:v1/);
     assert.match(text, /newFilesRule\s+group ops/);
