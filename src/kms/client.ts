@@ -232,29 +232,13 @@ export class RemoteKms implements KeyProvider {
   }
 
   /** One outcome per item, in order; a failed item does not fail the others. Plaintexts are the caller's to zero. */
-  async unwrapBatch(
+  unwrapBatch(
     items: readonly { wrapped: Buffer; context: EncryptionContext }[],
   ): Promise<ItemOutcome<{ plaintext: Buffer; keyRef: string }>[]> {
-    const out: ItemOutcome<{ plaintext: Buffer; keyRef: string }>[] = [];
-    for (let i = 0; i < items.length; i += MAX_BATCH) {
-      const r = await this.#call<{ items: ItemJson<{ plaintext: string; keyRef: string }>[] }>(
-        "POST",
-        "/v1/batch/unwrap",
-        {
-          items: items
-            .slice(i, i + MAX_BATCH)
-            .map((it) => ({ wrapped: it.wrapped.toString("base64"), context: it.context })),
-        },
-      );
-      for (const it of r.items) {
-        out.push(
-          "error" in it
-            ? { error: itemError(it.error) }
-            : { plaintext: Buffer.from(it.plaintext, "base64"), keyRef: it.keyRef },
-        );
-      }
-    }
-    return out;
+    return this.#batch("/v1/batch/unwrap", items, (it: { plaintext: string; keyRef: string }) => ({
+      plaintext: Buffer.from(it.plaintext, "base64"),
+      keyRef: it.keyRef,
+    }));
   }
 
   async rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }> {
@@ -265,27 +249,28 @@ export class RemoteKms implements KeyProvider {
     return { wrapped: Buffer.from(r.wrapped, "base64"), keyRef: r.keyRef };
   }
 
-  async rewrapBatch(
+  rewrapBatch(
     items: readonly { wrapped: Buffer; context: EncryptionContext }[],
   ): Promise<ItemOutcome<{ wrapped: Buffer; keyRef: string }>[]> {
-    const out: ItemOutcome<{ wrapped: Buffer; keyRef: string }>[] = [];
+    return this.#batch("/v1/batch/rewrap", items, (it: { wrapped: string; keyRef: string }) => ({
+      wrapped: Buffer.from(it.wrapped, "base64"),
+      keyRef: it.keyRef,
+    }));
+  }
+
+  /** Sends wrapped items in requests of at most MAX_BATCH, decoding each successful item with `decode`. */
+  async #batch<J extends object, T>(
+    path: string,
+    items: readonly { wrapped: Buffer; context: EncryptionContext }[],
+    decode: (item: J) => T,
+  ): Promise<ItemOutcome<T>[]> {
+    const out: ItemOutcome<T>[] = [];
     for (let i = 0; i < items.length; i += MAX_BATCH) {
-      const r = await this.#call<{ items: ItemJson<{ wrapped: string; keyRef: string }>[] }>(
-        "POST",
-        "/v1/batch/rewrap",
-        {
-          items: items
-            .slice(i, i + MAX_BATCH)
-            .map((it) => ({ wrapped: it.wrapped.toString("base64"), context: it.context })),
-        },
-      );
-      for (const it of r.items) {
-        out.push(
-          "error" in it
-            ? { error: itemError(it.error) }
-            : { wrapped: Buffer.from(it.wrapped, "base64"), keyRef: it.keyRef },
-        );
-      }
+      const chunk = items.slice(i, i + MAX_BATCH);
+      const r = await this.#call<{ items: ItemJson<J>[] }>("POST", path, {
+        items: chunk.map((it) => ({ wrapped: it.wrapped.toString("base64"), context: it.context })),
+      });
+      for (const it of r.items) out.push("error" in it ? { error: itemError(it.error) } : decode(it as J));
     }
     return out;
   }

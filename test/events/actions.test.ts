@@ -11,30 +11,11 @@ import type { RuleInput } from "../../src/events/schema.ts";
 import type { Execution } from "../../src/events/store.ts";
 import type { VfsSession } from "../../src/vfs/types.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
+import { exists, get, put } from "../helpers/vfs.ts";
 import { startWebhookReceiver, waitFor } from "./receivers.ts";
 import { makeTls, type TestTls } from "./tls.ts";
 
 const DAY = 86_400_000;
-
-async function put(s: VfsSession, path: string, data: Buffer): Promise<void> {
-  const h = await s.openWrite(path, { truncate: true });
-  await h.write(0, data);
-  await h.close();
-}
-
-async function get(s: VfsSession, path: string): Promise<Buffer> {
-  const h = await s.openRead(path);
-  const out = await h.read(0, h.size + 1);
-  await h.close();
-  return out;
-}
-
-async function exists(s: VfsSession, path: string): Promise<boolean> {
-  return s.stat(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 interface Mail {
   raw: string;

@@ -6,27 +6,8 @@ import type { AuditRecord } from "../../src/audit/types.ts";
 import type { RuleInput } from "../../src/events/schema.ts";
 import type { VfsSession } from "../../src/vfs/types.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
+import { exists, get, put } from "../helpers/vfs.ts";
 import { startWebhookReceiver, type WebhookReceiver, waitFor } from "./receivers.ts";
-
-async function put(s: VfsSession, path: string, data: Buffer): Promise<void> {
-  const h = await s.openWrite(path, { truncate: true });
-  await h.write(0, data);
-  await h.close();
-}
-
-async function get(s: VfsSession, path: string): Promise<Buffer> {
-  const h = await s.openRead(path);
-  const out = await h.read(0, h.size + 1);
-  await h.close();
-  return out;
-}
-
-async function exists(s: VfsSession, path: string): Promise<boolean> {
-  return s.stat(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 describe("trigger engine (in process: real vfs, sqlite, embedded KMS, audit)", () => {
   let dir: string;

@@ -9,21 +9,8 @@ import { App, initData } from "../../src/app.ts";
 import type { VfsSession } from "../../src/vfs/types.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
 import { Gpg } from "../helpers/gpg.ts";
+import { get, put } from "../helpers/vfs.ts";
 import { startWebhookReceiver, type WebhookReceiver, waitFor } from "./receivers.ts";
-
-async function put(s: VfsSession, path: string, data: Buffer): Promise<void> {
-  const h = await s.openWrite(path, { truncate: true });
-  for (let o = 0; o < data.length; o += 65536) await h.write(o, data.subarray(o, o + 65536));
-  await h.close();
-}
-
-async function get(s: VfsSession, path: string): Promise<Buffer> {
-  const h = await s.openRead(path);
-  const parts: Buffer[] = [];
-  for (let o = 0; o < h.size; o += 65536) parts.push(await h.read(o, 65536));
-  await h.close();
-  return Buffer.concat(parts);
-}
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 

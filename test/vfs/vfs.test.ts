@@ -6,20 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { App, initData } from "../../src/app.ts";
 import type { VfsSession } from "../../src/vfs/types.ts";
-
-async function put(s: VfsSession, path: string, data: Buffer, chunk = 32 * 1024): Promise<void> {
-  const h = await s.openWrite(path, { truncate: true });
-  for (let o = 0; o < data.length; o += chunk) await h.write(o, data.subarray(o, o + chunk));
-  await h.close();
-}
-
-async function get(s: VfsSession, path: string): Promise<Buffer> {
-  const h = await s.openRead(path);
-  const parts: Buffer[] = [];
-  for (let o = 0; o < h.size; o += 32768) parts.push(await h.read(o, 32768));
-  await h.close();
-  return Buffer.concat(parts);
-}
+import { get, put } from "../helpers/vfs.ts";
 
 async function* walk(dir: string): AsyncGenerator<string> {
   for (const e of await readdir(dir, { withFileTypes: true })) {
