@@ -131,6 +131,7 @@ export class Destination {
   readonly #filter: EventFilter;
   readonly #log: Logger;
   readonly #dir: string;
+  readonly #onStateChange: (() => void) | undefined;
   readonly #tls: TlsMaterial;
   readonly #message: MessageOptions;
   #delivered: Cursor;
@@ -150,13 +151,21 @@ export class Destination {
 
   constructor(
     options: DestinationOptions,
-    deps: { reader: LogReader; filter: EventFilter; logger: Logger; dir: string },
+    deps: {
+      reader: LogReader;
+      filter: EventFilter;
+      logger: Logger;
+      dir: string;
+      /** Called when the state (connecting, connected, down, stopped) changes, e.g. to republish the stats file. */
+      onStateChange?: () => void;
+    },
   ) {
     this.options = options;
     this.#reader = deps.reader;
     this.#filter = deps.filter;
     this.#log = deps.logger;
     this.#dir = deps.dir;
+    this.#onStateChange = deps.onStateChange;
     this.#tls = options.transport === "tls" ? loadTlsMaterial(options) : {};
     this.#message = {
       format: options.format,
@@ -183,7 +192,7 @@ export class Destination {
   start(): void {
     this.#loop ??= this.#run().catch((err) => {
       this.#log.error({ destination: this.options.name, err }, "audit destination stopped on an internal error");
-      this.#state = "down";
+      this.#setState("down");
       this.#lastError = `internal error: ${(err as Error).message}`;
     });
   }
@@ -235,7 +244,7 @@ export class Destination {
     this.#confirm(Date.now());
     await this.#saving;
     this.#save(true);
-    this.#state = "stopped";
+    this.#setState("stopped");
   }
 
   async #run(): Promise<void> {
@@ -326,7 +335,7 @@ export class Destination {
   }
 
   async #connect(): Promise<void> {
-    this.#state = "connecting";
+    this.#setState("connecting");
     const o = this.options;
     if (o.transport === "udp") {
       const udp = await connectUdp(o);
@@ -369,7 +378,7 @@ export class Destination {
       });
       this.#stream = stream;
     }
-    this.#state = "connected";
+    this.#setState("connected");
     if (this.#lastError !== undefined || this.#stats.sent === 0) {
       this.#log.info(
         { destination: o.name, host: o.host, port: o.port, transport: o.transport },
@@ -395,8 +404,15 @@ export class Destination {
     this.#setDown(closed ? err.message : describeError(err, this.options));
   }
 
+  #setState(state: DestinationStats["state"]): void {
+    if (state === this.#state) return;
+    this.#state = state;
+    // after the caller's synchronous update (last error, stream), so the listener sees the whole new state
+    if (this.#onStateChange) queueMicrotask(this.#onStateChange);
+  }
+
   #setDown(message: string): void {
-    this.#state = "down";
+    this.#setState("down");
     if (message !== this.#lastError) {
       // once per change of state, not once per retry
       this.#log.warn(

@@ -120,9 +120,15 @@ export class AuditPipeline {
     const auditDir = dirname(deps.audit.path);
     const destinations = config.destinations.map((d) => {
       const filter = compileFilter(d.filter, `audit destination "${d.name}" filter`, privileged);
-      return new Destination(toOptions(d), { reader, filter, logger: deps.logger, dir: spoolDir(auditDir, d.name) });
+      return new Destination(toOptions(d), {
+        reader,
+        filter,
+        logger: deps.logger,
+        dir: spoolDir(auditDir, d.name),
+        onStateChange: () => void pipeline.#writeStats(),
+      });
     });
-    const pipeline = new AuditPipeline(deps, destinations, privileged, reader, recent);
+    const pipeline: AuditPipeline = new AuditPipeline(deps, destinations, privileged, reader, recent);
     pipeline.#recordConfigChange(config);
     pipeline.#begin(config);
     return pipeline;
@@ -198,6 +204,8 @@ export class AuditPipeline {
       }),
     );
     for (const d of this.#destinations) d.start();
+    // `audit stats` sees a running server from its start, not from the first periodic write a second later
+    void this.#writeStats();
     this.#timers.push(setInterval(() => void this.#writeStats(), 1000).unref());
     this.#timers.push(
       setInterval(() => {
@@ -229,19 +237,26 @@ export class AuditPipeline {
 
   /** Advisory file for `audit stats`: atomic for readers, not fsynced, written off the event loop. */
   #writeStats(): Promise<void> {
-    if (this.#statsWrite) return this.#statsWrite;
-    this.#statsWrite = writeFileAtomicAsync(
-      join(this.#dir, STATS_FILE),
-      `${JSON.stringify(this.snapshot(), null, 2)}\n`,
-      false,
-    )
-      .catch((err) => this.#deps.logger.warn({ err }, "audit: cannot write stats file"))
-      .finally(() => {
-        this.#statsWrite = undefined;
-      });
+    if (this.#statsWrite) {
+      // a change (a destination connected) while a write is in flight: written again after it, once
+      this.#statsDirty = true;
+      return this.#statsWrite;
+    }
+    this.#statsWrite = (async () => {
+      do {
+        this.#statsDirty = false;
+        const text = `${JSON.stringify(this.snapshot(), null, 2)}\n`;
+        await writeFileAtomicAsync(join(this.#dir, STATS_FILE), text, false).catch((err) =>
+          this.#deps.logger.warn({ err }, "audit: cannot write stats file"),
+        );
+      } while (this.#statsDirty);
+    })().finally(() => {
+      this.#statsWrite = undefined;
+    });
     return this.#statsWrite;
   }
 
+  #statsDirty = false;
   #statsWrite: Promise<void> | undefined;
 
   /** Records an audit.config.change when the destinations differ from the last start's. */
