@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { parseAuthorizedKeys } from "../auth/public-keys.ts";
-import { ALL_PERMISSIONS } from "../auth/users.ts";
 import { AtrestError } from "../errors.ts";
+import { parseAuthorizedKeys } from "../service/public-keys.ts";
+import { ALL_PERMISSIONS } from "../service/users.ts";
 import type { Permission } from "../vfs/types.ts";
 import { dataOption, say, withApp } from "./common.ts";
 

@@ -15,15 +15,14 @@ import { App, initData } from "../../../src/app.ts";
 import type { AuditRecord } from "../../../src/audit/log.ts";
 import { loadOrCreateHostKeys } from "../../../src/protocols/sftp/hostkeys.ts";
 import { type SftpServer, type SftpServerOptions, startSftpServer } from "../../../src/protocols/sftp/server.ts";
+import type { Accounts, UserAuth } from "../../../src/service/accounts.ts";
 import type {
-  Accounts,
   DirEntry,
   FileStat,
   OpenWriteOptions,
   QuotaInfo,
   ReadHandle,
   SessionInfo,
-  UserAuth,
   VfsSession,
   WriteHandle,
 } from "../../../src/vfs/types.ts";
