@@ -29,12 +29,12 @@ async function deliverToRsyslog(
   const { AuditLog } = await import("../src/audit/log.ts");
   const { AuditPipeline } = await import("../src/audit/pipeline.ts");
   const { aeadKey } = await import("../src/crypto/aead.ts");
-  const { SqliteStore } = await import("../src/store/sqlite.ts");
+  const { openSqliteStore } = await import("../src/store/sqlite/index.ts");
   mkdirSync(dir, { recursive: true });
   const ca = await makeCa(join(dir, "pki"));
   const rs = await startRsyslog(join(dir, "rsyslog"), { driver, ca });
   const key = randomBytes(32);
-  const store = new SqliteStore(join(dir, "meta.db"));
+  const store = openSqliteStore(join(dir, "meta.db"));
   const audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(key), { groupCommit: true });
   const quiet = { info() {}, warn() {}, error() {} };
   const pipeline = await AuditPipeline.start(

@@ -25,7 +25,7 @@ import { verifyPassword } from "./service/passwords.ts";
 import { buildUser, type NewUser, requireUser, validateGroupName } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
-import { SqliteStore } from "./store/sqlite.ts";
+import { openSqliteStore, type SqliteStore } from "./store/sqlite/index.ts";
 import type { FolderOptions, FolderRow, GroupOptions, GroupRow, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
@@ -137,7 +137,7 @@ export class App implements Accounts {
     const remote = await remoteKmsFor(root, o.kms);
     const opened = await openKeyManager(root, paths.kms, remote);
     const keys = opened.keys;
-    const store = new SqliteStore(paths.meta);
+    const store = openSqliteStore(paths.meta);
     const blobs = new LocalBlobStore(root);
     await blobs.init();
     const audit = new AuditLog(

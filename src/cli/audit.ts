@@ -17,7 +17,7 @@ import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError } from "../errors.ts";
 import { serviceKey } from "../store/service-keys.ts";
-import { SqliteStore } from "../store/sqlite.ts";
+import { openSqliteStore } from "../store/sqlite/index.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 /** Exit codes of `audit verify`: 0 intact and fully signed, 1 broken, 3 intact but with an unsigned tail. */
@@ -105,7 +105,7 @@ export function registerAudit(program: Command): void {
         const key = ed25519PublicKey(opts.publicKey);
         publicKeys = new Map([[keyFingerprint(key), key]]);
       } else {
-        const store = new SqliteStore(dataPaths(opts.data).meta);
+        const store = openSqliteStore(dataPaths(opts.data).meta);
         try {
           publicKeys = await checkpointPublicKeys(store);
         } finally {

@@ -11,7 +11,7 @@ import { shredReport } from "../keys/shred-report.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import { assertKeyName } from "../kms/wrap.ts";
 import { LocalBlobStore } from "../store/local-blobs.ts";
-import { SqliteStore } from "../store/sqlite.ts";
+import { openSqliteStore } from "../store/sqlite/index.ts";
 import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";
 
 function positiveInt(what: string) {
@@ -36,7 +36,7 @@ async function withJobDeps<T>(data: string, fn: (deps: KeyJobDeps) => Promise<T>
   await initData(data, kms);
   const paths = dataPaths(data);
   const opened = await openKeyManager(data, paths.kms, await remoteKmsFor(data, kms));
-  const store = new SqliteStore(paths.meta);
+  const store = openSqliteStore(paths.meta);
   const blobs = new LocalBlobStore(data);
   try {
     await blobs.init();

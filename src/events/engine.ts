@@ -7,7 +7,7 @@
 import type { AuditEvent, AuditRecord } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/types.ts";
-import type { SqliteStore } from "../store/sqlite.ts";
+import type { SqliteStore } from "../store/sqlite/index.ts";
 import { globalPath } from "../vfs/folders.ts";
 import type { SessionInfo, VfsSession } from "../vfs/types.ts";
 import type { Logger } from "../vfs/vfs.ts";

@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import type { SQLInputValue } from "node:sqlite";
 import { AtrestError } from "../errors.ts";
-import type { SqlAccess, SqliteStore } from "../store/sqlite.ts";
+import type { SqlAccess, SqliteStore } from "../store/sqlite/index.ts";
 import type { EventsCrypto } from "./crypto.ts";
 import type { TriggerEvent } from "./event.ts";
 import type { Rule } from "./schema.ts";

@@ -112,63 +112,112 @@ export interface KeyJobRow {
   updatedAt: string;
 }
 
-export interface MetaStore {
-  getSetting(key: string): Promise<Buffer | undefined>;
-  setSetting(key: string, value: Buffer): Promise<void>;
+// The contract is composed per aggregate (one SQL file each in a driver), reads apart from writes.
 
+export interface SettingsReads {
+  getSetting(key: string): Promise<Buffer | undefined>;
+}
+export interface SettingsWrites {
+  setSetting(key: string, value: Buffer): Promise<void>;
+}
+
+export interface UserReads {
   getUser(name: string): Promise<UserRow | undefined>;
   getUserById(id: string): Promise<UserRow | undefined>;
   listUsers(): Promise<UserRow[]>;
+}
+export interface UserWrites {
   insertUser(user: UserRow): Promise<void>;
   updateUser(user: UserRow): Promise<void>;
   deleteUser(name: string): Promise<boolean>;
   /** Adds deltas to a user's usage counters (never below zero). */
   addUsage(userId: string, bytes: number, files: number): Promise<void>;
+}
 
+export interface GroupReads {
   listGroups(): Promise<GroupRow[]>;
   getGroup(name: string): Promise<GroupRow | undefined>;
+}
+export interface GroupWrites {
   /** Inserts or replaces. */
   putGroup(group: GroupRow): Promise<void>;
   deleteGroup(name: string): Promise<boolean>;
+}
 
+export interface FolderReads {
   listFolders(): Promise<FolderRow[]>;
   getFolder(path: string): Promise<FolderRow | undefined>;
+}
+export interface FolderWrites {
   /** Inserts or replaces. */
   putFolder(folder: FolderRow): Promise<void>;
   deleteFolder(path: string): Promise<boolean>;
+}
 
-  /** OpenPGP public keys (src/pgp/keystore.ts), ordered by owner then fingerprint. */
+/** OpenPGP public keys (src/pgp/keystore.ts). */
+export interface PgpKeyReads {
+  /** Ordered by owner then fingerprint. */
   listPgpKeys(): Promise<PgpKeyRow[]>;
   getPgpKey(fingerprint: string): Promise<PgpKeyRow | undefined>;
+}
+export interface PgpKeyWrites {
   /** Inserts or replaces (a re-import merges new signatures into the stored key). */
   putPgpKey(key: PgpKeyRow): Promise<void>;
   deletePgpKey(fingerprint: string): Promise<boolean>;
+}
 
+export interface NodeReads {
   getNode(id: string): Promise<NodeRow | undefined>;
   findChild(parentId: string, nameMac: Buffer): Promise<NodeRow | undefined>;
   listChildren(parentId: string): Promise<NodeRow[]>;
   hasChildren(parentId: string): Promise<boolean>;
+  /** Every blob id referenced by a node or pending in a key job: the startup sweep deletes blobs not in this set. */
+  blobIds(): Promise<Set<string>>;
+}
+export interface NodeWrites {
   insertNode(node: NodeRow): Promise<void>;
   updateNode(id: string, patch: NodePatch): Promise<void>;
   deleteNode(id: string): Promise<void>;
-  /** Every blob id referenced by a node or pending in a key job: the startup sweep deletes blobs not in this set. */
-  blobIds(): Promise<Set<string>>;
+}
 
-  // Key jobs (src/keys: rewrap, reencrypt, shred-report).
+/** Key jobs (src/keys: rewrap, reencrypt, shred-report). */
+export interface KeyJobReads {
   /** Files whose key_ref is in the range, after `after`, in (key_ref, rowid) order: the key_ref index order. */
   filesByKeyRef(range: KeyRefRange, after: KeyCursor, limit: number): Promise<{ cursor: KeyCursor; node: NodeRow }[]>;
   /** Number of files per key_ref (null for files written before key refs were recorded). */
   keyRefCounts(): Promise<{ keyRef: string | null; files: number }[]>;
-  /** Sets a file's key_ref (and optionally more columns) only if it still points at `blobId`; false if it moved on. */
-  updateNodeIfBlob(id: string, blobId: string, patch: NodePatch): Promise<boolean>;
   getKeyJob(id: string): Promise<KeyJobRow | undefined>;
   /** The unfinished job of this kind and scope, if any (resume). */
   openKeyJob(kind: KeyJobRow["kind"], scope: string): Promise<KeyJobRow | undefined>;
+  pendingBlobs(jobId: string): Promise<string[]>;
+}
+export interface KeyJobWrites {
+  /** Sets a file's key_ref (and optionally more columns) only if it still points at `blobId`; false if it moved on. */
+  updateNodeIfBlob(id: string, blobId: string, patch: NodePatch): Promise<boolean>;
   putKeyJob(job: KeyJobRow): Promise<void>;
   addPendingBlob(blobId: string, jobId: string): Promise<void>;
   removePendingBlob(blobId: string): Promise<void>;
-  pendingBlobs(jobId: string): Promise<string[]>;
+}
 
+export interface MetaReads
+  extends SettingsReads,
+    UserReads,
+    GroupReads,
+    FolderReads,
+    PgpKeyReads,
+    NodeReads,
+    KeyJobReads {}
+
+export interface MetaWrites
+  extends SettingsWrites,
+    UserWrites,
+    GroupWrites,
+    FolderWrites,
+    PgpKeyWrites,
+    NodeWrites,
+    KeyJobWrites {}
+
+export interface MetaStore extends MetaReads, MetaWrites {
   /** Runs `fn` atomically; transactions are serialised. */
   transaction<T>(fn: () => Promise<T>): Promise<T>;
   close(): Promise<void>;

@@ -10,7 +10,7 @@ import { AuditLog } from "../../src/audit/log.ts";
 import { AuditPipeline } from "../../src/audit/pipeline.ts";
 import type { AuditEvent } from "../../src/audit/types.ts";
 import { aeadKey } from "../../src/crypto/aead.ts";
-import { SqliteStore } from "../../src/store/sqlite.ts";
+import { openSqliteStore, type SqliteStore } from "../../src/store/sqlite/index.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
 import {
   freePort,
@@ -46,7 +46,7 @@ class Rig {
 
   constructor(dir: string) {
     this.dir = dir;
-    this.store = new SqliteStore(join(dir, "meta.db"));
+    this.store = openSqliteStore(join(dir, "meta.db"));
     this.audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(this.key), { groupCommit: true });
   }
 

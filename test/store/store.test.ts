@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { LocalBlobStore } from "../../src/store/local-blobs.ts";
-import { migrations } from "../../src/store/migrations.ts";
-import { SqliteStore } from "../../src/store/sqlite.ts";
+import { openSqliteStore } from "../../src/store/sqlite/index.ts";
+import { migrations } from "../../src/store/sqlite/migrations.ts";
 import { tempDir } from "../helpers/atrest.ts";
 
 describe("local blob store", () => {
@@ -81,8 +81,8 @@ describe("sqlite metadata store", () => {
 
   it("migrates to the latest schema version and is idempotent", async () => {
     const path = join(dir, "meta.db");
-    await new SqliteStore(path).close();
-    await new SqliteStore(path).close();
+    await openSqliteStore(path).close();
+    await openSqliteStore(path).close();
     const db = new DatabaseSync(path);
     assert.equal(
       Number((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version),
@@ -96,11 +96,11 @@ describe("sqlite metadata store", () => {
     const db = new DatabaseSync(path);
     db.exec(`PRAGMA user_version = ${migrations.length + 1}`);
     db.close();
-    assert.throws(() => new SqliteStore(path), /newer than this atrest/);
+    assert.throws(() => openSqliteStore(path), /newer than this atrest/);
   });
 
   it("rolls back a failed transaction", async () => {
-    const store = new SqliteStore(join(dir, "tx.db"));
+    const store = openSqliteStore(join(dir, "tx.db"));
     await assert.rejects(
       store.transaction(async () => {
         await store.setSetting("k", Buffer.from("v"));

@@ -3,8 +3,8 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { App } from "../../src/app.ts";
-import { migrations } from "../../src/store/migrations.ts";
-import { SqliteStore } from "../../src/store/sqlite.ts";
+import { openSqliteStore, type SqliteStore } from "../../src/store/sqlite/index.ts";
+import { migrations } from "../../src/store/sqlite/migrations.ts";
 import { Folders, globalPath } from "../../src/vfs/folders.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
 
@@ -13,7 +13,7 @@ describe("folders", () => {
   let store: SqliteStore;
   before(async () => {
     dir = await tempDir();
-    store = new SqliteStore(join(dir, "meta.db"));
+    store = openSqliteStore(join(dir, "meta.db"));
   });
   after(async () => {
     await store.close();
@@ -61,7 +61,7 @@ describe("folders", () => {
     let now = 0;
     const reader = new Folders(store, () => now);
     assert.equal(await reader.match("/late/x"), undefined);
-    const other = new SqliteStore(join(dir, "meta.db"));
+    const other = openSqliteStore(join(dir, "meta.db"));
     await new Folders(other).put("/late", { key: "late" });
     await other.close();
     assert.equal(await reader.match("/late/x"), undefined, "cached");
@@ -83,7 +83,7 @@ describe("schema upgrade to roles and registries", () => {
          VALUES ('u1', 'old', NULL, '[]', '/old', '{}', '["g"]', '2026-01-01T00:00:00Z')`,
       ).run();
       db.close();
-      const store = new SqliteStore(path);
+      const store = openSqliteStore(path);
       const user = await store.getUser("old");
       assert.equal(user?.role, "user");
       assert.equal(user?.kek, null);

@@ -1,0 +1,86 @@
+// The SQLite driver of the metadata store: one connection, one file per aggregate (the SQL of that aggregate), the
+// schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
+import { DatabaseSync } from "node:sqlite";
+import type { MetaStore } from "../types.ts";
+import { folders } from "./folders.ts";
+import { groups } from "./groups.ts";
+import { keyJobs } from "./key-jobs.ts";
+import { migrations } from "./migrations.ts";
+import { nodes } from "./nodes.ts";
+import { pgpKeys } from "./pgp-keys.ts";
+import { settings } from "./settings.ts";
+import { type Row, type Sql, statementCache } from "./sql.ts";
+import { users } from "./users.ts";
+
+export type { Sql as SqlAccess } from "./sql.ts";
+
+export interface SqliteStore extends MetaStore {
+  /** Same connection and statement cache; writes belong inside `transaction()` so they never interleave with one. */
+  sql(): Sql;
+}
+
+function migrate(db: DatabaseSync): void {
+  const current = Number((db.prepare("PRAGMA user_version").get() as Row).user_version);
+  if (current > migrations.length) {
+    throw new Error(`metadata schema version ${current} is newer than this atrest (${migrations.length})`);
+  }
+  for (let v = current; v < migrations.length; v++) {
+    db.exec("BEGIN");
+    try {
+      db.exec(migrations[v]);
+      db.exec(`PRAGMA user_version = ${v + 1}`);
+      db.exec("COMMIT");
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+}
+
+/**
+ * Metadata in one SQLite file. WAL with synchronous=NORMAL: a commit is atomic and survives a process crash; a power
+ * loss may roll back the last commits (to a consistent earlier state), never tear one. Blobs are fsynced before the
+ * commit that references them, so any metadata that survives points at complete blobs. FULL would add one fsync
+ * (~1.6 ms measured) to every upload.
+ */
+export function openSqliteStore(path: string): SqliteStore {
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
+  db.exec("PRAGMA busy_timeout = 5000;");
+  migrate(db);
+  const sql = statementCache(db);
+  let queue: Promise<unknown> = Promise.resolve();
+
+  return {
+    ...settings(sql),
+    ...users(sql),
+    ...groups(sql),
+    ...folders(sql),
+    ...pgpKeys(sql),
+    ...nodes(sql),
+    ...keyJobs(sql),
+    sql: () => sql,
+
+    transaction<T>(fn: () => Promise<T>): Promise<T> {
+      const run = async (): Promise<T> => {
+        db.exec("BEGIN IMMEDIATE");
+        try {
+          const result = await fn();
+          db.exec("COMMIT");
+          return result;
+        } catch (err) {
+          db.exec("ROLLBACK");
+          throw err;
+        }
+      };
+      const next = queue.then(run, run);
+      queue = next.catch(() => undefined);
+      return next;
+    },
+
+    async close() {
+      await queue;
+      db.close();
+    },
+  };
+}

@@ -1,0 +1,119 @@
+import { KEY_CURSOR_START, type KeyCursor, type KeyJobReads, type KeyJobRow, type KeyJobWrites } from "../types.ts";
+import { patchSet, toNode } from "./nodes.ts";
+import type { Row, Sql } from "./sql.ts";
+
+function parseCursor(text: string): KeyCursor {
+  const at = text.indexOf(":");
+  return at < 0 ? { ...KEY_CURSOR_START } : { rowid: Number(text.slice(0, at)), keyRef: text.slice(at + 1) };
+}
+
+function toKeyJob(r: Row): KeyJobRow {
+  return {
+    id: r.id as string,
+    kind: r.kind as KeyJobRow["kind"],
+    scope: r.scope as string,
+    state: r.state as KeyJobRow["state"],
+    cursor: parseCursor(r.cursor as string),
+    total: Number(r.total),
+    done: Number(r.done),
+    skipped: Number(r.skipped),
+    failed: Number(r.failed),
+    bytes: Number(r.bytes),
+    startedAt: r.started_at as string,
+    updatedAt: r.updated_at as string,
+  };
+}
+
+export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
+  return {
+    async filesByKeyRef(range, after, limit) {
+      // Two index range scans (rest of the current key_ref by rowid, then the following key_refs) instead of one
+      // row-value comparison, which SQLite turns into a scan from the start of the key_ref: quadratic over a big job.
+      const exclude = range.exclude ?? "";
+      const rows: Row[] = [];
+      if (after.keyRef >= range.from && after.keyRef < range.to && after.keyRef !== exclude) {
+        rows.push(
+          ...sql.all(
+            `SELECT rowid AS _rowid, * FROM nodes INDEXED BY nodes_key_ref
+               WHERE key_ref = ? AND rowid > ? AND kind = 'file' ORDER BY rowid LIMIT ?`,
+            after.keyRef,
+            after.rowid,
+            limit,
+          ),
+        );
+      }
+      if (rows.length < limit) {
+        rows.push(
+          ...sql.all(
+            `SELECT rowid AS _rowid, * FROM nodes INDEXED BY nodes_key_ref
+               WHERE key_ref > ? AND key_ref >= ? AND key_ref < ? AND key_ref != ? AND kind = 'file'
+               ORDER BY key_ref, rowid LIMIT ?`,
+            after.keyRef,
+            range.from,
+            range.to,
+            exclude,
+            limit - rows.length,
+          ),
+        );
+      }
+      return rows.map((r) => ({ cursor: { keyRef: r.key_ref as string, rowid: Number(r._rowid) }, node: toNode(r) }));
+    },
+    async keyRefCounts() {
+      return sql
+        .all("SELECT key_ref, COUNT(*) AS n FROM nodes WHERE kind = 'file' GROUP BY key_ref ORDER BY key_ref")
+        .map((r) => ({ keyRef: r.key_ref as string | null, files: Number(r.n) }));
+    },
+    async updateNodeIfBlob(id, blobId, patch) {
+      const set = patchSet(patch);
+      if (!set) return false;
+      return sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ? AND blob_id = ?`, ...set.params, id, blobId) > 0;
+    },
+    async getKeyJob(id) {
+      const r = sql.get("SELECT * FROM key_jobs WHERE id = ?", id);
+      return r ? toKeyJob(r) : undefined;
+    },
+    async openKeyJob(kind, scope) {
+      const r = sql.get(
+        "SELECT * FROM key_jobs WHERE kind = ? AND scope = ? AND state = 'running' ORDER BY started_at DESC LIMIT 1",
+        kind,
+        scope,
+      );
+      return r ? toKeyJob(r) : undefined;
+    },
+    async pendingBlobs(jobId) {
+      return sql.all("SELECT blob_id FROM pending_blobs WHERE job_id = ?", jobId).map((r) => r.blob_id as string);
+    },
+    async putKeyJob(j) {
+      sql.run(
+        `INSERT INTO key_jobs (id, kind, scope, state, cursor, total, done, skipped, failed, bytes, started_at,
+           updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, cursor = excluded.cursor, total = excluded.total,
+           done = excluded.done, skipped = excluded.skipped, failed = excluded.failed, bytes = excluded.bytes,
+           updated_at = excluded.updated_at`,
+        j.id,
+        j.kind,
+        j.scope,
+        j.state,
+        `${j.cursor.rowid}:${j.cursor.keyRef}`,
+        j.total,
+        j.done,
+        j.skipped,
+        j.failed,
+        j.bytes,
+        j.startedAt,
+        j.updatedAt,
+      );
+    },
+    async addPendingBlob(blobId, jobId) {
+      sql.run(
+        "INSERT OR IGNORE INTO pending_blobs (blob_id, job_id, created_at) VALUES (?, ?, ?)",
+        blobId,
+        jobId,
+        new Date().toISOString(),
+      );
+    },
+    async removePendingBlob(blobId) {
+      sql.run("DELETE FROM pending_blobs WHERE blob_id = ?", blobId);
+    },
+  };
+}

@@ -1,0 +1,89 @@
+import type { SQLInputValue } from "node:sqlite";
+import type { NodePatch, NodeReads, NodeRow, NodeWrites } from "../types.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
+
+const nodeColumns: Record<keyof Omit<NodeRow, "id">, string> = {
+  parentId: "parent_id",
+  nameMac: "name_mac",
+  nameCt: "name_ct",
+  kind: "kind",
+  attrsCt: "attrs_ct",
+  blobId: "blob_id",
+  contentId: "content_id",
+  keyRef: "key_ref",
+  ownerId: "owner_id",
+};
+
+export function toNode(r: Row): NodeRow {
+  return {
+    id: r.id as string,
+    parentId: r.parent_id as string | null,
+    nameMac: buf(r.name_mac),
+    nameCt: buf(r.name_ct),
+    kind: r.kind as "file" | "dir",
+    attrsCt: buf(r.attrs_ct),
+    blobId: r.blob_id as string | null,
+    contentId: r.content_id as string | null,
+    keyRef: r.key_ref as string | null,
+    ownerId: r.owner_id as string | null,
+  };
+}
+
+/** `col = ?, …` and its parameters for a patch; null when the patch is empty. */
+export function patchSet(patch: NodePatch): { sets: string; params: SQLInputValue[] } | null {
+  const keys = Object.keys(patch) as (keyof NodePatch)[];
+  if (keys.length === 0) return null;
+  return {
+    sets: keys.map((k) => `${nodeColumns[k]} = ?`).join(", "),
+    params: keys.map((k) => patch[k] as SQLInputValue),
+  };
+}
+
+export function nodes(sql: Sql): NodeReads & NodeWrites {
+  return {
+    async getNode(id) {
+      const r = sql.get("SELECT * FROM nodes WHERE id = ?", id);
+      return r ? toNode(r) : undefined;
+    },
+    async findChild(parentId, nameMac) {
+      const r = sql.get("SELECT * FROM nodes WHERE parent_id = ? AND name_mac = ?", parentId, nameMac);
+      return r ? toNode(r) : undefined;
+    },
+    async listChildren(parentId) {
+      return sql.all("SELECT * FROM nodes WHERE parent_id = ?", parentId).map(toNode);
+    },
+    async hasChildren(parentId) {
+      return sql.get("SELECT 1 FROM nodes WHERE parent_id = ? LIMIT 1", parentId) !== undefined;
+    },
+    async blobIds() {
+      return new Set(
+        sql
+          .all("SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL UNION SELECT blob_id FROM pending_blobs")
+          .map((r) => r.blob_id as string),
+      );
+    },
+    async insertNode(n) {
+      sql.run(
+        `INSERT INTO nodes (id, parent_id, name_mac, name_ct, kind, attrs_ct, blob_id, content_id, key_ref, owner_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        n.id,
+        n.parentId,
+        n.nameMac,
+        n.nameCt,
+        n.kind,
+        n.attrsCt,
+        n.blobId,
+        n.contentId,
+        n.keyRef,
+        n.ownerId,
+      );
+    },
+    async updateNode(id, patch) {
+      const set = patchSet(patch);
+      if (set) sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ?`, ...set.params, id);
+    },
+    async deleteNode(id) {
+      sql.run("DELETE FROM nodes WHERE id = ?", id);
+    },
+  };
+}

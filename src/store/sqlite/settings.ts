@@ -1,0 +1,18 @@
+import type { SettingsReads, SettingsWrites } from "../types.ts";
+import { buf, type Sql } from "./sql.ts";
+
+export function settings(sql: Sql): SettingsReads & SettingsWrites {
+  return {
+    async getSetting(key) {
+      const r = sql.get("SELECT value FROM settings WHERE key = ?", key);
+      return r ? buf(r.value) : undefined;
+    },
+    async setSetting(key, value) {
+      sql.run(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        key,
+        value,
+      );
+    },
+  };
+}
