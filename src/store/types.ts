@@ -1,13 +1,60 @@
-// Metadata store contract. SQLite (node:sqlite) implements it today; a PostgreSQL driver implements the same
-// interface for scale-out. Names, sizes and times of files are stored only as ciphertext (see src/vfs/names.ts);
-// the store never sees them in the clear.
-import type { PgpFolderOptions, PgpKeyRow } from "../pgp/types.ts";
-import type { Permission } from "../vfs/types.ts";
+// Metadata store contract and the rows it persists (the store owns them; features above import them from here).
+// The SQLite driver (src/store/sqlite/) implements it; a PostgreSQL driver implements the same contract for
+// scale-out. Names, sizes and times of files are stored only as ciphertext (see src/vfs/names.ts); the store never
+// sees them in the clear.
+
+/** What a user may do under a path prefix (UserRow.permissions). */
+export type Permission = "list" | "download" | "upload" | "overwrite" | "delete" | "rename" | "mkdir";
 
 /** DESIGN §2 separation of duties. `admin` and `custodian` are privileged: audit filters never hide them. */
 export type Role = "admin" | "custodian" | "auditor" | "user";
 export const ROLES: readonly Role[] = ["admin", "custodian", "auditor", "user"];
 export const PRIVILEGED_ROLES: readonly Role[] = ["admin", "custodian"];
+
+/** Who a stored public key belongs to: a user, or a group (a shared team key; `@group` also means its members). */
+export type PgpOwnerKind = "user" | "group";
+
+/** One stored OpenPGP public key (the server never stores a recipient's private key). */
+export interface PgpKeyRow {
+  /** Primary key fingerprint, lowercase hex (40 digits for v4, 64 for v6). */
+  fingerprint: string;
+  ownerKind: PgpOwnerKind;
+  ownerName: string;
+  /** The public key as imported (merged with later imports of the same key), ASCII-armored. */
+  armored: string;
+  userIds: string[];
+  /** e.g. `rsa3072`, `ed25519+cv25519`. */
+  algorithm: string;
+  /** Key creation time (ISO 8601). */
+  createdAt: string;
+  /** Expiry at import time (ISO 8601), null = never. Rechecked from the key itself at every use. */
+  expiresAt: string | null;
+  /** Revoked at import time. Rechecked at every use. */
+  revoked: boolean;
+  /** Fingerprints of trusted organisation keys whose certification verified at the last import or certify. */
+  certifiedBy: string[];
+  /** `import` (admin imported it) or `generated` (on-demand key: the private half was handed out once). */
+  source: "import" | "generated";
+  importedAt: string;
+}
+
+/** `pgp` options of a folder (FolderOptions.pgp, stored with the folder). */
+export interface PgpFolderOptions {
+  /**
+   * Encrypt every file written under the folder to these recipients: user names, `@group` (the group's own keys and
+   * every member's keys) or key fingerprints. Empty or absent: files are stored as written (inbound checks only).
+   */
+  recipients?: string[];
+  /** Sign encrypted files with the server's organisation key (one-pass signature inside the message). */
+  sign?: boolean;
+  /** Every recipient key must carry a certification by a trusted organisation key. */
+  requireCertified?: boolean;
+  /**
+   * Inbound: uploads must already be OpenPGP messages. `encrypted`: PKESK/SKESK packets then SEIPD/SED (binary or
+   * armored). `signed`: a signed (not encrypted) message whose signature verifies with a stored public key.
+   */
+  inbound?: "encrypted" | "signed";
+}
 
 /** Options of a virtual folder (a subtree of the global tree). Each field is owned by the feature that reads it. */
 export interface FolderOptions {

@@ -1,7 +1,9 @@
 // The one interface every protocol adapter uses. Paths are absolute, '/'-separated, in the user's view
 // (their home is '/'). All methods throw AtrestError subclasses from src/errors.ts.
 
-export type Permission = "list" | "download" | "upload" | "overwrite" | "delete" | "rename" | "mkdir";
+import type { Permission } from "../store/types.ts";
+
+export type { Permission };
 
 export interface FileStat {
   kind: "file" | "dir";

@@ -1,5 +1,4 @@
-import type { PgpKeyRow } from "../../pgp/types.ts";
-import type { PgpKeyReads, PgpKeyWrites } from "../types.ts";
+import type { PgpKeyReads, PgpKeyRow, PgpKeyWrites } from "../types.ts";
 import type { Row, Sql } from "./sql.ts";
 
 function toPgpKey(r: Row): PgpKeyRow {
