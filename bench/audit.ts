@@ -30,19 +30,19 @@ async function deliverToRsyslog(
   const { AuditPipeline } = await import("../src/audit/pipeline.ts");
   const { aeadKey } = await import("../src/crypto/aead.ts");
   const { openSqliteStore } = await import("../src/store/sqlite/index.ts");
+  const { silentLogger } = await import("../src/logger.ts");
   mkdirSync(dir, { recursive: true });
   const ca = await makeCa(join(dir, "pki"));
   const rs = await startRsyslog(join(dir, "rsyslog"), { driver, ca });
   const key = randomBytes(32);
   const store = openSqliteStore(join(dir, "meta.db"));
   const audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(key), { groupCommit: true });
-  const quiet = { info() {}, warn() {}, error() {} };
   const pipeline = await AuditPipeline.start(
     {
       failClosed: false,
       destinations: [{ name: "rsyslog", transport: "tls", host: "127.0.0.1", port: rs.port, format: "cef", ca: ca.ca }],
     },
-    { audit, key: aeadKey(key), store, logger: quiet },
+    { audit, key: aeadKey(key), store, logger: silentLogger },
   );
   try {
     await rs.waitFor(1); // the audit.config.change record: connected

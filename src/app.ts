@@ -20,6 +20,7 @@ import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
 import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
 import { assertKeyName } from "./kms/wrap.ts";
+import { type Logger, silentLogger } from "./logger.ts";
 import type { Accounts, UserAuth } from "./service/accounts.ts";
 import { verifyPassword } from "./service/passwords.ts";
 import { buildUser, type NewUser, requireUser, validateGroupName } from "./service/users.ts";
@@ -29,7 +30,7 @@ import { openSqliteStore, type SqliteStore } from "./store/sqlite/index.ts";
 import type { FolderOptions, FolderRow, GroupOptions, GroupRow, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
-import { type Logger, Vfs } from "./vfs/vfs.ts";
+import { Vfs } from "./vfs/vfs.ts";
 
 export const AUDIT_KEY_SETTING = "audit.key";
 export const AUDIT_CONTEXT = { purpose: "audit" };
@@ -68,8 +69,6 @@ export async function initData(
   if (remote || (await readRemoteKms(root))) return { created: false };
   return initEmbeddedKms(paths.kms);
 }
-
-export const silentLogger: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 
 export interface AppOptions {
   logger?: Logger;

@@ -2,6 +2,7 @@
 // no server is running, what can be computed from the spool cursors and the log head.
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { alive } from "../fsutil/process.ts";
 import { readChainHead } from "./chain.ts";
 import { readCursor, spoolDir } from "./destination.ts";
 import { STATS_FILE, type StatsSnapshot } from "./pipeline.ts";
@@ -10,15 +11,6 @@ export interface StatsView {
   /** true: figures from a running server; false: computed from the spool (rates unknown). */
   live: boolean;
   snapshot: StatsSnapshot;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** Records (not checkpoints) in the log after byte `offset`, counted without the key. */

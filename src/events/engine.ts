@@ -7,10 +7,10 @@
 import type { AuditEvent, AuditRecord } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/types.ts";
+import type { Logger } from "../logger.ts";
 import type { SqliteStore } from "../store/sqlite/index.ts";
 import { globalPath } from "../vfs/folders.ts";
 import type { SessionInfo, VfsSession } from "../vfs/types.ts";
-import type { Logger } from "../vfs/vfs.ts";
 import { type ActionContext, OwnerFs, type PgpApi } from "./actions/context.ts";
 import { RUNNERS } from "./actions/index.ts";
 import { matches } from "./conditions.ts";

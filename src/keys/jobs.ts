@@ -2,9 +2,9 @@
 import { randomUUID } from "node:crypto";
 import { AtrestError } from "../errors.ts";
 import { assertKeyName } from "../kms/wrap.ts";
+import type { Logger } from "../logger.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { KEY_CURSOR_START, type KeyJobRow, type KeyRefRange, type MetaStore } from "../store/types.ts";
-import type { Logger } from "../vfs/vfs.ts";
 import type { KeyManager } from "./provider.ts";
 
 export interface KeyJobDeps {

@@ -4,18 +4,10 @@ import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { AtrestError } from "../errors.ts";
+import { alive } from "../fsutil/process.ts";
 
 export interface JobLock {
   release(): void;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** The pid holding the lock in `dir`, if a live process holds it. */

@@ -8,6 +8,7 @@ import { ParallelSegmentWriter, SealPool } from "../format/seal-pool.ts";
 import { fileContext } from "../keys/context.ts";
 import { KekSelector } from "../keys/kek-select.ts";
 import type { KeyProvider } from "../kms/types.ts";
+import type { Logger } from "../logger.ts";
 import { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { serviceKey } from "../store/service-keys.ts";
@@ -16,13 +17,6 @@ import { EncryptedReader, EncryptedWriter, readHeader } from "./files.ts";
 import { Folders } from "./folders.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
-
-export interface Logger {
-  info(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-  error(obj: object | string, msg?: string): void;
-  debug(obj: object | string, msg?: string): void;
-}
 
 export interface VfsDeps {
   store: MetaStore;

@@ -33,7 +33,7 @@ function captureLogger() {
   const logged: Logged[] = [];
   const at = (level: string) => (obj: object, msg: string) =>
     logged.push({ level, msg, obj: obj as Record<string, unknown> });
-  return { logged, logger: { info: at("info"), warn: at("warn"), error: at("error") } };
+  return { logged, logger: { info: at("info"), warn: at("warn"), error: at("error"), debug: at("debug") } };
 }
 
 class Rig {

@@ -2,9 +2,9 @@
 // (their permissions apply, the audit shows job user `trigger:<rule>` and effective user the owner). Rules name
 // global paths; the owner reaches only what lies under their home.
 import { AtrestError } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
 import { normalize, parentAndName } from "../../vfs/paths.ts";
 import type { ReadHandle, VfsSession } from "../../vfs/types.ts";
-import type { Logger } from "../../vfs/vfs.ts";
 import { eventFields, type TriggerEvent } from "../event.ts";
 import type { Action, Rule } from "../schema.ts";
 import { fileFields } from "../template.ts";

@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { AtrestError, KeyUnavailableError } from "../../errors.ts";
+import { type Logger, silentLogger } from "../../logger.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../../metrics/registry.ts";
 import { loadServerTls } from "../ca.ts";
 import type { KmsCaller } from "../caller.ts";
@@ -27,14 +28,6 @@ import { HttpError, PROBLEM_CONTENT_TYPE, problemOf, SealedError } from "./probl
 import { METRICS_ROLES, ROUTES, type RouteContext, Router, type SealControl } from "./routes.ts";
 
 export const DEFAULT_BODY_LIMIT = 1 << 20;
-
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
-const quiet: Logger = { info() {}, warn() {}, error() {} };
 
 export interface KmsServerOptions {
   /** The KMS directory (kms.db, CA and TLS files), initialised by `atrest kms init`. */
@@ -85,7 +78,7 @@ export class KmsServer {
     this.#db = db;
     this.#source = source;
     this.#clients = new ClientDirectory(db);
-    this.#logger = options.logger ?? quiet;
+    this.#logger = options.logger ?? silentLogger;
     this.#bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
     this.#audit = new KmsAudit(dir);
     this.#schedulerMs = options.schedulerIntervalMs ?? DEFAULT_SCHEDULER_INTERVAL_MS;

@@ -4,8 +4,8 @@ import type { AuthContext } from "ssh2";
 import ssh2 from "ssh2";
 import type { AuditSink } from "../../audit/types.ts";
 import { constantTimeEqual } from "../../crypto/bytes.ts";
+import type { Logger } from "../../logger.ts";
 import type { Accounts } from "../../service/accounts.ts";
-import type { Logger } from "./session.ts";
 
 const METHODS: AuthContext["method"][] = ["publickey", "password"];
 /** Failed attempts per connection before we disconnect (OpenSSH's MaxAuthTries default is 6). */

@@ -6,10 +6,11 @@ import { createServer, type Socket } from "node:net";
 import type { Connection, ServerChannel } from "ssh2";
 import ssh2 from "ssh2";
 import type { AuditSink } from "../../audit/types.ts";
+import type { Logger } from "../../logger.ts";
 import type { Accounts } from "../../service/accounts.ts";
 import { authenticate, MAX_AUTH_FAILURES } from "./auth.ts";
 import { speedUpSsh2Crypto } from "./fastcrypto.ts";
-import { type Logger, SftpSession } from "./session.ts";
+import { SftpSession } from "./session.ts";
 
 export interface SftpServerOptions {
   accounts: Accounts;

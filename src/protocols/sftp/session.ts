@@ -2,6 +2,7 @@
 // File operations are audited by the vfs itself; the adapter audits only logins (auth.ts, server.ts).
 
 import { AtrestError, InvalidPathError } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
 import type { FileStat, VfsSession } from "../../vfs/types.ts";
 import { toStatus } from "./errors.ts";
 import { ReadFile, WriteFile } from "./handles.ts";
@@ -19,13 +20,6 @@ import {
   statusPacket,
   Writer,
 } from "./protocol/packets.ts";
-
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-}
 
 /** The part of an ssh2 channel we use; a plain Duplex in tests. */
 export interface SftpChannel {
