@@ -13,11 +13,12 @@
 // <data>/audit/spool/<name>/cursor.json at most every 250 ms and at stop, so a restart resumes after the last record
 // known to be delivered. The spool holds no event data: the events stay in the encrypted, hash-chained log.
 import type { Socket as UdpSocket } from "node:dgram";
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
-import { open, rename } from "node:fs/promises";
+import { mkdirSync, readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { writeFileDurable, writeFileDurableSync } from "../fsutil/durable.ts";
+import type { Logger } from "../logger.ts";
 import type { EventFilter } from "./filter.ts";
 import { type Cursor, CursorMismatchError, type LogReader } from "./reader.ts";
 import { type Format, type MessageOptions, octetFrame, syslogMessage } from "./syslog/message.ts";
@@ -68,45 +69,10 @@ export interface DestinationStats {
   readSeq: number;
 }
 
-export interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
-
 const BATCH = 2048;
 /** Writes this close to a receiver's own close may have crossed its FIN; they are resent. */
 const CROSSING_GUARD_MS = 50;
 const POLL_MS = 500;
-
-/** Writes `data` to `path` via a temp file, fsync and rename (never half-written). */
-export function writeFileAtomic(path: string, data: string): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, "w", 0o600);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
-
-/**
- * The same off the event loop (the fsync runs in libuv's pool: a slow disk must not stall sessions). `sync: false`
- * skips the fsync, for advisory files such as the stats.
- */
-export async function writeFileAtomicAsync(path: string, data: string, sync = true): Promise<void> {
-  const tmp = `${path}.tmp`;
-  const fh = await open(tmp, "w", 0o600);
-  try {
-    await fh.writeFile(data);
-    if (sync) await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-}
 
 export function spoolDir(auditDir: string, name: string): string {
   return join(auditDir, "spool", name);
@@ -441,14 +407,14 @@ export class Destination {
     const data = `${JSON.stringify(this.#delivered)}\n`;
     const seq = this.#delivered.seq;
     if (force) {
-      writeFileAtomic(path, data);
+      writeFileDurableSync(path, data);
       this.#savedSeq = seq;
       return;
     }
     if (this.#saving !== undefined || now - this.#lastSave < 250) return;
     this.#lastSave = now;
     // A cursor that lags (write lost in a crash) only means a resend; it can never run ahead of delivery.
-    this.#saving = writeFileAtomicAsync(path, data)
+    this.#saving = writeFileDurable(path, data)
       .then(
         () => {
           this.#savedSeq = Math.max(this.#savedSeq, seq);

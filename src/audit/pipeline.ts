@@ -5,17 +5,12 @@
 import { createHash, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { writeFileDurable, writeFileDurableSync } from "../fsutil/durable.ts";
+import type { Logger } from "../logger.ts";
 import type { Registry } from "../metrics/registry.ts";
 import type { MetaStore } from "../store/types.ts";
 import type { AuditConfig, DestinationConfig } from "./config.ts";
-import {
-  Destination,
-  type DestinationStats,
-  type Logger,
-  spoolDir,
-  writeFileAtomic,
-  writeFileAtomicAsync,
-} from "./destination.ts";
+import { Destination, type DestinationStats, spoolDir } from "./destination.ts";
 import { CLI_ADMIN, compileFilter, type Privileged } from "./filter.ts";
 import type { AuditLog } from "./log.ts";
 import { LogReader } from "./reader.ts";
@@ -246,7 +241,7 @@ export class AuditPipeline {
       do {
         this.#statsDirty = false;
         const text = `${JSON.stringify(this.snapshot(), null, 2)}\n`;
-        await writeFileAtomicAsync(join(this.#dir, STATS_FILE), text, false).catch((err) =>
+        await writeFileDurable(join(this.#dir, STATS_FILE), text, { sync: false }).catch((err) =>
           this.#deps.logger.warn({ err }, "audit: cannot write stats file"),
         );
       } while (this.#statsDirty);
@@ -278,7 +273,7 @@ export class AuditPipeline {
         (config.destinations.map((d) => `${d.name} (${d.transport} ${d.host}:${d.port} ${d.format})`).join(", ") ||
           "none"),
     });
-    writeFileAtomic(digestPath, `${digest}\n`);
+    writeFileDurableSync(digestPath, `${digest}\n`);
   }
 
   #register(r: Registry): void {

@@ -16,6 +16,7 @@ import { AtrestError, IntegrityError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
 import { segmentCount, segmentOffset } from "../format/layout.ts";
+import { syncDir, writeDurable } from "../fsutil/durable.ts";
 import type { KeyManager } from "../keys/provider.ts";
 
 const MAGIC = Buffer.from("ATRBKP1\n", "latin1");
@@ -54,7 +55,6 @@ function context(manifestHash: string) {
 export async function writeBackup(dataDir: string, out: string, keys: KeyManager): Promise<Manifest> {
   const work = join(dirname(out), `.atrest-backup-${randomUUID()}`);
   await mkdir(work, { mode: 0o700 });
-  const tmpOut = `${out}.tmp-${process.pid}`;
   try {
     const sources: { name: string; path: string }[] = [];
     const snapshot = join(work, "meta.db");
@@ -83,8 +83,7 @@ export async function writeBackup(dataDir: string, out: string, keys: KeyManager
         zero(dk.plaintext);
       }
     })();
-    const fh = await open(tmpOut, "wx", 0o600);
-    try {
+    await writeDurable(out, async (fh) => {
       const len = Buffer.alloc(4);
       len.writeUInt32BE(manifestBytes.length);
       await fh.write(Buffer.concat([MAGIC, len, manifestBytes, header]));
@@ -111,15 +110,9 @@ export async function writeBackup(dataDir: string, out: string, keys: KeyManager
         pending = Buffer.alloc(0);
       }
       await fh.write(ck.seal(index, pending, true));
-      await fh.sync();
-    } finally {
-      ck.destroy();
-      await fh.close();
-    }
-    await rename(tmpOut, out);
+    }).finally(() => ck.destroy());
     return manifest;
   } finally {
-    await rm(tmpOut, { force: true });
     await rm(work, { recursive: true, force: true });
   }
 }
@@ -233,9 +226,7 @@ export async function restoreBackup(file: string, dataDir: string, keys: KeyMana
     if (force) for (const ext of ["-wal", "-shm"]) await rm(join(dataDir, `meta.db${ext}`), { force: true });
     for (const s of staged) await rename(s.tmp, join(dataDir, s.name));
     staged.length = 0;
-    const dfh = await open(dataDir, "r");
-    await dfh.sync();
-    await dfh.close();
+    await syncDir(dataDir);
     return manifest;
   } finally {
     await fh.close();

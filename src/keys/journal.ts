@@ -9,10 +9,10 @@
 // idempotent. So a header torn by a power cut mid-write (old and new bytes mixed within the slot) is always
 // repaired from the journal: the write only ever touches the journaled range. Nothing secret is journaled: a wrapped
 // DEK is stored beside the data anyway.
-import { closeSync, fsyncSync, openSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { IntegrityError } from "../errors.ts";
+import { syncDirSync, writeFileDurable } from "../fsutil/durable.ts";
 import type { HeadAccess } from "../store/blobs.ts";
 import type { MetaStore } from "../store/types.ts";
 
@@ -42,16 +42,11 @@ export class HeaderJournal {
     const lines = entries.map((e) =>
       JSON.stringify({ n: e.nodeId, b: e.blobId, k: e.keyRef, o: e.offset, h: e.bytes.toString("base64") }),
     );
-    const tmp = join(this.dir, `${name}.tmp`);
-    const fh = await open(tmp, "w", 0o600);
-    try {
-      await fh.writeFile(`${JSON.stringify({ v: 1, count: entries.length })}\n${lines.join("\n")}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, join(this.dir, name + SUFFIX));
-    syncDir(this.dir);
+    // The temp name ends in .tmp: files() clears those a crash left.
+    await writeFileDurable(
+      join(this.dir, name + SUFFIX),
+      `${JSON.stringify({ v: 1, count: entries.length })}\n${lines.join("\n")}\n`,
+    );
     return name + SUFFIX;
   }
 
@@ -83,16 +78,7 @@ export class HeaderJournal {
 
   async remove(files: string[]): Promise<void> {
     for (const f of files) await rm(join(this.dir, f), { force: true });
-    if (files.length > 0) syncDir(this.dir);
-  }
-}
-
-function syncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    if (files.length > 0) syncDirSync(this.dir);
   }
 }
 

@@ -1,9 +1,10 @@
 // Which key manager a data directory uses: the embedded one (dev mode, `data/kms/`) or a remote `atrest kms serve`
 // over mTLS. The server records its remote key manager in `data/kms-remote.json` (URL and client-certificate
 // directory; no secrets), so admin commands on the same data directory reach the same key manager without flags.
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AtrestError } from "../errors.ts";
+import { writeFileDurable } from "../fsutil/durable.ts";
 import { type EmbeddedKms, openEmbeddedKms } from "../kms/embedded.ts";
 import type { KeyManager } from "./provider.ts";
 
@@ -39,8 +40,7 @@ export async function readRemoteKms(root: string): Promise<RemoteKmsSettings | u
 
 export async function writeRemoteKms(root: string, settings: RemoteKmsSettings): Promise<void> {
   const path = join(root, REMOTE_KMS_FILE);
-  await writeFile(`${path}.tmp`, `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o600 });
-  await rename(`${path}.tmp`, path);
+  await writeFileDurable(path, `${JSON.stringify(settings, null, 2)}\n`);
 }
 
 /** The remote settings from flags/env, else from the data directory; undefined means embedded. */

@@ -16,8 +16,8 @@
 // u16 name length ‖ name ‖ u64 size ‖ bytes, ended by a zero name length. Names come from a fixed list.
 
 import { createHash, createPublicKey, diffieHellman, generateKeyPairSync, randomUUID } from "node:crypto";
-import { createReadStream, createWriteStream, existsSync } from "node:fs";
-import { mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { createReadStream, existsSync } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { Readable } from "node:stream";
@@ -28,6 +28,7 @@ import { randomBytes } from "../crypto/random.ts";
 import { AtrestError, IntegrityError, KeyUnavailableError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { decryptStream, encryptStream } from "../format/streams.ts";
+import { syncDir, writeDurable } from "../fsutil/durable.ts";
 import { BACKUP_PRIVATE_SEALED, BACKUP_PUBLIC, openBackupPrivateKey } from "./backup-key.ts";
 import { CA_CERT_FILE, CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE } from "./cert-files.ts";
 import { KmsDb } from "./db.ts";
@@ -75,15 +76,6 @@ function bundleKeyWrap(shared: Buffer, ephemeralPublic: Buffer, backupPublic: Bu
 
 function fileIdOf(manifestJson: Buffer): string {
   return `${FORMAT}:${createHash("sha256").update(manifestJson).digest("hex")}`;
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** The archive as a stream of chunks, reading each file as it goes (constant memory). */
@@ -147,7 +139,6 @@ export async function backupKms(dir: string, out: string, now: () => Date = () =
   await mkdir(dirname(out), { recursive: true, mode: 0o700 });
   const tag = randomUUID();
   const snapshot = join(dirname(out), `.kms-snapshot.${tag}.db`);
-  const tmp = join(dirname(out), `.${basename(out)}.${tag}.tmp`);
   const bundleKey = randomBytes(32);
   try {
     // A consistent copy even while `kms serve` writes: SQLite builds it inside one read transaction.
@@ -195,31 +186,26 @@ export async function backupKms(dir: string, out: string, now: () => Date = () =
     MAGIC.copy(prefix, 0);
     prefix.writeUInt32BE(manifestJson.length, MAGIC.length);
     const { header, keys } = createHeader({ dek: bundleKey, fileId: fileIdOf(manifestJson), wrappedDek: wrappedKey });
+    let bytes = 0;
     try {
-      await writeFile(tmp, Buffer.concat([prefix, manifestJson]), { flag: "wx", mode: 0o600 });
-      await pipeline(
-        Readable.from(archive(files)),
-        encryptStream(header, keys),
-        createWriteStream(tmp, { flags: "a" }),
-      );
+      await writeDurable(out, async (fh) => {
+        await fh.write(Buffer.concat([prefix, manifestJson]));
+        await pipeline(
+          Readable.from(archive(files)),
+          encryptStream(header, keys),
+          async (sealed: AsyncIterable<Buffer>) => {
+            for await (const chunk of sealed) await fh.write(chunk);
+          },
+        );
+        bytes = (await fh.stat()).size;
+      });
     } finally {
       keys.destroy();
     }
-    const fh = await open(tmp, "r+");
-    let bytes: number;
-    try {
-      await fh.sync();
-      bytes = (await fh.stat()).size;
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, out);
-    await syncDir(dirname(out));
     return { path: out, bytes, files: files.map((f) => f.name) };
   } finally {
     bundleKey.fill(0);
     await unlink(snapshot).catch(() => {});
-    await unlink(tmp).catch(() => {});
   }
 }
 

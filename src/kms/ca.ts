@@ -20,9 +20,9 @@ import { join } from "node:path";
 import "./reflect-metadata.ts";
 import * as x509 from "@peculiar/x509";
 import { AtrestError } from "../errors.ts";
+import { writeFileDurable } from "../fsutil/durable.ts";
 import type { KmsRole } from "./caller.ts";
 import { CA_CERT_FILE, CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE } from "./cert-files.ts";
-import { writePrivateFile } from "./files.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -162,9 +162,9 @@ export async function createCa(dir: string, options: CreateCaOptions = {}): Prom
       await x509.SubjectKeyIdentifierExtension.create(publicKey),
     ],
   });
-  if (!(await writePrivateFile(join(dir, CA_KEY_FILE), keyPem(pair.privateKey), { exclusive: true }))) return false;
+  if (!(await writeFileDurable(join(dir, CA_KEY_FILE), keyPem(pair.privateKey), { exclusive: true }))) return false;
   const certPem = cert.toString("pem");
-  await writePrivateFile(join(dir, CA_CERT_FILE), certPem);
+  await writeFileDurable(join(dir, CA_CERT_FILE), certPem);
   await issueServerCert(dir, { cert, certPem, key: await signingKey(pair.privateKey) }, options.sans ?? []);
   return true;
 }
@@ -176,8 +176,8 @@ export async function issueServerCert(dir: string, ca: Ca, extraSans: readonly s
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
     new x509.SubjectAlternativeNameExtension(subjectAltNames([...DEFAULT_SANS, ...extraSans]), false),
   ]);
-  await writePrivateFile(join(dir, SERVER_KEY_FILE), issued.keyPem);
-  await writePrivateFile(join(dir, SERVER_CERT_FILE), issued.certPem);
+  await writeFileDurable(join(dir, SERVER_KEY_FILE), issued.keyPem);
+  await writeFileDurable(join(dir, SERVER_CERT_FILE), issued.certPem);
   return issued;
 }
 

@@ -5,11 +5,11 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
+import { writeFileDurable } from "../fsutil/durable.ts";
 import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, createCa, issueClientCert, loadCa } from "./ca.ts";
 import type { KmsRole } from "./caller.ts";
 import { assertClientName, type ClientRow, recordClient } from "./clients.ts";
 import { KmsDb } from "./db.ts";
-import { writePrivateFile } from "./files.ts";
 import { initDevFile, initShamir, readSealConfig, type ShamirConfig } from "./unseal.ts";
 
 export const KMS_DB_FILE = "kms.db";
@@ -116,9 +116,9 @@ export async function issueClient(
     };
     recordClient(db, row);
     await mkdir(outDir, { recursive: true, mode: 0o700 });
-    await writePrivateFile(join(outDir, CLIENT_KEY_FILE), issued.keyPem);
-    await writePrivateFile(join(outDir, CLIENT_CERT_FILE), issued.certPem);
-    await writePrivateFile(join(outDir, CLIENT_CA_FILE), ca.certPem);
+    await writeFileDurable(join(outDir, CLIENT_KEY_FILE), issued.keyPem);
+    await writeFileDurable(join(outDir, CLIENT_CERT_FILE), issued.certPem);
+    await writeFileDurable(join(outDir, CLIENT_CA_FILE), ca.certPem);
     return row;
   } finally {
     db.close();

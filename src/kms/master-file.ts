@@ -4,11 +4,10 @@
 // File format (44 bytes): "AKM1" ‖ u8 seal kind (1 = dev, unprotected) ‖ 32-byte master key ‖
 //                         first 7 bytes of SHA-256(preceding 37 bytes) to catch truncation or corruption.
 
-import { createHash, randomFillSync, randomUUID } from "node:crypto";
-import { constants } from "node:fs";
-import { link, open, readFile, stat, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { createHash, randomFillSync } from "node:crypto";
+import { readFile, stat } from "node:fs/promises";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
+import { writeFileDurable } from "../fsutil/durable.ts";
 import { MASTER_KEY_BYTES } from "./seal.ts";
 
 const MAGIC = Buffer.from("AKM1", "ascii");
@@ -31,26 +30,10 @@ export async function createMasterKeyFile(path: string): Promise<boolean> {
   file.writeUInt8(KIND_DEV, 4);
   randomFillSync(file, 5, MASTER_KEY_BYTES);
   checksum(file.subarray(0, BODY)).copy(file, BODY);
-  const tmp = join(dirname(path), `.master.key.${randomUUID()}.tmp`);
   try {
-    const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
-    try {
-      await fh.writeFile(file);
-      await fh.chmod(0o600); // umask can only remove bits, but be explicit
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    try {
-      await link(tmp, path);
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
-      throw e;
-    }
+    return await writeFileDurable(path, file, { exclusive: true });
   } finally {
     file.fill(0);
-    await unlink(tmp).catch(() => {});
   }
 }
 
