@@ -23,5 +23,4 @@ export {
   segmentOffset,
   segmentRange,
 } from "./layout.ts";
-export { decryptStream, encryptStream } from "./streams.ts";
 export { resumeFrom, SegmentWriter, type SegmentWriterOptions } from "./writer.ts";

@@ -1,10 +1,10 @@
 // `atrest keys who-can-decrypt <path>`: the key behind one file, where that key lives and what the key manager says
 // about it, plus the rule that picks the key for new files at that path.
 import type { App } from "../app.ts";
+import { readHeader } from "../container-io/encrypted-reader.ts";
 import { AtrestError } from "../errors.ts";
 import { listClients } from "../kms/clients.ts";
 import { EMBEDDED_CALLER } from "../kms/embedded.ts";
-import { readHeader } from "../vfs/files.ts";
 import { normalize } from "../vfs/paths.ts";
 import { ROOT_ID } from "../vfs/tree.ts";
 import { parseKeyRef } from "./jobs.ts";

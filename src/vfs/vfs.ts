@@ -1,10 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { AuditEvent, AuditSink } from "../audit/types.ts";
+import { EncryptedReader, readHeader } from "../container-io/encrypted-reader.ts";
+import { EncryptedWriter } from "../container-io/encrypted-writer.ts";
+import { ParallelSegmentWriter } from "../container-io/parallel-writer.ts";
+import { SealPool } from "../container-io/seal-pool.ts";
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError, QuotaExceededError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
-import { ParallelSegmentWriter, SealPool } from "../format/seal-pool.ts";
 import { fileContext } from "../keys/context.ts";
 import { KekSelector } from "../keys/kek-select.ts";
 import type { KeyProvider } from "../kms/types.ts";
@@ -13,10 +16,10 @@ import { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
-import { EncryptedReader, EncryptedWriter, readHeader } from "./files.ts";
 import { Folders } from "./folders.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
+import type { FileStat } from "./types.ts";
 
 export interface VfsDeps {
   store: MetaStore;
@@ -133,7 +136,7 @@ export class Vfs {
     existing: NodeRow | undefined,
     truncate: boolean,
     who: Writer,
-  ): Promise<EncryptedWriter> {
+  ): Promise<EncryptedWriter<FileStat>> {
     const user = who.user;
     const fresh = await this.store.getUserById(user.id);
     const used = fresh ?? user;
@@ -181,7 +184,7 @@ export class Vfs {
     oldSize: number,
     quotaLeft: () => number,
     who: Writer,
-  ): Promise<EncryptedWriter> {
+  ): Promise<EncryptedWriter<FileStat>> {
     const contentId = existing.contentId as string;
     const source = await this.blobs.open(existing.blobId as string);
     let keys: ReturnType<typeof openContainer>;
@@ -224,12 +227,13 @@ export class Vfs {
     keyRef: string,
     size: number,
     who: Writer,
-  ): Promise<void> {
+  ): Promise<FileStat> {
+    const stat: FileStat = { kind: "file", size, mtime: Date.now(), mode: 0o644 };
     const replaced = await this.store.transaction(async () => {
       const current = await this.tree.child(parent.id, name);
       if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
       const id = current?.id ?? randomUUID();
-      const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: Date.now(), mode: 0o644 });
+      const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
       if (current) {
         const old = this.tree.attrs(current);
         await this.store.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: who.user.id });
@@ -253,6 +257,7 @@ export class Vfs {
     });
     if (replaced && replaced !== blobId) await this.blobs.remove(replaced);
     this.audit.record({ ...who.event, action: "upload", outcome: "success", size, keyRef });
+    return stat;
   }
 
   /**

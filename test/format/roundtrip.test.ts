@@ -3,11 +3,10 @@ import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, it } from "node:test";
+import { decryptStream, encryptStream } from "../../src/container-io/streams.ts";
 import {
   containerLength,
   createHeader,
-  decryptStream,
-  encryptStream,
   openContainer,
   parseHeader,
   plaintextLength,

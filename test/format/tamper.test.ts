@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
+import { decryptStream } from "../../src/container-io/streams.ts";
 import { seal } from "../../src/crypto/aead.ts";
 import { hkdfSha256 } from "../../src/crypto/hkdf.ts";
 import { IntegrityError } from "../../src/errors.ts";
-import { decryptStream, openContainer, parseHeader, segmentOffset } from "../../src/format/index.ts";
+import { openContainer, parseHeader, segmentOffset } from "../../src/format/index.ts";
 import { decode, encode, openKeys, unwrap } from "./helpers.ts";
 
 const LOG2 = 10;

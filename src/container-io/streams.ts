@@ -1,9 +1,9 @@
 // Node stream adapters over the pure codec. No file I/O: the caller supplies and consumes the streams.
 import { Transform } from "node:stream";
 import { IntegrityError } from "../errors.ts";
-import type { ContainerKeys } from "./container.ts";
-import { HEADER_PROBE_BYTES, type ParsedHeader, parseHeader } from "./header.ts";
-import { SegmentWriter } from "./writer.ts";
+import type { ContainerKeys } from "../format/container.ts";
+import { HEADER_PROBE_BYTES, type ParsedHeader, parseHeader } from "../format/header.ts";
+import { SegmentWriter } from "../format/writer.ts";
 
 /**
  * Transform: plaintext in, a whole container out (`header` first, then segments). Backpressure is the Transform's.

@@ -10,8 +10,8 @@ import { parentPort } from "node:worker_threads";
 import { open as aeadOpen, NONCE_LENGTH, TAG_LENGTH } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { IntegrityError } from "../errors.ts";
-import { checkSealedSegmentLength, finalDataLength, segmentAadTemplate, setSegmentAad } from "./container.ts";
-import type { Layout } from "./layout.ts";
+import { checkSealedSegmentLength, finalDataLength, segmentAadTemplate, setSegmentAad } from "../format/container.ts";
+import type { Layout } from "../format/layout.ts";
 import type { OpenJob } from "./seal-pool.ts";
 
 /** Registers one container's segment key under `keys` (ContainerKeys.sealWorkerParams). */

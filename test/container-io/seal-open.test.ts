@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomInt } from "node:crypto";
 import { after, describe, it } from "node:test";
+import { EncryptedReader } from "../../src/container-io/encrypted-reader.ts";
+import { ParallelSegmentWriter } from "../../src/container-io/parallel-writer.ts";
+import { SealPool, SealWorkerError } from "../../src/container-io/seal-pool.ts";
 import { IntegrityError } from "../../src/errors.ts";
 import { createHeader, segmentCount, segmentOffset } from "../../src/format/index.ts";
-import { ParallelSegmentWriter, SealPool, SealWorkerError } from "../../src/format/seal-pool.ts";
 import type { BlobReader } from "../../src/store/blobs.ts";
-import { EncryptedReader } from "../../src/vfs/files.ts";
-import { decode, encode, openKeys, wrap } from "./helpers.ts";
+import { decode, encode, openKeys, wrap } from "../format/helpers.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

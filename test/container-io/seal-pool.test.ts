@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ParallelSegmentWriter } from "../../src/container-io/parallel-writer.ts";
+import { SealPool, SealWorkerError } from "../../src/container-io/seal-pool.ts";
 import { AtrestError } from "../../src/errors.ts";
 import {
   type ContainerKeys,
@@ -10,8 +12,7 @@ import {
   segmentCount,
   segmentRange,
 } from "../../src/format/index.ts";
-import { ParallelSegmentWriter, SealPool, SealWorkerError } from "../../src/format/seal-pool.ts";
-import { decode, encode, openKeys, wrap } from "./helpers.ts";
+import { decode, encode, openKeys, wrap } from "../format/helpers.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -256,7 +257,8 @@ describe("SealPool", () => {
     const { join } = await import("node:path");
     const script = `
       import { createHeader } from ${JSON.stringify(new URL("../../src/format/index.ts", import.meta.url).href)};
-      import { ParallelSegmentWriter, SealPool } from ${JSON.stringify(new URL("../../src/format/seal-pool.ts", import.meta.url).href)};
+      import { ParallelSegmentWriter } from ${JSON.stringify(new URL("../../src/container-io/parallel-writer.ts", import.meta.url).href)};
+      import { SealPool } from ${JSON.stringify(new URL("../../src/container-io/seal-pool.ts", import.meta.url).href)};
       const pool = new SealPool({ threads: 2 });
       const { keys } = createHeader({ dek: Buffer.alloc(32, 1), fileId: "f", wrappedDek: Buffer.alloc(8, 1) });
       const w = new ParallelSegmentWriter(pool, keys);

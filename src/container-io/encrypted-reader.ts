@@ -1,18 +1,12 @@
+// Random-access reads of a container in a BlobStore, decrypted on the SealPool, with the data path's read-ahead.
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError, IntegrityError, QuotaExceededError } from "../errors.ts";
+import { AtrestError, IntegrityError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
 import { type Layout, segmentCount, segmentOffset } from "../format/layout.ts";
-import type { ParallelSegmentWriter, SealPool } from "../format/seal-pool.ts";
-import type { BlobReader, BlobWriter } from "../store/blobs.ts";
-import type { FileStat, ReadHandle, WriteHandle } from "./types.ts";
+import type { BlobReader } from "../store/blobs.ts";
+import type { SealPool } from "./seal-pool.ts";
 
-// Sealed segments are gathered into one vectored write of about this size.
-const FLUSH_BYTES = 1 << 20;
-// Writes stop being acknowledged immediately once this much sealed data waits for the disk (backpressure).
-const MAX_INFLIGHT_BYTES = 8 << 20;
-// ...or once this much plaintext waits for the sealing worker.
-const MAX_SEALING_BYTES = 4 << 20;
 // Sequential readers get this many segments per disk read (one window, decrypted in one worker job)...
 const READ_AHEAD_SEGMENTS = 16;
 // ...and this many windows are loaded ahead of the one being read, so the worker always has the next job queued
@@ -24,124 +18,6 @@ export async function readHeader(blob: BlobReader) {
   const probe = await blob.read(0, Math.min(blob.size, HEADER_PROBE_BYTES));
   const header = parseHeader(probe);
   return { header, count: segmentCount(header.layout, blob.size) };
-}
-
-export interface WriteCommit {
-  size: number;
-  blob: BlobWriter;
-}
-
-export interface EncryptedWriterOptions {
-  blob: BlobWriter;
-  keys: ContainerKeys;
-  /** Seals segments on a worker thread, so the event loop only copies plaintext. */
-  writer: ParallelSegmentWriter;
-  /** Plaintext length already in the container (resume), 0 for a new version. */
-  startSize: number;
-  /** Checked before every write: may this many more bytes be stored? */
-  quotaLeft: () => number;
-  /** Commits the finished blob into metadata; called once, from close() or abort(true). */
-  commit: (result: WriteCommit) => Promise<void>;
-  /** Removes the temporary blob; called when the write is abandoned. */
-  discard: () => Promise<void>;
-}
-
-/** Streams plaintext into a new container: seal segment by segment, batch to disk, commit atomically at the end. */
-export class EncryptedWriter implements WriteHandle {
-  size: number;
-  readonly #o: EncryptedWriterOptions;
-  #batch: Buffer[] = [];
-  #batchBytes = 0;
-  #inflight = 0;
-  #flushing: Promise<void> = Promise.resolve();
-  #failure: unknown;
-  #done = false;
-
-  constructor(options: EncryptedWriterOptions) {
-    this.#o = options;
-    this.size = options.startSize;
-  }
-
-  async write(offset: number, data: Buffer): Promise<void> {
-    if (this.#done) throw new AtrestError("INVALID_INPUT", "handle is closed");
-    if (this.#failure) throw this.#failure;
-    if (offset !== this.size) {
-      throw new AtrestError(
-        "UNSUPPORTED",
-        `non-sequential write at ${offset} (file length ${this.size}); encrypted storage accepts appends only`,
-      );
-    }
-    if (data.length > this.#o.quotaLeft() - (this.size - this.#o.startSize)) {
-      throw new QuotaExceededError("quota exceeded");
-    }
-    const writer = this.#o.writer;
-    writer.push(data);
-    this.size += data.length;
-    while (writer.inflightBytes > MAX_SEALING_BYTES) {
-      const sealed = await writer.next();
-      if (sealed) this.#queue(sealed);
-    }
-    if (this.#batchBytes >= FLUSH_BYTES) this.#flush();
-    if (this.#inflight > MAX_INFLIGHT_BYTES) await this.#flushing;
-    if (this.#failure) throw this.#failure;
-  }
-
-  #queue(sealed: Buffer): void {
-    this.#batch.push(sealed);
-    this.#batchBytes += sealed.length;
-  }
-
-  #flush(): void {
-    if (this.#batch.length === 0) return;
-    const batch = this.#batch;
-    const bytes = this.#batchBytes;
-    this.#batch = [];
-    this.#batchBytes = 0;
-    this.#inflight += bytes;
-    this.#flushing = this.#flushing.then(async () => {
-      if (this.#failure) return;
-      try {
-        await this.#o.blob.write(batch);
-      } catch (err) {
-        this.#failure = err;
-      } finally {
-        this.#inflight -= bytes;
-        // The vectored write has settled: nothing references these buffers any more, so the writer may seal into
-        // them again (it ignores buffers that are not its own, like the final segment, and any after finish).
-        for (const sealed of batch) this.#o.writer.recycle(sealed);
-      }
-    });
-  }
-
-  async close(): Promise<FileStat> {
-    await this.#finish(true);
-    return { kind: "file", size: this.size, mtime: Date.now(), mode: 0o644 };
-  }
-
-  async abort(keepPartial: boolean): Promise<void> {
-    await this.#finish(keepPartial).catch(() => undefined);
-  }
-
-  async #finish(keep: boolean): Promise<void> {
-    if (this.#done) return;
-    this.#done = true;
-    try {
-      if (!keep) throw new AtrestError("INVALID_INPUT", "upload abandoned");
-      for (const sealed of await this.#o.writer.finish()) this.#queue(sealed);
-      this.#flush();
-      await this.#flushing;
-      if (this.#failure) throw this.#failure;
-      await this.#o.blob.commit();
-      await this.#o.commit({ size: this.size, blob: this.#o.blob });
-    } catch (err) {
-      this.#o.writer.destroy();
-      await this.#flushing;
-      await this.#o.discard().catch(() => undefined);
-      if (keep) throw err;
-    } finally {
-      this.#o.keys.destroy();
-    }
-  }
 }
 
 /** Decrypted segments READ_AHEAD_SEGMENTS * w .. of one window, while some read() or the cache holds it. */
@@ -165,7 +41,7 @@ const MAX_SPARE_WINDOWS = READ_AHEAD_WINDOWS + 2;
  * so read() copies out of them: the caller owns what it gets (the SFTP adapter keeps 256 KiB blocks alive while it
  * answers from them), and a returned block never pins a whole 1 MiB window.
  */
-export class EncryptedReader implements ReadHandle {
+export class EncryptedReader {
   readonly size: number;
   readonly #blob: BlobReader;
   readonly #keys: ContainerKeys;

@@ -1,0 +1,132 @@
+// Streams plaintext into a new container in a BlobStore: sealed on the SealPool, written in order, committed at the end.
+import { AtrestError, QuotaExceededError } from "../errors.ts";
+import type { ContainerKeys } from "../format/container.ts";
+import type { BlobWriter } from "../store/blobs.ts";
+import type { ParallelSegmentWriter } from "./parallel-writer.ts";
+
+// Sealed segments are gathered into one vectored write of about this size.
+const FLUSH_BYTES = 1 << 20;
+// Writes stop being acknowledged immediately once this much sealed data waits for the disk (backpressure).
+const MAX_INFLIGHT_BYTES = 8 << 20;
+// ...or once this much plaintext waits for the sealing worker.
+const MAX_SEALING_BYTES = 4 << 20;
+
+export interface WriteCommit {
+  size: number;
+  blob: BlobWriter;
+}
+
+export interface EncryptedWriterOptions<Committed> {
+  blob: BlobWriter;
+  keys: ContainerKeys;
+  /** Seals segments on a worker thread, so the event loop only copies plaintext. */
+  writer: ParallelSegmentWriter;
+  /** Plaintext length already in the container (resume), 0 for a new version. */
+  startSize: number;
+  /** Checked before every write: may this many more bytes be stored? */
+  quotaLeft: () => number;
+  /** Commits the finished blob into metadata; called once, from close() or abort(true). close() returns its result. */
+  commit: (result: WriteCommit) => Promise<Committed>;
+  /** Removes the temporary blob; called when the write is abandoned. */
+  discard: () => Promise<void>;
+}
+
+/** Streams plaintext into a new container: seal segment by segment, batch to disk, commit atomically at the end. */
+export class EncryptedWriter<Committed = void> {
+  size: number;
+  readonly #o: EncryptedWriterOptions<Committed>;
+  #batch: Buffer[] = [];
+  #batchBytes = 0;
+  #inflight = 0;
+  #flushing: Promise<void> = Promise.resolve();
+  #failure: unknown;
+  #done = false;
+  #committed: Committed | undefined;
+
+  constructor(options: EncryptedWriterOptions<Committed>) {
+    this.#o = options;
+    this.size = options.startSize;
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (this.#done) throw new AtrestError("INVALID_INPUT", "handle is closed");
+    if (this.#failure) throw this.#failure;
+    if (offset !== this.size) {
+      throw new AtrestError(
+        "UNSUPPORTED",
+        `non-sequential write at ${offset} (file length ${this.size}); encrypted storage accepts appends only`,
+      );
+    }
+    if (data.length > this.#o.quotaLeft() - (this.size - this.#o.startSize)) {
+      throw new QuotaExceededError("quota exceeded");
+    }
+    const writer = this.#o.writer;
+    writer.push(data);
+    this.size += data.length;
+    while (writer.inflightBytes > MAX_SEALING_BYTES) {
+      const sealed = await writer.next();
+      if (sealed) this.#queue(sealed);
+    }
+    if (this.#batchBytes >= FLUSH_BYTES) this.#flush();
+    if (this.#inflight > MAX_INFLIGHT_BYTES) await this.#flushing;
+    if (this.#failure) throw this.#failure;
+  }
+
+  #queue(sealed: Buffer): void {
+    this.#batch.push(sealed);
+    this.#batchBytes += sealed.length;
+  }
+
+  #flush(): void {
+    if (this.#batch.length === 0) return;
+    const batch = this.#batch;
+    const bytes = this.#batchBytes;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.#inflight += bytes;
+    this.#flushing = this.#flushing.then(async () => {
+      if (this.#failure) return;
+      try {
+        await this.#o.blob.write(batch);
+      } catch (err) {
+        this.#failure = err;
+      } finally {
+        this.#inflight -= bytes;
+        // The vectored write has settled: nothing references these buffers any more, so the writer may seal into
+        // them again (it ignores buffers that are not its own, like the final segment, and any after finish).
+        for (const sealed of batch) this.#o.writer.recycle(sealed);
+      }
+    });
+  }
+
+  /** Finishes, commits and returns what `commit` returned (the same result again if already closed). */
+  async close(): Promise<Committed> {
+    await this.#finish(true);
+    return this.#committed as Committed;
+  }
+
+  async abort(keepPartial: boolean): Promise<void> {
+    await this.#finish(keepPartial).catch(() => undefined);
+  }
+
+  async #finish(keep: boolean): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    try {
+      if (!keep) throw new AtrestError("INVALID_INPUT", "upload abandoned");
+      for (const sealed of await this.#o.writer.finish()) this.#queue(sealed);
+      this.#flush();
+      await this.#flushing;
+      if (this.#failure) throw this.#failure;
+      await this.#o.blob.commit();
+      this.#committed = await this.#o.commit({ size: this.size, blob: this.#o.blob });
+    } catch (err) {
+      this.#o.writer.destroy();
+      await this.#flushing;
+      await this.#o.discard().catch(() => undefined);
+      if (keep) throw err;
+    } finally {
+      this.#o.keys.destroy();
+    }
+  }
+}

@@ -1,0 +1,254 @@
+// ParallelSegmentWriter writes the same container layout as SegmentWriter (same segments, indices, last flags and
+// padding; fresh random nonces), but the main thread only copies plaintext into batch buffers; a SealPool's workers
+// seal batches of full segments, and results come back in order.
+import { zero } from "../crypto/bytes.ts";
+import { AtrestError } from "../errors.ts";
+import type { ContainerKeys } from "../format/container.ts";
+import type { SegmentWriterOptions } from "../format/writer.ts";
+import type { SealPool } from "./seal-pool.ts";
+
+const MAX_BATCH_BYTES = 2 ** 30;
+/** Returned plaintext buffers a writer keeps for refilling (avoids allocating and faulting in fresh memory). */
+const MAX_SPARE_BUFFERS = 4;
+/** Recycled sealed-output buffers a writer keeps: enough for everything an upload has in flight (encrypted-writer.ts). */
+const MAX_SPARE_OUTPUTS = 16;
+
+export interface ParallelSegmentWriterOptions extends SegmentWriterOptions {
+  /** Full segments per batch sent to a worker. Default 16 (1 MiB at 64 KiB segments). */
+  batchSegments?: number;
+}
+
+interface Job {
+  bytes: number;
+  promise: Promise<Buffer>;
+  resolve: (sealed: Buffer) => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * SegmentWriter's output, sealed on a SealPool. push() only copies; sealed batches come back through next() in
+ * order; finish() seals the final padded segment here and returns everything left. Keep `inflightBytes` bounded by
+ * calling next(). The container layout is identical to SegmentWriter's; nonces are random per segment either way
+ * (an injected RandomSource, for test vectors, applies only to the final segment).
+ */
+export class ParallelSegmentWriter {
+  readonly #pool: SealPool;
+  readonly #keys: ContainerKeys;
+  /** This writer's key registration on the pool; undefined once released. */
+  #keysId: number | undefined;
+  readonly #segmentSize: number;
+  readonly #batchBytes: number;
+  /** Sealed bytes of a full batch: the size of every recycled output buffer. */
+  readonly #sealedBatchBytes: number;
+  #batch: Buffer | undefined;
+  #fill = 0;
+  /** Index of the first segment in #batch. */
+  #index: number;
+  /** Dispatched, not yet handed out, in segment order. */
+  readonly #jobs: Job[] = [];
+  /** Taken off #jobs by a next() that still waits for them. */
+  readonly #taken = new Set<Job>();
+  #inflight = 0;
+  readonly #spare: ArrayBuffer[] = [];
+  /** Sealed-output buffers handed back through recycle(), sent to the worker with the next batches. */
+  readonly #spareOutputs: ArrayBuffer[] = [];
+  /** Output buffers handed out by next()/finish() and not recycled yet: recycle() accepts only these. */
+  readonly #handedOut = new WeakSet<ArrayBuffer>();
+  #plaintextLength: number;
+  #bytesWritten = 0;
+  #finished = false;
+  #destroyed = false;
+  #error: Error | undefined;
+
+  constructor(pool: SealPool, keys: ContainerKeys, options: ParallelSegmentWriterOptions = {}) {
+    const { startIndex = 0, pending, batchSegments = 16 } = options;
+    const params = keys.sealWorkerParams();
+    const size = params.layout.segmentSize;
+    if (!Number.isSafeInteger(startIndex) || startIndex < 0) throw new AtrestError("INVALID_INPUT", "bad startIndex");
+    if (pending && pending.length >= size) throw new AtrestError("INVALID_INPUT", "pending data must be < segmentSize");
+    if (!Number.isInteger(batchSegments) || batchSegments < 1 || batchSegments * size > MAX_BATCH_BYTES) {
+      throw new AtrestError("INVALID_INPUT", "batchSegments must be >= 1 and a batch at most 1 GiB");
+    }
+    this.#pool = pool;
+    this.#keys = keys;
+    this.#segmentSize = size;
+    this.#batchBytes = batchSegments * size;
+    this.#sealedBatchBytes = batchSegments * params.layout.sealedSegmentSize;
+    this.#batch = this.#newBatch();
+    this.#index = startIndex;
+    if (pending) this.#fill = pending.copy(this.#batch);
+    this.#plaintextLength = startIndex * size + this.#fill;
+    this.#keysId = pool.register(params);
+  }
+
+  /** Plaintext bytes of the whole file so far (including what preceded a resume). */
+  get plaintextLength(): number {
+    return this.#plaintextLength;
+  }
+
+  /** Sealed bytes handed out so far by next() and finish() (segments only, not the header). */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
+  /** Plaintext bytes dispatched to the pool whose sealed output next()/finish() has not handed out yet. */
+  get inflightBytes(): number {
+    return this.#inflight;
+  }
+
+  /** Accepts more plaintext (copied; the caller may reuse `chunk`). Dispatches each batch as it fills. */
+  push(chunk: Buffer): void {
+    const batch = this.#usable();
+    let at = 0;
+    let target = batch;
+    while (at < chunk.length) {
+      const n = chunk.copy(target, this.#fill, at);
+      this.#fill += n;
+      at += n;
+      if (this.#fill === this.#batchBytes) target = this.#dispatch(this.#batchBytes);
+    }
+    this.#plaintextLength += chunk.length;
+  }
+
+  /** The next sealed batch in segment order (whole segments, concatenated), or undefined when nothing is in flight. */
+  async next(): Promise<Buffer | undefined> {
+    if (this.#error) throw this.#error;
+    const job = this.#jobs.shift();
+    if (job === undefined) return undefined;
+    this.#taken.add(job);
+    try {
+      const sealed = await job.promise;
+      this.#bytesWritten += sealed.length;
+      return sealed;
+    } finally {
+      this.#taken.delete(job);
+      if (!this.#destroyed) this.#inflight -= job.bytes;
+    }
+  }
+
+  /**
+   * Dispatches the remaining full segments, seals the final (padded) segment and returns all output not yet handed
+   * out, in order. The writer cannot be used afterwards.
+   */
+  async finish(): Promise<Buffer[]> {
+    const batch = this.#usable();
+    this.#finished = true;
+    const full = this.#fill - (this.#fill % this.#segmentSize);
+    const rest = Buffer.from(batch.subarray(full, this.#fill));
+    let final: Buffer;
+    // The tail is kept in `rest`; clear it here because only the whole segments before it travel to the worker.
+    zero(batch.subarray(full, this.#fill));
+    try {
+      if (full > 0) this.#dispatch(full, true);
+      final = this.#keys.seal(this.#index, rest, true);
+    } finally {
+      zero(rest);
+      this.#release();
+    }
+    const out: Buffer[] = [];
+    for (let sealed = await this.next(); sealed !== undefined; sealed = await this.next()) out.push(sealed);
+    this.#bytesWritten += final.length;
+    out.push(final);
+    return out;
+  }
+
+  /**
+   * Hands a buffer returned by next() or finish() back for reuse as sealing output, once the caller is completely done
+   * with it (e.g. its disk write has completed): it is later transferred to the worker and overwritten. Buffers this
+   * writer did not hand out, and anything after finish/destroy, are ignored.
+   */
+  recycle(sealed: Buffer): void {
+    const buffer = sealed.buffer as ArrayBuffer;
+    if (!this.#handedOut.has(buffer)) return;
+    this.#handedOut.delete(buffer);
+    if (this.#finished || this.#destroyed || buffer.byteLength !== this.#sealedBatchBytes) return;
+    if (this.#spareOutputs.length < MAX_SPARE_OUTPUTS) this.#spareOutputs.push(buffer);
+  }
+
+  /** Abandons the writer: in-flight work is dropped (pending next()/finish() reject), buffers are zeroed. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    const err = new AtrestError("INVALID_INPUT", "ParallelSegmentWriter was destroyed");
+    for (const job of [...this.#taken, ...this.#jobs.splice(0)]) job.reject(err);
+    this.#taken.clear();
+    this.#inflight = 0;
+    if (this.#batch) zero(this.#batch.subarray(0, this.#fill));
+    this.#release();
+  }
+
+  #usable(): Buffer {
+    if (this.#error) throw this.#error;
+    if (this.#destroyed) throw new AtrestError("INVALID_INPUT", "ParallelSegmentWriter was destroyed");
+    if (this.#finished || this.#batch === undefined) {
+      throw new AtrestError("INVALID_INPUT", "ParallelSegmentWriter already finished");
+    }
+    return this.#batch;
+  }
+
+  /** A batch buffer over its own ArrayBuffer, so it can be transferred to a worker rather than copied. */
+  #newBatch(): Buffer {
+    return Buffer.from(this.#spare.pop() ?? this.#pool.borrowBatch(this.#batchBytes));
+  }
+
+  /** Sends the first `bytes` (whole segments) of the current batch to the pool; returns the next batch buffer. */
+  #dispatch(bytes: number, last = false): Buffer {
+    const keys = this.#keysId;
+    const batch = this.#batch;
+    if (keys === undefined || batch === undefined) throw new AtrestError("INVALID_INPUT", "writer is closed");
+    // Only the filled, whole segments travel (the tail of a last partial batch stays here).
+    const whole = batch.buffer as ArrayBuffer; // from #newBatch: its own ArrayBuffer, offset 0
+    const plaintext = bytes === whole.byteLength ? whole : whole.transfer(bytes);
+    const startIndex = this.#index;
+    this.#index += bytes / this.#segmentSize;
+    const { promise, resolve, reject } = Promise.withResolvers<Buffer>();
+    const job: Job = { bytes, promise, resolve, reject };
+    promise.catch((err: Error) => this.#fail(err));
+    this.#jobs.push(job);
+    this.#inflight += bytes;
+    this.#pool.seal({ keys, startIndex, plaintext, output: this.#spareOutputs.pop() }).then(
+      (result) => {
+        this.#recycle(result.plaintext);
+        this.#handedOut.add(result.sealed);
+        job.resolve(Buffer.from(result.sealed, 0, result.length));
+      },
+      (err: Error) => job.reject(err),
+    );
+    this.#fill = 0;
+    this.#batch = last ? undefined : this.#newBatch();
+    return this.#batch ?? batch;
+  }
+
+  #recycle(plaintext: ArrayBuffer | undefined): void {
+    if (plaintext === undefined) return;
+    if (this.#batch !== undefined && !this.#destroyed && this.#spare.length < MAX_SPARE_BUFFERS) {
+      if (plaintext.byteLength === this.#batchBytes) this.#spare.push(plaintext);
+    } else {
+      zero(Buffer.from(plaintext));
+    }
+  }
+
+  #fail(err: Error): void {
+    if (this.#destroyed || this.#error) return;
+    this.#error = err;
+  }
+
+  /** Releases the key registration and every plaintext and output buffer this writer still holds. */
+  #release(): void {
+    // Jobs already dispatched still complete: the worker drops the key after them.
+    if (this.#keysId !== undefined) this.#pool.release(this.#keysId);
+    this.#keysId = undefined;
+    this.#spareOutputs.length = 0;
+    // A batch reused from a spare may hold an older batch's plaintext past the fill point: zero it all.
+    const batch = this.#batch?.buffer as ArrayBuffer | undefined;
+    this.#batch = undefined;
+    if (batch && !batch.detached) {
+      zero(Buffer.from(batch));
+      this.#pool.returnBatch(batch);
+    }
+    for (const spare of this.#spare.splice(0)) {
+      zero(Buffer.from(spare));
+      this.#pool.returnBatch(spare);
+    }
+  }
+}

@@ -1,0 +1,287 @@
+// Segment sealing and opening on worker threads (seal-worker.ts): the RPC side. A container's keys are sent to a
+// worker once (register), jobs name them by id; buffers move by transfer both ways so callers can recycle them
+// (steady-state streaming allocates nothing per batch). ParallelSegmentWriter (parallel-writer.ts) and
+// EncryptedReader (encrypted-reader.ts) are its two users.
+import { Worker } from "node:worker_threads";
+import { AtrestError, IntegrityError } from "../errors.ts";
+import type { SealWorkerParams } from "../format/container.ts";
+import type { KeysMessage, WorkerReply, WorkerRequest } from "./seal-worker.ts";
+
+const WORKER_URL = new URL("./seal-worker.ts", import.meta.url);
+const MAX_THREADS = 64;
+
+/** A seal worker failed, exited, or its pool was closed; the writer's output is incomplete and must be discarded. */
+export class SealWorkerError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SealWorkerError";
+  }
+}
+
+export interface SealPoolOptions {
+  /** Worker threads, created on demand. Default 1. */
+  threads?: number;
+}
+
+/** A batch to seal under registered keys. `plaintext` (whole segments) and `output` are transferred. */
+export interface SealJob {
+  /** From SealPool.register. */
+  keys: number;
+  /** Index of the batch's first segment. */
+  startIndex: number;
+  plaintext: ArrayBuffer;
+  /** A recycled buffer to seal into; ignored when too small. */
+  output?: ArrayBuffer;
+}
+
+export interface SealResult {
+  /** The batch's sealed segments, concatenated, in the first `length` bytes. */
+  sealed: ArrayBuffer;
+  length: number;
+  /** The job's plaintext buffer, back from the worker for reuse. */
+  plaintext: ArrayBuffer;
+}
+
+/** Consecutive sealed segments to open under registered keys. `sealed` and `output` are transferred. */
+export interface OpenJob {
+  /** From SealPool.register. */
+  keys: number;
+  /** Index of the first segment. */
+  startIndex: number;
+  /** The segments as on disk, in the first `sealedLength` bytes. */
+  sealed: ArrayBuffer;
+  sealedLength: number;
+  /** Whether the range ends with the container's final segment. */
+  last: boolean;
+  /** A recycled buffer to decrypt into; ignored when too small. */
+  output?: ArrayBuffer;
+}
+
+export interface OpenResult {
+  /**
+   * Plaintext of segment startIndex + i at i * segmentSize, `length` bytes in all: every segment is full except a
+   * final one, whose padding has been checked and removed.
+   */
+  plaintext: ArrayBuffer;
+  length: number;
+  /** The job's sealed buffer, back from the worker for reuse. */
+  sealed: ArrayBuffer;
+}
+
+interface Slot {
+  worker: Worker;
+  jobs: number;
+  dead: boolean;
+}
+
+interface Pending {
+  slot: Slot;
+  resolve: (reply: WorkerReply) => void;
+  reject: (err: Error) => void;
+}
+
+interface Registration {
+  message: KeysMessage;
+  /** Workers that have been sent `message`. */
+  slots: Set<Slot>;
+}
+
+const MAX_FREE_BATCHES = 8;
+
+/**
+ * Worker threads that seal and open segment batches; one pool serves every writer and reader of the process. Workers
+ * start lazily, are referenced only while they have work (an idle pool never keeps the process alive), and a worker
+ * that crashes fails its jobs and is replaced on the next job.
+ */
+export class SealPool {
+  readonly threads: number;
+  readonly #slots: Slot[] = [];
+  readonly #pending = new Map<number, Pending>();
+  readonly #keys = new Map<number, Registration>();
+  #nextId = 1;
+  #nextKeys = 1;
+  #closed = false;
+  // Zeroed batch buffers lent to writers: without it every upload, even of 4 KiB, allocated a fresh 1 MiB batch.
+  readonly #freeBatches: ArrayBuffer[] = [];
+
+  constructor(options: SealPoolOptions = {}) {
+    const { threads = 1 } = options;
+    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+      throw new AtrestError("INVALID_INPUT", `threads must be 1..${MAX_THREADS}`);
+    }
+    this.threads = threads;
+  }
+
+  /** A zero-filled batch buffer of `bytes`, reused from an earlier writer when one is free. */
+  borrowBatch(bytes: number): ArrayBuffer {
+    const i = this.#freeBatches.findIndex((b) => b.byteLength === bytes && !b.detached);
+    return i >= 0 ? this.#freeBatches.splice(i, 1)[0] : new ArrayBuffer(bytes);
+  }
+
+  /** Takes back a batch buffer the caller has zeroed. */
+  returnBatch(buffer: ArrayBuffer): void {
+    if (!buffer.detached && this.#freeBatches.length < MAX_FREE_BATCHES) this.#freeBatches.push(buffer);
+  }
+
+  /** Jobs sent to a worker and not answered yet (all writers and readers). */
+  get pendingJobs(): number {
+    return this.#pending.size;
+  }
+
+  /** Worker threads currently running. */
+  get workers(): number {
+    return this.#slots.length;
+  }
+
+  /** Key registrations not released yet. */
+  get registeredKeys(): number {
+    return this.#keys.size;
+  }
+
+  /**
+   * Registers a container's segment key for later jobs and returns its id. The key reaches a worker once, with the
+   * first job that worker gets for it; release(id) when done (jobs already submitted still complete).
+   */
+  register(params: SealWorkerParams): number {
+    const keys = this.#nextKeys++;
+    const { key, fileIdField, layout } = params;
+    this.#keys.set(keys, { message: { type: "keys", keys, key, fileIdField, layout }, slots: new Set() });
+    return keys;
+  }
+
+  /** Drops a registration on every worker that has it. Idempotent. */
+  release(keys: number): void {
+    const registration = this.#keys.get(keys);
+    if (registration === undefined) return;
+    this.#keys.delete(keys);
+    const message: WorkerRequest = { type: "release", keys };
+    for (const slot of registration.slots) {
+      if (slot.dead) continue;
+      try {
+        slot.worker.postMessage(message);
+      } catch {
+        // A worker that cannot take messages is failing anyway; its key copy goes with it.
+      }
+    }
+  }
+
+  /** Seals one batch on a worker (used by ParallelSegmentWriter). */
+  async seal(job: SealJob): Promise<SealResult> {
+    const transfer = job.output === undefined ? [job.plaintext] : [job.plaintext, job.output];
+    const reply = await this.#submit(job.keys, (id) => ({ type: "seal", id, ...job }), transfer);
+    if (reply.type !== "seal") throw new SealWorkerError("seal worker sent a wrong reply");
+    return { sealed: reply.sealed, length: reply.length, plaintext: reply.plaintext };
+  }
+
+  /**
+   * Authenticates and decrypts consecutive segments on a worker (used by EncryptedReader), exactly as
+   * ContainerKeys.open does. Authentication failure → IntegrityError, and no plaintext comes back.
+   */
+  async open(job: OpenJob): Promise<OpenResult> {
+    const transfer = job.output === undefined ? [job.sealed] : [job.sealed, job.output];
+    const reply = await this.#submit(job.keys, (id) => ({ type: "open", id, ...job }), transfer);
+    if (reply.type !== "open") throw new SealWorkerError("seal worker sent a wrong reply");
+    return { plaintext: reply.plaintext, length: reply.length, sealed: reply.sealed };
+  }
+
+  /** Terminates the workers; jobs still pending reject. The pool accepts no more jobs. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#keys.clear();
+    const slots = this.#slots.splice(0);
+    const exits = slots.map((slot) => {
+      this.#fail(slot, new SealWorkerError("seal pool closed"));
+      return slot.worker.terminate();
+    });
+    await Promise.all(exits);
+  }
+
+  #submit(keys: number, build: (id: number) => WorkerRequest, transfer: ArrayBuffer[]): Promise<WorkerReply> {
+    if (this.#closed) return Promise.reject(new SealWorkerError("seal pool is closed"));
+    const registration = this.#keys.get(keys);
+    if (registration === undefined) {
+      return Promise.reject(new AtrestError("INVALID_INPUT", `no keys registered under ${keys} (released?)`));
+    }
+    const id = this.#nextId++;
+    return new Promise<WorkerReply>((resolve, reject) => {
+      let slot: Slot;
+      try {
+        slot = this.#pick();
+      } catch (err) {
+        reject(new SealWorkerError("cannot start a seal worker", { cause: err }));
+        return;
+      }
+      this.#pending.set(id, { slot, resolve, reject });
+      if (slot.jobs++ === 0) slot.worker.ref();
+      try {
+        if (!registration.slots.has(slot)) {
+          // Messages on one port arrive in order: the keys are there before this worker's first job needs them.
+          slot.worker.postMessage(registration.message);
+          registration.slots.add(slot);
+        }
+        slot.worker.postMessage(build(id), transfer);
+      } catch (err) {
+        this.#settle(id);
+        reject(new SealWorkerError("cannot send a job to the seal worker", { cause: err }));
+      }
+    });
+  }
+
+  /** The least busy worker, starting another while every running one is busy and the limit allows. */
+  #pick(): Slot {
+    let best: Slot | undefined;
+    for (const slot of this.#slots) if (best === undefined || slot.jobs < best.jobs) best = slot;
+    if (best !== undefined && (best.jobs === 0 || this.#slots.length >= this.threads)) return best;
+    const worker = new Worker(WORKER_URL, { name: "atrest-seal" });
+    const slot: Slot = { worker, jobs: 0, dead: false };
+    worker.unref();
+    worker.on("message", (reply: WorkerReply) => this.#reply(reply));
+    worker.on("error", (err) =>
+      this.#fail(slot, new SealWorkerError(`seal worker failed: ${err.message}`, { cause: err })),
+    );
+    worker.on("messageerror", (err) =>
+      this.#fail(slot, new SealWorkerError("seal worker message could not be read", { cause: err })),
+    );
+    worker.on("exit", (code) => this.#fail(slot, new SealWorkerError(`seal worker exited (code ${code})`)));
+    this.#slots.push(slot);
+    return slot;
+  }
+
+  #settle(id: number): Pending | undefined {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return undefined;
+    this.#pending.delete(id);
+    if (--pending.slot.jobs === 0 && !pending.slot.dead) pending.slot.worker.unref();
+    return pending;
+  }
+
+  #reply(reply: WorkerReply): void {
+    const pending = this.#settle(reply.id);
+    if (pending === undefined) return;
+    if (reply.type === "error") {
+      // The error type crosses the thread boundary: authentication failures stay IntegrityErrors.
+      pending.reject(
+        reply.integrity ? new IntegrityError(reply.error) : new SealWorkerError(`seal worker failed: ${reply.error}`),
+      );
+    } else {
+      pending.resolve(reply);
+    }
+  }
+
+  /** Takes a worker out of service and rejects every job it had. */
+  #fail(slot: Slot, err: SealWorkerError): void {
+    if (slot.dead) return;
+    slot.dead = true;
+    const at = this.#slots.indexOf(slot);
+    if (at >= 0) this.#slots.splice(at, 1);
+    for (const registration of this.#keys.values()) registration.slots.delete(slot);
+    for (const [id, pending] of this.#pending) {
+      if (pending.slot !== slot) continue;
+      this.#pending.delete(id);
+      pending.reject(err);
+    }
+    slot.jobs = 0;
+    slot.worker.unref();
+    void slot.worker.terminate().catch(() => undefined);
+  }
+}
