@@ -173,9 +173,9 @@ export class App implements Accounts {
 
   async addUser(input: NewUser): Promise<UserRow> {
     const user = await buildUser(input);
-    await this.store.transaction(async () => {
-      if (await this.store.getUser(user.name)) throw new AtrestError("EXISTS", `user ${user.name} already exists`);
-      await this.store.insertUser(user);
+    await this.store.transaction(async (tx) => {
+      if (await tx.getUser(user.name)) throw new AtrestError("EXISTS", `user ${user.name} already exists`);
+      await tx.insertUser(user);
     });
     await this.vfs.tree.ensureDirs(user.home);
     this.audit.record({
@@ -189,7 +189,7 @@ export class App implements Accounts {
   }
 
   async removeUser(name: string): Promise<void> {
-    const removed = await this.store.transaction(() => this.store.deleteUser(name));
+    const removed = await this.store.transaction((tx) => tx.deleteUser(name));
     if (!removed) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
     this.audit.record({
       action: "user.remove",
@@ -206,14 +206,14 @@ export class App implements Accounts {
     if (options.key !== undefined) assertKeyName(options.key);
     const existing = await this.store.getGroup(name);
     const row: GroupRow = { name, options, createdAt: existing?.createdAt ?? new Date().toISOString() };
-    await this.store.transaction(() => this.store.putGroup(row));
+    await this.store.transaction((tx) => tx.putGroup(row));
     this.#adminEvent("group.change", name, existing ? `options ${JSON.stringify(options)}` : "created");
     return row;
   }
 
   /** Removes a group from the registry; members keep the name in their group list until changed. */
   async removeGroup(name: string): Promise<void> {
-    const removed = await this.store.transaction(() => this.store.deleteGroup(name));
+    const removed = await this.store.transaction((tx) => tx.deleteGroup(name));
     if (!removed) throw new AtrestError("NOT_FOUND", `no such group: ${name}`);
     this.#adminEvent("group.change", name, "removed");
   }

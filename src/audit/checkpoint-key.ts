@@ -33,10 +33,10 @@ export async function checkpointSigner(store: MetaStore, keys: KeyProvider): Pro
   const sealedNew = seal(kek, randomBytes(NONCE_LENGTH), der, AAD);
   zero(der);
   const spki = publicKey.export({ format: "der", type: "spki" });
-  const created = await store.transaction(async () => {
-    if (await store.getSetting(CHECKPOINT_PRIVATE_SETTING)) return false; // another process won the race
-    await store.setSetting(CHECKPOINT_PRIVATE_SETTING, sealedNew);
-    await store.setSetting(CHECKPOINT_PUBLIC_SETTING, Buffer.from(spki.toString("base64")));
+  const created = await store.transaction(async (tx) => {
+    if (await tx.getSetting(CHECKPOINT_PRIVATE_SETTING)) return false; // another process won the race
+    await tx.setSetting(CHECKPOINT_PRIVATE_SETTING, sealedNew);
+    await tx.setSetting(CHECKPOINT_PUBLIC_SETTING, Buffer.from(spki.toString("base64")));
     return true;
   });
   if (!created) return checkpointSigner(store, keys);

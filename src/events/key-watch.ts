@@ -20,7 +20,7 @@ async function readSnapshot(store: MetaStore): Promise<Snapshot | undefined> {
 }
 
 async function writeSnapshot(store: MetaStore, snapshot: Snapshot): Promise<void> {
-  await store.transaction(() => store.setSetting(SETTING, Buffer.from(JSON.stringify(snapshot))));
+  await store.transaction((tx) => tx.setSetting(SETTING, Buffer.from(JSON.stringify(snapshot))));
 }
 
 async function currentVersions(keys: KeyProvider): Promise<Record<string, number>> {

@@ -79,7 +79,7 @@ export async function openJob(
     startedAt: now,
     updatedAt: now,
   };
-  await store.transaction(() => store.putKeyJob(job));
+  await store.transaction((tx) => tx.putKeyJob(job));
   return { job, resumed: false };
 }
 

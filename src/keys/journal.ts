@@ -104,8 +104,8 @@ export async function replayJournal(journal: HeaderJournal, heads: HeadAccess, s
     }
   }
   await heads.flush();
-  await store.transaction(async () => {
-    for (const e of updates) await store.updateNodeIfBlob(e.nodeId, e.blobId, { keyRef: e.keyRef });
+  await store.transaction(async (tx) => {
+    for (const e of updates) await tx.updateNodeIfBlob(e.nodeId, e.blobId, { keyRef: e.keyRef });
   });
   await journal.remove(files);
   return repaired;

@@ -51,8 +51,8 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
     // Blobs a crashed run wrote but never switched to: unreferenced copies, safe to drop.
     const stale = await store.pendingBlobs(job.id);
     if (stale.length > 0) {
-      await store.transaction(async () => {
-        for (const id of stale) await store.removePendingBlob(id);
+      await store.transaction(async (tx) => {
+        for (const id of stale) await tx.removePendingBlob(id);
       });
       const referenced = await store.blobIds();
       for (const id of stale) if (!referenced.has(id)) await vfs.blobs.remove(id);
@@ -78,8 +78,8 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
       return users.get(id);
     };
     const pending = {
-      add: (blobId: string) => store.transaction(() => store.addPendingBlob(blobId, job.id)),
-      remove: (blobId: string) => store.transaction(() => store.removePendingBlob(blobId)),
+      add: (blobId: string) => store.transaction((tx) => tx.addPendingBlob(blobId, job.id)),
+      remove: (blobId: string) => store.transaction((tx) => tx.removePendingBlob(blobId)),
     };
     const range = keyRange(name);
     const retry: string[] = [];
@@ -128,7 +128,7 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
         await one(node.id, false);
         job.cursor = cursor;
         job.updatedAt = new Date().toISOString();
-        await store.transaction(() => store.putKeyJob(job));
+        await store.transaction((tx) => tx.putKeyJob(job));
         testCrashPoint("reencrypt", ++n);
         options.onProgress?.(progress());
       }
@@ -138,7 +138,7 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
     for (const id of retry) await one(id, true);
     job.state = "done";
     job.updatedAt = new Date().toISOString();
-    await store.transaction(() => store.putKeyJob(job));
+    await store.transaction((tx) => tx.putKeyJob(job));
     const report = progress();
     options.onProgress?.(report);
     return report;

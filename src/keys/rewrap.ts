@@ -99,7 +99,7 @@ async function rewrapServiceKeys(deps: KeyJobDeps, current: Map<string, number>)
   }
   const results = await rewrapMany(deps.keys, work);
   const moved: string[] = [];
-  await store.transaction(async () => {
+  await store.transaction(async (tx) => {
     for (const [i, r] of results.entries()) {
       const w = work[i] as (typeof work)[number];
       if (isBatchError(r)) {
@@ -108,7 +108,7 @@ async function rewrapServiceKeys(deps: KeyJobDeps, current: Map<string, number>)
           `cannot rewrap service key ${w.setting}: ${r.error.message}`,
         );
       }
-      await store.setSetting(w.setting, r.wrapped);
+      await tx.setSetting(w.setting, r.wrapped);
       moved.push(w.setting);
     }
   });
@@ -200,13 +200,13 @@ async function rewrapKey(
     job.cursor = (rows[rows.length - 1] as (typeof rows)[number]).cursor;
     job.skipped += skipped;
     job.updatedAt = new Date().toISOString();
-    await store.transaction(async () => {
+    await store.transaction(async (tx) => {
       for (const e of entries) {
         // A file replaced meanwhile keeps its new version's key ref (its new blob has a new DEK anyway).
-        if (await store.updateNodeIfBlob(e.nodeId, e.blobId, { keyRef: e.keyRef })) job.done++;
+        if (await tx.updateNodeIfBlob(e.nodeId, e.blobId, { keyRef: e.keyRef })) job.done++;
         else job.skipped++;
       }
-      await store.putKeyJob(job);
+      await tx.putKeyJob(job);
     });
     unflushedFiles += entries.length;
     if (unflushedFiles >= flushEvery) await flush();
@@ -215,7 +215,7 @@ async function rewrapKey(
   await flush();
   job.state = "done";
   job.updatedAt = new Date().toISOString();
-  await store.transaction(() => store.putKeyJob(job));
+  await store.transaction((tx) => tx.putKeyJob(job));
   const report = progress();
   options.onProgress?.(report);
   return report;

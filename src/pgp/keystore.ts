@@ -93,7 +93,7 @@ export class PgpKeyStore {
   }
 
   async #saveTrust(list: string[]): Promise<void> {
-    await this.#store.transaction(() => this.#store.setSetting(TRUST_SETTING, Buffer.from(JSON.stringify(list))));
+    await this.#store.transaction((tx) => tx.setSetting(TRUST_SETTING, Buffer.from(JSON.stringify(list))));
   }
 
   /** Trusts an organisation key (public part) as a certifier; returns its fingerprint. Stored keys are rechecked. */
@@ -189,7 +189,7 @@ export class PgpKeyStore {
       throw new AtrestError("INVALID_INPUT", `key ${fpr} has no valid self-signed user id: ${(err as Error).message}`);
     }
     const row = await this.#row(key, owner, existing?.source ?? source, existing?.importedAt);
-    await this.#store.transaction(() => this.#store.putPgpKey(row));
+    await this.#store.transaction((tx) => tx.putPgpKey(row));
     const generated = source === "generated" && !existing;
     this.#audit?.record({
       action: generated ? "pgp.key.generate" : "pgp.key.import",
@@ -225,7 +225,7 @@ export class PgpKeyStore {
     for (const row of await this.#store.listPgpKeys()) {
       const certifiedBy = await certifiers(await this.#parse(row.armored), trusted);
       if (certifiedBy.join() !== row.certifiedBy.join()) {
-        await this.#store.transaction(() => this.#store.putPgpKey({ ...row, certifiedBy }));
+        await this.#store.transaction((tx) => tx.putPgpKey({ ...row, certifiedBy }));
       }
     }
   }
@@ -243,7 +243,7 @@ export class PgpKeyStore {
 
   async remove(fingerprintSpec: string): Promise<void> {
     const row = await this.get(fingerprintSpec);
-    await this.#store.transaction(() => this.#store.deletePgpKey(row.fingerprint));
+    await this.#store.transaction((tx) => tx.deletePgpKey(row.fingerprint));
     this.#audit?.record({
       action: "pgp.key.remove",
       outcome: "success",
@@ -289,7 +289,7 @@ export class PgpKeyStore {
   /** Stores an updated version of a key (e.g. with a new certification), keeping owner and source. */
   async replace(row: PgpKeyRow, key: openpgp.PublicKey): Promise<PgpKeyRow> {
     const next = await this.#row(key, { kind: row.ownerKind, name: row.ownerName }, row.source, row.importedAt);
-    await this.#store.transaction(() => this.#store.putPgpKey(next));
+    await this.#store.transaction((tx) => tx.putPgpKey(next));
     return next;
   }
 

@@ -63,9 +63,9 @@ export class OrgKey {
     try {
       const sealed = seal(aeadKey(wrapKey), randomBytes(12), secret, AAD);
       const publicKey = privateKey.toPublic();
-      await this.#store.transaction(async () => {
-        await this.#store.setSetting(PRIVATE_SETTING, sealed);
-        await this.#store.setSetting(PUBLIC_SETTING, Buffer.from(publicKey.armor()));
+      await this.#store.transaction(async (tx) => {
+        await tx.setSetting(PRIVATE_SETTING, sealed);
+        await tx.setSetting(PUBLIC_SETTING, Buffer.from(publicKey.armor()));
       });
       this.#public = publicKey;
       this.#private = privateKey;

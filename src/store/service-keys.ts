@@ -16,10 +16,10 @@ export async function serviceKeyContexts(store: MetaStore): Promise<Record<strin
 async function register(store: MetaStore, setting: string, context: EncryptionContext): Promise<void> {
   const known = await serviceKeyContexts(store);
   if (JSON.stringify(known[setting]) === JSON.stringify(context)) return;
-  await store.transaction(async () => {
+  await store.transaction(async (tx) => {
     const now = await serviceKeyContexts(store);
     now[setting] = context;
-    await store.setSetting(SERVICE_KEY_REGISTRY, Buffer.from(JSON.stringify(now)));
+    await tx.setSetting(SERVICE_KEY_REGISTRY, Buffer.from(JSON.stringify(now)));
   });
 }
 
@@ -40,7 +40,7 @@ export async function serviceKey(
     key = await keys.unwrap(wrapped, context);
   } else {
     const dk = await keys.generateDataKey(kek, context);
-    await store.transaction(() => store.setSetting(setting, dk.wrapped));
+    await store.transaction((tx) => tx.setSetting(setting, dk.wrapped));
     key = dk.plaintext;
   }
   try {

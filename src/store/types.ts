@@ -264,8 +264,15 @@ export interface MetaWrites
     NodeWrites,
     KeyJobWrites {}
 
-export interface MetaStore extends MetaReads, MetaWrites {
-  /** Runs `fn` atomically; transactions are serialised. */
-  transaction<T>(fn: () => Promise<T>): Promise<T>;
+/** The store's operations bound to one transaction: every query runs on that transaction's connection. */
+export interface MetaTx extends MetaReads, MetaWrites {}
+
+/**
+ * Reads outside a transaction may run on any connection; every write goes through `transaction(tx => …)`. The handle
+ * has no `transaction()` (no nesting) and refuses use after its transaction ended.
+ */
+export interface MetaStore extends MetaReads {
+  /** Runs `fn` atomically on one connection; commits when it resolves, rolls back when it throws. Serialised. */
+  transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }

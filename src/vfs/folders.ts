@@ -63,14 +63,14 @@ export class Folders {
     validateFolderOptions(options);
     const existing = await this.#store.getFolder(p);
     const row: FolderRow = { path: p, options, createdAt: existing?.createdAt ?? new Date().toISOString() };
-    await this.#store.transaction(() => this.#store.putFolder(row));
+    await this.#store.transaction((tx) => tx.putFolder(row));
     this.#cache = undefined;
     return row;
   }
 
   async remove(path: string): Promise<void> {
     const p = normalizeFolderPath(path);
-    const removed = await this.#store.transaction(() => this.#store.deleteFolder(p));
+    const removed = await this.#store.transaction((tx) => tx.deleteFolder(p));
     this.#cache = undefined;
     if (!removed) throw new AtrestError("NOT_FOUND", `no such folder: ${p}`);
   }

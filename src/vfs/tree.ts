@@ -65,7 +65,7 @@ export class Tree {
 
   /** Creates missing directories along a global path (homes); returns the last one's id. */
   async ensureDirs(path: string): Promise<string> {
-    return this.store.transaction(async () => {
+    return this.store.transaction(async (tx) => {
       let id = ROOT_ID;
       for (const name of split(path)) {
         const existing = await this.child(id, name);
@@ -75,7 +75,7 @@ export class Tree {
           continue;
         }
         const dir = this.newDir(id, name);
-        await this.store.insertNode(dir);
+        await tx.insertNode(dir);
         id = dir.id;
       }
       return id;

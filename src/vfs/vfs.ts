@@ -91,7 +91,7 @@ export class Vfs {
       const root = { ...vfs.tree.newDir(ROOT_ID, ""), id: ROOT_ID, parentId: null };
       root.nameCt = crypto.sealName(ROOT_ID, "");
       root.attrsCt = crypto.sealAttrs(ROOT_ID, null, null, { size: 0, mtime: Date.now(), mode: 0o755 });
-      await deps.store.transaction(() => deps.store.insertNode(root));
+      await deps.store.transaction((tx) => tx.insertNode(root));
     }
     if (deps.sweep) {
       const swept = await deps.blobs.sweep(await deps.store.blobIds());
@@ -229,17 +229,17 @@ export class Vfs {
     who: Writer,
   ): Promise<FileStat> {
     const stat: FileStat = { kind: "file", size, mtime: Date.now(), mode: 0o644 };
-    const replaced = await this.store.transaction(async () => {
+    const replaced = await this.store.transaction(async (tx) => {
       const current = await this.tree.child(parent.id, name);
       if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
       const id = current?.id ?? randomUUID();
       const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
       if (current) {
         const old = this.tree.attrs(current);
-        await this.store.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: who.user.id });
-        if (current.ownerId) await this.store.addUsage(current.ownerId, -old.size, -1);
+        await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: who.user.id });
+        if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);
       } else {
-        await this.store.insertNode({
+        await tx.insertNode({
           id,
           parentId: parent.id,
           nameMac: this.#crypto.nameMac(parent.id, name),
@@ -252,7 +252,7 @@ export class Vfs {
           ownerId: who.user.id,
         });
       }
-      await this.store.addUsage(who.user.id, size, 1);
+      await tx.addUsage(who.user.id, size, 1);
       return current?.blobId ?? undefined;
     });
     if (replaced && replaced !== blobId) await this.blobs.remove(replaced);
@@ -310,14 +310,14 @@ export class Vfs {
         discard: () => blob.abort(),
         commit: async ({ size }) => {
           const attrsCt = this.#crypto.sealAttrs(node.id, blob.id, contentId, { ...attrs, size });
-          switched = await this.store.transaction(async () => {
-            const ok = await this.store.updateNodeIfBlob(node.id, oldBlob, {
+          switched = await this.store.transaction(async (tx) => {
+            const ok = await tx.updateNodeIfBlob(node.id, oldBlob, {
               blobId: blob.id,
               contentId,
               keyRef: dk.keyRef,
               attrsCt,
             });
-            await this.store.removePendingBlob(blob.id);
+            await tx.removePendingBlob(blob.id);
             return ok;
           });
         },
@@ -343,34 +343,34 @@ export class Vfs {
   }
 
   async setMtime(node: NodeRow, mtime: number): Promise<void> {
-    await this.store.transaction(async () => {
-      const current = await this.store.getNode(node.id);
+    await this.store.transaction(async (tx) => {
+      const current = await tx.getNode(node.id);
       if (!current) return;
       const attrs = this.tree.attrs(current);
       const attrsCt = this.#crypto.sealAttrs(current.id, current.blobId, current.contentId, { ...attrs, mtime });
-      await this.store.updateNode(current.id, { attrsCt });
+      await tx.updateNode(current.id, { attrsCt });
     });
   }
 
   async mkdir(parent: NodeRow, name: string): Promise<void> {
-    await this.store.transaction(async () => {
+    await this.store.transaction(async (tx) => {
       if (await this.tree.child(parent.id, name)) throw new AtrestError("EXISTS", `already exists: ${name}`);
-      await this.store.insertNode(this.tree.newDir(parent.id, name));
+      await tx.insertNode(this.tree.newDir(parent.id, name));
     });
   }
 
   async removeDir(node: NodeRow): Promise<void> {
-    await this.store.transaction(async () => {
-      if (await this.store.hasChildren(node.id)) throw new AtrestError("NOT_EMPTY", "directory not empty");
-      await this.store.deleteNode(node.id);
+    await this.store.transaction(async (tx) => {
+      if (await tx.hasChildren(node.id)) throw new AtrestError("NOT_EMPTY", "directory not empty");
+      await tx.deleteNode(node.id);
     });
   }
 
   async removeFile(node: NodeRow): Promise<void> {
     const { size } = this.tree.attrs(node);
-    await this.store.transaction(async () => {
-      await this.store.deleteNode(node.id);
-      if (node.ownerId) await this.store.addUsage(node.ownerId, -size, -1);
+    await this.store.transaction(async (tx) => {
+      await tx.deleteNode(node.id);
+      if (node.ownerId) await tx.addUsage(node.ownerId, -size, -1);
     });
     if (node.blobId) await this.blobs.remove(node.blobId);
   }
@@ -380,7 +380,7 @@ export class Vfs {
     if (node.kind === "dir" && (await this.tree.isAncestor(node.id, newParent.id))) {
       throw new AtrestError("INVALID_INPUT", "cannot move a directory into itself");
     }
-    const replaced = await this.store.transaction(async () => {
+    const replaced = await this.store.transaction(async (tx) => {
       const target = await this.tree.child(newParent.id, newName);
       if (target?.id === node.id) return undefined;
       if (target) {
@@ -388,10 +388,10 @@ export class Vfs {
         if (target.kind === "dir" || node.kind === "dir") {
           throw new AtrestError("EXISTS", `cannot replace ${target.kind === "dir" ? "a directory" : "a file"}`);
         }
-        await this.store.deleteNode(target.id);
-        if (target.ownerId) await this.store.addUsage(target.ownerId, -this.tree.attrs(target).size, -1);
+        await tx.deleteNode(target.id);
+        if (target.ownerId) await tx.addUsage(target.ownerId, -this.tree.attrs(target).size, -1);
       }
-      await this.store.updateNode(node.id, {
+      await tx.updateNode(node.id, {
         parentId: newParent.id,
         nameMac: this.#crypto.nameMac(newParent.id, newName),
         nameCt: this.#crypto.sealName(node.id, newName),

@@ -309,22 +309,24 @@ describe("SIEM pipeline (real receivers)", () => {
     const rs = await startRsyslog(join(dir, "rsyslog"));
     const rig = new Rig(dir);
     try {
-      await rig.store.insertUser({
-        id: "u-root",
-        name: "root1",
-        passwordHash: null,
-        publicKeys: [],
-        home: "/root1",
-        permissions: {},
-        groups: [],
-        role: "custodian",
-        kek: null,
-        quotaBytes: 0,
-        quotaFiles: 0,
-        usedBytes: 0,
-        usedFiles: 0,
-        createdAt: new Date().toISOString(),
-      } as Parameters<SqliteStore["insertUser"]>[0]);
+      await rig.store.transaction((tx) =>
+        tx.insertUser({
+          id: "u-root",
+          name: "root1",
+          passwordHash: null,
+          publicKeys: [],
+          home: "/root1",
+          permissions: {},
+          groups: [],
+          role: "custodian",
+          kek: null,
+          quotaBytes: 0,
+          quotaFiles: 0,
+          usedBytes: 0,
+          usedFiles: 0,
+          createdAt: new Date().toISOString(),
+        }),
+      );
       await assert.rejects(
         rig.start({
           destinations: [

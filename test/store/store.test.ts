@@ -102,14 +102,14 @@ describe("sqlite metadata store", () => {
   it("rolls back a failed transaction", async () => {
     const store = openSqliteStore(join(dir, "tx.db"));
     await assert.rejects(
-      store.transaction(async () => {
-        await store.setSetting("k", Buffer.from("v"));
+      store.transaction(async (tx) => {
+        await tx.setSetting("k", Buffer.from("v"));
         throw new Error("boom");
       }),
       /boom/,
     );
     assert.equal(await store.getSetting("k"), undefined);
-    await store.transaction(() => store.setSetting("k", Buffer.from("v2")));
+    await store.transaction((tx) => tx.setSetting("k", Buffer.from("v2")));
     assert.equal((await store.getSetting("k"))?.toString(), "v2");
     await store.close();
   });

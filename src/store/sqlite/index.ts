@@ -1,7 +1,7 @@
 // The SQLite driver of the metadata store: one connection, one file per aggregate (the SQL of that aggregate), the
 // schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
 import { DatabaseSync } from "node:sqlite";
-import type { MetaStore } from "../types.ts";
+import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
 import { folders } from "./folders.ts";
 import { groups } from "./groups.ts";
 import { keyJobs } from "./key-jobs.ts";
@@ -17,6 +17,31 @@ export type { Sql as SqlAccess } from "./sql.ts";
 export interface SqliteStore extends MetaStore {
   /** Same connection and statement cache; writes belong inside `transaction()` so they never interleave with one. */
   sql(): Sql;
+}
+
+function operations(sql: Sql): MetaTx {
+  return {
+    ...settings(sql),
+    ...users(sql),
+    ...groups(sql),
+    ...folders(sql),
+    ...pgpKeys(sql),
+    ...nodes(sql),
+    ...keyJobs(sql),
+  };
+}
+
+/** `sql` for one transaction: refuses use after the transaction ended (its writes would land outside any). */
+function bound(sql: Sql, isOpen: () => boolean): Sql {
+  const open = (): Sql => {
+    if (!isOpen()) throw new Error("store transaction handle used after its transaction ended");
+    return sql;
+  };
+  return {
+    get: (q, ...p) => open().get(q, ...p),
+    all: (q, ...p) => open().all(q, ...p),
+    run: (q, ...p) => open().run(q, ...p),
+  };
 }
 
 function migrate(db: DatabaseSync): void {
@@ -51,26 +76,26 @@ export function openSqliteStore(path: string): SqliteStore {
   const sql = statementCache(db);
   let queue: Promise<unknown> = Promise.resolve();
 
+  // Only the reads are exposed outside a transaction (the write functions exist on the object but not in its type).
+  const reads: MetaReads = operations(sql);
+
   return {
-    ...settings(sql),
-    ...users(sql),
-    ...groups(sql),
-    ...folders(sql),
-    ...pgpKeys(sql),
-    ...nodes(sql),
-    ...keyJobs(sql),
+    ...reads,
     sql: () => sql,
 
-    transaction<T>(fn: () => Promise<T>): Promise<T> {
+    transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
       const run = async (): Promise<T> => {
+        let open = true;
         db.exec("BEGIN IMMEDIATE");
         try {
-          const result = await fn();
+          const result = await fn(operations(bound(sql, () => open)));
           db.exec("COMMIT");
           return result;
         } catch (err) {
           db.exec("ROLLBACK");
           throw err;
+        } finally {
+          open = false;
         }
       };
       const next = queue.then(run, run);
