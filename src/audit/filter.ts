@@ -20,6 +20,9 @@ export interface FilterConfig {
 export const SECURITY_ACTIONS: readonly AuditAction[] = [
   "login",
   "logout",
+  "defender.ban",
+  "defender.unban",
+  "defender.expire",
   "delete",
   "rmdir",
   "permission.change",

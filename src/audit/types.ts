@@ -8,6 +8,10 @@ export type AuditAction =
   // authentication
   | "login" // success or failure; `method` (password, publickey, token, oidc) and, on failure, `reason`
   | "logout"
+  // brute-force defender (src/service/defender.ts): `target` = the banned IP or user name, `detail` = kind, until, count
+  | "defender.ban"
+  | "defender.unban" // lifted by an operator (the job user)
+  | "defender.expire"
   // file access
   | "upload"
   | "download"
@@ -116,6 +120,9 @@ export interface ActionInfo {
 export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   login: { category: "authentication", type: ["start"], name: "Login", severity: 3 },
   logout: { category: "authentication", type: ["end"], name: "Logout", severity: 1 },
+  "defender.ban": { category: "authentication", type: ["denied"], name: "Login ban", severity: 7 },
+  "defender.unban": { category: "authentication", type: ["allowed"], name: "Login ban lifted", severity: 6 },
+  "defender.expire": { category: "authentication", type: ["end"], name: "Login ban expired", severity: 3 },
   upload: { category: "file", type: ["creation"], name: "File upload", severity: 3 },
   download: { category: "file", type: ["access"], name: "File download", severity: 3 },
   delete: { category: "file", type: ["deletion"], name: "File delete", severity: 5 },

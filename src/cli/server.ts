@@ -8,6 +8,8 @@ import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { Registry } from "../metrics/registry.ts";
 import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
+import { Defender } from "../service/defender.ts";
+import { LoginService } from "../service/login.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import { say } from "./common.ts";
 
@@ -87,6 +89,14 @@ export function registerServer(program: Command): void {
         metrics = await startMetricsServer(registry, "127.0.0.1", config.metricsPort);
         say(`metrics on http://127.0.0.1:${metrics.port}/metrics`);
       }
+      const defender = new Defender(config.defender, app.store, app.audit);
+      // Expiries are audited within a few seconds of the ban's end; old ban rows are forgotten.
+      const defenderSweep = setInterval(() => {
+        defender.sweep().catch((err) => logger.warn({ err }, "defender: sweep failed"));
+      }, 2000);
+      defenderSweep.unref();
+      const login = new LoginService({ accounts: app, logger, audit: app.audit, defender });
+      if (!config.defender.enabled) say("brute-force defender disabled (defender.enabled false)");
       let sftp: { port: number; close(): Promise<void> } | undefined;
       if (config.sftpPort === 0) {
         say("sftp disabled (--sftp-port 0)");
@@ -96,12 +106,11 @@ export function registerServer(program: Command): void {
         const { startSftpServer } = await import("../protocols/sftp/server.ts");
         const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys);
         sftp = await startSftpServer({
-          accounts: app,
+          login,
           hostKeys: hostKeys.keys,
           host: config.host,
           port: config.sftpPort === "auto" ? 0 : config.sftpPort,
           logger,
-          audit: app.audit,
           idleTimeoutMs: config.idleTimeout * 1000,
           maxSessions: config.maxSessions,
         });
@@ -119,6 +128,7 @@ export function registerServer(program: Command): void {
         stopping = true;
         logger.info({ signal }, "shutting down");
         await sftp?.close();
+        clearInterval(defenderSweep);
         await pipeline.stop();
         await metrics?.close();
         await app.close();

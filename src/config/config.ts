@@ -2,6 +2,67 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { auditConfigSchema } from "../audit/config.ts";
 import { AtrestError } from "../errors.ts";
+import { allowListOf, DEFAULT_DEFENDER } from "../service/defender.ts";
+
+const seconds = (d: number) =>
+  z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(365 * 86_400)
+    .default(d);
+const score = (d: number) => z.coerce.number().int().min(0).max(1000).default(d);
+
+const defenderSchema = z
+  .object({
+    enabled: z
+      .union([z.boolean(), z.enum(["true", "false"]).transform((v) => v === "true")], {
+        error: "must be true or false",
+      })
+      .default(DEFAULT_DEFENDER.enabled),
+    threshold: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_DEFENDER.threshold),
+    userThreshold: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_DEFENDER.userThreshold),
+    scoreFailure: score(DEFAULT_DEFENDER.scoreFailure),
+    scoreKeyRejected: score(DEFAULT_DEFENDER.scoreKeyRejected),
+    observationSeconds: seconds(DEFAULT_DEFENDER.observationSeconds),
+    banSeconds: seconds(DEFAULT_DEFENDER.banSeconds),
+    banIncrementPercent: z.coerce.number().int().min(0).max(1000).default(DEFAULT_DEFENDER.banIncrementPercent),
+    maxBanSeconds: seconds(DEFAULT_DEFENDER.maxBanSeconds),
+    // IPs and CIDRs never scored or banned; loopback is not in it by default (a local attacker is an attacker too).
+    allowList: z
+      .union([
+        z.array(z.string()),
+        z.string().transform((v) =>
+          v
+            .split(",")
+            .map((x) => x.trim())
+            .filter(Boolean),
+        ),
+      ])
+      .default([]),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    try {
+      allowListOf(d.allowList);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", path: ["allowList"], message: (err as Error).message });
+    }
+  });
+
+/** ATREST_DEFENDER_* twins of the `defender` settings. */
+const defenderEnv: Record<string, string> = {
+  enabled: "ATREST_DEFENDER_ENABLED",
+  threshold: "ATREST_DEFENDER_THRESHOLD",
+  userThreshold: "ATREST_DEFENDER_USER_THRESHOLD",
+  scoreFailure: "ATREST_DEFENDER_SCORE_FAILURE",
+  scoreKeyRejected: "ATREST_DEFENDER_SCORE_KEY_REJECTED",
+  observationSeconds: "ATREST_DEFENDER_OBSERVATION_SECONDS",
+  banSeconds: "ATREST_DEFENDER_BAN_SECONDS",
+  banIncrementPercent: "ATREST_DEFENDER_BAN_INCREMENT_PERCENT",
+  maxBanSeconds: "ATREST_DEFENDER_MAX_BAN_SECONDS",
+  allowList: "ATREST_DEFENDER_ALLOW_LIST",
+};
 
 // One schema for the config file, ATREST_* environment variables and command-line flags (in rising precedence).
 export const serverConfigSchema = z
@@ -32,6 +93,8 @@ export const serverConfigSchema = z
       .default(0),
     // SIEM destinations and fail-closed (config file; ATREST_AUDIT_FAIL_CLOSED=true|false sets failClosed).
     audit: auditConfigSchema.prefault({}),
+    // Brute-force defender shared by every door (src/service/defender.ts); env twins in `defenderEnv` below.
+    defender: defenderSchema.prefault({}),
   })
   .strict()
   .refine((c) => !c.kms || c.kmsCert, {
@@ -88,6 +151,12 @@ export function loadConfig(
     const audit = typeof merged.audit === "object" && merged.audit !== null ? merged.audit : {};
     merged.audit = { ...audit, failClosed: failClosed === "true" };
   }
+  const defender: Record<string, unknown> =
+    typeof merged.defender === "object" && merged.defender !== null ? { ...merged.defender } : {};
+  for (const [key, name] of Object.entries(defenderEnv)) {
+    if (env[name] !== undefined && env[name] !== "") defender[key] = env[name];
+  }
+  merged.defender = defender;
   const parsed = serverConfigSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

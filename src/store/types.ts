@@ -246,6 +246,32 @@ export interface KeyJobWrites {
   removePendingBlob(blobId: string): Promise<void>;
 }
 
+/** A temporary login ban of the brute-force defender (src/service/defender.ts), by source IP or by user name. */
+export interface BanRow {
+  kind: "ip" | "user";
+  subject: string;
+  /** Epoch ms. */
+  since: number;
+  until: number;
+  /** How many times this subject was banned (the ban time grows with it). */
+  count: number;
+  /** Its expiry has been audited (a ban row outlives its expiry so a repeat offender's next ban is longer). */
+  expiryAudited: boolean;
+}
+
+export interface BanReads {
+  getBan(kind: BanRow["kind"], subject: string): Promise<BanRow | undefined>;
+  /** Ordered by `until`. */
+  listBans(): Promise<BanRow[]>;
+}
+export interface BanWrites {
+  /** Inserts or replaces. */
+  putBan(ban: BanRow): Promise<void>;
+  deleteBan(kind: BanRow["kind"], subject: string): Promise<boolean>;
+  /** Forgets bans that ended before `before` (epoch ms); returns how many. */
+  deleteBansBefore(before: number): Promise<number>;
+}
+
 export interface MetaReads
   extends SettingsReads,
     UserReads,
@@ -253,7 +279,8 @@ export interface MetaReads
     FolderReads,
     PgpKeyReads,
     NodeReads,
-    KeyJobReads {}
+    KeyJobReads,
+    BanReads {}
 
 export interface MetaWrites
   extends SettingsWrites,
@@ -262,7 +289,8 @@ export interface MetaWrites
     FolderWrites,
     PgpKeyWrites,
     NodeWrites,
-    KeyJobWrites {}
+    KeyJobWrites,
+    BanWrites {}
 
 /** The store's operations bound to one transaction: every query runs on that transaction's connection. */
 export interface MetaTx extends MetaReads, MetaWrites {}

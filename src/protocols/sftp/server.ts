@@ -1,25 +1,25 @@
-// SFTP endpoint: SSH transport from ssh2, authentication against Accounts, SFTP parsed by ./session.ts.
+// SFTP endpoint: SSH transport from ssh2, login through the service (src/service/login.ts), SFTP parsed by
+// ./session.ts.
 // OpenSSH's sshd as the transport was rejected: a non-root sshd can only log in as its own system account, and
 // atrest has virtual users and must run from `npm start` without root.
 import { randomUUID } from "node:crypto";
 import { createServer, type Socket } from "node:net";
 import type { Connection, ServerChannel } from "ssh2";
 import ssh2 from "ssh2";
-import type { AuditSink } from "../../audit/types.ts";
 import type { Logger } from "../../logger.ts";
-import type { Accounts } from "../../service/accounts.ts";
+import type { LoginService } from "../../service/login.ts";
 import { authenticate, MAX_AUTH_FAILURES } from "./auth.ts";
 import { speedUpSsh2Crypto } from "./fastcrypto.ts";
 import { SftpSession } from "./session.ts";
 
 export interface SftpServerOptions {
-  accounts: Accounts;
+  /** Login, the brute-force defender, login audit and the user's file sessions. */
+  login: LoginService;
   hostKeys: Buffer[];
   host: string;
   /** 0 = any free port. */
   port: number;
   logger: Logger;
-  audit?: AuditSink;
   /** Disconnect after this long without an SFTP request (and nothing in progress). Default 10 minutes. */
   idleTimeoutMs?: number;
   /** Concurrent connections; more are refused before the SSH handshake. Default 256. */
@@ -66,7 +66,7 @@ function growWindow(conn: Connection, ch: ServerChannel, target: number): void {
 
 export async function startSftpServer(options: SftpServerOptions): Promise<SftpServer> {
   speedUpSsh2Crypto();
-  const { accounts, logger, audit } = options;
+  const { login, logger } = options;
   const idleMs = options.idleTimeoutMs ?? 10 * 60_000;
   const maxSessions = options.maxSessions ?? 256;
   const window = options.channelWindow ?? 8 * 1024 * 1024;
@@ -106,7 +106,7 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
       touch();
       if (closing) return ctx.reject([]);
       if (ctx.method !== "password" && ctx.method !== "publickey") return ctx.reject(["publickey", "password"]);
-      void authenticate(ctx, { accounts, logger, audit, sessionId: conn.id, sourceIp }).then((outcome) => {
+      void authenticate(ctx, { login, sessionId: conn.id, sourceIp }).then((outcome) => {
         // A slow login (argon2 under load) is not idleness: the timer counts from its answer.
         touch();
         if (outcome.user) user = outcome.user;
@@ -126,8 +126,8 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
           const ch = acceptSub();
           ch.on("error", () => {});
           // Until the vfs session exists the channel is not read (no 'data' listener), so nothing is lost.
-          accounts
-            .openSession(user, { protocol: "sftp", sessionId: conn.id, sourceIp })
+          login
+            .openSession(conn.id)
             .then((vfs) => {
               const s = new SftpSession(ch, {
                 vfs,
@@ -160,8 +160,7 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
 
     client.on("close", () => {
       for (const s of conn.sessions) void s.shutdown();
-      if (user)
-        audit?.record({ action: "logout", outcome: "success", user, protocol: "sftp", sessionId: conn.id, sourceIp });
+      login.logout(conn.id);
     });
   };
 

@@ -2,6 +2,7 @@
 // schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
 import { DatabaseSync } from "node:sqlite";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
+import { bans } from "./bans.ts";
 import { folders } from "./folders.ts";
 import { groups } from "./groups.ts";
 import { keyJobs } from "./key-jobs.ts";
@@ -28,6 +29,7 @@ function operations(sql: Sql): MetaTx {
     ...pgpKeys(sql),
     ...nodes(sql),
     ...keyJobs(sql),
+    ...bans(sql),
   };
 }
 

@@ -106,4 +106,15 @@ export const migrations: string[] = [
    );
    CREATE INDEX trigger_executions_due ON trigger_executions(state, due_at);
    CREATE INDEX trigger_executions_rule ON trigger_executions(rule, seq);`,
+  // 6: login bans of the brute-force defender (src/service/defender.ts): shared by every process on the data dir, so
+  // `atrest defender list|unban` see and lift what the server decided.
+  `CREATE TABLE bans (
+     kind TEXT NOT NULL CHECK (kind IN ('ip', 'user')),
+     subject TEXT NOT NULL,
+     since INTEGER NOT NULL,
+     until INTEGER NOT NULL,
+     count INTEGER NOT NULL,
+     expiry_audited INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (kind, subject)
+   );`,
 ];

@@ -16,6 +16,8 @@ import type { AuditRecord } from "../../../src/audit/log.ts";
 import { loadOrCreateHostKeys } from "../../../src/protocols/sftp/hostkeys.ts";
 import { type SftpServer, type SftpServerOptions, startSftpServer } from "../../../src/protocols/sftp/server.ts";
 import type { Accounts, UserAuth } from "../../../src/service/accounts.ts";
+import { DEFAULT_DEFENDER, Defender, type DefenderSettings } from "../../../src/service/defender.ts";
+import { LoginService } from "../../../src/service/login.ts";
 import type {
   DirEntry,
   FileStat,
@@ -168,6 +170,8 @@ export interface Fixture {
   publicKey: string;
   app: App;
   accounts: RecordingAccounts;
+  /** The service's login the adapter calls (with the defender when the options asked for one). */
+  login: LoginService;
   server: SftpServer;
   /** Every audit record the app wrote since the users were added (vfs operations included). */
   audit: AuditRecord[];
@@ -193,7 +197,14 @@ after(async () => {
 
 let inspections = 0;
 
-export async function startFixture(options: Partial<SftpServerOptions> = {}): Promise<Fixture> {
+export interface FixtureOptions extends Partial<SftpServerOptions> {
+  /** Turns the brute-force defender on with these settings over the defaults (off unless given). */
+  defender?: Partial<DefenderSettings>;
+  /** The defender's clock. */
+  clock?: () => number;
+}
+
+export async function startFixture(options: FixtureOptions = {}): Promise<Fixture> {
   const dir = await mkdtemp(join(tmpdir(), "atrest-sftp-test-"));
   const data = join(dir, "data");
   const keyFile = await makeClientKey(dir);
@@ -240,6 +251,7 @@ export async function startFixture(options: Partial<SftpServerOptions> = {}): Pr
     publicKey,
     app,
     accounts,
+    login: undefined as unknown as LoginService,
     get server(): SftpServer {
       if (!server) throw new Error("server not started");
       return server;
@@ -281,13 +293,16 @@ export async function startFixture(options: Partial<SftpServerOptions> = {}): Pr
     await app.addUser({ name: "bob", password: "bob-pass" });
     app.audit.onRecord((e) => audit.push(e));
     const logger = { ...quietLogger, error: (o: object) => errors.push(o) };
+    const defender = options.defender
+      ? new Defender({ ...DEFAULT_DEFENDER, ...options.defender }, app.store, app.audit, options.clock)
+      : undefined;
+    fixture.login = new LoginService({ accounts, logger, audit: app.audit, defender });
     server = await startSftpServer({
-      accounts,
+      login: fixture.login,
       hostKeys: await sharedHostKeys(),
       host: "127.0.0.1",
       port: 0,
       logger,
-      audit: app.audit,
       ...options,
     });
     fixture.port = server.port;

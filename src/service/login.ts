@@ -1,0 +1,139 @@
+// Login for every door: the brute-force defender first (a banned source is refused before any credential check),
+// then the credential, then the login audit. Every refusal looks the same to the caller (`refused`, nothing else),
+// and an unknown user takes the same path as a wrong credential (argon2 runs either way, the defender scores both
+// alike), so neither the answer nor its timing tells who exists.
+import type { AuditProtocol, AuditSink } from "../audit/types.ts";
+import { AtrestError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
+import type { SessionInfo, VfsSession } from "../vfs/types.ts";
+import type { Accounts } from "./accounts.ts";
+import type { Defender } from "./defender.ts";
+
+/** What a door hands over; the protocol specifics (an SSH signature) stay in the door, behind `check`. */
+export type Credential =
+  | { method: "password"; password: string }
+  | {
+      method: "publickey";
+      /**
+       * Given the user's authorized keys (OpenSSH one-line format): `accepted` (a key matched and its proof holds),
+       * `would-accept` (a key matched, no proof yet: a probe), `bad-signature` or `not-authorized`.
+       */
+      check(authorizedKeys: string[]): "accepted" | "would-accept" | "bad-signature" | "not-authorized";
+    };
+
+export type LoginProtocol = SessionInfo["protocol"] & AuditProtocol;
+
+export interface LoginRequest {
+  user: string;
+  protocol: LoginProtocol;
+  sessionId: string;
+  sourceIp?: string;
+  credential: Credential;
+}
+
+/** `probe`: a public key that would be accepted once signed; neither a login nor a refusal. */
+export type LoginResult = { outcome: "success"; user: string } | { outcome: "probe" } | { outcome: "refused" };
+
+export interface LiveSession {
+  sessionId: string;
+  user: string;
+  protocol: LoginProtocol;
+  sourceIp?: string;
+  /** Epoch ms. */
+  since: number;
+}
+
+export interface LoginServiceDeps {
+  accounts: Accounts;
+  logger: Logger;
+  audit?: AuditSink;
+  defender?: Defender;
+}
+
+export class LoginService {
+  readonly #deps: LoginServiceDeps;
+  readonly #live = new Map<string, LiveSession>();
+
+  constructor(deps: LoginServiceDeps) {
+    this.#deps = deps;
+  }
+
+  get defender(): Defender | undefined {
+    return this.#deps.defender;
+  }
+
+  async login(req: LoginRequest): Promise<LoginResult> {
+    const { accounts, audit, defender, logger } = this.#deps;
+    const src = { ip: req.sourceIp, user: req.user };
+    const record = (outcome: "success" | "failure", reason?: string) =>
+      audit?.record({
+        action: "login",
+        outcome,
+        user: req.user,
+        protocol: req.protocol,
+        method: req.credential.method,
+        reason,
+        sourceIp: req.sourceIp,
+        sessionId: req.sessionId,
+      });
+    const fail = async (reason: string, score?: number): Promise<LoginResult> => {
+      record("failure", reason);
+      await defender?.failure(src, score);
+      return { outcome: "refused" };
+    };
+    const succeed = async (user: string): Promise<LoginResult> => {
+      record("success");
+      await audit?.admit?.();
+      this.#live.set(req.sessionId, {
+        sessionId: req.sessionId,
+        user,
+        protocol: req.protocol,
+        sourceIp: req.sourceIp,
+        since: Date.now(),
+      });
+      return { outcome: "success", user };
+    };
+    try {
+      if (await defender?.banned(src)) {
+        record("failure", "banned");
+        return { outcome: "refused" };
+      }
+      const cred = req.credential;
+      if (cred.method === "password") {
+        const user = await accounts.verifyPassword(req.user, cred.password);
+        return user ? await succeed(user.username) : await fail("bad credentials");
+      }
+      const verdict = cred.check(await accounts.authorizedKeys(req.user));
+      if (verdict === "would-accept") return { outcome: "probe" };
+      if (verdict === "accepted") return await succeed(req.user);
+      if (verdict === "bad-signature") return await fail("bad signature");
+      return await fail("key not authorized", defender?.settings.scoreKeyRejected);
+    } catch (err) {
+      logger.error({ err, sessionId: req.sessionId }, `${req.protocol}: authentication backend failed`);
+      record("failure", "internal error");
+      return { outcome: "refused" };
+    }
+  }
+
+  /** Opens a file session for a logged-in connection (the door closes it: it knows what is still in flight). */
+  async openSession(sessionId: string): Promise<VfsSession> {
+    const live = this.#live.get(sessionId);
+    if (!live) throw new AtrestError("PERMISSION_DENIED", "not logged in");
+    const { user, protocol, sourceIp } = live;
+    return this.#deps.accounts.openSession(user, { protocol, sessionId, sourceIp });
+  }
+
+  /** Ends a logged-in connection and audits the logout. No-op for an id that never logged in. */
+  logout(sessionId: string): void {
+    const live = this.#live.get(sessionId);
+    if (!live) return;
+    this.#live.delete(sessionId);
+    const { user, protocol, sourceIp } = live;
+    this.#deps.audit?.record({ action: "logout", outcome: "success", user, protocol, sessionId, sourceIp });
+  }
+
+  /** Connections logged in right now. */
+  sessions(): LiveSession[] {
+    return [...this.#live.values()].map((l) => ({ ...l }));
+  }
+}
