@@ -4,6 +4,7 @@ import { AtrestError } from "../errors.ts";
 import { registerAudit } from "./audit.ts";
 import { registerBackup } from "./backup.ts";
 import { dataOption, initCommand } from "./common.ts";
+import { registerDefender } from "./defender.ts";
 import { registerFolders } from "./folders.ts";
 import { registerKeys } from "./keys.ts";
 import { registerKms } from "./kms.ts";
@@ -35,6 +36,7 @@ registerBackup(program);
 registerAudit(program);
 registerTriggers(program);
 registerPgp(program);
+registerDefender(program);
 
 try {
   await program.parseAsync(process.argv);

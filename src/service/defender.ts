@@ -9,6 +9,7 @@ import { BlockList, isIP } from "node:net";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { BanReads, BanRow, MetaStore } from "../store/types.ts";
+import { type Actor, actorFields } from "./actor.ts";
 
 export interface DefenderSettings {
   enabled: boolean;
@@ -225,17 +226,8 @@ function subjects(src: Source): [BanKind, string][] {
   return out;
 }
 
-/** Who lifts a ban (for the audit). */
-export interface BanActor {
-  user: string;
-  role?: string;
-  protocol?: "cli" | "http";
-  sourceIp?: string;
-  sessionId?: string;
-}
-
 /** Lifts every ban on `subject` (an IP or a user name); returns the bans lifted. A running server sees it at once. */
-export async function liftBans(store: BanStore, audit: AuditSink, actor: BanActor, subject: string): Promise<BanRow[]> {
+export async function liftBans(store: BanStore, audit: AuditSink, actor: Actor, subject: string): Promise<BanRow[]> {
   const lifted = await store.transaction(async (tx) => {
     const out: BanRow[] = [];
     for (const kind of ["ip", "user"] as const) {
@@ -248,11 +240,7 @@ export async function liftBans(store: BanStore, audit: AuditSink, actor: BanActo
     audit.record({
       action: "defender.unban",
       outcome: "success",
-      user: actor.user,
-      role: actor.role,
-      protocol: actor.protocol,
-      sourceIp: actor.sourceIp,
-      sessionId: actor.sessionId,
+      ...actorFields(actor),
       target: ban.subject,
       detail: detailOf(ban),
     });

@@ -157,7 +157,7 @@ describe("brute-force defender", () => {
     const unban = audit.find((e) => e.action === "defender.unban");
     assert.equal(unban?.user, "ops");
     assert.equal(unban?.target, "192.0.2.20");
-    assert.deepEqual(await liftBans(store, sink, { user: "ops" }, "nobody"), []);
+    assert.deepEqual(await liftBans(store, sink, { user: "ops", role: "admin", protocol: "cli" }, "nobody"), []);
   });
 
   it("a disabled defender neither scores nor refuses", async () => {
