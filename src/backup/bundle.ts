@@ -8,14 +8,16 @@
 // meta.db itself holds only wrapped keys and ciphertext names; the bundle adds a second layer and hides user names,
 // sizes and the tree's shape. SSH host keys are not included (they are secrets: back them up with the key manager).
 import { createHash, randomUUID } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { type FileHandle, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
+import { pipeline } from "node:stream/promises";
+import { decryptStream, encryptStream } from "../container-io/streams.ts";
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError, IntegrityError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
-import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
-import { segmentCount, segmentOffset } from "../format/layout.ts";
+import type { ParsedHeader } from "../format/header.ts";
 import { syncDir, writeDurable } from "../fsutil/durable.ts";
 import type { KeyManager } from "../keys/provider.ts";
 
@@ -86,34 +88,30 @@ export async function writeBackup(dataDir: string, out: string, keys: KeyManager
     await writeDurable(out, async (fh) => {
       const len = Buffer.alloc(4);
       len.writeUInt32BE(manifestBytes.length);
-      await fh.write(Buffer.concat([MAGIC, len, manifestBytes, header]));
-      // Entries back to back, sealed in fixed segments: memory stays flat whatever the database size.
-      const size = ck.layout.segmentSize;
-      let pending: Buffer = Buffer.alloc(0);
-      let index = 0;
-      for (const s of sources) {
-        const src = await open(s.path, "r");
-        try {
-          for await (const chunk of src.readableWebStream()) {
-            pending = Buffer.concat([pending, chunk as Uint8Array]);
-            while (pending.length > size) {
-              await fh.write(ck.seal(index++, pending.subarray(0, size), false));
-              pending = pending.subarray(size);
-            }
-          }
-        } finally {
-          await src.close();
-        }
-      }
-      if (pending.length === size) {
-        await fh.write(ck.seal(index++, pending, false));
-        pending = Buffer.alloc(0);
-      }
-      await fh.write(ck.seal(index, pending, true));
+      await fh.write(Buffer.concat([MAGIC, len, manifestBytes]));
+      // Entries back to back in one container, streamed: memory stays flat whatever the database size.
+      await pipeline(concatFiles(sources.map((s) => s.path)), encryptStream(header, ck), async (sealed) => {
+        for await (const piece of sealed as AsyncIterable<Buffer>) await fh.write(piece);
+      });
     }).finally(() => ck.destroy());
     return manifest;
   } finally {
     await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** The files' bytes back to back. */
+async function* concatFiles(paths: string[]): AsyncGenerator<Buffer> {
+  for (const path of paths) {
+    const src = await open(path, "r");
+    try {
+      for await (const chunk of src.readableWebStream()) {
+        const bytes = chunk as Uint8Array;
+        yield Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      }
+    } finally {
+      await src.close();
+    }
   }
 }
 
@@ -157,42 +155,28 @@ export async function restoreBackup(file: string, dataDir: string, keys: KeyMana
     );
   }
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const fh = await open(file, "r");
   const staged: { name: string; tmp: string }[] = [];
   try {
-    const total = (await fh.stat()).size - bodyAt;
-    const probe = await fh.read(Buffer.alloc(HEADER_PROBE_BYTES), 0, HEADER_PROBE_BYTES, bodyAt);
-    const header = parseHeader(probe.buffer.subarray(0, probe.bytesRead));
-    let dek: Buffer;
-    try {
-      dek = await keys.unwrap(header.wrappedDek, context(id));
-    } catch (err) {
-      const e = err as AtrestError;
-      throw new AtrestError(
-        e.code === "INTEGRITY" ? "INTEGRITY" : "KEY_UNAVAILABLE",
-        `cannot open the backup's key (${e.message}); restore needs the key manager the backup was made with`,
-      );
-    }
-    const ck = (() => {
+    const keysFor = async (header: ParsedHeader) => {
+      let dek: Buffer;
+      try {
+        dek = await keys.unwrap(header.wrappedDek, context(id));
+      } catch (err) {
+        const e = err as AtrestError;
+        throw new AtrestError(
+          e.code === "INTEGRITY" ? "INTEGRITY" : "KEY_UNAVAILABLE",
+          `cannot open the backup's key (${e.message}); restore needs the key manager the backup was made with`,
+        );
+      }
       try {
         return openContainer(header, dek, `backup:${id}`);
       } finally {
         zero(dek);
       }
-    })();
+    };
+    const plain = decryptStream(createReadStream(file, { start: bodyAt }), keysFor)[Symbol.asyncIterator]();
     try {
-      const count = segmentCount(header.layout, total);
-      let index = 0;
       let carry: Buffer = Buffer.alloc(0);
-      const next = async (): Promise<Buffer | undefined> => {
-        if (index >= count) return undefined;
-        const last = index === count - 1;
-        const start = bodyAt + segmentOffset(header.layout, index);
-        const end = last ? bodyAt + total : bodyAt + segmentOffset(header.layout, index + 1);
-        const plain = ck.open(index, await readExactly(fh, start, end - start), last);
-        index++;
-        return plain;
-      };
       for (const entry of manifest.entries) {
         const tmp = join(dataDir, `.${entry.name}.restore-${process.pid}`);
         const out = await open(tmp, "w", 0o600);
@@ -202,9 +186,9 @@ export async function restoreBackup(file: string, dataDir: string, keys: KeyMana
           let left = entry.size;
           while (left > 0) {
             if (carry.length === 0) {
-              const seg = await next();
-              if (!seg) throw new IntegrityError("backup bundle shorter than its manifest");
-              carry = seg;
+              const next = await plain.next();
+              if (next.done) throw new IntegrityError("backup bundle shorter than its manifest");
+              carry = next.value;
             }
             const piece = carry.subarray(0, Math.min(left, carry.length));
             carry = carry.subarray(piece.length);
@@ -218,10 +202,14 @@ export async function restoreBackup(file: string, dataDir: string, keys: KeyMana
         }
         if (hash.digest("hex") !== entry.sha256) throw new IntegrityError(`backup entry ${entry.name} does not match`);
       }
-      if (carry.length > 0 || (await next())?.length)
-        throw new IntegrityError("backup bundle longer than its manifest");
+      // Drain to the end: the final segment's authentication is what proves nothing was cut off or appended.
+      for (let next = await plain.next(); !next.done; next = await plain.next()) {
+        if (carry.length > 0 || next.value.length > 0)
+          throw new IntegrityError("backup bundle longer than its manifest");
+      }
+      if (carry.length > 0) throw new IntegrityError("backup bundle longer than its manifest");
     } finally {
-      ck.destroy();
+      await plain.return(undefined);
     }
     if (force) for (const ext of ["-wal", "-shm"]) await rm(join(dataDir, `meta.db${ext}`), { force: true });
     for (const s of staged) await rename(s.tmp, join(dataDir, s.name));
@@ -229,7 +217,6 @@ export async function restoreBackup(file: string, dataDir: string, keys: KeyMana
     await syncDir(dataDir);
     return manifest;
   } finally {
-    await fh.close();
     for (const s of staged) await rm(s.tmp, { force: true });
   }
 }
