@@ -26,8 +26,8 @@ import { verifyPassword } from "./service/passwords.ts";
 import { buildUser, type NewUser, requireUser, validateGroupName } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
-import { openSqliteStore, type SqliteStore } from "./store/sqlite/index.ts";
-import type { FolderOptions, FolderRow, GroupOptions, GroupRow, UserRow } from "./store/types.ts";
+import { openSqliteStore } from "./store/sqlite/index.ts";
+import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
 import { Vfs } from "./vfs/vfs.ts";
@@ -86,7 +86,7 @@ export interface AppOptions {
 
 export class App implements Accounts {
   readonly paths: DataPaths;
-  readonly store: SqliteStore;
+  readonly store: MetaStore;
   /** The key manager, without the DEK cache (admin commands, rewrap). */
   readonly keys: KeyManager;
   /** The embedded key manager, when that is the one in use. */
@@ -102,7 +102,7 @@ export class App implements Accounts {
 
   private constructor(
     paths: DataPaths,
-    store: SqliteStore,
+    store: MetaStore,
     opened: OpenedKeyManager,
     dekCache: DekCache,
     vfs: Vfs,

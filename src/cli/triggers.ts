@@ -71,7 +71,7 @@ export function registerTriggers(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const rules = app.triggers.rules.list();
+        const rules = await app.triggers.rules.list();
         if (opts.json) return json(rules);
         for (const r of rules) {
           const actions = r.rule.actions.map((a) => a.type).join(",");
@@ -89,7 +89,7 @@ export function registerTriggers(program: Command): void {
     .addOption(dataOption())
     .action(async (name: string, opts) => {
       await withApp(opts.data, async (app) => {
-        const r = app.triggers.rules.get(name);
+        const r = await app.triggers.rules.get(name);
         json({
           ...r.rule,
           enabled: r.enabled,
@@ -162,7 +162,7 @@ export function registerTriggers(program: Command): void {
           process.exitCode = 1;
         } else {
           process.stdout.write(
-            `match: ${name} would run ${app.triggers.rules.get(name).rule.actions.length} action(s)\n`,
+            `match: ${name} would run ${(await app.triggers.rules.get(name)).rule.actions.length} action(s)\n`,
           );
         }
       });
@@ -177,7 +177,7 @@ export function registerTriggers(program: Command): void {
     .action(async (name: string, opts) => {
       await withApp(opts.data, async (app) => {
         const list = await app.triggers.rules.history(name, Number(opts.n) || 20);
-        const steps = app.triggers.store.getRule(name)?.rule.actions.length;
+        const steps = (await app.triggers.store.getRule(name))?.rule.actions.length;
         if (opts.json) return json(list);
         for (const e of list) process.stdout.write(`${executionLine(e, steps)}\n`);
       });

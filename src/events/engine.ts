@@ -8,7 +8,7 @@ import type { AuditEvent, AuditRecord } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/types.ts";
 import type { Logger } from "../logger.ts";
-import type { SqliteStore } from "../store/sqlite/index.ts";
+import type { MetaStore } from "../store/types.ts";
 import { globalPath } from "../vfs/folders.ts";
 import type { SessionInfo, VfsSession } from "../vfs/types.ts";
 import { type ActionContext, OwnerFs, type PgpApi } from "./actions/context.ts";
@@ -23,7 +23,7 @@ import { eventsOf, type Rule } from "./schema.ts";
 import { type Execution, TriggerStore } from "./store.ts";
 
 export interface EngineDeps {
-  store: SqliteStore;
+  store: MetaStore;
   keys: KeyProvider;
   audit: { record(e: AuditEvent): void; onRecord(listener: (r: AuditRecord) => void): () => void };
   logger: Logger;
@@ -109,7 +109,7 @@ export class TriggerEngine {
   }
 
   async #match(r: AuditRecord, kind: TriggerEvent["kind"]): Promise<void> {
-    const candidates = this.store.listRules().filter((s) => s.enabled && eventsOf(s.rule).includes(kind));
+    const candidates = (await this.store.listRules()).filter((s) => s.enabled && eventsOf(s.rule).includes(kind));
     if (candidates.length === 0) return;
     const effective = r.effectiveUser ?? r.user;
     const user = await this.#deps.store.getUser(effective);
@@ -190,7 +190,7 @@ export class TriggerEngine {
 
   async #schedules(): Promise<void> {
     const now = this.#now();
-    for (const s of this.store.listRules()) {
+    for (const s of await this.store.listRules()) {
       if (!s.enabled || !s.rule.schedule) continue;
       const last = s.lastFiredAt ?? Date.parse(s.updatedAt);
       if (nextFire(s.rule.schedule, last) > now) continue;
@@ -219,7 +219,7 @@ export class TriggerEngine {
     const now = this.#now();
     if (now - this.#keysCheckedAt < this.#keyWatchMs) return;
     this.#keysCheckedAt = now;
-    const rules = this.store.listRules().filter((s) => s.enabled && eventsOf(s.rule).includes("key-rotated"));
+    const rules = (await this.store.listRules()).filter((s) => s.enabled && eventsOf(s.rule).includes("key-rotated"));
     if (rules.length === 0) return;
     let events: TriggerEvent[];
     try {
@@ -237,7 +237,7 @@ export class TriggerEngine {
 
   /** Runs the remaining steps of one claimed execution; leaves it done, pending (retry later) or dead. */
   async #run(e: Execution): Promise<void> {
-    const stored = this.store.getRule(e.rule);
+    const stored = await this.store.getRule(e.rule);
     if (!stored) return this.#finish(e, "dead", "NOT_FOUND", "rule was removed");
     const rule = stored.rule;
     const owner = await this.#deps.store.getUser(rule.owner);

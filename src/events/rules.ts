@@ -170,9 +170,9 @@ export class TriggerRules {
   /** A key-rotated rule starts watching from now, unless another enabled one already keeps the watch going. */
   async #startKeyWatch(rule: Rule, enabled: boolean): Promise<void> {
     if (!enabled || !eventsOf(rule).includes("key-rotated")) return;
-    const watching = this.#store
-      .listRules()
-      .some((s) => s.enabled && s.rule.name !== rule.name && eventsOf(s.rule).includes("key-rotated"));
+    const watching = (await this.#store.listRules()).some(
+      (s) => s.enabled && s.rule.name !== rule.name && eventsOf(s.rule).includes("key-rotated"),
+    );
     if (watching) return;
     try {
       await keyBaseline(this.#keys, this.#meta, this.#now());
@@ -198,13 +198,13 @@ export class TriggerRules {
     return { rule: stored, generated };
   }
 
-  list(): StoredRule[] {
+  list(): Promise<StoredRule[]> {
     return this.#store.listRules();
   }
 
   /** The rule as stored: secrets are not part of it. */
-  get(name: string): StoredRule {
-    const r = this.#store.getRule(name);
+  async get(name: string): Promise<StoredRule> {
+    const r = await this.#store.getRule(name);
     if (!r) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
     return r;
   }
@@ -215,7 +215,7 @@ export class TriggerRules {
   }
 
   async setEnabled(name: string, enabled: boolean, by?: string): Promise<void> {
-    const current = this.#store.getRule(name);
+    const current = await this.#store.getRule(name);
     if (current && !current.enabled) await this.#startKeyWatch(current.rule, enabled);
     if (!(await this.#store.setEnabled(name, enabled))) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
     this.#record(name, enabled ? "trigger rule enabled" : "trigger rule disabled", by);
@@ -226,7 +226,7 @@ export class TriggerRules {
    * user's groups come from the database. Nothing is queued.
    */
   async explain(name: string, event: TriggerEvent): Promise<string | undefined> {
-    const { rule, enabled } = this.get(name);
+    const { rule, enabled } = await this.get(name);
     if (!eventsOf(rule).includes(event.kind))
       return `the rule reacts to ${eventsOf(rule).join(", ")}, not ${event.kind}`;
     const user = await this.#meta.getUser(event.effectiveUser);
@@ -238,7 +238,8 @@ export class TriggerRules {
   /** Latest executions of a rule, newest first (NOT_FOUND when the rule never existed and has no history). */
   async history(name: string, limit = 20): Promise<Execution[]> {
     const list = await this.#store.history(name, limit);
-    if (list.length === 0 && !this.#store.getRule(name)) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
+    if (list.length === 0 && !(await this.#store.getRule(name)))
+      throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
     return list;
   }
 

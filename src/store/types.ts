@@ -272,6 +272,78 @@ export interface BanWrites {
   deleteBansBefore(before: number): Promise<number>;
 }
 
+/** A trigger rule (src/events): the spec is configuration (JSON, readable); its secrets are sealed by events. */
+export interface TriggerRuleRow {
+  name: string;
+  /** The rule as JSON, without its secrets. */
+  spec: string;
+  /** Sealed secrets (webhook keys, SMTP passwords), or null. */
+  secrets: Buffer | null;
+  enabled: boolean;
+  /** Last schedule firing (ms since the epoch); reset when the rule is replaced. */
+  lastFiredAt: number | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type ExecutionState = "pending" | "running" | "done" | "dead";
+
+/**
+ * One queued run of a rule. `data` is sealed by events (event, current path, step log). Times are ms since the
+ * epoch. A driver serving several nodes adds its lease (owner, expiry) to its own rows behind `claimExecutions` and
+ * `resetRunningExecutions`: the contract names the queue operations, not how a claim is held.
+ */
+export interface ExecutionRow {
+  /** Queue order. */
+  seq: number;
+  id: string;
+  rule: string;
+  state: ExecutionState;
+  step: number;
+  attempts: number;
+  dueAt: number;
+  errorCode: string | null;
+  data: Buffer;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** What a save changes: everything but the identity, the rule and the creation time. */
+export type ExecutionUpdate = Pick<
+  ExecutionRow,
+  "id" | "state" | "step" | "attempts" | "dueAt" | "errorCode" | "data" | "updatedAt"
+>;
+
+export interface TriggerReads {
+  getTriggerRule(name: string): Promise<TriggerRuleRow | undefined>;
+  /** Ordered by name. */
+  listTriggerRules(): Promise<TriggerRuleRow[]>;
+  getExecution(id: string): Promise<ExecutionRow | undefined>;
+  /** Latest executions of a rule, newest first. */
+  executionHistory(rule: string, limit: number): Promise<ExecutionRow[]>;
+  /** Executions in state `dead`, newest first. */
+  deadExecutions(limit: number): Promise<ExecutionRow[]>;
+  executionCounts(): Promise<Record<ExecutionState, number>>;
+}
+export interface TriggerWrites {
+  /** Inserts, or replaces spec, secrets and enabled of an existing rule (keeping createdAt); clears lastFiredAt. */
+  putTriggerRule(rule: Omit<TriggerRuleRow, "lastFiredAt">): Promise<void>;
+  deleteTriggerRule(name: string): Promise<boolean>;
+  setTriggerRuleEnabled(name: string, enabled: boolean, updatedAt: string): Promise<boolean>;
+  setTriggerRuleFired(name: string, at: number): Promise<void>;
+  /** Queues a pending execution at step 0, due at `createdAt`. */
+  insertExecution(e: { id: string; rule: string; data: Buffer; createdAt: number }): Promise<void>;
+  /** Marks up to `limit` pending executions due by `now` as running and returns them (as running), oldest first. */
+  claimExecutions(now: number, limit: number): Promise<ExecutionRow[]>;
+  /** Running executions whose runner died go back to pending; returns how many. */
+  resetRunningExecutions(): Promise<number>;
+  updateExecution(e: ExecutionUpdate): Promise<void>;
+  /** A dead execution back to pending, due `now`, attempts reset; false when `id` is not a dead execution. */
+  retryDeadExecution(id: string, now: number): Promise<boolean>;
+  /** Deletes done executions last updated before `before`; returns how many. */
+  pruneExecutions(before: number): Promise<number>;
+}
+
 export interface MetaReads
   extends SettingsReads,
     UserReads,
@@ -280,7 +352,8 @@ export interface MetaReads
     PgpKeyReads,
     NodeReads,
     KeyJobReads,
-    BanReads {}
+    BanReads,
+    TriggerReads {}
 
 export interface MetaWrites
   extends SettingsWrites,
@@ -290,7 +363,8 @@ export interface MetaWrites
     PgpKeyWrites,
     NodeWrites,
     KeyJobWrites,
-    BanWrites {}
+    BanWrites,
+    TriggerWrites {}
 
 /** The store's operations bound to one transaction: every query runs on that transaction's connection. */
 export interface MetaTx extends MetaReads, MetaWrites {}

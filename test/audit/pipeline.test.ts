@@ -10,7 +10,8 @@ import { AuditLog } from "../../src/audit/log.ts";
 import { AuditPipeline } from "../../src/audit/pipeline.ts";
 import type { AuditEvent } from "../../src/audit/types.ts";
 import { aeadKey } from "../../src/crypto/aead.ts";
-import { openSqliteStore, type SqliteStore } from "../../src/store/sqlite/index.ts";
+import { openSqliteStore } from "../../src/store/sqlite/index.ts";
+import type { MetaStore } from "../../src/store/types.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
 import {
   freePort,
@@ -39,7 +40,7 @@ function captureLogger() {
 class Rig {
   readonly dir: string;
   readonly key = randomBytes(32);
-  readonly store: SqliteStore;
+  readonly store: MetaStore;
   audit: AuditLog;
   pipeline: AuditPipeline | undefined;
   readonly log = captureLogger();

@@ -118,7 +118,7 @@ describe("trigger actions against real peers", () => {
           },
         ],
       } satisfies RuleInput);
-      const shown = JSON.stringify(app.triggers.rules.get("mail-on-upload"));
+      const shown = JSON.stringify(await app.triggers.rules.get("mail-on-upload"));
       assert.ok(!shown.includes("smtp-secret-pw"), "the stored rule does not hold the password");
       await alice.mkdir("/mail");
       await put(alice, "/mail/invoice.pdf", randomBytes(500));

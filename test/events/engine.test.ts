@@ -71,7 +71,7 @@ describe("trigger engine (in process: real vfs, sqlite, embedded KMS, audit)", (
       /works on the event's file/,
     );
     await assert.rejects(add(rule({ event: "schedule", conditions: {} })), /event schedule needs a schedule/);
-    assert.deepEqual(app.triggers.rules.list(), []);
+    assert.deepEqual(await app.triggers.rules.list(), []);
   });
 
   it("upload by a partner → moved to /out as the owner, webhook with a valid HMAC and the event fields", async () => {

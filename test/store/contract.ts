@@ -140,5 +140,86 @@ export function metaStoreContract(driver: ContractDriver): void {
         assert.equal((await store.getSetting("tx.after"))?.toString(), "ok");
       });
     });
+
+    describe("trigger queue", () => {
+      const at = 1_000_000;
+      it("keeps rules: insert, replace (keeps createdAt, clears lastFiredAt), enable, delete", async () => {
+        const rule = { name: "r1", spec: "{}", secrets: Buffer.from("s"), enabled: true };
+        await store.transaction((tx) => tx.putTriggerRule({ ...rule, createdAt: "t1", updatedAt: "t1" }));
+        await store.transaction((tx) => tx.setTriggerRuleFired("r1", at));
+        assert.equal((await store.getTriggerRule("r1"))?.lastFiredAt, at);
+        await store.transaction((tx) =>
+          tx.putTriggerRule({ ...rule, spec: '{"v":2}', createdAt: "t2", updatedAt: "t2" }),
+        );
+        const got = await store.getTriggerRule("r1");
+        assert.deepEqual(
+          { ...got, secrets: got?.secrets?.toString() },
+          { ...rule, spec: '{"v":2}', secrets: "s", lastFiredAt: null, createdAt: "t1", updatedAt: "t2" },
+        );
+        assert.equal(await store.transaction((tx) => tx.setTriggerRuleEnabled("r1", false, "t3")), true);
+        assert.equal((await store.getTriggerRule("r1"))?.enabled, false);
+        assert.equal(await store.transaction((tx) => tx.setTriggerRuleEnabled("nope", false, "t3")), false);
+        assert.deepEqual(
+          (await store.listTriggerRules()).map((r) => r.name),
+          ["r1"],
+        );
+        assert.equal(await store.transaction((tx) => tx.deleteTriggerRule("r1")), true);
+        assert.equal(await store.transaction((tx) => tx.deleteTriggerRule("r1")), false);
+      });
+
+      it("claims due executions once, oldest first, and runs them through done, dead, retry and prune", async () => {
+        const ids = ["e1", "e2", "e3"];
+        await store.transaction(async (tx) => {
+          for (const [i, id] of ids.entries()) {
+            await tx.insertExecution({ id, rule: "q", data: Buffer.from(id), createdAt: at + i });
+          }
+        });
+        assert.deepEqual(await store.executionCounts(), { pending: 3, running: 0, done: 0, dead: 0 });
+        assert.deepEqual(await store.transaction((tx) => tx.claimExecutions(at, 10)).then((r) => r.map((e) => e.id)), [
+          "e1",
+        ]);
+        const claimed = await store.transaction((tx) => tx.claimExecutions(at + 5, 10));
+        assert.deepEqual(
+          claimed.map((e) => [e.id, e.state, e.step, e.attempts, e.data.toString()]),
+          [
+            ["e2", "running", 0, 0, "e2"],
+            ["e3", "running", 0, 0, "e3"],
+          ],
+        );
+        assert.deepEqual(await store.transaction((tx) => tx.claimExecutions(at + 5, 10)), []);
+        assert.equal(await store.transaction((tx) => tx.resetRunningExecutions()), 3);
+        const again = await store.transaction((tx) => tx.claimExecutions(at + 5, 2));
+        assert.deepEqual(
+          again.map((e) => e.id),
+          ["e1", "e2"],
+        );
+        const base = { step: 1, attempts: 1, dueAt: at, data: Buffer.from("x") };
+        await store.transaction(async (tx) => {
+          await tx.updateExecution({ ...base, id: "e1", state: "done", errorCode: null, updatedAt: at + 10 });
+          await tx.updateExecution({ ...base, id: "e2", state: "dead", errorCode: "FAILED", updatedAt: at + 10 });
+        });
+        const dead = await store.getExecution("e2");
+        assert.deepEqual([dead?.state, dead?.errorCode, dead?.step, dead?.data.toString()], ["dead", "FAILED", 1, "x"]);
+        assert.deepEqual(
+          (await store.deadExecutions(10)).map((e) => e.id),
+          ["e2"],
+        );
+        assert.deepEqual(
+          (await store.executionHistory("q", 2)).map((e) => e.id),
+          ["e3", "e2"],
+        );
+        assert.equal(await store.transaction((tx) => tx.retryDeadExecution("e1", at + 20)), false, "done, not dead");
+        assert.equal(await store.transaction((tx) => tx.retryDeadExecution("e2", at + 20)), true);
+        const retried = await store.getExecution("e2");
+        assert.deepEqual(
+          [retried?.state, retried?.attempts, retried?.dueAt, retried?.step],
+          ["pending", 0, at + 20, 1],
+        );
+        assert.equal(await store.transaction((tx) => tx.pruneExecutions(at + 10)), 0, "not older than the bound");
+        assert.equal(await store.transaction((tx) => tx.pruneExecutions(at + 11)), 1);
+        assert.equal(await store.getExecution("e1"), undefined);
+        assert.deepEqual(await store.executionCounts(), { pending: 2, running: 0, done: 0, dead: 0 });
+      });
+    });
   });
 }

@@ -3,14 +3,15 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { App } from "../../src/app.ts";
-import { openSqliteStore, type SqliteStore } from "../../src/store/sqlite/index.ts";
+import { openSqliteStore } from "../../src/store/sqlite/index.ts";
 import { migrations } from "../../src/store/sqlite/migrations.ts";
+import type { MetaStore } from "../../src/store/types.ts";
 import { Folders, globalPath } from "../../src/vfs/folders.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
 
 describe("folders", () => {
   let dir: string;
-  let store: SqliteStore;
+  let store: MetaStore;
   before(async () => {
     dir = await tempDir();
     store = openSqliteStore(join(dir, "meta.db"));

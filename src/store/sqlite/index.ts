@@ -11,14 +11,11 @@ import { nodes } from "./nodes.ts";
 import { pgpKeys } from "./pgp-keys.ts";
 import { settings } from "./settings.ts";
 import { type Row, type Sql, statementCache } from "./sql.ts";
+import { triggers } from "./triggers.ts";
 import { users } from "./users.ts";
 
-export type { Sql as SqlAccess } from "./sql.ts";
-
-export interface SqliteStore extends MetaStore {
-  /** Same connection and statement cache; writes belong inside `transaction()` so they never interleave with one. */
-  sql(): Sql;
-}
+/** The SQLite store is the contract and nothing more (no raw SQL escapes the driver). */
+export type SqliteStore = MetaStore;
 
 function operations(sql: Sql): MetaTx {
   return {
@@ -30,6 +27,7 @@ function operations(sql: Sql): MetaTx {
     ...nodes(sql),
     ...keyJobs(sql),
     ...bans(sql),
+    ...triggers(sql),
   };
 }
 
@@ -83,7 +81,6 @@ export function openSqliteStore(path: string): SqliteStore {
 
   return {
     ...reads,
-    sql: () => sql,
 
     transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
       const run = async (): Promise<T> => {
