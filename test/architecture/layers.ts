@@ -1,0 +1,100 @@
+// The layer map of src/ (DESIGN §5, issue 10), in one place: test/architecture.test.ts enforces it and
+// docs/architecture.md quotes it. A file imports only from its own layer or lower ones; kms internals stay behind
+// kms/api; folders never form a cycle.
+
+export interface Layer {
+  rank: number;
+  /** Path prefixes under src/ ("dir/" for a folder, "file.ts" for a top-level file). Longest prefix wins. */
+  paths: string[];
+  why: string;
+}
+
+export const LAYERS: Record<string, Layer> = {
+  base: {
+    rank: 0,
+    paths: ["crypto/", "errors.ts", "logger.ts", "fsutil/"],
+    why: "node:crypto wrappers, the error family, the logger shape, durable writes and pid checks: used everywhere",
+  },
+  format: { rank: 1, paths: ["format/"], why: "the container format: bytes in, bytes out" },
+  foundation: {
+    rank: 2,
+    paths: ["store/", "kms/api/", "container-io/", "metrics/"],
+    why:
+      "metadata and blob stores, what key manager clients import, container streaming over format; metrics: a " +
+      "registry and its HTTP endpoint that audit, the KMS and the server all feed, needing nothing above errors",
+  },
+  kms: {
+    rank: 4,
+    paths: ["kms/"],
+    why:
+      "the key manager service: a program of its own over kms/api, keeping its own hash-chained audit log (hence above " +
+      "audit); the file server reaches it only through app.ts and the CLI",
+  },
+  audit: { rank: 3, paths: ["audit/"], why: "the audit log and SIEM shipping: every layer above records into it" },
+  vfs: {
+    rank: 4,
+    paths: ["vfs/"],
+    why: "the encrypted filesystem; PGP folders and KEK choice are registered from above",
+  },
+  keys: {
+    rank: 5,
+    paths: ["keys/"],
+    why: "key jobs over the vfs tree and the store (rewrap, reencrypt, shred report, DEK cache, who-can-decrypt)",
+  },
+  pgp: { rank: 5, paths: ["pgp/"], why: "OpenPGP key store and the folder write filter over the vfs" },
+  events: { rank: 6, paths: ["events/"], why: "triggers: run actions (pgp, move, webhook) on vfs events" },
+  backup: {
+    rank: 6,
+    paths: ["backup/"],
+    why: "the file server's metadata bundle: needs the store and a key manager (keys/provider), used by the CLI",
+  },
+  service: { rank: 7, paths: ["service/"], why: "what every door shares: login, defender, sessions, admin use-cases" },
+  protocols: { rank: 8, paths: ["protocols/"], why: "thin adapters per door (sftp; http and s3 next)" },
+  config: {
+    rank: 9,
+    paths: ["config/"],
+    why: "the configuration schema: composes the schemas of what it configures (audit, defender); read by the CLI",
+  },
+  wiring: { rank: 9, paths: ["app.ts"], why: "builds the layers and registers upward behaviour (hooks) at start" },
+  cli: { rank: 10, paths: ["cli/"], why: "the commands: may use everything" },
+};
+
+/** Outside src/kms only these may import kms internals (anything but kms/api). */
+export const KMS_INTERNALS_ALLOWED = ["app.ts", "cli/"];
+
+/**
+ * Today's violations, each "importer -> imported" (paths under src/) with the lane that removes it. Remove an entry in
+ * the commit that fixes it; the check fails on an entry whose import no longer exists, so the list only shrinks. At the
+ * end of issue 10 it is empty.
+ */
+export const KNOWN_VIOLATIONS: Record<string, string> = {
+  "audit/checkpoint-key.ts -> kms/types.ts": "layers: the wiring injects the checkpoint signer",
+  "events/crypto.ts -> kms/types.ts": "kms: types move to kms/api",
+  "events/engine.ts -> kms/types.ts": "kms: types move to kms/api",
+  "events/key-watch.ts -> kms/types.ts": "kms: types move to kms/api",
+  "events/rules.ts -> kms/types.ts": "kms: types move to kms/api",
+  "keys/context.ts -> kms/types.ts": "kms: types move to kms/api",
+  "keys/dek-cache.ts -> kms/types.ts": "kms: types move to kms/api",
+  "keys/dek-cache.ts -> kms/wrap.ts": "kms: key names and context encoding move to kms/api",
+  "keys/jobs.ts -> kms/wrap.ts": "kms: key names and context encoding move to kms/api",
+  "keys/key-manager.ts -> kms/embedded.ts": "kms: opening the embedded key manager is the wiring's job",
+  "keys/key-manager.ts -> kms/client.ts": "kms: the HTTPS client moves to kms/api",
+  "keys/provider.ts -> kms/types.ts": "kms: types move to kms/api",
+  "keys/rewrap.ts -> kms/types.ts": "kms: types move to kms/api",
+  "keys/who-can-decrypt.ts -> app.ts": "layers: explicit dependencies instead of walking the App",
+  "keys/who-can-decrypt.ts -> kms/clients.ts":
+    "layers: explicit dependencies (an interface the embedded KMS implements)",
+  "keys/who-can-decrypt.ts -> kms/embedded.ts":
+    "layers: explicit dependencies (an interface the embedded KMS implements)",
+  "pgp/keystore.ts -> kms/types.ts": "kms: types move to kms/api",
+  "pgp/org-key.ts -> kms/types.ts": "kms: types move to kms/api",
+  "service/users.ts -> kms/wrap.ts": "kms: key names move to kms/api",
+  "store/service-keys.ts -> kms/types.ts": "layers: service keys are a keys-layer job",
+  "vfs/folders.ts -> kms/wrap.ts": "kms: key names move to kms/api",
+  "vfs/session.ts -> pgp/folder.ts": "layers: folder write-filter hook registered by pgp at wiring",
+  "vfs/vfs.ts -> keys/context.ts": "layers: the file context moves down (vfs owns its containers' context)",
+  "vfs/vfs.ts -> keys/kek-select.ts": "layers: KEK selection becomes vfs policy",
+  "vfs/vfs.ts -> kms/types.ts": "kms: types move to kms/api",
+  "vfs/vfs.ts -> pgp/keystore.ts": "layers: folder write-filter hook registered by pgp at wiring",
+  "container-io/seal-pool.ts -> container-io/seal-worker.ts": "container-io: a file cycle (message types both ways)",
+};
