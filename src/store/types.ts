@@ -134,13 +134,14 @@ export interface KeyRefRange {
   exclude?: string;
 }
 
-/** Position in the key_ref index: files are visited in (key_ref, rowid) order. */
-export interface KeyCursor {
-  keyRef: string;
-  rowid: number;
-}
+/**
+ * Position in the walk of files by key_ref (`filesByKeyRef`). Opaque: only the driver that returned it reads it. It is
+ * persisted in key jobs, so a driver keeps reading the cursors it wrote in earlier versions.
+ */
+export type KeyCursor = string & { readonly __brand: "KeyCursor" };
 
-export const KEY_CURSOR_START: KeyCursor = Object.freeze({ keyRef: "", rowid: 0 });
+/** Before the first file. */
+export const KEY_CURSOR_START = "" as KeyCursor;
 
 /** Progress of a rewrap or reencrypt run; `cursor` is the last file handled, so a rerun resumes after it. */
 export interface KeyJobRow {
@@ -229,7 +230,7 @@ export interface NodeWrites {
 
 /** Key jobs (src/keys: rewrap, reencrypt, shred-report). */
 export interface KeyJobReads {
-  /** Files whose key_ref is in the range, after `after`, in (key_ref, rowid) order: the key_ref index order. */
+  /** Files whose key_ref is in the range, after `after`, in key_ref order (one stable order within a key_ref). */
   filesByKeyRef(range: KeyRefRange, after: KeyCursor, limit: number): Promise<{ cursor: KeyCursor; node: NodeRow }[]>;
   /** Number of files per key_ref (null for files written before key refs were recorded). */
   keyRefCounts(): Promise<{ keyRef: string | null; files: number }[]>;

@@ -3,7 +3,15 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import type { MetaStore, MetaTx, NodeRow, UserRow } from "../../src/store/types.ts";
+import {
+  KEY_CURSOR_START,
+  type KeyCursor,
+  type KeyJobRow,
+  type MetaStore,
+  type MetaTx,
+  type NodeRow,
+  type UserRow,
+} from "../../src/store/types.ts";
 
 export interface ContractDriver {
   name: string;
@@ -219,6 +227,78 @@ export function metaStoreContract(driver: ContractDriver): void {
         assert.equal(await store.transaction((tx) => tx.pruneExecutions(at + 11)), 1);
         assert.equal(await store.getExecution("e1"), undefined);
         assert.deepEqual(await store.executionCounts(), { pending: 2, running: 0, done: 0, dead: 0 });
+      });
+    });
+
+    describe("key cursor", () => {
+      const refs = ["kek:a:v1", "kek:b:v1", "kek:b:v2", "kek:c:v1"];
+      const byRef = new Map<string, string[]>();
+      before(async () => {
+        await store.transaction(async (tx) => {
+          // interleaved inserts: the walk must still group by key_ref
+          for (let i = 0; i < 24; i++) {
+            const ref = refs[i % refs.length] as string;
+            const n = fileNode(null, ref);
+            await tx.insertNode(n);
+            byRef.set(ref, [...(byRef.get(ref) ?? []), n.id]);
+          }
+          await tx.insertNode({ ...fileNode(null, "kek:b:v1"), kind: "dir", blobId: null });
+        });
+      });
+
+      async function walk(from: KeyCursor, range: { from: string; to: string; exclude?: string }, limit: number) {
+        const seen: { id: string; keyRef: string | null }[] = [];
+        let cursor = from;
+        for (;;) {
+          const rows = await store.filesByKeyRef(range, cursor, limit);
+          if (rows.length === 0) return seen;
+          assert.ok(rows.length <= limit);
+          for (const r of rows) seen.push({ id: r.node.id, keyRef: r.node.keyRef });
+          cursor = (rows[rows.length - 1] as (typeof rows)[number]).cursor;
+        }
+      }
+
+      it("visits every file in the range once, grouped by key_ref in order, skipping dirs and the excluded ref", async () => {
+        const seen = await walk(KEY_CURSOR_START, { from: "kek:b:", to: "kek:b;", exclude: "kek:b:v2" }, 4);
+        assert.deepEqual(
+          seen.map((s) => s.keyRef),
+          Array(6).fill("kek:b:v1"),
+        );
+        assert.deepEqual(new Set(seen.map((s) => s.id)), new Set(byRef.get("kek:b:v1")));
+        const all = await walk(KEY_CURSOR_START, { from: "", to: "\uffff" }, 5);
+        assert.equal(all.length, 24);
+        assert.equal(new Set(all.map((s) => s.id)).size, 24);
+        assert.deepEqual(
+          all.map((s) => s.keyRef),
+          [...all.map((s) => s.keyRef)].sort(),
+        );
+      });
+
+      it("resumes from a cursor persisted in a key job, as a restarted process does", async () => {
+        const range = { from: "", to: "\uffff" };
+        const first = await store.filesByKeyRef(range, KEY_CURSOR_START, 7);
+        const job: KeyJobRow = {
+          id: randomUUID(),
+          kind: "rewrap",
+          scope: "key=*",
+          state: "running",
+          cursor: (first[first.length - 1] as (typeof first)[number]).cursor,
+          total: 24,
+          done: 7,
+          skipped: 0,
+          failed: 0,
+          bytes: 0,
+          startedAt: new Date().toISOString(),
+          updatedAt: new Date().toISOString(),
+        };
+        await store.transaction((tx) => tx.putKeyJob(job));
+        const reopened = await store.openKeyJob("rewrap", "key=*");
+        assert.ok(reopened);
+        const rest = await walk(reopened.cursor, range, 5);
+        assert.deepEqual(
+          [...first.map((r) => r.node.id), ...rest.map((r) => r.id)],
+          (await walk(KEY_CURSOR_START, range, 100)).map((r) => r.id),
+        );
       });
     });
   });

@@ -1,10 +1,16 @@
-import { KEY_CURSOR_START, type KeyCursor, type KeyJobReads, type KeyJobRow, type KeyJobWrites } from "../types.ts";
+import type { KeyCursor, KeyJobReads, KeyJobRow, KeyJobWrites } from "../types.ts";
 import { patchSet, toNode } from "./nodes.ts";
 import type { Row, Sql } from "./sql.ts";
 
-function parseCursor(text: string): KeyCursor {
-  const at = text.indexOf(":");
-  return at < 0 ? { ...KEY_CURSOR_START } : { rowid: Number(text.slice(0, at)), keyRef: text.slice(at + 1) };
+// `rowid:key_ref` (the format key jobs have always persisted); "" is the start. Files are visited in (key_ref, rowid)
+// order: the key_ref index order.
+function decodeCursor(cursor: KeyCursor): { rowid: number; keyRef: string } {
+  const at = cursor.indexOf(":");
+  return at < 0 ? { rowid: 0, keyRef: "" } : { rowid: Number(cursor.slice(0, at)), keyRef: cursor.slice(at + 1) };
+}
+
+function encodeCursor(rowid: number, keyRef: string): KeyCursor {
+  return `${rowid}:${keyRef}` as KeyCursor;
 }
 
 function toKeyJob(r: Row): KeyJobRow {
@@ -13,7 +19,7 @@ function toKeyJob(r: Row): KeyJobRow {
     kind: r.kind as KeyJobRow["kind"],
     scope: r.scope as string,
     state: r.state as KeyJobRow["state"],
-    cursor: parseCursor(r.cursor as string),
+    cursor: r.cursor as KeyCursor,
     total: Number(r.total),
     done: Number(r.done),
     skipped: Number(r.skipped),
@@ -26,7 +32,8 @@ function toKeyJob(r: Row): KeyJobRow {
 
 export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
   return {
-    async filesByKeyRef(range, after, limit) {
+    async filesByKeyRef(range, cursor, limit) {
+      const after = decodeCursor(cursor);
       // Two index range scans (rest of the current key_ref by rowid, then the following key_refs) instead of one
       // row-value comparison, which SQLite turns into a scan from the start of the key_ref: quadratic over a big job.
       const exclude = range.exclude ?? "";
@@ -56,7 +63,7 @@ export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
           ),
         );
       }
-      return rows.map((r) => ({ cursor: { keyRef: r.key_ref as string, rowid: Number(r._rowid) }, node: toNode(r) }));
+      return rows.map((r) => ({ cursor: encodeCursor(Number(r._rowid), r.key_ref as string), node: toNode(r) }));
     },
     async keyRefCounts() {
       return sql
@@ -94,7 +101,7 @@ export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
         j.kind,
         j.scope,
         j.state,
-        `${j.cursor.rowid}:${j.cursor.keyRef}`,
+        j.cursor,
         j.total,
         j.done,
         j.skipped,
