@@ -1,13 +1,16 @@
-// Runs the real atrest CLI (as a user would) for integration tests: `atrest init`, `user add`, `server`.
+// Runs the real atrest CLI for integration tests: commands in-process (runCli) or as a process, and the server.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { runCli, stdinOf } from "../../src/cli/run.ts";
 
 const execFileP = promisify(execFile);
 export const ROOT = join(import.meta.dirname, "..", "..");
 const CLI = join(ROOT, "src", "cli", "main.ts");
+/** The `npx atrest` launcher (re-execs CLI on the pinned Node). */
+export const LAUNCHER = join(ROOT, "bin", "atrest.js");
 
 export async function tempDir(prefix = "atrest-test-"): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
@@ -17,12 +20,41 @@ export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-/** `atrest <args>`; resolves with stdout/stderr, rejects on a non-zero exit (error carries code, stderr). */
-export async function cli(
-  args: string[],
-  input?: string,
-  env?: NodeJS.ProcessEnv,
-): Promise<{ stdout: string; stderr: string }> {
+export interface CliResult {
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * `atrest <args>` run in this process (runCli): resolves with stdout/stderr, rejects on a non-zero exit with an error
+ * carrying `code` (the exit code), stdout and stderr, as cliProcess does. `env` replaces the environment for the run.
+ */
+export async function cli(args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<CliResult> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const writer = (into: Buffer[]) => ({
+    write(chunk: string | Uint8Array) {
+      into.push(Buffer.from(chunk));
+      return true;
+    },
+  });
+  const code = await runCli(args, {
+    stdout: writer(out),
+    stderr: writer(err),
+    stdin: stdinOf(input),
+    env: env ?? process.env,
+  });
+  const stdout = Buffer.concat(out).toString("utf8");
+  const stderr = Buffer.concat(err).toString("utf8");
+  if (code === 0) return { stdout, stderr };
+  throw Object.assign(new Error(`Command failed: atrest ${args.join(" ")}\n${stderr}`), { code, stdout, stderr });
+}
+
+/**
+ * `atrest <args>` as a child process, for what crosses the process boundary (exit codes from the entry, signals,
+ * umask, a crash): resolves with stdout/stderr, rejects on a non-zero exit (error carries code, stderr).
+ */
+export async function cliProcess(args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<CliResult> {
   if (input === undefined) return execFileP(process.execPath, [CLI, ...args], { cwd: ROOT, env });
   return new Promise((resolve, reject) => {
     const child = execFile(process.execPath, [CLI, ...args], { cwd: ROOT, env }, (err, stdout, stderr) =>
@@ -42,11 +74,16 @@ export interface RunningServer {
   kill(): Promise<void>;
 }
 
-/** Starts `atrest server --data <data> --sftp-port auto` and waits for its listening line. */
-export async function startServer(data: string, extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<RunningServer> {
+/** Starts `atrest server --data <data> --sftp-port auto` (through `entry`) and waits for its listening line. */
+export async function startServer(
+  data: string,
+  extra: string[] = [],
+  env?: NodeJS.ProcessEnv,
+  entry = CLI,
+): Promise<RunningServer> {
   const proc = spawn(
     process.execPath,
-    [CLI, "server", "--data", data, "--sftp-port", "auto", "--host", "127.0.0.1", "--log-level", "warn", ...extra],
+    [entry, "server", "--data", data, "--sftp-port", "auto", "--host", "127.0.0.1", "--log-level", "warn", ...extra],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
   );
   let out = "";

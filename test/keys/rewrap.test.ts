@@ -7,7 +7,7 @@ import { HEADER_PROBE_BYTES, parseHeader } from "../../src/format/header.ts";
 import { rewrap } from "../../src/keys/rewrap.ts";
 import { shredReport } from "../../src/keys/shred-report.ts";
 import type { VfsSession } from "../../src/vfs/types.ts";
-import { cli } from "../helpers/atrest.ts";
+import { cli, cliProcess } from "../helpers/atrest.ts";
 import { content, type Fixture, fixture, get, info, makeFiles, put } from "./helpers.ts";
 
 const N = Number(process.env.KEYS_TEST_FILES ?? 10_000);
@@ -111,7 +111,12 @@ describe("keys rewrap (embedded key manager)", () => {
       ATREST_TEST_MODE: "1",
       ATREST_TEST_CRASH_REWRAP_AFTER_BATCHES: "3",
     };
-    const crashed = await cli(["keys", "rewrap", "--key", "default", "--data", data], undefined, env).then(
+    // a process: the test hook kills it with SIGKILL after the third batch
+    const crashed = await cliProcess(
+      ["keys", "rewrap", "--key", "default", "--batch", "250", "--data", data],
+      undefined,
+      env,
+    ).then(
       () => undefined,
       (e: { signal?: string; code?: unknown }) => e,
     );
