@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Thin launcher so `npx atrest` works: re-exec the TypeScript entry on the pinned Node 24 (type stripping).
-import { spawnSync } from "node:child_process";
+// A service manager or container runtime signals this process, not the child: forward the signals, so the server
+// shuts down cleanly (last audit checkpoint signed), and end as the child did (its exit code, or its signal).
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,5 +10,25 @@ import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const pinned = join(root, "node_modules", "node", "bin", "node");
 const node = existsSync(pinned) ? pinned : process.execPath;
-const r = spawnSync(node, [join(root, "src", "cli", "main.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
-process.exit(r.status ?? 1);
+const child = spawn(node, [join(root, "src", "cli", "main.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
+
+const FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP"];
+for (const signal of FORWARDED) {
+  // a terminal's Ctrl-C reaches the whole process group (child included): forwarding it again is harmless
+  process.on(signal, () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+  });
+}
+child.on("error", (err) => {
+  process.stderr.write(`atrest: cannot start ${node}: ${err.message}\n`);
+  process.exit(1);
+});
+child.on("exit", (code, signal) => {
+  if (signal) {
+    // die of the same signal (a parent sees "killed by SIGTERM", not a made-up exit code)
+    for (const s of FORWARDED) process.removeAllListeners(s);
+    process.kill(process.pid, signal);
+    return;
+  }
+  process.exit(code ?? 1);
+});

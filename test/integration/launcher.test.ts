@@ -1,0 +1,56 @@
+// The `npx atrest` launcher (bin/atrest.js) runs the server as a child: a SIGTERM sent to the launcher (what a
+// service manager or a container runtime does) must stop the server cleanly, and the launcher ends with its code.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import { cliProcess, LAUNCHER, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
+
+const execFileP = promisify(execFile);
+
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, "127.0.0.1");
+    s.once("connect", () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once("error", () => resolve(true));
+  });
+}
+
+describe("launcher (bin/atrest.js)", () => {
+  let dir: string;
+  before(async () => {
+    dir = await tempDir("atrest-launcher-");
+  });
+  after(async () => {
+    await removeDir(dir);
+  });
+
+  test("SIGTERM to the launcher stops the server cleanly: exit code 0, port closed, audit log verified", async () => {
+    const data = join(dir, "data");
+    await cliProcess(["init", "--data", data]);
+    const server = await startServer(data, [], undefined, LAUNCHER);
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      server.proc.once("exit", (code, signal) => resolve([code, signal])),
+    );
+    // the server installs its signal handlers right after this line (printed on a data dir without users)
+    while (!/no users yet/.test(server.output())) await new Promise((r) => setTimeout(r, 20));
+    await server.stop();
+    assert.deepEqual(await exited, [0, null], server.output());
+    assert.ok(await refused(server.port), "the server (the launcher's child) still listens");
+    // exit 0: intact and every record under a signed checkpoint (3 would be an unsigned tail: no clean shutdown)
+    const verify = await cliProcess(["audit", "verify", "--data", data]);
+    assert.match(verify.stdout, /\d+ record\(s\), [1-9]\d* checkpoint\(s\) verified/);
+  });
+
+  test("the launcher ends with the child's exit code", async () => {
+    const launch = (args: string[]) => execFileP(process.execPath, [LAUNCHER, ...args]);
+    await launch(["--help"]);
+    await assert.rejects(launch(["bogus"]), { code: 1 });
+    await assert.rejects(launch(["user", "add", "x", "--role", "root", "--data", join(dir, "data")]), { code: 2 });
+  });
+});
