@@ -72,7 +72,7 @@ export const kms: BenchModule = {
       "server share the machine's 2 cores. Vault transit (~1.8k ops/s) is a published figure, not measured here.",
   ],
   async run(ctx: BenchContext): Promise<BenchSection> {
-    const { RemoteKms } = await import("../src/kms/client.ts");
+    const { RemoteKms } = await import("../src/kms/api/client.ts");
     const { initKmsDir, issueClient } = await import("../src/kms/home.ts");
     const dir = join(ctx.tmp, "kms");
     const init = await initKmsDir(dir, { shares: 3, threshold: 2 });

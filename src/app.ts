@@ -18,8 +18,8 @@ import {
 import { lockHolder } from "./keys/lock.ts";
 import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
+import { assertKeyName } from "./kms/api/key-ref.ts";
 import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
-import { assertKeyName } from "./kms/wrap.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import type { Accounts, UserAuth } from "./service/accounts.ts";
 import { verifyPassword } from "./service/passwords.ts";

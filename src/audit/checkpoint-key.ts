@@ -5,7 +5,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import { aeadKey, NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { randomBytes } from "../crypto/random.ts";
-import type { KeyProvider } from "../kms/types.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore } from "../store/types.ts";
 import { ed25519PublicKey, keyFingerprint, type Signer } from "./chain.ts";

@@ -9,7 +9,7 @@ import { reencrypt } from "../keys/reencrypt.ts";
 import { rewrap } from "../keys/rewrap.ts";
 import { shredReport } from "../keys/shred-report.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
-import { assertKeyName } from "../kms/wrap.ts";
+import { assertKeyName } from "../kms/api/key-ref.ts";
 import { LocalBlobStore } from "../store/local-blobs.ts";
 import { openSqliteStore } from "../store/sqlite/index.ts";
 import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";

@@ -5,8 +5,9 @@
 import { type Command, Option } from "commander";
 import { pino } from "pino";
 import { AtrestError } from "../errors.ts";
-import { KMS_ROLES, type KmsRole } from "../kms/caller.ts";
-import { type KmsStatus, RemoteKms } from "../kms/client.ts";
+import { KMS_ROLES, type KmsRole } from "../kms/api/caller.ts";
+import { RemoteKms } from "../kms/api/client.ts";
+import type { KmsStatus } from "../kms/api/types.ts";
 import { DEV_MODE_WARNING } from "../kms/embedded.ts";
 import { say } from "./common.ts";
 import { registerKmsKeys } from "./kms-keys.ts";

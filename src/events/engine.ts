@@ -6,7 +6,7 @@
 // restart (the actions are written to be safe to repeat; webhooks carry a delivery id for receivers to deduplicate).
 import type { AuditEvent, AuditRecord } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
-import type { KeyProvider } from "../kms/types.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
 import type { MetaStore } from "../store/types.ts";
 import { globalPath } from "../vfs/folders.ts";

@@ -2,7 +2,7 @@
 // process or host), which records them in its own audit log, not in the file server's. So the engine watches the key
 // list instead: a key whose current version went up since the last look yields one event per new version. The last
 // seen versions are kept in the settings table, so a rotation while the server was down still fires after the start.
-import type { KeyProvider } from "../kms/types.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
 import type { TriggerEvent } from "./event.ts";
 

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
-import type { KeyProvider } from "../kms/types.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
 import { isWithin, normalize } from "../vfs/paths.ts";
 import type { PgpApi } from "./actions/context.ts";

@@ -1,4 +1,4 @@
-import type { EncryptionContext } from "../kms/types.ts";
+import type { EncryptionContext } from "../kms/api/types.ts";
 
 /**
  * Encryption context of a file's DEK: bound as AAD by the key manager and written into its audit record. The content

@@ -6,8 +6,8 @@
 // The age bound is from the unwrap, not from the last use: a key version the KMS stops honouring (minimum decryption
 // version raised, key destroyed) stops working here within maxAgeMs at the latest, however busy the file is.
 
-import type { DataKey, EncryptionContext, KeyProvider } from "../kms/types.ts";
-import { encodeContext } from "../kms/wrap.ts";
+import type { DataKey, EncryptionContext, KeyProvider } from "../kms/api/types.ts";
+import { encodeContext } from "../kms/api/wrapped.ts";
 
 export interface DekCacheOptions {
   /** Entries live this long after the unwrap that produced them. 0 turns the cache off. */

@@ -1,7 +1,7 @@
 // Shared parts of the key jobs (rewrap, reencrypt): which files a key covers, job rows, progress.
 import { randomUUID } from "node:crypto";
 import { AtrestError } from "../errors.ts";
-import { assertKeyName } from "../kms/wrap.ts";
+import { assertKeyName, parseKeyRef } from "../kms/api/key-ref.ts";
 import type { Logger } from "../logger.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { KEY_CURSOR_START, type KeyJobRow, type KeyRefRange, type MetaStore } from "../store/types.ts";
@@ -38,11 +38,6 @@ export interface JobFailure {
 export function keyRange(name: string, exclude?: string): KeyRefRange {
   assertKeyName(name);
   return { from: `kek:${name}:v`, to: `kek:${name}:w`, exclude };
-}
-
-export function parseKeyRef(ref: string): { name: string; version: number } | undefined {
-  const m = /^kek:([a-z0-9][a-z0-9._-]{0,62}):v(\d+)$/.exec(ref);
-  return m ? { name: m[1] as string, version: Number(m[2]) } : undefined;
 }
 
 /** Files per key_ref that `pick` accepts, summed. */

@@ -63,7 +63,7 @@ export async function openKeyManager(
   remote?: RemoteKmsSettings,
 ): Promise<OpenedKeyManager> {
   if (remote) {
-    const { RemoteKms } = await import("../kms/client.ts");
+    const { RemoteKms } = await import("../kms/api/client.ts");
     const keys = await RemoteKms.connect({ url: remote.url, certDir: remote.certDir });
     return { keys: keys as unknown as KeyManager, location: `remote ${keys.url}` };
   }

@@ -2,7 +2,7 @@
 // `keys rewrap`, key lookups for reports. The embedded provider and the remote client both offer them; anything
 // optional here is feature-tested at run time so the file server works with either.
 import { AtrestError } from "../errors.ts";
-import type { EncryptionContext, KeyInfo, KeyProvider } from "../kms/types.ts";
+import type { EncryptionContext, KeyInfo, KeyProvider } from "../kms/api/types.ts";
 
 export interface RewrapResult {
   wrapped: Buffer;

@@ -5,7 +5,8 @@
 import { join } from "node:path";
 import { AtrestError } from "../errors.ts";
 import { FIXED_LENGTH, HEADER_PROBE_BYTES, parseHeader, replaceWrappedDek } from "../format/header.ts";
-import type { EncryptionContext } from "../kms/types.ts";
+import { parseKeyRef } from "../kms/api/key-ref.ts";
+import type { EncryptionContext } from "../kms/api/types.ts";
 import type { HeadAccess } from "../store/blobs.ts";
 import { serviceKeyContexts } from "../store/service-keys.ts";
 import { fileContext } from "./context.ts";
@@ -17,7 +18,6 @@ import {
   type KeyJobDeps,
   keyRange,
   openJob,
-  parseKeyRef,
   testCrashPoint,
 } from "./jobs.ts";
 import { HeaderJournal, type JournalEntry, replayJournal } from "./journal.ts";

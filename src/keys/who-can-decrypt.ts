@@ -3,11 +3,11 @@
 import type { App } from "../app.ts";
 import { readHeader } from "../container-io/encrypted-reader.ts";
 import { AtrestError } from "../errors.ts";
+import { parseKeyRef } from "../kms/api/key-ref.ts";
 import { listClients } from "../kms/clients.ts";
 import { EMBEDDED_CALLER } from "../kms/embedded.ts";
 import { normalize } from "../vfs/paths.ts";
 import { ROOT_ID } from "../vfs/tree.ts";
-import { parseKeyRef } from "./jobs.ts";
 
 export interface WhoCanDecrypt {
   path: string;

@@ -3,10 +3,10 @@
 // identity is the client certificate). One interface, so every `atrest kms key|request|approve|policy` command works
 // the same way in both places.
 
+import type { KmsCaller } from "./api/caller.ts";
+import { RemoteKms } from "./api/client.ts";
 import type { KmsRequest, RequestStatus } from "./approvals.ts";
 import type { ImportParams } from "./byok.ts";
-import type { KmsCaller } from "./caller.ts";
-import { RemoteKms } from "./client.ts";
 import type { CreateKeyOptions, KeyringKeyInfo } from "./keyring.ts";
 import type { ClientPolicy, StoredClientPolicy } from "./policy.ts";
 import type { DestroyRequestInput, ExportRequestInput, KeyPolicyInput, KmsService, SettableState } from "./service.ts";

@@ -5,7 +5,7 @@
 
 import { randomBytes } from "node:crypto";
 import { AtrestError } from "../errors.ts";
-import type { KmsCaller } from "./caller.ts";
+import type { KmsCaller } from "./api/caller.ts";
 import type { KmsDb } from "./db.ts";
 
 export const REQUEST_KINDS = ["destroy", "export", "client-policy", "master-rotation"] as const;

@@ -21,20 +21,10 @@ import "./reflect-metadata.ts";
 import * as x509 from "@peculiar/x509";
 import { AtrestError } from "../errors.ts";
 import { writeFileDurable } from "../fsutil/durable.ts";
-import type { KmsRole } from "./caller.ts";
+import type { KmsRole } from "./api/caller.ts";
 import { CA_CERT_FILE, CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE } from "./cert-files.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
-
-export {
-  CA_CERT_FILE,
-  CA_KEY_FILE,
-  CLIENT_CA_FILE,
-  CLIENT_CERT_FILE,
-  CLIENT_KEY_FILE,
-  SERVER_CERT_FILE,
-  SERVER_KEY_FILE,
-} from "./cert-files.ts";
 
 const EC = { name: "ECDSA", namedCurve: "P-256" } as const;
 const SIGNING = { name: "ECDSA", hash: "SHA-256" } as const;

@@ -3,7 +3,7 @@
 // row is refused even though its certificate still chains to the CA.
 
 import { AtrestError } from "../errors.ts";
-import type { KmsCaller, KmsRole } from "./caller.ts";
+import type { KmsCaller, KmsRole } from "./api/caller.ts";
 import type { KmsDb } from "./db.ts";
 
 export interface ClientRow {

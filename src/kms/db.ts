@@ -4,7 +4,7 @@
 import { closeSync, openSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AtrestError } from "../errors.ts";
-import type { KeyVersionInfo } from "./types.ts";
+import type { KeyVersionInfo } from "./api/types.ts";
 
 export type KeyState = KeyVersionInfo["state"];
 export const KEY_STATES: readonly KeyState[] = ["pre-active", "active", "deactivated", "compromised", "destroyed"];

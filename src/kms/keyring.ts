@@ -5,6 +5,9 @@
 
 import { createSecretKey, type KeyObject, randomFillSync } from "node:crypto";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
+import { assertKeyName, formatKeyRef, isValidKeyName } from "./api/key-ref.ts";
+import type { DataKey, EncryptionContext, KeyInfo, KeyVersionInfo } from "./api/types.ts";
+import { DEK_BYTES, parseWrapped, type WrappedHeader } from "./api/wrapped.ts";
 import type { KeyOrigin, KeyRow, KeyState, KmsDb, RotationPolicy, VersionRow } from "./db.ts";
 import { fillRandom } from "./random.ts";
 import {
@@ -16,18 +19,7 @@ import {
   unsealKek,
   verifyMasterCheck,
 } from "./seal.ts";
-import type { DataKey, EncryptionContext, KeyInfo, KeyVersionInfo } from "./types.ts";
-import {
-  assertKeyName,
-  DEK_BYTES,
-  formatKeyRef,
-  isValidKeyName,
-  KEK_BYTES,
-  parseWrapped,
-  unwrapDek,
-  type WrappedHeader,
-  wrapDek,
-} from "./wrap.ts";
+import { KEK_BYTES, unwrapDek, wrapDek } from "./wrap.ts";
 
 export const DEFAULT_KEY_NAME = "default";
 const MASTER_CHECK = "master_check";

@@ -11,7 +11,7 @@
 
 import * as z from "zod";
 import { AtrestError } from "../errors.ts";
-import type { KmsCaller, KmsRole } from "./caller.ts";
+import type { KmsCaller, KmsRole } from "./api/caller.ts";
 import type { KmsDb } from "./db.ts";
 
 /** Operations on one key: a client policy may narrow these to key-name globs. */

@@ -7,7 +7,8 @@
 
 import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import { IntegrityError, KeyUnavailableError } from "../errors.ts";
-import { formatKeyRef, KEK_BYTES } from "./wrap.ts";
+import { formatKeyRef } from "./api/key-ref.ts";
+import { KEK_BYTES } from "./wrap.ts";
 
 export const MASTER_KEY_BYTES = 32;
 const NONCE_BYTES = 12;

@@ -6,6 +6,11 @@
 import { randomBytes } from "node:crypto";
 import type { AuditAction, AuditEvent, AuditSink } from "../audit/types.ts";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
+import type { KmsCaller } from "./api/caller.ts";
+import { type KmsItemError, kmsErrorCode } from "./api/errors.ts";
+import { assertKeyName, formatKeyRef, isValidKeyName } from "./api/key-ref.ts";
+import type { DataKey, EncryptionContext } from "./api/types.ts";
+import { parseWrapped } from "./api/wrapped.ts";
 import {
   Approvals,
   DEFAULT_QUORUM,
@@ -24,7 +29,6 @@ import {
   unwrapImport,
   wrapRsaAes,
 } from "./byok.ts";
-import type { KmsCaller } from "./caller.ts";
 import type { RotationPolicy } from "./db.ts";
 import {
   type CreateKeyOptions,
@@ -40,8 +44,6 @@ import {
   parseClientPolicy,
   type StoredClientPolicy,
 } from "./policy.ts";
-import type { DataKey, EncryptionContext } from "./types.ts";
-import { assertKeyName, formatKeyRef, isValidKeyName, parseWrapped } from "./wrap.ts";
 
 const DAY_MS = 86_400_000;
 const EXECUTION_ACTION: Readonly<Record<KmsRequest["kind"], AuditAction>> = {
@@ -104,9 +106,7 @@ export interface UnwrapResult {
   plaintext: Buffer;
   keyRef: string;
 }
-export interface ItemError {
-  error: { code: string; message: string };
-}
+export type ItemError = KmsItemError;
 
 export interface KeyPolicyInput {
   rotation?: RotationPolicy;
@@ -756,8 +756,7 @@ function settle<T>(fn: () => T): T | ItemError {
   try {
     return fn();
   } catch (e) {
-    const code = e instanceof AtrestError ? e.code : "INTERNAL";
-    return { error: { code, message: e instanceof Error ? e.message : String(e) } };
+    return { error: { code: kmsErrorCode(e), message: e instanceof Error ? e.message : String(e) } };
   }
 }
 

@@ -3,7 +3,7 @@
 import * as openpgp from "openpgp";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
-import type { KeyProvider } from "../kms/types.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
 import { certifiers, keyFacts, parseFingerprint, readPublicKey, readPublicKeys, unusableReason } from "./keys.ts";
 import { OrgKey } from "./org-key.ts";

@@ -6,7 +6,7 @@ import { aeadKey, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { randomBytes } from "../crypto/random.ts";
 import { AtrestError } from "../errors.ts";
-import type { KeyProvider } from "../kms/types.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore } from "../store/types.ts";
 import { readPublicKey } from "./keys.ts";

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { AtrestError } from "../errors.ts";
-import { assertKeyName } from "../kms/wrap.ts";
+import { assertKeyName } from "../kms/api/key-ref.ts";
 import { type MetaStore, ROLES, type Role, type UserRow } from "../store/types.ts";
 import type { Permission } from "../vfs/types.ts";
 import { hashPassword } from "./passwords.ts";

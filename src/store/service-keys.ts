@@ -1,4 +1,4 @@
-import type { EncryptionContext, KeyProvider } from "../kms/types.ts";
+import type { EncryptionContext, KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "./types.ts";
 
 /**

@@ -2,7 +2,7 @@
 // folder applies to a path. Folder paths are global (`/shared/outbox`), not a user's view: a user whose home is
 // `/alice` writes `/docs/x` at the global path `/alice/docs/x`.
 import { AtrestError } from "../errors.ts";
-import { assertKeyName } from "../kms/wrap.ts";
+import { assertKeyName } from "../kms/api/key-ref.ts";
 import type { FolderOptions, FolderRow, MetaStore } from "../store/types.ts";
 import { isWithin, normalize } from "./paths.ts";
 

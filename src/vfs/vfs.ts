@@ -10,7 +10,7 @@ import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
 import { fileContext } from "../keys/context.ts";
 import { KekSelector } from "../keys/kek-select.ts";
-import type { KeyProvider } from "../kms/types.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
 import { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BlobStore } from "../store/blobs.ts";

@@ -68,33 +68,15 @@ export const KMS_INTERNALS_ALLOWED = ["app.ts", "cli/"];
  * end of issue 10 it is empty.
  */
 export const KNOWN_VIOLATIONS: Record<string, string> = {
-  "audit/checkpoint-key.ts -> kms/types.ts": "layers: the wiring injects the checkpoint signer",
-  "events/crypto.ts -> kms/types.ts": "kms: types move to kms/api",
-  "events/engine.ts -> kms/types.ts": "kms: types move to kms/api",
-  "events/key-watch.ts -> kms/types.ts": "kms: types move to kms/api",
-  "events/rules.ts -> kms/types.ts": "kms: types move to kms/api",
-  "keys/context.ts -> kms/types.ts": "kms: types move to kms/api",
-  "keys/dek-cache.ts -> kms/types.ts": "kms: types move to kms/api",
-  "keys/dek-cache.ts -> kms/wrap.ts": "kms: key names and context encoding move to kms/api",
-  "keys/jobs.ts -> kms/wrap.ts": "kms: key names and context encoding move to kms/api",
   "keys/key-manager.ts -> kms/embedded.ts": "kms: opening the embedded key manager is the wiring's job",
-  "keys/key-manager.ts -> kms/client.ts": "kms: the HTTPS client moves to kms/api",
-  "keys/provider.ts -> kms/types.ts": "kms: types move to kms/api",
-  "keys/rewrap.ts -> kms/types.ts": "kms: types move to kms/api",
   "keys/who-can-decrypt.ts -> app.ts": "layers: explicit dependencies instead of walking the App",
   "keys/who-can-decrypt.ts -> kms/clients.ts":
     "layers: explicit dependencies (an interface the embedded KMS implements)",
   "keys/who-can-decrypt.ts -> kms/embedded.ts":
     "layers: explicit dependencies (an interface the embedded KMS implements)",
-  "pgp/keystore.ts -> kms/types.ts": "kms: types move to kms/api",
-  "pgp/org-key.ts -> kms/types.ts": "kms: types move to kms/api",
-  "service/users.ts -> kms/wrap.ts": "kms: key names move to kms/api",
-  "store/service-keys.ts -> kms/types.ts": "layers: service keys are a keys-layer job",
-  "vfs/folders.ts -> kms/wrap.ts": "kms: key names move to kms/api",
   "vfs/session.ts -> pgp/folder.ts": "layers: folder write-filter hook registered by pgp at wiring",
   "vfs/vfs.ts -> keys/context.ts": "layers: the file context moves down (vfs owns its containers' context)",
   "vfs/vfs.ts -> keys/kek-select.ts": "layers: KEK selection becomes vfs policy",
-  "vfs/vfs.ts -> kms/types.ts": "kms: types move to kms/api",
   "vfs/vfs.ts -> pgp/keystore.ts": "layers: folder write-filter hook registered by pgp at wiring",
   "container-io/seal-pool.ts -> container-io/seal-worker.ts": "container-io: a file cycle (message types both ways)",
 };

@@ -2,7 +2,7 @@
 // `kms client issue`, `kms serve` as a child process on a free loopback port, `kms unseal` per share.
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
-import type { KmsRole } from "../../src/kms/caller.ts";
+import type { KmsRole } from "../../src/kms/api/caller.ts";
 import { cli, ROOT } from "./atrest.ts";
 
 const CLI = join(ROOT, "src", "cli", "main.ts");

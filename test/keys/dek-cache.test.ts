@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { DekCache, withDekCache } from "../../src/keys/dek-cache.ts";
-import type { KeyProvider } from "../../src/kms/types.ts";
+import type { KeyProvider } from "../../src/kms/api/types.ts";
 
 const ctx = (id: string) => ({ purpose: "file", content: id });
 

@@ -211,7 +211,7 @@ describe("dual control: export, client policy, master rotation", () => {
       const w = dk.wrapped;
       const n = w.readUInt8(4);
       const h = 9 + n;
-      const { encodeContext } = await import("../../src/kms/wrap.ts");
+      const { encodeContext } = await import("../../src/kms/api/wrapped.ts");
       const g = createDecipheriv("aes-256-gcm", kek, w.subarray(h, h + 12));
       g.setAAD(Buffer.concat([w.subarray(0, h), encodeContext(ctx)]));
       g.setAuthTag(w.subarray(h + 44));

@@ -7,15 +7,15 @@ import { createPrivateKey, type KeyObject } from "node:crypto";
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import type { KmsRole } from "../../src/kms/api/caller.ts";
+import { RemoteKms } from "../../src/kms/api/client.ts";
+import type { DataKey } from "../../src/kms/api/types.ts";
 import { BACKUP_PRIVATE_SEALED, openBackupPrivateKey } from "../../src/kms/backup-key.ts";
-import type { KmsRole } from "../../src/kms/caller.ts";
-import { RemoteKms } from "../../src/kms/client.ts";
 import { KmsDb } from "../../src/kms/db.ts";
 import { initKmsDir, issueClient } from "../../src/kms/home.ts";
 import { unsealKek } from "../../src/kms/seal.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { combineShares, parseShare } from "../../src/kms/shares.ts";
-import type { DataKey } from "../../src/kms/types.ts";
 import { readSealConfig, type ShamirConfig, ShamirSource } from "../../src/kms/unseal.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
 

@@ -6,10 +6,10 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { AtrestError, IntegrityError, KeyUnavailableError } from "../../src/errors.ts";
+import { encodeContext } from "../../src/kms/api/wrapped.ts";
 import { SCHEMA_VERSION } from "../../src/kms/db.ts";
 import { DEV_MODE_WARNING, initEmbeddedKms, openEmbeddedKms } from "../../src/kms/embedded.ts";
 import type { KmsAuditEvent } from "../../src/kms/keyring.ts";
-import { encodeContext } from "../../src/kms/wrap.ts";
 
 const ctxA = { fileId: "f-1", owner: "alice", folder: "/hr" };
 const ctxB = { fileId: "f-2", owner: "alice", folder: "/hr" };

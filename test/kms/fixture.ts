@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AuditEvent } from "../../src/audit/types.ts";
-import type { KmsCaller } from "../../src/kms/caller.ts";
+import type { KmsCaller } from "../../src/kms/api/caller.ts";
 import { KmsDb } from "../../src/kms/db.ts";
 import { Keyring } from "../../src/kms/keyring.ts";
 import { KmsService, type KmsServiceOptions } from "../../src/kms/service.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { KMS_ROLES } from "../../src/kms/caller.ts";
+import { KMS_ROLES } from "../../src/kms/api/caller.ts";
 import { globToRegExp, KEY_OPERATIONS, parseClientPolicy, roleAllows } from "../../src/kms/policy.ts";
 import { isErr } from "./fixture.ts";
 

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { KeyUnavailableError } from "../../src/errors.ts";
-import { RemoteKms } from "../../src/kms/client.ts";
+import { RemoteKms } from "../../src/kms/api/client.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
 import { type KmsSetup, type RunningKms, setupKms, startKms, unsealKms } from "../helpers/kms.ts";
 

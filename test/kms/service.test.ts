@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { parseWrapped } from "../../src/kms/wrap.ts";
+import { parseWrapped } from "../../src/kms/api/wrapped.ts";
 import { admin, alice, auditor, type Fixture, isErr, openFixture, operator, server } from "./fixture.ts";
 
 const ctx = { fileId: "f-1", owner: "alice", folder: "/hr" };

@@ -3,7 +3,8 @@
 
 import * as z from "zod";
 import { AtrestError } from "../../errors.ts";
-import type { DataKey, EncryptionContext } from "../types.ts";
+import type { KmsItemError } from "../api/errors.ts";
+import type { DataKey, EncryptionContext } from "../api/types.ts";
 
 export const MAX_BATCH = 1000;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -73,7 +74,7 @@ export function wrappedJson(r: { wrapped: Buffer; keyRef: string }): { wrapped: 
   return { wrapped: r.wrapped.toString("base64"), keyRef: r.keyRef };
 }
 
-export type ItemResult<T> = T | { error: { code: string; message: string } };
+export type ItemResult<T> = T | KmsItemError;
 
 export function mapItems<A, B>(items: readonly ItemResult<A>[], fn: (a: A) => B): ItemResult<B>[] {
   return items.map((it) => (it && typeof it === "object" && "error" in it ? it : fn(it as A)));

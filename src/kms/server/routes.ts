@@ -4,8 +4,8 @@
 
 import * as z from "zod";
 import { AtrestError } from "../../errors.ts";
+import type { KmsCaller, KmsRole } from "../api/caller.ts";
 import type { RequestStatus } from "../approvals.ts";
-import type { KmsCaller, KmsRole } from "../caller.ts";
 import { parseClientPolicy } from "../policy.ts";
 import type { KmsService } from "../service.ts";
 import {

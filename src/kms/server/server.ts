@@ -12,8 +12,9 @@ import type { TLSSocket } from "node:tls";
 import { AtrestError, KeyUnavailableError } from "../../errors.ts";
 import { type Logger, silentLogger } from "../../logger.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../../metrics/registry.ts";
+import type { KmsCaller } from "../api/caller.ts";
+import type { KmsStatus } from "../api/types.ts";
 import { loadServerTls } from "../ca.ts";
-import type { KmsCaller } from "../caller.ts";
 import { ClientDirectory } from "../clients.ts";
 import { KmsDb } from "../db.ts";
 import { KMS_DB_FILE } from "../home.ts";
@@ -42,15 +43,6 @@ export interface KmsServerOptions {
   service?: KmsServiceOptions;
   /** Scheduler period (auto rotation, due destruction), ms; 0 disables. Default 60 s. */
   schedulerIntervalMs?: number;
-}
-
-export interface KmsStatus {
-  sealed: boolean;
-  kind: MasterKeySource["kind"];
-  threshold: number;
-  shares: number;
-  progress: number;
-  version: string;
 }
 
 const VERSION = "1";

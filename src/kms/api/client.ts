@@ -7,10 +7,11 @@ import { readFile } from "node:fs/promises";
 import { Agent, request } from "node:https";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
-import { AtrestError, type ErrorCode, IntegrityError, KeyUnavailableError } from "../errors.ts";
+import { AtrestError, KeyUnavailableError } from "../../errors.ts";
 import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./cert-files.ts";
-import type { DataKey, EncryptionContext, KeyInfo, KeyProvider } from "./types.ts";
-import { keyRefOfWrapped } from "./wrap.ts";
+import { errorFromCode } from "./errors.ts";
+import type { DataKey, EncryptionContext, KeyInfo, KeyProvider, KmsStatus } from "./types.ts";
+import { keyRefOfWrapped } from "./wrapped.ts";
 
 export interface RemoteKmsOptions {
   /** https://host:port of `atrest kms serve`. */
@@ -31,16 +32,6 @@ export interface RemoteKmsOptions {
   coalesce?: boolean;
 }
 
-export interface KmsStatus {
-  sealed: boolean;
-  kind: "shamir" | "dev-file";
-  threshold: number;
-  shares: number;
-  progress: number;
-  version: string;
-  detail?: string;
-}
-
 export type ItemOutcome<T> = T | { error: AtrestError };
 
 interface Problem {
@@ -48,31 +39,6 @@ interface Problem {
   detail?: string;
   code?: string;
   status?: number;
-}
-
-const CODES = new Set<string>([
-  "INTEGRITY",
-  "KEY_UNAVAILABLE",
-  "NOT_FOUND",
-  "EXISTS",
-  "NOT_EMPTY",
-  "NOT_A_DIRECTORY",
-  "IS_A_DIRECTORY",
-  "PERMISSION_DENIED",
-  "QUOTA_EXCEEDED",
-  "INVALID_PATH",
-  "INVALID_INPUT",
-  "UNSUPPORTED",
-  "AUTH_FAILED",
-  "REFUSED",
-]);
-
-/** The same error class the embedded provider would have thrown for `code`. */
-export function errorFromCode(code: string | undefined, message: string): AtrestError {
-  if (code === "KEY_UNAVAILABLE") return new KeyUnavailableError(message);
-  if (code === "INTEGRITY") return new IntegrityError(message);
-  if (code && CODES.has(code)) return new AtrestError(code as ErrorCode, message);
-  return new AtrestError("KEY_UNAVAILABLE", message);
 }
 
 const MAX_BATCH = 1000;

@@ -1,5 +1,6 @@
-// The contract between the file server and a key manager. The embedded provider (in process) and the remote
-// client (HTTPS + mTLS, a later issue) both implement it; the vfs only ever sees this interface.
+// The contract between the file server and a key manager. The embedded key manager (in process, src/kms/embedded.ts)
+// and the remote client (./client.ts: HTTPS + mTLS to `atrest kms serve`) both implement it; the vfs only ever sees
+// this interface.
 
 /** Encryption context: bound as AAD into every wrap, recorded in the key manager's audit. Never secret. */
 export type EncryptionContext = Readonly<Record<string, string>>;
@@ -36,4 +37,17 @@ export interface KeyProvider {
   createKey(name: string): Promise<KeyInfo>;
   rotateKey(name: string): Promise<KeyInfo>;
   close(): Promise<void>;
+}
+
+/** Seal state of a key manager service (`GET /v1/status`, `atrest kms status`). */
+export interface KmsStatus {
+  sealed: boolean;
+  /** Where the master key comes from: custodians' unseal shares, or the dev key file beside the database. */
+  kind: "shamir" | "dev-file";
+  threshold: number;
+  shares: number;
+  progress: number;
+  version: string;
+  /** Why nothing changed (e.g. "already unsealed"). */
+  detail?: string;
 }
