@@ -7,14 +7,7 @@ import { AtrestError } from "./errors.ts";
 import { TriggerEngine } from "./events/engine.ts";
 import { pgpApi } from "./events/pgp.ts";
 import { DEFAULT_DEK_CACHE_ENTRIES, DEFAULT_DEK_CACHE_SECONDS, DekCache, withDekCache } from "./keys/dek-cache.ts";
-import {
-  type OpenedKeyManager,
-  openKeyManager,
-  type RemoteKmsSettings,
-  readRemoteKms,
-  remoteKmsFor,
-  writeRemoteKms,
-} from "./keys/key-manager.ts";
+import { type RemoteKmsSettings, readRemoteKms, remoteKmsFor, writeRemoteKms } from "./keys/key-manager.ts";
 import { lockHolder } from "./keys/lock.ts";
 import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
@@ -31,6 +24,7 @@ import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserR
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
 import { Vfs } from "./vfs/vfs.ts";
+import { type OpenedKeyManager, openKeyManager } from "./wiring/key-manager.ts";
 
 export const AUDIT_KEY_SETTING = "audit.key";
 export const AUDIT_CONTEXT = { purpose: "audit" };

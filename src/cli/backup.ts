@@ -2,7 +2,8 @@ import type { Command } from "commander";
 import { dataPaths, initData } from "../app.ts";
 import { readManifest, restoreBackup, writeBackup } from "../backup/bundle.ts";
 import { AtrestError } from "../errors.ts";
-import { openKeyManager, remoteKmsFor } from "../keys/key-manager.ts";
+import { remoteKmsFor } from "../keys/key-manager.ts";
+import { openKeyManager } from "../wiring/key-manager.ts";
 import { dataOption, kmsFromEnv, say } from "./common.ts";
 
 async function withKeys<T>(data: string, fn: (keys: Awaited<ReturnType<typeof openKeyManager>>) => Promise<T>) {

@@ -3,7 +3,7 @@ import { Option } from "commander";
 import { type App, dataPaths, initData } from "../app.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyJobDeps } from "../keys/jobs.ts";
-import { openKeyManager, remoteKmsFor } from "../keys/key-manager.ts";
+import { remoteKmsFor } from "../keys/key-manager.ts";
 import { progressPrinter } from "../keys/progress.ts";
 import { reencrypt } from "../keys/reencrypt.ts";
 import { rewrap } from "../keys/rewrap.ts";
@@ -12,6 +12,7 @@ import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import { assertKeyName } from "../kms/api/key-ref.ts";
 import { LocalBlobStore } from "../store/local-blobs.ts";
 import { openSqliteStore } from "../store/sqlite/index.ts";
+import { openKeyManager } from "../wiring/key-manager.ts";
 import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";
 
 function positiveInt(what: string) {

@@ -1,26 +1,17 @@
 // Which key manager a data directory uses: the embedded one (dev mode, `data/kms/`) or a remote `atrest kms serve`
 // over mTLS. The server records its remote key manager in `data/kms-remote.json` (URL and client-certificate
 // directory; no secrets), so admin commands on the same data directory reach the same key manager without flags.
+// Opening one is the wiring's job (src/wiring/key-manager.ts): this layer only ever sees the KeyManager interface.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AtrestError } from "../errors.ts";
 import { writeFileDurable } from "../fsutil/durable.ts";
-import { type EmbeddedKms, openEmbeddedKms } from "../kms/embedded.ts";
-import type { KeyManager } from "./provider.ts";
 
 export const REMOTE_KMS_FILE = "kms-remote.json";
 
 export interface RemoteKmsSettings {
   url: string;
   certDir: string;
-}
-
-export interface OpenedKeyManager {
-  keys: KeyManager;
-  /** Set when the embedded key manager is in use (key administration on the data directory). */
-  embedded?: EmbeddedKms;
-  /** For messages and reports: where the keys live. */
-  location: string;
 }
 
 export async function readRemoteKms(root: string): Promise<RemoteKmsSettings | undefined> {
@@ -55,20 +46,4 @@ export async function remoteKmsFor(
     return { url: explicit.url, certDir: explicit.certDir };
   }
   return readRemoteKms(root);
-}
-
-export async function openKeyManager(
-  root: string,
-  kmsDir: string,
-  remote?: RemoteKmsSettings,
-): Promise<OpenedKeyManager> {
-  if (remote) {
-    const { RemoteKms } = await import("../kms/api/client.ts");
-    const keys = await RemoteKms.connect({ url: remote.url, certDir: remote.certDir });
-    return { keys: keys as unknown as KeyManager, location: `remote ${keys.url}` };
-  }
-  const embedded = await openEmbeddedKms(kmsDir).catch((err: Error) => {
-    throw new AtrestError("KEY_UNAVAILABLE", `${err.message} (data dir ${root})`);
-  });
-  return { keys: embedded, embedded, location: `embedded (${kmsDir}, dev mode)` };
 }
