@@ -52,7 +52,7 @@ async function atrestUpload(
     if (!(await app.store.getUser("bench"))) {
       await app.addUser({ name: "bench", password: "bench-password-1", home: "/" });
       await app.addUser({ name: "recipient", password: "bench-password-1" });
-      await app.vfs.pgp.import("recipient", armoredKey);
+      await app.pgp.import("recipient", armoredKey);
       await app.putFolder("/outbox", { pgp: { recipients: ["recipient"] } });
     }
     const session = await app.openSession("bench", { protocol: "cli", sessionId: "bench" });

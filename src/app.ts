@@ -14,6 +14,8 @@ import { recoverRewrap } from "./keys/rewrap.ts";
 import { assertKeyName } from "./kms/api/key-ref.ts";
 import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
 import { type Logger, silentLogger } from "./logger.ts";
+import { pgpWriteFilter } from "./pgp/folder.ts";
+import { PgpKeyStore } from "./pgp/keystore.ts";
 import type { Accounts, UserAuth } from "./service/accounts.ts";
 import { verifyPassword } from "./service/passwords.ts";
 import { buildUser, type NewUser, requireUser, validateGroupName } from "./service/users.ts";
@@ -89,6 +91,8 @@ export class App implements Accounts {
   /** Where the keys live, for reports: the embedded key manager's directory or the remote key manager's URL. */
   readonly keyManagerLocation: string;
   readonly vfs: Vfs;
+  /** OpenPGP keys; PGP folders are its write filter on the vfs. */
+  readonly pgp: PgpKeyStore;
   readonly audit: AuditLog;
   readonly logger: Logger;
   /** Trigger rules and their queue; intake runs in every process, the worker only after `triggers.start()`. */
@@ -112,7 +116,9 @@ export class App implements Accounts {
     this.vfs = vfs;
     this.audit = audit;
     this.logger = logger;
-    const pgp = pgpApi(vfs.pgp);
+    this.pgp = new PgpKeyStore(store, vfs.keys, audit);
+    vfs.writeFilters.register(pgpWriteFilter(this.pgp));
+    const pgp = pgpApi(this.pgp);
     this.triggers = new TriggerEngine({
       store,
       keys: opened.keys,

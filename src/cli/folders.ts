@@ -33,7 +33,7 @@ export function registerFolders(program: Command): void {
         const options: FolderOptions = {};
         if (opts.key !== undefined) options.key = opts.key;
         if (opts.pgp || opts.pgpSign || opts.pgpRequireCertified || opts.pgpInbound) {
-          options.pgp = await validatePgpFolderOptions(app.vfs.pgp, {
+          options.pgp = await validatePgpFolderOptions(app.pgp, {
             recipients: opts.pgp,
             sign: opts.pgpSign,
             requireCertified: opts.pgpRequireCertified,

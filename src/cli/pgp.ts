@@ -54,7 +54,7 @@ export function registerPgp(program: Command): void {
     .action(async (owner: string, file: string, opts) => {
       const input = await readKeyInput(file);
       await withApp(opts.data, async (app) => {
-        const row = await app.vfs.pgp.import(owner, new Uint8Array(input));
+        const row = await app.pgp.import(owner, new Uint8Array(input));
         say(
           `${row.revoked ? "stored (revoked)" : "imported"} ${row.fingerprint} for ${ownerLabel(row)}: ${row.userIds.join("; ")}`,
         );
@@ -68,7 +68,7 @@ export function registerPgp(program: Command): void {
     .option("--json", "machine-readable output (without the armored keys)")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const rows = await app.vfs.pgp.list();
+        const rows = await app.pgp.list();
         if (opts.json) return json(rows.map(({ armored: _, ...r }) => r));
         for (const r of rows) process.stdout.write(`${summary(r)}\n`);
       });
@@ -81,8 +81,8 @@ export function registerPgp(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        const row = await app.vfs.pgp.get(fpr);
-        const unusable = await unusableReason(await app.vfs.pgp.parsed(row));
+        const row = await app.pgp.get(fpr);
+        const unusable = await unusableReason(await app.pgp.parsed(row));
         const { armored: _, ...rest } = row;
         const out = { ...rest, owner: ownerLabel(row), usable: !unusable, ...(unusable ? { unusable } : {}) };
         if (opts.json) return json(out);
@@ -98,7 +98,7 @@ export function registerPgp(program: Command): void {
     .addOption(dataOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        process.stdout.write((await app.vfs.pgp.get(fpr)).armored);
+        process.stdout.write((await app.pgp.get(fpr)).armored);
       });
     });
 
@@ -109,7 +109,7 @@ export function registerPgp(program: Command): void {
     .action(async (fpr: string, file: string, opts) => {
       const input = await readKeyInput(file);
       await withApp(opts.data, async (app) => {
-        const row = await app.vfs.pgp.revoke(fpr, input.toString("latin1"));
+        const row = await app.pgp.revoke(fpr, input.toString("latin1"));
         say(`${row.fingerprint} (${ownerLabel(row)}) is revoked: it is no longer used as a recipient`);
       });
     });
@@ -120,7 +120,7 @@ export function registerPgp(program: Command): void {
     .addOption(dataOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.vfs.pgp.remove(fpr);
+        await app.pgp.remove(fpr);
         say(`removed ${fpr}`);
       });
     });
@@ -142,7 +142,7 @@ export function registerPgp(program: Command): void {
       const passphrase = await readPassphrase();
       await withApp(opts.data, async (app) => {
         if (!(await app.store.getUser(user))) throw new AtrestError("NOT_FOUND", `no such user: ${user}`);
-        const { row, privateKey } = await generateUserKey(app.vfs.pgp, user, passphrase, {
+        const { row, privateKey } = await generateUserKey(app.pgp, user, passphrase, {
           type: opts.type,
           email: opts.email,
           expireDays: opts.expireDays,
@@ -165,9 +165,7 @@ export function registerPgp(program: Command): void {
     .option("--email <address>", "user id e-mail address")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const k = await app.vfs.pgp.createOrgKey(
-          opts.email ? { name: opts.name, email: opts.email } : { name: opts.name },
-        );
+        const k = await app.pgp.createOrgKey(opts.email ? { name: opts.name, email: opts.email } : { name: opts.name });
         say(`created organisation key ${k.getFingerprint()} (${k.getUserIDs().join("; ")})`);
       });
     });
@@ -178,7 +176,7 @@ export function registerPgp(program: Command): void {
     .addOption(dataOption())
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        process.stdout.write((await app.vfs.pgp.org.requirePublicKey()).armor());
+        process.stdout.write((await app.pgp.org.requirePublicKey()).armor());
       });
     });
 
@@ -188,7 +186,7 @@ export function registerPgp(program: Command): void {
     .addOption(dataOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        const row = await app.vfs.pgp.certify(fpr);
+        const row = await app.pgp.certify(fpr);
         say(`certified ${row.fingerprint} (${ownerLabel(row)})`);
       });
     });
@@ -202,7 +200,7 @@ export function registerPgp(program: Command): void {
     .action(async (file: string, opts) => {
       const input = await readKeyInput(file);
       await withApp(opts.data, async (app) => {
-        say(`trusted ${await app.vfs.pgp.addTrust(input.toString("latin1"))} as a certifier`);
+        say(`trusted ${await app.pgp.addTrust(input.toString("latin1"))} as a certifier`);
       });
     });
 
@@ -213,10 +211,10 @@ export function registerPgp(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const own = await app.vfs.pgp.org.publicKey();
+        const own = await app.pgp.org.publicKey();
         const rows = [
           ...(own ? [{ fingerprint: own.getFingerprint(), userIds: own.getUserIDs(), organisation: true }] : []),
-          ...(await app.vfs.pgp.listTrust()).map((t) => ({ ...t, organisation: false })),
+          ...(await app.pgp.listTrust()).map((t) => ({ ...t, organisation: false })),
         ];
         if (opts.json) return json(rows);
         for (const r of rows) {
@@ -231,7 +229,7 @@ export function registerPgp(program: Command): void {
     .addOption(dataOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.vfs.pgp.removeTrust(fpr);
+        await app.pgp.removeTrust(fpr);
         say(`no longer trusting ${fpr}`);
       });
     });

@@ -9,7 +9,7 @@ import { parseKeyRef } from "../kms/api/key-ref.ts";
 import type { EncryptionContext } from "../kms/api/types.ts";
 import type { HeadAccess } from "../store/blobs.ts";
 import { serviceKeyContexts } from "../store/service-keys.ts";
-import { fileContext } from "./context.ts";
+import { fileContext } from "../vfs/file-context.ts";
 import {
   countFiles,
   type JobFailure,

@@ -3,6 +3,7 @@
 import type { AuditEvent, AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { WriteHandle } from "../vfs/types.ts";
+import type { WriteFilter } from "../vfs/write-filters.ts";
 import { inboundWriteHandle } from "./inbound.ts";
 import type { PgpKeyStore } from "./keystore.ts";
 import type { PgpFolderOptions } from "./types.ts";
@@ -54,6 +55,21 @@ export interface PgpWriteContext {
   /** The client asked to append to an existing file. */
   resume: boolean;
   event: Omit<AuditEvent, "action" | "outcome">;
+}
+
+/** PGP folders as a vfs write filter, registered by the wiring (app.ts). */
+export function pgpWriteFilter(keys: PgpKeyStore): WriteFilter {
+  return {
+    applies: (folder) => pgpApplies(folder.options.pgp),
+    openWrite: (ctx, openInner) =>
+      openPgpWrite(
+        ctx.folder.options.pgp ?? {},
+        { keys, audit: ctx.audit, folder: ctx.folder.path, name: ctx.name, resume: ctx.resume, event: ctx.event },
+        openInner,
+      ),
+    checkMove: (from, to) =>
+      checkPgpMove({ path: from?.path, pgp: from?.options.pgp }, { path: to.path, pgp: to.options.pgp }),
+  };
 }
 
 /**

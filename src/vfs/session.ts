@@ -1,6 +1,5 @@
 import type { AuditAction, AuditEvent } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
-import { checkPgpMove, openPgpWrite, pgpApplies } from "../pgp/folder.ts";
 import type { NodeRow, UserRow } from "../store/types.ts";
 import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
@@ -138,7 +137,7 @@ export class Session implements VfsSession {
         this.#perms.require(src, "rename");
         this.#perms.require(dst, "rename");
         const [from, to] = await Promise.all([src, dst].map((x) => this.#vfs.folders.match(this.globalPath(x))));
-        checkPgpMove({ path: from?.path, pgp: from?.options.pgp }, { path: to?.path, pgp: to?.options.pgp });
+        this.#vfs.writeFilters.checkMove(from, to);
         if (src === "/" || dst === "/") throw new AtrestError("PERMISSION_DENIED", "cannot rename the home directory");
         const node = await this.#resolve(src);
         const { parent, name } = parentAndName(dst);
@@ -191,24 +190,13 @@ export class Session implements VfsSession {
           path: this.globalPath(p),
           event: this.#event(p),
         });
-      // OpenPGP folders encrypt (or check) what is written, as it streams in (src/pgp/folder.ts).
+      // A folder's write filter (OpenPGP folders: src/pgp/folder.ts) sees what is written as it streams in.
       const folder = await this.#vfs.folders.match(this.globalPath(p));
-      const pgp = folder?.options.pgp;
-      const writer: WriteHandle =
-        folder && pgpApplies(pgp)
-          ? await openPgpWrite(
-              pgp,
-              {
-                keys: this.#vfs.pgp,
-                audit: this.#vfs.audit,
-                folder: folder.path,
-                name,
-                resume: !!existing && !options.truncate,
-                event: this.#event(p),
-              },
-              open,
-            )
-          : await open();
+      const writer = await this.#vfs.writeFilters.open(
+        folder,
+        { name, resume: !!existing && !options.truncate, audit: this.#vfs.audit, event: this.#event(p) },
+        open,
+      );
       const handle: WriteHandle = {
         get size() {
           return writer.size;

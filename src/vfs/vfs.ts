@@ -8,18 +8,18 @@ import { zero } from "../crypto/bytes.ts";
 import { AtrestError, QuotaExceededError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
-import { fileContext } from "../keys/context.ts";
-import { KekSelector } from "../keys/kek-select.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
-import { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
+import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
+import { KekSelector } from "./kek-select.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
 import type { FileStat } from "./types.ts";
+import { WriteFilters } from "./write-filters.ts";
 
 export interface VfsDeps {
   store: MetaStore;
@@ -52,7 +52,8 @@ export class Vfs {
   readonly tree: Tree;
   readonly folders: Folders;
   /** OpenPGP public keys and the organisation key (PGP folders). */
-  readonly pgp: PgpKeyStore;
+  /** Registered by the wiring (PGP folders). */
+  readonly writeFilters = new WriteFilters();
   readonly store: MetaStore;
   readonly blobs: BlobStore;
   readonly keys: KeyProvider;
@@ -76,7 +77,6 @@ export class Vfs {
     this.#crypto = crypto;
     this.tree = new Tree(deps.store, crypto);
     this.folders = new Folders(deps.store);
-    this.pgp = new PgpKeyStore(deps.store, deps.keys, deps.audit);
     this.kek = new KekSelector(deps.store, this.folders, this.defaultKey);
   }
 

@@ -77,9 +77,5 @@ export const KNOWN_VIOLATIONS: Record<string, string> = {
     "layers: explicit dependencies (an interface the embedded KMS implements)",
   "keys/who-can-decrypt.ts -> kms/embedded.ts":
     "layers: explicit dependencies (an interface the embedded KMS implements)",
-  "vfs/session.ts -> pgp/folder.ts": "layers: folder write-filter hook registered by pgp at wiring",
-  "vfs/vfs.ts -> keys/context.ts": "layers: the file context moves down (vfs owns its containers' context)",
-  "vfs/vfs.ts -> keys/kek-select.ts": "layers: KEK selection becomes vfs policy",
-  "vfs/vfs.ts -> pgp/keystore.ts": "layers: folder write-filter hook registered by pgp at wiring",
   "container-io/seal-pool.ts -> container-io/seal-worker.ts": "container-io: a file cycle (message types both ways)",
 };

@@ -34,8 +34,8 @@ describe("PGP trigger actions, checked with gpg 2.2", () => {
     await app.addUser({ name: "finance", password: "pw-fin-123456", home: "/finance" });
     await app.addUser({ name: "alice", password: "pw-alice-1234", home: "/exchange", groups: ["partners"] });
     financeFpr = await gpg.generate("Finance <finance@example.com>", "ed25519");
-    await app.vfs.pgp.import("finance", await gpg.exportPublic(financeFpr));
-    const org = await app.vfs.pgp.org.create({ name: "atrest test org" });
+    await app.pgp.import("finance", await gpg.exportPublic(financeFpr));
+    const org = await app.pgp.org.create({ name: "atrest test org" });
     await gpg.importKey(org.armor());
     alice = await app.openSession("alice", { protocol: "sftp", sessionId: "s-alice" });
     ops = await app.openSession("ops", { protocol: "cli", sessionId: "s-ops" });

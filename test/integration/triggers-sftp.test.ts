@@ -40,8 +40,8 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     const fpr = await gpg.generate("Finance <finance@example.com>", "rsa3072");
     const app = await App.open(data);
     try {
-      await app.vfs.pgp.import("finance", await gpg.exportPublic(fpr));
-      await gpg.importKey((await app.vfs.pgp.org.create({ name: "atrest org" })).armor());
+      await app.pgp.import("finance", await gpg.exportPublic(fpr));
+      await gpg.importKey((await app.pgp.org.create({ name: "atrest org" })).armor());
     } finally {
       await app.close();
     }

@@ -52,9 +52,9 @@ describe("PGP folders through the vfs", () => {
     await app.addUser({ name: "fin", password: "x".repeat(12), groups: ["finance"] });
     gpg = await Gpg.create();
     finance = await gpg.generate("Finance <fin@example.com>", "rsa3072");
-    await app.vfs.pgp.import("fin", await gpg.exportPublic(finance));
-    await app.vfs.pgp.createOrgKey({ name: "Example Corp", email: "pgp@example.com" });
-    await gpg.importKey((await app.vfs.pgp.org.requirePublicKey()).armor());
+    await app.pgp.import("fin", await gpg.exportPublic(finance));
+    await app.pgp.createOrgKey({ name: "Example Corp", email: "pgp@example.com" });
+    await gpg.importKey((await app.pgp.org.requirePublicKey()).armor());
     await app.putFolder("/outbox", { pgp: { recipients: ["@finance"], sign: true } });
     await app.putFolder("/inbox", { pgp: { inbound: "encrypted" } });
     await app.putFolder("/signed-in", { pgp: { inbound: "signed" } });

@@ -46,16 +46,16 @@ describe("OpenPGP key store and encryption (GnuPG 2.2 interop)", () => {
   });
 
   it("imports gpg keys per user and describes them (fingerprint, user id, algorithm, no expiry)", async () => {
-    const a = await app.vfs.pgp.import("alice", await gpg.exportPublic(rsa));
+    const a = await app.pgp.import("alice", await gpg.exportPublic(rsa));
     assert.equal(a.fingerprint, rsa);
     assert.deepEqual(a.userIds, ["Alice <alice@example.com>"]);
     assert.equal(a.algorithm, "rsa3072");
     assert.equal(a.expiresAt, null);
     assert.equal(a.revoked, false);
-    const b = await app.vfs.pgp.import("bob", await gpg.exportPublic(ecc));
+    const b = await app.pgp.import("bob", await gpg.exportPublic(ecc));
     assert.equal(b.algorithm, "ed25519+cv25519");
     assert.deepEqual(
-      (await app.vfs.pgp.list()).map((k) => [k.ownerName, k.fingerprint]),
+      (await app.pgp.list()).map((k) => [k.ownerName, k.fingerprint]),
       [
         ["alice", rsa],
         ["bob", ecc],
@@ -65,28 +65,28 @@ describe("OpenPGP key store and encryption (GnuPG 2.2 interop)", () => {
 
   it("refuses private keys, unknown owners and a key that belongs to someone else", async () => {
     const secret = (await gpg.ok(["--armor", "--export-secret-keys", rsa])).stdout;
-    await assert.rejects(app.vfs.pgp.import("alice", secret), /private key: import only the public key/);
-    await assert.rejects(app.vfs.pgp.import("nobody", await gpg.exportPublic(rsa)), /no such user: nobody/);
-    await assert.rejects(app.vfs.pgp.import("@nogroup", await gpg.exportPublic(rsa)), /no such group: @nogroup/);
-    await assert.rejects(app.vfs.pgp.import("bob", await gpg.exportPublic(rsa)), /already belongs to alice/);
-    await assert.rejects(app.vfs.pgp.import("bob", "hello"), /not an OpenPGP public key/);
+    await assert.rejects(app.pgp.import("alice", secret), /private key: import only the public key/);
+    await assert.rejects(app.pgp.import("nobody", await gpg.exportPublic(rsa)), /no such user: nobody/);
+    await assert.rejects(app.pgp.import("@nogroup", await gpg.exportPublic(rsa)), /no such group: @nogroup/);
+    await assert.rejects(app.pgp.import("bob", await gpg.exportPublic(rsa)), /already belongs to alice/);
+    await assert.rejects(app.pgp.import("bob", "hello"), /not an OpenPGP public key/);
   });
 
   it("resolves users, @groups (members' keys) and fingerprints; unknown specs are refused by name", async () => {
-    const byUser = await app.vfs.pgp.resolveRecipients(["alice"]);
+    const byUser = await app.pgp.resolveRecipients(["alice"]);
     assert.deepEqual(
       byUser.map((k) => k.getFingerprint()),
       [rsa],
     );
-    const byGroup = await app.vfs.pgp.resolveRecipients(["@finance"]);
+    const byGroup = await app.pgp.resolveRecipients(["@finance"]);
     assert.deepEqual(byGroup.map((k) => k.getFingerprint()).sort(), [rsa, ecc].sort());
-    const byFpr = await app.vfs.pgp.resolveRecipients([ecc.toUpperCase()]);
+    const byFpr = await app.pgp.resolveRecipients([ecc.toUpperCase()]);
     assert.deepEqual(
       byFpr.map((k) => k.getFingerprint()),
       [ecc],
     );
     await assert.rejects(
-      app.vfs.pgp.resolveRecipients(["carol", "@nobody", "0".repeat(40), "dave"]),
+      app.pgp.resolveRecipients(["carol", "@nobody", "0".repeat(40), "dave"]),
       (err: Error & { code?: string }) => {
         assert.equal(err.code, "REFUSED");
         assert.match(err.message, /user carol has no OpenPGP key/);
@@ -99,7 +99,7 @@ describe("OpenPGP key store and encryption (GnuPG 2.2 interop)", () => {
   });
 
   it("streams a message that gpg decrypts for each recipient: SEIPD v1, uncompressed, 0 B and 3 MiB", async () => {
-    const recipients = await app.vfs.pgp.resolveRecipients(["@finance"]);
+    const recipients = await app.pgp.resolveRecipients(["@finance"]);
     for (const size of [0, 3 << 20]) {
       const data = randomBytes(size);
       const message = await collect(await encryptStream(Readable.from([data]), recipients, { filename: "x.bin" }));
@@ -123,12 +123,12 @@ describe("OpenPGP key store and encryption (GnuPG 2.2 interop)", () => {
   });
 
   it("signs with the organisation key (kept sealed under the KMS); gpg reports a good signature", async () => {
-    const orgPublic = await app.vfs.pgp.org.create({ name: "Example Corp file server", email: "pgp@example.com" });
+    const orgPublic = await app.pgp.org.create({ name: "Example Corp file server", email: "pgp@example.com" });
     await gpg.importKey(orgPublic.armor());
     const data = randomBytes(100_000);
     const message = await collect(
-      await encryptStream(Readable.from([data]), await app.vfs.pgp.resolveRecipients(["bob"]), {
-        signingKey: await app.vfs.pgp.org.privateKey(),
+      await encryptStream(Readable.from([data]), await app.pgp.resolveRecipients(["bob"]), {
+        signingKey: await app.pgp.org.privateKey(),
       }),
     );
     const file = join(dir, "signed.pgp");
@@ -144,10 +144,10 @@ describe("OpenPGP key store and encryption (GnuPG 2.2 interop)", () => {
     assert.ok(settings && !settings.includes(Buffer.from("-----BEGIN PGP PRIVATE")));
     const again = await App.open(join(dir, "data"));
     try {
-      const unsealed = await again.vfs.pgp.org.privateKey();
+      const unsealed = await again.pgp.org.privateKey();
       assert.equal(unsealed.getFingerprint(), orgPublic.getFingerprint());
       const message2 = await collect(
-        await encryptStream(Readable.from([data]), await again.vfs.pgp.resolveRecipients(["bob"]), {
+        await encryptStream(Readable.from([data]), await again.pgp.resolveRecipients(["bob"]), {
           signingKey: unsealed,
         }),
       );
@@ -158,7 +158,7 @@ describe("OpenPGP key store and encryption (GnuPG 2.2 interop)", () => {
     } finally {
       await again.close();
     }
-    await assert.rejects(app.vfs.pgp.org.create({ name: "again" }), /already exists/);
+    await assert.rejects(app.pgp.org.create({ name: "again" }), /already exists/);
   });
 });
 
@@ -183,66 +183,66 @@ describe("OpenPGP recipient checks at use time: expired, revoked, not certified"
   it("an expired key is refused, naming its fingerprint and the expiry", async () => {
     const fpr = await gpg.generate("Erin <erin@example.com>", "ed25519", "seconds=1");
     await new Promise((r) => setTimeout(r, 2100));
-    const row = await app.vfs.pgp.import("erin", await gpg.exportPublic(fpr));
+    const row = await app.pgp.import("erin", await gpg.exportPublic(fpr));
     assert.ok(row.expiresAt && Date.parse(row.expiresAt) < Date.now());
-    await assert.rejects(app.vfs.pgp.resolveRecipients(["erin"]), new RegExp(`user erin: ${fpr} expired on 20\\d\\d-`));
-    await assert.rejects(app.vfs.pgp.resolveRecipients([fpr]), new RegExp(`key ${fpr} \\(erin\\) is expired on`));
+    await assert.rejects(app.pgp.resolveRecipients(["erin"]), new RegExp(`user erin: ${fpr} expired on 20\\d\\d-`));
+    await assert.rejects(app.pgp.resolveRecipients([fpr]), new RegExp(`key ${fpr} \\(erin\\) is expired on`));
   });
 
   it("a key revoked in gpg (its revocation certificate imported) is refused after re-import", async () => {
     const fpr = await gpg.generate("Rob <rob@example.com>", "rsa3072");
-    await app.vfs.pgp.import("rob", await gpg.exportPublic(fpr));
-    assert.equal((await app.vfs.pgp.resolveRecipients(["rob"])).length, 1);
+    await app.pgp.import("rob", await gpg.exportPublic(fpr));
+    assert.equal((await app.pgp.resolveRecipients(["rob"])).length, 1);
     const rev = await readFile(join(gpg.home, "openpgp-revocs.d", `${fpr.toUpperCase()}.rev`), "utf8");
     await gpg.importKey(rev.replace(/^:-----BEGIN/m, "-----BEGIN"));
-    const row = await app.vfs.pgp.import("rob", await gpg.exportPublic(fpr));
+    const row = await app.pgp.import("rob", await gpg.exportPublic(fpr));
     assert.equal(row.revoked, true);
-    await assert.rejects(app.vfs.pgp.resolveRecipients(["rob"]), new RegExp(`user rob: ${fpr} revoked`));
+    await assert.rejects(app.pgp.resolveRecipients(["rob"]), new RegExp(`user rob: ${fpr} revoked`));
   });
 
   it("gpg's revocation certificate applied with revoke(): the key is refused; a wrong certificate is rejected", async () => {
     const fpr = await gpg.generate("Rob Two <rob2@example.com>", "ed25519");
     const other = await gpg.generate("Other <other@example.com>", "ed25519");
-    await app.vfs.pgp.import("rob", await gpg.exportPublic(fpr));
+    await app.pgp.import("rob", await gpg.exportPublic(fpr));
     const revs = join(gpg.home, "openpgp-revocs.d");
     await assert.rejects(
-      app.vfs.pgp.revoke(fpr, await readFile(join(revs, `${other.toUpperCase()}.rev`), "utf8")),
+      app.pgp.revoke(fpr, await readFile(join(revs, `${other.toUpperCase()}.rev`), "utf8")),
       new RegExp(`not a revocation certificate for ${fpr}`),
     );
-    const row = await app.vfs.pgp.revoke(fpr, await readFile(join(revs, `${fpr.toUpperCase()}.rev`), "utf8"));
+    const row = await app.pgp.revoke(fpr, await readFile(join(revs, `${fpr.toUpperCase()}.rev`), "utf8"));
     assert.equal(row.revoked, true);
-    await assert.rejects(app.vfs.pgp.resolveRecipients([fpr]), new RegExp(`key ${fpr} \\(rob\\) is revoked`));
+    await assert.rejects(app.pgp.resolveRecipients([fpr]), new RegExp(`key ${fpr} \\(rob\\) is revoked`));
   });
 
   it("certification: required → only keys certified by a trusted organisation key (ours or gpg's) pass", async () => {
     const cat = await gpg.generate("Cat <cat@example.com>", "ed25519");
     const dan = await gpg.generate("Dan <dan@example.com>", "ed25519");
-    await app.vfs.pgp.import("cat", await gpg.exportPublic(cat));
-    await app.vfs.pgp.import("dan", await gpg.exportPublic(dan));
+    await app.pgp.import("cat", await gpg.exportPublic(cat));
+    await app.pgp.import("dan", await gpg.exportPublic(dan));
     await assert.rejects(
-      app.vfs.pgp.resolveRecipients(["cat", "dan"], { requireCertified: true }),
+      app.pgp.resolveRecipients(["cat", "dan"], { requireCertified: true }),
       new RegExp(`user cat: ${cat} not certified by a trusted organisation key; user dan: ${dan} not certified`),
     );
     // Not required: both usable.
-    assert.equal((await app.vfs.pgp.resolveRecipients(["cat", "dan"])).length, 2);
+    assert.equal((await app.pgp.resolveRecipients(["cat", "dan"])).length, 2);
 
     // Our organisation key certifies cat.
-    await app.vfs.pgp.org.create({ name: "Example Corp", email: "pgp@example.com" });
-    const certified = await app.vfs.pgp.certify(cat);
-    const org = (await app.vfs.pgp.org.requirePublicKey()).getFingerprint();
+    await app.pgp.org.create({ name: "Example Corp", email: "pgp@example.com" });
+    const certified = await app.pgp.certify(cat);
+    const org = (await app.pgp.org.requirePublicKey()).getFingerprint();
     assert.deepEqual(certified.certifiedBy, [org]);
-    assert.equal((await app.vfs.pgp.resolveRecipients(["cat"], { requireCertified: true })).length, 1);
+    assert.equal((await app.pgp.resolveRecipients(["cat"], { requireCertified: true })).length, 1);
 
     // An external CA key made in gpg signs dan's key; trusting the CA makes the (re-imported) key certified.
     const ca = await gpg.generate("Partner CA <ca@partner.example>", "ed25519");
     await gpg.ok(["--default-key", ca, "--quick-sign-key", dan]);
-    await app.vfs.pgp.import("dan", await gpg.exportPublic(dan));
-    await assert.rejects(app.vfs.pgp.resolveRecipients(["dan"], { requireCertified: true }), /not certified/);
-    assert.equal(await app.vfs.pgp.addTrust(await gpg.exportPublic(ca)), ca);
-    assert.deepEqual((await app.vfs.pgp.get(dan)).certifiedBy, [ca]);
-    assert.equal((await app.vfs.pgp.resolveRecipients(["dan"], { requireCertified: true })).length, 1);
-    await app.vfs.pgp.removeTrust(ca);
-    assert.deepEqual((await app.vfs.pgp.get(dan)).certifiedBy, []);
-    await assert.rejects(app.vfs.pgp.resolveRecipients(["dan"], { requireCertified: true }), /not certified/);
+    await app.pgp.import("dan", await gpg.exportPublic(dan));
+    await assert.rejects(app.pgp.resolveRecipients(["dan"], { requireCertified: true }), /not certified/);
+    assert.equal(await app.pgp.addTrust(await gpg.exportPublic(ca)), ca);
+    assert.deepEqual((await app.pgp.get(dan)).certifiedBy, [ca]);
+    assert.equal((await app.pgp.resolveRecipients(["dan"], { requireCertified: true })).length, 1);
+    await app.pgp.removeTrust(ca);
+    assert.deepEqual((await app.pgp.get(dan)).certifiedBy, []);
+    await assert.rejects(app.pgp.resolveRecipients(["dan"], { requireCertified: true }), /not certified/);
   });
 });

@@ -2,7 +2,7 @@
 // writing user's own key, else the first of the user's groups (in the user's order) that has a key, else the server
 // default. A file keeps its key when it is moved or renamed (its DEK is not rewrapped): `keys reencrypt` moves it.
 import type { GroupRow, MetaStore, UserRow } from "../store/types.ts";
-import type { Folders } from "../vfs/folders.ts";
+import type { Folders } from "./folders.ts";
 
 export interface KekChoice {
   key: string;
