@@ -13,6 +13,7 @@ import { assertKeyName } from "../kms/api/key-ref.ts";
 import { LocalBlobStore } from "../store/local-blobs.ts";
 import { openSqliteStore } from "../store/sqlite/index.ts";
 import { openKeyManager } from "../wiring/key-manager.ts";
+import { whoCanDecryptDeps } from "../wiring/who-can-decrypt.ts";
 import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";
 
 function positiveInt(what: string) {
@@ -172,7 +173,7 @@ export function registerKeys(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (path: string, opts) => {
       await withApp(opts.data, async (app) => {
-        const info = await whoCanDecrypt(app, path);
+        const info = await whoCanDecrypt(whoCanDecryptDeps(app), path);
         if (opts.json) return json(info);
         for (const [k, v] of Object.entries(info)) {
           if (v === undefined) continue;

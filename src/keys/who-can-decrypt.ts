@@ -1,13 +1,30 @@
 // `atrest keys who-can-decrypt <path>`: the key behind one file, where that key lives and what the key manager says
 // about it, plus the rule that picks the key for new files at that path.
-import type { App } from "../app.ts";
 import { readHeader } from "../container-io/encrypted-reader.ts";
 import { AtrestError } from "../errors.ts";
 import { parseKeyRef } from "../kms/api/key-ref.ts";
-import { listClients } from "../kms/clients.ts";
-import { EMBEDDED_CALLER } from "../kms/embedded.ts";
+import type { KeyProvider } from "../kms/api/types.ts";
+import type { BlobStore } from "../store/blobs.ts";
+import type { MetaStore } from "../store/types.ts";
+import type { KekSelector } from "../vfs/kek-select.ts";
 import { normalize } from "../vfs/paths.ts";
-import { ROOT_ID } from "../vfs/tree.ts";
+import { ROOT_ID, type Tree } from "../vfs/tree.ts";
+
+/** What the report reads, named so the keys layer never walks the App (src/wiring/who-can-decrypt.ts builds it). */
+export interface WhoCanDecryptDeps {
+  store: Pick<MetaStore, "getUserById">;
+  tree: Pick<Tree, "resolve">;
+  blobs: Pick<BlobStore, "open">;
+  kek: Pick<KekSelector, "choose">;
+  keys: Pick<KeyProvider, "keyRefOf" | "listKeys">;
+  /** Where the keys live: the embedded key manager's directory or the remote one's URL. */
+  keyManagerLocation: string;
+  /**
+   * The callers the key manager's role and policy checks would let unwrap under a key, as "name (role)"; absent when
+   * the key manager does not tell (a key manager service keeps its policies to itself).
+   */
+  unwrapClients?: (key: string) => string[];
+}
 
 export interface WhoCanDecrypt {
   path: string;
@@ -28,16 +45,16 @@ export interface WhoCanDecrypt {
   unwrapClients?: string[];
 }
 
-export async function whoCanDecrypt(app: App, path: string): Promise<WhoCanDecrypt> {
+export async function whoCanDecrypt(deps: WhoCanDecryptDeps, path: string): Promise<WhoCanDecrypt> {
   if (!path.startsWith("/")) throw new AtrestError("INVALID_INPUT", `give a global path (starting with /): ${path}`);
   const p = normalize(path);
-  const node = await app.vfs.tree.resolve(ROOT_ID, p);
-  const ownerRow = node.ownerId ? await app.store.getUserById(node.ownerId) : undefined;
-  const rule = await app.vfs.kek.choose(ownerRow, node.kind === "dir" ? `${p}/x` : p);
+  const node = await deps.tree.resolve(ROOT_ID, p);
+  const ownerRow = node.ownerId ? await deps.store.getUserById(node.ownerId) : undefined;
+  const rule = await deps.kek.choose(ownerRow, node.kind === "dir" ? `${p}/x` : p);
   const out: WhoCanDecrypt = {
     path: p,
     kind: node.kind,
-    keyManager: app.keyManagerLocation,
+    keyManager: deps.keyManagerLocation,
     newFilesKey: `kek:${rule.key}`,
     newFilesRule: rule.rule ? `${rule.source} ${rule.rule}` : rule.source,
   };
@@ -45,16 +62,16 @@ export async function whoCanDecrypt(app: App, path: string): Promise<WhoCanDecry
   out.keyRef = node.keyRef ?? undefined;
   out.owner = ownerRow?.name;
   if (node.blobId) {
-    const blob = await app.vfs.blobs.open(node.blobId);
+    const blob = await deps.blobs.open(node.blobId);
     try {
-      out.headerKeyRef = app.keys.keyRefOf((await readHeader(blob)).header.wrappedDek);
+      out.headerKeyRef = deps.keys.keyRefOf((await readHeader(blob)).header.wrappedDek);
     } finally {
       await blob.close();
     }
   }
   const ref = parseKeyRef(out.headerKeyRef ?? out.keyRef ?? "");
   if (ref) {
-    const info = (await app.keys.listKeys()).find((k) => k.name === ref.name);
+    const info = (await deps.keys.listKeys()).find((k) => k.name === ref.name);
     if (info) {
       out.keyState = info.versions.find((v) => v.version === ref.version)?.state ?? "unknown version";
       out.currentVersion = info.currentVersion;
@@ -64,33 +81,8 @@ export async function whoCanDecrypt(app: App, path: string): Promise<WhoCanDecry
     } else {
       out.keyState = "unknown key";
     }
-    const clients = unwrapClients(app, ref.name);
+    const clients = deps.unwrapClients?.(ref.name);
     if (clients) out.unwrapClients = clients;
   }
   return out;
-}
-
-/**
- * Which callers the key manager's role and policy checks would let unwrap under `key`. Only the embedded key manager
- * is asked here; a key manager service keeps its policies to itself (`atrest kms policy show` as an auditor).
- */
-function unwrapClients(app: App, key: string): string[] | undefined {
-  const service = app.embedded?.service;
-  if (!service) return undefined;
-  const callers = [
-    EMBEDDED_CALLER,
-    ...listClients(service.keyring.db)
-      .filter((c) => c.revokedAt === null)
-      .map((c) => ({ name: c.name, role: c.role })),
-  ];
-  return callers
-    .filter((caller) => {
-      try {
-        service.policies.authorize(caller, "unwrap", key, -2);
-        return true;
-      } catch {
-        return false;
-      }
-    })
-    .map((c) => `${c.name} (${c.role})`);
 }
