@@ -1,5 +1,5 @@
 // Wires the layers together for one data directory: embedded KMS, metadata store, blobs, vfs, accounts, audit.
-import { mkdir } from "node:fs/promises";
+import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { checkpointSigner } from "./audit/checkpoint-key.ts";
 import { AuditLog } from "./audit/log.ts";
@@ -21,7 +21,7 @@ import { verifyPassword } from "./service/passwords.ts";
 import { buildUser, type NewUser, requireUser, validateGroupName } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
-import { openSqliteStore } from "./store/sqlite/index.ts";
+import { installSqliteSnapshot, openSqliteStore } from "./store/sqlite/index.ts";
 import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
@@ -49,6 +49,22 @@ export function dataPaths(root: string): DataPaths {
     hostKeys: join(root, "hostkeys"),
     keys: join(root, "keys"),
     audit: join(root, "audit", "audit.log"),
+  };
+}
+
+/** The metadata store of a data directory: the one place that knows which driver it uses (server and CLI alike). */
+export function openStore(paths: DataPaths): MetaStore {
+  return openSqliteStore(paths.meta);
+}
+
+/** Restoring a backup: whether the data directory has a store, and how a `snapshot()` file becomes its store. */
+export function storeRestore(paths: DataPaths): {
+  exists(): Promise<boolean>;
+  install(snapshot: string): Promise<void>;
+} {
+  return {
+    exists: async () => (await stat(paths.meta).catch(() => undefined)) !== undefined,
+    install: (snapshot) => installSqliteSnapshot(snapshot, paths.meta),
   };
 }
 
@@ -136,7 +152,7 @@ export class App implements Accounts {
     const remote = await remoteKmsFor(root, o.kms);
     const opened = await openKeyManager(root, paths.kms, remote);
     const keys = opened.keys;
-    const store = openSqliteStore(paths.meta);
+    const store = openStore(paths);
     const blobs = new LocalBlobStore(root);
     await blobs.init();
     const audit = new AuditLog(

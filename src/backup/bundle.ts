@@ -1,5 +1,5 @@
-// `atrest backup` / `atrest restore`: the file server's metadata (meta.db snapshot taken with SQLite's VACUUM INTO,
-// consistent while the server runs, and kms-remote.json) in one encrypted, integrity-protected bundle.
+// `atrest backup` / `atrest restore`: the file server's metadata (the store's snapshot(), a point-in-time copy taken
+// while the server runs, as entry meta.db; and kms-remote.json) in one encrypted, integrity-protected bundle.
 //
 // Layout: "ATRBKP1\n" ‖ u32 manifest length ‖ manifest (JSON: entries with name, size, sha256) ‖ an atrest container
 // (docs/format.md) holding the entries back to back. The container's DEK comes from the key manager (key `default`,
@@ -11,7 +11,6 @@ import { createHash, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { type FileHandle, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { pipeline } from "node:stream/promises";
 import { decryptStream, encryptStream } from "../container-io/streams.ts";
 import { zero } from "../crypto/bytes.ts";
@@ -20,6 +19,7 @@ import { createHeader, openContainer } from "../format/container.ts";
 import type { ParsedHeader } from "../format/header.ts";
 import { syncDir, writeDurable } from "../fsutil/durable.ts";
 import type { KeyManager } from "../keys/provider.ts";
+import type { MetaStore } from "../store/types.ts";
 
 const MAGIC = Buffer.from("ATRBKP1\n", "latin1");
 const KEY = "default";
@@ -34,6 +34,13 @@ export interface Manifest {
   format: 1;
   created: string;
   entries: BundleEntry[];
+}
+
+/** How a restore finds and installs the data dir's store (the wiring knows the driver: app.ts storeRestore). */
+export interface StoreRestore {
+  exists(): Promise<boolean>;
+  /** Installs a snapshot file (consumed) as the data dir's store, replacing any. */
+  install(snapshot: string): Promise<void>;
 }
 
 /** Files of the data dir that make up its metadata; meta.db is snapshotted, the others copied. */
@@ -54,18 +61,18 @@ function context(manifestHash: string) {
   return { purpose: "backup", manifest: manifestHash };
 }
 
-export async function writeBackup(dataDir: string, out: string, keys: KeyManager): Promise<Manifest> {
+export async function writeBackup(
+  dataDir: string,
+  out: string,
+  keys: KeyManager,
+  store: Pick<MetaStore, "snapshot">,
+): Promise<Manifest> {
   const work = join(dirname(out), `.atrest-backup-${randomUUID()}`);
   await mkdir(work, { mode: 0o700 });
   try {
     const sources: { name: string; path: string }[] = [];
     const snapshot = join(work, "meta.db");
-    const db = new DatabaseSync(join(dataDir, "meta.db"), { readOnly: true });
-    try {
-      db.exec(`VACUUM INTO '${snapshot.replaceAll("'", "''")}'`);
-    } finally {
-      db.close();
-    }
+    await store.snapshot(snapshot);
     sources.push({ name: "meta.db", path: snapshot });
     for (const name of OPTIONAL_FILES) {
       const path = join(dataDir, name);
@@ -146,9 +153,15 @@ export async function readManifest(file: string): Promise<{ manifest: Manifest; 
  * Decrypts and checks the whole bundle before anything is installed, then puts each file in place (temp → fsync →
  * rename). Refuses to replace an existing meta.db unless `force`.
  */
-export async function restoreBackup(file: string, dataDir: string, keys: KeyManager, force = false): Promise<Manifest> {
+export async function restoreBackup(
+  file: string,
+  dataDir: string,
+  keys: KeyManager,
+  store: StoreRestore,
+  force = false,
+): Promise<Manifest> {
   const { manifest, bodyAt, id } = await readManifest(file);
-  if ((await stat(join(dataDir, "meta.db")).catch(() => undefined)) && !force) {
+  if ((await store.exists()) && !force) {
     throw new AtrestError(
       "EXISTS",
       `${join(dataDir, "meta.db")} exists: restore into an empty data directory, or --force`,
@@ -211,8 +224,10 @@ export async function restoreBackup(file: string, dataDir: string, keys: KeyMana
     } finally {
       await plain.return(undefined);
     }
-    if (force) for (const ext of ["-wal", "-shm"]) await rm(join(dataDir, `meta.db${ext}`), { force: true });
-    for (const s of staged) await rename(s.tmp, join(dataDir, s.name));
+    for (const s of staged) {
+      if (s.name === "meta.db") await store.install(s.tmp);
+      else await rename(s.tmp, join(dataDir, s.name));
+    }
     staged.length = 0;
     await syncDir(dataDir);
     return manifest;

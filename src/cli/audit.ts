@@ -3,7 +3,7 @@ import { hostname } from "node:os";
 import type { Command } from "commander";
 import { Option } from "commander";
 import type { App } from "../app.ts";
-import { AUDIT_CONTEXT, AUDIT_KEY_SETTING, dataPaths } from "../app.ts";
+import { AUDIT_CONTEXT, AUDIT_KEY_SETTING, dataPaths, openStore } from "../app.ts";
 import { type ChainBreak, ed25519PublicKey, keyFingerprint, verifyChain } from "../audit/chain.ts";
 import { checkpointPublicKeys } from "../audit/checkpoint-key.ts";
 import { encodeCef } from "../audit/encoders/cef.ts";
@@ -17,7 +17,6 @@ import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError } from "../errors.ts";
 import { serviceKey } from "../store/service-keys.ts";
-import { openSqliteStore } from "../store/sqlite/index.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 /** Exit codes of `audit verify`: 0 intact and fully signed, 1 broken, 3 intact but with an unsigned tail. */
@@ -105,7 +104,7 @@ export function registerAudit(program: Command): void {
         const key = ed25519PublicKey(opts.publicKey);
         publicKeys = new Map([[keyFingerprint(key), key]]);
       } else {
-        const store = openSqliteStore(dataPaths(opts.data).meta);
+        const store = openStore(dataPaths(opts.data));
         try {
           publicKeys = await checkpointPublicKeys(store);
         } finally {

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { dataPaths, initData } from "../app.ts";
+import { dataPaths, initData, openStore, storeRestore } from "../app.ts";
 import { readManifest, restoreBackup, writeBackup } from "../backup/bundle.ts";
 import { AtrestError } from "../errors.ts";
 import { remoteKmsFor } from "../keys/key-manager.ts";
@@ -28,7 +28,8 @@ export function registerBackup(program: Command): void {
     .requiredOption("--out <file>", "bundle to write (must not exist)")
     .action(async (opts) => {
       await withKeys(opts.data, async ({ keys }) => {
-        const m = await writeBackup(opts.data, opts.out, keys);
+        const store = openStore(dataPaths(opts.data));
+        const m = await writeBackup(opts.data, opts.out, keys, store).finally(() => store.close());
         say(`wrote ${opts.out}: ${m.entries.map((e) => `${e.name} (${e.size} bytes)`).join(", ")}`);
       });
     });
@@ -49,7 +50,13 @@ export function registerBackup(program: Command): void {
       }
       if (!opts.in) throw new AtrestError("INVALID_INPUT", "--in FILE is required");
       await withKeys(opts.data, async ({ keys }) => {
-        const m = await restoreBackup(opts.in, opts.data, keys, opts.force === true);
+        const m = await restoreBackup(
+          opts.in,
+          opts.data,
+          keys,
+          storeRestore(dataPaths(opts.data)),
+          opts.force === true,
+        );
         say(`restored ${m.entries.map((e) => e.name).join(", ")} of ${m.created} into ${opts.data}`);
         say("now copy the blobs back (data/blobs/) and start the server: it removes blobs the metadata does not know");
       });

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { Option } from "commander";
-import { type App, dataPaths, initData } from "../app.ts";
+import { type App, dataPaths, initData, openStore } from "../app.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyJobDeps } from "../keys/jobs.ts";
 import { remoteKmsFor } from "../keys/key-manager.ts";
@@ -11,7 +11,6 @@ import { shredReport } from "../keys/shred-report.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import { assertKeyName } from "../kms/api/key-ref.ts";
 import { LocalBlobStore } from "../store/local-blobs.ts";
-import { openSqliteStore } from "../store/sqlite/index.ts";
 import { openKeyManager } from "../wiring/key-manager.ts";
 import { whoCanDecryptDeps } from "../wiring/who-can-decrypt.ts";
 import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";
@@ -38,7 +37,7 @@ async function withJobDeps<T>(data: string, fn: (deps: KeyJobDeps) => Promise<T>
   await initData(data, kms);
   const paths = dataPaths(data);
   const opened = await openKeyManager(data, paths.kms, await remoteKmsFor(data, kms));
-  const store = openSqliteStore(paths.meta);
+  const store = openStore(paths);
   const blobs = new LocalBlobStore(data);
   try {
     await blobs.init();

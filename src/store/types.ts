@@ -377,5 +377,10 @@ export interface MetaTx extends MetaReads, MetaWrites {}
 export interface MetaStore extends MetaReads {
   /** Runs `fn` atomically on one connection; commits when it resolves, rolls back when it throws. Serialised. */
   transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T>;
+  /**
+   * Writes a consistent point-in-time copy of the whole store to `dest` (a new file), e.g. for a backup; safe while
+   * other processes use the store. The driver's `installSnapshot` puts such a file back.
+   */
+  snapshot(dest: string): Promise<void>;
   close(): Promise<void>;
 }

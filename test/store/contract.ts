@@ -17,6 +17,10 @@ export interface ContractDriver {
   name: string;
   /** A fresh, empty, migrated store. */
   open(): Promise<MetaStore>;
+  /** A path where a snapshot may be written (a new file). */
+  snapshotPath(): Promise<string>;
+  /** Opens a store restored from a snapshot file (the driver's install step). */
+  restore(snapshot: string): Promise<MetaStore>;
 }
 
 export function user(name: string): UserRow {
@@ -299,6 +303,42 @@ export function metaStoreContract(driver: ContractDriver): void {
           [...first.map((r) => r.node.id), ...rest.map((r) => r.id)],
           (await walk(KEY_CURSOR_START, range, 100)).map((r) => r.id),
         );
+      });
+    });
+
+    describe("snapshot", () => {
+      it("copies the committed state, with a concurrent transaction wholly in or wholly out", async () => {
+        await store.transaction(async (tx) => {
+          await tx.insertUser(user("snap"));
+          await tx.setSetting("snap.a", Buffer.from("a"));
+        });
+        let release = () => {};
+        const gate = new Promise<void>((r) => {
+          release = r;
+        });
+        const pending = store.transaction(async (tx) => {
+          await tx.setSetting("snap.b1", Buffer.from("b"));
+          await gate;
+          await tx.setSetting("snap.b2", Buffer.from("b"));
+        });
+        const dest = await driver.snapshotPath();
+        const taken = store.snapshot(dest);
+        release();
+        await Promise.all([pending, taken]);
+        await store.transaction((tx) => tx.setSetting("snap.after", Buffer.from("c")));
+        const copy = await driver.restore(dest);
+        try {
+          assert.equal((await copy.getUser("snap"))?.home, "/snap");
+          assert.equal((await copy.getSetting("snap.a"))?.toString(), "a");
+          const b1 = await copy.getSetting("snap.b1");
+          const b2 = await copy.getSetting("snap.b2");
+          assert.equal(b1 === undefined, b2 === undefined, "a transaction is in a snapshot wholly or not at all");
+          assert.equal(await copy.getSetting("snap.after"), undefined);
+          await copy.transaction((tx) => tx.setSetting("snap.copy", Buffer.from("d")));
+          assert.equal(await store.getSetting("snap.copy"), undefined, "the copy is independent");
+        } finally {
+          await copy.close();
+        }
       });
     });
   });

@@ -3,7 +3,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, describe, it } from "node:test";
-import { openSqliteStore } from "../../src/store/sqlite/index.ts";
+import { installSqliteSnapshot, openSqliteStore } from "../../src/store/sqlite/index.ts";
 import { KEY_CURSOR_START } from "../../src/store/types.ts";
 import { tempDir } from "../helpers/atrest.ts";
 import { fileNode, metaStoreContract } from "./contract.ts";
@@ -16,6 +16,17 @@ metaStoreContract({
   async open() {
     const dir = await tempDir();
     dirs.push(dir);
+    return openSqliteStore(join(dir, "meta.db"));
+  },
+  async snapshotPath() {
+    const dir = await tempDir();
+    dirs.push(dir);
+    return join(dir, "snapshot.db");
+  },
+  async restore(snapshot) {
+    const dir = await tempDir();
+    dirs.push(dir);
+    await installSqliteSnapshot(snapshot, join(dir, "meta.db"));
     return openSqliteStore(join(dir, "meta.db"));
   },
 });

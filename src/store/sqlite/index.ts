@@ -1,5 +1,6 @@
 // The SQLite driver of the metadata store: one connection, one file per aggregate (the SQL of that aggregate), the
 // schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
+import { rename, rm } from "node:fs/promises";
 import { DatabaseSync } from "node:sqlite";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
 import { bans } from "./bans.ts";
@@ -102,9 +103,28 @@ export function openSqliteStore(path: string): SqliteStore {
       return next;
     },
 
+    snapshot(dest: string): Promise<void> {
+      // VACUUM cannot run inside a transaction: queue it behind the open ones on this connection.
+      const run = async () => {
+        db.exec(`VACUUM INTO '${dest.replaceAll("'", "''")}'`);
+      };
+      const next = queue.then(run, run);
+      queue = next.catch(() => undefined);
+      return next;
+    },
+
     async close() {
       await queue;
       db.close();
     },
   };
+}
+
+/**
+ * Puts a file written by `snapshot()` in place as the database at `path` (which must not be open), dropping the old
+ * database's WAL and shared-memory files: replayed onto the snapshot they would corrupt it.
+ */
+export async function installSqliteSnapshot(snapshot: string, path: string): Promise<void> {
+  for (const ext of ["-wal", "-shm"]) await rm(`${path}${ext}`, { force: true });
+  await rename(snapshot, path);
 }
