@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { AtrestError, NotFoundError } from "../errors.ts";
-import type { MetaStore, NodeRow } from "../store/types.ts";
+import type { MetaStore, NodeReads, NodeRow } from "../store/types.ts";
 import type { FileAttrs, MetaCrypto } from "./meta-crypto.ts";
 import { split } from "./paths.ts";
 
@@ -16,8 +16,9 @@ export class Tree {
     this.crypto = crypto;
   }
 
-  child(parentId: string, name: string): Promise<NodeRow | undefined> {
-    return this.store.findChild(parentId, this.crypto.nameMac(parentId, name));
+  /** Inside a transaction pass its handle as `reads`: the lookup then runs on the transaction's connection. */
+  child(parentId: string, name: string, reads: NodeReads = this.store): Promise<NodeRow | undefined> {
+    return reads.findChild(parentId, this.crypto.nameMac(parentId, name));
   }
 
   /** Resolves `path` below the node `rootId`; NOT_FOUND if any component is missing. */
@@ -68,7 +69,7 @@ export class Tree {
     return this.store.transaction(async (tx) => {
       let id = ROOT_ID;
       for (const name of split(path)) {
-        const existing = await this.child(id, name);
+        const existing = await this.child(id, name, tx);
         if (existing) {
           if (existing.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${path}`);
           id = existing.id;

@@ -230,7 +230,7 @@ export class Vfs {
   ): Promise<FileStat> {
     const stat: FileStat = { kind: "file", size, mtime: Date.now(), mode: 0o644 };
     const replaced = await this.store.transaction(async (tx) => {
-      const current = await this.tree.child(parent.id, name);
+      const current = await this.tree.child(parent.id, name, tx);
       if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
       const id = current?.id ?? randomUUID();
       const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
@@ -354,7 +354,7 @@ export class Vfs {
 
   async mkdir(parent: NodeRow, name: string): Promise<void> {
     await this.store.transaction(async (tx) => {
-      if (await this.tree.child(parent.id, name)) throw new AtrestError("EXISTS", `already exists: ${name}`);
+      if (await this.tree.child(parent.id, name, tx)) throw new AtrestError("EXISTS", `already exists: ${name}`);
       await tx.insertNode(this.tree.newDir(parent.id, name));
     });
   }
@@ -381,7 +381,7 @@ export class Vfs {
       throw new AtrestError("INVALID_INPUT", "cannot move a directory into itself");
     }
     const replaced = await this.store.transaction(async (tx) => {
-      const target = await this.tree.child(newParent.id, newName);
+      const target = await this.tree.child(newParent.id, newName, tx);
       if (target?.id === node.id) return undefined;
       if (target) {
         if (!overwrite) throw new AtrestError("EXISTS", `already exists: ${newName}`);
