@@ -17,8 +17,11 @@ import { type Logger, silentLogger } from "./logger.ts";
 import { pgpWriteFilter } from "./pgp/folder.ts";
 import { PgpKeyStore } from "./pgp/keystore.ts";
 import type { Accounts, UserAuth } from "./service/accounts.ts";
+import { type Actor, cliActor } from "./service/actor.ts";
+import { Admin } from "./service/admin.ts";
 import { verifyPassword } from "./service/passwords.ts";
-import { buildUser, type NewUser, requireUser, validateGroupName } from "./service/users.ts";
+import type { NewUser } from "./service/users.ts";
+import { requireUser } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { serviceKey } from "./store/service-keys.ts";
 import { installSqliteSnapshot, openSqliteStore } from "./store/sqlite/index.ts";
@@ -113,6 +116,7 @@ export class App implements Accounts {
   readonly logger: Logger;
   /** Trigger rules and their queue; intake runs in every process, the worker only after `triggers.start()`. */
   readonly triggers: TriggerEngine;
+  #admin: Admin | undefined;
 
   private constructor(
     paths: DataPaths,
@@ -187,69 +191,34 @@ export class App implements Accounts {
     return this.embedded;
   }
 
-  async addUser(input: NewUser): Promise<UserRow> {
-    const user = await buildUser(input);
-    await this.store.transaction(async (tx) => {
-      if (await tx.getUser(user.name)) throw new AtrestError("EXISTS", `user ${user.name} already exists`);
-      await tx.insertUser(user);
-    });
-    await this.vfs.tree.ensureDirs(user.home);
-    this.audit.record({
-      action: "user.add",
-      outcome: "success",
-      user: "admin",
-      effectiveUser: user.name,
-      protocol: "cli",
-    });
-    return user;
+  /** Admin use-cases (service/admin.ts); the methods below call them as `actor`, default the CLI's (the OS user). */
+  get admin(): Admin {
+    this.#admin ??= new Admin({ store: this.store, vfs: this.vfs, audit: this.audit });
+    return this.#admin;
   }
 
-  async removeUser(name: string): Promise<void> {
-    const removed = await this.store.transaction((tx) => tx.deleteUser(name));
-    if (!removed) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
-    this.audit.record({
-      action: "user.remove",
-      outcome: "success",
-      user: "admin",
-      effectiveUser: name,
-      protocol: "cli",
-    });
+  addUser(input: NewUser, actor: Actor = cliActor()): Promise<UserRow> {
+    return this.admin.addUser(actor, input);
   }
 
-  /** Creates a group or replaces its options. */
-  async putGroup(name: string, options: GroupOptions): Promise<GroupRow> {
-    validateGroupName(name);
-    if (options.key !== undefined) assertKeyName(options.key);
-    const existing = await this.store.getGroup(name);
-    const row: GroupRow = { name, options, createdAt: existing?.createdAt ?? new Date().toISOString() };
-    await this.store.transaction((tx) => tx.putGroup(row));
-    this.#adminEvent("group.change", name, existing ? `options ${JSON.stringify(options)}` : "created");
-    return row;
+  removeUser(name: string, actor: Actor = cliActor()): Promise<void> {
+    return this.admin.removeUser(actor, name);
   }
 
-  /** Removes a group from the registry; members keep the name in their group list until changed. */
-  async removeGroup(name: string): Promise<void> {
-    const removed = await this.store.transaction((tx) => tx.deleteGroup(name));
-    if (!removed) throw new AtrestError("NOT_FOUND", `no such group: ${name}`);
-    this.#adminEvent("group.change", name, "removed");
+  putGroup(name: string, options: GroupOptions, actor: Actor = cliActor()): Promise<GroupRow> {
+    return this.admin.putGroup(actor, name, options);
   }
 
-  /** Creates a folder (and its directory in the tree) or replaces its options. */
-  async putFolder(path: string, options: FolderOptions): Promise<FolderRow> {
-    const row = await this.vfs.folders.put(path, options);
-    await this.vfs.tree.ensureDirs(row.path);
-    this.#adminEvent("folder.change", row.path, `options ${JSON.stringify(options)}`);
-    return row;
+  removeGroup(name: string, actor: Actor = cliActor()): Promise<void> {
+    return this.admin.removeGroup(actor, name);
   }
 
-  /** Removes the folder rule; the directory and its files stay. */
-  async removeFolder(path: string): Promise<void> {
-    await this.vfs.folders.remove(path);
-    this.#adminEvent("folder.change", path, "removed");
+  putFolder(path: string, options: FolderOptions, actor: Actor = cliActor()): Promise<FolderRow> {
+    return this.admin.putFolder(actor, path, options);
   }
 
-  #adminEvent(action: "group.change" | "folder.change", target: string, detail: string): void {
-    this.audit.record({ action, outcome: "success", user: "admin", role: "admin", protocol: "cli", target, detail });
+  removeFolder(path: string, actor: Actor = cliActor()): Promise<void> {
+    return this.admin.removeFolder(actor, path);
   }
 
   async verifyPassword(username: string, password: string): Promise<UserAuth | undefined> {

@@ -1,13 +1,10 @@
 // `atrest defender list|unban`: the brute-force defender's bans, read from and lifted in the metadata store, so they
 // work beside a running server (which checks the store at every login).
-import { type Command, Option } from "commander";
+import type { Command } from "commander";
 import { cliActor, requireRole } from "../service/actor.ts";
 import { liftBans } from "../service/defender.ts";
+import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
-
-export function asOption(): Option {
-  return new Option("--as <name>", "who is acting, for the audit (default: the OS user)").env("ATREST_AS");
-}
 
 export function registerDefender(program: Command): void {
   const defender = program.command("defender").description("brute-force defender: login bans by IP and by user");

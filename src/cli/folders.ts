@@ -1,6 +1,8 @@
 import type { Command } from "commander";
 import { validatePgpFolderOptions } from "../pgp/folder.ts";
+import { cliActor } from "../service/actor.ts";
 import type { FolderOptions, GroupOptions } from "../store/types.ts";
+import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 function print(rows: object[], json: boolean, line: (row: never) => string): void {
@@ -23,6 +25,7 @@ export function registerFolders(program: Command): void {
     .command("add <path>")
     .description("create a folder (global path, e.g. /shared/outbox) or replace its options")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--key <kek>", "key-manager key (KEK) for files written under this folder")
     .option("--pgp <recipient...>", "OpenPGP-encrypt every file written here to these users, @groups or fingerprints")
     .option("--pgp-sign", "also sign those files with the organisation OpenPGP key")
@@ -40,7 +43,7 @@ export function registerFolders(program: Command): void {
             inbound: opts.pgpInbound,
           });
         }
-        const row = await app.putFolder(path, options);
+        const row = await app.admin.putFolder(cliActor(opts.as), path, options);
         say(`folder ${row.path}: ${describe(row.options)}`);
       });
     });
@@ -49,10 +52,11 @@ export function registerFolders(program: Command): void {
     .command("list")
     .description("list folders and their options")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const rows = await app.store.listFolders();
+        const rows = await app.admin.listFolders(cliActor(opts.as));
         print(rows, opts.json, (f: (typeof rows)[number]) => `${f.path}\t${describe(f.options)}`);
       });
     });
@@ -61,9 +65,10 @@ export function registerFolders(program: Command): void {
     .command("rm <path>")
     .description("remove a folder's rules (the directory and its files stay)")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (path: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.removeFolder(path);
+        await app.admin.removeFolder(cliActor(opts.as), path);
         say(`removed folder rules of ${path}`);
       });
     });
@@ -74,12 +79,13 @@ export function registerFolders(program: Command): void {
     .command("add <name>")
     .description("create a group or replace its options")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--key <kek>", "key-manager key (KEK) for members' files when no folder or user key applies")
     .action(async (name: string, opts) => {
       await withApp(opts.data, async (app) => {
         const options: GroupOptions = {};
         if (opts.key !== undefined) options.key = opts.key;
-        const row = await app.putGroup(name, options);
+        const row = await app.admin.putGroup(cliActor(opts.as), name, options);
         say(`group ${row.name}: ${describe(row.options)}`);
       });
     });
@@ -88,11 +94,12 @@ export function registerFolders(program: Command): void {
     .command("list")
     .description("list groups with their options and members")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const users = await app.store.listUsers();
-        const rows = (await app.store.listGroups()).map((g) => ({
+        const users = await app.admin.listUsers(cliActor(opts.as));
+        const rows = (await app.admin.listGroups(cliActor(opts.as))).map((g) => ({
           ...g,
           members: users.filter((u) => u.groups.includes(g.name)).map((u) => u.name),
         }));
@@ -106,9 +113,10 @@ export function registerFolders(program: Command): void {
     .command("rm <name>")
     .description("remove a group from the registry")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (name: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.removeGroup(name);
+        await app.admin.removeGroup(cliActor(opts.as), name);
         say(`removed group ${name}`);
       });
     });

@@ -10,9 +10,11 @@ import { rewrap } from "../keys/rewrap.ts";
 import { shredReport } from "../keys/shred-report.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import { assertKeyName } from "../kms/api/key-ref.ts";
+import { actorFields, cliActor } from "../service/actor.ts";
 import { LocalBlobStore } from "../store/local-blobs.ts";
 import { openKeyManager } from "../wiring/key-manager.ts";
 import { whoCanDecryptDeps } from "../wiring/who-can-decrypt.ts";
+import { asOption } from "./as.ts";
 import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";
 
 function positiveInt(what: string) {
@@ -67,6 +69,7 @@ export function registerKeys(program: Command): void {
         "crash-safe and resumable: run it again after an interruption",
     )
     .addOption(dataOption())
+    .addOption(asOption())
     .addOption(new Option("--key <name>", "only files under this key (default: every key)").argParser(keyName))
     .addOption(new Option("--batch <n>", "files per key-manager call").argParser(positiveInt("--batch")))
     .option("--json", "print the report as JSON")
@@ -80,8 +83,7 @@ export function registerKeys(program: Command): void {
         app.audit.record({
           action: "key.wrap",
           outcome: failed > 0 ? "failure" : "success",
-          user: "admin",
-          protocol: "cli",
+          ...actorFields(cliActor(opts.as)),
           detail: `rewrap ${opts.key ? `kek:${opts.key}` : "all keys"}: ${done} file(s) rewrapped, ${failed} failed`,
         });
       }).catch((err: Error) => say(`warning: the rewrap is done but could not be audited: ${err.message}`));
@@ -104,6 +106,7 @@ export function registerKeys(program: Command): void {
         "apply changed folder rules); safe beside a running server, resumable",
     )
     .addOption(dataOption())
+    .addOption(asOption())
     .addOption(new Option("--key <name>", "files under this key").argParser(keyName).makeOptionMandatory())
     .addOption(
       new Option("--version <v>", "only files under this version (default: all versions below the current)").argParser(
@@ -132,8 +135,7 @@ export function registerKeys(program: Command): void {
         app.audit.record({
           action: "key.wrap",
           outcome: report.failed > 0 ? "failure" : "success",
-          user: "admin",
-          protocol: "cli",
+          ...actorFields(cliActor(opts.as)),
           detail: `reencrypt kek:${opts.key}: ${report.done} file(s), ${report.bytes} bytes, ${report.failed} failed`,
         });
         if (opts.json) return json(report);

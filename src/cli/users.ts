@@ -1,9 +1,11 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { AtrestError } from "../errors.ts";
+import { cliActor } from "../service/actor.ts";
 import { parseAuthorizedKeys } from "../service/public-keys.ts";
 import { ALL_PERMISSIONS } from "../service/users.ts";
 import type { Permission } from "../vfs/types.ts";
+import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -47,6 +49,7 @@ export function registerUsers(program: Command): void {
     .command("add <name>")
     .description("add a user (password from stdin and/or OpenSSH public keys)")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--password-stdin", "read the password from standard input")
     .option("--public-key <file>", "authorized_keys-format public key file (repeatable)", collect, [])
     .option("--group <group>", "group membership (repeatable)", collect, [])
@@ -69,7 +72,7 @@ export function registerUsers(program: Command): void {
         publicKeys.push(...parseAuthorizedKeys(await readFile(file, "utf8")));
       }
       await withApp(opts.data, async (app) => {
-        const u = await app.addUser({
+        const u = await app.admin.addUser(cliActor(opts.as), {
           name,
           password,
           publicKeys,
@@ -91,10 +94,11 @@ export function registerUsers(program: Command): void {
     .command("list")
     .description("list users")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const users = (await app.store.listUsers()).map((u) => ({
+        const users = (await app.admin.listUsers(cliActor(opts.as))).map((u) => ({
           name: u.name,
           role: u.role,
           home: u.home,
@@ -123,9 +127,10 @@ export function registerUsers(program: Command): void {
     .command("rm <name>")
     .description("remove a user (their files stay; remove them first if they must go)")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (name: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.removeUser(name);
+        await app.admin.removeUser(cliActor(opts.as), name);
         say(`removed user ${name}`);
       });
     });

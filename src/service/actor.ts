@@ -27,8 +27,8 @@ export function osUser(): string {
  */
 export function cliActor(as?: string): Actor {
   const user = as?.trim() || osUser();
-  if (user.length > 64 || /[\0-\x1f]/.test(user))
-    throw new AtrestError("INVALID_INPUT", "--as: 1-64 printable characters");
+  if (user.length > 64 || !/^[\p{L}\p{N}._@:+-]+$/u.test(user))
+    throw new AtrestError("INVALID_INPUT", "--as: 1-64 letters, digits and . _ @ : + -");
   return { user, role: "admin", protocol: "cli" };
 }
 

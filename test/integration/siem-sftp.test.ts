@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { symlink, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { osUser } from "../../src/service/actor.ts";
 import { freePort, makeCa, type Receiver, splitSyslog, startRsyslog, type TestCa } from "../audit/receivers.ts";
 import { cli, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
 import { makeClientKey, runSftpBatch } from "../helpers/sftp-clients.ts";
@@ -118,9 +119,9 @@ describe("SIEM over TLS from a real SFTP session", () => {
       const cefLogin = cefs.find((f) => f.act === "login" && f.outcome === "success");
       assert.equal(cefLogin?.cs4, "publickey");
       assert.ok(cefLogin?.cs3, "session id");
-      // job user and effective user differ on the CLI's user add: admin acting for alice
+      // job user and effective user differ on the CLI's user add: the acting OS user (no --as) for alice
       const cefAdd = cefs.find((f) => f.act === "user.add" && f.cs1 === "alice");
-      assert.equal(cefAdd?.suser, "admin");
+      assert.equal(cefAdd?.suser, osUser());
 
       const leefUpload = leefs.find((f) => f.action === "upload");
       assert.equal(leefUpload?.usrName, "alice");
@@ -133,7 +134,7 @@ describe("SIEM over TLS from a real SFTP session", () => {
       assert.equal(leefFail?.usrName, "alice");
       assert.ok(leefFail?.reason, "failure reason");
       const leefAdd = leefs.find((f) => f.action === "user.add" && f.effectiveUser === "boss");
-      assert.equal(leefAdd?.usrName, "admin");
+      assert.equal(leefAdd?.usrName, osUser());
 
       const sUpload = s5424.find((f) => f.msgid === "upload");
       assert.equal(sUpload?.user, "alice");

@@ -1,0 +1,101 @@
+// Admin use-cases every door calls (the CLI today; the HTTPS API and web app next): each takes the acting user, checks
+// the role (DESIGN §2: admin manages users, groups and folders; auditor may read them), makes the change and audits it
+// with the actor as job user and the target user, where there is one, as effective user.
+import type { AuditSink } from "../audit/types.ts";
+import { AtrestError } from "../errors.ts";
+import { assertKeyName } from "../kms/api/key-ref.ts";
+import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "../store/types.ts";
+import type { Vfs } from "../vfs/vfs.ts";
+import { type Actor, actorFields, requireRole } from "./actor.ts";
+import { buildUser, type NewUser, validateGroupName } from "./users.ts";
+
+export interface AdminDeps {
+  store: MetaStore;
+  vfs: Pick<Vfs, "tree" | "folders">;
+  audit: AuditSink;
+}
+
+const MANAGE = ["admin"] as const;
+const READ = ["admin", "auditor"] as const;
+
+export class Admin {
+  readonly #d: AdminDeps;
+
+  constructor(deps: AdminDeps) {
+    this.#d = deps;
+  }
+
+  async addUser(actor: Actor, input: NewUser): Promise<UserRow> {
+    requireRole(actor, MANAGE, "adding a user");
+    const user = await buildUser(input);
+    await this.#d.store.transaction(async (tx) => {
+      if (await tx.getUser(user.name)) throw new AtrestError("EXISTS", `user ${user.name} already exists`);
+      await tx.insertUser(user);
+    });
+    await this.#d.vfs.tree.ensureDirs(user.home);
+    this.#d.audit.record({ action: "user.add", outcome: "success", ...actorFields(actor), effectiveUser: user.name });
+    return user;
+  }
+
+  async removeUser(actor: Actor, name: string): Promise<void> {
+    requireRole(actor, MANAGE, "removing a user");
+    const removed = await this.#d.store.transaction((tx) => tx.deleteUser(name));
+    if (!removed) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
+    this.#d.audit.record({ action: "user.remove", outcome: "success", ...actorFields(actor), effectiveUser: name });
+  }
+
+  async listUsers(actor: Actor): Promise<UserRow[]> {
+    requireRole(actor, READ, "listing users");
+    return this.#d.store.listUsers();
+  }
+
+  /** Creates a group or replaces its options. */
+  async putGroup(actor: Actor, name: string, options: GroupOptions): Promise<GroupRow> {
+    requireRole(actor, MANAGE, "changing a group");
+    validateGroupName(name);
+    if (options.key !== undefined) assertKeyName(options.key);
+    const existing = await this.#d.store.getGroup(name);
+    const row: GroupRow = { name, options, createdAt: existing?.createdAt ?? new Date().toISOString() };
+    await this.#d.store.transaction((tx) => tx.putGroup(row));
+    this.#event(actor, "group.change", name, existing ? `options ${JSON.stringify(options)}` : "created");
+    return row;
+  }
+
+  /** Removes a group from the registry; members keep the name in their group list until changed. */
+  async removeGroup(actor: Actor, name: string): Promise<void> {
+    requireRole(actor, MANAGE, "removing a group");
+    const removed = await this.#d.store.transaction((tx) => tx.deleteGroup(name));
+    if (!removed) throw new AtrestError("NOT_FOUND", `no such group: ${name}`);
+    this.#event(actor, "group.change", name, "removed");
+  }
+
+  async listGroups(actor: Actor): Promise<GroupRow[]> {
+    requireRole(actor, READ, "listing groups");
+    return this.#d.store.listGroups();
+  }
+
+  /** Creates a folder (and its directory in the tree) or replaces its options. */
+  async putFolder(actor: Actor, path: string, options: FolderOptions): Promise<FolderRow> {
+    requireRole(actor, MANAGE, "changing a folder");
+    const row = await this.#d.vfs.folders.put(path, options);
+    await this.#d.vfs.tree.ensureDirs(row.path);
+    this.#event(actor, "folder.change", row.path, `options ${JSON.stringify(options)}`);
+    return row;
+  }
+
+  /** Removes the folder rule; the directory and its files stay. */
+  async removeFolder(actor: Actor, path: string): Promise<void> {
+    requireRole(actor, MANAGE, "removing a folder");
+    await this.#d.vfs.folders.remove(path);
+    this.#event(actor, "folder.change", path, "removed");
+  }
+
+  async listFolders(actor: Actor): Promise<FolderRow[]> {
+    requireRole(actor, READ, "listing folders");
+    return this.#d.store.listFolders();
+  }
+
+  #event(actor: Actor, action: "group.change" | "folder.change", target: string, detail: string): void {
+    this.#d.audit.record({ action, outcome: "success", ...actorFields(actor), target, detail });
+  }
+}
