@@ -193,7 +193,7 @@ export class App implements Accounts {
 
   /** Admin use-cases (service/admin.ts); the methods below call them as `actor`, default the CLI's (the OS user). */
   get admin(): Admin {
-    this.#admin ??= new Admin({ store: this.store, vfs: this.vfs, audit: this.audit });
+    this.#admin ??= new Admin({ store: this.store, vfs: this.vfs, audit: this.audit, pgp: this.pgp });
     return this.#admin;
   }
 

@@ -1,8 +1,7 @@
 // `atrest defender list|unban`: the brute-force defender's bans, read from and lifted in the metadata store, so they
 // work beside a running server (which checks the store at every login).
 import type { Command } from "commander";
-import { cliActor, requireRole } from "../service/actor.ts";
-import { liftBans } from "../service/defender.ts";
+import { cliActor } from "../service/actor.ts";
 import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
@@ -13,12 +12,13 @@ export function registerDefender(program: Command): void {
     .command("list")
     .description("bans in force (and, with --all, ended ones still remembered for the next ban's length)")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--all", "include ended bans")
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
         const now = Date.now();
-        const rows = (await app.store.listBans())
+        const rows = (await app.admin.listBans(cliActor(opts.as)))
           .filter((b) => opts.all || b.until > now)
           .map((b) => ({
             kind: b.kind,
@@ -48,9 +48,8 @@ export function registerDefender(program: Command): void {
     .addOption(asOption())
     .action(async (subject: string, opts) => {
       const actor = cliActor(opts.as);
-      requireRole(actor, ["admin"], "defender unban");
       await withApp(opts.data, async (app) => {
-        const lifted = await liftBans(app.store, app.audit, actor, subject);
+        const lifted = await app.admin.unban(actor, subject);
         if (lifted.length === 0) {
           say(`no ban on ${subject}`);
           process.exitCode = 1;

@@ -36,7 +36,7 @@ export function registerFolders(program: Command): void {
         const options: FolderOptions = {};
         if (opts.key !== undefined) options.key = opts.key;
         if (opts.pgp || opts.pgpSign || opts.pgpRequireCertified || opts.pgpInbound) {
-          options.pgp = await validatePgpFolderOptions(app.pgp, {
+          options.pgp = await validatePgpFolderOptions(app.admin.pgp(cliActor(opts.as)), {
             recipients: opts.pgp,
             sign: opts.pgpSign,
             requireCertified: opts.pgpRequireCertified,

@@ -5,6 +5,8 @@ import { generateUserKey } from "../pgp/generate.ts";
 import { unusableReason } from "../pgp/keys.ts";
 import { ownerLabel } from "../pgp/keystore.ts";
 import type { PgpKeyRow } from "../pgp/types.ts";
+import { cliActor } from "../service/actor.ts";
+import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 /** A key file's bytes; `-` reads standard input. */
@@ -51,10 +53,11 @@ export function registerPgp(program: Command): void {
     .command("import <owner> <file>")
     .description("import an armored or binary public key for a user or @group (file - = stdin); re-import updates it")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (owner: string, file: string, opts) => {
       const input = await readKeyInput(file);
       await withApp(opts.data, async (app) => {
-        const row = await app.pgp.import(owner, new Uint8Array(input));
+        const row = await app.admin.pgp(cliActor(opts.as)).import(owner, new Uint8Array(input));
         say(
           `${row.revoked ? "stored (revoked)" : "imported"} ${row.fingerprint} for ${ownerLabel(row)}: ${row.userIds.join("; ")}`,
         );
@@ -65,10 +68,11 @@ export function registerPgp(program: Command): void {
     .command("list")
     .description("list stored keys: owner, fingerprint, algorithm, expiry, flags, user ids")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--json", "machine-readable output (without the armored keys)")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const rows = await app.pgp.list();
+        const rows = await app.admin.pgp(cliActor(opts.as)).list();
         if (opts.json) return json(rows.map(({ armored: _, ...r }) => r));
         for (const r of rows) process.stdout.write(`${summary(r)}\n`);
       });
@@ -78,11 +82,12 @@ export function registerPgp(program: Command): void {
     .command("show <fingerprint>")
     .description("one key's details and whether it can be used to encrypt now")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--json", "machine-readable output")
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        const row = await app.pgp.get(fpr);
-        const unusable = await unusableReason(await app.pgp.parsed(row));
+        const row = await app.admin.pgp(cliActor(opts.as)).get(fpr);
+        const unusable = await unusableReason(await app.admin.pgp(cliActor(opts.as)).parsed(row));
         const { armored: _, ...rest } = row;
         const out = { ...rest, owner: ownerLabel(row), usable: !unusable, ...(unusable ? { unusable } : {}) };
         if (opts.json) return json(out);
@@ -96,9 +101,10 @@ export function registerPgp(program: Command): void {
     .command("export <fingerprint>")
     .description("print the armored public key")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        process.stdout.write((await app.pgp.get(fpr)).armored);
+        process.stdout.write((await app.admin.pgp(cliActor(opts.as)).get(fpr)).armored);
       });
     });
 
@@ -106,10 +112,11 @@ export function registerPgp(program: Command): void {
     .command("revoke <fingerprint> <file>")
     .description("apply a revocation certificate (e.g. gpg's openpgp-revocs.d/<FPR>.rev; - = stdin) to a stored key")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (fpr: string, file: string, opts) => {
       const input = await readKeyInput(file);
       await withApp(opts.data, async (app) => {
-        const row = await app.pgp.revoke(fpr, input.toString("latin1"));
+        const row = await app.admin.pgp(cliActor(opts.as)).revoke(fpr, input.toString("latin1"));
         say(`${row.fingerprint} (${ownerLabel(row)}) is revoked: it is no longer used as a recipient`);
       });
     });
@@ -118,9 +125,10 @@ export function registerPgp(program: Command): void {
     .command("rm <fingerprint>")
     .description("remove a stored key (folders naming its owner stop encrypting to it)")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.pgp.remove(fpr);
+        await app.admin.pgp(cliActor(opts.as)).remove(fpr);
         say(`removed ${fpr}`);
       });
     });
@@ -131,6 +139,7 @@ export function registerPgp(program: Command): void {
       "on-demand key pair for a user without one: passphrase from stdin; prints the protected private key once",
     )
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--type <type>", "ecc (Ed25519/Cv25519) or rsa (RSA 3072)", "ecc")
     .option("--email <address>", "e-mail address in the user id")
     .option("--expire-days <n>", "key lifetime in days (default: no expiry)", (v) => Number(v))
@@ -141,8 +150,9 @@ export function registerPgp(program: Command): void {
       }
       const passphrase = await readPassphrase();
       await withApp(opts.data, async (app) => {
-        if (!(await app.store.getUser(user))) throw new AtrestError("NOT_FOUND", `no such user: ${user}`);
-        const { row, privateKey } = await generateUserKey(app.pgp, user, passphrase, {
+        if (!(await app.admin.listUsers(cliActor(opts.as))).some((u) => u.name === user))
+          throw new AtrestError("NOT_FOUND", `no such user: ${user}`);
+        const { row, privateKey } = await generateUserKey(app.admin.pgp(cliActor(opts.as)), user, passphrase, {
           type: opts.type,
           email: opts.email,
           expireDays: opts.expireDays,
@@ -161,11 +171,14 @@ export function registerPgp(program: Command): void {
     .command("create")
     .description("create the organisation key; its private half is stored sealed under the key manager")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--name <name>", "user id name", "atrest organisation key")
     .option("--email <address>", "user id e-mail address")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const k = await app.pgp.createOrgKey(opts.email ? { name: opts.name, email: opts.email } : { name: opts.name });
+        const k = await app.admin
+          .pgp(cliActor(opts.as))
+          .createOrgKey(opts.email ? { name: opts.name, email: opts.email } : { name: opts.name });
         say(`created organisation key ${k.getFingerprint()} (${k.getUserIDs().join("; ")})`);
       });
     });
@@ -174,9 +187,10 @@ export function registerPgp(program: Command): void {
     .command("export")
     .description("print the organisation's armored public key (give it to partners to verify signatures)")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        process.stdout.write((await app.pgp.org.requirePublicKey()).armor());
+        process.stdout.write((await app.admin.pgp(cliActor(opts.as)).org.requirePublicKey()).armor());
       });
     });
 
@@ -184,9 +198,10 @@ export function registerPgp(program: Command): void {
     .command("certify <fingerprint>")
     .description("certify a stored key with the organisation key (for folders with --pgp-require-certified)")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        const row = await app.pgp.certify(fpr);
+        const row = await app.admin.pgp(cliActor(opts.as)).certify(fpr);
         say(`certified ${row.fingerprint} (${ownerLabel(row)})`);
       });
     });
@@ -197,10 +212,11 @@ export function registerPgp(program: Command): void {
     .command("add <file>")
     .description("trust an organisation's public key (armored file, - = stdin) as a certifier")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (file: string, opts) => {
       const input = await readKeyInput(file);
       await withApp(opts.data, async (app) => {
-        say(`trusted ${await app.pgp.addTrust(input.toString("latin1"))} as a certifier`);
+        say(`trusted ${await app.admin.pgp(cliActor(opts.as)).addTrust(input.toString("latin1"))} as a certifier`);
       });
     });
 
@@ -208,13 +224,14 @@ export function registerPgp(program: Command): void {
     .command("list")
     .description("list trusted certifiers (the organisation key is always trusted)")
     .addOption(dataOption())
+    .addOption(asOption())
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withApp(opts.data, async (app) => {
-        const own = await app.pgp.org.publicKey();
+        const own = await app.admin.pgp(cliActor(opts.as)).org.publicKey();
         const rows = [
           ...(own ? [{ fingerprint: own.getFingerprint(), userIds: own.getUserIDs(), organisation: true }] : []),
-          ...(await app.pgp.listTrust()).map((t) => ({ ...t, organisation: false })),
+          ...(await app.admin.pgp(cliActor(opts.as)).listTrust()).map((t) => ({ ...t, organisation: false })),
         ];
         if (opts.json) return json(rows);
         for (const r of rows) {
@@ -227,9 +244,10 @@ export function registerPgp(program: Command): void {
     .command("rm <fingerprint>")
     .description("stop trusting a certifier")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (fpr: string, opts) => {
       await withApp(opts.data, async (app) => {
-        await app.pgp.removeTrust(fpr);
+        await app.admin.pgp(cliActor(opts.as)).removeTrust(fpr);
         say(`no longer trusting ${fpr}`);
       });
     });

@@ -1,7 +1,7 @@
 // The OpenPGP public key store: users' and groups' keys, trusted organisation keys, and recipient resolution with
 // the use-time checks (expiry, revocation, certification) every encryption goes through.
 import * as openpgp from "openpgp";
-import type { AuditSink } from "../audit/types.ts";
+import type { AuditEvent, AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
@@ -37,17 +37,32 @@ export function ownerLabel(row: Pick<PgpKeyRow, "ownerKind" | "ownerName">): str
   return row.ownerKind === "group" ? `@${row.ownerName}` : row.ownerName;
 }
 
+/** Who changes the key store, as the audit names them (the service's actor: job user, role, protocol, source). */
+export type PgpActor = Pick<AuditEvent, "user" | "role" | "protocol" | "sourceIp" | "sessionId">;
+
+/** Changes made without `actingAs` (in-process use by tests and tools). */
+const DEFAULT_ACTOR: PgpActor = { user: "admin", role: "admin", protocol: "cli" };
+
 export class PgpKeyStore {
   readonly #store: MetaStore;
+  readonly #keys: KeyProvider;
   readonly #audit: AuditSink | undefined;
+  readonly #by: PgpActor;
   readonly org: OrgKey;
   // Parsing an armored key costs ~1 ms; uploads into a PGP folder resolve the same few keys again and again.
   readonly #parsed = new Map<string, openpgp.PublicKey>();
 
-  constructor(store: MetaStore, keys: KeyProvider, audit?: AuditSink) {
+  constructor(store: MetaStore, keys: KeyProvider, audit?: AuditSink, by: PgpActor = DEFAULT_ACTOR) {
     this.#store = store;
+    this.#keys = keys;
     this.#audit = audit;
+    this.#by = by;
     this.org = new OrgKey(store, keys);
+  }
+
+  /** The same key store, its changes audited as done by `by`. */
+  actingAs(by: PgpActor): PgpKeyStore {
+    return new PgpKeyStore(this.#store, this.#keys, this.#audit, by);
   }
 
   async #parse(armored: string): Promise<openpgp.PublicKey> {
@@ -126,8 +141,7 @@ export class PgpKeyStore {
     this.#audit?.record({
       action: "pgp.trust.change",
       outcome: "success",
-      user: "admin",
-      protocol: "cli",
+      ...this.#by,
       target: fpr,
       detail,
     });
@@ -139,8 +153,7 @@ export class PgpKeyStore {
     this.#audit?.record({
       action: "pgp.orgkey.create",
       outcome: "success",
-      user: "admin",
-      protocol: "cli",
+      ...this.#by,
       target: key.getFingerprint(),
       detail: key.getUserIDs().join(", "),
     });
@@ -194,8 +207,7 @@ export class PgpKeyStore {
     this.#audit?.record({
       action: generated ? "pgp.key.generate" : "pgp.key.import",
       outcome: "success",
-      user: "admin",
-      protocol: "cli",
+      ...this.#by,
       effectiveUser: owner.kind === "user" ? owner.name : undefined,
       target: fpr,
       detail: generated
@@ -247,8 +259,7 @@ export class PgpKeyStore {
     this.#audit?.record({
       action: "pgp.key.remove",
       outcome: "success",
-      user: "admin",
-      protocol: "cli",
+      ...this.#by,
       target: row.fingerprint,
       detail: `removed from ${ownerLabel(row)}`,
     });
@@ -278,8 +289,7 @@ export class PgpKeyStore {
     this.#audit?.record({
       action: "pgp.key.import",
       outcome: "success",
-      user: "admin",
-      protocol: "cli",
+      ...this.#by,
       target: row.fingerprint,
       detail: `revocation certificate applied for ${ownerLabel(row)}`,
     });
@@ -306,8 +316,7 @@ export class PgpKeyStore {
     this.#audit?.record({
       action: "pgp.key.certify",
       outcome: "success",
-      user: "admin",
-      protocol: "cli",
+      ...this.#by,
       target: row.fingerprint,
       detail: `certified by ${(await this.org.requirePublicKey()).getFingerprint()}`,
     });

@@ -4,15 +4,18 @@
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import { assertKeyName } from "../kms/api/key-ref.ts";
-import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "../store/types.ts";
+import type { PgpKeyStore } from "../pgp/keystore.ts";
+import type { BanRow, FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "../store/types.ts";
 import type { Vfs } from "../vfs/vfs.ts";
 import { type Actor, actorFields, requireRole } from "./actor.ts";
+import { liftBans } from "./defender.ts";
 import { buildUser, type NewUser, validateGroupName } from "./users.ts";
 
 export interface AdminDeps {
   store: MetaStore;
   vfs: Pick<Vfs, "tree" | "folders">;
   audit: AuditSink;
+  pgp: PgpKeyStore;
 }
 
 const MANAGE = ["admin"] as const;
@@ -93,6 +96,24 @@ export class Admin {
   async listFolders(actor: Actor): Promise<FolderRow[]> {
     requireRole(actor, READ, "listing folders");
     return this.#d.store.listFolders();
+  }
+
+  /** The OpenPGP key store (keys of users and groups, organisation key, trust), its changes audited as `actor`. */
+  pgp(actor: Actor): PgpKeyStore {
+    requireRole(actor, MANAGE, "managing OpenPGP keys");
+    return this.#d.pgp.actingAs(actorFields(actor));
+  }
+
+  /** The brute-force defender's bans (ended ones included: they set the next ban's length). */
+  async listBans(actor: Actor): Promise<BanRow[]> {
+    requireRole(actor, READ, "listing bans");
+    return this.#d.store.listBans();
+  }
+
+  /** Lifts the bans on an IP or user name (audited as `actor`); a running server sees it at the next attempt. */
+  unban(actor: Actor, subject: string): Promise<BanRow[]> {
+    requireRole(actor, MANAGE, "lifting a ban");
+    return liftBans(this.#d.store, this.#d.audit, actor, subject);
   }
 
   #event(actor: Actor, action: "group.change" | "folder.change", target: string, detail: string): void {

@@ -60,7 +60,11 @@ describe("admin use-cases", () => {
         { user: "web-admin", role: "admin", protocol: "http", sourceIp: "192.0.2.4", sessionId: "s1" },
         { name: "dave", password: "dave-pass" },
       );
+      assert.throws(() => app.admin.pgp(auditor), { code: "PERMISSION_DENIED" });
+      await app.admin.pgp({ user: "web-admin", role: "admin", protocol: "http" }).createOrgKey({ name: "Example Org" });
       app.audit.flush();
+      const org = seen.find((r) => r.action === "pgp.orgkey.create");
+      assert.deepEqual([org?.user, org?.role, org?.protocol], ["web-admin", "admin", "http"]);
       const add = seen.find((r) => r.action === "user.add");
       assert.deepEqual(
         [add?.user, add?.protocol, add?.sourceIp, add?.sessionId, add?.effectiveUser],

@@ -312,3 +312,31 @@ describe("login service", () => {
     assert.equal(audit.at(-1)?.action, "logout");
   });
 });
+
+describe("defender settings", () => {
+  it("come from the config file, ATREST_DEFENDER_* (over the file) and default with loopback not allowed", async () => {
+    const { loadConfig } = await import("../../src/config/config.ts");
+    const base = loadConfig({}, undefined, {});
+    assert.deepEqual(base.defender, DEFAULT_DEFENDER);
+    assert.deepEqual(base.defender.allowList, []);
+    const dir = await tempDir();
+    try {
+      const file = join(dir, "c.json");
+      const { writeFile } = await import("node:fs/promises");
+      await writeFile(file, JSON.stringify({ defender: { threshold: 7, allowList: ["10.0.0.0/8"] } }));
+      const c = loadConfig({}, file, {
+        ATREST_DEFENDER_THRESHOLD: "4",
+        ATREST_DEFENDER_ENABLED: "false",
+        ATREST_DEFENDER_ALLOW_LIST: "127.0.0.1, ::1",
+      });
+      assert.equal(c.defender.threshold, 4);
+      assert.equal(c.defender.enabled, false);
+      assert.deepEqual(c.defender.allowList, ["127.0.0.1", "::1"]);
+      assert.equal(loadConfig({}, file, {}).defender.threshold, 7);
+      assert.throws(() => loadConfig({}, undefined, { ATREST_DEFENDER_ALLOW_LIST: "nope" }), /defender\.allowList/);
+      assert.throws(() => loadConfig({}, undefined, { ATREST_DEFENDER_THRESHOLD: "0" }), /defender\.threshold/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
