@@ -1,6 +1,7 @@
 // `atrest defender list|unban`: the brute-force defender's bans, read from and lifted in the metadata store, so they
 // work beside a running server (which checks the store at every login).
 import type { Command } from "commander";
+import { AtrestError } from "../errors.ts";
 import { cliActor } from "../service/actor.ts";
 import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
@@ -50,11 +51,7 @@ export function registerDefender(program: Command): void {
       const actor = cliActor(opts.as);
       await withApp(opts.data, async (app) => {
         const lifted = await app.admin.unban(actor, subject);
-        if (lifted.length === 0) {
-          say(`no ban on ${subject}`);
-          process.exitCode = 1;
-          return;
-        }
+        if (lifted.length === 0) throw new AtrestError("NOT_FOUND", `no ban on ${subject}`);
         for (const b of lifted) say(`lifted the ${b.kind} ban on ${b.subject}`);
       });
     });

@@ -108,8 +108,8 @@ describe("brute-force defender over SFTP", () => {
   });
 
   test("`defender unban` of something not banned says so and fails", async () => {
-    await assert.rejects(cli(["defender", "unban", "192.0.2.1", "--data", data]), (err: { stdout: string }) =>
-      /no ban on 192\.0\.2\.1/.test(err.stdout),
+    await assert.rejects(cli(["defender", "unban", "192.0.2.1", "--data", data]), (err: { stderr: string }) =>
+      /no ban on 192\.0\.2\.1/.test(err.stderr),
     );
   });
 });
