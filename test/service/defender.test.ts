@@ -233,7 +233,7 @@ describe("login service", () => {
     assert.equal(defender.score("ip", "192.0.2.61"), defender.score("ip", "192.0.2.62"));
     assert.equal(defender.score("user", "mallory"), defender.score("user", "alice"));
     // argon2 runs for both. The fastest of interleaved attempts is the least disturbed by a loaded machine; skipping
-    // argon2 for unknown users would make them ~100x faster, load noise is within 3x
+    // argon2 for unknown users would make them ~100x faster, while load noise here reached 4x
     const times: Record<string, number[]> = { mallory: [], alice: [] };
     for (let i = 0; i < 9; i++) {
       for (const user of ["mallory", "alice"]) {
@@ -243,7 +243,7 @@ describe("login service", () => {
       }
     }
     const [a, b] = [Math.min(...times.mallory), Math.min(...times.alice)];
-    assert.ok(a > b / 3 && a < b * 3, `unknown ${a.toFixed(1)} ms vs known ${b.toFixed(1)} ms`);
+    assert.ok(a > b / 10 && a < b * 10, `unknown ${a.toFixed(1)} ms vs known ${b.toFixed(1)} ms`);
   });
 
   it("a banned source is refused before the credential is checked, with the same answer", async () => {
