@@ -1,4 +1,6 @@
-// Random-access reads of a container in a BlobStore, decrypted on the SealPool, with the data path's read-ahead.
+// Random-access reads of a container in a BlobStore, decrypted on the SealPool. The data path's one read-ahead
+// layer: doors call read() with whatever their clients ask for (SFTP: 32 KiB), windows of 16 segments are read and
+// decrypted ahead of a sequential reader.
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError, IntegrityError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";

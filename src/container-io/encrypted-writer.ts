@@ -1,11 +1,12 @@
 // Streams plaintext into a new container in a BlobStore: sealed on the SealPool, written in order, committed at the end.
+// The data path's one batching layer: writes of any size (an SFTP client's 32 KiB, a whole HTTP body chunk) are
+// copied into ParallelSegmentWriter's batches of 16 segments (1 MiB), one worker job each, and each sealed batch goes
+// to the blob store as one vectored write. Callers hand over writes one at a time, awaiting each.
 import { AtrestError, QuotaExceededError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import type { BlobWriter } from "../store/blobs.ts";
 import type { ParallelSegmentWriter } from "./parallel-writer.ts";
 
-// Sealed segments are gathered into one vectored write of about this size.
-const FLUSH_BYTES = 1 << 20;
 // Writes stop being acknowledged immediately once this much sealed data waits for the disk (backpressure).
 const MAX_INFLIGHT_BYTES = 8 << 20;
 // ...or once this much plaintext waits for the sealing worker.
@@ -67,7 +68,7 @@ export class EncryptedWriter<Committed = void> {
       const sealed = await writer.next();
       if (sealed) this.#queue(sealed);
     }
-    if (this.#batchBytes >= FLUSH_BYTES) this.#flush();
+    this.#flush();
     if (this.#inflight > MAX_INFLIGHT_BYTES) await this.#flushing;
     if (this.#failure) throw this.#failure;
   }
