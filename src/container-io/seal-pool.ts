@@ -5,7 +5,9 @@
 import { Worker } from "node:worker_threads";
 import { AtrestError, IntegrityError } from "../errors.ts";
 import type { SealWorkerParams } from "../format/container.ts";
-import type { KeysMessage, WorkerReply, WorkerRequest } from "./seal-worker.ts";
+import type { KeysMessage, OpenJob, WorkerReply, WorkerRequest } from "./seal-messages.ts";
+
+export type { OpenJob } from "./seal-messages.ts";
 
 const WORKER_URL = new URL("./seal-worker.ts", import.meta.url);
 const MAX_THREADS = 64;
@@ -40,21 +42,6 @@ export interface SealResult {
   length: number;
   /** The job's plaintext buffer, back from the worker for reuse. */
   plaintext: ArrayBuffer;
-}
-
-/** Consecutive sealed segments to open under registered keys. `sealed` and `output` are transferred. */
-export interface OpenJob {
-  /** From SealPool.register. */
-  keys: number;
-  /** Index of the first segment. */
-  startIndex: number;
-  /** The segments as on disk, in the first `sealedLength` bytes. */
-  sealed: ArrayBuffer;
-  sealedLength: number;
-  /** Whether the range ends with the container's final segment. */
-  last: boolean;
-  /** A recycled buffer to decrypt into; ignored when too small. */
-  output?: ArrayBuffer;
 }
 
 export interface OpenResult {
