@@ -1,16 +1,17 @@
 // Wires the layers together for one data directory: embedded KMS, metadata store, blobs, vfs, accounts, audit.
 import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { checkpointSigner } from "./audit/checkpoint-key.ts";
 import { AuditLog } from "./audit/log.ts";
 import { AtrestError } from "./errors.ts";
 import { TriggerEngine } from "./events/engine.ts";
 import { pgpApi } from "./events/pgp.ts";
+import { checkpointSigner } from "./keys/checkpoint-signer.ts";
 import { DEFAULT_DEK_CACHE_ENTRIES, DEFAULT_DEK_CACHE_SECONDS, DekCache, withDekCache } from "./keys/dek-cache.ts";
 import { type RemoteKmsSettings, readRemoteKms, remoteKmsFor, writeRemoteKms } from "./keys/key-manager.ts";
 import { lockHolder } from "./keys/lock.ts";
 import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
+import { serviceKey } from "./keys/service-keys.ts";
 import { assertKeyName } from "./kms/api/key-ref.ts";
 import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
 import { type Logger, silentLogger } from "./logger.ts";
@@ -23,12 +24,11 @@ import { verifyPassword } from "./service/passwords.ts";
 import type { NewUser } from "./service/users.ts";
 import { requireUser } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
-import { serviceKey } from "./store/service-keys.ts";
 import { installSqliteSnapshot, openSqliteStore } from "./store/sqlite/index.ts";
 import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
-import { Vfs } from "./vfs/vfs.ts";
+import { META_CONTEXT, META_KEY_SETTING, Vfs } from "./vfs/vfs.ts";
 import { type OpenedKeyManager, openKeyManager } from "./wiring/key-manager.ts";
 
 export const AUDIT_KEY_SETTING = "audit.key";
@@ -178,7 +178,8 @@ export class App implements Accounts {
       const repaired = await recoverRewrap({ store, blobs, keys, dir: paths.keys });
       if (repaired > 0) logger.warn({ repaired }, "finished an interrupted key rewrap");
     }
-    const vfs = await Vfs.open({ store, blobs, keys: cached, audit, logger, sweep: o.sweep ?? false });
+    const metaKey = await serviceKey(store, cached, META_KEY_SETTING, "default", META_CONTEXT);
+    const vfs = await Vfs.open({ store, blobs, keys: cached, audit, logger, metaKey, sweep: o.sweep ?? false });
     if (o.kms) await writeRemoteKms(root, o.kms);
     return new App(paths, store, opened, dekCache, vfs, audit, logger);
   }

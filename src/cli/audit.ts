@@ -16,7 +16,7 @@ import { formatStats, readStats } from "../audit/stats.ts";
 import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError } from "../errors.ts";
-import { serviceKey } from "../store/service-keys.ts";
+import { serviceKey } from "../keys/service-keys.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 /** Exit codes of `audit verify`: 0 intact and fully signed, 1 broken, 3 intact but with an unsigned tail. */

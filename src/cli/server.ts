@@ -6,11 +6,11 @@ import { AuditPipeline } from "../audit/pipeline.ts";
 import { loadConfig } from "../config/config.ts";
 import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
+import { serviceKey } from "../keys/service-keys.ts";
 import { Registry } from "../metrics/registry.ts";
 import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
 import { Defender } from "../service/defender.ts";
 import { LoginService } from "../service/login.ts";
-import { serviceKey } from "../store/service-keys.ts";
 import { say } from "./common.ts";
 
 export function registerServer(program: Command): void {

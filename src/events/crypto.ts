@@ -4,8 +4,8 @@ import type { KeyObject } from "node:crypto";
 import { aeadKey, NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { randomBytes } from "../crypto/random.ts";
+import { serviceKey } from "../keys/service-keys.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
-import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore } from "../store/types.ts";
 
 const SETTING = "events.key";

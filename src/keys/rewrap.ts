@@ -8,7 +8,6 @@ import { FIXED_LENGTH, HEADER_PROBE_BYTES, parseHeader, replaceWrappedDek } from
 import { parseKeyRef } from "../kms/api/key-ref.ts";
 import type { EncryptionContext } from "../kms/api/types.ts";
 import type { HeadAccess } from "../store/blobs.ts";
-import { serviceKeyContexts } from "../store/service-keys.ts";
 import { fileContext } from "../vfs/file-context.ts";
 import {
   countFiles,
@@ -23,6 +22,7 @@ import {
 import { HeaderJournal, type JournalEntry, replayJournal } from "./journal.ts";
 import { acquireJobLock } from "./lock.ts";
 import { isBatchError, type KeyManager, rewrapMany } from "./provider.ts";
+import { serviceKeyContexts } from "./service-keys.ts";
 
 export interface RewrapOptions {
   /** Only this key; default every key. */

@@ -6,8 +6,8 @@ import { aeadKey, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { randomBytes } from "../crypto/random.ts";
 import { AtrestError } from "../errors.ts";
+import { serviceKey } from "../keys/service-keys.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
-import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore } from "../store/types.ts";
 import { readPublicKey } from "./keys.ts";
 

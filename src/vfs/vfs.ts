@@ -11,7 +11,6 @@ import { segmentOffset } from "../format/layout.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
 import type { BlobStore } from "../store/blobs.ts";
-import { serviceKey } from "../store/service-keys.ts";
 import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
 import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
@@ -27,6 +26,11 @@ export interface VfsDeps {
   keys: KeyProvider;
   audit: AuditSink;
   logger: Logger;
+  /**
+   * The metadata key (setting META_KEY_SETTING, wrapped under META_CONTEXT), unwrapped by the wiring: service keys
+   * are a keys-layer job. The vfs takes it over and zeroes it.
+   */
+  metaKey: Buffer;
   /** KEK for new files (per-folder mapping rules come with the key manager issue). */
   defaultKey?: string;
   /** Remove unfinished uploads and orphan blobs (server start only; see AppOptions.sweep). */
@@ -34,7 +38,7 @@ export interface VfsDeps {
 }
 
 export const META_KEY_SETTING = "metadata.key";
-const META_CONTEXT = { purpose: "metadata" };
+export const META_CONTEXT = { purpose: "metadata" };
 
 /** Who is writing, for quotas and audit, and where (for folder rules). */
 export interface Writer {
@@ -82,10 +86,8 @@ export class Vfs {
 
   /** Unwraps (or on first use creates) the metadata key, makes sure the root exists, sweeps crash leftovers. */
   static async open(deps: VfsDeps): Promise<Vfs> {
-    const kek = deps.defaultKey ?? "default";
-    const metaKey = await serviceKey(deps.store, deps.keys, META_KEY_SETTING, kek, META_CONTEXT);
-    const crypto = new MetaCrypto(metaKey);
-    zero(metaKey);
+    const crypto = new MetaCrypto(deps.metaKey);
+    zero(deps.metaKey);
     const vfs = new Vfs(deps, crypto);
     if (!(await deps.store.getNode(ROOT_ID))) {
       const root = { ...vfs.tree.newDir(ROOT_ID, ""), id: ROOT_ID, parentId: null };

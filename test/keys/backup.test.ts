@@ -4,7 +4,7 @@ import { cp, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { App } from "../../src/app.ts";
-import { serviceKey } from "../../src/store/service-keys.ts";
+import { serviceKey } from "../../src/keys/service-keys.ts";
 import { META_KEY_SETTING } from "../../src/vfs/vfs.ts";
 import { cli } from "../helpers/atrest.ts";
 import { type Fixture, fixture, get, info, put } from "./helpers.ts";

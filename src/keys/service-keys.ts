@@ -1,5 +1,5 @@
 import type { EncryptionContext, KeyProvider } from "../kms/api/types.ts";
-import type { MetaStore } from "./types.ts";
+import type { MetaStore } from "../store/types.ts";
 
 /**
  * Settings that hold a wrapped service key, with the encryption context each was wrapped under, so `keys rewrap`
