@@ -379,7 +379,8 @@ export interface MetaStore extends MetaReads {
   transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T>;
   /**
    * Writes a consistent point-in-time copy of the whole store to `dest` (a new file), e.g. for a backup; safe while
-   * other processes use the store. The driver's `installSnapshot` puts such a file back.
+   * other processes use the store. The driver puts such a file back (SQLite: installSqliteSnapshot, via app.ts
+   * storeRestore).
    */
   snapshot(dest: string): Promise<void>;
   close(): Promise<void>;
