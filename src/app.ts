@@ -7,7 +7,13 @@ import { TriggerEngine } from "./events/engine.ts";
 import { pgpApi } from "./events/pgp.ts";
 import { checkpointSigner } from "./keys/checkpoint-signer.ts";
 import { DEFAULT_DEK_CACHE_ENTRIES, DEFAULT_DEK_CACHE_SECONDS, DekCache, withDekCache } from "./keys/dek-cache.ts";
-import { type RemoteKmsSettings, readRemoteKms, remoteKmsFor, writeRemoteKms } from "./keys/key-manager.ts";
+import {
+  checkKeyManagerBinding,
+  type RemoteKmsSettings,
+  readRemoteKms,
+  remoteKmsFor,
+  writeRemoteKms,
+} from "./keys/key-manager.ts";
 import { lockHolder } from "./keys/lock.ts";
 import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
@@ -154,6 +160,7 @@ export class App implements Accounts {
     const logger = o.logger ?? silentLogger;
     const paths = dataPaths(root);
     const remote = await remoteKmsFor(root, o.kms);
+    await checkKeyManagerBinding(root, paths.kms, o.kms);
     const opened = await openKeyManager(root, paths.kms, remote);
     const keys = opened.keys;
     const store = openStore(paths);

@@ -1,14 +1,14 @@
 import type { Command } from "commander";
-import { dataPaths, initData, openStore, storeRestore } from "../app.ts";
+import { dataPaths, openStore, storeRestore } from "../app.ts";
 import { readManifest, restoreBackup, writeBackup } from "../backup/bundle.ts";
 import { AtrestError } from "../errors.ts";
 import { remoteKmsFor } from "../keys/key-manager.ts";
 import { openKeyManager } from "../wiring/key-manager.ts";
-import { dataOption, kmsFromEnv, say } from "./common.ts";
+import { dataOption, kmsFromEnv, requireData, say } from "./common.ts";
 
 async function withKeys<T>(data: string, fn: (keys: Awaited<ReturnType<typeof openKeyManager>>) => Promise<T>) {
   const kms = kmsFromEnv();
-  await initData(data, kms);
+  await requireData(data, kms);
   const opened = await openKeyManager(data, dataPaths(data).kms, await remoteKmsFor(data, kms));
   try {
     return await fn(opened);

@@ -1,7 +1,15 @@
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
 import { Option } from "commander";
-import { App, initData } from "../app.ts";
+import { App, dataPaths, initData } from "../app.ts";
 import { AtrestError } from "../errors.ts";
-import type { RemoteKmsSettings } from "../keys/key-manager.ts";
+import {
+  checkKeyManagerBinding,
+  REMOTE_KMS_FILE,
+  type RemoteKmsSettings,
+  remoteKmsFor,
+  writeRemoteKms,
+} from "../keys/key-manager.ts";
 
 export function dataOption(): Option {
   return new Option("--data <dir>", "data directory").env("ATREST_DATA").default("./data");
@@ -11,8 +19,20 @@ export function say(line: string): void {
   process.stdout.write(`atrest: ${line}\n`);
 }
 
-export async function initCommand(data: string): Promise<void> {
-  const { created, warning } = await initData(data);
+/**
+ * `atrest init`: the data dir and its key manager, the embedded one (dev mode) or, with `kms`, a remote one recorded
+ * in the data dir (kms-remote.json) so that every later command and the server use it without flags.
+ */
+export async function initCommand(data: string, kms?: Partial<RemoteKmsSettings>): Promise<void> {
+  const remote = kms?.url ? await remoteKmsFor(data, kms) : undefined;
+  if (kms?.certDir && !remote) throw new AtrestError("INVALID_INPUT", "--kms-cert needs --kms URL");
+  if (remote) await checkKeyManagerBinding(data, dataPaths(data).kms, remote);
+  const { created, warning } = await initData(data, remote);
+  if (remote) {
+    await writeRemoteKms(data, remote);
+    say(`initialised ${data} with the key manager at ${remote.url}`);
+    return;
+  }
   say(created ? `initialised ${data}` : `${data} is already initialised`);
   if (warning) process.stderr.write(`\n${warning}\n\n`);
 }
@@ -27,12 +47,37 @@ export function kmsFromEnv(): RemoteKmsSettings | undefined {
 }
 
 /**
- * Opens the data dir (initialising it on first use), runs `fn`, always closes. The key manager is the one in
- * ATREST_KMS, else the one the server recorded in the data dir, else the embedded one.
+ * Before a command opens `data`: it must exist (only `init` and `server` create one, so a typo or a missing
+ * `init --kms` never makes a dev-mode key manager by accident) and `kms` must be the key manager it is bound to.
+ */
+export async function requireData(data: string, kms: RemoteKmsSettings | undefined): Promise<void> {
+  const paths = dataPaths(data);
+  const made = await Promise.all([paths.kms, paths.meta, join(data, REMOTE_KMS_FILE)].map((p) => exists(p)));
+  if (!made.includes(true)) {
+    throw new AtrestError(
+      "INVALID_INPUT",
+      `no data directory at ${data}: create it with atrest init --data ${data} ` +
+        "(add --kms URL --kms-cert DIR to bind it to a separate key manager)",
+    );
+  }
+  await checkKeyManagerBinding(data, paths.kms, kms);
+  await initData(data, kms);
+}
+
+function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Opens an existing data dir, runs `fn`, always closes. The key manager is the one in ATREST_KMS (if it is the one
+ * the data dir is bound to), else the one recorded in the data dir, else the embedded one.
  */
 export async function withApp<T>(data: string, fn: (app: App) => Promise<T>): Promise<T> {
   const kms = kmsFromEnv();
-  await initData(data, kms);
+  await requireData(data, kms);
   const app = await App.open(data, { kms });
   try {
     return await fn(app);

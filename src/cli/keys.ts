@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { Option } from "commander";
-import { type App, dataPaths, initData, openStore } from "../app.ts";
+import { type App, dataPaths, openStore } from "../app.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyJobDeps } from "../keys/jobs.ts";
 import { remoteKmsFor } from "../keys/key-manager.ts";
@@ -15,7 +15,7 @@ import { LocalBlobStore } from "../store/local-blobs.ts";
 import { openKeyManager } from "../wiring/key-manager.ts";
 import { whoCanDecryptDeps } from "../wiring/who-can-decrypt.ts";
 import { asOption } from "./as.ts";
-import { dataOption, kmsFromEnv, say, withApp } from "./common.ts";
+import { dataOption, kmsFromEnv, requireData, say, withApp } from "./common.ts";
 
 function positiveInt(what: string) {
   return (value: string): number => {
@@ -36,7 +36,7 @@ function keyName(value: string): string {
  */
 async function withJobDeps<T>(data: string, fn: (deps: KeyJobDeps) => Promise<T>): Promise<T> {
   const kms = kmsFromEnv();
-  await initData(data, kms);
+  await requireData(data, kms);
   const paths = dataPaths(data);
   const opened = await openKeyManager(data, paths.kms, await remoteKmsFor(data, kms));
   const store = openStore(paths);

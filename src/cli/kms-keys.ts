@@ -4,7 +4,7 @@
 // identity is then the client certificate).
 import { readFile, writeFile } from "node:fs/promises";
 import { type Command, Option } from "commander";
-import { dataPaths, initData } from "../app.ts";
+import { dataPaths } from "../app.ts";
 import { AtrestError } from "../errors.ts";
 import { type KmsAdmin, LocalAdmin, RemoteAdmin } from "../kms/admin-client.ts";
 import type { KmsCaller, KmsRole } from "../kms/api/caller.ts";
@@ -14,7 +14,7 @@ import type { KeyringKeyInfo } from "../kms/keyring.ts";
 import { readKmsAudit } from "../kms/kms-audit.ts";
 import { type ClientPolicy, KEY_OPERATIONS, parseClientPolicy } from "../kms/policy.ts";
 import type { KeyPolicyInput, KmsService } from "../kms/service.ts";
-import { dataOption, say } from "./common.ts";
+import { dataOption, requireData, say } from "./common.ts";
 
 interface LocalOpts {
   data: string;
@@ -46,7 +46,7 @@ export async function withLocalKms<T>(
   role: KmsRole,
   fn: (kms: KmsService, caller: KmsCaller) => T | Promise<T>,
 ): Promise<T> {
-  await initData(opts.data);
+  await requireData(opts.data, undefined);
   const provider = await openEmbeddedKms(dataPaths(opts.data).kms);
   try {
     return await fn(provider.service, localCaller(role, opts.as));
@@ -65,7 +65,7 @@ async function withAdmin<T>(opts: LocalOpts, role: KmsRole, fn: (admin: KmsAdmin
     if (!opts.kmsCert) throw new AtrestError("INVALID_INPUT", "--kms needs --kms-cert DIR (a client certificate)");
     admin = await RemoteAdmin.connect(opts.kms, opts.kmsCert);
   } else {
-    await initData(opts.data);
+    await requireData(opts.data, undefined);
     const provider = await openEmbeddedKms(dataPaths(opts.data).kms);
     admin = new LocalAdmin(provider.service, localCaller(role, opts.as), () => provider.close());
   }

@@ -51,9 +51,16 @@ export function buildProgram(): Command {
 
   program
     .command("init")
-    .description("create the data directory and a dev-mode key manager (key file beside the data)")
+    .description(
+      "create the data directory bound to its key manager: a separate one (--kms, --kms-cert; recorded, so later " +
+        "commands need no flags) or else a dev-mode embedded one (key file beside the data)",
+    )
     .addOption(dataOption())
-    .action(async (opts: { data: string }) => initCommand(opts.data));
+    .addOption(new Option("--kms <url>", "remote key manager https://host:port (atrest kms serve)"))
+    .addOption(new Option("--kms-cert <dir>", "client certificate directory from `atrest kms client issue`"))
+    .action(async (opts: { data: string; kms?: string; kmsCert?: string }) =>
+      initCommand(opts.data, { url: opts.kms, certDir: opts.kmsCert }),
+    );
 
   registerServer(program);
   registerUsers(program);

@@ -19,6 +19,7 @@ describe("encryption at rest through SFTP", () => {
     dir = await tempDir();
     data = join(dir, "data");
     key = await makeClientKey(dir);
+    await cli(["init", "--data", data]);
     await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data]);
     server = await startServer(data);
   });

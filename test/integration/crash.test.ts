@@ -24,6 +24,7 @@ describe("crash during upload", () => {
     dir = await tempDir();
     data = join(dir, "data");
     key = await makeClientKey(dir);
+    await cli(["init", "--data", data]);
     await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data]);
   });
   after(() => rm(dir, { recursive: true, force: true }));

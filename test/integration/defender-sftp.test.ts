@@ -18,6 +18,7 @@ describe("brute-force defender over SFTP", () => {
   before(async () => {
     dir = await tempDir("atrest-defender-");
     data = join(dir, "data");
+    await cli(["init", "--data", data]);
     await cli(["user", "add", "alice", "--password-stdin", "--data", data], "alice-right\n");
     await cli(["user", "add", "bob", "--password-stdin", "--data", data], "bob-right\n");
     server = await startServer(data, [], {

@@ -68,7 +68,9 @@ describe("file server on a separate key manager (mTLS)", () => {
     assert.match(await unsealKms(kms.url, setup.certs.alice as string, [setup.shares[0] as string]), /1\/2/);
     assert.match(await unsealKms(kms.url, setup.certs.bob as string, [setup.shares[2] as string]), /unsealed/);
     env = { ...process.env, ATREST_KMS: kms.url, ATREST_KMS_CERT: setup.certs.fs1 };
-    await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data], undefined, env);
+    await cli(["init", "--data", data, "--kms", kms.url, "--kms-cert", setup.certs.fs1 as string]);
+    // bound by init: no --kms or ATREST_KMS needed from here on
+    await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data]);
     server = await startServer(data, ["--kms", kms.url, "--kms-cert", setup.certs.fs1 as string]);
   });
   after(async () => {

@@ -45,6 +45,7 @@ describe("OpenPGP folders over SFTP (OpenSSH sftp → atrest → gpg --decrypt)"
     finance = await gpg.generate("Finance <finance@example.com>", "ed25519");
     await writeFile(join(dir, "finance.asc"), await gpg.exportPublic(finance));
     const d = ["--data", data];
+    await cli(["init", ...d]);
     await cli(["user", "add", "partner", "--public-key", `${key}.pub`, ...d]);
     await cli(["user", "add", "fin", "--group", "finance", "--password-stdin", ...d], "fin password 123");
     await cli(["pgp", "key", "import", "fin", join(dir, "finance.asc"), ...d]);

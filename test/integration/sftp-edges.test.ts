@@ -18,6 +18,7 @@ describe("OpenSSH sftp against the real server: resume, refusals", () => {
     const data = join(dir, "data");
     key = await makeClientKey(dir);
     readerKey = await makeClientKey(dir);
+    await cli(["init", "--data", data]);
     await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data]);
     await cli([
       "user",

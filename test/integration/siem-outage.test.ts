@@ -32,6 +32,7 @@ describe("SIEM outage and atrest restart", () => {
     data = join(dir, "data");
     key = await makeClientKey(dir);
     rs = await startRsyslog(join(dir, "rsyslog"));
+    await cli(["init", "--data", data]);
     await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data]);
   });
   after(async () => {

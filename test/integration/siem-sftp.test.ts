@@ -52,6 +52,7 @@ describe("SIEM over TLS from a real SFTP session", () => {
     key = await makeClientKey(dir);
     ca = await makeCa(join(dir, "pki"));
     rs = await startRsyslog(join(dir, "rsyslog"), { driver: "gtls", ca });
+    await cli(["init", "--data", data]);
     await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data]);
     await cli(["user", "add", "boss", "--role", "admin", "--password-stdin", "--data", data], "s3cret-boss\n");
   });

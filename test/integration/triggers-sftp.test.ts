@@ -25,6 +25,7 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
     dir = await tempDir("atrest-triggers-");
     data = join(dir, "data");
     hook = await startWebhookReceiver(SECRET);
+    await cli(["init", "--data", data]);
     await cli(["group", "add", "partners", "--data", data]);
     gpg = await Gpg.create();
     for (const [name, extra] of [

@@ -80,6 +80,7 @@ describe("atrest backup / restore of the file server's metadata", () => {
     await assert.rejects(stat(join(t1, "meta.db")), { code: "ENOENT" });
     // Another data directory's (fresh) key manager cannot open it.
     const t2 = `${f.dir}-t2`;
+    await cli(["init", "--data", t2]);
     await assert.rejects(cli(["restore", "--in", bundle, "--data", t2]), /cannot open the backup's key/);
     await assert.rejects(stat(join(t2, "meta.db")), { code: "ENOENT" });
     const fs = await import("node:fs/promises");

@@ -32,6 +32,7 @@ describe("atrest pgp CLI", () => {
     await gpg.ok(["--default-key", ca, "--quick-sign-key", fpr]);
     await writeFile(join(dir, "dana.asc"), await gpg.exportPublic(fpr));
     await writeFile(join(dir, "ca.asc"), await gpg.exportPublic(ca));
+    await cli(["init", ...data]);
     await cli(["user", "add", "dana", "--password-stdin", ...data], "dana password 1");
   });
   after(async () => {

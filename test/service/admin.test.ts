@@ -18,6 +18,7 @@ describe("admin use-cases", () => {
 
   it("the CLI audits the acting user: --as, ATREST_AS, else the OS user; the target is the effective user", async () => {
     const env = { ...process.env, ATREST_AS: "" };
+    await cli(["init", "--data", data]);
     await cli(["user", "add", "carol", "--password-stdin", "--as", "jane", "--data", data], "carol-pass\n", env);
     await cli(["group", "add", "ops", "--data", data], undefined, { ...env, ATREST_AS: "kim" });
     await cli(["folder", "add", "/shared", "--data", data], undefined, env);
