@@ -18,7 +18,6 @@ import { lockHolder } from "./keys/lock.ts";
 import type { KeyManager } from "./keys/provider.ts";
 import { recoverRewrap } from "./keys/rewrap.ts";
 import { serviceKey } from "./keys/service-keys.ts";
-import { assertKeyName } from "./kms/api/key-ref.ts";
 import { type EmbeddedKms, initEmbeddedKms } from "./kms/embedded.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { pgpWriteFilter } from "./pgp/folder.ts";

@@ -13,6 +13,8 @@ export type ErrorCode =
   | "QUOTA_EXCEEDED"
   | "INVALID_PATH"
   | "INVALID_INPUT"
+  // A read or write on a handle that is closed, aborted or unknown: a client bug or a race with close, not bad data.
+  | "HANDLE_CLOSED"
   | "UNSUPPORTED"
   | "AUTH_FAILED"
   // A policy refused the operation (e.g. an OpenPGP recipient is expired, an upload is not an OpenPGP message); the
@@ -59,6 +61,12 @@ export class PermissionDeniedError extends AtrestError {
 export class QuotaExceededError extends AtrestError {
   constructor(message: string) {
     super("QUOTA_EXCEEDED", message);
+  }
+}
+
+export class HandleClosedError extends AtrestError {
+  constructor(message = "handle is closed") {
+    super("HANDLE_CLOSED", message);
   }
 }
 

@@ -2,7 +2,7 @@
 // layer: doors call read() with whatever their clients ask for (SFTP: 32 KiB), windows of 16 segments are read and
 // decrypted ahead of a sequential reader.
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError, IntegrityError } from "../errors.ts";
+import { HandleClosedError, IntegrityError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
 import { type Layout, segmentCount, segmentOffset } from "../format/layout.ts";
@@ -81,7 +81,7 @@ export class EncryptedReader {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
-    if (this.#closed) throw new AtrestError("INVALID_INPUT", "handle is closed");
+    if (this.#closed) throw new HandleClosedError();
     if (offset >= this.size || length <= 0) return Buffer.alloc(0);
     const end = Math.min(this.size, offset + length);
     const span = READ_AHEAD_SEGMENTS * this.#layout.segmentSize;

@@ -2,7 +2,7 @@
 // The data path's one batching layer: writes of any size (an SFTP client's 32 KiB, a whole HTTP body chunk) are
 // copied into ParallelSegmentWriter's batches of 16 segments (1 MiB), one worker job each, and each sealed batch goes
 // to the blob store as one vectored write. Callers hand over writes one at a time, awaiting each.
-import { AtrestError, QuotaExceededError } from "../errors.ts";
+import { AtrestError, HandleClosedError, QuotaExceededError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import type { BlobWriter } from "../store/blobs.ts";
 import type { ParallelSegmentWriter } from "./parallel-writer.ts";
@@ -50,7 +50,7 @@ export class EncryptedWriter<Committed = void> {
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
-    if (this.#done) throw new AtrestError("INVALID_INPUT", "handle is closed");
+    if (this.#done) throw new HandleClosedError();
     if (this.#failure) throw this.#failure;
     if (offset !== this.size) {
       throw new AtrestError(

@@ -2,7 +2,7 @@
 // padding; fresh random nonces), but the main thread only copies plaintext into batch buffers; a SealPool's workers
 // seal batches of full segments, and results come back in order.
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError } from "../errors.ts";
+import { AtrestError, HandleClosedError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import type { SegmentWriterOptions } from "../format/writer.ts";
 import type { SealPool } from "./seal-pool.ts";
@@ -195,7 +195,7 @@ export class ParallelSegmentWriter {
   #dispatch(bytes: number, last = false): Buffer {
     const keys = this.#keysId;
     const batch = this.#batch;
-    if (keys === undefined || batch === undefined) throw new AtrestError("INVALID_INPUT", "writer is closed");
+    if (keys === undefined || batch === undefined) throw new HandleClosedError("writer is closed");
     // Only the filled, whole segments travel (the tail of a last partial batch stays here).
     const whole = batch.buffer as ArrayBuffer; // from #newBatch: its own ArrayBuffer, offset 0
     const plaintext = bytes === whole.byteLength ? whole : whole.transfer(bytes);

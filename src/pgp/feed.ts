@@ -1,6 +1,6 @@
 // Pushes a writer's chunks into a web ReadableStream that openpgp consumes, with backpressure: `push` resolves once
 // the queue is below its high-water mark again, so a fast client never makes memory grow with the file size.
-import { AtrestError } from "../errors.ts";
+import { AtrestError, HandleClosedError } from "../errors.ts";
 
 const HIGH_WATER = 1 << 20;
 
@@ -30,7 +30,7 @@ export class StreamFeed {
   /** Queues `data`; waits while the consumer is behind. Throws the failure once the stream failed. */
   async push(data: Uint8Array): Promise<void> {
     if (this.#failure) throw this.#failure;
-    if (this.#closed) throw new AtrestError("INVALID_INPUT", "handle closed");
+    if (this.#closed) throw new HandleClosedError("handle closed");
     this.#controller.enqueue(data);
     while (!this.#failure && (this.#controller.desiredSize ?? 0) <= 0) {
       await new Promise<void>((resolve) => {

@@ -1,7 +1,7 @@
 // A WriteHandle that OpenPGP-encrypts what a client writes before it reaches the encrypted container: the stored
 // content of a file in a PGP folder is the OpenPGP message, encrypted as it streams in.
 import type * as openpgp from "openpgp";
-import { AtrestError } from "../errors.ts";
+import { AtrestError, HandleClosedError } from "../errors.ts";
 import type { FileStat, WriteHandle } from "../vfs/types.ts";
 import { encryptStream } from "./encrypt.ts";
 import { StreamFeed } from "./feed.ts";
@@ -61,7 +61,7 @@ export async function encryptingWriteHandle(inner: WriteHandle, plan: PgpWritePl
       await feed.push(data);
     },
     async close(): Promise<FileStat> {
-      if (finished) throw new AtrestError("INVALID_INPUT", "handle closed");
+      if (finished) throw new HandleClosedError("handle closed");
       finished = true;
       feed.close();
       await pump;
@@ -109,7 +109,7 @@ async function directHandle(inner: WriteHandle, plan: PgpWritePlan): Promise<Wri
     },
     async write(offset, data) {
       if (failure) throw failure;
-      if (finished) throw new AtrestError("INVALID_INPUT", "handle closed");
+      if (finished) throw new HandleClosedError("handle closed");
       if (offset !== received) throw nonSequential();
       received += data.length;
       try {
@@ -120,7 +120,7 @@ async function directHandle(inner: WriteHandle, plan: PgpWritePlan): Promise<Wri
       }
     },
     async close(): Promise<FileStat> {
-      if (finished) throw new AtrestError("INVALID_INPUT", "handle closed");
+      if (finished) throw new HandleClosedError("handle closed");
       finished = true;
       try {
         if (failure) throw failure;

@@ -18,6 +18,8 @@ export const KMS_ERRORS: Readonly<Record<KmsErrorCode, { status: number; title: 
   NOT_EMPTY: { status: 409, title: "not empty" },
   NOT_A_DIRECTORY: { status: 409, title: "not a directory" },
   IS_A_DIRECTORY: { status: 409, title: "is a directory" },
+  // Not sent by the key manager today (it has no handles); a state conflict for any HTTP door.
+  HANDLE_CLOSED: { status: 409, title: "handle closed" },
   // Known key, unusable now (version below the minimum, destroyed, deactivated for encryption …).
   KEY_UNAVAILABLE: { status: 409, title: "key unavailable" },
   QUOTA_EXCEEDED: { status: 413, title: "too large" },

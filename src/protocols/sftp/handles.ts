@@ -2,7 +2,7 @@
 // them into large segment jobs and reading ahead is container-io's job (encrypted-writer.ts, encrypted-reader.ts), so
 // every door gets it. What is SFTP's own stays here: WRITEs may arrive slightly out of order, and each handle's writes
 // reach the vfs one at a time, in offset order.
-import { AtrestError } from "../../errors.ts";
+import { AtrestError, HandleClosedError } from "../../errors.ts";
 import type { FileStat, ReadHandle, WriteHandle } from "../../vfs/types.ts";
 
 /** Out-of-order WRITEs held until the gap fills (pipelined clients may reorder slightly). */
@@ -47,7 +47,7 @@ export class WriteFile {
     let length = 0;
     for (const p of parts) length += p.length;
     if (this.error) throw this.error;
-    if (this.finished) throw new AtrestError("INVALID_INPUT", "handle closed");
+    if (this.finished) throw new HandleClosedError("handle closed");
     if (this.append) offset = this.end;
     const data = parts.length === 1 ? parts[0] : Buffer.concat(parts, length);
     if (offset === this.end) {

@@ -1,7 +1,7 @@
 // One SFTP v3 session over an SSH subsystem channel: frame, dispatch to the vfs, map errors, batch replies.
 // File operations are audited by the vfs itself; the adapter audits only logins (auth.ts, server.ts).
 
-import { AtrestError, InvalidPathError } from "../../errors.ts";
+import { AtrestError, HandleClosedError, InvalidPathError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
 import type { FileStat, VfsSession } from "../../vfs/types.ts";
 import { toStatus } from "./errors.ts";
@@ -270,7 +270,7 @@ export class SftpSession {
     const hb = r.bytes();
     const key = hb.length === 4 ? hb.readUInt32BE(0) : -1;
     const h = this.handles.get(key);
-    if (!h) throw new AtrestError("INVALID_INPUT", "invalid handle");
+    if (!h) throw new HandleClosedError("invalid handle");
     return { key, h };
   }
 
