@@ -28,6 +28,7 @@
 // folded into hash_0, so the first checkpoint covers them too. A v1 line after a v2 line is reported as tampering.
 import { createHash, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { IntegrityError } from "../errors.ts";
 
 export const GENESIS_LABEL = Buffer.from("atrest audit chain v2\n");
 export const CHECKPOINT_LABEL = Buffer.from("atrest audit checkpoint v2\0");
@@ -324,7 +325,7 @@ export function readChainHead(path: string): { seq: number; hash: Buffer; bytes:
     const buf = Buffer.allocUnsafe(window);
     readSync(fd, buf, 0, window, size - window);
     if (window > 0 && buf[window - 1] !== NL) {
-      throw new Error(
+      throw new IntegrityError(
         "the audit log ends with a partial entry (a crash or a cut file); run `atrest audit verify` and move it aside",
       );
     }
@@ -339,6 +340,7 @@ export function readChainHead(path: string): { seq: number; hash: Buffer; bytes:
     closeSync(fd);
   }
   const scanned = verifyChain(path);
-  if (scanned.error) throw new Error(`audit log is damaged at line ${scanned.error.line}: ${scanned.error.message}`);
+  if (scanned.error)
+    throw new IntegrityError(`audit log is damaged at line ${scanned.error.line}: ${scanned.error.message}`);
   return { seq: scanned.seq, hash: scanned.hash, bytes: scanned.bytes };
 }

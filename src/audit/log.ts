@@ -15,7 +15,7 @@ import { dirname } from "node:path";
 import { aeadKey, NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { publicRandomBytes } from "../crypto/random.ts";
-import { AtrestError } from "../errors.ts";
+import { AtrestError, IntegrityError } from "../errors.ts";
 import { chainHash, checkpointBody, readChainHead, recordAad, recordBody, type Signer } from "./chain.ts";
 import type { AuditEvent, AuditRecord, AuditSink } from "./types.ts";
 
@@ -412,7 +412,7 @@ export async function readAuditLog(
 function decryptLine(key: KeyObject, line: string): Buffer {
   if (line.startsWith(V1_PREFIX)) return open(key, Buffer.from(line.slice(V1_PREFIX.length), "base64"), V1_AAD);
   const m = /^v2:r:(\d+):([A-Za-z0-9+/=]+) [0-9a-f]{64}$/.exec(line);
-  if (!m) throw new Error("unknown record version");
+  if (!m) throw new IntegrityError("unknown record version");
   return open(key, Buffer.from(m[2] as string, "base64"), recordAad(Number(m[1])));
 }
 

@@ -2,6 +2,7 @@
 // schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
 import { rename, rm } from "node:fs/promises";
 import { DatabaseSync } from "node:sqlite";
+import { AtrestError } from "../../errors.ts";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
 import { bans } from "./bans.ts";
 import { folders } from "./folders.ts";
@@ -48,7 +49,10 @@ function bound(sql: Sql, isOpen: () => boolean): Sql {
 function migrate(db: DatabaseSync): void {
   const current = Number((db.prepare("PRAGMA user_version").get() as Row).user_version);
   if (current > migrations.length) {
-    throw new Error(`metadata schema version ${current} is newer than this atrest (${migrations.length})`);
+    throw new AtrestError(
+      "UNSUPPORTED",
+      `metadata schema version ${current} is newer than this atrest (${migrations.length})`,
+    );
   }
   for (let v = current; v < migrations.length; v++) {
     db.exec("BEGIN");
