@@ -1,6 +1,6 @@
 // Metadata store contract and the rows it persists (the store owns them; features above import them from here).
 // The SQLite driver (src/store/sqlite/) implements it; a PostgreSQL driver implements the same contract for
-// scale-out. Names, sizes and times of files are stored only as ciphertext (see src/vfs/names.ts); the store never
+// scale-out. Names, sizes and times of files are stored only as ciphertext (see src/vfs/meta-crypto.ts); the store never
 // sees them in the clear.
 
 /** What a user may do under a path prefix (UserRow.permissions). */
