@@ -241,3 +241,35 @@ describe("import parser", () => {
     ]);
   });
 });
+
+describe("the check itself", () => {
+  it("names an upward import, and kms internals reached from outside", () => {
+    const g = new Map([
+      ["vfs/vfs.ts", ["pgp/keystore.ts", "store/types.ts"]],
+      ["pgp/keystore.ts", ["kms/keyring.ts", "kms/api/types.ts"]],
+      ["store/types.ts", []],
+    ]);
+    assert.deepEqual(
+      [...layerViolations(g)],
+      [
+        ["vfs/vfs.ts -> pgp/keystore.ts", "vfs may not import pgp"],
+        [
+          "pgp/keystore.ts -> kms/keyring.ts",
+          "outside src/kms only app.ts and the CLI import kms internals; use kms/api",
+        ],
+      ],
+    );
+    assert.equal(describeEdge("vfs/vfs.ts -> pgp/keystore.ts"), "src/vfs/vfs.ts imports src/pgp/keystore.ts");
+  });
+
+  it("finds a cycle between two folders of one layer", () => {
+    const g = new Map([
+      ["keys/a.ts", ["pgp/b.ts"]],
+      ["pgp/b.ts", ["keys/c.ts"]],
+      ["keys/c.ts", []],
+    ]);
+    assert.deepEqual(cycles(folderEdges(g)), [["keys", "pgp"]]);
+    assert.deepEqual(cycleEdges(g, ["keys", "pgp"]), ["keys/a.ts -> pgp/b.ts", "pgp/b.ts -> keys/c.ts"]);
+    assert.deepEqual(cycles(new Map([...g].map(([f, ts]) => [f, new Set(ts)]))), []);
+  });
+});
