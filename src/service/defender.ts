@@ -156,7 +156,8 @@ export class Defender {
   /** Audits bans that have ended and forgets those long over. The server runs it on a timer. */
   async sweep(): Promise<void> {
     const now = this.#now();
-    for (const ban of await this.#store.listBans()) {
+    const bans = await this.#store.listBans();
+    for (const ban of bans) {
       if (ban.until > now || ban.expiryAudited) continue;
       await this.#store.transaction((tx) => tx.putBan({ ...ban, expiryAudited: true }));
       this.#audit?.record({
@@ -168,7 +169,10 @@ export class Defender {
         detail: detailOf(ban),
       });
     }
-    await this.#store.transaction((tx) => tx.deleteBansBefore(now - BAN_MEMORY_MS));
+    // Only write when there is something to forget: the server sweeps every few seconds beside CLI writers.
+    if (bans.some((b) => b.until < now - BAN_MEMORY_MS)) {
+      await this.#store.transaction((tx) => tx.deleteBansBefore(now - BAN_MEMORY_MS));
+    }
     const cutoff = now - this.settings.observationSeconds * 1000;
     for (const [key, events] of this.#scores) {
       if (events.every((e) => e.at <= cutoff)) this.#scores.delete(key);
