@@ -10,7 +10,7 @@ import { type KmsAdmin, LocalAdmin, RemoteAdmin } from "../kms/admin-client.ts";
 import type { KmsCaller, KmsRole } from "../kms/api/caller.ts";
 import type { KmsRequest, RequestStatus } from "../kms/approvals.ts";
 import { localCaller, openEmbeddedKms } from "../kms/embedded.ts";
-import type { KeyringKeyInfo } from "../kms/keyring.ts";
+import type { KeyringKeyInfo } from "../kms/key-info.ts";
 import { readKmsAudit } from "../kms/kms-audit.ts";
 import { type ClientPolicy, KEY_OPERATIONS, parseClientPolicy } from "../kms/policy.ts";
 import type { KeyPolicyInput, KmsService } from "../kms/service.ts";

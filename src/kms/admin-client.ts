@@ -7,7 +7,8 @@ import type { KmsCaller } from "./api/caller.ts";
 import { RemoteKms } from "./api/client.ts";
 import type { KmsRequest, RequestStatus } from "./approvals.ts";
 import type { ImportParams } from "./byok.ts";
-import type { CreateKeyOptions, KeyringKeyInfo } from "./keyring.ts";
+import type { KeyringKeyInfo } from "./key-info.ts";
+import type { CreateKeyOptions } from "./key-lifecycle.ts";
 import type { ClientPolicy, StoredClientPolicy } from "./policy.ts";
 import type { DestroyRequestInput, ExportRequestInput, KeyPolicyInput, KmsService, SettableState } from "./service.ts";
 

@@ -30,13 +30,9 @@ import {
   wrapRsaAes,
 } from "./byok.ts";
 import type { RotationPolicy } from "./db.ts";
-import {
-  type CreateKeyOptions,
-  type Keyring,
-  type KeyringKeyInfo,
-  MAX_DESTROY_DAYS,
-  MIN_DESTROY_DAYS,
-} from "./keyring.ts";
+import type { KeyringKeyInfo } from "./key-info.ts";
+import { type CreateKeyOptions, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS } from "./key-lifecycle.ts";
+import type { Keyring } from "./keyring.ts";
 import {
   ClientPolicies,
   type ClientPolicy,

@@ -5,11 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
+import type { AuditEvent } from "../../src/audit/types.ts";
 import { AtrestError, IntegrityError, KeyUnavailableError } from "../../src/errors.ts";
 import { encodeContext } from "../../src/kms/api/wrapped.ts";
 import { SCHEMA_VERSION } from "../../src/kms/db.ts";
 import { DEV_MODE_WARNING, initEmbeddedKms, openEmbeddedKms } from "../../src/kms/embedded.ts";
-import type { KmsAuditEvent } from "../../src/kms/keyring.ts";
 
 const ctxA = { fileId: "f-1", owner: "alice", folder: "/hr" };
 const ctxB = { fileId: "f-2", owner: "alice", folder: "/hr" };
@@ -444,9 +444,9 @@ describe("audit and lifecycle", () => {
   it("audits every operation with ref and context, never key bytes", async () => {
     const dir = freshDir();
     await initEmbeddedKms(dir);
-    const events: KmsAuditEvent[] = [];
+    const events: AuditEvent[] = [];
     const kms = await openEmbeddedKms(dir, {
-      audit: (e) => events.push(e),
+      auditLog: { record: (e) => events.push(e) },
       now: () => new Date("2030-01-02T03:04:05Z"),
     });
     const dk = await kms.generateDataKey("default", ctxA);
@@ -455,17 +455,18 @@ describe("audit and lifecycle", () => {
     const info = await kms.rotateKey("default");
     assert.equal(info.versions[1].createdAt, "2030-01-02T03:04:05.000Z");
     await kms.close();
+    const detail = (e: AuditEvent) => JSON.parse(e.detail ?? "{}") as { op: string; context?: unknown };
     assert.deepEqual(
-      events.map((e) => [e.op, e.keyRef, e.outcome]),
+      events.map((e) => [detail(e).op, e.keyRef, e.outcome]),
       [
         ["generate-data-key", "kek:default:v1", "success"],
         ["unwrap", "kek:default:v1", "success"],
         ["unwrap", "kek:default:v1", "failure"],
-        ["rotate-key", "kek:default:v2", "success"],
+        ["rotate", "kek:default:v2", "success"],
       ],
     );
-    assert.deepEqual(events[0].context, ctxA);
-    assert.deepEqual(events[2].context, ctxB);
+    assert.deepEqual(detail(events[0]).context, ctxA);
+    assert.deepEqual(detail(events[2]).context, ctxB);
     const text = JSON.stringify(events);
     assert.ok(!text.includes(dk.plaintext.toString("hex")) && !text.includes(dk.plaintext.toString("base64")));
   });
@@ -474,11 +475,14 @@ describe("audit and lifecycle", () => {
     const dir = freshDir();
     await initEmbeddedKms(dir);
     const kms = await openEmbeddedKms(dir, {
-      audit: () => {
-        throw new Error("audit down");
+      auditLog: {
+        record: () => {
+          throw new Error("audit down");
+        },
       },
+      failClosed: true,
     });
-    await assert.rejects(kms.generateDataKey("default", ctxA), /audit down/);
+    await assert.rejects(kms.generateDataKey("default", ctxA), /audit log cannot be written/);
     await kms.close();
   });
 

@@ -6,7 +6,7 @@ import { initEmbeddedKms, openEmbeddedKms } from "../../src/kms/embedded.ts";
 
 const dir = await mkdtemp(join(tmpdir(), "atrest-kms-perf-"));
 await initEmbeddedKms(dir);
-const kms = await openEmbeddedKms(dir, { audit: () => {} });
+const kms = await openEmbeddedKms(dir, { auditLog: { record() {} } });
 const ctx = { fileId: "0190f3a2-7c1e-7000-8000-000000000001", owner: "alice", folder: "/finance/reports" };
 const N = 100_000;
 const wrapped: Buffer[] = new Array(N);

@@ -1,0 +1,65 @@
+// What the keyring reports about a key: its versions, states, minimum versions and rotation schedule.
+
+import type { KeyInfo, KeyVersionInfo } from "./api/types.ts";
+import type { KeyOrigin, KeyRow, RotationPolicy, VersionRow } from "./db.ts";
+
+const DAY_MS = 86_400_000;
+
+export interface KeyringVersionInfo extends KeyVersionInfo {
+  stateChangedAt: string;
+  /** Scheduled destruction time, if a destroy request was approved and not cancelled. */
+  destroyAt?: string;
+  destroyRequest?: string;
+}
+
+export interface RotationInfo {
+  policy: RotationPolicy;
+  /** Cryptoperiod of `auto` rotation. */
+  periodDays?: number;
+  /** When the scheduler will rotate (current version's creation + period); `auto` only. */
+  nextRotationAt?: string;
+}
+
+export interface KeyringKeyInfo extends KeyInfo {
+  minDecryptionVersion: number;
+  minEncryptionVersion: number;
+  rotation: RotationInfo;
+  origin: KeyOrigin;
+  /** True when any version is marked compromised: the key still decrypts, but its data should be re-encrypted. */
+  compromised: boolean;
+  versions: KeyringVersionInfo[];
+}
+
+/** Due time (ms) of automatic rotation, from stored timestamps only, so it survives restarts. */
+export function nextRotation(key: KeyRow, currentCreatedAt: string | undefined): number | undefined {
+  if (key.rotation !== "auto" || key.rotationDays === null || currentCreatedAt === undefined) return undefined;
+  return Date.parse(currentCreatedAt) + key.rotationDays * DAY_MS;
+}
+
+export function toInfo(row: KeyRow, versions: VersionRow[]): KeyringKeyInfo {
+  const sorted = versions.sort((a, b) => a.version - b.version);
+  const rotation: RotationInfo = { policy: row.rotation };
+  if (row.rotationDays !== null) rotation.periodDays = row.rotationDays;
+  const next = nextRotation(row, sorted.find((v) => v.version === row.currentVersion)?.createdAt);
+  if (next !== undefined && row.origin !== "imported") rotation.nextRotationAt = new Date(next).toISOString();
+  return {
+    name: row.name,
+    currentVersion: row.currentVersion,
+    minDecryptionVersion: row.minDecryptionVersion,
+    minEncryptionVersion: row.minEncryptionVersion,
+    rotation,
+    origin: row.origin,
+    compromised: sorted.some((v) => v.state === "compromised"),
+    versions: sorted.map((v) => {
+      const info: KeyringVersionInfo = {
+        version: v.version,
+        createdAt: v.createdAt,
+        state: v.state,
+        stateChangedAt: v.stateChangedAt,
+      };
+      if (v.destroyAt) info.destroyAt = v.destroyAt;
+      if (v.destroyRequest) info.destroyRequest = v.destroyRequest;
+      return info;
+    }),
+  };
+}

@@ -1,0 +1,92 @@
+// What the master key protects besides KEKs, and its rotation: KMS-internal secrets sealed under it (named secrets
+// such as the KMS audit log key, created on first use), KEK export under dual control, and re-sealing everything under
+// a new master in one transaction.
+
+import { randomFillSync } from "node:crypto";
+import { AtrestError, KeyUnavailableError } from "../errors.ts";
+import { assertKeyName, formatKeyRef } from "./api/key-ref.ts";
+import type { LifecycleContext } from "./key-lifecycle.ts";
+import { MASTER_KEY_BYTES, makeMasterCheck, openSecret, sealKek, sealSecret, unsealKek } from "./seal.ts";
+
+export const MASTER_CHECK = "master_check";
+const SECRET_PREFIX = "secret:";
+
+/** Raw KEK material of one version in a fresh buffer the caller must zero (export under dual control only). */
+export function exportMaterial(ctx: LifecycleContext, name: string, version: number): Buffer {
+  assertKeyName(name);
+  ctx.cache.check();
+  const row = ctx.db.getVersion(name, version);
+  if (!row) throw new AtrestError("NOT_FOUND", `unknown key version: ${formatKeyRef(name, version)}`);
+  if (!row.sealed) throw new KeyUnavailableError(`${formatKeyRef(name, version)} is destroyed`);
+  return unsealKek(ctx.master(), name, version, row.sealed);
+}
+
+/**
+ * A named random 32-byte secret kept in the KMS database sealed under the master key, created on first use.
+ * Survives master rotation. The result is a fresh buffer the caller must zero.
+ */
+export function namedSecret(ctx: LifecycleContext, name: string): Buffer {
+  ctx.cache.check();
+  const k = SECRET_PREFIX + name;
+  const existing = ctx.db.getMeta(k);
+  if (existing) return openSecret(ctx.master(), k, existing);
+  const fresh = Buffer.alloc(32);
+  randomFillSync(fresh);
+  const stored = ctx.db.transaction(() => {
+    const raced = ctx.db.getMeta(k);
+    if (raced) return raced;
+    ctx.db.setMeta(k, sealSecret(ctx.master(), k, fresh));
+    return undefined;
+  });
+  if (stored) {
+    fresh.fill(0);
+    return openSecret(ctx.master(), k, stored);
+  }
+  return fresh;
+}
+
+/**
+ * Re-seals every KEK version, every named secret and whatever `reseal` covers under `newMaster`, writes the new check
+ * value and calls `persist(newMaster)` (which stores it under the unseal key), all in one transaction: a crash leaves
+ * either the old or the new master valid, never a mix. Returns the number of KEK versions re-sealed; switching the
+ * keyring to the new master is the caller's.
+ */
+export function resealUnderNewMaster(
+  ctx: LifecycleContext,
+  newMaster: Buffer,
+  persist: (newMaster: Buffer) => void,
+  reseal?: (reseal: (label: string, sealed: Uint8Array) => Buffer) => void,
+): number {
+  if (newMaster.length !== MASTER_KEY_BYTES) throw new AtrestError("INVALID_INPUT", "master key must be 32 bytes");
+  ctx.cache.check();
+  const old = ctx.master();
+  return ctx.db.transaction(() => {
+    let n = 0;
+    for (const row of ctx.db.sealedVersions()) {
+      const kek = unsealKek(old, row.name, row.version, row.sealed);
+      try {
+        ctx.db.resealVersion(row.name, row.version, sealKek(newMaster, row.name, row.version, kek));
+      } finally {
+        kek.fill(0);
+      }
+      n++;
+    }
+    const resealOne = (label: string, sealed: Uint8Array): Buffer => {
+      const plain = openSecret(old, label, sealed);
+      try {
+        return sealSecret(newMaster, label, plain);
+      } finally {
+        plain.fill(0);
+      }
+    };
+    const secrets = ctx.db.prepare("SELECT k, v FROM meta WHERE k LIKE 'secret:%'").all() as {
+      k: string;
+      v: Uint8Array;
+    }[];
+    for (const { k, v } of secrets) ctx.db.putMeta(k, resealOne(k, v));
+    reseal?.(resealOne);
+    ctx.db.putMeta(MASTER_CHECK, makeMasterCheck(newMaster));
+    persist(newMaster);
+    return n;
+  });
+}
