@@ -1,5 +1,6 @@
 // Embedded (in-process) key provider: the keyring plus a dev-mode master key file. For development and single-node
-// installs only; production runs the KMS as its own process with Shamir unseal (later issue).
+// installs only; production runs the KMS as its own process (`atrest kms serve`, Shamir unseal) and the file server
+// reaches it with the client in ./api/client.ts.
 
 import { chmod, mkdir, stat } from "node:fs/promises";
 import { userInfo } from "node:os";

@@ -1,5 +1,6 @@
 // Dev-mode master key file. The key sits in plaintext beside the data, which is exactly why it is dev-only:
-// production unseals with Shamir shares or an HSM (later issue) and never writes the master key to disk.
+// production (`atrest kms serve`) unseals with Shamir shares (unseal.ts; an HSM would be another master source) and
+// never writes the master key to disk.
 //
 // File format (44 bytes): "AKM1" ‖ u8 seal kind (1 = dev, unprotected) ‖ 32-byte master key ‖
 //                         first 7 bytes of SHA-256(preceding 37 bytes) to catch truncation or corruption.

@@ -4,7 +4,8 @@
 // fell due) simply catches up on the next pass. Several processes may run it on one database: each step re-checks
 // under the write lock.
 
-import type { KmsService, ScheduledRun } from "./service.ts";
+import type { ScheduledRun } from "./approved-requests.ts";
+import type { KmsService } from "./service.ts";
 
 export const DEFAULT_SCHEDULER_INTERVAL_MS = 60_000;
 

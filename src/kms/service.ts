@@ -3,8 +3,7 @@
 // the outcome with who, key, version, operation and encryption context. Synchronous like the keyring: the hot path
 // (unwrap) is a policy lookup, one AES-GCM open and one buffered audit record.
 
-import { randomBytes } from "node:crypto";
-import type { AuditAction, AuditEvent, AuditSink } from "../audit/types.ts";
+import type { AuditAction, AuditSink } from "../audit/types.ts";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
 import type { KmsCaller } from "./api/caller.ts";
 import { type KmsItemError, kmsErrorCode } from "./api/errors.ts";
@@ -20,14 +19,20 @@ import {
   readQuorum,
 } from "./approvals.ts";
 import {
+  createRequest,
+  executeRequest,
+  type RequestDeps,
+  refOfRequest,
+  runScheduled,
+  type ScheduledRun,
+} from "./approved-requests.ts";
+import {
   createImportParams,
   exportPublicKey,
   IMPORT_ALGORITHM,
   type ImportParams,
   pruneImportTokens,
-  resealImportTokens,
   unwrapImport,
-  wrapRsaAes,
 } from "./byok.ts";
 import type { RotationPolicy } from "./db.ts";
 import type { KeyringKeyInfo } from "./key-info.ts";
@@ -40,17 +45,9 @@ import {
   parseClientPolicy,
   type StoredClientPolicy,
 } from "./policy.ts";
+import { type PendingEvent, ServiceAudit, scrub } from "./service-audit.ts";
 
-const DAY_MS = 86_400_000;
-const EXECUTION_ACTION: Readonly<Record<KmsRequest["kind"], AuditAction>> = {
-  destroy: "key.destroy",
-  export: "key.export",
-  "client-policy": "kms.policy",
-  "master-rotation": "kms.master.rotate",
-};
 export const DEFAULT_DESTROY_DAYS = 30;
-/** Who the scheduler's own actions (auto rotation, due destruction) are attributed to in the audit. */
-export const SCHEDULER_CALLER: KmsCaller = Object.freeze({ name: "kms-scheduler", role: "operator" });
 
 export interface KmsServiceOptions {
   /** The KMS audit log (see kms-audit.ts); every call is recorded there. */
@@ -88,12 +85,6 @@ export interface ExportRequestInput {
   reason?: string;
 }
 
-export interface ScheduledRun {
-  rotated: string[];
-  destroyed: string[];
-  executed: string[];
-}
-
 export interface WrapResult {
   wrapped: Buffer;
   keyRef: string;
@@ -118,12 +109,10 @@ export class KmsService {
   readonly keyring: Keyring;
   readonly policies: ClientPolicies;
   readonly approvals: Approvals;
-  readonly #audit: AuditSink | undefined;
-  readonly #failClosed: boolean;
-  readonly #onAuditError: (err: unknown) => void;
+  readonly #audit: ServiceAudit;
   readonly #quorum: number;
-  readonly #ttlMs: number;
   readonly #persistMaster: ((newMaster: Buffer) => void) | undefined;
+  readonly #deps: RequestDeps;
   #closed = false;
 
   /** Takes ownership of the keyring (closed by close()); the database stays the caller's. */
@@ -131,12 +120,18 @@ export class KmsService {
     this.keyring = keyring;
     this.policies = new ClientPolicies(keyring.db);
     this.approvals = new Approvals(keyring.db);
-    this.#audit = options.auditLog;
-    this.#failClosed = options.failClosed ?? false;
-    this.#onAuditError = options.onAuditError ?? (() => {});
+    this.#audit = new ServiceAudit(options.auditLog, options.failClosed ?? false, options.onAuditError ?? (() => {}));
     this.#quorum = options.quorum ?? DEFAULT_QUORUM;
-    this.#ttlMs = options.requestTtlMs ?? DEFAULT_REQUEST_TTL_MS;
     this.#persistMaster = options.persistMaster;
+    this.#deps = {
+      keyring,
+      approvals: this.approvals,
+      policies: this.policies,
+      audit: this.#audit,
+      persistMaster: options.persistMaster,
+      ttlMs: options.requestTtlMs ?? DEFAULT_REQUEST_TTL_MS,
+      quorum: () => this.quorum,
+    };
   }
 
   /** Approvals a request needs: set at `kms init`, else the option, else 2. */
@@ -302,7 +297,7 @@ export class KmsService {
           `kek:${name}:v${key.currentVersion} is the current version: rotate first, or destroy the whole key`,
         );
       }
-      return this.#request(caller, ev, "destroy", name, { versions, waitingDays: days }, input.reason);
+      return createRequest(this.#deps, caller, ev, "destroy", name, { versions, waitingDays: days }, input.reason);
     });
   }
 
@@ -333,7 +328,15 @@ export class KmsService {
       const v = key.versions.find((x) => x.version === version);
       if (!v) throw new AtrestError("NOT_FOUND", `unknown key version: ${formatKeyRef(name, version)}`);
       if (v.state === "destroyed") throw new KeyUnavailableError(`${formatKeyRef(name, version)} is destroyed`);
-      return this.#request(caller, ev, "export", name, { version, publicKeyPem: input.publicKeyPem }, input.reason);
+      return createRequest(
+        this.#deps,
+        caller,
+        ev,
+        "export",
+        name,
+        { version, publicKeyPem: input.publicKeyPem },
+        input.reason,
+      );
     });
   }
 
@@ -365,7 +368,7 @@ export class KmsService {
         throw new AtrestError("INVALID_INPUT", `invalid client name ${JSON.stringify(client.slice(0, 80))}`);
       }
       const checked = policy === null ? null : parseClientPolicy(policy);
-      return this.#request(caller, ev, "client-policy", client, { policy: checked }, reason);
+      return createRequest(this.#deps, caller, ev, "client-policy", client, { policy: checked }, reason);
     });
   }
 
@@ -389,7 +392,7 @@ export class KmsService {
           "master key rotation needs a sealed key manager (kms init --shares): a dev-mode key file cannot be rotated",
         );
       }
-      return this.#request(caller, ev, "master-rotation", "master", {}, reason);
+      return createRequest(this.#deps, caller, ev, "master-rotation", "master", {}, reason);
     });
   }
 
@@ -415,7 +418,7 @@ export class KmsService {
       ev.detailExtra = { kind: request.kind, approvals: approvedBy(request), quorum: request.quorum };
       return { request, reached };
     });
-    return decided.reached ? this.#execute(caller, decided.request) : decided.request;
+    return decided.reached ? executeRequest(this.#deps, caller, decided.request) : decided.request;
   }
 
   /** One custodian's rejection ends a request. */
@@ -470,39 +473,7 @@ export class KmsService {
    * ended, and approved requests whose execution did not finish. Safe to run from several processes at once.
    */
   runScheduled(): ScheduledRun {
-    const now = this.keyring.now();
-    const out: ScheduledRun = { rotated: [], destroyed: [], executed: [] };
-    const me = SCHEDULER_CALLER;
-    for (const name of this.keyring.dueRotations(now)) {
-      const ev: PendingEvent = { keyRef: `kek:${name}`, detailExtra: { trigger: "cryptoperiod" } };
-      try {
-        const v = this.keyring.rotateIfDue(name, now);
-        if (v === undefined) continue;
-        ev.keyRef = formatKeyRef(name, v);
-        out.rotated.push(ev.keyRef);
-        this.#record(me, "key.rotate", "rotate", "success", ev, undefined);
-      } catch (e) {
-        this.#record(me, "key.rotate", "rotate", "failure", ev, undefined, (e as Error).message);
-      }
-    }
-    const destroyed = this.keyring.destroyDue(now);
-    for (const ref of destroyed) {
-      this.#record(
-        me,
-        "key.destroy",
-        "destroy",
-        "success",
-        { keyRef: ref, detailExtra: { trigger: "scheduled" } },
-        undefined,
-      );
-    }
-    out.destroyed = destroyed;
-    for (const r of this.approvals.approvedPending(now)) {
-      const last = r.approvals.filter((a) => a.decision === "approve").at(-1);
-      this.#execute({ name: last?.custodian ?? me.name, role: "custodian" }, r);
-      out.executed.push(r.id);
-    }
-    return out;
+    return runScheduled(this.#deps);
   }
 
   #checkImportTarget(name: string): KeyringKeyInfo | undefined {
@@ -519,105 +490,6 @@ export class KmsService {
       );
     }
     return existing;
-  }
-
-  #request(
-    caller: KmsCaller,
-    ev: PendingEvent,
-    kind: KmsRequest["kind"],
-    target: string,
-    params: Record<string, unknown>,
-    reason: string | undefined,
-  ): KmsRequest {
-    const r = this.approvals.create(
-      kind,
-      target,
-      params,
-      caller,
-      reason ?? "",
-      this.quorum,
-      this.keyring.now(),
-      this.#ttlMs,
-    );
-    ev.target = r.id;
-    ev.keyRef = refOfRequest(r);
-    ev.detailExtra = { kind, quorum: r.quorum, expiresAt: r.expiresAt, ...auditParams(r) };
-    return r;
-  }
-
-  /**
-   * Runs a request whose quorum was reached; a failure marks it failed (audited) rather than throwing. The effect and
-   * the "executed" mark commit in one transaction that first re-checks the request is still pending, so a crash
-   * leaves it either done or still to do (the scheduler finishes it), and two processes never both run it.
-   */
-  #execute(by: KmsCaller, r: KmsRequest): KmsRequest {
-    const now = this.keyring.now();
-    const ev: PendingEvent = { keyRef: refOfRequest(r), target: r.id, detailExtra: { kind: r.kind } };
-    const action: AuditAction = EXECUTION_ACTION[r.kind];
-    try {
-      const ran = this.keyring.db.transaction(() => {
-        const current = this.approvals.get(r.id, now);
-        const approved = current.approvals.filter((a) => a.decision === "approve").length;
-        if (current.status !== "pending" || approved < current.quorum) return false;
-        this.#effect(current, now, ev);
-        return true;
-      });
-      if (ran) this.#record(by, action, r.kind, "success", ev, undefined);
-    } catch (e) {
-      const reason = (e as Error).message;
-      this.approvals.markFailed(r.id, reason, now);
-      this.#record(by, action, r.kind, "failure", ev, undefined, reason);
-    }
-    return this.approvals.get(r.id, now);
-  }
-
-  /** The effect of an approved request, inside #execute's transaction; it also marks the request executed. */
-  #effect(r: KmsRequest, now: Date, ev: PendingEvent): void {
-    switch (r.kind) {
-      case "destroy": {
-        const versions = (r.params.versions as number[]) ?? [];
-        const at = new Date(now.getTime() + Number(r.params.waitingDays) * DAY_MS);
-        this.keyring.scheduleDestroy(r.target, versions, at, r.id);
-        ev.detailExtra = { ...ev.detailExtra, op: "schedule", destroyAt: at.toISOString(), versions };
-        this.approvals.markExecuted(r.id, `destruction scheduled for ${at.toISOString()}`, now);
-        return;
-      }
-      case "export": {
-        const version = Number(r.params.version);
-        const pub = exportPublicKey(String(r.params.publicKeyPem));
-        const material = this.keyring.exportMaterial(r.target, version);
-        try {
-          const blob = wrapRsaAes(pub, material);
-          this.approvals.markExecuted(r.id, `exported ${formatKeyRef(r.target, version)}`, now, blob);
-        } finally {
-          material.fill(0);
-        }
-        return;
-      }
-      case "client-policy": {
-        const policy = r.params.policy === null ? null : parseClientPolicy(r.params.policy);
-        this.policies.set(r.target, policy, r.requester, now);
-        this.approvals.markExecuted(r.id, policy ? `policy of ${r.target} set` : `policy of ${r.target} removed`, now);
-        return;
-      }
-      case "master-rotation": {
-        const persist = this.#persistMaster;
-        if (!persist) throw new AtrestError("UNSUPPORTED", "master key rotation needs a sealed key manager");
-        let count = 0;
-        // The mark goes inside the keyring's re-seal step: nothing may fail between the new master taking effect in
-        // memory and the transaction committing.
-        count = this.keyring.rotateMaster(
-          randomBytes(32),
-          (m) => {
-            persist(m);
-            this.approvals.markExecuted(r.id, "master key rotated; key versions re-sealed", now);
-          },
-          (reseal) => resealImportTokens(this.keyring, reseal),
-        );
-        ev.detailExtra = { ...ev.detailExtra, resealed: count };
-        return;
-      }
-    }
   }
 
   /** Zeroes the master key and cached KEKs. */
@@ -653,61 +525,17 @@ export class KmsService {
       this.policies.authorize(caller, op, key, this.keyring.epoch());
       result = fn(ev);
     } catch (e) {
-      this.#record(caller, action, op, "failure", ev, context, (e as Error).message);
+      this.#audit.record(caller, action, op, "failure", ev, context, (e as Error).message);
       throw e;
     }
     try {
-      this.#record(caller, action, op, "success", ev, context);
+      this.#audit.record(caller, action, op, "success", ev, context);
     } catch (e) {
       scrub(result);
       throw e;
     }
     return result;
   }
-
-  #record(
-    caller: KmsCaller,
-    action: AuditAction,
-    op: string,
-    outcome: "success" | "failure",
-    ev: PendingEvent,
-    context: EncryptionContext | undefined,
-    reason?: string,
-  ): void {
-    if (!this.#audit) return;
-    const event: AuditEvent = {
-      action,
-      outcome,
-      user: caller.name,
-      role: caller.role,
-      protocol: "kms",
-      detail:
-        ev.detailExtra === undefined
-          ? `{${context ? `"context":${contextJson(context)},` : ""}"op":${JSON.stringify(op)}}`
-          : canonicalJson({ op, ...(context ? { context } : {}), ...ev.detailExtra }),
-    };
-    if (caller.certFingerprint) event.userId = caller.certFingerprint;
-    if (caller.sourceIp) event.sourceIp = caller.sourceIp;
-    if (ev.keyRef) event.keyRef = ev.keyRef;
-    if (ev.target) event.target = ev.target;
-    if (reason !== undefined) event.reason = reason;
-    try {
-      this.#audit.record(event);
-    } catch (err) {
-      if (this.#failClosed) {
-        throw new KeyUnavailableError("key manager audit log cannot be written: refusing the operation (fail closed)", {
-          cause: err,
-        });
-      }
-      this.#onAuditError(err);
-    }
-  }
-}
-
-interface PendingEvent {
-  keyRef: string | undefined;
-  target?: string;
-  detailExtra?: Record<string, unknown>;
 }
 
 /** Key name a wrapped blob names, or undefined when it is malformed (the keyring then reports IntegrityError). */
@@ -728,24 +556,8 @@ function refOf(wrapped: Buffer): string | undefined {
   }
 }
 
-function refOfRequest(r: KmsRequest): string | undefined {
-  if (r.kind === "destroy" || r.kind === "export") {
-    const v = r.kind === "export" ? Number(r.params.version) : undefined;
-    return v ? formatKeyRef(r.target, v) : `kek:${r.target}`;
-  }
-  return undefined;
-}
-
 function approvedBy(r: KmsRequest): string[] {
   return r.approvals.filter((a) => a.decision === "approve").map((a) => a.custodian);
-}
-
-/** Request parameters fit for the audit: the export public key is summarised, not copied. */
-function auditParams(r: KmsRequest): Record<string, unknown> {
-  if (r.kind === "export") return { version: r.params.version };
-  if (r.kind === "client-policy") return { client: r.target, policy: r.params.policy };
-  if (r.kind === "destroy") return { versions: r.params.versions, waitingDays: r.params.waitingDays };
-  return {};
 }
 
 function settle<T>(fn: () => T): T | ItemError {
@@ -753,40 +565,5 @@ function settle<T>(fn: () => T): T | ItemError {
     return fn();
   } catch (e) {
     return { error: { code: kmsErrorCode(e), message: e instanceof Error ? e.message : String(e) } };
-  }
-}
-
-/** Canonical JSON of a flat context (keys sorted), the same bytes as canonicalJson but without its generic walk. */
-function contextJson(context: EncryptionContext): string {
-  const keys = Object.keys(context).sort();
-  let out = "{";
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i] as string;
-    out += `${i ? "," : ""}${JSON.stringify(k)}:${JSON.stringify(context[k])}`;
-  }
-  return `${out}}`;
-}
-
-/** JSON with object keys sorted at every level: the same context always audits as the same bytes. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) => {
-    if (v && typeof v === "object" && !Array.isArray(v) && !Buffer.isBuffer(v)) {
-      const o = v as Record<string, unknown>;
-      return Object.fromEntries(
-        Object.keys(o)
-          .sort()
-          .filter((k) => o[k] !== undefined)
-          .map((k) => [k, o[k]]),
-      );
-    }
-    return v;
-  });
-}
-
-/** If auditing fails after key material was produced, the caller never sees it, so zero it here. */
-function scrub(result: unknown): void {
-  if (result && typeof result === "object") {
-    const r = result as { plaintext?: unknown };
-    if (Buffer.isBuffer(r.plaintext)) r.plaintext.fill(0);
   }
 }
