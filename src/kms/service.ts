@@ -6,7 +6,7 @@
 import type { AuditAction, AuditSink } from "../audit/types.ts";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
 import type { KmsCaller } from "./api/caller.ts";
-import { type KmsItemError, kmsErrorCode } from "./api/errors.ts";
+import { INTERNAL_ERROR_MESSAGE, type KmsItemError, kmsErrorCode } from "./api/errors.ts";
 import { assertKeyName, formatKeyRef, isValidKeyName } from "./api/key-ref.ts";
 import type { DataKey, EncryptionContext } from "./api/types.ts";
 import { parseWrapped } from "./api/wrapped.ts";
@@ -58,6 +58,11 @@ export interface KmsServiceOptions {
    */
   failClosed?: boolean;
   onAuditError?: (err: unknown) => void;
+  /**
+   * An unexpected (non-AtrestError) failure of one batch item, for the server's log: the item itself carries only
+   * INTERNAL_ERROR_MESSAGE, as a single request's problem+json does.
+   */
+  onInternalError?: (err: unknown, op: KmsOperation) => void;
   /** Approvals needed when kms.db has no quorum set at init (default 2). */
   quorum?: number;
   /** How long a request waits for its approvals (default 24 h). */
@@ -113,6 +118,7 @@ export class KmsService {
   readonly #quorum: number;
   readonly #persistMaster: ((newMaster: Buffer) => void) | undefined;
   readonly #deps: RequestDeps;
+  readonly #onInternalError: (err: unknown, op: KmsOperation) => void;
   #closed = false;
 
   /** Takes ownership of the keyring (closed by close()); the database stays the caller's. */
@@ -123,6 +129,7 @@ export class KmsService {
     this.#audit = new ServiceAudit(options.auditLog, options.failClosed ?? false, options.onAuditError ?? (() => {}));
     this.#quorum = options.quorum ?? DEFAULT_QUORUM;
     this.#persistMaster = options.persistMaster;
+    this.#onInternalError = options.onInternalError ?? (() => {});
     this.#deps = {
       keyring,
       approvals: this.approvals,
@@ -191,7 +198,7 @@ export class KmsService {
     caller: KmsCaller,
     items: readonly { wrapped: Buffer; context: EncryptionContext }[],
   ): (UnwrapResult | ItemError)[] {
-    return items.map((item) => settle(() => this.unwrap(caller, item.wrapped, item.context)));
+    return items.map((item) => this.#settle("unwrap", () => this.unwrap(caller, item.wrapped, item.context)));
   }
 
   /** Re-wraps under the current version of the key the blob names; the DEK never leaves the KMS. */
@@ -210,7 +217,7 @@ export class KmsService {
     caller: KmsCaller,
     items: readonly { wrapped: Buffer; context: EncryptionContext }[],
   ): (WrapResult | ItemError)[] {
-    return items.map((item) => settle(() => this.rewrap(caller, item.wrapped, item.context)));
+    return items.map((item) => this.#settle("rewrap", () => this.rewrap(caller, item.wrapped, item.context)));
   }
 
   wrapBatch(
@@ -218,7 +225,7 @@ export class KmsService {
     keyName: string,
     items: readonly { plaintext: Buffer; context: EncryptionContext }[],
   ): (WrapResult | ItemError)[] {
-    return items.map((item) => settle(() => this.wrap(caller, keyName, item.plaintext, item.context)));
+    return items.map((item) => this.#settle("wrap", () => this.wrap(caller, keyName, item.plaintext, item.context)));
   }
 
   // ---- key management (role operator; reads also auditor, custodian, admin, server) ----
@@ -509,6 +516,18 @@ export class KmsService {
     }
   }
 
+  /** One batch item: its result, or its error (an unexpected one logged here and reported without its text). */
+  #settle<T>(op: KmsOperation, fn: () => T): T | ItemError {
+    try {
+      return fn();
+    } catch (e) {
+      const code = kmsErrorCode(e);
+      if (code !== "INTERNAL") return { error: { code, message: (e as Error).message } };
+      this.#onInternalError(e, op);
+      return { error: { code, message: INTERNAL_ERROR_MESSAGE } };
+    }
+  }
+
   /** Authorizes, runs and audits one operation. `ev` lets `fn` fill in what it learns (the version used). */
   #op<T>(
     caller: KmsCaller,
@@ -558,12 +577,4 @@ function refOf(wrapped: Buffer): string | undefined {
 
 function approvedBy(r: KmsRequest): string[] {
   return r.approvals.filter((a) => a.decision === "approve").map((a) => a.custodian);
-}
-
-function settle<T>(fn: () => T): T | ItemError {
-  try {
-    return fn();
-  } catch (e) {
-    return { error: { code: kmsErrorCode(e), message: e instanceof Error ? e.message : String(e) } };
-  }
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { parseWrapped } from "../../src/kms/api/wrapped.ts";
+import { problemOf } from "../../src/kms/server/problem.ts";
 import { admin, alice, auditor, type Fixture, isErr, openFixture, operator, server } from "./fixture.ts";
 
 const ctx = { fileId: "f-1", owner: "alice", folder: "/hr" };
@@ -211,6 +212,42 @@ describe("KmsService audit", () => {
     });
     try {
       assert.throws(() => f.kms.generateDataKey(server, "default", ctx), isErr("KEY_UNAVAILABLE", /fail closed/));
+    } finally {
+      await f.close();
+    }
+  });
+});
+
+describe("KmsService batch errors", () => {
+  it("an unexpected failure of one item is logged server-side, never echoed to the client", async () => {
+    const logged: { err: unknown; op: string }[] = [];
+    const f = await openFixture({ onInternalError: (err, op) => logged.push({ err, op }) });
+    try {
+      const dk = f.kms.generateDataKey(server, "default", ctx);
+      const boom = new Error("disk I/O error near 'secret-material-0123'");
+      const ring = f.kms.keyring;
+      const realUnwrap = ring.unwrap.bind(ring);
+      ring.unwrap = (wrapped, context) => {
+        if (context.fileId === "boom") throw boom;
+        return realUnwrap(wrapped, context);
+      };
+      const res = f.kms.unwrapBatch(server, [
+        { wrapped: dk.wrapped, context: ctx },
+        { wrapped: dk.wrapped, context: { fileId: "boom" } },
+      ]);
+      assert.deepEqual((res[0] as { plaintext: Buffer }).plaintext, dk.plaintext);
+      const item = res[1] as { error: { code: string; message: string } };
+      // The same words a single request's problem+json gives for an internal error.
+      assert.deepEqual(item.error, { code: "INTERNAL", message: problemOf(boom).detail });
+      assert.doesNotMatch(JSON.stringify(res[1]), /secret-material|disk I\/O/);
+      assert.deepEqual(logged, [{ err: boom, op: "unwrap" }]);
+      // An AtrestError keeps its message: it is written for the client.
+      const bad = f.kms.unwrapBatch(server, [{ wrapped: dk.wrapped, context: other }])[0] as {
+        error: { code: string; message: string };
+      };
+      assert.equal(bad.error.code, "INTEGRITY");
+      assert.match(bad.error.message, /wrong encryption context/);
+      assert.equal(logged.length, 1);
     } finally {
       await f.close();
     }

@@ -38,6 +38,9 @@ export function isKmsErrorCode(code: unknown): code is KmsErrorCode {
   return typeof code === "string" && Object.hasOwn(KMS_ERRORS, code);
 }
 
+/** What a client is told of an unexpected failure: its own text could carry anything, so it stays in the KMS log. */
+export const INTERNAL_ERROR_MESSAGE = "internal error (see the KMS log)";
+
 /** A batch item that failed; the other items of the batch are unaffected. */
 export interface KmsItemError {
   error: { code: KmsErrorCode; message: string };

@@ -2,7 +2,7 @@
 // (../api/errors.ts), which the client uses to map `code` back to the same AtrestError classes.
 
 import { AtrestError, type ErrorCode } from "../../errors.ts";
-import { KMS_ERRORS, type KmsErrorCode } from "../api/errors.ts";
+import { INTERNAL_ERROR_MESSAGE, KMS_ERRORS, type KmsErrorCode } from "../api/errors.ts";
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 const TYPE_BASE = "urn:atrest:kms:problem:";
@@ -61,7 +61,7 @@ export function problemOf(err: unknown): Problem {
     type: `${TYPE_BASE}internal`,
     title: KMS_ERRORS.INTERNAL.title,
     status: KMS_ERRORS.INTERNAL.status,
-    detail: "internal error (see the KMS log)",
+    detail: INTERNAL_ERROR_MESSAGE,
     code: "INTERNAL",
   };
 }

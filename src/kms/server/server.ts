@@ -79,6 +79,7 @@ export class KmsServer {
       auditLog: this.#audit,
       persistMaster: (m: Buffer) => this.#source.storeMaster(m),
       onAuditError: (err: unknown) => this.#logger.error({ err }, "kms: audit record not written"),
+      onInternalError: (err: unknown, op: string) => this.#logger.error({ err, op }, "kms: internal error"),
       ...options.service,
     };
     this.metrics = new KmsMetrics(
