@@ -1,0 +1,80 @@
+// Key administration through KmsService (role operator; reads also auditor, custodian, admin, server): create,
+// rotate, read and list keys, set a key's rotation policy and minimum versions, change a version's state.
+
+import type { KmsCaller } from "./api/caller.ts";
+import { formatKeyRef } from "./api/key-ref.ts";
+import type { RotationPolicy } from "./db.ts";
+import type { KeyringKeyInfo } from "./key-info.ts";
+import type { CreateKeyOptions } from "./key-lifecycle.ts";
+import type { ServiceOps } from "./service-op.ts";
+
+export interface KeyPolicyInput {
+  rotation?: RotationPolicy;
+  /** Cryptoperiod for `auto` rotation. */
+  rotationDays?: number;
+  minDecryptionVersion?: number;
+  minEncryptionVersion?: number;
+}
+
+export type SettableState = "active" | "deactivated" | "compromised";
+
+export class KeyAdmin {
+  readonly #ops: ServiceOps;
+
+  constructor(ops: ServiceOps) {
+    this.#ops = ops;
+  }
+
+  createKey(caller: KmsCaller, name: string, options: Omit<CreateKeyOptions, "material"> = {}): KeyringKeyInfo {
+    return this.#ops.run(caller, "create", "key.create", name, undefined, (ev) => {
+      const info = this.#ops.keyring.createKey(name, { ...options, material: undefined });
+      ev.keyRef = formatKeyRef(name, info.currentVersion);
+      ev.detailExtra = { state: info.versions[0]?.state, rotation: info.rotation.policy };
+      return info;
+    });
+  }
+
+  rotateKey(caller: KmsCaller, name: string): KeyringKeyInfo {
+    return this.#ops.run(caller, "rotate", "key.rotate", name, undefined, (ev) => {
+      const info = this.#ops.keyring.rotateKey(name);
+      ev.keyRef = formatKeyRef(name, info.currentVersion);
+      return info;
+    });
+  }
+
+  getKey(caller: KmsCaller, name: string): KeyringKeyInfo {
+    return this.#ops.run(caller, "read", "key.read", name, undefined, () => this.#ops.keyring.getKey(name));
+  }
+
+  /** Keys the caller may read: a client policy narrows the list to its globs. */
+  listKeys(caller: KmsCaller): KeyringKeyInfo[] {
+    return this.#ops.run(caller, "read", "key.read", undefined, undefined, () => {
+      const epoch = this.#ops.keyring.epoch();
+      return this.#ops.keyring.listKeys().filter((k) => {
+        try {
+          this.#ops.policies.authorize(caller, "read", k.name, epoch);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    });
+  }
+
+  setKeyPolicy(caller: KmsCaller, name: string, policy: KeyPolicyInput): KeyringKeyInfo {
+    return this.#ops.run(caller, "set-policy", "key.state", name, undefined, (ev) => {
+      ev.detailExtra = { policy };
+      const info = this.#ops.keyring.setPolicy(name, policy);
+      ev.keyRef = formatKeyRef(name, info.currentVersion);
+      return info;
+    });
+  }
+
+  setVersionState(caller: KmsCaller, name: string, version: number, state: SettableState): KeyringKeyInfo {
+    return this.#ops.run(caller, "set-state", "key.state", name, undefined, (ev) => {
+      ev.keyRef = formatKeyRef(name, version);
+      ev.detailExtra = { state };
+      return this.#ops.keyring.setVersionState(name, version, state);
+    });
+  }
+}
