@@ -15,6 +15,9 @@ export type ErrorCode =
   | "INVALID_INPUT"
   // A read or write on a handle that is closed, aborted or unknown: a client bug or a race with close, not bad data.
   | "HANDLE_CLOSED"
+  // The request is well formed but the target's state no longer allows it (a request already decided or expired, a
+  // one-time token already used, an unseal share already submitted): retrying the same request cannot succeed.
+  | "CONFLICT"
   | "UNSUPPORTED"
   | "AUTH_FAILED"
   // A policy refused the operation (e.g. an OpenPGP recipient is expired, an upload is not an OpenPGP message); the

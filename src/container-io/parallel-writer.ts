@@ -169,7 +169,7 @@ export class ParallelSegmentWriter {
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    const err = new AtrestError("INVALID_INPUT", "ParallelSegmentWriter was destroyed");
+    const err = new HandleClosedError("ParallelSegmentWriter was destroyed");
     for (const job of [...this.#taken, ...this.#jobs.splice(0)]) job.reject(err);
     this.#taken.clear();
     this.#inflight = 0;
@@ -181,7 +181,7 @@ export class ParallelSegmentWriter {
     if (this.#error) throw this.#error;
     if (this.#destroyed) throw new AtrestError("INVALID_INPUT", "ParallelSegmentWriter was destroyed");
     if (this.#finished || this.#batch === undefined) {
-      throw new AtrestError("INVALID_INPUT", "ParallelSegmentWriter already finished");
+      throw new HandleClosedError("ParallelSegmentWriter already finished");
     }
     return this.#batch;
   }

@@ -1,7 +1,7 @@
 // Incremental encoder. A full segment is never the final one (the final segment always holds at least one padding
 // byte), so a segment can be sealed as soon as it fills: nothing is held back waiting to learn whether it is last.
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError } from "../errors.ts";
+import { AtrestError, HandleClosedError } from "../errors.ts";
 import type { ContainerKeys } from "./container.ts";
 import { segmentOffset } from "./layout.ts";
 
@@ -56,7 +56,7 @@ export class SegmentWriter {
 
   /** Accepts more plaintext; returns the segments it completed, in order (possibly none). */
   push(chunk: Buffer): Buffer[] {
-    if (this.#finished) throw new AtrestError("INVALID_INPUT", "SegmentWriter already finished");
+    if (this.#finished) throw new HandleClosedError("SegmentWriter already finished");
     const size = this.#buffer.length;
     const out: Buffer[] = [];
     let at = 0;
@@ -81,7 +81,7 @@ export class SegmentWriter {
 
   /** Seals and returns the final (padded) segment. The writer cannot be used afterwards. */
   finish(): Buffer {
-    if (this.#finished) throw new AtrestError("INVALID_INPUT", "SegmentWriter already finished");
+    if (this.#finished) throw new HandleClosedError("SegmentWriter already finished");
     this.#finished = true;
     const sealed = this.#keys.seal(this.#index, this.#buffer.subarray(0, this.#fill), true);
     this.#bytesWritten += sealed.length;

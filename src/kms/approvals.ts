@@ -146,13 +146,10 @@ export class Approvals {
     return this.#db.transaction(() => {
       const r = this.get(id, now);
       if (r.status === "expired") {
-        throw new AtrestError("INVALID_INPUT", `request ${id} expired at ${r.expiresAt}; ask for a new one`);
+        throw new AtrestError("CONFLICT", `request ${id} expired at ${r.expiresAt}; ask for a new one`);
       }
       if (r.status !== "pending" || approvedCount(r) >= r.quorum) {
-        throw new AtrestError(
-          "INVALID_INPUT",
-          `request ${id} is already ${r.status === "pending" ? "approved" : r.status}`,
-        );
+        throw new AtrestError("CONFLICT", `request ${id} is already ${r.status === "pending" ? "approved" : r.status}`);
       }
       if (custodian.name === r.requester) {
         throw new AtrestError(

@@ -80,9 +80,9 @@ export function unwrapImport(keyring: Keyring, keyName: string, token: string, w
       `unknown import token for kek:${keyName} (run kms key import-params ${keyName})`,
     );
   }
-  if (row.used_at) throw new AtrestError("INVALID_INPUT", `import token for kek:${keyName} was already used`);
+  if (row.used_at) throw new AtrestError("CONFLICT", `import token for kek:${keyName} was already used`);
   if (Date.parse(row.expires_at) <= now.getTime()) {
-    throw new AtrestError("INVALID_INPUT", `import token for kek:${keyName} expired at ${row.expires_at}`);
+    throw new AtrestError("CONFLICT", `import token for kek:${keyName} expired at ${row.expires_at}`);
   }
   const der = keyring.openSecret(label(token), row.private_sealed);
   let privateKey: KeyObject;

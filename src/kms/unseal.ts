@@ -197,7 +197,7 @@ export class ShamirSource implements MasterKeySource {
     if (this.#pending.has(share.x)) {
       share.bytes.fill(0);
       throw new AtrestError(
-        "INVALID_INPUT",
+        "CONFLICT",
         `this share was already submitted; progress unchanged (${this.#pending.size}/${threshold})`,
       );
     }

@@ -121,12 +121,12 @@ describe("dual control: destroy", () => {
       f.kms.approve(alice, r1.id);
       f.clock.t += 24 * 3_600_000;
       assert.equal(f.kms.getRequest(auditor, r1.id).status, "expired");
-      assert.throws(() => f.kms.approve(bob, r1.id), isErr("INVALID_INPUT", /expired at 2030-01-02T00:00:00.000Z/));
+      assert.throws(() => f.kms.approve(bob, r1.id), isErr("CONFLICT", /expired at 2030-01-02T00:00:00.000Z/));
       const r2 = f.kms.requestDestroy(operator, "exp");
       const rejected = f.kms.reject(carol, r2.id, "not agreed");
       assert.equal(rejected.status, "rejected");
       assert.match(rejected.result ?? "", /rejected by carol: not agreed/);
-      assert.throws(() => f.kms.approve(alice, r2.id), isErr("INVALID_INPUT", /already rejected/));
+      assert.throws(() => f.kms.approve(alice, r2.id), isErr("CONFLICT", /already rejected/));
       assert.deepEqual(
         f.kms.listRequests(auditor).map((r) => r.status),
         ["expired", "rejected"],

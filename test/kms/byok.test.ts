@@ -74,7 +74,7 @@ describe("BYOK import (openssl wraps, the KMS unwraps)", () => {
       // the token is single use; imported keys rotate only by import; auto rotation refused
       assert.throws(
         () => f.kms.importKey(operator, "customer", params.importToken, wrapped),
-        isErr("INVALID_INPUT", /already used/),
+        isErr("CONFLICT", /already used/),
       );
       assert.throws(() => f.kms.rotateKey(operator, "customer"), isErr("INVALID_INPUT", /importing new material/));
       assert.throws(
@@ -130,7 +130,7 @@ describe("BYOK import (openssl wraps, the KMS unwraps)", () => {
       f.clock.advanceDays(1);
       assert.throws(
         () => f.kms.importKey(operator, "late", late.importToken, wrapped),
-        isErr("INVALID_INPUT", /expired at 2030-01-02T00:00:00.000Z/),
+        isErr("CONFLICT", /expired at 2030-01-02T00:00:00.000Z/),
       );
       assert.throws(
         () => f.kms.importParams(operator, "default"),

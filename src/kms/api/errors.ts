@@ -20,6 +20,7 @@ export const KMS_ERRORS: Readonly<Record<KmsErrorCode, { status: number; title: 
   IS_A_DIRECTORY: { status: 409, title: "is a directory" },
   // Not sent by the key manager today (it has no handles); a state conflict for any HTTP door.
   HANDLE_CLOSED: { status: 409, title: "handle closed" },
+  CONFLICT: { status: 409, title: "conflict" },
   // Known key, unusable now (version below the minimum, destroyed, deactivated for encryption …).
   KEY_UNAVAILABLE: { status: 409, title: "key unavailable" },
   QUOTA_EXCEEDED: { status: 413, title: "too large" },

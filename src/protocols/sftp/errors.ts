@@ -24,6 +24,7 @@ const MAP: Record<ErrorCode, [StatusCode, string | undefined]> = {
   INVALID_PATH: [STATUS.BAD_MESSAGE, undefined],
   INVALID_INPUT: [STATUS.BAD_MESSAGE, undefined],
   HANDLE_CLOSED: [STATUS.BAD_MESSAGE, undefined],
+  CONFLICT: [STATUS.FAILURE, undefined],
   UNSUPPORTED: [STATUS.OP_UNSUPPORTED, undefined],
   REFUSED: [STATUS.PERMISSION_DENIED, undefined],
   AUDIT_UNAVAILABLE: [STATUS.FAILURE, "audit log unavailable: operation refused"],
