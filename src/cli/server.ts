@@ -37,6 +37,19 @@ export function registerServer(program: Command): void {
       ),
     )
     .action(async (flags, cmd: Command) => {
+      // Listen for signals before anything starts: a service manager's stop that arrives while the server is still
+      // starting (key manager, audit pipeline, listeners) is honoured as soon as startup finishes, with a clean close
+      // (triggers stopped, the audit tail checkpointed), instead of Node's default of dying mid-start.
+      let stopWith: ((signal: string) => Promise<void>) | undefined;
+      let pendingSignal: string | undefined;
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stopWith) void stopWith(signal);
+        // a second signal while still starting (e.g. a key manager that does not answer) ends the process at once
+        else if (pendingSignal) process.exit(signal === "SIGINT" ? 130 : 143);
+        else pendingSignal = signal;
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
       const config = loadConfig(flags, cmd.parent?.opts().config);
       const logger = pino({ level: config.logLevel, base: { service: "atrest" } });
       const kms = config.kms ? { url: config.kms, certDir: config.kmsCert as string } : undefined;
@@ -134,7 +147,7 @@ export function registerServer(program: Command): void {
         await app.close();
         process.exit(0);
       };
-      process.on("SIGINT", () => void stop("SIGINT"));
-      process.on("SIGTERM", () => void stop("SIGTERM"));
+      stopWith = stop;
+      if (pendingSignal) void stop(pendingSignal);
     });
 }

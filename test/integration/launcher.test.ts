@@ -1,12 +1,12 @@
 // The `npx atrest` launcher (bin/atrest.js) runs the server as a child: a SIGTERM sent to the launcher (what a
 // service manager or a container runtime does) must stop the server cleanly, and the launcher ends with its code.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { cliProcess, LAUNCHER, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
+import { cliProcess, LAUNCHER, ROOT, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
 
 const execFileP = promisify(execFile);
 
@@ -37,12 +37,37 @@ describe("launcher (bin/atrest.js)", () => {
     const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
       server.proc.once("exit", (code, signal) => resolve([code, signal])),
     );
-    // the server installs its signal handlers right after this line (printed on a data dir without users)
+    // fully started (printed last, on a data dir without users)
     while (!/no users yet/.test(server.output())) await new Promise((r) => setTimeout(r, 20));
     await server.stop();
     assert.deepEqual(await exited, [0, null], server.output());
     assert.ok(await refused(server.port), "the server (the launcher's child) still listens");
     // exit 0: intact and every record under a signed checkpoint (3 would be an unsigned tail: no clean shutdown)
+    const verify = await cliProcess(["audit", "verify", "--data", data]);
+    assert.match(verify.stdout, /\d+ record\(s\), [1-9]\d* checkpoint\(s\) verified/);
+  });
+
+  test("a SIGTERM while the server is still starting stops it cleanly once started (exit 0, audit verified)", async () => {
+    const data = join(dir, "starting");
+    await cliProcess(["init", "--data", data]);
+    const proc = spawn(
+      process.execPath,
+      [join(ROOT, "src", "cli", "main.ts"), "server", "--data", data, "--sftp-port", "auto", "--log-level", "warn"],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      proc.once("exit", (code, signal) => resolve([code, signal])),
+    );
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      // printed once the key manager is open, before the audit pipeline, host keys (generated on this first start)
+      // and the SFTP listener exist
+      if (/atrest: key manager: /.test(out) && proc.signalCode === null && !proc.killed) proc.kill("SIGTERM");
+    };
+    proc.stdout.on("data", onData);
+    proc.stderr.on("data", onData);
+    assert.deepEqual(await exited, [0, null], out);
     const verify = await cliProcess(["audit", "verify", "--data", data]);
     assert.match(verify.stdout, /\d+ record\(s\), [1-9]\d* checkpoint\(s\) verified/);
   });
