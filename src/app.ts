@@ -5,6 +5,7 @@ import { AuditLog } from "./audit/log.ts";
 import { AtrestError } from "./errors.ts";
 import { TriggerEngine } from "./events/engine.ts";
 import { pgpApi } from "./events/pgp.ts";
+import { sweepTempTree } from "./fsutil/durable.ts";
 import { checkpointSigner } from "./keys/checkpoint-signer.ts";
 import { DEFAULT_DEK_CACHE_ENTRIES, DEFAULT_DEK_CACHE_SECONDS, DekCache, withDekCache } from "./keys/dek-cache.ts";
 import {
@@ -179,6 +180,12 @@ export class App implements Accounts {
       maxEntries: o.dekCacheEntries ?? DEFAULT_DEK_CACHE_ENTRIES,
     });
     const cached: KeyManager = withDekCache<KeyManager>(keys, dekCache);
+    if (o.sweep) {
+      // temp files of durable writes (audit cursors, key manager files, kms-remote.json) that a crash left behind;
+      // blobs/ has its own sweep (Vfs.open) and far too many entries to list here
+      const temps = await sweepTempTree(root, 3, ["blobs"]);
+      if (temps > 0) logger.warn({ removed: temps }, "removed temp files left by an interrupted write");
+    }
     if (o.sweep && lockHolder(paths.keys) === undefined) {
       // A rewrap that crashed may have left headers half-written: finish them before serving (journal.ts).
       const repaired = await recoverRewrap({ store, blobs, keys, dir: paths.keys });

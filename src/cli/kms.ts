@@ -5,6 +5,7 @@
 import { type Command, Option } from "commander";
 import { pino } from "pino";
 import { AtrestError } from "../errors.ts";
+import { sweepTempTree } from "../fsutil/durable.ts";
 import { KMS_ROLES, type KmsRole } from "../kms/api/caller.ts";
 import { RemoteKms } from "../kms/api/client.ts";
 import type { KmsStatus } from "../kms/api/types.ts";
@@ -132,6 +133,8 @@ export function registerKms(program: Command): void {
       const { KmsServer } = await import("../kms/server/server.ts");
       const { startMetricsServer } = await import("../metrics/server.ts");
       const logger = pino({ level: opts.logLevel, base: { service: "atrest-kms" } });
+      const temps = await sweepTempTree(opts.data, 2);
+      if (temps > 0) logger.warn({ removed: temps }, "removed temp files left by an interrupted write");
       const server = await KmsServer.start({ dir: opts.data, host: opts.host, port: opts.port, logger });
       const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
       say(`kms listening on https://${host}:${server.port}`);

@@ -1,6 +1,6 @@
 // Durable atomic file writes: temp file in the same directory (0600 unless told, O_EXCL) → write → fsync → rename
 // (or link when exclusive) → fsync the directory. A crash leaves the old file or the new one, never a torn one, and
-// a failed write leaves no temp file behind.
+// a failed write leaves no temp file behind; a crash mid-write can, and sweepTempFiles removes those at start.
 
 import { randomUUID } from "node:crypto";
 import {
@@ -14,7 +14,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { type FileHandle, link, open, rename, unlink } from "node:fs/promises";
+import { type FileHandle, link, lstat, open, readdir, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export interface DurableWriteOptions {
@@ -33,6 +33,39 @@ const EXCL_WRITE = constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY;
 
 function tempPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
+}
+
+/** The names tempPath makes, and only those: `.<name>.<uuid>.tmp`. */
+const TEMP_NAME = /^\..+\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp$/;
+
+/** A write in progress takes milliseconds; a temp file this old was left by a process that died mid-write. */
+export const STALE_TEMP_MS = 10 * 60_000;
+
+/**
+ * Removes the temp files that a crash during a durable write left in `dir` (not recursive), if older than
+ * `olderThanMs`, so that another process's write in progress is never touched. Returns how many went; a missing
+ * directory is no error.
+ */
+export async function sweepTempFiles(dir: string, olderThanMs = STALE_TEMP_MS, now = Date.now()): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return 0;
+    throw err;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!TEMP_NAME.test(name)) continue;
+    const path = join(dir, name);
+    const st = await lstat(path).catch(() => undefined);
+    if (!st?.isFile() || now - st.mtimeMs < olderThanMs) continue;
+    await unlink(path).then(
+      () => removed++,
+      () => {},
+    );
+  }
+  return removed;
 }
 
 function isExists(err: unknown): boolean {
@@ -140,4 +173,18 @@ export function writeFileDurableSync(
       unlinkSync(tmp);
     } catch {}
   }
+}
+
+/**
+ * sweepTempFiles over `dir` and its subdirectories down to `depth` levels (0 = `dir` only), skipping the names in
+ * `skip` (e.g. a blob directory with millions of entries). Returns how many went.
+ */
+export async function sweepTempTree(dir: string, depth: number, skip: readonly string[] = []): Promise<number> {
+  let removed = await sweepTempFiles(dir);
+  if (depth <= 0) return removed;
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    if (e.isDirectory() && !skip.includes(e.name)) removed += await sweepTempTree(join(dir, e.name), depth - 1, skip);
+  }
+  return removed;
 }

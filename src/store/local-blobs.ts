@@ -189,7 +189,10 @@ export class LocalBlobStore implements BlobStore {
       temp++;
     }
     let orphans = 0;
-    for (const shard of await readdir(this.#root)) {
+    for (const entry of await readdir(this.#root, { withFileTypes: true })) {
+      // only shard directories hold blobs; a stray file here is not ours to judge and must not stop the server
+      if (!entry.isDirectory()) continue;
+      const shard = entry.name;
       for (const name of await readdir(join(this.#root, shard))) {
         if (!keep.has(name)) {
           await rm(join(this.#root, shard, name), { force: true });
