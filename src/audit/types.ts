@@ -62,6 +62,9 @@ export type AuditProtocol = "sftp" | "cli" | "http" | "s3" | "sync" | "kms" | "t
 /** ECS `event.category` values used by atrest. */
 export type AuditCategory = "authentication" | "file" | "iam" | "configuration";
 
+/** Who made an admin change, as the audit names them: the service's Actor (job user, role, protocol, source). */
+export type AuditActor = Pick<AuditEvent, "user" | "role" | "protocol" | "sourceIp" | "sessionId">;
+
 export interface AuditEvent {
   action: AuditAction;
   outcome: AuditOutcome;

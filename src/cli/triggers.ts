@@ -3,6 +3,8 @@ import type { Command } from "commander";
 import { AtrestError } from "../errors.ts";
 import { EVENT_KINDS, type EventKind, eventsOf } from "../events/schema.ts";
 import type { Execution } from "../events/store.ts";
+import { actorFields, cliActor } from "../service/actor.ts";
+import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 async function readRuleFile(file: string): Promise<unknown> {
@@ -53,10 +55,12 @@ export function registerTriggers(program: Command): void {
     .addOption(dataOption())
     .requiredOption("--file <file>", "rule JSON file, - for standard input")
     .option("--replace", "replace an existing rule of the same name")
+    .addOption(asOption())
     .action(async (opts) => {
+      const by = actorFields(cliActor(opts.as));
       const input = await readRuleFile(opts.file);
       await withApp(opts.data, async (app) => {
-        const { rule, generated } = await app.triggers.rules.add(input, { replace: opts.replace });
+        const { rule, generated } = await app.triggers.rules.add(input, { replace: opts.replace, by });
         say(`${opts.replace ? "saved" : "added"} trigger rule ${rule.name} (${rule.actions.length} action(s))`);
         for (const g of generated) {
           say(`webhook secret of action ${g.action} (shown once, configure the receiver with it): ${g.secret}`);
@@ -104,9 +108,11 @@ export function registerTriggers(program: Command): void {
     .command("rm <name>")
     .description("remove a rule (its history stays; queued executions of it go to the dead letters)")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (name: string, opts) => {
+      const by = actorFields(cliActor(opts.as));
       await withApp(opts.data, async (app) => {
-        await app.triggers.rules.remove(name);
+        await app.triggers.rules.remove(name, by);
         say(`removed trigger rule ${name}`);
       });
     });
@@ -119,9 +125,11 @@ export function registerTriggers(program: Command): void {
       .command(`${cmd} <name>`)
       .description(`${cmd} a rule (queued executions still run)`)
       .addOption(dataOption())
+      .addOption(asOption())
       .action(async (name: string, opts) => {
+        const by = actorFields(cliActor(opts.as));
         await withApp(opts.data, async (app) => {
-          await app.triggers.rules.setEnabled(name, enabled);
+          await app.triggers.rules.setEnabled(name, enabled, by);
           say(`${cmd}d trigger rule ${name}`);
         });
       });
@@ -200,9 +208,11 @@ export function registerTriggers(program: Command): void {
     .command("retry <id>")
     .description("queue a dead letter again: it resumes at the step that failed, with a fresh attempt budget")
     .addOption(dataOption())
+    .addOption(asOption())
     .action(async (id: string, opts) => {
+      const by = actorFields(cliActor(opts.as));
       await withApp(opts.data, async (app) => {
-        await app.triggers.rules.retry(id);
+        await app.triggers.rules.retry(id, by);
         say(`queued execution ${id} again (the server runs it within a second)`);
       });
     });

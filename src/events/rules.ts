@@ -1,7 +1,7 @@
 // Rule management (CLI today, the HTTP API later): parse and validate a rule document, store it, list, show,
 // remove, enable/disable. Every change is audited as a configuration change.
 import { randomBytes } from "node:crypto";
-import type { AuditSink } from "../audit/types.ts";
+import type { AuditActor, AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
@@ -16,6 +16,8 @@ import { eventsOf, FILE_EVENTS, type Rule, ruleSchema } from "./schema.ts";
 import type { Execution, RuleSecrets, StoredRule, TriggerStore } from "./store.ts";
 
 /** Actions that work on the event's file: they need a file event. */
+/** Changes made without a `by` (in-process use by tests and tools); the CLI passes its --as actor. */
+const IN_PROCESS_ACTOR: AuditActor = { user: "admin", role: "admin", protocol: "cli" };
 const FILE_ACTIONS = new Set(["pgp-encrypt", "pgp-sign", "move", "copy", "rename", "delete"]);
 
 function invalid(message: string): AtrestError {
@@ -184,7 +186,7 @@ export class TriggerRules {
   /** Validates and stores a rule; `replace` updates an existing one. Returns secrets generated for webhooks. */
   async add(
     input: unknown,
-    opts: { replace?: boolean; by?: string } = {},
+    opts: { replace?: boolean; by?: AuditActor } = {},
   ): Promise<{
     rule: Rule;
     generated: GeneratedSecret[];
@@ -209,12 +211,12 @@ export class TriggerRules {
     return r;
   }
 
-  async remove(name: string, by?: string): Promise<void> {
+  async remove(name: string, by?: AuditActor): Promise<void> {
     if (!(await this.#store.deleteRule(name))) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
     this.#record(name, "trigger rule removed", by);
   }
 
-  async setEnabled(name: string, enabled: boolean, by?: string): Promise<void> {
+  async setEnabled(name: string, enabled: boolean, by?: AuditActor): Promise<void> {
     const current = await this.#store.getRule(name);
     if (current && !current.enabled) await this.#startKeyWatch(current.rule, enabled);
     if (!(await this.#store.setEnabled(name, enabled))) throw new AtrestError("NOT_FOUND", `no trigger rule ${name}`);
@@ -248,7 +250,7 @@ export class TriggerRules {
   }
 
   /** Queues a dead letter again (audited: an operator decided to re-run it). */
-  async retry(id: string, by?: string): Promise<Execution> {
+  async retry(id: string, by?: AuditActor): Promise<Execution> {
     await this.#store.retry(id);
     const e = await this.#store.get(id);
     if (!e) throw new AtrestError("NOT_FOUND", `no trigger execution ${id}`);
@@ -256,14 +258,7 @@ export class TriggerRules {
     return e;
   }
 
-  #record(name: string, detail: string, by = "admin"): void {
-    this.#audit.record({
-      action: "config.change",
-      outcome: "success",
-      user: by,
-      protocol: "cli",
-      target: `trigger:${name}`,
-      detail,
-    });
+  #record(name: string, detail: string, by: AuditActor = IN_PROCESS_ACTOR): void {
+    this.#audit.record({ action: "config.change", outcome: "success", ...by, target: `trigger:${name}`, detail });
   }
 }

@@ -1,7 +1,7 @@
 // The OpenPGP public key store: users' and groups' keys, trusted organisation keys, and recipient resolution with
 // the use-time checks (expiry, revocation, certification) every encryption goes through.
 import * as openpgp from "openpgp";
-import type { AuditEvent, AuditSink } from "../audit/types.ts";
+import type { AuditActor, AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
@@ -38,7 +38,7 @@ export function ownerLabel(row: Pick<PgpKeyRow, "ownerKind" | "ownerName">): str
 }
 
 /** Who changes the key store, as the audit names them (the service's actor: job user, role, protocol, source). */
-export type PgpActor = Pick<AuditEvent, "user" | "role" | "protocol" | "sourceIp" | "sessionId">;
+export type PgpActor = AuditActor;
 
 /** Changes made without `actingAs` (in-process use by tests and tools). */
 const DEFAULT_ACTOR: PgpActor = { user: "admin", role: "admin", protocol: "cli" };

@@ -1,6 +1,6 @@
 // Who is acting: every admin use-case takes one, checks its role and names it in the audit as the job user.
 import { userInfo } from "node:os";
-import type { AuditEvent, AuditProtocol } from "../audit/types.ts";
+import type { AuditActor, AuditProtocol } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { Role } from "../store/types.ts";
 
@@ -43,7 +43,7 @@ export function requireRole(actor: Actor, roles: readonly Role[], what: string):
 }
 
 /** The audit fields naming the actor as job user. */
-export function actorFields(actor: Actor): Pick<AuditEvent, "user" | "role" | "protocol" | "sourceIp" | "sessionId"> {
+export function actorFields(actor: Actor): AuditActor {
   return {
     user: actor.user,
     role: actor.role,

@@ -59,9 +59,19 @@ describe("triggers: OpenSSH sftp uploads into the real server fire rules added w
       retry: { attempts: 3, delaySeconds: 0.3, maxDelaySeconds: 2 },
     };
     await writeFile(join(dir, "rule.json"), JSON.stringify(rule));
-    const added = await cli(["trigger", "add", "--file", "-", "--data", data], JSON.stringify(rule));
+    const added = await cli(
+      ["trigger", "add", "--file", "-", "--data", data, "--as", "ops-jane"],
+      JSON.stringify(rule),
+    );
     assert.match(added.stdout, /added trigger rule partners-in \(3 action\(s\)\)/);
     assert.doesNotMatch(added.stdout, /secret/, "a given secret is not echoed");
+    // the rule change is audited as the acting user, with the admin role (never filtered from a SIEM)
+    const tail = (await cli(["audit", "tail", "--data", data])).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    const change = tail.find((r) => r.action === "config.change" && r.target === "trigger:partners-in");
+    assert.deepEqual([change?.user, change?.role, change?.protocol], ["ops-jane", "admin", "cli"]);
     server = await startServer(data);
   });
   after(async () => {
