@@ -22,7 +22,7 @@ export async function openKeyManager(
   if (remote) {
     const { RemoteKms } = await import("../kms/api/client.ts");
     const keys = await RemoteKms.connect({ url: remote.url, certDir: remote.certDir });
-    return { keys: keys as unknown as KeyManager, location: `remote ${keys.url}` };
+    return { keys, location: `remote ${keys.url}` };
   }
   const embedded = await openEmbeddedKms(kmsDir).catch((err: Error) => {
     throw new AtrestError("KEY_UNAVAILABLE", `${err.message} (data dir ${root})`);
