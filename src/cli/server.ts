@@ -117,7 +117,9 @@ export function registerServer(program: Command): void {
         // Loaded here so that admin commands do not pay for the SSH stack.
         const { loadOrCreateHostKeys } = await import("../protocols/sftp/hostkeys.ts");
         const { startSftpServer } = await import("../protocols/sftp/server.ts");
-        const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys);
+        const { sealedSecrets } = await import("../keys/sealed-secrets.ts");
+        const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys, await sealedSecrets(app.store, app.keys));
+        for (const file of hostKeys.migrated) say(`host key ${file}: sealed under the key manager, clear file removed`);
         sftp = await startSftpServer({
           login,
           hostKeys: hostKeys.keys,

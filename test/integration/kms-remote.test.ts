@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import ssh2 from "ssh2";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
 import { type KmsSetup, type RunningKms, setupKms, startKms, unsealKms } from "../helpers/kms.ts";
-import { makeClientKey, runSftpBatch, sha256File } from "../helpers/sftp-clients.ts";
+import { makeClientKey, run, runSftpBatch, sha256File } from "../helpers/sftp-clients.ts";
 
 /** The SFTP status message for reading `path` (OpenSSH's client prints only "Failure"; ssh2 shows the message). */
 async function readError(port: number, keyFile: string, path: string): Promise<string> {
@@ -92,6 +92,34 @@ describe("file server on a separate key manager (mTLS)", () => {
     assert.equal(who.keyRef, "kek:default:v1");
     assert.equal(who.keyManager, `remote ${kms.url}`);
     assert.equal(who.keyState, "active");
+  });
+
+  it("SSH host keys are sealed under the remote key manager: no private key on disk, same keys after a restart", async () => {
+    const scan = async () => {
+      const r = await run("ssh-keyscan", ["-p", String(server.port), "-t", "ed25519,rsa", "127.0.0.1"], {
+        timeoutMs: 20_000,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      // "[127.0.0.1]:PORT type base64": the port changes with the restart, the keys must not
+      return r.stdout
+        .split("\n")
+        .filter((l) => l && !l.startsWith("#"))
+        .map((l) => l.split(" ").slice(1).join(" "))
+        .sort();
+    };
+    const before = await scan();
+    assert.equal(before.length, 2, before.join("\n"));
+    for (const e of await readdir(data, { withFileTypes: true, recursive: true })) {
+      if (!e.isFile()) continue;
+      const body = (await readFile(join(e.parentPath, e.name))).toString("latin1");
+      assert.doesNotMatch(body, /PRIVATE KEY|openssh-key-v1|b3BlbnNzaC1rZXktdjE/, `${e.name} holds a private key`);
+    }
+    const fps = (out: string) => out.match(/host key (ED25519|RSA) SHA256:\S+/g);
+    const printed = fps(server.output());
+    await server.stop();
+    server = await startServer(data, ["--kms", kms.url, "--kms-cert", setup.certs.fs1 as string]);
+    assert.deepEqual(await scan(), before, "ssh-keyscan sees the same host keys (known_hosts stays valid)");
+    assert.deepEqual(fps(server.output()), printed);
   });
 
   it("key manager down: an uncached download fails with 'key manager unavailable', an upload leaves nothing; back + unsealed: works", async () => {

@@ -13,7 +13,7 @@ import type { SFTPWrapper } from "ssh2";
 import ssh2 from "ssh2";
 import { App, initData } from "../../../src/app.ts";
 import type { AuditRecord } from "../../../src/audit/log.ts";
-import { loadOrCreateHostKeys } from "../../../src/protocols/sftp/hostkeys.ts";
+import { type HostKeyVault, loadOrCreateHostKeys } from "../../../src/protocols/sftp/hostkeys.ts";
 import { type SftpServer, type SftpServerOptions, startSftpServer } from "../../../src/protocols/sftp/server.ts";
 import type { Accounts, UserAuth } from "../../../src/service/accounts.ts";
 import { DEFAULT_DEFENDER, Defender, type DefenderSettings } from "../../../src/service/defender.ts";
@@ -50,12 +50,24 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
   }
 }
 
+/** A vault in memory: the fixture's host keys live only as long as the test process. */
+export function memoryVault(): HostKeyVault {
+  const m = new Map<string, Buffer>();
+  return {
+    get: async (name) => m.get(name),
+    putIfAbsent: async (name, value) => {
+      if (!m.has(name)) m.set(name, Buffer.from(value));
+      return m.get(name) as Buffer;
+    },
+  };
+}
+
 let hostKeys: Promise<Buffer[]> | undefined;
 /** Host keys are generated once per test process (RSA 3072 generation is slow). */
 function sharedHostKeys(): Promise<Buffer[]> {
   hostKeys ??= mkdtemp(join(tmpdir(), "atrest-hk-")).then(async (d) => {
     try {
-      return (await loadOrCreateHostKeys(d)).keys;
+      return (await loadOrCreateHostKeys(d, memoryVault())).keys;
     } finally {
       await rm(d, { recursive: true, force: true });
     }
