@@ -32,6 +32,11 @@ export type AuditAction =
   | "key.rotate"
   | "key.wrap"
   | "key.unwrap"
+  | "key.encrypt" // encryption API: encrypt, or re-encrypt (rewrap) a ciphertext under the current version
+  | "key.decrypt"
+  | "key.hmac"
+  | "key.sign"
+  | "key.verify" // an HMAC or signature checked; `detail` has valid true/false
   | "key.destroy"
   | "key.approve"
   | "kms.seal"
@@ -143,6 +148,11 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "key.rotate": { category: "configuration", type: ["change"], name: "Key rotate", severity: 6 },
   "key.wrap": { category: "configuration", type: ["access"], name: "Key wrap", severity: 2 },
   "key.unwrap": { category: "configuration", type: ["access"], name: "Key unwrap", severity: 3 },
+  "key.encrypt": { category: "configuration", type: ["access"], name: "Encrypt", severity: 2 },
+  "key.decrypt": { category: "configuration", type: ["access"], name: "Decrypt", severity: 3 },
+  "key.hmac": { category: "configuration", type: ["access"], name: "HMAC", severity: 2 },
+  "key.sign": { category: "configuration", type: ["access"], name: "Sign", severity: 3 },
+  "key.verify": { category: "configuration", type: ["access"], name: "Verify", severity: 1 },
   "key.destroy": { category: "configuration", type: ["deletion"], name: "Key destroy", severity: 9 },
   "key.approve": { category: "configuration", type: ["allowed"], name: "Key operation approve", severity: 7 },
   "kms.seal": { category: "configuration", type: ["change"], name: "Key manager seal", severity: 8 },

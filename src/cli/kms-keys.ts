@@ -11,6 +11,7 @@ import type { KmsCaller, KmsRole } from "../kms/api/caller.ts";
 import type { KmsRequest, RequestStatus } from "../kms/approvals.ts";
 import { localCaller, openEmbeddedKms } from "../kms/embedded.ts";
 import type { KeyringKeyInfo } from "../kms/key-info.ts";
+import { KEY_TYPES, type KeyType } from "../kms/key-types.ts";
 import { readKmsAudit } from "../kms/kms-audit.ts";
 import { type ClientPolicy, KEY_OPERATIONS, parseClientPolicy } from "../kms/policy.ts";
 import type { KeyPolicyInput, KmsService } from "../kms/service.ts";
@@ -96,7 +97,7 @@ function printKey(k: KeyringKeyInfo): void {
       : k.rotation.policy;
   process.stdout.write(
     `kek:${k.name}\tcurrent v${k.currentVersion}\tmin decrypt v${k.minDecryptionVersion}\t` +
-      `min encrypt v${k.minEncryptionVersion}\trotation ${rot}\torigin ${k.origin}` +
+      `min encrypt v${k.minEncryptionVersion}\trotation ${rot}\torigin ${k.origin}\ttype ${k.type ?? "aes-256-gcm"}` +
       `${k.compromised ? "\tCOMPROMISED" : ""}\n`,
   );
   for (const v of k.versions) printVersion(k, v);
@@ -171,21 +172,34 @@ export function registerKmsKeys(kms: Command): void {
     });
 
   targetOptions(key.command("create <name>").description("create a key (version 1)"))
+    .addOption(
+      new Option("--type <type>", "aes-256-gcm (wrap data keys, encrypt), hmac-sha256, ed25519 or ecdsa-p256 (sign)")
+        .choices(KEY_TYPES)
+        .default("aes-256-gcm"),
+    )
     .addOption(rotationOption().default("manual"))
     .option("--rotation-days <days>", "cryptoperiod for --rotation auto", positiveInt("--rotation-days"))
     .option("--pre-active", "create version 1 pre-active (unusable until `kms key state <name> active`)")
     .action(
       async (
         name: string,
-        opts: LocalOpts & { rotation: "auto" | "manual" | "none"; rotationDays?: number; preActive?: boolean },
+        opts: LocalOpts & {
+          type: KeyType;
+          rotation: "auto" | "manual" | "none";
+          rotationDays?: number;
+          preActive?: boolean;
+        },
       ) => {
         await withAdmin(opts, "operator", async (a) => {
           const k = await a.createKey(name, {
+            ...(opts.type !== "aes-256-gcm" ? { type: opts.type } : {}),
             rotation: opts.rotation,
             ...(opts.rotationDays ? { rotationDays: opts.rotationDays } : {}),
             ...(opts.preActive ? { preActive: true } : {}),
           });
-          say(`created kek:${k.name}:v${k.currentVersion} (${k.versions[0]?.state}, rotation ${k.rotation.policy})`);
+          say(
+            `created kek:${k.name}:v${k.currentVersion} (${k.type}, ${k.versions[0]?.state}, rotation ${k.rotation.policy})`,
+          );
         });
       },
     );

@@ -117,16 +117,24 @@ export class DataKeys {
     }
   }
 
-  /** One batch item: its result, or its error (an unexpected one logged here and reported without its text). */
   #settle<T>(op: KmsOperation, fn: () => T): T | ItemError {
-    try {
-      return fn();
-    } catch (e) {
-      const code = kmsErrorCode(e);
-      if (code !== "INTERNAL") return { error: { code, message: (e as Error).message } };
-      this.#onInternalError(e, op);
-      return { error: { code, message: INTERNAL_ERROR_MESSAGE } };
-    }
+    return settleItem(op, fn, this.#onInternalError);
+  }
+}
+
+/** One batch item: its result, or its error (an unexpected one reported to `onInternal`, sent without its text). */
+export function settleItem<T>(
+  op: KmsOperation,
+  fn: () => T,
+  onInternal: (err: unknown, op: KmsOperation) => void,
+): T | ItemError {
+  try {
+    return fn();
+  } catch (e) {
+    const code = kmsErrorCode(e);
+    if (code !== "INTERNAL") return { error: { code, message: (e as Error).message } };
+    onInternal(e, op);
+    return { error: { code, message: INTERNAL_ERROR_MESSAGE } };
   }
 }
 

@@ -5,6 +5,7 @@ import { closeSync, openSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AtrestError } from "../errors.ts";
 import type { KeyVersionInfo } from "./api/types.ts";
+import type { KeyType } from "./key-types.ts";
 
 export type KeyState = KeyVersionInfo["state"];
 export const KEY_STATES: readonly KeyState[] = ["pre-active", "active", "deactivated", "compromised", "destroyed"];
@@ -22,6 +23,8 @@ export interface KeyRow {
   /** Cryptoperiod for `auto` rotation. */
   rotationDays: number | null;
   origin: KeyOrigin;
+  /** What the key's material is and does (key-types.ts); fixed at creation. */
+  type: KeyType;
 }
 
 export interface VersionRow {
@@ -117,6 +120,27 @@ const MIGRATIONS: readonly string[] = [
      revoked_at TEXT
    ) STRICT;
    CREATE INDEX clients_name ON clients (name);`,
+  // 4: key types for the application APIs (encrypt/decrypt on AES keys, HMAC keys, Ed25519 and ECDSA P-256 signing
+  //    keys), and versioned application secrets (secrets.ts): each version's value sealed under the master key.
+  `ALTER TABLE keys ADD COLUMN type TEXT NOT NULL DEFAULT 'aes-256-gcm'
+     CHECK (type IN ('aes-256-gcm', 'hmac-sha256', 'ed25519', 'ecdsa-p256'));
+   CREATE TABLE secrets (
+     name TEXT PRIMARY KEY,
+     current_version INTEGER NOT NULL CHECK (current_version >= 1),
+     rotate_after_days INTEGER CHECK (rotate_after_days IS NULL OR rotate_after_days >= 1),
+     created_at TEXT NOT NULL,
+     deleted_at TEXT
+   ) STRICT;
+   CREATE TABLE secret_versions (
+     name TEXT NOT NULL REFERENCES secrets(name),
+     version INTEGER NOT NULL CHECK (version >= 1),
+     sealed BLOB,
+     created_at TEXT NOT NULL,
+     created_by TEXT NOT NULL,
+     destroyed_at TEXT,
+     PRIMARY KEY (name, version),
+     CHECK ((destroyed_at IS NULL) = (sealed IS NOT NULL))
+   ) STRICT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -133,6 +157,7 @@ interface RawKey {
   rotation: RotationPolicy;
   rotation_days: number | null;
   origin: KeyOrigin;
+  type: KeyType;
 }
 interface RawVersion {
   name: string;
@@ -154,6 +179,7 @@ const toKey = (r: RawKey): KeyRow => ({
   rotation: r.rotation,
   rotationDays: r.rotation_days,
   origin: r.origin,
+  type: r.type,
 });
 const toVersion = (r: RawVersion): VersionRow => ({
   name: r.name,
@@ -200,6 +226,7 @@ export class KmsDb {
         "UPDATE keys SET rotation = ?, rotation_days = ?, min_decryption_version = ?, min_encryption_version = ? WHERE name = ?",
       ),
       setOrigin: p("UPDATE keys SET origin = ? WHERE name = ?"),
+      setType: p("UPDATE keys SET type = ? WHERE name = ?"),
       setState: p("UPDATE key_versions SET state = ?, state_changed_at = ? WHERE name = ? AND version = ?"),
       destroy: p(
         "UPDATE key_versions SET state = 'destroyed', state_changed_at = ?, sealed = NULL, destroy_at = NULL WHERE name = ? AND version = ?",
@@ -323,6 +350,9 @@ export class KmsDb {
   }
   setOrigin(name: string, origin: KeyOrigin): void {
     this.#s.setOrigin.run(origin, name);
+  }
+  setType(name: string, type: KeyType): void {
+    this.#s.setType.run(type, name);
   }
   setVersionState(name: string, version: number, state: Exclude<KeyState, "destroyed">, at: string): void {
     this.#s.setState.run(state, at, name, version);

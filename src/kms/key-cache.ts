@@ -2,11 +2,12 @@
 // SQLite or unseal on every call. Another process (e.g. `atrest kms key rotate`) may change the database: the cache
 // checks SQLite's data version at most every `refreshMs` and drops everything when it moved.
 
-import { createSecretKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
 import { formatKeyRef } from "./api/key-ref.ts";
 import type { KeyRow, KmsDb, VersionRow } from "./db.ts";
 import { type KeyringKeyInfo, toInfo } from "./key-info.ts";
+import { DEFAULT_KEY_TYPE, materialKey } from "./key-types.ts";
 
 export interface CachedKey {
   row: KeyRow;
@@ -79,9 +80,10 @@ export class KeyCache {
     if (!kek) {
       const row = this.#db.getVersion(name, version);
       if (!row?.sealed) throw new KeyUnavailableError(`no key material: ${formatKeyRef(name, version)}`);
+      const type = this.key(name)?.row.type ?? DEFAULT_KEY_TYPE;
       const raw = this.#unseal(name, version, row.sealed);
       try {
-        kek = createSecretKey(raw);
+        kek = materialKey(type, raw);
       } finally {
         raw.fill(0);
       }

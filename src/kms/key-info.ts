@@ -2,6 +2,7 @@
 
 import type { KeyInfo, KeyVersionInfo } from "./api/types.ts";
 import type { KeyOrigin, KeyRow, RotationPolicy, VersionRow } from "./db.ts";
+import type { KeyType } from "./key-types.ts";
 
 const DAY_MS = 86_400_000;
 
@@ -25,6 +26,8 @@ export interface KeyringKeyInfo extends KeyInfo {
   minEncryptionVersion: number;
   rotation: RotationInfo;
   origin: KeyOrigin;
+  /** aes-256-gcm (wrap, encrypt), hmac-sha256, ed25519 or ecdsa-p256 (sign). */
+  type: KeyType;
   /** True when any version is marked compromised: the key still decrypts, but its data should be re-encrypted. */
   compromised: boolean;
   versions: KeyringVersionInfo[];
@@ -49,6 +52,7 @@ export function toInfo(row: KeyRow, versions: VersionRow[]): KeyringKeyInfo {
     minEncryptionVersion: row.minEncryptionVersion,
     rotation,
     origin: row.origin,
+    type: row.type,
     compromised: sorted.some((v) => v.state === "compromised"),
     versions: sorted.map((v) => {
       const info: KeyringVersionInfo = {

@@ -2,14 +2,13 @@
 // and encryption versions, manual state changes, and scheduled destruction. Every change runs in one database
 // transaction and re-checks the stored row, so processes sharing kms.db cannot race each other into a bad state.
 
-import { randomFillSync } from "node:crypto";
 import { AtrestError } from "../errors.ts";
 import { assertKeyName, formatKeyRef } from "./api/key-ref.ts";
 import type { KeyState, KmsDb, RotationPolicy } from "./db.ts";
 import type { KeyCache } from "./key-cache.ts";
 import { type KeyringKeyInfo, nextRotation } from "./key-info.ts";
+import { DEFAULT_KEY_TYPE, generateMaterial, type KeyType, MATERIAL_BYTES } from "./key-types.ts";
 import { sealKek } from "./seal.ts";
-import { KEK_BYTES } from "./wrap.ts";
 
 export const MIN_DESTROY_DAYS = 7;
 export const MAX_DESTROY_DAYS = 30;
@@ -19,8 +18,10 @@ export interface CreateKeyOptions {
   preActive?: boolean;
   rotation?: RotationPolicy;
   rotationDays?: number;
-  /** BYOK: 32 bytes of imported material for version 1 (copied; the caller zeroes its buffer). */
+  /** BYOK: 32 bytes of imported material for version 1 (copied; the caller zeroes its buffer). AES keys only. */
   material?: Buffer;
+  /** What the key is for (key-types.ts); default aes-256-gcm. Fixed for every later version. */
+  type?: KeyType;
 }
 
 export interface KeyPolicyPatch {
@@ -52,6 +53,10 @@ export function createKey(ctx: LifecycleContext, name: string, options: CreateKe
   const rotation = checkRotation(options.rotation ?? "manual", options.rotationDays ?? null, name);
   if (options.material && rotation.rotation === "auto") {
     throw new AtrestError("INVALID_INPUT", `kek:${name} is imported: automatic rotation needs generated keys`);
+  }
+  const type = options.type ?? DEFAULT_KEY_TYPE;
+  if (options.material && type !== DEFAULT_KEY_TYPE) {
+    throw new AtrestError("INVALID_INPUT", `only ${DEFAULT_KEY_TYPE} keys can be imported (not ${type})`);
   }
   ctx.cache.check();
   const created = ctx.db.transaction(() => {
@@ -87,7 +92,7 @@ export function rotateKey(ctx: LifecycleContext, name: string, material?: Buffer
         `kek:${name} is imported (BYOK): rotate it by importing new material (kms key import ${name} …)`,
       );
     }
-    insertVersion(ctx, name, material);
+    insertVersion(ctx, name, key.type, material);
   });
   ctx.cache.forget(name);
   return ctx.cache.info(name);
@@ -102,7 +107,7 @@ export function rotateIfDue(ctx: LifecycleContext, name: string, now: Date): num
     if (key?.rotation !== "auto" || key.origin === "imported") return undefined;
     const due = nextRotation(key, ctx.db.getVersion(name, key.currentVersion)?.createdAt);
     if (due === undefined || due > now.getTime()) return undefined;
-    return insertVersion(ctx, name, undefined);
+    return insertVersion(ctx, name, key.type, undefined);
   });
   if (version !== undefined) ctx.cache.forget(name);
   return version;
@@ -225,19 +230,21 @@ export function destroyDue(ctx: LifecycleContext, now: Date): string[] {
 
 /** Version 1 of a new key (generated, or imported `material`), sealed under `master`. */
 export function insertNewKey(db: KmsDb, master: Buffer, name: string, at: string, options: CreateKeyOptions): void {
-  const kek = newKek(options.material);
+  const type = options.type ?? DEFAULT_KEY_TYPE;
+  const kek = newKek(type, options.material);
   try {
     db.insertKey(name, 1, at);
     db.insertVersion(name, 1, options.preActive ? "pre-active" : "active", at, sealKek(master, name, 1, kek));
     if (options.material) db.setOrigin(name, "imported");
+    if (type !== DEFAULT_KEY_TYPE) db.setType(name, type);
   } finally {
     kek.fill(0);
   }
 }
 
-function insertVersion(ctx: LifecycleContext, name: string, material: Buffer | undefined): number {
+function insertVersion(ctx: LifecycleContext, name: string, type: KeyType, material: Buffer | undefined): number {
   const next = ctx.db.maxVersion(name) + 1;
-  const kek = newKek(material);
+  const kek = newKek(type, material);
   try {
     const at = ctx.now().toISOString();
     ctx.db.insertVersion(name, next, "active", at, sealKek(ctx.master(), name, next, kek));
@@ -248,17 +255,15 @@ function insertVersion(ctx: LifecycleContext, name: string, material: Buffer | u
   return next;
 }
 
-/** A copy of imported material, or fresh random bytes; the caller zeroes it. */
-function newKek(material: Buffer | undefined): Buffer {
-  const kek = Buffer.alloc(KEK_BYTES);
-  if (material) {
-    if (material.length !== KEK_BYTES)
-      throw new AtrestError("INVALID_INPUT", `key material must be ${KEK_BYTES} bytes`);
-    material.copy(kek);
-  } else {
-    randomFillSync(kek);
+/** A copy of imported material, or fresh material of `type`; the caller zeroes it. */
+function newKek(type: KeyType, material: Buffer | undefined): Buffer {
+  if (!material) return generateMaterial(type);
+  if (type !== DEFAULT_KEY_TYPE)
+    throw new AtrestError("INVALID_INPUT", `only ${DEFAULT_KEY_TYPE} keys take imported material`);
+  if (material.length !== MATERIAL_BYTES) {
+    throw new AtrestError("INVALID_INPUT", `key material must be ${MATERIAL_BYTES} bytes`);
   }
-  return kek;
+  return Buffer.from(material);
 }
 
 function checkRotation(

@@ -13,6 +13,7 @@ import type { KeyState, KmsDb, VersionRow } from "./db.ts";
 import { KeyCache } from "./key-cache.ts";
 import { type KeyringKeyInfo, toInfo } from "./key-info.ts";
 import * as lifecycle from "./key-lifecycle.ts";
+import { DEFAULT_KEY_TYPE, type KeyType } from "./key-types.ts";
 import {
   exportMaterial as exportMaterialOf,
   MASTER_CHECK,
@@ -33,6 +34,18 @@ export interface KeyringOptions {
    * often. Changes made through this instance apply at once. Default 100; 0 checks on every call.
    */
   refreshMs?: number;
+}
+
+const AES_ONLY: readonly KeyType[] = [DEFAULT_KEY_TYPE];
+
+/** Refuses an operation on a key of the wrong type (a signing key cannot wrap, an AES key cannot sign). */
+function checkType(name: string, type: KeyType, allowed: readonly KeyType[], op: string): void {
+  if (!allowed.includes(type)) {
+    throw new AtrestError(
+      "INVALID_INPUT",
+      `kek:${name} is a ${type} key: ${op} needs a ${allowed.join(" or ")} key (kms key create --type)`,
+    );
+  }
 }
 
 /** States under which a version may still decrypt. pre-active is not yet usable; destroyed has no material. */
@@ -151,6 +164,38 @@ export class Keyring {
     }
   }
 
+  // ---- application keys (app-crypto.ts): encrypt/decrypt, HMAC, signatures ----
+
+  /**
+   * The key of `name` for producing something new (a ciphertext, MAC or signature), with the version used: the
+   * current one, or `version` within the minimum encryption version. `op` names the operation in refusals.
+   */
+  useKey(
+    name: string,
+    types: readonly KeyType[],
+    op: string,
+    version?: number,
+  ): { key: KeyObject; version: number; type: KeyType } {
+    const { kek, v, type } = this.#encryptionKek(name, version, types, op);
+    return { key: kek, version: v, type };
+  }
+
+  /**
+   * The key of `name` at `version` for checking (decrypt, verify): a decryptable state, at or above the minimum
+   * decryption version unless `enforceMinimum` is false (re-encryption retires old versions that way).
+   */
+  checkKey(
+    name: string,
+    version: number,
+    types: readonly KeyType[],
+    op: string,
+    enforceMinimum = true,
+  ): { key: KeyObject; type: KeyType } {
+    assertKeyName(name);
+    const key = this.#decryptionKek({ name, version }, formatKeyRef(name, version), enforceMinimum, types, op);
+    return { key, type: this.#cache.key(name)?.row.type ?? DEFAULT_KEY_TYPE };
+  }
+
   // ---- lifecycle (key-lifecycle.ts) ----
 
   createKey(name: string, options: lifecycle.CreateKeyOptions = {}): KeyringKeyInfo {
@@ -257,11 +302,20 @@ export class Keyring {
     this.#cache.close();
   }
 
-  /** The KEK new wraps use: the current version, or a requested one between the minimum encryption and current. */
-  #encryptionKek(name: string, requested?: number): { kek: KeyObject; v: number } {
+  /**
+   * The key new wraps (or encryptions, MACs, signatures) use: the current version, or a requested one between the
+   * minimum encryption version and the current one; it must be active and of one of `types`.
+   */
+  #encryptionKek(
+    name: string,
+    requested?: number,
+    types: readonly KeyType[] = AES_ONLY,
+    op = "wrap",
+  ): { kek: KeyObject; v: number; type: KeyType } {
     assertKeyName(name);
     const key = this.#cache.key(name);
     if (!key) throw new KeyUnavailableError(`unknown key: kek:${name}`);
+    checkType(name, key.row.type, types, op);
     const v = requested ?? key.row.currentVersion;
     if (!Number.isInteger(v) || v < key.row.minEncryptionVersion || v > key.row.currentVersion) {
       throw new KeyUnavailableError(
@@ -272,12 +326,19 @@ export class Keyring {
     if (state !== "active") {
       throw new KeyUnavailableError(`${formatKeyRef(name, v)} cannot encrypt: it is ${state ?? "missing"}`);
     }
-    return { kek: this.#cache.kek(name, v), v };
+    return { kek: this.#cache.kek(name, v), v, type: key.row.type };
   }
 
-  #decryptionKek(parsed: WrappedHeader, keyRef: string, enforceMinimum = true): KeyObject {
+  #decryptionKek(
+    parsed: Pick<WrappedHeader, "name" | "version">,
+    keyRef: string,
+    enforceMinimum = true,
+    types: readonly KeyType[] = AES_ONLY,
+    op = "unwrap",
+  ): KeyObject {
     const key = this.#cache.key(parsed.name);
     if (!key) throw new KeyUnavailableError(`unknown key: ${keyRef}`);
+    checkType(parsed.name, key.row.type, types, op);
     const v = key.versions.get(parsed.version);
     if (!v) throw new KeyUnavailableError(`unknown key version: ${keyRef}`);
     if (enforceMinimum && parsed.version < key.row.minDecryptionVersion) {

@@ -2,7 +2,9 @@
 // optional policy of key-name globs × operations. Checked on every call, so the hot path is two Map lookups.
 //
 // Separation of duties (DESIGN.md §2): no role can both read data (unwrap) and destroy or export keys.
-//   server     data-key operations only (generate, wrap, unwrap, rewrap) and reading its keys' metadata
+//   server     data-key operations (generate, wrap, unwrap, rewrap), the encryption API for applications (encrypt,
+//              decrypt, hmac, verify-hmac, sign, verify) and reading its keys' metadata; an application's client
+//              certificate has this role, narrowed by its client policy
 //   operator   create, rotate, import, show/list, rotation policy and min versions, deactivate/activate/compromise,
 //              ask for destruction or export (a request)
 //   custodian  approve or reject requests, unseal, show/list
@@ -20,6 +22,12 @@ export const KEY_OPERATIONS = [
   "wrap",
   "unwrap",
   "rewrap",
+  "encrypt",
+  "decrypt",
+  "hmac",
+  "verify-hmac",
+  "sign",
+  "verify",
   "read",
   "create",
   "rotate",
@@ -44,9 +52,11 @@ export type GlobalOperation =
 export type KmsOperation = KeyOperation | GlobalOperation;
 
 export const DATA_OPERATIONS: readonly KeyOperation[] = ["generate-data-key", "wrap", "unwrap", "rewrap"];
+/** The encryption API for applications (app-ops.ts). */
+export const APP_OPERATIONS: readonly KeyOperation[] = ["encrypt", "decrypt", "hmac", "verify-hmac", "sign", "verify"];
 
 const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
-  server: new Set<KmsOperation>([...DATA_OPERATIONS, "read"]),
+  server: new Set<KmsOperation>([...DATA_OPERATIONS, ...APP_OPERATIONS, "read"]),
   operator: new Set<KmsOperation>([
     "read",
     "create",

@@ -1,13 +1,22 @@
 // KmsService: the one facade every caller of the key manager goes through (the HTTPS server's routes, the embedded
 // provider, the local CLI). It composes one module per job, each running every call through service-op.ts (authorize
 // the caller by role + client policy, call the keyring, audit who, key, version, operation and encryption context):
-// data-key operations (data-keys.ts), key administration (key-admin.ts), dual-control requests (dual-control.ts; their
+// data-key operations (data-keys.ts), the encryption API for applications (app-ops.ts), key administration (key-admin.ts), dual-control requests (dual-control.ts; their
 // execution and the scheduler pass in approved-requests.ts) and BYOK (key-import.ts). Synchronous like the keyring:
 // the hot path (unwrap) is a policy lookup, one AES-GCM open and one buffered audit record.
 
 import type { AuditSink } from "../audit/types.ts";
 import type { KmsCaller } from "./api/caller.ts";
 import type { DataKey, EncryptionContext } from "./api/types.ts";
+import {
+  AppCrypto,
+  type CiphertextResult,
+  type MacResult,
+  type PlaintextResult,
+  type PublicKeyResult,
+  type SignatureResult,
+  type VerifyResult,
+} from "./app-ops.ts";
 import {
   Approvals,
   DEFAULT_QUORUM,
@@ -29,6 +38,14 @@ import { ClientPolicies, type ClientPolicy, type KmsOperation, type StoredClient
 import { ServiceAudit } from "./service-audit.ts";
 import { ServiceOps } from "./service-op.ts";
 
+export type {
+  CiphertextResult,
+  MacResult,
+  PlaintextResult,
+  PublicKeyResult,
+  SignatureResult,
+  VerifyResult,
+} from "./app-ops.ts";
 export type { ItemError, UnwrapResult, WrapResult } from "./data-keys.ts";
 export { DEFAULT_DESTROY_DAYS, type DestroyRequestInput, type ExportRequestInput } from "./dual-control.ts";
 export type { KeyPolicyInput, SettableState } from "./key-admin.ts";
@@ -64,6 +81,7 @@ export class KmsService {
   readonly approvals: Approvals;
   readonly #ops: ServiceOps;
   readonly #dataKeys: DataKeys;
+  readonly #app: AppCrypto;
   readonly #admin: KeyAdmin;
   readonly #requests: DualControl;
   readonly #import: KeyImport;
@@ -88,6 +106,7 @@ export class KmsService {
       quorum: () => this.quorum,
     };
     this.#dataKeys = new DataKeys(this.#ops, options.onInternalError ?? (() => {}));
+    this.#app = new AppCrypto(this.#ops, options.onInternalError ?? (() => {}));
     this.#admin = new KeyAdmin(this.#ops);
     this.#requests = new DualControl(this.#ops, this.#deps);
     this.#import = new KeyImport(this.#ops);
@@ -150,6 +169,61 @@ export class KmsService {
     items: readonly { plaintext: Buffer; context: EncryptionContext }[],
   ): (WrapResult | ItemError)[] {
     return this.#dataKeys.wrapBatch(caller, keyName, items);
+  }
+
+  // ---- the encryption API for applications (role server, narrowed by client policy): app-ops.ts ----
+
+  encrypt(
+    caller: KmsCaller,
+    keyName: string,
+    plaintext: Buffer,
+    context: EncryptionContext,
+    version?: number,
+  ): CiphertextResult {
+    return this.#app.encrypt(caller, keyName, plaintext, context, version);
+  }
+
+  /** The plaintext is a fresh buffer the caller owns and must zero. */
+  decrypt(caller: KmsCaller, keyName: string, ciphertext: string, context: EncryptionContext): PlaintextResult {
+    return this.#app.decrypt(caller, keyName, ciphertext, context);
+  }
+
+  /** Re-encrypts a ciphertext under the key's current version; the plaintext never leaves the KMS. */
+  rewrapCiphertext(
+    caller: KmsCaller,
+    keyName: string,
+    ciphertext: string,
+    context: EncryptionContext,
+  ): CiphertextResult {
+    return this.#app.rewrap(caller, keyName, ciphertext, context);
+  }
+
+  hmac(caller: KmsCaller, keyName: string, input: Buffer, version?: number): MacResult {
+    return this.#app.hmac(caller, keyName, input, version);
+  }
+
+  verifyHmac(caller: KmsCaller, keyName: string, input: Buffer, hmac: string): VerifyResult {
+    return this.#app.verifyHmac(caller, keyName, input, hmac);
+  }
+
+  sign(caller: KmsCaller, keyName: string, input: Buffer, version?: number): SignatureResult {
+    return this.#app.sign(caller, keyName, input, version);
+  }
+
+  verify(caller: KmsCaller, keyName: string, input: Buffer, signature: string): VerifyResult {
+    return this.#app.verify(caller, keyName, input, signature);
+  }
+
+  publicKey(caller: KmsCaller, keyName: string, version?: number): PublicKeyResult {
+    return this.#app.publicKey(caller, keyName, version);
+  }
+
+  /** The encryption API's batch forms: one result or error per item, in order (see AppCrypto). */
+  get batch(): Pick<
+    AppCrypto,
+    "encryptBatch" | "decryptBatch" | "rewrapBatch" | "hmacBatch" | "verifyHmacBatch" | "signBatch" | "verifyBatch"
+  > {
+    return this.#app;
   }
 
   // ---- key management (role operator; reads also auditor, custodian, admin, server): key-admin.ts ----

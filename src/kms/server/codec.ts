@@ -9,12 +9,19 @@ import type { DataKey, EncryptionContext } from "../api/types.ts";
 export const MAX_BATCH = 1000;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-const bytes = (what: string, maxBytes: number) =>
+export const bytes = (what: string, maxBytes: number) =>
   z
     .string({ error: `${what} must be a base64 string` })
     .max(Math.ceil(maxBytes / 3) * 4, { error: `${what} is too long` })
     .refine((s) => s.length % 4 === 0 && BASE64.test(s), { error: `${what} must be standard base64 (with padding)` })
-    .transform((s) => Buffer.from(s, "base64"));
+    .transform((s, ctx) => {
+      const b = Buffer.from(s, "base64");
+      if (b.length > maxBytes) {
+        b.fill(0);
+        ctx.issues.push({ code: "custom", message: `${what} is too long`, input: s });
+      }
+      return b;
+    });
 
 export const contextSchema = z
   .record(z.string().max(256), z.string({ error: "context values must be strings" }).max(4096), {

@@ -4,10 +4,11 @@
 
 import * as z from "zod";
 import { AtrestError } from "../../errors.ts";
-import type { KmsCaller, KmsRole } from "../api/caller.ts";
+import type { KmsRole } from "../api/caller.ts";
 import type { RequestStatus } from "../approvals.ts";
+import { KEY_TYPES } from "../key-types.ts";
 import { parseClientPolicy } from "../policy.ts";
-import type { KmsService } from "../service.ts";
+import { APP_ROUTES } from "./app-routes.ts";
 import {
   contextSchema,
   dataKeyJson,
@@ -18,39 +19,16 @@ import {
   schemas,
   wrappedJson,
 } from "./codec.ts";
+import type { Route } from "./route.ts";
 
-export type Method = "GET" | "POST" | "PUT" | "DELETE";
-
-export interface SealControl {
-  status(): unknown;
-  unseal(caller: KmsCaller, share: string): Promise<unknown>;
-  resetUnseal(caller: KmsCaller): unknown;
-  seal(caller: KmsCaller): unknown;
-}
-
-export interface RouteContext {
-  caller: KmsCaller;
-  params: Readonly<Record<string, string>>;
-  query: URLSearchParams;
-  body: unknown;
-  /** The unsealed service; throws SealedError (503) while sealed. */
-  service(): KmsService;
-  seal: SealControl;
-}
-
-export interface Route {
-  method: Method;
-  path: string;
-  /** Label for metrics and logs. */
-  op: string;
-  handler(ctx: RouteContext): unknown;
-}
+export type { Method, Route, RouteContext, SealControl } from "./route.ts";
 
 /** Roles allowed to read /metrics over mTLS. */
 export const METRICS_ROLES: readonly KmsRole[] = ["operator", "admin", "auditor"];
 
 const createKey = z.strictObject({
   name: z.string(),
+  type: z.enum(KEY_TYPES).optional(),
   preActive: z.boolean().optional(),
   rotation: z.enum(["auto", "manual", "none"]).optional(),
   rotationDays: z.number().int().min(1).optional(),
@@ -103,6 +81,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/unseal",
     op: "unseal",
+    body: schemas.unseal,
     handler: (c) => {
       const body = parse(schemas.unseal, c.body);
       return "share" in body ? c.seal.unseal(c.caller, body.share) : c.seal.resetUnseal(c.caller);
@@ -120,6 +99,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys/:name/generate-data-key",
     op: "generate-data-key",
+    body: schemas.generate,
     handler: (c) => {
       const b = parse(schemas.generate, c.body);
       return dataKeyJson(c.service().generateDataKey(c.caller, c.params.name, b.context, b.version));
@@ -129,6 +109,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys/:name/batch/generate-data-key",
     op: "batch-generate-data-key",
+    body: schemas.generateBatch,
     handler: (c) => {
       const b = parse(schemas.generateBatch, c.body);
       return { items: c.service().generateDataKeys(c.caller, c.params.name, b.contexts).map(dataKeyJson) };
@@ -138,6 +119,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys/:name/wrap",
     op: "wrap",
+    body: schemas.wrap,
     handler: (c) => {
       const b = parse(schemas.wrap, c.body);
       try {
@@ -151,6 +133,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys/:name/batch/wrap",
     op: "batch-wrap",
+    body: schemas.wrapBatch,
     handler: (c) => {
       const b = parse(schemas.wrapBatch, c.body);
       try {
@@ -164,6 +147,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/unwrap",
     op: "unwrap",
+    body: schemas.unwrap,
     handler: (c) => {
       const b = parse(schemas.unwrap, c.body);
       return plaintextJson(c.service().unwrap(c.caller, b.wrapped, b.context));
@@ -173,6 +157,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/batch/unwrap",
     op: "batch-unwrap",
+    body: schemas.unwrapBatch,
     handler: (c) => {
       const b = parse(schemas.unwrapBatch, c.body);
       return { items: mapItems(c.service().unwrapBatch(c.caller, b.items), plaintextJson) };
@@ -182,6 +167,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/rewrap",
     op: "rewrap",
+    body: schemas.unwrap,
     handler: (c) => {
       const b = parse(schemas.unwrap, c.body);
       return wrappedJson(c.service().rewrap(c.caller, b.wrapped, b.context));
@@ -191,6 +177,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/batch/rewrap",
     op: "batch-rewrap",
+    body: schemas.unwrapBatch,
     handler: (c) => {
       const b = parse(schemas.unwrapBatch, c.body);
       return { items: mapItems(c.service().rewrapBatch(c.caller, b.items), wrappedJson) };
@@ -203,6 +190,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys",
     op: "create-key",
+    body: createKey,
     handler: (c) => {
       const { name, ...options } = parse(createKey, c.body);
       return c.service().createKey(c.caller, name, options);
@@ -213,6 +201,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys/:name/rotate",
     op: "rotate-key",
+    body: schemas.empty,
     handler: (c) => {
       parse(schemas.empty, c.body);
       return c.service().rotateKey(c.caller, c.params.name);
@@ -222,12 +211,14 @@ export const ROUTES: readonly Route[] = [
     method: "PUT",
     path: "/v1/keys/:name/policy",
     op: "set-key-policy",
+    body: keyPolicy,
     handler: (c) => c.service().setKeyPolicy(c.caller, c.params.name, parse(keyPolicy, c.body)),
   },
   {
     method: "PUT",
     path: "/v1/keys/:name/versions/:version/state",
     op: "set-version-state",
+    body: versionState,
     handler: (c) =>
       c
         .service()
@@ -257,30 +248,35 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/requests/:id/approve",
     op: "approve",
+    body: decision,
     handler: (c) => c.service().approve(c.caller, c.params.id, parse(decision, c.body).reason),
   },
   {
     method: "POST",
     path: "/v1/requests/:id/reject",
     op: "reject",
+    body: decision,
     handler: (c) => c.service().reject(c.caller, c.params.id, parse(decision, c.body).reason),
   },
   {
     method: "POST",
     path: "/v1/keys/:name/destroy",
     op: "request-destroy",
+    body: destroy,
     handler: (c) => c.service().requestDestroy(c.caller, c.params.name, parse(destroy, c.body)),
   },
   {
     method: "POST",
     path: "/v1/keys/:name/cancel-destroy",
     op: "cancel-destroy",
+    body: cancelDestroy,
     handler: (c) => c.service().cancelDestroy(c.caller, c.params.name, parse(cancelDestroy, c.body).version),
   },
   {
     method: "POST",
     path: "/v1/keys/:name/export",
     op: "request-export",
+    body: exportKey,
     handler: (c) => c.service().exportKey(c.caller, c.params.name, parse(exportKey, c.body)),
   },
   {
@@ -296,6 +292,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys/:name/import-params",
     op: "import-params",
+    body: schemas.empty,
     handler: (c) => {
       parse(schemas.empty, c.body);
       return c.service().importParams(c.caller, c.params.name);
@@ -305,6 +302,7 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/keys/:name/import",
     op: "import",
+    body: importKey,
     handler: (c) => {
       const b = parse(importKey, c.body);
       try {
@@ -334,6 +332,7 @@ export const ROUTES: readonly Route[] = [
     method: "PUT",
     path: "/v1/clients/:client/policy",
     op: "request-client-policy",
+    body: clientPolicy,
     handler: (c) => {
       const b = parse(clientPolicy, c.body);
       const policy = b.policy === null ? null : parseClientPolicy(b.policy);
@@ -344,8 +343,12 @@ export const ROUTES: readonly Route[] = [
     method: "POST",
     path: "/v1/master/rotate",
     op: "request-master-rotation",
+    body: masterRotation,
     handler: (c) => c.service().requestMasterRotation(c.caller, parse(masterRotation, c.body).reason),
   },
+
+  // ---- the encryption API for applications ----
+  ...APP_ROUTES,
 ];
 
 export { contextSchema, MAX_BATCH };
