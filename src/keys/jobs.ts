@@ -5,6 +5,7 @@ import { assertKeyName, parseKeyRef } from "../kms/api/key-ref.ts";
 import type { Logger } from "../logger.ts";
 import type { BlobStore } from "../store/blobs.ts";
 import { KEY_CURSOR_START, type KeyJobRow, type KeyRefRange, type MetaStore } from "../store/types.ts";
+import { testHooks } from "../test-hooks.ts";
 import type { KeyManager } from "./provider.ts";
 
 export interface KeyJobDeps {
@@ -87,9 +88,7 @@ export async function jobKeys(keys: KeyManager, key: string | undefined) {
   return [found];
 }
 
-/** Test-only crash point (kill -9 of the job itself), honoured only with ATREST_TEST_MODE=1. */
+/** Test-only crash point: a no-op unless a test installed the hook (src/test-hooks.ts). */
 export function testCrashPoint(kind: string, batch: number): void {
-  if (process.env.ATREST_TEST_MODE !== "1") return;
-  const at = Number(process.env[`ATREST_TEST_CRASH_${kind.toUpperCase()}_AFTER_BATCHES`]);
-  if (Number.isInteger(at) && at > 0 && batch >= at) process.kill(process.pid, "SIGKILL");
+  testHooks().crashPoint?.(kind, batch);
 }

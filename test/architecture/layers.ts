@@ -12,8 +12,10 @@ export interface Layer {
 export const LAYERS: Record<string, Layer> = {
   base: {
     rank: 0,
-    paths: ["crypto/", "errors.ts", "logger.ts", "fsutil/"],
-    why: "node:crypto wrappers, the error family, the logger shape, durable writes and pid checks: used everywhere",
+    paths: ["crypto/", "errors.ts", "logger.ts", "fsutil/", "test-hooks.ts"],
+    why:
+      "node:crypto wrappers, the error family, the logger shape, durable writes and pid checks, the test-hook slot: " +
+      "used everywhere",
   },
   format: { rank: 1, paths: ["format/"], why: "the container format: bytes in, bytes out" },
   foundation: {

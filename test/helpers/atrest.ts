@@ -5,10 +5,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { runCli, stdinOf } from "../../src/cli/run.ts";
+import { installEnvTestHooks } from "./test-hooks.ts";
 
 const execFileP = promisify(execFile);
 export const ROOT = join(import.meta.dirname, "..", "..");
-const CLI = join(ROOT, "src", "cli", "main.ts");
+/** The production entry (installs no test hook). */
+export const PRODUCTION_CLI = join(ROOT, "src", "cli", "main.ts");
+/** What tests start as a process: the production entry behind the environment-driven test hooks (test-entry.ts). */
+export const CLI = join(ROOT, "test", "helpers", "test-entry.ts");
+
+// cli() runs in this process: the same hooks, read from process.env at each use.
+installEnvTestHooks();
 /** The `npx atrest` launcher (re-execs CLI on the pinned Node). */
 export const LAUNCHER = join(ROOT, "bin", "atrest.js");
 

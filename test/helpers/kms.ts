@@ -3,9 +3,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import type { KmsRole } from "../../src/kms/api/caller.ts";
-import { cli, ROOT } from "./atrest.ts";
-
-const CLI = join(ROOT, "src", "cli", "main.ts");
+import { CLI, cli, ROOT } from "./atrest.ts";
 
 export interface KmsSetup {
   dir: string;

@@ -7,6 +7,8 @@ import { KmsDb } from "../../src/kms/db.ts";
 import { Keyring } from "../../src/kms/keyring.ts";
 import { KmsScheduler } from "../../src/kms/scheduler.ts";
 import { KmsService } from "../../src/kms/service.ts";
+import { installTestHooks } from "../../src/test-hooks.ts";
+import { envClock } from "../helpers/test-hooks.ts";
 import { DAY, isErr, openFixture, operator, server } from "./fixture.ts";
 
 const ctx = { fileId: "f-1" };
@@ -83,23 +85,33 @@ describe("scheduler: automatic rotation", () => {
 });
 
 describe("test clock", () => {
-  it("honours ATREST_TEST_CLOCK_FILE only with ATREST_TEST_MODE=1", async () => {
+  it("the test helper honours ATREST_TEST_CLOCK_FILE only with ATREST_TEST_MODE=1", async () => {
     const f = await openFixture();
     try {
       const file = join(f.dir, "clock");
       await writeFile(file, "2031-05-06T07:08:09Z\n");
       assert.equal(
-        kmsClock({ ATREST_TEST_MODE: "1", ATREST_TEST_CLOCK_FILE: file })().toISOString(),
+        envClock({ ATREST_TEST_MODE: "1", ATREST_TEST_CLOCK_FILE: file })()?.toISOString(),
         "2031-05-06T07:08:09.000Z",
       );
-      const real = kmsClock({ ATREST_TEST_CLOCK_FILE: file })();
-      assert.ok(Math.abs(real.getTime() - Date.now()) < 5000);
-      const missing = kmsClock({ ATREST_TEST_MODE: "1", ATREST_TEST_CLOCK_FILE: join(f.dir, "none") })();
-      assert.ok(Math.abs(missing.getTime() - Date.now()) < 5000);
+      assert.equal(envClock({ ATREST_TEST_CLOCK_FILE: file })(), undefined);
+      assert.equal(envClock({ ATREST_TEST_MODE: "1", ATREST_TEST_CLOCK_FILE: join(f.dir, "none") })(), undefined);
       await writeFile(file, "yesterday");
-      assert.throws(() => kmsClock({ ATREST_TEST_MODE: "1", ATREST_TEST_CLOCK_FILE: file })(), /ISO 8601/);
+      assert.throws(() => envClock({ ATREST_TEST_MODE: "1", ATREST_TEST_CLOCK_FILE: file })(), /ISO 8601/);
     } finally {
       await f.close();
     }
+  });
+
+  it("the key manager's clock is the system time unless a test installs a hook in-process", () => {
+    const clock = kmsClock();
+    assert.ok(Math.abs(clock().getTime() - Date.now()) < 5000);
+    const remove = installTestHooks({ now: () => new Date("2040-01-01T00:00:00Z") });
+    try {
+      assert.equal(clock().toISOString(), "2040-01-01T00:00:00.000Z");
+    } finally {
+      remove();
+    }
+    assert.ok(Math.abs(clock().getTime() - Date.now()) < 5000);
   });
 });
