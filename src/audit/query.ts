@@ -59,6 +59,7 @@ const FILE_ACTIONS = new Set<AuditAction>([
   "mkdir",
   "rmdir",
   "permission.change",
+  "attrs.change",
   "share.use",
 ]);
 

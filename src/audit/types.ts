@@ -20,6 +20,7 @@ export type AuditAction =
   | "mkdir"
   | "rmdir"
   | "permission.change" // `path` (or `target`), `detail` says what changed
+  | "attrs.change" // a file's or directory's mtime or mode set by a client (SFTP SETSTAT); `detail` says which
   | "share.use" // a share link was used; `target` is the share id, never the link secret
   // identity and access management
   | "user.add"
@@ -138,6 +139,7 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   mkdir: { category: "file", type: ["creation"], name: "Directory create", severity: 2 },
   rmdir: { category: "file", type: ["deletion"], name: "Directory delete", severity: 4 },
   "permission.change": { category: "iam", type: ["change"], name: "Permission change", severity: 6 },
+  "attrs.change": { category: "file", type: ["change"], name: "File attributes change", severity: 3 },
   "share.use": { category: "file", type: ["access"], name: "Share link use", severity: 4 },
   "user.add": { category: "iam", type: ["user", "creation"], name: "User add", severity: 6 },
   "user.remove": { category: "iam", type: ["user", "deletion"], name: "User remove", severity: 6 },

@@ -2,7 +2,7 @@
 // content of a file in a PGP folder is the OpenPGP message, encrypted as it streams in.
 import type * as openpgp from "openpgp";
 import { AtrestError, HandleClosedError } from "../errors.ts";
-import type { FileStat, WriteHandle } from "../vfs/types.ts";
+import type { FileStat, SetAttrs, WriteHandle } from "../vfs/types.ts";
 import { encryptStream } from "./encrypt.ts";
 import { StreamFeed } from "./feed.ts";
 import { SeipdV1Encryptor, seipdV1Applies } from "./seipd.ts";
@@ -60,7 +60,7 @@ export async function encryptingWriteHandle(inner: WriteHandle, plan: PgpWritePl
       received += data.length;
       await feed.push(data);
     },
-    async close(): Promise<FileStat> {
+    async close(attrs?: SetAttrs): Promise<FileStat> {
       if (finished) throw new HandleClosedError("handle closed");
       finished = true;
       feed.close();
@@ -69,7 +69,7 @@ export async function encryptingWriteHandle(inner: WriteHandle, plan: PgpWritePl
         await inner.abort(false).catch(() => {});
         throw feed.failure;
       }
-      return inner.close();
+      return inner.close(attrs);
     },
     async abort() {
       finished = true;
@@ -119,7 +119,7 @@ async function directHandle(inner: WriteHandle, plan: PgpWritePlan): Promise<Wri
         throw err;
       }
     },
-    async close(): Promise<FileStat> {
+    async close(attrs?: SetAttrs): Promise<FileStat> {
       if (finished) throw new HandleClosedError("handle closed");
       finished = true;
       try {
@@ -129,7 +129,7 @@ async function directHandle(inner: WriteHandle, plan: PgpWritePlan): Promise<Wri
         await inner.abort(false).catch(() => {});
         throw err;
       }
-      return inner.close();
+      return inner.close(attrs);
     },
     async abort() {
       finished = true;

@@ -11,6 +11,7 @@ import type {
   QuotaInfo,
   ReadHandle,
   SessionInfo,
+  SetAttrs,
   VfsSession,
   WriteHandle,
 } from "./types.ts";
@@ -149,11 +150,29 @@ export class Session implements VfsSession {
     );
   }
 
-  async setMtime(path: string, mtime: number): Promise<void> {
+  setMtime(path: string, mtime: number): Promise<void> {
+    return this.setAttrs(path, { mtime });
+  }
+
+  async setAttrs(path: string, attrs: SetAttrs): Promise<void> {
     const p = normalize(path);
-    const node = await this.#resolve(p);
-    this.#perms.require(p, node.kind === "dir" ? "mkdir" : "upload");
-    await this.#vfs.setMtime(node, mtime);
+    const detail = [
+      attrs.mtime !== undefined ? `mtime ${new Date(attrs.mtime).toISOString()}` : "",
+      attrs.mode !== undefined ? `mode ${(attrs.mode & 0o7777).toString(8).padStart(4, "0")}` : "",
+    ]
+      .filter(Boolean)
+      .join(", ");
+    await this.#audited(
+      "attrs.change",
+      p,
+      async () => {
+        const node = await this.#resolve(p);
+        // Changing a file's attributes changes the file: the same right as replacing it.
+        this.#perms.require(p, node.kind === "dir" ? "mkdir" : "overwrite");
+        await this.#vfs.setAttrs(node, attrs);
+      },
+      { detail },
+    );
   }
 
   async openRead(path: string): Promise<ReadHandle> {
@@ -189,6 +208,8 @@ export class Session implements VfsSession {
           user: this.#user,
           path: this.globalPath(p),
           event: this.#event(p),
+          exclusive: options.exclusive,
+          authorize: (op) => this.#perms.require(p, op === "create" ? "upload" : "overwrite"),
         });
       // A folder's write filter (OpenPGP folders: src/pgp/folder.ts) sees what is written as it streams in.
       const folder = await this.#vfs.folders.match(this.globalPath(p));
@@ -202,9 +223,9 @@ export class Session implements VfsSession {
           return writer.size;
         },
         write: (offset, data) => writer.write(offset, data),
-        close: () => {
+        close: (attrs) => {
           this.#writers.delete(handle);
-          return writer.close();
+          return writer.close(attrs);
         },
         abort: (keep) => {
           this.#writers.delete(handle);

@@ -42,13 +42,21 @@ export interface WriteHandle {
    * May buffer; errors of buffered data surface on a later write or on close.
    */
   write(offset: number, data: Buffer): Promise<void>;
-  /** Flush, fsync and commit the new version atomically. */
-  close(): Promise<FileStat>;
+  /** Flush, fsync and commit the new version atomically, with `attrs` (e.g. the client's mtime) set in the same commit. */
+  close(attrs?: SetAttrs): Promise<FileStat>;
   /**
    * Connection lost before close: keep what arrived (committed as a shorter file) so the client can resume,
    * or discard it for a new file when `keepPartial` is false.
    */
   abort(keepPartial: boolean): Promise<void>;
+}
+
+/** Attributes a client may set (SFTP SETSTAT): the mtime, and the permission bits as shown to clients. */
+export interface SetAttrs {
+  /** Milliseconds since the epoch. */
+  mtime?: number;
+  /** POSIX permission bits (0o7777 at most); presentation only, atrest's permissions decide access. */
+  mode?: number;
 }
 
 export interface OpenWriteOptions {
@@ -79,6 +87,8 @@ export interface VfsSession {
   /** Replaces an existing file at `to` only if `overwrite` (posix-rename); otherwise EXISTS. */
   rename(from: string, to: string, overwrite: boolean): Promise<void>;
   setMtime(path: string, mtime: number): Promise<void>;
+  /** Sets mtime and/or mode; needs `overwrite` on a file (`mkdir` on a directory); audited as `attrs.change`. */
+  setAttrs(path: string, attrs: SetAttrs): Promise<void>;
   openRead(path: string): Promise<ReadHandle>;
   openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle>;
   quota(): Promise<QuotaInfo>;

@@ -5,19 +5,20 @@ import { EncryptedWriter } from "../container-io/encrypted-writer.ts";
 import { ParallelSegmentWriter } from "../container-io/parallel-writer.ts";
 import { SealPool } from "../container-io/seal-pool.ts";
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError, QuotaExceededError } from "../errors.ts";
+import { AtrestError, HandleClosedError, NotFoundError, QuotaExceededError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
-import type { BlobStore } from "../store/blobs.ts";
+import type { BlobStore, BlobWriter } from "../store/blobs.ts";
 import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
 import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
 import { KekSelector } from "./kek-select.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
-import type { FileStat } from "./types.ts";
+import type { FileStat, SetAttrs, WriteHandle } from "./types.ts";
+import { Uploads } from "./uploads.ts";
 import { WriteFilters } from "./write-filters.ts";
 
 export interface VfsDeps {
@@ -40,12 +41,47 @@ export interface VfsDeps {
 export const META_KEY_SETTING = "metadata.key";
 export const META_CONTEXT = { purpose: "metadata" };
 
+/** What an upload turns out to be when it commits. */
+export type WriteOp = "create" | "overwrite";
+
 /** Who is writing, for quotas and audit, and where (for folder rules). */
 export interface Writer {
   user: UserRow;
   /** Global path of the file being written (the user's home joined with their path). */
   path: string;
   event: Omit<AuditEvent, "action" | "outcome">;
+  /** Throws unless the writer may do `op` here; called at commit, when it is known which one it is. */
+  authorize(op: WriteOp): void;
+  /** O_EXCL: the name must be free at open and still free at commit; two exclusive opens of one name never both work. */
+  exclusive?: boolean;
+}
+
+interface CommitPlan {
+  parent: NodeRow;
+  name: string;
+  /** The version a resumed upload appends to; it must still be the current one at commit. */
+  base: NodeRow | undefined;
+  who: Writer;
+}
+
+interface UploadState {
+  /** Set before a lost connection's partial is offered for commit (abort keeping the partial). */
+  partial: boolean;
+  /** Attributes the client set on the handle, committed with the version. */
+  attrs?: SetAttrs;
+}
+
+/** The settable attributes, defined ones only, mode cut to permission bits. */
+function cleanAttrs(set: SetAttrs): SetAttrs {
+  const out: SetAttrs = {};
+  if (set.mtime !== undefined) out.mtime = set.mtime;
+  if (set.mode !== undefined) out.mode = set.mode & 0o7777;
+  return out;
+}
+
+interface Committed {
+  stat: FileStat;
+  keyRef: string;
 }
 
 /**
@@ -70,6 +106,7 @@ export class Vfs {
   // One worker for all uploads (sealing) and downloads (opening): on two cores a second one competes with the event
   // loop (measured).
   readonly #seal = new SealPool({ threads: 1 });
+  readonly #uploads = new Uploads();
 
   private constructor(deps: VfsDeps, crypto: MetaCrypto) {
     this.store = deps.store;
@@ -130,7 +167,8 @@ export class Vfs {
   /**
    * Starts a new version of file `name` in `parent` (truncate, or `existing` is undefined), or resumes `existing`
    * (appending: only its last partial segment is re-encrypted, into a copy, so the old version stays intact until
-   * the new one commits).
+   * the new one commits). Nothing is visible under the name before close() commits; what the upload turns out to be
+   * (create or overwrite), the permission for that and the quotas are decided again at commit, in one transaction.
    */
   async openWrite(
     parent: NodeRow,
@@ -138,22 +176,47 @@ export class Vfs {
     existing: NodeRow | undefined,
     truncate: boolean,
     who: Writer,
-  ): Promise<EncryptedWriter<FileStat>> {
-    const user = who.user;
-    const fresh = await this.store.getUserById(user.id);
-    const used = fresh ?? user;
-    if (!existing && user.quotaFiles > 0 && used.usedFiles + 1 > user.quotaFiles) {
-      throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
+  ): Promise<WriteHandle> {
+    const release = who.exclusive ? this.#uploads.claim(parent.id, name) : () => undefined;
+    try {
+      const user = await this.store.getUserById(who.user.id);
+      if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
+      const base = existing && !truncate ? existing : undefined;
+      // What this upload may add to the user's usage: the replaced version is credited when it is the user's own.
+      const sameOwner = existing !== undefined && existing.ownerId === user.id;
+      const credit = sameOwner ? this.tree.attrs(existing).size : 0;
+      const newFiles = sameOwner ? 0 : 1;
+      if (
+        newFiles > 0 &&
+        user.quotaFiles > 0 &&
+        user.usedFiles + this.#uploads.reserved(user.id).files + newFiles > user.quotaFiles
+      ) {
+        throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
+      }
+      const state = { partial: false };
+      const plan: CommitPlan = { parent, name, base, who };
+      const inner = base
+        ? await this.#resume(plan, state)
+        : await this.#newVersion(plan, state, await this.kek.choose(user, who.path));
+      return new Upload(inner, {
+        vfs: this,
+        uploads: this.#uploads,
+        who,
+        user,
+        credit,
+        newFiles,
+        state,
+        release,
+      });
+    } catch (err) {
+      release();
+      throw err;
     }
-    const oldSize = existing ? this.tree.attrs(existing).size : 0;
-    const quotaLeft = () =>
-      user.quotaBytes > 0 ? user.quotaBytes - used.usedBytes + oldSize : Number.POSITIVE_INFINITY;
+  }
 
-    if (existing && !truncate) return this.#resume(parent, name, existing, oldSize, quotaLeft, who);
-
+  async #newVersion(plan: CommitPlan, state: UploadState, kek: { key: string }): Promise<EncryptedWriter<Committed>> {
     const contentId = randomUUID();
-    const { key } = await this.kek.choose(used, who.path);
-    const dk = await this.keys.generateDataKey(key, fileContext(contentId));
+    const dk = await this.keys.generateDataKey(kek.key, fileContext(contentId));
     const { header, keys } = (() => {
       try {
         return createHeader({ dek: dk.plaintext, fileId: contentId, wrappedDek: dk.wrapped });
@@ -161,11 +224,17 @@ export class Vfs {
         zero(dk.plaintext);
       }
     })();
-    const blob = await this.blobs.create();
+    let blob: BlobWriter;
     try {
-      await blob.write([header]);
+      blob = await this.blobs.create();
+      try {
+        await blob.write([header]);
+      } catch (err) {
+        await blob.abort();
+        throw err;
+      }
     } catch (err) {
-      await blob.abort();
+      keys.destroy();
       throw err;
     }
     return new EncryptedWriter({
@@ -173,21 +242,16 @@ export class Vfs {
       keys,
       writer: new ParallelSegmentWriter(this.#seal, keys),
       startSize: 0,
-      quotaLeft,
+      quotaLeft: () => Number.POSITIVE_INFINITY,
       discard: () => blob.abort(),
-      commit: ({ size }) => this.#commitFile(parent, name, blob.id, contentId, dk.keyRef, size, who),
+      commit: ({ size }) => this.#commit(plan, state, blob.id, contentId, dk.keyRef, size),
     });
   }
 
-  async #resume(
-    parent: NodeRow,
-    name: string,
-    existing: NodeRow,
-    oldSize: number,
-    quotaLeft: () => number,
-    who: Writer,
-  ): Promise<EncryptedWriter<FileStat>> {
+  async #resume(plan: CommitPlan, state: UploadState): Promise<EncryptedWriter<Committed>> {
+    const existing = plan.base as NodeRow;
     const contentId = existing.contentId as string;
+    const oldSize = this.tree.attrs(existing).size;
     const source = await this.blobs.open(existing.blobId as string);
     let keys: ReturnType<typeof openContainer>;
     let writer: ParallelSegmentWriter;
@@ -214,52 +278,84 @@ export class Vfs {
       keys,
       writer,
       startSize: oldSize,
-      quotaLeft: () => quotaLeft() - oldSize,
+      quotaLeft: () => Number.POSITIVE_INFINITY,
       discard: () => blob.abort(),
-      commit: ({ size }) => this.#commitFile(parent, name, blob.id, contentId, keyRef, size, who),
+      commit: ({ size }) => this.#commit(plan, state, blob.id, contentId, keyRef, size),
     });
   }
 
-  /** Points `parent/name` at the new blob in one transaction, charges quotas, then drops the replaced blob. */
-  async #commitFile(
-    parent: NodeRow,
-    name: string,
+  /**
+   * Points `parent/name` at the new blob in one transaction, after deciding there what the upload is: a create or an
+   * overwrite (checked against the writer's permissions now, not at open), within the quotas as they stand now, on
+   * the version it appends to (resume). A partial kept after a lost connection never replaces an existing file. On
+   * any refusal the new blob goes and the name keeps what it had. Then the replaced blob is dropped.
+   */
+  async #commit(
+    plan: CommitPlan,
+    state: UploadState,
     blobId: string,
     contentId: string,
     keyRef: string,
     size: number,
-    who: Writer,
-  ): Promise<FileStat> {
-    const stat: FileStat = { kind: "file", size, mtime: Date.now(), mode: 0o644 };
-    const replaced = await this.store.transaction(async (tx) => {
-      const current = await this.tree.child(parent.id, name, tx);
-      if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
-      const id = current?.id ?? randomUUID();
-      const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
-      if (current) {
-        const old = this.tree.attrs(current);
-        await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: who.user.id });
-        if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);
-      } else {
-        await tx.insertNode({
-          id,
-          parentId: parent.id,
-          nameMac: this.#crypto.nameMac(parent.id, name),
-          nameCt: this.#crypto.sealName(id, name),
-          kind: "file",
-          attrsCt,
-          blobId,
-          contentId,
-          keyRef,
-          ownerId: who.user.id,
-        });
-      }
-      await tx.addUsage(who.user.id, size, 1);
-      return current?.blobId ?? undefined;
-    });
-    if (replaced && replaced !== blobId) await this.blobs.remove(replaced);
-    this.audit.record({ ...who.event, action: "upload", outcome: "success", size, keyRef });
-    return stat;
+  ): Promise<Committed> {
+    const { parent, name, base, who } = plan;
+    const stat: FileStat = { kind: "file", size, mtime: Date.now(), mode: 0o644, ...cleanAttrs(state.attrs ?? {}) };
+    try {
+      // A fail-closed audit refuses here, before anything changes.
+      await this.audit.admit?.();
+      const replaced = await this.store.transaction(async (tx) => {
+        const user = await tx.getUserById(who.user.id);
+        if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
+        if (!(await tx.getNode(parent.id))) throw new NotFoundError(`directory of ${name}`);
+        const current = await this.tree.child(parent.id, name, tx);
+        if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
+        if (current && who.exclusive) throw new AtrestError("EXISTS", `already exists: ${name}`);
+        if (base && current?.blobId !== base.blobId) {
+          throw new AtrestError("CONFLICT", `${name} changed while the upload appended to it; upload it again`);
+        }
+        if (state.partial && current && !base) {
+          throw new AtrestError("CONFLICT", `incomplete upload of ${name} not kept: the existing file stays`);
+        }
+        who.authorize(current ? "overwrite" : "create");
+        const old = current ? this.tree.attrs(current) : undefined;
+        const sameOwner = current?.ownerId === user.id;
+        const addBytes = size - (sameOwner && old ? old.size : 0);
+        const addFiles = sameOwner ? 0 : 1;
+        if (user.quotaBytes > 0 && addBytes > 0 && user.usedBytes + addBytes > user.quotaBytes) {
+          throw new QuotaExceededError(`quota exceeded: ${user.quotaBytes} bytes`);
+        }
+        if (user.quotaFiles > 0 && addFiles > 0 && user.usedFiles + addFiles > user.quotaFiles) {
+          throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
+        }
+        const id = current?.id ?? randomUUID();
+        const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
+        if (current && old) {
+          await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: user.id });
+          if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);
+        } else {
+          await tx.insertNode({
+            id,
+            parentId: parent.id,
+            nameMac: this.#crypto.nameMac(parent.id, name),
+            nameCt: this.#crypto.sealName(id, name),
+            kind: "file",
+            attrsCt,
+            blobId,
+            contentId,
+            keyRef,
+            ownerId: user.id,
+          });
+        }
+        await tx.addUsage(user.id, size, 1);
+        return current?.blobId ?? undefined;
+      });
+      if (replaced && replaced !== blobId) await this.blobs.remove(replaced);
+      return { stat, keyRef };
+    } catch (err) {
+      // The blob was already renamed into place: nothing references it, so it goes now (not at the next start).
+      await this.blobs.remove(blobId).catch(() => undefined);
+      throw err;
+    }
   }
 
   /**
@@ -344,12 +440,12 @@ export class Vfs {
     return { outcome: "done", bytes: attrs.size, keyRef };
   }
 
-  async setMtime(node: NodeRow, mtime: number): Promise<void> {
+  async setAttrs(node: NodeRow, set: SetAttrs): Promise<void> {
     await this.store.transaction(async (tx) => {
       const current = await tx.getNode(node.id);
-      if (!current) return;
-      const attrs = this.tree.attrs(current);
-      const attrsCt = this.#crypto.sealAttrs(current.id, current.blobId, current.contentId, { ...attrs, mtime });
+      if (!current) throw new NotFoundError("file");
+      const attrs = { ...this.tree.attrs(current), ...cleanAttrs(set) };
+      const attrsCt = this.#crypto.sealAttrs(current.id, current.blobId, current.contentId, attrs);
       await tx.updateNode(current.id, { attrsCt });
     });
   }
@@ -402,4 +498,141 @@ export class Vfs {
     });
     if (replaced) await this.blobs.remove(replaced);
   }
+}
+
+interface UploadOptions {
+  vfs: Vfs;
+  uploads: Uploads;
+  who: Writer;
+  /** The user row read at open (quota limits and usage then; refreshed before a write is refused). */
+  user: UserRow;
+  /** Bytes of the replaced version the user is charged for now (their own file), 0 otherwise. */
+  credit: number;
+  /** Files this upload adds to the user's count (0 when it replaces their own file). */
+  newFiles: number;
+  state: UploadState;
+  /** Releases the O_EXCL claim on the name. */
+  release: () => void;
+}
+
+/**
+ * One upload as the doors see it: checks and reserves quota as bytes arrive (so parallel uploads of one user cannot
+ * all pass a check that each alone would pass), never commits after a failed write, and records the upload's audit
+ * event: success only once the new version is committed, failure (with the reason) otherwise.
+ */
+class Upload implements WriteHandle {
+  readonly #inner: EncryptedWriter<Committed>;
+  readonly #o: UploadOptions;
+  #user: UserRow;
+  #reservedBytes = 0;
+  #error: unknown;
+  #finished = false;
+
+  constructor(inner: EncryptedWriter<Committed>, options: UploadOptions) {
+    this.#inner = inner;
+    this.#o = options;
+    this.#user = options.user;
+    if (options.newFiles > 0) options.uploads.reserve(options.user.id, 0, options.newFiles);
+  }
+
+  get size(): number {
+    return this.#inner.size;
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (this.#error) throw this.#error;
+    if (offset !== this.#inner.size) {
+      // Refused before anything is stored: the upload stays usable.
+      throw new AtrestError(
+        "UNSUPPORTED",
+        `non-sequential write at ${offset} (file length ${this.#inner.size}); encrypted storage accepts appends only`,
+      );
+    }
+    try {
+      await this.#reserve(offset + data.length);
+      await this.#inner.write(offset, data);
+    } catch (err) {
+      // What is stored is no longer what the client sent: this upload can only be abandoned.
+      this.#error ??= err;
+      throw err;
+    }
+  }
+
+  /** Grows this upload's reservation to a version of `size` bytes, or refuses when the quota does not hold it. */
+  async #reserve(size: number): Promise<void> {
+    const charge = size - this.#o.credit;
+    if (charge <= this.#reservedBytes || this.#user.quotaBytes === 0) return;
+    const uploads = this.#o.uploads;
+    const id = this.#user.id;
+    const fits = () =>
+      this.#user.usedBytes + uploads.reserved(id).bytes - this.#reservedBytes + charge <= this.#user.quotaBytes;
+    if (!fits()) {
+      // Usage read at open may be stale (files deleted, other uploads committed): look again before refusing.
+      this.#user = (await this.#o.vfs.store.getUserById(id)) ?? this.#user;
+      if (this.#user.quotaBytes > 0 && !fits()) {
+        throw new QuotaExceededError(`quota exceeded: ${this.#user.quotaBytes} bytes`);
+      }
+    }
+    uploads.reserve(id, charge - this.#reservedBytes, 0);
+    this.#reservedBytes = charge;
+  }
+
+  async close(attrs?: SetAttrs): Promise<FileStat> {
+    if (this.#finished) throw new HandleClosedError("upload already closed");
+    this.#o.state.attrs = attrs;
+    try {
+      if (this.#error) {
+        await this.#inner.abort(false);
+        throw this.#error;
+      }
+      const { stat, keyRef } = await this.#inner.close();
+      this.#record("success", { size: stat.size, keyRef });
+      return stat;
+    } catch (err) {
+      this.#record("failure", { reason: reasonOf(err) });
+      throw err;
+    } finally {
+      this.#finish();
+    }
+  }
+
+  /**
+   * Connection lost or upload abandoned. With `keepPartial` what arrived is committed as a shorter file (so the
+   * client can resume) only where that replaces nothing: a new name, or the version a resumed upload appended to.
+   */
+  async abort(keepPartial: boolean): Promise<void> {
+    if (this.#finished) return;
+    try {
+      let kept: Committed | undefined;
+      if (keepPartial && !this.#error) {
+        this.#o.state.partial = true;
+        await this.#inner.abort(true);
+        kept = await this.#inner.close().catch(() => undefined);
+      } else await this.#inner.abort(false);
+      this.#record("failure", {
+        reason: this.#error ? reasonOf(this.#error) : "ABORTED",
+        ...(kept
+          ? { size: kept.stat.size, keyRef: kept.keyRef, detail: "incomplete: partial kept for resume" }
+          : { detail: "incomplete: nothing stored, the previous version stays" }),
+      });
+    } finally {
+      this.#finish();
+    }
+  }
+
+  #record(outcome: "success" | "failure", extra: Partial<AuditEvent>): void {
+    this.#o.vfs.audit.record({ ...this.#o.who.event, ...extra, action: "upload", outcome });
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#o.uploads.reserve(this.#user.id, -this.#reservedBytes, -this.#o.newFiles);
+    this.#reservedBytes = 0;
+    this.#o.release();
+  }
+}
+
+function reasonOf(err: unknown): string {
+  return err instanceof AtrestError ? err.code : "INTERNAL";
 }

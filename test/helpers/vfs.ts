@@ -1,10 +1,15 @@
 // Whole-file helpers over a VfsSession for tests that drive the vfs directly (no protocol in between).
 import type { VfsSession } from "../../src/vfs/types.ts";
 
-/** Writes `data` as a new version of `path`, in `chunk`-sized sequential writes. */
+/** Writes `data` as a new version of `path`, in `chunk`-sized sequential writes; a failed write abandons it. */
 export async function put(s: VfsSession, path: string, data: Buffer, chunk = 65_536): Promise<void> {
   const h = await s.openWrite(path, { truncate: true });
-  for (let o = 0; o < data.length; o += chunk) await h.write(o, data.subarray(o, o + chunk));
+  try {
+    for (let o = 0; o < data.length; o += chunk) await h.write(o, data.subarray(o, o + chunk));
+  } catch (err) {
+    await h.abort(false);
+    throw err;
+  }
   await h.close();
 }
 

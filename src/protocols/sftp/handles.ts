@@ -3,7 +3,7 @@
 // every door gets it. What is SFTP's own stays here: WRITEs may arrive slightly out of order, and each handle's writes
 // reach the vfs one at a time, in offset order.
 import { AtrestError, HandleClosedError } from "../../errors.ts";
-import type { FileStat, ReadHandle, WriteHandle } from "../../vfs/types.ts";
+import type { FileStat, ReadHandle, SetAttrs, WriteHandle } from "../../vfs/types.ts";
 
 /** Out-of-order WRITEs held until the gap fills (pipelined clients may reorder slightly). */
 const REORDER_LIMIT = 16 * 1024 * 1024;
@@ -12,9 +12,14 @@ function unsupported(message: string): AtrestError {
   return new AtrestError("UNSUPPORTED", message);
 }
 
+/** Opens the vfs write of a handle whose first WRITE decided it: a new version (truncate) or an append (resume). */
+export type OpenVersion = (truncate: boolean) => Promise<WriteHandle>;
+
 export class WriteFile {
   readonly path: string;
-  private readonly handle: WriteHandle;
+  /** Undefined until decided (see `deferred`). */
+  private handle: WriteHandle | undefined;
+  private opener: OpenVersion | undefined;
   private readonly append: boolean;
   /** Offset the next contiguous byte will have (what the client sees as the file size). */
   private end: number;
@@ -24,14 +29,52 @@ export class WriteFile {
   private chain: Promise<void> = Promise.resolve();
   private error: unknown;
   private finished = false;
-  /** mtime from FSETSTAT, applied after commit (the version does not exist before close). */
-  mtime: number | undefined;
+  /** mtime and mode from FSETSTAT, committed with the version at close (it does not exist before). */
+  attrs: SetAttrs | undefined;
 
-  constructor(path: string, handle: WriteHandle, append: boolean) {
+  constructor(path: string, handle: WriteHandle | undefined, append: boolean, size = handle?.size ?? 0) {
     this.path = path;
     this.handle = handle;
     this.append = append;
-    this.end = handle.size;
+    this.end = size;
+  }
+
+  /**
+   * An existing file of `size` bytes opened for writing without TRUNC or APPEND. OpenSSH's scp (SFTP mode) does that to
+   * overwrite: it writes from offset 0 and finally sets the size to what it wrote; `reput`-style clients write on at
+   * the end. The first WRITE decides: offset 0 starts a new version (replacing the old one at commit), offset `size`
+   * appends. Until then nothing is opened, and a CLOSE without any write leaves the file as it was.
+   */
+  static deferred(path: string, size: number, open: OpenVersion): WriteFile {
+    const file = new WriteFile(path, undefined, false, size);
+    file.opener = open;
+    return file;
+  }
+
+  /** Decides a deferred handle: queues the vfs open before any write. */
+  private decide(truncate: boolean): void {
+    const open = this.opener;
+    if (!open) return;
+    this.opener = undefined;
+    if (truncate) this.end = 0;
+    this.chain = this.chain.then(async () => {
+      try {
+        this.handle = await open(truncate);
+      } catch (err) {
+        this.error ??= err;
+      }
+    });
+  }
+
+  /**
+   * FSETSTAT with a size: the size the client has written is accepted (scp sets it after writing in place), and 0
+   * on a handle no WRITE has decided yet (an empty file replacing this one). Anything else would rewrite encrypted
+   * content.
+   */
+  setSize(size: number): void {
+    if (this.error) throw this.error;
+    if (this.opener && size === 0) this.decide(true);
+    if (size !== this.end) throw unsupported("changing the size is not supported");
   }
 
   get size(): number {
@@ -49,6 +92,7 @@ export class WriteFile {
     if (this.error) throw this.error;
     if (this.finished) throw new HandleClosedError("handle closed");
     if (this.append) offset = this.end;
+    if (this.opener && (offset === 0 || offset === this.end)) this.decide(offset === 0);
     const data = parts.length === 1 ? parts[0] : Buffer.concat(parts, length);
     if (offset === this.end) {
       this.push(data);
@@ -79,7 +123,7 @@ export class WriteFile {
     this.chain = this.chain.then(async () => {
       if (this.error) return;
       try {
-        await this.handle.write(offset, data);
+        await (this.handle as WriteHandle).write(offset, data);
       } catch (err) {
         this.error ??= err;
       }
@@ -90,24 +134,30 @@ export class WriteFile {
     if (this.error) throw this.error;
   }
 
-  /** Commit. On any failure the partial is kept (resumable) and the failure is thrown. */
-  async close(): Promise<FileStat> {
+  /**
+   * Commit. On any failure nothing is committed (the previous version, if any, stays) and the failure is thrown.
+   * Undefined when the handle was never decided: nothing was written, the file is unchanged.
+   */
+  async close(): Promise<FileStat | undefined> {
     this.finished = true;
     await this.chain;
     if (!this.error && this.reorder.size > 0) this.error = unsupported("write left a gap in the file");
     if (this.error) {
-      await this.handle.abort(true).catch(() => {});
+      await this.handle?.abort(false).catch(() => {});
       throw this.error;
     }
-    return this.handle.close();
+    return this.handle?.close(this.attrs);
   }
 
-  /** Connection lost: store what was acknowledged so `reput` can resume, then abort keeping the partial. */
+  /**
+   * Connection lost: offer what was acknowledged as a partial so `reput` can resume (the vfs keeps it only where it
+   * replaces nothing: a new file, or an append to the version it started from).
+   */
   async abort(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
     await this.chain;
-    await this.handle.abort(true);
+    await this.handle?.abort(!this.error);
   }
 }
 

@@ -3,7 +3,7 @@
 
 import { AtrestError, HandleClosedError, InvalidPathError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
-import type { FileStat, VfsSession } from "../../vfs/types.ts";
+import type { FileStat, SetAttrs, VfsSession } from "../../vfs/types.ts";
 import { toStatus } from "./errors.ts";
 import { ReadFile, WriteFile } from "./handles.ts";
 import {
@@ -348,19 +348,21 @@ export class SftpSession {
       }
       case FXP.SETSTAT: {
         const path = normalizePath(r.string());
-        return this.setstat(id, r.attrs(), await vfs.stat(path), (mtime) => vfs.setMtime(path, mtime));
+        return this.setstat(id, r.attrs(), await vfs.stat(path), (set) => vfs.setAttrs(path, set));
       }
       case FXP.FSETSTAT: {
         const { h } = this.handleOf(r);
         const a = r.attrs();
         if (h.kind === "write") {
+          if (a.size !== undefined) h.file.setSize(a.size);
           const size = h.file.size;
-          return this.setstat(id, a, { kind: "file", size, mtime: 0, mode: 0o644 }, async (mtime) => {
-            h.file.mtime = mtime;
+          // Applied with the commit at CLOSE: the version does not exist before.
+          return this.setstat(id, a, { kind: "file", size, mtime: 0, mode: 0o644 }, async (set) => {
+            h.file.attrs = { ...h.file.attrs, ...set };
           });
         }
         const path = h.kind === "dir" ? h.path : h.file.path;
-        return this.setstat(id, a, await vfs.stat(path), (mtime) => vfs.setMtime(path, mtime));
+        return this.setstat(id, a, await vfs.stat(path), (set) => vfs.setAttrs(path, set));
       }
       case FXP.OPENDIR: {
         const path = normalizePath(r.string());
@@ -425,15 +427,18 @@ export class SftpSession {
     id: number,
     a: Attrs,
     current: FileStat,
-    setMtime: (mtime: number) => Promise<void>,
+    setAttrs: (set: SetAttrs) => Promise<void>,
   ): Promise<void> {
     // Truncation would rewrite encrypted content; a size equal to the current one is a no-op some clients send.
     if (a.size !== undefined && a.size !== current.size) {
       return this.status(id, STATUS.OP_UNSUPPORTED, "changing the size is not supported");
     }
     if (a.uid !== undefined) return this.status(id, STATUS.OP_UNSUPPORTED, "changing the owner is not supported");
-    // Modes are presentation only here: accepted and ignored so `put -p` and mirrors do not fail.
-    if (a.mtime !== undefined) await setMtime(a.mtime * 1000);
+    // Modes are presentation only (atrest's permissions decide access), stored so `put -p` and mirrors round-trip.
+    const set: SetAttrs = {};
+    if (a.mtime !== undefined) set.mtime = a.mtime * 1000;
+    if (a.mode !== undefined) set.mode = a.mode & 0o7777;
+    if (set.mtime !== undefined || set.mode !== undefined) await setAttrs(set);
     this.status(id, STATUS.OK);
   }
 
@@ -450,12 +455,28 @@ export class SftpSession {
       }
       return this.send(new Writer(FXP.HANDLE).u32(id).bytes(handle).finish());
     }
-    if (!(pflags & PFLAG.CREAT)) await vfs.stat(path);
+    const existing = await vfs.stat(path).catch((err) => {
+      if (!(pflags & PFLAG.CREAT)) throw err;
+      return undefined;
+    });
+    if (existing?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", "is a directory");
     const exclusive = (pflags & PFLAG.CREAT) !== 0 && (pflags & PFLAG.EXCL) !== 0;
-    const wh = await vfs.openWrite(path, { truncate: (pflags & PFLAG.TRUNC) !== 0 || exclusive, exclusive });
+    const truncate = (pflags & PFLAG.TRUNC) !== 0 || exclusive;
+    const append = (pflags & PFLAG.APPEND) !== 0;
+    if (existing && existing.size > 0 && !truncate && !append) {
+      // Overwrite in place (scp) or continue at the end (reput): the first WRITE tells which (handles.ts).
+      const file = WriteFile.deferred(path, existing.size, (t) => vfs.openWrite(path, { truncate: t }));
+      return this.send(
+        new Writer(FXP.HANDLE)
+          .u32(id)
+          .bytes(this.newHandle({ kind: "write", file }))
+          .finish(),
+      );
+    }
+    const wh = await vfs.openWrite(path, { truncate, exclusive });
     let handle: Buffer;
     try {
-      handle = this.newHandle({ kind: "write", file: new WriteFile(path, wh, (pflags & PFLAG.APPEND) !== 0) });
+      handle = this.newHandle({ kind: "write", file: new WriteFile(path, wh, append) });
     } catch (err) {
       await wh.abort(false).catch(() => {});
       throw err;
@@ -471,8 +492,9 @@ export class SftpSession {
       await h.file.close();
       return this.status(id, STATUS.OK);
     }
-    await h.file.close();
-    if (h.file.mtime !== undefined) await this.ctx.vfs.setMtime(h.file.path, h.file.mtime);
+    const committed = await h.file.close();
+    // A handle no WRITE decided left the file as it was; attributes set on it still apply (as to the file).
+    if (!committed && h.file.attrs) await this.ctx.vfs.setAttrs(h.file.path, h.file.attrs);
     this.status(id, STATUS.OK);
   }
 

@@ -25,6 +25,7 @@ import type {
   QuotaInfo,
   ReadHandle,
   SessionInfo,
+  SetAttrs,
   VfsSession,
   WriteHandle,
 } from "../../../src/vfs/types.ts";
@@ -88,7 +89,7 @@ function recordedWrite(session: RecordedSession, handle: WriteHandle): WriteHand
       return handle.size;
     },
     write: (offset, data) => handle.write(offset, data),
-    close: () => handle.close().finally(done),
+    close: (attrs) => handle.close(attrs).finally(done),
     abort: (keep) => handle.abort(keep).finally(done),
   };
 }
@@ -128,6 +129,9 @@ export class RecordedSession implements VfsSession {
   }
   setMtime(path: string, mtime: number): Promise<void> {
     return this.inner.setMtime(path, mtime);
+  }
+  setAttrs(path: string, attrs: SetAttrs): Promise<void> {
+    return this.inner.setAttrs(path, attrs);
   }
   openRead(path: string): Promise<ReadHandle> {
     return this.inner.openRead(path);
