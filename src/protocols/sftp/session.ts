@@ -28,6 +28,8 @@ export interface SftpChannel {
   on(event: "error", fn: (err: Error) => void): unknown;
   write(b: Buffer): boolean;
   end(): unknown;
+  /** Sends exit-status (ssh2's server channel); OpenSSH's scp fails a transfer whose ssh saw none. */
+  exit?(status: number): unknown;
   pause(): unknown;
   resume(): unknown;
 }
@@ -122,6 +124,8 @@ export class SftpSession {
     // The OpenSSH client waits for our side of the channel to end before it exits.
     ch.on("end", () => {
       this.flush();
+      // As sshd does when sftp-server exits normally: ssh then exits 0, which scp (SFTP mode) requires.
+      if (!this.closed) ch.exit?.(0);
       ch.end();
       void this.shutdown();
     });
