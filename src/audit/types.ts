@@ -38,6 +38,10 @@ export type AuditAction =
   | "key.hmac"
   | "key.sign"
   | "key.verify" // an HMAC or signature checked; `detail` has valid true/false
+  | "secret.write" // an application secret's new version (`target` secret:<name>:v<N>; never the value)
+  | "secret.read" // a secret's value read (`target` names the version), or secrets/versions listed
+  | "secret.delete" // a secret removed: every version's value shredded
+  | "secret.rotation-due" // warning: a secret's rotation reminder came (`detail` rotateAt)
   | "key.destroy"
   | "key.approve"
   | "kms.seal"
@@ -155,6 +159,10 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "key.hmac": { category: "configuration", type: ["access"], name: "HMAC", severity: 2 },
   "key.sign": { category: "configuration", type: ["access"], name: "Sign", severity: 3 },
   "key.verify": { category: "configuration", type: ["access"], name: "Verify", severity: 1 },
+  "secret.write": { category: "configuration", type: ["change"], name: "Secret write", severity: 5 },
+  "secret.read": { category: "configuration", type: ["access"], name: "Secret read", severity: 4 },
+  "secret.delete": { category: "configuration", type: ["deletion"], name: "Secret delete", severity: 6 },
+  "secret.rotation-due": { category: "configuration", type: ["info"], name: "Secret rotation due", severity: 6 },
   "key.destroy": { category: "configuration", type: ["deletion"], name: "Key destroy", severity: 9 },
   "key.approve": { category: "configuration", type: ["allowed"], name: "Key operation approve", severity: 7 },
   "kms.seal": { category: "configuration", type: ["change"], name: "Key manager seal", severity: 8 },

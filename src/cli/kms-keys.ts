@@ -13,7 +13,7 @@ import { localCaller, openEmbeddedKms } from "../kms/embedded.ts";
 import type { KeyringKeyInfo } from "../kms/key-info.ts";
 import { KEY_TYPES, type KeyType } from "../kms/key-types.ts";
 import { readKmsAudit } from "../kms/kms-audit.ts";
-import { type ClientPolicy, KEY_OPERATIONS, parseClientPolicy } from "../kms/policy.ts";
+import { type ClientPolicy, KEY_OPERATIONS, parseClientPolicy, SECRET_OPERATIONS } from "../kms/policy.ts";
 import type { KeyPolicyInput, KmsService } from "../kms/service.ts";
 import { dataOption, requireData, say } from "./common.ts";
 
@@ -414,21 +414,37 @@ export function registerKmsKeys(kms: Command): void {
     policy.command("set <client>").description("ask to set a client's policy: key globs x operations (a request)"),
   )
     .option("--keys <globs>", "comma-separated key name globs, e.g. 'tenant-*,default'")
-    .option("--ops <ops>", `comma-separated operations: ${KEY_OPERATIONS.join(", ")}`)
-    .option("--file <file>", 'a JSON policy {"rules":[{"keys":[…],"ops":[…]}]} instead of --keys/--ops')
+    .option("--secrets <globs>", "comma-separated secret name globs, for the secret operations")
+    .option("--ops <ops>", `comma-separated operations: ${[...KEY_OPERATIONS, ...SECRET_OPERATIONS].join(", ")}`)
+    .option("--file <file>", 'a JSON policy {"rules":[{"keys":[…],"secrets":[…],"ops":[…]}]} instead of --keys/--ops')
     .option("--remove", "ask to remove the client's policy (back to its role's defaults)")
     .option("--reason <text>", "why (shown to the approvers)", "")
     .action(
       async (
         client: string,
-        opts: LocalOpts & { keys?: string; ops?: string; file?: string; remove?: boolean; reason: string },
+        opts: LocalOpts & {
+          keys?: string;
+          secrets?: string;
+          ops?: string;
+          file?: string;
+          remove?: boolean;
+          reason: string;
+        },
       ) => {
         let p: ClientPolicy | null;
         if (opts.remove) p = null;
         else if (opts.file) p = parseClientPolicy(JSON.parse(await readFile(opts.file, "utf8")));
-        else if (opts.keys && opts.ops)
-          p = parseClientPolicy({ rules: [{ keys: KEYS_SPLIT(opts.keys), ops: KEYS_SPLIT(opts.ops) }] });
-        else throw new AtrestError("INVALID_INPUT", "give --keys and --ops, or --file, or --remove");
+        else if ((opts.keys || opts.secrets) && opts.ops)
+          p = parseClientPolicy({
+            rules: [
+              {
+                ...(opts.keys ? { keys: KEYS_SPLIT(opts.keys) } : {}),
+                ...(opts.secrets ? { secrets: KEYS_SPLIT(opts.secrets) } : {}),
+                ops: KEYS_SPLIT(opts.ops),
+              },
+            ],
+          });
+        else throw new AtrestError("INVALID_INPUT", "give --keys and/or --secrets with --ops, or --file, or --remove");
         await withAdmin(opts, "admin", async (a) => requestHint(await a.setClientPolicy(client, p, opts.reason)));
       },
     );
@@ -444,7 +460,8 @@ export function registerKmsKeys(kms: Command): void {
         for (const p of list) {
           for (const r of p.policy.rules) {
             process.stdout.write(
-              `${p.client}\tkeys ${r.keys.join(",")}\tops ${r.ops.join(",")}\tset ${p.updatedAt} (${p.updatedBy})\n`,
+              `${p.client}\t${r.keys ? `keys ${r.keys.join(",")}` : ""}${r.keys && r.secrets ? "\t" : ""}` +
+                `${r.secrets ? `secrets ${r.secrets.join(",")}` : ""}\tops ${r.ops.join(",")}\tset ${p.updatedAt} (${p.updatedBy})\n`,
             );
           }
         }

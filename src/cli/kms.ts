@@ -12,6 +12,7 @@ import type { KmsStatus } from "../kms/api/types.ts";
 import { DEV_MODE_WARNING } from "../kms/embedded.ts";
 import { say } from "./common.ts";
 import { registerKmsKeys } from "./kms-keys.ts";
+import { registerKmsSecrets } from "./kms-secrets.ts";
 import { readSecretLine, readSecretLines } from "./secret-input.ts";
 
 export const DEFAULT_KMS_DIR = "./kms";
@@ -308,4 +309,5 @@ export function registerKms(program: Command): void {
     });
 
   registerKmsKeys(kms);
+  registerKmsSecrets(kms);
 }

@@ -27,6 +27,8 @@ export interface ScheduledRun {
   rotated: string[];
   destroyed: string[];
   executed: string[];
+  /** Application secrets whose rotation reminder came in this pass (warned once per version). */
+  secretsDue?: string[];
 }
 
 /** The parts of KmsService requests work on. */

@@ -141,6 +141,8 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (name, version),
      CHECK ((destroyed_at IS NULL) = (sealed IS NOT NULL))
    ) STRICT;`,
+  // 5: the version of a secret whose rotation reminder was already audited (one warning per version).
+  `ALTER TABLE secrets ADD COLUMN warned_version INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

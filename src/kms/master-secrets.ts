@@ -84,9 +84,26 @@ export function resealUnderNewMaster(
       v: Uint8Array;
     }[];
     for (const { k, v } of secrets) ctx.db.putMeta(k, resealOne(k, v));
+    resealAppSecrets(ctx, resealOne);
     reseal?.(resealOne);
     ctx.db.putMeta(MASTER_CHECK, makeMasterCheck(newMaster));
     persist(newMaster);
     return n;
   });
+}
+
+/** The seal label of an application secret's version (secrets.ts): binds the sealed value to its name and version. */
+export function appSecretLabel(name: string, version: number): string {
+  return `app-secret:${name}:v${version}`;
+}
+
+/** Every live application secret version, re-sealed under the new master (inside the rotation's transaction). */
+function resealAppSecrets(ctx: LifecycleContext, reseal: (label: string, sealed: Uint8Array) => Buffer): void {
+  const rows = ctx.db.prepare("SELECT name, version, sealed FROM secret_versions WHERE sealed IS NOT NULL").all() as {
+    name: string;
+    version: number;
+    sealed: Uint8Array;
+  }[];
+  const update = ctx.db.prepare("UPDATE secret_versions SET sealed = ? WHERE name = ? AND version = ?");
+  for (const r of rows) update.run(reseal(appSecretLabel(r.name, r.version), r.sealed), r.name, r.version);
 }

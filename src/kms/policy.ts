@@ -40,6 +40,16 @@ export const KEY_OPERATIONS = [
 ] as const;
 export type KeyOperation = (typeof KEY_OPERATIONS)[number];
 
+/** Operations on one application secret (secret-ops.ts): a client policy narrows them to secret-name globs. */
+export const SECRET_OPERATIONS = ["read-secret", "write-secret", "delete-secret", "list-secrets"] as const;
+export type SecretOperation = (typeof SECRET_OPERATIONS)[number];
+const SECRET_OPS: ReadonlySet<string> = new Set(SECRET_OPERATIONS);
+const NAMED_OPS: ReadonlySet<string> = new Set([...KEY_OPERATIONS, ...SECRET_OPERATIONS]);
+
+export function isSecretOperation(op: string): op is SecretOperation {
+  return SECRET_OPS.has(op);
+}
+
 /** Operations not tied to one key (role-only). */
 export type GlobalOperation =
   | "list-requests"
@@ -49,16 +59,19 @@ export type GlobalOperation =
   | "request-master-rotation"
   | "seal";
 
-export type KmsOperation = KeyOperation | GlobalOperation;
+export type KmsOperation = KeyOperation | SecretOperation | GlobalOperation;
 
 export const DATA_OPERATIONS: readonly KeyOperation[] = ["generate-data-key", "wrap", "unwrap", "rewrap"];
 /** The encryption API for applications (app-ops.ts). */
 export const APP_OPERATIONS: readonly KeyOperation[] = ["encrypt", "decrypt", "hmac", "verify-hmac", "sign", "verify"];
 
 const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
-  server: new Set<KmsOperation>([...DATA_OPERATIONS, ...APP_OPERATIONS, "read"]),
+  server: new Set<KmsOperation>([...DATA_OPERATIONS, ...APP_OPERATIONS, "read", "read-secret", "list-secrets"]),
   operator: new Set<KmsOperation>([
     "read",
+    "write-secret",
+    "delete-secret",
+    "list-secrets",
     "create",
     "rotate",
     "import",
@@ -71,9 +84,10 @@ const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
     "read-client-policy",
   ]),
   custodian: new Set<KmsOperation>(["read", "list-requests", "decide-request", "cancel-destroy", "seal"]),
-  auditor: new Set<KmsOperation>(["read", "list-requests", "read-client-policy"]),
+  auditor: new Set<KmsOperation>(["read", "list-requests", "read-client-policy", "list-secrets"]),
   admin: new Set<KmsOperation>([
     "read",
+    "list-secrets",
     "list-requests",
     "read-client-policy",
     "request-client-policy",
@@ -90,16 +104,25 @@ export function roleAllows(role: KmsRole, op: KmsOperation): boolean {
 
 const GLOB = /^[a-z0-9._*?-]{1,63}$/;
 
+const globs = z
+  .array(z.string().regex(GLOB, "a key glob uses a-z 0-9 . _ - and the wildcards * and ?"))
+  .min(1)
+  .max(100);
+
 export const clientPolicySchema = z.strictObject({
   rules: z
     .array(
-      z.strictObject({
-        keys: z
-          .array(z.string().regex(GLOB, "a key glob uses a-z 0-9 . _ - and the wildcards * and ?"))
-          .min(1)
-          .max(100),
-        ops: z.array(z.enum(KEY_OPERATIONS)).min(1),
-      }),
+      z
+        .strictObject({
+          /** Key-name globs the rule's key operations apply to. */
+          keys: globs.optional(),
+          /** Secret-name globs the rule's secret operations apply to. */
+          secrets: globs.optional(),
+          ops: z.array(z.enum([...KEY_OPERATIONS, ...SECRET_OPERATIONS])).min(1),
+        })
+        .refine((r) => r.keys !== undefined || r.secrets !== undefined, {
+          error: "a rule names keys, secrets or both",
+        }),
     )
     .max(100),
 });
@@ -125,18 +148,24 @@ const CACHE_LIMIT = 4096;
 
 /** A policy compiled once: regexes built up front, decisions memoised per (op, key), bounded. */
 class CompiledPolicy {
-  readonly #rules: { keys: RegExp[]; ops: ReadonlySet<KeyOperation> }[];
+  readonly #rules: { keys: RegExp[]; secrets: RegExp[]; ops: ReadonlySet<string> }[];
   readonly #cache = new Map<string, boolean>();
 
   constructor(policy: ClientPolicy) {
-    this.#rules = policy.rules.map((r) => ({ keys: r.keys.map(globToRegExp), ops: new Set(r.ops) }));
+    this.#rules = policy.rules.map((r) => ({
+      keys: (r.keys ?? []).map(globToRegExp),
+      secrets: (r.secrets ?? []).map(globToRegExp),
+      ops: new Set<string>(r.ops),
+    }));
   }
 
-  allows(op: KeyOperation, key: string): boolean {
-    const id = `${op}\0${key}`;
+  /** A key operation matches the rules' key globs, a secret operation their secret globs. */
+  allows(op: KeyOperation | SecretOperation, name: string): boolean {
+    const id = `${op}\0${name}`;
     let ok = this.#cache.get(id);
     if (ok === undefined) {
-      ok = this.#rules.some((r) => r.ops.has(op) && r.keys.some((g) => g.test(key)));
+      const secret = isSecretOperation(op);
+      ok = this.#rules.some((r) => r.ops.has(op) && (secret ? r.secrets : r.keys).some((g) => g.test(name)));
       if (this.#cache.size >= CACHE_LIMIT) this.#cache.clear(); // key names come from callers: stay bounded
       this.#cache.set(id, ok);
     }
@@ -171,7 +200,7 @@ export class ClientPolicies {
     if (!roleAllows(caller.role, op)) {
       throw denied(caller, op, key, "its role does not allow it");
     }
-    if (key === undefined || !(KEY_OPERATIONS as readonly string[]).includes(op)) return;
+    if (key === undefined || !NAMED_OPS.has(op)) return;
     if (epoch !== this.#epoch) {
       this.#compiled.clear();
       this.#epoch = epoch;
@@ -182,7 +211,7 @@ export class ClientPolicies {
       compiled = stored ? new CompiledPolicy(stored.policy) : ALLOW_ALL;
       this.#compiled.set(caller.name, compiled);
     }
-    if (!compiled.allows(op as KeyOperation, key)) {
+    if (!compiled.allows(op as KeyOperation | SecretOperation, key)) {
       throw denied(caller, op, key, "its key policy does not allow it");
     }
   }
@@ -223,7 +252,7 @@ export class ClientPolicies {
 }
 
 function denied(caller: KmsCaller, op: KmsOperation, key: string | undefined, why: string): AtrestError {
-  const on = key === undefined ? "" : ` on kek:${key}`;
+  const on = key === undefined ? "" : isSecretOperation(op) ? ` on secret ${key}` : ` on kek:${key}`;
   return new AtrestError(
     "PERMISSION_DENIED",
     `permission denied: client ${caller.name} (role ${caller.role}) may not ${op}${on}: ${why}`,

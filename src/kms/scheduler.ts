@@ -28,7 +28,7 @@ export class KmsScheduler {
   tick(): ScheduledRun | undefined {
     try {
       const run = this.#service.runScheduled();
-      if (run.rotated.length || run.destroyed.length || run.executed.length) this.#onRun(run);
+      if (run.rotated.length || run.destroyed.length || run.executed.length || run.secretsDue?.length) this.#onRun(run);
       return run;
     } catch (err) {
       this.#onError(err);

@@ -8,7 +8,7 @@ import type { KmsCaller } from "./api/caller.ts";
 import { isValidKeyName } from "./api/key-ref.ts";
 import type { EncryptionContext } from "./api/types.ts";
 import type { Keyring } from "./keyring.ts";
-import type { ClientPolicies, KmsOperation } from "./policy.ts";
+import { type ClientPolicies, isSecretOperation, type KmsOperation } from "./policy.ts";
 import { type PendingEvent, type ServiceAudit, scrub } from "./service-audit.ts";
 
 export class ServiceOps {
@@ -41,7 +41,10 @@ export class ServiceOps {
     context: EncryptionContext | undefined,
     fn: (ev: PendingEvent) => T,
   ): T {
-    const ev: PendingEvent = { keyRef: key !== undefined && isValidKeyName(key) ? `kek:${key}` : undefined };
+    const named = key !== undefined && isValidKeyName(key);
+    const ev: PendingEvent = isSecretOperation(op)
+      ? { keyRef: undefined, ...(named ? { target: `secret:${key}` } : {}) }
+      : { keyRef: named ? `kek:${key}` : undefined };
     let result: T;
     try {
       if (this.#closed) throw new KeyUnavailableError("key manager is closed");

@@ -35,6 +35,8 @@ import type { KeyringKeyInfo } from "./key-info.ts";
 import type { CreateKeyOptions } from "./key-lifecycle.ts";
 import type { Keyring } from "./keyring.ts";
 import { ClientPolicies, type ClientPolicy, type KmsOperation, type StoredClientPolicy } from "./policy.ts";
+import { SecretOps } from "./secret-ops.ts";
+import type { SecretInfo, SecretValue, SecretVersionInfo } from "./secrets.ts";
 import { ServiceAudit } from "./service-audit.ts";
 import { ServiceOps } from "./service-op.ts";
 
@@ -49,6 +51,7 @@ export type {
 export type { ItemError, UnwrapResult, WrapResult } from "./data-keys.ts";
 export { DEFAULT_DESTROY_DAYS, type DestroyRequestInput, type ExportRequestInput } from "./dual-control.ts";
 export type { KeyPolicyInput, SettableState } from "./key-admin.ts";
+export type { SecretInfo, SecretValue, SecretVersionInfo } from "./secrets.ts";
 
 export interface KmsServiceOptions {
   /** The KMS audit log (see kms-audit.ts); every call is recorded there. */
@@ -82,6 +85,7 @@ export class KmsService {
   readonly #ops: ServiceOps;
   readonly #dataKeys: DataKeys;
   readonly #app: AppCrypto;
+  readonly #secrets: SecretOps;
   readonly #admin: KeyAdmin;
   readonly #requests: DualControl;
   readonly #import: KeyImport;
@@ -107,6 +111,7 @@ export class KmsService {
     };
     this.#dataKeys = new DataKeys(this.#ops, options.onInternalError ?? (() => {}));
     this.#app = new AppCrypto(this.#ops, options.onInternalError ?? (() => {}));
+    this.#secrets = new SecretOps(this.#ops, audit);
     this.#admin = new KeyAdmin(this.#ops);
     this.#requests = new DualControl(this.#ops, this.#deps);
     this.#import = new KeyImport(this.#ops);
@@ -226,6 +231,30 @@ export class KmsService {
     return this.#app;
   }
 
+  // ---- application secrets (put/remove: operator; get: server, policy-narrowed): secret-ops.ts ----
+
+  /** Writes a new version of `name` (copied and sealed; the caller zeroes `value`). */
+  putSecret(caller: KmsCaller, name: string, value: Buffer, rotateAfterDays?: number | null): SecretInfo {
+    return this.#secrets.put(caller, name, value, rotateAfterDays);
+  }
+
+  /** The current version or `version`; the value is a fresh buffer the caller owns and must zero. */
+  getSecret(caller: KmsCaller, name: string, version?: number): SecretValue {
+    return this.#secrets.get(caller, name, version);
+  }
+
+  listSecrets(caller: KmsCaller, dueOnly = false): SecretInfo[] {
+    return this.#secrets.list(caller, dueOnly);
+  }
+
+  secretVersions(caller: KmsCaller, name: string): { secret: SecretInfo; versions: SecretVersionInfo[] } {
+    return this.#secrets.versions(caller, name);
+  }
+
+  removeSecret(caller: KmsCaller, name: string): { name: string; destroyedVersions: number } {
+    return this.#secrets.remove(caller, name);
+  }
+
   // ---- key management (role operator; reads also auditor, custodian, admin, server): key-admin.ts ----
 
   createKey(caller: KmsCaller, name: string, options: Omit<CreateKeyOptions, "material"> = {}): KeyringKeyInfo {
@@ -330,7 +359,9 @@ export class KmsService {
    * ended, and approved requests whose execution did not finish. Safe to run from several processes at once.
    */
   runScheduled(): ScheduledRun {
-    return runScheduled(this.#deps);
+    const run = runScheduled(this.#deps);
+    const due = this.#secrets.warnDue();
+    return due.length ? { ...run, secretsDue: due } : run;
   }
 
   /** Zeroes the master key and cached KEKs. */

@@ -1,6 +1,6 @@
 // KmsAppClient: what an application (a web app, a field-encryption exit, a batch job) uses to call `atrest kms serve`:
-// the encryption API (encrypt/decrypt with an encryption context, rewrap, data keys, HMAC, signatures) and, in
-// later methods, secrets. HTTPS with mutual TLS through RemoteKms (keep-alive pool, problem+json mapped to
+// the encryption API (encrypt/decrypt with an encryption context, rewrap, data keys, HMAC, signatures) and
+// versioned secrets. HTTPS with mutual TLS through RemoteKms (keep-alive pool, problem+json mapped to
 // AtrestError: PermissionDenied, KeyUnavailableError, IntegrityError for a wrong context …). Documented with
 // examples in docs/kms-clients.md.
 //
@@ -14,6 +14,17 @@ import { errorFromCode } from "./errors.ts";
 import type { DataKey, EncryptionContext } from "./types.ts";
 
 export type KmsAppClientOptions = Omit<RemoteKmsOptions, "coalesce">;
+
+/** What the KMS says about a secret (never its value). */
+export interface SecretMeta {
+  name: string;
+  currentVersion: number;
+  createdAt: string;
+  updatedAt: string;
+  rotateAfterDays?: number;
+  rotateAt?: string;
+  rotationDue: boolean;
+}
 
 /** A batch item: its result, or the error that item alone failed with. */
 export type BatchItem<T> = T | { error: AtrestError };
@@ -150,6 +161,49 @@ export class KmsAppClient {
   async publicKey(key: string, version?: number): Promise<{ keyRef: string; type: string; publicKeyPem: string }> {
     const q = version === undefined ? "" : `?version=${version}`;
     return this.#kms.call("GET", `/v1/keys/${seg(key)}/public-key${q}`);
+  }
+
+  // ---- secrets ----
+
+  /** Writes a new version of a secret (operator certificate); `rotateAfterDays` sets, null clears, the reminder. */
+  putSecret(name: string, value: Buffer | string, rotateAfterDays?: number | null): Promise<SecretMeta> {
+    return this.#kms.call("PUT", `/v1/secrets/${seg(name)}`, {
+      value: b64(value),
+      ...(rotateAfterDays !== undefined ? { rotateAfterDays } : {}),
+    });
+  }
+
+  /** A secret's value (current version, or `version`) in a buffer the caller should zero when done. */
+  async getSecret(
+    name: string,
+    version?: number,
+  ): Promise<{ name: string; version: number; createdAt: string; value: Buffer; rotationDue: boolean }> {
+    const q = version === undefined ? "" : `?version=${version}`;
+    const r = await this.#kms.call<{
+      name: string;
+      version: number;
+      createdAt: string;
+      value: string;
+      rotationDue: boolean;
+    }>("GET", `/v1/secrets/${seg(name)}${q}`);
+    return { ...r, value: Buffer.from(r.value, "base64") };
+  }
+
+  /** Secrets this client may list (metadata only); `dueOnly` keeps those due for rotation. */
+  async listSecrets(dueOnly = false): Promise<SecretMeta[]> {
+    return (await this.#kms.call<{ secrets: SecretMeta[] }>("GET", `/v1/secrets${dueOnly ? "?due=true" : ""}`)).secrets;
+  }
+
+  secretVersions(name: string): Promise<{
+    secret: SecretMeta;
+    versions: { version: number; createdAt: string; createdBy: string; destroyed: boolean }[];
+  }> {
+    return this.#kms.call("GET", `/v1/secrets/${seg(name)}/versions`);
+  }
+
+  /** Removes a secret and shreds every version (operator certificate). */
+  removeSecret(name: string): Promise<{ name: string; destroyedVersions: number }> {
+    return this.#kms.call("DELETE", `/v1/secrets/${seg(name)}`);
   }
 
   /** Closes the connection pool. */

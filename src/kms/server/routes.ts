@@ -20,6 +20,7 @@ import {
   wrappedJson,
 } from "./codec.ts";
 import type { Route } from "./route.ts";
+import { SECRET_ROUTES } from "./secret-routes.ts";
 
 export type { Method, Route, RouteContext, SealControl } from "./route.ts";
 
@@ -349,6 +350,9 @@ export const ROUTES: readonly Route[] = [
 
   // ---- the encryption API for applications ----
   ...APP_ROUTES,
+
+  // ---- application secrets ----
+  ...SECRET_ROUTES,
 ];
 
 export { contextSchema, MAX_BATCH };

@@ -16,6 +16,7 @@ import type { KmsCaller } from "../api/caller.ts";
 import type { KmsStatus } from "../api/types.ts";
 import { loadServerTls } from "../ca.ts";
 import { ClientDirectory } from "../clients.ts";
+import { kmsClock } from "../clock.ts";
 import { KmsDb } from "../db.ts";
 import { KMS_DB_FILE } from "../home.ts";
 import { Keyring } from "../keyring.ts";
@@ -189,7 +190,7 @@ export class KmsServer {
   #openService(master: Buffer): void {
     let keyring: Keyring;
     try {
-      keyring = new Keyring(this.#db, master);
+      keyring = new Keyring(this.#db, master, { now: kmsClock() }); // the system time (a test may move it: clock.ts)
     } catch (e) {
       master.fill(0);
       throw e;
