@@ -9,6 +9,8 @@ export const MAX_PATH_BYTES = 4096;
  */
 export function normalize(path: string): string {
   if (path.includes("\0")) throw new InvalidPathError("contains a NUL byte");
+  // A lone surrogate has no UTF-8 form: stored, it would become U+FFFD and collide with other such names.
+  if (!path.isWellFormed()) throw new InvalidPathError("not valid Unicode text");
   if (Buffer.byteLength(path) > MAX_PATH_BYTES) throw new InvalidPathError(`longer than ${MAX_PATH_BYTES} bytes`);
   const parts: string[] = [];
   for (const part of path.split("/")) {

@@ -337,12 +337,12 @@ export class SftpSession {
     const vfs = this.ctx.vfs;
     switch (type) {
       case FXP.OPEN:
-        return this.open(id, normalizePath(r.string()), r.u32());
+        return this.open(id, normalizePath(r.path()), r.u32());
       case FXP.CLOSE:
         return this.close(id, r);
       case FXP.STAT:
       case FXP.LSTAT: {
-        const st = await vfs.stat(normalizePath(r.string()));
+        const st = await vfs.stat(normalizePath(r.path()));
         return this.send(new Writer(FXP.ATTRS).u32(id).attrs(fileAttrs(st)).finish());
       }
       case FXP.FSTAT: {
@@ -351,7 +351,7 @@ export class SftpSession {
         return this.send(new Writer(FXP.ATTRS).u32(id).attrs(attrs).finish());
       }
       case FXP.SETSTAT: {
-        const path = normalizePath(r.string());
+        const path = normalizePath(r.path());
         return this.setstat(id, r.attrs(), await vfs.stat(path), (set) => vfs.setAttrs(path, set));
       }
       case FXP.FSETSTAT: {
@@ -369,7 +369,7 @@ export class SftpSession {
         return this.setstat(id, a, await vfs.stat(path), (set) => vfs.setAttrs(path, set));
       }
       case FXP.OPENDIR: {
-        const path = normalizePath(r.string());
+        const path = normalizePath(r.path());
         const st = await vfs.stat(path);
         if (st.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", "not a directory");
         return this.send(
@@ -382,25 +382,25 @@ export class SftpSession {
       case FXP.READDIR:
         return this.readdir(id, r);
       case FXP.REMOVE: {
-        const path = normalizePath(r.string());
+        const path = normalizePath(r.path());
         return this.ok(id, () => vfs.remove(path));
       }
       case FXP.MKDIR: {
-        const path = normalizePath(r.string());
+        const path = normalizePath(r.path());
         return this.ok(id, () => vfs.mkdir(path));
       }
       case FXP.RMDIR: {
-        const path = normalizePath(r.string());
+        const path = normalizePath(r.path());
         return this.ok(id, () => vfs.rmdir(path));
       }
       case FXP.REALPATH: {
-        const path = normalizePath(r.string());
+        const path = normalizePath(r.path());
         const w = new Writer(FXP.NAME).u32(id).u32(1).string(path).string(path).attrs({});
         return this.send(w.finish());
       }
       case FXP.RENAME: {
-        const from = normalizePath(r.string());
-        const to = normalizePath(r.string());
+        const from = normalizePath(r.path());
+        const to = normalizePath(r.path());
         return this.ok(id, () => vfs.rename(from, to, false));
       }
       case FXP.READLINK:
@@ -521,12 +521,12 @@ export class SftpSession {
   private async extended(id: number, r: Reader): Promise<void> {
     const name = r.string(256);
     if (name === "posix-rename@openssh.com") {
-      const from = normalizePath(r.string());
-      const to = normalizePath(r.string());
+      const from = normalizePath(r.path());
+      const to = normalizePath(r.path());
       return this.ok(id, () => this.ctx.vfs.rename(from, to, true));
     }
     if (name === "statvfs@openssh.com") {
-      normalizePath(r.string());
+      normalizePath(r.path());
       const q = await this.ctx.vfs.quota();
       const bsize = 4096;
       // Unlimited quota: report a large, stable capacity so `df` and rclone `about` show something sensible.

@@ -1,6 +1,8 @@
 // SFTP v3 wire format (draft-ietf-secsh-filexfer-02) plus the OpenSSH extensions we serve.
 // We parse the subsystem byte stream ourselves: ssh2's SFTP class builds objects and replies per request, which
 // measured slower, and owning the stream lets us batch replies into full 32 KiB SSH packets.
+import { isUtf8 } from "node:buffer";
+import { InvalidPathError } from "../../../errors.ts";
 
 export const FXP = {
   INIT: 1,
@@ -97,6 +99,16 @@ export class Reader {
   string(max = MAX_PATH): string {
     const b = this.bytes();
     if (b.length > max) throw new BadMessage("string too long");
+    return b.toString("utf8");
+  }
+  /**
+   * A file name or path. Bytes that are not UTF-8 are refused, not decoded lossily: two distinct names would both
+   * become U+FFFD and one would silently replace the other.
+   */
+  path(): string {
+    const b = this.bytes();
+    if (b.length > MAX_PATH) throw new BadMessage("string too long");
+    if (!isUtf8(b)) throw new InvalidPathError("file name is not valid UTF-8 (atrest stores names as UTF-8)");
     return b.toString("utf8");
   }
   attrs(): Attrs {
