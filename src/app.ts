@@ -241,6 +241,10 @@ export class App implements Accounts {
     return ok && user ? { username: user.name } : undefined;
   }
 
+  async userId(username: string): Promise<string | undefined> {
+    return (await this.store.getUser(username))?.id;
+  }
+
   async authorizedKeys(username: string): Promise<string[]> {
     return (await this.store.getUser(username))?.publicKeys ?? [];
   }

@@ -109,6 +109,11 @@ export function registerServer(program: Command): void {
       }, 2000);
       defenderSweep.unref();
       const login = new LoginService({ accounts: app, logger, audit: app.audit, defender });
+      // Sessions of removed users end within a few seconds, whichever process removed them.
+      const loginSweep = setInterval(() => {
+        login.sweep().catch((err) => logger.warn({ err }, "login: session sweep failed"));
+      }, 2000);
+      loginSweep.unref();
       if (!config.defender.enabled) say("brute-force defender disabled (defender.enabled false)");
       let sftp: { port: number; close(): Promise<void> } | undefined;
       if (config.sftpPort === 0) {
@@ -144,6 +149,7 @@ export function registerServer(program: Command): void {
         logger.info({ signal }, "shutting down");
         await sftp?.close();
         clearInterval(defenderSweep);
+        clearInterval(loginSweep);
         await pipeline.stop();
         await metrics?.close();
         await app.close();

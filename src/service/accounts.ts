@@ -11,4 +11,6 @@ export interface Accounts {
   /** Authorized public keys in OpenSSH one-line format; empty for unknown users. */
   authorizedKeys(username: string): Promise<string[]>;
   openSession(username: string, info: SessionInfo): Promise<VfsSession>;
+  /** The user's stable id, undefined when there is no such user (removed): live sessions are tied to the id. */
+  userId?(username: string): Promise<string | undefined>;
 }

@@ -6,6 +6,7 @@ import { AtrestError } from "../errors.ts";
 import { assertKeyName } from "../kms/api/key-ref.ts";
 import type { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BanRow, FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "../store/types.ts";
+import { ROOT_ID } from "../vfs/tree.ts";
 import type { Vfs } from "../vfs/vfs.ts";
 import { type Actor, actorFields, requireRole } from "./actor.ts";
 import { liftBans } from "./defender.ts";
@@ -31,6 +32,13 @@ export class Admin {
   async addUser(actor: Actor, input: NewUser): Promise<UserRow> {
     requireRole(actor, MANAGE, "adding a user");
     const user = await buildUser(input);
+    if (await this.#holdsFilesOfRemovedUsers(user.home)) {
+      // Files belong to user ids, not names: a new user of an old name must not inherit the old user's files.
+      throw new AtrestError(
+        "EXISTS",
+        `home ${user.home} holds files of a removed user: give the new user another home (--home), or move or remove those files first`,
+      );
+    }
     await this.#d.store.transaction(async (tx) => {
       if (await tx.getUser(user.name)) throw new AtrestError("EXISTS", `user ${user.name} already exists`);
       await tx.insertUser(user);
@@ -38,6 +46,21 @@ export class Admin {
     await this.#d.vfs.tree.ensureDirs(user.home);
     this.#d.audit.record({ action: "user.add", outcome: "success", ...actorFields(actor), effectiveUser: user.name });
     return user;
+  }
+
+  /** True when a file under the global path `home` is charged to a user id that no longer exists. */
+  async #holdsFilesOfRemovedUsers(home: string): Promise<boolean> {
+    const { store, vfs } = this.#d;
+    const top = await vfs.tree.resolve(ROOT_ID, home).catch(() => undefined);
+    if (!top) return false;
+    const ids = new Set((await store.listUsers()).map((u) => u.id));
+    const pending = [top];
+    for (let node = pending.pop(); node; node = pending.pop()) {
+      if (node.kind === "file") {
+        if (node.ownerId && !ids.has(node.ownerId)) return true;
+      } else pending.push(...(await store.listChildren(node.id)));
+    }
+    return false;
   }
 
   async removeUser(actor: Actor, name: string): Promise<void> {

@@ -37,6 +37,8 @@ export type LoginResult = { outcome: "success"; user: string } | { outcome: "pro
 export interface LiveSession {
   sessionId: string;
   user: string;
+  /** The user's id at login: a user removed (or removed and added again under the same name) no longer matches. */
+  userId?: string;
   protocol: LoginProtocol;
   sourceIp?: string;
   /** Epoch ms. */
@@ -53,6 +55,8 @@ export interface LoginServiceDeps {
 export class LoginService {
   readonly #deps: LoginServiceDeps;
   readonly #live = new Map<string, LiveSession>();
+  /** How the door ends each live connection (registered with `onEnd`). */
+  readonly #ends = new Map<string, () => void>();
 
   constructor(deps: LoginServiceDeps) {
     this.#deps = deps;
@@ -87,6 +91,7 @@ export class LoginService {
       this.#live.set(req.sessionId, {
         sessionId: req.sessionId,
         user,
+        userId: await accounts.userId?.(user),
         protocol: req.protocol,
         sourceIp: req.sourceIp,
         since: Date.now(),
@@ -123,11 +128,53 @@ export class LoginService {
     return this.#deps.accounts.openSession(user, { protocol, sessionId, sourceIp });
   }
 
+  /** The door's way to end connection `sessionId` (e.g. close the SSH connection); used by `endUser` and `sweep`. */
+  onEnd(sessionId: string, end: () => void): void {
+    if (this.#live.has(sessionId)) this.#ends.set(sessionId, end);
+  }
+
+  /** Ends every live connection of `username`, through every door; returns how many. */
+  endUser(username: string): number {
+    let n = 0;
+    for (const live of [...this.#live.values()]) {
+      if (live.user !== username) continue;
+      n++;
+      this.#end(live, "user removed");
+    }
+    return n;
+  }
+
+  /**
+   * Ends the connections of users that no longer exist or are another user now (removed, maybe added again under the
+   * same name): `user rm` runs in another process, so the server calls this every few seconds. Returns how many.
+   */
+  async sweep(): Promise<number> {
+    const userId = this.#deps.accounts.userId?.bind(this.#deps.accounts);
+    if (!userId) return 0;
+    const ids = new Map<string, string | undefined>();
+    let n = 0;
+    for (const live of [...this.#live.values()]) {
+      if (!ids.has(live.user)) ids.set(live.user, await userId(live.user));
+      if (ids.get(live.user) === live.userId) continue;
+      n++;
+      this.#end(live, "user removed");
+    }
+    return n;
+  }
+
+  #end(live: LiveSession, why: string): void {
+    this.#deps.logger.info({ sessionId: live.sessionId, user: live.user }, `${live.protocol}: ending session: ${why}`);
+    const end = this.#ends.get(live.sessionId);
+    if (end) end();
+    else this.logout(live.sessionId);
+  }
+
   /** Ends a logged-in connection and audits the logout. No-op for an id that never logged in. */
   logout(sessionId: string): void {
     const live = this.#live.get(sessionId);
     if (!live) return;
     this.#live.delete(sessionId);
+    this.#ends.delete(sessionId);
     const { user, protocol, sourceIp } = live;
     this.#deps.audit?.record({ action: "logout", outcome: "success", user, protocol, sessionId, sourceIp });
   }

@@ -60,10 +60,18 @@ export class Session implements VfsSession {
     return err;
   }
 
+  /** Refuses every operation once the user is removed (by id: a new user of the same name is someone else). */
+  async #live(): Promise<void> {
+    if (!(await this.#vfs.store.getUserById(this.#user.id))) {
+      throw new AtrestError("PERMISSION_DENIED", `user ${this.#user.name} no longer exists`);
+    }
+  }
+
   /** Runs an operation and records its audit event, with the failure reason when it fails. */
   async #audited<T>(action: AuditAction, path: string, fn: () => Promise<T>, extra?: Partial<AuditEvent>): Promise<T> {
     try {
       await this.#vfs.audit.admit?.();
+      await this.#live();
       const result = await fn();
       this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "success" });
       return result;
@@ -83,6 +91,7 @@ export class Session implements VfsSession {
 
   async stat(path: string): Promise<FileStat> {
     const p = normalize(path);
+    await this.#live();
     // Stat of a directory's entries is part of listing its parent; the home itself is always visible.
     if (p !== "/") this.#perms.require(parentAndName(p).parent, "list");
     return this.#stat(await this.#resolve(p));
@@ -90,6 +99,7 @@ export class Session implements VfsSession {
 
   async list(path: string): Promise<DirEntry[]> {
     const p = normalize(path);
+    await this.#live();
     this.#perms.require(p, "list");
     const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
     const rows = await this.#vfs.store.listChildren(dir.id);
@@ -179,6 +189,7 @@ export class Session implements VfsSession {
     const p = normalize(path);
     try {
       await this.#vfs.audit.admit?.();
+      await this.#live();
       this.#perms.require(p, "download");
       const node = await this.#resolve(p);
       if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
@@ -197,6 +208,7 @@ export class Session implements VfsSession {
     const p = normalize(path);
     try {
       await this.#vfs.audit.admit?.();
+      await this.#live();
       const { parent, name } = parentAndName(p);
       const dir = await this.#vfs.tree.resolveDir(this.#rootId, parent);
       const existing = await this.#vfs.tree.child(dir.id, name);

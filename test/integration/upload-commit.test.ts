@@ -268,3 +268,34 @@ test("a resumed upload whose file was replaced meanwhile is refused, not spliced
     client.end();
   }
 });
+
+test("user rm ends the user's live connections; a new user of the same name does not get the old files", async () => {
+  const name = await user();
+  const r = await sftpAs(name, [`put ${await local("rm-old.bin", Buffer.from("old user's file"))} mine.txt`]);
+  assert.equal(r.code, 0, r.stderr);
+  const a = await connect(f, name);
+  const b = await connect(f, name);
+  const h = await openWrite(a.sftp, "/in-flight.bin", "w");
+  await writeAt(a.sftp, h, 0, randomBytes(10_000));
+  await f.app.removeUser(name);
+  // At once, before the server's sweep: the session refuses everything, by user id.
+  await assert.rejects(
+    call((cb) => b.sftp.readdir("/", cb)),
+    /no longer exists|permission denied/i,
+  );
+  // The server's periodic sweep (every 2 s in `atrest server`) ends both connections.
+  assert.equal(await f.login.sweep(), 2);
+  await within(Promise.all([a.closed, b.closed]), 10_000, "both connections to close");
+  await waitFor("the upload to be aborted", () => f.accounts.openWrites(name) === 0);
+  assert.equal(f.login.sessions().filter((s) => s.user === name).length, 0);
+  const last = uploads(name, "/in-flight.bin").at(-1);
+  assert.equal(last?.outcome, "failure");
+
+  // The old home still holds the removed user's file: a new user of that name is refused, not given it.
+  await assert.rejects(f.app.addUser({ name, publicKeys: [f.publicKey] }), /holds files of a removed user/);
+  await f.app.addUser({ name, publicKeys: [f.publicKey], home: `/${name}-new` });
+  const r2 = await sftpAs(name, ["ls -1a /"]);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.doesNotMatch(r2.stdout, /mine\.txt/);
+  assert.deepEqual(await f.list("/", name), []);
+});

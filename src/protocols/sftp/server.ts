@@ -109,7 +109,14 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
       void authenticate(ctx, { login, sessionId: conn.id, sourceIp }).then((outcome) => {
         // A slow login (argon2 under load) is not idleness: the timer counts from its answer.
         touch();
-        if (outcome.user) user = outcome.user;
+        if (outcome.user) {
+          user = outcome.user;
+          // `user rm` (and the service's sweep) ends the connection, whatever it is doing.
+          login.onEnd(conn.id, () => {
+            for (const s of conn.sessions) void s.shutdown();
+            client.end();
+          });
+        }
         // Like OpenSSH's MaxAuthTries, every refused attempt counts, key probes included.
         else if (outcome.refused && ++failures >= MAX_AUTH_FAILURES) client.end();
       });

@@ -163,6 +163,9 @@ export class RecordingAccounts implements Accounts {
   authorizedKeys(username: string): Promise<string[]> {
     return this.app.authorizedKeys(username);
   }
+  userId(username: string): Promise<string | undefined> {
+    return this.app.userId(username);
+  }
   async openSession(username: string, info: SessionInfo): Promise<VfsSession> {
     const s = new RecordedSession(await this.app.openSession(username, info), info);
     this.sessions.push(s);
