@@ -7,7 +7,13 @@ import { TriggerEngine } from "./events/engine.ts";
 import { pgpApi } from "./events/pgp.ts";
 import { sweepTempTree } from "./fsutil/durable.ts";
 import { checkpointSigner } from "./keys/checkpoint-signer.ts";
-import { DEFAULT_DEK_CACHE_ENTRIES, DEFAULT_DEK_CACHE_SECONDS, DekCache, withDekCache } from "./keys/dek-cache.ts";
+import {
+  DEFAULT_DEK_CACHE_ENTRIES,
+  DEFAULT_DEK_CACHE_SECONDS,
+  DekCache,
+  isKeyStateWatcher,
+  withDekCache,
+} from "./keys/dek-cache.ts";
 import {
   checkKeyManagerBinding,
   type RemoteKmsSettings,
@@ -101,6 +107,11 @@ export interface AppOptions {
    * command running beside a live server must not delete the server's uploads in progress.
    */
   sweep?: boolean;
+  /**
+   * Follow the key manager's key state changes and drop the affected cached DEKs at once (the server; a short-lived
+   * command has nothing cached worth the long poll).
+   */
+  followKeyStates?: boolean;
   /** A remote key manager (`atrest kms serve`); default: the one recorded in the data dir, else the embedded one. */
   kms?: RemoteKmsSettings;
 }
@@ -180,6 +191,11 @@ export class App implements Accounts {
       maxEntries: o.dekCacheEntries ?? DEFAULT_DEK_CACHE_ENTRIES,
     });
     const cached: KeyManager = withDekCache<KeyManager>(keys, dekCache);
+    if (o.followKeyStates && dekCache.enabled && isKeyStateWatcher(keys)) {
+      dekCache.follow(keys, (key, entries) =>
+        logger.info({ key: `kek:${key}`, entries }, "key state changed at the key manager: cached data keys dropped"),
+      );
+    }
     if (o.sweep) {
       // temp files of durable writes (audit cursors, key manager files, kms-remote.json) that a crash left behind;
       // blobs/ has its own sweep (Vfs.open) and far too many entries to list here

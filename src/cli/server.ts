@@ -60,6 +60,7 @@ export function registerServer(program: Command): void {
       const app = await App.open(config.data, {
         logger,
         sweep: true,
+        followKeyStates: true,
         dekCacheSeconds: config.dekCacheSeconds,
         dekCacheEntries: config.dekCacheEntries,
         kms,

@@ -4,10 +4,12 @@
 // Keyed by the wrapped DEK bytes plus the canonical encryption context: a hit needs exactly the pair the key manager
 // accepted, so a cache never lets one file's DEK be fetched under another file's context. Failures are never cached.
 // The age bound is from the unwrap, not from the last use: a key version the KMS stops honouring (minimum decryption
-// version raised, key destroyed) stops working here within maxAgeMs at the latest, however busy the file is.
+// version raised, key destroyed) stops working here within maxAgeMs at the latest, however busy the file is. A key
+// manager that reports key state changes (KeyStateWatcher: RemoteKms long-polls the KMS, the embedded one looks at its
+// database) makes that much sooner: evictKey drops that key's entries at once, so the next read asks the KMS again.
 
-import type { DataKey, EncryptionContext, KeyProvider } from "../kms/api/types.ts";
-import { encodeContext } from "../kms/api/wrapped.ts";
+import type { DataKey, EncryptionContext, KeyProvider, KeyStateWatcher } from "../kms/api/types.ts";
+import { encodeContext, parseWrapped } from "../kms/api/wrapped.ts";
 
 export interface DekCacheOptions {
   /** Entries live this long after the unwrap that produced them. 0 turns the cache off. */
@@ -24,6 +26,8 @@ export const DEFAULT_DEK_CACHE_ENTRIES = 10_000;
 interface Entry {
   dek: Buffer;
   expires: number;
+  /** The KEK name the wrapped DEK names (for evictKey). */
+  key: string;
 }
 
 export interface DekCacheStats {
@@ -41,6 +45,9 @@ export class DekCache {
   readonly #entries = new Map<string, Entry>();
   readonly #inflight = new Map<string, { promise: Promise<Buffer>; waiters: number }>();
   #timer: NodeJS.Timeout | undefined;
+  #unwatch: (() => void) | undefined;
+  /** Bumped by evictKey/clear: a load that started before is not cached when it lands. */
+  #generation = 0;
   #hits = 0;
   #misses = 0;
   #evictions = 0;
@@ -78,9 +85,10 @@ export class DekCache {
     this.#misses++;
     let flight = this.#inflight.get(id);
     if (!flight) {
+      const generation = this.#generation;
       const record = {
         promise: load().then((dek) => {
-          this.#put(id, Buffer.from(dek));
+          if (generation === this.#generation) this.#put(id, Buffer.from(dek), keyNameOf(wrapped));
           return dek;
         }),
         waiters: 0,
@@ -111,16 +119,41 @@ export class DekCache {
   /** Caches a DEK the caller just generated (an upload followed by a download needs no unwrap). Copies `dek`. */
   remember(wrapped: Buffer, context: EncryptionContext, dek: Buffer): void {
     if (!this.enabled) return;
-    this.#put(cacheId(wrapped, context), Buffer.from(dek));
+    this.#put(cacheId(wrapped, context), Buffer.from(dek), keyNameOf(wrapped));
   }
 
   /** Zeroes and drops every entry (e.g. after a key's versions changed and stale DEKs must go now). */
   clear(): void {
+    this.#generation++;
     for (const entry of this.#entries.values()) entry.dek.fill(0);
     this.#entries.clear();
   }
 
+  /** Zeroes and drops the entries of DEKs wrapped under `key` (any version): its state changed at the KMS. */
+  evictKey(key: string): number {
+    this.#generation++;
+    let n = 0;
+    for (const [id, entry] of this.#entries) {
+      if (entry.key !== key) continue;
+      this.#entries.delete(id);
+      entry.dek.fill(0);
+      n++;
+    }
+    this.#evictions += n;
+    return n;
+  }
+
+  /** Follows `watcher`'s key state changes (evictKey per changed key) until close(). */
+  follow(watcher: KeyStateWatcher, onEvict?: (key: string, entries: number) => void): void {
+    this.#unwatch?.();
+    this.#unwatch = watcher.watchKeyStates((keys) => {
+      for (const key of keys) onEvict?.(key, this.evictKey(key));
+    });
+  }
+
   close(): void {
+    this.#unwatch?.();
+    this.#unwatch = undefined;
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     this.clear();
@@ -140,13 +173,13 @@ export class DekCache {
   }
 
   /** Takes ownership of `dek`. */
-  #put(id: string, dek: Buffer): void {
+  #put(id: string, dek: Buffer, key: string): void {
     const old = this.#entries.get(id);
     if (old) {
       this.#entries.delete(id);
       if (old.dek !== dek) old.dek.fill(0);
     }
-    this.#entries.set(id, { dek, expires: this.#now() + this.#maxAgeMs });
+    this.#entries.set(id, { dek, expires: this.#now() + this.#maxAgeMs, key });
     while (this.#entries.size > this.#maxEntries) {
       const [oldest, entry] = this.#entries.entries().next().value as [string, Entry];
       this.#entries.delete(oldest);
@@ -178,6 +211,19 @@ export class DekCache {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
+  }
+}
+
+export function isKeyStateWatcher(p: unknown): p is KeyStateWatcher {
+  return typeof (p as Partial<KeyStateWatcher> | undefined)?.watchKeyStates === "function";
+}
+
+/** The KEK name in a wrapped DEK's header ("" if it is malformed: such a blob never unwraps, so never gets here). */
+function keyNameOf(wrapped: Buffer): string {
+  try {
+    return parseWrapped(wrapped).name;
+  } catch {
+    return "";
   }
 }
 

@@ -7,11 +7,17 @@ import { userInfo } from "node:os";
 import { join } from "node:path";
 import { KeyUnavailableError } from "../errors.ts";
 import type { KmsCaller } from "./api/caller.ts";
-import type { DataKey, EncryptionContext, KeyProvider } from "./api/types.ts";
+import {
+  changedKeys,
+  type DataKey,
+  type EncryptionContext,
+  type KeyProvider,
+  type KeyStateWatcher,
+} from "./api/types.ts";
 import { keyRefOfWrapped } from "./api/wrapped.ts";
 import { kmsClock } from "./clock.ts";
 import { KmsDb } from "./db.ts";
-import type { KeyringKeyInfo } from "./key-info.ts";
+import { type KeyringKeyInfo, keyStateSnapshot } from "./key-info.ts";
 import { Keyring, type KeyringOptions } from "./keyring.ts";
 import { KmsAudit } from "./kms-audit.ts";
 import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
@@ -51,7 +57,10 @@ export function localCaller(role: KmsCaller["role"], name?: string): KmsCaller {
   return { name: `local:${who}`, role };
 }
 
-export interface EmbeddedKms extends KeyProvider {
+/** How often the embedded key manager looks for key state changes made by other processes, ms. */
+const EMBEDDED_WATCH_MS = 250;
+
+export interface EmbeddedKms extends KeyProvider, KeyStateWatcher {
   /** The facade, for governance commands run on the data directory (`atrest kms key …`). */
   readonly service: KmsService;
   listKeys(): Promise<KeyringKeyInfo[]>;
@@ -164,6 +173,25 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
     rotateKey: async (name: string) => service.rotateKey(operator, name),
     setMinDecryptionVersion: async (name: string, version: number) =>
       service.setKeyPolicy(operator, name, { minDecryptionVersion: version }),
+    // In process: key changes come from other processes sharing kms.db (the CLI), so look at it every 250 ms.
+    watchKeyStates: (onChange: (keys: string[]) => void) => {
+      let last = closed ? undefined : keyStateSnapshot(service.keyring.listKeys());
+      const timer = setInterval(() => {
+        if (closed || !last) return;
+        try {
+          const now = keyStateSnapshot(service.keyring.listKeys());
+          if (now.etag !== last.etag) {
+            const keys = changedKeys(last, now);
+            last = now;
+            if (keys.length) onChange(keys);
+          }
+        } catch {
+          // closed meanwhile, or the database busy: look again next time
+        }
+      }, EMBEDDED_WATCH_MS);
+      timer.unref();
+      return () => clearInterval(timer);
+    },
     close: async () => {
       if (closed) return;
       closed = true;

@@ -3,8 +3,9 @@
 
 import type { KmsCaller } from "./api/caller.ts";
 import { formatKeyRef } from "./api/key-ref.ts";
+import type { KeyStateSnapshot } from "./api/types.ts";
 import type { RotationPolicy } from "./db.ts";
-import type { KeyringKeyInfo } from "./key-info.ts";
+import { type KeyringKeyInfo, keyStateSnapshot } from "./key-info.ts";
 import type { CreateKeyOptions } from "./key-lifecycle.ts";
 import type { ServiceOps } from "./service-op.ts";
 
@@ -17,6 +18,9 @@ export interface KeyPolicyInput {
 }
 
 export type SettableState = "active" | "deactivated" | "compromised";
+
+/** How often a waiting key-state watch looks at the database again, ms. */
+const KEY_STATE_POLL_MS = 100;
 
 export class KeyAdmin {
   readonly #ops: ServiceOps;
@@ -59,6 +63,38 @@ export class KeyAdmin {
         }
       });
     });
+  }
+
+  /**
+   * The states of the keys the caller may read, answered when they differ from `since` (an earlier etag) or after
+   * `waitMs` (a long poll: file servers learn of a compromise or a raised minimum within a poll interval). Audited
+   * once per call.
+   */
+  async watchKeyStates(caller: KmsCaller, since: string | undefined, waitMs: number): Promise<KeyStateSnapshot> {
+    let snap = this.#ops.run(caller, "read", "key.read", undefined, undefined, (ev) => {
+      ev.detailExtra = { what: "key-states" };
+      return this.#snapshot(caller);
+    });
+    const deadline = performance.now() + waitMs;
+    while (since !== undefined && snap.etag === since && performance.now() < deadline && !this.#ops.closed) {
+      await new Promise((r) => setTimeout(r, KEY_STATE_POLL_MS));
+      if (this.#ops.closed) break;
+      snap = this.#snapshot(caller);
+    }
+    return snap;
+  }
+
+  #snapshot(caller: KmsCaller): KeyStateSnapshot {
+    const epoch = this.#ops.keyring.epoch();
+    const keys = this.#ops.keyring.listKeys().filter((k) => {
+      try {
+        this.#ops.policies.authorize(caller, "read", k.name, epoch);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    return keyStateSnapshot(keys);
   }
 
   setKeyPolicy(caller: KmsCaller, name: string, policy: KeyPolicyInput): KeyringKeyInfo {

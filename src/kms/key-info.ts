@@ -1,6 +1,7 @@
 // What the keyring reports about a key: its versions, states, minimum versions and rotation schedule.
 
-import type { KeyInfo, KeyVersionInfo } from "./api/types.ts";
+import { createHash } from "node:crypto";
+import type { KeyInfo, KeyStateSnapshot, KeyVersionInfo } from "./api/types.ts";
 import type { KeyOrigin, KeyRow, RotationPolicy, VersionRow } from "./db.ts";
 import type { KeyType } from "./key-types.ts";
 
@@ -66,4 +67,14 @@ export function toInfo(row: KeyRow, versions: VersionRow[]): KeyringKeyInfo {
       return info;
     }),
   };
+}
+
+/** The state part of `keys` (versions' states, minimum decryption versions) with an etag that changes with it. */
+export function keyStateSnapshot(keys: readonly KeyringKeyInfo[]): KeyStateSnapshot {
+  const out = keys.map((k) => ({
+    name: k.name,
+    minDecryptionVersion: k.minDecryptionVersion,
+    versions: k.versions.map((v) => ({ version: v.version, state: v.state })),
+  }));
+  return { etag: createHash("sha256").update(JSON.stringify(out)).digest("base64url").slice(0, 22), keys: out };
 }

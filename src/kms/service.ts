@@ -7,7 +7,7 @@
 
 import type { AuditSink } from "../audit/types.ts";
 import type { KmsCaller } from "./api/caller.ts";
-import type { DataKey, EncryptionContext } from "./api/types.ts";
+import type { DataKey, EncryptionContext, KeyStateSnapshot } from "./api/types.ts";
 import {
   AppCrypto,
   type CiphertextResult,
@@ -272,6 +272,11 @@ export class KmsService {
   /** Keys the caller may read: a client policy narrows the list to its globs. */
   listKeys(caller: KmsCaller): KeyringKeyInfo[] {
     return this.#admin.listKeys(caller);
+  }
+
+  /** Key states the caller may read, when they differ from `since` or after `waitMs` (long poll; see KeyAdmin). */
+  watchKeyStates(caller: KmsCaller, since: string | undefined, waitMs: number): Promise<KeyStateSnapshot> {
+    return this.#admin.watchKeyStates(caller, since, waitMs);
   }
 
   setKeyPolicy(caller: KmsCaller, name: string, policy: KeyPolicyInput): KeyringKeyInfo {

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { DekCache, withDekCache } from "../../src/keys/dek-cache.ts";
 import type { KeyProvider } from "../../src/kms/api/types.ts";
+import { initEmbeddedKms, openEmbeddedKms } from "../../src/kms/embedded.ts";
+import { removeDir, tempDir } from "../helpers/atrest.ts";
 
 const ctx = (id: string) => ({ purpose: "file", content: id });
 
@@ -143,5 +146,55 @@ describe("DEK cache", () => {
     assert.deepEqual(await keys.unwrap(w, ctx("n")), dek, "a fresh DEK is remembered");
     await keys.close();
     assert.equal(cache.size, 0);
+  });
+
+  it("evictKey drops that key's entries only, and a load in flight across the eviction is not cached", async () => {
+    const dir = await tempDir("atrest-dek-evict-");
+    try {
+      await initEmbeddedKms(join(dir, "kms"));
+      const kms = await openEmbeddedKms(join(dir, "kms"), { schedulerIntervalMs: 0 });
+      // Another process (here: a second instance on the same kms.db, as the CLI would be) changes key states.
+      const other = await openEmbeddedKms(join(dir, "kms"), { schedulerIntervalMs: 0 });
+      try {
+        await kms.createKey("tenant");
+        const a = await kms.generateDataKey("default", ctx("a"));
+        const b = await kms.generateDataKey("tenant", ctx("b"));
+        const cache = new DekCache({ maxAgeMs: 60_000, maxEntries: 10 });
+        cache.remember(a.wrapped, ctx("a"), a.plaintext);
+        cache.remember(b.wrapped, ctx("b"), b.plaintext);
+        assert.equal(cache.evictKey("tenant"), 1);
+        assert.equal(cache.size, 1);
+        // A load that started before an eviction lands after it: served to its caller, not cached.
+        let release: () => void = () => {};
+        const gate = new Promise<void>((r) => {
+          release = r;
+        });
+        const pending = cache.unwrap(b.wrapped, ctx("b"), async () => {
+          await gate;
+          return Buffer.from(b.plaintext);
+        });
+        cache.evictKey("tenant");
+        release();
+        assert.deepEqual(await pending, b.plaintext);
+        assert.equal(cache.size, 1, "the stale load was not cached");
+
+        // follow(): the embedded key manager reports another process's change within its 250 ms poll.
+        cache.remember(b.wrapped, ctx("b"), b.plaintext);
+        const seen: string[] = [];
+        const t0 = performance.now();
+        cache.follow(kms, (key) => seen.push(key));
+        await other.service.setVersionState({ name: "op", role: "operator" }, "tenant", 1, "deactivated");
+        while (seen.length === 0 && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+        assert.deepEqual(seen, ["tenant"]);
+        assert.ok(performance.now() - t0 < 1000, `seen after ${(performance.now() - t0).toFixed(0)} ms`);
+        assert.equal(cache.size, 1, "only the default key's entry is left");
+        cache.close();
+      } finally {
+        await other.close();
+        await kms.close();
+      }
+    } finally {
+      await removeDir(dir);
+    }
   });
 });

@@ -10,7 +10,16 @@ import type { TLSSocket } from "node:tls";
 import { AtrestError, KeyUnavailableError } from "../../errors.ts";
 import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./cert-files.ts";
 import { errorFromCode } from "./errors.ts";
-import type { DataKey, EncryptionContext, KeyInfo, KeyProvider, KmsStatus } from "./types.ts";
+import {
+  changedKeys,
+  type DataKey,
+  type EncryptionContext,
+  type KeyInfo,
+  type KeyProvider,
+  type KeyStateSnapshot,
+  type KeyStateWatcher,
+  type KmsStatus,
+} from "./types.ts";
 import { keyRefOfWrapped } from "./wrapped.ts";
 
 export interface RemoteKmsOptions {
@@ -50,7 +59,12 @@ interface PendingUnwrap {
   reject: (e: Error) => void;
 }
 
-export class RemoteKms implements KeyProvider {
+/** Long-poll length of a key-state watch, ms (the server's limit is 10 s; the request deadline must exceed it). */
+const WATCH_WAIT_MS = 8000;
+/** Pause after a failed watch request before the next, ms. */
+const WATCH_RETRY_MS = 500;
+
+export class RemoteKms implements KeyProvider, KeyStateWatcher {
   readonly url: string;
   readonly #host: string;
   readonly #port: number;
@@ -262,6 +276,39 @@ export class RemoteKms implements KeyProvider {
   /** Prometheus text (operator, admin or auditor certificate). */
   async metrics(): Promise<string> {
     return this.#call<string>("GET", "/metrics", undefined, true);
+  }
+
+  /**
+   * Long-polls `GET /v1/key-states` and calls `onChange` with the keys whose state changed (a version deactivated,
+   * compromised or destroyed, a minimum raised, a rotation), within about a round trip of the change. Failed polls
+   * are retried every 0.5 s; the first answer after a failure is compared with the last one seen, so a change made
+   * while the KMS was unreachable is still reported. Returns a function that stops the watch.
+   */
+  watchKeyStates(onChange: (keys: string[]) => void): () => void {
+    let stopped = false;
+    let last: KeyStateSnapshot | undefined;
+    const wait = Math.max(0, Math.min(WATCH_WAIT_MS, this.#requestTimeoutMs - 2000));
+    const loop = async () => {
+      while (!stopped && !this.#closed) {
+        try {
+          const q = last ? `?since=${encodeURIComponent(last.etag)}&wait=${wait}` : "";
+          const snap = await this.#call<KeyStateSnapshot>("GET", `/v1/key-states${q}`);
+          if (stopped) return;
+          if (last && snap.etag !== last.etag) {
+            const keys = changedKeys(last, snap);
+            if (keys.length) onChange(keys);
+          }
+          last = snap;
+        } catch {
+          if (stopped || this.#closed) return;
+          await new Promise((r) => setTimeout(r, WATCH_RETRY_MS).unref());
+        }
+      }
+    };
+    void loop();
+    return () => {
+      stopped = true;
+    };
   }
 
   /** Any other API call (governance routes): JSON in, JSON out, errors mapped. */

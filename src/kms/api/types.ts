@@ -51,3 +51,32 @@ export interface KmsStatus {
   /** Why nothing changed (e.g. "already unsealed"). */
   detail?: string;
 }
+
+/** The state of the keys a client may read, as `GET /v1/key-states` reports it; `etag` changes with any of it. */
+export interface KeyStateSnapshot {
+  etag: string;
+  keys: {
+    name: string;
+    minDecryptionVersion: number;
+    versions: { version: number; state: KeyVersionInfo["state"] }[];
+  }[];
+}
+
+/**
+ * A key manager that reports key state changes (a version deactivated, compromised or destroyed, a minimum decryption
+ * version raised, a rotation) as they happen, so caches of unwrapped data keys can drop what is affected at once.
+ */
+export interface KeyStateWatcher {
+  /** Calls `onChange` with the names of the keys whose state changed; the returned function stops watching. */
+  watchKeyStates(onChange: (keys: string[]) => void): () => void;
+}
+
+/** Names of keys whose entry differs between two snapshots (changed, added or gone). */
+export function changedKeys(before: KeyStateSnapshot, after: KeyStateSnapshot): string[] {
+  const was = new Map(before.keys.map((k) => [k.name, JSON.stringify(k)]));
+  const now = new Map(after.keys.map((k) => [k.name, JSON.stringify(k)]));
+  const out = new Set<string>();
+  for (const [name, v] of now) if (was.get(name) !== v) out.add(name);
+  for (const name of was.keys()) if (!now.has(name)) out.add(name);
+  return [...out].sort();
+}

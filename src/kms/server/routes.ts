@@ -24,6 +24,9 @@ import { SECRET_ROUTES } from "./secret-routes.ts";
 
 export type { Method, Route, RouteContext, SealControl } from "./route.ts";
 
+/** Longest key-state long poll, ms (below the client's request deadline). */
+export const MAX_KEY_STATE_WAIT_MS = 10_000;
+
 /** Roles allowed to read /metrics over mTLS. */
 export const METRICS_ROLES: readonly KmsRole[] = ["operator", "admin", "auditor"];
 
@@ -195,6 +198,21 @@ export const ROUTES: readonly Route[] = [
     handler: (c) => {
       const { name, ...options } = parse(createKey, c.body);
       return c.service().createKey(c.caller, name, options);
+    },
+  },
+  {
+    method: "GET",
+    path: "/v1/key-states",
+    op: "key-states",
+    summary:
+      "States of the keys the caller may read; with ?since=<etag>&wait=<ms ≤ 10000> answers when they change (long poll)",
+    handler: (c) => {
+      const since = c.query.get("since") ?? undefined;
+      const wait = Number(c.query.get("wait") ?? 0);
+      if (!Number.isInteger(wait) || wait < 0 || wait > MAX_KEY_STATE_WAIT_MS) {
+        throw new AtrestError("INVALID_INPUT", `wait must be 0 to ${MAX_KEY_STATE_WAIT_MS} ms`);
+      }
+      return c.service().watchKeyStates(c.caller, since, wait);
     },
   },
   { method: "GET", path: "/v1/keys/:name", op: "get-key", handler: (c) => c.service().getKey(c.caller, c.params.name) },
