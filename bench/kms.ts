@@ -1,5 +1,6 @@
 // KMS throughput over loopback HTTPS with mutual TLS: `atrest kms serve` as its own process (Shamir-sealed, unsealed
 // by the bench), the RemoteKms client in this process with keep-alive sockets. Closed-loop workers per workload.
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, spawnTracked, stop, waitForLine } from "./lib/proc.ts";
 import type { BenchContext, BenchModule, BenchSection } from "./lib/types.ts";
@@ -17,6 +18,19 @@ interface Result {
   /** Per request, ms. */
   p50: number;
   p99: number;
+  /** CPU time of the KMS server process per operation, µs (from /proc/PID/stat). */
+  serverCpuUs?: number;
+}
+
+/** utime + stime of a process, seconds (Linux /proc; NaN elsewhere). */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -69,7 +83,10 @@ export const kms: BenchModule = {
       "workers sends a request and waits for the answer. Single = one unwrap/generate-data-key per request; batch = " +
       "100 per request (`/v1/batch/unwrap`, `/v1/keys/{name}/batch/generate-data-key`); coalesced = single unwrap " +
       "calls that RemoteKms merges into batch requests by itself. Latency percentiles are per request. Client and " +
-      "server share the machine's 2 cores. Vault transit (~1.8k ops/s) is a published figure, not measured here.",
+      "server share the machine's 2 cores. Vault transit (~1.8k ops/s) is a published figure, not measured here. " +
+      "Encrypt API: `KmsAppClient` encrypt/decrypt of 64-byte values with a two-entry encryption context " +
+      "(`/v1/keys/{name}/encrypt`, `…/decrypt`, `…/batch/encrypt` with 100 items). Server CPU µs/op is the KMS " +
+      "process's utime+stime over the run divided by the operations.",
   ],
   async run(ctx: BenchContext): Promise<BenchSection> {
     const { RemoteKms } = await import("../src/kms/api/client.ts");
@@ -116,18 +133,20 @@ export const kms: BenchModule = {
         context: { file: `bench-${i % pool.length}` },
       });
 
-      const run = async (r: Promise<Result>) => {
-        const res = await r;
+      const run = async (r: () => Promise<Result>) => {
+        const cpu0 = cpuSeconds(child.pid);
+        const res = await r();
+        res.serverCpuUs = ((cpuSeconds(child.pid) - cpu0) / res.ops) * 1e6;
         ctx.log(
           `  ${res.workload} c=${res.concurrency} batch=${res.batch}: ${Math.round(res.ops / res.seconds)} ops/s, ` +
-            `p50 ${res.p50.toFixed(2)} ms, p99 ${res.p99.toFixed(2)} ms`,
+            `p50 ${res.p50.toFixed(2)} ms, p99 ${res.p99.toFixed(2)} ms, server ${res.serverCpuUs.toFixed(1)} µs CPU/op`,
         );
         results.push(res);
       };
 
       for (const c of ctx.quick ? [16] : [16, 64]) {
         const k = await client(c, false);
-        await run(
+        await run(() =>
           closedLoop("unwrap", c, 1, seconds, async (w, i) => {
             const it = item(w * 7919 + i);
             (await k.unwrap(it.wrapped, it.context)).fill(0);
@@ -137,7 +156,7 @@ export const kms: BenchModule = {
       }
       {
         const k = await client(16, false);
-        await run(
+        await run(() =>
           closedLoop("generate-data-key", 16, 1, seconds, async (w, i) => {
             (await k.generateDataKey("default", { file: `new-${w}-${i}` })).plaintext.fill(0);
           }),
@@ -146,7 +165,7 @@ export const kms: BenchModule = {
       }
       for (const c of ctx.quick ? [4] : [4, 16]) {
         const k = await client(c, false);
-        await run(
+        await run(() =>
           closedLoop("unwrap", c, 100, seconds, async (w, i) => {
             const items = Array.from({ length: 100 }, (_, j) => item((w * 31 + i) * 100 + j));
             for (const r of await k.unwrapBatch(items)) {
@@ -159,7 +178,7 @@ export const kms: BenchModule = {
       }
       {
         const k = await client(4, false);
-        await run(
+        await run(() =>
           closedLoop("generate-data-key", 4, 100, seconds, async (w, i) => {
             const contexts = Array.from({ length: 100 }, (_, j) => ({ file: `b-${w}-${i}-${j}` }));
             for (const dk of await k.generateDataKeys("default", contexts)) dk.plaintext.fill(0);
@@ -169,7 +188,7 @@ export const kms: BenchModule = {
       }
       {
         const k = await client(16, true);
-        await run(
+        await run(() =>
           closedLoop("unwrap (coalesced)", 256, 1, seconds, async (w, i) => {
             const it = item(w * 7919 + i);
             (await k.unwrap(it.wrapped, it.context)).fill(0);
@@ -178,9 +197,39 @@ export const kms: BenchModule = {
         await k.close();
       }
 
+      // The encryption API for applications.
+      {
+        const { KmsAppClient } = await import("../src/kms/api/apps-client.ts");
+        const value = Buffer.alloc(64, 7);
+        const ctxOf = (i: number) => ({ table: "cards", row: String(i % 1000) });
+        const app = await KmsAppClient.connect({ url, certDir: join(ctx.tmp, "fs"), maxSockets: 16 });
+        const tokens = (await app.encryptBatch(
+          "default",
+          Array.from({ length: 1000 }, (_, i) => ({ plaintext: value, context: ctxOf(i) })),
+        )) as { ciphertext: string }[];
+        await run(() =>
+          closedLoop("encrypt", 16, 1, seconds, async (_w, i) => {
+            await app.encrypt("default", value, ctxOf(i));
+          }),
+        );
+        await run(() =>
+          closedLoop("decrypt", 16, 1, seconds, async (w, i) => {
+            const n = (w * 7919 + i) % 1000;
+            (await app.decrypt("default", (tokens[n] as { ciphertext: string }).ciphertext, ctxOf(n))).fill(0);
+          }),
+        );
+        await run(() =>
+          closedLoop("encrypt", 4, 100, seconds, async (w, i) => {
+            const items = Array.from({ length: 100 }, (_, j) => ({ plaintext: value, context: ctxOf(w + i + j) }));
+            for (const r of await app.encryptBatch("default", items)) if ("error" in r) throw r.error;
+          }),
+        );
+        await app.close();
+      }
+
       const rate = (r: Result) => r.ops / r.seconds;
       const table = [
-        ["workload", "concurrency", "per request", "ops/s", "p50 ms / request", "p99 ms / request"],
+        ["workload", "concurrency", "per request", "ops/s", "p50 ms / request", "p99 ms / request", "server CPU µs/op"],
         ...results.map((r) => [
           r.workload,
           String(r.concurrency),
@@ -188,6 +237,7 @@ export const kms: BenchModule = {
           String(Math.round(rate(r))),
           r.p50.toFixed(2),
           r.p99.toFixed(2),
+          r.serverCpuUs === undefined || Number.isNaN(r.serverCpuUs) ? "-" : r.serverCpuUs.toFixed(1),
         ]),
       ];
       const bestUnwrap = Math.max(...results.filter((r) => r.workload.startsWith("unwrap")).map(rate));
@@ -198,8 +248,10 @@ export const kms: BenchModule = {
         "Every operation is authorized (role + client policy) and written to the KMS audit log; unwrap results are zeroed by the client.",
       ];
       if (ctx.quick) notes.push("`--quick`: shorter runs, fewer concurrency levels; not comparable with full runs.");
+      const enc = results.filter((r) => r.workload === "encrypt").map(rate);
       const summary = [
         `kms unwrap: ${Math.round(single)}/s single requests, ${Math.round(bestUnwrap)}/s best (batched); target ${TARGET}/s, Vault transit ~${VAULT_QUOTED}/s (quoted)`,
+        `kms encrypt API: ${Math.round(enc[0] ?? 0)}/s single requests, ${Math.round(Math.max(...enc))}/s batched`,
       ];
       return { table, notes, summary };
     } finally {

@@ -8,7 +8,6 @@ import { dirname, join } from "node:path";
 import { writeFileDurable, writeFileDurableSync } from "../fsutil/durable.ts";
 import type { Logger } from "../logger.ts";
 import type { Registry } from "../metrics/registry.ts";
-import type { MetaStore } from "../store/types.ts";
 import type { AuditConfig, DestinationConfig } from "./config.ts";
 import { Destination, type DestinationStats, spoolDir } from "./destination.ts";
 import { CLI_ADMIN, compileFilter, type Privileged } from "./filter.ts";
@@ -36,12 +35,20 @@ export interface StatsSnapshot {
   destinations: DestinationStatus[];
 }
 
+/**
+ * Where the pipeline learns who is privileged (for filters that may not hide them): the file server's user store, or
+ * the key manager's client list (custodian and admin certificates).
+ */
+export interface UserSource {
+  listUsers(): Promise<readonly { name: string; role?: string }[]>;
+}
+
 /** The privileged users in the store (admin or custodian role) plus the CLI's admin principal. */
 export class PrivilegedUsers implements Privileged {
   #roles = new Map<string, string>();
-  readonly #store: MetaStore;
+  readonly #store: UserSource;
 
-  constructor(store: MetaStore) {
+  constructor(store: UserSource) {
     this.#store = store;
   }
 
@@ -72,7 +79,7 @@ export interface PipelineDeps {
   audit: AuditLog;
   /** The audit key (to decrypt records for sending). */
   key: KeyObject;
-  store: MetaStore;
+  store: UserSource;
   logger: Logger;
   registry?: Registry;
 }

@@ -2,8 +2,11 @@
 // issue|list|revoke, server-cert, backup, restore) run on the KMS host; seal-state commands (unseal, seal, status)
 // talk to a running `kms serve` over mTLS with a client certificate. Key lifecycle commands: ./kms-keys.ts.
 
+import { readFile } from "node:fs/promises";
 import { type Command, Option } from "commander";
 import { pino } from "pino";
+import * as z from "zod";
+import { type AuditConfig, auditConfigSchema } from "../audit/config.ts";
 import { AtrestError } from "../errors.ts";
 import { sweepTempTree } from "../fsutil/durable.ts";
 import { KMS_ROLES, type KmsRole } from "../kms/api/caller.ts";
@@ -129,40 +132,61 @@ export function registerKms(program: Command): void {
         .default("info")
         .choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     )
-    .action(async (opts: { data: string; host: string; port: number; metricsPort: number; logLevel: string }) => {
-      // Loaded here so that other commands do not pay for the server and certificate code.
-      const { KmsServer } = await import("../kms/server/server.ts");
-      const { startMetricsServer } = await import("../metrics/server.ts");
-      const logger = pino({ level: opts.logLevel, base: { service: "atrest-kms" } });
-      const temps = await sweepTempTree(opts.data, 2);
-      if (temps > 0) logger.warn({ removed: temps }, "removed temp files left by an interrupted write");
-      const server = await KmsServer.start({ dir: opts.data, host: opts.host, port: opts.port, logger });
-      const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
-      say(`kms listening on https://${host}:${server.port}`);
-      const metrics =
-        opts.metricsPort > 0
-          ? await startMetricsServer(server.metrics.registry, "127.0.0.1", opts.metricsPort)
-          : undefined;
-      if (metrics) say(`kms metrics on http://127.0.0.1:${metrics.port}/metrics`);
-      const st = server.status();
-      if (st.kind === "dev-file") process.stderr.write(`\n${DEV_MODE_WARNING}\n\n`);
-      say(
-        st.sealed
-          ? `kms is sealed: ${st.threshold} of ${st.shares} shares needed (atrest kms unseal --kms https://${host}:${server.port} --cert DIR)`
-          : "kms is unsealed",
-      );
-      let stopping = false;
-      const stop = async (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, "kms: shutting down (sealing)");
-        await metrics?.close();
-        await server.close();
-        process.exit(0);
-      };
-      process.on("SIGINT", () => void stop("SIGINT"));
-      process.on("SIGTERM", () => void stop("SIGTERM"));
-    });
+    .addOption(
+      new Option(
+        "--kms-config <file>",
+        'JSON config: {"audit": {"destinations": […]}} ships the KMS audit log to SIEMs (as the server\'s audit section)',
+      ).env("ATREST_KMS_CONFIG"),
+    )
+    .action(
+      async (opts: {
+        data: string;
+        host: string;
+        port: number;
+        metricsPort: number;
+        logLevel: string;
+        kmsConfig?: string;
+      }) => {
+        // Loaded here so that other commands do not pay for the server and certificate code.
+        const { KmsServer } = await import("../kms/server/server.ts");
+        const { startMetricsServer } = await import("../metrics/server.ts");
+        const logger = pino({ level: opts.logLevel, base: { service: "atrest-kms" } });
+        const temps = await sweepTempTree(opts.data, 2);
+        if (temps > 0) logger.warn({ removed: temps }, "removed temp files left by an interrupted write");
+        const audit = opts.kmsConfig ? await readKmsServeConfig(opts.kmsConfig) : undefined;
+        const server = await KmsServer.start({ dir: opts.data, host: opts.host, port: opts.port, logger, audit });
+        if (audit?.destinations.length) {
+          say(
+            `kms audit shipped to ${audit.destinations.map((d) => `${d.name} (${d.transport} ${d.host}:${d.port} ${d.format})`).join(", ")}`,
+          );
+        }
+        const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
+        say(`kms listening on https://${host}:${server.port}`);
+        const metrics =
+          opts.metricsPort > 0
+            ? await startMetricsServer(server.metrics.registry, "127.0.0.1", opts.metricsPort)
+            : undefined;
+        if (metrics) say(`kms metrics on http://127.0.0.1:${metrics.port}/metrics`);
+        const st = server.status();
+        if (st.kind === "dev-file") process.stderr.write(`\n${DEV_MODE_WARNING}\n\n`);
+        say(
+          st.sealed
+            ? `kms is sealed: ${st.threshold} of ${st.shares} shares needed (atrest kms unseal --kms https://${host}:${server.port} --cert DIR)`
+            : "kms is unsealed",
+        );
+        let stopping = false;
+        const stop = async (signal: string) => {
+          if (stopping) return;
+          stopping = true;
+          logger.info({ signal }, "kms: shutting down (sealing)");
+          await metrics?.close();
+          await server.close();
+          process.exit(0);
+        };
+        process.on("SIGINT", () => void stop("SIGINT"));
+        process.on("SIGTERM", () => void stop("SIGTERM"));
+      },
+    );
 
   kms
     .command("unseal")
@@ -310,4 +334,23 @@ export function registerKms(program: Command): void {
 
   registerKmsKeys(kms);
   registerKmsSecrets(kms);
+}
+
+/** `kms serve --kms-config FILE`: today only its `audit` section (the file server's schema: destinations, filters). */
+async function readKmsServeConfig(file: string): Promise<AuditConfig> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(file, "utf8"));
+  } catch (e) {
+    throw new AtrestError("INVALID_INPUT", `--kms-config ${file}: ${(e as Error).message}`);
+  }
+  const r = z.strictObject({ audit: auditConfigSchema.optional() }).safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new AtrestError(
+      "INVALID_INPUT",
+      `--kms-config ${file}: ${issue?.path.join(".") || "config"}: ${issue?.message ?? "invalid"}`,
+    );
+  }
+  return r.data.audit ?? { failClosed: false, destinations: [] };
 }

@@ -4,7 +4,7 @@
 // they are re-sealed, not changed, when the master key rotates, so old records stay readable. Until the master key is
 // available (a sealed KMS), events (unseal attempts, refused calls) are buffered in memory and written once unsealed.
 
-import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { keyFingerprint, type Signer } from "../audit/chain.ts";
@@ -39,6 +39,7 @@ export class KmsAudit implements AuditSink {
   readonly #checkpointEvery: number | undefined;
   readonly #failClosed: boolean;
   #log: AuditLog | undefined;
+  #recordKey: KeyObject | undefined;
   #buffer: AuditRecord[] = [];
   #dropped = 0;
 
@@ -77,6 +78,7 @@ export class KmsAudit implements AuditSink {
   unseal(keyring: Keyring): void {
     if (this.#log) return;
     const key = keyring.namedSecret(RECORD_KEY);
+    this.#recordKey = createSecretKey(key);
     const signer = signerFrom(keyring);
     const log = new AuditLog(this.path, key, {
       signer,
@@ -102,6 +104,11 @@ export class KmsAudit implements AuditSink {
     this.#log = log;
   }
 
+  /** The open log and its record key, for the SIEM pipeline (undefined while sealed). */
+  get source(): { log: AuditLog; key: KeyObject } | undefined {
+    return this.#log && this.#recordKey ? { log: this.#log, key: this.#recordKey } : undefined;
+  }
+
   /** Writes records still queued for a group commit (AuditLog batches writes when it can). */
   flush(): void {
     this.#log?.flush();
@@ -111,6 +118,7 @@ export class KmsAudit implements AuditSink {
   async seal(): Promise<void> {
     const log = this.#log;
     this.#log = undefined;
+    this.#recordKey = undefined;
     await log?.close();
   }
 

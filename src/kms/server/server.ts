@@ -9,13 +9,15 @@ import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
+import type { AuditConfig } from "../../audit/config.ts";
+import { AuditPipeline } from "../../audit/pipeline.ts";
 import { AtrestError, KeyUnavailableError } from "../../errors.ts";
 import { type Logger, silentLogger } from "../../logger.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../../metrics/registry.ts";
 import type { KmsCaller } from "../api/caller.ts";
 import type { KmsStatus } from "../api/types.ts";
 import { loadServerTls } from "../ca.ts";
-import { ClientDirectory } from "../clients.ts";
+import { ClientDirectory, listClients } from "../clients.ts";
 import { kmsClock } from "../clock.ts";
 import { KmsDb } from "../db.ts";
 import { KMS_DB_FILE } from "../home.ts";
@@ -45,6 +47,11 @@ export interface KmsServerOptions {
   service?: KmsServiceOptions;
   /** Scheduler period (auto rotation, due destruction), ms; 0 disables. Default 60 s. */
   schedulerIntervalMs?: number;
+  /**
+   * SIEM destinations for the KMS audit log: the file server's `audit` config (destinations, formats, filters,
+   * spool), shipped while unsealed. Spool cursors and stats.json live in `<dir>/audit/`.
+   */
+  audit?: AuditConfig;
 }
 
 const VERSION = "1";
@@ -63,6 +70,8 @@ export class KmsServer {
   readonly #audit: KmsAudit;
   readonly #schedulerMs: number;
   #scheduler: KmsScheduler | undefined;
+  readonly #auditConfig: AuditConfig | undefined;
+  #pipeline: Promise<AuditPipeline | undefined> | undefined;
   #service: KmsService | undefined;
   #server: Server | undefined;
   #closed = false;
@@ -76,6 +85,7 @@ export class KmsServer {
     this.#bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
     this.#audit = new KmsAudit(dir);
     this.#schedulerMs = options.schedulerIntervalMs ?? DEFAULT_SCHEDULER_INTERVAL_MS;
+    this.#auditConfig = options.audit;
     this.#serviceOptions = {
       auditLog: this.#audit,
       persistMaster: (m: Buffer) => this.#source.storeMaster(m),
@@ -204,6 +214,7 @@ export class KmsServer {
     }
     const service = new KmsService(keyring, this.#serviceOptions);
     this.#service = service;
+    this.#startPipeline();
     if (this.#schedulerMs > 0) {
       this.#scheduler = new KmsScheduler(service, {
         onError: (err) => this.#logger.error({ err }, "kms: scheduled pass failed"),
@@ -301,9 +312,41 @@ export class KmsServer {
     },
   };
 
+  /** Ships the (now open) KMS audit log to the configured SIEM destinations, until the next seal. */
+  #startPipeline(): void {
+    const source = this.#audit.source;
+    if (!this.#auditConfig || this.#auditConfig.destinations.length === 0 || !source) return;
+    const db = this.#db;
+    const users = {
+      // custodian and admin certificates are the KMS's privileged identities: a filter may not hide them
+      listUsers: async () =>
+        listClients(db)
+          .filter((c) => c.revokedAt === null)
+          .map((c) => ({ name: c.name, role: c.role })),
+    };
+    this.#pipeline = AuditPipeline.start(this.#auditConfig, {
+      audit: source.log,
+      key: source.key,
+      store: users,
+      logger: this.#logger,
+    }).catch((err: unknown) => {
+      this.#logger.error({ err }, "kms: audit shipping to the SIEM did not start");
+      return undefined;
+    });
+  }
+
+  /** Destinations of the KMS audit pipeline with their delivery state (tests, status). */
+  async auditPipeline(): Promise<AuditPipeline | undefined> {
+    return this.#pipeline;
+  }
+
   async #sealNow(): Promise<void> {
     const service = this.#service;
     this.#service = undefined;
+    const pipeline = this.#pipeline;
+    this.#pipeline = undefined;
+    // Deliver what is written (a few seconds at most) and save the cursors before the log closes.
+    await (await pipeline)?.stop();
     this.#scheduler?.stop();
     this.#scheduler = undefined;
     service?.close();
