@@ -7,6 +7,7 @@ import type { KeyStateSnapshot } from "./api/types.ts";
 import type { RotationPolicy } from "./db.ts";
 import { type KeyringKeyInfo, keyStateSnapshot } from "./key-info.ts";
 import type { CreateKeyOptions } from "./key-lifecycle.ts";
+import { type KmsOperation, roleAllows } from "./policy.ts";
 import type { ServiceOps } from "./service-op.ts";
 
 export interface KeyPolicyInput {
@@ -18,6 +19,9 @@ export interface KeyPolicyInput {
 }
 
 export type SettableState = "active" | "deactivated" | "compromised";
+
+/** A key's state is reported to a caller that may do one of these with it. */
+const WATCHED_OPS: readonly KmsOperation[] = ["read", "unwrap", "decrypt"];
 
 /** How often a waiting key-state watch looks at the database again, ms. */
 const KEY_STATE_POLL_MS = 100;
@@ -84,16 +88,20 @@ export class KeyAdmin {
     return snap;
   }
 
+  /** Keys the caller may read or use to decrypt (a cache of its DEKs must hear of their changes even without read). */
   #snapshot(caller: KmsCaller): KeyStateSnapshot {
     const epoch = this.#ops.keyring.epoch();
-    const keys = this.#ops.keyring.listKeys().filter((k) => {
+    const may = (op: KmsOperation, name: string) => {
       try {
-        this.#ops.policies.authorize(caller, "read", k.name, epoch);
+        this.#ops.policies.authorize(caller, op, name, epoch);
         return true;
       } catch {
         return false;
       }
-    });
+    };
+    const keys = this.#ops.keyring
+      .listKeys()
+      .filter((k) => WATCHED_OPS.some((op) => roleAllows(caller.role, op) && may(op, k.name)));
     return keyStateSnapshot(keys);
   }
 
