@@ -116,7 +116,7 @@ export function registerServer(program: Command): void {
       }, 2000);
       loginSweep.unref();
       if (!config.defender.enabled) say("brute-force defender disabled (defender.enabled false)");
-      let sftp: { port: number; close(): Promise<void> } | undefined;
+      let sftp: { port: number; transport: { describe: string }; close(): Promise<void> } | undefined;
       if (config.sftpPort === 0) {
         say("sftp disabled (--sftp-port 0)");
       } else {
@@ -136,6 +136,7 @@ export function registerServer(program: Command): void {
           maxSessions: config.maxSessions,
         });
         say(`sftp listening on ${config.host}:${sftp.port}`);
+        say(`sftp transport crypto: ${sftp.transport.describe}`);
         for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
       }
       await app.triggers.start();

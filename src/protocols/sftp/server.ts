@@ -4,12 +4,12 @@
 // atrest has virtual users and must run from `npm start` without root.
 import { randomUUID } from "node:crypto";
 import { createServer, type Socket } from "node:net";
-import type { Connection, ServerChannel } from "ssh2";
+import type { CipherAlgorithm, Connection, ServerChannel } from "ssh2";
 import ssh2 from "ssh2";
 import type { Logger } from "../../logger.ts";
 import type { LoginService } from "../../service/login.ts";
 import { authenticate, MAX_AUTH_FAILURES } from "./auth.ts";
-import { speedUpSsh2Crypto } from "./fastcrypto.ts";
+import { speedUpSsh2Crypto, type TransportCrypto, transportCrypto } from "./fastcrypto.ts";
 import { SftpSession } from "./session.ts";
 
 export interface SftpServerOptions {
@@ -33,6 +33,8 @@ export interface SftpServerOptions {
 
 export interface SftpServer {
   port: number;
+  /** The SSH transport crypto in use (native binding or pure JS) and the ciphers offered. */
+  transport: TransportCrypto;
   close(): Promise<void>;
 }
 
@@ -66,6 +68,7 @@ function growWindow(conn: Connection, ch: ServerChannel, target: number): void {
 
 export async function startSftpServer(options: SftpServerOptions): Promise<SftpServer> {
   speedUpSsh2Crypto();
+  const transport = await transportCrypto();
   const { login, logger } = options;
   const idleMs = options.idleTimeoutMs ?? 10 * 60_000;
   const maxSessions = options.maxSessions ?? 256;
@@ -77,6 +80,8 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
     hostKeys: options.hostKeys,
     banner: options.banner,
     ident: "atrest",
+    // ssh2's defaults minus any cipher its native binding gets wrong (checked at start, see fastcrypto.ts).
+    algorithms: { cipher: transport.ciphers as CipherAlgorithm[] },
   });
   ssh.on("error", (err: Error) => logger.warn({ err }, "sftp: ssh server error"));
 
@@ -209,7 +214,7 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
   tcp.on("error", (err) => logger.error({ err }, "sftp: listener error"));
   const address = tcp.address();
   const port = typeof address === "object" && address ? address.port : options.port;
-  logger.info({ host: options.host, port }, "sftp listening");
+  logger.info({ host: options.host, port, transportCrypto: transport.describe }, "sftp listening");
 
   const close = async (): Promise<void> => {
     if (closing) return;
@@ -232,5 +237,5 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
     }
   };
 
-  return { port, close };
+  return { port, transport, close };
 }
