@@ -55,6 +55,20 @@ function findNodeGyp(): string | undefined {
 const gyp = findNodeGyp();
 if (!gyp) fail("node-gyp not found (it ships with npm)");
 const binding = join(cryptoDir, "build", "Release", "sshcrypto.node");
+
+// node-gyp lets npm's config in the environment override its command line, and Debian's npm sets nodedir=/usr
+// (/usr/lib/node_modules/npm/npmrc), the system Node 20's headers: the environment must name the pinned headers too.
+function gypEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!/^npm_(config|package_config_node_gyp)_(nodedir|target)$/i.test(k)) env[k] = v;
+  }
+  env.npm_config_nodedir = nodeDir;
+  env.npm_config_target = process.version;
+  // node-gyp runs `node -e "require('nan')"`: the pinned Node first, as for every npm script.
+  env.PATH = `${dirname(process.execPath)}:${process.env.PATH ?? ""}`;
+  return env;
+}
 rmSync(join(cryptoDir, "build"), { recursive: true, force: true });
 const built = spawnSync(
   process.execPath,
@@ -70,8 +84,7 @@ const built = spawnSync(
     cwd: cryptoDir,
     encoding: "utf8",
     stdio: ["ignore", "pipe", "pipe"],
-    // node-gyp runs `node -e "require('nan')"`: the pinned Node first, as for every npm script.
-    env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}` },
+    env: gypEnv(),
   },
 );
 if (built.error || built.status !== 0) {
