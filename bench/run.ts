@@ -1,4 +1,4 @@
-// Benchmark runner: `npm run bench [-- [--quick] [--self-test] [--no-write] [module...]]`.
+// Benchmark runner: `npm run bench [-- [--quick] [--self-test] [--no-write] [--profile] [module...]]`.
 // Runs the selected modules (all by default), prints the ratios and rewrites their sections of docs/benchmarks.md.
 import { mkdirSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -22,7 +22,8 @@ const docPath = join(root, "docs", "benchmarks.md");
 const USAGE = `usage: npm run bench -- [--quick] [--self-test] [--no-write] [${MODULES.map((m) => m.name).join("|")}]...
   --quick      smaller sizes, one run each (a smoke test; figures are not comparable)
   --self-test  harness check: a second OpenSSH sshd stands in for atrest (implies --no-write)
-  --no-write   print results only; leave docs/benchmarks.md alone`;
+  --no-write   print results only; leave docs/benchmarks.md alone
+  --profile    also write a CPU profile of the atrest server (sftp: .cache/profiles/*.cpuprofile)`;
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
@@ -33,7 +34,8 @@ async function main(): Promise<number> {
   const flags = new Set(args.filter((a) => a.startsWith("--")));
   const names = args.filter((a) => !a.startsWith("--"));
   for (const f of flags) {
-    if (!["--quick", "--self-test", "--no-write"].includes(f)) throw new Error(`unknown flag ${f}\n${USAGE}`);
+    if (!["--quick", "--self-test", "--no-write", "--profile"].includes(f))
+      throw new Error(`unknown flag ${f}\n${USAGE}`);
   }
   for (const n of names) {
     if (!MODULES.some((m) => m.name === n)) throw new Error(`unknown benchmark ${n}\n${USAGE}`);
@@ -61,6 +63,7 @@ async function main(): Promise<number> {
         tmp: dir,
         root,
         selfTest,
+        profile: flags.has("--profile"),
         log: (msg) => console.log(msg),
       });
       const took = ((performance.now() - started) / 1000).toFixed(0);

@@ -11,26 +11,53 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
+import { container } from "./container.ts";
 import { ATREST_USER, startAtrest } from "./lib/atrest.ts";
 import { GiB, MiB, mbps, ratio, seconds, size } from "./lib/report.ts";
-import { startRssSampler } from "./lib/rss.ts";
+import { processTree, startRssSampler } from "./lib/rss.ts";
 import { generateKey, type KeyPair, quote, type SftpServer, sftpBatch, startOpenSsh } from "./lib/ssh.ts";
 import type { BenchContext, BenchModule, BenchSection } from "./lib/types.ts";
 
 const RSS_TARGET_MB = 200;
+const RSS_CONCURRENT_TARGET_MB = 500;
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on Linux). */
+const CLK_TCK = 100;
+
+/**
+ * CPU seconds a server has used so far: its own user+system time, its reaped children's (sshd forks per connection)
+ * and its live descendants'. The difference over a run is the server's CPU for that run, which the other loads on a
+ * shared machine change much less than wall time.
+ */
+function cpuSeconds(pid: number): number {
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      // Fields after the ")" that closes the command name start at field 3; utime..cstime are fields 14..17.
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {
+      // exited while reading
+    }
+  }
+  return ticks / CLK_TCK;
+}
 
 interface Workload {
   label: string;
   bytes: number;
   /** Batch commands for run `n` (remote paths relative to the server's base dir). */
-  commands(n: number, server: SftpServer): string[];
+  commands(n: number, server: SftpServer, client?: number): string[];
   /** Checked once per server after its first run; returns an error message or undefined. */
   verify?(n: number, server: SftpServer): Promise<string | undefined>;
   /** Frees what run `n` left on the client side (untimed). */
   after?(n: number, server: SftpServer): void;
   /** Sample the server's RSS during this workload. */
   sampleRss: boolean;
+  /** Parallel `sftp -b` clients, each running commands(n, server, client). Default 1. */
+  clients?: number;
 }
 
 /** SHA-256 of a file (node:crypto uses OpenSSL's SHA extensions; coreutils sha256sum does not). */
@@ -89,12 +116,24 @@ export const sftp: BenchModule = {
       "The downloaded 1 GiB file's SHA-256 and the small files' contents are verified once per server.",
     "Ratio = OpenSSH time / atrest time: **> 1 means atrest is faster**. MB/s = 10^6 bytes per second.",
     "Peak RSS: `VmRSS` from `/proc/<pid>/status` of the server process and its descendants, sampled every " +
-      "100 ms during the 1 GiB transfers (target for atrest: < 200 MB).",
+      "100 ms during the 1 GiB transfers (target for atrest: < 200 MB) and the concurrent sessions (< 500 MB).",
+    "Concurrent sessions: 100 `sftp -b` clients started at once, each with its own SSH connection, each putting " +
+      "its own copy of one 50 MB file; the time is until the last one ends, MB/s is the total over all clients.",
+    "Server CPU s/GiB: user + system time of the server process and its descendants (for sshd also its reaped " +
+      "per-connection children) over the run, from `/proc/<pid>/stat`, per GiB moved. The machine is shared: wall " +
+      "time moves with the other load, CPU seconds much less. Load = `/proc/loadavg` (1 min) at the start of " +
+      "the workload's first run.",
+    "Container: atrest's segment seal/open in memory against `openssl speed -evp aes-256-gcm` at 16 KiB, the same " +
+      "measurement as the container section.",
+    "`--profile` starts the atrest server with `node --cpu-prof`; the profile (written when the server stops) " +
+      "goes to `.cache/profiles/` and its path is printed.",
   ],
   async run(ctx: BenchContext): Promise<BenchSection> {
     const bigBytes = ctx.quick ? 128 * MiB : GiB;
     const smallCount = ctx.quick ? 500 : 2000;
     const smallEach = 4096;
+    const concurrent = ctx.quick ? 10 : 100;
+    const concurrentBytes = ctx.quick ? 10 * 1e6 : 50 * 1e6;
     const local = join(ctx.tmp, "local");
     mkdirSync(local, { recursive: true });
 
@@ -105,6 +144,8 @@ export const sftp: BenchModule = {
     const smallDir = join(local, "small");
     makeSmallFiles(smallDir, smallCount, smallEach);
     const smallSha = sha256Dir(smallDir);
+    const mid = join(local, "mid.bin");
+    makeBigFile(mid, concurrentBytes);
     ctx.log(`  generated in ${((performance.now() - genStart) / 1000).toFixed(1)} s`);
 
     const key: KeyPair = await generateKey(join(ctx.tmp, "client"));
@@ -115,13 +156,21 @@ export const sftp: BenchModule = {
       servers.push(await startOpenSsh(join(ctx.tmp, "openssh-2"), key, "OpenSSH #2 (self-test)"));
       notes.push("Harness self-test: a second OpenSSH sshd stands in for atrest.");
     } else {
-      const atrest = await startAtrest(ctx.root, join(ctx.tmp, "atrest"), key);
+      const profileDir = join(ctx.root, ".cache", "profiles");
+      const nodeArgs = ctx.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+      if (ctx.profile) mkdirSync(profileDir, { recursive: true });
+      const atrest = await startAtrest(ctx.root, join(ctx.tmp, "atrest"), key, [], nodeArgs);
       if (typeof atrest === "string") {
         ctx.log(`skipping atrest: ${atrest}`);
         notes.push(`atrest skipped: ${atrest.split("\n")[0]}`);
       } else {
         ctx.log(`atrest on port ${atrest.port} (user ${ATREST_USER})`);
         servers.push(atrest);
+        // The start line says which SSH transport crypto the server uses (native binding or pure JS).
+        await new Promise((r) => setTimeout(r, 300));
+        const crypto = /sftp transport crypto: (.*)/.exec(atrest.output())?.[1];
+        notes.push(`atrest SSH transport crypto: ${crypto ?? "not printed"}.`);
+        if (ctx.profile) notes.push(`CPU profile of the atrest server: ${profileDir}/ (written when it stopped).`);
       }
     }
     const [peer, subject] = servers;
@@ -161,11 +210,20 @@ export const sftp: BenchModule = {
         },
         after: (n, s) => rmSync(join(local, `gotsmall-${s.port}-${n}`), { recursive: true, force: true }),
       },
+      {
+        label: `${concurrent} sessions × put ${(concurrentBytes / 1e6).toFixed(0)} MB`,
+        bytes: concurrent * concurrentBytes,
+        sampleRss: true,
+        clients: concurrent,
+        commands: (n, _s, c = 0) => [`put ${quote(mid)} mid-${n}-${c}.bin`],
+      },
     ];
 
     const best = new Map<string, number>(); // `${workload}|${port}` → best seconds
     const failed = new Set<string>(); // `${workload}|${port}`: a failed workload is not retried on that server
     const peakRss = new Map<string, number>(); // `${workload}|${port}` → peak bytes
+    const cpu = new Map<string, number>(); // `${workload}|${port}` → server CPU s of the best run
+    const load = new Map<string, number>(); // workload → 1-min loadavg at its first run
     const scratch = join(ctx.tmp, "batches");
     mkdirSync(scratch, { recursive: true });
 
@@ -173,15 +231,32 @@ export const sftp: BenchModule = {
       for (let n = 1; n <= ctx.runs; n++) {
         for (const s of servers) {
           if (failed.has(`${w.label}|${s.port}`)) continue;
+          if (!load.has(w.label)) load.set(w.label, loadavg()[0]);
           const sampler = w.sampleRss ? startRssSampler(s.pid, { tree: true }) : undefined;
           try {
+            const cpuBefore = cpuSeconds(s.pid);
+            const started = performance.now();
             // A hung transfer must not stall the run: allow 60 s plus 4 MB/s.
-            const r = await sftpBatch(s, key, scratch, w.commands(n, s), 60_000 + w.bytes / 4e3);
+            const clients = Array.from({ length: w.clients ?? 1 }, (_, c) =>
+              sftpBatch(s, key, scratch, w.commands(n, s, c), 60_000 + w.bytes / 4e3),
+            );
+            const results = await Promise.allSettled(clients);
+            const bad = results.find((x): x is PromiseRejectedResult => x.status === "rejected");
+            if (bad) throw bad.reason;
+            const secs = w.clients
+              ? (performance.now() - started) / 1000
+              : (results[0] as PromiseFulfilledResult<{ seconds: number }>).value.seconds;
+            const cpuUsed = cpuSeconds(s.pid) - cpuBefore;
             const problem = n === 1 && w.verify ? await w.verify(n, s) : undefined;
             if (problem) throw new Error(problem);
             const k = `${w.label}|${s.port}`;
-            best.set(k, Math.min(best.get(k) ?? Number.POSITIVE_INFINITY, r.seconds));
-            ctx.log(`  ${w.label.padEnd(20)} ${s.label.padEnd(8)} run ${n}: ${r.seconds.toFixed(2)} s`);
+            if (secs < (best.get(k) ?? Number.POSITIVE_INFINITY)) {
+              best.set(k, secs);
+              cpu.set(k, cpuUsed);
+            }
+            ctx.log(
+              `  ${w.label.padEnd(20)} ${s.label.padEnd(8)} run ${n}: ${secs.toFixed(2)} s, server CPU ${cpuUsed.toFixed(2)} s, load ${loadavg()[0].toFixed(1)}`,
+            );
           } catch (e) {
             const why = (e as Error).message.replace(/^sftp .*? (exited|timed out)/, "sftp $1");
             const msg = `${s.label} failed "${w.label}": ${why.split("\n").slice(0, 3).join(" ")}`;
@@ -209,15 +284,26 @@ export const sftp: BenchModule = {
         `${subjectLabel} s`,
         `${subjectLabel} MB/s`,
         "ratio (OpenSSH s / atrest s)",
+        `${peer.label} CPU s/GiB`,
+        `${subjectLabel} CPU s/GiB`,
+        "load",
       ],
     ];
+    const perGiB = (w: Workload, port: number | undefined) => {
+      const v = port === undefined ? undefined : cpu.get(`${w.label}|${port}`);
+      return v === undefined ? "–" : (v / (w.bytes / GiB)).toFixed(2);
+    };
     const summary: string[] = [];
     for (const w of workloads) {
       const a = best.get(`${w.label}|${peer.port}`);
       const b = subject ? best.get(`${w.label}|${subject.port}`) : undefined;
-      table.push([w.label, seconds(a), mbps(w.bytes, a), seconds(b), mbps(w.bytes, b), ratio(a, b)]);
+      const cpuA = perGiB(w, peer.port);
+      const cpuB = perGiB(w, subject?.port);
+      const l = load.get(w.label)?.toFixed(1) ?? "–";
+      table.push([w.label, seconds(a), mbps(w.bytes, a), seconds(b), mbps(w.bytes, b), ratio(a, b), cpuA, cpuB, l]);
       summary.push(
-        `sftp ${w.label}: ${peer.label} ${seconds(a)} s, ${subjectLabel} ${seconds(b)} s, ratio ${ratio(a, b)}`,
+        `sftp ${w.label}: ${peer.label} ${seconds(a)} s, ${subjectLabel} ${seconds(b)} s, ratio ${ratio(a, b)}; ` +
+          `server CPU s/GiB ${cpuA} vs ${cpuB}; load ${l}`,
       );
     }
     const rssMb = (w: Workload, port: number | undefined) => {
@@ -231,11 +317,23 @@ export const sftp: BenchModule = {
         "",
         rssMb(w, subject?.port),
         "",
-        `target < ${RSS_TARGET_MB} MB`,
+        `target < ${w.clients ? RSS_CONCURRENT_TARGET_MB : RSS_TARGET_MB} MB`,
+        "",
+        "",
+        "",
       ]);
       summary.push(
         `sftp peak RSS during ${w.label}: ${peer.label} ${rssMb(w, peer.port)}, ${subjectLabel} ${rssMb(w, subject?.port)}`,
       );
+    }
+    if (!ctx.selfTest) {
+      ctx.log("container seal/open vs openssl speed");
+      const c = await container.run({ ...ctx, tmp: join(ctx.tmp, "container"), log: ctx.log });
+      for (const row of c.table.slice(1)) {
+        // The peer's MB/s column holds OpenSSL's, atrest's holds the container's; the ratio is atrest / OpenSSL here.
+        table.push([`container ${row[0]} ÷ openssl aes-256-gcm 16 KiB`, "", row[1], "", row[2], row[3], "", "", ""]);
+      }
+      summary.push(...c.summary);
     }
     if (ctx.quick) notes.push("`--quick`: smaller sizes and one run each; not comparable with full runs.");
     return { table, notes, summary: summary.concat(notes.map((n) => `note: ${n}`)) };

@@ -17,6 +17,8 @@ export async function startAtrest(
   dir: string,
   client: KeyPair,
   extraArgs: readonly string[] = [],
+  /** Node flags for the server process (e.g. --cpu-prof). */
+  nodeArgs: readonly string[] = [],
 ): Promise<SftpServer | string> {
   const cli = join(root, "src", "cli", "main.ts");
   if (!existsSync(cli)) return "atrest CLI missing (src/cli/main.ts does not exist yet)";
@@ -36,7 +38,18 @@ export async function startAtrest(
   }
   // Pick the port ourselves: whether `--sftp-port 0` means "any free port" or "disabled" is then irrelevant.
   const port = await freePort();
-  const base = [cli, "server", "--data", data, "--sftp-port", String(port), "--host", "127.0.0.1", ...extraArgs];
+  const base = [
+    ...nodeArgs,
+    cli,
+    "server",
+    "--data",
+    data,
+    "--sftp-port",
+    String(port),
+    "--host",
+    "127.0.0.1",
+    ...extraArgs,
+  ];
   let lastError = "";
   // Prefer disabling the other listeners (§6: 0 = disabled); fall back if this CLI does not know those flags yet.
   for (const args of [[...base, "--http-port", "0", "--s3-port", "0"], base]) {

@@ -11,6 +11,8 @@ export interface BenchContext {
   root: string;
   /** Harness self-test: a second OpenSSH sshd stands in for atrest. */
   selfTest: boolean;
+  /** Write a CPU profile of the server under test (`node --cpu-prof`) into the repository's .cache/profiles/. */
+  profile: boolean;
   log(message: string): void;
 }
 
