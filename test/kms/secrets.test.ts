@@ -202,4 +202,28 @@ describe("application secrets (HTTPS + mTLS, KmsAppClient, atrest kms secret)", 
     assert.equal((await drupal.getSecret("drupal.mail-api-key", 1)).value.toString(), "key-one-d41d8cd9");
     assert.equal((await drupal.getSecret("drupal.mail-api-key")).value.toString(), "key-three-aa11");
   });
+
+  test("the CLI on a data directory's embedded key manager: put, get, versions, list --due, rm", async () => {
+    const data = join(root, "data");
+    await cli(["init", "--data", data]);
+    const local = ["--data", data, "--as", "carol"];
+    await cli(["kms", "secret", "put", "partner.sftp-password", "--rotate-after", "1", ...local], "first\n");
+    await cli(["kms", "secret", "put", "partner.sftp-password", ...local], "second\r\n");
+    assert.equal((await cli(["kms", "secret", "get", "partner.sftp-password", ...local])).stdout, "second");
+    assert.equal(
+      (await cli(["kms", "secret", "get", "partner.sftp-password", "--version", "1", ...local])).stdout,
+      "first",
+    );
+    const versions = await cli(["kms", "secret", "versions", "partner.sftp-password", ...local]);
+    assert.match(versions.stdout, /v1\t.*by local:carol\n/);
+    assert.match(versions.stdout, /v2\t.*by local:carol \(current\)/);
+    // the shared test clock is 31 days on: a fresh version is not due, its reminder (kept) is 1 day out
+    assert.equal((await cli(["kms", "secret", "list", "--due", ...local])).stdout, "");
+    await assert.rejects(cli(["kms", "secret", "put", "partner.empty", ...local], ""), (e: unknown) => {
+      assert.match((e as { stderr: string }).stderr, /empty value/);
+      return true;
+    });
+    await cli(["kms", "secret", "rm", "partner.sftp-password", ...local]);
+    assert.equal((await cli(["kms", "secret", "list", ...local])).stdout, "");
+  });
 });
