@@ -90,7 +90,12 @@ async function deliverToRsyslog(
 }
 
 /** Seconds per upload of a small file, `count` puts in one sftp session, with the given server args. */
-async function uploadLatency(ctx: BenchContext, dir: string, count: number, config?: object): Promise<number | string> {
+export async function uploadLatency(
+  ctx: BenchContext,
+  dir: string,
+  count: number,
+  config?: object,
+): Promise<number | string> {
   mkdirSync(dir, { recursive: true });
   const key = await generateKey(dir);
   const args: string[] = [];

@@ -5,6 +5,7 @@ import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { audit } from "./audit.ts";
+import { auditCommit } from "./audit-commit.ts";
 import { container } from "./container.ts";
 import { keys } from "./keys.ts";
 import { kms } from "./kms.ts";
@@ -15,7 +16,7 @@ import type { BenchModule } from "./lib/types.ts";
 import { pgp } from "./pgp.ts";
 import { sftp } from "./sftp.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, keys, kms, pgp];
+const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, pgp];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 

@@ -1,11 +1,16 @@
 import type { KeyObject } from "node:crypto";
 import {
+  accessSync,
   closeSync,
+  constants,
+  fdatasync,
+  fdatasyncSync,
   fstatSync,
   ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
+  statfsSync,
   statSync,
   unlinkSync,
   writeSync,
@@ -51,6 +56,21 @@ export const MAX_PENDING = 1_000_000;
 
 export type RecordListener = (record: AuditRecord, seq: number) => void;
 
+/** Free space the audit file system must have for fail-closed `admit` to let an operation start. */
+export const ADMIT_RESERVE_BYTES = 64 * 1024;
+
+interface Waiter {
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+/** A queued record; `waiter` when its producer waits for it to be durable (commit). */
+interface Pending {
+  record: AuditRecord;
+  waiter?: Waiter;
+  retract?: boolean;
+}
+
 /** The audit log cannot be written and `failClosed` is on: the operation is refused. */
 export class AuditUnavailableError extends AtrestError {
   constructor(cause: string, refused = false) {
@@ -84,7 +104,10 @@ export class AuditLog implements AuditSink {
   readonly #every: number;
   readonly #listeners = new Set<RecordListener>();
   readonly #gates = new Set<() => Promise<void> | undefined>();
-  #pending: AuditRecord[] = [];
+  #pending: Pending[] = [];
+  /** Written, waiting for the next fdatasync. */
+  #unsynced: Waiter[] = [];
+  #syncing: Promise<void> | undefined;
   #scheduled: NodeJS.Immediate | undefined;
   #retry: NodeJS.Timeout | undefined;
   #failure: string | undefined;
@@ -144,9 +167,13 @@ export class AuditLog implements AuditSink {
     this.#onFailure = listener;
   }
 
+  get failClosed(): boolean {
+    return this.#failClosed;
+  }
+
   record(event: AuditEvent): void {
     if (this.#closed) throw new Error("audit log is closed");
-    this.#pending.push({ time: new Date().toISOString(), ...event });
+    this.#pending.push({ record: { time: new Date().toISOString(), ...event } });
     if (!this.#groupCommit) {
       this.flush();
       if (this.#failure !== undefined) {
@@ -161,14 +188,41 @@ export class AuditLog implements AuditSink {
   }
 
   /**
+   * Group commit with durability (fail-closed): queues the record like `record`, and resolves once the write that
+   * carried it and a later fdatasync have both completed. Producers that commit in the same event-loop turn share one
+   * write; those that commit while an fdatasync runs share the next one. Rejects with AuditUnavailableError (refused)
+   * when the write or the sync fails; the record is then retried later, or dropped with `retract`. Without failClosed
+   * this is `record` (nothing to wait for).
+   */
+  commit(event: AuditEvent, options: { retract?: boolean } = {}): Promise<void> | undefined {
+    if (!this.#failClosed || !this.#groupCommit) {
+      this.record(event);
+      return undefined;
+    }
+    if (this.#closed) throw new Error("audit log is closed");
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.push({
+        record: { time: new Date().toISOString(), ...event },
+        waiter: { resolve, reject },
+        retract: options.retract,
+      });
+      if (this.#pending.length >= MAX_BATCH && this.#failure === undefined) this.flush();
+      else this.#scheduled ??= setImmediate(() => this.flush());
+    });
+  }
+
+  /**
    * Called before an operation (and before accepting a login): with failClosed, writes what is queued and throws
-   * AuditUnavailableError if that fails; then waits on the gates (a SIEM destination whose backlog is over its bound
-   * slows producers down instead of dropping).
+   * AuditUnavailableError if that fails, or if the file cannot take a record now (its file system is read-only or has
+   * less than ADMIT_RESERVE_BYTES free), so nothing is changed or served that could not be audited; then waits on the
+   * gates (a SIEM destination whose backlog is over its bound slows producers down instead of dropping).
    */
   admit(): Promise<void> | undefined {
     if (this.#failClosed) {
       this.flush();
       if (this.#failure !== undefined) throw new AuditUnavailableError(this.#failure, true);
+      const unwritable = this.#probe();
+      if (unwritable !== undefined) throw new AuditUnavailableError(unwritable, true);
     }
     if (this.#gates.size === 0) return undefined;
     return Promise.all([...this.#gates].map((g) => g())).then(() => undefined);
@@ -193,18 +247,26 @@ export class AuditLog implements AuditSink {
       this.#scheduled = undefined;
     }
     if (this.#pending.length === 0 || this.#closed) return;
-    const batch = this.#pending;
+    const entries = this.#pending;
     this.#pending = [];
+    const batch = entries.map((e) => e.record);
     let written: number[] = [];
     try {
       this.#locked(() => {
         written = this.#appendRecords(batch);
       });
     } catch (err) {
-      this.#pending = batch.concat(this.#pending);
       const e = err as NodeJS.ErrnoException;
       const was = this.#failure;
       this.#failure = e.code ?? e.message;
+      // Producers waiting for durability learn it now (and refuse); their records stay queued unless retracted.
+      const refused = new AuditUnavailableError(this.#failure, true);
+      const kept: Pending[] = [];
+      for (const entry of entries) {
+        entry.waiter?.reject(refused);
+        if (!entry.retract) kept.push({ record: entry.record });
+      }
+      this.#pending = kept.concat(this.#pending);
       if (was === undefined) this.#onFailure?.(this.#failure);
       if (this.#pending.length > MAX_PENDING && !this.#failClosed) {
         const drop = this.#pending.length - MAX_PENDING;
@@ -221,6 +283,8 @@ export class AuditLog implements AuditSink {
       this.#failure = undefined;
       this.#onFailure?.(undefined);
     }
+    for (const entry of entries) if (entry.waiter) this.#unsynced.push(entry.waiter);
+    if (this.#unsynced.length > 0) this.#sync();
     if (this.#listeners.size > 0) {
       for (let i = 0; i < batch.length; i++) {
         for (const listener of this.#listeners) {
@@ -257,17 +321,69 @@ export class AuditLog implements AuditSink {
     });
   }
 
-  close(): Promise<void> {
-    if (!this.#closed) {
+  /** Written and synced: resolves once everything written so far is on disk (for tests and shutdown). */
+  async durable(): Promise<void> {
+    while (this.#syncing || this.#unsynced.length > 0) await (this.#syncing ?? this.#sync());
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      this.checkpoint();
+    } finally {
+      this.#closed = true;
+      if (this.#retry) clearTimeout(this.#retry);
+      if (this.#scheduled) clearImmediate(this.#scheduled);
+      // an fdatasync in flight must finish before the descriptor goes (its number could be reused)
+      await this.#syncing;
       try {
-        this.checkpoint();
-      } finally {
-        this.#closed = true;
-        if (this.#retry) clearTimeout(this.#retry);
-        closeSync(this.#fd);
+        fdatasyncSync(this.#fd);
+        for (const w of this.#unsynced.splice(0)) w.resolve();
+      } catch (err) {
+        const refused = new AuditUnavailableError((err as NodeJS.ErrnoException).code ?? String(err), true);
+        for (const w of this.#unsynced.splice(0)) w.reject(refused);
       }
+      const refused = new AuditUnavailableError("audit log is closed", true);
+      for (const entry of this.#pending) entry.waiter?.reject(refused);
+      closeSync(this.#fd);
     }
-    return Promise.resolve();
+  }
+
+  /**
+   * One fdatasync for every producer written since the last one started; producers written while it runs wait for the
+   * next. The write itself stays synchronous (one write(2) under the cross-process lock), the sync runs off the event
+   * loop on libuv's pool.
+   */
+  #sync(): Promise<void> {
+    if (this.#syncing) return this.#syncing;
+    const waiters = this.#unsynced;
+    this.#unsynced = [];
+    this.#syncing = new Promise<void>((done) => {
+      fdatasync(this.#fd, (err) => {
+        this.#syncing = undefined;
+        if (err) {
+          const refused = new AuditUnavailableError(err.code ?? err.message, true);
+          for (const w of waiters) w.reject(refused);
+        } else {
+          for (const w of waiters) w.resolve();
+        }
+        done();
+        if (this.#unsynced.length > 0 && !this.#closed) void this.#sync();
+      });
+    });
+    return this.#syncing;
+  }
+
+  /** Why a record could not be written now, without writing one: a read-only file or file system, or no space. */
+  #probe(): string | undefined {
+    try {
+      accessSync(this.#path, constants.W_OK);
+      const fs = statfsSync(dirname(this.#path));
+      if (fs.bavail * fs.bsize < ADMIT_RESERVE_BYTES) return "ENOSPC";
+      return undefined;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code ?? String(err);
+    }
   }
 
   /** Seals and chains `batch` (plus the checkpoints that fall due) and writes it with one write(2). */
@@ -346,7 +462,17 @@ export class AuditLog implements AuditSink {
     for (;;) {
       try {
         const fd = openSync(this.#lockPath, "wx", 0o600);
-        writeSync(fd, String(process.pid));
+        try {
+          writeSync(fd, String(process.pid));
+        } catch (err) {
+          // a full disk takes the lock file but not the pid in it: an empty lock would look held for 10 s to
+          // everyone (each write attempt blocking that long), so it goes at once
+          closeSync(fd);
+          try {
+            unlinkSync(this.#lockPath);
+          } catch {}
+          throw err;
+        }
         closeSync(fd);
         return;
       } catch (err) {

@@ -60,6 +60,7 @@ const FILE_ACTIONS = new Set<AuditAction>([
   "rmdir",
   "permission.change",
   "attrs.change",
+  "symlink",
   "share.use",
 ]);
 

@@ -21,6 +21,7 @@ export type AuditAction =
   | "rmdir"
   | "permission.change" // `path` (or `target`), `detail` says what changed
   | "attrs.change" // a file's or directory's mtime or mode set by a client (SFTP SETSTAT); `detail` says which
+  | "symlink" // SFTP SYMLINK: always refused (links are not supported), recorded as a failure
   | "share.use" // a share link was used; `target` is the share id, never the link secret
   // identity and access management
   | "user.add"
@@ -117,6 +118,27 @@ export interface AuditSink {
    * fail-closed is on; returns a promise when producers must slow down (a SIEM spool over its bound).
    */
   admit?(): Promise<void> | undefined;
+  /**
+   * Records `event`; with fail-closed on, returns a promise that resolves once the record is durable (written and
+   * fdatasynced, with whatever else was queued meanwhile: group commit) and rejects with AUDIT_UNAVAILABLE when it
+   * cannot be, so the caller refuses the operation. `retract`: a record that failed is dropped instead of retried
+   * (for an event that does not happen without its record, e.g. a login). Without fail-closed it is `record`.
+   */
+  commit?(event: AuditEvent, options?: { retract?: boolean }): Promise<void> | undefined;
+  /** Fail-closed mode is on: operations wait for durable records (see commit). */
+  readonly failClosed?: boolean;
+}
+
+/** `sink.commit(event)` where the sink has it, else `sink.record(event)`. */
+export function commitEvent(
+  sink: AuditSink | undefined,
+  event: AuditEvent,
+  options?: { retract?: boolean },
+): Promise<void> | undefined {
+  if (!sink) return undefined;
+  if (sink.commit) return sink.commit(event, options);
+  sink.record(event);
+  return undefined;
 }
 
 export interface ActionInfo {
@@ -144,6 +166,7 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   rmdir: { category: "file", type: ["deletion"], name: "Directory delete", severity: 4 },
   "permission.change": { category: "iam", type: ["change"], name: "Permission change", severity: 6 },
   "attrs.change": { category: "file", type: ["change"], name: "File attributes change", severity: 3 },
+  symlink: { category: "file", type: ["creation"], name: "Symbolic link create", severity: 3 },
   "share.use": { category: "file", type: ["access"], name: "Share link use", severity: 4 },
   "user.add": { category: "iam", type: ["user", "creation"], name: "User add", severity: 6 },
   "user.remove": { category: "iam", type: ["user", "deletion"], name: "User remove", severity: 6 },

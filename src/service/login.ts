@@ -2,7 +2,7 @@
 // then the credential, then the login audit. Every refusal looks the same to the caller (`refused`, nothing else),
 // and an unknown user takes the same path as a wrong credential (argon2 runs either way, the defender scores both
 // alike), so neither the answer nor its timing tells who exists.
-import type { AuditProtocol, AuditSink } from "../audit/types.ts";
+import { type AuditEvent, type AuditProtocol, type AuditSink, commitEvent } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import type { SessionInfo, VfsSession } from "../vfs/types.ts";
@@ -69,25 +69,32 @@ export class LoginService {
   async login(req: LoginRequest): Promise<LoginResult> {
     const { accounts, audit, defender, logger } = this.#deps;
     const src = { ip: req.sourceIp, user: req.user };
-    const record = (outcome: "success" | "failure", reason?: string) =>
-      audit?.record({
-        action: "login",
-        outcome,
-        user: req.user,
-        protocol: req.protocol,
-        method: req.credential.method,
-        reason,
-        sourceIp: req.sourceIp,
-        sessionId: req.sessionId,
-      });
+    const event = (outcome: "success" | "failure", reason?: string): AuditEvent => ({
+      action: "login",
+      outcome,
+      user: req.user,
+      protocol: req.protocol,
+      method: req.credential.method,
+      reason,
+      sourceIp: req.sourceIp,
+      sessionId: req.sessionId,
+    });
+    const record = (outcome: "success" | "failure", reason?: string) => audit?.record(event(outcome, reason));
     const fail = async (reason: string, score?: number): Promise<LoginResult> => {
       record("failure", reason);
       await defender?.failure(src, score);
       return { outcome: "refused" };
     };
     const succeed = async (user: string): Promise<LoginResult> => {
-      record("success");
-      await audit?.admit?.();
+      try {
+        // fail-closed: the login is accepted only once its record is durable; a record that cannot be made is
+        // withdrawn (retract), so the log never says "success" for a login that was refused
+        await commitEvent(audit, event("success"), { retract: true });
+      } catch (err) {
+        logger.warn({ err, sessionId: req.sessionId }, `${req.protocol}: login refused: audit log cannot be written`);
+        record("failure", "audit unavailable");
+        return { outcome: "refused" };
+      }
       this.#live.set(req.sessionId, {
         sessionId: req.sessionId,
         user,
@@ -98,6 +105,14 @@ export class LoginService {
       });
       return { outcome: "success", user };
     };
+    try {
+      // fail-closed: refused before any credential is checked when the log cannot take the record
+      await audit?.admit?.();
+    } catch (err) {
+      logger.warn({ err, sessionId: req.sessionId }, `${req.protocol}: login refused: audit log cannot be written`);
+      record("failure", "audit unavailable");
+      return { outcome: "refused" };
+    }
     try {
       if (await defender?.banned(src)) {
         record("failure", "banned");

@@ -1,4 +1,4 @@
-import type { AuditAction, AuditEvent } from "../audit/types.ts";
+import { type AuditAction, type AuditEvent, commitEvent } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { NodeRow, UserRow } from "../store/types.ts";
 import { globalPath } from "./folders.ts";
@@ -67,17 +67,22 @@ export class Session implements VfsSession {
     }
   }
 
-  /** Runs an operation and records its audit event, with the failure reason when it fails. */
+  /**
+   * Runs an operation and records its audit event, with the failure reason when it fails. With fail-closed audit the
+   * operation starts only when the log can take records (admit) and returns only once its record is durable (commit);
+   * if that last step fails the change is made and its record stays queued for retry, and the caller is refused.
+   */
   async #audited<T>(action: AuditAction, path: string, fn: () => Promise<T>, extra?: Partial<AuditEvent>): Promise<T> {
+    let result: T;
     try {
       await this.#vfs.audit.admit?.();
       await this.#live();
-      const result = await fn();
-      this.#vfs.audit.record({ ...this.#event(path), ...extra, action, outcome: "success" });
-      return result;
+      result = await fn();
     } catch (err) {
       throw this.#failed(action, path, err, extra);
     }
+    await commitEvent(this.#vfs.audit, { ...this.#event(path), ...extra, action, outcome: "success" });
+    return result;
   }
 
   #resolve(path: string): Promise<NodeRow> {
@@ -185,6 +190,18 @@ export class Session implements VfsSession {
     );
   }
 
+  async symlink(target: string, link: string): Promise<void> {
+    const p = normalize(link);
+    await this.#audited(
+      "symlink",
+      p,
+      async () => {
+        throw new AtrestError("UNSUPPORTED", "symbolic links are not supported");
+      },
+      { targetPath: target },
+    );
+  }
+
   async openRead(path: string): Promise<ReadHandle> {
     const p = normalize(path);
     try {
@@ -193,10 +210,26 @@ export class Session implements VfsSession {
       this.#perms.require(p, "download");
       const node = await this.#resolve(p);
       if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
+      let refused = false;
       const reader = await this.#vfs.openRead(node, (size) => {
         this.#readers.delete(reader);
-        this.#vfs.audit.record({ ...this.#event(p), action: "download", outcome: "success", size });
+        if (!refused) this.#vfs.audit.record({ ...this.#event(p), action: "download", outcome: "success", size });
       });
+      if (this.#vfs.audit.failClosed) {
+        // A durable "download started" record before the first byte can be served, so a download whose closing
+        // record a crash loses is still on record; a handle whose record cannot be made is never returned.
+        try {
+          await commitEvent(
+            this.#vfs.audit,
+            { ...this.#event(p), action: "download", outcome: "success", detail: "started" },
+            { retract: true },
+          );
+        } catch (err) {
+          refused = true;
+          await reader.close().catch(() => {});
+          throw err;
+        }
+      }
       this.#readers.add(reader);
       return reader;
     } catch (err) {

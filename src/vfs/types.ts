@@ -89,6 +89,8 @@ export interface VfsSession {
   setMtime(path: string, mtime: number): Promise<void>;
   /** Sets mtime and/or mode; needs `overwrite` on a file (`mkdir` on a directory); audited as `attrs.change`. */
   setAttrs(path: string, attrs: SetAttrs): Promise<void>;
+  /** Symbolic links are not supported: always refused (UNSUPPORTED), and the attempt is audited. */
+  symlink(target: string, link: string): Promise<void>;
   openRead(path: string): Promise<ReadHandle>;
   openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle>;
   quota(): Promise<QuotaInfo>;

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { AuditEvent, AuditSink } from "../audit/types.ts";
+import { type AuditEvent, type AuditSink, commitEvent } from "../audit/types.ts";
 import { EncryptedReader, readHeader } from "../container-io/encrypted-reader.ts";
 import { EncryptedWriter } from "../container-io/encrypted-writer.ts";
 import { ParallelSegmentWriter } from "../container-io/parallel-writer.ts";
@@ -580,16 +580,26 @@ class Upload implements WriteHandle {
   async close(attrs?: SetAttrs): Promise<FileStat> {
     if (this.#finished) throw new HandleClosedError("upload already closed");
     this.#o.state.attrs = attrs;
+    let committed = false;
     try {
       if (this.#error) {
         await this.#inner.abort(false);
         throw this.#error;
       }
       const { stat, keyRef } = await this.#inner.close();
-      this.#record("success", { size: stat.size, keyRef });
+      committed = true;
+      // fail-closed audit: CLOSE is acknowledged only once the upload's record is durable (if that fails the file is
+      // committed, its record stays queued for retry, and the client is refused: never a failure record for it)
+      await commitEvent(this.#o.vfs.audit, {
+        ...this.#o.who.event,
+        size: stat.size,
+        keyRef,
+        action: "upload",
+        outcome: "success",
+      });
       return stat;
     } catch (err) {
-      this.#record("failure", { reason: reasonOf(err) });
+      if (!committed) this.#record("failure", { reason: reasonOf(err) });
       throw err;
     } finally {
       this.#finish();

@@ -100,3 +100,91 @@ test("a throwing subscriber neither breaks the flush nor the other subscribers",
   await log.close();
   assert.equal(verifyChain(path).records, 2);
 });
+
+describe("fail-closed group commit (commit: durable before the producer goes on)", () => {
+  test("concurrent commits share one write; each resolves only once its record is in the file", async () => {
+    const path = join(dir, "durable", "audit.log");
+    const key = randomBytes(32);
+    const log = new AuditLog(path, Buffer.from(key), { groupCommit: true, failClosed: true });
+    let writes = 0;
+    let lastSize = 0;
+    log.onRecord(() => {
+      const size = statSync(path).size;
+      if (size !== lastSize) writes++;
+      lastSize = size;
+    });
+    const done: number[] = [];
+    const all = Array.from({ length: 200 }, (_, i) =>
+      (log.commit(ev(i)) as Promise<void>).then(() => {
+        done.push(i);
+        // what resolved is in the file (and was fdatasynced before this ran)
+        assert.ok(statSync(path).size >= lastSize);
+      }),
+    );
+    assert.equal(statSync(path).size, 0, "nothing written before the turn ends");
+    assert.equal(done.length, 0);
+    await Promise.all(all);
+    assert.equal(writes, 1, "200 producers, one write");
+    assert.equal(done.length, 200);
+    await log.close();
+    assert.equal(verifyChain(path).records, 200);
+  });
+
+  test("without fail-closed, commit is record (nothing to wait for)", async () => {
+    const path = join(dir, "open", "audit.log");
+    const log = new AuditLog(path, randomBytes(32), { groupCommit: true });
+    assert.equal(log.commit(ev(1)), undefined);
+    await log.close();
+    assert.equal(verifyChain(path).records, 1);
+  });
+
+  test("a failed write rejects the waiting producers; retracted records are dropped, the others retried", async () => {
+    await mkdir(join(dir, "full3"), { recursive: true });
+    const path = join(dir, "full3", "audit.log");
+    await symlink("/dev/full", path);
+    const log = new AuditLog(path, randomBytes(32), { groupCommit: true, failClosed: true });
+    const kept = log.commit(ev(1)) as Promise<void>;
+    const retracted = log.commit(ev(2), { retract: true }) as Promise<void>;
+    log.record(ev(3));
+    await assert.rejects(kept, (e: unknown) => e instanceof AuditUnavailableError && /ENOSPC.*refused/.test(String(e)));
+    await assert.rejects(retracted, AuditUnavailableError);
+    assert.throws(() => log.admit(), /ENOSPC/);
+    await log.close();
+  });
+
+  test("admit refuses when the log's file system is full, before anything is written", {
+    skip: process.getuid?.() !== 0 && "needs root (tmpfs)",
+  }, async () => {
+    const { execFileSync } = await import("node:child_process");
+    const mnt = join(dir, "tmpfs");
+    await mkdir(mnt, { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]);
+    try {
+      const path = join(mnt, "audit.log");
+      const key = randomBytes(32);
+      const log = new AuditLog(path, Buffer.from(key), { groupCommit: true, failClosed: true });
+      await log.commit(ev(1));
+      assert.equal(log.admit(), undefined);
+      try {
+        execFileSync("dd", ["if=/dev/zero", `of=${join(mnt, "filler")}`, "bs=64k"], { stdio: "ignore" });
+      } catch {}
+      // a record might still fit in the file's last page: admit does not rely on that
+      assert.throws(() => log.admit(), /ENOSPC.*refused/);
+      // a batch larger than what is left of the page: the write fails, the file is cut back to whole lines
+      const kept = Array.from({ length: 40 }, (_, i) => log.commit(ev(100 + i)) as Promise<void>);
+      const retracted = log.commit(ev(999), { retract: true }) as Promise<void>;
+      for (const p of [...kept, retracted]) await assert.rejects(p, AuditUnavailableError);
+      assert.equal(verifyChain(path).records, 1, "nothing half-written");
+      execFileSync("rm", [join(mnt, "filler")]);
+      assert.equal(log.admit(), undefined);
+      await log.commit(ev(2));
+      await log.close();
+      // the refused producers' records were kept and written on the retry, the retracted one never
+      const paths = (await readAuditLog(path, key)).map((r) => ("path" in r ? r.path : "?"));
+      assert.equal(verifyChain(path).records, 42);
+      assert.deepEqual(paths.sort(), ["/f1", "/f2", ...Array.from({ length: 40 }, (_, i) => `/f${100 + i}`)].sort());
+    } finally {
+      execFileSync("umount", ["-l", mnt]);
+    }
+  });
+});

@@ -404,8 +404,13 @@ export class SftpSession {
         return this.ok(id, () => vfs.rename(from, to, false));
       }
       case FXP.READLINK:
-      case FXP.SYMLINK:
         return this.status(id, STATUS.OP_UNSUPPORTED, "symbolic links are not supported");
+      case FXP.SYMLINK: {
+        // OpenSSH's sftp-server takes (linkpath, targetpath) in this order; refused either way, and audited
+        const link = normalizePath(r.string());
+        const target = r.string();
+        return this.ok(id, () => vfs.symlink(target, link));
+      }
       case FXP.EXTENDED:
         return this.extended(id, r);
       default:

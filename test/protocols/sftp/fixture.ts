@@ -133,6 +133,9 @@ export class RecordedSession implements VfsSession {
   setAttrs(path: string, attrs: SetAttrs): Promise<void> {
     return this.inner.setAttrs(path, attrs);
   }
+  symlink(target: string, link: string): Promise<void> {
+    return this.inner.symlink(target, link);
+  }
   openRead(path: string): Promise<ReadHandle> {
     return this.inner.openRead(path);
   }
