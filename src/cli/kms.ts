@@ -83,29 +83,51 @@ export function registerKms(program: Command): void {
     .option("--threshold <k>", "shares needed to unseal (2..shares)", intOption("--threshold", 2, 255))
     .option("--dev", "dev mode: master key in a key file beside the database (unprotected; loud warning)")
     .option("--san <name>", "extra IP or DNS name for the server certificate (repeatable)", collect, [])
-    .action(async (opts: { data: string; shares?: number; threshold?: number; dev?: boolean; san: string[] }) => {
-      const { initKmsDir } = await import("../kms/home.ts");
-      const r = await initKmsDir(opts.data, {
-        shares: opts.shares,
-        threshold: opts.threshold,
-        dev: opts.dev,
-        sans: opts.san,
-      });
-      if (r.mode === "dev-file") {
-        say(r.created ? `initialised KMS in ${opts.data} (dev mode)` : `${opts.data} is already initialised`);
-        process.stderr.write(`\n${DEV_MODE_WARNING}\n\n`);
-        return;
-      }
-      say(`initialised KMS in ${opts.data}: ${r.config.threshold} of ${r.config.shares} shares unseal it`);
-      process.stdout.write(
-        `\nUnseal key shares (shown ONCE, never stored; give one to each custodian, keep them apart):\n\n${r.shares
-          .map((s, i) => `  share ${i + 1}: ${s}\n`)
-          .join(
-            "",
-          )}\nNext: atrest kms client issue <name> --role custodian --out DIR --data ${opts.data}  (one per custodian)\n` +
-          `      atrest kms serve --data ${opts.data}, then each custodian: atrest kms unseal --kms URL --cert DIR\n`,
-      );
-    });
+    .option(
+      "--shares-per-custodian <mode>",
+      "one: each custodian certificate counts once toward the threshold (default); any: one custodian may submit " +
+        "several shares",
+      "one",
+    )
+    .action(
+      async (opts: {
+        data: string;
+        shares?: number;
+        threshold?: number;
+        dev?: boolean;
+        san: string[];
+        sharesPerCustodian: string;
+      }) => {
+        if (opts.sharesPerCustodian !== "one" && opts.sharesPerCustodian !== "any") {
+          throw new AtrestError("INVALID_INPUT", "--shares-per-custodian must be one or any");
+        }
+        const { initKmsDir } = await import("../kms/home.ts");
+        const r = await initKmsDir(opts.data, {
+          shares: opts.shares,
+          threshold: opts.threshold,
+          dev: opts.dev,
+          sans: opts.san,
+          oneSharePerCustodian: opts.sharesPerCustodian === "one",
+        });
+        if (r.mode === "dev-file") {
+          say(r.created ? `initialised KMS in ${opts.data} (dev mode)` : `${opts.data} is already initialised`);
+          process.stderr.write(`\n${DEV_MODE_WARNING}\n\n`);
+          return;
+        }
+        say(`initialised KMS in ${opts.data}: ${r.config.threshold} of ${r.config.shares} shares unseal it`);
+        process.stdout.write(
+          `\nUnseal key shares (shown ONCE, never stored; give one to each custodian, keep them apart):\n\n${r.shares
+            .map((s, i) => `  share ${i + 1}: ${s}\n`)
+            .join(
+              "",
+            )}\nNext: atrest kms client issue <name> --role custodian --out DIR --data ${opts.data}  (one per custodian)\n` +
+            `      atrest kms serve --data ${opts.data}, then each custodian: atrest kms unseal --kms URL --cert DIR\n` +
+            (r.config.oneSharePerCustodian
+              ? "Each custodian certificate counts once: a quorum needs that many distinct custodians.\n"
+              : "One custodian certificate may submit several shares (--shares-per-custodian any).\n"),
+        );
+      },
+    );
 
   kms
     .command("serve")
@@ -138,6 +160,10 @@ export function registerKms(program: Command): void {
         'JSON config: {"audit": {"destinations": […]}} ships the KMS audit log to SIEMs (as the server\'s audit section)',
       ).env("ATREST_KMS_CONFIG"),
     )
+    .option(
+      "--one-share-per-custodian",
+      "count each custodian once toward the unseal threshold, also for a KMS initialised with --shares-per-custodian any",
+    )
     .action(
       async (opts: {
         data: string;
@@ -146,6 +172,7 @@ export function registerKms(program: Command): void {
         metricsPort: number;
         logLevel: string;
         kmsConfig?: string;
+        oneSharePerCustodian?: boolean;
       }) => {
         // Loaded here so that other commands do not pay for the server and certificate code.
         const { KmsServer } = await import("../kms/server/server.ts");
@@ -154,7 +181,14 @@ export function registerKms(program: Command): void {
         const temps = await sweepTempTree(opts.data, 2);
         if (temps > 0) logger.warn({ removed: temps }, "removed temp files left by an interrupted write");
         const audit = opts.kmsConfig ? await readKmsServeConfig(opts.kmsConfig) : undefined;
-        const server = await KmsServer.start({ dir: opts.data, host: opts.host, port: opts.port, logger, audit });
+        const server = await KmsServer.start({
+          dir: opts.data,
+          host: opts.host,
+          port: opts.port,
+          logger,
+          audit,
+          oneSharePerCustodian: opts.oneSharePerCustodian,
+        });
         if (audit?.destinations.length) {
           say(
             `kms audit shipped to ${audit.destinations.map((d) => `${d.name} (${d.transport} ${d.host}:${d.port} ${d.format})`).join(", ")}`,

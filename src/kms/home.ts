@@ -22,6 +22,8 @@ export interface InitOptions {
   dev?: boolean;
   /** Extra names for the server certificate. */
   sans?: readonly string[];
+  /** Shamir: each custodian identity counts once toward the threshold (the CLI's default). */
+  oneSharePerCustodian?: boolean;
 }
 
 export type InitResult =
@@ -57,7 +59,9 @@ export async function initKmsDir(dir: string, options: InitOptions): Promise<Ini
       if (options.shares === undefined || options.threshold === undefined) {
         throw new AtrestError("INVALID_INPUT", "--shares and --threshold go together");
       }
-      const r = await initShamir(db, dir, options.shares, options.threshold);
+      const r = await initShamir(db, dir, options.shares, options.threshold, undefined, {
+        oneSharePerCustodian: options.oneSharePerCustodian,
+      });
       result = { mode: "shamir", shares: r.shares, config: r.config, created: true };
     } else {
       result = { mode: "dev-file", created: await initDevFile(db, dir) };

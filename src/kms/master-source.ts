@@ -31,7 +31,8 @@ export interface MasterKeySource {
    * One custodian's share. Returns the master key (caller owns it) once the threshold is reached and the result
    * matches the database's master-key check; a wrong combination throws and resets the progress.
    */
-  submitShare(text: string): Promise<UnsealProgress & { master?: Buffer }>;
+  /** `custodian`: the submitter's identity (client name), counted once in one-share-per-custodian mode. */
+  submitShare(text: string, custodian?: string): Promise<UnsealProgress & { master?: Buffer }>;
   /** Drops shares submitted so far. */
   reset(): void;
   /**

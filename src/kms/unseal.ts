@@ -3,7 +3,7 @@
 // At `kms init --shares n --threshold k`: a random master key and a random unseal key; the unseal key is split into
 // n shares (printed once, never stored); kms.db stores the master key sealed under the unseal key:
 //   meta "master_sealed" = nonce(12) ‖ AES-256-GCM(unsealKey, master)(32) ‖ tag(16), AAD = "atrest-master-v1\0" ‖ sealId
-//   meta "seal_config"   = JSON { kind: "shamir", shares, threshold, sealId (hex), createdAt }
+//   meta "seal_config"   = JSON { kind: "shamir", shares, threshold, sealId (hex), createdAt, oneSharePerCustodian? }
 // Unsealing combines k shares into the unseal key, opens the master key and checks it against the keyring's master
 // check value. Master-key rotation stores a new master under the same unseal key, so the shares never change.
 
@@ -34,6 +34,11 @@ export interface ShamirConfig {
   threshold: number;
   sealId: string;
   createdAt: string;
+  /**
+   * Each custodian identity (the client name of its certificate) counts once toward the threshold: a second share
+   * from the same custodian is refused. Default of `atrest kms init`; absent (false) in KMS directories made before.
+   */
+  oneSharePerCustodian?: boolean;
 }
 
 export type SealConfig = ShamirConfig | { kind: "dev-file" };
@@ -69,6 +74,7 @@ export async function initShamir(
   shares: number,
   threshold: number,
   now: () => Date = () => new Date(),
+  options: { oneSharePerCustodian?: boolean } = {},
 ): Promise<ShamirInit> {
   if (readSealConfig(db, dir)) throw new AtrestError("EXISTS", `the KMS in ${dir} is already initialised`);
   const master = randomBytes(MASTER_KEY_BYTES);
@@ -82,6 +88,7 @@ export async function initShamir(
       threshold,
       sealId: sealId.toString("hex"),
       createdAt: now().toISOString(),
+      ...(options.oneSharePerCustodian ? { oneSharePerCustodian: true } : {}),
     };
     const sealed = seal(unsealKey, randomBytes(12), master, masterAad(sealId));
     db.transaction(() => {
@@ -153,13 +160,22 @@ export class ShamirSource implements MasterKeySource {
   readonly #config: ShamirConfig;
   readonly #sealId: Buffer;
   readonly #pending = new Map<number, Buffer>();
+  /** Custodian identity → the share (x) it submitted, in one-share-per-custodian mode. */
+  readonly #custodians = new Map<string, number>();
+  readonly #onePerCustodian: boolean;
   #unsealKey: KeyObject | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(db: KmsDb, config: ShamirConfig) {
+  constructor(db: KmsDb, config: ShamirConfig, options: { oneSharePerCustodian?: boolean } = {}) {
     this.#db = db;
     this.#config = config;
     this.#sealId = Buffer.from(config.sealId, "hex");
+    this.#onePerCustodian = (config.oneSharePerCustodian ?? false) || (options.oneSharePerCustodian ?? false);
+  }
+
+  /** Each custodian identity counts once toward the threshold (seal config, or `kms serve --one-share-per-custodian`). */
+  get oneSharePerCustodian(): boolean {
+    return this.#onePerCustodian;
   }
 
   status(): MasterSourceStatus {
@@ -175,15 +191,27 @@ export class ShamirSource implements MasterKeySource {
     return undefined;
   }
 
-  submitShare(text: string): Promise<UnsealProgress & { master?: Buffer }> {
+  submitShare(text: string, custodian?: string): Promise<UnsealProgress & { master?: Buffer }> {
     // Serialised: two custodians submitting at once must not both see "threshold reached".
-    const run = this.#queue.then(() => this.#submit(text));
+    const run = this.#queue.then(() => this.#submit(text, custodian));
     this.#queue = run.catch(() => {});
     return run;
   }
 
-  async #submit(text: string): Promise<UnsealProgress & { master?: Buffer }> {
+  async #submit(text: string, custodian: string | undefined): Promise<UnsealProgress & { master?: Buffer }> {
     const threshold = this.#config.threshold;
+    if (this.#onePerCustodian) {
+      if (custodian === undefined) {
+        throw new AtrestError("INVALID_INPUT", "this key manager counts one share per custodian: name the custodian");
+      }
+      if (this.#custodians.has(custodian)) {
+        throw new AtrestError(
+          "CONFLICT",
+          `custodian ${custodian} already submitted a share: each custodian counts once; ` +
+            `progress unchanged (${this.#pending.size}/${threshold})`,
+        );
+      }
+    }
     let share: ParsedShare;
     try {
       share = parseShare(text, this.#sealId);
@@ -202,6 +230,7 @@ export class ShamirSource implements MasterKeySource {
       );
     }
     this.#pending.set(share.x, share.bytes);
+    if (this.#onePerCustodian && custodian !== undefined) this.#custodians.set(custodian, share.x);
     if (this.#pending.size < threshold) return { unsealed: false, progress: this.#pending.size, threshold };
     let unsealKey: Buffer | undefined;
     try {
@@ -222,6 +251,7 @@ export class ShamirSource implements MasterKeySource {
   reset(): void {
     for (const b of this.#pending.values()) b.fill(0);
     this.#pending.clear();
+    this.#custodians.clear();
   }
 
   storeMaster(master: Buffer): void {
@@ -271,10 +301,14 @@ export class DevFileSource implements MasterKeySource {
 }
 
 /** The master-key source an initialised KMS directory was set up with. */
-export function masterSourceFor(db: KmsDb, dir: string): MasterKeySource {
+export function masterSourceFor(
+  db: KmsDb,
+  dir: string,
+  options: { oneSharePerCustodian?: boolean } = {},
+): MasterKeySource {
   const config = readSealConfig(db, dir);
   if (!config) throw new KeyUnavailableError(`KMS not initialised in ${dir} (run atrest kms init --data ${dir})`);
-  return config.kind === "shamir" ? new ShamirSource(db, config) : new DevFileSource(dir);
+  return config.kind === "shamir" ? new ShamirSource(db, config, options) : new DevFileSource(dir);
 }
 
 function putMeta(db: KmsDb, k: string, v: Uint8Array): void {

@@ -35,6 +35,12 @@ describe("KMS as a separate process", () => {
     assert.match(st.stdout, /sealed: 0\/2 shares submitted/);
     await assert.rejects(client.generateDataKey("default", { f: "1" }), /sealed: unseal with 2 more share/);
     assert.match(await unsealKms(kms.url, setup.certs.alice, [setup.shares[0]]), /unseal progress 1\/2/);
+    // One custodian certificate cannot unseal alone with a second share (kms init's default: one per custodian).
+    await assert.rejects(
+      unsealKms(kms.url, setup.certs.alice, [setup.shares[1]]),
+      /custodian alice already submitted a share: each custodian counts once; progress unchanged \(1\/2\)/,
+    );
+    assert.match((await cli(["kms", "status", "--kms", kms.url, "--cert", setup.certs.bob])).stdout, /sealed: 1\/2/);
     // A share on the command line is not even an option: the command takes none.
     await assert.rejects(cli(["kms", "unseal", setup.shares[1], "--kms", kms.url, "--cert", setup.certs.bob]));
     assert.match(await unsealKms(kms.url, setup.certs.bob, [setup.shares[2]]), /unsealed/);
@@ -63,7 +69,8 @@ describe("KMS as a separate process", () => {
     assert.ok(performance.now() - t0 < 2000, `failed after ${performance.now() - t0} ms`);
     kms = await startKms(setup.dir, port);
     await assert.rejects(client.unwrap(dk.wrapped, ctx), /sealed/);
-    await unsealKms(kms.url, setup.certs.alice, [setup.shares[1], setup.shares[0]]);
+    await unsealKms(kms.url, setup.certs.alice, [setup.shares[1]]);
+    await unsealKms(kms.url, setup.certs.bob, [setup.shares[0]]);
     assert.deepEqual(await client.unwrap(dk.wrapped, ctx), dk.plaintext);
   });
 

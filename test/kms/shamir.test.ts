@@ -154,3 +154,48 @@ describe("Shamir unseal", () => {
     await assert.rejects(splitUnsealKey(randomBytes(32), randomBytes(16), 3, 1), /--threshold must be/);
   });
 });
+
+describe("one share per custodian", () => {
+  test("a custodian's second share is refused; distinct custodians unseal; reset forgets who submitted", async () => {
+    const d = await tempDir("atrest-custodian-");
+    const db = new KmsDb(join(d, "kms.db"));
+    try {
+      const { shares, config } = await initShamir(db, "/nonexistent", 3, 2, undefined, { oneSharePerCustodian: true });
+      assert.equal(config.oneSharePerCustodian, true);
+      const source = new ShamirSource(db, config);
+      assert.equal((await source.submitShare(shares[0] as string, "alice")).progress, 1);
+      await assert.rejects(source.submitShare(shares[1] as string, "alice"), /custodian alice already submitted/);
+      await assert.rejects(source.submitShare(shares[1] as string), /name the custodian/);
+      assert.equal(source.status().progress, 1);
+      source.reset();
+      assert.equal((await source.submitShare(shares[1] as string, "alice")).progress, 1);
+      const done = await source.submitShare(shares[2] as string, "bob");
+      assert.ok(done.master, "two distinct custodians unseal");
+      done.master?.fill(0);
+    } finally {
+      db.close();
+      await removeDir(d);
+    }
+  });
+
+  test("off in a seal config without the field; `kms serve --one-share-per-custodian` turns it on", async () => {
+    const d = await tempDir("atrest-custodian-");
+    const db = new KmsDb(join(d, "kms.db"));
+    try {
+      const { shares, config } = await initShamir(db, "/nonexistent", 3, 2);
+      assert.equal(config.oneSharePerCustodian, undefined);
+      const any = new ShamirSource(db, config);
+      assert.equal(any.oneSharePerCustodian, false);
+      await any.submitShare(shares[0] as string, "alice");
+      const r = await any.submitShare(shares[1] as string, "alice");
+      assert.ok(r.master, "one custodian may submit two shares in this mode");
+      r.master?.fill(0);
+      const forced = new ShamirSource(db, config, { oneSharePerCustodian: true });
+      await forced.submitShare(shares[0] as string, "alice");
+      await assert.rejects(forced.submitShare(shares[1] as string, "alice"), /each custodian counts once/);
+    } finally {
+      db.close();
+      await removeDir(d);
+    }
+  });
+});

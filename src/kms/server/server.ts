@@ -37,6 +37,8 @@ export const DEFAULT_BODY_LIMIT = 1 << 20;
 export interface KmsServerOptions {
   /** The KMS directory (kms.db, CA and TLS files), initialised by `atrest kms init`. */
   dir: string;
+  /** Count each custodian once toward the unseal threshold even if the seal config does not say so. */
+  oneSharePerCustodian?: boolean;
   host?: string;
   /** 0 = any free port. */
   port?: number;
@@ -123,7 +125,12 @@ export class KmsServer {
     const db = new KmsDb(join(dir, KMS_DB_FILE));
     let kms: KmsServer;
     try {
-      kms = new KmsServer(dir, db, masterSourceFor(db, dir), options);
+      kms = new KmsServer(
+        dir,
+        db,
+        masterSourceFor(db, dir, { oneSharePerCustodian: options.oneSharePerCustodian }),
+        options,
+      );
       const master = await kms.#source.autoUnseal();
       if (master) kms.#openService(master);
     } catch (e) {
@@ -259,7 +266,7 @@ export class KmsServer {
       if (!this.sealed) return { ...this.status(), detail: "already unsealed" };
       let r: Awaited<ReturnType<MasterKeySource["submitShare"]>>;
       try {
-        r = await this.#source.submitShare(share);
+        r = await this.#source.submitShare(share, caller.name);
       } catch (e) {
         const s = this.#source.status();
         this.#auditSeal(
