@@ -1,6 +1,7 @@
 // Wires the layers together for one data directory: embedded KMS, metadata store, blobs, vfs, accounts, audit.
 import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { raiseHighWater } from "./audit/high-water.ts";
 import { AuditLog } from "./audit/log.ts";
 import { AtrestError } from "./errors.ts";
 import { TriggerEngine } from "./events/engine.ts";
@@ -134,6 +135,8 @@ export class App implements Accounts {
   /** Trigger rules and their queue; intake runs in every process, the worker only after `triggers.start()`. */
   readonly triggers: TriggerEngine;
   #admin: Admin | undefined;
+  /** The high-water mark write in flight (audit/high-water.ts), awaited before the store closes. */
+  #highWater: Promise<void> = Promise.resolve();
 
   private constructor(
     paths: DataPaths,
@@ -153,6 +156,13 @@ export class App implements Accounts {
     this.vfs = vfs;
     this.audit = audit;
     this.logger = logger;
+    // every signed checkpoint raises the log's high-water mark in the metadata store: `audit verify` then notices a
+    // log cut back to an earlier checkpoint or emptied
+    audit.onCheckpoint((seq, hash) => {
+      this.#highWater = this.#highWater
+        .then(() => raiseHighWater(store, seq, hash))
+        .catch((err) => logger.warn({ err }, "audit high-water mark not recorded"));
+    });
     this.pgp = new PgpKeyStore(store, vfs.keys, audit);
     vfs.writeFilters.register(pgpWriteFilter(this.pgp));
     const pgp = pgpApi(this.pgp);
@@ -277,6 +287,13 @@ export class App implements Accounts {
     await this.triggers.close();
     await this.vfs.close();
     await this.vfs.blobs.close();
+    // sign what is in the log now, so the high-water mark reaches the store before it closes
+    try {
+      this.audit.checkpoint();
+    } catch (err) {
+      this.logger.warn({ err }, "audit checkpoint at close failed");
+    }
+    await this.#highWater;
     await this.store.close();
     this.dekCache.close();
     await this.keys.close();

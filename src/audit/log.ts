@@ -56,6 +56,9 @@ export const MAX_PENDING = 1_000_000;
 
 export type RecordListener = (record: AuditRecord, seq: number) => void;
 
+/** Told after a signed checkpoint is in the file: its sequence number and chain hash (hex). */
+export type CheckpointListener = (seq: number, hash: string) => void;
+
 /** Free space the audit file system must have for fail-closed `admit` to let an operation start. */
 export const ADMIT_RESERVE_BYTES = 64 * 1024;
 
@@ -103,6 +106,9 @@ export class AuditLog implements AuditSink {
   readonly #signer: Signer | undefined;
   readonly #every: number;
   readonly #listeners = new Set<RecordListener>();
+  readonly #checkpointListeners = new Set<CheckpointListener>();
+  /** The last checkpoint in the lines being written (announced once the write succeeded). */
+  #newCheckpoint: { seq: number; hash: string } | undefined;
   readonly #gates = new Set<() => Promise<void> | undefined>();
   #pending: Pending[] = [];
   /** Written, waiting for the next fdatasync. */
@@ -234,6 +240,28 @@ export class AuditLog implements AuditSink {
     return () => this.#gates.delete(gate);
   }
 
+  /** Called after each signed checkpoint reaches the file (for the high-water mark, audit/high-water.ts). */
+  onCheckpoint(listener: CheckpointListener): () => void {
+    this.#checkpointListeners.add(listener);
+    return () => this.#checkpointListeners.delete(listener);
+  }
+
+  #announceCheckpoint(): void {
+    const cp = this.#newCheckpoint;
+    this.#newCheckpoint = undefined;
+    if (!cp) return;
+    for (const listener of this.#checkpointListeners) {
+      try {
+        listener(cp.seq, cp.hash);
+      } catch (err) {
+        process.emitWarning(
+          `audit checkpoint listener failed: ${(err as Error)?.message ?? err}`,
+          "AuditListenerWarning",
+        );
+      }
+    }
+  }
+
   /** Called with each record once it is in the file, in sequence order. */
   onRecord(listener: RecordListener): () => void {
     this.#listeners.add(listener);
@@ -283,6 +311,7 @@ export class AuditLog implements AuditSink {
       this.#failure = undefined;
       this.#onFailure?.(undefined);
     }
+    this.#announceCheckpoint();
     for (const entry of entries) if (entry.waiter) this.#unsynced.push(entry.waiter);
     if (this.#unsynced.length > 0) this.#sync();
     if (this.#listeners.size > 0) {
@@ -317,8 +346,10 @@ export class AuditLog implements AuditSink {
         this.#seq = start.seq;
         this.#hash = start.hash;
         this.#since = start.since;
+        this.#newCheckpoint = undefined;
       }
     });
+    this.#announceCheckpoint();
   }
 
   /** Written and synced: resolves once everything written so far is on disk (for tests and shutdown). */
@@ -405,6 +436,7 @@ export class AuditLog implements AuditSink {
       this.#seq = start.seq;
       this.#hash = start.hash;
       this.#since = start.since;
+      this.#newCheckpoint = undefined;
       throw err;
     }
     return seqs;
@@ -421,6 +453,7 @@ export class AuditLog implements AuditSink {
   #checkpointLine(signer: Signer): Buffer {
     const line = this.#chain(checkpointBody(this.#seq + 1, this.#hash, signer));
     this.#since = 0;
+    this.#newCheckpoint = { seq: this.#seq, hash: this.#hash.toString("hex") };
     return line;
   }
 

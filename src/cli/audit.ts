@@ -1,5 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import { hostname } from "node:os";
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import { Option } from "commander";
 import type { App } from "../app.ts";
@@ -7,9 +8,11 @@ import { AUDIT_CONTEXT, AUDIT_KEY_SETTING, dataPaths, openStore } from "../app.t
 import { type ChainBreak, ed25519PublicKey, keyFingerprint, verifyChain } from "../audit/chain.ts";
 import { checkpointPublicKeys } from "../audit/checkpoint-key.ts";
 import { encodeCef } from "../audit/encoders/cef.ts";
+import { safeJson } from "../audit/encoders/common.ts";
 import { encodeEcsJson } from "../audit/encoders/ecs-json.ts";
 import { encodeLeef } from "../audit/encoders/leef.ts";
 import { encodeRfc5424 } from "../audit/encoders/rfc5424.ts";
+import { type HighWater, readHighWater, resetHighWater } from "../audit/high-water.ts";
 import { openRecord } from "../audit/log.ts";
 import { fileHistory, loginHistory, type Match, parseSince, query } from "../audit/query.ts";
 import { formatStats, readStats } from "../audit/stats.ts";
@@ -17,6 +20,8 @@ import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError } from "../errors.ts";
 import { serviceKey } from "../keys/service-keys.ts";
+import { actorFields, cliActor } from "../service/actor.ts";
+import { asOption } from "./as.ts";
 import { dataOption, say, withApp } from "./common.ts";
 
 /** Exit codes of `audit verify`: 0 intact and fully signed, 1 broken, 3 intact but with an unsigned tail. */
@@ -95,31 +100,46 @@ export function registerAudit(program: Command): void {
     .addOption(dataOption())
     .option("--file <file>", "audit log to check (default: the data directory's)")
     .option("--public-key <base64>", "trust this checkpoint key (raw or SPKI, base64) instead of the data directory's")
-    .option("--anchor <seq:hash>", "an earlier head (from a previous verify) that must still be in the file")
+    .option(
+      "--anchor <seq:hash>",
+      "an earlier head (from a previous verify) that must still be in the file (default for the data directory's log: " +
+        "its high-water mark)",
+    )
     .option("--decrypt", "also decrypt every record with the audit key (needs the key manager)")
     .action(async (opts) => {
       const file: string = opts.file ?? dataPaths(opts.data).audit;
-      let publicKeys: Map<string, ReturnType<typeof ed25519PublicKey>>;
+      // the high-water mark belongs to the data directory's own log, not to a copy checked with --file
+      const ownLog = resolve(file) === resolve(dataPaths(opts.data).audit);
+      let publicKeys: Map<string, ReturnType<typeof ed25519PublicKey>> | undefined;
+      let highWater: HighWater | undefined;
       if (opts.publicKey) {
         const key = ed25519PublicKey(opts.publicKey);
         publicKeys = new Map([[keyFingerprint(key), key]]);
-      } else {
+      }
+      if (!opts.publicKey || ownLog) {
         const store = openStore(dataPaths(opts.data));
         try {
-          publicKeys = await checkpointPublicKeys(store);
+          publicKeys ??= await checkpointPublicKeys(store);
+          if (ownLog) highWater = await readHighWater(store);
         } finally {
           await store.close();
         }
       }
+      const trusted = publicKeys ?? new Map();
       let anchor: { seq: number; hash: string } | undefined;
       if (opts.anchor) {
         const m = /^(\d+):([0-9a-f]{64})$/.exec(opts.anchor);
         if (!m) throw new Error("--anchor must be <seq>:<64 hex digits>");
         anchor = { seq: Number(m[1]), hash: m[2] as string };
       }
+      const anchors = [anchor, highWater].filter((a): a is { seq: number; hash: string } => a !== undefined);
       const started = performance.now();
-      const run = async (onRecord?: (seq: number, sealed: Buffer) => string | undefined) =>
-        verifyChain(file, { publicKeys, anchor, ...(onRecord ? { onRecord } : {}) });
+      const run = async (onRecord?: (seq: number, sealed: Buffer) => string | undefined) => {
+        // one pass per anchor beyond the first is rare (an explicit --anchor besides the mark) and cheap enough
+        let r = verifyChain(file, { publicKeys: trusted, anchor: anchors[0], ...(onRecord ? { onRecord } : {}) });
+        for (const a of anchors.slice(1)) if (!r.error) r = verifyChain(file, { publicKeys: trusted, anchor: a });
+        return r;
+      };
       const result = opts.decrypt
         ? await withApp(opts.data, async (app) => {
             const raw = await serviceKey(app.store, app.keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT);
@@ -136,7 +156,7 @@ export function registerAudit(program: Command): void {
           })
         : await run();
       const seconds = ((performance.now() - started) / 1000).toFixed(2);
-      if (publicKeys.size === 0 && result.checkpoints > 0 && !result.error) {
+      if (trusted.size === 0 && result.checkpoints > 0 && !result.error) {
         process.exitCode = VERIFY_BROKEN;
         say(`${file}: no trusted checkpoint key (data directory without one, and no --public-key)`);
         return;
@@ -144,6 +164,13 @@ export function registerAudit(program: Command): void {
       if (result.error) {
         process.exitCode = VERIFY_BROKEN;
         say(`${file}: BROKEN at ${describe(result.error)}`);
+        if (highWater && /anchor/.test(result.error.message)) {
+          say(
+            `the metadata store's high-water mark says entry ${highWater.seq} (a checkpoint signed ${highWater.at}) ` +
+              `was in this log with hash ${highWater.hash}: the log was cut back, emptied or replaced ` +
+              "(moved a damaged log aside on purpose? atrest audit highwater reset)",
+          );
+        }
         say(`verified ${result.lines - 1} line(s) before it`);
         return;
       }
@@ -154,6 +181,8 @@ export function registerAudit(program: Command): void {
           ` verified in ${seconds} s`,
       );
       if (cp) say(`last checkpoint: line ${cp.line}, anchor ${cp.seq}:${cp.hash}`);
+      if (highWater) say(`high-water mark ${highWater.seq} (metadata store): present`);
+      else if (ownLog) say("no high-water mark in the metadata store yet (none recorded: no checkpoint since)");
       if (result.unsigned > 0) {
         process.exitCode = VERIFY_UNSIGNED_TAIL;
         say(
@@ -163,6 +192,32 @@ export function registerAudit(program: Command): void {
         return;
       }
       say("OK");
+    });
+  audit
+    .command("highwater")
+    .description("the log's high-water mark in the metadata store (the newest checkpoint verify must find)")
+    .argument("[action]", "show (default) or reset (after moving a damaged log aside: a new chain starts)", "show")
+    .addOption(dataOption())
+    .addOption(asOption())
+    .action(async (action: string, opts) => {
+      if (action !== "show" && action !== "reset") {
+        throw new AtrestError("INVALID_INPUT", "atrest audit highwater [show|reset]");
+      }
+      await withApp(opts.data, async (app) => {
+        if (action === "show") {
+          const hw = await readHighWater(app.store);
+          say(hw ? `high-water mark: entry ${hw.seq} hash ${hw.hash} (recorded ${hw.at})` : "no high-water mark");
+          return;
+        }
+        const was = await resetHighWater(app.store);
+        app.audit.record({
+          action: "audit.config.change",
+          outcome: "success",
+          ...actorFields(cliActor(opts.as)),
+          detail: `audit high-water mark reset${was ? ` (was entry ${was.seq})` : ""}`,
+        });
+        say(`high-water mark reset${was ? ` (was entry ${was.seq})` : ""}; the next checkpoint sets it again`);
+      });
     });
 }
 
@@ -205,7 +260,7 @@ export function renderMatch(m: Match, format: string): string {
   const r = m.record;
   switch (format) {
     case "json":
-      return JSON.stringify({ seq: m.seq, ...r });
+      return safeJson({ seq: m.seq, ...r });
     case "cef":
       return encodeCef(r, {}, { seq: m.seq });
     case "leef":
@@ -215,16 +270,28 @@ export function renderMatch(m: Match, format: string): string {
     case "ecs":
       return encodeEcsJson(r, { seq: m.seq });
   }
-  const who = r.effectiveUser && r.effectiveUser !== r.user ? `${r.user} as ${r.effectiveUser}` : r.user;
-  const cols = [r.time, r.action, r.outcome, who];
-  if (r.method) cols.push(`method=${r.method}`);
-  if (r.sourceIp) cols.push(`from=${r.sourceIp}`);
-  if (r.protocol) cols.push(`via=${r.protocol}`);
-  if (r.path !== undefined) cols.push(r.targetPath !== undefined ? `${r.path} -> ${r.targetPath}` : r.path);
-  if (r.size !== undefined) cols.push(`${r.size} B`);
-  if (r.reason) cols.push(`reason="${r.reason}"`);
-  if (r.sessionId) cols.push(`session=${r.sessionId}`);
+  const t = textField;
+  const who = r.effectiveUser && r.effectiveUser !== r.user ? `${t(r.user)} as ${t(r.effectiveUser)}` : t(r.user);
+  const cols = [t(r.time), t(r.action), t(r.outcome), who];
+  if (r.method) cols.push(`method=${t(r.method)}`);
+  if (r.sourceIp) cols.push(`from=${t(r.sourceIp)}`);
+  if (r.protocol) cols.push(`via=${t(r.protocol)}`);
+  if (r.path !== undefined) cols.push(r.targetPath !== undefined ? `${t(r.path)} -> ${t(r.targetPath)}` : t(r.path));
+  if (r.size !== undefined) cols.push(`${Number(r.size)} B`);
+  if (r.reason) cols.push(`reason=${safeJson(String(r.reason))}`);
+  if (r.sessionId) cols.push(`session=${t(r.sessionId)}`);
   return cols.join("  ");
+}
+
+// A value a user chose (a file name, a user name) printed as text: as it is when it is plain, else as a JSON string
+// (quoted, with every control character, quote and backslash escaped), so it can neither move the cursor, recolour or
+// retitle the terminal (ESC and C1 sequences), nor start a new line, nor pass for another column ("  ", " -> ", " as ").
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+const NOT_PLAIN = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069"\\]|^ | $| {2}| -> | as |^$/;
+
+export function textField(value: unknown): string {
+  const s = String(value);
+  return NOT_PLAIN.test(s) ? safeJson(s) : s;
 }
 
 function printMatches(matches: Match[], format: string): void {

@@ -181,3 +181,86 @@ describe("atrest audit verify (real App and CLI)", () => {
     );
   });
 });
+
+describe("audit verify with the metadata store's high-water mark (real App and CLI)", () => {
+  let dir: string;
+  let path: string;
+  before(async () => {
+    dir = await tempDir("atrest-audit-hwm-");
+    await initData(dir);
+    path = join(dir, "audit", "audit.log");
+    for (const name of ["alice", "bob", "carol"]) {
+      // each App run ends with a signed checkpoint, which raises the mark
+      const app = await App.open(dir);
+      await app.addUser({ name, password: "correct horse battery" });
+      await app.close();
+    }
+  });
+  after(() => removeDir(dir));
+
+  it("OK on the intact log, and the mark is the last checkpoint", async () => {
+    const { stdout } = await cli(["audit", "verify", "--data", dir]);
+    assert.match(stdout, /OK/);
+    assert.match(stdout, /high-water mark \d+ \(metadata store\): present/);
+    const last = /anchor (\d+):([0-9a-f]{64})/.exec(stdout);
+    const shown = (await cli(["audit", "highwater", "--data", dir])).stdout;
+    assert.match(shown, new RegExp(`entry ${last?.[1]} hash ${last?.[2]}`));
+  });
+
+  for (const [name, cut] of [
+    [
+      "cut back to an earlier checkpoint",
+      (ls: string[]) => ls.slice(0, ls.findIndex((l) => l.startsWith("v2:c:")) + 1),
+    ],
+    ["emptied", () => []],
+    ["replaced by a shorter valid chain", undefined],
+  ] as const) {
+    it(`exits 1 on a log ${name} (without --anchor)`, async () => {
+      const original = await readFile(path);
+      try {
+        if (cut) {
+          const ls = await lines(path);
+          const kept = cut(ls);
+          await writeFile(path, kept.length ? `${kept.join("\n")}\n` : "");
+        } else {
+          // a fresh chain written by the real writer, signed with the real key: valid, but not this log
+          await writeFile(path, "");
+          const app = await App.open(dir);
+          await app.addUser({ name: "mallory", password: "correct horse battery" });
+          // the new chain's checkpoint would raise the mark only beyond the old one: it stays
+          await app.close();
+        }
+        await assert.rejects(cli(["audit", "verify", "--data", dir]), (err: { code: number; stdout: string }) => {
+          assert.equal(err.code, 1, err.stdout);
+          assert.match(err.stdout, /BROKEN at .*(truncated|edited)/);
+          assert.match(err.stdout, /high-water mark says entry \d+ .* the log was cut back, emptied or replaced/);
+          return true;
+        });
+        // a copy checked with --file is judged on its own
+        await writeFile(join(dir, "copy.log"), original);
+        assert.match((await cli(["audit", "verify", "--data", dir, "--file", join(dir, "copy.log")])).stdout, /OK/);
+      } finally {
+        await writeFile(path, original);
+      }
+    });
+  }
+
+  it("audit highwater reset (audited) accepts a new chain; the next checkpoint sets the mark again", async () => {
+    const original = await readFile(path);
+    try {
+      await writeFile(path, "");
+      await assert.rejects(cli(["audit", "verify", "--data", dir]), { code: 1 });
+      assert.match(
+        (await cli(["audit", "highwater", "reset", "--as", "root", "--data", dir])).stdout,
+        /reset \(was entry/,
+      );
+      const { stdout } = await cli(["audit", "verify", "--data", dir]);
+      assert.match(stdout, /OK/);
+      assert.match(stdout, /high-water mark \d+ \(metadata store\): present/, "the reset command's own checkpoint");
+      const tail = (await cli(["audit", "tail", "--data", dir])).stdout;
+      assert.match(tail, /"action":"audit.config.change".*"detail":"audit high-water mark reset \(was entry \d+\)"/);
+    } finally {
+      await writeFile(path, original);
+    }
+  });
+});

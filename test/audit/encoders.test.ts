@@ -126,11 +126,12 @@ describe("RFC 5424", () => {
     assert.equal(headerField("x".repeat(40), 32), "x".repeat(32));
   });
   it("encodes an upload: PRI 110 (audit, informational), SD with escapes, BOM before a UTF-8 MSG", () => {
+    // the line break in the path becomes U+FFFD in the SD value: LF-framed transports would split the message there
     assert.equal(
       encodeRfc5424(upload, { hostname: "files-1", procId: 4242 }, { seq: 7 }),
       "<110>1 2026-11-23T10:24:38.123Z files-1 atrest 4242 upload " +
         '[atrest@32473 action="upload" outcome="success" user="jörg" effectiveUser="svc|bot^x" ' +
-        'srcIp="::ffff:192.0.2.7" protocol="sftp" sessionId="s-1" path="/in/a=b\\\\c|d\ne\\]\\"f.txt" size="1234" ' +
+        'srcIp="::ffff:192.0.2.7" protocol="sftp" sessionId="s-1" path="/in/a=b\\\\c|d\uFFFDe\\]\\"f.txt" size="1234" ' +
         'keyRef="kek:default:v2" seq="7"] \uFEFFFile upload success: jörg as svc|bot^x /in/a=b\\c|d e]"f.txt',
     );
   });

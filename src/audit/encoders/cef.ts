@@ -17,19 +17,20 @@ import {
   DEFAULT_VERSION,
   type EncoderOptions,
   type RecordMeta,
+  replaceControls,
   splitIp,
 } from "./common.ts";
 
 /** CEF header field escaping: `\` → `\\`, `|` → `\|`; line breaks are not allowed in the header. */
 export function cefHeader(value: string): string {
-  if (!/[\\|\r\n]/.test(value)) return value; // the common case: nothing to escape, no new string
-  return value.replace(/[\\|]/g, (c) => `\\${c}`).replace(/\r\n|[\r\n]/g, " ");
+  if (!/[\\|\r\n]/.test(value)) return replaceControls(value); // the common case: nothing to escape
+  return replaceControls(value.replace(/[\\|]/g, (c) => `\\${c}`).replace(/\r\n|[\r\n]/g, " "));
 }
 
 /** CEF extension value escaping: `\` → `\\`, `=` → `\=`, LF → `\n`, CR → `\r`. */
 export function cefValue(value: string): string {
-  if (!/[\\=\r\n]/.test(value)) return value;
-  return value.replace(/[\\=\r\n]/g, (c) => (c === "\n" ? "\\n" : c === "\r" ? "\\r" : `\\${c}`));
+  if (!/[\\=\r\n]/.test(value)) return replaceControls(value);
+  return replaceControls(value.replace(/[\\=\r\n]/g, (c) => (c === "\n" ? "\\n" : c === "\r" ? "\\r" : `\\${c}`)));
 }
 
 /**

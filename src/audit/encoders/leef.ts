@@ -16,6 +16,7 @@ import {
   DEFAULT_VERSION,
   type EncoderOptions,
   type RecordMeta,
+  replaceControls,
   splitIp,
 } from "./common.ts";
 
@@ -33,7 +34,7 @@ function replacementFor(delimiter: string): string {
 
 /** Header field: no `|`, no line breaks. */
 export function leefHeader(value: string, delimiter = "\t"): string {
-  return value.replace(/[|\r\n]/g, (c) => (c === "|" ? replacementFor(delimiter) : " "));
+  return replaceControls(value.replace(/[|\r\n]/g, (c) => (c === "|" ? replacementFor(delimiter) : " ")));
 }
 
 /** Attribute value: no delimiter, no line breaks (LEEF has no escape mechanism). */
@@ -41,7 +42,7 @@ export function leefValue(value: string, delimiter: string): string {
   const rep = replacementFor(delimiter);
   let out = "";
   for (const c of value) out += c === delimiter ? rep : c === "\n" || c === "\r" ? " " : c;
-  return out;
+  return replaceControls(out);
 }
 
 /** The header's delimiter field: printable ASCII other than `|` and space as itself, anything else as `xHH`. */

@@ -11,7 +11,7 @@
 // does not depend on them.
 import type { AuditRecord } from "../types.ts";
 import { effectiveUserOf, messageOf, severityOf } from "../types.ts";
-import type { RecordMeta } from "./common.ts";
+import { type RecordMeta, replaceControls } from "./common.ts";
 
 export interface Rfc5424Options {
   hostname?: string;
@@ -46,7 +46,9 @@ export function headerField(value: string | number | undefined, max: number): st
 
 /** PARAM-VALUE escaping (§6.3.3): `"` → `\"`, `\` → `\\`, `]` → `\]`. */
 export function sdValue(value: string): string {
-  return value.replace(/["\\\]]/g, (c) => `\\${c}`);
+  // line breaks and other controls as U+FFFD: transports that frame by LF (and receivers that escape controls as
+  // #012) would otherwise split or rewrite the message
+  return replaceControls(value.replace(/["\\\]]/g, (c) => `\\${c}`));
 }
 
 function sdName(name: string): string {
@@ -85,7 +87,7 @@ export function encodeRfc5424(r: AuditRecord, opts: Rfc5424Options = {}, meta: R
     .filter((kv): kv is [string, string | number] => kv[1] !== undefined)
     .map(([k, v]) => ` ${k}="${sdValue(String(v))}"`)
     .join("")}]`;
-  const text = messageOf(r).replace(/\r\n|[\r\n]/g, " ");
+  const text = replaceControls(messageOf(r).replace(/\r\n|[\r\n]/g, " "));
   // biome-ignore lint/suspicious/noControlCharactersInRegex: testing for 7-bit ASCII
   const msg = /^[\x00-\x7f]*$/.test(text) ? text : `${BOM}${text}`;
   return [

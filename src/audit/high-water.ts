@@ -1,0 +1,49 @@
+// The audit log's high-water mark: the newest signed checkpoint (its sequence number and chain hash) that a writer has
+// put into the log, remembered in the metadata store (setting `audit.highwater`). `audit verify` of the data
+// directory's log takes it as an anchor, so a log cut back to an earlier checkpoint, or emptied, or replaced by a
+// shorter valid-looking one, is reported as `truncated` or `edited` instead of OK. Writers only raise it. Someone who
+// can also roll meta.db back to an older copy defeats it; the SIEM's copy (last delivered sequence) and `--anchor`
+// remain the independent checks (docs/operations.md).
+import type { MetaStore } from "../store/types.ts";
+
+export const HIGH_WATER_SETTING = "audit.highwater";
+
+export interface HighWater {
+  seq: number;
+  /** Hex SHA-256 chain hash of the entry at `seq` (a checkpoint). */
+  hash: string;
+  /** ISO time it was recorded. */
+  at: string;
+}
+
+function parse(raw: Buffer | undefined): HighWater | undefined {
+  if (!raw) return undefined;
+  try {
+    const v = JSON.parse(raw.toString("utf8")) as HighWater;
+    if (Number.isSafeInteger(v.seq) && v.seq > 0 && /^[0-9a-f]{64}$/.test(v.hash)) return v;
+  } catch {}
+  return undefined;
+}
+
+export async function readHighWater(store: MetaStore): Promise<HighWater | undefined> {
+  return parse(await store.getSetting(HIGH_WATER_SETTING));
+}
+
+/** Raises the mark to (seq, hash) unless it is already at or beyond seq. */
+export async function raiseHighWater(store: MetaStore, seq: number, hash: string): Promise<void> {
+  await store.transaction(async (tx) => {
+    const current = parse(await tx.getSetting(HIGH_WATER_SETTING));
+    if (current && current.seq >= seq) return;
+    const mark: HighWater = { seq, hash, at: new Date().toISOString() };
+    await tx.setSetting(HIGH_WATER_SETTING, Buffer.from(JSON.stringify(mark)));
+  });
+}
+
+/** Forgets the mark (an operator who moved a damaged log aside and starts a new chain: `audit highwater reset`). */
+export async function resetHighWater(store: MetaStore): Promise<HighWater | undefined> {
+  return store.transaction(async (tx) => {
+    const current = parse(await tx.getSetting(HIGH_WATER_SETTING));
+    await tx.setSetting(HIGH_WATER_SETTING, Buffer.from(JSON.stringify({ reset: new Date().toISOString() })));
+    return current;
+  });
+}
