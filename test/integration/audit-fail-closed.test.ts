@@ -196,6 +196,10 @@ describe("fail-closed audit with an unwritable log (OpenSSH sftp)", {
       // a new login is refused
       const login = await runSftpBatch({ port: server.port, user: "alice", keyFile: key, commands: ["ls"] });
       assert.notEqual(login.code, 0, "login refused while the audit log cannot be written");
+      // the server's warning reaches its stderr a moment after the client gave up
+      for (let i = 0; i < 100 && !/login refused: audit log cannot be written/.test(server.output()); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       assert.match(server.output(), /login refused: audit log cannot be written/);
 
       // the log can be written again: everything is as it was, and the records of the refusals arrive
