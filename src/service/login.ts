@@ -89,7 +89,8 @@ export class LoginService {
       try {
         // fail-closed: the login is accepted only once its record is durable; a record that cannot be made is
         // withdrawn (retract), so the log never says "success" for a login that was refused
-        await commitEvent(audit, event("success"), { retract: true });
+        // the effective user is the account the session runs as (the name as stored, whatever the client typed)
+        await commitEvent(audit, { ...event("success"), effectiveUser: user }, { retract: true });
       } catch (err) {
         logger.warn({ err, sessionId: req.sessionId }, `${req.protocol}: login refused: audit log cannot be written`);
         record("failure", "audit unavailable");
@@ -191,7 +192,15 @@ export class LoginService {
     this.#live.delete(sessionId);
     this.#ends.delete(sessionId);
     const { user, protocol, sourceIp } = live;
-    this.#deps.audit?.record({ action: "logout", outcome: "success", user, protocol, sessionId, sourceIp });
+    this.#deps.audit?.record({
+      action: "logout",
+      outcome: "success",
+      user,
+      effectiveUser: user,
+      protocol,
+      sessionId,
+      sourceIp,
+    });
   }
 
   /** Connections logged in right now. */

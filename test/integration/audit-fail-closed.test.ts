@@ -236,6 +236,11 @@ describe("fail-closed audit with an unwritable log (OpenSSH sftp)", {
       assert.ok(!(outcomes.includes("success") && outcomes.includes("failure")), `${id}: ${outcomes}`);
     }
     assert.ok(logins.some((r) => r.outcome === "failure" && r.reason === "audit unavailable"));
+    // login and logout name the effective user (the account the session ran as)
+    const ok = logins.filter((r) => r.outcome === "success");
+    assert.ok(ok.length >= 2 && ok.every((r) => r.effectiveUser === "alice"), JSON.stringify(ok));
+    const logouts = records.filter((r) => r.action === "logout");
+    assert.ok(logouts.length >= 2 && logouts.every((r) => r.effectiveUser === "alice"), JSON.stringify(logouts));
     const refused = records.filter((r) => r.outcome === "failure" && r.reason === "AUDIT_UNAVAILABLE");
     assert.ok(
       refused.some((r) => r.action === "download" && r.path === "/a.bin"),
