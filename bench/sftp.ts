@@ -107,7 +107,7 @@ export const sftp: BenchModule = {
   title: "SFTP: atrest vs OpenSSH",
   method: [
     "**SFTP**: OpenSSH `sshd` (`/usr/sbin/sshd -D -e -f <tmp config>`, `Subsystem sftp internal-sftp`, own host key, " +
-      "`UsePAM no`) and atrest (`node src/cli/main.ts server`) each on a free 127.0.0.1 port, both storing under " +
+      "`UsePAM no`, `MaxStartups 200`) and atrest (`node src/cli/main.ts server`) each on a free 127.0.0.1 port, both storing under " +
       "the same temp dir (page cache, no fsync forced). One client for both: OpenSSH `sftp -b <batch> " +
       "-o Ciphers=aes128-gcm@openssh.com` (default 32 KiB requests, 64 in flight), one new SSH connection per " +
       "workload run, so the handshake is inside the timing for both servers.",

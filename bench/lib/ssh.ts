@@ -52,6 +52,8 @@ export async function startOpenSsh(dir: string, client: KeyPair, label = "OpenSS
       `AuthorizedKeysFile ${authorized}`,
       "Subsystem sftp internal-sftp",
       "UsePAM no",
+      // The concurrent-sessions workload opens 100 connections at once; sshd's default (10:30:100) drops most.
+      "MaxStartups 200",
       "StrictModes no",
       "PasswordAuthentication no",
       "KbdInteractiveAuthentication no",
