@@ -170,7 +170,7 @@ export const sftp: BenchModule = {
         await new Promise((r) => setTimeout(r, 300));
         const crypto = /sftp transport crypto: (.*)/.exec(atrest.output())?.[1];
         notes.push(`atrest SSH transport crypto: ${crypto ?? "not printed"}.`);
-        if (ctx.profile) notes.push(`CPU profile of the atrest server: ${profileDir}/ (written when it stopped).`);
+        if (ctx.profile) notes.push("CPU profile of the atrest server: .cache/profiles/ (written when it stopped).");
       }
     }
     const [peer, subject] = servers;
