@@ -16,7 +16,7 @@ import { say } from "./common.ts";
 export function registerServer(program: Command): void {
   program
     .command("server")
-    .description("run the file server (SFTP); initialises the data dir on first run")
+    .description("run the file server (SFTP, HTTPS API); initialises the data dir on first run")
     .addOption(new Option("--data <dir>", "data directory (default ./data)").env("ATREST_DATA"))
     .addOption(new Option("--host <addr>", "listen address (default 127.0.0.1)").env("ATREST_HOST"))
     .addOption(
@@ -24,6 +24,13 @@ export function registerServer(program: Command): void {
         "ATREST_SFTP_PORT",
       ),
     )
+    .addOption(
+      new Option("--http-port <port>", 'HTTPS API port; 0 = disabled, "auto" = any free port (default 8080)').env(
+        "ATREST_HTTP_PORT",
+      ),
+    )
+    .addOption(new Option("--tls-cert <file>", "PEM certificate for HTTPS (default: self-signed, in <data>/tls)"))
+    .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert"))
     .addOption(new Option("--idle-timeout <s>", "disconnect idle sessions after s seconds, 0 = never (default 600)"))
     .addOption(new Option("--max-sessions <n>", "concurrent SSH connections (default 256)"))
     .addOption(new Option("--log-level <level>", "pino level (default info)").env("ATREST_LOG_LEVEL"))
@@ -139,6 +146,38 @@ export function registerServer(program: Command): void {
         say(`sftp transport crypto: ${sftp.transport.describe}`);
         for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
       }
+      let http: { port: number; close(): Promise<void> } | undefined;
+      if (config.httpPort === 0) {
+        say("https disabled (--http-port 0)");
+      } else {
+        const { loadOrCreateServerTls } = await import("../wiring/server-tls.ts");
+        const { startHttpServer } = await import("../protocols/http/server.ts");
+        const tls = await loadOrCreateServerTls({
+          data: config.data,
+          certFile: config.tlsCert,
+          keyFile: config.tlsKey,
+        });
+        const keys = app.keys as { status?: () => Promise<unknown> } & typeof app.keys;
+        http = await startHttpServer({
+          host: config.host,
+          port: config.httpPort === "auto" ? 0 : config.httpPort,
+          tls,
+          login,
+          accounts: app,
+          user: (name) => app.store.getUser(name),
+          logger,
+          registry,
+          checks: [
+            { name: "store", check: async () => void (await app.store.getSetting("metadata.key")) },
+            {
+              name: "key-manager",
+              check: async () => void (await (keys.status ? keys.status() : keys.listKeys())),
+            },
+          ],
+        });
+        say(`https listening on ${config.host}:${http.port}`);
+        say(`tls certificate ${tls.fingerprint} (${tls.source})`);
+      }
       await app.triggers.start();
       if ((await app.store.listUsers()).length === 0) {
         say(`no users yet; add one: echo 'secret' | npx atrest user add alice --password-stdin --data ${config.data}`);
@@ -150,6 +189,7 @@ export function registerServer(program: Command): void {
         stopping = true;
         logger.info({ signal }, "shutting down");
         await sftp?.close();
+        await http?.close();
         clearInterval(defenderSweep);
         clearInterval(loginSweep);
         await pipeline.stop();

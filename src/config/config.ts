@@ -75,6 +75,15 @@ export const serverConfigSchema = z
         error: 'must be a port number 0-65535 (0 = disabled) or "auto"',
       })
       .default(2022),
+    // HTTPS API (src/protocols/http); 8443 stays the key manager's.
+    httpPort: z
+      .union([z.literal("auto"), z.coerce.number().int().min(0).max(65535)], {
+        error: 'must be a port number 0-65535 (0 = disabled) or "auto"',
+      })
+      .default(8080),
+    // An operator's TLS certificate and key (PEM) for the HTTPS door; unset = a self-signed one kept in <data>/tls.
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
     idleTimeout: z.coerce.number().int().min(0).default(600),
     maxSessions: z.coerce.number().int().min(1).default(256),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -97,6 +106,10 @@ export const serverConfigSchema = z
     defender: defenderSchema.prefault({}),
   })
   .strict()
+  .refine((c) => !c.tlsCert === !c.tlsKey, {
+    path: ["tlsKey"],
+    message: "tlsCert and tlsKey go together",
+  })
   .refine((c) => !c.kms || c.kmsCert, {
     path: ["kmsCert"],
     message: "required with kms: the directory written by `atrest kms client issue` (client.key, client.crt, ca.crt)",
@@ -108,6 +121,9 @@ const envNames: Partial<Record<keyof ServerConfig, string>> = {
   data: "ATREST_DATA",
   host: "ATREST_HOST",
   sftpPort: "ATREST_SFTP_PORT",
+  httpPort: "ATREST_HTTP_PORT",
+  tlsCert: "ATREST_TLS_CERT",
+  tlsKey: "ATREST_TLS_KEY",
   idleTimeout: "ATREST_IDLE_TIMEOUT",
   maxSessions: "ATREST_MAX_SESSIONS",
   logLevel: "ATREST_LOG_LEVEL",

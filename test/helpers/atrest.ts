@@ -73,6 +73,8 @@ export async function cliProcess(args: string[], input?: string, env?: NodeJS.Pr
 
 export interface RunningServer {
   port: number;
+  /** The HTTPS API's port (0 when started with --http-port 0). */
+  httpPort: number;
   proc: ChildProcess;
   output: () => string;
   /** SIGTERM and wait for exit. */
@@ -90,19 +92,35 @@ export async function startServer(
 ): Promise<RunningServer> {
   const proc = spawn(
     process.execPath,
-    [entry, "server", "--data", data, "--sftp-port", "auto", "--host", "127.0.0.1", "--log-level", "warn", ...extra],
+    [
+      entry,
+      "server",
+      "--data",
+      data,
+      "--sftp-port",
+      "auto",
+      // every test server picks a free HTTPS port too (unless the test names one): 8080 would clash between tests
+      ...(extra.includes("--http-port") ? [] : ["--http-port", "auto"]),
+      "--host",
+      "127.0.0.1",
+      "--log-level",
+      "warn",
+      ...extra,
+    ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
   );
   let out = "";
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
+  const [port, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
       const m = /atrest: sftp listening on [^\s]+:(\d+)/.exec(out);
-      if (m) {
+      // the HTTPS door starts after SFTP; wait for it too unless it is off
+      const h = /atrest: https listening on [^\s]+:(\d+)/.exec(out);
+      if (m && (h || /atrest: https disabled/.test(out))) {
         clearTimeout(timer);
-        resolve(Number(m[1]));
+        resolve([Number(m[1]), h ? Number(h[1]) : 0]);
       }
     };
     proc.stdout?.on("data", onData);
@@ -116,5 +134,5 @@ export async function startServer(
     if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
     await exited;
   };
-  return { port, proc, output: () => out, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
+  return { port, httpPort, proc, output: () => out, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
 }

@@ -52,7 +52,18 @@ describe("launcher (bin/atrest.js)", () => {
     await cliProcess(["init", "--data", data]);
     const proc = spawn(
       process.execPath,
-      [join(ROOT, "src", "cli", "main.ts"), "server", "--data", data, "--sftp-port", "auto", "--log-level", "warn"],
+      [
+        join(ROOT, "src", "cli", "main.ts"),
+        "server",
+        "--data",
+        data,
+        "--sftp-port",
+        "auto",
+        "--http-port",
+        "auto",
+        "--log-level",
+        "warn",
+      ],
       { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
     );
     let out = "";

@@ -1,0 +1,33 @@
+// What the route files share: the server's options and its session table (types only, so route files and the server
+// import each other in one direction).
+import type { Logger } from "../../logger.ts";
+import type { Registry } from "../../metrics/registry.ts";
+import type { Accounts } from "../../service/accounts.ts";
+import type { LoginService } from "../../service/login.ts";
+import type { UserRow } from "../../store/types.ts";
+import type { HealthCheck } from "./health.ts";
+import type { SessionSettings, SessionTable } from "./sessions.ts";
+
+export interface HttpServerOptions {
+  host: string;
+  /** 0 = any free port. */
+  port: number;
+  tls: { key: string; cert: string };
+  login: LoginService;
+  accounts: Accounts;
+  /** The user's row (role, home) at each request: a role change or removal takes effect at once. */
+  user(name: string): Promise<UserRow | undefined>;
+  logger: Logger;
+  registry?: Registry;
+  checks?: HealthCheck[];
+  sessions?: Partial<SessionSettings>;
+  /** Largest JSON body, bytes (default 1 MiB). Uploads are streamed and bounded by quotas instead. */
+  bodyLimit?: number;
+  /** Unfinished tus uploads are dropped after this long without a PATCH (default 1 h). */
+  uploadIdleMs?: number;
+}
+
+export interface HttpDeps {
+  options: HttpServerOptions;
+  sessions: SessionTable;
+}

@@ -1,0 +1,204 @@
+// The HTTPS door: Fastify 5 over HTTP/2 with HTTP/1.1 fallback (ALPN), TLS always. A thin adapter: authentication
+// goes through the service's LoginService (argon2id, the shared defender, the login audit), file operations through
+// a VfsSession opened per request, admin work through service/admin.ts with the caller as Actor. Every route comes
+// from one table (routes.ts), which also yields the OpenAPI document; every error leaves as problem+json (problem.ts).
+import cookie from "@fastify/cookie";
+import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
+import type { Logger } from "../../logger.ts";
+import type { Role } from "../../store/types.ts";
+import { authRoutes } from "./auth-routes.ts";
+import type { HttpDeps, HttpServerOptions } from "./deps.ts";
+import { fileRoutes } from "./files.ts";
+import { healthRoutes } from "./health.ts";
+import { openApiDocument } from "./openapi.ts";
+import { HttpProblem, PROBLEM_CONTENT_TYPE, problemOf } from "./problem.ts";
+import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteSpec } from "./routes.ts";
+import { CSRF_HEADER, DEFAULT_SESSIONS, SESSION_COOKIE, SessionTable } from "./sessions.ts";
+import { TusUploads } from "./tus.ts";
+
+export type { HttpDeps, HttpServerOptions };
+
+export interface HttpServer {
+  port: number;
+  close(): Promise<void>;
+  sessions: SessionTable;
+}
+
+const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+const OPENAPI_SPEC: RouteSpec = {
+  method: "GET",
+  url: "/openapi.json",
+  operationId: "openapi",
+  summary: "This API's OpenAPI 3.1 document",
+  tags: ["meta"],
+  auth: "public",
+  responses: { 200: { description: "the OpenAPI document", contentType: "application/json" } },
+};
+
+/** The OpenAPI document of every route, without a running server (docs/api/openapi.json is this). */
+export function apiDocument(): Record<string, unknown> {
+  const none = () => {
+    throw new Error("not a running server");
+  };
+  const options = { accounts: { openSession: none }, login: { logout: none } } as unknown as HttpServerOptions;
+  const deps: HttpDeps = { options, sessions: new SessionTable(DEFAULT_SESSIONS, () => {}) };
+  return openApiDocument([
+    ...allRoutes(deps, new TusUploads(options, 0)),
+    { spec: OPENAPI_SPEC, handler: async () => undefined },
+  ]);
+}
+
+/** Every route the server serves but /openapi.json (what the OpenAPI document lists). */
+export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
+  return [...healthRoutes(deps.options), ...authRoutes(deps), ...fileRoutes(deps), ...uploads.routes()];
+}
+
+function tokenOf(req: FastifyRequest): string | undefined {
+  const h = req.headers.authorization;
+  if (typeof h !== "string") return undefined;
+  const m = /^Bearer\s+(\S+)$/i.exec(h);
+  return m?.[1];
+}
+
+async function principalOf(deps: HttpDeps, req: FastifyRequest): Promise<Principal> {
+  const sourceIp = req.ip;
+  const cookieValue = req.cookies[SESSION_COOKIE];
+  if (tokenOf(req) !== undefined) {
+    throw new HttpProblem(401, "UNAUTHORIZED", "authentication required", {
+      code: "AUTH_FAILED",
+      headers: { "www-authenticate": 'Bearer realm="atrest"' },
+    });
+  }
+  const session = deps.sessions.lookup(cookieValue);
+  if (!session) {
+    throw new HttpProblem(401, "UNAUTHORIZED", "authentication required", {
+      code: "AUTH_FAILED",
+      headers: { "www-authenticate": 'Bearer realm="atrest"' },
+    });
+  }
+  if (UNSAFE.has(req.method) && !SessionTable.csrfOk(session, req.headers[CSRF_HEADER])) {
+    throw new HttpProblem(403, "CSRF", `missing or wrong ${CSRF_HEADER} header`, { code: "PERMISSION_DENIED" });
+  }
+  const row = await deps.options.user(session.user);
+  if (!row) {
+    deps.sessions.endUser(session.user);
+    throw new HttpProblem(401, "UNAUTHORIZED", "authentication required", { code: "AUTH_FAILED" });
+  }
+  return { user: row.name, role: row.role, sessionId: session.id, via: "session", sourceIp };
+}
+
+function checkRole(p: Principal, roles: readonly Role[], what: string): void {
+  if (!roles.includes(p.role)) {
+    throw new HttpProblem(403, "FORBIDDEN", `${what} needs role ${roles.join(" or ")} (${p.user} is ${p.role})`, {
+      code: "PERMISSION_DENIED",
+    });
+  }
+}
+
+function sendProblem(reply: FastifyReply, err: unknown, logger: Logger, req: FastifyRequest): void {
+  const { problem, headers, internal } = problemOf(err);
+  if (internal) logger.error({ err, method: req.method, url: req.url }, "http: request failed");
+  if (reply.sent || reply.raw.headersSent) {
+    // the body had started: all that is left is to cut the stream so the client sees a broken transfer
+    reply.raw.destroy();
+    return;
+  }
+  reply.code(problem.status).headers(headers).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(problem));
+}
+
+export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
+  const { logger } = options;
+  const sessions = new SessionTable({ ...DEFAULT_SESSIONS, ...options.sessions }, (s) => options.login.logout(s.id));
+  const uploads = new TusUploads(options, options.uploadIdleMs ?? 3_600_000);
+  const deps: HttpDeps = { options, sessions };
+  const app = Fastify({
+    http2: true,
+    https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert },
+    logger: false,
+    bodyLimit: options.bodyLimit ?? 1 << 20,
+    // a proxy in front is not assumed: the defender scores the socket's address
+    trustProxy: false,
+    exposeHeadRoutes: false,
+    return503OnClosing: true,
+    // idle keep-alive connections and HTTP/2 sessions do not hold the shutdown open
+    forceCloseConnections: true,
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 4096 },
+  });
+  await app.register(cookie);
+  // Uploads and anything not JSON: the handler reads the stream itself (nothing buffered here).
+  app.addContentTypeParser("*", (_req, payload, done) => done(null, payload));
+  // Fastify types an HTTP/2 server's request and reply apart from HTTP/1's; what the routes use exists on both
+  // (the compatibility API), so they see the one type.
+  const as1 = (req: unknown, reply: unknown) => ({ req: req as FastifyRequest, reply: reply as FastifyReply });
+  app.setErrorHandler((err, rq, rp) => {
+    const { req, reply } = as1(rq, rp);
+    sendProblem(reply, err, logger, req);
+  });
+  app.setNotFoundHandler((rq, rp) => {
+    const { req, reply } = as1(rq, rp);
+    sendProblem(
+      reply,
+      new HttpProblem(404, "NOT_FOUND", `no route ${req.method} ${req.url.split("?")[0]}`),
+      logger,
+      req,
+    );
+  });
+  app.addHook("onSend", async (_req, reply, payload) => {
+    reply.header("x-content-type-options", "nosniff");
+    reply.header("cache-control", reply.getHeader("cache-control") ?? "no-store");
+    reply.header("strict-transport-security", "max-age=31536000");
+    return payload;
+  });
+
+  const routes = allRoutes(deps, uploads);
+  const doc = openApiDocument([...routes, { spec: OPENAPI_SPEC, handler: async () => undefined }]);
+  routes.push({ spec: OPENAPI_SPEC, handler: async () => doc });
+  for (const { spec, handler } of routes) {
+    app.route({
+      method: spec.method,
+      url: spec.url,
+      handler: async (rq, rp) => {
+        const { req, reply } = as1(rq, rp);
+        let principal: Principal | undefined;
+        if (spec.auth !== "public") {
+          principal = await principalOf(deps, req);
+          checkRole(principal, spec.auth.roles, `${spec.operationId}`);
+        }
+        const ctx: Ctx<unknown, unknown, unknown> = {
+          req,
+          reply,
+          params: parsePart(spec.params, req.params, "path"),
+          query: parsePart(spec.query, req.query, "query"),
+          body: spec.body ? parseBody(spec.body, req) : undefined,
+          principal: principal as Principal,
+        };
+        const result = await (handler as (c: typeof ctx) => Promise<unknown>)(ctx);
+        if (reply.sent) return reply;
+        return result === undefined ? reply.send() : reply.send(result);
+      },
+    });
+  }
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  logger.info({ host: options.host, port }, "https listening");
+  const sweep = setInterval(() => {
+    sessions.sweep();
+    void uploads.sweep();
+  }, 30_000);
+  sweep.unref();
+  let closed = false;
+  return {
+    port,
+    sessions,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(sweep);
+      await uploads.close();
+      sessions.endAll();
+      await app.close();
+    },
+  };
+}
