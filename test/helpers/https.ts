@@ -27,10 +27,13 @@ export class ApiClient {
   cookie: string | undefined;
   csrf: string | undefined;
   bearer: string | undefined;
+  /** Source address (any of 127/8 is loopback on Linux): the defender tells clients apart by it. */
+  localAddress: string | undefined;
 
-  constructor(port: number, ca: string) {
+  constructor(port: number, ca: string, localAddress?: string) {
     this.port = port;
     this.ca = ca;
+    this.localAddress = localAddress;
   }
 
   static async forData(port: number, data: string): Promise<ApiClient> {
@@ -42,8 +45,8 @@ export class ApiClient {
   }
 
   /** A second client on the same server with no session. */
-  fresh(): ApiClient {
-    return new ApiClient(this.port, this.ca);
+  fresh(localAddress?: string): ApiClient {
+    return new ApiClient(this.port, this.ca, localAddress);
   }
 
   async login(username: string, password: string): Promise<Reply> {
@@ -71,7 +74,17 @@ export class ApiClient {
     }
     return new Promise((resolve, reject) => {
       const req = request(
-        { host: "127.0.0.1", port: this.port, method, path, headers, ca: this.ca, servername: "localhost" },
+        {
+          host: "127.0.0.1",
+          port: this.port,
+          method,
+          path,
+          headers,
+          ca: this.ca,
+          servername: "localhost",
+          localAddress: this.localAddress,
+          agent: false,
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
