@@ -28,6 +28,8 @@ export type AuditAction =
   | "user.remove"
   | "user.change"
   | "group.change"
+  | "token.create" // an API token issued (`target` = token id, `detail` = scopes, paths, expiry; never the secret)
+  | "token.revoke"
   | "folder.change"
   // key manager
   | "key.create"
@@ -172,6 +174,8 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "user.remove": { category: "iam", type: ["user", "deletion"], name: "User remove", severity: 6 },
   "user.change": { category: "iam", type: ["user", "change"], name: "User change", severity: 6 },
   "group.change": { category: "iam", type: ["group", "change"], name: "Group change", severity: 6 },
+  "token.create": { category: "iam", type: ["creation"], name: "API token create", severity: 5 },
+  "token.revoke": { category: "iam", type: ["deletion"], name: "API token revoke", severity: 5 },
   "folder.change": { category: "configuration", type: ["change"], name: "Folder change", severity: 5 },
   "key.create": { category: "configuration", type: ["creation"], name: "Key create", severity: 6 },
   "key.rotate": { category: "configuration", type: ["change"], name: "Key rotate", severity: 6 },

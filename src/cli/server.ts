@@ -11,6 +11,7 @@ import { Registry } from "../metrics/registry.ts";
 import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
 import { Defender } from "../service/defender.ts";
 import { LoginService } from "../service/login.ts";
+import { TokenService } from "../service/tokens.ts";
 import { say } from "./common.ts";
 
 export function registerServer(program: Command): void {
@@ -163,6 +164,8 @@ export function registerServer(program: Command): void {
           port: config.httpPort === "auto" ? 0 : config.httpPort,
           tls,
           login,
+          tokens: new TokenService(app.store, app.audit),
+          audit: app.audit,
           accounts: app,
           user: (name) => app.store.getUser(name),
           logger,

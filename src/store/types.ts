@@ -273,6 +273,36 @@ export interface BanWrites {
   deleteBansBefore(before: number): Promise<number>;
 }
 
+/** An API token (src/service/tokens.ts): the secret itself is never stored, only its SHA-256. */
+export interface ApiTokenRow {
+  id: string;
+  user: string;
+  /** The owner's label ("backup script"). */
+  name: string;
+  secretHash: Buffer;
+  /** Route scopes it may use (src/protocols/http/routes.ts SCOPES). */
+  scopes: string[];
+  /** Path prefixes (in the user's view) it may reach; ["/"] for all. */
+  paths: string[];
+  /** Epoch ms. */
+  createdAt: number;
+  expiresAt: number;
+  lastUsedAt: number | null;
+}
+
+export interface ApiTokenReads {
+  getApiToken(id: string): Promise<ApiTokenRow | undefined>;
+  /** A user's tokens (or everyone's), newest first. */
+  listApiTokens(user?: string): Promise<ApiTokenRow[]>;
+}
+export interface ApiTokenWrites {
+  /** Inserts or replaces. */
+  putApiToken(token: ApiTokenRow): Promise<void>;
+  deleteApiToken(id: string): Promise<boolean>;
+  /** Forgets tokens that expired before `before` (epoch ms); returns how many. */
+  deleteApiTokensBefore(before: number): Promise<number>;
+}
+
 /** A trigger rule (src/events): the spec is configuration (JSON, readable); its secrets are sealed by events. */
 export interface TriggerRuleRow {
   name: string;
@@ -354,6 +384,7 @@ export interface MetaReads
     NodeReads,
     KeyJobReads,
     BanReads,
+    ApiTokenReads,
     TriggerReads {}
 
 export interface MetaWrites
@@ -365,6 +396,7 @@ export interface MetaWrites
     NodeWrites,
     KeyJobWrites,
     BanWrites,
+    ApiTokenWrites,
     TriggerWrites {}
 
 /** The store's operations bound to one transaction: every query runs on that transaction's connection. */

@@ -1,9 +1,12 @@
 // What the route files share: the server's options and its session table (types only, so route files and the server
 // import each other in one direction).
+
+import type { AuditSink } from "../../audit/types.ts";
 import type { Logger } from "../../logger.ts";
 import type { Registry } from "../../metrics/registry.ts";
 import type { Accounts } from "../../service/accounts.ts";
 import type { LoginService } from "../../service/login.ts";
+import type { TokenService } from "../../service/tokens.ts";
 import type { UserRow } from "../../store/types.ts";
 import type { HealthCheck } from "./health.ts";
 import type { SessionSettings, SessionTable } from "./sessions.ts";
@@ -14,6 +17,9 @@ export interface HttpServerOptions {
   port: number;
   tls: { key: string; cert: string };
   login: LoginService;
+  tokens: TokenService;
+  /** Where refused token attempts are audited (the app's audit log). */
+  audit: AuditSink;
   accounts: Accounts;
   /** The user's row (role, home) at each request: a role change or removal takes effect at once. */
   user(name: string): Promise<UserRow | undefined>;

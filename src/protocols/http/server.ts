@@ -12,8 +12,9 @@ import { fileRoutes } from "./files.ts";
 import { healthRoutes } from "./health.ts";
 import { openApiDocument } from "./openapi.ts";
 import { HttpProblem, PROBLEM_CONTENT_TYPE, problemOf } from "./problem.ts";
-import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteSpec } from "./routes.ts";
+import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteSpec, type Scope } from "./routes.ts";
 import { CSRF_HEADER, DEFAULT_SESSIONS, SESSION_COOKIE, SessionTable } from "./sessions.ts";
+import { tokenRoutes } from "./token-routes.ts";
 import { TusUploads } from "./tus.ts";
 
 export type { HttpDeps, HttpServerOptions };
@@ -41,7 +42,11 @@ export function apiDocument(): Record<string, unknown> {
   const none = () => {
     throw new Error("not a running server");
   };
-  const options = { accounts: { openSession: none }, login: { logout: none } } as unknown as HttpServerOptions;
+  const options = {
+    accounts: { openSession: none },
+    login: { logout: none },
+    tokens: {},
+  } as unknown as HttpServerOptions;
   const deps: HttpDeps = { options, sessions: new SessionTable(DEFAULT_SESSIONS, () => {}) };
   return openApiDocument([
     ...allRoutes(deps, new TusUploads(options, 0)),
@@ -51,7 +56,13 @@ export function apiDocument(): Record<string, unknown> {
 
 /** Every route the server serves but /openapi.json (what the OpenAPI document lists). */
 export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
-  return [...healthRoutes(deps.options), ...authRoutes(deps), ...fileRoutes(deps), ...uploads.routes()];
+  return [
+    ...healthRoutes(deps.options),
+    ...authRoutes(deps),
+    ...tokenRoutes(deps),
+    ...fileRoutes(deps),
+    ...uploads.routes(),
+  ];
 }
 
 function tokenOf(req: FastifyRequest): string | undefined {
@@ -61,31 +72,60 @@ function tokenOf(req: FastifyRequest): string | undefined {
   return m?.[1];
 }
 
-async function principalOf(deps: HttpDeps, req: FastifyRequest): Promise<Principal> {
+const unauthorized = (bearer: boolean) =>
+  new HttpProblem(401, "UNAUTHORIZED", "authentication required", {
+    code: "AUTH_FAILED",
+    ...(bearer ? { headers: { "www-authenticate": 'Bearer realm="atrest", error="invalid_token"' } } : {}),
+  });
+
+/** A bearer token: the defender's ban first, a refused token scored and audited like a refused password. */
+async function tokenPrincipal(deps: HttpDeps, req: FastifyRequest, bearer: string): Promise<Principal> {
+  const { options: o } = deps;
   const sourceIp = req.ip;
-  const cookieValue = req.cookies[SESSION_COOKIE];
-  if (tokenOf(req) !== undefined) {
-    throw new HttpProblem(401, "UNAUTHORIZED", "authentication required", {
-      code: "AUTH_FAILED",
-      headers: { "www-authenticate": 'Bearer realm="atrest"' },
+  const defender = o.login.defender;
+  const refuse = async (reason: string) => {
+    o.audit.record({
+      action: "login",
+      outcome: "failure",
+      user: "-",
+      protocol: "http",
+      method: "token",
+      reason,
+      sourceIp,
     });
-  }
-  const session = deps.sessions.lookup(cookieValue);
-  if (!session) {
-    throw new HttpProblem(401, "UNAUTHORIZED", "authentication required", {
-      code: "AUTH_FAILED",
-      headers: { "www-authenticate": 'Bearer realm="atrest"' },
-    });
-  }
+    if (reason !== "banned") await defender?.failure({ ip: sourceIp });
+    return unauthorized(true);
+  };
+  if (await defender?.banned({ ip: sourceIp })) throw await refuse("banned");
+  const token = await o.tokens.verify(bearer);
+  if (!token) throw await refuse("bad token");
+  const row = await o.user(token.user);
+  if (!row) throw await refuse("bad token");
+  return {
+    user: row.name,
+    role: row.role,
+    sessionId: `token:${token.id}`,
+    via: "token",
+    scopes: token.scopes as Scope[],
+    paths: token.paths,
+    sourceIp,
+  };
+}
+
+async function principalOf(deps: HttpDeps, req: FastifyRequest): Promise<Principal> {
+  const bearer = tokenOf(req);
+  if (bearer !== undefined) return tokenPrincipal(deps, req, bearer);
+  const session = deps.sessions.lookup(req.cookies[SESSION_COOKIE]);
+  if (!session) throw unauthorized(false);
   if (UNSAFE.has(req.method) && !SessionTable.csrfOk(session, req.headers[CSRF_HEADER])) {
     throw new HttpProblem(403, "CSRF", `missing or wrong ${CSRF_HEADER} header`, { code: "PERMISSION_DENIED" });
   }
   const row = await deps.options.user(session.user);
   if (!row) {
     deps.sessions.endUser(session.user);
-    throw new HttpProblem(401, "UNAUTHORIZED", "authentication required", { code: "AUTH_FAILED" });
+    throw unauthorized(false);
   }
-  return { user: row.name, role: row.role, sessionId: session.id, via: "session", sourceIp };
+  return { user: row.name, role: row.role, sessionId: session.id, via: "session", sourceIp: req.ip };
 }
 
 function checkRole(p: Principal, roles: readonly Role[], what: string): void {
@@ -164,6 +204,11 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         if (spec.auth !== "public") {
           principal = await principalOf(deps, req);
           checkRole(principal, spec.auth.roles, `${spec.operationId}`);
+          if (principal.scopes && !principal.scopes.includes(spec.auth.scope)) {
+            throw new HttpProblem(403, "FORBIDDEN", `this token lacks scope ${spec.auth.scope}`, {
+              code: "PERMISSION_DENIED",
+            });
+          }
         }
         const ctx: Ctx<unknown, unknown, unknown> = {
           req,

@@ -4,6 +4,7 @@ import { rename, rm } from "node:fs/promises";
 import { DatabaseSync } from "node:sqlite";
 import { AtrestError } from "../../errors.ts";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
+import { apiTokens } from "./api-tokens.ts";
 import { bans } from "./bans.ts";
 import { folders } from "./folders.ts";
 import { groups } from "./groups.ts";
@@ -29,6 +30,7 @@ function operations(sql: Sql): MetaTx {
     ...nodes(sql),
     ...keyJobs(sql),
     ...bans(sql),
+    ...apiTokens(sql),
     ...triggers(sql),
   };
 }

@@ -117,4 +117,17 @@ export const migrations: string[] = [
      expiry_audited INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (kind, subject)
    );`,
+  // 7: API tokens of the HTTPS API (src/service/tokens.ts): only a SHA-256 of the secret is kept; shown once at creation.
+  `CREATE TABLE api_tokens (
+     id TEXT PRIMARY KEY,
+     user_name TEXT NOT NULL,
+     name TEXT NOT NULL,
+     secret_hash BLOB NOT NULL,
+     scopes TEXT NOT NULL,
+     paths TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     last_used_at INTEGER
+   );
+   CREATE INDEX api_tokens_user ON api_tokens(user_name);`,
 ];
