@@ -153,6 +153,42 @@ export function metaStoreContract(driver: ContractDriver): void {
       });
     });
 
+    describe("api tokens", () => {
+      it("keeps a token's hash, scopes and paths; lists by user newest first; updates last use; forgets expired", async () => {
+        const row = (id: string, userName: string, createdAt: number) => ({
+          id,
+          user: userName,
+          name: `token ${id}`,
+          secretHash: Buffer.alloc(32, id.charCodeAt(0)),
+          scopes: ["files:read"],
+          paths: ["/reports"],
+          createdAt,
+          expiresAt: createdAt + 1000,
+          lastUsedAt: null,
+        });
+        await store.transaction(async (tx) => {
+          await tx.putApiToken(row("aaaaaaaaaaaaaaaa", "tok-alice", 10));
+          await tx.putApiToken(row("bbbbbbbbbbbbbbbb", "tok-alice", 20));
+          await tx.putApiToken(row("cccccccccccccccc", "tok-bob", 30));
+        });
+        const got = await store.getApiToken("aaaaaaaaaaaaaaaa");
+        assert.ok(got?.secretHash.equals(Buffer.alloc(32, 97)));
+        assert.deepEqual(got?.paths, ["/reports"]);
+        assert.deepEqual(
+          (await store.listApiTokens("tok-alice")).map((t) => t.id),
+          ["bbbbbbbbbbbbbbbb", "aaaaaaaaaaaaaaaa"],
+        );
+        await store.transaction((tx) =>
+          tx.putApiToken({ ...row("aaaaaaaaaaaaaaaa", "tok-alice", 10), lastUsedAt: 15 }),
+        );
+        assert.equal((await store.getApiToken("aaaaaaaaaaaaaaaa"))?.lastUsedAt, 15);
+        assert.equal(await store.transaction((tx) => tx.deleteApiTokensBefore(1015)), 1);
+        assert.equal(await store.getApiToken("aaaaaaaaaaaaaaaa"), undefined);
+        assert.equal(await store.transaction((tx) => tx.deleteApiToken("cccccccccccccccc")), true);
+        assert.equal(await store.transaction((tx) => tx.deleteApiToken("cccccccccccccccc")), false);
+      });
+    });
+
     describe("trigger queue", () => {
       const at = 1_000_000;
       it("keeps rules: insert, replace (keeps createdAt, clears lastFiredAt), enable, delete", async () => {
