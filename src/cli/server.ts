@@ -153,7 +153,9 @@ export function registerServer(program: Command): void {
       } else {
         const { loadOrCreateServerTls } = await import("../wiring/server-tls.ts");
         const { startHttpServer } = await import("../protocols/http/server.ts");
+        const { sealedSecrets } = await import("../keys/sealed-secrets.ts");
         const tls = await loadOrCreateServerTls({
+          vault: await sealedSecrets(app.store, app.keys),
           data: config.data,
           certFile: config.tlsCert,
           keyFile: config.tlsKey,

@@ -1,8 +1,9 @@
 // The TLS certificate of the file server's HTTPS doors (the REST API; the S3 door uses the same one): an operator's
 // certificate and key (`--tls-cert/--tls-key`), or a self-signed ECDSA P-256 certificate generated at the first start
-// and kept in the data directory (tls/server.key, tls/server.crt, 0600), so its fingerprint stays the same across
-// restarts like the SSH host keys. The fingerprint (SHA-256 of the DER, as browsers and `openssl x509 -fingerprint
-// -sha256` show it) is printed at start, for clients to pin.
+// and kept, like the SSH host keys, sealed under the key manager (keys/sealed-secrets.ts), so its fingerprint stays the
+// same across restarts and a copy of the data directory holds no usable private key. The certificate alone (public)
+// is written to <data>/tls/server.crt for clients to trust. The fingerprint (SHA-256 of the DER, as browsers and
+// `openssl x509 -fingerprint -sha256` show it) is printed at start, for clients to pin.
 import {
   createHash,
   createPrivateKey,
@@ -18,11 +19,11 @@ import "../kms/reflect-metadata.ts";
 import * as x509 from "@peculiar/x509";
 import { AtrestError } from "../errors.ts";
 import { writeFileDurable } from "../fsutil/durable.ts";
+import type { SecretVault } from "../keys/sealed-secrets.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 export const TLS_DIR = "tls";
-export const TLS_KEY_FILE = "server.key";
 export const TLS_CERT_FILE = "server.crt";
 const DAY_MS = 86_400_000;
 const DEFAULT_SANS = ["127.0.0.1", "::1", "localhost"];
@@ -32,7 +33,7 @@ export interface ServerTls {
   cert: string;
   /** SHA-256 of the certificate's DER, colon-separated upper-case hex (as browsers show it). */
   fingerprint: string;
-  /** Where it came from: `generated <path>`, `data dir <path>` or the operator's file. */
+  /** Where it came from: the sealed generated one (and where its certificate is) or the operator's file. */
   source: string;
 }
 
@@ -92,9 +93,14 @@ async function generate(sans: readonly string[]): Promise<{ key: string; cert: s
   return { key: pair.privateKey.export({ format: "pem", type: "pkcs8" }) as string, cert: cert.toString("pem") };
 }
 
+/** Name of the sealed secret holding the generated key and certificate (one value: they never part). */
+export const TLS_SECRET = "tls.server";
+
 export interface ServerTlsOptions {
-  /** The data directory (the generated certificate lives in its tls/). */
+  /** The data directory (the generated certificate is written to its tls/). */
   data: string;
+  /** Where the generated key and certificate are kept sealed. */
+  vault: SecretVault;
   certFile?: string;
   keyFile?: string;
   /** Extra names (IPs or DNS names) for a generated certificate besides 127.0.0.1, ::1, localhost. */
@@ -110,35 +116,28 @@ export async function loadOrCreateServerTls(o: ServerTlsOptions): Promise<Server
     return { key, cert, fingerprint: tlsFingerprint(cert), source: o.certFile };
   }
   const dir = join(o.data, TLS_DIR);
-  const keyPath = join(dir, TLS_KEY_FILE);
   const certPath = join(dir, TLS_CERT_FILE);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
   let generated = false;
-  const read = async () => {
-    try {
-      return await Promise.all([readFile(certPath, "utf8"), readFile(keyPath, "utf8")]);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
-  };
-  let pair = await read();
-  if (!pair) {
+  let sealed = await o.vault.get(TLS_SECRET);
+  if (!sealed) {
     const made = await generate(o.sans ?? []);
-    // the key first and exclusively: a second process starting at the same moment keeps the first one's pair
-    if (await writeFileDurable(keyPath, made.key, { exclusive: true, mode: 0o600 })) {
-      await writeFileDurable(certPath, made.cert, { mode: 0o600 });
-      generated = true;
-    }
-    pair = await read();
-    if (!pair) throw new AtrestError("NOT_FOUND", `TLS certificate missing beside ${keyPath}`);
+    const value = Buffer.from(JSON.stringify(made));
+    // another process starting at the same moment may win: everyone then uses its pair
+    sealed = await o.vault.putIfAbsent(TLS_SECRET, value);
+    generated = sealed.equals(value);
+    value.fill(0);
   }
-  const [cert, key] = pair;
+  const pair = JSON.parse(sealed.toString("utf8")) as { key: string; cert: string };
+  sealed.fill(0);
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  // public: what clients pin (curl --cacert); rewritten at each start so it always matches the sealed key
+  await writeFileDurable(certPath, pair.cert, { mode: 0o644 });
+  const { cert, key } = pair;
   validate(key, cert, certPath);
   return {
     key,
     cert,
     fingerprint: tlsFingerprint(cert),
-    source: `${generated ? "generated " : ""}${certPath}`,
+    source: `${generated ? "generated; " : ""}key sealed under the key manager, certificate ${certPath}`,
   };
 }

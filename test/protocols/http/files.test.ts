@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect } from "node:tls";
@@ -55,6 +55,13 @@ describe("HTTPS API: files", () => {
       s.on("error", reject);
     });
     assert.equal(alpn, "h2");
+    // the key is sealed under the key manager: no clear private key anywhere in the data directory
+    assert.deepEqual(await readdir(join(data, "tls")), ["server.crt"]);
+    for (const f of await readdir(data, { recursive: true })) {
+      const path = join(data, f);
+      if (!(await stat(path)).isFile()) continue;
+      assert.ok(!(await readFile(path)).includes("PRIVATE KEY-----"), `clear private key in ${f}`);
+    }
   });
 
   test("upload, stat, download whole and by Range; ETag and If-None-Match", async () => {
@@ -162,7 +169,6 @@ describe("HTTPS API: files", () => {
     await writeFile(zip, r.body);
     const out = join(dir, "unzipped");
     await execFileP("unzip", ["-q", zip, "-d", out]);
-    const { readFile } = await import("node:fs/promises");
     assert.equal(await readFile(join(out, "one.txt"), "utf8"), "one");
     assert.ok((await readFile(join(out, "sub", "big.bin"))).equals(big));
     assertProblem(await alice.req("GET", "/api/v1/zip?path=/z/one.txt"), 409);
