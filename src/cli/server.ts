@@ -1,8 +1,10 @@
+import type { KeyObject } from "node:crypto";
 import type { Command } from "commander";
 import { Option } from "commander";
 import { pino } from "pino";
 import { App, AUDIT_CONTEXT, AUDIT_KEY_SETTING, initData } from "../app.ts";
 import { AuditPipeline } from "../audit/pipeline.ts";
+import { query } from "../audit/query.ts";
 import { loadConfig } from "../config/config.ts";
 import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
@@ -88,9 +90,11 @@ export function registerServer(program: Command): void {
       });
       const registry = new Registry();
       let pipeline: AuditPipeline;
+      let auditKey: KeyObject | undefined;
       try {
         const raw = await serviceKey(app.store, app.keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT);
         const key = aeadKey(raw);
+        auditKey = key;
         zero(raw);
         pipeline = await AuditPipeline.start(config.audit, {
           audit: app.audit,
@@ -167,6 +171,9 @@ export function registerServer(program: Command): void {
           tls,
           login,
           tokens: new TokenService(app.store, app.audit),
+          admin: app.admin,
+          keys: app.keys,
+          auditQuery: (pick, o) => query(app.audit.path, auditKey, pick, o),
           audit: app.audit,
           accounts: app,
           user: (name) => app.store.getUser(name),

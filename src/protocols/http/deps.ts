@@ -1,10 +1,13 @@
 // What the route files share: the server's options and its session table (types only, so route files and the server
 // import each other in one direction).
 
-import type { AuditSink } from "../../audit/types.ts";
+import type { Match, QueryOptions } from "../../audit/query.ts";
+import type { AuditRecord, AuditSink } from "../../audit/types.ts";
+import type { KeyProvider } from "../../kms/api/types.ts";
 import type { Logger } from "../../logger.ts";
 import type { Registry } from "../../metrics/registry.ts";
 import type { Accounts } from "../../service/accounts.ts";
+import type { Admin } from "../../service/admin.ts";
 import type { LoginService } from "../../service/login.ts";
 import type { TokenService } from "../../service/tokens.ts";
 import type { UserRow } from "../../store/types.ts";
@@ -18,6 +21,12 @@ export interface HttpServerOptions {
   tls: { key: string; cert: string };
   login: LoginService;
   tokens: TokenService;
+  /** Admin use-cases (service/admin.ts): users, groups, folders, bans. */
+  admin: Admin;
+  /** The key manager client (custodian routes). */
+  keys: Pick<KeyProvider, "listKeys" | "createKey" | "rotateKey">;
+  /** Reads the audit log (decrypted) for auditors. */
+  auditQuery(pick: (r: AuditRecord) => boolean, o: QueryOptions): Match[];
   /** Where refused token attempts are audited (the app's audit log). */
   audit: AuditSink;
   accounts: Accounts;

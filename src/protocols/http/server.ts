@@ -6,6 +6,7 @@ import cookie from "@fastify/cookie";
 import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "../../logger.ts";
 import type { Role } from "../../store/types.ts";
+import { adminRoutes } from "./admin-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
 import type { HttpDeps, HttpServerOptions } from "./deps.ts";
 import { fileRoutes } from "./files.ts";
@@ -60,6 +61,7 @@ export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
     ...healthRoutes(deps.options),
     ...authRoutes(deps),
     ...tokenRoutes(deps),
+    ...adminRoutes(deps),
     ...fileRoutes(deps),
     ...uploads.routes(),
   ];
