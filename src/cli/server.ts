@@ -14,6 +14,7 @@ import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
 import { Defender } from "../service/defender.ts";
 import { LoginService } from "../service/login.ts";
 import { TokenService } from "../service/tokens.ts";
+import { TotpService } from "../service/totp.ts";
 import { say } from "./common.ts";
 
 export function registerServer(program: Command): void {
@@ -121,7 +122,10 @@ export function registerServer(program: Command): void {
         defender.sweep().catch((err) => logger.warn({ err }, "defender: sweep failed"));
       }, 2000);
       defenderSweep.unref();
-      const login = new LoginService({ accounts: app, logger, audit: app.audit, defender });
+      const { sealedSecrets } = await import("../keys/sealed-secrets.ts");
+      const vault = await sealedSecrets(app.store, app.keys);
+      const totp = new TotpService(vault);
+      const login = new LoginService({ accounts: app, logger, audit: app.audit, defender, secondFactor: totp });
       // Sessions of removed users end within a few seconds, whichever process removed them.
       const loginSweep = setInterval(() => {
         login.sweep().catch((err) => logger.warn({ err }, "login: session sweep failed"));
@@ -135,8 +139,7 @@ export function registerServer(program: Command): void {
         // Loaded here so that admin commands do not pay for the SSH stack.
         const { loadOrCreateHostKeys } = await import("../protocols/sftp/hostkeys.ts");
         const { startSftpServer } = await import("../protocols/sftp/server.ts");
-        const { sealedSecrets } = await import("../keys/sealed-secrets.ts");
-        const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys, await sealedSecrets(app.store, app.keys));
+        const hostKeys = await loadOrCreateHostKeys(app.paths.hostKeys, vault);
         for (const file of hostKeys.migrated) say(`host key ${file}: sealed under the key manager, clear file removed`);
         sftp = await startSftpServer({
           login,
@@ -157,9 +160,8 @@ export function registerServer(program: Command): void {
       } else {
         const { loadOrCreateServerTls } = await import("../wiring/server-tls.ts");
         const { startHttpServer } = await import("../protocols/http/server.ts");
-        const { sealedSecrets } = await import("../keys/sealed-secrets.ts");
         const tls = await loadOrCreateServerTls({
-          vault: await sealedSecrets(app.store, app.keys),
+          vault,
           data: config.data,
           certFile: config.tlsCert,
           keyFile: config.tlsKey,
@@ -171,6 +173,7 @@ export function registerServer(program: Command): void {
           tls,
           login,
           tokens: new TokenService(app.store, app.audit),
+          totp,
           admin: app.admin,
           keys: app.keys,
           auditQuery: (pick, o) => query(app.audit.path, auditKey, pick, o),

@@ -19,6 +19,10 @@ export interface SecretVault {
   get(name: string): Promise<Buffer | undefined>;
   /** Stores `value` sealed under `name` unless a value is there already; returns the value stored under `name`. */
   putIfAbsent(name: string, value: Buffer): Promise<Buffer>;
+  /** Stores `value` sealed under `name`, replacing what was there. */
+  put(name: string, value: Buffer): Promise<void>;
+  /** Forgets `name`; false if there was nothing. */
+  remove(name: string): Promise<boolean>;
 }
 
 /** Opens the vault of a data directory (creates its service key on first use). */
@@ -44,6 +48,13 @@ export async function sealedSecrets(store: MetaStore, keys: KeyProvider): Promis
       const existing = await get(name);
       if (!existing) throw new Error(`sealed secret ${name} vanished`);
       return existing;
+    },
+    async put(name, value) {
+      const sealed = seal(kek, randomBytes(NONCE_LENGTH), value, aad(name));
+      await store.transaction((tx) => tx.setSetting(PREFIX + name, sealed));
+    },
+    async remove(name) {
+      return store.transaction((tx) => tx.deleteSetting(PREFIX + name));
     },
   };
 }

@@ -11,7 +11,12 @@ import type { Defender } from "./defender.ts";
 
 /** What a door hands over; the protocol specifics (an SSH signature) stay in the door, behind `check`. */
 export type Credential =
-  | { method: "password"; password: string }
+  | {
+      method: "password";
+      password: string;
+      /** A TOTP or recovery code, for users with a second factor (doors that can ask for one: HTTPS). */
+      otp?: string;
+    }
   | {
       method: "publickey";
       /**
@@ -31,8 +36,20 @@ export interface LoginRequest {
   credential: Credential;
 }
 
-/** `probe`: a public key that would be accepted once signed; neither a login nor a refusal. */
-export type LoginResult = { outcome: "success"; user: string } | { outcome: "probe" } | { outcome: "refused" };
+/**
+ * `probe`: a public key that would be accepted once signed; neither a login nor a refusal. `secondFactor` on a
+ * refusal: the password was right but a TOTP code is needed (or was wrong); only someone with the password learns it.
+ */
+export type LoginResult =
+  | { outcome: "success"; user: string }
+  | { outcome: "probe" }
+  | { outcome: "refused"; secondFactor?: true };
+
+/** A second factor for password logins (service/totp.ts). */
+export interface SecondFactor {
+  required(user: string): Promise<boolean>;
+  verify(user: string, code: string): Promise<boolean>;
+}
 
 export interface LiveSession {
   sessionId: string;
@@ -50,6 +67,7 @@ export interface LoginServiceDeps {
   logger: Logger;
   audit?: AuditSink;
   defender?: Defender;
+  secondFactor?: SecondFactor;
 }
 
 export class LoginService {
@@ -122,7 +140,16 @@ export class LoginService {
       const cred = req.credential;
       if (cred.method === "password") {
         const user = await accounts.verifyPassword(req.user, cred.password);
-        return user ? await succeed(user.username) : await fail("bad credentials");
+        if (!user) return await fail("bad credentials");
+        const second = this.#deps.secondFactor;
+        if (second && (await second.required(user.username))) {
+          const ok = cred.otp !== undefined && (await second.verify(user.username, cred.otp));
+          if (!ok) {
+            await fail(cred.otp === undefined ? "second factor required" : "bad second factor");
+            return { outcome: "refused", secondFactor: true };
+          }
+        }
+        return await succeed(user.username);
       }
       const verdict = cred.check(await accounts.authorizedKeys(req.user));
       if (verdict === "would-accept") return { outcome: "probe" };

@@ -167,6 +167,8 @@ export interface SettingsReads {
 }
 export interface SettingsWrites {
   setSetting(key: string, value: Buffer): Promise<void>;
+  /** false when there was no such setting. */
+  deleteSetting(key: string): Promise<boolean>;
 }
 
 export interface UserReads {

@@ -72,6 +72,9 @@ export class ApiClient {
       body = JSON.stringify(o.json);
       headers["content-type"] ??= "application/json";
     }
+    // Node sends a DELETE body neither chunked nor with a length unless told
+    if (typeof body === "string" || Buffer.isBuffer(body))
+      headers["content-length"] ??= String(Buffer.byteLength(body));
     return new Promise((resolve, reject) => {
       const req = request(
         {

@@ -70,7 +70,9 @@ describe("HTTPS: 1 GiB with curl", { timeout: 900_000 }, () => {
     await removeDir(dir);
   });
 
-  test("upload and download stream through with flat memory; Range returns the exact bytes", async () => {
+  test("upload and download stream through with flat memory; Range returns the exact bytes", {
+    timeout: 1_200_000,
+  }, async () => {
     const src = join(dir, "big.bin");
     await pipeline(randomStream(SIZE), createWriteStream(src));
     const want = await sha256File(src);

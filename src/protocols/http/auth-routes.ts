@@ -10,7 +10,11 @@ import { ALL_ROLES, errors, type Route, route } from "./routes.ts";
 import { SESSION_COOKIE } from "./sessions.ts";
 
 const LoginBody = z
-  .strictObject({ username: z.string().min(1).max(64), password: z.string().min(1).max(1024) })
+  .strictObject({
+    username: z.string().min(1).max(64),
+    password: z.string().min(1).max(1024),
+    totp: z.string().min(6).max(64).optional().describe("TOTP or recovery code, for users with a second factor"),
+  })
   .meta({ id: "LoginRequest" });
 
 const SessionInfo = z
@@ -45,8 +49,13 @@ export function authRoutes(deps: HttpDeps): Route[] {
           protocol: "http",
           sessionId,
           sourceIp: req.ip,
-          credential: { method: "password", password: body.password },
+          credential: { method: "password", password: body.password, otp: body.totp },
         });
+        if (result.outcome === "refused" && result.secondFactor) {
+          throw new HttpProblem(401, "SECOND_FACTOR_REQUIRED", "a TOTP code (or a recovery code) is required", {
+            code: "AUTH_FAILED",
+          });
+        }
         const row = result.outcome === "success" ? await o.user(result.user) : undefined;
         if (result.outcome !== "success" || !row) {
           if (result.outcome === "success") o.login.logout(sessionId);

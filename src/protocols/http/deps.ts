@@ -10,6 +10,7 @@ import type { Accounts } from "../../service/accounts.ts";
 import type { Admin } from "../../service/admin.ts";
 import type { LoginService } from "../../service/login.ts";
 import type { TokenService } from "../../service/tokens.ts";
+import type { TotpService } from "../../service/totp.ts";
 import type { UserRow } from "../../store/types.ts";
 import type { HealthCheck } from "./health.ts";
 import type { SessionSettings, SessionTable } from "./sessions.ts";
@@ -21,6 +22,7 @@ export interface HttpServerOptions {
   tls: { key: string; cert: string };
   login: LoginService;
   tokens: TokenService;
+  totp: TotpService;
   /** Admin use-cases (service/admin.ts): users, groups, folders, bans. */
   admin: Admin;
   /** The key manager client (custodian routes). */

@@ -6,6 +6,7 @@ import cookie from "@fastify/cookie";
 import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "../../logger.ts";
 import type { Role } from "../../store/types.ts";
+import { accountRoutes } from "./account-routes.ts";
 import { adminRoutes } from "./admin-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
 import type { HttpDeps, HttpServerOptions } from "./deps.ts";
@@ -62,6 +63,7 @@ export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
     ...authRoutes(deps),
     ...tokenRoutes(deps),
     ...adminRoutes(deps),
+    ...accountRoutes(deps),
     ...fileRoutes(deps),
     ...uploads.routes(),
   ];
@@ -163,6 +165,21 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     trustProxy: false,
     exposeHeadRoutes: false,
     return503OnClosing: true,
+    // a request the HTTP parser cannot read gets a problem too (then the connection closes)
+    clientErrorHandler: (_err, socket) => {
+      const body = JSON.stringify({
+        type: "urn:atrest:problem:invalid-input",
+        title: "bad request",
+        status: 400,
+        detail: "malformed HTTP request",
+        code: "INVALID_INPUT",
+      });
+      if (socket.writable) {
+        socket.end(
+          `HTTP/1.1 400 Bad Request\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      } else socket.destroy();
+    },
     // idle keep-alive connections and HTTP/2 sessions do not hold the shutdown open
     forceCloseConnections: true,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 4096 },

@@ -14,5 +14,8 @@ export function settings(sql: Sql): SettingsReads & SettingsWrites {
         value,
       );
     },
+    async deleteSetting(key) {
+      return sql.run("DELETE FROM settings WHERE key = ?", key) > 0;
+    },
   };
 }

@@ -231,6 +231,28 @@ describe("HTTPS API: files", () => {
     assertProblem(await alice.req("GET", "/api/v1/fs/list?limit=0"), 400);
     assertProblem(await alice.req("GET", "/api/v1/nothing-here"), 404);
     assertProblem(await alice.req("GET", "/api/v1/files/a"), 409);
+    // bytes the HTTP parser cannot read: a problem too
+    const garbage = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      const s = connect(
+        {
+          host: "127.0.0.1",
+          port: server.httpPort,
+          ca: alice.ca,
+          servername: "localhost",
+          ALPNProtocols: ["http/1.1"],
+        },
+        () => {
+          s.write("NOT HTTP AT ALL\r\n\r\n");
+        },
+      );
+      s.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      s.on("end", () => resolve(out));
+      s.on("error", reject);
+    });
+    assert.match(garbage, /^HTTP\/1\.1 400[\s\S]*application\/problem\+json[\s\S]*"status":400/);
     // a body shorter than its Content-Length, then the connection closes: no file appears
     await new Promise<void>((resolve) => {
       const s = connect(
