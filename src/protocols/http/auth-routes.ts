@@ -62,6 +62,8 @@ export function authRoutes(deps: HttpDeps): Route[] {
           throw new HttpProblem(401, "UNAUTHORIZED", "login refused", { code: "AUTH_FAILED" });
         }
         const { cookie, session } = sessions.create(row.name, req.ip, sessionId);
+        // the user removed (maybe added again under the same name) while logged in: the service ends this session
+        o.login.onEnd(sessionId, () => sessions.endId(sessionId));
         reply.setCookie(SESSION_COOKIE, cookie, {
           path: "/",
           secure: true,

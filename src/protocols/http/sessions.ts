@@ -87,6 +87,12 @@ export class SessionTable {
     return this.#end(digest(cookie));
   }
 
+  /** Ends the session with this id (the login service ends it: its user was removed). */
+  endId(id: string): boolean {
+    for (const [key, s] of this.#byDigest) if (s.id === id) return this.#end(key);
+    return false;
+  }
+
   /** Ends every session of `user` ("log out everywhere", or the user was removed); returns how many. */
   endUser(user: string): number {
     let n = 0;
