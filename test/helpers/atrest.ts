@@ -112,7 +112,8 @@ export async function startServer(
   let out = "";
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   const [port, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
+    // two doors start now (SFTP, then HTTPS): on a loaded 2-core machine that can take longer than half a minute
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
       const m = /atrest: sftp listening on [^\s]+:(\d+)/.exec(out);

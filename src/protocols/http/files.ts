@@ -423,7 +423,10 @@ export function fileRoutes(deps: HttpDeps): Route[] {
           }
           const handle = await vfs.openWrite(path, { truncate: true, exclusive: req.headers["if-none-match"] === "*" });
           try {
-            return (await writeBody(req.raw as AsyncIterable<Buffer>, handle, { expected })).stat;
+            const raw = req.raw as AsyncIterable<Buffer> & { aborted?: boolean; complete?: boolean };
+            const stream = (raw as unknown as { stream?: { rstCode?: number } }).stream;
+            const aborted = () => raw.aborted === true || (stream?.rstCode ?? 0) !== 0;
+            return (await writeBody(raw, handle, { expected, aborted })).stat;
           } catch (err) {
             if (err instanceof BodyLengthError) throw new HttpProblem(400, "INVALID_INPUT", err.message);
             throw err;

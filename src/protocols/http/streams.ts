@@ -54,7 +54,7 @@ export function readableOf(open: () => Promise<ReadHandle>, start = 0, end?: num
 export async function writeBody(
   body: AsyncIterable<Buffer | Uint8Array>,
   handle: WriteHandle,
-  options: { expected?: number; onProgress?: (n: number) => void } = {},
+  options: { expected?: number; onProgress?: (n: number) => void; aborted?: () => boolean } = {},
 ): Promise<{ written: number; stat: Awaited<ReturnType<WriteHandle["close"]>> }> {
   let offset = handle.size;
   const start = offset;
@@ -68,6 +68,8 @@ export async function writeBody(
       offset += buf.length;
       options.onProgress?.(offset);
     }
+    // an HTTP/2 stream reset (or a cut HTTP/1.1 chunked body) may end the body without an error: never commit that
+    if (options.aborted?.()) throw new BodyLengthError("the client went away before the body was complete");
     if (options.expected !== undefined && offset - start !== options.expected) {
       throw new BodyLengthError(`body shorter than Content-Length (${offset - start} of ${options.expected} bytes)`);
     }

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { connect as connectH2 } from "node:http2";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect } from "node:tls";
@@ -276,5 +277,21 @@ describe("HTTPS API: files", () => {
     });
     await new Promise((r) => setTimeout(r, 300));
     assertProblem(await alice.req("GET", "/api/v1/fs/stat?path=/cut.bin"), 404);
+    // HTTP/2 without a length, the stream reset midway (RST_STREAM before END_STREAM): no file either
+    const h2 = connectH2(`https://localhost:${server.httpPort}`, { ca: alice.ca });
+    await new Promise<void>((resolve) => {
+      const s = h2.request({
+        ":method": "PUT",
+        ":path": "/api/v1/files/cut2.bin",
+        cookie: alice.cookie as string,
+        "x-csrf-token": alice.csrf as string,
+      });
+      s.on("error", () => {});
+      s.on("close", () => resolve());
+      s.write(randomBytes(500_000), () => setTimeout(() => s.destroy(), 300));
+    });
+    h2.close();
+    await new Promise((r) => setTimeout(r, 300));
+    assertProblem(await alice.req("GET", "/api/v1/fs/stat?path=/cut2.bin"), 404);
   });
 });
