@@ -24,7 +24,9 @@ export type ErrorCode =
   // message says why and is safe to show to the client.
   | "REFUSED"
   // The audit log cannot be written and audit.failClosed is on.
-  | "AUDIT_UNAVAILABLE";
+  | "AUDIT_UNAVAILABLE"
+  // The file system holding the data (blobs, metadata) is full, or the OS user's disk quota is reached.
+  | "NO_SPACE";
 
 export class AtrestError extends Error {
   readonly code: ErrorCode;
@@ -71,6 +73,26 @@ export class HandleClosedError extends AtrestError {
   constructor(message = "handle is closed") {
     super("HANDLE_CLOSED", message);
   }
+}
+
+/** The disk (or the OS disk quota) is full; what was being written is not stored, nothing else changed. */
+export class NoSpaceError extends AtrestError {
+  constructor(options?: ErrorOptions) {
+    super("NO_SPACE", "no space left on device", options);
+  }
+}
+
+/**
+ * The typed error for a full disk when `err` is one (ENOSPC, EDQUOT, SQLite's "database or disk is full"), else `err`
+ * itself. Storage drivers pass what they throw through this, so every door can say what happened.
+ */
+export function noSpaceOr(err: unknown): unknown {
+  if (err instanceof AtrestError) return err;
+  const e = err as { code?: unknown; errcode?: unknown } | null;
+  if (e && (e.code === "ENOSPC" || e.code === "EDQUOT" || (e.code === "ERR_SQLITE_ERROR" && e.errcode === 13))) {
+    return new NoSpaceError({ cause: err });
+  }
+  return err;
 }
 
 export class InvalidPathError extends AtrestError {

@@ -20,7 +20,7 @@ import { dirname } from "node:path";
 import { aeadKey, NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { publicRandomBytes } from "../crypto/random.ts";
-import { AtrestError, IntegrityError } from "../errors.ts";
+import { AtrestError, IntegrityError, noSpaceOr } from "../errors.ts";
 import { chainHash, checkpointBody, readChainHead, recordAad, recordBody, type Signer } from "./chain.ts";
 import type { AuditEvent, AuditRecord, AuditSink } from "./types.ts";
 
@@ -504,12 +504,12 @@ export class AuditLog implements AuditSink {
           try {
             unlinkSync(this.#lockPath);
           } catch {}
-          throw err;
+          throw noSpaceOr(err);
         }
         closeSync(fd);
         return;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw noSpaceOr(err);
       }
       if (this.#staleLock() || Date.now() > deadline) {
         if (Date.now() > deadline && !this.#staleLock()) {

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from "node:fs";
 import { constants, copyFile, type FileHandle, mkdir, open, readdir, rename, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
-import { NotFoundError } from "../errors.ts";
+import { NotFoundError, noSpaceOr } from "../errors.ts";
 import type { BlobReader, BlobStore, BlobWriter, HeadAccess } from "./blobs.ts";
 
 const ID = /^[0-9a-f]{32}$/;
@@ -81,6 +81,14 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async create(copyFrom?: { id: string; length: number }): Promise<BlobWriter> {
+    try {
+      return await this.#create(copyFrom);
+    } catch (err) {
+      throw noSpaceOr(err);
+    }
+  }
+
+  async #create(copyFrom?: { id: string; length: number }): Promise<BlobWriter> {
     const id = randomBytes(16).toString("hex");
     const tmp = join(this.#tmp, id);
     let length = 0;
@@ -233,6 +241,14 @@ class LocalWriter implements BlobWriter {
   }
 
   async write(chunks: Buffer[]): Promise<void> {
+    try {
+      await this.#write(chunks);
+    } catch (err) {
+      throw noSpaceOr(err);
+    }
+  }
+
+  async #write(chunks: Buffer[]): Promise<void> {
     if (this.#syncError) throw this.#syncError;
     let position = this.length;
     let pending = chunks;
@@ -269,6 +285,14 @@ class LocalWriter implements BlobWriter {
   }
 
   async commit(): Promise<void> {
+    try {
+      await this.#commit();
+    } catch (err) {
+      throw noSpaceOr(err);
+    }
+  }
+
+  async #commit(): Promise<void> {
     await this.#syncing;
     if (this.#syncError) throw this.#syncError;
     await this.#fh.sync();

@@ -30,6 +30,8 @@ export const KMS_ERRORS: Readonly<Record<KmsErrorCode, { status: number; title: 
   REFUSED: { status: 422, title: "refused" },
   // The audit log cannot be written and fail-closed is on.
   AUDIT_UNAVAILABLE: { status: 503, title: "audit log unavailable" },
+  // The key manager's disk is full: nothing was stored.
+  NO_SPACE: { status: 507, title: "insufficient storage" },
   INTERNAL: { status: 500, title: "internal error" },
 };
 

@@ -28,6 +28,7 @@ const MAP: Record<ErrorCode, [StatusCode, string | undefined]> = {
   UNSUPPORTED: [STATUS.OP_UNSUPPORTED, undefined],
   REFUSED: [STATUS.PERMISSION_DENIED, undefined],
   AUDIT_UNAVAILABLE: [STATUS.FAILURE, "audit log unavailable: operation refused"],
+  NO_SPACE: [STATUS.FAILURE, "no space left on device"],
 };
 
 export function toStatus(err: unknown): SftpStatus {

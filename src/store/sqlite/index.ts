@@ -2,7 +2,7 @@
 // schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
 import { rename, rm } from "node:fs/promises";
 import { DatabaseSync } from "node:sqlite";
-import { AtrestError } from "../../errors.ts";
+import { AtrestError, noSpaceOr } from "../../errors.ts";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
 import { apiTokens } from "./api-tokens.ts";
 import { bans } from "./bans.ts";
@@ -92,14 +92,19 @@ export function openSqliteStore(path: string): SqliteStore {
     transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
       const run = async (): Promise<T> => {
         let open = true;
-        db.exec("BEGIN IMMEDIATE");
+        try {
+          db.exec("BEGIN IMMEDIATE");
+        } catch (err) {
+          throw noSpaceOr(err);
+        }
         try {
           const result = await fn(operations(bound(sql, () => open)));
           db.exec("COMMIT");
           return result;
         } catch (err) {
-          db.exec("ROLLBACK");
-          throw err;
+          // A COMMIT that failed for a full disk may have rolled back already: a second ROLLBACK would hide why.
+          if (db.isTransaction) db.exec("ROLLBACK");
+          throw noSpaceOr(err);
         } finally {
           open = false;
         }

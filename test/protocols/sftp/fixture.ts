@@ -224,6 +224,8 @@ export interface FixtureOptions extends Partial<SftpServerOptions> {
   defender?: Partial<DefenderSettings>;
   /** The defender's clock. */
   clock?: () => number;
+  /** Runs before the data directory is initialised (e.g. to put blobs/ and tmp/ on a small file system). */
+  prepareData?: (data: string) => Promise<void>;
 }
 
 export async function startFixture(options: FixtureOptions = {}): Promise<Fixture> {
@@ -231,6 +233,7 @@ export async function startFixture(options: FixtureOptions = {}): Promise<Fixtur
   const data = join(dir, "data");
   const keyFile = await makeClientKey(dir);
   const publicKey = (await readFile(`${keyFile}.pub`, "utf8")).trim();
+  await options.prepareData?.(data);
   await initData(data);
   const app = await App.open(data);
   let server: SftpServer | undefined;
