@@ -412,6 +412,11 @@ export interface MetaStore extends MetaReads {
   /** Runs `fn` atomically on one connection; commits when it resolves, rolls back when it throws. Serialised. */
   transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T>;
   /**
+   * Resolves once every transaction committed so far survives a power loss (not only a process crash). Concurrent
+   * callers share one sync. Absent: every commit is durable when it returns.
+   */
+  durable?(): Promise<void>;
+  /**
    * Writes a consistent point-in-time copy of the whole store to `dest` (a new file), e.g. for a backup; safe while
    * other processes use the store. The driver puts such a file back (SQLite: installSqliteSnapshot, via app.ts
    * storeRestore).

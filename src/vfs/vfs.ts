@@ -11,7 +11,7 @@ import { segmentOffset } from "../format/layout.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
 import type { BlobStore, BlobWriter } from "../store/blobs.ts";
-import type { MetaStore, NodeRow, UserRow } from "../store/types.ts";
+import type { MetaStore, MetaTx, NodeRow, UserRow } from "../store/types.ts";
 import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
 import { KekSelector } from "./kek-select.ts";
@@ -298,64 +298,80 @@ export class Vfs {
     keyRef: string,
     size: number,
   ): Promise<Committed> {
-    const { parent, name, base, who } = plan;
     const stat: FileStat = { kind: "file", size, mtime: Date.now(), mode: 0o644, ...cleanAttrs(state.attrs ?? {}) };
+    let replaced: string | undefined;
     try {
       // A fail-closed audit refuses here, before anything changes.
       await this.audit.admit?.();
-      const replaced = await this.store.transaction(async (tx) => {
-        const user = await tx.getUserById(who.user.id);
-        if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
-        if (!(await tx.getNode(parent.id))) throw new NotFoundError(`directory of ${name}`);
-        const current = await this.tree.child(parent.id, name, tx);
-        if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
-        if (current && who.exclusive) throw new AtrestError("EXISTS", `already exists: ${name}`);
-        if (base && current?.blobId !== base.blobId) {
-          throw new AtrestError("CONFLICT", `${name} changed while the upload appended to it; upload it again`);
-        }
-        if (state.partial && current && !base) {
-          throw new AtrestError("CONFLICT", `incomplete upload of ${name} not kept: the existing file stays`);
-        }
-        who.authorize(current ? "overwrite" : "create");
-        const old = current ? this.tree.attrs(current) : undefined;
-        const sameOwner = current?.ownerId === user.id;
-        const addBytes = size - (sameOwner && old ? old.size : 0);
-        const addFiles = sameOwner ? 0 : 1;
-        if (user.quotaBytes > 0 && addBytes > 0 && user.usedBytes + addBytes > user.quotaBytes) {
-          throw new QuotaExceededError(`quota exceeded: ${user.quotaBytes} bytes`);
-        }
-        if (user.quotaFiles > 0 && addFiles > 0 && user.usedFiles + addFiles > user.quotaFiles) {
-          throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
-        }
-        const id = current?.id ?? randomUUID();
-        const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
-        if (current && old) {
-          await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: user.id });
-          if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);
-        } else {
-          await tx.insertNode({
-            id,
-            parentId: parent.id,
-            nameMac: this.#crypto.nameMac(parent.id, name),
-            nameCt: this.#crypto.sealName(id, name),
-            kind: "file",
-            attrsCt,
-            blobId,
-            contentId,
-            keyRef,
-            ownerId: user.id,
-          });
-        }
-        await tx.addUsage(user.id, size, 1);
-        return current?.blobId ?? undefined;
-      });
-      if (replaced && replaced !== blobId) await this.blobs.remove(replaced);
-      return { stat, keyRef };
+      replaced = await this.store.transaction((tx) => this.#commitTx(tx, plan, state, blobId, contentId, keyRef, stat));
     } catch (err) {
       // The blob was already renamed into place: nothing references it, so it goes now (not at the next start).
       await this.blobs.remove(blobId).catch(() => undefined);
       throw err;
     }
+    // Committed: a failure from here on must not touch the new blob (an old one left behind is swept at start).
+    if (replaced && replaced !== blobId) {
+      await this.#retire(replaced).catch((err) => this.logger.warn({ err }, "removing a replaced blob failed"));
+    }
+    return { stat, keyRef };
+  }
+
+  /** The commit's transaction; returns the blob of the version it replaced, if any. */
+  async #commitTx(
+    tx: MetaTx,
+    plan: CommitPlan,
+    state: UploadState,
+    blobId: string,
+    contentId: string,
+    keyRef: string,
+    stat: FileStat,
+  ): Promise<string | undefined> {
+    const { parent, name, base, who } = plan;
+    const size = stat.size;
+    const user = await tx.getUserById(who.user.id);
+    if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
+    if (!(await tx.getNode(parent.id))) throw new NotFoundError(`directory of ${name}`);
+    const current = await this.tree.child(parent.id, name, tx);
+    if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
+    if (current && who.exclusive) throw new AtrestError("EXISTS", `already exists: ${name}`);
+    if (base && current?.blobId !== base.blobId) {
+      throw new AtrestError("CONFLICT", `${name} changed while the upload appended to it; upload it again`);
+    }
+    if (state.partial && current && !base) {
+      throw new AtrestError("CONFLICT", `incomplete upload of ${name} not kept: the existing file stays`);
+    }
+    who.authorize(current ? "overwrite" : "create");
+    const old = current ? this.tree.attrs(current) : undefined;
+    const sameOwner = current?.ownerId === user.id;
+    const addBytes = size - (sameOwner && old ? old.size : 0);
+    const addFiles = sameOwner ? 0 : 1;
+    if (user.quotaBytes > 0 && addBytes > 0 && user.usedBytes + addBytes > user.quotaBytes) {
+      throw new QuotaExceededError(`quota exceeded: ${user.quotaBytes} bytes`);
+    }
+    if (user.quotaFiles > 0 && addFiles > 0 && user.usedFiles + addFiles > user.quotaFiles) {
+      throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
+    }
+    const id = current?.id ?? randomUUID();
+    const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
+    if (current && old) {
+      await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: user.id });
+      if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);
+    } else {
+      await tx.insertNode({
+        id,
+        parentId: parent.id,
+        nameMac: this.#crypto.nameMac(parent.id, name),
+        nameCt: this.#crypto.sealName(id, name),
+        kind: "file",
+        attrsCt,
+        blobId,
+        contentId,
+        keyRef,
+        ownerId: user.id,
+      });
+    }
+    await tx.addUsage(user.id, size, 1);
+    return current?.blobId ?? undefined;
   }
 
   /**
@@ -436,7 +452,7 @@ export class Vfs {
       if (newBlob) await this.blobs.remove(newBlob);
       return { outcome: "changed", bytes: 0, keyRef };
     }
-    await this.blobs.remove(oldBlob);
+    await this.#retire(oldBlob);
     return { outcome: "done", bytes: attrs.size, keyRef };
   }
 
@@ -470,7 +486,7 @@ export class Vfs {
       await tx.deleteNode(node.id);
       if (node.ownerId) await tx.addUsage(node.ownerId, -size, -1);
     });
-    if (node.blobId) await this.blobs.remove(node.blobId);
+    if (node.blobId) await this.#retire(node.blobId);
   }
 
   /** Moves `node` to `newParent/newName`, replacing a file there when `overwrite`. */
@@ -496,7 +512,17 @@ export class Vfs {
       });
       return target?.blobId ?? undefined;
     });
-    if (replaced) await this.blobs.remove(replaced);
+    if (replaced) await this.#retire(replaced);
+  }
+
+  /**
+   * Deletes the blob of a version a commit just replaced or removed, once that commit is durable: after a power loss
+   * that rolled the commit back, the name points at this blob again, so it must still exist (an orphan left by a crash
+   * here is swept at the next start).
+   */
+  async #retire(blobId: string): Promise<void> {
+    await this.store.durable?.();
+    await this.blobs.remove(blobId);
   }
 }
 

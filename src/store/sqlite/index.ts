@@ -1,6 +1,6 @@
 // The SQLite driver of the metadata store: one connection, one file per aggregate (the SQL of that aggregate), the
 // schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
-import { rename, rm } from "node:fs/promises";
+import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { DatabaseSync } from "node:sqlite";
 import { AtrestError, noSpaceOr } from "../../errors.ts";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
@@ -86,8 +86,43 @@ export function openSqliteStore(path: string): SqliteStore {
   // Only the reads are exposed outside a transaction (the write functions exist on the object but not in its type).
   const reads: MetaReads = operations(sql);
 
+  // Group sync of the WAL: one fdatasync covers every commit written before it started; callers arriving while one
+  // runs share the next. (synchronous=NORMAL writes the WAL without syncing it at each commit.)
+  let syncing: Promise<void> | undefined;
+  let next: Promise<void> | undefined;
+  const syncWal = async (): Promise<void> => {
+    let fh: FileHandle;
+    try {
+      fh = await open(`${path}-wal`, "r");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    try {
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+  };
+  const durable = (): Promise<void> => {
+    if (!syncing) {
+      syncing = syncWal().finally(() => {
+        syncing = undefined;
+      });
+      return syncing;
+    }
+    next ??= syncing
+      .catch(() => undefined)
+      .then(() => {
+        next = undefined;
+        return durable();
+      });
+    return next;
+  };
+
   return {
     ...reads,
+    durable,
 
     transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
       const run = async (): Promise<T> => {
