@@ -26,7 +26,9 @@ export type ErrorCode =
   // The audit log cannot be written and audit.failClosed is on.
   | "AUDIT_UNAVAILABLE"
   // The file system holding the data (blobs, metadata) is full, or the OS user's disk quota is reached.
-  | "NO_SPACE";
+  | "NO_SPACE"
+  // A resource bound was reached (open files per user, buffered bytes, connections): retrying later may succeed.
+  | "LIMIT_EXCEEDED";
 
 export class AtrestError extends Error {
   readonly code: ErrorCode;

@@ -149,6 +149,7 @@ export function registerServer(program: Command): void {
           logger,
           idleTimeoutMs: config.idleTimeout * 1000,
           maxSessions: config.maxSessions,
+          limits: config.limits,
         });
         say(`sftp listening on ${config.host}:${sftp.port}`);
         say(`sftp transport crypto: ${sftp.transport.describe}`);

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { auditConfigSchema } from "../audit/config.ts";
 import { AtrestError } from "../errors.ts";
 import { allowListOf, DEFAULT_DEFENDER } from "../service/defender.ts";
+import { limitsEnv, limitsSchema } from "./limits.ts";
 
 const seconds = (d: number) =>
   z.coerce
@@ -104,6 +105,8 @@ export const serverConfigSchema = z
     audit: auditConfigSchema.prefault({}),
     // Brute-force defender shared by every door (src/service/defender.ts); env twins in `defenderEnv` below.
     defender: defenderSchema.prefault({}),
+    // SFTP pre-authentication and resource limits (src/config/limits.ts); env twins in `limitsEnv`.
+    limits: limitsSchema.prefault({}),
   })
   .strict()
   .refine((c) => !c.tlsCert === !c.tlsKey, {
@@ -173,6 +176,12 @@ export function loadConfig(
     if (env[name] !== undefined && env[name] !== "") defender[key] = env[name];
   }
   merged.defender = defender;
+  const limits: Record<string, unknown> =
+    typeof merged.limits === "object" && merged.limits !== null ? { ...merged.limits } : {};
+  for (const [key, name] of Object.entries(limitsEnv)) {
+    if (env[name] !== undefined && env[name] !== "") limits[key] = env[name];
+  }
+  merged.limits = limits;
   const parsed = serverConfigSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

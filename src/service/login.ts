@@ -34,6 +34,11 @@ export interface LoginRequest {
   sessionId: string;
   sourceIp?: string;
   credential: Credential;
+  /**
+   * Called once the credential holds, before the login counts: a refusal reason (a door's limit, such as connections
+   * per user) refuses it, audited with that reason and not scored by the defender (the credential was right).
+   */
+  admit?: (user: string) => string | undefined;
 }
 
 /**
@@ -104,6 +109,11 @@ export class LoginService {
       return { outcome: "refused" };
     };
     const succeed = async (user: string): Promise<LoginResult> => {
+      const refusal = req.admit?.(user);
+      if (refusal !== undefined) {
+        record("failure", refusal);
+        return { outcome: "refused" };
+      }
       try {
         // fail-closed: the login is accepted only once its record is durable; a record that cannot be made is
         // withdrawn (retract), so the log never says "success" for a login that was refused

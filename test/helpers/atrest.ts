@@ -83,16 +83,22 @@ export interface RunningServer {
   kill(): Promise<void>;
 }
 
-/** Starts `atrest server --data <data> --sftp-port auto` (through `entry`) and waits for its listening line. */
+/**
+ * Starts `atrest server --data <data> --sftp-port auto` (through `entry`) and waits for its listening line. `wrap` runs
+ * it under a command that execs it (e.g. `["prlimit", "--nofile=300"]`), so the pid is still the server's.
+ */
 export async function startServer(
   data: string,
   extra: string[] = [],
   env?: NodeJS.ProcessEnv,
   entry = CLI,
+  wrap: string[] = [],
 ): Promise<RunningServer> {
   const proc = spawn(
-    process.execPath,
+    wrap[0] ?? process.execPath,
     [
+      ...wrap.slice(1),
+      ...(wrap.length > 0 ? [process.execPath] : []),
       entry,
       "server",
       "--data",

@@ -14,6 +14,8 @@ export interface AuthDeps {
   login: LoginService;
   sessionId: string;
   sourceIp?: string;
+  /** The door's last word on a verified login (connections per user): a refusal reason, or undefined to admit. */
+  admit?: (user: string) => string | undefined;
 }
 
 function keyCheck(ctx: AuthContext & { method: "publickey" }): Credential {
@@ -53,6 +55,7 @@ export async function authenticate(ctx: AuthContext, deps: AuthDeps): Promise<{ 
       sessionId: deps.sessionId,
       sourceIp: deps.sourceIp,
       credential,
+      admit: deps.admit,
     });
     if (result.outcome !== "refused") {
       ctx.accept();

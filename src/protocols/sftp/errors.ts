@@ -29,6 +29,7 @@ const MAP: Record<ErrorCode, [StatusCode, string | undefined]> = {
   REFUSED: [STATUS.PERMISSION_DENIED, undefined],
   AUDIT_UNAVAILABLE: [STATUS.FAILURE, "audit log unavailable: operation refused"],
   NO_SPACE: [STATUS.FAILURE, "no space left on device"],
+  LIMIT_EXCEEDED: [STATUS.FAILURE, undefined],
 };
 
 export function toStatus(err: unknown): SftpStatus {

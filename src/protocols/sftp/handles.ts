@@ -4,9 +4,19 @@
 // reach the vfs one at a time, in offset order.
 import { AtrestError, HandleClosedError } from "../../errors.ts";
 import type { FileStat, ReadHandle, SetAttrs, WriteHandle } from "../../vfs/types.ts";
+import { limitError, type WriteBudget } from "./limits.ts";
 
-/** Out-of-order WRITEs held until the gap fills (pipelined clients may reorder slightly). */
+/** Out-of-order WRITEs held until the gap fills (pipelined clients may reorder slightly), without a budget. */
 const REORDER_LIMIT = 16 * 1024 * 1024;
+
+/** No connection or server bound: only the per-handle one. */
+const UNBOUNDED: WriteBudget = {
+  holdReorder: () => true,
+  releaseReorder() {},
+  queue() {},
+  dequeue() {},
+  reorderPerHandle: REORDER_LIMIT,
+};
 
 function unsupported(message: string): AtrestError {
   return new AtrestError("UNSUPPORTED", message);
@@ -21,6 +31,8 @@ export class WriteFile {
   private handle: WriteHandle | undefined;
   private opener: OpenVersion | undefined;
   private readonly append: boolean;
+  /** What this handle's buffered bytes are charged to (its connection and the server); see withBudget. */
+  private budget: WriteBudget = UNBOUNDED;
   /** Offset the next contiguous byte will have (what the client sees as the file size). */
   private end: number;
   private reorder = new Map<number, Buffer>();
@@ -77,6 +89,12 @@ export class WriteFile {
     if (size !== this.end) throw unsupported("changing the size is not supported");
   }
 
+  /** Charges this handle's buffered bytes to `budget` (set before the first write). */
+  withBudget(budget: WriteBudget | undefined): this {
+    if (budget) this.budget = budget;
+    return this;
+  }
+
   get size(): number {
     return this.end;
   }
@@ -101,14 +119,17 @@ export class WriteFile {
         if (!next) break;
         this.reorder.delete(this.end);
         this.reorderBytes -= next.length;
+        this.budget.releaseReorder(next.length);
         this.push(next);
       }
       return this.chain.then(() => this.check());
     }
     if (offset > this.end) {
-      if (this.reorderBytes + length > REORDER_LIMIT || this.reorder.has(offset)) {
+      if (this.reorderBytes + length > this.budget.reorderPerHandle || this.reorder.has(offset)) {
         throw unsupported("non-sequential write not supported (encrypted files are append-only)");
       }
+      // Held data is acknowledged at once, so nothing else bounds it: the connection's and the server's budgets do.
+      if (!this.budget.holdReorder(length)) throw limitError("server busy: too much out-of-order write data buffered");
       this.reorder.set(offset, data);
       this.reorderBytes += length;
       return undefined;
@@ -120,18 +141,27 @@ export class WriteFile {
   private push(data: Buffer): void {
     const offset = this.end;
     this.end += data.length;
+    this.budget.queue(data.length);
     this.chain = this.chain.then(async () => {
-      if (this.error) return;
       try {
-        await (this.handle as WriteHandle).write(offset, data);
+        if (!this.error) await (this.handle as WriteHandle).write(offset, data);
       } catch (err) {
         this.error ??= err;
+      } finally {
+        this.budget.dequeue(data.length);
       }
     });
   }
 
   private check(): void {
     if (this.error) throw this.error;
+  }
+
+  /** Gives back what out-of-order data is still held (the handle is finished: it can never be written). */
+  private dropReorder(): void {
+    if (this.reorderBytes > 0) this.budget.releaseReorder(this.reorderBytes);
+    this.reorder.clear();
+    this.reorderBytes = 0;
   }
 
   /**
@@ -142,6 +172,7 @@ export class WriteFile {
     this.finished = true;
     await this.chain;
     if (!this.error && this.reorder.size > 0) this.error = unsupported("write left a gap in the file");
+    this.dropReorder();
     if (this.error) {
       await this.handle?.abort(false).catch(() => {});
       throw this.error;
@@ -156,6 +187,7 @@ export class WriteFile {
   async abort(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
+    this.dropReorder();
     await this.chain;
     await this.handle?.abort(!this.error);
   }

@@ -10,6 +10,15 @@ import type { Logger } from "../../logger.ts";
 import type { LoginService } from "../../service/login.ts";
 import { authenticate, MAX_AUTH_FAILURES } from "./auth.ts";
 import { speedUpSsh2Crypto, type TransportCrypto, transportCrypto } from "./fastcrypto.ts";
+import {
+  ByteGauge,
+  ConnectionBudget,
+  DEFAULT_LIMITS,
+  dropStartup,
+  FdGuard,
+  type SftpLimits,
+  UserFiles,
+} from "./limits.ts";
 import { SftpSession } from "./session.ts";
 
 export interface SftpServerOptions {
@@ -29,6 +38,10 @@ export interface SftpServerOptions {
   closeTimeoutMs?: number;
   /** SSH channel receive window for the sftp channel; larger windows keep uploads streaming. Default 8 MiB. */
   channelWindow?: number;
+  /** Pre-authentication and resource limits (limits.ts); defaults in DEFAULT_LIMITS. */
+  limits?: Partial<SftpLimits>;
+  /** Random numbers for MaxStartups' early drop (tests). */
+  random?: () => number;
 }
 
 export interface SftpServer {
@@ -43,6 +56,20 @@ interface Conn {
   client?: Connection;
   sessions: Set<SftpSession>;
   id: string;
+  ip: string;
+  /** Authentication finished (ssh2 'ready'). */
+  authed: boolean;
+  /** The user this connection counts against (set when its login is admitted). */
+  user?: string;
+  /** Open session channels. */
+  channels: number;
+  budget: ConnectionBudget;
+}
+
+/** Per-source-IP connection counts. */
+interface SourceCount {
+  total: number;
+  unauthenticated: number;
 }
 
 /**
@@ -50,12 +77,14 @@ interface Conn {
  * never stalls on window adjusts while the event loop is busy decrypting (uses ssh2 channel internals; a no-op if
  * they are absent).
  */
-function growWindow(conn: Connection, ch: ServerChannel, target: number): void {
+function growWindow(conn: Connection, ch: ServerChannel, target: number, budget: ConnectionBudget): void {
   const c = ch as unknown as { incoming?: { window: number }; outgoing?: { id: number } };
   const proto = (conn as unknown as { _protocol?: { channelWindowAdjust(id: number, n: number): void } })._protocol;
   if (!c.incoming || !c.outgoing || !proto || typeof proto.channelWindowAdjust !== "function") return;
   const { incoming, outgoing } = c;
   const top = () => {
+    // Uploads waiting for the encryptor are at their bound: let the client run out of window instead.
+    if (budget.queued.full) return;
     const w = incoming.window;
     if (w < target / 2) {
       incoming.window = target;
@@ -73,8 +102,42 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
   const idleMs = options.idleTimeoutMs ?? 10 * 60_000;
   const maxSessions = options.maxSessions ?? 256;
   const window = options.channelWindow ?? 8 * 1024 * 1024;
+  const limits: SftpLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const random = options.random ?? Math.random;
   const conns = new Set<Conn>();
   let closing = false;
+  let unauthenticated = 0;
+  const sources = new Map<string, SourceCount>();
+  const userConns = new Map<string, number>();
+  const fds = new FdGuard(limits.fdReserve);
+  const files = new UserFiles(limits.maxFilesPerUser, fds);
+  const totals = {
+    reorder: new ByteGauge(limits.reorderBytesTotal),
+    queued: new ByteGauge(limits.queuedBytesTotal),
+  };
+  // Refusals come in floods (that is the point of them): one log line per reason and second, with the count.
+  const refusals = new Map<string, { n: number; at: number }>();
+  const refuse = (socket: Socket, reason: string, text?: string) => {
+    const now = Date.now();
+    const r = refusals.get(reason) ?? { n: 0, at: 0 };
+    r.n++;
+    if (now - r.at >= 1000) {
+      logger.warn({ ip: socket.remoteAddress, refused: r.n, unauthenticated, sessions: conns.size }, `sftp: ${reason}`);
+      r.n = 0;
+      r.at = now;
+    }
+    refusals.set(reason, r);
+    // Before the SSH identification string a server may send text lines; clients show them on failure.
+    if (text) socket.end(`atrest: ${text}\r\n`);
+    else socket.destroy();
+  };
+  const authenticated = (conn: Conn) => {
+    if (conn.authed) return;
+    conn.authed = true;
+    unauthenticated--;
+    const src = sources.get(conn.ip);
+    if (src) src.unauthenticated--;
+  };
 
   const ssh = new ssh2.Server({
     hostKeys: options.hostKeys,
@@ -111,7 +174,18 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
       touch();
       if (closing) return ctx.reject([]);
       if (ctx.method !== "password" && ctx.method !== "publickey") return ctx.reject(["publickey", "password"]);
-      void authenticate(ctx, { login, sessionId: conn.id, sourceIp }).then((outcome) => {
+      const admit = (name: string): string | undefined => {
+        const n = userConns.get(name) ?? 0;
+        if (limits.maxConnectionsPerUser > 0 && n >= limits.maxConnectionsPerUser) {
+          return `too many connections for this user (${limits.maxConnectionsPerUser})`;
+        }
+        if (conn.user === undefined) {
+          conn.user = name;
+          userConns.set(name, n + 1);
+        }
+        return undefined;
+      };
+      void authenticate(ctx, { login, sessionId: conn.id, sourceIp, admit }).then((outcome) => {
         // A slow login (argon2 under load) is not idleness: the timer counts from its answer.
         touch();
         if (outcome.user) {
@@ -129,9 +203,16 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
 
     client.on("ready", () => {
       touch();
-      client.on("session", (accept) => {
+      authenticated(conn);
+      client.on("session", (accept, reject) => {
         touch();
+        if (conn.channels >= limits.maxChannelsPerConnection) {
+          logger.info({ sessionId: conn.id, user }, "sftp: channel refused (per-connection limit)");
+          return reject();
+        }
+        conn.channels++;
         const session = accept();
+        session.once("close", () => conn.channels--);
         session.on("subsystem", (acceptSub, rejectSub, info) => {
           touch();
           if (info.name !== "sftp" || !user || closing) return rejectSub();
@@ -149,9 +230,12 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
                 sourceIp,
                 onActivity: touch,
                 socket: conn.socket,
+                budget: conn.budget,
+                files: files.slotsFor(vfs.username),
+                maxHandles: limits.maxHandlesPerSession,
               });
               // Only now: a 'data' listener before the session's own would drop the client's INIT.
-              growWindow(client, ch, window);
+              growWindow(client, ch, window, conn.budget);
               conn.sessions.add(s);
               void s.finished().then(() => conn.sessions.delete(s));
               if (closing) ch.end();
@@ -187,19 +271,65 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
 
   const tcp = createServer({ noDelay: true }, (socket) => {
     socket.on("error", (err) => logger.debug({ err }, "sftp: socket error"));
+    const ip = socket.remoteAddress ?? "";
+    const src = sources.get(ip) ?? { total: 0, unauthenticated: 0 };
     if (closing || conns.size >= maxSessions) {
-      // Before the SSH identification string a server may send text lines; clients show them on failure.
-      logger.warn({ ip: socket.remoteAddress, sessions: conns.size }, "sftp: connection refused (session limit)");
-      socket.end("atrest: too many sessions, try again later\r\n");
-      return;
+      return refuse(socket, "connection refused (session limit)", "too many sessions, try again later");
     }
-    const conn: Conn = { socket, sessions: new Set(), id: randomUUID() };
+    if (!fds.connectionAllowed()) {
+      return refuse(socket, "connection refused (file descriptors near the limit)", "server busy, try again later");
+    }
+    if (limits.maxConnectionsPerSource > 0 && src.total >= limits.maxConnectionsPerSource) {
+      return refuse(socket, "connection refused (per-source limit)", "too many connections from your address");
+    }
+    // Like OpenSSH: connections over MaxStartups are dropped without a word.
+    if (limits.maxStartupsPerSource > 0 && src.unauthenticated >= limits.maxStartupsPerSource) {
+      return refuse(socket, "connection dropped (per-source unauthenticated limit)");
+    }
+    if (dropStartup(limits.maxStartups, unauthenticated, random)) {
+      return refuse(socket, "connection dropped (MaxStartups)");
+    }
+    const conn: Conn = {
+      socket,
+      sessions: new Set(),
+      id: randomUUID(),
+      ip,
+      authed: false,
+      channels: 0,
+      budget: new ConnectionBudget(limits, totals),
+    };
     conns.add(conn);
+    unauthenticated++;
+    src.total++;
+    src.unauthenticated++;
+    sources.set(ip, src);
+    fds.opened(1);
+    // LoginGraceTime: a connection that has not authenticated by then is cut, whatever it is doing (or not).
+    const grace =
+      limits.loginGraceSeconds > 0
+        ? setTimeout(() => {
+            if (conn.authed) return;
+            logger.info({ ip, sessionId: conn.id }, "sftp: login grace time over, disconnecting");
+            socket.destroy();
+          }, limits.loginGraceSeconds * 1000)
+        : undefined;
+    grace?.unref();
     const peer = `${socket.remoteAddress}|${socket.remotePort}`;
     byPeer.set(peer, conn);
     socket.on("close", () => {
+      clearTimeout(grace);
       conns.delete(conn);
       byPeer.delete(peer);
+      if (!conn.authed) {
+        unauthenticated--;
+        src.unauthenticated--;
+      }
+      if (--src.total <= 0) sources.delete(ip);
+      if (conn.user !== undefined) {
+        const n = (userConns.get(conn.user) ?? 1) - 1;
+        if (n > 0) userConns.set(conn.user, n);
+        else userConns.delete(conn.user);
+      }
     });
     ssh.injectSocket(socket);
   });

@@ -6,6 +6,7 @@ import type { Logger } from "../../logger.ts";
 import type { FileStat, SetAttrs, VfsSession } from "../../vfs/types.ts";
 import { toStatus } from "./errors.ts";
 import { ReadFile, WriteFile } from "./handles.ts";
+import { type ConnectionBudget, type FileSlots, limitError } from "./limits.ts";
 import {
   type Attrs,
   BadMessage,
@@ -44,14 +45,20 @@ export interface SessionContext {
   onActivity?: () => void;
   /** The TCP socket under the SSH connection, corked while a batch is written. */
   socket?: { cork(): void; uncork(): void };
+  /** Buffered WRITE bytes of the connection (limits.ts); without it only the per-handle bound applies. */
+  budget?: ConnectionBudget;
+  /** Open files of the user over all connections and the fd reserve, checked before a file is opened. */
+  files?: FileSlots;
+  /** Open handles of this session. Default 256. */
+  maxHandles?: number;
 }
 
 const MAX_HANDLES = 256;
 const DIR_PAGE = 128;
 
 type Handle =
-  | { kind: "read"; file: ReadFile }
-  | { kind: "write"; file: WriteFile }
+  | { kind: "read"; file: ReadFile; release: () => void }
+  | { kind: "write"; file: WriteFile; release: () => void }
   | { kind: "dir"; path: string; entries?: { name: string; stat: FileStat }[]; pos: number };
 
 /** Resolves a client path against the home '/', clamping `..` at the root so a path can never escape it. */
@@ -106,6 +113,8 @@ export class SftpSession {
   private outBytes = 0;
   private flushScheduled = false;
   private paused = false;
+  /** Not reading the channel because the connection's or the server's queued WRITE bytes are at their bound. */
+  private inputHeld = false;
   private handles = new Map<number, Handle>();
   private nextHandle = 1;
   private initialized = false;
@@ -137,7 +146,7 @@ export class SftpSession {
     ch.on("drain", () => {
       if (this.paused) {
         this.paused = false;
-        ch.resume();
+        if (!this.inputHeld) ch.resume();
       }
     });
   }
@@ -278,8 +287,44 @@ export class SftpSession {
     return { key, h };
   }
 
+  private checkHandles(): void {
+    const max = this.ctx.maxHandles ?? MAX_HANDLES;
+    if (this.handles.size >= max) throw limitError(`too many open handles (${max} per session)`);
+  }
+
+  /**
+   * A slot for one more open file (session, user and fd bounds), taken before the vfs opens anything: `settled` once
+   * the open is done, `release` once the file is closed or the open failed.
+   */
+  private takeFile(): { settled: () => void; release: () => void } {
+    this.checkHandles();
+    const files = this.ctx.files;
+    if (!files) return { settled() {}, release() {} };
+    const settled = files.acquire();
+    let held = true;
+    return {
+      settled,
+      release: () => {
+        if (held) files.release();
+        held = false;
+      },
+    };
+  }
+
+  /** Stops reading the channel while queued WRITE bytes are at a bound; reading resumes once they drain. */
+  private holdInput(): void {
+    const queued = this.ctx.budget?.queued;
+    if (!queued || this.inputHeld || !queued.full) return;
+    this.inputHeld = true;
+    this.ch.pause();
+    queued.whenBelow(() => {
+      this.inputHeld = false;
+      if (!this.paused && !this.closed) this.ch.resume();
+    });
+  }
+
   private newHandle(h: Handle): Buffer {
-    if (this.handles.size >= MAX_HANDLES) throw new AtrestError("INVALID_INPUT", "too many open handles");
+    this.checkHandles();
     const key = this.nextHandle++;
     this.handles.set(key, h);
     const b = Buffer.allocUnsafe(4);
@@ -301,6 +346,7 @@ export class SftpSession {
     } else data = [r.bytes()];
     if (h.kind !== "write") throw new AtrestError("PERMISSION_DENIED", "handle not open for writing");
     const wait = h.file.write(offset, data);
+    this.holdInput();
     if (!wait) {
       this.status(id, STATUS.OK);
       return;
@@ -452,12 +498,24 @@ export class SftpSession {
   }
 
   private async open(id: number, path: string, pflags: number): Promise<void> {
+    const slot = this.takeFile();
+    try {
+      await this.openFile(id, path, pflags, slot.release);
+    } catch (err) {
+      slot.release();
+      throw err;
+    } finally {
+      slot.settled();
+    }
+  }
+
+  private async openFile(id: number, path: string, pflags: number, release: () => void): Promise<void> {
     const vfs = this.ctx.vfs;
     if (!(pflags & (PFLAG.WRITE | PFLAG.APPEND))) {
       const rh = await vfs.openRead(path);
       let handle: Buffer;
       try {
-        handle = this.newHandle({ kind: "read", file: new ReadFile(path, rh) });
+        handle = this.newHandle({ kind: "read", file: new ReadFile(path, rh), release });
       } catch (err) {
         await rh.close().catch(() => {});
         throw err;
@@ -475,17 +533,19 @@ export class SftpSession {
     if (existing && existing.size > 0 && !truncate && !append) {
       // Overwrite in place (scp) or continue at the end (reput): the first WRITE tells which (handles.ts).
       const file = WriteFile.deferred(path, existing.size, (t) => vfs.openWrite(path, { truncate: t }));
+      file.withBudget(this.ctx.budget);
       return this.send(
         new Writer(FXP.HANDLE)
           .u32(id)
-          .bytes(this.newHandle({ kind: "write", file }))
+          .bytes(this.newHandle({ kind: "write", file, release }))
           .finish(),
       );
     }
     const wh = await vfs.openWrite(path, { truncate, exclusive });
     let handle: Buffer;
     try {
-      handle = this.newHandle({ kind: "write", file: new WriteFile(path, wh, append) });
+      const file = new WriteFile(path, wh, append).withBudget(this.ctx.budget);
+      handle = this.newHandle({ kind: "write", file, release });
     } catch (err) {
       await wh.abort(false).catch(() => {});
       throw err;
@@ -498,10 +558,10 @@ export class SftpSession {
     this.handles.delete(key);
     if (h.kind === "dir") return this.status(id, STATUS.OK);
     if (h.kind === "read") {
-      await h.file.close();
+      await h.file.close().finally(h.release);
       return this.status(id, STATUS.OK);
     }
-    const committed = await h.file.close();
+    const committed = await h.file.close().finally(h.release);
     // A handle no WRITE decided left the file as it was; attributes set on it still apply (as to the file).
     if (!committed && h.file.attrs) await this.ctx.vfs.setAttrs(h.file.path, h.file.attrs);
     this.status(id, STATUS.OK);
@@ -565,6 +625,8 @@ export class SftpSession {
           } else if (h.kind === "read") await h.file.close();
         } catch (err) {
           this.ctx.logger.warn({ err, sessionId: this.ctx.sessionId }, "sftp: releasing handle failed");
+        } finally {
+          if (h.kind !== "dir") h.release();
         }
       }),
     );
