@@ -13,10 +13,11 @@ import { runCleanups } from "./lib/cleanup.ts";
 import { machineFacts, machineLine, markdownTable, previousSection, writeDoc } from "./lib/report.ts";
 import { makeTempDir } from "./lib/tmp.ts";
 import type { BenchModule } from "./lib/types.ts";
+import { load } from "./load.ts";
 import { pgp } from "./pgp.ts";
 import { sftp } from "./sftp.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, pgp];
+const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, pgp, load];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 

@@ -32,7 +32,12 @@ export async function generateKey(dir: string, name = "id_ed25519"): Promise<Key
 }
 
 /** OpenSSH `sshd` with internal-sftp on a free loopback port, its own config, host key and authorized_keys. */
-export async function startOpenSsh(dir: string, client: KeyPair, label = "OpenSSH"): Promise<SftpServer> {
+export async function startOpenSsh(
+  dir: string,
+  client: KeyPair,
+  label = "OpenSSH",
+  extraConfig: readonly string[] = [],
+): Promise<SftpServer> {
   mkdirSync(dir, { recursive: true });
   const hostKey = await generateKey(dir, "ssh_host_ed25519_key");
   const authorized = join(dir, "authorized_keys");
@@ -60,6 +65,7 @@ export async function startOpenSsh(dir: string, client: KeyPair, label = "OpenSS
       "PubkeyAuthentication yes",
       "PermitRootLogin yes",
       "LogLevel INFO",
+      ...extraConfig,
       "",
     ].join("\n"),
   );

@@ -109,6 +109,11 @@ export class LoginService {
       return { outcome: "refused" };
     };
     const succeed = async (user: string): Promise<LoginResult> => {
+      // A ban that landed while this credential was being checked (parallel guesses) refuses it too.
+      if (await defender?.banned(src)) {
+        record("failure", "banned");
+        return { outcome: "refused" };
+      }
       const refusal = req.admit?.(user);
       if (refusal !== undefined) {
         record("failure", refusal);
