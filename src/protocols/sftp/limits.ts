@@ -63,7 +63,8 @@ export const DEFAULT_LIMITS: SftpLimits = {
   reorderBytesTotal: 256 * MiB,
   queuedBytesPerConnection: 16 * MiB,
   queuedBytesTotal: 256 * MiB,
-  fdReserve: 256,
+  // the blob store keeps up to 256 shard directories open (local-blobs.ts) besides the audit log and the database
+  fdReserve: 512,
 };
 
 /** Parses OpenSSH's `start:rate:full` (or a single `n` = n:100:n). */

@@ -350,7 +350,12 @@ export interface Connected {
  * SFTP channel is up: ssh2 emits only 'close', no 'error', when the server drops it after the SSH handshake but
  * before 'ready' (e.g. an idle timeout firing during login), and waiting for 'ready' alone then waits forever.
  */
-export async function connect(fx: Fixture, user = "alice", timeoutMs = 30_000): Promise<Connected> {
+export async function connect(
+  fx: Fixture,
+  user = "alice",
+  timeoutMs = 30_000,
+  algorithms?: ssh2.ConnectConfig["algorithms"],
+): Promise<Connected> {
   const privateKey = await readFile(fx.keyFile);
   const c = new ssh2.Client();
   const closed = new Promise<void>((resolve) => c.once("close", () => resolve()));
@@ -366,7 +371,7 @@ export async function connect(fx: Fixture, user = "alice", timeoutMs = 30_000): 
     });
     // Nagle on the client side would add ~40 ms to every request/response round trip.
     const sock = createConnection({ host: "127.0.0.1", port: fx.port, noDelay: true });
-    c.connect({ sock, username: user, privateKey, readyTimeout: timeoutMs });
+    c.connect({ sock, username: user, privateKey, readyTimeout: timeoutMs, algorithms });
   });
   try {
     const sftp = await within(up, timeoutMs, `an SFTP session as ${user}`);
