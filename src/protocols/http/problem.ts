@@ -34,6 +34,7 @@ const STATUS: Record<ErrorCode, [number, string]> = {
   REFUSED: [422, "refused by policy"],
   AUDIT_UNAVAILABLE: [503, "audit log unavailable"],
   NO_SPACE: [507, "no space left on device"],
+  LIMIT_EXCEEDED: [429, "too many requests"],
 };
 
 /** A refusal decided by the door itself (no such route, a Range past the end, a missing header). */
