@@ -8,7 +8,7 @@
 // (the server then logs that it uses the pure-JS transport crypto). ATREST_SSH2_NATIVE=require (CI) makes a failed
 // build fail `npm ci`; ATREST_SSH2_NATIVE=skip builds nothing.
 import { spawnSync } from "node:child_process";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 
@@ -55,6 +55,7 @@ function findNodeGyp(): string | undefined {
 const gyp = findNodeGyp();
 if (!gyp) fail("node-gyp not found (it ships with npm)");
 const binding = join(cryptoDir, "build", "Release", "sshcrypto.node");
+const objectWrapHeader = join(root, "scripts", "ssh2-binding", "object-wrap.h");
 
 // node-gyp lets npm's config in the environment override its command line, and Debian's npm sets nodedir=/usr
 // (/usr/lib/node_modules/npm/npmrc), the system Node 20's headers: the environment must name the pinned headers too.
@@ -64,6 +65,9 @@ function gypEnv(): NodeJS.ProcessEnv {
     if (!/^npm_(config|package_config_node_gyp)_(nodedir|target)$/i.test(k)) env[k] = v;
   }
   env.npm_config_nodedir = nodeDir;
+  // Our node::ObjectWrap in place of Node's (why: scripts/ssh2-binding/object-wrap.h): without it a server aborts
+  // when V8 collects a cipher object in a GC that runs with no context entered.
+  env.CXXFLAGS = `${process.env.CXXFLAGS ?? ""} -include ${objectWrapHeader}`.trim();
   env.npm_config_target = process.version;
   // node-gyp runs `node -e "require('nan')"`: the pinned Node first, as for every npm script.
   env.PATH = `${dirname(process.execPath)}:${process.env.PATH ?? ""}`;
@@ -91,6 +95,13 @@ if (built.error || built.status !== 0) {
   process.stderr.write(built.stdout ?? "");
   process.stderr.write(built.stderr ?? "");
   fail(`building ssh2's native crypto binding failed (${built.error?.message ?? `exit ${built.status}`})`);
+}
+
+// Node's own ObjectWrap would have brought in its cleanup hooks (see object-wrap.h): a binding that refers to them
+// aborts servers, so it is removed and ssh2 keeps its pure-JS crypto.
+if (readFileSync(binding).includes("RemoveEnvironmentCleanupHook")) {
+  rmSync(join(cryptoDir, "build"), { recursive: true, force: true });
+  fail("the built binding uses Node's ObjectWrap cleanup hooks (the -include of object-wrap.h did not apply)");
 }
 
 // Load it in a fresh Node 24 process, as the server will.

@@ -3,7 +3,7 @@
 // and with paramiko, hash-checked, in both modes; the server's start line says which crypto it uses.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -50,6 +50,14 @@ test("the native binding is built and correct for every cipher when it is expect
   assert.deepEqual(t.broken, [], `the binding disagrees with ssh2's JS ciphers: ${t.broken.join(", ")}`);
   assert.ok(t.ciphers.includes("chacha20-poly1305@openssh.com"));
   assert.ok(t.ciphers.includes("aes128-gcm@openssh.com"));
+  // Node's ObjectWrap (Node >= 23) removes a cleanup hook in its destructor and aborts the process when V8 collects
+  // the object outside a context; the build swaps in scripts/ssh2-binding/object-wrap.h, which has none.
+  const file = createRequire(import.meta.url).resolve("ssh2/lib/protocol/crypto/build/Release/sshcrypto.node");
+  assert.equal(
+    (await readFile(file)).includes("RemoveEnvironmentCleanupHook"),
+    false,
+    "binding built with Node's ObjectWrap",
+  );
 });
 
 let dir: string;
