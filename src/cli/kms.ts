@@ -149,6 +149,14 @@ export function registerKms(program: Command): void {
         .argParser(intOption("--metrics-port", 0, 65535)),
     )
     .addOption(
+      new Option(
+        "--kmip-port <n>",
+        "also serve KMIP (TTLV over mutual TLS, standard port 5696) on this port; 0 = any free port (default: off)",
+      )
+        .env("ATREST_KMS_KMIP_PORT")
+        .argParser(intOption("--kmip-port", 0, 65535)),
+    )
+    .addOption(
       new Option("--log-level <level>", "pino level (default info)")
         .env("ATREST_LOG_LEVEL")
         .default("info")
@@ -173,6 +181,7 @@ export function registerKms(program: Command): void {
         logLevel: string;
         kmsConfig?: string;
         oneSharePerCustodian?: boolean;
+        kmipPort?: number;
       }) => {
         // Loaded here so that other commands do not pay for the server and certificate code.
         const { KmsServer } = await import("../kms/server/server.ts");
@@ -188,6 +197,7 @@ export function registerKms(program: Command): void {
           logger,
           audit,
           oneSharePerCustodian: opts.oneSharePerCustodian,
+          ...(opts.kmipPort !== undefined ? { kmip: { port: opts.kmipPort } } : {}),
         });
         if (audit?.destinations.length) {
           say(
@@ -196,6 +206,7 @@ export function registerKms(program: Command): void {
         }
         const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
         say(`kms listening on https://${host}:${server.port}`);
+        if (server.kmipPort !== undefined) say(`kms KMIP listening on ${host}:${server.kmipPort}`);
         const metrics =
           opts.metricsPort > 0
             ? await startMetricsServer(server.metrics.registry, "127.0.0.1", opts.metricsPort)

@@ -10,6 +10,7 @@ import { formatKeyRef } from "./api/key-ref.ts";
 import type { Approvals, KmsRequest } from "./approvals.ts";
 import { exportPublicKey, resealImportTokens, wrapRsaAes } from "./byok.ts";
 import type { Keyring } from "./keyring.ts";
+import { destroyKmipObject, resealKmipObjects } from "./kmip-objects.ts";
 import { type ClientPolicies, parseClientPolicy } from "./policy.ts";
 import type { PendingEvent, ServiceAudit } from "./service-audit.ts";
 
@@ -97,6 +98,13 @@ export function executeRequest(deps: RequestDeps, by: KmsCaller, r: KmsRequest):
 function effect(deps: RequestDeps, r: KmsRequest, now: Date, ev: PendingEvent): void {
   switch (r.kind) {
     case "destroy": {
+      if (r.target.startsWith("kmip:")) {
+        // A KMIP object's destruction (KMIP Destroy under dual control): at once, no waiting period.
+        destroyKmipObject(deps.keyring.db, r.target.slice(5), now);
+        ev.detailExtra = { ...ev.detailExtra, op: "kmip-destroy" };
+        deps.approvals.markExecuted(r.id, `KMIP object ${r.target.slice(5)} destroyed`, now);
+        return;
+      }
       const versions = (r.params.versions as number[]) ?? [];
       const at = new Date(now.getTime() + Number(r.params.waitingDays) * DAY_MS);
       deps.keyring.scheduleDestroy(r.target, versions, at, r.id);
@@ -134,7 +142,10 @@ function effect(deps: RequestDeps, r: KmsRequest, now: Date, ev: PendingEvent): 
           persist(m);
           deps.approvals.markExecuted(r.id, "master key rotated; key versions re-sealed", now);
         },
-        (reseal) => resealImportTokens(deps.keyring, reseal),
+        (reseal) => {
+          resealImportTokens(deps.keyring, reseal);
+          resealKmipObjects(deps.keyring.db, reseal);
+        },
       );
       ev.detailExtra = { ...ev.detailExtra, resealed: count };
       return;
@@ -183,6 +194,7 @@ export function runScheduled(deps: RequestDeps): ScheduledRun {
 }
 
 export function refOfRequest(r: KmsRequest): string | undefined {
+  if (r.kind === "destroy" && r.target.startsWith("kmip:")) return r.target;
   if (r.kind === "destroy" || r.kind === "export") {
     const v = r.kind === "export" ? Number(r.params.version) : undefined;
     return v ? formatKeyRef(r.target, v) : `kek:${r.target}`;
@@ -194,6 +206,7 @@ export function refOfRequest(r: KmsRequest): string | undefined {
 function auditParams(r: KmsRequest): Record<string, unknown> {
   if (r.kind === "export") return { version: r.params.version };
   if (r.kind === "client-policy") return { client: r.target, policy: r.params.policy };
+  if (r.kind === "destroy" && r.target.startsWith("kmip:")) return { kmip: true };
   if (r.kind === "destroy") return { versions: r.params.versions, waitingDays: r.params.waitingDays };
   return {};
 }

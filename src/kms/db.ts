@@ -143,6 +143,30 @@ const MIGRATIONS: readonly string[] = [
    ) STRICT;`,
   // 5: the version of a secret whose rotation reminder was already audited (one warning per version).
   `ALTER TABLE secrets ADD COLUMN warned_version INTEGER;`,
+  // 6: objects managed over KMIP (kmip-objects.ts): AES keys and secret data, each value sealed under the master key
+  //    (label kmip:<uid>) and gone once destroyed; KMIP attributes and lifecycle state beside it.
+  `CREATE TABLE kmip_objects (
+     uid TEXT PRIMARY KEY,
+     object_type TEXT NOT NULL CHECK (object_type IN ('symmetric-key', 'secret-data')),
+     name TEXT,
+     algorithm TEXT CHECK (algorithm IS NULL OR algorithm = 'AES'),
+     length INTEGER NOT NULL CHECK (length >= 0),
+     usage_mask INTEGER NOT NULL,
+     secret_type INTEGER,
+     state TEXT NOT NULL CHECK (state IN ('pre-active', 'active', 'deactivated', 'compromised', 'destroyed',
+       'destroyed-compromised')),
+     sealed BLOB,
+     owner TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     activated_at TEXT,
+     deactivated_at TEXT,
+     compromised_at TEXT,
+     destroyed_at TEXT,
+     revocation_reason INTEGER,
+     destroy_request TEXT,
+     CHECK ((state IN ('destroyed', 'destroyed-compromised')) = (sealed IS NULL))
+   ) STRICT;
+   CREATE INDEX kmip_objects_name ON kmip_objects (name);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

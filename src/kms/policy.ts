@@ -3,7 +3,8 @@
 //
 // Separation of duties (DESIGN.md §2): no role can both read data (unwrap) and destroy or export keys.
 //   server     data-key operations (generate, wrap, unwrap, rewrap), the encryption API for applications (encrypt,
-//              decrypt, hmac, verify-hmac, sign, verify) and reading its keys' metadata; an application's client
+//              decrypt, hmac, verify-hmac, sign, verify), KMIP objects (kmip-*: keys a KMIP client creates and gets
+//              itself, never the keyring's KEKs) and reading its keys' metadata; an application's client
 //              certificate has this role, narrowed by its client policy
 //   operator   create, rotate, import, show/list, rotation policy and min versions, deactivate/activate/compromise,
 //              ask for destruction or export (a request)
@@ -37,6 +38,11 @@ export const KEY_OPERATIONS = [
   "request-destroy",
   "cancel-destroy",
   "request-export",
+  "kmip-create",
+  "kmip-get",
+  "kmip-state",
+  "kmip-destroy",
+  "kmip-request-destroy",
 ] as const;
 export type KeyOperation = (typeof KEY_OPERATIONS)[number];
 
@@ -64,9 +70,27 @@ export type KmsOperation = KeyOperation | SecretOperation | GlobalOperation;
 export const DATA_OPERATIONS: readonly KeyOperation[] = ["generate-data-key", "wrap", "unwrap", "rewrap"];
 /** The encryption API for applications (app-ops.ts). */
 export const APP_OPERATIONS: readonly KeyOperation[] = ["encrypt", "decrypt", "hmac", "verify-hmac", "sign", "verify"];
+/**
+ * KMIP-managed objects (kmip-objects.ts): create/register, get (the value, to the client), activate/revoke, destroy
+ * at once, or ask for destruction under dual control. A KMIP client is a `server` client; its policy decides which.
+ */
+export const KMIP_OPERATIONS: readonly KeyOperation[] = [
+  "kmip-create",
+  "kmip-get",
+  "kmip-state",
+  "kmip-destroy",
+  "kmip-request-destroy",
+];
 
 const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
-  server: new Set<KmsOperation>([...DATA_OPERATIONS, ...APP_OPERATIONS, "read", "read-secret", "list-secrets"]),
+  server: new Set<KmsOperation>([
+    ...DATA_OPERATIONS,
+    ...APP_OPERATIONS,
+    ...KMIP_OPERATIONS,
+    "read",
+    "read-secret",
+    "list-secrets",
+  ]),
   operator: new Set<KmsOperation>([
     "read",
     "write-secret",

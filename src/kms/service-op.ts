@@ -32,7 +32,10 @@ export class ServiceOps {
     return this.#closed;
   }
 
-  /** Authorizes, runs and audits one operation. `ev` lets `fn` fill in what it learns (the version used). */
+  /**
+   * Authorizes, runs and audits one operation. `ev` lets `fn` fill in what it learns (the version used); `keyRef`
+   * names what is audited when it is not the KEK `key` (a KMIP object).
+   */
   run<T>(
     caller: KmsCaller,
     op: KmsOperation,
@@ -40,11 +43,12 @@ export class ServiceOps {
     key: string | undefined,
     context: EncryptionContext | undefined,
     fn: (ev: PendingEvent) => T,
+    keyRef?: string,
   ): T {
     const named = key !== undefined && isValidKeyName(key);
     const ev: PendingEvent = isSecretOperation(op)
       ? { keyRef: undefined, ...(named ? { target: `secret:${key}` } : {}) }
-      : { keyRef: named ? `kek:${key}` : undefined };
+      : { keyRef: keyRef ?? (named ? `kek:${key}` : undefined) };
     let result: T;
     try {
       if (this.#closed) throw new KeyUnavailableError("key manager is closed");

@@ -34,6 +34,7 @@ import { KeyImport } from "./key-import.ts";
 import type { KeyringKeyInfo } from "./key-info.ts";
 import type { CreateKeyOptions } from "./key-lifecycle.ts";
 import type { Keyring } from "./keyring.ts";
+import { KmipObjects } from "./kmip-objects.ts";
 import { ClientPolicies, type ClientPolicy, type KmsOperation, type StoredClientPolicy } from "./policy.ts";
 import { SecretOps } from "./secret-ops.ts";
 import type { SecretInfo, SecretValue, SecretVersionInfo } from "./secrets.ts";
@@ -82,6 +83,8 @@ export class KmsService {
   readonly keyring: Keyring;
   readonly policies: ClientPolicies;
   readonly approvals: Approvals;
+  /** Objects managed over KMIP (kmip-objects.ts), through the same authorize-run-audit step. */
+  readonly kmip: KmipObjects;
   readonly #ops: ServiceOps;
   readonly #dataKeys: DataKeys;
   readonly #app: AppCrypto;
@@ -115,6 +118,7 @@ export class KmsService {
     this.#admin = new KeyAdmin(this.#ops);
     this.#requests = new DualControl(this.#ops, this.#deps);
     this.#import = new KeyImport(this.#ops);
+    this.kmip = new KmipObjects(this.#ops, this.#deps);
   }
 
   /** Approvals a request needs: set at `kms init`, else the option, else 2. */

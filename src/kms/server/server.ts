@@ -22,6 +22,7 @@ import { kmsClock } from "../clock.ts";
 import { KmsDb } from "../db.ts";
 import { KMS_DB_FILE } from "../home.ts";
 import { Keyring } from "../keyring.ts";
+import { KmipServer } from "../kmip/server.ts";
 import { KmsAudit } from "../kms-audit.ts";
 import type { MasterKeySource } from "../master-source.ts";
 import { KmsMetrics } from "../metrics.ts";
@@ -54,6 +55,8 @@ export interface KmsServerOptions {
    * spool), shipped while unsealed. Spool cursors and stats.json live in `<dir>/audit/`.
    */
   audit?: AuditConfig;
+  /** Also serve KMIP (kmip/server.ts) on this port (0 = any free port) and host (default: `host`); off if absent. */
+  kmip?: { port: number; host?: string };
 }
 
 const VERSION = "1";
@@ -76,6 +79,7 @@ export class KmsServer {
   #pipeline: Promise<AuditPipeline | undefined> | undefined;
   #service: KmsService | undefined;
   #server: Server | undefined;
+  #kmip: KmipServer | undefined;
   #closed = false;
 
   private constructor(dir: string, db: KmsDb, source: MasterKeySource, options: KmsServerOptions) {
@@ -164,11 +168,27 @@ export class KmsServer {
           resolve();
         });
       });
+      if (options.kmip) {
+        kms.#kmip = await KmipServer.start({
+          host: options.kmip.host ?? options.host ?? "127.0.0.1",
+          port: options.kmip.port,
+          tls,
+          identify: (fp, ip) => kms.#clients.identify(fp, ip),
+          service: () => kms.service(),
+          logger: kms.#logger,
+          observe: (outcome, seconds, items) => kms.metrics.observe("kmip", outcome, seconds, items),
+        });
+      }
     } catch (e) {
       await kms.close();
       throw e;
     }
     return kms;
+  }
+
+  /** The KMIP port, when KMIP is on. */
+  get kmipPort(): number | undefined {
+    return this.#kmip?.port;
   }
 
   get port(): number {
@@ -485,6 +505,7 @@ export class KmsServer {
     if (this.#closed) return;
     this.#closed = true;
     await this.#sealNow();
+    await this.#kmip?.close();
     const server = this.#server;
     if (server) {
       await new Promise<void>((resolve) => {
