@@ -185,6 +185,9 @@ function handleItem(
           enumv(T.Operation, operation),
           batchId ? bytes(T.UniqueBatchItemId, batchId) : undefined,
           enumv(T.ResultStatus, ResultStatus.OperationPending),
+          // Optional with Pending (KMIP 1.2 §6.10), but clients such as PyKMIP read a reason from every non-success:
+          // Permission Denied says why it did not run now (this client alone may not destroy; custodians decide).
+          enumv(T.ResultReason, ResultReason.PermissionDenied),
           text(T.ResultMessage, response.message),
           bytes(T.AsynchronousCorrelationValue, Buffer.from(response.correlation, "utf8")),
         ),

@@ -107,19 +107,21 @@ export class KmipServer {
     let chunks: Buffer[] = [];
     let buffered = 0;
     let need = HEADER;
+    let framed = false; // need is the whole message's length (else: the header's)
     let busy = false;
 
     const pump = (): void => {
       if (busy) return;
       while (buffered >= need && !socket.destroyed) {
         const all = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, buffered);
-        if (need === HEADER) {
+        if (!framed) {
           try {
             need = frameLength(all, this.#limits);
           } catch (e) {
             this.#refuse(socket, ResultReason.InvalidMessage, `invalid message header: ${(e as Error).message}`);
             return;
           }
+          framed = true;
           chunks = [all];
           continue;
         }
@@ -128,6 +130,7 @@ export class KmipServer {
         chunks = rest.length ? [Buffer.from(rest)] : [];
         buffered = rest.length;
         need = HEADER;
+        framed = false;
         const response = this.#answer(message, fingerprint, socket.remoteAddress);
         if (!socket.write(response)) {
           busy = true;
