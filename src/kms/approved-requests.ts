@@ -10,7 +10,7 @@ import { formatKeyRef } from "./api/key-ref.ts";
 import type { Approvals, KmsRequest } from "./approvals.ts";
 import { exportPublicKey, resealImportTokens, wrapRsaAes } from "./byok.ts";
 import type { Keyring } from "./keyring.ts";
-import { destroyKmipObject, resealKmipObjects } from "./kmip-objects.ts";
+import { destroyKmipObject, resealKmipObjects } from "./kmip-store.ts";
 import { type ClientPolicies, parseClientPolicy } from "./policy.ts";
 import type { PendingEvent, ServiceAudit } from "./service-audit.ts";
 
