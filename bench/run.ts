@@ -8,6 +8,7 @@ import { audit } from "./audit.ts";
 import { auditCommit } from "./audit-commit.ts";
 import { container } from "./container.ts";
 import { keys } from "./keys.ts";
+import { kmip } from "./kmip.ts";
 import { kms } from "./kms.ts";
 import { runCleanups } from "./lib/cleanup.ts";
 import { machineFacts, machineLine, markdownTable, previousSection, writeDoc } from "./lib/report.ts";
@@ -17,7 +18,7 @@ import { load } from "./load.ts";
 import { pgp } from "./pgp.ts";
 import { sftp } from "./sftp.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, pgp, load];
+const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 
