@@ -143,19 +143,31 @@ export function handleMessage(
   const out: Ttlv[] = [];
   const operations: number[] = [];
   let failures = 0;
-  const batch: BatchState = { placeholder: undefined, version };
+  const batch: BatchState = { placeholder: undefined, version, scrub: [] };
   for (const item of items) {
     const r = handleItem(item, ctx, batch);
     operations.push(r.operation ?? 0);
     if (r.failed) failures++;
     out.push(r.item);
   }
-  return { response: responseMessage(version, out), operations, failures };
+  try {
+    return { response: responseMessage(version, out), operations, failures };
+  } finally {
+    for (const b of batch.scrub) b.fill(0); // key material and plaintext copies made for the response tree
+  }
 }
 
 interface BatchState {
   placeholder: string | undefined;
   version: [number, number];
+  /** Secret buffers in the response tree, zeroed once it is encoded. */
+  scrub: Buffer[];
+}
+
+function secretCopy(batch: BatchState, b: Buffer): Buffer {
+  const copy = Buffer.from(b);
+  batch.scrub.push(copy);
+  return copy;
 }
 
 function handleItem(
@@ -339,7 +351,7 @@ function dispatch(op: number, p: Fields, ctx: KmipRequestContext, batch: BatchSt
         const keyBlock = struct(
           T.KeyBlock,
           enumv(T.KeyFormatType, want),
-          struct(T.KeyValue, bytes(T.KeyMaterial, Buffer.from(material))),
+          struct(T.KeyValue, bytes(T.KeyMaterial, secretCopy(batch, material))),
           isKey ? enumv(T.CryptographicAlgorithm, CryptographicAlgorithm.Aes) : undefined,
           isKey ? int(T.CryptographicLength, object.length) : undefined,
         );
@@ -442,7 +454,7 @@ function dispatch(op: number, p: Fields, ctx: KmipRequestContext, batch: BatchSt
       }
       const plain = ctx.service().kmip.decrypt(caller, uid, body, tag, gcm);
       try {
-        return [text(T.UniqueIdentifier, uid), bytes(T.Data, Buffer.from(plain))];
+        return [text(T.UniqueIdentifier, uid), bytes(T.Data, secretCopy(batch, plain))];
       } finally {
         plain.fill(0);
       }
