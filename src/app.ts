@@ -34,6 +34,7 @@ import type { Accounts, UserAuth } from "./service/accounts.ts";
 import { type Actor, cliActor } from "./service/actor.ts";
 import { Admin } from "./service/admin.ts";
 import { verifyPassword } from "./service/passwords.ts";
+import { S3Keys } from "./service/s3-keys.ts";
 import type { NewUser } from "./service/users.ts";
 import { requireUser } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
@@ -137,6 +138,7 @@ export class App implements Accounts {
   #admin: Admin | undefined;
   /** The high-water mark write in flight (audit/high-water.ts), awaited before the store closes. */
   #highWater: Promise<void> = Promise.resolve();
+  #s3Keys: S3Keys | undefined;
 
   private constructor(
     paths: DataPaths,
@@ -235,6 +237,16 @@ export class App implements Accounts {
   get admin(): Admin {
     this.#admin ??= new Admin({ store: this.store, vfs: this.vfs, audit: this.audit, pgp: this.pgp });
     return this.#admin;
+  }
+
+  /** S3 access keys (service/s3-keys.ts). */
+  get s3Keys(): S3Keys {
+    this.#s3Keys ??= new S3Keys(this.store, this.vfs.keys, this.audit);
+    return this.#s3Keys;
+  }
+
+  s3Secret(accessKeyId: string): Promise<{ username: string; secret: Buffer } | undefined> {
+    return this.s3Keys.open(accessKeyId);
   }
 
   addUser(input: NewUser, actor: Actor = cliActor()): Promise<UserRow> {

@@ -35,6 +35,14 @@ export function registerServer(program: Command): void {
     )
     .addOption(new Option("--tls-cert <file>", "PEM certificate for HTTPS (default: self-signed, in <data>/tls)"))
     .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert"))
+    .addOption(
+      new Option("--s3-port <port>", 'S3 API port; 0 = disabled (default), "auto" = any free port').env(
+        "ATREST_S3_PORT",
+      ),
+    )
+    .addOption(new Option("--s3-tls <on|off>", "S3 over HTTPS (default on); off = plain HTTP, loopback only"))
+    .addOption(new Option("--s3-tls-cert <file>", "PEM certificate (chain) for the S3 door"))
+    .addOption(new Option("--s3-tls-key <file>", "PEM private key for the S3 door"))
     .addOption(new Option("--idle-timeout <s>", "disconnect idle sessions after s seconds, 0 = never (default 600)"))
     .addOption(new Option("--max-sessions <n>", "concurrent SSH connections (default 256)"))
     .addOption(new Option("--log-level <level>", "pino level (default info)").env("ATREST_LOG_LEVEL"))
@@ -194,6 +202,24 @@ export function registerServer(program: Command): void {
         say(`https listening on ${config.host}:${http.port}`);
         say(`tls certificate ${tls.fingerprint} (${tls.source})`);
       }
+      let s3: { port: number; close(): Promise<void> } | undefined;
+      if (config.s3Port !== 0) {
+        const { startS3Server } = await import("../protocols/s3/server.ts");
+        const { readFile } = await import("node:fs/promises");
+        const tls =
+          config.s3Tls === "on"
+            ? { cert: await readFile(config.s3TlsCert as string), key: await readFile(config.s3TlsKey as string) }
+            : undefined;
+        s3 = await startS3Server({
+          login,
+          host: config.host,
+          port: config.s3Port === "auto" ? 0 : config.s3Port,
+          logger,
+          tls,
+        });
+        if (tls) zero(tls.key);
+        say(`s3 listening on ${tls ? "https" : "http"}://${config.host}:${s3.port}`);
+      }
       await app.triggers.start();
       if ((await app.store.listUsers()).length === 0) {
         say(`no users yet; add one: echo 'secret' | npx atrest user add alice --password-stdin --data ${config.data}`);
@@ -206,6 +232,7 @@ export function registerServer(program: Command): void {
         logger.info({ signal }, "shutting down");
         await sftp?.close();
         await http?.close();
+        await s3?.close();
         clearInterval(defenderSweep);
         clearInterval(loginSweep);
         await pipeline.stop();

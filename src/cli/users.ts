@@ -134,4 +134,38 @@ export function registerUsers(program: Command): void {
         say(`removed user ${name}`);
       });
     });
+
+  const s3 = user.command("s3-key").description("S3 access keys of a user (the secret is shown once)");
+  s3.command("add <user>")
+    .description("create an access key for <user>; prints the access key id and the secret (shown only now)")
+    .addOption(dataOption())
+    .addOption(asOption())
+    .action(async (name: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        const k = await app.s3Keys.add(cliActor(opts.as), name);
+        process.stdout.write(`access key id:     ${k.accessKeyId}\nsecret access key: ${k.secretAccessKey}\n`);
+        say(`S3 key ${k.accessKeyId} added for ${name}; the secret is not shown again`);
+      });
+    });
+  s3.command("list [user]")
+    .description("list access key ids (of <user>, or everyone's); never secrets")
+    .addOption(dataOption())
+    .addOption(asOption())
+    .action(async (name: string | undefined, opts) => {
+      await withApp(opts.data, async (app) => {
+        for (const k of await app.s3Keys.list(cliActor(opts.as), name)) {
+          process.stdout.write(`${k.accessKeyId}\t${k.user}\t${k.createdAt}\n`);
+        }
+      });
+    });
+  s3.command("rm <user> <access-key-id>")
+    .description("remove an access key: requests signed with it are refused at once")
+    .addOption(dataOption())
+    .addOption(asOption())
+    .action(async (name: string, id: string, opts) => {
+      await withApp(opts.data, async (app) => {
+        await app.s3Keys.remove(cliActor(opts.as), name, id);
+        say(`removed S3 key ${id} of ${name}`);
+      });
+    });
 }

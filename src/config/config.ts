@@ -85,6 +85,16 @@ export const serverConfigSchema = z
     // An operator's TLS certificate and key (PEM) for the HTTPS door; unset = a self-signed one kept in <data>/tls.
     tlsCert: z.string().min(1).optional(),
     tlsKey: z.string().min(1).optional(),
+    // S3 door (src/protocols/s3): off (0) by default until the server's shared TLS certificate lands; TLS needs a
+    // certificate and key (PEM files); plain HTTP (--s3-tls off) only on a loopback listen address.
+    s3Port: z
+      .union([z.literal("auto"), z.coerce.number().int().min(0).max(65535)], {
+        error: 'must be a port number 0-65535 (0 = disabled) or "auto"',
+      })
+      .default(0),
+    s3Tls: z.enum(["on", "off"]).default("on"),
+    s3TlsCert: z.string().min(1).optional(),
+    s3TlsKey: z.string().min(1).optional(),
     idleTimeout: z.coerce.number().int().min(0).default(600),
     maxSessions: z.coerce.number().int().min(1).default(256),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -113,6 +123,14 @@ export const serverConfigSchema = z
     path: ["tlsKey"],
     message: "tlsCert and tlsKey go together",
   })
+  .refine((c) => c.s3Port === 0 || c.s3Tls === "off" || (c.s3TlsCert && c.s3TlsKey), {
+    path: ["s3TlsCert"],
+    message: "the S3 door over TLS needs --s3-tls-cert and --s3-tls-key (PEM files), or --s3-tls off on loopback",
+  })
+  .refine((c) => c.s3Port === 0 || c.s3Tls === "on" || ["127.0.0.1", "::1", "localhost"].includes(c.host), {
+    path: ["s3Tls"],
+    message: "--s3-tls off (plain HTTP: signatures and SSE-C keys in clear) is allowed only on a loopback --host",
+  })
   .refine((c) => !c.kms || c.kmsCert, {
     path: ["kmsCert"],
     message: "required with kms: the directory written by `atrest kms client issue` (client.key, client.crt, ca.crt)",
@@ -128,6 +146,8 @@ const envNames: Partial<Record<keyof ServerConfig, string>> = {
   tlsCert: "ATREST_TLS_CERT",
   tlsKey: "ATREST_TLS_KEY",
   idleTimeout: "ATREST_IDLE_TIMEOUT",
+  s3Port: "ATREST_S3_PORT",
+  s3Tls: "ATREST_S3_TLS",
   maxSessions: "ATREST_MAX_SESSIONS",
   logLevel: "ATREST_LOG_LEVEL",
   dekCacheSeconds: "ATREST_DEK_CACHE_SECONDS",

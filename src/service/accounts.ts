@@ -11,6 +11,8 @@ export interface Accounts {
   /** Authorized public keys in OpenSSH one-line format; empty for unknown users. */
   authorizedKeys(username: string): Promise<string[]>;
   openSession(username: string, info: SessionInfo): Promise<VfsSession>;
+  /** An S3 access key's owner and secret (the caller zeroes it); undefined for an unknown key. */
+  s3Secret?(accessKeyId: string): Promise<{ username: string; secret: Buffer } | undefined>;
   /** The user's stable id, undefined when there is no such user (removed): live sessions are tied to the id. */
   userId?(username: string): Promise<string | undefined>;
 }

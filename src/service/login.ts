@@ -3,6 +3,7 @@
 // and an unknown user takes the same path as a wrong credential (argon2 runs either way, the defender scores both
 // alike), so neither the answer nor its timing tells who exists.
 import { type AuditEvent, type AuditProtocol, type AuditSink, commitEvent } from "../audit/types.ts";
+import { zero } from "../crypto/bytes.ts";
 import { AtrestError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import type { SessionInfo, VfsSession } from "../vfs/types.ts";
@@ -24,6 +25,15 @@ export type Credential =
        * `would-accept` (a key matched, no proof yet: a probe), `bad-signature` or `not-authorized`.
        */
       check(authorizedKeys: string[]): "accepted" | "would-accept" | "bad-signature" | "not-authorized";
+    }
+  | {
+      /**
+       * An S3 request signed with AWS Signature V4: the door parsed the request; `verify` recomputes the signature
+       * with the access key's secret (constant-time compare). `LoginRequest.user` is the access key id; the user is the
+       * key's owner.
+       */
+      method: "s3-sigv4";
+      verify(secret: Buffer): boolean;
     };
 
 export type LoginProtocol = SessionInfo["protocol"] & AuditProtocol;
@@ -91,11 +101,13 @@ export class LoginService {
 
   async login(req: LoginRequest): Promise<LoginResult> {
     const { accounts, audit, defender, logger } = this.#deps;
+    // who the attempt is for: the name given, or for an S3 key the key's owner once known (the key id before)
+    let who = req.user;
     const src = { ip: req.sourceIp, user: req.user };
     const event = (outcome: "success" | "failure", reason?: string): AuditEvent => ({
       action: "login",
       outcome,
-      user: req.user,
+      user: who,
       protocol: req.protocol,
       method: req.credential.method,
       reason,
@@ -153,6 +165,24 @@ export class LoginService {
         return { outcome: "refused" };
       }
       const cred = req.credential;
+      if (cred.method === "s3-sigv4") {
+        const key = await accounts.s3Secret?.(req.user);
+        if (!key) return await fail("bad credentials");
+        who = key.username;
+        src.user = key.username;
+        if (await defender?.banned(src)) {
+          zero(key.secret);
+          record("failure", "banned");
+          return { outcome: "refused" };
+        }
+        let ok: boolean;
+        try {
+          ok = cred.verify(key.secret);
+        } finally {
+          zero(key.secret);
+        }
+        return ok ? await succeed(key.username) : await fail("bad signature");
+      }
       if (cred.method === "password") {
         const user = await accounts.verifyPassword(req.user, cred.password);
         if (!user) return await fail("bad credentials");

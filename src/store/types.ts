@@ -262,6 +262,26 @@ export interface BanRow {
   expiryAudited: boolean;
 }
 
+/** An S3 access key of a user; the secret only sealed (`secretCt`, opened by service/s3-keys.ts). */
+export interface S3KeyRow {
+  accessKeyId: string;
+  userId: string;
+  userName: string;
+  secretCt: Buffer;
+  createdAt: string;
+}
+
+export interface S3KeyReads {
+  getS3Key(accessKeyId: string): Promise<S3KeyRow | undefined>;
+  /** The user's keys (all users' when `userName` is undefined), oldest first. */
+  listS3Keys(userName?: string): Promise<S3KeyRow[]>;
+}
+
+export interface S3KeyWrites {
+  insertS3Key(row: S3KeyRow): Promise<void>;
+  deleteS3Key(accessKeyId: string): Promise<boolean>;
+}
+
 export interface BanReads {
   getBan(kind: BanRow["kind"], subject: string): Promise<BanRow | undefined>;
   /** Ordered by `until`. */
@@ -387,6 +407,7 @@ export interface MetaReads
     KeyJobReads,
     BanReads,
     ApiTokenReads,
+    S3KeyReads,
     TriggerReads {}
 
 export interface MetaWrites
@@ -399,6 +420,7 @@ export interface MetaWrites
     KeyJobWrites,
     BanWrites,
     ApiTokenWrites,
+    S3KeyWrites,
     TriggerWrites {}
 
 /** The store's operations bound to one transaction: every query runs on that transaction's connection. */

@@ -12,6 +12,7 @@ import { keyJobs } from "./key-jobs.ts";
 import { migrations } from "./migrations.ts";
 import { nodes } from "./nodes.ts";
 import { pgpKeys } from "./pgp-keys.ts";
+import { s3Keys } from "./s3-keys.ts";
 import { settings } from "./settings.ts";
 import { type Row, type Sql, statementCache } from "./sql.ts";
 import { triggers } from "./triggers.ts";
@@ -31,6 +32,7 @@ function operations(sql: Sql): MetaTx {
     ...keyJobs(sql),
     ...bans(sql),
     ...apiTokens(sql),
+    ...s3Keys(sql),
     ...triggers(sql),
   };
 }

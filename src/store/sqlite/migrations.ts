@@ -130,4 +130,13 @@ export const migrations: string[] = [
      last_used_at INTEGER
    );
    CREATE INDEX api_tokens_user ON api_tokens(user_name);`,
+  // 8: S3 access keys (src/service/s3-keys.ts): the secret is sealed under the service-secrets key, access key id as AAD.
+  `CREATE TABLE s3_keys (
+     access_key_id TEXT PRIMARY KEY,
+     user_id TEXT NOT NULL,
+     user_name TEXT NOT NULL,
+     secret_ct BLOB NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE INDEX s3_keys_user ON s3_keys(user_name);`,
 ];

@@ -1,0 +1,228 @@
+// Request bodies: plain (x-amz-content-sha256 a hex hash or UNSIGNED-PAYLOAD) or aws-chunked
+// (STREAMING-AWS4-HMAC-SHA256-PAYLOAD with a signature per chunk, STREAMING-UNSIGNED-PAYLOAD-TRAILER with a checksum
+// trailer). Yields the decoded payload piece by piece with the request's backpressure; every check that fails throws
+// an S3Error before the last piece is handed over, so a caller that commits only after the loop never commits a body
+// that did not verify.
+import { createHash, createHmac, type Hash } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import { crc32 } from "node:zlib";
+import { constantTimeEqual } from "../../crypto/bytes.ts";
+import { S3Error } from "./errors.ts";
+import { chunkStringToSign, type ParsedAuth, sha256hex } from "./sigv4.ts";
+
+const MAX_CHUNK = 16 * 1024 * 1024;
+
+export interface BodyOptions {
+  auth: ParsedAuth;
+  /** The signing key (for chunk signatures). */
+  key: Buffer | undefined;
+}
+
+export interface BodyResult {
+  md5: Buffer;
+  size: number;
+}
+
+/** A checksum algorithm of x-amz-checksum-* that can be verified here. */
+class Checksum {
+  readonly name: string;
+  #hash: Hash | undefined;
+  #crc = 0;
+  constructor(name: string) {
+    this.name = name;
+    if (name === "sha256" || name === "sha1") this.#hash = createHash(name);
+    else if (name !== "crc32") throw new S3Error("InvalidRequest", 400, `x-amz-checksum-${name} is not supported`);
+  }
+  update(b: Buffer): void {
+    if (this.#hash) this.#hash.update(b);
+    else this.#crc = crc32(b, this.#crc);
+  }
+  digest(): string {
+    if (this.#hash) return this.#hash.digest("base64");
+    const out = Buffer.alloc(4);
+    out.writeUInt32BE(this.#crc >>> 0);
+    return out.toString("base64");
+  }
+}
+
+function checksumHeader(req: IncomingMessage): { algo: string; value?: string } | undefined {
+  const trailer = req.headers["x-amz-trailer"];
+  if (typeof trailer === "string" && trailer.startsWith("x-amz-checksum-"))
+    return { algo: trailer.slice(15).toLowerCase() };
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (
+      name.startsWith("x-amz-checksum-") &&
+      name !== "x-amz-checksum-algorithm" &&
+      name !== "x-amz-checksum-type" &&
+      typeof value === "string"
+    ) {
+      return { algo: name.slice(15), value };
+    }
+  }
+  return undefined;
+}
+
+/** The decoded body; `result()` after the loop has the MD5 (ETag) and size. */
+export function readBody(
+  req: IncomingMessage,
+  opts: BodyOptions,
+): { pieces: AsyncGenerator<Buffer>; result(): BodyResult } {
+  const md5 = createHash("md5");
+  let size = 0;
+  let digest: Buffer | undefined;
+  const mode = opts.auth.payload;
+  const sum = checksumHeader(req);
+  const checksum = sum ? new Checksum(sum.algo) : undefined;
+  const rawMd5 = req.headers["content-md5"];
+  const contentMd5 = Array.isArray(rawMd5) ? rawMd5.join(",") : rawMd5;
+  if (contentMd5 !== undefined && !/^[A-Za-z0-9+/]{22}==$/.test(contentMd5))
+    throw new S3Error("InvalidDigest", 400, "The Content-MD5 you specified was invalid.");
+  const declared = req.headers["x-amz-decoded-content-length"];
+
+  const account = (b: Buffer) => {
+    md5.update(b);
+    checksum?.update(b);
+    size += b.length;
+  };
+  const finish = (trailerValue?: string) => {
+    digest = md5.digest();
+    if (contentMd5 !== undefined && !constantTimeEqual(digest, Buffer.from(contentMd5, "base64"))) {
+      throw new S3Error("BadDigest", 400, "The Content-MD5 you specified did not match what we received.");
+    }
+    if (declared !== undefined && Number(declared) !== size) {
+      throw new S3Error(
+        "IncompleteBody",
+        400,
+        "You did not provide the number of bytes specified by the Content-Length HTTP header",
+      );
+    }
+    if (checksum) {
+      const expected = sum?.value ?? trailerValue;
+      if (expected === undefined)
+        throw new S3Error("InvalidRequest", 400, `x-amz-checksum-${checksum.name} trailer is missing`);
+      if (checksum.digest() !== expected) {
+        throw new S3Error(
+          "BadDigest",
+          400,
+          `The ${checksum.name.toUpperCase()} you specified did not match the calculated checksum.`,
+        );
+      }
+    }
+  };
+
+  async function* plain(): AsyncGenerator<Buffer> {
+    const sha = /^[0-9a-f]{64}$/.test(mode) ? createHash("sha256") : undefined;
+    if (!sha && mode !== "UNSIGNED-PAYLOAD")
+      throw new S3Error("InvalidArgument", 400, "x-amz-content-sha256 is not valid");
+    const length = req.headers["content-length"];
+    let got = 0;
+    for await (const c of req) {
+      const b = c as Buffer;
+      sha?.update(b);
+      account(b);
+      got += b.length;
+      yield b;
+    }
+    if (length !== undefined && Number(length) !== got)
+      throw new S3Error(
+        "IncompleteBody",
+        400,
+        "You did not provide the number of bytes specified by the Content-Length HTTP header",
+      );
+    if (sha && sha.digest("hex") !== mode) {
+      throw new S3Error(
+        "XAmzContentSHA256Mismatch",
+        400,
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+      );
+    }
+    finish();
+  }
+
+  async function* chunked(signed: boolean, trailer: boolean): AsyncGenerator<Buffer> {
+    let buf: Buffer = Buffer.alloc(0);
+    let previous = opts.auth.signature;
+    const it = req[Symbol.asyncIterator]();
+    const more = async (): Promise<boolean> => {
+      const n = await it.next();
+      if (n.done) return false;
+      buf = buf.length === 0 ? (n.value as Buffer) : Buffer.concat([buf, n.value as Buffer]);
+      return true;
+    };
+    const line = async (): Promise<string> => {
+      for (;;) {
+        const at = buf.indexOf("\r\n");
+        if (at >= 0) {
+          const s = buf.subarray(0, at).toString("latin1");
+          buf = buf.subarray(at + 2);
+          return s;
+        }
+        if (buf.length > 4096 || !(await more()))
+          throw new S3Error("IncompleteBody", 400, "malformed aws-chunked body");
+      }
+    };
+    for (;;) {
+      const head = await line();
+      const m = /^([0-9a-fA-F]+)(?:;chunk-signature=([0-9a-f]{64}))?$/.exec(head);
+      if (!m) throw new S3Error("IncompleteBody", 400, "malformed aws-chunked chunk header");
+      const n = Number.parseInt(m[1] as string, 16);
+      if (n > MAX_CHUNK) throw new S3Error("InvalidArgument", 400, "aws-chunked chunk too large");
+      if (signed && !m[2]) throw new S3Error("SignatureDoesNotMatch", 403, "chunk signature missing");
+      while (buf.length < n + (n > 0 || !trailer ? 2 : 0)) {
+        if (!(await more())) throw new S3Error("IncompleteBody", 400, "aws-chunked body ended early");
+      }
+      const data = Buffer.from(buf.subarray(0, n));
+      buf = buf.subarray(n);
+      if (signed) {
+        const key = opts.key;
+        if (!key) throw new S3Error("SignatureDoesNotMatch", 403, "no signing key");
+        const expect = createHmac("sha256", key)
+          .update(chunkStringToSign(opts.auth, previous, sha256hex(data)))
+          .digest("hex");
+        if (!constantTimeEqual(Buffer.from(expect), Buffer.from(m[2] as string))) {
+          throw new S3Error(
+            "SignatureDoesNotMatch",
+            403,
+            "The request signature we calculated does not match the signature you provided.",
+          );
+        }
+        previous = m[2] as string;
+      }
+      if (n === 0) break;
+      if (buf.subarray(0, 2).toString("latin1") !== "\r\n")
+        throw new S3Error("IncompleteBody", 400, "malformed aws-chunked chunk");
+      buf = buf.subarray(2);
+      account(data);
+      yield data;
+    }
+    let trailerValue: string | undefined;
+    if (trailer) {
+      for (;;) {
+        const l = await line().catch(() => "");
+        if (l === "") break;
+        const colon = l.indexOf(":");
+        const name = l.slice(0, colon).trim().toLowerCase();
+        if (name.startsWith("x-amz-checksum-")) trailerValue = l.slice(colon + 1).trim();
+      }
+    } else {
+      await line().catch(() => "");
+    }
+    finish(trailerValue);
+  }
+
+  const pieces =
+    mode === "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+      ? chunked(true, false)
+      : mode === "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+        ? chunked(false, true)
+        : mode === "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+          ? chunked(true, true)
+          : plain();
+  return {
+    pieces,
+    result: () => {
+      if (!digest) throw new Error("body not read to the end");
+      return { md5: digest, size };
+    },
+  };
+}

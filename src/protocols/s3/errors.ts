@@ -1,0 +1,58 @@
+// The one place where errors become S3 error responses (XML with an exact S3 code and HTTP status). Unknown errors
+// never leak their detail to the client; the caller logs them.
+import { AtrestError, type ErrorCode } from "../../errors.ts";
+
+/** An error the S3 door answers with a given S3 code. */
+export class S3Error extends Error {
+  readonly code: string;
+  readonly status: number;
+  constructor(code: string, status: number, message: string) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+export interface S3Failure {
+  code: string;
+  status: number;
+  message: string;
+  internal: boolean;
+}
+
+const MAP: Record<ErrorCode, [string, number, string | undefined]> = {
+  NOT_FOUND: ["NoSuchKey", 404, "The specified key does not exist."],
+  PERMISSION_DENIED: ["AccessDenied", 403, "Access Denied"],
+  AUTH_FAILED: ["AccessDenied", 403, "Access Denied"],
+  REFUSED: ["AccessDenied", 403, "Access Denied"],
+  QUOTA_EXCEEDED: ["QuotaExceeded", 403, "quota exceeded"],
+  INTEGRITY: ["InternalError", 500, "integrity check failed"],
+  KEY_UNAVAILABLE: ["ServiceUnavailable", 503, "key manager unavailable"],
+  AUDIT_UNAVAILABLE: ["ServiceUnavailable", 503, "audit log unavailable: request refused"],
+  EXISTS: ["InvalidRequest", 409, "an object or folder of that name exists"],
+  NOT_EMPTY: ["BucketNotEmpty", 409, "The bucket you tried to delete is not empty"],
+  NOT_A_DIRECTORY: ["InvalidRequest", 409, "a key prefix names an object"],
+  IS_A_DIRECTORY: ["InvalidRequest", 409, "the key names a folder"],
+  INVALID_PATH: ["InvalidArgument", 400, undefined],
+  INVALID_INPUT: ["InvalidArgument", 400, undefined],
+  HANDLE_CLOSED: ["InternalError", 500, "internal error"],
+  CONFLICT: ["OperationAborted", 409, undefined],
+  UNSUPPORTED: ["NotImplemented", 501, undefined],
+};
+
+export function toS3Error(err: unknown): S3Failure {
+  if (err instanceof S3Error) return { code: err.code, status: err.status, message: err.message, internal: false };
+  if (err instanceof AtrestError) {
+    const [code, status, message] = MAP[err.code];
+    return { code, status, message: message ?? err.message, internal: false };
+  }
+  return {
+    code: "InternalError",
+    status: 500,
+    message: "We encountered an internal error. Please try again.",
+    internal: true,
+  };
+}
+
+export const noSuchBucket = () => new S3Error("NoSuchBucket", 404, "The specified bucket does not exist");
+export const accessDenied = () => new S3Error("AccessDenied", 403, "Access Denied");
