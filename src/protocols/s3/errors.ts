@@ -38,6 +38,9 @@ const MAP: Record<ErrorCode, [string, number, string | undefined]> = {
   HANDLE_CLOSED: ["InternalError", 500, "internal error"],
   CONFLICT: ["OperationAborted", 409, undefined],
   UNSUPPORTED: ["NotImplemented", 501, undefined],
+  // AWS's answer for a request it will not take now; clients back off and retry
+  LIMIT_EXCEEDED: ["SlowDown", 503, undefined],
+  NO_SPACE: ["ServiceUnavailable", 503, "no space left on device"],
 };
 
 export function toS3Error(err: unknown): S3Failure {
