@@ -27,6 +27,29 @@ function kmsDirOption(): Option {
     .default(DEFAULT_KMS_DIR);
 }
 
+/**
+ * The HSM user PIN: from --hsm-pin-file (first line; the file should be 0600 and not in the data directory's
+ * backups) or ATREST_HSM_PIN. Never from argv.
+ */
+async function readHsmPin(file: string | undefined): Promise<string | undefined> {
+  if (file) {
+    const text = await readFile(file, "utf8").catch((e: NodeJS.ErrnoException) => {
+      throw new AtrestError("NOT_FOUND", `cannot read the HSM PIN file ${file} (${e.code ?? e.message})`);
+    });
+    const pin = text.split(/\r?\n/)[0] ?? "";
+    if (pin === "") throw new AtrestError("INVALID_INPUT", `the HSM PIN file ${file} is empty`);
+    return pin;
+  }
+  return process.env.ATREST_HSM_PIN || undefined;
+}
+
+function hsmPinFileOption(): Option {
+  return new Option(
+    "--hsm-pin-file <file>",
+    "file whose first line is the HSM token's user PIN (else ATREST_HSM_PIN)",
+  ).env("ATREST_HSM_PIN_FILE");
+}
+
 function urlOption(): Option {
   return new Option("--kms <url>", "https://host:port of the running key manager")
     .env("ATREST_KMS")
@@ -64,7 +87,7 @@ async function withRemote<T>(opts: { kms: string; cert: string }, fn: (kms: Remo
 
 function statusLine(s: KmsStatus): string {
   if (!s.sealed)
-    return `unsealed (${s.kind === "dev-file" ? "dev mode key file" : `shamir ${s.threshold} of ${s.shares}`})`;
+    return `unsealed (${s.kind === "dev-file" ? "dev mode key file" : s.kind === "pkcs11" ? "master key in an HSM" : `shamir ${s.threshold} of ${s.shares}`})`;
   return `sealed: ${s.progress}/${s.threshold} shares submitted (shamir ${s.threshold} of ${s.shares})`;
 }
 
@@ -82,6 +105,17 @@ export function registerKms(program: Command): void {
     .option("--shares <n>", "number of unseal key shares to print (2-255)", intOption("--shares", 2, 255))
     .option("--threshold <k>", "shares needed to unseal (2..shares)", intOption("--threshold", 2, 255))
     .option("--dev", "dev mode: master key in a key file beside the database (unprotected; loud warning)")
+    .option(
+      "--hsm-library <path>",
+      "master key in a PKCS#11 HSM: the vendor's module (e.g. /usr/lib/softhsm/libsofthsm2.so)",
+    )
+    .option("--hsm-token <label>", "HSM: the token's label")
+    .option(
+      "--hsm-key-label <label>",
+      "HSM: label of the master key (generated in the token unless it exists)",
+      "atrest-master",
+    )
+    .addOption(hsmPinFileOption())
     .option("--san <name>", "extra IP or DNS name for the server certificate (repeatable)", collect, [])
     .option(
       "--shares-per-custodian <mode>",
@@ -97,9 +131,23 @@ export function registerKms(program: Command): void {
         dev?: boolean;
         san: string[];
         sharesPerCustodian: string;
+        hsmLibrary?: string;
+        hsmToken?: string;
+        hsmKeyLabel: string;
+        hsmPinFile?: string;
       }) => {
         if (opts.sharesPerCustodian !== "one" && opts.sharesPerCustodian !== "any") {
           throw new AtrestError("INVALID_INPUT", "--shares-per-custodian must be one or any");
+        }
+        let hsm: { library: string; tokenLabel: string; keyLabel: string; pin: string } | undefined;
+        if (opts.hsmLibrary !== undefined || opts.hsmToken !== undefined) {
+          if (!opts.hsmLibrary || !opts.hsmToken) {
+            throw new AtrestError("INVALID_INPUT", "--hsm-library and --hsm-token go together");
+          }
+          const pin = await readHsmPin(opts.hsmPinFile);
+          if (!pin)
+            throw new AtrestError("INVALID_INPUT", "the HSM PIN is needed: --hsm-pin-file FILE or ATREST_HSM_PIN");
+          hsm = { library: opts.hsmLibrary, tokenLabel: opts.hsmToken, keyLabel: opts.hsmKeyLabel, pin };
         }
         const { initKmsDir } = await import("../kms/home.ts");
         const r = await initKmsDir(opts.data, {
@@ -108,7 +156,19 @@ export function registerKms(program: Command): void {
           dev: opts.dev,
           sans: opts.san,
           oneSharePerCustodian: opts.sharesPerCustodian === "one",
+          hsm,
         });
+        if (r.mode === "pkcs11") {
+          say(
+            `initialised KMS in ${opts.data}: master key "${r.config.keyLabel}" in HSM token "${r.config.tokenLabel}" ` +
+              `(${r.generated ? "generated in the token" : "the existing key"}; sensitive, not extractable)`,
+          );
+          process.stdout.write(
+            `\nNext: atrest kms serve --data ${opts.data} --hsm-pin-file FILE (the token's PIN unseals it at start)\n` +
+              "      Back up the token with the HSM's own tools: kms.db is useless without that key.\n",
+          );
+          return;
+        }
         if (r.mode === "dev-file") {
           say(r.created ? `initialised KMS in ${opts.data} (dev mode)` : `${opts.data} is already initialised`);
           process.stderr.write(`\n${DEV_MODE_WARNING}\n\n`);
@@ -172,6 +232,8 @@ export function registerKms(program: Command): void {
       "--one-share-per-custodian",
       "count each custodian once toward the unseal threshold, also for a KMS initialised with --shares-per-custodian any",
     )
+    .addOption(hsmPinFileOption())
+    .option("--hsm-library <path>", "HSM: the PKCS#11 module, if not at the path recorded by kms init")
     .action(
       async (opts: {
         data: string;
@@ -182,6 +244,8 @@ export function registerKms(program: Command): void {
         kmsConfig?: string;
         oneSharePerCustodian?: boolean;
         kmipPort?: number;
+        hsmPinFile?: string;
+        hsmLibrary?: string;
       }) => {
         // Loaded here so that other commands do not pay for the server and certificate code.
         const { KmsServer } = await import("../kms/server/server.ts");
@@ -197,6 +261,7 @@ export function registerKms(program: Command): void {
           logger,
           audit,
           oneSharePerCustodian: opts.oneSharePerCustodian,
+          hsm: { pin: await readHsmPin(opts.hsmPinFile), ...(opts.hsmLibrary ? { library: opts.hsmLibrary } : {}) },
           ...(opts.kmipPort !== undefined ? { kmip: { port: opts.kmipPort } } : {}),
         });
         if (audit?.destinations.length) {

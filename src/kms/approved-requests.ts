@@ -2,7 +2,6 @@
 // (schedule a destruction, export a key, set a client policy, rotate the master key); plus the scheduler's pass, which
 // also finishes approved requests a crash left unexecuted.
 
-import { randomBytes } from "node:crypto";
 import type { AuditAction } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KmsCaller } from "./api/caller.ts";
@@ -12,6 +11,7 @@ import { exportPublicKey, resealImportTokens, wrapRsaAes } from "./byok.ts";
 import type { Keyring } from "./keyring.ts";
 import { destroyKmipObject, resealKmipObjects } from "./kmip-store.ts";
 import { type ClientPolicies, parseClientPolicy } from "./policy.ts";
+import type { MasterKeyLike } from "./seal.ts";
 import type { PendingEvent, ServiceAudit } from "./service-audit.ts";
 
 const DAY_MS = 86_400_000;
@@ -38,7 +38,8 @@ export interface RequestDeps {
   approvals: Approvals;
   policies: ClientPolicies;
   audit: ServiceAudit;
-  persistMaster: ((newMaster: Buffer) => void) | undefined;
+  persistMaster: ((newMaster: MasterKeyLike) => void) | undefined;
+  newMaster: () => MasterKeyLike;
   ttlMs: number;
   quorum(): number;
 }
@@ -137,7 +138,7 @@ function effect(deps: RequestDeps, r: KmsRequest, now: Date, ev: PendingEvent): 
       // The mark goes inside the keyring's re-seal step: nothing may fail between the new master taking effect in
       // memory and the transaction committing.
       count = deps.keyring.rotateMaster(
-        randomBytes(32),
+        deps.newMaster(),
         (m) => {
           persist(m);
           deps.approvals.markExecuted(r.id, "master key rotated; key versions re-sealed", now);

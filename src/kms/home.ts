@@ -11,6 +11,7 @@ import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./api/cert-fi
 import { createCa, issueClientCert, loadCa } from "./ca.ts";
 import { assertClientName, type ClientRow, recordClient } from "./clients.ts";
 import { KmsDb } from "./db.ts";
+import { initPkcs11, type Pkcs11Config, type Pkcs11InitOptions } from "./hsm-source.ts";
 import { initDevFile, initShamir, readSealConfig, type ShamirConfig } from "./unseal.ts";
 
 export const KMS_DB_FILE = "kms.db";
@@ -24,11 +25,14 @@ export interface InitOptions {
   sans?: readonly string[];
   /** Shamir: each custodian identity counts once toward the threshold (the CLI's default). */
   oneSharePerCustodian?: boolean;
+  /** The master key in a PKCS#11 token (generated there unless a key with that label exists). */
+  hsm?: Pkcs11InitOptions;
 }
 
 export type InitResult =
   | { mode: "shamir"; shares: string[]; config: ShamirConfig; created: true }
-  | { mode: "dev-file"; created: boolean };
+  | { mode: "dev-file"; created: boolean }
+  | { mode: "pkcs11"; config: Pkcs11Config; generated: boolean; created: true };
 
 /** Opens an initialised KMS directory's database (or throws a clear "not initialised"). */
 export function openKmsDb(dir: string): KmsDb {
@@ -45,17 +49,25 @@ export function openKmsDb(dir: string): KmsDb {
  */
 export async function initKmsDir(dir: string, options: InitOptions): Promise<InitResult> {
   const shamir = options.shares !== undefined || options.threshold !== undefined;
-  if (shamir && options.dev)
-    throw new AtrestError("INVALID_INPUT", "--dev and --shares/--threshold exclude each other");
-  if (!shamir && !options.dev) {
-    throw new AtrestError("INVALID_INPUT", "choose --shares N --threshold K (production) or --dev (key file)");
+  if ([shamir, options.dev === true, options.hsm !== undefined].filter(Boolean).length > 1) {
+    throw new AtrestError("INVALID_INPUT", "--dev, --shares/--threshold and --hsm-* exclude each other");
+  }
+  if (!shamir && !options.dev && !options.hsm) {
+    throw new AtrestError(
+      "INVALID_INPUT",
+      "choose --shares N --threshold K (production), --hsm-library/--hsm-token (master key in an HSM) or --dev (key file)",
+    );
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chmod(dir, 0o700);
   const db = new KmsDb(join(dir, KMS_DB_FILE));
   try {
     let result: InitResult;
-    if (shamir) {
+    if (options.hsm) {
+      if (readSealConfig(db, dir)) throw new AtrestError("EXISTS", `the KMS in ${dir} is already initialised`);
+      const r = initPkcs11(db, dir, options.hsm);
+      result = { mode: "pkcs11", config: r.config, generated: r.generated, created: true };
+    } else if (shamir) {
       if (options.shares === undefined || options.threshold === undefined) {
         throw new AtrestError("INVALID_INPUT", "--shares and --threshold go together");
       }

@@ -8,7 +8,7 @@ import type { KeyState, KmsDb, RotationPolicy } from "./db.ts";
 import type { KeyCache } from "./key-cache.ts";
 import { type KeyringKeyInfo, nextRotation } from "./key-info.ts";
 import { DEFAULT_KEY_TYPE, generateMaterial, type KeyType, MATERIAL_BYTES } from "./key-types.ts";
-import { sealKek } from "./seal.ts";
+import { type MasterKeyLike, sealKek } from "./seal.ts";
 
 export const MIN_DESTROY_DAYS = 7;
 export const MAX_DESTROY_DAYS = 30;
@@ -35,7 +35,7 @@ export interface KeyPolicyPatch {
 export interface LifecycleContext {
   db: KmsDb;
   cache: KeyCache;
-  master(): Buffer;
+  master(): MasterKeyLike;
   now(): Date;
 }
 
@@ -229,7 +229,13 @@ export function destroyDue(ctx: LifecycleContext, now: Date): string[] {
 }
 
 /** Version 1 of a new key (generated, or imported `material`), sealed under `master`. */
-export function insertNewKey(db: KmsDb, master: Buffer, name: string, at: string, options: CreateKeyOptions): void {
+export function insertNewKey(
+  db: KmsDb,
+  master: MasterKeyLike,
+  name: string,
+  at: string,
+  options: CreateKeyOptions,
+): void {
   const type = options.type ?? DEFAULT_KEY_TYPE;
   const kek = newKek(type, options.material);
   try {

@@ -21,7 +21,16 @@ import {
   resealUnderNewMaster,
 } from "./master-secrets.ts";
 import { fillRandom } from "./random.ts";
-import { MASTER_KEY_BYTES, makeMasterCheck, openSecret, sealSecret, unsealKek, verifyMasterCheck } from "./seal.ts";
+import {
+  assertMasterKey,
+  disposeMaster,
+  type MasterKeyLike,
+  makeMasterCheck,
+  openSecret,
+  sealSecret,
+  unsealKek,
+  verifyMasterCheck,
+} from "./seal.ts";
 import { unwrapDek, wrapDek } from "./wrap.ts";
 
 export const DEFAULT_KEY_NAME = "default";
@@ -53,14 +62,17 @@ const DECRYPTABLE: ReadonlySet<KeyState> = new Set(["active", "deactivated", "co
 
 export class Keyring {
   readonly #db: KmsDb;
-  #master: Buffer;
+  #master: MasterKeyLike;
   readonly #now: () => Date;
   readonly #cache: KeyCache;
   readonly #ctx: lifecycle.LifecycleContext;
 
-  /** Takes ownership of `master` (zeroed on close). Throws KeyUnavailableError if it does not match the database. */
-  constructor(db: KmsDb, master: Buffer, options: KeyringOptions = {}) {
-    if (master.length !== MASTER_KEY_BYTES) throw new AtrestError("INVALID_INPUT", "master key must be 32 bytes");
+  /**
+   * Takes ownership of `master` (a buffer is zeroed on close, an HSM key's session closed). Throws
+   * KeyUnavailableError if it does not match the database.
+   */
+  constructor(db: KmsDb, master: MasterKeyLike, options: KeyringOptions = {}) {
+    assertMasterKey(master);
     this.#db = db;
     this.#master = master;
     this.#now = options.now ?? (() => new Date());
@@ -81,7 +93,7 @@ export class Keyring {
    * Idempotent first-time setup of a database under `master`: the master check value and the `default` KEK.
    * Returns true if anything was created. Refuses a database initialised under a different master key.
    */
-  static initialise(db: KmsDb, master: Buffer, now: () => Date = () => new Date()): boolean {
+  static initialise(db: KmsDb, master: MasterKeyLike, now: () => Date = () => new Date()): boolean {
     return db.transaction(() => {
       let created = false;
       const check = db.getMeta(MASTER_CHECK);
@@ -262,14 +274,14 @@ export class Keyring {
    * transaction. Takes ownership of `newMaster`; the old master is zeroed.
    */
   rotateMaster(
-    newMaster: Buffer,
-    persist: (newMaster: Buffer) => void,
+    newMaster: MasterKeyLike,
+    persist: (newMaster: MasterKeyLike) => void,
     reseal?: (reseal: (label: string, sealed: Uint8Array) => Buffer) => void,
   ): number {
     const old = this.#master;
     const count = resealUnderNewMaster(this.#ctx, newMaster, persist, reseal);
     this.#master = newMaster;
-    old.fill(0);
+    disposeMaster(old);
     return count;
   }
 
@@ -298,7 +310,7 @@ export class Keyring {
 
   /** Zeroes the master key and every cached KEK. Does not close the database (the owner does). */
   close(): void {
-    this.#master.fill(0);
+    disposeMaster(this.#master);
     this.#cache.close();
   }
 

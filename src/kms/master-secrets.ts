@@ -6,7 +6,15 @@ import { randomFillSync } from "node:crypto";
 import { AtrestError, KeyUnavailableError } from "../errors.ts";
 import { assertKeyName, formatKeyRef } from "./api/key-ref.ts";
 import type { LifecycleContext } from "./key-lifecycle.ts";
-import { MASTER_KEY_BYTES, makeMasterCheck, openSecret, sealKek, sealSecret, unsealKek } from "./seal.ts";
+import {
+  assertMasterKey,
+  type MasterKeyLike,
+  makeMasterCheck,
+  openSecret,
+  sealKek,
+  sealSecret,
+  unsealKek,
+} from "./seal.ts";
 
 export const MASTER_CHECK = "master_check";
 const SECRET_PREFIX = "secret:";
@@ -53,11 +61,11 @@ export function namedSecret(ctx: LifecycleContext, name: string): Buffer {
  */
 export function resealUnderNewMaster(
   ctx: LifecycleContext,
-  newMaster: Buffer,
-  persist: (newMaster: Buffer) => void,
+  newMaster: MasterKeyLike,
+  persist: (newMaster: MasterKeyLike) => void,
   reseal?: (reseal: (label: string, sealed: Uint8Array) => Buffer) => void,
 ): number {
-  if (newMaster.length !== MASTER_KEY_BYTES) throw new AtrestError("INVALID_INPUT", "master key must be 32 bytes");
+  assertMasterKey(newMaster);
   ctx.cache.check();
   const old = ctx.master();
   return ctx.db.transaction(() => {

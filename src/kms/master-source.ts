@@ -3,9 +3,12 @@
 //   - "shamir": custodians submit k of n shares of an unseal key; the master is stored in kms.db under that key
 //     (src/kms/unseal.ts);
 //   - "dev-file": the dev key file beside the database (src/kms/master-file.ts), unsealed automatically;
-//   - a PKCS#11 HSM would be a third kind: autoUnseal() asks the HSM to decrypt the stored master.
+//   - "pkcs11": the master key is a non-extractable AES key in an HSM token (src/kms/hsm/); KEK rows are sealed and
+//     opened by the token, unsealed at start with the token's PIN.
 
-export type MasterSourceKind = "shamir" | "dev-file";
+import type { MasterKeyLike } from "./seal.ts";
+
+export type MasterSourceKind = "shamir" | "dev-file" | "pkcs11";
 
 export interface UnsealProgress {
   /** True once the master key is available. */
@@ -26,7 +29,7 @@ export interface MasterKeySource {
   readonly kind: MasterSourceKind;
   status(): MasterSourceStatus;
   /** Sources that need no people (key file, HSM) return the master key (caller owns and zeroes it); else undefined. */
-  autoUnseal(): Promise<Buffer | undefined>;
+  autoUnseal(): Promise<MasterKeyLike | undefined>;
   /**
    * One custodian's share. Returns the master key (caller owns it) once the threshold is reached and the result
    * matches the database's master-key check; a wrong combination throws and resets the progress.
@@ -39,7 +42,9 @@ export interface MasterKeySource {
    * Stores `master` as the new master key (quorum-gated master-key rotation): call it inside the database
    * transaction that re-seals every KEK version, so both commit or neither. Needs the source unsealed.
    */
-  storeMaster(master: Buffer): void;
+  storeMaster(master: MasterKeyLike): void;
+  /** The next master key for a rotation (a random buffer; an HSM source generates a new token key). */
+  newMaster(): MasterKeyLike;
   /** Forgets everything secret the source holds (on `kms seal` and shutdown). */
   seal(): void;
 }

@@ -6,6 +6,7 @@
 // the hot path (unwrap) is a policy lookup, one AES-GCM open and one buffered audit record.
 
 import type { AuditSink } from "../audit/types.ts";
+import { randomBytes } from "../crypto/random.ts";
 import type { KmsCaller } from "./api/caller.ts";
 import type { DataKey, EncryptionContext, KeyStateSnapshot } from "./api/types.ts";
 import {
@@ -36,6 +37,7 @@ import type { CreateKeyOptions } from "./key-lifecycle.ts";
 import type { Keyring } from "./keyring.ts";
 import { KmipObjects } from "./kmip-objects.ts";
 import { ClientPolicies, type ClientPolicy, type KmsOperation, type StoredClientPolicy } from "./policy.ts";
+import { MASTER_KEY_BYTES, type MasterKeyLike } from "./seal.ts";
 import { SecretOps } from "./secret-ops.ts";
 import type { SecretInfo, SecretValue, SecretVersionInfo } from "./secrets.ts";
 import { ServiceAudit } from "./service-audit.ts";
@@ -76,7 +78,9 @@ export interface KmsServiceOptions {
    * Where a rotated master key is stored (the unseal module of a sealed KMS). Without it master rotation is refused:
    * the dev-mode key file cannot be replaced atomically with the database.
    */
-  persistMaster?: (newMaster: Buffer) => void;
+  persistMaster?: (newMaster: MasterKeyLike) => void;
+  /** Makes the next master key for a rotation: a random buffer by default; an HSM source generates a token key. */
+  newMaster?: () => MasterKeyLike;
 }
 
 export class KmsService {
@@ -109,6 +113,7 @@ export class KmsService {
       policies: this.policies,
       audit,
       persistMaster: options.persistMaster,
+      newMaster: options.newMaster ?? (() => randomBytes(MASTER_KEY_BYTES)),
       ttlMs: options.requestTtlMs ?? DEFAULT_REQUEST_TTL_MS,
       quorum: () => this.quorum,
     };

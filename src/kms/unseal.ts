@@ -15,10 +15,11 @@ import { randomBytes } from "../crypto/random.ts";
 import { AtrestError, IntegrityError, KeyUnavailableError } from "../errors.ts";
 import { newBackupKeyRows } from "./backup-key.ts";
 import type { KmsDb } from "./db.ts";
+import { type HsmAccess, type Pkcs11Config, Pkcs11Source } from "./hsm-source.ts";
 import { Keyring } from "./keyring.ts";
 import { createMasterKeyFile, readMasterKeyFile } from "./master-file.ts";
 import type { MasterKeySource, MasterSourceStatus, UnsealProgress } from "./master-source.ts";
-import { MASTER_KEY_BYTES, verifyMasterCheck } from "./seal.ts";
+import { MASTER_KEY_BYTES, type MasterKeyLike, verifyMasterCheck } from "./seal.ts";
 import { combineShares, type ParsedShare, parseShare, splitUnsealKey, UNSEAL_KEY_BYTES } from "./shares.ts";
 
 export const MASTER_KEY_FILE = "master.key";
@@ -41,12 +42,12 @@ export interface ShamirConfig {
   oneSharePerCustodian?: boolean;
 }
 
-export type SealConfig = ShamirConfig | { kind: "dev-file" };
+export type SealConfig = ShamirConfig | Pkcs11Config | { kind: "dev-file" };
 
 /** The seal configuration of an initialised KMS directory, or undefined if it is not initialised. */
 export function readSealConfig(db: KmsDb, dir: string): SealConfig | undefined {
   const raw = db.getMeta(SEAL_CONFIG);
-  if (raw) return JSON.parse(Buffer.from(raw).toString("utf8")) as ShamirConfig;
+  if (raw) return JSON.parse(Buffer.from(raw).toString("utf8")) as ShamirConfig | Pkcs11Config;
   if (db.getMeta(MASTER_CHECK) && existsSync(join(dir, MASTER_KEY_FILE))) return { kind: "dev-file" };
   if (db.getMeta(MASTER_CHECK)) {
     throw new KeyUnavailableError(`${dir} has a KMS database but neither a seal configuration nor ${MASTER_KEY_FILE}`);
@@ -254,9 +255,15 @@ export class ShamirSource implements MasterKeySource {
     this.#custodians.clear();
   }
 
-  storeMaster(master: Buffer): void {
+  newMaster(): Buffer {
+    return randomBytes(MASTER_KEY_BYTES);
+  }
+
+  storeMaster(master: MasterKeyLike): void {
     if (!this.#unsealKey) throw new KeyUnavailableError("key manager is sealed");
-    if (master.length !== MASTER_KEY_BYTES) throw new AtrestError("INVALID_INPUT", "master key must be 32 bytes");
+    if (!Buffer.isBuffer(master) || master.length !== MASTER_KEY_BYTES) {
+      throw new AtrestError("INVALID_INPUT", "a Shamir-sealed master key is 32 bytes");
+    }
     putMeta(this.#db, MASTER_SEALED, seal(this.#unsealKey, randomBytes(12), master, masterAad(this.#sealId)));
   }
 
@@ -289,7 +296,11 @@ export class DevFileSource implements MasterKeySource {
 
   reset(): void {}
 
-  storeMaster(): void {
+  newMaster(): never {
+    return this.storeMaster();
+  }
+
+  storeMaster(): never {
     throw new AtrestError(
       "UNSUPPORTED",
       "master-key rotation needs a Shamir-sealed KMS (atrest kms init --shares N --threshold K); " +
@@ -304,11 +315,13 @@ export class DevFileSource implements MasterKeySource {
 export function masterSourceFor(
   db: KmsDb,
   dir: string,
-  options: { oneSharePerCustodian?: boolean } = {},
+  options: { oneSharePerCustodian?: boolean; hsm?: HsmAccess } = {},
 ): MasterKeySource {
   const config = readSealConfig(db, dir);
   if (!config) throw new KeyUnavailableError(`KMS not initialised in ${dir} (run atrest kms init --data ${dir})`);
-  return config.kind === "shamir" ? new ShamirSource(db, config, options) : new DevFileSource(dir);
+  if (config.kind === "shamir") return new ShamirSource(db, config, options);
+  if (config.kind === "pkcs11") return new Pkcs11Source(db, config, options.hsm);
+  return new DevFileSource(dir);
 }
 
 function putMeta(db: KmsDb, k: string, v: Uint8Array): void {

@@ -261,7 +261,7 @@ describe("dual control: export, client policy, master rotation", () => {
     let stored: Buffer | undefined;
     const f = await openFixture({
       persistMaster: (m) => {
-        stored = Buffer.from(m);
+        stored = Buffer.from(m as Buffer);
       },
     });
     try {

@@ -43,7 +43,7 @@ export interface KeyProvider {
 export interface KmsStatus {
   sealed: boolean;
   /** Where the master key comes from: custodians' unseal shares, or the dev key file beside the database. */
-  kind: "shamir" | "dev-file";
+  kind: "shamir" | "dev-file" | "pkcs11";
   threshold: number;
   shares: number;
   progress: number;

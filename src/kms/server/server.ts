@@ -21,12 +21,14 @@ import { ClientDirectory, listClients } from "../clients.ts";
 import { kmsClock } from "../clock.ts";
 import { KmsDb } from "../db.ts";
 import { KMS_DB_FILE } from "../home.ts";
+import type { HsmAccess } from "../hsm-source.ts";
 import { Keyring } from "../keyring.ts";
 import { KmipServer } from "../kmip/server.ts";
 import { KmsAudit } from "../kms-audit.ts";
 import type { MasterKeySource } from "../master-source.ts";
 import { KmsMetrics } from "../metrics.ts";
 import { DEFAULT_SCHEDULER_INTERVAL_MS, KmsScheduler } from "../scheduler.ts";
+import { disposeMaster, type MasterKeyLike } from "../seal.ts";
 import { KmsService, type KmsServiceOptions } from "../service.ts";
 import { canonicalJson } from "../service-audit.ts";
 import { masterSourceFor } from "../unseal.ts";
@@ -40,6 +42,8 @@ export interface KmsServerOptions {
   dir: string;
   /** Count each custodian once toward the unseal threshold even if the seal config does not say so. */
   oneSharePerCustodian?: boolean;
+  /** PIN (and optionally another module path) for a key manager whose master key is in a PKCS#11 token. */
+  hsm?: HsmAccess;
   host?: string;
   /** 0 = any free port. */
   port?: number;
@@ -94,7 +98,8 @@ export class KmsServer {
     this.#auditConfig = options.audit;
     this.#serviceOptions = {
       auditLog: this.#audit,
-      persistMaster: (m: Buffer) => this.#source.storeMaster(m),
+      persistMaster: (m: MasterKeyLike) => this.#source.storeMaster(m),
+      newMaster: () => this.#source.newMaster(),
       onAuditError: (err: unknown) => this.#logger.error({ err }, "kms: audit record not written"),
       onInternalError: (err: unknown, op: string) => this.#logger.error({ err, op }, "kms: internal error"),
       ...options.service,
@@ -132,7 +137,7 @@ export class KmsServer {
       kms = new KmsServer(
         dir,
         db,
-        masterSourceFor(db, dir, { oneSharePerCustodian: options.oneSharePerCustodian }),
+        masterSourceFor(db, dir, { oneSharePerCustodian: options.oneSharePerCustodian, hsm: options.hsm }),
         options,
       );
       const master = await kms.#source.autoUnseal();
@@ -224,12 +229,13 @@ export class KmsServer {
     throw new SealedError(s.threshold - s.progress);
   }
 
-  #openService(master: Buffer): void {
+  #openService(master: MasterKeyLike): void {
     let keyring: Keyring;
     try {
       keyring = new Keyring(this.#db, master, { now: kmsClock() }); // the system time (a test may move it: clock.ts)
     } catch (e) {
-      master.fill(0);
+      disposeMaster(master);
+      this.#source.seal();
       throw e;
     }
     try {
