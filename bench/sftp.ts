@@ -159,7 +159,14 @@ export const sftp: BenchModule = {
       const profileDir = join(ctx.root, ".cache", "profiles");
       const nodeArgs = ctx.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
       if (ctx.profile) mkdirSync(profileDir, { recursive: true });
-      const atrest = await startAtrest(ctx.root, join(ctx.tmp, "atrest"), key, [], nodeArgs);
+      // The peer sshd runs with MaxStartups 200; atrest gets the same room for the 100-session workload (its defaults,
+      // 8 unauthenticated connections per source IP and 32 sessions per user, would refuse most of them).
+      const atrest = await startAtrest(ctx.root, join(ctx.tmp, "atrest"), key, [], nodeArgs, {
+        ATREST_MAX_STARTUPS: "200:30:400",
+        ATREST_MAX_STARTUPS_PER_SOURCE: "0",
+        ATREST_MAX_CONNECTIONS_PER_SOURCE: "0",
+        ATREST_MAX_CONNECTIONS_PER_USER: "0",
+      });
       if (typeof atrest === "string") {
         ctx.log(`skipping atrest: ${atrest}`);
         notes.push(`atrest skipped: ${atrest.split("\n")[0]}`);

@@ -19,13 +19,15 @@ export async function startAtrest(
   extraArgs: readonly string[] = [],
   /** Node flags for the server process (e.g. --cpu-prof). */
   nodeArgs: readonly string[] = [],
+  /** Extra environment for the server (e.g. limits the peer is given too). */
+  extraEnv: NodeJS.ProcessEnv = {},
 ): Promise<SftpServer | string> {
   const cli = join(root, "src", "cli", "main.ts");
   if (!existsSync(cli)) return "atrest CLI missing (src/cli/main.ts does not exist yet)";
   const data = join(dir, "data");
   mkdirSync(dir, { recursive: true });
   const node = process.execPath;
-  const env = { ...process.env, NODE_ENV: "production" };
+  const env = { ...process.env, NODE_ENV: "production", ...extraEnv };
   try {
     await run(node, [cli, "init", "--data", data], { cwd: dir, env, timeoutMs: 60_000 });
     await run(node, [cli, "user", "add", ATREST_USER, "--public-key", client.publicKey, "--data", data], {
