@@ -1,11 +1,18 @@
 // `npm run fuzz [-- [--runs N] [--seed S] [target...]]`: the fuzz targets of test/fuzz/targets.ts, 1,000,000 inputs
 // each by default (100,000 for targets marked slow: one file written and read per input). fast-check drives them
-// (random and mutated-valid inputs, shrinking on failure); not coverage-guided. Not part of CI (`npm test` runs a
+// (random and mutated-valid inputs, shrinking on failure). `--guided` runs the coverage-guided byte fuzzer instead
+// (fuzz/guided.ts: V8 block coverage as feedback). Not part of CI (`npm test` runs a
 // short pass of the same targets). Prints inputs/s per target and the shrunk counterexample of a failure.
 import { loadavg } from "node:os";
 import { runTarget, TARGETS } from "../test/fuzz/targets.ts";
 
 const args = process.argv.slice(2);
+if (args.includes("--guided")) {
+  // Coverage-guided byte fuzzing (fuzz/guided.ts): its own runner and flags (--inputs, --seed, targets).
+  process.argv.splice(process.argv.indexOf("--guided"), 1);
+  await import("./guided.ts").then((m) => m.main());
+  process.exit(process.exitCode ?? 0);
+}
 const flag = (name: string) => {
   const i = args.indexOf(name);
   if (i < 0) return undefined;
