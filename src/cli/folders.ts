@@ -27,6 +27,7 @@ export function registerFolders(program: Command): void {
     .addOption(dataOption())
     .addOption(asOption())
     .option("--key <kek>", "key-manager key (KEK) for files written under this folder")
+    .option("--allow-key <kek...>", "further KEKs an S3 client may name for one object here (SSE-KMS key id)")
     .option("--pgp <recipient...>", "OpenPGP-encrypt every file written here to these users, @groups or fingerprints")
     .option("--pgp-sign", "also sign those files with the organisation OpenPGP key")
     .option("--pgp-require-certified", "recipients' keys must be certified by a trusted organisation key")
@@ -35,6 +36,7 @@ export function registerFolders(program: Command): void {
       await withApp(opts.data, async (app) => {
         const options: FolderOptions = {};
         if (opts.key !== undefined) options.key = opts.key;
+        if (opts.allowKey !== undefined) options.allowKeys = opts.allowKey;
         if (opts.pgp || opts.pgpSign || opts.pgpRequireCertified || opts.pgpInbound) {
           options.pgp = await validatePgpFolderOptions(app.admin.pgp(cliActor(opts.as)), {
             recipients: opts.pgp,

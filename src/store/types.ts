@@ -60,6 +60,11 @@ export interface PgpFolderOptions {
 export interface FolderOptions {
   /** KEK for files written under the folder (overrides user and group keys). */
   key?: string;
+  /**
+   * Further KMS keys a client may name for one object under the folder (S3 SSE-KMS,
+   * `x-amz-server-side-encryption-aws-kms-key-id`), beside the keys the folder > user > group > default rule reaches.
+   */
+  allowKeys?: string[];
   /** OpenPGP folder settings (src/pgp). */
   pgp?: PgpFolderOptions;
 }

@@ -26,6 +26,7 @@ export function normalizeFolderPath(path: string): string {
 
 export function validateFolderOptions(options: FolderOptions): void {
   if (options.key !== undefined) assertKeyName(options.key);
+  for (const k of options.allowKeys ?? []) assertKeyName(k);
 }
 
 export class Folders {

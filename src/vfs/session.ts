@@ -1,11 +1,13 @@
 import { type AuditAction, type AuditEvent, commitEvent } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
+import { parseKeyRef } from "../kms/api/key-ref.ts";
 import type { NodeRow, UserRow } from "../store/types.ts";
 import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
 import type {
   DirEntry,
+  FileKey,
   FileStat,
   OpenWriteOptions,
   QuotaInfo,
@@ -100,6 +102,19 @@ export class Session implements VfsSession {
     // Stat of a directory's entries is part of listing its parent; the home itself is always visible.
     if (p !== "/") this.#perms.require(parentAndName(p).parent, "list");
     return this.#stat(await this.#resolve(p));
+  }
+
+  async keyOf(path: string): Promise<FileKey | undefined> {
+    const p = normalize(path);
+    await this.#live();
+    if (p !== "/") this.#perms.require(parentAndName(p).parent, "list");
+    const node = await this.#resolve(p);
+    const kek = node.keyRef ? parseKeyRef(node.keyRef)?.name : undefined;
+    if (node.kind !== "file" || !kek) return undefined;
+    // Named by its writer (S3 SSE-KMS) when it is not the key the rule gives the owner here.
+    const owner = node.ownerId ? await this.#vfs.store.getUserById(node.ownerId) : undefined;
+    const rule = await this.#vfs.kek.choose(owner, this.globalPath(p));
+    return { kek, requested: rule.key !== kek };
   }
 
   async list(path: string): Promise<DirEntry[]> {
@@ -213,7 +228,10 @@ export class Session implements VfsSession {
       let refused = false;
       const reader = await this.#vfs.openRead(node, (size) => {
         this.#readers.delete(reader);
-        if (!refused) this.#vfs.audit.record({ ...this.#event(p), action: "download", outcome: "success", size });
+        if (!refused) {
+          const keyRef = node.keyRef ?? undefined;
+          this.#vfs.audit.record({ ...this.#event(p), keyRef, action: "download", outcome: "success", size });
+        }
       });
       if (this.#vfs.audit.failClosed) {
         // A durable "download started" record before the first byte can be served, so a download whose closing
@@ -252,8 +270,9 @@ export class Session implements VfsSession {
         this.#vfs.openWrite(dir, name, existing, options.truncate, {
           user: this.#user,
           path: this.globalPath(p),
-          event: this.#event(p),
           exclusive: options.exclusive,
+          key: options.key,
+          event: options.encryptionNote ? { ...this.#event(p), detail: options.encryptionNote } : this.#event(p),
           authorize: (op) => this.#perms.require(p, op === "create" ? "upload" : "overwrite"),
         });
       // A folder's write filter (OpenPGP folders: src/pgp/folder.ts) sees what is written as it streams in.

@@ -14,6 +14,14 @@ export interface FileStat {
   mode: number;
 }
 
+/** The key behind one file (VfsSession.keyOf). */
+export interface FileKey {
+  /** KEK name the file's DEK is wrapped under. */
+  kek: string;
+  /** True when it is not the key the folder > user > group > default rule gives the file's owner there now. */
+  requested: boolean;
+}
+
 export interface DirEntry {
   name: string;
   stat: FileStat;
@@ -64,6 +72,14 @@ export interface OpenWriteOptions {
   truncate: boolean;
   /** Fail with EXISTS when the file exists (O_EXCL). */
   exclusive?: boolean;
+  /**
+   * The KMS key (KEK name) a new version's DEK is wrapped under, instead of the folder > user > group > default rule
+   * (S3 SSE-KMS). Allowed when the rule could reach it for this user and path, or the folder lists it in allowKeys;
+   * otherwise PERMISSION_DENIED. Ignored when resuming (a version keeps its key).
+   */
+  key?: string;
+  /** Short non-secret note on how the client asked for encryption (e.g. "sse aws:kms"), recorded in the upload audit. */
+  encryptionNote?: string;
 }
 
 export interface SessionInfo {
@@ -80,6 +96,8 @@ export interface SessionInfo {
 export interface VfsSession {
   readonly username: string;
   stat(path: string): Promise<FileStat>;
+  /** The KEK of a file (S3 SSE headers); undefined for a directory. Needs the same permission as stat. */
+  keyOf?(path: string): Promise<FileKey | undefined>;
   list(path: string): Promise<DirEntry[]>;
   mkdir(path: string): Promise<void>;
   rmdir(path: string): Promise<void>;

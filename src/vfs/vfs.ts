@@ -54,6 +54,8 @@ export interface Writer {
   authorize(op: WriteOp): void;
   /** O_EXCL: the name must be free at open and still free at commit; two exclusive opens of one name never both work. */
   exclusive?: boolean;
+  /** KEK the writer names for a new version (S3 SSE-KMS), checked by KekSelector.chooseRequested. */
+  key?: string;
 }
 
 interface CommitPlan {
@@ -197,7 +199,7 @@ export class Vfs {
       const plan: CommitPlan = { parent, name, base, who };
       const inner = base
         ? await this.#resume(plan, state)
-        : await this.#newVersion(plan, state, await this.kek.choose(user, who.path));
+        : await this.#newVersion(plan, state, await this.kek.chooseRequested(user, who.path, who.key));
       return new Upload(inner, {
         vfs: this,
         uploads: this.#uploads,

@@ -9,9 +9,10 @@ import { createServer as createHttps } from "node:https";
 import type { AddressInfo } from "node:net";
 import { zero } from "../../crypto/bytes.ts";
 import { AtrestError } from "../../errors.ts";
+import { isValidKeyName } from "../../kms/api/key-ref.ts";
 import type { Logger } from "../../logger.ts";
 import type { LoginService } from "../../service/login.ts";
-import type { FileStat, VfsSession } from "../../vfs/types.ts";
+import type { FileKey, FileStat, VfsSession } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
 import { accessDenied, noSuchBucket, S3Error, toS3Error } from "./errors.ts";
 import { canonicalRequest, type ParsedAuth, parseAuth, queryPairs, verifier } from "./sigv4.ts";
@@ -253,9 +254,14 @@ async function putObject(c: Ctx): Promise<void> {
     return;
   }
   const path = objectPath(c.bucket, c.key);
+  const sse = requestedSse(c.req);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
-  const w = await c.session.openWrite(path, { truncate: true });
+  const w = await c.session.openWrite(path, {
+    truncate: true,
+    key: sse.key,
+    encryptionNote: sse.mode ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}` : undefined,
+  });
   try {
     for await (const piece of body.pieces) await w.write(w.size, piece);
   } catch (err) {
@@ -264,7 +270,61 @@ async function putObject(c: Ctx): Promise<void> {
   }
   await w.close();
   const { md5 } = body.result();
-  send(c.res, 200, undefined, { etag: `"${md5.toString("hex")}"` });
+  send(c.res, 200, undefined, {
+    etag: `"${md5.toString("hex")}"`,
+    ...sseHeaders(await c.session.keyOf?.(path)),
+  });
+}
+
+/**
+ * The server-side encryption a PUT asks for (docs/s3.md "Server-side encryption"): every object is encrypted at rest
+ * anyway, the headers only choose the key. AES256 (SSE-S3) = the key the folder > user > group > default rule gives;
+ * aws:kms (SSE-KMS) with x-amz-server-side-encryption-aws-kms-key-id = that atrest KMS key (the vfs checks it is
+ * allowed), without a key id = the rule's key.
+ */
+function requestedSse(req: IncomingMessage): { mode?: "AES256" | "aws:kms"; key?: string } {
+  const mode = req.headers["x-amz-server-side-encryption"];
+  const keyId = req.headers["x-amz-server-side-encryption-aws-kms-key-id"];
+  if (req.headers["x-amz-server-side-encryption-context"] !== undefined) notImplemented();
+  if (mode === undefined) {
+    if (keyId !== undefined) {
+      throw new S3Error(
+        "InvalidArgument",
+        400,
+        "Server Side Encryption with KMS managed key requires HTTP header x-amz-server-side-encryption : aws:kms",
+      );
+    }
+    return {};
+  }
+  if (mode === "AES256") {
+    if (keyId !== undefined) {
+      throw new S3Error(
+        "InvalidArgument",
+        400,
+        "x-amz-server-side-encryption-aws-kms-key-id is only valid with x-amz-server-side-encryption aws:kms",
+      );
+    }
+    return { mode };
+  }
+  if (mode === "aws:kms") {
+    if (keyId === undefined || keyId === "") return { mode };
+    // An ARN-style id names the key after its last ':' or '/' (arn:aws:kms:…:key/NAME, alias/NAME).
+    const name = keyId.slice(Math.max(keyId.lastIndexOf("/"), keyId.lastIndexOf(":")) + 1);
+    if (!isValidKeyName(name)) {
+      throw new S3Error("KMS.NotFoundException", 400, "Invalid keyId: not an atrest KMS key name");
+    }
+    return { mode, key: name };
+  }
+  throw new S3Error("InvalidArgument", 400, "The encryption method specified is not supported");
+}
+
+/** x-amz-server-side-encryption (and the KMS key id) as AWS echoes them for an object. */
+function sseHeaders(key: FileKey | undefined): Record<string, string> {
+  if (!key) return {};
+  if (key.requested) {
+    return { "x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": key.kek };
+  }
+  return { "x-amz-server-side-encryption": "AES256" };
 }
 
 function parseRange(h: string | undefined, size: number): { start: number; end: number } | undefined {
@@ -331,6 +391,7 @@ async function getObject(c: Ctx, head: boolean): Promise<void> {
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",
     "content-type": "binary/octet-stream",
+    ...(st.kind === "file" ? sseHeaders(await c.session.keyOf?.(objectPath(c.bucket, c.key))) : {}),
   };
   const range = parseRange(c.req.headers.range, st.size);
   const start = range?.start ?? 0;
