@@ -6,6 +6,7 @@ import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
 import type {
+  DirEncryption,
   DirEntry,
   FileKey,
   FileStat,
@@ -18,6 +19,16 @@ import type {
   WriteHandle,
 } from "./types.ts";
 import type { Vfs } from "./vfs.ts";
+
+/** Settings key of a directory's default encryption: by node id, so no name is stored in the clear. */
+function encryptionSetting(dirId: string): string {
+  return `dir.encryption:${dirId}`;
+}
+
+function parseDirEncryption(raw: Buffer): DirEncryption | undefined {
+  const v = JSON.parse(raw.toString("utf8")) as DirEncryption;
+  return v.algorithm === "AES256" || v.algorithm === "aws:kms" ? v : undefined;
+}
 
 /** One user's view: their home is `/`, every operation checks that user's per-path permissions. */
 export class Session implements VfsSession {
@@ -104,6 +115,45 @@ export class Session implements VfsSession {
     return this.#stat(await this.#resolve(p));
   }
 
+  async getEncryption(path: string): Promise<DirEncryption | undefined> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(p, "list");
+    const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+    const raw = await this.#vfs.store.getSetting(encryptionSetting(dir.id));
+    return raw ? parseDirEncryption(raw) : undefined;
+  }
+
+  async setEncryption(path: string, value: DirEncryption | undefined): Promise<void> {
+    const p = normalize(path);
+    const detail = value
+      ? `encryption ${value.algorithm}${value.key ? ` key ${value.key}` : ""}`
+      : "encryption removed";
+    await this.#audited(
+      "attrs.change",
+      p,
+      async () => {
+        this.#perms.require(p, "mkdir");
+        const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+        if (!value) {
+          await this.#vfs.store.transaction((tx) => tx.deleteSetting(encryptionSetting(dir.id)));
+          return;
+        }
+        if (value.algorithm !== "AES256" && value.algorithm !== "aws:kms") {
+          throw new AtrestError("INVALID_INPUT", "encryption algorithm must be AES256 or aws:kms");
+        }
+        if (value.key !== undefined) {
+          if (value.algorithm !== "aws:kms") throw new AtrestError("INVALID_INPUT", "a key goes with aws:kms only");
+          await this.#vfs.kek.chooseRequested(this.#user, this.globalPath(`${p === "/" ? "" : p}/x`), value.key);
+        }
+        const stored: DirEncryption = { algorithm: value.algorithm, ...(value.key ? { key: value.key } : {}) };
+        const raw = Buffer.from(JSON.stringify(stored));
+        await this.#vfs.store.transaction((tx) => tx.setSetting(encryptionSetting(dir.id), raw));
+      },
+      { detail },
+    );
+  }
+
   async keyOf(path: string): Promise<FileKey | undefined> {
     const p = normalize(path);
     await this.#live();
@@ -145,6 +195,8 @@ export class Session implements VfsSession {
       const node = await this.#resolve(p);
       if (node.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${p}`);
       await this.#vfs.removeDir(node);
+      // its default encryption (S3 bucket encryption), if it had one: a new directory of that name starts without
+      await this.#vfs.store.transaction((tx) => tx.deleteSetting(encryptionSetting(node.id))).catch(() => false);
     });
   }
 

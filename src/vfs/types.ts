@@ -14,6 +14,15 @@ export interface FileStat {
   mode: number;
 }
 
+/**
+ * A directory's default encryption for new objects (S3 bucket encryption): SSE-S3 (`AES256`: the rule's key) or
+ * SSE-KMS with a named KEK (none = the rule's key).
+ */
+export interface DirEncryption {
+  algorithm: "AES256" | "aws:kms";
+  key?: string;
+}
+
 /** The key behind one file (VfsSession.keyOf). */
 export interface FileKey {
   /** KEK name the file's DEK is wrapped under. */
@@ -98,6 +107,13 @@ export interface VfsSession {
   stat(path: string): Promise<FileStat>;
   /** The KEK of a file (S3 SSE headers); undefined for a directory. Needs the same permission as stat. */
   keyOf?(path: string): Promise<FileKey | undefined>;
+  /** A directory's default encryption (S3 bucket encryption), undefined when none is set. Needs `list` on it. */
+  getEncryption?(path: string): Promise<DirEncryption | undefined>;
+  /**
+   * Sets (or with undefined removes) a directory's default encryption; needs `mkdir` there, and a named key must be
+   * one this user may name there (KekSelector.chooseRequested). Audited as `attrs.change`.
+   */
+  setEncryption?(path: string, value: DirEncryption | undefined): Promise<void>;
   list(path: string): Promise<DirEntry[]>;
   mkdir(path: string): Promise<void>;
   rmdir(path: string): Promise<void>;

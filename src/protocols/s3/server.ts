@@ -254,13 +254,17 @@ async function putObject(c: Ctx): Promise<void> {
     return;
   }
   const path = objectPath(c.bucket, c.key);
-  const sse = requestedSse(c.req);
+  // no SSE header: the bucket's default encryption, if it has one
+  const asked = requestedSse(c.req);
+  const sse = asked.mode ? asked : await bucketDefault(c);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
   const w = await c.session.openWrite(path, {
     truncate: true,
     key: sse.key,
-    encryptionNote: sse.mode ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}` : undefined,
+    encryptionNote: sse.mode
+      ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}${asked.mode ? "" : " (bucket default)"}`
+      : undefined,
   });
   try {
     for await (const piece of body.pieces) await w.write(w.size, piece);
@@ -308,14 +312,84 @@ function requestedSse(req: IncomingMessage): { mode?: "AES256" | "aws:kms"; key?
   }
   if (mode === "aws:kms") {
     if (keyId === undefined || keyId === "") return { mode };
-    // An ARN-style id names the key after its last ':' or '/' (arn:aws:kms:…:key/NAME, alias/NAME).
-    const name = keyId.slice(Math.max(keyId.lastIndexOf("/"), keyId.lastIndexOf(":")) + 1);
-    if (!isValidKeyName(name)) {
-      throw new S3Error("KMS.NotFoundException", 400, "Invalid keyId: not an atrest KMS key name");
-    }
-    return { mode, key: name };
+    return { mode, key: kmsKeyName(String(keyId)) };
   }
   throw new S3Error("InvalidArgument", 400, "The encryption method specified is not supported");
+}
+
+async function bucketDefault(c: Ctx): Promise<{ mode?: "AES256" | "aws:kms"; key?: string }> {
+  const d = await c.session.getEncryption?.(`/${c.bucket}`);
+  return d ? { mode: d.algorithm, key: d.key } : {};
+}
+
+async function readSmallBody(c: Ctx): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const piece of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
+    total += piece.length;
+    if (total > 64 * 1024) throw new S3Error("MalformedXML", 400, "request body too large");
+    chunks.push(piece);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** Get/Put/DeleteBucketEncryption: the bucket folder's default encryption for new objects (docs/s3.md). */
+async function bucketEncryption(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  const dir = `/${c.bucket}`;
+  const m = c.req.method;
+  if (!c.session.getEncryption || !c.session.setEncryption) notImplemented();
+  if (m === "GET") {
+    const d = await c.session.getEncryption(dir);
+    if (!d) {
+      throw new S3Error(
+        "ServerSideEncryptionConfigurationNotFoundError",
+        404,
+        "The server side encryption configuration was not found",
+      );
+    }
+    return send(
+      c.res,
+      200,
+      xmlDoc("ServerSideEncryptionConfiguration", {
+        Rule: {
+          ApplyServerSideEncryptionByDefault: { SSEAlgorithm: d.algorithm, KMSMasterKeyID: d.key },
+          BucketKeyEnabled: false,
+        },
+      }),
+    );
+  }
+  if (m === "DELETE") {
+    await c.session.setEncryption(dir, undefined);
+    return send(c.res, 204);
+  }
+  if (m === "PUT") {
+    const xml = await readSmallBody(c);
+    const rules = xmlTexts(xml, "Rule");
+    if (!xml.includes("<ServerSideEncryptionConfiguration") || rules.length !== 1) {
+      throw new S3Error("MalformedXML", 400, "The XML you provided was not well-formed or did not validate");
+    }
+    const algorithm = xmlTexts(rules[0] as string, "SSEAlgorithm")[0]?.trim();
+    const keyId = xmlTexts(rules[0] as string, "KMSMasterKeyID")[0]?.trim();
+    if (algorithm !== "AES256" && algorithm !== "aws:kms") {
+      throw new S3Error("MalformedXML", 400, "SSEAlgorithm must be AES256 or aws:kms");
+    }
+    if (keyId && algorithm !== "aws:kms") {
+      throw new S3Error("InvalidArgument", 400, "KMSMasterKeyID goes with SSEAlgorithm aws:kms only");
+    }
+    const key = keyId ? kmsKeyName(keyId) : undefined;
+    await c.session.setEncryption(dir, { algorithm, ...(key ? { key } : {}) });
+    return send(c.res, 200);
+  }
+  throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+}
+
+/** An atrest KEK name from an SSE-KMS key id; an ARN or alias form names it after its last ':' or '/'. */
+function kmsKeyName(keyId: string): string {
+  const name = keyId.slice(Math.max(keyId.lastIndexOf("/"), keyId.lastIndexOf(":")) + 1);
+  if (!isValidKeyName(name))
+    throw new S3Error("KMS.NotFoundException", 400, "Invalid keyId: not an atrest KMS key name");
+  return name;
 }
 
 /** x-amz-server-side-encryption (and the KMS key id) as AWS echoes them for an object. */
@@ -540,6 +614,7 @@ async function dispatch(c: Ctx): Promise<void> {
       return send(c.res, 200, xmlDoc("LocationConstraint", {}));
     }
     if (q.has("delete") && m === "POST") return deleteObjects(c);
+    if (q.has("encryption")) return bucketEncryption(c);
     if (q.has("versions") && m === "GET") return listVersions(c);
     for (const sub of [
       "acl",
@@ -547,7 +622,6 @@ async function dispatch(c: Ctx): Promise<void> {
       "cors",
       "lifecycle",
       "tagging",
-      "encryption",
       "uploads",
       "website",
       "logging",

@@ -142,6 +142,68 @@ test("a key the user may not name, a bad name or a bad mode is refused and nothi
   assert.match(r.stderr, /404/);
 });
 
+test("bucket default encryption: put, get, applies to new objects, delete", async () => {
+  const local = join(dir, "bd.txt");
+  await writeFile(local, "bucket default\n");
+  let r = await aws(["s3api", "get-bucket-encryption", "--bucket", "enc"]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /ServerSideEncryptionConfigurationNotFoundError/);
+  const conf = (alg: string, key?: string) =>
+    JSON.stringify({
+      Rules: [{ ApplyServerSideEncryptionByDefault: { SSEAlgorithm: alg, ...(key ? { KMSMasterKeyID: key } : {}) } }],
+    });
+  r = await aws([
+    "s3api",
+    "put-bucket-encryption",
+    "--bucket",
+    "enc",
+    "--server-side-encryption-configuration",
+    conf("aws:kms", "secret"),
+  ]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /AccessDenied/);
+  r = await aws([
+    "s3api",
+    "put-bucket-encryption",
+    "--bucket",
+    "enc",
+    "--server-side-encryption-configuration",
+    conf("aws:kms", "projects"),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await aws(["s3api", "get-bucket-encryption", "--bucket", "enc"]);
+  assert.equal(r.code, 0, r.stderr);
+  const got = JSON.parse(r.stdout).ServerSideEncryptionConfiguration.Rules[0].ApplyServerSideEncryptionByDefault;
+  assert.deepEqual(got, { SSEAlgorithm: "aws:kms", KMSMasterKeyID: "projects" });
+  // a PUT without SSE headers takes the bucket's default; one with headers keeps its own choice
+  r = await aws(["s3", "cp", local, "s3://enc/bd.txt"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await whoCanDecrypt("/alice/enc/bd.txt")).keyRef, "kek:projects:v1");
+  r = await aws(["s3api", "head-object", "--bucket", "enc", "--key", "bd.txt"]);
+  assert.equal(JSON.parse(r.stdout).SSEKMSKeyId, "projects");
+  r = await aws(["s3", "cp", local, "s3://enc/bd-aes.txt", "--sse", "AES256"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await whoCanDecrypt("/alice/enc/bd-aes.txt")).keyRef, "kek:finance:v1");
+  r = await aws(["s3api", "delete-bucket-encryption", "--bucket", "enc"]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await aws(["s3api", "get-bucket-encryption", "--bucket", "enc"]);
+  assert.match(r.stderr, /ServerSideEncryptionConfigurationNotFoundError/);
+  r = await aws(["s3", "cp", local, "s3://enc/bd2.txt"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await whoCanDecrypt("/alice/enc/bd2.txt")).keyRef, "kek:finance:v1");
+  // malformed configuration
+  r = await aws([
+    "s3api",
+    "put-bucket-encryption",
+    "--bucket",
+    "enc",
+    "--server-side-encryption-configuration",
+    conf("aws:kms:dsse"),
+  ]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /MalformedXML/);
+});
+
 test("the upload audit names the SSE mode and the key; the download its key", async () => {
   const { stdout } = await cli(["audit", "tail", "-n", "500", "--format", "json", "--data", data]);
   const records = stdout
@@ -157,6 +219,10 @@ test("the upload audit names the SSE mode and the key; the download its key", as
   assert.equal(aes?.keyRef, "kek:finance:v1");
   const down = records.find((e) => e.action === "download" && e.path === "/enc/kms.bin" && e.size > 0);
   assert.equal(down?.keyRef, "kek:projects:v1");
+  const bd = records.find((e) => e.action === "upload" && e.path === "/enc/bd.txt" && e.outcome === "success");
+  assert.equal(bd?.detail, "sse aws:kms key projects (bucket default)");
+  const conf = records.find((e) => e.action === "attrs.change" && e.path === "/enc" && e.outcome === "success");
+  assert.equal(conf?.detail, "encryption aws:kms key projects");
   const denied = records.find((e) => e.action === "upload" && e.path === "/enc/no.txt" && e.outcome === "failure");
   assert.equal(denied?.reason, "PERMISSION_DENIED");
 });
