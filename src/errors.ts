@@ -27,6 +27,8 @@ export type ErrorCode =
   | "AUDIT_UNAVAILABLE"
   // The file system holding the data (blobs, metadata) is full, or the OS user's disk quota is reached.
   | "NO_SPACE"
+  // The object is encrypted with a customer-provided key (S3 SSE-C) and the request did not bring it.
+  | "KEY_REQUIRED"
   // A resource bound was reached (open files per user, buffered bytes, connections): retrying later may succeed.
   | "LIMIT_EXCEEDED";
 

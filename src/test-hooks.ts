@@ -9,6 +9,8 @@ export interface TestHooks {
   now?: () => Date | undefined;
   /** Called at a key job's batch boundary (`kind` = rewrap, reencrypt); may kill the process. */
   crashPoint?: (kind: string, batch: number) => void;
+  /** S3 SSE-C over plain HTTP from a loopback client (AWS refuses it, as atrest does in production). */
+  sseCOverHttp?: () => boolean;
 }
 
 let installed: TestHooks = {};

@@ -4,11 +4,14 @@ import { zero } from "../crypto/bytes.ts";
 import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { hmacSha256 } from "../crypto/hmac.ts";
 import { randomBytes } from "../crypto/random.ts";
+import type { CustomerKeyCheck } from "./sse-c.ts";
 
 export interface FileAttrs {
   size: number;
   mtime: number;
   mode: number;
+  /** SSE-C versions: the salted check of the customer key (sse-c.ts); sealed with the rest. */
+  ssec?: CustomerKeyCheck;
 }
 
 /**
@@ -42,15 +45,17 @@ export class MetaCrypto {
   }
 
   sealAttrs(nodeId: string, blobId: string | null, contentId: string | null, attrs: FileAttrs): Buffer {
-    const json = JSON.stringify([attrs.size, attrs.mtime, attrs.mode]);
+    const fields: unknown[] = [attrs.size, attrs.mtime, attrs.mode];
+    if (attrs.ssec) fields.push({ s: attrs.ssec.salt, m: attrs.ssec.mac });
+    const json = JSON.stringify(fields);
     return this.#seal(Buffer.from(json), `attrs\0${nodeId}\0${blobId ?? ""}\0${contentId ?? ""}`);
   }
 
   openAttrs(nodeId: string, blobId: string | null, contentId: string | null, ct: Buffer): FileAttrs {
-    const [size, mtime, mode] = JSON.parse(
+    const [size, mtime, mode, ssec] = JSON.parse(
       this.#open(ct, `attrs\0${nodeId}\0${blobId ?? ""}\0${contentId ?? ""}`).toString(),
-    ) as number[];
-    return { size, mtime, mode };
+    ) as [number, number, number, { s: string; m: string } | undefined];
+    return ssec ? { size, mtime, mode, ssec: { salt: ssec.s, mac: ssec.m } } : { size, mtime, mode };
   }
 
   destroy(): void {

@@ -5,11 +5,13 @@ import type { NodeRow, UserRow } from "../store/types.ts";
 import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
+import { verifyCustomerKey } from "./sse-c.ts";
 import type {
   DirEncryption,
   DirEntry,
   FileKey,
   FileStat,
+  OpenReadOptions,
   OpenWriteOptions,
   QuotaInfo,
   ReadHandle,
@@ -154,17 +156,19 @@ export class Session implements VfsSession {
     );
   }
 
-  async keyOf(path: string): Promise<FileKey | undefined> {
+  async keyOf(path: string, customerKey?: Buffer): Promise<FileKey | undefined> {
     const p = normalize(path);
     await this.#live();
     if (p !== "/") this.#perms.require(parentAndName(p).parent, "list");
     const node = await this.#resolve(p);
     const kek = node.keyRef ? parseKeyRef(node.keyRef)?.name : undefined;
     if (node.kind !== "file" || !kek) return undefined;
+    const { ssec } = this.#vfs.tree.attrs(node);
+    verifyCustomerKey(ssec, customerKey);
     // Named by its writer (S3 SSE-KMS) when it is not the key the rule gives the owner here.
     const owner = node.ownerId ? await this.#vfs.store.getUserById(node.ownerId) : undefined;
     const rule = await this.#vfs.kek.choose(owner, this.globalPath(p));
-    return { kek, requested: rule.key !== kek };
+    return { kek, requested: rule.key !== kek, customerKey: ssec !== undefined };
   }
 
   async list(path: string): Promise<DirEntry[]> {
@@ -269,7 +273,7 @@ export class Session implements VfsSession {
     );
   }
 
-  async openRead(path: string): Promise<ReadHandle> {
+  async openRead(path: string, options: OpenReadOptions = {}): Promise<ReadHandle> {
     const p = normalize(path);
     try {
       await this.#vfs.audit.admit?.();
@@ -278,13 +282,25 @@ export class Session implements VfsSession {
       const node = await this.#resolve(p);
       if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
       let refused = false;
-      const reader = await this.#vfs.openRead(node, (size) => {
-        this.#readers.delete(reader);
-        if (!refused) {
-          const keyRef = node.keyRef ?? undefined;
-          this.#vfs.audit.record({ ...this.#event(p), keyRef, action: "download", outcome: "success", size });
-        }
-      });
+      const ssec = options.customerKey ? { detail: "sse-c" } : {};
+      const reader = await this.#vfs.openRead(
+        node,
+        (size) => {
+          this.#readers.delete(reader);
+          if (!refused) {
+            const keyRef = node.keyRef ?? undefined;
+            this.#vfs.audit.record({
+              ...this.#event(p),
+              ...ssec,
+              keyRef,
+              action: "download",
+              outcome: "success",
+              size,
+            });
+          }
+        },
+        options.customerKey,
+      );
       if (this.#vfs.audit.failClosed) {
         // A durable "download started" record before the first byte can be served, so a download whose closing
         // record a crash loses is still on record; a handle whose record cannot be made is never returned.
@@ -324,6 +340,7 @@ export class Session implements VfsSession {
           path: this.globalPath(p),
           exclusive: options.exclusive,
           key: options.key,
+          customerKey: options.customerKey,
           event: options.encryptionNote ? { ...this.#event(p), detail: options.encryptionNote } : this.#event(p),
           authorize: (op) => this.#perms.require(p, op === "create" ? "upload" : "overwrite"),
         });

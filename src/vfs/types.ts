@@ -29,6 +29,8 @@ export interface FileKey {
   kek: string;
   /** True when it is not the key the folder > user > group > default rule gives the file's owner there now. */
   requested: boolean;
+  /** True for an SSE-C version (its customer key was checked by keyOf). */
+  customerKey: boolean;
 }
 
 export interface DirEntry {
@@ -76,6 +78,11 @@ export interface SetAttrs {
   mode?: number;
 }
 
+export interface OpenReadOptions {
+  /** S3 SSE-C: the object's customer key (KEY_REQUIRED without it, PERMISSION_DENIED for another); caller zeroes it. */
+  customerKey?: Buffer;
+}
+
 export interface OpenWriteOptions {
   /** true: start empty (O_TRUNC / new file). false: keep existing content and append (resume). */
   truncate: boolean;
@@ -87,6 +94,11 @@ export interface OpenWriteOptions {
    * otherwise PERMISSION_DENIED. Ignored when resuming (a version keeps its key).
    */
   key?: string;
+  /**
+   * S3 SSE-C: the customer's 256-bit key, which takes part in the new version's DEK (src/vfs/sse-c.ts); used while
+   * opening only, never stored. The caller owns the buffer and zeroes it.
+   */
+  customerKey?: Buffer;
   /** Short non-secret note on how the client asked for encryption (e.g. "sse aws:kms"), recorded in the upload audit. */
   encryptionNote?: string;
 }
@@ -105,8 +117,12 @@ export interface SessionInfo {
 export interface VfsSession {
   readonly username: string;
   stat(path: string): Promise<FileStat>;
-  /** The KEK of a file (S3 SSE headers); undefined for a directory. Needs the same permission as stat. */
-  keyOf?(path: string): Promise<FileKey | undefined>;
+  /**
+   * The KEK of a file (S3 SSE headers); undefined for a directory. Needs the same permission as stat. For an SSE-C
+   * version the customer key must come along (KEY_REQUIRED / PERMISSION_DENIED as for openRead); one given for a
+   * version without is INVALID_INPUT.
+   */
+  keyOf?(path: string, customerKey?: Buffer): Promise<FileKey | undefined>;
   /** A directory's default encryption (S3 bucket encryption), undefined when none is set. Needs `list` on it. */
   getEncryption?(path: string): Promise<DirEncryption | undefined>;
   /**
@@ -125,7 +141,7 @@ export interface VfsSession {
   setAttrs(path: string, attrs: SetAttrs): Promise<void>;
   /** Symbolic links are not supported: always refused (UNSUPPORTED), and the attempt is audited. */
   symlink(target: string, link: string): Promise<void>;
-  openRead(path: string): Promise<ReadHandle>;
+  openRead(path: string, options?: OpenReadOptions): Promise<ReadHandle>;
   openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle>;
   quota(): Promise<QuotaInfo>;
   /** Ends the session; aborts (keeping partials) any handle still open. */

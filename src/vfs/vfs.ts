@@ -16,6 +16,7 @@ import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
 import { KekSelector } from "./kek-select.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
+import { type CustomerKeyCheck, customerDek, customerKeyCheck, verifyCustomerKey } from "./sse-c.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
 import type { FileStat, SetAttrs, WriteHandle } from "./types.ts";
 import { Uploads } from "./uploads.ts";
@@ -56,6 +57,11 @@ export interface Writer {
   exclusive?: boolean;
   /** KEK the writer names for a new version (S3 SSE-KMS), checked by KekSelector.chooseRequested. */
   key?: string;
+  /**
+   * S3 SSE-C: the customer's 256-bit key, which takes part in the new version's DEK (sse-c.ts). Used during openWrite
+   * only and never kept: the caller owns the buffer and zeroes it.
+   */
+  customerKey?: Buffer;
 }
 
 interface CommitPlan {
@@ -64,6 +70,8 @@ interface CommitPlan {
   /** The version a resumed upload appends to; it must still be the current one at commit. */
   base: NodeRow | undefined;
   who: Writer;
+  /** SSE-C: the check of the customer key, sealed with the new version's attributes. */
+  ssec?: CustomerKeyCheck;
 }
 
 interface UploadState {
@@ -147,13 +155,23 @@ export class Vfs {
   }
 
   /** Opens a file for reading: unwraps its DEK (KMS), verifies the key commitment, returns a random-access reader. */
-  async openRead(node: NodeRow, onClose: (bytesRead: number) => void): Promise<EncryptedReader> {
+  async openRead(node: NodeRow, onClose: (bytesRead: number) => void, customerKey?: Buffer): Promise<EncryptedReader> {
     if (!node.blobId || !node.contentId) throw new AtrestError("IS_A_DIRECTORY", "is a directory");
-    const { size } = this.tree.attrs(node);
+    const { size, ssec } = this.tree.attrs(node);
+    // SSE-C: no key or a wrong one is refused here, before any data (or the key manager) is touched
+    verifyCustomerKey(ssec, customerKey);
     const blob = await this.blobs.open(node.blobId);
     try {
       const { header, count } = await readHeader(blob);
-      const dek = await this.keys.unwrap(header.wrappedDek, fileContext(node.contentId));
+      const dataKey = await this.keys.unwrap(header.wrappedDek, fileContext(node.contentId));
+      let dek = dataKey;
+      if (ssec && customerKey) {
+        try {
+          dek = customerDek(dataKey, customerKey, node.contentId);
+        } finally {
+          zero(dataKey);
+        }
+      }
       try {
         const keys = openContainer(header, dek, node.contentId);
         return new EncryptedReader(blob, keys, header.layout, count, size, onClose, this.#seal);
@@ -184,6 +202,12 @@ export class Vfs {
       const user = await this.store.getUserById(who.user.id);
       if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
       const base = existing && !truncate ? existing : undefined;
+      if (base && (who.customerKey || this.tree.attrs(base).ssec)) {
+        throw new AtrestError(
+          base && this.tree.attrs(base).ssec ? "KEY_REQUIRED" : "INVALID_INPUT",
+          "an object encrypted with a customer-provided key (S3 SSE-C) cannot be appended to: write it anew",
+        );
+      }
       // What this upload may add to the user's usage: the replaced version is credited when it is the user's own.
       const sameOwner = existing !== undefined && existing.ownerId === user.id;
       const credit = sameOwner ? this.tree.attrs(existing).size : 0;
@@ -196,7 +220,13 @@ export class Vfs {
         throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
       }
       const state = { partial: false };
-      const plan: CommitPlan = { parent, name, base, who };
+      const plan: CommitPlan = {
+        parent,
+        name,
+        base,
+        who,
+        ssec: who.customerKey ? customerKeyCheck(who.customerKey) : undefined,
+      };
       const inner = base
         ? await this.#resume(plan, state)
         : await this.#newVersion(plan, state, await this.kek.chooseRequested(user, who.path, who.key));
@@ -219,11 +249,15 @@ export class Vfs {
   async #newVersion(plan: CommitPlan, state: UploadState, kek: { key: string }): Promise<EncryptedWriter<Committed>> {
     const contentId = randomUUID();
     const dk = await this.keys.generateDataKey(kek.key, fileContext(contentId));
+    const customerKey = plan.who.customerKey;
     const { header, keys } = (() => {
+      let dek = dk.plaintext;
       try {
-        return createHeader({ dek: dk.plaintext, fileId: contentId, wrappedDek: dk.wrapped });
+        // SSE-C: the container's DEK needs both the key manager's data key and the customer's key (sse-c.ts)
+        if (plan.ssec && customerKey) dek = customerDek(dk.plaintext, customerKey, contentId);
+        return createHeader({ dek, fileId: contentId, wrappedDek: dk.wrapped });
       } finally {
-        zero(dk.plaintext);
+        zero(dk.plaintext, dek);
       }
     })();
     let blob: BlobWriter;
@@ -354,7 +388,12 @@ export class Vfs {
       throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
     }
     const id = current?.id ?? randomUUID();
-    const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, { size, mtime: stat.mtime, mode: stat.mode });
+    const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, {
+      size,
+      mtime: stat.mtime,
+      mode: stat.mode,
+      ...(plan.ssec ? { ssec: plan.ssec } : {}),
+    });
     if (current && old) {
       await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: user.id });
       if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);

@@ -3,6 +3,7 @@
 //   ATREST_TEST_MODE=1 enables them; then
 //   ATREST_TEST_CLOCK_FILE=<file>: the key manager's "now" is the ISO 8601 time in the file (missing file: real time)
 //   ATREST_TEST_CRASH_<KIND>_AFTER_BATCHES=<n>: a key job (rewrap, reencrypt) kills itself (SIGKILL) after n batches
+//   ATREST_TEST_SSE_C_OVER_HTTP=1: the S3 door takes SSE-C requests over plain HTTP from loopback clients
 import { readFileSync } from "node:fs";
 import { installTestHooks } from "../../src/test-hooks.ts";
 
@@ -26,6 +27,7 @@ export function envClock(env: NodeJS.ProcessEnv = process.env): () => Date | und
 export function installEnvTestHooks(env: NodeJS.ProcessEnv = process.env): () => void {
   return installTestHooks({
     now: envClock(env),
+    sseCOverHttp: () => env.ATREST_TEST_MODE === "1" && env.ATREST_TEST_SSE_C_OVER_HTTP === "1",
     crashPoint(kind, batch) {
       if (env.ATREST_TEST_MODE !== "1") return;
       const at = Number(env[`ATREST_TEST_CRASH_${kind.toUpperCase()}_AFTER_BATCHES`]);

@@ -38,11 +38,11 @@ describe("a write that names its KEK", () => {
   it("gets a key the rule could reach, or one the folder allows, and keyOf tells it was named", async () => {
     await putWith(alice, "/b/plain.txt", Buffer.from("p"));
     assert.equal(await keyRefOf("/b/plain.txt"), "kek:eng:v1");
-    assert.deepEqual(await alice.keyOf?.("/b/plain.txt"), { kek: "eng", requested: false });
+    assert.deepEqual(await alice.keyOf?.("/b/plain.txt"), { kek: "eng", requested: false, customerKey: false });
     assert.equal(await alice.keyOf?.("/b"), undefined);
     await putWith(alice, "/b/default.txt", Buffer.from("d"), "default"); // the server default is always reachable
     assert.equal(await keyRefOf("/b/default.txt"), "kek:default:v1");
-    assert.deepEqual(await alice.keyOf?.("/b/default.txt"), { kek: "default", requested: true });
+    assert.deepEqual(await alice.keyOf?.("/b/default.txt"), { kek: "default", requested: true, customerKey: false });
     await putWith(alice, "/b/fin/x.txt", Buffer.from("x"), "extra"); // listed in the folder's allowKeys
     assert.equal(await keyRefOf("/b/fin/x.txt"), "kek:extra:v1");
     await putWith(alice, "/b/fin/g.txt", Buffer.from("g"), "eng"); // her group's key, under a folder with its own

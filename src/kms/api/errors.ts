@@ -32,6 +32,7 @@ export const KMS_ERRORS: Readonly<Record<KmsErrorCode, { status: number; title: 
   AUDIT_UNAVAILABLE: { status: 503, title: "audit log unavailable" },
   // The key manager's disk is full: nothing was stored.
   NO_SPACE: { status: 507, title: "insufficient storage" },
+  KEY_REQUIRED: { status: 403, title: "customer key required" },
   // A resource bound of the server was reached; retrying later may succeed.
   LIMIT_EXCEEDED: { status: 429, title: "too many" },
   INTERNAL: { status: 500, title: "internal error" },

@@ -34,6 +34,7 @@ const STATUS: Record<ErrorCode, [number, string]> = {
   REFUSED: [422, "refused by policy"],
   AUDIT_UNAVAILABLE: [503, "audit log unavailable"],
   NO_SPACE: [507, "no space left on device"],
+  KEY_REQUIRED: [403, "encrypted with a customer-provided key (S3 SSE-C): read it over S3 with that key"],
   LIMIT_EXCEEDED: [429, "too many requests"],
 };
 

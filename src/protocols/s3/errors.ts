@@ -41,6 +41,11 @@ const MAP: Record<ErrorCode, [string, number, string | undefined]> = {
   // AWS's answer for a request it will not take now; clients back off and retry
   LIMIT_EXCEEDED: ["SlowDown", 503, undefined],
   NO_SPACE: ["ServiceUnavailable", 503, "no space left on device"],
+  KEY_REQUIRED: [
+    "InvalidRequest",
+    400,
+    "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.",
+  ],
 };
 
 export function toS3Error(err: unknown): S3Failure {

@@ -3,7 +3,7 @@
 // that folder. Every request is signed (SigV4, ./sigv4.ts) and logged in through the service's LoginService (defender,
 // login audit); the file operations go through the user's VfsSession, which checks permissions and quotas and
 // audits them with protocol s3. Errors become S3 XML once (./errors.ts).
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer as createHttp, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttps } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -12,6 +12,7 @@ import { AtrestError } from "../../errors.ts";
 import { isValidKeyName } from "../../kms/api/key-ref.ts";
 import type { Logger } from "../../logger.ts";
 import type { LoginService } from "../../service/login.ts";
+import { testHooks } from "../../test-hooks.ts";
 import type { FileKey, FileStat, VfsSession } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
 import { accessDenied, noSuchBucket, S3Error, toS3Error } from "./errors.ts";
@@ -48,6 +49,16 @@ interface Ctx {
   auth: ParsedAuth;
   signingKey: Buffer | undefined;
   requestId: string;
+  /** Over TLS (SSE-C needs it). */
+  secure: boolean;
+  /** SSE-C key of this request, decoded; zeroed when the request ends. */
+  customerKey?: CustomerKey;
+}
+
+interface CustomerKey {
+  key: Buffer;
+  /** base64 MD5 of the key, as the client sent it (echoed). */
+  md5: string;
 }
 
 function send(res: ServerResponse, status: number, body?: string, headers: Record<string, string> = {}): void {
@@ -256,15 +267,26 @@ async function putObject(c: Ctx): Promise<void> {
   const path = objectPath(c.bucket, c.key);
   // no SSE header: the bucket's default encryption, if it has one
   const asked = requestedSse(c.req);
-  const sse = asked.mode ? asked : await bucketDefault(c);
+  const customerKey = c.customerKey;
+  if (customerKey && asked.mode) {
+    throw new S3Error(
+      "InvalidArgument",
+      400,
+      "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
+    );
+  }
+  const sse = asked.mode || customerKey ? asked : await bucketDefault(c);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
   const w = await c.session.openWrite(path, {
     truncate: true,
     key: sse.key,
-    encryptionNote: sse.mode
-      ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}${asked.mode ? "" : " (bucket default)"}`
-      : undefined,
+    customerKey: customerKey?.key,
+    encryptionNote: customerKey
+      ? "sse-c"
+      : sse.mode
+        ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}${asked.mode ? "" : " (bucket default)"}`
+        : undefined,
   });
   try {
     for await (const piece of body.pieces) await w.write(w.size, piece);
@@ -276,7 +298,7 @@ async function putObject(c: Ctx): Promise<void> {
   const { md5 } = body.result();
   send(c.res, 200, undefined, {
     etag: `"${md5.toString("hex")}"`,
-    ...sseHeaders(await c.session.keyOf?.(path)),
+    ...sseHeaders(await c.session.keyOf?.(path, customerKey?.key), customerKey),
   });
 }
 
@@ -392,9 +414,68 @@ function kmsKeyName(keyId: string): string {
   return name;
 }
 
-/** x-amz-server-side-encryption (and the KMS key id) as AWS echoes them for an object. */
-function sseHeaders(key: FileKey | undefined): Record<string, string> {
+const SSE_C = "x-amz-server-side-encryption-customer-";
+
+/**
+ * The SSE-C key of a request (x-amz-server-side-encryption-customer-algorithm / -key / -key-MD5), checked as AWS
+ * checks it; undefined when the request has none. Refused over plain HTTP, as AWS does (tests on loopback: the
+ * sseCOverHttp test hook). The decoded key lives in a Buffer the request handler zeroes; the header strings node:http
+ * parsed cannot be zeroed (JavaScript strings are immutable) and are dropped with the request.
+ */
+function customerKeyOf(req: IncomingMessage, secure: boolean, prefix = SSE_C): CustomerKey | undefined {
+  const h = req.headers;
+  const alg = h[`${prefix}algorithm`];
+  const key = h[`${prefix}key`];
+  const md5 = h[`${prefix}key-md5`];
+  if (alg === undefined && key === undefined && md5 === undefined) return undefined;
+  const loopback = /^(127\.|::1$|::ffff:127\.)/.test(req.socket.remoteAddress ?? "");
+  if (!secure && !(loopback && testHooks().sseCOverHttp?.())) {
+    throw new S3Error(
+      "InvalidRequest",
+      400,
+      "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure connection.",
+    );
+  }
+  const bad = (m: string) => new S3Error("InvalidArgument", 400, m);
+  if (alg === undefined) {
+    throw bad(
+      "Requests specifying Server Side Encryption with Customer provided keys must provide a valid encryption algorithm.",
+    );
+  }
+  if (alg !== "AES256") {
+    throw new S3Error(
+      "InvalidEncryptionAlgorithmError",
+      400,
+      "The encryption request you specified is not valid. The valid value is AES256.",
+    );
+  }
+  if (typeof key !== "string" || key === "") {
+    throw bad(
+      "Requests specifying Server Side Encryption with Customer provided keys must provide an appropriate secret key.",
+    );
+  }
+  if (typeof md5 !== "string" || md5 === "") {
+    throw bad(
+      "Requests specifying Server Side Encryption with Customer provided keys must provide the client calculated MD5 of the secret key.",
+    );
+  }
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(key)) throw bad("The secret key was invalid for the specified algorithm.");
+  const raw = Buffer.from(key, "base64");
+  const digest = createHash("md5").update(raw).digest();
+  const given = /^[A-Za-z0-9+/]{22}==$/.test(md5) ? Buffer.from(md5, "base64") : Buffer.alloc(16);
+  if (raw.length !== 32 || !timingSafeEqual(digest, given)) {
+    zero(raw);
+    throw bad("The calculated MD5 hash of the key did not match the hash that was provided.");
+  }
+  return { key: raw, md5 };
+}
+
+/** x-amz-server-side-encryption (and the KMS key id, or the SSE-C algorithm and key MD5) as AWS echoes them. */
+function sseHeaders(key: FileKey | undefined, customer?: CustomerKey): Record<string, string> {
   if (!key) return {};
+  if (key.customerKey && customer) {
+    return { [`${SSE_C}algorithm`]: "AES256", [`${SSE_C}key-MD5`]: customer.md5 };
+  }
   if (key.requested) {
     return { "x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": key.kek };
   }
@@ -465,7 +546,9 @@ async function getObject(c: Ctx, head: boolean): Promise<void> {
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",
     "content-type": "binary/octet-stream",
-    ...(st.kind === "file" ? sseHeaders(await c.session.keyOf?.(objectPath(c.bucket, c.key))) : {}),
+    ...(st.kind === "file"
+      ? sseHeaders(await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key), c.customerKey)
+      : {}),
   };
   const range = parseRange(c.req.headers.range, st.size);
   const start = range?.start ?? 0;
@@ -478,7 +561,7 @@ async function getObject(c: Ctx, head: boolean): Promise<void> {
     c.res.end();
     return;
   }
-  const r = await c.session.openRead(objectPath(c.bucket, c.key));
+  const r = await c.session.openRead(objectPath(c.bucket, c.key), { customerKey: c.customerKey?.key });
   try {
     c.res.writeHead(range ? 206 : 200, headers);
     let at = start;
@@ -659,7 +742,6 @@ async function dispatch(c: Ctx): Promise<void> {
   }
   if (m === "PUT") {
     if (c.req.headers["x-amz-copy-source"] !== undefined) notImplemented();
-    if (c.req.headers["x-amz-server-side-encryption-customer-algorithm"] !== undefined) notImplemented();
     return putObject(c);
   }
   if (m === "GET") return getObject(c, false);
@@ -684,6 +766,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
     let sessionId: string | undefined;
     let session: VfsSession | undefined;
     let signingKey: Buffer | undefined;
+    let customerKey: CustomerKey | undefined;
     try {
       const pairs = queryPairs(qAt < 0 ? "" : url.slice(qAt + 1));
       const segments = rawPath.split("/");
@@ -719,6 +802,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
       }
       if (key.length > 1024) throw new S3Error("KeyTooLongError", 400, "Your key is too long");
       session = await login.openSession(sessionId);
+      customerKey = customerKeyOf(req, !!options.tls);
       await dispatch({
         req,
         res,
@@ -729,6 +813,8 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         auth,
         signingKey,
         requestId,
+        secure: !!options.tls,
+        customerKey,
       });
     } catch (err) {
       if (err instanceof AtrestError && err.code === "NOT_FOUND" && resource.split("/").length <= 2) {
@@ -738,6 +824,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
       if (!req.complete) req.resume();
     } finally {
       if (signingKey) zero(signingKey);
+      if (customerKey) zero(customerKey.key);
       await session?.close().catch(() => undefined);
       if (sessionId) login.logout(sessionId);
     }

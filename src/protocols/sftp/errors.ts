@@ -29,6 +29,10 @@ const MAP: Record<ErrorCode, [StatusCode, string | undefined]> = {
   REFUSED: [STATUS.PERMISSION_DENIED, undefined],
   AUDIT_UNAVAILABLE: [STATUS.FAILURE, "audit log unavailable: operation refused"],
   NO_SPACE: [STATUS.FAILURE, "no space left on device"],
+  KEY_REQUIRED: [
+    STATUS.PERMISSION_DENIED,
+    "encrypted with a customer-provided key (S3 SSE-C): read it over S3 with that key",
+  ],
   LIMIT_EXCEEDED: [STATUS.FAILURE, undefined],
 };
 

@@ -204,6 +204,29 @@ test("bucket default encryption: put, get, applies to new objects, delete", asyn
   assert.match(r.stderr, /MalformedXML/);
 });
 
+test("SSE-C over plain HTTP is refused as AWS refuses it (no test switch in this server)", async () => {
+  const local = join(dir, "c.txt");
+  await writeFile(local, "c\n");
+  const key = randomBytes(24).toString("base64");
+  const r = await aws([
+    "s3api",
+    "put-object",
+    "--bucket",
+    "enc",
+    "--key",
+    "c.txt",
+    "--body",
+    local,
+    "--sse-customer-algorithm",
+    "AES256",
+    "--sse-customer-key",
+    key,
+  ]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /InvalidRequest/);
+  assert.match(r.stderr, /secure connection/);
+});
+
 test("the upload audit names the SSE mode and the key; the download its key", async () => {
   const { stdout } = await cli(["audit", "tail", "-n", "500", "--format", "json", "--data", data]);
   const records = stdout
