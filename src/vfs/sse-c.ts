@@ -47,7 +47,8 @@ export function customerKeyCheck(customerKey: Buffer): CustomerKeyCheck {
 }
 
 /**
- * Refuses a read of an SSE-C version without its key (KEY_REQUIRED) or with another key (PERMISSION_DENIED), and a
+ * Refuses a read of an SSE-C version without its key or with another key (KEY_REQUIRED: S3 answers 400 for both, as
+ * Ceph RGW and the s3-tests suite expect), and a
  * customer key given for a version that has none (INVALID_INPUT).
  */
 export function verifyCustomerKey(check: CustomerKeyCheck | undefined, customerKey: Buffer | undefined): void {
@@ -58,9 +59,9 @@ export function verifyCustomerKey(check: CustomerKeyCheck | undefined, customerK
   if (!customerKey) {
     throw new AtrestError("KEY_REQUIRED", "the object is encrypted with a customer-provided key (S3 SSE-C)");
   }
-  if (customerKey.length !== CUSTOMER_KEY_LENGTH) throw new AtrestError("PERMISSION_DENIED", "wrong customer key");
+  if (customerKey.length !== CUSTOMER_KEY_LENGTH) throw new AtrestError("KEY_REQUIRED", "wrong customer key");
   const mac = hmacSha256(Buffer.from(check.salt, "base64"), CHECK_LABEL, customerKey);
   if (!constantTimeEqual(mac, Buffer.from(check.mac, "base64"))) {
-    throw new AtrestError("PERMISSION_DENIED", "wrong customer key");
+    throw new AtrestError("KEY_REQUIRED", "wrong customer key");
   }
 }

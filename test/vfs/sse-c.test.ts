@@ -25,8 +25,8 @@ test("the salted check: the right key passes, another, none, or one for a plain 
   assert.notEqual(a.salt, b.salt); // random salt: two versions under one key do not match each other
   assert.notEqual(a.mac, b.mac);
   verifyCustomerKey(a, k);
-  assert.throws(() => verifyCustomerKey(a, randomBytes(32)), { code: "PERMISSION_DENIED" });
-  assert.throws(() => verifyCustomerKey(a, Buffer.alloc(31)), { code: "PERMISSION_DENIED" });
+  assert.throws(() => verifyCustomerKey(a, randomBytes(32)), { code: "KEY_REQUIRED" });
+  assert.throws(() => verifyCustomerKey(a, Buffer.alloc(31)), { code: "KEY_REQUIRED" });
   assert.throws(() => verifyCustomerKey(a, undefined), { code: "KEY_REQUIRED" });
   assert.throws(() => verifyCustomerKey(undefined, k), { code: "INVALID_INPUT" });
   verifyCustomerKey(undefined, undefined);
