@@ -1,0 +1,115 @@
+// The per-request context of the S3 door and the small helpers every operation shares (responses, errors, paths).
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { AtrestError } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
+import type { FileStat, VfsSession } from "../../vfs/types.ts";
+import { readBody } from "./body.ts";
+import { noSuchBucket, S3Error, toS3Error } from "./errors.ts";
+import type { ParsedAuth } from "./sigv4.ts";
+import { xmlDoc } from "./xml.ts";
+
+export interface Ctx {
+  req: IncomingMessage;
+  res: ServerResponse;
+  session: VfsSession;
+  bucket: string;
+  key: string;
+  query: Map<string, string>;
+  auth: ParsedAuth;
+  signingKey: Buffer | undefined;
+  requestId: string;
+  /** Over TLS (SSE-C needs it). */
+  secure: boolean;
+  /** SSE-C key of this request, decoded; zeroed when the request ends. */
+  customerKey?: CustomerKey;
+}
+
+export interface CustomerKey {
+  key: Buffer;
+  /** base64 MD5 of the key, as the client sent it (echoed). */
+  md5: string;
+}
+
+export function send(res: ServerResponse, status: number, body?: string, headers: Record<string, string> = {}): void {
+  const h: Record<string, string | number> = { ...headers };
+  if (body !== undefined) {
+    h["content-type"] = "application/xml";
+    h["content-length"] = Buffer.byteLength(body);
+  } else if (h["content-length"] === undefined) h["content-length"] = 0;
+  res.writeHead(status, h);
+  res.end(body);
+}
+
+export function sendError(
+  res: ServerResponse,
+  err: unknown,
+  resource: string,
+  requestId: string,
+  logger: Logger,
+): void {
+  const f = toS3Error(err);
+  if (f.internal) logger.error({ err, requestId }, "s3: internal error");
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = xmlDoc("Error", { Code: f.code, Message: f.message, Resource: resource, RequestId: requestId }).replace(
+    ' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"',
+    "",
+  );
+  send(res, f.status, res.req?.method === "HEAD" ? undefined : body, { "x-amz-request-id": requestId });
+}
+
+export const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, ".000Z");
+export const httpDate = (ms: number) => new Date(ms).toUTCString();
+
+/** ETag of an object: the MD5 of its plaintext is not kept yet, so a stable tag of version size and time. */
+export function etagOf(st: FileStat): string {
+  return `"${st.size.toString(16)}-${Math.floor(st.mtime).toString(16)}"`;
+}
+
+export function objectPath(bucket: string, key: string): string {
+  return `/${bucket}/${key}`;
+}
+
+export async function bucketExists(s: VfsSession, bucket: string): Promise<void> {
+  try {
+    const st = await s.stat(`/${bucket}`);
+    if (st.kind !== "dir") throw noSuchBucket();
+  } catch (err) {
+    if (err instanceof AtrestError && err.code === "NOT_FOUND") throw noSuchBucket();
+    throw err;
+  }
+}
+
+export async function mkdirs(s: VfsSession, dir: string): Promise<void> {
+  const parts = dir.split("/").filter(Boolean);
+  let p = "";
+  for (const part of parts) {
+    p += `/${part}`;
+    try {
+      await s.mkdir(p);
+    } catch (err) {
+      if (!(err instanceof AtrestError && err.code === "EXISTS")) throw err;
+    }
+  }
+}
+
+export async function readSmallBody(c: Ctx): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const piece of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
+    total += piece.length;
+    if (total > 64 * 1024) throw new S3Error("MalformedXML", 400, "request body too large");
+    chunks.push(piece);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+export function notImplemented(): never {
+  throw new S3Error(
+    "NotImplemented",
+    501,
+    "A header or query you provided implies functionality that is not implemented.",
+  );
+}

@@ -1,0 +1,77 @@
+// Routes a signed, logged-in request to its operation by method, bucket/key and sub-resource query.
+import { bucketEncryption, createBucket, deleteBucket, listBuckets } from "./buckets.ts";
+import { bucketExists, type Ctx, notImplemented, send } from "./context.ts";
+import { S3Error } from "./errors.ts";
+import { listObjects, listVersions } from "./listing.ts";
+import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
+import { xmlDoc } from "./xml.ts";
+
+export async function dispatch(c: Ctx): Promise<void> {
+  const m = c.req.method;
+  const q = c.query;
+  if (!c.bucket) {
+    if (m === "GET") return listBuckets(c);
+    throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+  }
+  if (!c.key) {
+    if (q.has("versioning") && m === "GET") {
+      await bucketExists(c.session, c.bucket);
+      return send(c.res, 200, xmlDoc("VersioningConfiguration", {}));
+    }
+    if (q.has("location") && m === "GET") {
+      await bucketExists(c.session, c.bucket);
+      return send(c.res, 200, xmlDoc("LocationConstraint", {}));
+    }
+    if (q.has("delete") && m === "POST") return deleteObjects(c);
+    if (q.has("encryption")) return bucketEncryption(c);
+    if (q.has("versions") && m === "GET") return listVersions(c);
+    for (const sub of [
+      "acl",
+      "policy",
+      "cors",
+      "lifecycle",
+      "tagging",
+      "uploads",
+      "website",
+      "logging",
+      "notification",
+      "replication",
+      "object-lock",
+      "ownershipControls",
+      "publicAccessBlock",
+      "requestPayment",
+      "accelerate",
+    ]) {
+      if (q.has(sub)) notImplemented();
+    }
+    if (m === "PUT") return createBucket(c);
+    if (m === "HEAD") {
+      await bucketExists(c.session, c.bucket);
+      return send(c.res, 200);
+    }
+    if (m === "DELETE") return deleteBucket(c);
+    if (m === "GET") return listObjects(c);
+    throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+  }
+  for (const sub of [
+    "acl",
+    "tagging",
+    "uploads",
+    "uploadId",
+    "retention",
+    "legal-hold",
+    "attributes",
+    "restore",
+    "select",
+  ]) {
+    if (q.has(sub)) notImplemented();
+  }
+  if (m === "PUT") {
+    if (c.req.headers["x-amz-copy-source"] !== undefined) notImplemented();
+    return putObject(c);
+  }
+  if (m === "GET") return getObject(c, false);
+  if (m === "HEAD") return getObject(c, true);
+  if (m === "DELETE") return deleteObject(c);
+  throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+}

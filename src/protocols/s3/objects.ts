@@ -1,0 +1,215 @@
+// Object operations: PutObject, GetObject/HeadObject (Range, conditionals), DeleteObject, DeleteObjects.
+import { AtrestError } from "../../errors.ts";
+import type { FileStat, VfsSession } from "../../vfs/types.ts";
+import { readBody } from "./body.ts";
+import { bucketExists, type Ctx, etagOf, httpDate, mkdirs, objectPath, send } from "./context.ts";
+import { S3Error, toS3Error } from "./errors.ts";
+import { bucketDefault, requestedSse, sseHeaders } from "./sse.ts";
+import { type XmlObject, xmlDoc, xmlTexts } from "./xml.ts";
+
+export const READ_PIECE = 1024 * 1024;
+
+export async function putObject(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  if (c.key.endsWith("/")) {
+    // a "folder" marker object: the folder itself
+    for await (const piece of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
+      if (piece.length > 0)
+        throw new S3Error("InvalidArgument", 400, "a key ending in / names a folder and holds no data");
+    }
+    await mkdirs(c.session, objectPath(c.bucket, c.key));
+    send(c.res, 200, undefined, { etag: '"d41d8cd98f00b204e9800998ecf8427e"' });
+    return;
+  }
+  const path = objectPath(c.bucket, c.key);
+  // no SSE header: the bucket's default encryption, if it has one
+  const asked = requestedSse(c.req);
+  const customerKey = c.customerKey;
+  if (customerKey && asked.mode) {
+    throw new S3Error(
+      "InvalidArgument",
+      400,
+      "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
+    );
+  }
+  const sse = asked.mode || customerKey ? asked : await bucketDefault(c);
+  const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
+  await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
+  const w = await c.session.openWrite(path, {
+    truncate: true,
+    key: sse.key,
+    customerKey: customerKey?.key,
+    encryptionNote: customerKey
+      ? "sse-c"
+      : sse.mode
+        ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}${asked.mode ? "" : " (bucket default)"}`
+        : undefined,
+  });
+  try {
+    for await (const piece of body.pieces) await w.write(w.size, piece);
+  } catch (err) {
+    await w.abort(false).catch(() => undefined);
+    throw err;
+  }
+  await w.close();
+  const { md5 } = body.result();
+  send(c.res, 200, undefined, {
+    etag: `"${md5.toString("hex")}"`,
+    ...sseHeaders(await c.session.keyOf?.(path, customerKey?.key), customerKey),
+  });
+}
+
+export function parseRange(h: string | undefined, size: number): { start: number; end: number } | undefined {
+  if (!h) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(h.trim());
+  if (!m || (m[1] === "" && m[2] === "")) return undefined;
+  let start: number;
+  let end: number;
+  if (m[1] === "") {
+    const n = Number(m[2]);
+    if (n === 0) throw new S3Error("InvalidRange", 416, "The requested range is not satisfiable");
+    start = Math.max(0, size - n);
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+    if (m[2] !== "" && Number(m[2]) < start) return undefined;
+  }
+  if (start >= size) throw new S3Error("InvalidRange", 416, "The requested range is not satisfiable");
+  return { start, end };
+}
+
+export async function statObject(c: Ctx): Promise<FileStat> {
+  await bucketExists(c.session, c.bucket);
+  if (c.key.endsWith("/")) {
+    const st = await c.session.stat(objectPath(c.bucket, c.key.slice(0, -1)));
+    if (st.kind !== "dir") throw new AtrestError("NOT_FOUND", "no such key");
+    return { ...st, size: 0 };
+  }
+  const st = await c.session.stat(objectPath(c.bucket, c.key));
+  if (st.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
+  return st;
+}
+
+export function conditional(c: Ctx, st: FileStat): boolean {
+  const etag = etagOf(st);
+  const h = c.req.headers;
+  const im = h["if-match"];
+  if (im !== undefined && im !== "*" && !im.split(",").some((t) => t.trim() === etag)) {
+    throw new S3Error("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold");
+  }
+  const ius = h["if-unmodified-since"];
+  if (im === undefined && ius !== undefined && Date.parse(ius) < Math.floor(st.mtime / 1000) * 1000) {
+    throw new S3Error("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold");
+  }
+  const inm = h["if-none-match"];
+  if (inm !== undefined && (inm === "*" || inm.split(",").some((t) => t.trim() === etag))) {
+    send(c.res, 304, undefined, { etag });
+    return false;
+  }
+  const ims = h["if-modified-since"];
+  if (inm === undefined && ims !== undefined && Date.parse(ims) >= Math.floor(st.mtime / 1000) * 1000) {
+    send(c.res, 304, undefined, { etag });
+    return false;
+  }
+  return true;
+}
+
+export async function getObject(c: Ctx, head: boolean): Promise<void> {
+  const st = await statObject(c);
+  if (!conditional(c, st)) return;
+  const headers: Record<string, string> = {
+    etag: etagOf(st),
+    "last-modified": httpDate(st.mtime),
+    "accept-ranges": "bytes",
+    "content-type": "binary/octet-stream",
+    ...(st.kind === "file"
+      ? sseHeaders(await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key), c.customerKey)
+      : {}),
+  };
+  const range = parseRange(c.req.headers.range, st.size);
+  const start = range?.start ?? 0;
+  const end = range?.end ?? st.size - 1;
+  const length = Math.max(0, end - start + 1);
+  if (range) headers["content-range"] = `bytes ${start}-${end}/${st.size}`;
+  headers["content-length"] = String(length);
+  if (head || c.key.endsWith("/") || st.size === 0) {
+    c.res.writeHead(range ? 206 : 200, headers);
+    c.res.end();
+    return;
+  }
+  const r = await c.session.openRead(objectPath(c.bucket, c.key), { customerKey: c.customerKey?.key });
+  try {
+    c.res.writeHead(range ? 206 : 200, headers);
+    let at = start;
+    while (at <= end) {
+      const piece = await r.read(at, Math.min(READ_PIECE, end - at + 1));
+      if (piece.length === 0) break;
+      at += piece.length;
+      if (!c.res.write(piece)) {
+        await new Promise<void>((resolve, reject) => {
+          c.res.once("drain", resolve);
+          c.res.once("close", () => reject(new Error("client went away")));
+        });
+      }
+    }
+    c.res.end();
+  } finally {
+    await r.close();
+  }
+}
+
+/** Deletes one key (a missing key is no error in S3) and the folders it leaves empty: S3 has no empty prefixes. */
+export async function removeKey(s: VfsSession, bucket: string, key: string): Promise<void> {
+  try {
+    if (key.endsWith("/")) await s.rmdir(objectPath(bucket, key.slice(0, -1)));
+    else await s.remove(objectPath(bucket, key));
+  } catch (err) {
+    if (!(err instanceof AtrestError && (err.code === "NOT_FOUND" || err.code === "NOT_EMPTY"))) throw err;
+  }
+  const parts = key.split("/").filter(Boolean);
+  for (let n = parts.length - 1; n > 0; n--) {
+    try {
+      await s.rmdir(objectPath(bucket, parts.slice(0, n).join("/")));
+    } catch {
+      return;
+    }
+  }
+}
+
+export async function deleteObject(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  await removeKey(c.session, c.bucket, c.key);
+  send(c.res, 204);
+}
+
+export async function deleteObjects(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const piece of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
+    total += piece.length;
+    if (total > 2 * 1024 * 1024) throw new S3Error("MalformedXML", 400, "request body too large");
+    chunks.push(piece);
+  }
+  const xml = Buffer.concat(chunks).toString("utf8");
+  const quiet = xmlTexts(xml, "Quiet")[0] === "true";
+  const objects = xmlTexts(xml, "Object");
+  if (objects.length > 1000) throw new S3Error("MalformedXML", 400, "more than 1000 keys");
+  const deleted: XmlObject[] = [];
+  const errors: XmlObject[] = [];
+  for (const o of objects) {
+    const key = xmlTexts(`<x>${o}</x>`.replace(/<\/?x>/g, ""), "Key")[0] ?? "";
+    try {
+      const sub = { ...c, key };
+      if (!key) throw new S3Error("InvalidArgument", 400, "empty key");
+      void sub;
+      await removeKey(c.session, c.bucket, key);
+      if (!quiet) deleted.push({ Key: key });
+    } catch (err) {
+      const f = toS3Error(err);
+      errors.push({ Key: key, Code: f.code, Message: f.message });
+    }
+  }
+  send(c.res, 200, xmlDoc("DeleteResult", { Deleted: deleted, Error: errors }));
+}
