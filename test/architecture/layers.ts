@@ -25,6 +25,21 @@ export const LAYERS: Record<string, Layer> = {
       "metadata and blob stores, what key manager clients import, container streaming over format; metrics: a " +
       "registry and its HTTP endpoint that audit, the KMS and the server all feed, needing nothing above errors",
   },
+  "sync core": {
+    rank: 2,
+    paths: ["sync/core/"],
+    why: "the E2EE sync protocol's pure core (docs/sync-protocol.md): keys, chains, envelopes, names, manifests, files",
+  },
+  "sync server": {
+    rank: 7,
+    paths: ["sync/server/"],
+    why: "the server's side of E2EE sync: its checks and stores over the metadata and blob stores, audited",
+  },
+  "sync client": {
+    rank: 8,
+    paths: ["sync/client/"],
+    why: "the E2EE sync client: sealed device state, the HTTPS client and the two-way sync engine (used by the CLI)",
+  },
   kms: {
     rank: 4,
     paths: ["kms/"],

@@ -1,0 +1,79 @@
+// Encrypted names (docs/sync-protocol.md §5): AES-256-GCM under the epoch's name key, the AAD binding region, entry,
+// parent, kind and epoch, so a name cannot be moved to another entry or folder. The mtime travels inside too.
+import { open as aeadOpen, seal as aeadSeal, NONCE_LENGTH } from "../../crypto/aead.ts";
+import { zero } from "../../crypto/bytes.ts";
+import { randomBytes } from "../../crypto/random.ts";
+import { AtrestError, IntegrityError } from "../../errors.ts";
+import { b64, canonical, parseCanonical, unb64 } from "./canonical.ts";
+import { nameKeyOf } from "./region.ts";
+
+export interface NameBinding {
+  regionId: string;
+  entryId: string;
+  /** "" for the region's root. */
+  parent: string;
+  kind: "file" | "dir";
+  epoch: number;
+}
+
+export interface PlainName {
+  name: string;
+  mtimeMs: number;
+}
+
+/** One path segment: not empty, not . or .., no / or NUL, at most 255 UTF-8 bytes. */
+export function isValidName(name: string): boolean {
+  return (
+    typeof name === "string" &&
+    name.length > 0 &&
+    name !== "." &&
+    name !== ".." &&
+    !/[/\0]/.test(name) &&
+    name.isWellFormed() &&
+    Buffer.byteLength(name, "utf8") <= 255
+  );
+}
+
+function aad(b: NameBinding): Buffer {
+  const z = Buffer.alloc(1);
+  const e = Buffer.alloc(4);
+  e.writeUInt32BE(b.epoch);
+  return Buffer.concat([
+    Buffer.from("atrest-sync v1 name", "ascii"),
+    z,
+    Buffer.from(b.regionId, "utf8"),
+    z,
+    Buffer.from(b.entryId, "utf8"),
+    z,
+    Buffer.from(b.parent, "utf8"),
+    z,
+    Buffer.from(b.kind, "ascii"),
+    z,
+    e,
+  ]);
+}
+
+export function encryptName(regionKey: Buffer, b: NameBinding, plain: PlainName): string {
+  if (!isValidName(plain.name)) throw new AtrestError("INVALID_INPUT", "a name is one path segment of 1..255 bytes");
+  const key = nameKeyOf(regionKey, b.regionId);
+  const body = canonical({ m: Math.trunc(plain.mtimeMs), n: plain.name });
+  try {
+    return b64(aeadSeal(key, randomBytes(NONCE_LENGTH), body, aad(b)));
+  } finally {
+    zero(key, body);
+  }
+}
+
+export function decryptName(regionKey: Buffer, b: NameBinding, ct: string): PlainName {
+  const key = nameKeyOf(regionKey, b.regionId);
+  try {
+    const body = aeadOpen(key, unb64(ct), aad(b));
+    const v = parseCanonical(body) as { m?: unknown; n?: unknown };
+    if (typeof v.n !== "string" || !isValidName(v.n) || typeof v.m !== "number" || Object.keys(v).length !== 2) {
+      throw new IntegrityError("encrypted name holds no valid name");
+    }
+    return { name: v.n, mtimeMs: v.m };
+  } finally {
+    zero(key);
+  }
+}
