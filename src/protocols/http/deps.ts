@@ -40,6 +40,8 @@ export interface HttpServerOptions {
   sessions?: Partial<SessionSettings>;
   /** Largest JSON body, bytes (default 1 MiB). Uploads are streamed and bounded by quotas instead. */
   bodyLimit?: number;
+  /** The built web app served at / (default web/dist of this checkout); false: the API only. */
+  webRoot?: string | false;
   /** Unfinished tus uploads are dropped after this long without a PATCH (default 1 h). */
   uploadIdleMs?: number;
 }

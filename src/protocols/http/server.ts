@@ -3,7 +3,7 @@
 // a VfsSession opened per request, admin work through service/admin.ts with the caller as Actor. Every route comes
 // from one table (routes.ts), which also yields the OpenAPI document; every error leaves as problem+json (problem.ts).
 import cookie from "@fastify/cookie";
-import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "../../logger.ts";
 import type { Role } from "../../store/types.ts";
 import { accountRoutes } from "./account-routes.ts";
@@ -18,6 +18,7 @@ import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteS
 import { CSRF_HEADER, DEFAULT_SESSIONS, SESSION_COOKIE, SessionTable } from "./sessions.ts";
 import { tokenRoutes } from "./token-routes.ts";
 import { TusUploads } from "./tus.ts";
+import { loadWebApp, registerWebApp, WEB_ROOT } from "./web.ts";
 
 export type { HttpDeps, HttpServerOptions };
 
@@ -209,6 +210,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     reply.header("strict-transport-security", "max-age=31536000");
     return payload;
   });
+
+  // the web app, same origin as the API (its CSP allows nothing else)
+  if (options.webRoot !== false)
+    registerWebApp(app as unknown as FastifyInstance, await loadWebApp(options.webRoot ?? WEB_ROOT));
 
   const routes = allRoutes(deps, uploads);
   const doc = openApiDocument([...routes, { spec: OPENAPI_SPEC, handler: async () => undefined }]);

@@ -1,0 +1,58 @@
+// Debian's chromium driven by playwright-core for the web app's tests: headless, a fresh profile per launch
+// (playwright's launch() makes a new temporary --user-data-dir itself and refuses one in args), no background network, and the server's self-signed certificate trusted by its SPKI pin (not by ignoring errors).
+// Screenshots go to test-artifacts/ (gitignored).
+import { createHash, X509Certificate } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { ROOT } from "./atrest.ts";
+
+export const ARTIFACTS = join(ROOT, "test-artifacts");
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 390, height: 844 };
+
+export interface Chromium {
+  browser: Browser;
+  /** A fresh context (no cookies) with the viewport given. */
+  context(viewport?: { width: number; height: number }): Promise<BrowserContext>;
+  close(): Promise<void>;
+}
+
+async function spkiPin(data: string): Promise<string> {
+  const cert = new X509Certificate(await readFile(join(data, "tls", "server.crt")));
+  const der = cert.publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(der).digest("base64");
+}
+
+export async function launchChromium(data: string): Promise<Chromium> {
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--ignore-certificate-errors-spki-list=${await spkiPin(data)}`,
+    ],
+  });
+  return {
+    browser,
+    context: (viewport = DESKTOP) => browser.newContext({ viewport, acceptDownloads: true }),
+    close: async () => {
+      await browser.close();
+    },
+  };
+}
+
+/** Saves a full-page screenshot as test-artifacts/<name>.png. */
+export async function shot(page: Page, name: string): Promise<string> {
+  await mkdir(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
