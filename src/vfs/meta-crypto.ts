@@ -5,6 +5,7 @@ import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { hmacSha256 } from "../crypto/hmac.ts";
 import { randomBytes } from "../crypto/random.ts";
 import type { CustomerKeyCheck } from "./sse-c.ts";
+import type { ObjectMeta } from "./types.ts";
 
 export interface FileAttrs {
   size: number;
@@ -12,7 +13,11 @@ export interface FileAttrs {
   mode: number;
   /** SSE-C versions: the salted check of the customer key (sse-c.ts); sealed with the rest. */
   ssec?: CustomerKeyCheck;
+  /** S3 ETag and headers (types.ts ObjectMeta); sealed with the rest. */
+  object?: ObjectMeta;
 }
+
+type SealedObject = { e?: string; h?: Record<string, string> };
 
 /**
  * Encrypts what the metadata database would otherwise reveal: names (AES-256-GCM, AAD = node id, with an HMAC
@@ -46,16 +51,29 @@ export class MetaCrypto {
 
   sealAttrs(nodeId: string, blobId: string | null, contentId: string | null, attrs: FileAttrs): Buffer {
     const fields: unknown[] = [attrs.size, attrs.mtime, attrs.mode];
-    if (attrs.ssec) fields.push({ s: attrs.ssec.salt, m: attrs.ssec.mac });
+    if (attrs.ssec || attrs.object) fields.push(attrs.ssec ? { s: attrs.ssec.salt, m: attrs.ssec.mac } : null);
+    if (attrs.object) {
+      const o: SealedObject = {};
+      if (attrs.object.etag !== undefined) o.e = attrs.object.etag;
+      if (attrs.object.headers !== undefined) o.h = attrs.object.headers;
+      fields.push(o);
+    }
     const json = JSON.stringify(fields);
     return this.#seal(Buffer.from(json), `attrs\0${nodeId}\0${blobId ?? ""}\0${contentId ?? ""}`);
   }
 
   openAttrs(nodeId: string, blobId: string | null, contentId: string | null, ct: Buffer): FileAttrs {
-    const [size, mtime, mode, ssec] = JSON.parse(
+    const [size, mtime, mode, ssec, object] = JSON.parse(
       this.#open(ct, `attrs\0${nodeId}\0${blobId ?? ""}\0${contentId ?? ""}`).toString(),
-    ) as [number, number, number, { s: string; m: string } | undefined];
-    return ssec ? { size, mtime, mode, ssec: { salt: ssec.s, mac: ssec.m } } : { size, mtime, mode };
+    ) as [number, number, number, { s: string; m: string } | null | undefined, SealedObject | undefined];
+    const out: FileAttrs = { size, mtime, mode };
+    if (ssec) out.ssec = { salt: ssec.s, mac: ssec.m };
+    if (object) {
+      out.object = {};
+      if (object.e !== undefined) out.object.etag = object.e;
+      if (object.h !== undefined) out.object.headers = object.h;
+    }
+    return out;
   }
 
   destroy(): void {

@@ -106,7 +106,9 @@ export class Session implements VfsSession {
 
   #stat(node: NodeRow): FileStat {
     const a = this.#vfs.tree.attrs(node);
-    return { kind: node.kind, size: a.size, mtime: a.mtime, mode: a.mode };
+    const st: FileStat = { kind: node.kind, size: a.size, mtime: a.mtime, mode: a.mode };
+    if (a.object) st.object = a.object;
+    return st;
   }
 
   async stat(path: string): Promise<FileStat> {
@@ -356,9 +358,9 @@ export class Session implements VfsSession {
           return writer.size;
         },
         write: (offset, data) => writer.write(offset, data),
-        close: (attrs) => {
+        close: (attrs, object) => {
           this.#writers.delete(handle);
-          return writer.close(attrs);
+          return writer.close(attrs, object);
         },
         abort: (keep) => {
           this.#writers.delete(handle);

@@ -12,6 +12,23 @@ export interface FileStat {
   mtime: number;
   /** POSIX permission bits as shown to clients (0o644 files, 0o755 dirs unless set). */
   mode: number;
+  /** S3 metadata of the version, when an S3 write set it (sealed with its attributes: never in clear in meta.db). */
+  object?: ObjectMeta;
+}
+
+/**
+ * What the S3 door keeps with an object version: its ETag and the headers it answers GET/HEAD with. Stored sealed with
+ * the version's attributes (meta-crypto.ts), like names; a new version (any door) starts without, a resumed upload
+ * keeps the headers but not the ETag, setAttrs keeps both.
+ */
+export interface ObjectMeta {
+  /** S3 ETag without quotes: hex MD5 of the plaintext, or the multipart form `<hex>-<parts>`. */
+  etag?: string;
+  /**
+   * content-type, content-disposition, content-encoding, content-language, cache-control, expires and x-amz-meta-*,
+   * names lowercase.
+   */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -61,8 +78,11 @@ export interface WriteHandle {
    * May buffer; errors of buffered data surface on a later write or on close.
    */
   write(offset: number, data: Buffer): Promise<void>;
-  /** Flush, fsync and commit the new version atomically, with `attrs` (e.g. the client's mtime) set in the same commit. */
-  close(attrs?: SetAttrs): Promise<FileStat>;
+  /**
+   * Flush, fsync and commit the new version atomically, with `attrs` (e.g. the client's mtime) and the S3 `object`
+   * metadata set in the same commit.
+   */
+  close(attrs?: SetAttrs, object?: ObjectMeta): Promise<FileStat>;
   /**
    * Connection lost before close: keep what arrived (committed as a shorter file) so the client can resume,
    * or discard it for a new file when `keepPartial` is false.

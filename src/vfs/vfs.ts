@@ -18,7 +18,7 @@ import { KekSelector } from "./kek-select.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
 import { type CustomerKeyCheck, customerDek, customerKeyCheck, verifyCustomerKey } from "./sse-c.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
-import type { FileStat, SetAttrs, WriteHandle } from "./types.ts";
+import type { FileStat, ObjectMeta, SetAttrs, WriteHandle } from "./types.ts";
 import { Uploads } from "./uploads.ts";
 import { WriteFilters } from "./write-filters.ts";
 
@@ -79,6 +79,8 @@ interface UploadState {
   partial: boolean;
   /** Attributes the client set on the handle, committed with the version. */
   attrs?: SetAttrs;
+  /** S3 metadata given at close, committed with the version. */
+  object?: ObjectMeta;
 }
 
 /** The settable attributes, defined ones only, mode cut to permission bits. */
@@ -388,11 +390,17 @@ export class Vfs {
       throw new QuotaExceededError(`quota exceeded: ${user.quotaFiles} files`);
     }
     const id = current?.id ?? randomUUID();
+    // S3 metadata: what the writer gave at close; a resumed upload keeps the headers of the version it appends to
+    // (its ETag no longer holds)
+    const baseHeaders = base ? this.tree.attrs(base).object?.headers : undefined;
+    const object = state.object ?? (baseHeaders ? { headers: baseHeaders } : undefined);
+    if (object) stat.object = object;
     const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, {
       size,
       mtime: stat.mtime,
       mode: stat.mode,
       ...(plan.ssec ? { ssec: plan.ssec } : {}),
+      ...(object ? { object } : {}),
     });
     if (current && old) {
       await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: user.id });
@@ -644,9 +652,10 @@ class Upload implements WriteHandle {
     this.#reservedBytes = charge;
   }
 
-  async close(attrs?: SetAttrs): Promise<FileStat> {
+  async close(attrs?: SetAttrs, object?: ObjectMeta): Promise<FileStat> {
     if (this.#finished) throw new HandleClosedError("upload already closed");
     this.#o.state.attrs = attrs;
+    this.#o.state.object = object;
     let committed = false;
     try {
       if (this.#error) {

@@ -72,6 +72,28 @@ describe("vfs over sqlite + local blobs + embedded KMS", () => {
     assert.deepEqual(await get(s, "/resume.bin"), data);
   });
 
+  it("keeps S3 object metadata sealed with the version: stat/list show it, setAttrs keeps it, resume keeps the headers only, a new version starts without", async () => {
+    const object = {
+      etag: "0123456789abcdef0123456789abcdef",
+      headers: { "content-type": "text/x-meta", "x-amz-meta-k": "v" },
+    };
+    const h = await s.openWrite("/meta.bin", { truncate: true });
+    await h.write(0, Buffer.from("hello"));
+    const st = await h.close(undefined, object);
+    assert.deepEqual(st.object, object);
+    assert.deepEqual((await s.stat("/meta.bin")).object, object);
+    assert.deepEqual((await s.list("/")).find((e) => e.name === "meta.bin")?.stat.object, object);
+    await s.setAttrs("/meta.bin", { mtime: 1_700_000_000_000, mode: 0o600 });
+    assert.deepEqual((await s.stat("/meta.bin")).object, object);
+    const r = await s.openWrite("/meta.bin", { truncate: false });
+    await r.write(5, Buffer.from(" world"));
+    await r.close();
+    assert.deepEqual((await s.stat("/meta.bin")).object, { headers: object.headers });
+    await put(s, "/meta.bin", Buffer.from("new"));
+    assert.equal((await s.stat("/meta.bin")).object, undefined);
+    assert.equal((await s.stat("/resume.bin")).object, undefined);
+  });
+
   it("keeps a partial upload when the connection drops, and discards it on request", async () => {
     const h = await s.openWrite("/partial.bin", { truncate: true });
     await h.write(0, Buffer.alloc(1000, 7));

@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { AtrestError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
-import type { FileStat, VfsSession } from "../../vfs/types.ts";
+import type { VfsSession } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
 import { noSuchBucket, S3Error, toS3Error } from "./errors.ts";
 import type { ParsedAuth } from "./sigv4.ts";
@@ -62,11 +62,6 @@ export function sendError(
 
 export const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, ".000Z");
 export const httpDate = (ms: number) => new Date(ms).toUTCString();
-
-/** ETag of an object: the MD5 of its plaintext is not kept yet, so a stable tag of version size and time. */
-export function etagOf(st: FileStat): string {
-  return `"${st.size.toString(16)}-${Math.floor(st.mtime).toString(16)}"`;
-}
 
 export function objectPath(bucket: string, key: string): string {
   return `/${bucket}/${key}`;

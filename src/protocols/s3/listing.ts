@@ -1,7 +1,8 @@
 // Listings: ListObjects (v1), ListObjectsV2, ListObjectVersions (as an unversioned bucket answers it).
 import type { FileStat, VfsSession } from "../../vfs/types.ts";
-import { bucketExists, type Ctx, etagOf, iso, send } from "./context.ts";
+import { bucketExists, type Ctx, iso, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { etagOf } from "./metadata.ts";
 import { type XmlObject, xmlDoc } from "./xml.ts";
 
 /** Every object under `dir` (keys relative to the bucket), sorted by key as S3 lists them (UTF-8 byte order). */

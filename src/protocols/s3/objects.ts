@@ -2,8 +2,9 @@
 import { AtrestError } from "../../errors.ts";
 import type { FileStat, VfsSession } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
-import { bucketExists, type Ctx, etagOf, httpDate, mkdirs, objectPath, send } from "./context.ts";
+import { bucketExists, type Ctx, httpDate, mkdirs, objectPath, send } from "./context.ts";
 import { S3Error, toS3Error } from "./errors.ts";
+import { etagOf, metadataOf, objectMeta, responseMetadata } from "./metadata.ts";
 import { bucketDefault, requestedSse, sseHeaders } from "./sse.ts";
 import { type XmlObject, xmlDoc, xmlTexts } from "./xml.ts";
 
@@ -33,6 +34,7 @@ export async function putObject(c: Ctx): Promise<void> {
     );
   }
   const sse = asked.mode || customerKey ? asked : await bucketDefault(c);
+  const headers = metadataOf(c.req);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
   const w = await c.session.openWrite(path, {
@@ -51,8 +53,8 @@ export async function putObject(c: Ctx): Promise<void> {
     await w.abort(false).catch(() => undefined);
     throw err;
   }
-  await w.close();
   const { md5 } = body.result();
+  await w.close(undefined, objectMeta(md5.toString("hex"), headers));
   send(c.res, 200, undefined, {
     etag: `"${md5.toString("hex")}"`,
     ...sseHeaders(await c.session.keyOf?.(path, customerKey?.key), customerKey),
@@ -122,7 +124,7 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
     etag: etagOf(st),
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",
-    "content-type": "binary/octet-stream",
+    ...responseMetadata(st, c.query),
     ...(st.kind === "file"
       ? sseHeaders(await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key), c.customerKey)
       : {}),
