@@ -38,6 +38,7 @@ import { S3Keys } from "./service/s3-keys.ts";
 import type { NewUser } from "./service/users.ts";
 import { requireUser } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
+import { RowSealer } from "./store/sealing.ts";
 import { installSqliteSnapshot, openSqliteStore } from "./store/sqlite/index.ts";
 import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
@@ -220,6 +221,8 @@ export class App implements Accounts {
       if (repaired > 0) logger.warn({ repaired }, "finished an interrupted key rewrap");
     }
     const metaKey = await serviceKey(store, cached, META_KEY_SETTING, "default", META_CONTEXT);
+    // users, groups and folders are sealed rows under keys derived from the metadata key (store/sealing.ts)
+    await store.unlock(new RowSealer(metaKey));
     const vfs = await Vfs.open({ store, blobs, keys: cached, audit, logger, metaKey, sweep: o.sweep ?? false });
     if (o.kms) await writeRemoteKms(root, o.kms);
     return new App(paths, store, opened, dekCache, vfs, audit, logger);

@@ -1,7 +1,10 @@
 // Metadata store contract and the rows it persists (the store owns them; features above import them from here).
 // The SQLite driver (src/store/sqlite/) implements it; a PostgreSQL driver implements the same contract for
 // scale-out. Names, sizes and times of files are stored only as ciphertext (see src/vfs/meta-crypto.ts); the store never
-// sees them in the clear.
+// sees them in the clear. Users, groups and folders are given to the store in the clear and persisted sealed, with a
+// blind index for lookups (sealing.ts, sealed-rows.ts: every driver uses those codecs).
+
+import type { RowSealer } from "./sealing.ts";
 
 /** What a user may do under a path prefix (UserRow.permissions). */
 export type Permission = "list" | "download" | "upload" | "overwrite" | "delete" | "rename" | "mkdir";
@@ -226,6 +229,8 @@ export interface NodeReads {
   findChild(parentId: string, nameMac: Buffer): Promise<NodeRow | undefined>;
   listChildren(parentId: string): Promise<NodeRow[]>;
   hasChildren(parentId: string): Promise<boolean>;
+  /** Every node in id order, `limit` at a time after `afterId` ("" = from the start): whole-tree passes. */
+  nodesAfter(afterId: string, limit: number): Promise<NodeRow[]>;
   /** Every blob id referenced by a node or pending in a key job: the startup sweep deletes blobs not in this set. */
   blobIds(): Promise<Set<string>>;
 }
@@ -436,6 +441,13 @@ export interface MetaTx extends MetaReads, MetaWrites {}
  * has no `transaction()` (no nesting) and refuses use after its transaction ended.
  */
 export interface MetaStore extends MetaReads {
+  /**
+   * Installs the row keys (derived from the metadata key): until then users, groups and folders, which are stored
+   * sealed (sealing.ts), throw KEY_UNAVAILABLE; settings and every other aggregate work (a locked store is enough to
+   * unwrap the service keys, rewrap, back up). The first unlock after an upgrade seals the rows an older version kept
+   * in clear (migration 9) and scrubs them from the file.
+   */
+  unlock(sealer: RowSealer): Promise<void>;
   /** Runs `fn` atomically on one connection; commits when it resolves, rolls back when it throws. Serialised. */
   transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T>;
   /**

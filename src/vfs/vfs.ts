@@ -41,6 +41,49 @@ export interface VfsDeps {
 
 export const META_KEY_SETTING = "metadata.key";
 export const META_CONTEXT = { purpose: "metadata" };
+/** Set once every node's name and attributes are sealed in the v2 (padded, fixed-width) form. */
+export const NODES_V2_SETTING = "metadata.nodes.v2";
+const RESEAL_BATCH = 500;
+
+/**
+ * Rewrites v1 name and attribute ciphertexts (exact-length name, JSON attrs) in the v2 form, a batch per
+ * transaction, each node re-read inside it (a concurrent rename or upload is never undone). Idempotent; records
+ * NODES_V2_SETTING when done. Returns how many nodes were rewritten.
+ */
+export async function resealLegacyNodes(store: MetaStore, crypto: MetaCrypto): Promise<number> {
+  let after = "";
+  let resealed = 0;
+  for (;;) {
+    const batch = await store.nodesAfter(after, RESEAL_BATCH);
+    if (batch.length === 0) break;
+    after = batch[batch.length - 1]?.id ?? after;
+    const stale = batch.filter(
+      (n) => crypto.isLegacyAttrs(n.id, n.blobId, n.contentId, n.attrsCt) || crypto.isLegacyName(n.id, n.nameCt),
+    );
+    if (stale.length === 0) continue;
+    resealed += await store.transaction(async (tx) => {
+      let n = 0;
+      for (const old of stale) {
+        const node = await tx.getNode(old.id);
+        if (!node) continue;
+        const patch: Partial<NodeRow> = {};
+        if (crypto.isLegacyName(node.id, node.nameCt)) {
+          patch.nameCt = crypto.sealName(node.id, crypto.openName(node.id, node.nameCt));
+        }
+        if (crypto.isLegacyAttrs(node.id, node.blobId, node.contentId, node.attrsCt)) {
+          const attrs = crypto.openAttrs(node.id, node.blobId, node.contentId, node.attrsCt);
+          patch.attrsCt = crypto.sealAttrs(node.id, node.blobId, node.contentId, attrs);
+        }
+        if (Object.keys(patch).length === 0) continue;
+        await tx.updateNode(node.id, patch);
+        n++;
+      }
+      return n;
+    });
+  }
+  await store.transaction((tx) => tx.setSetting(NODES_V2_SETTING, Buffer.from("1")));
+  return resealed;
+}
 
 /** What an upload turns out to be when it commits. */
 export type WriteOp = "create" | "overwrite";
@@ -143,6 +186,10 @@ export class Vfs {
       root.nameCt = crypto.sealName(ROOT_ID, "");
       root.attrsCt = crypto.sealAttrs(ROOT_ID, null, null, { size: 0, mtime: Date.now(), mode: 0o755 });
       await deps.store.transaction((tx) => tx.insertNode(root));
+    }
+    if (!(await deps.store.getSetting(NODES_V2_SETTING))) {
+      const resealed = await resealLegacyNodes(deps.store, crypto);
+      if (resealed > 0) deps.logger.info({ resealed }, "padded the sealed names and attributes of older nodes");
     }
     if (deps.sweep) {
       const swept = await deps.blobs.sweep(await deps.store.blobIds());

@@ -13,6 +13,7 @@ import { aeadKey } from "../../src/crypto/aead.ts";
 import { openSqliteStore } from "../../src/store/sqlite/index.ts";
 import type { MetaStore } from "../../src/store/types.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
+import { testSealer } from "../helpers/store.ts";
 import {
   freePort,
   makeCa,
@@ -48,6 +49,8 @@ class Rig {
   constructor(dir: string) {
     this.dir = dir;
     this.store = openSqliteStore(join(dir, "meta.db"));
+    // a fresh store has no legacy rows to seal: unlock takes effect before its first await
+    void this.store.unlock(testSealer());
     this.audit = new AuditLog(join(dir, "audit", "audit.log"), Buffer.from(this.key), { groupCommit: true });
   }
 

@@ -6,6 +6,7 @@ import { after, describe, it } from "node:test";
 import { installSqliteSnapshot, openSqliteStore } from "../../src/store/sqlite/index.ts";
 import { KEY_CURSOR_START } from "../../src/store/types.ts";
 import { tempDir } from "../helpers/atrest.ts";
+import { openTestStore } from "../helpers/store.ts";
 import { fileNode, metaStoreContract } from "./contract.ts";
 
 const dirs: string[] = [];
@@ -16,7 +17,7 @@ metaStoreContract({
   async open() {
     const dir = await tempDir();
     dirs.push(dir);
-    return openSqliteStore(join(dir, "meta.db"));
+    return openTestStore(join(dir, "meta.db"));
   },
   async snapshotPath() {
     const dir = await tempDir();
@@ -27,7 +28,7 @@ metaStoreContract({
     const dir = await tempDir();
     dirs.push(dir);
     await installSqliteSnapshot(snapshot, join(dir, "meta.db"));
-    return openSqliteStore(join(dir, "meta.db"));
+    return openTestStore(join(dir, "meta.db"));
   },
 });
 

@@ -3,18 +3,18 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { App } from "../../src/app.ts";
-import { openSqliteStore } from "../../src/store/sqlite/index.ts";
 import { migrations } from "../../src/store/sqlite/migrations.ts";
 import type { MetaStore } from "../../src/store/types.ts";
 import { Folders, globalPath } from "../../src/vfs/folders.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
+import { openTestStore } from "../helpers/store.ts";
 
 describe("folders", () => {
   let dir: string;
   let store: MetaStore;
   before(async () => {
     dir = await tempDir();
-    store = openSqliteStore(join(dir, "meta.db"));
+    store = await openTestStore(join(dir, "meta.db"));
   });
   after(async () => {
     await store.close();
@@ -62,7 +62,7 @@ describe("folders", () => {
     let now = 0;
     const reader = new Folders(store, () => now);
     assert.equal(await reader.match("/late/x"), undefined);
-    const other = openSqliteStore(join(dir, "meta.db"));
+    const other = await openTestStore(join(dir, "meta.db"));
     await new Folders(other).put("/late", { key: "late" });
     await other.close();
     assert.equal(await reader.match("/late/x"), undefined, "cached");
@@ -84,7 +84,7 @@ describe("schema upgrade to roles and registries", () => {
          VALUES ('u1', 'old', NULL, '[]', '/old', '{}', '["g"]', '2026-01-01T00:00:00Z')`,
       ).run();
       db.close();
-      const store = openSqliteStore(path);
+      const store = await openTestStore(path);
       const user = await store.getUser("old");
       assert.equal(user?.role, "user");
       assert.equal(user?.kek, null);

@@ -1,30 +1,38 @@
+import { byKey, folderIndex, openFolder, sealFolder } from "../sealed-rows.ts";
+import type { RowSealer } from "../sealing.ts";
 import type { FolderReads, FolderRow, FolderWrites } from "../types.ts";
-import type { Row, Sql } from "./sql.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
 
-function toFolder(r: Row): FolderRow {
-  return { path: r.path as string, options: JSON.parse(r.options as string), createdAt: r.created_at as string };
-}
-
-export function folders(sql: Sql): FolderReads & FolderWrites {
+/** Folders are sealed rows keyed by the blind index of the path (sealed-rows.ts). */
+export function folders(sql: Sql, sealer: () => RowSealer): FolderReads & FolderWrites {
+  const toFolder = (r: Row): FolderRow => openFolder(sealer(), { index: buf(r.path_index), sealed: buf(r.sealed) });
+  const get = (path: string): FolderRow | undefined => {
+    const r = sql.get("SELECT * FROM folders WHERE path_index = ?", folderIndex(sealer(), path));
+    return r ? toFolder(r) : undefined;
+  };
   return {
     async listFolders() {
-      return sql.all("SELECT * FROM folders ORDER BY path").map(toFolder);
+      return sql
+        .all("SELECT * FROM folders")
+        .map(toFolder)
+        .sort(byKey((f) => f.path));
     },
     async getFolder(path) {
-      const r = sql.get("SELECT * FROM folders WHERE path = ?", path);
-      return r ? toFolder(r) : undefined;
+      return get(path);
     },
     async putFolder(f) {
+      // a replace keeps the creation time, as before
+      const createdAt = get(f.path)?.createdAt ?? f.createdAt;
+      const rec = sealFolder(sealer(), { ...f, createdAt });
       sql.run(
-        `INSERT INTO folders (path, options, created_at) VALUES (?, ?, ?)
-         ON CONFLICT(path) DO UPDATE SET options = excluded.options`,
-        f.path,
-        JSON.stringify(f.options),
-        f.createdAt,
+        `INSERT INTO folders (path_index, sealed) VALUES (?, ?)
+         ON CONFLICT(path_index) DO UPDATE SET sealed = excluded.sealed`,
+        rec.index,
+        rec.sealed,
       );
     },
     async deleteFolder(path) {
-      return sql.run("DELETE FROM folders WHERE path = ?", path) > 0;
+      return sql.run("DELETE FROM folders WHERE path_index = ?", folderIndex(sealer(), path)) > 0;
     },
   };
 }

@@ -1,30 +1,38 @@
+import { byKey, groupIndex, openGroup, sealGroup } from "../sealed-rows.ts";
+import type { RowSealer } from "../sealing.ts";
 import type { GroupReads, GroupRow, GroupWrites } from "../types.ts";
-import type { Row, Sql } from "./sql.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
 
-function toGroup(r: Row): GroupRow {
-  return { name: r.name as string, options: JSON.parse(r.options as string), createdAt: r.created_at as string };
-}
-
-export function groups(sql: Sql): GroupReads & GroupWrites {
+/** Groups are sealed rows keyed by the blind index of the name (sealed-rows.ts). */
+export function groups(sql: Sql, sealer: () => RowSealer): GroupReads & GroupWrites {
+  const toGroup = (r: Row): GroupRow => openGroup(sealer(), { index: buf(r.name_index), sealed: buf(r.sealed) });
+  const get = (name: string): GroupRow | undefined => {
+    const r = sql.get("SELECT * FROM groups WHERE name_index = ?", groupIndex(sealer(), name));
+    return r ? toGroup(r) : undefined;
+  };
   return {
     async listGroups() {
-      return sql.all("SELECT * FROM groups ORDER BY name").map(toGroup);
+      return sql
+        .all("SELECT * FROM groups")
+        .map(toGroup)
+        .sort(byKey((g) => g.name));
     },
     async getGroup(name) {
-      const r = sql.get("SELECT * FROM groups WHERE name = ?", name);
-      return r ? toGroup(r) : undefined;
+      return get(name);
     },
     async putGroup(g) {
+      // a replace keeps the creation time, as before
+      const createdAt = get(g.name)?.createdAt ?? g.createdAt;
+      const rec = sealGroup(sealer(), { ...g, createdAt });
       sql.run(
-        `INSERT INTO groups (name, options, created_at) VALUES (?, ?, ?)
-         ON CONFLICT(name) DO UPDATE SET options = excluded.options`,
-        g.name,
-        JSON.stringify(g.options),
-        g.createdAt,
+        `INSERT INTO groups (name_index, sealed) VALUES (?, ?)
+         ON CONFLICT(name_index) DO UPDATE SET sealed = excluded.sealed`,
+        rec.index,
+        rec.sealed,
       );
     },
     async deleteGroup(name) {
-      return sql.run("DELETE FROM groups WHERE name = ?", name) > 0;
+      return sql.run("DELETE FROM groups WHERE name_index = ?", groupIndex(sealer(), name)) > 0;
     },
   };
 }

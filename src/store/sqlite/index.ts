@@ -3,12 +3,14 @@
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { DatabaseSync } from "node:sqlite";
 import { AtrestError, noSpaceOr } from "../../errors.ts";
+import { type RowSealer, requireSealer } from "../sealing.ts";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
 import { apiTokens } from "./api-tokens.ts";
 import { bans } from "./bans.ts";
 import { folders } from "./folders.ts";
 import { groups } from "./groups.ts";
 import { keyJobs } from "./key-jobs.ts";
+import { legacyTables, sealLegacyRows } from "./legacy.ts";
 import { migrations } from "./migrations.ts";
 import { nodes } from "./nodes.ts";
 import { pgpKeys } from "./pgp-keys.ts";
@@ -21,12 +23,12 @@ import { users } from "./users.ts";
 /** The SQLite store is the contract and nothing more (no raw SQL escapes the driver). */
 export type SqliteStore = MetaStore;
 
-function operations(sql: Sql): MetaTx {
+function operations(sql: Sql, sealer: () => RowSealer): MetaTx {
   return {
     ...settings(sql),
-    ...users(sql),
-    ...groups(sql),
-    ...folders(sql),
+    ...users(sql, sealer),
+    ...groups(sql, sealer),
+    ...folders(sql, sealer),
     ...pgpKeys(sql),
     ...nodes(sql),
     ...keyJobs(sql),
@@ -81,12 +83,17 @@ export function openSqliteStore(path: string): SqliteStore {
   const db = new DatabaseSync(path);
   db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
   db.exec("PRAGMA busy_timeout = 5000;");
+  // deleted and overwritten records are zeroed in the file, not left in free space for a disk thief (metadata at
+  // rest, docs/threat-model.md)
+  db.exec("PRAGMA secure_delete = ON;");
   migrate(db);
   const sql = statementCache(db);
   let queue: Promise<unknown> = Promise.resolve();
+  let sealer: RowSealer | undefined;
+  const currentSealer = (): RowSealer => requireSealer(sealer);
 
   // Only the reads are exposed outside a transaction (the write functions exist on the object but not in its type).
-  const reads: MetaReads = operations(sql);
+  const reads: MetaReads = operations(sql, currentSealer);
 
   // Group sync of the WAL: one fdatasync covers every commit written before it started; callers arriving while one
   // runs share the next. (synchronous=NORMAL writes the WAL without syncing it at each commit.)
@@ -122,9 +129,28 @@ export function openSqliteStore(path: string): SqliteStore {
     return next;
   };
 
-  return {
+  const store: SqliteStore = {
     ...reads,
     durable,
+
+    async unlock(s: RowSealer): Promise<void> {
+      sealer = s;
+      if (legacyTables(sql).length === 0) return;
+      const moved = await store.transaction((tx) => sealLegacyRows(sql, tx));
+      if (moved === 0) return;
+      // the clear rows are gone from the tables; rewrite the file and empty the WAL so no page image keeps them
+      const compact = async () => {
+        try {
+          db.exec("VACUUM");
+          db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+        } catch {
+          // another connection holds a read: secure_delete has zeroed the freed pages already; a later VACUUM tidies
+        }
+      };
+      const next = queue.then(compact, compact);
+      queue = next.catch(() => undefined);
+      await next;
+    },
 
     transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
       const run = async (): Promise<T> => {
@@ -135,7 +161,12 @@ export function openSqliteStore(path: string): SqliteStore {
           throw noSpaceOr(err);
         }
         try {
-          const result = await fn(operations(bound(sql, () => open)));
+          const result = await fn(
+            operations(
+              bound(sql, () => open),
+              currentSealer,
+            ),
+          );
           db.exec("COMMIT");
           return result;
         } catch (err) {
@@ -164,8 +195,10 @@ export function openSqliteStore(path: string): SqliteStore {
     async close() {
       await queue;
       db.close();
+      sealer?.destroy();
     },
   };
+  return store;
 }
 
 /**

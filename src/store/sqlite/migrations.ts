@@ -139,4 +139,24 @@ export const migrations: string[] = [
      created_at TEXT NOT NULL
    );
    CREATE INDEX s3_keys_user ON s3_keys(user_name);`,
+  // 9: metadata at rest (issue 11 item 9): users, groups and folders become sealed rows (src/store/sealing.ts) looked
+  // up by a blind index. The clear tables are kept as legacy_* until the store is unlocked with the metadata key,
+  // which seals their rows into the new tables and drops them (sqlite/legacy.ts): SQL alone cannot seal.
+  `ALTER TABLE users RENAME TO legacy_users;
+   ALTER TABLE groups RENAME TO legacy_groups;
+   ALTER TABLE folders RENAME TO legacy_folders;
+   CREATE TABLE users (
+     id TEXT PRIMARY KEY,
+     name_index BLOB NOT NULL UNIQUE,
+     sealed BLOB NOT NULL,
+     usage BLOB NOT NULL
+   );
+   CREATE TABLE groups (
+     name_index BLOB PRIMARY KEY,
+     sealed BLOB NOT NULL
+   );
+   CREATE TABLE folders (
+     path_index BLOB PRIMARY KEY,
+     sealed BLOB NOT NULL
+   );`,
 ];

@@ -55,6 +55,9 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
     async hasChildren(parentId) {
       return sql.get("SELECT 1 FROM nodes WHERE parent_id = ? LIMIT 1", parentId) !== undefined;
     },
+    async nodesAfter(afterId, limit) {
+      return sql.all("SELECT * FROM nodes WHERE id > ? ORDER BY id LIMIT ?", afterId, limit).map(toNode);
+    },
     async blobIds() {
       return new Set(
         sql

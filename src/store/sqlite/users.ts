@@ -1,81 +1,62 @@
-import type { SQLInputValue } from "node:sqlite";
-import type { Role, UserReads, UserRow, UserWrites } from "../types.ts";
-import type { Row, Sql } from "./sql.ts";
+import { openUsage, openUser, sealUsage, sealUser, type UserRecord, userIndex } from "../sealed-rows.ts";
+import type { RowSealer } from "../sealing.ts";
+import type { UserReads, UserRow, UserWrites } from "../types.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
 
-function toUser(r: Row): UserRow {
-  return {
-    id: r.id as string,
-    name: r.name as string,
-    passwordHash: r.password_hash as string | null,
-    publicKeys: JSON.parse(r.public_keys as string),
-    home: r.home as string,
-    permissions: JSON.parse(r.permissions as string),
-    groups: JSON.parse(r.groups as string),
-    role: r.role as Role,
-    kek: (r.kek as string | null) ?? null,
-    quotaBytes: Number(r.quota_bytes),
-    quotaFiles: Number(r.quota_files),
-    usedBytes: Number(r.used_bytes),
-    usedFiles: Number(r.used_files),
-    createdAt: r.created_at as string,
-  };
+function record(r: Row): UserRecord {
+  return { id: r.id as string, nameIndex: buf(r.name_index), sealed: buf(r.sealed), usage: buf(r.usage) };
 }
 
-function userParams(u: UserRow): SQLInputValue[] {
-  return [
-    u.name,
-    u.passwordHash,
-    JSON.stringify(u.publicKeys),
-    u.home,
-    JSON.stringify(u.permissions),
-    JSON.stringify(u.groups),
-    u.quotaBytes,
-    u.quotaFiles,
-    u.usedBytes,
-    u.usedFiles,
-    u.createdAt,
-    u.role,
-    u.kek,
-    u.id,
-  ];
-}
-
-export function users(sql: Sql): UserReads & UserWrites {
+/** Users are sealed rows (sealed-rows.ts): looked up by the blind index of the name, sorted after opening. */
+export function users(sql: Sql, sealer: () => RowSealer): UserReads & UserWrites {
+  const toUser = (r: Row): UserRow => openUser(sealer(), record(r));
   return {
     async getUser(name) {
-      const r = sql.get("SELECT * FROM users WHERE name = ?", name);
-      return r ? toUser(r) : undefined;
+      const r = sql.get("SELECT * FROM users WHERE name_index = ?", userIndex(sealer(), name));
+      if (!r) return undefined;
+      const u = toUser(r);
+      return u.name === name ? u : undefined;
     },
     async getUserById(id) {
       const r = sql.get("SELECT * FROM users WHERE id = ?", id);
       return r ? toUser(r) : undefined;
     },
     async listUsers() {
-      return sql.all("SELECT * FROM users ORDER BY name").map(toUser);
+      const all = sql.all("SELECT * FROM users").map(toUser);
+      return all.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
     },
     async insertUser(u) {
+      const rec = sealUser(sealer(), u);
       sql.run(
-        `INSERT INTO users (name, password_hash, public_keys, home, permissions, groups, quota_bytes, quota_files,
-           used_bytes, used_files, created_at, role, kek, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ...userParams(u),
+        "INSERT INTO users (id, name_index, sealed, usage) VALUES (?, ?, ?, ?)",
+        rec.id,
+        rec.nameIndex,
+        rec.sealed,
+        rec.usage,
       );
     },
     async updateUser(u) {
+      const rec = sealUser(sealer(), u);
       sql.run(
-        `UPDATE users SET name = ?, password_hash = ?, public_keys = ?, home = ?, permissions = ?, groups = ?,
-           quota_bytes = ?, quota_files = ?, used_bytes = ?, used_files = ?, created_at = ?, role = ?, kek = ?
-           WHERE id = ?`,
-        ...userParams(u),
+        "UPDATE users SET name_index = ?, sealed = ?, usage = ? WHERE id = ?",
+        rec.nameIndex,
+        rec.sealed,
+        rec.usage,
+        rec.id,
       );
     },
     async deleteUser(name) {
-      return sql.run("DELETE FROM users WHERE name = ?", name) > 0;
+      return sql.run("DELETE FROM users WHERE name_index = ?", userIndex(sealer(), name)) > 0;
     },
     async addUsage(userId, bytes, files) {
+      // read-modify-write: a write runs in a transaction, and the driver serialises transactions (BEGIN IMMEDIATE)
+      const s = sealer();
+      const r = sql.get("SELECT usage FROM users WHERE id = ?", userId);
+      if (!r) return;
+      const now = openUsage(s, userId, buf(r.usage));
       sql.run(
-        "UPDATE users SET used_bytes = MAX(0, used_bytes + ?), used_files = MAX(0, used_files + ?) WHERE id = ?",
-        bytes,
-        files,
+        "UPDATE users SET usage = ? WHERE id = ?",
+        sealUsage(s, userId, Math.max(0, now.bytes + bytes), Math.max(0, now.files + files)),
         userId,
       );
     },

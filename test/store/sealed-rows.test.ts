@@ -1,0 +1,105 @@
+// Sealed rows of the metadata store (src/store/sealing.ts, sealed-rows.ts): blind-index lookups, bucket padding,
+// fixed-length usage records, and rows that cannot be moved or swapped by someone who can write the database file.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { after, describe, it } from "node:test";
+import { bucketLength, padToBucket, unpad } from "../../src/crypto/padding.ts";
+import { RowSealer } from "../../src/store/sealing.ts";
+import { openSqliteStore } from "../../src/store/sqlite/index.ts";
+import { removeDir, tempDir } from "../helpers/atrest.ts";
+import { openTestStore, testSealer } from "../helpers/store.ts";
+import { user } from "./contract.ts";
+
+const dirs: string[] = [];
+after(() => Promise.all(dirs.map(removeDir)));
+
+describe("bucket padding", () => {
+  it("pads every length to 32, 64, … 4096, then steps of 4096, and back", () => {
+    assert.deepEqual(
+      [0, 30, 31, 32, 63, 64, 200, 4095, 4096, 9000].map((n) => bucketLength(n)),
+      [32, 32, 32, 64, 64, 128, 256, 4096, 8192, 12288],
+    );
+    for (const n of [0, 1, 31, 32, 100, 5000]) {
+      const data = Buffer.alloc(n, 0x80);
+      assert.ok(unpad(padToBucket(data)).equals(data));
+    }
+    assert.throws(() => unpad(Buffer.alloc(32)), { name: "IntegrityError" });
+    assert.throws(() => unpad(Buffer.from([1, 2, 0x81, 0])), { name: "IntegrityError" });
+  });
+});
+
+describe("sealed users, groups and folders", () => {
+  it("look up by name, list in name order, and give one record length for names of similar length", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const store = await openTestStore(join(dir, "meta.db"));
+    await store.transaction(async (tx) => {
+      for (const n of ["carol", "alice", "bob"]) await tx.insertUser(user(n));
+      await tx.addUsage((await tx.getUser("bob"))?.id ?? "", 123_456_789, 3);
+      await tx.addUsage((await tx.getUser("bob"))?.id ?? "", -1_000_000_000, -1);
+      await tx.putFolder({ path: "/b", options: {}, createdAt: "t1" });
+      await tx.putFolder({ path: "/a", options: { key: "k" }, createdAt: "t2" });
+      await tx.putFolder({ path: "/a", options: { key: "k2" }, createdAt: "t3" });
+      await tx.putGroup({ name: "g", options: {}, createdAt: "t" });
+    });
+    assert.deepEqual(
+      (await store.listUsers()).map((u) => u.name),
+      ["alice", "bob", "carol"],
+    );
+    const bob = await store.getUser("bob");
+    assert.deepEqual([bob?.usedBytes, bob?.usedFiles], [0, 2], "usage never below zero");
+    assert.equal(await store.getUser("Bob"), undefined);
+    assert.deepEqual(await store.listFolders(), [
+      { path: "/a", options: { key: "k2" }, createdAt: "t2" },
+      { path: "/b", options: {}, createdAt: "t1" },
+    ]);
+    assert.equal((await store.getGroup("g"))?.name, "g");
+    await store.close();
+    const db = new DatabaseSync(join(dir, "meta.db"));
+    const lengths = db.prepare("SELECT length(sealed) AS s, length(usage) AS u FROM users").all() as {
+      s: number;
+      u: number;
+    }[];
+    assert.equal(new Set(lengths.map((l) => l.s)).size, 1, "alice, bob and carol: one bucket");
+    assert.deepEqual(new Set(lengths.map((l) => l.u)), new Set([60]));
+    db.close();
+  });
+
+  it("refuses a record moved to another row, a swapped index, and a store opened with another key", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const path = join(dir, "meta.db");
+    const store = await openTestStore(path);
+    await store.transaction(async (tx) => {
+      await tx.insertUser({ ...user("alice"), role: "user" });
+      await tx.insertUser({ ...user("mallory"), role: "admin" });
+    });
+    await store.close();
+    const db = new DatabaseSync(path);
+    // mallory's record (admin) under alice's id and index: opening fails instead of granting alice admin
+    const rows = db.prepare("SELECT id, sealed FROM users").all() as { id: string; sealed: Uint8Array }[];
+    const swap = db.prepare("UPDATE users SET sealed = ? WHERE id = ?");
+    swap.run(rows[1]?.sealed ?? null, rows[0]?.id ?? "");
+    swap.run(rows[0]?.sealed ?? null, rows[1]?.id ?? "");
+    db.close();
+    const tampered = await openTestStore(path);
+    await assert.rejects(tampered.getUser("alice"), { name: "IntegrityError" });
+    await tampered.close();
+
+    const locked = openSqliteStore(path);
+    await assert.rejects(locked.getUser("alice"), { code: "KEY_UNAVAILABLE" });
+    await locked.unlock(new RowSealer(Buffer.alloc(32, 1)));
+    assert.equal(await locked.getUser("alice"), undefined, "another key: another index");
+    await locked.close();
+  });
+
+  it("a sealer's index and records differ per domain", () => {
+    const s = testSealer();
+    assert.ok(!s.index("user", "x").equals(s.index("group", "x")));
+    const ct = s.seal("user", "id", Buffer.from("v"));
+    assert.throws(() => s.open("group", "id", ct), { name: "IntegrityError" });
+    assert.throws(() => s.open("user", "id2", ct), { name: "IntegrityError" });
+    assert.equal(s.open("user", "id", ct).toString(), "v");
+  });
+});
