@@ -65,6 +65,14 @@ export type AuditAction =
   | "pgp.orgkey.create"
   | "pgp.trust.change" // trusted organisation keys added or removed
   | "pgp.verify" // inbound OpenPGP check of an upload: `path`, `target` = signer fingerprint, `reason` on failure
+  // E2EE sync (src/sync/server): `target` = region or device id, `detail` = what (versions, counts, device ids);
+  // never a name (the server has none: names are encrypted on the devices)
+  | "sync.device" // a device registered (pending approval)
+  | "sync.chain" // a device chain link appended: a device approved (add) or revoked
+  | "sync.region" // a region created, or its retention changed
+  | "sync.manifest" // a signed manifest accepted (or refused), or read
+  | "sync.envelope" // region key envelopes stored
+  | "sync.blob" // an encrypted blob uploaded or read
   // configuration
   | "config.change"
   | "audit.config.change";
@@ -214,6 +222,12 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   },
   "pgp.trust.change": { category: "configuration", type: ["change"], name: "OpenPGP trust change", severity: 7 },
   "pgp.verify": { category: "file", type: ["info"], name: "OpenPGP upload check", severity: 3 },
+  "sync.device": { category: "iam", type: ["creation"], name: "Sync device register", severity: 4 },
+  "sync.chain": { category: "iam", type: ["change"], name: "Sync device chain change", severity: 6 },
+  "sync.region": { category: "configuration", type: ["change"], name: "Sync region change", severity: 4 },
+  "sync.manifest": { category: "file", type: ["change"], name: "Sync manifest", severity: 3 },
+  "sync.envelope": { category: "iam", type: ["change"], name: "Sync key envelopes", severity: 4 },
+  "sync.blob": { category: "file", type: ["access"], name: "Sync blob", severity: 2 },
   "config.change": { category: "configuration", type: ["change"], name: "Configuration change", severity: 6 },
   "audit.config.change": {
     category: "configuration",

@@ -1,4 +1,5 @@
 import type { KeyObject } from "node:crypto";
+import { join } from "node:path";
 import type { Command } from "commander";
 import { Option } from "commander";
 import { pino } from "pino";
@@ -164,6 +165,7 @@ export function registerServer(program: Command): void {
         for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
       }
       let http: { port: number; close(): Promise<void> } | undefined;
+      let syncBlobs: { close(): Promise<void> } | undefined;
       if (config.httpPort === 0) {
         say("https disabled (--http-port 0)");
       } else {
@@ -176,7 +178,20 @@ export function registerServer(program: Command): void {
           keyFile: config.tlsKey,
         });
         const keys = app.keys as { status?: () => Promise<unknown> } & typeof app.keys;
+        const { SyncServer } = await import("../sync/server/service.ts");
+        const { LocalBlobStore } = await import("../store/local-blobs.ts");
+        // E2EE sync blobs apart from the file tree's (opaque ciphertext the server cannot open; own sweep scope)
+        const blobs = new LocalBlobStore(join(config.data, "sync"));
+        await blobs.init();
+        syncBlobs = blobs;
+        const sync = new SyncServer({
+          store: app.store,
+          blobs,
+          audit: app.audit,
+          quotaOf: async (user) => (await app.store.getUser(user))?.quotaBytes ?? 0,
+        });
         http = await startHttpServer({
+          sync,
           host: config.host,
           port: config.httpPort === "auto" ? 0 : config.httpPort,
           tls,
@@ -232,6 +247,7 @@ export function registerServer(program: Command): void {
         logger.info({ signal }, "shutting down");
         await sftp?.close();
         await http?.close();
+        await syncBlobs?.close();
         await s3?.close();
         clearInterval(defenderSweep);
         clearInterval(loginSweep);

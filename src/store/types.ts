@@ -407,6 +407,106 @@ export interface TriggerWrites {
   pruneExecutions(before: number): Promise<number>;
 }
 
+/** A device of E2EE sync (src/sync/server): its public certificate (JSON, docs/sync-protocol.md §3), bound to the API
+ * token it registered with; `active` once a signed chain link added it, `revoked` once one revoked it. */
+export interface SyncDeviceRow {
+  id: string;
+  user: string;
+  /** The self-signed device certificate, canonical JSON. */
+  cert: string;
+  state: "pending" | "active" | "revoked";
+  /** The API token this device talks with (one device per token). */
+  tokenId: string;
+  /** Epoch ms. */
+  createdAt: number;
+}
+
+/** One link of a user's device chain, canonical JSON, in seq order. */
+export interface SyncChainRow {
+  user: string;
+  seq: number;
+  link: string;
+}
+
+/** A sync region: owner, current manifest version, retention, bytes of its blobs (charged to the owner). */
+export interface SyncRegionRow {
+  id: string;
+  owner: string;
+  version: number;
+  /** Manifests (and the blobs only they reference) kept; older ones are dropped unless on legal hold. */
+  keepVersions: number;
+  legalHold: boolean;
+  usedBytes: number;
+  createdAt: number;
+}
+
+/** One accepted manifest version (opaque to the store: canonical JSON, signed by a member device). */
+export interface SyncManifestRow {
+  regionId: string;
+  version: number;
+  /** hex SHA-256 of `body`. */
+  hash: string;
+  body: string;
+  /** Device id that signed it. */
+  author: string;
+  createdAt: number;
+}
+
+/** A region key envelope for one device and epoch (canonical JSON). */
+export interface SyncEnvelopeRow {
+  regionId: string;
+  epoch: number;
+  recipient: string;
+  body: string;
+  createdAt: number;
+}
+
+/** An opaque blob of a region, addressed by the SHA-256 of its bytes; `blobId` names it in the sync BlobStore. */
+export interface SyncBlobRow {
+  regionId: string;
+  hash: string;
+  blobId: string;
+  size: number;
+  createdAt: number;
+}
+
+export interface SyncReads {
+  getSyncDevice(id: string): Promise<SyncDeviceRow | undefined>;
+  getSyncDeviceByToken(tokenId: string): Promise<SyncDeviceRow | undefined>;
+  /** A user's devices, oldest first. */
+  listSyncDevices(user: string): Promise<SyncDeviceRow[]>;
+  /** A user's chain links in seq order. */
+  listSyncChain(user: string): Promise<SyncChainRow[]>;
+  getSyncRegion(id: string): Promise<SyncRegionRow | undefined>;
+  /** Regions `user` owns or is a member of, by id. */
+  listSyncRegions(user: string): Promise<SyncRegionRow[]>;
+  /** Member users of a region (the owner not included), sorted. */
+  listSyncMembers(regionId: string): Promise<string[]>;
+  getSyncManifest(regionId: string, version: number): Promise<SyncManifestRow | undefined>;
+  /** Kept manifest versions, ascending. */
+  listSyncManifestVersions(regionId: string): Promise<number[]>;
+  /** Envelopes addressed to a device, by epoch. */
+  listSyncEnvelopes(regionId: string, recipient: string): Promise<SyncEnvelopeRow[]>;
+  getSyncBlob(regionId: string, hash: string): Promise<SyncBlobRow | undefined>;
+  /** Bytes of all regions owned by `user` (their quota use). */
+  syncBytesOwnedBy(user: string): Promise<number>;
+}
+
+export interface SyncWrites {
+  /** Inserts or replaces. */
+  putSyncDevice(row: SyncDeviceRow): Promise<void>;
+  insertSyncChainLink(row: SyncChainRow): Promise<void>;
+  /** Inserts or replaces. */
+  putSyncRegion(row: SyncRegionRow): Promise<void>;
+  setSyncMembers(regionId: string, users: string[]): Promise<void>;
+  insertSyncManifest(row: SyncManifestRow): Promise<void>;
+  deleteSyncManifest(regionId: string, version: number): Promise<void>;
+  /** Inserts or replaces (region, epoch, recipient). */
+  putSyncEnvelope(row: SyncEnvelopeRow): Promise<void>;
+  insertSyncBlob(row: SyncBlobRow): Promise<void>;
+  deleteSyncBlob(regionId: string, hash: string): Promise<void>;
+}
+
 export interface MetaReads
   extends SettingsReads,
     UserReads,
@@ -418,7 +518,8 @@ export interface MetaReads
     BanReads,
     ApiTokenReads,
     S3KeyReads,
-    TriggerReads {}
+    TriggerReads,
+    SyncReads {}
 
 export interface MetaWrites
   extends SettingsWrites,
@@ -431,7 +532,8 @@ export interface MetaWrites
     BanWrites,
     ApiTokenWrites,
     S3KeyWrites,
-    TriggerWrites {}
+    TriggerWrites,
+    SyncWrites {}
 
 /** The store's operations bound to one transaction: every query runs on that transaction's connection. */
 export interface MetaTx extends MetaReads, MetaWrites {}

@@ -12,6 +12,7 @@ import type { LoginService } from "../../service/login.ts";
 import type { TokenService } from "../../service/tokens.ts";
 import type { TotpService } from "../../service/totp.ts";
 import type { UserRow } from "../../store/types.ts";
+import type { SyncServer } from "../../sync/server/service.ts";
 import type { HealthCheck } from "./health.ts";
 import type { SessionSettings, SessionTable } from "./sessions.ts";
 
@@ -42,6 +43,8 @@ export interface HttpServerOptions {
   bodyLimit?: number;
   /** The built web app served at / (default web/dist of this checkout); false: the API only. */
   webRoot?: string | false;
+  /** E2EE sync (src/sync/server); absent: the /api/v1/sync routes answer 501. */
+  sync?: SyncServer;
   /** Unfinished tus uploads are dropped after this long without a PATCH (default 1 h). */
   uploadIdleMs?: number;
 }

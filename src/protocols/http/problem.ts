@@ -2,6 +2,7 @@
 // layers below keep their message (they never carry secrets: src/errors.ts); Fastify's own refusals (malformed JSON,
 // body too large, wrong content type) keep theirs; anything else is "internal error" to the client and logged.
 import { AtrestError, type ErrorCode } from "../../errors.ts";
+import { SyncRefusal } from "../../sync/server/errors.ts";
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 const TYPE_BASE = "urn:atrest:problem:";
@@ -90,6 +91,14 @@ export interface MappedProblem {
 export function problemOf(err: unknown): MappedProblem {
   if (err instanceof HttpProblem) {
     return { problem: problem(err.status, err.slug, err.title, err.message), headers: err.headers, internal: false };
+  }
+  if (err instanceof SyncRefusal) {
+    // the sync server's refusals keep their own slug (DEVICE_REVOKED, STALE_MANIFEST …): the sync client acts on it
+    return {
+      problem: problem(err.status, err.slug, err.slug.replace(/_/g, " ").toLowerCase(), err.message),
+      headers: {},
+      internal: false,
+    };
   }
   if (err instanceof AtrestError) {
     const [status, title] = STATUS[err.code] ?? [500, "internal error"];

@@ -9,7 +9,17 @@ import { HttpProblem } from "./problem.ts";
 export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS";
 
 /** What an API token may be limited to (a browser session may do everything its role allows). */
-export const SCOPES = ["files:read", "files:write", "shares", "account", "admin", "keys", "audit", "metrics"] as const;
+export const SCOPES = [
+  "files:read",
+  "files:write",
+  "shares",
+  "account",
+  "admin",
+  "keys",
+  "audit",
+  "metrics",
+  "sync",
+] as const;
 export type Scope = (typeof SCOPES)[number];
 
 export const ALL_ROLES: readonly Role[] = ["admin", "custodian", "auditor", "user"];

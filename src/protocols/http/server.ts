@@ -16,6 +16,7 @@ import { openApiDocument } from "./openapi.ts";
 import { HttpProblem, PROBLEM_CONTENT_TYPE, problemOf } from "./problem.ts";
 import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteSpec, type Scope } from "./routes.ts";
 import { CSRF_HEADER, DEFAULT_SESSIONS, SESSION_COOKIE, SessionTable } from "./sessions.ts";
+import { syncRoutes } from "./sync-routes.ts";
 import { tokenRoutes } from "./token-routes.ts";
 import { TusUploads } from "./tus.ts";
 import { loadWebApp, registerWebApp, WEB_ROOT } from "./web.ts";
@@ -67,6 +68,7 @@ export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
     ...accountRoutes(deps),
     ...fileRoutes(deps),
     ...uploads.routes(),
+    ...syncRoutes(deps),
   ];
 }
 

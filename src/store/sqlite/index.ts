@@ -17,6 +17,7 @@ import { pgpKeys } from "./pgp-keys.ts";
 import { s3Keys } from "./s3-keys.ts";
 import { settings } from "./settings.ts";
 import { type Row, type Sql, statementCache } from "./sql.ts";
+import { sync } from "./sync.ts";
 import { triggers } from "./triggers.ts";
 import { users } from "./users.ts";
 
@@ -36,6 +37,7 @@ function operations(sql: Sql, sealer: () => RowSealer): MetaTx {
     ...apiTokens(sql),
     ...s3Keys(sql),
     ...triggers(sql),
+    ...sync(sql),
   };
 }
 

@@ -159,4 +159,63 @@ export const migrations: string[] = [
      path_index BLOB PRIMARY KEY,
      sealed BLOB NOT NULL
    );`,
+  // 10: E2EE sync (src/sync/server, docs/sync-protocol.md): devices, device chains, regions, members, signed manifests,
+  // key envelopes, blobs. Everything here is public key material or opaque to the server (signed, encrypted JSON).
+  // Plain SQL for both drivers (PostgreSQL: INTEGER columns holding sizes and times become BIGINT).
+  `CREATE TABLE sync_devices (
+     id TEXT PRIMARY KEY,
+     user_name TEXT NOT NULL,
+     cert TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'revoked')),
+     token_id TEXT NOT NULL UNIQUE,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX sync_devices_user ON sync_devices(user_name);
+   CREATE TABLE sync_chain (
+     user_name TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     link TEXT NOT NULL,
+     PRIMARY KEY (user_name, seq)
+   );
+   CREATE TABLE sync_regions (
+     id TEXT PRIMARY KEY,
+     owner TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     keep_versions INTEGER NOT NULL,
+     legal_hold INTEGER NOT NULL DEFAULT 0,
+     used_bytes INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX sync_regions_owner ON sync_regions(owner);
+   CREATE TABLE sync_members (
+     region_id TEXT NOT NULL,
+     user_name TEXT NOT NULL,
+     PRIMARY KEY (region_id, user_name)
+   );
+   CREATE INDEX sync_members_user ON sync_members(user_name);
+   CREATE TABLE sync_manifests (
+     region_id TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     hash TEXT NOT NULL,
+     body TEXT NOT NULL,
+     author TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (region_id, version)
+   );
+   CREATE TABLE sync_envelopes (
+     region_id TEXT NOT NULL,
+     epoch INTEGER NOT NULL,
+     recipient TEXT NOT NULL,
+     body TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (region_id, epoch, recipient)
+   );
+   CREATE TABLE sync_blobs (
+     region_id TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     blob_id TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (region_id, hash)
+   );`,
 ];

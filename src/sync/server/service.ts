@@ -1,0 +1,562 @@
+// The server's side of E2EE sync (docs/sync-protocol.md §3, §6, §7, §10): it stores public device certificates and
+// chains, signed manifests, key envelopes and opaque blobs per region, and checks what it can without any key that
+// decrypts: chain rules, manifest signatures against registered device keys, monotonic versions, membership and owner
+// rules, blob hashes, quotas and retention. Every region operation is audited by user, device and region, never a name.
+import { createHash } from "node:crypto";
+import type { AuditAction, AuditSink } from "../../audit/types.ts";
+import { AtrestError, IntegrityError } from "../../errors.ts";
+import type { BlobReader, BlobStore } from "../../store/blobs.ts";
+import type { MetaStore, MetaTx, SyncDeviceRow, SyncEnvelopeRow, SyncRegionRow } from "../../store/types.ts";
+import { canonical, parseCanonical, sha256Hex } from "../core/canonical.ts";
+import { applyLink, type ChainLink, type ChainState, checkDeviceCert, type DeviceCert } from "../core/chain.ts";
+import { fingerprintOf, PROTOCOL_VERSION, verifyObject } from "../core/keys.ts";
+import { checkManifestShape, type Manifest } from "../core/manifest.ts";
+import { type Envelope, REGION_ID } from "../core/region.ts";
+import { SyncRefusal } from "./errors.ts";
+
+export interface SyncActor {
+  user: string;
+  /** The API token of the request (a device talks with its own token); undefined for a browser session. */
+  tokenId: string | undefined;
+  sourceIp?: string;
+  sessionId?: string;
+}
+
+export interface SyncServerOptions {
+  store: MetaStore;
+  blobs: BlobStore;
+  audit: AuditSink;
+  /** Manifests kept per region unless the owner sets otherwise (default 20). */
+  keepVersions?: number;
+  /** Largest manifest accepted, bytes (default 64 MiB). */
+  maxManifestBytes?: number;
+  now?: () => number;
+  /** A user's byte quota (0 = unlimited): blobs count against the region owner's. */
+  quotaOf?: (user: string) => Promise<number>;
+}
+
+export const DEFAULT_KEEP_VERSIONS = 20;
+const HASH = /^[0-9a-f]{64}$/;
+
+export interface DeviceInfo {
+  id: string;
+  name: string;
+  state: SyncDeviceRow["state"];
+  fingerprint: string;
+  cert: DeviceCert;
+}
+
+export interface RegionInfo {
+  id: string;
+  owner: string;
+  version: number;
+  keepVersions: number;
+  legalHold: boolean;
+  usedBytes: number;
+}
+
+function parseObject(bytes: Buffer): unknown {
+  try {
+    return parseCanonical(bytes);
+  } catch (err) {
+    throw new SyncRefusal("BAD_OBJECT", (err as Error).message);
+  }
+}
+
+const refuseIntegrity = <T>(fn: () => T, slug: "BAD_OBJECT" | "BAD_SIGNATURE" = "BAD_OBJECT"): T => {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof IntegrityError)
+      throw new SyncRefusal(/signature/.test(err.message) ? "BAD_SIGNATURE" : slug, err.message);
+    throw err;
+  }
+};
+
+const regionInfo = (r: SyncRegionRow): RegionInfo => ({
+  id: r.id,
+  owner: r.owner,
+  version: r.version,
+  keepVersions: r.keepVersions,
+  legalHold: r.legalHold,
+  usedBytes: r.usedBytes,
+});
+
+export class SyncServer {
+  readonly #store: MetaStore;
+  readonly #blobs: BlobStore;
+  readonly #audit: AuditSink;
+  readonly #keep: number;
+  readonly #maxManifest: number;
+  readonly #now: () => number;
+  readonly #quotaOf: (user: string) => Promise<number>;
+
+  constructor(o: SyncServerOptions) {
+    this.#store = o.store;
+    this.#blobs = o.blobs;
+    this.#audit = o.audit;
+    this.#keep = o.keepVersions ?? DEFAULT_KEEP_VERSIONS;
+    this.#maxManifest = o.maxManifestBytes ?? 64 << 20;
+    this.#now = o.now ?? Date.now;
+    this.#quotaOf = o.quotaOf ?? (async () => 0);
+  }
+
+  get maxManifestBytes(): number {
+    return this.#maxManifest;
+  }
+
+  #record(
+    actor: SyncActor,
+    action: AuditAction,
+    outcome: "success" | "failure",
+    e: { target?: string; detail?: string; size?: number; reason?: string },
+  ): void {
+    this.#audit.record({
+      action,
+      outcome,
+      user: actor.user,
+      protocol: "sync",
+      ...(actor.sourceIp ? { sourceIp: actor.sourceIp } : {}),
+      ...(actor.sessionId ? { sessionId: actor.sessionId } : {}),
+      ...e,
+    });
+  }
+
+  /** Runs `fn`, auditing a refusal (slug and message only: never a name, which the server does not have anyway). */
+  async #audited<T>(
+    actor: SyncActor,
+    action: AuditAction,
+    target: string | undefined,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof AtrestError) {
+        const reason = err instanceof SyncRefusal ? `${err.slug}: ${err.message}` : err.message;
+        this.#record(actor, action, "failure", { ...(target ? { target } : {}), reason: reason.slice(0, 200) });
+      }
+      throw err;
+    }
+  }
+
+  /** The calling device: bound to the request's token, of the calling user, active. */
+  async #device(
+    actor: SyncActor,
+    tx: Pick<MetaTx, "getSyncDeviceByToken"> = this.#store,
+    allowPending = false,
+  ): Promise<SyncDeviceRow> {
+    if (!actor.tokenId) throw new SyncRefusal("DEVICE_UNKNOWN", "sync requests come from a device's API token");
+    const d = await tx.getSyncDeviceByToken(actor.tokenId);
+    if (!d || d.user !== actor.user) throw new SyncRefusal("DEVICE_UNKNOWN", "this token belongs to no sync device");
+    if (d.state === "revoked") throw new SyncRefusal("DEVICE_REVOKED", `device ${d.id} was revoked`);
+    if (d.state === "pending" && !allowPending)
+      throw new SyncRefusal("DEVICE_UNKNOWN", `device ${d.id} is not approved yet`);
+    return d;
+  }
+
+  async #chainState(user: string, tx: Pick<MetaTx, "listSyncChain"> = this.#store): Promise<ChainState | undefined> {
+    let state: ChainState | undefined;
+    for (const row of await tx.listSyncChain(user)) state = applyLink(state, JSON.parse(row.link), user);
+    return state;
+  }
+
+  // ---- devices and chains ----
+
+  async registerDevice(actor: SyncActor, raw: unknown): Promise<DeviceInfo> {
+    return this.#audited(actor, "sync.device", undefined, async () => {
+      if (!actor.tokenId) throw new SyncRefusal("BAD_OBJECT", "register a device with the API token it will use");
+      const cert = refuseIntegrity(() => checkDeviceCert(raw, actor.user));
+      const row = await this.#store.transaction(async (tx) => {
+        const byToken = await tx.getSyncDeviceByToken(actor.tokenId as string);
+        const existing = await tx.getSyncDevice(cert.id);
+        if (existing && existing.tokenId === actor.tokenId) return existing;
+        if (existing) throw new SyncRefusal("CHAIN_CONFLICT", `device ${cert.id} is registered already`);
+        if (byToken) throw new SyncRefusal("CHAIN_CONFLICT", "this token belongs to another device");
+        const r: SyncDeviceRow = {
+          id: cert.id,
+          user: actor.user,
+          cert: canonical(cert).toString("utf8"),
+          state: "pending",
+          tokenId: actor.tokenId as string,
+          createdAt: this.#now(),
+        };
+        await tx.putSyncDevice(r);
+        return r;
+      });
+      this.#record(actor, "sync.device", "success", { target: cert.id, detail: "register (pending)" });
+      return this.#deviceInfo(row);
+    });
+  }
+
+  #deviceInfo(r: SyncDeviceRow): DeviceInfo {
+    const cert = JSON.parse(r.cert) as DeviceCert;
+    return { id: r.id, name: cert.name, state: r.state, fingerprint: fingerprintOf(cert), cert };
+  }
+
+  async listDevices(actor: SyncActor): Promise<DeviceInfo[]> {
+    return (await this.#store.listSyncDevices(actor.user)).map((r) => this.#deviceInfo(r));
+  }
+
+  async chain(user: string): Promise<ChainLink[]> {
+    return (await this.#store.listSyncChain(user)).map((r) => JSON.parse(r.link) as ChainLink);
+  }
+
+  /** Appends a link signed by the calling device (for link 0: the device it adds, which must be the caller). */
+  async appendLink(actor: SyncActor, raw: unknown): Promise<{ seq: number }> {
+    return this.#audited(actor, "sync.chain", undefined, async () => {
+      const link = raw as ChainLink;
+      const result = await this.#store.transaction(async (tx) => {
+        const me = await this.#device(actor, tx, true);
+        const state = await this.#chainState(actor.user, tx);
+        const next = refuseIntegrity(() => applyLink(state, link, actor.user), "BAD_OBJECT");
+        if (link.signer !== me.id)
+          throw new SyncRefusal("BAD_SIGNATURE", "a link is signed by the device that sends it");
+        if (me.state === "pending" && !(state === undefined && link.device?.id === me.id)) {
+          throw new SyncRefusal("DEVICE_UNKNOWN", `device ${me.id} is not approved yet`);
+        }
+        if (link.op === "add") {
+          const cert = link.device as DeviceCert;
+          const added = await tx.getSyncDevice(cert.id);
+          if (!added || added.user !== actor.user || added.state !== "pending") {
+            throw new SyncRefusal("CHAIN_CONFLICT", `device ${cert.id} is not waiting for approval`);
+          }
+          if (added.cert !== canonical(cert).toString("utf8"))
+            throw new SyncRefusal("CHAIN_CONFLICT", "certificate differs from the registered one");
+          await tx.putSyncDevice({ ...added, state: "active" });
+        } else {
+          const target = await tx.getSyncDevice(link.target as string);
+          if (target) await tx.putSyncDevice({ ...target, state: "revoked" });
+        }
+        await tx.insertSyncChainLink({ user: actor.user, seq: next.seq, link: canonical(link).toString("utf8") });
+        return {
+          seq: next.seq,
+          op: link.op,
+          target: link.op === "add" ? (link.device as DeviceCert).id : (link.target as string),
+        };
+      });
+      this.#record(actor, "sync.chain", "success", {
+        target: result.target,
+        detail: `${result.op} at seq ${result.seq}`,
+      });
+      return { seq: result.seq };
+    });
+  }
+
+  // ---- regions ----
+
+  async #access(
+    actor: SyncActor,
+    regionId: string,
+    tx: Pick<MetaTx, "getSyncRegion" | "listSyncMembers" | "getSyncDeviceByToken"> = this.#store,
+  ) {
+    if (!REGION_ID.test(regionId)) throw new SyncRefusal("NO_SUCH_REGION", "no such region");
+    const device = await this.#device(actor, tx);
+    const region = await tx.getSyncRegion(regionId);
+    if (!region) throw new SyncRefusal("NO_SUCH_REGION", "no such region");
+    const members = await tx.listSyncMembers(regionId);
+    if (region.owner !== actor.user && !members.includes(actor.user))
+      throw new SyncRefusal("NOT_MEMBER", "no such region");
+    return { device, region, members };
+  }
+
+  #checkSigned(m: Manifest, actor: SyncActor, device: SyncDeviceRow): void {
+    if (m.author.user !== actor.user || m.author.device !== device.id) {
+      throw new SyncRefusal("BAD_SIGNATURE", "a manifest is signed by the device that sends it");
+    }
+    const cert = JSON.parse(device.cert) as DeviceCert;
+    if (!verifyObject("manifest", m, cert.signPub))
+      throw new SyncRefusal("BAD_SIGNATURE", "manifest signature invalid");
+  }
+
+  /** A new region with its first manifest (version 1, no entries), owned by the caller. */
+  async createRegion(actor: SyncActor, bytes: Buffer): Promise<RegionInfo> {
+    return this.#audited(actor, "sync.region", undefined, async () => {
+      const m = refuseIntegrity(() => checkManifestShape(parseObject(bytes)));
+      const region = await this.#store.transaction(async (tx) => {
+        const device = await this.#device(actor, tx);
+        this.#checkSigned(m, actor, device);
+        if (m.version !== 1 || m.entries.length > 0)
+          throw new SyncRefusal("BAD_OBJECT", "a region starts at version 1 with no entries");
+        if (m.owner.user !== actor.user) throw new SyncRefusal("NOT_OWNER", "the creator owns the region");
+        const chain = await this.#chainState(actor.user, tx);
+        if (chain?.root !== m.owner.root)
+          throw new SyncRefusal("BAD_OBJECT", "owner fingerprint is not the owner's chain root");
+        if (await tx.getSyncRegion(m.regionId)) throw new SyncRefusal("REGION_EXISTS", "region exists");
+        const row: SyncRegionRow = {
+          id: m.regionId,
+          owner: actor.user,
+          version: 1,
+          keepVersions: this.#keep,
+          legalHold: false,
+          usedBytes: 0,
+          createdAt: this.#now(),
+        };
+        await tx.putSyncRegion(row);
+        await tx.setSyncMembers(
+          m.regionId,
+          m.members.map((x) => x.user),
+        );
+        await tx.insertSyncManifest({
+          regionId: m.regionId,
+          version: 1,
+          hash: sha256Hex(bytes),
+          body: bytes.toString("utf8"),
+          author: device.id,
+          createdAt: this.#now(),
+        });
+        return row;
+      });
+      this.#record(actor, "sync.region", "success", {
+        target: m.regionId,
+        detail: `create by device ${m.author.device}`,
+      });
+      return regionInfo(region);
+    });
+  }
+
+  async listRegions(actor: SyncActor): Promise<RegionInfo[]> {
+    await this.#device(actor);
+    return (await this.#store.listSyncRegions(actor.user)).map(regionInfo);
+  }
+
+  /** The latest manifest, or version `version` if still kept: the canonical bytes as signed. */
+  async manifest(actor: SyncActor, regionId: string, version?: number): Promise<Buffer> {
+    return this.#audited(actor, "sync.manifest", regionId, async () => {
+      const { region } = await this.#access(actor, regionId);
+      const row = await this.#store.getSyncManifest(regionId, version ?? region.version);
+      if (!row) throw new SyncRefusal("NO_SUCH_VERSION", `version ${version} is not kept`);
+      this.#record(actor, "sync.manifest", "success", { target: regionId, detail: `read version ${row.version}` });
+      return Buffer.from(row.body, "utf8");
+    });
+  }
+
+  async versions(actor: SyncActor, regionId: string): Promise<number[]> {
+    await this.#access(actor, regionId);
+    return this.#store.listSyncManifestVersions(regionId);
+  }
+
+  /**
+   * The next manifest: the caller's device signed it, `version = current + 1`, `prev = hash(current)`; only the owner
+   * changes membership or epochs; every blob it names is in the region. Then retention drops what is no longer kept.
+   */
+  async putManifest(actor: SyncActor, regionId: string, bytes: Buffer): Promise<{ version: number }> {
+    return this.#audited(actor, "sync.manifest", regionId, async () => {
+      if (bytes.length > this.#maxManifest) throw new SyncRefusal("BAD_OBJECT", "manifest too large");
+      const m = refuseIntegrity(() => checkManifestShape(parseObject(bytes)));
+      if (m.regionId !== regionId) throw new SyncRefusal("BAD_OBJECT", "manifest of another region");
+      const drop: string[] = [];
+      await this.#store.transaction(async (tx) => {
+        const { device, region } = await this.#access(actor, regionId, tx);
+        this.#checkSigned(m, actor, device);
+        const current = await tx.getSyncManifest(regionId, region.version);
+        if (!current) throw new AtrestError("INTEGRITY", "current manifest missing");
+        if (m.version !== region.version + 1 || m.prev !== current.hash) {
+          throw new SyncRefusal("STALE_MANIFEST", `version ${m.version} does not follow the current ${region.version}`);
+        }
+        const cur = JSON.parse(current.body) as Manifest;
+        const isOwner = actor.user === region.owner;
+        if (canonical(m.owner).toString() !== canonical(cur.owner).toString())
+          throw new SyncRefusal("NOT_OWNER", "the owner cannot change");
+        const changed = canonical(m.members).toString() !== canonical(cur.members).toString() || m.epoch !== cur.epoch;
+        if (changed && !isOwner) throw new SyncRefusal("NOT_OWNER", "only the owner changes members or epochs");
+        if (m.epoch < cur.epoch || cur.keys.some((k, i) => m.keys[i]?.commit !== k.commit)) {
+          throw new SyncRefusal("BAD_OBJECT", "epochs only move forward and keep their commitments");
+        }
+        for (const e of m.entries) {
+          if (e.kind === "file" && !(await tx.getSyncBlob(regionId, e.hash))) {
+            throw new SyncRefusal("MISSING_BLOB", `blob ${e.hash} is not in the region`);
+          }
+        }
+        await tx.insertSyncManifest({
+          regionId,
+          version: m.version,
+          hash: sha256Hex(bytes),
+          body: bytes.toString("utf8"),
+          author: device.id,
+          createdAt: this.#now(),
+        });
+        await tx.setSyncMembers(
+          regionId,
+          m.members.map((x) => x.user),
+        );
+        const next = { ...region, version: m.version };
+        drop.push(...(await this.#retain(tx, next)));
+        await tx.putSyncRegion(next);
+      });
+      for (const id of drop) await this.#blobs.remove(id).catch(() => undefined);
+      this.#record(actor, "sync.manifest", "success", {
+        target: regionId,
+        detail: `version ${m.version}, ${m.entries.length} entries, epoch ${m.epoch}, device ${m.author.device}`,
+      });
+      return { version: m.version };
+    });
+  }
+
+  /** Drops manifests beyond keepVersions (unless on legal hold) and the blobs only they named; returns blob ids. */
+  async #retain(tx: MetaTx, region: SyncRegionRow): Promise<string[]> {
+    if (region.legalHold) return [];
+    const versions = await tx.listSyncManifestVersions(region.id);
+    const cut = versions.length - region.keepVersions;
+    if (cut <= 0) return [];
+    const hashesOf = async (v: number) => {
+      const row = await tx.getSyncManifest(region.id, v);
+      return row ? (JSON.parse(row.body) as Manifest).entries.filter((e) => e.kind === "file").map((e) => e.hash) : [];
+    };
+    const kept = new Set<string>();
+    for (const v of versions.slice(cut)) for (const h of await hashesOf(v)) kept.add(h);
+    const gone = new Set<string>();
+    for (const v of versions.slice(0, cut)) {
+      for (const h of await hashesOf(v)) if (!kept.has(h)) gone.add(h);
+      await tx.deleteSyncManifest(region.id, v);
+    }
+    const ids: string[] = [];
+    for (const h of gone) {
+      const b = await tx.getSyncBlob(region.id, h);
+      if (!b) continue;
+      await tx.deleteSyncBlob(region.id, h);
+      region.usedBytes = Math.max(0, region.usedBytes - b.size);
+      ids.push(b.blobId);
+    }
+    return ids;
+  }
+
+  async setRetention(
+    actor: SyncActor,
+    regionId: string,
+    r: { keepVersions: number; legalHold: boolean },
+  ): Promise<RegionInfo> {
+    return this.#audited(actor, "sync.region", regionId, async () => {
+      const drop: string[] = [];
+      const row = await this.#store.transaction(async (tx) => {
+        const { region } = await this.#access(actor, regionId, tx);
+        if (region.owner !== actor.user) throw new SyncRefusal("NOT_OWNER", "only the owner sets retention");
+        const next = { ...region, keepVersions: r.keepVersions, legalHold: r.legalHold };
+        drop.push(...(await this.#retain(tx, next)));
+        await tx.putSyncRegion(next);
+        return next;
+      });
+      for (const id of drop) await this.#blobs.remove(id).catch(() => undefined);
+      this.#record(actor, "sync.region", "success", {
+        target: regionId,
+        detail: `retention keep ${r.keepVersions} versions, legal hold ${r.legalHold ? "on" : "off"}`,
+      });
+      return regionInfo(row);
+    });
+  }
+
+  // ---- key envelopes ----
+
+  async putEnvelopes(actor: SyncActor, regionId: string, list: unknown[]): Promise<{ stored: number }> {
+    return this.#audited(actor, "sync.envelope", regionId, async () => {
+      const { device } = await this.#access(actor, regionId);
+      const cert = JSON.parse(device.cert) as DeviceCert;
+      const rows: SyncEnvelopeRow[] = [];
+      for (const raw of list) {
+        const e = raw as Envelope;
+        if (typeof e !== "object" || e === null || e.type !== "envelope" || e.v !== PROTOCOL_VERSION)
+          throw new SyncRefusal("BAD_OBJECT", "not a v1 envelope");
+        if (e.regionId !== regionId) throw new SyncRefusal("BAD_OBJECT", "envelope of another region");
+        if (!Number.isSafeInteger(e.epoch) || e.epoch < 1) throw new SyncRefusal("BAD_OBJECT", "bad epoch");
+        if (e.sender !== device.id || !verifyObject("envelope", e, cert.signPub))
+          throw new SyncRefusal("BAD_SIGNATURE", "envelope not signed by the sending device");
+        const to = await this.#store.getSyncDevice(e.recipient);
+        if (to?.state !== "active")
+          throw new SyncRefusal("DEVICE_UNKNOWN", `recipient ${e.recipient} is no active device`);
+        rows.push({
+          regionId,
+          epoch: e.epoch,
+          recipient: e.recipient,
+          body: canonical(e).toString("utf8"),
+          createdAt: this.#now(),
+        });
+      }
+      await this.#store.transaction(async (tx) => {
+        for (const r of rows) await tx.putSyncEnvelope(r);
+      });
+      this.#record(actor, "sync.envelope", "success", {
+        target: regionId,
+        detail: `${rows.length} envelopes from device ${device.id}`,
+      });
+      return { stored: rows.length };
+    });
+  }
+
+  async envelopes(actor: SyncActor, regionId: string): Promise<Envelope[]> {
+    const { device } = await this.#access(actor, regionId);
+    return (await this.#store.listSyncEnvelopes(regionId, device.id)).map((r) => JSON.parse(r.body) as Envelope);
+  }
+
+  // ---- blobs ----
+
+  async hasBlob(actor: SyncActor, regionId: string, hash: string): Promise<number | undefined> {
+    await this.#access(actor, regionId);
+    return (await this.#store.getSyncBlob(regionId, hash))?.size;
+  }
+
+  /** Streams an upload into the blob store, hashing it; refused unless its SHA-256 is `hash` and it fits the quota. */
+  async putBlob(
+    actor: SyncActor,
+    regionId: string,
+    hash: string,
+    body: AsyncIterable<Buffer | Uint8Array>,
+    declared: number | undefined,
+  ): Promise<{ created: boolean; size: number }> {
+    return this.#audited(actor, "sync.blob", regionId, async () => {
+      if (!HASH.test(hash)) throw new SyncRefusal("BAD_OBJECT", "a blob is named by its hex SHA-256");
+      const { region } = await this.#access(actor, regionId);
+      const have = await this.#store.getSyncBlob(regionId, hash);
+      if (have) return { created: false, size: have.size };
+      const quotaBytes = await this.#quotaOf(region.owner);
+      const used = quotaBytes > 0 ? await this.#store.syncBytesOwnedBy(region.owner) : 0;
+      const room = quotaBytes > 0 ? quotaBytes - used : Number.POSITIVE_INFINITY;
+      if (declared !== undefined && declared > room)
+        throw new SyncRefusal("QUOTA_EXCEEDED", "the region owner's quota is reached");
+      const w = await this.#blobs.create();
+      const h = createHash("sha256");
+      let size = 0;
+      try {
+        for await (const chunk of body) {
+          const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+          size += b.length;
+          if (size > room) throw new SyncRefusal("QUOTA_EXCEEDED", "the region owner's quota is reached");
+          h.update(b);
+          await w.write([b]);
+        }
+        if (declared !== undefined && size !== declared)
+          throw new SyncRefusal("BAD_OBJECT", "body shorter than its Content-Length");
+        if (h.digest("hex") !== hash) throw new SyncRefusal("HASH_MISMATCH", "the blob's SHA-256 is not its name");
+        await w.commit();
+      } catch (err) {
+        await w.abort();
+        throw err;
+      }
+      const created = await this.#store.transaction(async (tx) => {
+        if (await tx.getSyncBlob(regionId, hash)) return false;
+        const r = await tx.getSyncRegion(regionId);
+        if (!r) throw new SyncRefusal("NO_SUCH_REGION", "no such region");
+        await tx.insertSyncBlob({ regionId, hash, blobId: w.id, size, createdAt: this.#now() });
+        await tx.putSyncRegion({ ...r, usedBytes: r.usedBytes + size });
+        return true;
+      });
+      if (!created) await this.#blobs.remove(w.id).catch(() => undefined);
+      this.#record(actor, "sync.blob", "success", { target: regionId, size, detail: `upload ${hash.slice(0, 16)}` });
+      return { created, size };
+    });
+  }
+
+  async openBlob(actor: SyncActor, regionId: string, hash: string): Promise<BlobReader> {
+    return this.#audited(actor, "sync.blob", regionId, async () => {
+      await this.#access(actor, regionId);
+      const row = HASH.test(hash) ? await this.#store.getSyncBlob(regionId, hash) : undefined;
+      if (!row) throw new SyncRefusal("NO_SUCH_BLOB", "no such blob");
+      const reader = await this.#blobs.open(row.blobId);
+      this.#record(actor, "sync.blob", "success", {
+        target: regionId,
+        size: row.size,
+        detail: `download ${hash.slice(0, 16)}`,
+      });
+      return reader;
+    });
+  }
+}
