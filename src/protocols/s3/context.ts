@@ -22,6 +22,8 @@ export interface Ctx {
   secure: boolean;
   /** SSE-C key of this request, decoded; zeroed when the request ends. */
   customerKey?: CustomerKey;
+  /** CopyObject / UploadPartCopy: the SSE-C key of the copy source (x-amz-copy-source-server-side-encryption-customer-*). */
+  copySourceKey?: CustomerKey;
 }
 
 export interface CustomerKey {

@@ -1,6 +1,7 @@
 // Routes a signed, logged-in request to its operation by method, bucket/key and sub-resource query.
 import { bucketEncryption, createBucket, deleteBucket, listBuckets } from "./buckets.ts";
 import { bucketExists, type Ctx, notImplemented, send } from "./context.ts";
+import { copyObject } from "./copy.ts";
 import { S3Error } from "./errors.ts";
 import { listObjects, listVersions } from "./listing.ts";
 import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
@@ -67,7 +68,7 @@ export async function dispatch(c: Ctx): Promise<void> {
     if (q.has(sub)) notImplemented();
   }
   if (m === "PUT") {
-    if (c.req.headers["x-amz-copy-source"] !== undefined) notImplemented();
+    if (c.req.headers["x-amz-copy-source"] !== undefined) return copyObject(c);
     return putObject(c);
   }
   if (m === "GET") return getObject(c, false);

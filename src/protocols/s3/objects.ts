@@ -23,30 +23,12 @@ export async function putObject(c: Ctx): Promise<void> {
     return;
   }
   const path = objectPath(c.bucket, c.key);
-  // no SSE header: the bucket's default encryption, if it has one
-  const asked = requestedSse(c.req);
+  const plan = await writePlan(c);
   const customerKey = c.customerKey;
-  if (customerKey && asked.mode) {
-    throw new S3Error(
-      "InvalidArgument",
-      400,
-      "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
-    );
-  }
-  const sse = asked.mode || customerKey ? asked : await bucketDefault(c);
   const headers = metadataOf(c.req);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
-  const w = await c.session.openWrite(path, {
-    truncate: true,
-    key: sse.key,
-    customerKey: customerKey?.key,
-    encryptionNote: customerKey
-      ? "sse-c"
-      : sse.mode
-        ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}${asked.mode ? "" : " (bucket default)"}`
-        : undefined,
-  });
+  const w = await c.session.openWrite(path, { truncate: true, ...plan });
   try {
     for await (const piece of body.pieces) await w.write(w.size, piece);
   } catch (err) {
@@ -59,6 +41,39 @@ export async function putObject(c: Ctx): Promise<void> {
     etag: `"${md5.toString("hex")}"`,
     ...sseHeaders(await c.session.keyOf?.(path, customerKey?.key), customerKey),
   });
+}
+
+/**
+ * How a new object of this request is encrypted: the SSE headers (SSE-S3, SSE-KMS with a key, SSE-C with the request's
+ * customer key) or, without any, the bucket's default; with the audit note naming the choice.
+ */
+export async function writePlan(c: Ctx): Promise<WritePlan> {
+  // no SSE header: the bucket's default encryption, if it has one
+  const asked = requestedSse(c.req);
+  const customerKey = c.customerKey;
+  if (customerKey && asked.mode) {
+    throw new S3Error(
+      "InvalidArgument",
+      400,
+      "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
+    );
+  }
+  const sse = asked.mode || customerKey ? asked : await bucketDefault(c);
+  return {
+    key: sse.key,
+    customerKey: customerKey?.key,
+    encryptionNote: customerKey
+      ? "sse-c"
+      : sse.mode
+        ? `sse ${sse.mode}${sse.key ? ` key ${sse.key}` : ""}${asked.mode ? "" : " (bucket default)"}`
+        : undefined,
+  };
+}
+
+export interface WritePlan {
+  key?: string;
+  customerKey?: Buffer;
+  encryptionNote?: string;
 }
 
 export function parseRange(h: string | undefined, size: number): { start: number; end: number } | undefined {

@@ -16,7 +16,7 @@ import { type CustomerKey, sendError } from "./context.ts";
 import { dispatch } from "./dispatch.ts";
 import { noSuchBucket, S3Error } from "./errors.ts";
 import { canonicalRequest, parseAuth, queryPairs, verifier } from "./sigv4.ts";
-import { customerKeyOf } from "./sse.ts";
+import { COPY_SOURCE_SSE_C, customerKeyOf } from "./sse.ts";
 
 export interface S3ServerOptions {
   login: LoginService;
@@ -52,6 +52,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
     let session: VfsSession | undefined;
     let signingKey: Buffer | undefined;
     let customerKey: CustomerKey | undefined;
+    let copySourceKey: CustomerKey | undefined;
     try {
       const pairs = queryPairs(qAt < 0 ? "" : url.slice(qAt + 1));
       const segments = rawPath.split("/");
@@ -88,6 +89,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
       if (key.length > 1024) throw new S3Error("KeyTooLongError", 400, "Your key is too long");
       session = await login.openSession(sessionId);
       customerKey = customerKeyOf(req, !!options.tls);
+      copySourceKey = customerKeyOf(req, !!options.tls, COPY_SOURCE_SSE_C);
       await dispatch({
         req,
         res,
@@ -100,6 +102,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         requestId,
         secure: !!options.tls,
         customerKey,
+        copySourceKey,
       });
     } catch (err) {
       if (err instanceof AtrestError && err.code === "NOT_FOUND" && resource.split("/").length <= 2) {
@@ -110,6 +113,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
     } finally {
       if (signingKey) zero(signingKey);
       if (customerKey) zero(customerKey.key);
+      if (copySourceKey) zero(copySourceKey.key);
       await session?.close().catch(() => undefined);
       if (sessionId) login.logout(sessionId);
     }

@@ -60,6 +60,7 @@ export function kmsKeyName(keyId: string): string {
 }
 
 export const SSE_C = "x-amz-server-side-encryption-customer-";
+export const COPY_SOURCE_SSE_C = "x-amz-copy-source-server-side-encryption-customer-";
 
 /**
  * The SSE-C key of a request (x-amz-server-side-encryption-customer-algorithm / -key / -key-MD5), checked as AWS

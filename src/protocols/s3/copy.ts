@@ -1,0 +1,177 @@
+// CopyObject (PUT with x-amz-copy-source) and what UploadPartCopy shares with it: the source named by the header
+// (`bucket/key`, URL-encoded, optionally `?versionId=null`), its x-amz-copy-source-if-* conditions, its SSE-C key
+// (x-amz-copy-source-server-side-encryption-customer-*), and the streamed copy through the vfs (read 1 MiB, write it,
+// the next read already under way: never the object in memory). The destination is a normal new version: encrypted as
+// the request's SSE headers or the bucket default say (SSE-C with the request's customer key), metadata copied
+// (x-amz-metadata-directive COPY, the default) or taken from the request (REPLACE). The vfs audits the download and
+// the upload; the upload's detail names the source.
+import { createHash, type Hash } from "node:crypto";
+import { AtrestError } from "../../errors.ts";
+import type { FileStat, ReadHandle, WriteHandle } from "../../vfs/types.ts";
+import { bucketExists, type Ctx, type CustomerKey, iso, mkdirs, objectPath, send } from "./context.ts";
+import { noSuchBucket, S3Error } from "./errors.ts";
+import { etagOf, metadataOf, objectMeta } from "./metadata.ts";
+import { READ_PIECE, writePlan } from "./objects.ts";
+import { sseHeaders } from "./sse.ts";
+import { xmlDoc } from "./xml.ts";
+
+export interface CopySource {
+  bucket: string;
+  key: string;
+  /** The source's path in the user's view. */
+  path: string;
+  stat: FileStat;
+  customerKey?: CustomerKey;
+}
+
+const precondition = () =>
+  new S3Error("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold");
+
+const unquote = (t: string) => t.trim().replace(/^"(.*)"$/, "$1");
+
+/** The copy source of the request, checked: it exists, the caller may see it, its conditions hold. */
+export async function copySource(c: Ctx): Promise<CopySource> {
+  const raw = c.req.headers["x-amz-copy-source"];
+  if (typeof raw !== "string" || raw === "")
+    throw new S3Error(
+      "InvalidArgument",
+      400,
+      "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+    );
+  const q = raw.indexOf("?");
+  const pathPart = q < 0 ? raw : raw.slice(0, q);
+  if (q >= 0) {
+    const params = new URLSearchParams(raw.slice(q + 1));
+    const version = params.get("versionId");
+    // an unversioned bucket: every object is its one version, "null"
+    if (version !== null && version !== "null")
+      throw new S3Error("NoSuchVersion", 404, "The specified version does not exist.");
+  }
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(pathPart);
+  } catch {
+    throw new S3Error("InvalidArgument", 400, "Invalid copy source encoding");
+  }
+  if (decoded.startsWith("/")) decoded = decoded.slice(1);
+  const slash = decoded.indexOf("/");
+  const bucket = slash < 0 ? decoded : decoded.slice(0, slash);
+  const key = slash < 0 ? "" : decoded.slice(slash + 1);
+  if (!bucket || !key || key.endsWith("/")) {
+    throw new S3Error(
+      "InvalidArgument",
+      400,
+      "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+    );
+  }
+  try {
+    await bucketExists(c.session, bucket);
+  } catch (err) {
+    if (err instanceof AtrestError && err.code === "NOT_FOUND") throw noSuchBucket();
+    throw err;
+  }
+  const path = objectPath(bucket, key);
+  const stat = await c.session.stat(path);
+  if (stat.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
+  checkCopyConditions(c, stat);
+  return { bucket, key, path, stat, customerKey: c.copySourceKey };
+}
+
+/**
+ * x-amz-copy-source-if-match / -if-none-match / -if-unmodified-since / -if-modified-since, as S3 weighs them: a
+ * matching If-Match wins over If-Unmodified-Since, a failing If-None-Match over If-Modified-Since; failure is 412.
+ */
+function checkCopyConditions(c: Ctx, st: FileStat): void {
+  const h = c.req.headers;
+  const etag = unquote(etagOf(st));
+  const second = Math.floor(st.mtime / 1000) * 1000;
+  const im = h["x-amz-copy-source-if-match"];
+  const ius = h["x-amz-copy-source-if-unmodified-since"];
+  const inm = h["x-amz-copy-source-if-none-match"];
+  const ims = h["x-amz-copy-source-if-modified-since"];
+  const matches = (v: string) => v.split(",").some((t) => unquote(t) === etag || t.trim() === "*");
+  if (typeof im === "string") {
+    if (!matches(im)) throw precondition();
+  } else if (typeof ius === "string" && Date.parse(ius) < second) throw precondition();
+  if (typeof inm === "string") {
+    if (matches(inm)) throw precondition();
+  } else if (typeof ims === "string" && !Number.isNaN(Date.parse(ims)) && Date.parse(ims) >= second) {
+    throw precondition();
+  }
+}
+
+/**
+ * Copies bytes [start, end] of `r` to the end of `w`, 1 MiB at a time with the next read started before the write
+ * (one piece ahead: memory stays at two pieces), feeding `md5`.
+ */
+export async function pump(r: ReadHandle, w: WriteHandle, start: number, end: number, md5: Hash): Promise<void> {
+  const next = (at: number) => (at <= end ? r.read(at, Math.min(READ_PIECE, end - at + 1)) : undefined);
+  let at = start;
+  let pending = next(at);
+  while (pending) {
+    const piece = await pending;
+    if (piece.length === 0) break;
+    at += piece.length;
+    pending = next(at);
+    md5.update(piece);
+    try {
+      await w.write(w.size, piece);
+    } catch (err) {
+      // the read under way must settle before the handle closes
+      await pending?.catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+export async function copyObject(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  if (c.key.endsWith("/"))
+    throw new S3Error("InvalidArgument", 400, "a key ending in / names a folder and holds no data");
+  const directive = c.req.headers["x-amz-metadata-directive"] ?? "COPY";
+  if (directive !== "COPY" && directive !== "REPLACE") {
+    throw new S3Error("InvalidArgument", 400, "Unknown metadata directive.");
+  }
+  const src = await copySource(c);
+  const dest = objectPath(c.bucket, c.key);
+  const changesEncryption =
+    c.customerKey !== undefined ||
+    src.customerKey !== undefined ||
+    c.req.headers["x-amz-server-side-encryption"] !== undefined;
+  if (src.path === dest && directive === "COPY" && !changesEncryption) {
+    throw new S3Error(
+      "InvalidRequest",
+      400,
+      "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+    );
+  }
+  const headers = directive === "REPLACE" ? metadataOf(c.req) : { ...(src.stat.object?.headers ?? {}) };
+  const plan = await writePlan(c);
+  // the request has no body; what a client sends anyway is ignored
+  c.req.resume();
+  const md5 = createHash("md5");
+  const r = await c.session.openRead(src.path, { customerKey: src.customerKey?.key });
+  let st: FileStat;
+  try {
+    await mkdirs(c.session, dest.slice(0, dest.lastIndexOf("/")));
+    const note = [`copy of ${src.path}`, plan.encryptionNote].filter(Boolean).join("; ");
+    const w = await c.session.openWrite(dest, { truncate: true, ...plan, encryptionNote: note });
+    try {
+      await pump(r, w, 0, r.size - 1, md5);
+    } catch (err) {
+      await w.abort(false).catch(() => undefined);
+      throw err;
+    }
+    // the source is read: let it go before the copy commits (a copy onto itself retires the blob being read)
+    await r.close();
+    st = await w.close(undefined, objectMeta(md5.digest("hex"), headers));
+  } finally {
+    await r.close().catch(() => undefined);
+  }
+  send(
+    c.res,
+    200,
+    xmlDoc("CopyObjectResult", { LastModified: iso(st.mtime), ETag: etagOf(st) }),
+    sseHeaders(await c.session.keyOf?.(dest, c.customerKey?.key), c.customerKey),
+  );
+}
