@@ -171,6 +171,7 @@ export function registerServer(program: Command): void {
       } else {
         const { loadOrCreateServerTls } = await import("../wiring/server-tls.ts");
         const { startHttpServer } = await import("../protocols/http/server.ts");
+        const { keyCustody } = await import("../wiring/key-custody.ts");
         const tls = await loadOrCreateServerTls({
           vault,
           data: config.data,
@@ -200,6 +201,7 @@ export function registerServer(program: Command): void {
           totp,
           admin: app.admin,
           keys: app.keys,
+          custody: keyCustody(app),
           auditQuery: (pick, o) => query(app.audit.path, auditKey, pick, o),
           audit: app.audit,
           accounts: app,

@@ -1,4 +1,349 @@
-export type AdminTab = string;
+// Administration (role admin): users, groups, folders with their encryption policy (the KEK files under them are
+// wrapped with), the brute-force defender's bans, and the live sessions of every door.
+import { useState } from "preact/hooks";
+import { del, get, post, put } from "./api.ts";
+import { bytes, when } from "./format.ts";
+import { type Column, DataTable } from "./table.tsx";
+import { ActionForm, Dialog, ErrorText, Field, str, useLoad } from "./ui.tsx";
+
+export type AdminTab = "users" | "groups" | "folders" | "bans" | "sessions";
+
+interface User {
+  name: string;
+  role: string;
+  home: string;
+  groups: string[];
+  publicKeys: string[];
+  hasPassword: boolean;
+  kek: string | null;
+  quotaBytes: number;
+  quotaFiles: number;
+  usedBytes: number;
+  usedFiles: number;
+  createdAt: string;
+}
+interface Group {
+  name: string;
+  options: { key?: string };
+  createdAt: string;
+}
+interface Folder {
+  path: string;
+  options: Record<string, unknown>;
+  createdAt: string;
+}
+interface Ban {
+  kind: "ip" | "user";
+  subject: string;
+  since: string;
+  until: string;
+  count: number;
+  active: boolean;
+}
+interface LiveSession {
+  sessionId: string;
+  user: string;
+  protocol: string;
+  sourceIp?: string;
+  since: string;
+}
+
+const list = (s: string) =>
+  s
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+/** A button that asks before running `run`. */
+function Confirm(props: { label: string; question: string; run: () => Promise<void>; danger?: boolean }) {
+  const [open, setOpen] = useState(false);
+  return (
+    <>
+      <button type="button" class={props.danger ? "danger" : undefined} onClick={() => setOpen(true)}>
+        {props.label}
+      </button>
+      {open && (
+        <Dialog title={props.question} onClose={() => setOpen(false)}>
+          <ActionForm
+            submit={props.label}
+            class={props.danger ? "danger" : undefined}
+            action={async () => {
+              await props.run();
+              setOpen(false);
+            }}
+          />
+        </Dialog>
+      )}
+    </>
+  );
+}
+
+function Users() {
+  const users = useLoad(() => get<{ users: User[] }>("/api/v1/admin/users"), []);
+  const cols: Column<User>[] = [
+    { label: "Name", cell: (u) => u.name },
+    { label: "Role", cell: (u) => u.role },
+    { label: "Home", cell: (u) => u.home },
+    { label: "Groups", cell: (u) => u.groups.join(", ") },
+    {
+      label: "Login",
+      cell: (u) =>
+        [u.hasPassword ? "password" : "", u.publicKeys.length ? `${u.publicKeys.length} key(s)` : ""]
+          .filter(Boolean)
+          .join(", "),
+    },
+    { label: "Key", cell: (u) => u.kek ?? "" },
+    {
+      label: "Used",
+      class: "num",
+      cell: (u) => `${bytes(u.usedBytes)}${u.quotaBytes ? ` of ${bytes(u.quotaBytes)}` : ""}, ${u.usedFiles} files`,
+    },
+    { label: "Created", cell: (u) => when(u.createdAt), class: "time" },
+    {
+      label: "",
+      cell: (u) => (
+        <Confirm
+          label="Remove"
+          danger
+          question={`Remove user ${u.name}? Their files stay.`}
+          run={async () => {
+            await del(`/api/v1/admin/users/${encodeURIComponent(u.name)}`);
+            users.reload();
+          }}
+        />
+      ),
+    },
+  ];
+  return (
+    <>
+      <h1>Users</h1>
+      <ErrorText error={users.error} />
+      <DataTable caption="Users" columns={cols} rows={users.data?.users} rowKey={(u) => u.name} />
+      <h2>Add a user</h2>
+      <ActionForm
+        class="filters"
+        label="Add a user"
+        submit="Add user"
+        action={async (f) => {
+          const body: Record<string, unknown> = { name: str(f, "name"), role: str(f, "role") };
+          if (str(f, "password")) body.password = str(f, "password");
+          if (str(f, "groups")) body.groups = list(str(f, "groups"));
+          if (str(f, "home")) body.home = str(f, "home");
+          if (str(f, "kek")) body.kek = str(f, "kek");
+          if (str(f, "publicKey")) body.publicKeys = [str(f, "publicKey")];
+          await post("/api/v1/admin/users", body);
+          (document.querySelector('form[aria-label="Add a user"]') as HTMLFormElement | null)?.reset();
+          users.reload();
+        }}
+      >
+        <Field label="Name" name="name" required />
+        <Field label="Password (8+ characters)" name="password" type="password" autocomplete="new-password" />
+        <p class="field">
+          <label for="f-role">Role</label>
+          <select id="f-role" name="role">
+            <option value="user">user</option>
+            <option value="admin">admin</option>
+            <option value="custodian">custodian</option>
+            <option value="auditor">auditor</option>
+          </select>
+        </p>
+        <Field label="Groups (comma-separated)" name="groups" />
+        <Field label="Home (default /<name>)" name="home" />
+        <Field label="Key (KEK name)" name="kek" />
+        <Field label="SSH public key" name="publicKey" />
+      </ActionForm>
+    </>
+  );
+}
+
+function Groups() {
+  const groups = useLoad(() => get<{ groups: Group[] }>("/api/v1/admin/groups"), []);
+  return (
+    <>
+      <h1>Groups</h1>
+      <ErrorText error={groups.error} />
+      <DataTable
+        caption="Groups"
+        rows={groups.data?.groups}
+        rowKey={(g) => g.name}
+        columns={[
+          { label: "Name", cell: (g) => g.name },
+          { label: "Key for members' files", cell: (g) => g.options.key ?? "(default)" },
+          { label: "Created", cell: (g) => when(g.createdAt), class: "time" },
+          {
+            label: "",
+            cell: (g) => (
+              <Confirm
+                label="Remove"
+                danger
+                question={`Remove group ${g.name}?`}
+                run={async () => {
+                  await del(`/api/v1/admin/groups/${encodeURIComponent(g.name)}`);
+                  groups.reload();
+                }}
+              />
+            ),
+          },
+        ]}
+      />
+      <h2>Create a group or change its key</h2>
+      <ActionForm
+        class="filters"
+        label="Create a group"
+        submit="Save group"
+        action={async (f) => {
+          await put(
+            `/api/v1/admin/groups/${encodeURIComponent(str(f, "name"))}`,
+            str(f, "key") ? { key: str(f, "key") } : {},
+          );
+          groups.reload();
+        }}
+      >
+        <Field label="Group name" name="name" required />
+        <Field label="Key (KEK name, empty: default)" name="key" />
+      </ActionForm>
+    </>
+  );
+}
+
+function Folders() {
+  const folders = useLoad(() => get<{ folders: Folder[] }>("/api/v1/admin/folders"), []);
+  return (
+    <>
+      <h1>Folders and their encryption policy</h1>
+      <p class="muted">Files written under a folder are wrapped with its key (a KEK held by the key manager).</p>
+      <ErrorText error={folders.error} />
+      <DataTable
+        caption="Folders"
+        rows={folders.data?.folders}
+        rowKey={(f) => f.path}
+        columns={[
+          { label: "Path", cell: (f) => f.path },
+          { label: "Key", cell: (f) => String(f.options.key ?? "(default)") },
+          {
+            label: "Other policy",
+            cell: (f) =>
+              Object.entries(f.options)
+                .filter(([k]) => k !== "key")
+                .map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`)
+                .join("; "),
+          },
+          { label: "Created", cell: (f) => when(f.createdAt), class: "time" },
+          {
+            label: "",
+            cell: (f) => (
+              <Confirm
+                label="Remove"
+                danger
+                question={`Remove the rule for ${f.path}? The directory and files stay.`}
+                run={async () => {
+                  await del(`/api/v1/admin/folders?path=${encodeURIComponent(f.path)}`);
+                  folders.reload();
+                }}
+              />
+            ),
+          },
+        ]}
+      />
+      <h2>Set a folder's key</h2>
+      <ActionForm
+        class="filters"
+        label="Set a folder's key"
+        submit="Save folder"
+        action={async (f) => {
+          await put("/api/v1/admin/folders", {
+            path: str(f, "path"),
+            ...(str(f, "key") ? { key: str(f, "key") } : {}),
+          });
+          folders.reload();
+        }}
+      >
+        <Field label="Folder path (global)" name="path" required placeholder="/finance" />
+        <Field label="Key (KEK name)" name="key" />
+      </ActionForm>
+    </>
+  );
+}
+
+function Bans() {
+  const bans = useLoad(() => get<{ bans: Ban[] }>("/api/v1/admin/bans"), []);
+  return (
+    <>
+      <h1>Defender bans</h1>
+      <p class="muted">Addresses and user names banned after repeated failed logins, on every door.</p>
+      <ErrorText error={bans.error} />
+      <DataTable
+        caption="Bans"
+        rows={bans.data?.bans}
+        rowKey={(b) => `${b.kind}:${b.subject}:${b.since}`}
+        empty="No bans."
+        rowClass={(b) => (b.active ? "failure" : undefined)}
+        columns={[
+          { label: "Kind", cell: (b) => b.kind },
+          { label: "Subject", cell: (b) => b.subject },
+          { label: "Since", cell: (b) => when(b.since), class: "time" },
+          { label: "Until", cell: (b) => when(b.until), class: "time" },
+          { label: "Count", cell: (b) => b.count, class: "num" },
+          { label: "State", cell: (b) => (b.active ? "active" : "ended") },
+          {
+            label: "",
+            cell: (b) =>
+              b.active && (
+                <Confirm
+                  label="Lift"
+                  question={`Lift the ban on ${b.subject}?`}
+                  run={async () => {
+                    await del(`/api/v1/admin/bans/${encodeURIComponent(b.subject)}`);
+                    bans.reload();
+                  }}
+                />
+              ),
+          },
+        ]}
+      />
+    </>
+  );
+}
+
+function Sessions() {
+  const s = useLoad(() => get<{ sessions: LiveSession[] }>("/api/v1/admin/sessions"), []);
+  return (
+    <>
+      <h1>Live sessions</h1>
+      <ErrorText error={s.error} />
+      <button type="button" onClick={s.reload}>
+        Refresh
+      </button>
+      <DataTable
+        caption="Live sessions"
+        rows={s.data?.sessions}
+        rowKey={(x) => x.sessionId}
+        empty="Nobody is connected."
+        columns={[
+          { label: "User", cell: (x) => x.user },
+          { label: "Door", cell: (x) => x.protocol },
+          { label: "From", cell: (x) => x.sourceIp ?? "" },
+          { label: "Since", cell: (x) => when(x.since), class: "time" },
+          { label: "Session", cell: (x) => <code>{x.sessionId.slice(0, 8)}</code> },
+        ]}
+      />
+    </>
+  );
+}
+
 export function Admin(props: { tab: AdminTab }) {
-  return <p>{props.tab}: coming.</p>;
+  switch (props.tab) {
+    case "users":
+      return <Users />;
+    case "groups":
+      return <Groups />;
+    case "folders":
+      return <Folders />;
+    case "bans":
+      return <Bans />;
+    case "sessions":
+      return <Sessions />;
+    default:
+      return <p>No such page.</p>;
+  }
 }

@@ -1,4 +1,388 @@
-export type CustodyTab = string;
+// The custodian's side: keys with their versions, states and rotation policy (create, rotate, ask for destruction);
+// pending dual-control requests to approve or reject; rewrap/reencrypt jobs with live progress; who can decrypt a file.
+import { useEffect, useState } from "preact/hooks";
+import { get, post, qs } from "./api.ts";
+import { bytes, when } from "./format.ts";
+import { DataTable } from "./table.tsx";
+import { ActionForm, Dialog, ErrorText, Field, str, useLoad } from "./ui.tsx";
+
+export type CustodyTab = "keys" | "requests" | "jobs" | "who";
+
+interface Version {
+  version: number;
+  state: string;
+  createdAt?: string;
+  destroyAt?: string;
+}
+interface Key {
+  name: string;
+  currentVersion: number;
+  versions: Version[];
+  rotation?: { policy: string; periodDays?: number; nextRotationAt?: string };
+  minDecryptionVersion?: number;
+  type?: string;
+  origin?: string;
+  compromised?: boolean;
+}
+interface Decision {
+  custodian: string;
+  decision: "approve" | "reject";
+  reason: string;
+  at: string;
+}
+interface KmsRequest {
+  id: string;
+  kind: string;
+  target: string;
+  params: Record<string, unknown>;
+  requester: string;
+  reason: string;
+  quorum: number;
+  createdAt: string;
+  expiresAt: string;
+  status: string;
+  result?: string;
+  approvals: Decision[];
+}
+interface Job {
+  id: string;
+  kind: string;
+  key: string;
+  state: string;
+  startedBy: string;
+  startedAt: string;
+  finishedAt?: string;
+  total: number;
+  done: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+  error?: string;
+}
+
+const Pill = (props: { v: string }) => <span class={`pill ${props.v}`}>{props.v}</span>;
+
+function Keys() {
+  const keys = useLoad(() => get<{ keys: Key[] }>("/api/v1/keys"), []);
+  const [destroy, setDestroy] = useState<Key | undefined>(undefined);
+  const [note, setNote] = useState("");
+  return (
+    <>
+      <h1>Keys</h1>
+      <p class="muted">Key encryption keys held by the key manager; files' data keys are wrapped under them.</p>
+      <p role="status">{note}</p>
+      <ErrorText error={keys.error} />
+      <DataTable
+        caption="Keys"
+        rows={keys.data?.keys}
+        rowKey={(k) => k.name}
+        columns={[
+          { label: "Key", cell: (k) => <strong>{k.name}</strong> },
+          {
+            label: "Versions",
+            cell: (k) => (
+              <ul class="versions">
+                {k.versions.map((v) => (
+                  <li key={v.version}>
+                    v{v.version}
+                    {v.version === k.currentVersion ? " (current)" : ""} <Pill v={v.state} />
+                    {v.destroyAt ? ` destroyed at ${when(v.destroyAt)}` : ""}
+                  </li>
+                ))}
+              </ul>
+            ),
+          },
+          {
+            label: "Rotation",
+            cell: (k) =>
+              k.rotation
+                ? `${k.rotation.policy}${k.rotation.periodDays ? ` every ${k.rotation.periodDays} d` : ""}${k.rotation.nextRotationAt ? `, next ${when(k.rotation.nextRotationAt)}` : ""}`
+                : "",
+          },
+          { label: "Decrypts from", cell: (k) => (k.minDecryptionVersion ? `v${k.minDecryptionVersion}` : "") },
+          {
+            label: "",
+            cell: (k) => (
+              <span class="row-actions">
+                <button
+                  type="button"
+                  onClick={async () => {
+                    try {
+                      const r = await post<Key>(`/api/v1/keys/${encodeURIComponent(k.name)}/rotate`);
+                      setNote(`Rotated ${k.name}: v${r.currentVersion} wraps new files.`);
+                      keys.reload();
+                    } catch (e) {
+                      setNote(`Rotate ${k.name} failed: ${(e as Error).message}`);
+                    }
+                  }}
+                >
+                  Rotate {k.name}
+                </button>
+                <button type="button" class="danger" onClick={() => setDestroy(k)}>
+                  Destroy…
+                </button>
+              </span>
+            ),
+          },
+        ]}
+      />
+      <h2>Create a key</h2>
+      <ActionForm
+        class="filters"
+        label="Create a key"
+        submit="Create key"
+        action={async (f) => {
+          await post("/api/v1/keys", { name: str(f, "name") });
+          keys.reload();
+        }}
+      >
+        <Field label="Key name" name="name" required />
+      </ActionForm>
+      {destroy && (
+        <Dialog title={`Ask to destroy ${destroy.name}`} onClose={() => setDestroy(undefined)}>
+          <p>
+            Destruction needs the approval of other custodians, then waits before the key material is erased. Files
+            under a destroyed version can never be read again.
+          </p>
+          <ActionForm
+            submit="Ask for destruction"
+            class="danger"
+            action={async (f) => {
+              const version = str(f, "version");
+              const r = await post<KmsRequest>(`/api/v1/keys/${encodeURIComponent(destroy.name)}/destroy`, {
+                ...(version ? { version: Number(version) } : {}),
+                waitingDays: Number(str(f, "days") || "30"),
+                reason: str(f, "reason"),
+              });
+              setDestroy(undefined);
+              setNote(`Request ${r.id} created: it needs ${r.quorum} approval(s).`);
+            }}
+          >
+            <p class="field">
+              <label for="d-version">Version (empty: every version)</label>
+              <select id="d-version" name="version">
+                <option value="">every version</option>
+                {destroy.versions
+                  .filter((v) => v.state !== "destroyed")
+                  .map((v) => (
+                    <option key={v.version} value={String(v.version)}>
+                      v{v.version}
+                    </option>
+                  ))}
+              </select>
+            </p>
+            <Field label="Waiting period, days (7-30)" name="days" type="number" value="30" />
+            <Field label="Reason (shown to the approvers)" name="reason" required />
+          </ActionForm>
+        </Dialog>
+      )}
+    </>
+  );
+}
+
+function Requests() {
+  const [status, setStatus] = useState("pending");
+  const reqs = useLoad(() => get<{ requests: KmsRequest[] }>(`/api/v1/keys/requests${qs({ status })}`), [status]);
+  const [deciding, setDeciding] = useState<{ r: KmsRequest; d: "approve" | "reject" } | undefined>(undefined);
+  const [note, setNote] = useState("");
+  return (
+    <>
+      <h1>Dual-control requests</h1>
+      <p class="muted">
+        Destruction, export, client policy and master-key rotation run only after enough other custodians approve. You
+        cannot approve your own request; one rejection ends it.
+      </p>
+      <p class="field narrow">
+        <label for="r-status">Show</label>
+        <select id="r-status" value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
+          <option value="pending">pending</option>
+          <option value="">all</option>
+          <option value="executed">executed</option>
+          <option value="rejected">rejected</option>
+          <option value="expired">expired</option>
+          <option value="failed">failed</option>
+        </select>
+      </p>
+      <p role="status">{note}</p>
+      <ErrorText error={reqs.error} />
+      <DataTable
+        caption="Requests"
+        rows={reqs.data?.requests}
+        rowKey={(r) => r.id}
+        empty="No request."
+        columns={[
+          { label: "Request", cell: (r) => <code>{r.id}</code> },
+          {
+            label: "What",
+            cell: (r) => (
+              <>
+                {r.kind} <strong>{r.target}</strong>
+                {r.params && Object.keys(r.params).length > 0 && <span class="muted"> {JSON.stringify(r.params)}</span>}
+              </>
+            ),
+          },
+          { label: "Asked by", cell: (r) => `${r.requester}${r.reason ? `: “${r.reason}”` : ""}` },
+          { label: "Asked", cell: (r) => when(r.createdAt), class: "time" },
+          {
+            label: "Approvals",
+            cell: (r) => (
+              <>
+                {r.approvals.filter((a) => a.decision === "approve").length}/{r.quorum}
+                <ul class="versions">
+                  {r.approvals.map((a) => (
+                    <li key={a.custodian + a.at}>
+                      <Pill v={a.decision} /> {a.custodian}
+                    </li>
+                  ))}
+                </ul>
+              </>
+            ),
+          },
+          { label: "Status", cell: (r) => <Pill v={r.status} /> },
+          {
+            label: "",
+            cell: (r) =>
+              r.status === "pending" && (
+                <span class="row-actions">
+                  <button type="button" onClick={() => setDeciding({ r, d: "approve" })}>
+                    Approve
+                  </button>
+                  <button type="button" class="danger" onClick={() => setDeciding({ r, d: "reject" })}>
+                    Reject
+                  </button>
+                </span>
+              ),
+          },
+        ]}
+      />
+      {deciding && (
+        <Dialog
+          title={`${deciding.d === "approve" ? "Approve" : "Reject"} ${deciding.r.kind} of ${deciding.r.target}`}
+          onClose={() => setDeciding(undefined)}
+        >
+          <ActionForm
+            submit={deciding.d === "approve" ? "Approve" : "Reject"}
+            class={deciding.d === "reject" ? "danger" : undefined}
+            action={async (f) => {
+              const r = await post<KmsRequest>(
+                `/api/v1/keys/requests/${encodeURIComponent(deciding.r.id)}/${deciding.d}`,
+                { reason: str(f, "reason") },
+              );
+              setDeciding(undefined);
+              setNote(`Request ${r.id}: ${r.status}${r.result ? ` (${r.result})` : ""}.`);
+              reqs.reload();
+            }}
+          >
+            <Field label="Justification (audited)" name="reason" required />
+          </ActionForm>
+        </Dialog>
+      )}
+    </>
+  );
+}
+
+function Jobs() {
+  const jobs = useLoad(() => get<{ jobs: Job[] }>("/api/v1/keys/jobs"), []);
+  const running = jobs.data?.jobs.some((j) => j.state === "running") ?? false;
+  useEffect(() => {
+    if (!running) return;
+    const t = setInterval(jobs.reload, 1000);
+    return () => clearInterval(t);
+  }, [running, jobs.reload]);
+  return (
+    <>
+      <h1>Rewrap and reencrypt jobs</h1>
+      <p class="muted">
+        Rewrap puts every file's data key under its key's current version (headers only). Reencrypt gives files new data
+        keys and rewrites their data (after a compromise, or to apply changed folder rules).
+      </p>
+      <ErrorText error={jobs.error} />
+      <ActionForm
+        class="filters"
+        label="Start a job"
+        submit="Start job"
+        action={async (f) => {
+          await post("/api/v1/keys/jobs", { kind: str(f, "kind"), key: str(f, "key") });
+          jobs.reload();
+        }}
+      >
+        <p class="field">
+          <label for="j-kind">Job</label>
+          <select id="j-kind" name="kind">
+            <option value="rewrap">rewrap</option>
+            <option value="reencrypt">reencrypt</option>
+          </select>
+        </p>
+        <Field label="Key" name="key" required />
+      </ActionForm>
+      <ul class="jobs">
+        {(jobs.data?.jobs ?? []).map((j) => (
+          <li key={j.id} class="card">
+            <label for={`job-${j.id}`}>
+              <strong>
+                {j.kind} kek:{j.key}
+              </strong>{" "}
+              <Pill v={j.state} /> {j.done} of {j.total} file(s)
+              {j.failed ? `, ${j.failed} failed` : ""}
+              {j.skipped ? `, ${j.skipped} skipped` : ""}
+              {j.bytes ? `, ${bytes(j.bytes)}` : ""}
+            </label>
+            <progress
+              id={`job-${j.id}`}
+              max={j.total || 1}
+              value={j.total ? j.done + j.skipped + j.failed : j.state === "running" ? 0 : 1}
+            />
+            <p class="muted">
+              started by {j.startedBy} at {when(j.startedAt)}
+              {j.finishedAt ? `, finished ${when(j.finishedAt)}` : ""}
+              {j.error ? ` — ${j.error}` : ""}
+            </p>
+          </li>
+        ))}
+      </ul>
+    </>
+  );
+}
+
+function Who() {
+  const [report, setReport] = useState<Record<string, unknown> | undefined>(undefined);
+  return (
+    <>
+      <h1>Who can decrypt a file</h1>
+      <ActionForm
+        class="filters"
+        label="Who can decrypt"
+        submit="Look up"
+        action={async (f) => {
+          setReport(undefined);
+          setReport(await get(`/api/v1/keys/who-can-decrypt${qs({ path: str(f, "path") })}`));
+        }}
+      >
+        <Field label="File path (global, e.g. /alice/report.pdf)" name="path" required />
+      </ActionForm>
+      {report && (
+        <dl class="report">
+          {Object.entries(report).map(([k, v]) => (
+            <div key={k}>
+              <dt>{k}</dt>
+              <dd>{Array.isArray(v) ? v.join(", ") : typeof v === "object" ? JSON.stringify(v) : String(v)}</dd>
+            </div>
+          ))}
+        </dl>
+      )}
+    </>
+  );
+}
+
 export function Custody(props: { tab: CustodyTab }) {
-  return <p>{props.tab}: coming.</p>;
+  switch (props.tab) {
+    case "requests":
+      return <Requests />;
+    case "jobs":
+      return <Jobs />;
+    case "who":
+      return <Who />;
+    default:
+      return <Keys />;
+  }
 }

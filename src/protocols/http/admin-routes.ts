@@ -94,9 +94,31 @@ const AuditQuery = z.strictObject({
 
 const KeyVersion = z.object({ version: z.number(), state: z.string() }).loose();
 const Key = z
-  .object({ name: z.string(), currentVersion: z.number(), versions: z.array(KeyVersion) })
+  .object({
+    name: z.string(),
+    currentVersion: z.number(),
+    versions: z.array(KeyVersion),
+    rotation: z
+      .object({ policy: z.string(), periodDays: z.number().optional(), nextRotationAt: z.string().optional() })
+      .optional(),
+    minDecryptionVersion: z.number().optional(),
+    minEncryptionVersion: z.number().optional(),
+    origin: z.string().optional(),
+    type: z.string().optional(),
+    compromised: z.boolean().optional(),
+  })
   .meta({ id: "Key" });
-const keyJson = (k: KeyInfo) => ({ name: k.name, currentVersion: k.currentVersion, versions: k.versions });
+/** What the key manager tells about a key (the embedded one tells its rotation policy and limits too). */
+const keyJson = (k: KeyInfo) => {
+  const x = k as KeyInfo & Record<string, unknown>;
+  const pick = ["rotation", "minDecryptionVersion", "minEncryptionVersion", "origin", "type", "compromised"] as const;
+  return {
+    name: k.name,
+    currentVersion: k.currentVersion,
+    versions: k.versions,
+    ...Object.fromEntries(pick.filter((f) => x[f] !== undefined).map((f) => [f, x[f]])),
+  };
+};
 
 export function adminRoutes(deps: HttpDeps): Route[] {
   const o = deps.options;

@@ -13,6 +13,7 @@ import type { TokenService } from "../../service/tokens.ts";
 import type { TotpService } from "../../service/totp.ts";
 import type { UserRow } from "../../store/types.ts";
 import type { SyncServer } from "../../sync/server/service.ts";
+import type { KeyCustody } from "./custody-routes.ts";
 import type { HealthCheck } from "./health.ts";
 import type { SessionSettings, SessionTable } from "./sessions.ts";
 
@@ -28,6 +29,8 @@ export interface HttpServerOptions {
   admin: Admin;
   /** The key manager client (custodian routes). */
   keys: Pick<KeyProvider, "listKeys" | "createKey" | "rotateKey">;
+  /** Files per key version, who-can-decrypt, dual-control requests, key jobs (custodian routes). */
+  custody?: KeyCustody;
   /** Reads the audit log (decrypted) for auditors. */
   auditQuery(pick: (r: AuditRecord) => boolean, o: QueryOptions): Match[];
   /** Where refused token attempts are audited (the app's audit log). */

@@ -9,6 +9,7 @@ import type { Role } from "../../store/types.ts";
 import { accountRoutes } from "./account-routes.ts";
 import { adminRoutes } from "./admin-routes.ts";
 import { authRoutes } from "./auth-routes.ts";
+import { custodyRoutes } from "./custody-routes.ts";
 import type { HttpDeps, HttpServerOptions } from "./deps.ts";
 import { fileRoutes } from "./files.ts";
 import { healthRoutes } from "./health.ts";
@@ -65,6 +66,7 @@ export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
     ...authRoutes(deps),
     ...tokenRoutes(deps),
     ...adminRoutes(deps),
+    ...custodyRoutes(deps),
     ...accountRoutes(deps),
     ...fileRoutes(deps),
     ...uploads.routes(),

@@ -1,0 +1,250 @@
+// Key custody over HTTPS, for custodians (auditors read the files-per-version figures too): files per key version,
+// who can decrypt a file, the key manager's dual-control requests (ask for a destruction, approve, reject: each
+// custodian acts under their own name, and the key manager refuses a requester approving their own request), and
+// rewrap/reencrypt jobs run by this server with their live progress. The work is behind KeyCustody, built by the
+// wiring (src/wiring/key-custody.ts): this file only validates, checks roles and maps.
+import { z } from "zod";
+import { AtrestError } from "../../errors.ts";
+import { requireRole } from "../../service/actor.ts";
+import { actorOf } from "./actor.ts";
+import type { HttpDeps } from "./deps.ts";
+import { errors, PathSchema, type Route, route } from "./routes.ts";
+
+export interface KeyVersionFiles {
+  keyRef: string | null;
+  files: number;
+  /** The key's current version (nothing to rewrap). */
+  current: boolean;
+}
+
+export interface KeyJobView {
+  id: string;
+  kind: "rewrap" | "reencrypt";
+  key: string;
+  state: "running" | "done" | "failed";
+  startedBy: string;
+  startedAt: string;
+  finishedAt?: string;
+  total: number;
+  done: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+  error?: string;
+}
+
+/** A dual-control request as the key manager reports it (never secret). */
+export type CustodyRequest = Record<string, unknown> & { id: string; status: string };
+
+export interface KeyCustody {
+  status(): Promise<KeyVersionFiles[]>;
+  whoCanDecrypt(path: string): Promise<Record<string, unknown>>;
+  /** Dual control in the key manager; undefined for a remote key manager (its custodians hold client certificates). */
+  requests?: {
+    list(custodian: string, status?: string): Promise<CustodyRequest[]>;
+    requestDestroy(
+      custodian: string,
+      key: string,
+      input: { version?: number; waitingDays?: number; reason?: string },
+    ): Promise<CustodyRequest>;
+    approve(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
+    reject(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
+  };
+  jobs: {
+    list(): KeyJobView[];
+    start(
+      by: string,
+      input: { kind: "rewrap" | "reencrypt"; key: string; version?: number; allVersions?: boolean; to?: string },
+    ): KeyJobView;
+  };
+}
+
+const CUSTODIAN = { roles: ["custodian"], scope: "keys" } as const;
+const KeyName = z.string().min(1).max(64);
+const Request = z.object({ id: z.string(), status: z.string() }).loose().meta({ id: "KeyRequest" });
+const Job = z
+  .object({
+    id: z.string(),
+    kind: z.enum(["rewrap", "reencrypt"]),
+    key: z.string(),
+    state: z.enum(["running", "done", "failed"]),
+    startedBy: z.string(),
+    startedAt: z.string(),
+    finishedAt: z.string().optional(),
+    total: z.number(),
+    done: z.number(),
+    skipped: z.number(),
+    failed: z.number(),
+    bytes: z.number(),
+    error: z.string().optional(),
+  })
+  .meta({ id: "KeyJob" });
+const Reason = z.strictObject({ reason: z.string().max(1000).default("") });
+
+export function custodyRoutes(deps: HttpDeps): Route[] {
+  const custody = () => {
+    const c = deps.options.custody;
+    if (!c) throw new AtrestError("UNSUPPORTED", "key custody is not available on this server");
+    return c;
+  };
+  const requests = () => {
+    const r = custody().requests;
+    if (!r) {
+      throw new AtrestError(
+        "UNSUPPORTED",
+        "the key manager is remote: its custodians decide requests with their client certificates (atrest kms approve)",
+      );
+    }
+    return r;
+  };
+  return [
+    route(
+      {
+        method: "GET",
+        url: "/api/v1/keys/status",
+        operationId: "keyVersionFiles",
+        summary: "Files per key version: what a rotation still has to rewrap",
+        tags: ["keys"],
+        auth: { roles: ["custodian", "auditor"], scope: "keys" },
+        responses: {
+          200: {
+            description: "counts",
+            schema: z.object({
+              versions: z.array(z.object({ keyRef: z.string().nullable(), files: z.number(), current: z.boolean() })),
+            }),
+          },
+          ...errors(401, 403, 503),
+        },
+      },
+      async () => ({ versions: await custody().status() }),
+    ),
+    route(
+      {
+        method: "GET",
+        url: "/api/v1/keys/who-can-decrypt",
+        operationId: "whoCanDecrypt",
+        summary: "The key behind a file (global path), where it lives, its state, and who may unwrap under it",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        query: z.strictObject({ path: PathSchema }),
+        responses: {
+          200: { description: "the report", schema: z.record(z.string(), z.unknown()) },
+          ...errors(400, 401, 403, 404, 503),
+        },
+      },
+      async ({ query, principal }) => {
+        requireRole(actorOf(principal), ["custodian"], "who-can-decrypt");
+        return custody().whoCanDecrypt(query.path);
+      },
+    ),
+    route(
+      {
+        method: "GET",
+        url: "/api/v1/keys/requests",
+        operationId: "listKeyRequests",
+        summary: "Dual-control requests (destroy, export, client policy, master rotation) and their approvals",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        query: z.strictObject({ status: z.enum(["pending", "executed", "rejected", "failed", "expired"]).optional() }),
+        responses: {
+          200: { description: "requests", schema: z.object({ requests: z.array(Request) }) },
+          ...errors(400, 401, 403, 501, 503),
+        },
+      },
+      async ({ query, principal }) => ({ requests: await requests().list(principal.user, query.status) }),
+    ),
+    route(
+      {
+        method: "POST",
+        url: "/api/v1/keys/:name/destroy",
+        operationId: "requestKeyDestroy",
+        summary:
+          "Ask for a key's (or one version's) destruction: runs after other custodians approve and a waiting period",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        params: z.strictObject({ name: KeyName }),
+        body: z.strictObject({
+          version: z.number().int().min(1).optional(),
+          waitingDays: z.number().int().min(1).max(365).optional(),
+          reason: z.string().max(1000).optional(),
+        }),
+        responses: { 201: { description: "the request", schema: Request }, ...errors(400, 401, 403, 404, 415, 501) },
+      },
+      async ({ params, body, principal, reply }) => {
+        const r = await requests().requestDestroy(principal.user, params.name, body);
+        reply.code(201);
+        return r;
+      },
+    ),
+    route(
+      {
+        method: "POST",
+        url: "/api/v1/keys/requests/:id/approve",
+        operationId: "approveKeyRequest",
+        summary: "Approve a request as this custodian (never your own); it runs when the quorum is reached",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        params: z.strictObject({ id: z.string().min(1).max(128) }),
+        body: Reason,
+        responses: {
+          200: { description: "the request now", schema: Request },
+          ...errors(400, 401, 403, 404, 409, 415, 501),
+        },
+      },
+      async ({ params, body, principal }) => requests().approve(principal.user, params.id, body.reason),
+    ),
+    route(
+      {
+        method: "POST",
+        url: "/api/v1/keys/requests/:id/reject",
+        operationId: "rejectKeyRequest",
+        summary: "Reject a request as this custodian (one rejection ends it)",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        params: z.strictObject({ id: z.string().min(1).max(128) }),
+        body: Reason,
+        responses: {
+          200: { description: "the request now", schema: Request },
+          ...errors(400, 401, 403, 404, 409, 415, 501),
+        },
+      },
+      async ({ params, body, principal }) => requests().reject(principal.user, params.id, body.reason),
+    ),
+    route(
+      {
+        method: "GET",
+        url: "/api/v1/keys/jobs",
+        operationId: "listKeyJobs",
+        summary: "Rewrap and reencrypt jobs this server ran or runs, with their progress",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        responses: { 200: { description: "jobs", schema: z.object({ jobs: z.array(Job) }) }, ...errors(401, 403) },
+      },
+      async () => ({ jobs: custody().jobs.list() }),
+    ),
+    route(
+      {
+        method: "POST",
+        url: "/api/v1/keys/jobs",
+        operationId: "startKeyJob",
+        summary: "Start a rewrap (data keys under the key's current version) or reencrypt (new data keys and blobs)",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        body: z.strictObject({
+          kind: z.enum(["rewrap", "reencrypt"]),
+          key: KeyName,
+          version: z.number().int().min(1).optional().describe("reencrypt: only files under this version"),
+          allVersions: z.boolean().optional().describe("reencrypt: the current version's files too"),
+          to: KeyName.optional().describe("reencrypt: new key for every file"),
+        }),
+        responses: { 202: { description: "started", schema: Job }, ...errors(400, 401, 403, 409, 415) },
+      },
+      async ({ body, principal, reply }) => {
+        requireRole(actorOf(principal), ["custodian"], "starting a key job");
+        const job = custody().jobs.start(principal.user, body);
+        reply.code(202);
+        return job;
+      },
+    ),
+  ];
+}

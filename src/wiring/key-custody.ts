@@ -1,0 +1,123 @@
+// The HTTPS door's key custody (src/protocols/http/custody-routes.ts) over an opened App: files per key version from
+// the store, the who-can-decrypt report, the embedded key manager's dual-control requests with each web custodian as
+// their own KMS caller (`http:<user>`: operator when asking, custodian when deciding, so the key manager's rule that
+// a requester cannot approve their own request holds), and rewrap/reencrypt jobs run in this process (the same jobs
+// as `atrest keys rewrap|reencrypt`, with their lock and journal), their progress kept in memory for the web app.
+import { randomUUID } from "node:crypto";
+import type { AuditSink } from "../audit/types.ts";
+import { AtrestError } from "../errors.ts";
+import type { JobProgress, KeyJobDeps } from "../keys/jobs.ts";
+import { reencrypt } from "../keys/reencrypt.ts";
+import { rewrap } from "../keys/rewrap.ts";
+import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
+import type { KmsCaller } from "../kms/api/caller.ts";
+import type { Logger } from "../logger.ts";
+import type { CustodyRequest, KeyCustody, KeyJobView } from "../protocols/http/custody-routes.ts";
+import { type AppParts, whoCanDecryptDeps } from "./who-can-decrypt.ts";
+
+export interface CustodyApp extends AppParts {
+  paths: { keys: string };
+  logger: Logger;
+  audit: AuditSink;
+}
+
+const MAX_JOBS_KEPT = 50;
+
+const caller = (user: string, role: KmsCaller["role"]): KmsCaller => ({ name: `http:${user}`, role });
+
+export function keyCustody(app: CustodyApp): KeyCustody {
+  const jobs = new Map<string, KeyJobView>();
+  const deps = (): KeyJobDeps => ({
+    store: app.store,
+    blobs: app.vfs.blobs,
+    keys: app.keys,
+    dir: app.paths.keys,
+    logger: app.logger,
+  });
+  const embedded = app.embedded;
+  const req = (r: unknown) => r as CustodyRequest;
+  return {
+    status: async () => {
+      const counts = await app.store.keyRefCounts();
+      const current = new Map((await app.keys.listKeys()).map((k) => [k.name, k.currentVersion]));
+      return counts.map((c) => {
+        const m = c.keyRef ? /^kek:(.+):v(\d+)$/.exec(c.keyRef) : null;
+        return { keyRef: c.keyRef, files: c.files, current: m ? Number(m[2]) === current.get(m[1] as string) : false };
+      });
+    },
+    whoCanDecrypt: async (path) => ({ ...(await whoCanDecrypt(whoCanDecryptDeps(app), path)) }),
+    ...(embedded
+      ? {
+          requests: {
+            list: async (user, status) =>
+              embedded.service
+                .listRequests(caller(user, "custodian"), status as Parameters<typeof embedded.service.listRequests>[1])
+                .map(req),
+            requestDestroy: async (user, key, input) =>
+              req(embedded.service.requestDestroy(caller(user, "operator"), key, input)),
+            approve: async (user, id, reason) => req(embedded.service.approve(caller(user, "custodian"), id, reason)),
+            reject: async (user, id, reason) => req(embedded.service.reject(caller(user, "custodian"), id, reason)),
+          },
+        }
+      : {}),
+    jobs: {
+      list: () => [...jobs.values()].reverse(),
+      start: (by, input) => {
+        if ([...jobs.values()].some((j) => j.state === "running")) {
+          throw new AtrestError("CONFLICT", "a key job is already running: wait for it to finish");
+        }
+        const job: KeyJobView = {
+          id: randomUUID(),
+          kind: input.kind,
+          key: input.key,
+          state: "running",
+          startedBy: by,
+          startedAt: new Date().toISOString(),
+          total: 0,
+          done: 0,
+          skipped: 0,
+          failed: 0,
+          bytes: 0,
+        };
+        jobs.set(job.id, job);
+        while (jobs.size > MAX_JOBS_KEPT) jobs.delete(jobs.keys().next().value as string);
+        const onProgress = (p: JobProgress) => {
+          // a rewrap of one key reports that key; keep the figures of the key asked for
+          if (p.key !== input.key) return;
+          Object.assign(job, { total: p.total, done: p.done, skipped: p.skipped, failed: p.failed, bytes: p.bytes });
+        };
+        const run =
+          input.kind === "rewrap"
+            ? rewrap(deps(), { key: input.key, onProgress }).then((r) => {
+                for (const k of r.keys) if (k.key === input.key) onProgress(k);
+              })
+            : reencrypt(
+                { ...deps(), vfs: app.vfs },
+                { key: input.key, version: input.version, allVersions: input.allVersions, to: input.to, onProgress },
+              ).then((r) => onProgress(r));
+        void run
+          .then(
+            () => {
+              job.state = job.failed > 0 ? "failed" : "done";
+            },
+            (err: unknown) => {
+              job.state = "failed";
+              job.error = err instanceof AtrestError ? err.message : "the job failed (see the server log)";
+              if (!(err instanceof AtrestError)) app.logger.error({ err }, "key job failed");
+            },
+          )
+          .finally(() => {
+            job.finishedAt = new Date().toISOString();
+            app.audit.record({
+              action: "key.wrap",
+              outcome: job.state === "done" ? "success" : "failure",
+              user: by,
+              protocol: "http",
+              detail: `${job.kind} kek:${job.key}: ${job.done} file(s), ${job.failed} failed`,
+            });
+          });
+        return { ...job };
+      },
+    },
+  };
+}

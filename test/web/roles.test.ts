@@ -1,0 +1,183 @@
+// The admin, custodian and auditor sides of the web app in chromium against a real server: an admin lists and adds
+// users; custodian carol creates and rotates a key and asks to destroy its old version, cannot approve her own
+// request, and custodians dave and erin approve it in their own browsers until it runs (the version is scheduled for
+// destruction); a rewrap job runs with its progress shown; the auditor filters the audit log (failed logins of one
+// user) and sees the charts and SIEM delivery pages. Screenshots at 1280 and 390 px in test-artifacts/.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { Page } from "playwright-core";
+import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
+import { type Chromium, launchChromium, PHONE, shot } from "../helpers/browser.ts";
+import { ApiClient } from "../helpers/https.ts";
+
+describe("web app: admin, custodian and auditor pages", () => {
+  let dir: string;
+  let data: string;
+  let server: RunningServer;
+  let chrome: Chromium;
+  let base: string;
+
+  const users: [string, string][] = [
+    ["root", "admin"],
+    ["carol", "custodian"],
+    ["dave", "custodian"],
+    ["erin", "custodian"],
+    ["frank", "auditor"],
+    ["alice", "user"],
+  ];
+
+  before(async () => {
+    dir = await tempDir("atrest-webroles-");
+    data = join(dir, "data");
+    await cli(["init", "--data", data]);
+    for (const [name, role] of users) {
+      await cli(["user", "add", name, "--role", role, "--password-stdin", "--data", data], `${name}-password\n`);
+    }
+    server = await startServer(data);
+    base = `https://localhost:${server.httpPort}`;
+    chrome = await launchChromium(data);
+  });
+  after(async () => {
+    await chrome?.close();
+    await server?.stop();
+    await removeDir(dir);
+  });
+
+  async function as(user: string, viewport?: { width: number; height: number }): Promise<Page> {
+    const ctx = await chrome.context(viewport);
+    const page = await ctx.newPage();
+    await page.goto(`${base}/`);
+    await page.getByLabel("User name").fill(user);
+    await page.getByLabel("Password").fill(`${user}-password`);
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.getByRole("button", { name: "Log out", exact: true }).waitFor();
+    return page;
+  }
+
+  test("admin: users listed, one added; groups, folders, bans and sessions pages", async () => {
+    const page = await as("root");
+    await page.getByRole("link", { name: "Users" }).click();
+    await page.locator('tr[data-key="carol"]').waitFor();
+    const form = page.getByRole("form", { name: "Add a user" });
+    await form.getByLabel("Name", { exact: true }).fill("gina");
+    await form.getByLabel("Password (8+ characters)").fill("gina-password");
+    await form.getByRole("button", { name: "Add user" }).click();
+    await page.locator('tr[data-key="gina"]').waitFor();
+    await shot(page, "web-admin-users-desktop");
+    await page.getByRole("link", { name: "Folders" }).click();
+    const ff = page.getByRole("form", { name: "Set a folder's key" });
+    await ff.getByLabel("Folder path (global)").fill("/finance");
+    await ff.getByLabel("Key (KEK name)").fill("default");
+    await ff.getByRole("button", { name: "Save folder" }).click();
+    await page.locator('tr[data-key="/finance"]').waitFor();
+    await page.getByRole("link", { name: "Sessions" }).click();
+    await page.locator("td", { hasText: "root" }).first().waitFor();
+    await page.getByRole("link", { name: "Bans" }).click();
+    await page.getByText("No bans.").waitFor();
+    await page.setViewportSize(PHONE);
+    await page.getByRole("link", { name: "Users" }).click();
+    await page.locator('tr[data-key="gina"]').waitFor();
+    await shot(page, "web-admin-users-phone");
+    await page.context().close();
+  });
+
+  test("custodians: a destroy request approved by two others runs; the requester cannot approve it", async () => {
+    const carol = await as("carol");
+    await carol.getByLabel("Key name").fill("doomed");
+    await carol.getByRole("button", { name: "Create key" }).click();
+    await carol.locator('tr[data-key="doomed"]').waitFor();
+    await carol.getByRole("button", { name: "Rotate doomed" }).click();
+    await carol.getByText("Rotated doomed: v2").waitFor();
+    await carol.locator('tr[data-key="doomed"]').getByRole("button", { name: "Destroy…" }).click();
+    const dlg = carol.getByRole("dialog");
+    await dlg.getByLabel("Version (empty: every version)").selectOption("1");
+    await dlg.getByLabel("Waiting period, days (7-30)").fill("7");
+    await dlg.getByLabel("Reason (shown to the approvers)").fill("retired after the 2026 rotation");
+    await dlg.getByRole("button", { name: "Ask for destruction" }).click();
+    const created = await carol.getByText(/Request \S+ created/).textContent();
+    const id = /Request (\S+) created/.exec(created ?? "")?.[1] ?? "";
+    assert.ok(id, created ?? "");
+
+    // her own request: the key manager refuses her approval
+    await carol.getByRole("link", { name: "Requests" }).click();
+    const mine = carol.locator(`tr[data-key="${id}"]`);
+    await mine.getByRole("button", { name: "Approve" }).click();
+    await carol.getByRole("dialog").getByLabel("Justification (audited)").fill("mine");
+    await carol.getByRole("dialog").getByRole("button", { name: "Approve" }).click();
+    await carol.getByRole("dialog").getByRole("alert").waitFor();
+    await carol.context().close();
+
+    for (const [i, who] of ["dave", "erin"].entries()) {
+      const page = await as(who);
+      await page.getByRole("link", { name: "Requests" }).click();
+      const row = page.locator(`tr[data-key="${id}"]`);
+      await row.waitFor();
+      assert.match((await row.textContent()) ?? "", new RegExp(`${i}/2`));
+      if (i === 1) await shot(page, "web-custodian-requests-desktop");
+      await row.getByRole("button", { name: "Approve" }).click();
+      await page.getByRole("dialog").getByLabel("Justification (audited)").fill(`checked by ${who}`);
+      await page.getByRole("dialog").getByRole("button", { name: "Approve" }).click();
+      await page.getByText(new RegExp(`Request ${id}: ${i === 0 ? "pending" : "executed"}`)).waitFor();
+      if (i === 1) {
+        await page.getByLabel("Show").selectOption("");
+        await page.locator(`tr[data-key="${id}"]`, { hasText: "executed" }).waitFor();
+        await page.getByRole("link", { name: "Keys" }).click();
+        const key = page.locator('tr[data-key="doomed"]');
+        await key.waitFor();
+        assert.match((await key.textContent()) ?? "", /v1.*destroyed at/);
+        await shot(page, "web-custodian-keys-desktop");
+
+        // a rewrap job, its progress polled until done
+        await page.getByRole("link", { name: "Jobs" }).click();
+        const jf = page.getByRole("form", { name: "Start a job" });
+        await jf.getByLabel("Key").fill("default");
+        await jf.getByRole("button", { name: "Start job" }).click();
+        await page.locator(".jobs li", { hasText: "done" }).waitFor();
+        await page.getByRole("link", { name: "Who can decrypt" }).click();
+        await page.setViewportSize(PHONE);
+        await shot(page, "web-custodian-who-phone");
+      }
+      await page.context().close();
+    }
+  });
+
+  test("auditor: filters the audit log, sees charts and SIEM delivery", async () => {
+    // failed logins to find: two for mallory (unknown), one for alice
+    const api = await ApiClient.forData(server.httpPort, data);
+    for (const u of ["mallory", "mallory", "alice"]) assert.equal((await api.login(u, "wrong")).status, 401);
+    const page = await as("frank");
+    await page.locator("tbody tr").first().waitFor();
+    const filters = page.getByRole("form", { name: "Audit filters" });
+    await filters.getByLabel("User").fill("mallory");
+    await filters.getByLabel("Event").fill("login");
+    await filters.getByLabel("Outcome").selectOption("failure");
+    await filters.getByRole("button", { name: "Apply filters" }).click();
+    await page.getByText("2 record(s), newest first").waitFor();
+    const rows = page.locator("tbody tr");
+    assert.equal(await rows.count(), 2);
+    for (const r of await rows.all()) assert.match((await r.textContent()) ?? "", /login.*failure.*mallory/);
+    await shot(page, "web-audit-desktop");
+    await filters.getByLabel("User").fill("");
+    await filters.getByLabel("Event").fill("");
+    await filters.getByLabel("Outcome").selectOption("success");
+    await filters.getByRole("button", { name: "Apply filters" }).click();
+    await page.locator("tbody tr", { hasText: "frank" }).first().waitFor();
+    assert.equal(await page.locator("tbody tr", { hasText: "failure" }).count(), 0);
+
+    await page.getByRole("link", { name: "Charts" }).click();
+    await page.getByRole("img", { name: /Logins/ }).waitFor();
+    // every login of this test: 3 refused above, and the successful ones of the browsers
+    await page.locator("#logins-t", { hasText: /failed: 3\)/ }).waitFor();
+    await page
+      .locator("figure", { hasText: "Failed logins by source address" })
+      .locator("svg text", { hasText: "127.0.0.1" })
+      .waitFor();
+    await shot(page, "web-audit-charts-desktop");
+    await page.setViewportSize(PHONE);
+    await shot(page, "web-audit-charts-phone");
+    await page.getByRole("link", { name: "SIEM delivery" }).click();
+    await page.getByText(/Audit log: \d+ entries, writable/).waitFor();
+    await page.context().close();
+  });
+});
