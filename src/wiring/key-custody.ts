@@ -12,7 +12,7 @@ import { rewrap } from "../keys/rewrap.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import type { KmsCaller } from "../kms/api/caller.ts";
 import type { Logger } from "../logger.ts";
-import type { CustodyRequest, KeyCustody, KeyJobView } from "../protocols/http/custody-routes.ts";
+import type { CustodyRequest, KeyCustody, KeyJobView } from "../protocols/http/custody.ts";
 import { type AppParts, whoCanDecryptDeps } from "./who-can-decrypt.ts";
 
 export interface CustodyApp extends AppParts {

@@ -10,55 +10,6 @@ import { actorOf } from "./actor.ts";
 import type { HttpDeps } from "./deps.ts";
 import { errors, PathSchema, type Route, route } from "./routes.ts";
 
-export interface KeyVersionFiles {
-  keyRef: string | null;
-  files: number;
-  /** The key's current version (nothing to rewrap). */
-  current: boolean;
-}
-
-export interface KeyJobView {
-  id: string;
-  kind: "rewrap" | "reencrypt";
-  key: string;
-  state: "running" | "done" | "failed";
-  startedBy: string;
-  startedAt: string;
-  finishedAt?: string;
-  total: number;
-  done: number;
-  skipped: number;
-  failed: number;
-  bytes: number;
-  error?: string;
-}
-
-/** A dual-control request as the key manager reports it (never secret). */
-export type CustodyRequest = Record<string, unknown> & { id: string; status: string };
-
-export interface KeyCustody {
-  status(): Promise<KeyVersionFiles[]>;
-  whoCanDecrypt(path: string): Promise<Record<string, unknown>>;
-  /** Dual control in the key manager; undefined for a remote key manager (its custodians hold client certificates). */
-  requests?: {
-    list(custodian: string, status?: string): Promise<CustodyRequest[]>;
-    requestDestroy(
-      custodian: string,
-      key: string,
-      input: { version?: number; waitingDays?: number; reason?: string },
-    ): Promise<CustodyRequest>;
-    approve(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
-    reject(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
-  };
-  jobs: {
-    list(): KeyJobView[];
-    start(
-      by: string,
-      input: { kind: "rewrap" | "reencrypt"; key: string; version?: number; allVersions?: boolean; to?: string },
-    ): KeyJobView;
-  };
-}
-
 const CUSTODIAN = { roles: ["custodian"], scope: "keys" } as const;
 const KeyName = z.string().min(1).max(64);
 const Request = z.object({ id: z.string(), status: z.string() }).loose().meta({ id: "KeyRequest" });

@@ -13,7 +13,7 @@ import type { TokenService } from "../../service/tokens.ts";
 import type { TotpService } from "../../service/totp.ts";
 import type { UserRow } from "../../store/types.ts";
 import type { SyncServer } from "../../sync/server/service.ts";
-import type { KeyCustody } from "./custody-routes.ts";
+import type { KeyCustody } from "./custody.ts";
 import type { HealthCheck } from "./health.ts";
 import type { SessionSettings, SessionTable } from "./sessions.ts";
 
