@@ -226,6 +226,14 @@ export const sftp: BenchModule = {
       },
     ];
 
+    // ATREST_BENCH_SFTP_ONLY=<substring>[,<substring>...]: only the workloads whose label contains one of them (a quick
+    // loop while working on one path; such a run's section says so and should not be landed as the figures).
+    const only = process.env.ATREST_BENCH_SFTP_ONLY?.split(",").filter((x) => x !== "");
+    if (only) {
+      const kept = workloads.filter((w) => only.some((o) => w.label.includes(o)));
+      workloads.splice(0, workloads.length, ...kept);
+      notes.push(`Only the workloads matching ATREST_BENCH_SFTP_ONLY=${only.join(",")}.`);
+    }
     const best = new Map<string, number>(); // `${workload}|${port}` → best seconds
     const failed = new Set<string>(); // `${workload}|${port}`: a failed workload is not retried on that server
     const peakRss = new Map<string, number>(); // `${workload}|${port}` → peak bytes
@@ -333,7 +341,7 @@ export const sftp: BenchModule = {
         `sftp peak RSS during ${w.label}: ${peer.label} ${rssMb(w, peer.port)}, ${subjectLabel} ${rssMb(w, subject?.port)}`,
       );
     }
-    if (!ctx.selfTest) {
+    if (!ctx.selfTest && (!only || only.some((o) => "container".includes(o)))) {
       ctx.log("container seal/open vs openssl speed");
       const c = await container.run({ ...ctx, tmp: join(ctx.tmp, "container"), log: ctx.log });
       for (const row of c.table.slice(1)) {

@@ -7,8 +7,10 @@ import {
   fdatasyncSync,
   fstatSync,
   ftruncateSync,
+  linkSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   statfsSync,
   statSync,
@@ -16,7 +18,7 @@ import {
   writeSync,
 } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { aeadKey, NONCE_LENGTH, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { publicRandomBytes } from "../crypto/random.ts";
@@ -91,7 +93,7 @@ export class AuditUnavailableError extends AtrestError {
  *
  * Group commit: `record` queues the event and returns; everything queued in one turn of the event loop (or 4096
  * records, whichever first) is sealed, chained and written with one write(2) under one acquisition of
- * `<file>.lock` (O_EXCL, holder's pid inside). A CLI command and a running server may append to the same file: each
+ * `<file>.lock` (holder's pid inside; see #lock). A CLI command and a running server may append to the same file: each
  * re-reads the chain head when the file grew under it, so the chain never forks. The chain continues across restarts
  * from the last line's hash. `flush()` writes now; `close()` flushes and signs a checkpoint.
  *
@@ -101,6 +103,13 @@ export class AuditUnavailableError extends AtrestError {
 export class AuditLog implements AuditSink {
   readonly #path: string;
   readonly #lockPath: string;
+  /**
+   * This log's own file holding its pid, hard-linked to `#lockPath` to take the lock (link(2) fails with EEXIST like
+   * O_EXCL does): created once, so taking and dropping the lock allocates and frees no inode. Undefined until first
+   * needed, and for good once the file system refused a hard link (then the lock is created with O_EXCL each time).
+   */
+  #pidPath: string | undefined;
+  #linkLocks = true;
   readonly #fd: number;
   readonly #key: KeyObject;
   readonly #signer: Signer | undefined;
@@ -143,6 +152,7 @@ export class AuditLog implements AuditSink {
     this.#hash = head.hash;
     this.#size = head.bytes;
     this.#fd = openSync(path, "a", 0o600);
+    removeDeadPidFiles(path);
   }
 
   get path(): string {
@@ -377,6 +387,11 @@ export class AuditLog implements AuditSink {
       const refused = new AuditUnavailableError("audit log is closed", true);
       for (const entry of this.#pending) entry.waiter?.reject(refused);
       closeSync(this.#fd);
+      if (this.#pidPath) {
+        try {
+          unlinkSync(this.#pidPath);
+        } catch {}
+      }
     }
   }
 
@@ -490,27 +505,18 @@ export class AuditLog implements AuditSink {
     }
   }
 
+  /**
+   * Takes `<file>.lock`. The lock is a name that exists while held, with the holder's pid inside (so a crashed holder's
+   * lock is recognised as stale), shared with every process appending to the log, older versions included. It is taken
+   * by hard-linking this log's pid file to that name: creating and deleting a lock file on every group commit instead
+   * made ext4 allocate and free an inode per upload, and on a file system without a journal each new inode (a blob,
+   * the next lock) is then searched for past every inode freed in the last 30 s (ext4 `recently_deleted`): 1.5-3 ms per
+   * small upload measured, growing with the rate.
+   */
   #lock(): void {
     const deadline = Date.now() + 10_000;
     for (;;) {
-      try {
-        const fd = openSync(this.#lockPath, "wx", 0o600);
-        try {
-          writeSync(fd, String(process.pid));
-        } catch (err) {
-          // a full disk takes the lock file but not the pid in it: an empty lock would look held for 10 s to
-          // everyone (each write attempt blocking that long), so it goes at once
-          closeSync(fd);
-          try {
-            unlinkSync(this.#lockPath);
-          } catch {}
-          throw noSpaceOr(err);
-        }
-        closeSync(fd);
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw noSpaceOr(err);
-      }
+      if (this.#tryLock()) return;
       if (this.#staleLock() || Date.now() > deadline) {
         if (Date.now() > deadline && !this.#staleLock()) {
           throw new Error(`audit log ${this.#lockPath} is held by another process for over 10 s`);
@@ -522,6 +528,65 @@ export class AuditLog implements AuditSink {
       }
       Atomics.wait(sleeper, 0, 0, 1);
     }
+  }
+
+  /** One attempt at the lock: true when taken, false when someone holds it. */
+  #tryLock(): boolean {
+    if (this.#linkLocks) {
+      try {
+        linkSync(this.#ownPidFile(), this.#lockPath);
+        return true;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "EEXIST") return false;
+        if (code === "ENOENT" && this.#pidPath) {
+          // our pid file went (someone cleaned the directory): make it again
+          this.#pidPath = undefined;
+          return this.#tryLock();
+        }
+        if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "EMLINK") throw noSpaceOr(err);
+        // no hard links on this file system: a lock file of its own each time
+        this.#linkLocks = false;
+      }
+    }
+    try {
+      const fd = openSync(this.#lockPath, "wx", 0o600);
+      try {
+        writeSync(fd, String(process.pid));
+      } catch (err) {
+        // a full disk takes the lock file but not the pid in it: an empty lock would look held for 10 s to
+        // everyone (each write attempt blocking that long), so it goes at once
+        closeSync(fd);
+        try {
+          unlinkSync(this.#lockPath);
+        } catch {}
+        throw noSpaceOr(err);
+      }
+      closeSync(fd);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw noSpaceOr(err);
+      return false;
+    }
+  }
+
+  /** This log's pid file (`<file>.lock.<pid>-<random>`), written once and kept until close. */
+  #ownPidFile(): string {
+    if (this.#pidPath) return this.#pidPath;
+    const path = `${this.#lockPath}.${process.pid}-${publicRandomBytes(6).toString("hex")}`;
+    const fd = openSync(path, "wx", 0o600);
+    try {
+      writeSync(fd, String(process.pid));
+    } catch (err) {
+      closeSync(fd);
+      try {
+        unlinkSync(path);
+      } catch {}
+      throw noSpaceOr(err);
+    }
+    closeSync(fd);
+    this.#pidPath = path;
+    return path;
   }
 
   /** The lock is stale when its holder is gone (crash), or when it is unreadable and older than 10 s. */
@@ -540,6 +605,31 @@ export class AuditLog implements AuditSink {
     } catch {
       return false;
     }
+  }
+}
+
+/** Removes the pid files (`<file>.lock.<pid>-<random>`, see AuditLog#lock) of processes that are gone. */
+function removeDeadPidFiles(path: string): void {
+  const prefix = `${basename(path)}.lock.`;
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(/^(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length))?.[1]);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    try {
+      process.kill(pid, 0);
+      continue;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ESRCH") continue;
+    }
+    try {
+      unlinkSync(join(dirname(path), name));
+    } catch {}
   }
 }
 

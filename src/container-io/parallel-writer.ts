@@ -42,6 +42,11 @@ export class ParallelSegmentWriter {
   readonly #sealedBatchBytes: number;
   #batch: Buffer | undefined;
   #fill = 0;
+  /**
+   * Leading bytes of #batch that may hold plaintext: all of a recycled one, what was filled of one fresh from the pool
+   * (which hands out zeroed buffers). #release zeroes only these: a 4 KiB upload zeroed a whole 1 MiB batch before.
+   */
+  #dirty = 0;
   /** Index of the first segment in #batch. */
   #index: number;
   /** Dispatched, not yet handed out, in segment order. */
@@ -77,6 +82,7 @@ export class ParallelSegmentWriter {
     this.#batch = this.#newBatch();
     this.#index = startIndex;
     if (pending) this.#fill = pending.copy(this.#batch);
+    this.#dirty = Math.max(this.#dirty, this.#fill);
     this.#plaintextLength = startIndex * size + this.#fill;
     this.#keysId = pool.register(params);
   }
@@ -105,6 +111,7 @@ export class ParallelSegmentWriter {
       const n = chunk.copy(target, this.#fill, at);
       this.#fill += n;
       at += n;
+      if (this.#fill > this.#dirty) this.#dirty = this.#fill;
       if (this.#fill === this.#batchBytes) target = this.#dispatch(this.#batchBytes);
     }
     this.#plaintextLength += chunk.length;
@@ -188,7 +195,9 @@ export class ParallelSegmentWriter {
 
   /** A batch buffer over its own ArrayBuffer, so it can be transferred to a worker rather than copied. */
   #newBatch(): Buffer {
-    return Buffer.from(this.#spare.pop() ?? this.#pool.borrowBatch(this.#batchBytes));
+    const spare = this.#spare.pop();
+    this.#dirty = spare ? spare.byteLength : 0;
+    return Buffer.from(spare ?? this.#pool.borrowBatch(this.#batchBytes));
   }
 
   /** Sends the first `bytes` (whole segments) of the current batch to the pool; returns the next batch buffer. */
@@ -239,13 +248,14 @@ export class ParallelSegmentWriter {
     if (this.#keysId !== undefined) this.#pool.release(this.#keysId);
     this.#keysId = undefined;
     this.#spareOutputs.length = 0;
-    // A batch reused from a spare may hold an older batch's plaintext past the fill point: zero it all.
+    // A batch reused from a spare may hold an older batch's plaintext past the fill point: #dirty covers it.
     const batch = this.#batch?.buffer as ArrayBuffer | undefined;
     this.#batch = undefined;
     if (batch && !batch.detached) {
-      zero(Buffer.from(batch));
+      zero(Buffer.from(batch, 0, Math.min(this.#dirty, batch.byteLength)));
       this.#pool.returnBatch(batch);
     }
+    this.#dirty = 0;
     for (const spare of this.#spare.splice(0)) {
       zero(Buffer.from(spare));
       this.#pool.returnBatch(spare);
