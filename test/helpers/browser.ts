@@ -56,3 +56,22 @@ export async function shot(page: Page, name: string): Promise<string> {
   await page.screenshot({ path, fullPage: true });
   return path;
 }
+
+/** Form controls and buttons on the page that have no accessible name (no label, aria-label or text). */
+export async function unlabelled(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const out: string[] = [];
+    for (const el of document.querySelectorAll<HTMLElement>("input, select, textarea, button, summary, a[href]")) {
+      if (el.closest("[hidden]") || (el as HTMLInputElement).type === "hidden") continue;
+      const id = el.id;
+      const named =
+        (id && document.querySelector(`label[for="${CSS.escape(id)}"]`)) ||
+        el.getAttribute("aria-label") ||
+        el.getAttribute("aria-labelledby") ||
+        el.closest("label") ||
+        ((el.tagName === "BUTTON" || el.tagName === "A" || el.tagName === "SUMMARY") && el.textContent?.trim());
+      if (!named) out.push(el.outerHTML.slice(0, 120));
+    }
+    return out;
+  });
+}

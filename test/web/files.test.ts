@@ -3,14 +3,14 @@
 // through the drop-in picker with per-file and total progress (tus), one downloaded and compared byte for byte,
 // renamed and deleted; screenshots at desktop (1280 px) and phone (390 px) width in test-artifacts/.
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Page } from "playwright-core";
 import { fromBase32, hotp, TOTP_STEP_SECONDS } from "../../src/service/totp.ts";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
-import { type Chromium, launchChromium, PHONE, shot } from "../helpers/browser.ts";
+import { type Chromium, launchChromium, PHONE, shot, unlabelled } from "../helpers/browser.ts";
 
 const step = () => Math.floor(Date.now() / 1000 / TOTP_STEP_SECONDS);
 
@@ -85,6 +85,7 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     const recovery = await page.locator(".codes code").allTextContents();
     assert.equal(recovery.length, 10);
     await shot(page, "web-totp-enrol-desktop");
+    assert.deepEqual(await unlabelled(page), [], "every control of the Account page has a name");
     const key = fromBase32(secret);
     const confirmStep = step();
     await page.getByLabel("Code shown by the app").fill(hotp(key, confirmStep));
@@ -136,6 +137,7 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     await page.locator('tr[data-name="big.bin"]').waitFor();
     await page.locator('tr[data-name="notes.txt"]').waitFor();
     await shot(page, "web-files-desktop");
+    assert.deepEqual(await unlabelled(page), [], "every control of the file browser has a name");
 
     // download compares byte for byte
     const [download] = await Promise.all([
@@ -167,11 +169,89 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     assert.equal(await page.locator("tbody tr[data-name]").count(), 1);
     await page.getByLabel("Search in this folder").fill("");
 
+    // pause and resume: uploads throttled to 4 MiB/s so there is time to pause midway
+    const cdp = await ctx.newCDPSession(page);
+    await cdp.send("Network.enable");
+    const throttle = (bps: number) =>
+      cdp.send("Network.emulateNetworkConditions", {
+        offline: false,
+        latency: 0,
+        downloadThroughput: -1,
+        uploadThroughput: bps,
+      });
+    await throttle(4 << 20);
+    const resumable = randomBytes(20 << 20);
+    const resumableFile = join(dir, "resume.bin");
+    await writeFile(resumableFile, resumable);
+    await page.getByRole("button", { name: "Clear finished" }).click();
+    await page.locator('input[data-testid="upload-files"]').setInputFiles([resumableFile]);
+    const item = page.locator('.uploads li[data-path="/resume.bin"]');
+    const bar = item.locator("progress");
+    await page.waitForFunction(() => {
+      const p = document.querySelector<HTMLProgressElement>('.uploads li[data-path="/resume.bin"] progress');
+      return p !== null && p.value > p.max * 0.15;
+    });
+    await page.getByRole("button", { name: "Pause /resume.bin" }).click();
+    await item.locator(".state", { hasText: "paused" }).waitFor();
+    const pausedAt = Number(await bar.getAttribute("value"));
+    await page.waitForTimeout(700);
+    assert.equal(Number(await bar.getAttribute("value")), pausedAt, "nothing moves while paused");
+    assert.ok(pausedAt > 0 && pausedAt < resumable.length, `paused at ${pausedAt}`);
+    await shot(page, "web-upload-paused-desktop");
+    await throttle(-1);
+    await page.getByRole("button", { name: "Resume /resume.bin" }).click();
+    await item.locator(".state", { hasText: "done" }).waitFor({ timeout: 60_000 });
+    const digest = await page.evaluate(async () => {
+      const r = await fetch("/api/v1/files/resume.bin");
+      const d = await crypto.subtle.digest("SHA-256", await r.arrayBuffer());
+      return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+    });
+    assert.equal(digest, createHash("sha256").update(resumable).digest("hex"), "the resumed upload is byte-identical");
+
+    // a folder with a subfolder, through the folder picker
+    const tree = join(dir, "project");
+    await mkdir(join(tree, "sub"), { recursive: true });
+    await writeFile(join(tree, "readme.txt"), "top\n");
+    await writeFile(join(tree, "sub", "deep.bin"), randomBytes(70_000));
+    await page.locator('input[aria-label="Folder to upload"]').setInputFiles(tree);
+    await page.locator('.uploads li[data-path="/project/sub/deep.bin"] .state', { hasText: "done" }).waitFor();
+    await page.locator('.uploads li[data-path="/project/readme.txt"] .state', { hasText: "done" }).waitFor();
+    await page.getByRole("link", { name: "project/" }).click();
+    await page.locator('tr[data-name="readme.txt"]').waitFor();
+    await page.getByRole("link", { name: "sub/" }).click();
+    await page.locator('tr[data-name="deep.bin"]').waitFor();
+    const crumbs = await page.getByRole("navigation", { name: "Breadcrumbs" }).textContent();
+    assert.match(crumbs ?? "", /Home.*project.*sub/);
+    await page.getByRole("navigation", { name: "Breadcrumbs" }).getByRole("link", { name: "Home" }).click();
+    await page.locator('tr[data-name="project"]').waitFor();
+
+    // drag and drop of two files onto the browser
+    const dt = await page.evaluateHandle(() => {
+      const t = new DataTransfer();
+      t.items.add(new File(["dropped one"], "drop-1.txt", { type: "text/plain" }));
+      t.items.add(new File(["dropped two"], "drop-2.txt", { type: "text/plain" }));
+      return t;
+    });
+    await page.dispatchEvent("section.files", "dragover", { dataTransfer: dt });
+    await page.dispatchEvent("section.files", "drop", { dataTransfer: dt });
+    await page.locator('tr[data-name="drop-1.txt"]').waitFor();
+    await page.locator('tr[data-name="drop-2.txt"]').waitFor();
+
     // the phone layout
     await page.setViewportSize(PHONE);
     await shot(page, "web-files-phone");
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `no horizontal scrolling at 390 px (${overflow} px too wide)`);
+
+    // a recovery code logs in once
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.getByRole("button", { name: "Log out", exact: true }).click();
+    await passwordLogin(page, "alice", "alice-password");
+    await page.getByLabel("Authentication code").fill(recovery[0]);
+    await page.getByRole("button", { name: "Verify" }).click();
+    await page.getByRole("navigation", { name: "Breadcrumbs" }).waitFor();
+    await page.getByRole("link", { name: "Account" }).click();
+    await page.getByText("9 recovery codes left").waitFor();
     await ctx.close();
   });
 });

@@ -3,7 +3,7 @@
 import { useState } from "preact/hooks";
 import { del, get, post, type Session } from "./api.ts";
 import { when } from "./format.ts";
-import { ActionForm, ErrorText, str, useLoad } from "./ui.tsx";
+import { ActionForm, ErrorText, Field, str, useLoad } from "./ui.tsx";
 
 interface Enrolment {
   secret: string;
@@ -135,6 +135,93 @@ export function LoginTable(props: { records: AuditMatch[] }) {
   );
 }
 
+interface Token {
+  id: string;
+  name: string;
+  scopes: string[];
+  paths: string[];
+  createdAt: string;
+  expiresAt: string;
+  lastUsedAt: string | null;
+}
+
+const SCOPES = ["files:read", "files:write", "shares", "account", "admin", "keys", "audit", "metrics"];
+
+function Tokens() {
+  const tokens = useLoad(() => get<{ tokens: Token[] }>("/api/v1/tokens"), []);
+  const [made, setMade] = useState<string | undefined>(undefined);
+  return (
+    <section aria-labelledby="tokens-h">
+      <h2 id="tokens-h">API tokens</h2>
+      <ErrorText error={tokens.error} />
+      {made && (
+        <p class="field">
+          <label for="new-token">New token (shown only now; send it as Authorization: Bearer …)</label>
+          <input id="new-token" readOnly value={made} onFocus={(e) => e.currentTarget.select()} />
+        </p>
+      )}
+      {tokens.data && tokens.data.tokens.length > 0 && (
+        <ul class="versions">
+          {tokens.data.tokens.map((t) => (
+            <li key={t.id} class="token">
+              <strong>{t.name}</strong> <span class="muted">{t.scopes.join(" ")}</span>{" "}
+              {t.paths.join(" ") !== "/" && <span class="muted">on {t.paths.join(" ")}</span>}{" "}
+              <span class="muted">
+                expires {when(t.expiresAt)}
+                {t.lastUsedAt ? `, last used ${when(t.lastUsedAt)}` : ""}
+              </span>{" "}
+              <button
+                type="button"
+                class="link"
+                aria-label={`Revoke token ${t.name}`}
+                onClick={async () => {
+                  await del(`/api/v1/tokens/${encodeURIComponent(t.id)}`);
+                  tokens.reload();
+                }}
+              >
+                Revoke
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      <ActionForm
+        class="filters"
+        label="Issue an API token"
+        submit="Issue token"
+        action={async (f) => {
+          const scopes = SCOPES.filter((sc) => f.get(`scope-${sc}`) === "on");
+          const paths = str(f, "paths")
+            .split(",")
+            .map((p) => p.trim())
+            .filter(Boolean);
+          const r = await post<{ token: string }>("/api/v1/tokens", {
+            name: str(f, "name"),
+            scopes,
+            ...(paths.length ? { paths } : {}),
+            expiresInDays: Number(str(f, "days") || "30"),
+          });
+          setMade(r.token);
+          tokens.reload();
+        }}
+      >
+        <Field label="Token name" name="name" required />
+        <fieldset class="scopes">
+          <legend>Scopes</legend>
+          {SCOPES.map((sc) => (
+            <span key={sc} class="check">
+              <input id={`scope-${sc}`} name={`scope-${sc}`} type="checkbox" defaultChecked={sc === "files:read"} />
+              <label for={`scope-${sc}`}>{sc}</label>
+            </span>
+          ))}
+        </fieldset>
+        <Field label="Paths (comma-separated, default /)" name="paths" />
+        <Field label="Expires after (days)" name="days" type="number" value="30" />
+      </ActionForm>
+    </section>
+  );
+}
+
 function MyLogins() {
   const logins = useLoad(() => get<{ records: AuditMatch[] }>("/api/v1/account/logins?limit=50"), []);
   return (
@@ -153,6 +240,7 @@ export function Account(props: { session: Session }) {
       <h1>Account: {props.session.user}</h1>
       <Totp />
       <MyLogins />
+      <Tokens />
       <section aria-labelledby="everywhere-h">
         <h2 id="everywhere-h">Sessions</h2>
         <p role="status">{note}</p>

@@ -8,6 +8,7 @@ import { Audit, type AuditTab } from "./audit.tsx";
 import { Custody, type CustodyTab } from "./custody.tsx";
 import { Files } from "./files.tsx";
 import { Login } from "./login.tsx";
+import { Shares } from "./shares.tsx";
 
 function useHash(): string {
   const [hash, setHash] = useState(location.hash);
@@ -26,11 +27,13 @@ interface NavItem {
 
 function navFor(role: Session["role"]): NavItem[] {
   const files = { href: "#/files", label: "Files" };
+  const shares = { href: "#/shares", label: "Shares" };
   const account = { href: "#/account", label: "Account" };
   switch (role) {
     case "admin":
       return [
         files,
+        shares,
         { href: "#/admin/users", label: "Users" },
         { href: "#/admin/groups", label: "Groups" },
         { href: "#/admin/folders", label: "Folders" },
@@ -54,7 +57,7 @@ function navFor(role: Session["role"]): NavItem[] {
         account,
       ];
     default:
-      return [files, account];
+      return [files, shares, account];
   }
 }
 
@@ -72,6 +75,7 @@ function View(props: { session: Session; hash: string }) {
     return <Files path={path || "/"} canShare={true} />;
   }
   if (route === "/account") return <Account session={session} />;
+  if (route === "/shares" && (role === "admin" || role === "user")) return <Shares />;
   if (route.startsWith("/admin/") && role === "admin") return <Admin tab={route.slice(7) as AdminTab} />;
   if (route.startsWith("/keys") && role === "custodian") {
     return <Custody tab={(route.slice(6) || "keys") as CustodyTab} />;

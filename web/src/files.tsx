@@ -60,6 +60,14 @@ function Breadcrumbs(props: { path: string }) {
   );
 }
 
+function FolderIcon() {
+  return (
+    <svg class="icon" width="16" height="14" viewBox="0 0 16 14" aria-hidden="true">
+      <path d="M1 2.5A1.5 1.5 0 0 1 2.5 1h3.6l1.6 1.8h5.8A1.5 1.5 0 0 1 15 4.3v7.2a1.5 1.5 0 0 1-1.5 1.5h-11A1.5 1.5 0 0 1 1 11.5z" />
+    </svg>
+  );
+}
+
 // ---- uploads ----
 
 let nextId = 1;
@@ -313,7 +321,7 @@ export function Files(props: { path: string; canShare: boolean }) {
           type="file"
           hidden
           aria-label="Folder to upload"
-          {...{ webkitdirectory: "" }}
+          {...{ webkitdirectory: true }}
           onChange={(e) => pick(e.currentTarget)}
         />
       </div>
@@ -351,7 +359,7 @@ export function Files(props: { path: string; canShare: boolean }) {
               <td class="name">
                 {e.kind === "dir" ? (
                   <a href={filesHash(e.path)}>
-                    <span aria-hidden="true">📁 </span>
+                    <FolderIcon />
                     {e.name}/
                   </a>
                 ) : (

@@ -67,8 +67,8 @@ function secure(reply: FastifyReply): FastifyReply {
     .header("permissions-policy", "camera=(), microphone=(), geolocation=()");
 }
 
-/** Pages of the app (hash-routed, so only these paths): the start page and a share link's page. */
-export const APP_PAGES = ["/", "/s/:id"];
+/** Pages of the app (hash-routed, so only the start page; a share link's page /s/<link> is the share routes'). */
+export const APP_PAGES = ["/"];
 
 export function registerWebApp(app: FastifyInstance, web: WebApp | undefined): void {
   const page = async (_req: unknown, reply: FastifyReply) => {
