@@ -75,3 +75,54 @@ export async function unlabelled(page: Page): Promise<string[]> {
     return out;
   });
 }
+
+/**
+ * Text whose colour against its effective background is below WCAG AA (4.5:1, or 3:1 for large text: 24 px, or
+ * 18.66 px bold), as "ratio text" lines. Backgrounds are the nearest opaque ancestor's (white at the root).
+ */
+export async function lowContrast(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const parse = (c: string): [number, number, number, number] => {
+      const m = /rgba?\(([^)]+)\)/.exec(c);
+      if (!m) return [0, 0, 0, 1];
+      const p = m[1]
+        .split(/[ ,/]+/)
+        .filter(Boolean)
+        .map(Number);
+      return [p[0], p[1], p[2], p[3] ?? 1];
+    };
+    const lum = ([r, g, b]: number[]) => {
+      const f = (v: number) => {
+        const s = v / 255;
+        return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+      };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const bgOf = (el: Element | null): number[] => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = parse(getComputedStyle(e).backgroundColor);
+        if (c[3] > 0.5) return c;
+      }
+      return parse(getComputedStyle(document.documentElement).backgroundColor || "rgb(255,255,255)");
+    };
+    const out: string[] = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const seen = new Set<Element>();
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const el = n.parentElement;
+      if (!el || seen.has(el) || !n.textContent?.trim() || el.closest("svg, [hidden], .sr-only, option")) continue;
+      seen.add(el);
+      const cs = getComputedStyle(el);
+      if (cs.visibility === "hidden" || cs.display === "none" || el.getClientRects().length === 0) continue;
+      const fg = parse(cs.color);
+      const bg = bgOf(el);
+      const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+      const ratio = (a + 0.05) / (b + 0.05);
+      const size = Number.parseFloat(cs.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+      const disabled = (el as HTMLButtonElement).disabled === true;
+      if (!disabled && ratio < (large ? 3 : 4.5)) out.push(`${ratio.toFixed(2)} ${n.textContent.trim().slice(0, 40)}`);
+    }
+    return out;
+  });
+}

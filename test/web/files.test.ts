@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import type { Page } from "playwright-core";
 import { fromBase32, hotp, TOTP_STEP_SECONDS } from "../../src/service/totp.ts";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
-import { type Chromium, launchChromium, PHONE, shot, unlabelled } from "../helpers/browser.ts";
+import { type Chromium, launchChromium, lowContrast, PHONE, shot, unlabelled } from "../helpers/browser.ts";
 
 const step = () => Math.floor(Date.now() / 1000 / TOTP_STEP_SECONDS);
 
@@ -138,6 +138,7 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     await page.locator('tr[data-name="notes.txt"]').waitFor();
     await shot(page, "web-files-desktop");
     assert.deepEqual(await unlabelled(page), [], "every control of the file browser has a name");
+    assert.deepEqual(await lowContrast(page), [], "text contrast at least 4.5:1 (light scheme)");
 
     // download compares byte for byte
     const [download] = await Promise.all([
@@ -252,6 +253,43 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     await page.getByRole("navigation", { name: "Breadcrumbs" }).waitFor();
     await page.getByRole("link", { name: "Account" }).click();
     await page.getByText("9 recovery codes left").waitFor();
+    await ctx.close();
+  });
+
+  test("keyboard only: open a file's actions and rename it; dark scheme keeps the contrast", async () => {
+    const ctx = await chrome.browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "dark" });
+    const page = await ctx.newPage();
+    await page.goto(`${base}/`);
+    // alice has TOTP on by now (the test before); a fresh user for this one
+    await cli(["user", "add", "kim", "--password-stdin", "--data", data], "kim-password\n");
+    await page.keyboard.type("kim");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type("kim-password");
+    await page.keyboard.press("Enter");
+    await page.getByRole("navigation", { name: "Breadcrumbs" }).waitFor();
+    const k = join(dir, "k.txt");
+    await writeFile(k, "kim");
+    await page.locator('input[data-testid="upload-files"]').setInputFiles([k]);
+    await page.locator('tr[data-name="k.txt"]').waitFor();
+    assert.deepEqual(await lowContrast(page), [], "text contrast at least 4.5:1 (dark scheme)");
+    await shot(page, "web-files-dark-desktop");
+    // Tab to the row's actions, open them with Enter, go to Rename, fill the dialog, submit: no mouse
+    await page.getByLabel("Actions for k.txt").focus();
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Enter");
+    await page.getByLabel("New name").waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "target", "the dialog's field has the focus");
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type("k2.txt");
+    await page.keyboard.press("Enter");
+    await page.locator('tr[data-name="k2.txt"]').waitFor();
+    // Escape closes a dialog
+    await page.getByRole("button", { name: "New folder" }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("dialog").waitFor();
+    await page.keyboard.press("Escape");
+    await page.getByRole("dialog").waitFor({ state: "detached" });
     await ctx.close();
   });
 });

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Page } from "playwright-core";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
-import { type Chromium, launchChromium, PHONE, shot } from "../helpers/browser.ts";
+import { type Chromium, launchChromium, lowContrast, PHONE, shot, unlabelled } from "../helpers/browser.ts";
 import { ApiClient } from "../helpers/https.ts";
 
 describe("web app: admin, custodian and auditor pages", () => {
@@ -65,6 +65,8 @@ describe("web app: admin, custodian and auditor pages", () => {
     await form.getByRole("button", { name: "Add user" }).click();
     await page.locator('tr[data-key="gina"]').waitFor();
     await shot(page, "web-admin-users-desktop");
+    assert.deepEqual(await unlabelled(page), []);
+    assert.deepEqual(await lowContrast(page), []);
     await page.getByRole("link", { name: "Folders" }).click();
     const ff = page.getByRole("form", { name: "Set a folder's key" });
     await ff.getByLabel("Folder path (global)").fill("/finance");
@@ -114,7 +116,11 @@ describe("web app: admin, custodian and auditor pages", () => {
       const row = page.locator(`tr[data-key="${id}"]`);
       await row.waitFor();
       assert.match((await row.textContent()) ?? "", new RegExp(`${i}/2`));
-      if (i === 1) await shot(page, "web-custodian-requests-desktop");
+      if (i === 1) {
+        await shot(page, "web-custodian-requests-desktop");
+        assert.deepEqual(await unlabelled(page), []);
+        assert.deepEqual(await lowContrast(page), []);
+      }
       await row.getByRole("button", { name: "Approve" }).click();
       await page.getByRole("dialog").getByLabel("Justification (audited)").fill(`checked by ${who}`);
       await page.getByRole("dialog").getByRole("button", { name: "Approve" }).click();
@@ -158,6 +164,8 @@ describe("web app: admin, custodian and auditor pages", () => {
     assert.equal(await rows.count(), 2);
     for (const r of await rows.all()) assert.match((await r.textContent()) ?? "", /login.*failure.*mallory/);
     await shot(page, "web-audit-desktop");
+    assert.deepEqual(await unlabelled(page), []);
+    assert.deepEqual(await lowContrast(page), []);
     await filters.getByLabel("User").fill("");
     await filters.getByLabel("Event").fill("");
     await filters.getByLabel("Outcome").selectOption("success");
