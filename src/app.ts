@@ -1,7 +1,7 @@
 // Wires the layers together for one data directory: embedded KMS, metadata store, blobs, vfs, accounts, audit.
 import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { raiseHighWater } from "./audit/high-water.ts";
+import { raiseHighWater, raiseKmsHighWater } from "./audit/high-water.ts";
 import { AuditLog } from "./audit/log.ts";
 import { AtrestError } from "./errors.ts";
 import { TriggerEngine } from "./events/engine.ts";
@@ -159,12 +159,21 @@ export class App implements Accounts {
     this.vfs = vfs;
     this.audit = audit;
     this.logger = logger;
-    // every signed checkpoint raises the log's high-water mark in the metadata store: `audit verify` then notices a
-    // log cut back to an earlier checkpoint or emptied
+    // every signed checkpoint raises the log's high-water mark in the metadata store and at the key manager: `audit
+    // verify` then notices a log cut back to an earlier checkpoint or emptied, even with meta.db rolled back too
     audit.onCheckpoint((seq, hash) => {
       this.#highWater = this.#highWater
-        .then(() => raiseHighWater(store, seq, hash))
-        .catch((err) => logger.warn({ err }, "audit high-water mark not recorded"));
+        .then(() =>
+          Promise.all([
+            raiseHighWater(store, seq, hash).catch((err) =>
+              logger.warn({ err }, "audit high-water mark not recorded in the metadata store"),
+            ),
+            raiseKmsHighWater(opened.keys, seq, hash).catch((err) =>
+              logger.warn({ err }, "audit high-water mark not recorded by the key manager"),
+            ),
+          ]),
+        )
+        .then(() => undefined);
     });
     this.pgp = new PgpKeyStore(store, vfs.keys, audit);
     vfs.writeFilters.register(pgpWriteFilter(this.pgp));

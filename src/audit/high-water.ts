@@ -1,12 +1,26 @@
 // The audit log's high-water mark: the newest signed checkpoint (its sequence number and chain hash) that a writer has
-// put into the log, remembered in the metadata store (setting `audit.highwater`). `audit verify` of the data
-// directory's log takes it as an anchor, so a log cut back to an earlier checkpoint, or emptied, or replaced by a
-// shorter valid-looking one, is reported as `truncated` or `edited` instead of OK. Writers only raise it. Someone who
-// can also roll meta.db back to an older copy defeats it; the SIEM's copy (last delivered sequence) and `--anchor`
-// remain the independent checks (docs/operations.md).
+// put into the log, remembered twice: in the metadata store (setting `audit.highwater`) and by the key manager (a
+// sealed mark per client and log, kms/audit-marks.ts, which the file server can raise but never lower). `audit verify`
+// of the data directory's log takes both as anchors, so a log cut back to an earlier checkpoint, or emptied, or
+// replaced by a shorter valid-looking one, is reported as `truncated` or `edited` instead of OK, even when meta.db was
+// rolled back to an older copy with it. The SIEM's copy (last delivered sequence) and `--anchor` remain further
+// independent checks (docs/operations.md).
 import type { MetaStore } from "../store/types.ts";
 
 export const HIGH_WATER_SETTING = "audit.highwater";
+/** The log name of the data directory's audit log at the key manager. */
+export const KMS_MARK_LOG = "audit";
+
+/** What the key manager offers for marks (keys/provider.ts KeyManager; absent on an older one). */
+export interface MarkKeeper {
+  auditMark?(log: string): Promise<{ seq: number; hash: string; at: string } | undefined>;
+  raiseAuditMark?(log: string, seq: number, hash: string): Promise<unknown>;
+}
+
+/** Raises the key manager's mark for the data directory's log (no-op for a key manager without marks). */
+export async function raiseKmsHighWater(keys: MarkKeeper, seq: number, hash: string): Promise<void> {
+  await keys.raiseAuditMark?.(KMS_MARK_LOG, seq, hash);
+}
 
 export interface HighWater {
   seq: number;

@@ -57,6 +57,8 @@ export type AuditAction =
   | "key.reject" // a custodian rejected a request
   | "kms.policy" // a KMS client policy changed (after approval)
   | "kms.master.rotate" // the KMS master key was rotated (after approval)
+  | "kms.audit-mark" // a file server's audit high-water mark raised or read (`target` audit-mark:<client>:<log>, `detail` seq)
+  | "kms.audit-mark.reset" // a custodian reset an audit high-water mark (`detail` the mark it was, and the reason)
   // OpenPGP (src/pgp): key store changes, on-demand keys, inbound signature checks
   | "pgp.key.import" // `target` = fingerprint, `detail` = owner
   | "pgp.key.remove"
@@ -210,6 +212,13 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "key.reject": { category: "configuration", type: ["denied"], name: "Key operation reject", severity: 6 },
   "kms.policy": { category: "iam", type: ["change"], name: "Key manager client policy change", severity: 8 },
   "kms.master.rotate": { category: "configuration", type: ["change"], name: "Master key rotate", severity: 9 },
+  "kms.audit-mark": { category: "configuration", type: ["access"], name: "Audit high-water mark", severity: 3 },
+  "kms.audit-mark.reset": {
+    category: "configuration",
+    type: ["change"],
+    name: "Audit high-water mark reset",
+    severity: 8,
+  },
   "pgp.key.import": { category: "configuration", type: ["creation"], name: "OpenPGP key import", severity: 5 },
   "pgp.key.remove": { category: "configuration", type: ["deletion"], name: "OpenPGP key remove", severity: 5 },
   "pgp.key.generate": { category: "configuration", type: ["creation"], name: "OpenPGP key generate", severity: 5 },

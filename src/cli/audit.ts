@@ -12,21 +12,48 @@ import { safeJson } from "../audit/encoders/common.ts";
 import { encodeEcsJson } from "../audit/encoders/ecs-json.ts";
 import { encodeLeef } from "../audit/encoders/leef.ts";
 import { encodeRfc5424 } from "../audit/encoders/rfc5424.ts";
-import { type HighWater, readHighWater, resetHighWater } from "../audit/high-water.ts";
+import { type HighWater, KMS_MARK_LOG, readHighWater, resetHighWater } from "../audit/high-water.ts";
 import { openRecord } from "../audit/log.ts";
 import { fileHistory, loginHistory, type Match, parseSince, query } from "../audit/query.ts";
 import { formatStats, readStats } from "../audit/stats.ts";
 import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { AtrestError } from "../errors.ts";
+import { readRemoteKms } from "../keys/key-manager.ts";
+import type { KeyManager } from "../keys/provider.ts";
 import { serviceKey } from "../keys/service-keys.ts";
 import { actorFields, cliActor } from "../service/actor.ts";
 import { asOption } from "./as.ts";
-import { dataOption, say, withApp } from "./common.ts";
+import { dataOption, say, withApp, withKeyManager } from "./common.ts";
 
-/** Exit codes of `audit verify`: 0 intact and fully signed, 1 broken, 3 intact but with an unsigned tail. */
+/**
+ * Exit codes of `audit verify`: 0 intact and fully signed, 1 broken, 3 intact but with an unsigned tail, 4 intact but
+ * the key manager's high-water mark could not be read (so a log cut back together with meta.db would go unnoticed).
+ */
 export const VERIFY_BROKEN = 1;
 export const VERIFY_UNSIGNED_TAIL = 3;
+export const VERIFY_UNANCHORED = 4;
+
+interface Anchor {
+  seq: number;
+  hash: string;
+  /** Where it came from, for the report. */
+  from: string;
+  at?: string;
+}
+
+/** The key manager's mark of the data directory's log (kms/audit-marks.ts), or why it could not be read. */
+async function kmsMark(data: string): Promise<{ mark?: { seq: number; hash: string; at: string }; problem?: string }> {
+  try {
+    return await withKeyManager(data, async ({ keys }) => {
+      if (!keys.auditMark) return { problem: "this key manager keeps no audit marks" };
+      const mark = await keys.auditMark(KMS_MARK_LOG);
+      return mark ? { mark } : {};
+    });
+  } catch (err) {
+    return { problem: (err as Error).message };
+  }
+}
 
 export function registerAudit(program: Command): void {
   const audit = program.command("audit").description("audit trail");
@@ -112,10 +139,12 @@ export function registerAudit(program: Command): void {
       const ownLog = resolve(file) === resolve(dataPaths(opts.data).audit);
       let publicKeys: Map<string, ReturnType<typeof ed25519PublicKey>> | undefined;
       let highWater: HighWater | undefined;
+      let atKms: Awaited<ReturnType<typeof kmsMark>> | undefined;
       if (opts.publicKey) {
         const key = ed25519PublicKey(opts.publicKey);
         publicKeys = new Map([[keyFingerprint(key), key]]);
       }
+      if (ownLog) atKms = await kmsMark(opts.data);
       if (!opts.publicKey || ownLog) {
         const store = openStore(dataPaths(opts.data));
         try {
@@ -132,12 +161,27 @@ export function registerAudit(program: Command): void {
         if (!m) throw new Error("--anchor must be <seq>:<64 hex digits>");
         anchor = { seq: Number(m[1]), hash: m[2] as string };
       }
-      const anchors = [anchor, highWater].filter((a): a is { seq: number; hash: string } => a !== undefined);
+      const candidates: (Anchor | undefined)[] = [
+        anchor && { ...anchor, from: "--anchor" },
+        highWater && { ...highWater, from: "the metadata store's high-water mark" },
+        atKms?.mark && { ...atKms.mark, from: "the key manager's high-water mark" },
+      ];
+      // highest first; the same checkpoint from two places is checked once
+      const anchors = candidates
+        .filter((a): a is Anchor => a !== undefined)
+        .sort((a, b) => b.seq - a.seq)
+        .filter((a, i, all) => all.findIndex((b) => b.seq === a.seq && b.hash === a.hash) === i);
+      let failedAnchor: Anchor | undefined;
       const started = performance.now();
       const run = async (onRecord?: (seq: number, sealed: Buffer) => string | undefined) => {
-        // one pass per anchor beyond the first is rare (an explicit --anchor besides the mark) and cheap enough
+        // one pass per distinct anchor beyond the first is rare (an explicit --anchor, an older mark) and cheap enough
         let r = verifyChain(file, { publicKeys: trusted, anchor: anchors[0], ...(onRecord ? { onRecord } : {}) });
-        for (const a of anchors.slice(1)) if (!r.error) r = verifyChain(file, { publicKeys: trusted, anchor: a });
+        failedAnchor = anchors[0];
+        for (const a of anchors.slice(1)) {
+          if (r.error) break;
+          r = verifyChain(file, { publicKeys: trusted, anchor: a });
+          failedAnchor = a;
+        }
         return r;
       };
       const result = opts.decrypt
@@ -164,10 +208,10 @@ export function registerAudit(program: Command): void {
       if (result.error) {
         process.exitCode = VERIFY_BROKEN;
         say(`${file}: BROKEN at ${describe(result.error)}`);
-        if (highWater && /anchor/.test(result.error.message)) {
+        if (failedAnchor && failedAnchor.from !== "--anchor" && /anchor/.test(result.error.message)) {
           say(
-            `the metadata store's high-water mark says entry ${highWater.seq} (a checkpoint signed ${highWater.at}) ` +
-              `was in this log with hash ${highWater.hash}: the log was cut back, emptied or replaced ` +
+            `${failedAnchor.from} says entry ${failedAnchor.seq} (a checkpoint signed ${failedAnchor.at}) ` +
+              `was in this log with hash ${failedAnchor.hash}: the log was cut back, emptied or replaced ` +
               "(moved a damaged log aside on purpose? atrest audit highwater reset)",
           );
         }
@@ -183,6 +227,16 @@ export function registerAudit(program: Command): void {
       if (cp) say(`last checkpoint: line ${cp.line}, anchor ${cp.seq}:${cp.hash}`);
       if (highWater) say(`high-water mark ${highWater.seq} (metadata store): present`);
       else if (ownLog) say("no high-water mark in the metadata store yet (none recorded: no checkpoint since)");
+      if (atKms?.mark) say(`high-water mark ${atKms.mark.seq} (key manager): present`);
+      else if (ownLog && !atKms?.problem) say("no high-water mark at the key manager yet (no checkpoint since)");
+      if (atKms?.problem) {
+        process.exitCode = VERIFY_UNANCHORED;
+        say(
+          `WARNING: the key manager's high-water mark could not be read (${atKms.problem}): a log cut back together ` +
+            "with the metadata store would not be noticed",
+        );
+        return;
+      }
       if (result.unsigned > 0) {
         process.exitCode = VERIFY_UNSIGNED_TAIL;
         say(
@@ -195,30 +249,78 @@ export function registerAudit(program: Command): void {
     });
   audit
     .command("highwater")
-    .description("the log's high-water mark in the metadata store (the newest checkpoint verify must find)")
+    .description(
+      "the log's high-water marks in the metadata store and at the key manager (the newest checkpoint verify must " +
+        "find); reset needs a custodian of the key manager",
+    )
     .argument("[action]", "show (default) or reset (after moving a damaged log aside: a new chain starts)", "show")
     .addOption(dataOption())
     .addOption(asOption())
+    .option("--reason <text>", "reset: why (recorded in both audit logs)")
+    .option(
+      "--custodian-cert <dir>",
+      "reset with a remote key manager: a custodian's client certificate directory (atrest kms client issue " +
+        "--role custodian); the embedded one acts as the local custodian",
+    )
     .action(async (action: string, opts) => {
       if (action !== "show" && action !== "reset") {
         throw new AtrestError("INVALID_INPUT", "atrest audit highwater [show|reset]");
       }
       await withApp(opts.data, async (app) => {
+        const atKms = app.keys.auditMark ? await app.keys.auditMark(KMS_MARK_LOG) : undefined;
         if (action === "show") {
           const hw = await readHighWater(app.store);
           say(hw ? `high-water mark: entry ${hw.seq} hash ${hw.hash} (recorded ${hw.at})` : "no high-water mark");
+          say(
+            atKms
+              ? `key manager's mark (client ${atKms.client}): entry ${atKms.seq} hash ${atKms.hash} (recorded ${atKms.at})`
+              : "no high-water mark at the key manager",
+          );
           return;
         }
+        const reason: string | undefined = opts.reason;
+        if (!reason?.trim()) throw new AtrestError("INVALID_INPUT", "audit highwater reset needs --reason TEXT");
+        // the key manager's mark first: it is the one a custodian must agree to drop
+        let kmsWas: number | undefined;
+        if (atKms) {
+          const custodian = await custodianKeys(app, opts.custodianCert);
+          try {
+            kmsWas = (await custodian.resetAuditMark(atKms.client, KMS_MARK_LOG, reason))?.seq;
+          } finally {
+            if (custodian !== app.keys) await custodian.close();
+          }
+        }
         const was = await resetHighWater(app.store);
+        const what =
+          `audit high-water mark reset${was ? ` (was entry ${was.seq})` : ""}` +
+          (kmsWas !== undefined ? `, key manager's mark reset (was entry ${kmsWas})` : "");
         app.audit.record({
           action: "audit.config.change",
           outcome: "success",
           ...actorFields(cliActor(opts.as)),
-          detail: `audit high-water mark reset${was ? ` (was entry ${was.seq})` : ""}`,
+          detail: `${what}: ${reason}`,
         });
-        say(`high-water mark reset${was ? ` (was entry ${was.seq})` : ""}; the next checkpoint sets it again`);
+        say(`${what}; the next checkpoint sets them again`);
       });
     });
+}
+
+/** Who may reset the key manager's mark: the embedded key manager's local custodian, or a remote custodian's cert. */
+async function custodianKeys(
+  app: App,
+  certDir: string | undefined,
+): Promise<Required<Pick<KeyManager, "resetAuditMark">> & { close(): Promise<void> }> {
+  if (app.embedded) return app.embedded;
+  const bound = await readRemoteKms(app.paths.root);
+  if (!bound || !certDir) {
+    throw new AtrestError(
+      "PERMISSION_DENIED",
+      `the key manager ${app.keyManagerLocation} keeps this log's high-water mark: only one of its custodians may ` +
+        "reset it (--custodian-cert DIR with a custodian's client certificate)",
+    );
+  }
+  const { RemoteKms } = await import("../kms/api/client.ts");
+  return RemoteKms.connect({ url: bound.url, certDir });
 }
 
 function describe(e: ChainBreak): string {

@@ -2,20 +2,7 @@ import type { Command } from "commander";
 import { dataPaths, openStore, storeRestore } from "../app.ts";
 import { readManifest, restoreBackup, writeBackup } from "../backup/bundle.ts";
 import { AtrestError } from "../errors.ts";
-import { remoteKmsFor } from "../keys/key-manager.ts";
-import { openKeyManager } from "../wiring/key-manager.ts";
-import { dataOption, kmsFromEnv, requireData, say } from "./common.ts";
-
-async function withKeys<T>(data: string, fn: (keys: Awaited<ReturnType<typeof openKeyManager>>) => Promise<T>) {
-  const kms = kmsFromEnv();
-  await requireData(data, kms);
-  const opened = await openKeyManager(data, dataPaths(data).kms, await remoteKmsFor(data, kms));
-  try {
-    return await fn(opened);
-  } finally {
-    await opened.keys.close();
-  }
-}
+import { dataOption, say, withKeyManager } from "./common.ts";
 
 export function registerBackup(program: Command): void {
   program
@@ -27,7 +14,7 @@ export function registerBackup(program: Command): void {
     .addOption(dataOption())
     .requiredOption("--out <file>", "bundle to write (must not exist)")
     .action(async (opts) => {
-      await withKeys(opts.data, async ({ keys }) => {
+      await withKeyManager(opts.data, async ({ keys }) => {
         const store = openStore(dataPaths(opts.data));
         const m = await writeBackup(opts.data, opts.out, keys, store).finally(() => store.close());
         say(`wrote ${opts.out}: ${m.entries.map((e) => `${e.name} (${e.size} bytes)`).join(", ")}`);
@@ -49,7 +36,7 @@ export function registerBackup(program: Command): void {
         return;
       }
       if (!opts.in) throw new AtrestError("INVALID_INPUT", "--in FILE is required");
-      await withKeys(opts.data, async ({ keys }) => {
+      await withKeyManager(opts.data, async ({ keys }) => {
         const m = await restoreBackup(
           opts.in,
           opts.data,

@@ -10,6 +10,7 @@ import {
   remoteKmsFor,
   writeRemoteKms,
 } from "../keys/key-manager.ts";
+import { type OpenedKeyManager, openKeyManager } from "../wiring/key-manager.ts";
 
 export function dataOption(): Option {
   return new Option("--data <dir>", "data directory").env("ATREST_DATA").default("./data");
@@ -69,6 +70,18 @@ function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** The data directory's key manager alone (no store, no App), for commands that need only it; always closed. */
+export async function withKeyManager<T>(data: string, fn: (opened: OpenedKeyManager) => Promise<T>): Promise<T> {
+  const kms = kmsFromEnv();
+  await requireData(data, kms);
+  const opened = await openKeyManager(data, dataPaths(data).kms, await remoteKmsFor(data, kms));
+  try {
+    return await fn(opened);
+  } finally {
+    await opened.keys.close();
+  }
 }
 
 /**

@@ -2,7 +2,7 @@
 // `keys rewrap`, key lookups for reports. The embedded provider and the remote client both offer them; anything
 // optional here is feature-tested at run time so the file server works with either.
 import { AtrestError } from "../errors.ts";
-import type { EncryptionContext, KeyInfo, KeyProvider } from "../kms/api/types.ts";
+import type { AuditMark, EncryptionContext, KeyInfo, KeyProvider } from "../kms/api/types.ts";
 
 export interface RewrapResult {
   wrapped: Buffer;
@@ -16,6 +16,12 @@ export interface KeyManager extends KeyProvider {
   rewrap?(wrapped: Buffer, context: EncryptionContext): Promise<RewrapResult>;
   rewrapBatch?(items: { wrapped: Buffer; context: EncryptionContext }[]): Promise<BatchItemResult<RewrapResult>[]>;
   getKey?(name: string): Promise<KeyInfo & { minDecryptionVersion?: number }>;
+  /** The audit high-water mark the key manager keeps for this file server's log `log` (kms/audit-marks.ts). */
+  auditMark?(log: string): Promise<AuditMark | undefined>;
+  /** Raises it (never lowers it). */
+  raiseAuditMark?(log: string, seq: number, hash: string): Promise<AuditMark>;
+  /** Forgets `client`'s mark; needs a custodian (the embedded key manager: the local custodian identity). */
+  resetAuditMark?(client: string, log: string, reason: string): Promise<AuditMark | undefined>;
 }
 
 /** Rewraps many DEKs in one call where the key manager has a batch form, one by one otherwise. */

@@ -167,6 +167,15 @@ const MIGRATIONS: readonly string[] = [
      CHECK ((state IN ('destroyed', 'destroyed-compromised')) = (sealed IS NULL))
    ) STRICT;
    CREATE INDEX kmip_objects_name ON kmip_objects (name);`,
+  // 7: high-water marks of file servers' audit logs (audit-marks.ts): per (client, log), the value (seq, hash, time)
+  //    sealed under the master key (label audit-mark:<client>:<log>).
+  `CREATE TABLE audit_marks (
+     client TEXT NOT NULL,
+     log TEXT NOT NULL,
+     sealed BLOB NOT NULL,
+     updated_at TEXT NOT NULL,
+     PRIMARY KEY (client, log)
+   ) STRICT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { KeyUnavailableError } from "../errors.ts";
 import type { KmsCaller } from "./api/caller.ts";
 import {
+  type AuditMark,
   changedKeys,
   type DataKey,
   type EncryptionContext,
@@ -72,6 +73,9 @@ export interface EmbeddedKms extends KeyProvider, KeyStateWatcher {
   rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }>;
   /** One result per item, in order; a failed item carries its error and does not fail the others. */
   rewrapBatch(items: readonly { wrapped: Buffer; context: EncryptionContext }[]): Promise<(WrapResult | ItemError)[]>;
+  auditMark(log: string): Promise<AuditMark | undefined>;
+  raiseAuditMark(log: string, seq: number, hash: string): Promise<AuditMark>;
+  resetAuditMark(client: string, log: string, reason: string): Promise<AuditMark | undefined>;
   /** The KMS audit log this provider writes (undefined when the caller supplied its own sink). */
   readonly kmsAudit: KmsAudit | undefined;
   /** Always set for the embedded provider: it is dev mode by construction. */
@@ -168,6 +172,11 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
     rewrapBatch: async (items) => service.rewrapBatch(me, items),
     keyRefOf: (wrapped: Buffer): string => keyRefOfWrapped(wrapped),
     listKeys: async () => service.listKeys(operator),
+    auditMark: async (log: string) => service.getAuditMark(me, log),
+    raiseAuditMark: async (log: string, seq: number, hash: string) => service.raiseAuditMark(me, log, seq, hash).mark,
+    // dev mode: nothing authenticates the local custodian (whoever reads the directory holds the master key anyway)
+    resetAuditMark: async (client: string, log: string, reason: string) =>
+      service.resetAuditMark(localCaller("custodian"), client, log, reason),
     getKey: async (name: string) => service.getKey(operator, name),
     createKey: async (name: string) => service.createKey(operator, name),
     rotateKey: async (name: string) => service.rotateKey(operator, name),

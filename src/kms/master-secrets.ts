@@ -93,6 +93,7 @@ export function resealUnderNewMaster(
     }[];
     for (const { k, v } of secrets) ctx.db.putMeta(k, resealOne(k, v));
     resealAppSecrets(ctx, resealOne);
+    resealAuditMarks(ctx, resealOne);
     reseal?.(resealOne);
     ctx.db.putMeta(MASTER_CHECK, makeMasterCheck(newMaster));
     persist(newMaster);
@@ -114,4 +115,20 @@ function resealAppSecrets(ctx: LifecycleContext, reseal: (label: string, sealed:
   }[];
   const update = ctx.db.prepare("UPDATE secret_versions SET sealed = ? WHERE name = ? AND version = ?");
   for (const r of rows) update.run(reseal(appSecretLabel(r.name, r.version), r.sealed), r.name, r.version);
+}
+
+/** The seal label of an audit high-water mark (audit-marks.ts): binds it to its client and log. */
+export function auditMarkLabel(client: string, log: string): string {
+  return `audit-mark:${client}:${log}`;
+}
+
+/** Every audit high-water mark, re-sealed under the new master (inside the rotation's transaction). */
+function resealAuditMarks(ctx: LifecycleContext, reseal: (label: string, sealed: Uint8Array) => Buffer): void {
+  const rows = ctx.db.prepare("SELECT client, log, sealed FROM audit_marks").all() as {
+    client: string;
+    log: string;
+    sealed: Uint8Array;
+  }[];
+  const update = ctx.db.prepare("UPDATE audit_marks SET sealed = ? WHERE client = ? AND log = ?");
+  for (const r of rows) update.run(reseal(auditMarkLabel(r.client, r.log), r.sealed), r.client, r.log);
 }

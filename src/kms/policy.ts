@@ -11,6 +11,8 @@
 //   custodian  approve or reject requests, unseal, show/list
 //   auditor    read-only: keys, requests, policies
 //   admin      ask for client-policy changes and master rotation (requests); read
+//   audit marks (audit-marks.ts): a server raises its own log's high-water mark (never lowers it); every role reads
+//              marks (a server only its own); only a custodian resets one
 
 import * as z from "zod";
 import { AtrestError } from "../errors.ts";
@@ -63,7 +65,10 @@ export type GlobalOperation =
   | "read-client-policy"
   | "request-client-policy"
   | "request-master-rotation"
-  | "seal";
+  | "seal"
+  | "raise-audit-mark"
+  | "read-audit-mark"
+  | "reset-audit-mark";
 
 export type KmsOperation = KeyOperation | SecretOperation | GlobalOperation;
 
@@ -90,6 +95,8 @@ const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
     "read",
     "read-secret",
     "list-secrets",
+    "raise-audit-mark",
+    "read-audit-mark",
   ]),
   operator: new Set<KmsOperation>([
     "read",
@@ -106,9 +113,18 @@ const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
     "request-export",
     "list-requests",
     "read-client-policy",
+    "read-audit-mark",
   ]),
-  custodian: new Set<KmsOperation>(["read", "list-requests", "decide-request", "cancel-destroy", "seal"]),
-  auditor: new Set<KmsOperation>(["read", "list-requests", "read-client-policy", "list-secrets"]),
+  custodian: new Set<KmsOperation>([
+    "read",
+    "list-requests",
+    "decide-request",
+    "cancel-destroy",
+    "seal",
+    "read-audit-mark",
+    "reset-audit-mark",
+  ]),
+  auditor: new Set<KmsOperation>(["read", "list-requests", "read-client-policy", "list-secrets", "read-audit-mark"]),
   admin: new Set<KmsOperation>([
     "read",
     "list-secrets",
@@ -119,6 +135,7 @@ const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
     "request-destroy",
     "request-export",
     "seal",
+    "read-audit-mark",
   ]),
 };
 

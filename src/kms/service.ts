@@ -8,7 +8,7 @@
 import type { AuditSink } from "../audit/types.ts";
 import { randomBytes } from "../crypto/random.ts";
 import type { KmsCaller } from "./api/caller.ts";
-import type { DataKey, EncryptionContext, KeyStateSnapshot } from "./api/types.ts";
+import type { AuditMark, DataKey, EncryptionContext, KeyStateSnapshot } from "./api/types.ts";
 import {
   AppCrypto,
   type CiphertextResult,
@@ -27,6 +27,7 @@ import {
   readQuorum,
 } from "./approvals.ts";
 import { type RequestDeps, runScheduled, type ScheduledRun } from "./approved-requests.ts";
+import { AuditMarkOps } from "./audit-mark-ops.ts";
 import type { ImportParams } from "./byok.ts";
 import { DataKeys, type ItemError, type UnwrapResult, type WrapResult } from "./data-keys.ts";
 import { type DestroyRequestInput, DualControl, type ExportRequestInput } from "./dual-control.ts";
@@ -93,6 +94,7 @@ export class KmsService {
   readonly #dataKeys: DataKeys;
   readonly #app: AppCrypto;
   readonly #secrets: SecretOps;
+  readonly #marks: AuditMarkOps;
   readonly #admin: KeyAdmin;
   readonly #requests: DualControl;
   readonly #import: KeyImport;
@@ -120,6 +122,7 @@ export class KmsService {
     this.#dataKeys = new DataKeys(this.#ops, options.onInternalError ?? (() => {}));
     this.#app = new AppCrypto(this.#ops, options.onInternalError ?? (() => {}));
     this.#secrets = new SecretOps(this.#ops, audit);
+    this.#marks = new AuditMarkOps(this.#ops);
     this.#admin = new KeyAdmin(this.#ops);
     this.#requests = new DualControl(this.#ops, this.#deps);
     this.#import = new KeyImport(this.#ops);
@@ -262,6 +265,24 @@ export class KmsService {
 
   removeSecret(caller: KmsCaller, name: string): { name: string; destroyedVersions: number } {
     return this.#secrets.remove(caller, name);
+  }
+
+  // ---- audit high-water marks (raise: server, its own; read: all; reset: custodian): audit-mark-ops.ts ----
+
+  raiseAuditMark(caller: KmsCaller, log: string, seq: number, hash: string): { mark: AuditMark; raised: boolean } {
+    return this.#marks.raise(caller, log, seq, hash);
+  }
+
+  getAuditMark(caller: KmsCaller, log: string, client?: string): AuditMark | undefined {
+    return this.#marks.get(caller, log, client);
+  }
+
+  listAuditMarks(caller: KmsCaller): AuditMark[] {
+    return this.#marks.list(caller);
+  }
+
+  resetAuditMark(caller: KmsCaller, client: string, log: string, reason: string): AuditMark | undefined {
+    return this.#marks.reset(caller, client, log, reason);
   }
 
   // ---- key management (role operator; reads also auditor, custodian, admin, server): key-admin.ts ----

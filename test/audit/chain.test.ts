@@ -251,14 +251,18 @@ describe("audit verify with the metadata store's high-water mark (real App and C
       await writeFile(path, "");
       await assert.rejects(cli(["audit", "verify", "--data", dir]), { code: 1 });
       assert.match(
-        (await cli(["audit", "highwater", "reset", "--as", "root", "--data", dir])).stdout,
-        /reset \(was entry/,
+        (await cli(["audit", "highwater", "reset", "--as", "root", "--reason", "log moved aside", "--data", dir]))
+          .stdout,
+        /reset \(was entry \d+\), key manager's mark reset \(was entry \d+\)/,
       );
       const { stdout } = await cli(["audit", "verify", "--data", dir]);
       assert.match(stdout, /OK/);
       assert.match(stdout, /high-water mark \d+ \(metadata store\): present/, "the reset command's own checkpoint");
       const tail = (await cli(["audit", "tail", "--data", dir])).stdout;
-      assert.match(tail, /"action":"audit.config.change".*"detail":"audit high-water mark reset \(was entry \d+\)"/);
+      assert.match(
+        tail,
+        /"action":"audit.config.change".*"detail":"audit high-water mark reset \(was entry \d+\), key manager's mark reset \(was entry \d+\): log moved aside"/,
+      );
     } finally {
       await writeFile(path, original);
     }

@@ -269,6 +269,7 @@ describe("dual control: export, client policy, master rotation", () => {
       f.kms.rotateKey(operator, "m1");
       const a = f.kms.generateDataKey(server, "m1", ctx);
       const before = f.db.getVersion("m1", 1)?.sealed;
+      const mark = f.kms.raiseAuditMark(server, "audit", 7, "ab".repeat(32)).mark;
       const req = f.kms.requestMasterRotation(admin, "yearly");
       f.kms.approve(alice, req.id);
       const done = f.kms.approve(bob, req.id);
@@ -284,6 +285,9 @@ describe("dual control: export, client policy, master rotation", () => {
       assert.throws(() => new Keyring(f.db, Buffer.from(f.master)), isErr("KEY_UNAVAILABLE", /does not match/));
       const k2 = new Keyring(f.db, Buffer.from(stored as Buffer));
       assert.deepEqual(k2.unwrap(a.wrapped, ctx).dek, a.plaintext);
+      // the audit high-water mark was re-sealed with the rest
+      const { AuditMarks } = await import("../../src/kms/audit-marks.ts");
+      assert.deepEqual(new AuditMarks(k2).get(server.name, "audit"), mark);
       k2.close();
     } finally {
       await f.close();

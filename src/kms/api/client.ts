@@ -11,6 +11,7 @@ import { AtrestError, KeyUnavailableError } from "../../errors.ts";
 import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./cert-files.ts";
 import { errorFromCode } from "./errors.ts";
 import {
+  type AuditMark,
   changedKeys,
   type DataKey,
   type EncryptionContext,
@@ -253,6 +254,33 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
       for (const it of r.items) out.push("error" in it ? { error: itemError(it.error) } : decode(it as J));
     }
     return out;
+  }
+
+  // ---- audit high-water marks (kms/audit-marks.ts) ----
+
+  /** This client's mark for `log`, or (auditor, custodian, admin certificate) another client's. */
+  async auditMark(log: string, client?: string): Promise<AuditMark | undefined> {
+    const q = client === undefined ? "" : `?client=${encodeURIComponent(client)}`;
+    const r = await this.#call<{ mark: AuditMark | null }>("GET", `/v1/audit-marks/${encodeURIComponent(log)}${q}`);
+    return r.mark ?? undefined;
+  }
+
+  /** Raises this client's mark (server certificate); never lowers it. */
+  async raiseAuditMark(log: string, seq: number, hash: string): Promise<AuditMark> {
+    const r = await this.#call<{ mark: AuditMark }>("POST", `/v1/audit-marks/${encodeURIComponent(log)}`, {
+      seq,
+      hash,
+    });
+    return r.mark;
+  }
+
+  /** Forgets `client`'s mark (custodian certificate). */
+  async resetAuditMark(client: string, log: string, reason: string): Promise<AuditMark | undefined> {
+    const r = await this.#call<{ was: AuditMark | null }>("POST", `/v1/audit-marks/${encodeURIComponent(log)}/reset`, {
+      client,
+      reason,
+    });
+    return r.was ?? undefined;
   }
 
   /** Seal state; also a health check (any valid client certificate may ask). */

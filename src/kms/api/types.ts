@@ -2,6 +2,18 @@
 // and the remote client (./client.ts: HTTPS + mTLS to `atrest kms serve`) both implement it; the vfs only ever sees
 // this interface.
 
+/**
+ * A file server's audit log high-water mark kept by the key manager (kms/audit-marks.ts): the newest signed checkpoint
+ * (entry `seq`, chain hash `hash`, hex) the server `client` reported for its log `log`, recorded at `at` (ISO).
+ */
+export interface AuditMark {
+  client: string;
+  log: string;
+  seq: number;
+  hash: string;
+  at: string;
+}
+
 /** Encryption context: bound as AAD into every wrap, recorded in the key manager's audit. Never secret. */
 export type EncryptionContext = Readonly<Record<string, string>>;
 

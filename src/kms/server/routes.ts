@@ -9,6 +9,7 @@ import type { RequestStatus } from "../approvals.ts";
 import { KEY_TYPES } from "../key-types.ts";
 import { parseClientPolicy } from "../policy.ts";
 import { APP_ROUTES } from "./app-routes.ts";
+import { AUDIT_MARK_ROUTES } from "./audit-mark-routes.ts";
 import {
   contextSchema,
   dataKeyJson,
@@ -371,6 +372,7 @@ export const ROUTES: readonly Route[] = [
 
   // ---- application secrets ----
   ...SECRET_ROUTES,
+  ...AUDIT_MARK_ROUTES,
 ];
 
 export { contextSchema, MAX_BATCH };
