@@ -23,6 +23,8 @@ export type AuditAction =
   | "attrs.change" // a file's or directory's mtime or mode set by a client (SFTP SETSTAT); `detail` says which
   | "symlink" // SFTP SYMLINK: always refused (links are not supported), recorded as a failure
   | "share.use" // a share link was used; `target` is the share id, never the link secret
+  | "share.create" // a share link made (`target` = share id, `path`, `detail` = its limits; never the secret)
+  | "share.revoke"
   // identity and access management
   | "user.add"
   | "user.remove"
@@ -180,6 +182,8 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "attrs.change": { category: "file", type: ["change"], name: "File attributes change", severity: 3 },
   symlink: { category: "file", type: ["creation"], name: "Symbolic link create", severity: 3 },
   "share.use": { category: "file", type: ["access"], name: "Share link use", severity: 4 },
+  "share.create": { category: "iam", type: ["creation"], name: "Share link create", severity: 5 },
+  "share.revoke": { category: "iam", type: ["deletion"], name: "Share link revoke", severity: 5 },
   "user.add": { category: "iam", type: ["user", "creation"], name: "User add", severity: 6 },
   "user.remove": { category: "iam", type: ["user", "deletion"], name: "User remove", severity: 6 },
   "user.change": { category: "iam", type: ["user", "change"], name: "User change", severity: 6 },

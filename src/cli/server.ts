@@ -14,6 +14,7 @@ import { Registry } from "../metrics/registry.ts";
 import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
 import { Defender } from "../service/defender.ts";
 import { LoginService } from "../service/login.ts";
+import { ShareService } from "../service/shares.ts";
 import { TokenService } from "../service/tokens.ts";
 import { TotpService } from "../service/totp.ts";
 import { say } from "./common.ts";
@@ -199,6 +200,7 @@ export function registerServer(program: Command): void {
           login,
           tokens: new TokenService(app.store, app.audit),
           totp,
+          shares: new ShareService({ store: app.store, accounts: app, audit: app.audit, defender }),
           admin: app.admin,
           keys: app.keys,
           custody: keyCustody(app),

@@ -65,7 +65,12 @@ export class Admin {
 
   async removeUser(actor: Actor, name: string): Promise<void> {
     requireRole(actor, MANAGE, "removing a user");
-    const removed = await this.#d.store.transaction((tx) => tx.deleteUser(name));
+    const removed = await this.#d.store.transaction(async (tx) => {
+      const user = await tx.getUser(name);
+      // the user's share links die with them
+      if (user) await tx.deleteSharesOf(user.id);
+      return tx.deleteUser(name);
+    });
     if (!removed) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
     this.#d.audit.record({ action: "user.remove", outcome: "success", ...actorFields(actor), effectiveUser: name });
   }

@@ -78,7 +78,7 @@ export function allowListOf(entries: readonly string[]): BlockList {
   return list;
 }
 
-function allowed(list: BlockList, ip: string | undefined): boolean {
+export function allowed(list: BlockList, ip: string | undefined): boolean {
   if (!ip) return false;
   const family = isIP(ip);
   if (family === 0) return false;

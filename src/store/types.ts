@@ -335,6 +335,54 @@ export interface ApiTokenWrites {
   deleteApiTokensBefore(before: number): Promise<number>;
 }
 
+/**
+ * A share link (src/service/shares.ts): a file or directory of its owner reachable by link without an account. The
+ * link's secret is never stored, only its SHA-256; the shared entry is named by node id (no path in the clear), so the
+ * share follows a rename and dies with its file, and by the owner's user id, so it dies with its owner.
+ */
+export interface ShareRow {
+  id: string;
+  secretHash: Buffer;
+  /** The owner's user id (user names are sealed: no name here). */
+  ownerId: string;
+  nodeId: string;
+  kind: "file" | "dir";
+  /** argon2id PHC string, or null for a link without a password. */
+  passwordHash: string | null;
+  /** Epoch ms; null = never. */
+  expiresAt: number | null;
+  allowDownload: boolean;
+  /** Uploads into a shared directory (new files only). */
+  allowUpload: boolean;
+  /** 0 = unlimited. */
+  maxDownloads: number;
+  downloads: number;
+  maxUploads: number;
+  uploads: number;
+  /** Source IPs / CIDR ranges that may use the link; empty = any. */
+  allowFrom: string[];
+  /** Epoch ms. */
+  createdAt: number;
+  lastUsedAt: number | null;
+}
+
+export interface ShareReads {
+  getShare(id: string): Promise<ShareRow | undefined>;
+  /** A user's shares by user id (everyone's when undefined), newest first. */
+  listShares(ownerId?: string): Promise<ShareRow[]>;
+}
+export interface ShareWrites {
+  insertShare(share: ShareRow): Promise<void>;
+  deleteShare(id: string): Promise<boolean>;
+  /**
+   * Counts one use (`delta` 1) only while under the limit, atomically: false when the limit is reached. `delta` -1
+   * gives back a use that did not happen (never below zero). Also sets lastUsedAt.
+   */
+  countShareUse(id: string, kind: "download" | "upload", delta: 1 | -1, now: number): Promise<boolean>;
+  /** Removes every share of an owner (by user id); returns how many. */
+  deleteSharesOf(ownerId: string): Promise<number>;
+}
+
 /** A trigger rule (src/events): the spec is configuration (JSON, readable); its secrets are sealed by events. */
 export interface TriggerRuleRow {
   name: string;
@@ -519,6 +567,7 @@ export interface MetaReads
     ApiTokenReads,
     S3KeyReads,
     TriggerReads,
+    ShareReads,
     SyncReads {}
 
 export interface MetaWrites
@@ -533,6 +582,7 @@ export interface MetaWrites
     ApiTokenWrites,
     S3KeyWrites,
     TriggerWrites,
+    ShareWrites,
     SyncWrites {}
 
 /** The store's operations bound to one transaction: every query runs on that transaction's connection. */

@@ -119,6 +119,18 @@ export class Session implements VfsSession {
     return this.#stat(await this.#resolve(p));
   }
 
+  async nodeId(path: string): Promise<string> {
+    const p = normalize(path);
+    await this.#live();
+    if (p !== "/") this.#perms.require(parentAndName(p).parent, "list");
+    return (await this.#resolve(p)).id;
+  }
+
+  async pathOf(id: string): Promise<string | undefined> {
+    await this.#live();
+    return this.#vfs.tree.pathOf(this.#rootId, id);
+  }
+
   async getEncryption(path: string): Promise<DirEncryption | undefined> {
     const p = normalize(path);
     await this.#live();

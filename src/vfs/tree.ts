@@ -83,6 +83,21 @@ export class Tree {
     });
   }
 
+  /**
+   * The path of node `nodeId` below `rootId` (`/` for the root itself), or undefined when the node is gone or not
+   * below it (moved out, deleted). Names are opened from their ciphertext on the way up.
+   */
+  async pathOf(rootId: string, nodeId: string): Promise<string | undefined> {
+    const names: string[] = [];
+    let node = await this.store.getNode(nodeId);
+    for (let depth = 0; node && depth < 4096; depth++) {
+      if (node.id === rootId) return `/${names.reverse().join("/")}`;
+      names.push(this.name(node));
+      node = node.parentId ? await this.store.getNode(node.parentId) : undefined;
+    }
+    return undefined;
+  }
+
   /** True if `ancestorId` is `nodeId` or one of its ancestors (a directory cannot move into itself). */
   async isAncestor(ancestorId: string, nodeId: string): Promise<boolean> {
     let id: string | null = nodeId;

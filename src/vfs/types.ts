@@ -151,6 +151,10 @@ export interface VfsSession {
    */
   setEncryption?(path: string, value: DirEncryption | undefined): Promise<void>;
   list(path: string): Promise<DirEntry[]>;
+  /** The immutable id of the entry at `path` (share links bind to it). Needs the same permission as stat. */
+  nodeId?(path: string): Promise<string>;
+  /** Where node `id` is now in this user's view, or undefined when it is gone or outside the home. */
+  pathOf?(id: string): Promise<string | undefined>;
   mkdir(path: string): Promise<void>;
   rmdir(path: string): Promise<void>;
   remove(path: string): Promise<void>;

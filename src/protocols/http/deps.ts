@@ -9,6 +9,7 @@ import type { Registry } from "../../metrics/registry.ts";
 import type { Accounts } from "../../service/accounts.ts";
 import type { Admin } from "../../service/admin.ts";
 import type { LoginService } from "../../service/login.ts";
+import type { ShareService } from "../../service/shares.ts";
 import type { TokenService } from "../../service/tokens.ts";
 import type { TotpService } from "../../service/totp.ts";
 import type { UserRow } from "../../store/types.ts";
@@ -25,6 +26,8 @@ export interface HttpServerOptions {
   login: LoginService;
   tokens: TokenService;
   totp: TotpService;
+  /** Share links (service/shares.ts). */
+  shares: ShareService;
   /** Admin use-cases (service/admin.ts): users, groups, folders, bans. */
   admin: Admin;
   /** The key manager client (custodian routes). */

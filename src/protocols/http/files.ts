@@ -1,7 +1,7 @@
 // File routes: list (paginated), stat, download (Range, ETag), upload (streamed PUT), mkdir, rename, copy, delete and
 // a streamed zip of a folder. Each request opens a VfsSession as the caller (permissions, quotas, folder policies and
 // the file audit are the vfs's), and closes it when the response is done.
-import type { FastifyReply } from "fastify";
+import type { FastifyReply, FastifyRequest } from "fastify";
 import yazl from "yazl";
 import { z } from "zod";
 import { AtrestError } from "../../errors.ts";
@@ -17,7 +17,7 @@ export const FILE_ROLES: readonly Role[] = ["admin", "user"];
 const READ = { roles: FILE_ROLES, scope: "files:read" } as const;
 const WRITE = { roles: FILE_ROLES, scope: "files:write" } as const;
 
-const Stat = z
+export const Stat = z
   .object({
     path: z.string(),
     name: z.string(),
@@ -29,7 +29,7 @@ const Stat = z
   })
   .meta({ id: "FileStat" });
 
-const Listing = z
+export const Listing = z
   .object({ path: z.string(), entries: z.array(Stat), nextCursor: z.string().nullable() })
   .meta({ id: "Listing" });
 
@@ -56,7 +56,7 @@ export function etagOf(st: FileStat): string {
   return `"${st.size.toString(16)}-${Math.round(st.mtime).toString(16)}"`;
 }
 
-function statJson(path: string, st: FileStat) {
+export function statJson(path: string, st: FileStat) {
   const name = path === "/" ? "" : (path.split("/").pop() ?? "");
   return {
     path,
@@ -69,15 +69,15 @@ function statJson(path: string, st: FileStat) {
   };
 }
 
-function join(dir: string, name: string): string {
+export function join(dir: string, name: string): string {
   return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
 
-function encodeCursor(name: string): string {
+export function encodeCursor(name: string): string {
   return Buffer.from(JSON.stringify({ a: name })).toString("base64url");
 }
 
-function decodeCursor(cursor: string): string {
+export function decodeCursor(cursor: string): string {
   try {
     const v = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as { a?: unknown };
     if (typeof v.a === "string") return v.a;
@@ -132,7 +132,7 @@ export async function withVfs<T>(deps: HttpDeps, p: Principal, use: (vfs: VfsSes
 }
 
 /** Like withVfs, for a response streamed after the handler returns: the session closes when the reply does. */
-async function openFor(deps: HttpDeps, p: Principal, reply: FastifyReply): Promise<VfsSession> {
+export async function openFor(deps: HttpDeps, p: Principal, reply: FastifyReply): Promise<VfsSession> {
   const vfs = await deps.options.accounts.openSession(p.user, {
     protocol: "http",
     sessionId: p.sessionId,
@@ -174,6 +174,100 @@ export async function mkdirs(vfs: VfsSession, path: string): Promise<void> {
 
 const MAX_ZIP_ENTRIES = 100_000;
 
+/** One page of a listing, sorted by name; `shown` is the path as the caller sees it (a share shows its own root). */
+export function listingPage(all: DirEntry[], shown: string, limit: number, cursor: string | undefined) {
+  all.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  let from = 0;
+  if (cursor !== undefined) {
+    const after = decodeCursor(cursor);
+    from = all.findIndex((e) => e.name > after);
+    if (from < 0) from = all.length;
+  }
+  const page = all.slice(from, from + limit);
+  const more = from + limit < all.length;
+  return {
+    path: shown,
+    entries: page.map((e) => statJson(join(shown, e.name), e.stat)),
+    nextCursor: more && page.length > 0 ? encodeCursor(page[page.length - 1].name) : null,
+  };
+}
+
+/**
+ * Sends the file at `path` of `vfs`: ETag, If-None-Match, Range / If-Range, HEAD. `beforeBody` runs once the answer is
+ * known to carry the file's bytes (a share counts a download there); it may throw to refuse.
+ */
+export async function serveFile(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  vfs: VfsSession,
+  path: string,
+  beforeBody?: () => Promise<void>,
+): Promise<FastifyReply> {
+  const st = await vfs.stat(path);
+  if (st.kind !== "file")
+    throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${path} (use /api/v1/fs/list or /api/v1/zip)`);
+  const etag = etagOf(st);
+  reply.header("etag", etag).header("accept-ranges", "bytes").header("last-modified", new Date(st.mtime).toUTCString());
+  reply.header("cache-control", "private, no-cache");
+  if (ifNoneMatch(req.headers["if-none-match"], etag)) return reply.code(304).send();
+  const ifRange = req.headers["if-range"];
+  const rangeHeader = ifRange === undefined || ifRange === etag ? req.headers.range : undefined;
+  const range = parseRange(rangeHeader, st.size);
+  if (range === "unsatisfiable") {
+    throw new HttpProblem(416, "RANGE_NOT_SATISFIABLE", `the file has ${st.size} bytes`, {
+      headers: { "content-range": `bytes */${st.size}` },
+    });
+  }
+  const name = path.split("/").pop() || "download";
+  const start = range?.start ?? 0;
+  const end = range?.end ?? st.size;
+  if (req.method === "HEAD") {
+    reply.header("content-length", String(end - start));
+    if (range) reply.code(206).header("content-range", `bytes ${start}-${end - 1}/${st.size}`);
+    return reply.type("application/octet-stream").send();
+  }
+  await beforeBody?.();
+  reply.header("content-disposition", `attachment; filename*=UTF-8''${encodeURIComponent(name)}`);
+  reply.type("application/octet-stream");
+  reply.header("content-length", String(end - start));
+  if (range) reply.code(206).header("content-range", `bytes ${start}-${end - 1}/${st.size}`);
+  return reply.send(readableOf(() => vfs.openRead(path), start, end));
+}
+
+/** Streams directory `dir` of `vfs` as a zip (entries stored); `name` names the download. */
+export async function serveZip(
+  reply: FastifyReply,
+  vfs: VfsSession,
+  dir: string,
+  name?: string,
+  beforeBody?: () => Promise<void>,
+): Promise<FastifyReply> {
+  const st = await vfs.stat(dir);
+  if (st.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${dir}`);
+  const entries: { path: string; entry: DirEntry }[] = [];
+  await walk(vfs, dir, entries, MAX_ZIP_ENTRIES);
+  await beforeBody?.();
+  const zip = new yazl.ZipFile();
+  const base = dir === "/" ? 1 : dir.length + 1;
+  for (const { path, entry } of entries) {
+    const entryName = path.slice(base);
+    const mtime = new Date(entry.stat.mtime);
+    if (entry.stat.kind === "dir") zip.addEmptyDirectory(entryName, { mtime });
+    else
+      zip.addReadStream(
+        readableOf(() => vfs.openRead(path)),
+        entryName,
+        { mtime, compress: false, size: entry.stat.size },
+      );
+  }
+  zip.end();
+  const folder = name ?? (dir === "/" ? "files" : (dir.split("/").pop() ?? "files"));
+  reply
+    .type("application/zip")
+    .header("content-disposition", `attachment; filename*=UTF-8''${encodeURIComponent(folder)}.zip`);
+  return reply.send(zip.outputStream);
+}
+
 export function fileRoutes(deps: HttpDeps): Route[] {
   const fileHeaders = {
     etag: "strong validator of this version",
@@ -199,20 +293,7 @@ export function fileRoutes(deps: HttpDeps): Route[] {
       async ({ query, principal }) => {
         checkTokenPath(principal, query.path);
         const all = await withVfs(deps, principal, (vfs) => vfs.list(query.path));
-        all.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-        let from = 0;
-        if (query.cursor !== undefined) {
-          const after = decodeCursor(query.cursor);
-          from = all.findIndex((e) => e.name > after);
-          if (from < 0) from = all.length;
-        }
-        const page = all.slice(from, from + query.limit);
-        const more = from + query.limit < all.length;
-        return {
-          path: query.path,
-          entries: page.map((e) => statJson(join(query.path, e.name), e.stat)),
-          nextCursor: more && page.length > 0 ? encodeCursor(page[page.length - 1].name) : null,
-        };
+        return listingPage(all, query.path, query.limit, query.cursor);
       },
     ),
     route(
@@ -359,33 +440,7 @@ export function fileRoutes(deps: HttpDeps): Route[] {
         const path = wildcardPath(req.params);
         checkTokenPath(principal, path);
         const vfs = await openFor(deps, principal, reply);
-        const st = await vfs.stat(path);
-        if (st.kind !== "file")
-          throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${path} (use /api/v1/fs/list or /api/v1/zip)`);
-        const etag = etagOf(st);
-        reply
-          .header("etag", etag)
-          .header("accept-ranges", "bytes")
-          .header("last-modified", new Date(st.mtime).toUTCString());
-        reply.header("cache-control", "private, no-cache");
-        if (ifNoneMatch(req.headers["if-none-match"], etag)) return reply.code(304).send();
-        const ifRange = req.headers["if-range"];
-        const rangeHeader = ifRange === undefined || ifRange === etag ? req.headers.range : undefined;
-        const range = parseRange(rangeHeader, st.size);
-        if (range === "unsatisfiable") {
-          throw new HttpProblem(416, "RANGE_NOT_SATISFIABLE", `the file has ${st.size} bytes`, {
-            headers: { "content-range": `bytes */${st.size}` },
-          });
-        }
-        const name = path.split("/").pop() ?? "download";
-        reply.header("content-disposition", `attachment; filename*=UTF-8''${encodeURIComponent(name)}`);
-        reply.type("application/octet-stream");
-        const start = range?.start ?? 0;
-        const end = range?.end ?? st.size;
-        reply.header("content-length", String(end - start));
-        if (range) reply.code(206).header("content-range", `bytes ${start}-${end - 1}/${st.size}`);
-        if (req.method === "HEAD") return reply.send();
-        return reply.send(readableOf(() => vfs.openRead(path), start, end));
+        return serveFile(req, reply, vfs, path);
       },
     ),
     route(
@@ -453,29 +508,7 @@ export function fileRoutes(deps: HttpDeps): Route[] {
       async ({ query, reply, principal }) => {
         checkTokenPath(principal, query.path);
         const vfs = await openFor(deps, principal, reply);
-        const st = await vfs.stat(query.path);
-        if (st.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${query.path}`);
-        const entries: { path: string; entry: DirEntry }[] = [];
-        await walk(vfs, query.path, entries, MAX_ZIP_ENTRIES);
-        const zip = new yazl.ZipFile();
-        const base = query.path === "/" ? 1 : query.path.length + 1;
-        for (const { path, entry } of entries) {
-          const name = path.slice(base);
-          const mtime = new Date(entry.stat.mtime);
-          if (entry.stat.kind === "dir") zip.addEmptyDirectory(name, { mtime });
-          else
-            zip.addReadStream(
-              readableOf(() => vfs.openRead(path)),
-              name,
-              { mtime, compress: false, size: entry.stat.size },
-            );
-        }
-        zip.end();
-        const folder = query.path === "/" ? "files" : (query.path.split("/").pop() ?? "files");
-        reply
-          .type("application/zip")
-          .header("content-disposition", `attachment; filename*=UTF-8''${encodeURIComponent(folder)}.zip`);
-        return reply.send(zip.outputStream);
+        return serveZip(reply, vfs, query.path);
       },
     ),
   ];

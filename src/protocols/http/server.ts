@@ -17,6 +17,7 @@ import { openApiDocument } from "./openapi.ts";
 import { HttpProblem, PROBLEM_CONTENT_TYPE, problemOf } from "./problem.ts";
 import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteSpec, type Scope } from "./routes.ts";
 import { CSRF_HEADER, DEFAULT_SESSIONS, SESSION_COOKIE, SessionTable } from "./sessions.ts";
+import { shareRoutes } from "./share-routes.ts";
 import { syncRoutes } from "./sync-routes.ts";
 import { tokenRoutes } from "./token-routes.ts";
 import { TusUploads } from "./tus.ts";
@@ -69,6 +70,7 @@ export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
     ...custodyRoutes(deps),
     ...accountRoutes(deps),
     ...fileRoutes(deps),
+    ...shareRoutes(deps),
     ...uploads.routes(),
     ...syncRoutes(deps),
   ];

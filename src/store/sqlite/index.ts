@@ -16,6 +16,7 @@ import { nodes } from "./nodes.ts";
 import { pgpKeys } from "./pgp-keys.ts";
 import { s3Keys } from "./s3-keys.ts";
 import { settings } from "./settings.ts";
+import { shares } from "./shares.ts";
 import { type Row, type Sql, statementCache } from "./sql.ts";
 import { sync } from "./sync.ts";
 import { triggers } from "./triggers.ts";
@@ -36,6 +37,7 @@ function operations(sql: Sql, sealer: () => RowSealer): MetaTx {
     ...bans(sql),
     ...apiTokens(sql),
     ...s3Keys(sql),
+    ...shares(sql),
     ...triggers(sql),
     ...sync(sql),
   };

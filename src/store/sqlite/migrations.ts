@@ -218,4 +218,25 @@ export const migrations: string[] = [
      created_at INTEGER NOT NULL,
      PRIMARY KEY (region_id, hash)
    );`,
+  // 11: share links (src/service/shares.ts): only a SHA-256 of the link secret; the entry by node id, no path in clear;
+  // the owner by user id only (user names are sealed, migration 9).
+  `CREATE TABLE shares (
+     id TEXT PRIMARY KEY,
+     secret_hash BLOB NOT NULL,
+     owner_id TEXT NOT NULL,
+     node_id TEXT NOT NULL,
+     kind TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+     password_hash TEXT,
+     expires_at INTEGER,
+     allow_download INTEGER NOT NULL,
+     allow_upload INTEGER NOT NULL,
+     max_downloads INTEGER NOT NULL DEFAULT 0,
+     downloads INTEGER NOT NULL DEFAULT 0,
+     max_uploads INTEGER NOT NULL DEFAULT 0,
+     uploads INTEGER NOT NULL DEFAULT 0,
+     allow_from TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     last_used_at INTEGER
+   );
+   CREATE INDEX shares_owner_id ON shares(owner_id);`,
 ];
