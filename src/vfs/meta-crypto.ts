@@ -182,6 +182,15 @@ export class MetaCrypto {
     return legacy;
   }
 
+  /** Any small JSON record kept in the store (S3 multipart uploads), bound to `label` (its setting key) as AAD. */
+  sealRecord(label: string, value: unknown): Buffer {
+    return this.#seal(Buffer.from(JSON.stringify(value)), `record\0${label}`);
+  }
+
+  openRecord<T>(label: string, ct: Buffer): T {
+    return JSON.parse(this.#open(ct, `record\0${label}`).toString()) as T;
+  }
+
   destroy(): void {
     this.#macKey = undefined;
     this.#encKey = undefined;

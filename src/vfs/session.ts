@@ -11,8 +11,12 @@ import type {
   DirEntry,
   FileKey,
   FileStat,
+  MultipartOptions,
+  MultipartPart,
+  MultipartUploadInfo,
   OpenReadOptions,
   OpenWriteOptions,
+  PartHandle,
   QuotaInfo,
   ReadHandle,
   SessionInfo,
@@ -384,6 +388,159 @@ export class Session implements VfsSession {
     } catch (err) {
       throw this.#failed("upload", p, err);
     }
+  }
+
+  async createMultipart(path: string, options: MultipartOptions): Promise<MultipartUploadInfo> {
+    const p = normalize(path);
+    return this.#audited(
+      "upload",
+      p,
+      async () => {
+        this.#perms.require(p, "upload");
+        const choice = await this.#vfs.kek.chooseRequested(this.#user, this.globalPath(p), options.key);
+        const rec = await this.#vfs.multipart.create(
+          {
+            userId: this.#user.id,
+            path: p,
+            kek: choice.key,
+            ...(options.key ? { requested: options.key } : {}),
+            headers: options.headers ?? {},
+            ...(options.encryptionNote ? { note: options.encryptionNote } : {}),
+          },
+          options.customerKey,
+        );
+        return this.#vfs.multipart.info(rec);
+      },
+      { detail: "multipart upload created" },
+    );
+  }
+
+  async uploadPart(path: string, uploadId: string, partNumber: number, customerKey?: Buffer): Promise<PartHandle> {
+    const p = normalize(path);
+    const extra = { detail: `multipart part ${partNumber}` };
+    let part: PartHandle;
+    try {
+      await this.#vfs.audit.admit?.();
+      await this.#live();
+      this.#perms.require(p, "upload");
+      const rec = await this.#vfs.multipart.get(this.#user.id, uploadId, p);
+      part = await this.#vfs.multipart.openPart(rec, partNumber, customerKey);
+    } catch (err) {
+      throw this.#failed("upload", p, err, extra);
+    }
+    return {
+      get size() {
+        return part.size;
+      },
+      write: (data) => part.write(data),
+      close: async (etag) => {
+        try {
+          const done = await part.close(etag);
+          this.#vfs.audit.record({
+            ...this.#event(p),
+            ...extra,
+            action: "upload",
+            outcome: "success",
+            size: done.size,
+          });
+          return done;
+        } catch (err) {
+          throw this.#failed("upload", p, err, extra);
+        }
+      },
+      abort: async () => {
+        await part.abort();
+        this.#failed("upload", p, new AtrestError("CONFLICT", "aborted"), { ...extra, size: part.size });
+      },
+    };
+  }
+
+  async listParts(path: string, uploadId: string): Promise<{ upload: MultipartUploadInfo; parts: MultipartPart[] }> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(p, "upload");
+    const rec = await this.#vfs.multipart.get(this.#user.id, uploadId, p);
+    return { upload: this.#vfs.multipart.info(rec), parts: await this.#vfs.multipart.parts(rec) };
+  }
+
+  async listMultipart(dir: string): Promise<MultipartUploadInfo[]> {
+    const d = normalize(dir);
+    await this.#live();
+    this.#perms.require(d, "list");
+    const prefix = d === "/" ? "/" : `${d}/`;
+    return (await this.#vfs.multipart.list(this.#user.id))
+      .filter((r) => r.path.startsWith(prefix))
+      .map((r) => this.#vfs.multipart.info(r));
+  }
+
+  async abortMultipart(path: string, uploadId: string): Promise<void> {
+    const p = normalize(path);
+    await this.#audited(
+      "delete",
+      p,
+      async () => {
+        this.#perms.require(p, "upload");
+        const rec = await this.#vfs.multipart.get(this.#user.id, uploadId, p);
+        await this.#vfs.multipart.finish(rec, async () => undefined);
+      },
+      { detail: "multipart upload aborted" },
+    );
+  }
+
+  async completeMultipart(
+    path: string,
+    uploadId: string,
+    partNumbers: number[],
+    options: { customerKey?: Buffer; etag: string },
+  ): Promise<FileStat> {
+    const p = normalize(path);
+    let rec: Awaited<ReturnType<Vfs["multipart"]["get"]>>;
+    try {
+      await this.#live();
+      rec = await this.#vfs.multipart.get(this.#user.id, uploadId, p);
+      if (partNumbers.length === 0)
+        throw new AtrestError("INVALID_INPUT", "a multipart upload needs one part at least");
+      for (let i = 0; i < partNumbers.length; i++) {
+        const n = partNumbers[i] as number;
+        if (i > 0 && n <= (partNumbers[i - 1] as number)) throw new AtrestError("INVALID_INPUT", "parts out of order");
+        if (!rec.parts.includes(n)) throw new AtrestError("INVALID_INPUT", `part ${n} was not uploaded`);
+      }
+      verifyCustomerKey(rec.ssec, options.customerKey);
+    } catch (err) {
+      throw this.#failed("upload", p, err, { detail: "multipart complete" });
+    }
+    const upload = rec;
+    return this.#vfs.multipart.finish(upload, async () => {
+      const note = [`multipart ${partNumbers.length} parts`, upload.note].filter(Boolean).join("; ");
+      const w = await this.openWrite(p, {
+        truncate: true,
+        key: upload.requested,
+        customerKey: options.customerKey,
+        encryptionNote: note,
+      });
+      try {
+        for (const n of partNumbers) {
+          const r = await this.#vfs.multipart.readPart(upload, n, options.customerKey);
+          try {
+            for (let at = 0; at < r.size; ) {
+              const piece = await r.read(at, 1 << 20);
+              if (piece.length === 0) break;
+              at += piece.length;
+              await w.write(w.size, piece);
+            }
+          } finally {
+            await r.close();
+          }
+        }
+      } catch (err) {
+        await w.abort(false).catch(() => undefined);
+        throw err;
+      }
+      return w.close(undefined, {
+        etag: options.etag,
+        ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
+      });
+    });
   }
 
   async quota(): Promise<QuotaInfo> {

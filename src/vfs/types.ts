@@ -123,6 +123,45 @@ export interface OpenWriteOptions {
   encryptionNote?: string;
 }
 
+/** A staged S3 multipart upload (multipart.ts). */
+export interface MultipartUploadInfo {
+  id: string;
+  /** The object's path in the owner's view. */
+  path: string;
+  /** Milliseconds since the epoch. */
+  initiated: number;
+  /** SSE-C: every part and the Complete need the customer key. */
+  customerKey: boolean;
+  /** The KMS key the client named at Create (S3 SSE-KMS), if any. */
+  requestedKey?: string;
+}
+
+export interface MultipartPart {
+  partNumber: number;
+  size: number;
+  /** The part's ETag as the door gave it at close (unquoted MD5 hex). */
+  etag: string;
+  mtime: number;
+}
+
+export interface MultipartOptions {
+  /** As OpenWriteOptions.key: the KEK the parts and the object are wrapped under (S3 SSE-KMS). */
+  key?: string;
+  /** SSE-C: the upload's customer key (checked again on every part and at Complete); the caller zeroes it. */
+  customerKey?: Buffer;
+  encryptionNote?: string;
+  /** S3 headers the object gets at Complete (ObjectMeta.headers). */
+  headers?: Record<string, string>;
+}
+
+/** One part being written: sequential writes, then close with its ETag, or abort. Never visible as a file. */
+export interface PartHandle {
+  readonly size: number;
+  write(data: Buffer): Promise<void>;
+  close(etag: string): Promise<MultipartPart>;
+  abort(): Promise<void>;
+}
+
 export interface SessionInfo {
   protocol: "sftp" | "http" | "s3" | "cli" | "trigger";
   sessionId: string;
@@ -168,6 +207,27 @@ export interface VfsSession {
   openRead(path: string, options?: OpenReadOptions): Promise<ReadHandle>;
   openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle>;
   quota(): Promise<QuotaInfo>;
+  /**
+   * S3 multipart uploads (multipart.ts): parts staged as encrypted blobs, Complete streams them into one normal new
+   * version of `path` (permissions, quota and audit as openWrite; atomic). An upload is its creator's: another user's
+   * id, or another path, is NOT_FOUND.
+   */
+  createMultipart?(path: string, options: MultipartOptions): Promise<MultipartUploadInfo>;
+  uploadPart?(path: string, uploadId: string, partNumber: number, customerKey?: Buffer): Promise<PartHandle>;
+  listParts?(path: string, uploadId: string): Promise<{ upload: MultipartUploadInfo; parts: MultipartPart[] }>;
+  /** This user's uploads of objects under directory `dir`, oldest first. */
+  listMultipart?(dir: string): Promise<MultipartUploadInfo[]>;
+  abortMultipart?(path: string, uploadId: string): Promise<void>;
+  /**
+   * Writes parts `partNumbers` (ascending, each uploaded) in order as the new version of `path`, with `etag` as its
+   * ObjectMeta ETag, then drops the upload. SSE-C uploads need their key again.
+   */
+  completeMultipart?(
+    path: string,
+    uploadId: string,
+    partNumbers: number[],
+    options: { customerKey?: Buffer; etag: string },
+  ): Promise<FileStat>;
   /** Ends the session; aborts (keeping partials) any handle still open. */
   close(): Promise<void>;
 }

@@ -16,6 +16,7 @@ import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
 import { KekSelector } from "./kek-select.ts";
 import { MetaCrypto } from "./meta-crypto.ts";
+import { Multipart } from "./multipart.ts";
 import { type CustomerKeyCheck, customerDek, customerKeyCheck, verifyCustomerKey } from "./sse-c.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
 import type { FileStat, ObjectMeta, SetAttrs, WriteHandle } from "./types.ts";
@@ -158,6 +159,8 @@ export class Vfs {
   /** Chooses each new file's KEK (folder > user > group > default). */
   readonly kek: KekSelector;
   readonly #crypto: MetaCrypto;
+  /** Staged S3 multipart uploads. */
+  readonly multipart: Multipart;
   // One worker for all uploads (sealing) and downloads (opening): on two cores a second one competes with the event
   // loop (measured).
   readonly #seal = new SealPool({ threads: 1 });
@@ -174,6 +177,14 @@ export class Vfs {
     this.tree = new Tree(deps.store, crypto);
     this.folders = new Folders(deps.store);
     this.kek = new KekSelector(deps.store, this.folders, this.defaultKey);
+    this.multipart = new Multipart({
+      store: deps.store,
+      blobs: deps.blobs,
+      keys: deps.keys,
+      crypto,
+      seal: this.#seal,
+      logger: deps.logger,
+    });
   }
 
   /** Unwraps (or on first use creates) the metadata key, makes sure the root exists, sweeps crash leftovers. */

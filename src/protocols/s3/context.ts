@@ -22,6 +22,7 @@ export interface Ctx {
   secure: boolean;
   /** SSE-C key of this request, decoded; zeroed when the request ends. */
   customerKey?: CustomerKey;
+  logger: Logger;
   /** CopyObject / UploadPartCopy: the SSE-C key of the copy source (x-amz-copy-source-server-side-encryption-customer-*). */
   copySourceKey?: CustomerKey;
 }
@@ -92,12 +93,12 @@ export async function mkdirs(s: VfsSession, dir: string): Promise<void> {
   }
 }
 
-export async function readSmallBody(c: Ctx): Promise<string> {
+export async function readSmallBody(c: Ctx, limit = 64 * 1024): Promise<string> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const piece of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
     total += piece.length;
-    if (total > 64 * 1024) throw new S3Error("MalformedXML", 400, "request body too large");
+    if (total > limit) throw new S3Error("MalformedXML", 400, "request body too large");
     chunks.push(piece);
   }
   return Buffer.concat(chunks).toString("utf8");

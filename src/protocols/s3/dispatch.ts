@@ -4,6 +4,14 @@ import { bucketExists, type Ctx, notImplemented, send } from "./context.ts";
 import { copyObject } from "./copy.ts";
 import { S3Error } from "./errors.ts";
 import { listObjects, listVersions } from "./listing.ts";
+import {
+  abortMultipartUpload,
+  completeMultipartUpload,
+  createMultipartUpload,
+  listMultipartUploads,
+  listParts,
+  uploadPart,
+} from "./multipart.ts";
 import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
 import { xmlDoc } from "./xml.ts";
 
@@ -26,13 +34,13 @@ export async function dispatch(c: Ctx): Promise<void> {
     if (q.has("delete") && m === "POST") return deleteObjects(c);
     if (q.has("encryption")) return bucketEncryption(c);
     if (q.has("versions") && m === "GET") return listVersions(c);
+    if (q.has("uploads") && m === "GET") return listMultipartUploads(c);
     for (const sub of [
       "acl",
       "policy",
       "cors",
       "lifecycle",
       "tagging",
-      "uploads",
       "website",
       "logging",
       "notification",
@@ -54,18 +62,19 @@ export async function dispatch(c: Ctx): Promise<void> {
     if (m === "GET") return listObjects(c);
     throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
   }
-  for (const sub of [
-    "acl",
-    "tagging",
-    "uploads",
-    "uploadId",
-    "retention",
-    "legal-hold",
-    "attributes",
-    "restore",
-    "select",
-  ]) {
+  for (const sub of ["acl", "tagging", "retention", "legal-hold", "attributes", "restore", "select"]) {
     if (q.has(sub)) notImplemented();
+  }
+  if (q.has("uploads")) {
+    if (m === "POST") return createMultipartUpload(c);
+    throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+  }
+  if (q.has("uploadId")) {
+    if (m === "PUT" && q.has("partNumber")) return uploadPart(c);
+    if (m === "POST") return completeMultipartUpload(c);
+    if (m === "DELETE") return abortMultipartUpload(c);
+    if (m === "GET") return listParts(c);
+    throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
   }
   if (m === "PUT") {
     if (c.req.headers["x-amz-copy-source"] !== undefined) return copyObject(c);

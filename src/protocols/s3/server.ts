@@ -103,6 +103,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         secure: !!options.tls,
         customerKey,
         copySourceKey,
+        logger,
       });
     } catch (err) {
       if (err instanceof AtrestError && err.code === "NOT_FOUND" && resource.split("/").length <= 2) {

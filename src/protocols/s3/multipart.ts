@@ -1,0 +1,381 @@
+// Multipart uploads: CreateMultipartUpload (POST ?uploads), UploadPart (PUT ?partNumber&uploadId), UploadPartCopy
+// (the same with x-amz-copy-source, optionally x-amz-copy-source-range), CompleteMultipartUpload (POST ?uploadId),
+// AbortMultipartUpload (DELETE ?uploadId), ListParts (GET ?uploadId), ListMultipartUploads (GET bucket?uploads).
+// Parts are staged by the vfs as encrypted blobs (src/vfs/multipart.ts); Complete checks the part list as S3 does
+// (InvalidPart, InvalidPartOrder, EntityTooSmall) and has the vfs stream the parts into one normal new version, whose
+// ETag is S3's multipart ETag: MD5 of the concatenated binary part MD5s, "-", the number of parts.
+import { createHash } from "node:crypto";
+import { AtrestError } from "../../errors.ts";
+import type { MultipartUploadInfo, PartHandle, WriteHandle } from "../../vfs/types.ts";
+import { readBody } from "./body.ts";
+import { bucketExists, type Ctx, iso, mkdirs, notImplemented, objectPath, readSmallBody, send } from "./context.ts";
+import { copySource, pump } from "./copy.ts";
+import { S3Error, toS3Error } from "./errors.ts";
+import { metadataOf } from "./metadata.ts";
+import { writePlan } from "./objects.ts";
+import { SSE_C } from "./sse.ts";
+import { xmlDoc, xmlTexts } from "./xml.ts";
+
+/** S3's smallest part (all but the last). */
+export const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+
+const noSuchUpload = () =>
+  new S3Error(
+    "NoSuchUpload",
+    404,
+    "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+  );
+
+/** A vfs call about one upload: NOT_FOUND there means the upload (not the key) does not exist. */
+async function onUpload<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof AtrestError && err.code === "NOT_FOUND") throw noSuchUpload();
+    throw err;
+  }
+}
+
+function sessionMultipart(c: Ctx) {
+  const s = c.session;
+  if (
+    !s.createMultipart ||
+    !s.uploadPart ||
+    !s.listParts ||
+    !s.listMultipart ||
+    !s.abortMultipart ||
+    !s.completeMultipart
+  ) {
+    notImplemented();
+  }
+  return s as Required<
+    Pick<
+      typeof s,
+      "createMultipart" | "uploadPart" | "listParts" | "listMultipart" | "abortMultipart" | "completeMultipart"
+    >
+  > &
+    typeof s;
+}
+
+/** SSE headers of a multipart response: the request's SSE-C key, the upload's named key, or SSE-S3. */
+function uploadSse(c: Ctx, upload: { customerKey: boolean }, kmsKey?: string): Record<string, string> {
+  if (upload.customerKey && c.customerKey) {
+    return { [`${SSE_C}algorithm`]: "AES256", [`${SSE_C}key-MD5`]: c.customerKey.md5 };
+  }
+  if (kmsKey)
+    return { "x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": kmsKey };
+  return { "x-amz-server-side-encryption": "AES256" };
+}
+
+export async function createMultipartUpload(c: Ctx): Promise<void> {
+  const s = sessionMultipart(c);
+  await bucketExists(c.session, c.bucket);
+  if (c.key.endsWith("/"))
+    throw new S3Error("InvalidArgument", 400, "a key ending in / names a folder and holds no data");
+  const plan = await writePlan(c);
+  const headers = metadataOf(c.req);
+  for await (const _ of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
+    // no body
+  }
+  const upload = await s.createMultipart(objectPath(c.bucket, c.key), { ...plan, headers });
+  if (upload.customerKey !== (c.customerKey !== undefined)) throw new Error("SSE-C state mismatch");
+  send(
+    c.res,
+    200,
+    xmlDoc("InitiateMultipartUploadResult", { Bucket: c.bucket, Key: c.key, UploadId: upload.id }),
+    uploadSse(c, upload, plan.key),
+  );
+}
+
+function partNumberOf(c: Ctx): number {
+  const raw = c.query.get("partNumber") ?? "";
+  const n = /^\d{1,5}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(n >= 1 && n <= 10_000)) {
+    throw new S3Error("InvalidArgument", 400, "Part number must be an integer between 1 and 10000, inclusive");
+  }
+  return n;
+}
+
+/** A PartHandle as the copy pump's WriteHandle (sequential appends only). */
+function asWriteHandle(part: PartHandle): WriteHandle {
+  return {
+    get size() {
+      return part.size;
+    },
+    write: (_offset, data) => part.write(data),
+    close: () => Promise.reject(new Error("not used")),
+    abort: () => part.abort(),
+  };
+}
+
+export async function uploadPart(c: Ctx): Promise<void> {
+  const s = sessionMultipart(c);
+  await bucketExists(c.session, c.bucket);
+  const n = partNumberOf(c);
+  const id = c.query.get("uploadId") as string;
+  const path = objectPath(c.bucket, c.key);
+  const copying = c.req.headers["x-amz-copy-source"] !== undefined;
+  const src = copying ? await copySource(c) : undefined;
+  let range: { start: number; end: number } | undefined;
+  if (src) {
+    const size = src.stat.size;
+    const h = c.req.headers["x-amz-copy-source-range"];
+    if (typeof h === "string") {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(h.trim());
+      if (!m)
+        throw new S3Error(
+          "InvalidArgument",
+          400,
+          "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
+        );
+      const start = Number(m[1]);
+      const end = Number(m[2]);
+      if (start > end || end >= size) throw new S3Error("InvalidRange", 416, "The requested range is not satisfiable");
+      range = { start, end };
+    } else range = { start: 0, end: size - 1 };
+    if (range.end - range.start + 1 > MAX_PART_SIZE)
+      throw new S3Error("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size.");
+  }
+  const part = await onUpload(() => s.uploadPart(path, id, n, c.customerKey?.key));
+  let etag: string;
+  let upload: { customerKey: boolean } = { customerKey: c.customerKey !== undefined };
+  if (src && range) {
+    c.req.resume();
+    const md5 = createHash("md5");
+    try {
+      const r = await c.session.openRead(src.path, { customerKey: src.customerKey?.key });
+      try {
+        await pump(r, asWriteHandle(part), range.start, range.end, md5);
+      } finally {
+        await r.close();
+      }
+    } catch (err) {
+      await part.abort();
+      throw err;
+    }
+    etag = md5.digest("hex");
+    const done = await onUpload(() => part.close(etag));
+    send(
+      c.res,
+      200,
+      xmlDoc("CopyPartResult", { LastModified: iso(done.mtime), ETag: `"${etag}"` }),
+      uploadSse(c, upload),
+    );
+    return;
+  }
+  const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
+  try {
+    for await (const piece of body.pieces) {
+      if (part.size + piece.length > MAX_PART_SIZE)
+        throw new S3Error("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size.");
+      await part.write(piece);
+    }
+  } catch (err) {
+    await part.abort();
+    throw err;
+  }
+  etag = body.result().md5.toString("hex");
+  await onUpload(() => part.close(etag));
+  upload = { customerKey: c.customerKey !== undefined };
+  send(c.res, 200, undefined, { etag: `"${etag}"`, ...uploadSse(c, upload) });
+}
+
+export async function abortMultipartUpload(c: Ctx): Promise<void> {
+  const s = sessionMultipart(c);
+  await bucketExists(c.session, c.bucket);
+  await onUpload(() => s.abortMultipart(objectPath(c.bucket, c.key), c.query.get("uploadId") as string));
+  send(c.res, 204);
+}
+
+export async function listParts(c: Ctx): Promise<void> {
+  const s = sessionMultipart(c);
+  await bucketExists(c.session, c.bucket);
+  const id = c.query.get("uploadId") as string;
+  const { parts } = await onUpload(() => s.listParts(objectPath(c.bucket, c.key), id));
+  const marker = Number(c.query.get("part-number-marker") ?? 0) || 0;
+  const maxParts = Math.min(Number(c.query.get("max-parts") ?? 1000), 1000);
+  if (!Number.isInteger(maxParts) || maxParts < 0)
+    throw new S3Error("InvalidArgument", 400, "max-parts must be a non-negative integer");
+  const after = parts.filter((p) => p.partNumber > marker);
+  const page = after.slice(0, maxParts);
+  const truncated = after.length > page.length;
+  const owner = { ID: c.session.username, DisplayName: c.session.username };
+  send(
+    c.res,
+    200,
+    xmlDoc("ListPartsResult", {
+      Bucket: c.bucket,
+      Key: c.key,
+      UploadId: id,
+      Initiator: owner,
+      Owner: owner,
+      StorageClass: "STANDARD",
+      PartNumberMarker: marker,
+      NextPartNumberMarker: page.at(-1)?.partNumber ?? marker,
+      MaxParts: maxParts,
+      IsTruncated: truncated,
+      Part: page.map((p) => ({
+        PartNumber: p.partNumber,
+        LastModified: iso(p.mtime),
+        ETag: `"${p.etag}"`,
+        Size: p.size,
+      })),
+    }),
+  );
+}
+
+export async function listMultipartUploads(c: Ctx): Promise<void> {
+  const s = sessionMultipart(c);
+  await bucketExists(c.session, c.bucket);
+  const q = c.query;
+  const prefix = q.get("prefix") ?? "";
+  const delimiter = q.get("delimiter") ?? "";
+  const keyMarker = q.get("key-marker") ?? "";
+  const idMarker = q.get("upload-id-marker") ?? "";
+  const maxUploads = Math.min(Number(q.get("max-uploads") ?? 1000), 1000);
+  if (!Number.isInteger(maxUploads) || maxUploads < 0)
+    throw new S3Error("InvalidArgument", 400, "max-uploads must be a non-negative integer");
+  const base = `/${c.bucket}/`;
+  const all = (await s.listMultipart(`/${c.bucket}`))
+    .map((u) => ({ ...u, key: u.path.slice(base.length) }))
+    .filter((u) => u.key.startsWith(prefix))
+    .sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)) || a.initiated - b.initiated);
+  const uploads: (MultipartUploadInfo & { key: string })[] = [];
+  const prefixes: string[] = [];
+  let truncated = false;
+  for (const u of all) {
+    const cmp = Buffer.compare(Buffer.from(u.key), Buffer.from(keyMarker));
+    if (keyMarker && (cmp < 0 || (cmp === 0 && (!idMarker || u.id <= idMarker)))) continue;
+    let cp: string | undefined;
+    if (delimiter) {
+      const at = u.key.indexOf(delimiter, prefix.length);
+      if (at >= 0) cp = u.key.slice(0, at + delimiter.length);
+    }
+    if (cp !== undefined && prefixes.at(-1) === cp) continue;
+    if (uploads.length + prefixes.length >= maxUploads) {
+      truncated = true;
+      break;
+    }
+    if (cp !== undefined) prefixes.push(cp);
+    else uploads.push(u);
+  }
+  const owner = { ID: c.session.username, DisplayName: c.session.username };
+  const last = uploads.at(-1);
+  send(
+    c.res,
+    200,
+    xmlDoc("ListMultipartUploadsResult", {
+      Bucket: c.bucket,
+      KeyMarker: keyMarker,
+      UploadIdMarker: idMarker,
+      NextKeyMarker: truncated ? (last?.key ?? prefixes.at(-1)) : undefined,
+      NextUploadIdMarker: truncated ? last?.id : undefined,
+      Prefix: prefix,
+      Delimiter: delimiter || undefined,
+      MaxUploads: maxUploads,
+      IsTruncated: truncated,
+      Upload: uploads.map((u) => ({
+        Key: u.key,
+        UploadId: u.id,
+        Initiator: owner,
+        Owner: owner,
+        StorageClass: "STANDARD",
+        Initiated: iso(u.initiated),
+      })),
+      CommonPrefixes: prefixes.map((p) => ({ Prefix: p })),
+    }),
+  );
+}
+
+export async function completeMultipartUpload(c: Ctx): Promise<void> {
+  const s = sessionMultipart(c);
+  await bucketExists(c.session, c.bucket);
+  const id = c.query.get("uploadId") as string;
+  const path = objectPath(c.bucket, c.key);
+  const xml = await readSmallBody(c, 1024 * 1024);
+  const malformed = () =>
+    new S3Error(
+      "MalformedXML",
+      400,
+      "The XML you provided was not well-formed or did not validate against our published schema.",
+    );
+  if (!xml.includes("<CompleteMultipartUpload")) throw malformed();
+  const asked = xmlTexts(xml, "Part").map((p) => {
+    const n = Number(xmlTexts(p, "PartNumber")[0]?.trim());
+    const etag = (xmlTexts(p, "ETag")[0] ?? "").trim().replace(/^"(.*)"$/, "$1");
+    if (!Number.isInteger(n)) throw malformed();
+    return { n, etag };
+  });
+  if (asked.length === 0) throw malformed();
+  const { upload, parts } = await onUpload(() => s.listParts(path, id));
+  if (upload.customerKey && !c.customerKey) {
+    throw new S3Error(
+      "InvalidRequest",
+      400,
+      "The multipart upload was initiated with a customer-provided key (SSE-C): CompleteMultipartUpload needs the same key.",
+    );
+  }
+  const stored = new Map(parts.map((p) => [p.partNumber, p]));
+  // as S3 checks: the order first, then that every part exists with that ETag, then the sizes
+  for (let i = 1; i < asked.length; i++) {
+    if ((asked[i] as { n: number }).n <= (asked[i - 1] as { n: number }).n) {
+      throw new S3Error(
+        "InvalidPartOrder",
+        400,
+        "The list of parts was not in ascending order. Parts must be ordered by part number.",
+      );
+    }
+  }
+  const found = asked.map((a) => {
+    const p = stored.get(a.n);
+    if (!p || p.etag !== a.etag) {
+      throw new S3Error(
+        "InvalidPart",
+        400,
+        "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
+      );
+    }
+    return p;
+  });
+  if (found.slice(0, -1).some((p) => p.size < MIN_PART_SIZE)) {
+    throw new S3Error("EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed object size.");
+  }
+  const md5 = createHash("md5");
+  for (const a of asked) md5.update(Buffer.from(a.etag, "hex"));
+  const etag = `${md5.digest("hex")}-${asked.length}`;
+  await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
+  // Copying a large upload takes a while: answer 200 now and keep the connection alive with whitespace, then the
+  // result, or an Error document in the 200 (as S3 does; the SDKs and awscli read it as the error).
+  c.res.writeHead(200, { "content-type": "application/xml", ...uploadSse(c, upload, upload.requestedKey) });
+  c.res.write('<?xml version="1.0" encoding="UTF-8"?>\n');
+  const keepAlive = setInterval(() => c.res.write(" "), 10_000);
+  try {
+    await onUpload(() =>
+      s.completeMultipart(
+        path,
+        id,
+        asked.map((a) => a.n),
+        { customerKey: c.customerKey?.key, etag },
+      ),
+    );
+    clearInterval(keepAlive);
+    c.res.end(
+      xmlDoc("CompleteMultipartUploadResult", {
+        Location: `/${c.bucket}/${c.key}`,
+        Bucket: c.bucket,
+        Key: c.key,
+        ETag: `"${etag}"`,
+      }).replace(/^<\?xml[^>]*>\n/, ""),
+    );
+  } catch (err) {
+    clearInterval(keepAlive);
+    const f = toS3Error(err);
+    c.res.end(
+      xmlDoc("Error", { Code: f.code, Message: f.message, Resource: `/${c.bucket}/${c.key}`, RequestId: c.requestId })
+        .replace(/^<\?xml[^>]*>\n/, "")
+        .replace(' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"', ""),
+    );
+    if (f.internal) c.logger.error({ err, requestId: c.requestId }, "s3: internal error");
+  }
+}
