@@ -45,6 +45,12 @@ export function registerServer(program: Command): void {
     .addOption(new Option("--s3-tls <on|off>", "S3 over HTTPS (default on); off = plain HTTP, loopback only"))
     .addOption(new Option("--s3-tls-cert <file>", "PEM certificate (chain) for the S3 door"))
     .addOption(new Option("--s3-tls-key <file>", "PEM private key for the S3 door"))
+    .addOption(
+      new Option(
+        "--s3-multipart-expiry <hours>",
+        "remove S3 multipart uploads not completed within this many hours (default 168; 0 = never)",
+      ),
+    )
     .addOption(new Option("--idle-timeout <s>", "disconnect idle sessions after s seconds, 0 = never (default 600)"))
     .addOption(new Option("--max-sessions <n>", "concurrent SSH connections (default 256)"))
     .addOption(new Option("--log-level <level>", "pino level (default info)").env("ATREST_LOG_LEVEL"))
@@ -222,6 +228,7 @@ export function registerServer(program: Command): void {
         say(`tls certificate ${tls.fingerprint} (${tls.source})`);
       }
       let s3: { port: number; close(): Promise<void> } | undefined;
+      let multipartSweep: NodeJS.Timeout | undefined;
       if (config.s3Port !== 0) {
         const { startS3Server } = await import("../protocols/s3/server.ts");
         const { readFile } = await import("node:fs/promises");
@@ -238,6 +245,21 @@ export function registerServer(program: Command): void {
         });
         if (tls) zero(tls.key);
         say(`s3 listening on ${tls ? "https" : "http"}://${config.host}:${s3.port}`);
+        // abandoned multipart uploads: their staged parts go after s3MultipartExpiry hours (checked at start and then
+        // every hour, or more often for a short expiry)
+        const expiryMs = config.s3MultipartExpiry * 3_600_000;
+        if (expiryMs > 0) {
+          const expire = () =>
+            app.vfs.multipart
+              .expire(Date.now() - expiryMs)
+              .then((n) => {
+                if (n > 0) logger.info({ uploads: n }, "s3: expired abandoned multipart uploads");
+              })
+              .catch((err) => logger.warn({ err }, "s3: multipart expiry failed"));
+          void expire();
+          multipartSweep = setInterval(expire, Math.max(1000, Math.min(3_600_000, expiryMs / 4)));
+          multipartSweep.unref();
+        }
       }
       await app.triggers.start();
       if ((await app.store.listUsers()).length === 0) {
@@ -255,6 +277,7 @@ export function registerServer(program: Command): void {
         await s3?.close();
         clearInterval(defenderSweep);
         clearInterval(loginSweep);
+        clearInterval(multipartSweep);
         await pipeline.stop();
         await metrics?.close();
         await app.close();

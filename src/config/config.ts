@@ -95,6 +95,9 @@ export const serverConfigSchema = z
     s3Tls: z.enum(["on", "off"]).default("on"),
     s3TlsCert: z.string().min(1).optional(),
     s3TlsKey: z.string().min(1).optional(),
+    // S3 multipart uploads neither completed nor aborted are removed (parts and records) this many hours after they
+    // were created; 0 = kept until aborted.
+    s3MultipartExpiry: z.coerce.number().min(0).default(168),
     idleTimeout: z.coerce.number().int().min(0).default(600),
     maxSessions: z.coerce.number().int().min(1).default(256),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -148,6 +151,7 @@ const envNames: Partial<Record<keyof ServerConfig, string>> = {
   idleTimeout: "ATREST_IDLE_TIMEOUT",
   s3Port: "ATREST_S3_PORT",
   s3Tls: "ATREST_S3_TLS",
+  s3MultipartExpiry: "ATREST_S3_MULTIPART_EXPIRY",
   maxSessions: "ATREST_MAX_SESSIONS",
   logLevel: "ATREST_LOG_LEVEL",
   dekCacheSeconds: "ATREST_DEK_CACHE_SECONDS",
