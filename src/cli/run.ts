@@ -13,6 +13,7 @@ import { registerKeys } from "./keys.ts";
 import { registerKms } from "./kms.ts";
 import { registerPgp } from "./pgp.ts";
 import { registerServer } from "./server.ts";
+import { registerSync } from "./sync.ts";
 import { registerTriggers } from "./triggers.ts";
 import { registerUsers } from "./users.ts";
 
@@ -72,6 +73,7 @@ export function buildProgram(): Command {
   registerTriggers(program);
   registerPgp(program);
   registerDefender(program);
+  registerSync(program);
   return program;
 }
 

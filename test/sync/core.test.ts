@@ -164,10 +164,10 @@ describe("sync core: names bound to their parent", () => {
   const key = newRegionKey();
   const regionId = newRegionId();
   const b = { regionId, entryId: "a".repeat(32), parent: "", kind: "file" as const, epoch: 1 };
-  const ct = encryptName(key, b, { name: "q3 report.pdf", mtimeMs: 1_700_000_000_000 });
+  const ct = encryptName(key, b, { name: "q3 report.pdf", mtimeMs: 1_700_000_000_000, sha: "" });
 
   test("round trip; another parent, entry, kind, epoch or region fails", () => {
-    assert.deepEqual(decryptName(key, b, ct), { name: "q3 report.pdf", mtimeMs: 1_700_000_000_000 });
+    assert.deepEqual(decryptName(key, b, ct), { name: "q3 report.pdf", mtimeMs: 1_700_000_000_000, sha: "" });
     for (const other of [
       { ...b, parent: "b".repeat(32) },
       { ...b, entryId: "c".repeat(32) },
@@ -178,8 +178,8 @@ describe("sync core: names bound to their parent", () => {
       assert.throws(() => decryptName(key, other, ct), integrity);
     }
     assert.throws(() => decryptName(newRegionKey(), b, ct), integrity);
-    assert.throws(() => encryptName(key, b, { name: "a/b", mtimeMs: 0 }), /one path segment/);
-    assert.throws(() => encryptName(key, b, { name: "..", mtimeMs: 0 }), /one path segment/);
+    assert.throws(() => encryptName(key, b, { name: "a/b", mtimeMs: 0, sha: "" }), /one path segment/);
+    assert.throws(() => encryptName(key, b, { name: "..", mtimeMs: 0, sha: "" }), /one path segment/);
   });
 });
 
@@ -205,7 +205,7 @@ describe("sync core: signed monotonic manifest", () => {
     name: encryptName(
       key,
       { regionId, entryId: id, parent, kind: "file", epoch: 1 },
-      { name: `f${id.slice(0, 2)}`, mtimeMs: 1 },
+      { name: `f${id.slice(0, 2)}`, mtimeMs: 1, sha: "" },
     ),
     epoch: 1,
     fver: 1,

@@ -85,7 +85,7 @@ describe("sync server over HTTPS", () => {
     name: encryptName(
       key,
       { regionId, entryId: id, parent: "", kind: "file", epoch: 1 },
-      { name: "canary-name.txt", mtimeMs: 1 },
+      { name: "canary-name.txt", mtimeMs: 1, sha: "" },
     ),
     epoch: 1,
     fver: 1,

@@ -19,6 +19,8 @@ export interface NameBinding {
 export interface PlainName {
   name: string;
   mtimeMs: number;
+  /** hex SHA-256 of the file's plaintext ("" for a directory): lets devices compare content without downloading. */
+  sha: string;
 }
 
 /** One path segment: not empty, not . or .., no / or NUL, at most 255 UTF-8 bytes. */
@@ -56,7 +58,8 @@ function aad(b: NameBinding): Buffer {
 export function encryptName(regionKey: Buffer, b: NameBinding, plain: PlainName): string {
   if (!isValidName(plain.name)) throw new AtrestError("INVALID_INPUT", "a name is one path segment of 1..255 bytes");
   const key = nameKeyOf(regionKey, b.regionId);
-  const body = canonical({ m: Math.trunc(plain.mtimeMs), n: plain.name });
+  if (!/^([0-9a-f]{64})?$/.test(plain.sha)) throw new AtrestError("INVALID_INPUT", "bad content hash");
+  const body = canonical({ m: Math.trunc(plain.mtimeMs), n: plain.name, s: plain.sha });
   try {
     return b64(aeadSeal(key, randomBytes(NONCE_LENGTH), body, aad(b)));
   } finally {
@@ -68,11 +71,18 @@ export function decryptName(regionKey: Buffer, b: NameBinding, ct: string): Plai
   const key = nameKeyOf(regionKey, b.regionId);
   try {
     const body = aeadOpen(key, unb64(ct), aad(b));
-    const v = parseCanonical(body) as { m?: unknown; n?: unknown };
-    if (typeof v.n !== "string" || !isValidName(v.n) || typeof v.m !== "number" || Object.keys(v).length !== 2) {
+    const v = parseCanonical(body) as { m?: unknown; n?: unknown; s?: unknown };
+    if (
+      typeof v.n !== "string" ||
+      !isValidName(v.n) ||
+      typeof v.m !== "number" ||
+      typeof v.s !== "string" ||
+      !/^([0-9a-f]{64})?$/.test(v.s) ||
+      Object.keys(v).length !== 3
+    ) {
       throw new IntegrityError("encrypted name holds no valid name");
     }
-    return { name: v.n, mtimeMs: v.m };
+    return { name: v.n, mtimeMs: v.m, sha: v.s };
   } finally {
     zero(key);
   }

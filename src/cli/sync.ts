@@ -1,0 +1,256 @@
+// `atrest sync …`: the end-to-end encrypted sync client (docs/sync-protocol.md). State in --state (default
+// ~/.atrest-sync): the device's keys sealed under an argon2id key of the passphrase (ATREST_SYNC_PASSPHRASE, else a
+// prompt). The server sees public keys, signed manifests and ciphertext only.
+import { watch } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { type Command, Option } from "commander";
+import { AtrestError } from "../errors.ts";
+import { restoreFile, type StepReport, syncStep, wipeIfRevoked } from "../sync/client/engine.ts";
+import { enroll, Session, SyncApiError } from "../sync/client/session.ts";
+import { formatFingerprint, normalizeFingerprint } from "../sync/core/keys.ts";
+import { readSecretLine, readSecretLines } from "./secret-input.ts";
+
+const stateOption = () =>
+  new Option("--state <dir>", "sync state directory (device keys, pins)")
+    .env("ATREST_SYNC_STATE")
+    .default(join(homedir(), ".atrest-sync"));
+
+async function passphrase(): Promise<string> {
+  return process.env.ATREST_SYNC_PASSPHRASE ?? (await readSecretLine("passphrase: "));
+}
+
+async function withSession<T>(state: string, fn: (s: Session) => Promise<T>): Promise<T> {
+  const s = await Session.open(resolve(state), await passphrase());
+  try {
+    return await fn(s);
+  } finally {
+    s.close();
+  }
+}
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const progress = (line: string) => process.stderr.write(`atrest sync: ${line}\n`);
+
+function summary(r: StepReport): string {
+  const parts = [
+    `version ${r.version}`,
+    `up ${r.uploaded} (${r.bytesUp} B)`,
+    `down ${r.downloaded} (${r.bytesDown} B)`,
+  ];
+  if (r.renamed) parts.push(`renamed ${r.renamed}`);
+  if (r.deletedLocal || r.deletedRemote) parts.push(`deleted ${r.deletedLocal} here, ${r.deletedRemote} there`);
+  if (r.conflicts.length) parts.push(`conflicts kept: ${r.conflicts.join(", ")}`);
+  if (r.skipped) parts.push(`${r.skipped} left for the next step (changed meanwhile)`);
+  return `synced ${parts.join("; ")}`;
+}
+
+export function registerSync(program: Command): void {
+  const sync = program
+    .command("sync")
+    .description("end-to-end encrypted sync & share (the server cannot read or forge)");
+
+  const device = sync.command("device").description("this device: enroll, approve another");
+  device
+    .command("enroll")
+    .description("enroll this device (first one of the user: self-signed root; else pending until approved)")
+    .addOption(stateOption())
+    .requiredOption("--server <url>", "https://host:port of the atrest server")
+    .requiredOption("--user <name>", "your atrest user")
+    .option("--name <name>", "this device's name", "device")
+    .option("--ca <file>", "the server's certificate (pinned as the only CA)")
+    .option("--expect-root <fingerprint>", "your user's root fingerprint, from an enrolled device (second device)")
+    .option("--password-stdin", "read the account password from standard input")
+    .action(async (opts) => {
+      const lines = opts.passwordStdin
+        ? await readSecretLines(2, () => "password: ")
+        : [await readSecretLine("password: ")];
+      const pass =
+        process.env.ATREST_SYNC_PASSPHRASE ??
+        lines[1] ??
+        (await readSecretLine("new passphrase for the device keys: "));
+      const m = Number(process.env.ATREST_SYNC_KDF_MEMORY_KIB ?? 65_536);
+      const r = await enroll({
+        state: resolve(opts.state),
+        server: opts.server,
+        ...(opts.ca ? { ca: await readFile(opts.ca, "utf8") } : {}),
+        user: opts.user,
+        password: lines[0] ?? "",
+        passphrase: pass,
+        name: opts.name,
+        ...(opts.expectRoot ? { expectRoot: normalizeFingerprint(opts.expectRoot) } : {}),
+        kdf: { m, t: 3, p: 1 },
+      });
+      out(`device ${r.cert.id} (${r.cert.name})`);
+      out(`device fingerprint ${formatFingerprint(r.fingerprint)}`);
+      out(`user ${opts.user} root fingerprint ${formatFingerprint(r.root)}`);
+      if (r.pending) {
+        out(
+          `pending: on an enrolled device run  atrest sync device approve ${r.cert.id} --fingerprint '${formatFingerprint(r.fingerprint)}'`,
+        );
+        out("after comparing the fingerprint shown here with the one shown there");
+      }
+    });
+  device
+    .command("approve <id>")
+    .description("approve a pending device of yours after comparing its fingerprint")
+    .addOption(stateOption())
+    .requiredOption("--fingerprint <fp>", "the fingerprint the new device shows")
+    .action(async (id: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        const cert = await s.approve(id, normalizeFingerprint(opts.fingerprint));
+        out(`approved ${cert.id} (${cert.name})`);
+      });
+    });
+
+  const devices = sync.command("devices").description("your devices: list, revoke");
+  devices
+    .command("list")
+    .addOption(stateOption())
+    .action(async (opts) => {
+      await withSession(opts.state, async (s) => {
+        for (const d of (await s.api.devices()).devices) {
+          out(
+            `${d.id}\t${d.state}\t${d.name}\t${formatFingerprint(d.fingerprint)}${d.id === s.me.id ? "\t(this device)" : ""}`,
+          );
+        }
+      });
+    });
+  devices
+    .command("revoke <id>")
+    .description("revoke a device: its regions move to a new epoch; it wipes its copy on next contact")
+    .addOption(stateOption())
+    .action(async (id: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        await s.revoke(id);
+        out(`revoked ${id}; regions you own moved to a new epoch`);
+      });
+    });
+
+  sync
+    .command("fingerprint")
+    .description("this device's and this user's root fingerprints (compare them out of band)")
+    .addOption(stateOption())
+    .action(async (opts) => {
+      await withSession(opts.state, async (s) => {
+        const c = await s.chain(s.user, { tofu: true });
+        out(`user ${s.user} root fingerprint ${formatFingerprint(c.root)}`);
+      });
+    });
+  sync
+    .command("verify <user> <fingerprint>")
+    .description("pin another user's chain after comparing their root fingerprint out of band")
+    .addOption(stateOption())
+    .action(async (user: string, fp: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        const c = await s.verifyUser(user, normalizeFingerprint(fp));
+        out(`verified ${user}: ${c.active.size} active device(s)`);
+      });
+    });
+
+  const region = sync.command("region").description("regions: create");
+  region
+    .command("create <label>")
+    .description("create a region you own (the label stays on this device)")
+    .addOption(stateOption())
+    .action(async (label: string, opts) => {
+      await withSession(opts.state, async (s) => out(await s.createRegion(label)));
+    });
+  sync
+    .command("regions")
+    .description("regions you own or that were shared with you")
+    .addOption(stateOption())
+    .action(async (opts) => {
+      await withSession(opts.state, async (s) => {
+        for (const r of await s.api.regions()) out(`${r.id}\towner ${r.owner}\tversion ${r.version}`);
+      });
+    });
+  sync
+    .command("share <region> <user>")
+    .description("share a region: wraps its keys to every device of the (verified) user")
+    .addOption(stateOption())
+    .option("--unverified", "share although the user's fingerprint was not verified")
+    .action(async (id: string, user: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        const d = await s.share(id, user, { unverified: opts.unverified === true });
+        out(`shared ${id} with ${user} (${d.length} device(s))`);
+      });
+    });
+  sync
+    .command("unshare <region> <user>")
+    .description("remove a member: the region moves to a new epoch without their devices")
+    .addOption(stateOption())
+    .action(async (id: string, user: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        await s.unshare(id, user);
+        out(`unshared ${id} from ${user}`);
+      });
+    });
+
+  sync
+    .command("run <dir>")
+    .description("two-way sync of <dir> with a region (rescans on changes and every --interval seconds)")
+    .addOption(stateOption())
+    .requiredOption("--region <id>", "the region")
+    .option("--once", "one sync step, then exit")
+    .option("--interval <s>", "seconds between rescans", "30")
+    .option("--trust-owner", "sync a region whose owner's fingerprint was not verified")
+    .action(async (dir: string, opts) => {
+      const root = resolve(dir);
+      await withSession(opts.state, async (s) => {
+        const step = async () => {
+          try {
+            out(summary(await syncStep(s, opts.region, { dir: root, trustOwner: opts.trustOwner === true, progress })));
+          } catch (err) {
+            if (err instanceof SyncApiError && err.problemCode === "DEVICE_REVOKED") {
+              const w = await wipeIfRevoked(s, [opts.region]);
+              if (w.wiped)
+                throw new AtrestError(
+                  "REFUSED",
+                  `this device was revoked: its synced copy was wiped (${w.files} files)`,
+                );
+              throw new AtrestError(
+                "REFUSED",
+                "the server says this device is revoked, but no signed revocation exists: not wiping",
+              );
+            }
+            throw err;
+          }
+        };
+        await step();
+        if (opts.once) return;
+        let dirty = false;
+        const w = watch(root, { recursive: true }, () => {
+          dirty = true;
+        });
+        try {
+          const interval = Math.max(1, Number(opts.interval)) * 1000;
+          let last = Date.now();
+          for (;;) {
+            await new Promise((r) => setTimeout(r, 1000));
+            if (dirty || Date.now() - last >= interval) {
+              dirty = false;
+              last = Date.now();
+              await step();
+            }
+          }
+        } finally {
+          w.close();
+        }
+      });
+    });
+  sync
+    .command("restore <path>")
+    .description("write a file as it was in an older version (the next run uploads it as a new version)")
+    .addOption(stateOption())
+    .requiredOption("--region <id>", "the region")
+    .requiredOption("--version <n>", "manifest version")
+    .requiredOption("--dir <dir>", "the synced directory")
+    .action(async (path: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        const to = await restoreFile(s, opts.region, path.replace(/^\/+/, ""), Number(opts.version), resolve(opts.dir));
+        out(`restored ${path} (version ${opts.version}) as ${to}`);
+      });
+    });
+}
