@@ -158,6 +158,14 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     await page.locator('tr[data-name="renamed.txt"]').waitFor();
     assert.equal(await page.locator('tr[data-name="notes.txt"]').count(), 0);
 
+    // copy (a new version under a new data key), then the original is deleted
+    const r1 = page.locator('tr[data-name="renamed.txt"]');
+    await r1.getByLabel("Actions for renamed.txt").click();
+    await r1.getByRole("button", { name: "Copy" }).click();
+    await page.getByLabel("Destination path").fill("/copied.txt");
+    await page.getByRole("dialog").getByRole("button", { name: "Copy" }).click();
+    await page.locator('tr[data-name="copied.txt"]').waitFor();
+
     // delete
     const r2 = page.locator('tr[data-name="renamed.txt"]');
     await r2.getByLabel("Actions for renamed.txt").click();
@@ -225,6 +233,21 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     assert.match(crumbs ?? "", /Home.*project.*sub/);
     await page.getByRole("navigation", { name: "Breadcrumbs" }).getByRole("link", { name: "Home" }).click();
     await page.locator('tr[data-name="project"]').waitFor();
+    // move the copy into the uploaded folder; its bytes are still the original's
+    const c = page.locator('tr[data-name="copied.txt"]');
+    await c.getByLabel("Actions for copied.txt").click();
+    await c.getByRole("button", { name: "Move" }).click();
+    await page.getByLabel("Destination path").fill("/project/copied.txt");
+    await page.getByRole("dialog").getByRole("button", { name: "Move" }).click();
+    await page.locator('tr[data-name="copied.txt"]').waitFor({ state: "detached" });
+    const moved = await page.evaluate(async () => {
+      const d = await crypto.subtle.digest(
+        "SHA-256",
+        await (await fetch("/api/v1/files/project/copied.txt")).arrayBuffer(),
+      );
+      return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+    });
+    assert.equal(moved, createHash("sha256").update(small).digest("hex"), "the moved copy has the original bytes");
 
     // drag and drop of two files onto the browser
     const dt = await page.evaluateHandle(() => {

@@ -4,6 +4,8 @@
 // destruction); a rewrap job runs with its progress shown; the auditor filters the audit log (failed logins of one
 // user) and sees the charts and SIEM delivery pages. Screenshots at 1280 and 390 px in test-artifacts/.
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Page } from "playwright-core";
@@ -17,6 +19,8 @@ describe("web app: admin, custodian and auditor pages", () => {
   let server: RunningServer;
   let chrome: Chromium;
   let base: string;
+  let siem: Server;
+  let siemBytes = 0;
 
   const users: [string, string][] = [
     ["root", "admin"],
@@ -34,13 +38,21 @@ describe("web app: admin, custodian and auditor pages", () => {
     for (const [name, role] of users) {
       await cli(["user", "add", name, "--role", role, "--password-stdin", "--data", data], `${name}-password\n`);
     }
-    server = await startServer(data);
+    // a SIEM receiver (RFC 6587 octet-counted syslog over TCP) that only counts what it gets
+    siem = createServer((sock) => sock.on("data", (b) => (siemBytes += b.length)));
+    await new Promise<void>((r) => siem.listen(0, "127.0.0.1", r));
+    const config = join(dir, "config.json");
+    const port = (siem.address() as { port: number }).port;
+    const dest = { name: "soc", transport: "tcp", host: "127.0.0.1", port, format: "rfc5424" };
+    await writeFile(config, JSON.stringify({ audit: { destinations: [dest] } }));
+    server = await startServer(data, ["--config", config]);
     base = `https://localhost:${server.httpPort}`;
     chrome = await launchChromium(data);
   });
   after(async () => {
     await chrome?.close();
     await server?.stop();
+    siem?.close();
     await removeDir(dir);
   });
 
@@ -186,6 +198,13 @@ describe("web app: admin, custodian and auditor pages", () => {
     await shot(page, "web-audit-charts-phone");
     await page.getByRole("link", { name: "SIEM delivery" }).click();
     await page.getByText(/Audit log: \d+ entries, writable/).waitFor();
+    const soc = page.locator('tr[data-key="soc"]');
+    await soc.waitFor();
+    const cells = await soc.locator("td").allTextContents();
+    assert.equal(cells[1], "yes", cells.join(" | "));
+    assert.ok(Number(cells[2]) > 10, `events sent: ${cells.join(" | ")}`);
+    assert.ok(siemBytes > 1000, `the receiver got ${siemBytes} bytes`);
+    await shot(page, "web-audit-delivery-desktop");
     await page.context().close();
   });
 });

@@ -71,6 +71,8 @@ function FolderIcon() {
 // ---- uploads ----
 
 let nextId = 1;
+/** Rows rendered at once (a 10,000-entry folder is listed in full, shown a step at a time). */
+const ROWS_STEP = 500;
 const PARALLEL = 3;
 
 interface Picked {
@@ -211,6 +213,12 @@ function Uploads(props: { up: ReturnType<typeof useUploads> }) {
 
 // ---- the browser ----
 
+/** A row's action menu closes once an action is picked (focus goes to the dialog). */
+const closeMenu = (el: HTMLElement) => {
+  const d = el.closest("details");
+  if (d) d.open = false;
+};
+
 type Action = { kind: "rename" | "move" | "copy" | "delete" | "share"; entry: Entry } | { kind: "mkdir" } | undefined;
 
 export function Files(props: { path: string; canShare: boolean }) {
@@ -229,7 +237,9 @@ export function Files(props: { path: string; canShare: boolean }) {
   const filesInput = useRef<HTMLInputElement>(null);
   const dirInput = useRef<HTMLInputElement>(null);
 
+  const [limit, setLimit] = useState(ROWS_STEP);
   useEffect(() => setFilter(""), [path]);
+  useEffect(() => setLimit(ROWS_STEP), [path, filter]);
 
   const shown = useMemo(() => {
     const q = filter.trim().toLowerCase();
@@ -354,7 +364,7 @@ export function Files(props: { path: string; canShare: boolean }) {
               </td>
             </tr>
           )}
-          {shown.map((e) => (
+          {shown.slice(0, limit).map((e) => (
             <tr key={e.path} data-name={e.name}>
               <td class="name">
                 {e.kind === "dir" ? (
@@ -375,12 +385,25 @@ export function Files(props: { path: string; canShare: boolean }) {
                   <summary aria-label={`Actions for ${e.name}`}>⋯</summary>
                   <div class="menu">
                     {(["rename", "move", "copy", "delete"] as const).map((k) => (
-                      <button key={k} type="button" onClick={() => setAction({ kind: k, entry: e })}>
+                      <button
+                        key={k}
+                        type="button"
+                        onClick={(ev) => {
+                          closeMenu(ev.currentTarget);
+                          setAction({ kind: k, entry: e });
+                        }}
+                      >
                         {k[0].toUpperCase() + k.slice(1)}
                       </button>
                     ))}
                     {props.canShare && (
-                      <button type="button" onClick={() => setAction({ kind: "share", entry: e })}>
+                      <button
+                        type="button"
+                        onClick={(ev) => {
+                          closeMenu(ev.currentTarget);
+                          setAction({ kind: "share", entry: e });
+                        }}
+                      >
                         Share
                       </button>
                     )}
@@ -389,6 +412,15 @@ export function Files(props: { path: string; canShare: boolean }) {
               </td>
             </tr>
           ))}
+          {shown.length > limit && (
+            <tr>
+              <td colSpan={4}>
+                <button type="button" class="link" onClick={() => setLimit(limit + ROWS_STEP)}>
+                  Show {Math.min(ROWS_STEP, shown.length - limit)} more of {shown.length - limit} not shown
+                </button>
+              </td>
+            </tr>
+          )}
           {!listing.loading && shown.length === 0 && (
             <tr>
               <td colSpan={4} class="empty">
