@@ -206,6 +206,7 @@ export function registerServer(program: Command): void {
           login,
           tokens: new TokenService(app.store, app.audit),
           totp,
+          oidc: config.oidc,
           shares: new ShareService({ store: app.store, accounts: app, audit: app.audit, defender }),
           admin: app.admin,
           keys: app.keys,

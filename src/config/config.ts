@@ -65,6 +65,30 @@ const defenderEnv: Record<string, string> = {
   allowList: "ATREST_DEFENDER_ALLOW_LIST",
 };
 
+/**
+ * OIDC login of the HTTPS door (src/protocols/http/oidc-routes.ts): authorization code flow with PKCE against one
+ * provider. Config file only (`oidc`), the client secret also from ATREST_OIDC_CLIENT_SECRET.
+ */
+const oidcSchema = z
+  .object({
+    issuer: z.url({ protocol: /^https$/, error: "must be the provider's https:// issuer URL" }),
+    clientId: z.string().min(1),
+    clientSecret: z.string().min(1).optional(),
+    // where the provider sends the browser back: https://<this server>/api/v1/auth/oidc/callback
+    redirectUri: z.url({ protocol: /^https$/, error: "must be https://<server>/api/v1/auth/oidc/callback" }),
+    scopes: z.array(z.string().min(1)).default(["openid", "profile"]),
+    // the claim that names the atrest user (its value must be a valid user name)
+    usernameClaim: z.string().min(1).default("preferred_username"),
+    // the claim (a string or a list of strings) whose values map to atrest groups through groupMap
+    groupClaim: z.string().min(1).default("groups"),
+    groupMap: z.record(z.string(), z.string()).default({}),
+    // auto: a user the provider vouches for is created at first login (role user, no password); existing: must exist
+    provision: z.enum(["auto", "existing"]).default("existing"),
+    // the login button's label in the web app
+    label: z.string().min(1).max(64).default("Single sign-on"),
+  })
+  .strict();
+
 // One schema for the config file, ATREST_* environment variables and command-line flags (in rising precedence).
 export const serverConfigSchema = z
   .object({
@@ -120,6 +144,8 @@ export const serverConfigSchema = z
     defender: defenderSchema.prefault({}),
     // SFTP pre-authentication and resource limits (src/config/limits.ts); env twins in `limitsEnv`.
     limits: limitsSchema.prefault({}),
+    // OIDC login for the HTTPS door; absent = off.
+    oidc: oidcSchema.optional(),
   })
   .strict()
   .refine((c) => !c.tlsCert === !c.tlsKey, {
@@ -206,6 +232,10 @@ export function loadConfig(
     if (env[name] !== undefined && env[name] !== "") limits[key] = env[name];
   }
   merged.limits = limits;
+  const oidcSecret = env.ATREST_OIDC_CLIENT_SECRET;
+  if (oidcSecret && typeof merged.oidc === "object" && merged.oidc !== null) {
+    merged.oidc = { ...merged.oidc, clientSecret: oidcSecret };
+  }
   const parsed = serverConfigSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

@@ -75,6 +75,27 @@ export class Admin {
     this.#d.audit.record({ action: "user.remove", outcome: "success", ...actorFields(actor), effectiveUser: name });
   }
 
+  /** Replaces a user's groups (an identity provider's group claim at login), audited as user.change. */
+  async setUserGroups(actor: Actor, name: string, groups: string[]): Promise<UserRow> {
+    requireRole(actor, MANAGE, "changing a user");
+    for (const g of groups) validateGroupName(g);
+    const user = await this.#d.store.transaction(async (tx) => {
+      const u = await tx.getUser(name);
+      if (!u) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
+      const next = { ...u, groups: [...new Set(groups)].sort() };
+      await tx.updateUser(next);
+      return next;
+    });
+    this.#d.audit.record({
+      action: "user.change",
+      outcome: "success",
+      ...actorFields(actor),
+      effectiveUser: name,
+      detail: `groups ${user.groups.join(",") || "(none)"}`,
+    });
+    return user;
+  }
+
   async listUsers(actor: Actor): Promise<UserRow[]> {
     requireRole(actor, READ, "listing users");
     return this.#d.store.listUsers();

@@ -28,6 +28,17 @@ export type Credential =
     }
   | {
       /**
+       * An OIDC login the door has carried out (authorization code + PKCE, state and nonce checked, ID token verified
+       * against the configured issuer): `LoginRequest.user` is the user the claims name. `refused` is why the door
+       * refused it before a user was known (bad state, provider error, missing claim): audited and scored like a wrong
+       * password. The user must exist (the door provisions first when configured to).
+       */
+      method: "oidc";
+      issuer: string;
+      refused?: string;
+    }
+  | {
+      /**
        * An S3 request signed with AWS Signature V4: the door parsed the request; `verify` recomputes the signature
        * with the access key's secret (constant-time compare). `LoginRequest.user` is the access key id; the user is the
        * key's owner.
@@ -182,6 +193,12 @@ export class LoginService {
           zero(key.secret);
         }
         return ok ? await succeed(key.username) : await fail("bad signature");
+      }
+      if (cred.method === "oidc") {
+        if (cred.refused !== undefined) return await fail(cred.refused);
+        const id = await accounts.userId?.(req.user);
+        if (!id) return await fail("unknown user");
+        return await succeed(req.user);
       }
       if (cred.method === "password") {
         const user = await accounts.verifyPassword(req.user, cred.password);

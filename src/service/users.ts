@@ -22,6 +22,8 @@ export interface NewUser {
   role?: Role;
   /** KEK name for this user's files (DESIGN §3 mapping). */
   kek?: string;
+  /** Logs in through an identity provider (OIDC): no password or key needed. */
+  external?: boolean;
 }
 
 /** Group names follow the user-name rule (they appear in paths of policies and in audit records). */
@@ -62,7 +64,7 @@ export async function buildUser(input: NewUser): Promise<UserRow> {
   validateUserName(input.name);
   const publicKeys = input.publicKeys ?? [];
   parseAuthorizedKeys(publicKeys.join("\n"));
-  if (!input.password && publicKeys.length === 0) {
+  if (!input.password && publicKeys.length === 0 && !input.external) {
     throw new AtrestError("INVALID_INPUT", "a user needs a password or at least one public key");
   }
   for (const g of input.groups ?? []) validateGroupName(g);

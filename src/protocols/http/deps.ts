@@ -16,6 +16,7 @@ import type { UserRow } from "../../store/types.ts";
 import type { SyncServer } from "../../sync/server/service.ts";
 import type { KeyCustody } from "./custody.ts";
 import type { HealthCheck } from "./health.ts";
+import type { OidcSettings } from "./oidc-settings.ts";
 import type { SessionSettings, SessionTable } from "./sessions.ts";
 
 export interface HttpServerOptions {
@@ -26,6 +27,8 @@ export interface HttpServerOptions {
   login: LoginService;
   tokens: TokenService;
   totp: TotpService;
+  /** OIDC login (absent = off). */
+  oidc?: OidcSettings;
   /** Share links (service/shares.ts). */
   shares: ShareService;
   /** Admin use-cases (service/admin.ts): users, groups, folders, bans. */

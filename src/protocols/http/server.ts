@@ -13,6 +13,7 @@ import { custodyRoutes } from "./custody-routes.ts";
 import type { HttpDeps, HttpServerOptions } from "./deps.ts";
 import { fileRoutes } from "./files.ts";
 import { healthRoutes } from "./health.ts";
+import { oidcRoutes } from "./oidc-routes.ts";
 import { openApiDocument } from "./openapi.ts";
 import { HttpProblem, PROBLEM_CONTENT_TYPE, problemOf } from "./problem.ts";
 import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteSpec, type Scope } from "./routes.ts";
@@ -65,6 +66,7 @@ export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
   return [
     ...healthRoutes(deps.options),
     ...authRoutes(deps),
+    ...oidcRoutes(deps),
     ...tokenRoutes(deps),
     ...adminRoutes(deps),
     ...custodyRoutes(deps),
