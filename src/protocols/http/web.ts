@@ -67,8 +67,8 @@ function secure(reply: FastifyReply): FastifyReply {
     .header("permissions-policy", "camera=(), microphone=(), geolocation=()");
 }
 
-/** Pages of the app (hash-routed, so only the start page; a share link's page /s/<link> is the share routes'). */
-export const APP_PAGES = ["/"];
+/** Pages of the app (hash-routed): the start page, and a share link's page (/s/<link>, no account needed). */
+export const APP_PAGES = ["/", "/s/:link"];
 
 export function registerWebApp(app: FastifyInstance, web: WebApp | undefined): void {
   const page = async (_req: unknown, reply: FastifyReply) => {
