@@ -18,13 +18,15 @@ export interface Chromium {
   close(): Promise<void>;
 }
 
-async function spkiPin(data: string): Promise<string> {
-  const cert = new X509Certificate(await readFile(join(data, "tls", "server.crt")));
+async function spkiPin(certFile: string): Promise<string> {
+  const cert = new X509Certificate(await readFile(certFile));
   const der = cert.publicKey.export({ type: "spki", format: "der" });
   return createHash("sha256").update(der).digest("base64");
 }
 
-export async function launchChromium(data: string): Promise<Chromium> {
+/** `extraCerts`: more certificate files to trust by pin (another server the test starts, e.g. an OIDC provider). */
+export async function launchChromium(data: string, extraCerts: string[] = []): Promise<Chromium> {
+  const pins = await Promise.all([join(data, "tls", "server.crt"), ...extraCerts].map(spkiPin));
   const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     headless: true,
@@ -37,7 +39,7 @@ export async function launchChromium(data: string): Promise<Chromium> {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      `--ignore-certificate-errors-spki-list=${await spkiPin(data)}`,
+      `--ignore-certificate-errors-spki-list=${pins.join(",")}`,
     ],
   });
   return {

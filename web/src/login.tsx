@@ -1,6 +1,6 @@
 // Log in: user name and password; when the server answers SECOND_FACTOR_REQUIRED, a second step asks for the TOTP
 // code (or a recovery code) and sends all three again.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { ApiError, api, type Session } from "./api.ts";
 import { ErrorText } from "./ui.tsx";
 
@@ -9,6 +9,13 @@ export function Login(props: { onLogin: (s: Session) => void }) {
   const [error, setError] = useState<unknown>(undefined);
   const [busy, setBusy] = useState(false);
   const [creds, setCreds] = useState({ username: "", password: "" });
+  const [oidc, setOidc] = useState<{ enabled: boolean; label?: string; loginUrl?: string } | undefined>(undefined);
+  useEffect(() => {
+    api<{ enabled: boolean; label?: string; loginUrl?: string }>("GET", "/api/v1/auth/oidc", undefined, true).then(
+      setOidc,
+      () => setOidc(undefined),
+    );
+  }, []);
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -79,6 +86,14 @@ export function Login(props: { onLogin: (s: Session) => void }) {
         )}
         <ErrorText error={error} />
       </form>
+      {oidc?.enabled && oidc.loginUrl && !needCode && (
+        <p class="sso">
+          <span class="muted">or</span>{" "}
+          <a class="button" href={`${oidc.loginUrl}?next=${encodeURIComponent(location.pathname + location.hash)}`}>
+            Log in with {oidc.label ?? "single sign-on"}
+          </a>
+        </p>
+      )}
     </main>
   );
 }
