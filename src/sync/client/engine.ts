@@ -197,6 +197,9 @@ export async function syncStep(session: Session, regionId: string, o: StepOption
 async function attemptStep(session: Session, regionId: string, o: StepOptions): Promise<StepReport> {
   const root = o.dir;
   await mkdir(root, { recursive: true });
+  // what a step killed midway left (uploads and downloads in progress): one client per state directory
+  await rm(session.state.tmp, { recursive: true, force: true });
+  await mkdir(session.state.tmp, { recursive: true, mode: 0o700 });
   const ctx = await session.region(regionId, { trustOwner: o.trustOwner === true });
   try {
     const m = ctx.manifest;
@@ -459,16 +462,17 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
         d.epoch = epoch;
         continue;
       }
-      const sha = await localSha(root, pathBefore(plan, u), u.local);
-      const renameOnly =
-        e && !e.deleted && e.kind === "file" && remote.byId.get(u.id)?.sha === sha && baseById.get(u.id)?.sha === sha;
+      // a rename re-encrypts only the name (hash only what may be one: an entry both sides know)
+      const known = e && !e.deleted && e.kind === "file" && baseById.has(u.id) && remote.byId.has(u.id);
+      const sha = known ? await localSha(root, pathBefore(plan, u), u.local) : undefined;
+      const renameOnly = known && remote.byId.get(u.id)?.sha === sha && baseById.get(u.id)?.sha === sha;
       if (renameOnly && e) {
         const r = remote.all.get(u.id) as Remote;
         e.parent = parent;
         e.name = encryptName(
           key,
           { regionId, entryId: u.id, parent, kind: "file", epoch },
-          { name, mtimeMs: r.mtimeMs, sha },
+          { name, mtimeMs: r.mtimeMs, sha: r.sha },
         );
         e.epoch = epoch;
         // a rename keeps the blob (whose DEK is wrapped under its own epoch): only the name moves to the current one
