@@ -1,5 +1,5 @@
 // Wires the layers together for one data directory: embedded KMS, metadata store, blobs, vfs, accounts, audit.
-import { mkdir, stat } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { raiseHighWater, raiseKmsHighWater } from "./audit/high-water.ts";
 import { AuditLog } from "./audit/log.ts";
@@ -39,12 +39,12 @@ import type { NewUser } from "./service/users.ts";
 import { requireUser } from "./service/users.ts";
 import { LocalBlobStore } from "./store/local-blobs.ts";
 import { RowSealer } from "./store/sealing.ts";
-import { installSqliteSnapshot, openSqliteStore } from "./store/sqlite/index.ts";
 import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
 import { META_CONTEXT, META_KEY_SETTING, Vfs } from "./vfs/vfs.ts";
 import { type OpenedKeyManager, openKeyManager } from "./wiring/key-manager.ts";
+import { type MetaStoreChoice, metaStoreRestore, openMetaStore, recordMetaStore } from "./wiring/meta-store.ts";
 
 export const AUDIT_KEY_SETTING = "audit.key";
 export const AUDIT_CONTEXT = { purpose: "audit" };
@@ -70,9 +70,12 @@ export function dataPaths(root: string): DataPaths {
   };
 }
 
-/** The metadata store of a data directory: the one place that knows which driver it uses (server and CLI alike). */
-export function openStore(paths: DataPaths): MetaStore {
-  return openSqliteStore(paths.meta);
+/**
+ * The metadata store of a data directory: the one place that knows which driver it uses (server and CLI alike):
+ * `choice`, else ATREST_META, else what the server recorded in the directory, else its SQLite file.
+ */
+export function openStore(paths: DataPaths, choice?: MetaStoreChoice): MetaStore {
+  return openMetaStore(paths.root, paths.meta, choice);
 }
 
 /** Restoring a backup: whether the data directory has a store, and how a `snapshot()` file becomes its store. */
@@ -80,10 +83,7 @@ export function storeRestore(paths: DataPaths): {
   exists(): Promise<boolean>;
   install(snapshot: string): Promise<void>;
 } {
-  return {
-    exists: async () => (await stat(paths.meta).catch(() => undefined)) !== undefined,
-    install: (snapshot) => installSqliteSnapshot(snapshot, paths.meta),
-  };
+  return metaStoreRestore(paths.root, paths.meta);
 }
 
 /**
@@ -117,6 +117,8 @@ export interface AppOptions {
   followKeyStates?: boolean;
   /** A remote key manager (`atrest kms serve`); default: the one recorded in the data dir, else the embedded one. */
   kms?: RemoteKmsSettings;
+  /** The metadata store (`--meta`); default: ATREST_META, else the one recorded in the data dir, else SQLite. */
+  meta?: MetaStoreChoice;
 }
 
 export class App implements Accounts {
@@ -196,7 +198,8 @@ export class App implements Accounts {
     await checkKeyManagerBinding(root, paths.kms, o.kms);
     const opened = await openKeyManager(root, paths.kms, remote);
     const keys = opened.keys;
-    const store = openStore(paths);
+    const store = openStore(paths, o.meta);
+    if (o.meta?.url) await recordMetaStore(root, o.meta.url);
     const blobs = new LocalBlobStore(root);
     await blobs.init();
     const audit = new AuditLog(

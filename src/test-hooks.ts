@@ -11,6 +11,8 @@ export interface TestHooks {
   crashPoint?: (kind: string, batch: number) => void;
   /** S3 SSE-C over plain HTTP from a loopback client (AWS refuses it, as atrest does in production). */
   sseCOverHttp?: () => boolean;
+  /** The metadata store of a data directory that names none (the PostgreSQL test matrix): a URL, or undefined. */
+  metaStore?: (root: string) => string | undefined;
 }
 
 let installed: TestHooks = {};

@@ -26,6 +26,13 @@ export function registerServer(program: Command): void {
     .addOption(new Option("--data <dir>", "data directory (default ./data)").env("ATREST_DATA"))
     .addOption(new Option("--host <addr>", "listen address (default 127.0.0.1)").env("ATREST_HOST"))
     .addOption(
+      new Option(
+        "--meta <url>",
+        "metadata store: sqlite (default, <data>/meta.db) or postgres://user@host/db?schema=s",
+      ),
+    )
+    .addOption(new Option("--node-id <id>", "this node's id among servers sharing one PostgreSQL store"))
+    .addOption(
       new Option("--sftp-port <port>", 'SFTP port; 0 = disabled, "auto" = any free port (default 2022)').env(
         "ATREST_SFTP_PORT",
       ),
@@ -91,6 +98,7 @@ export function registerServer(program: Command): void {
         dekCacheSeconds: config.dekCacheSeconds,
         dekCacheEntries: config.dekCacheEntries,
         kms,
+        meta: { url: config.meta, ...(config.nodeId ? { nodeId: config.nodeId } : {}) },
       });
       say(`key manager: ${app.keyManagerLocation}`);
       app.audit.setFailClosed(config.audit.failClosed);

@@ -93,6 +93,17 @@ const oidcSchema = z
 export const serverConfigSchema = z
   .object({
     data: z.string().min(1).default("./data"),
+    // Metadata store: `sqlite` (<data>/meta.db, the default) or postgres://user@host:port/db?schema=name&pool=N for
+    // several nodes on one database (recorded in the data dir; the password comes from PGPASSWORD, never the URL).
+    meta: z
+      .string()
+      .regex(/^(sqlite|postgres(ql)?:\/\/.+)$/, { error: "must be sqlite or a postgres:// URL" })
+      .optional(),
+    // This node's id among the server processes sharing one PostgreSQL store (audit records, trigger leases).
+    nodeId: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, { error: "must be 1-64 letters, digits, dot, dash or underscore" })
+      .optional(),
     host: z.string().min(1).default("127.0.0.1"),
     // 0 disables the protocol (DESIGN §6); "auto" lets the OS pick a free port (printed at start; tests use it).
     sftpPort: z
@@ -169,6 +180,8 @@ export type ServerConfig = z.infer<typeof serverConfigSchema>;
 
 const envNames: Partial<Record<keyof ServerConfig, string>> = {
   data: "ATREST_DATA",
+  meta: "ATREST_META",
+  nodeId: "ATREST_NODE_ID",
   host: "ATREST_HOST",
   sftpPort: "ATREST_SFTP_PORT",
   httpPort: "ATREST_HTTP_PORT",

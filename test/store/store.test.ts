@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { LocalBlobStore } from "../../src/store/local-blobs.ts";
+import { migrations } from "../../src/store/sql/migrations.ts";
 import { openSqliteStore } from "../../src/store/sqlite/index.ts";
-import { migrations } from "../../src/store/sqlite/migrations.ts";
 import { tempDir } from "../helpers/atrest.ts";
 
 describe("local blob store", () => {

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { App } from "../../src/app.ts";
-import { migrations } from "../../src/store/sqlite/migrations.ts";
+import { migrations } from "../../src/store/sql/migrations.ts";
 import type { MetaStore } from "../../src/store/types.ts";
 import { Folders, globalPath } from "../../src/vfs/folders.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";

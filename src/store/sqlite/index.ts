@@ -1,63 +1,39 @@
-// The SQLite driver of the metadata store: one connection, one file per aggregate (the SQL of that aggregate), the
-// schema in migrations.ts. A second driver (PostgreSQL) implements the same MetaStore contract (src/store/types.ts).
+// The SQLite driver of the metadata store (the embedded default): one connection running the aggregate files and the
+// migrations of src/store/sql/, which the PostgreSQL driver (src/store/postgres/) runs too.
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
-import { DatabaseSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { AtrestError, noSpaceOr } from "../../errors.ts";
 import { type RowSealer, requireSealer } from "../sealing.ts";
+import { migrations } from "../sql/migrations.ts";
+import { operations } from "../sql/operations.ts";
+import { bound, type Row, type Sql } from "../sql/sql.ts";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
-import { apiTokens } from "./api-tokens.ts";
-import { bans } from "./bans.ts";
-import { folders } from "./folders.ts";
-import { groups } from "./groups.ts";
-import { keyJobs } from "./key-jobs.ts";
 import { legacyTables, sealLegacyRows } from "./legacy.ts";
-import { migrations } from "./migrations.ts";
-import { nodes } from "./nodes.ts";
-import { pgpKeys } from "./pgp-keys.ts";
-import { s3Keys } from "./s3-keys.ts";
-import { settings } from "./settings.ts";
-import { shares } from "./shares.ts";
-import { type Row, type Sql, statementCache } from "./sql.ts";
-import { sync } from "./sync.ts";
-import { triggers } from "./triggers.ts";
-import { users } from "./users.ts";
 
 /** The SQLite store is the contract and nothing more (no raw SQL escapes the driver). */
 export type SqliteStore = MetaStore;
 
-function operations(sql: Sql, sealer: () => RowSealer): MetaTx {
-  return {
-    ...settings(sql),
-    ...users(sql, sealer),
-    ...groups(sql, sealer),
-    ...folders(sql, sealer),
-    ...pgpKeys(sql),
-    ...nodes(sql),
-    ...keyJobs(sql),
-    ...bans(sql),
-    ...apiTokens(sql),
-    ...s3Keys(sql),
-    ...shares(sql),
-    ...triggers(sql),
-    ...sync(sql),
-  };
-}
-
-/** `sql` for one transaction: refuses use after the transaction ended (its writes would land outside any). */
-function bound(sql: Sql, isOpen: () => boolean): Sql {
-  const open = (): Sql => {
-    if (!isOpen()) throw new Error("store transaction handle used after its transaction ended");
-    return sql;
+/** Compiling a statement costs more than running these small queries; the set of SQL strings is fixed. */
+function statementCache(db: DatabaseSync): Sql {
+  const statements = new Map<string, StatementSync>();
+  const prepare = (sql: string): StatementSync => {
+    let statement = statements.get(sql);
+    if (!statement) {
+      statement = db.prepare(sql);
+      statements.set(sql, statement);
+    }
+    return statement;
   };
   return {
-    get: (q, ...p) => open().get(q, ...p),
-    all: (q, ...p) => open().all(q, ...p),
-    run: (q, ...p) => open().run(q, ...p),
+    dialect: "sqlite",
+    get: async (sql, ...params) => prepare(sql).get(...(params as SQLInputValue[])) as Row | undefined,
+    all: async (sql, ...params) => prepare(sql).all(...(params as SQLInputValue[])) as Row[],
+    run: async (sql, ...params) => Number(prepare(sql).run(...(params as SQLInputValue[])).changes),
   };
 }
 
 function migrate(db: DatabaseSync): void {
-  const current = Number((db.prepare("PRAGMA user_version").get() as Row).user_version);
+  const current = Number((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
   if (current > migrations.length) {
     throw new AtrestError(
       "UNSUPPORTED",
@@ -97,7 +73,7 @@ export function openSqliteStore(path: string): SqliteStore {
   const currentSealer = (): RowSealer => requireSealer(sealer);
 
   // Only the reads are exposed outside a transaction (the write functions exist on the object but not in its type).
-  const reads: MetaReads = operations(sql, currentSealer);
+  const reads: MetaReads = operations(sql, { sealer: currentSealer });
 
   // Group sync of the WAL: one fdatasync covers every commit written before it started; callers arriving while one
   // runs share the next. (synchronous=NORMAL writes the WAL without syncing it at each commit.)
@@ -139,7 +115,7 @@ export function openSqliteStore(path: string): SqliteStore {
 
     async unlock(s: RowSealer): Promise<void> {
       sealer = s;
-      if (legacyTables(sql).length === 0) return;
+      if ((await legacyTables(sql)).length === 0) return;
       const moved = await store.transaction((tx) => sealLegacyRows(sql, tx));
       if (moved === 0) return;
       // the clear rows are gone from the tables; rewrite the file and empty the WAL so no page image keeps them
@@ -168,7 +144,7 @@ export function openSqliteStore(path: string): SqliteStore {
           const result = await fn(
             operations(
               bound(sql, () => open),
-              currentSealer,
+              { sealer: currentSealer },
             ),
           );
           db.exec("COMMIT");

@@ -27,18 +27,18 @@ function toShare(r: Row): ShareRow {
 export function shares(sql: Sql): ShareReads & ShareWrites {
   return {
     async getShare(id) {
-      const r = sql.get("SELECT * FROM shares WHERE id = ?", id);
+      const r = await sql.get("SELECT * FROM shares WHERE id = ?", id);
       return r ? toShare(r) : undefined;
     },
     async listShares(ownerId) {
       const rows =
         ownerId === undefined
-          ? sql.all("SELECT * FROM shares ORDER BY created_at DESC, id")
-          : sql.all("SELECT * FROM shares WHERE owner_id = ? ORDER BY created_at DESC, id", ownerId);
+          ? await sql.all("SELECT * FROM shares ORDER BY created_at DESC, id")
+          : await sql.all("SELECT * FROM shares WHERE owner_id = ? ORDER BY created_at DESC, id", ownerId);
       return rows.map(toShare);
     },
     async insertShare(s) {
-      sql.run(
+      await sql.run(
         `INSERT INTO shares (id, secret_hash, owner_id, node_id, kind, password_hash, expires_at, allow_download,
            allow_upload, max_downloads, downloads, max_uploads, uploads, allow_from, created_at, last_used_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -61,31 +61,32 @@ export function shares(sql: Sql): ShareReads & ShareWrites {
       );
     },
     async deleteShare(id) {
-      return sql.run("DELETE FROM shares WHERE id = ?", id) > 0;
+      return (await sql.run("DELETE FROM shares WHERE id = ?", id)) > 0;
     },
     async countShareUse(id, kind, delta, now) {
+      const max = sql.dialect === "sqlite" ? "MAX" : "GREATEST";
       // one statement: the limit check and the increment cannot interleave with another use
       if (kind === "download") {
         return delta === 1
-          ? sql.run(
+          ? (await sql.run(
               `UPDATE shares SET downloads = downloads + 1, last_used_at = ?
                WHERE id = ? AND (max_downloads = 0 OR downloads < max_downloads)`,
               now,
               id,
-            ) > 0
-          : sql.run("UPDATE shares SET downloads = MAX(0, downloads - 1) WHERE id = ?", id) > 0;
+            )) > 0
+          : (await sql.run(`UPDATE shares SET downloads = ${max}(0, downloads - 1) WHERE id = ?`, id)) > 0;
       }
       return delta === 1
-        ? sql.run(
+        ? (await sql.run(
             `UPDATE shares SET uploads = uploads + 1, last_used_at = ?
              WHERE id = ? AND (max_uploads = 0 OR uploads < max_uploads)`,
             now,
             id,
-          ) > 0
-        : sql.run("UPDATE shares SET uploads = MAX(0, uploads - 1) WHERE id = ?", id) > 0;
+          )) > 0
+        : (await sql.run(`UPDATE shares SET uploads = ${max}(0, uploads - 1) WHERE id = ?`, id)) > 0;
     },
     async deleteSharesOf(ownerId) {
-      return sql.run("DELETE FROM shares WHERE owner_id = ?", ownerId);
+      return await sql.run("DELETE FROM shares WHERE owner_id = ?", ownerId);
     },
   };
 }

@@ -1,6 +1,5 @@
-import type { SQLInputValue } from "node:sqlite";
 import type { NodePatch, NodeReads, NodeRow, NodeWrites } from "../types.ts";
-import { buf, type Row, type Sql } from "./sql.ts";
+import { buf, type Row, type Sql, type Value } from "./sql.ts";
 
 const nodeColumns: Record<keyof Omit<NodeRow, "id">, string> = {
   parentId: "parent_id",
@@ -30,43 +29,43 @@ export function toNode(r: Row): NodeRow {
 }
 
 /** `col = ?, …` and its parameters for a patch; null when the patch is empty. */
-export function patchSet(patch: NodePatch): { sets: string; params: SQLInputValue[] } | null {
+export function patchSet(patch: NodePatch): { sets: string; params: Value[] } | null {
   const keys = Object.keys(patch) as (keyof NodePatch)[];
   if (keys.length === 0) return null;
   return {
     sets: keys.map((k) => `${nodeColumns[k]} = ?`).join(", "),
-    params: keys.map((k) => patch[k] as SQLInputValue),
+    params: keys.map((k) => patch[k] as Value),
   };
 }
 
 export function nodes(sql: Sql): NodeReads & NodeWrites {
   return {
     async getNode(id) {
-      const r = sql.get("SELECT * FROM nodes WHERE id = ?", id);
+      const r = await sql.get("SELECT * FROM nodes WHERE id = ?", id);
       return r ? toNode(r) : undefined;
     },
     async findChild(parentId, nameMac) {
-      const r = sql.get("SELECT * FROM nodes WHERE parent_id = ? AND name_mac = ?", parentId, nameMac);
+      const r = await sql.get("SELECT * FROM nodes WHERE parent_id = ? AND name_mac = ?", parentId, nameMac);
       return r ? toNode(r) : undefined;
     },
     async listChildren(parentId) {
-      return sql.all("SELECT * FROM nodes WHERE parent_id = ?", parentId).map(toNode);
+      return (await sql.all("SELECT * FROM nodes WHERE parent_id = ?", parentId)).map(toNode);
     },
     async hasChildren(parentId) {
-      return sql.get("SELECT 1 FROM nodes WHERE parent_id = ? LIMIT 1", parentId) !== undefined;
+      return (await sql.get("SELECT 1 FROM nodes WHERE parent_id = ? LIMIT 1", parentId)) !== undefined;
     },
     async nodesAfter(afterId, limit) {
-      return sql.all("SELECT * FROM nodes WHERE id > ? ORDER BY id LIMIT ?", afterId, limit).map(toNode);
+      return (await sql.all("SELECT * FROM nodes WHERE id > ? ORDER BY id LIMIT ?", afterId, limit)).map(toNode);
     },
     async blobIds() {
       return new Set(
-        sql
-          .all("SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL UNION SELECT blob_id FROM pending_blobs")
-          .map((r) => r.blob_id as string),
+        (
+          await sql.all("SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL UNION SELECT blob_id FROM pending_blobs")
+        ).map((r) => r.blob_id as string),
       );
     },
     async insertNode(n) {
-      sql.run(
+      await sql.run(
         `INSERT INTO nodes (id, parent_id, name_mac, name_ct, kind, attrs_ct, blob_id, content_id, key_ref, owner_id)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         n.id,
@@ -83,10 +82,10 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
     },
     async updateNode(id, patch) {
       const set = patchSet(patch);
-      if (set) sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ?`, ...set.params, id);
+      if (set) await sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ?`, ...set.params, id);
     },
     async deleteNode(id) {
-      sql.run("DELETE FROM nodes WHERE id = ?", id);
+      await sql.run("DELETE FROM nodes WHERE id = ?", id);
     },
   };
 }

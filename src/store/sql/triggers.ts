@@ -29,39 +29,51 @@ function toExecution(r: Row): ExecutionRow {
   };
 }
 
-export function triggers(sql: Sql): TriggerReads & TriggerWrites {
+/**
+ * Several nodes on one store (PostgreSQL): a claimed execution is leased to `owner`; one whose owner stopped
+ * heartbeating (cluster_nodes.seen_at before `liveAfter()`, ms) goes back to pending for any node to claim.
+ */
+export interface ExecutionLease {
+  owner: string;
+  liveAfter(): number;
+}
+
+const ORPHANED = `state = 'running' AND (lease_owner IS NULL
+  OR lease_owner NOT IN (SELECT id FROM cluster_nodes WHERE seen_at >= ?))`;
+
+export function triggers(sql: Sql, lease?: ExecutionLease): TriggerReads & TriggerWrites {
   return {
     async getTriggerRule(name) {
-      const r = sql.get("SELECT * FROM trigger_rules WHERE name = ?", name);
+      const r = await sql.get("SELECT * FROM trigger_rules WHERE name = ?", name);
       return r ? toRule(r) : undefined;
     },
     async listTriggerRules() {
-      return sql.all("SELECT * FROM trigger_rules ORDER BY name").map(toRule);
+      return (await sql.all("SELECT * FROM trigger_rules ORDER BY name")).map(toRule);
     },
     async getExecution(id) {
-      const r = sql.get("SELECT * FROM trigger_executions WHERE id = ?", id);
+      const r = await sql.get("SELECT * FROM trigger_executions WHERE id = ?", id);
       return r ? toExecution(r) : undefined;
     },
     async executionHistory(rule, limit) {
-      return sql
-        .all("SELECT * FROM trigger_executions WHERE rule = ? ORDER BY seq DESC LIMIT ?", rule, limit)
-        .map(toExecution);
+      return (
+        await sql.all("SELECT * FROM trigger_executions WHERE rule = ? ORDER BY seq DESC LIMIT ?", rule, limit)
+      ).map(toExecution);
     },
     async deadExecutions(limit) {
-      return sql
-        .all("SELECT * FROM trigger_executions WHERE state = 'dead' ORDER BY seq DESC LIMIT ?", limit)
-        .map(toExecution);
+      return (
+        await sql.all("SELECT * FROM trigger_executions WHERE state = 'dead' ORDER BY seq DESC LIMIT ?", limit)
+      ).map(toExecution);
     },
     async executionCounts() {
       const out: Record<ExecutionState, number> = { pending: 0, running: 0, done: 0, dead: 0 };
-      for (const r of sql.all("SELECT state, COUNT(*) AS n FROM trigger_executions GROUP BY state")) {
+      for (const r of await sql.all("SELECT state, COUNT(*) AS n FROM trigger_executions GROUP BY state")) {
         out[r.state as ExecutionState] = Number(r.n);
       }
       return out;
     },
 
     async putTriggerRule(rule) {
-      sql.run(
+      await sql.run(
         `INSERT INTO trigger_rules (name, spec, secrets, enabled, last_fired_at, created_at, updated_at)
          VALUES (?, ?, ?, ?, NULL, ?, ?)
          ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, secrets = excluded.secrets,
@@ -75,23 +87,23 @@ export function triggers(sql: Sql): TriggerReads & TriggerWrites {
       );
     },
     async deleteTriggerRule(name) {
-      return sql.run("DELETE FROM trigger_rules WHERE name = ?", name) > 0;
+      return (await sql.run("DELETE FROM trigger_rules WHERE name = ?", name)) > 0;
     },
     async setTriggerRuleEnabled(name, enabled, updatedAt) {
       return (
-        sql.run(
+        (await sql.run(
           "UPDATE trigger_rules SET enabled = ?, updated_at = ? WHERE name = ?",
           enabled ? 1 : 0,
           updatedAt,
           name,
-        ) > 0
+        )) > 0
       );
     },
     async setTriggerRuleFired(name, at) {
-      sql.run("UPDATE trigger_rules SET last_fired_at = ? WHERE name = ?", at, name);
+      await sql.run("UPDATE trigger_rules SET last_fired_at = ? WHERE name = ?", at, name);
     },
     async insertExecution(e) {
-      sql.run(
+      await sql.run(
         `INSERT INTO trigger_executions (id, rule, state, step, attempts, due_at, error_code, data, created_at,
            updated_at) VALUES (?, ?, 'pending', 0, 0, ?, NULL, ?, ?, ?)`,
         e.id,
@@ -103,21 +115,50 @@ export function triggers(sql: Sql): TriggerReads & TriggerWrites {
       );
     },
     async claimExecutions(now, limit) {
-      const due = sql.all(
+      if (lease) {
+        await sql.run(
+          `UPDATE trigger_executions SET state = 'pending', lease_owner = NULL WHERE ${ORPHANED}`,
+          lease.liveAfter(),
+        );
+        const claimed = await sql.all(
+          `UPDATE trigger_executions SET state = 'running', updated_at = ?, lease_owner = ?
+             WHERE seq IN (SELECT seq FROM trigger_executions WHERE state = 'pending' AND due_at <= ?
+               ORDER BY seq LIMIT ?)
+             RETURNING *`,
+          now,
+          lease.owner,
+          now,
+          limit,
+        );
+        return claimed.map(toExecution).sort((a, b) => a.seq - b.seq);
+      }
+      const due = await sql.all(
         "SELECT * FROM trigger_executions WHERE state = 'pending' AND due_at <= ? ORDER BY seq LIMIT ?",
         now,
         limit,
       );
       for (const r of due) {
-        sql.run("UPDATE trigger_executions SET state = 'running', updated_at = ? WHERE seq = ?", now, r.seq);
+        await sql.run(
+          "UPDATE trigger_executions SET state = 'running', updated_at = ? WHERE seq = ?",
+          now,
+          r.seq as number,
+        );
       }
       return due.map((r) => ({ ...toExecution(r), state: "running", updatedAt: now }));
     },
     async resetRunningExecutions() {
-      return sql.run("UPDATE trigger_executions SET state = 'pending' WHERE state = 'running'");
+      if (lease) {
+        return await sql.run(
+          `UPDATE trigger_executions SET state = 'pending', lease_owner = NULL WHERE lease_owner = ? AND state = 'running'
+             OR ${ORPHANED}`,
+          lease.owner,
+          lease.liveAfter(),
+        );
+      }
+      return await sql.run("UPDATE trigger_executions SET state = 'pending' WHERE state = 'running'");
     },
     async updateExecution(e) {
-      sql.run(
+      await sql.run(
         `UPDATE trigger_executions SET state = ?, step = ?, attempts = ?, due_at = ?, error_code = ?, data = ?,
            updated_at = ? WHERE id = ?`,
         e.state,
@@ -132,17 +173,17 @@ export function triggers(sql: Sql): TriggerReads & TriggerWrites {
     },
     async retryDeadExecution(id, now) {
       return (
-        sql.run(
+        (await sql.run(
           `UPDATE trigger_executions SET state = 'pending', attempts = 0, due_at = ?, updated_at = ?
            WHERE id = ? AND state = 'dead'`,
           now,
           now,
           id,
-        ) > 0
+        )) > 0
       );
     },
     async pruneExecutions(before) {
-      return sql.run("DELETE FROM trigger_executions WHERE state = 'done' AND updated_at < ?", before);
+      return await sql.run("DELETE FROM trigger_executions WHERE state = 'done' AND updated_at < ?", before);
     },
   };
 }

@@ -12,22 +12,22 @@ export function users(sql: Sql, sealer: () => RowSealer): UserReads & UserWrites
   const toUser = (r: Row): UserRow => openUser(sealer(), record(r));
   return {
     async getUser(name) {
-      const r = sql.get("SELECT * FROM users WHERE name_index = ?", userIndex(sealer(), name));
+      const r = await sql.get("SELECT * FROM users WHERE name_index = ?", userIndex(sealer(), name));
       if (!r) return undefined;
       const u = toUser(r);
       return u.name === name ? u : undefined;
     },
     async getUserById(id) {
-      const r = sql.get("SELECT * FROM users WHERE id = ?", id);
+      const r = await sql.get("SELECT * FROM users WHERE id = ?", id);
       return r ? toUser(r) : undefined;
     },
     async listUsers() {
-      const all = sql.all("SELECT * FROM users").map(toUser);
+      const all = (await sql.all("SELECT * FROM users")).map(toUser);
       return all.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
     },
     async insertUser(u) {
       const rec = sealUser(sealer(), u);
-      sql.run(
+      await sql.run(
         "INSERT INTO users (id, name_index, sealed, usage) VALUES (?, ?, ?, ?)",
         rec.id,
         rec.nameIndex,
@@ -37,7 +37,7 @@ export function users(sql: Sql, sealer: () => RowSealer): UserReads & UserWrites
     },
     async updateUser(u) {
       const rec = sealUser(sealer(), u);
-      sql.run(
+      await sql.run(
         "UPDATE users SET name_index = ?, sealed = ?, usage = ? WHERE id = ?",
         rec.nameIndex,
         rec.sealed,
@@ -46,15 +46,15 @@ export function users(sql: Sql, sealer: () => RowSealer): UserReads & UserWrites
       );
     },
     async deleteUser(name) {
-      return sql.run("DELETE FROM users WHERE name_index = ?", userIndex(sealer(), name)) > 0;
+      return (await sql.run("DELETE FROM users WHERE name_index = ?", userIndex(sealer(), name))) > 0;
     },
     async addUsage(userId, bytes, files) {
       // read-modify-write: a write runs in a transaction, and the driver serialises transactions (BEGIN IMMEDIATE)
       const s = sealer();
-      const r = sql.get("SELECT usage FROM users WHERE id = ?", userId);
+      const r = await sql.get("SELECT usage FROM users WHERE id = ?", userId);
       if (!r) return;
       const now = openUsage(s, userId, buf(r.usage));
-      sql.run(
+      await sql.run(
         "UPDATE users SET usage = ? WHERE id = ?",
         sealUsage(s, userId, Math.max(0, now.bytes + bytes), Math.max(0, now.files + files)),
         userId,

@@ -2,8 +2,8 @@ import type { KeyCursor, KeyJobReads, KeyJobRow, KeyJobWrites } from "../types.t
 import { patchSet, toNode } from "./nodes.ts";
 import type { Row, Sql } from "./sql.ts";
 
-// `rowid:key_ref` (the format key jobs have always persisted); "" is the start. Files are visited in (key_ref, rowid)
-// order: the key_ref index order.
+// `rowid:key_ref` (the format key jobs have always persisted; PostgreSQL's nodes.seq in place of the rowid); "" is the
+// start. Files are visited in (key_ref, rowid) order: the key_ref index order.
 function decodeCursor(cursor: KeyCursor): { rowid: number; keyRef: string } {
   const at = cursor.indexOf(":");
   return at < 0 ? { rowid: 0, keyRef: "" } : { rowid: Number(cursor.slice(0, at)), keyRef: cursor.slice(at + 1) };
@@ -34,53 +34,65 @@ export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
   return {
     async filesByKeyRef(range, cursor, limit) {
       const after = decodeCursor(cursor);
-      // Two index range scans (rest of the current key_ref by rowid, then the following key_refs) instead of one
-      // row-value comparison, which SQLite turns into a scan from the start of the key_ref: quadratic over a big job.
+      // Two index range scans (rest of the current key_ref in insertion order, then the following key_refs) instead
+      // of one row-value comparison, which SQLite turns into a scan from the start of the key_ref: quadratic over a big
+      // job. The order within a key_ref is SQLite's rowid, PostgreSQL's nodes.seq (both in the key_ref index).
+      const [order, hint] = sql.dialect === "sqlite" ? ["rowid", "INDEXED BY nodes_key_ref"] : ["seq", ""];
       const exclude = range.exclude ?? "";
+      // PostgreSQL text holds no NUL: `< x + "\0"` (the smallest string after x, as shred-report bounds one key_ref)
+      // is `<= x` there
+      let below = "key_ref < ?";
+      let to = range.to;
+      if (sql.dialect === "postgres" && to.endsWith("\u0000")) {
+        below = "key_ref <= ?";
+        to = to.slice(0, -1);
+      }
       const rows: Row[] = [];
       if (after.keyRef >= range.from && after.keyRef < range.to && after.keyRef !== exclude) {
         rows.push(
-          ...sql.all(
-            `SELECT rowid AS _rowid, * FROM nodes INDEXED BY nodes_key_ref
-               WHERE key_ref = ? AND rowid > ? AND kind = 'file' ORDER BY rowid LIMIT ?`,
+          ...(await sql.all(
+            `SELECT ${order} AS _rowid, * FROM nodes ${hint}
+               WHERE key_ref = ? AND ${order} > ? AND kind = 'file' ORDER BY ${order} LIMIT ?`,
             after.keyRef,
             after.rowid,
             limit,
-          ),
+          )),
         );
       }
       if (rows.length < limit) {
         rows.push(
-          ...sql.all(
-            `SELECT rowid AS _rowid, * FROM nodes INDEXED BY nodes_key_ref
-               WHERE key_ref > ? AND key_ref >= ? AND key_ref < ? AND key_ref != ? AND kind = 'file'
-               ORDER BY key_ref, rowid LIMIT ?`,
+          ...(await sql.all(
+            `SELECT ${order} AS _rowid, * FROM nodes ${hint}
+               WHERE key_ref > ? AND key_ref >= ? AND ${below} AND key_ref != ? AND kind = 'file'
+               ORDER BY key_ref, ${order} LIMIT ?`,
             after.keyRef,
             range.from,
-            range.to,
+            to,
             exclude,
             limit - rows.length,
-          ),
+          )),
         );
       }
       return rows.map((r) => ({ cursor: encodeCursor(Number(r._rowid), r.key_ref as string), node: toNode(r) }));
     },
     async keyRefCounts() {
-      return sql
-        .all("SELECT key_ref, COUNT(*) AS n FROM nodes WHERE kind = 'file' GROUP BY key_ref ORDER BY key_ref")
-        .map((r) => ({ keyRef: r.key_ref as string | null, files: Number(r.n) }));
+      return (
+        await sql.all("SELECT key_ref, COUNT(*) AS n FROM nodes WHERE kind = 'file' GROUP BY key_ref ORDER BY key_ref")
+      ).map((r) => ({ keyRef: r.key_ref as string | null, files: Number(r.n) }));
     },
     async updateNodeIfBlob(id, blobId, patch) {
       const set = patchSet(patch);
       if (!set) return false;
-      return sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ? AND blob_id = ?`, ...set.params, id, blobId) > 0;
+      return (
+        (await sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ? AND blob_id = ?`, ...set.params, id, blobId)) > 0
+      );
     },
     async getKeyJob(id) {
-      const r = sql.get("SELECT * FROM key_jobs WHERE id = ?", id);
+      const r = await sql.get("SELECT * FROM key_jobs WHERE id = ?", id);
       return r ? toKeyJob(r) : undefined;
     },
     async openKeyJob(kind, scope) {
-      const r = sql.get(
+      const r = await sql.get(
         "SELECT * FROM key_jobs WHERE kind = ? AND scope = ? AND state = 'running' ORDER BY started_at DESC LIMIT 1",
         kind,
         scope,
@@ -88,10 +100,12 @@ export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
       return r ? toKeyJob(r) : undefined;
     },
     async pendingBlobs(jobId) {
-      return sql.all("SELECT blob_id FROM pending_blobs WHERE job_id = ?", jobId).map((r) => r.blob_id as string);
+      return (await sql.all("SELECT blob_id FROM pending_blobs WHERE job_id = ?", jobId)).map(
+        (r) => r.blob_id as string,
+      );
     },
     async putKeyJob(j) {
-      sql.run(
+      await sql.run(
         `INSERT INTO key_jobs (id, kind, scope, state, cursor, total, done, skipped, failed, bytes, started_at,
            updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, cursor = excluded.cursor, total = excluded.total,
@@ -112,15 +126,15 @@ export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
       );
     },
     async addPendingBlob(blobId, jobId) {
-      sql.run(
-        "INSERT OR IGNORE INTO pending_blobs (blob_id, job_id, created_at) VALUES (?, ?, ?)",
+      await sql.run(
+        "INSERT INTO pending_blobs (blob_id, job_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         blobId,
         jobId,
         new Date().toISOString(),
       );
     },
     async removePendingBlob(blobId) {
-      sql.run("DELETE FROM pending_blobs WHERE blob_id = ?", blobId);
+      await sql.run("DELETE FROM pending_blobs WHERE blob_id = ?", blobId);
     },
   };
 }

@@ -15,14 +15,14 @@ function toBan(r: Row): BanRow {
 export function bans(sql: Sql): BanReads & BanWrites {
   return {
     async getBan(kind, subject) {
-      const r = sql.get("SELECT * FROM bans WHERE kind = ? AND subject = ?", kind, subject);
+      const r = await sql.get("SELECT * FROM bans WHERE kind = ? AND subject = ?", kind, subject);
       return r ? toBan(r) : undefined;
     },
     async listBans() {
-      return sql.all("SELECT * FROM bans ORDER BY until, kind, subject").map(toBan);
+      return (await sql.all("SELECT * FROM bans ORDER BY until, kind, subject")).map(toBan);
     },
     async putBan(b) {
-      sql.run(
+      await sql.run(
         `INSERT INTO bans (kind, subject, since, until, count, expiry_audited) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(kind, subject) DO UPDATE SET since = excluded.since, until = excluded.until,
            count = excluded.count, expiry_audited = excluded.expiry_audited`,
@@ -35,10 +35,10 @@ export function bans(sql: Sql): BanReads & BanWrites {
       );
     },
     async deleteBan(kind, subject) {
-      return sql.run("DELETE FROM bans WHERE kind = ? AND subject = ?", kind, subject) > 0;
+      return (await sql.run("DELETE FROM bans WHERE kind = ? AND subject = ?", kind, subject)) > 0;
     },
     async deleteBansBefore(before) {
-      return sql.run("DELETE FROM bans WHERE until < ?", before);
+      return await sql.run("DELETE FROM bans WHERE until < ?", before);
     },
   };
 }

@@ -14,18 +14,18 @@ function toKey(r: Row): S3KeyRow {
 export function s3Keys(sql: Sql): S3KeyReads & S3KeyWrites {
   return {
     async getS3Key(accessKeyId) {
-      const r = sql.get("SELECT * FROM s3_keys WHERE access_key_id = ?", accessKeyId);
+      const r = await sql.get("SELECT * FROM s3_keys WHERE access_key_id = ?", accessKeyId);
       return r ? toKey(r) : undefined;
     },
     async listS3Keys(userName) {
       const rows =
         userName === undefined
-          ? sql.all("SELECT * FROM s3_keys ORDER BY created_at, access_key_id")
-          : sql.all("SELECT * FROM s3_keys WHERE user_name = ? ORDER BY created_at, access_key_id", userName);
+          ? await sql.all("SELECT * FROM s3_keys ORDER BY created_at, access_key_id")
+          : await sql.all("SELECT * FROM s3_keys WHERE user_name = ? ORDER BY created_at, access_key_id", userName);
       return rows.map(toKey);
     },
     async insertS3Key(k) {
-      sql.run(
+      await sql.run(
         "INSERT INTO s3_keys (access_key_id, user_id, user_name, secret_ct, created_at) VALUES (?, ?, ?, ?, ?)",
         k.accessKeyId,
         k.userId,
@@ -35,7 +35,7 @@ export function s3Keys(sql: Sql): S3KeyReads & S3KeyWrites {
       );
     },
     async deleteS3Key(accessKeyId) {
-      return sql.run("DELETE FROM s3_keys WHERE access_key_id = ?", accessKeyId) > 0;
+      return (await sql.run("DELETE FROM s3_keys WHERE access_key_id = ?", accessKeyId)) > 0;
     },
   };
 }

@@ -21,17 +21,21 @@ function toPgpKey(r: Row): PgpKeyRow {
 export function pgpKeys(sql: Sql): PgpKeyReads & PgpKeyWrites {
   return {
     async listPgpKeys() {
-      return sql.all("SELECT * FROM pgp_keys ORDER BY owner_kind, owner_name, fingerprint").map(toPgpKey);
+      return (await sql.all("SELECT * FROM pgp_keys ORDER BY owner_kind, owner_name, fingerprint")).map(toPgpKey);
     },
     async getPgpKey(fingerprint) {
-      const r = sql.get("SELECT * FROM pgp_keys WHERE fingerprint = ?", fingerprint);
+      const r = await sql.get("SELECT * FROM pgp_keys WHERE fingerprint = ?", fingerprint);
       return r ? toPgpKey(r) : undefined;
     },
     async putPgpKey(k) {
-      sql.run(
-        `INSERT OR REPLACE INTO pgp_keys (fingerprint, owner_kind, owner_name, armored, user_ids, algorithm,
+      await sql.run(
+        `INSERT INTO pgp_keys (fingerprint, owner_kind, owner_name, armored, user_ids, algorithm,
            created_at, expires_at, revoked, certified_by, source, imported_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(fingerprint) DO UPDATE SET owner_kind = excluded.owner_kind, owner_name = excluded.owner_name,
+           armored = excluded.armored, user_ids = excluded.user_ids, algorithm = excluded.algorithm,
+           created_at = excluded.created_at, expires_at = excluded.expires_at, revoked = excluded.revoked,
+           certified_by = excluded.certified_by, source = excluded.source, imported_at = excluded.imported_at`,
         k.fingerprint,
         k.ownerKind,
         k.ownerName,
@@ -47,7 +51,7 @@ export function pgpKeys(sql: Sql): PgpKeyReads & PgpKeyWrites {
       );
     },
     async deletePgpKey(fingerprint) {
-      return sql.run("DELETE FROM pgp_keys WHERE fingerprint = ?", fingerprint) > 0;
+      return (await sql.run("DELETE FROM pgp_keys WHERE fingerprint = ?", fingerprint)) > 0;
     },
   };
 }

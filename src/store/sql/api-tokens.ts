@@ -18,18 +18,18 @@ function toToken(r: Row): ApiTokenRow {
 export function apiTokens(sql: Sql): ApiTokenReads & ApiTokenWrites {
   return {
     async getApiToken(id) {
-      const r = sql.get("SELECT * FROM api_tokens WHERE id = ?", id);
+      const r = await sql.get("SELECT * FROM api_tokens WHERE id = ?", id);
       return r ? toToken(r) : undefined;
     },
     async listApiTokens(user) {
       const rows =
         user === undefined
-          ? sql.all("SELECT * FROM api_tokens ORDER BY created_at DESC, id")
-          : sql.all("SELECT * FROM api_tokens WHERE user_name = ? ORDER BY created_at DESC, id", user);
+          ? await sql.all("SELECT * FROM api_tokens ORDER BY created_at DESC, id")
+          : await sql.all("SELECT * FROM api_tokens WHERE user_name = ? ORDER BY created_at DESC, id", user);
       return rows.map(toToken);
     },
     async putApiToken(t) {
-      sql.run(
+      await sql.run(
         `INSERT INTO api_tokens (id, user_name, name, secret_hash, scopes, paths, created_at, expires_at, last_used_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, scopes = excluded.scopes, paths = excluded.paths,
@@ -46,10 +46,10 @@ export function apiTokens(sql: Sql): ApiTokenReads & ApiTokenWrites {
       );
     },
     async deleteApiToken(id) {
-      return sql.run("DELETE FROM api_tokens WHERE id = ?", id) > 0;
+      return (await sql.run("DELETE FROM api_tokens WHERE id = ?", id)) > 0;
     },
     async deleteApiTokensBefore(before) {
-      return sql.run("DELETE FROM api_tokens WHERE expires_at < ?", before);
+      return await sql.run("DELETE FROM api_tokens WHERE expires_at < ?", before);
     },
   };
 }
