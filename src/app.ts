@@ -37,12 +37,12 @@ import { verifyPassword } from "./service/passwords.ts";
 import { S3Keys } from "./service/s3-keys.ts";
 import type { NewUser } from "./service/users.ts";
 import { requireUser } from "./service/users.ts";
-import { LocalBlobStore } from "./store/local-blobs.ts";
 import { RowSealer } from "./store/sealing.ts";
 import type { FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "./store/types.ts";
 import { Session } from "./vfs/session.ts";
 import type { SessionInfo, VfsSession } from "./vfs/types.ts";
 import { META_CONTEXT, META_KEY_SETTING, Vfs } from "./vfs/vfs.ts";
+import { type BlobStoreChoice, openBlobStore, recordBlobStore } from "./wiring/blob-store.ts";
 import { type OpenedKeyManager, openKeyManager } from "./wiring/key-manager.ts";
 import { type MetaStoreChoice, metaStoreRestore, openMetaStore, recordMetaStore } from "./wiring/meta-store.ts";
 
@@ -119,6 +119,8 @@ export interface AppOptions {
   kms?: RemoteKmsSettings;
   /** The metadata store (`--meta`); default: ATREST_META, else the one recorded in the data dir, else SQLite. */
   meta?: MetaStoreChoice;
+  /** The blob store (`--blobs`); default: ATREST_BLOBS, else the one recorded in the data dir, else `<data>/blobs`. */
+  blobs?: BlobStoreChoice;
 }
 
 export class App implements Accounts {
@@ -200,8 +202,8 @@ export class App implements Accounts {
     const keys = opened.keys;
     const store = openStore(paths, o.meta);
     if (o.meta?.url) await recordMetaStore(root, o.meta.url);
-    const blobs = new LocalBlobStore(root);
-    await blobs.init();
+    const blobs = await openBlobStore(root, o.blobs);
+    if (o.blobs?.url) await recordBlobStore(root, o.blobs);
     const audit = new AuditLog(
       paths.audit,
       await serviceKey(store, keys, AUDIT_KEY_SETTING, "default", AUDIT_CONTEXT),

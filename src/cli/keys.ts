@@ -11,7 +11,7 @@ import { shredReport } from "../keys/shred-report.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import { assertKeyName } from "../kms/api/key-ref.ts";
 import { actorFields, cliActor } from "../service/actor.ts";
-import { LocalBlobStore } from "../store/local-blobs.ts";
+import { openBlobStore } from "../wiring/blob-store.ts";
 import { openKeyManager } from "../wiring/key-manager.ts";
 import { whoCanDecryptDeps } from "../wiring/who-can-decrypt.ts";
 import { asOption } from "./as.ts";
@@ -40,9 +40,8 @@ async function withJobDeps<T>(data: string, fn: (deps: KeyJobDeps) => Promise<T>
   const paths = dataPaths(data);
   const opened = await openKeyManager(data, paths.kms, await remoteKmsFor(data, kms));
   const store = openStore(paths);
-  const blobs = new LocalBlobStore(data);
+  const blobs = await openBlobStore(data);
   try {
-    await blobs.init();
     return await fn({ store, blobs, keys: opened.keys, dir: paths.keys });
   } finally {
     await blobs.close();

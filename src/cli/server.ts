@@ -32,6 +32,9 @@ export function registerServer(program: Command): void {
       ),
     )
     .addOption(new Option("--node-id <id>", "this node's id among servers sharing one PostgreSQL store"))
+    .addOption(new Option("--blobs <url>", "blob store: local (default, <data>/blobs) or s3://bucket/prefix"))
+    .addOption(new Option("--blobs-endpoint <url>", "S3 endpoint of an S3-compatible server (default AWS)"))
+    .addOption(new Option("--blobs-region <region>", "S3 region (default AWS_REGION or us-east-1)"))
     .addOption(
       new Option("--sftp-port <port>", 'SFTP port; 0 = disabled, "auto" = any free port (default 2022)').env(
         "ATREST_SFTP_PORT",
@@ -99,6 +102,7 @@ export function registerServer(program: Command): void {
         dekCacheEntries: config.dekCacheEntries,
         kms,
         meta: { url: config.meta, ...(config.nodeId ? { nodeId: config.nodeId } : {}) },
+        blobs: { url: config.blobs, endpoint: config.blobsEndpoint, region: config.blobsRegion },
       });
       say(`key manager: ${app.keyManagerLocation}`);
       app.audit.setFailClosed(config.audit.failClosed);

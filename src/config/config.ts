@@ -99,6 +99,16 @@ export const serverConfigSchema = z
       .string()
       .regex(/^(sqlite|postgres(ql)?:\/\/.+)$/, { error: "must be sqlite or a postgres:// URL" })
       .optional(),
+    // Blob store: `local` (<data>/blobs, the default) or s3://bucket/prefix (several nodes on one bucket), with the
+    // endpoint of an S3-compatible server and the region; credentials come from the AWS SDK chain (AWS_* env).
+    blobs: z
+      .string()
+      .regex(/^(local|s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?)$/, {
+        error: "must be local or s3://bucket/prefix",
+      })
+      .optional(),
+    blobsEndpoint: z.url({ protocol: /^https?$/, error: "must be an http(s):// URL" }).optional(),
+    blobsRegion: z.string().min(1).max(64).optional(),
     // This node's id among the server processes sharing one PostgreSQL store (audit records, trigger leases).
     nodeId: z
       .string()
@@ -182,6 +192,9 @@ const envNames: Partial<Record<keyof ServerConfig, string>> = {
   data: "ATREST_DATA",
   meta: "ATREST_META",
   nodeId: "ATREST_NODE_ID",
+  blobs: "ATREST_BLOBS",
+  blobsEndpoint: "ATREST_BLOBS_ENDPOINT",
+  blobsRegion: "ATREST_BLOBS_REGION",
   host: "ATREST_HOST",
   sftpPort: "ATREST_SFTP_PORT",
   httpPort: "ATREST_HTTP_PORT",

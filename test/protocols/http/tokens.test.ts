@@ -4,7 +4,6 @@
 // or the store in clear. Expiry is checked with a clock in the service.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
@@ -13,6 +12,7 @@ import { TokenService } from "../../../src/service/tokens.ts";
 import { openSqliteStore } from "../../../src/store/sqlite/index.ts";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../../helpers/atrest.ts";
 import { ApiClient, assertProblem } from "../../helpers/https.ts";
+import { storeBytes } from "../../helpers/store.ts";
 
 const execFileP = promisify(execFile);
 
@@ -87,7 +87,7 @@ describe("HTTPS API: API tokens", () => {
     assertProblem(await withToken(t.token).req("GET", "/api/v1/fs/stat?path=/private.txt"), 401);
     assertProblem(await alice.req("DELETE", `/api/v1/tokens/${t.id}`), 404);
     const secret = t.token.slice("atr_".length + 16 + 1);
-    const db = await readFile(join(data, "meta.db"));
+    const db = await storeBytes(data);
     assert.ok(!db.includes(Buffer.from(secret)), "the secret is not in the store");
     const audit = (await cli(["audit", "tail", "-n", "500", "--data", data])).stdout;
     assert.ok(!audit.includes(secret), "the secret is not in the audit log");
