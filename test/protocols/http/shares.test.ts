@@ -5,7 +5,7 @@
 // owner; the link secret never reaches the store or the audit log. Expiry is checked with a clock in the service.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
@@ -14,6 +14,7 @@ import { RowSealer } from "../../../src/store/sealing.ts";
 import { openSqliteStore } from "../../../src/store/sqlite/index.ts";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../../helpers/atrest.ts";
 import { ApiClient, assertProblem } from "../../helpers/https.ts";
+import { storeBytes } from "../../helpers/store.ts";
 
 const execFileP = promisify(execFile);
 
@@ -122,7 +123,7 @@ describe("HTTPS API: share links", () => {
     assert.match(log, /"action":"share.create"/);
     const secret = s.link.split(".")[1];
     assert.ok(!log.includes(secret), "the link secret is not in the audit log");
-    assert.ok(!(await readFile(join(data, "meta.db"))).includes(Buffer.from(secret)), "nor in the store");
+    assert.ok(!(await storeBytes(data)).includes(Buffer.from(secret)), "nor in the store");
   });
 
   test("a folder link with a password: listing, download, zip and the page; wrong links and paths refused", async () => {
