@@ -55,6 +55,9 @@ export function keyCustody(app: CustodyApp): KeyCustody {
                 .map(req),
             requestDestroy: async (user, key, input) =>
               req(embedded.service.requestDestroy(caller(user, "operator"), key, input)),
+            cancelDestroy: async (user, key, version) => ({
+              ...embedded.service.cancelDestroy(caller(user, "custodian"), key, version),
+            }),
             approve: async (user, id, reason) => req(embedded.service.approve(caller(user, "custodian"), id, reason)),
             reject: async (user, id, reason) => req(embedded.service.reject(caller(user, "custodian"), id, reason)),
           },

@@ -97,6 +97,9 @@ describe("web app: admin, custodian and auditor pages", () => {
   });
 
   test("custodians: a destroy request approved by two others runs; the requester cannot approve it", async () => {
+    const alice = await ApiClient.forData(server.httpPort, data);
+    assert.equal((await alice.login("alice", "alice-password")).status, 200);
+    assert.equal((await alice.req("PUT", "/api/v1/files/a.txt", { body: "a file to ask about" })).status, 201);
     const carol = await as("carol");
     await carol.getByLabel("Key name").fill("doomed");
     await carol.getByRole("button", { name: "Create key" }).click();
@@ -143,8 +146,12 @@ describe("web app: admin, custodian and auditor pages", () => {
         await page.getByRole("link", { name: "Keys" }).click();
         const key = page.locator('tr[data-key="doomed"]');
         await key.waitFor();
-        assert.match((await key.textContent()) ?? "", /v1.*destroyed at/);
+        assert.match((await key.textContent()) ?? "", /v1.*to be destroyed/);
         await shot(page, "web-custodian-keys-desktop");
+        // one custodian may stop it during the waiting period
+        await key.getByRole("button", { name: "Cancel destruction of v1" }).click();
+        await page.getByText("Destruction of doomed v1 cancelled.").waitFor();
+        assert.doesNotMatch((await key.textContent()) ?? "", /to be destroyed/);
 
         // a rewrap job, its progress polled until done
         await page.getByRole("link", { name: "Jobs" }).click();
@@ -153,6 +160,10 @@ describe("web app: admin, custodian and auditor pages", () => {
         await jf.getByRole("button", { name: "Start job" }).click();
         await page.locator(".jobs li", { hasText: "done" }).waitFor();
         await page.getByRole("link", { name: "Who can decrypt" }).click();
+        await page.getByLabel("File path (global, e.g. /alice/report.pdf)").fill("/alice/a.txt");
+        await page.getByRole("button", { name: "Look up" }).click();
+        await page.locator(".report dd", { hasText: "kek:default:v" }).first().waitFor();
+        assert.match((await page.locator(".report").textContent()) ?? "", /owner\s*alice/);
         await page.setViewportSize(PHONE);
         await shot(page, "web-custodian-who-phone");
       }

@@ -86,7 +86,29 @@ function Keys() {
                   <li key={v.version}>
                     v{v.version}
                     {v.version === k.currentVersion ? " (current)" : ""} <Pill v={v.state} />
-                    {v.destroyAt ? ` destroyed at ${when(v.destroyAt)}` : ""}
+                    {v.destroyAt && (
+                      <>
+                        {" "}
+                        <span class="pill destroyed">to be destroyed {when(v.destroyAt)}</span>{" "}
+                        <button
+                          type="button"
+                          class="link"
+                          onClick={async () => {
+                            try {
+                              await post(`/api/v1/keys/${encodeURIComponent(k.name)}/cancel-destroy`, {
+                                version: v.version,
+                              });
+                              setNote(`Destruction of ${k.name} v${v.version} cancelled.`);
+                              keys.reload();
+                            } catch (e) {
+                              setNote(`Cancel failed: ${(e as Error).message}`);
+                            }
+                          }}
+                        >
+                          Cancel destruction of v{v.version}
+                        </button>
+                      </>
+                    )}
                   </li>
                 ))}
               </ul>

@@ -130,6 +130,23 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
     route(
       {
         method: "POST",
+        url: "/api/v1/keys/:name/cancel-destroy",
+        operationId: "cancelKeyDestroy",
+        summary: "Stop a scheduled destruction (every scheduled version, or one) during its waiting period",
+        tags: ["keys"],
+        auth: CUSTODIAN,
+        params: z.strictObject({ name: KeyName }),
+        body: z.strictObject({ version: z.number().int().min(1).optional() }),
+        responses: {
+          200: { description: "the key now", schema: z.record(z.string(), z.unknown()) },
+          ...errors(400, 401, 403, 404, 415, 501),
+        },
+      },
+      async ({ params, body, principal }) => requests().cancelDestroy(principal.user, params.name, body.version),
+    ),
+    route(
+      {
+        method: "POST",
         url: "/api/v1/keys/requests/:id/approve",
         operationId: "approveKeyRequest",
         summary: "Approve a request as this custodian (never your own); it runs when the quorum is reached",

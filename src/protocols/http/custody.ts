@@ -38,6 +38,8 @@ export interface KeyCustody {
       key: string,
       input: { version?: number; waitingDays?: number; reason?: string },
     ): Promise<CustodyRequest>;
+    /** Stops a scheduled destruction during its waiting period (one custodian may). */
+    cancelDestroy(custodian: string, key: string, version?: number): Promise<Record<string, unknown>>;
     approve(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
     reject(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
   };

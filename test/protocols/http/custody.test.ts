@@ -96,6 +96,17 @@ describe("HTTPS API: key custody", () => {
       keys: { name: string; versions: { version: number; destroyAt?: string }[] }[];
     }>();
     assert.ok(keys.keys.find((k) => k.name === "old")?.versions.find((v) => v.version === 1)?.destroyAt);
+    // one custodian may stop it during the waiting period; nothing left to cancel then
+    for (const u of ["alice", "root", "frank"]) {
+      assertProblem(await as[u].req("POST", "/api/v1/keys/old/cancel-destroy", { json: { version: 1 } }), 403);
+    }
+    const cancelled = await as.dave.req("POST", "/api/v1/keys/old/cancel-destroy", { json: { version: 1 } });
+    assert.equal(cancelled.status, 200, cancelled.body.toString());
+    const v1 = cancelled
+      .json<{ versions: { version: number; destroyAt?: string }[] }>()
+      .versions.find((v) => v.version === 1);
+    assert.equal(v1?.destroyAt, undefined);
+    assertProblem(await as.dave.req("POST", "/api/v1/keys/old/cancel-destroy", { json: { version: 1 } }), 400);
     // a rejection ends a request
     const r2 = (await as.carol.req("POST", "/api/v1/keys/old/destroy", { json: { version: 2, reason: "x" } })).json<{
       id?: string;
