@@ -83,10 +83,12 @@ export function registerFolders(program: Command): void {
     .addOption(dataOption())
     .addOption(asOption())
     .option("--key <kek>", "key-manager key (KEK) for members' files when no folder or user key applies")
+    .option("--require-totp", "members' password logins need a TOTP code (set up at their next HTTPS login)")
     .action(async (name: string, opts) => {
       await withApp(opts.data, async (app) => {
         const options: GroupOptions = {};
         if (opts.key !== undefined) options.key = opts.key;
+        if (opts.requireTotp) options.requireTotp = true;
         const row = await app.admin.putGroup(cliActor(opts.as), name, options);
         say(`group ${row.name}: ${describe(row.options)}`);
       });

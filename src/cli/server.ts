@@ -153,6 +153,14 @@ export function registerServer(program: Command): void {
       const { sealedSecrets } = await import("../keys/sealed-secrets.ts");
       const vault = await sealedSecrets(app.store, app.keys);
       const totp = new TotpService(vault);
+      // TOTP required of a user by their own flag or by any of their groups (read at each login: changes apply at once)
+      totp.requiredBy(async (name) => {
+        const u = await app.store.getUser(name);
+        if (!u) return false;
+        if (u.requireTotp) return true;
+        for (const g of u.groups) if ((await app.store.getGroup(g))?.options.requireTotp) return true;
+        return false;
+      });
       const login = new LoginService({ accounts: app, logger, audit: app.audit, defender, secondFactor: totp });
       // Sessions of removed users end within a few seconds, whichever process removed them.
       const loginSweep = setInterval(() => {

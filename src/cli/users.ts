@@ -64,6 +64,7 @@ export function registerUsers(program: Command): void {
     .option("--quota-files <n>", "maximum number of files, 0 = unlimited", quota)
     .option("--role <role>", "admin | custodian | auditor | user (default user)")
     .option("--key <kek>", "key-manager key (KEK) for this user's files when no folder rule applies")
+    .option("--require-totp", "password logins need a TOTP code (set up at the first HTTPS login)")
     .action(async (name: string, opts) => {
       const password = opts.passwordStdin ? await readStdin() : undefined;
       if (opts.passwordStdin && !password) throw new AtrestError("INVALID_INPUT", "empty password on stdin");
@@ -83,6 +84,7 @@ export function registerUsers(program: Command): void {
           quotaFiles: opts.quotaFiles,
           role: opts.role,
           kek: opts.key,
+          requireTotp: opts.requireTotp === true,
         });
         say(
           `added user ${u.name} (${u.role}, home ${u.home}, ${u.publicKeys.length} key(s)${u.passwordHash ? ", password" : ""})`,

@@ -75,6 +75,27 @@ export class Admin {
     this.#d.audit.record({ action: "user.remove", outcome: "success", ...actorFields(actor), effectiveUser: name });
   }
 
+  /** Requires (or stops requiring) a TOTP code at this user's password logins; audited as user.change. */
+  async setUserRequireTotp(actor: Actor, name: string, required: boolean): Promise<UserRow> {
+    requireRole(actor, MANAGE, "changing a user");
+    const user = await this.#d.store.transaction(async (tx) => {
+      const u = await tx.getUser(name);
+      if (!u) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
+      const { requireTotp: _, ...rest } = u;
+      const next: UserRow = required ? { ...rest, requireTotp: true } : rest;
+      await tx.updateUser(next);
+      return next;
+    });
+    this.#d.audit.record({
+      action: "user.change",
+      outcome: "success",
+      ...actorFields(actor),
+      effectiveUser: name,
+      detail: `requireTotp ${required}`,
+    });
+    return user;
+  }
+
   /** Replaces a user's groups (an identity provider's group claim at login), audited as user.change. */
   async setUserGroups(actor: Actor, name: string, groups: string[]): Promise<UserRow> {
     requireRole(actor, MANAGE, "changing a user");

@@ -60,6 +60,11 @@ export interface LoginRequest {
    * per user) refuses it, audited with that reason and not scored by the defender (the credential was right).
    */
   admit?: (user: string) => string | undefined;
+  /**
+   * The door can ask for a code and let a user set one up (HTTPS): a user whose policy requires TOTP but who has none
+   * yet logs in with `enrolSecondFactor` (the door limits the session to enrolment). Other doors refuse that login.
+   */
+  canEnrol?: boolean;
 }
 
 /**
@@ -67,13 +72,14 @@ export interface LoginRequest {
  * refusal: the password was right but a TOTP code is needed (or was wrong); only someone with the password learns it.
  */
 export type LoginResult =
-  | { outcome: "success"; user: string }
+  | { outcome: "success"; user: string; enrolSecondFactor?: true }
   | { outcome: "probe" }
   | { outcome: "refused"; secondFactor?: true };
 
 /** A second factor for password logins (service/totp.ts). */
 export interface SecondFactor {
-  required(user: string): Promise<boolean>;
+  /** none; enrolled (a code is needed); enrol (policy requires one, none set up yet). */
+  state(user: string): Promise<"none" | "enrolled" | "enrol">;
   verify(user: string, code: string): Promise<boolean>;
 }
 
@@ -204,12 +210,29 @@ export class LoginService {
         const user = await accounts.verifyPassword(req.user, cred.password);
         if (!user) return await fail("bad credentials");
         const second = this.#deps.secondFactor;
-        if (second && (await second.required(user.username))) {
+        const state = second ? await second.state(user.username) : "none";
+        if (second && state === "enrolled") {
           const ok = cred.otp !== undefined && (await second.verify(user.username, cred.otp));
           if (!ok) {
-            await fail(cred.otp === undefined ? "second factor required" : "bad second factor");
+            await fail(
+              cred.otp !== undefined
+                ? "bad second factor"
+                : req.canEnrol
+                  ? "second factor required"
+                  : `second factor required: ${req.protocol} cannot ask for a TOTP code (log in with a public key)`,
+            );
             return { outcome: "refused", secondFactor: true };
           }
+        }
+        if (state === "enrol") {
+          if (!req.canEnrol) {
+            await fail(
+              `second factor required but not set up: enrol TOTP over HTTPS first; ${req.protocol} cannot ask for a code (log in with a public key)`,
+            );
+            return { outcome: "refused" };
+          }
+          const ok = await succeed(user.username);
+          return ok.outcome === "success" ? { ...ok, enrolSecondFactor: true } : ok;
         }
         return await succeed(user.username);
       }

@@ -72,15 +72,35 @@ export interface Enrolment {
 
 const digest = (code: string) => createHash("sha256").update(code.replace(/[\s-]/g, "").toLowerCase()).digest("hex");
 
+/** A user's second factor: none, a code needed (enrolled), or required by policy but not set up yet (enrol). */
+export type SecondFactorState = "none" | "enrolled" | "enrol";
+
 export class TotpService {
   readonly #vault: SecretVault;
   readonly #issuer: string;
   readonly #now: () => number;
+  /** Whether policy (the user's own flag or a group's) requires a second factor of `user`. */
+  #policy: (user: string) => Promise<boolean> = async () => false;
 
   constructor(vault: SecretVault, issuer = "atrest", now: () => number = Date.now) {
     this.#vault = vault;
     this.#issuer = issuer;
     this.#now = now;
+  }
+
+  /** Sets where the requirement comes from (the wiring: user flag or any group with requireTotp). */
+  requiredBy(policy: (user: string) => Promise<boolean>): void {
+    this.#policy = policy;
+  }
+
+  /** Whether policy requires TOTP of `user` (whatever they have set up). */
+  policyRequires(user: string): Promise<boolean> {
+    return this.#policy(user);
+  }
+
+  async state(user: string): Promise<SecondFactorState> {
+    if (await this.required(user)) return "enrolled";
+    return (await this.#policy(user)) ? "enrol" : "none";
   }
 
   async #read(user: string): Promise<TotpRecord | undefined> {
@@ -153,6 +173,9 @@ export class TotpService {
   }
 
   async disable(user: string): Promise<void> {
+    if (await this.#policy(user)) {
+      throw new AtrestError("PERMISSION_DENIED", "TOTP is required for this account (by an administrator)");
+    }
     await this.#vault.remove(`totp.${user}`);
   }
 

@@ -24,6 +24,8 @@ export interface NewUser {
   kek?: string;
   /** Logs in through an identity provider (OIDC): no password or key needed. */
   external?: boolean;
+  /** Password logins need a TOTP code. */
+  requireTotp?: boolean;
 }
 
 /** Group names follow the user-name rule (they appear in paths of policies and in audit records). */
@@ -89,6 +91,7 @@ export async function buildUser(input: NewUser): Promise<UserRow> {
     groups: input.groups ?? [],
     role: input.role ?? "user",
     kek: input.kek ?? null,
+    ...(input.requireTotp ? { requireTotp: true } : {}),
     quotaBytes: input.quotaBytes ?? 0,
     quotaFiles: input.quotaFiles ?? 0,
     usedBytes: 0,

@@ -36,6 +36,7 @@ export function sealUser(s: RowSealer, u: UserRow): UserRecord {
     groups: u.groups,
     role: u.role,
     kek: u.kek,
+    ...(u.requireTotp ? { requireTotp: true } : {}),
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
     createdAt: u.createdAt,

@@ -82,6 +82,8 @@ export interface FolderRow {
 export interface GroupOptions {
   /** KEK for files written by members (when no folder rule or user key applies). */
   key?: string;
+  /** Members' password logins need a TOTP code (service/totp.ts); a member without one enrols at the next login. */
+  requireTotp?: boolean;
 }
 
 export interface GroupRow {
@@ -105,6 +107,8 @@ export interface UserRow {
   role: Role;
   /** KEK for the user's files when no folder rule applies; null = group key or server default. */
   kek: string | null;
+  /** Password logins need a TOTP code (also when a group of the user requires it); absent = not by this user. */
+  requireTotp?: boolean;
   /** 0 = unlimited. */
   quotaBytes: number;
   quotaFiles: number;

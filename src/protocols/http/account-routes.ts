@@ -29,12 +29,20 @@ export function accountRoutes(deps: HttpDeps): Route[] {
         tags: ["account"],
         auth: ACCOUNT,
         responses: {
-          200: { description: "status", schema: z.object({ enabled: z.boolean(), recoveryCodesLeft: z.number() }) },
+          200: {
+            description: "status",
+            schema: z.object({
+              enabled: z.boolean(),
+              required: z.boolean().describe("an administrator requires TOTP of you (your own flag or a group's)"),
+              recoveryCodesLeft: z.number(),
+            }),
+          },
           ...errors(401, 403),
         },
       },
       async ({ principal }) => ({
         enabled: await totp.required(principal.user),
+        required: await totp.policyRequires(principal.user),
         recoveryCodesLeft: await totp.recoveryLeft(principal.user),
       }),
     ),
@@ -82,6 +90,8 @@ export function accountRoutes(deps: HttpDeps): Route[] {
         if (!(await totp.verify(principal.user, body.code, { confirm: true }))) {
           throw new HttpProblem(400, "INVALID_INPUT", "wrong code (check the device's clock)");
         }
+        // a session limited to enrolment (TOTP required, none yet) becomes a full one
+        deps.sessions.unrestrict(principal.sessionId);
         reply.code(204);
       },
     ),

@@ -30,6 +30,7 @@ const User = z
     publicKeys: z.array(z.string()),
     hasPassword: z.boolean(),
     kek: z.string().nullable(),
+    requireTotp: z.boolean().describe("password logins need a TOTP code (by this user's flag; groups may add it)"),
     quotaBytes: z.number(),
     quotaFiles: z.number(),
     usedBytes: z.number(),
@@ -48,6 +49,7 @@ function userJson(u: UserRow) {
     publicKeys: u.publicKeys,
     hasPassword: u.passwordHash !== null,
     kek: u.kek,
+    requireTotp: u.requireTotp === true,
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
     usedBytes: u.usedBytes,
@@ -68,10 +70,15 @@ const NewUser = z
     quotaFiles: z.number().int().min(0).optional(),
     role: z.enum(ROLES as [string, ...string[]]).optional(),
     kek: KeyName.optional(),
+    requireTotp: z.boolean().optional().describe("password logins need a TOTP code (enrolled at the first login)"),
   })
   .meta({ id: "NewUser" });
 
-const Group = z.object({ name: z.string(), options: z.object({ key: z.string().optional() }), createdAt: z.string() });
+const Group = z.object({
+  name: z.string(),
+  options: z.object({ key: z.string().optional(), requireTotp: z.boolean().optional() }),
+  createdAt: z.string(),
+});
 const Folder = z.object({ path: z.string(), options: z.record(z.string(), z.unknown()), createdAt: z.string() });
 const Ban = z.object({
   kind: z.enum(["ip", "user"]),
@@ -160,6 +167,21 @@ export function adminRoutes(deps: HttpDeps): Route[] {
     ),
     route(
       {
+        method: "PUT",
+        url: "/api/v1/admin/users/:name/require-totp",
+        operationId: "setUserRequireTotp",
+        summary: "Require (or stop requiring) a TOTP code at this user's password logins",
+        tags: ["admin"],
+        auth: ADMIN,
+        params: z.strictObject({ name: Name }),
+        body: z.strictObject({ required: z.boolean() }),
+        responses: { 200: { description: "the user", schema: User }, ...errors(400, 401, 403, 404, 415) },
+      },
+      async ({ params, body, principal }) =>
+        userJson(await admin.setUserRequireTotp(actorOf(principal), params.name, body.required)),
+    ),
+    route(
+      {
         method: "DELETE",
         url: "/api/v1/admin/users/:name",
         operationId: "removeUser",
@@ -199,7 +221,10 @@ export function adminRoutes(deps: HttpDeps): Route[] {
         tags: ["admin"],
         auth: ADMIN,
         params: z.strictObject({ name: Name }),
-        body: z.strictObject({ key: KeyName.optional() }),
+        body: z.strictObject({
+          key: KeyName.optional(),
+          requireTotp: z.boolean().optional().describe("members' password logins need a TOTP code"),
+        }),
         responses: { 200: { description: "the group", schema: Group }, ...errors(400, 401, 403, 415) },
       },
       async ({ params, body, principal }) => admin.putGroup(actorOf(principal), params.name, body),

@@ -25,6 +25,10 @@ const SessionInfo = z
     via: z.enum(["session", "token"]),
     expiresAt: z.string().optional(),
     idleTimeoutSeconds: z.number().optional(),
+    totpEnrolmentRequired: z
+      .boolean()
+      .optional()
+      .describe("TOTP is required of you and not set up: only enrolment works until you confirm a code"),
   })
   .meta({ id: "Session" });
 
@@ -50,6 +54,7 @@ export function authRoutes(deps: HttpDeps): Route[] {
           sessionId,
           sourceIp: req.ip,
           credential: { method: "password", password: body.password, otp: body.totp },
+          canEnrol: true,
         });
         if (result.outcome === "refused" && result.secondFactor) {
           throw new HttpProblem(401, "SECOND_FACTOR_REQUIRED", "a TOTP code (or a recovery code) is required", {
@@ -61,7 +66,8 @@ export function authRoutes(deps: HttpDeps): Route[] {
           if (result.outcome === "success") o.login.logout(sessionId);
           throw new HttpProblem(401, "UNAUTHORIZED", "login refused", { code: "AUTH_FAILED" });
         }
-        const { cookie, session } = sessions.create(row.name, req.ip, sessionId);
+        const enrolOnly = result.outcome === "success" && result.enrolSecondFactor === true;
+        const { cookie, session } = sessions.create(row.name, req.ip, sessionId, enrolOnly);
         // the user removed (maybe added again under the same name) while logged in: the service ends this session
         o.login.onEnd(sessionId, () => sessions.endId(sessionId));
         reply.setCookie(SESSION_COOKIE, cookie, {
@@ -78,6 +84,7 @@ export function authRoutes(deps: HttpDeps): Route[] {
           via: "session",
           expiresAt: new Date(session.created + sessions.settings.absoluteMs).toISOString(),
           idleTimeoutSeconds: Math.floor(sessions.settings.idleMs / 1000),
+          ...(enrolOnly ? { totpEnrolmentRequired: true } : {}),
         };
       },
     ),
@@ -102,6 +109,7 @@ export function authRoutes(deps: HttpDeps): Route[] {
                 csrfToken: s.csrf,
                 expiresAt: new Date(s.created + sessions.settings.absoluteMs).toISOString(),
                 idleTimeoutSeconds: Math.floor(sessions.settings.idleMs / 1000),
+                ...(s.enrolOnly ? { totpEnrolmentRequired: true } : {}),
               }
             : {}),
         };

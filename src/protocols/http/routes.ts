@@ -36,6 +36,8 @@ export interface Principal {
   scopes?: readonly Scope[];
   paths?: readonly string[];
   sourceIp: string;
+  /** A browser session limited to TOTP enrolment (TOTP required of the user, none set up yet). */
+  enrolOnly?: boolean;
 }
 
 export interface ResponseSpec {

@@ -138,8 +138,18 @@ async function principalOf(deps: HttpDeps, req: FastifyRequest): Promise<Princip
     deps.sessions.endUser(session.user);
     throw unauthorized(false);
   }
-  return { user: row.name, role: row.role, sessionId: session.id, via: "session", sourceIp: req.ip };
+  return {
+    user: row.name,
+    role: row.role,
+    sessionId: session.id,
+    via: "session",
+    sourceIp: req.ip,
+    ...(session.enrolOnly ? { enrolOnly: true } : {}),
+  };
 }
+
+/** What a session limited to TOTP enrolment may do: see itself, enrol, confirm, leave. */
+const ENROL_ONLY = new Set(["currentSession", "logout", "logoutEverywhere", "totpStatus", "totpEnrol", "totpConfirm"]);
 
 function checkRole(p: Principal, roles: readonly Role[], what: string): void {
   if (!roles.includes(p.role)) {
@@ -236,6 +246,11 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         if (spec.auth !== "public") {
           principal = await principalOf(deps, req);
           checkRole(principal, spec.auth.roles, `${spec.operationId}`);
+          if (principal.enrolOnly && !ENROL_ONLY.has(spec.operationId)) {
+            throw new HttpProblem(403, "TOTP_ENROLMENT_REQUIRED", "set up TOTP first: POST /api/v1/account/totp", {
+              code: "PERMISSION_DENIED",
+            });
+          }
           if (principal.scopes && !principal.scopes.includes(spec.auth.scope)) {
             throw new HttpProblem(403, "FORBIDDEN", `this token lacks scope ${spec.auth.scope}`, {
               code: "PERMISSION_DENIED",

@@ -24,6 +24,8 @@ export interface BrowserSession {
   sourceIp: string;
   created: number;
   lastSeen: number;
+  /** Logged in with a password while TOTP is required but not set up: only enrolment is allowed until confirmed. */
+  enrolOnly?: boolean;
 }
 
 const digest = (v: string) => createHash("sha256").update(v).digest("base64url");
@@ -42,7 +44,12 @@ export class SessionTable {
   }
 
   /** A new session for `user`; returns the cookie value (shown to the browser only). */
-  create(user: string, sourceIp: string, id: string = randomUUID()): { cookie: string; session: BrowserSession } {
+  create(
+    user: string,
+    sourceIp: string,
+    id: string = randomUUID(),
+    enrolOnly = false,
+  ): { cookie: string; session: BrowserSession } {
     const cookie = randomBytes(32).toString("base64url");
     const now = this.#now();
     const session: BrowserSession = {
@@ -52,6 +59,7 @@ export class SessionTable {
       sourceIp,
       created: now,
       lastSeen: now,
+      ...(enrolOnly ? { enrolOnly: true } : {}),
     };
     const mine = [...this.#byDigest.entries()].filter(([, s]) => s.user === user);
     while (mine.length >= this.settings.maxPerUser) {
@@ -85,6 +93,11 @@ export class SessionTable {
   /** Ends the session a cookie names. */
   end(cookie: string): boolean {
     return this.#end(digest(cookie));
+  }
+
+  /** Lifts the enrolment-only limit of session `id` (TOTP confirmed). */
+  unrestrict(id: string): void {
+    for (const s of this.#byDigest.values()) if (s.id === id) delete s.enrolOnly;
   }
 
   /** Ends the session with this id (the login service ends it: its user was removed). */

@@ -64,7 +64,11 @@ describe("HTTPS API: TOTP second factor", () => {
     assertProblem(await alice.req("POST", "/api/v1/account/totp/confirm", { json: { code: "000000" } }), 400);
     const now = await oathtool(secret, "now");
     assert.equal((await alice.req("POST", "/api/v1/account/totp/confirm", { json: { code: now } })).status, 204);
-    assert.deepEqual((await alice.req("GET", "/api/v1/account/totp")).json(), { enabled: true, recoveryCodesLeft: 10 });
+    assert.deepEqual((await alice.req("GET", "/api/v1/account/totp")).json(), {
+      enabled: true,
+      required: false,
+      recoveryCodesLeft: 10,
+    });
 
     const c = alice.fresh();
     const bare = assertProblem(await c.login("alice", "alice-pw"), 401);
