@@ -19,8 +19,11 @@ interface AuditMatch {
 
 const svgUrl = (svg: string) => `data:image/svg+xml;base64,${btoa(unescape(encodeURIComponent(svg)))}`;
 
-function Totp() {
-  const status = useLoad(() => get<{ enabled: boolean; recoveryCodesLeft: number }>("/api/v1/account/totp"), []);
+export function Totp(props: { onEnabled?: () => void } = {}) {
+  const status = useLoad(
+    () => get<{ enabled: boolean; required?: boolean; recoveryCodesLeft: number }>("/api/v1/account/totp"),
+    [],
+  );
   const [enrol, setEnrol] = useState<Enrolment | undefined>(undefined);
   const [error, setError] = useState<unknown>(undefined);
   const [note, setNote] = useState("");
@@ -34,20 +37,24 @@ function Totp() {
           <p>
             On. {status.data.recoveryCodesLeft} recovery code{status.data.recoveryCodesLeft === 1 ? "" : "s"} left.
           </p>
-          <ActionForm
-            submit="Turn off"
-            label="Turn off two-step login"
-            action={async (f) => {
-              await del("/api/v1/account/totp", { code: str(f, "code") });
-              setNote("Two-step login is off.");
-              status.reload();
-            }}
-          >
-            <p class="field">
-              <label for="off-code">Current code or a recovery code</label>
-              <input id="off-code" name="code" autocomplete="one-time-code" required />
-            </p>
-          </ActionForm>
+          {status.data.required ? (
+            <p class="muted">An administrator requires it for your account, so it cannot be turned off.</p>
+          ) : (
+            <ActionForm
+              submit="Turn off"
+              label="Turn off two-step login"
+              action={async (f) => {
+                await del("/api/v1/account/totp", { code: str(f, "code") });
+                setNote("Two-step login is off.");
+                status.reload();
+              }}
+            >
+              <p class="field">
+                <label for="off-code">Current code or a recovery code</label>
+                <input id="off-code" name="code" autocomplete="one-time-code" required />
+              </p>
+            </ActionForm>
+          )}
         </>
       ) : enrol ? (
         <div class="enrol">
@@ -72,6 +79,7 @@ function Totp() {
               setEnrol(undefined);
               setNote("Two-step login is on: logins now ask for a code.");
               status.reload();
+              props.onEnabled?.();
             }}
           >
             <p class="field">
@@ -83,7 +91,11 @@ function Totp() {
       ) : (
         status.data && (
           <>
-            <p>Off. With it on, a password alone does not log you in.</p>
+            <p>
+              {status.data.required
+                ? "Your administrator requires two-step login for your account: set it up now."
+                : "Off. With it on, a password alone does not log you in."}
+            </p>
             <button
               type="button"
               onClick={async () => {

@@ -16,6 +16,7 @@ interface User {
   publicKeys: string[];
   hasPassword: boolean;
   kek: string | null;
+  requireTotp?: boolean;
   quotaBytes: number;
   quotaFiles: number;
   usedBytes: number;
@@ -24,7 +25,7 @@ interface User {
 }
 interface Group {
   name: string;
-  options: { key?: string };
+  options: { key?: string; requireTotp?: boolean };
   createdAt: string;
 }
 interface Folder {
@@ -94,6 +95,22 @@ function Users() {
     },
     { label: "Key", cell: (u) => u.kek ?? "" },
     {
+      label: "TOTP",
+      cell: (u) => (
+        <button
+          type="button"
+          class="link"
+          aria-label={`${u.requireTotp ? "Stop requiring" : "Require"} TOTP for ${u.name}`}
+          onClick={async () => {
+            await put(`/api/v1/admin/users/${encodeURIComponent(u.name)}/require-totp`, { required: !u.requireTotp });
+            users.reload();
+          }}
+        >
+          {u.requireTotp ? "required" : "optional"}
+        </button>
+      ),
+    },
+    {
       label: "Used",
       class: "num",
       cell: (u) => `${bytes(u.usedBytes)}${u.quotaBytes ? ` of ${bytes(u.quotaBytes)}` : ""}, ${u.usedFiles} files`,
@@ -131,6 +148,7 @@ function Users() {
           if (str(f, "home")) body.home = str(f, "home");
           if (str(f, "kek")) body.kek = str(f, "kek");
           if (str(f, "publicKey")) body.publicKeys = [str(f, "publicKey")];
+          if (f.get("requireTotp") === "on") body.requireTotp = true;
           await post("/api/v1/admin/users", body);
           (document.querySelector('form[aria-label="Add a user"]') as HTMLFormElement | null)?.reset();
           users.reload();
@@ -151,6 +169,10 @@ function Users() {
         <Field label="Home (default /<name>)" name="home" />
         <Field label="Key (KEK name)" name="kek" />
         <Field label="SSH public key" name="publicKey" />
+        <p class="check">
+          <input id="f-requireTotp" name="requireTotp" type="checkbox" />
+          <label for="f-requireTotp">Require TOTP (set up at the first login)</label>
+        </p>
       </ActionForm>
     </>
   );
@@ -169,6 +191,7 @@ function Groups() {
         columns={[
           { label: "Name", cell: (g) => g.name },
           { label: "Key for members' files", cell: (g) => g.options.key ?? "(default)" },
+          { label: "Members need TOTP", cell: (g) => (g.options.requireTotp ? "yes" : "no") },
           { label: "Created", cell: (g) => when(g.createdAt), class: "time" },
           {
             label: "",
@@ -192,15 +215,18 @@ function Groups() {
         label="Create a group"
         submit="Save group"
         action={async (f) => {
-          await put(
-            `/api/v1/admin/groups/${encodeURIComponent(str(f, "name"))}`,
-            str(f, "key") ? { key: str(f, "key") } : {},
-          );
+          const body: Record<string, unknown> = str(f, "key") ? { key: str(f, "key") } : {};
+          if (f.get("requireTotp") === "on") body.requireTotp = true;
+          await put(`/api/v1/admin/groups/${encodeURIComponent(str(f, "name"))}`, body);
           groups.reload();
         }}
       >
         <Field label="Group name" name="name" required />
         <Field label="Key (KEK name, empty: default)" name="key" />
+        <p class="check">
+          <input id="g-requireTotp" name="requireTotp" type="checkbox" />
+          <label for="g-requireTotp">Members need TOTP</label>
+        </p>
       </ActionForm>
     </>
   );

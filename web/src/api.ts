@@ -8,6 +8,8 @@ export interface Session {
   via: "session" | "token";
   expiresAt?: string;
   idleTimeoutSeconds?: number;
+  /** TOTP is required of this user and not set up yet: only enrolment works until a code is confirmed. */
+  totpEnrolmentRequired?: boolean;
 }
 
 export class ApiError extends Error {

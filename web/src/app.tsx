@@ -1,7 +1,7 @@
 // The shell: who is logged in, the sections their role may use (DESIGN §2: admin, custodian, auditor and user each
 // see their own work), hash routing (#/files/<path>, #/account, …) so the server serves one page.
 import { useEffect, useState } from "preact/hooks";
-import { Account } from "./account.tsx";
+import { Account, Totp } from "./account.tsx";
 import { Admin, type AdminTab } from "./admin.tsx";
 import { api, get, type Session, setCsrf, setOnUnauthorized } from "./api.ts";
 import { Audit, type AuditTab } from "./audit.tsx";
@@ -118,6 +118,25 @@ export function App() {
           setSession(s);
         }}
       />
+    );
+  }
+  if (session.totpEnrolmentRequired) {
+    // a session limited to enrolment: nothing else answers until a first code is confirmed
+    return (
+      <main id="main" class="login">
+        <h1>atrest</h1>
+        <p>
+          Welcome, <strong>{session.user}</strong>. Your account needs two-step login before anything else.
+        </p>
+        <Totp
+          onEnabled={() =>
+            get<Session>("/api/v1/auth/session").then((s) => {
+              setCsrf(s.csrfToken);
+              setSession(s);
+            })
+          }
+        />
+      </main>
     );
   }
   const nav = navFor(session.role);
