@@ -261,6 +261,17 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
     await page.locator('tr[data-name="drop-1.txt"]').waitFor();
     await page.locator('tr[data-name="drop-2.txt"]').waitFor();
 
+    // select several, move them into a folder at once
+    await page.getByLabel("Select drop-1.txt").check();
+    await page.getByLabel("Select drop-2.txt").check();
+    await page.getByRole("region", { name: "Selection" }).getByText("2 selected").waitFor();
+    await page.getByRole("button", { name: "Move selected…" }).click();
+    await page.getByLabel("Destination folder").fill("/project");
+    await page.getByRole("dialog").getByRole("button", { name: "Move" }).click();
+    await page.getByText("Moved 2 item(s)").waitFor();
+    await page.locator('tr[data-name="drop-1.txt"]').waitFor({ state: "detached" });
+    assert.equal(await page.locator('tr[data-name^="drop-"]').count(), 0);
+
     // the phone layout
     await page.setViewportSize(PHONE);
     await shot(page, "web-files-phone");

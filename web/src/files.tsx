@@ -219,7 +219,11 @@ const closeMenu = (el: HTMLElement) => {
   if (d) d.open = false;
 };
 
-type Action = { kind: "rename" | "move" | "copy" | "delete" | "share"; entry: Entry } | { kind: "mkdir" } | undefined;
+type Action =
+  | { kind: "rename" | "move" | "copy" | "delete" | "share"; entry: Entry }
+  | { kind: "mkdir" }
+  | { kind: "bulk-move" | "bulk-copy" | "bulk-delete"; entries: Entry[] }
+  | undefined;
 
 export function Files(props: { path: string; canShare: boolean }) {
   const { path } = props;
@@ -238,7 +242,11 @@ export function Files(props: { path: string; canShare: boolean }) {
   const dirInput = useRef<HTMLInputElement>(null);
 
   const [limit, setLimit] = useState(ROWS_STEP);
-  useEffect(() => setFilter(""), [path]);
+  const [selected, setSelected] = useState<ReadonlySet<string>>(new Set());
+  useEffect(() => {
+    setFilter("");
+    setSelected(new Set());
+  }, [path]);
   useEffect(() => setLimit(ROWS_STEP), [path, filter]);
 
   const shown = useMemo(() => {
@@ -278,8 +286,32 @@ export function Files(props: { path: string; canShare: boolean }) {
 
   const done = (msg: string) => {
     setAction(undefined);
+    setSelected(new Set());
     setNote(msg);
     listing.reload();
+  };
+  const picked = (listing.data ?? []).filter((e) => selected.has(e.path));
+  const toggle = (p: string, on: boolean) => {
+    const next = new Set(selected);
+    if (on) next.add(p);
+    else next.delete(p);
+    setSelected(next);
+  };
+  const visible = shown.slice(0, limit);
+  const allShown = visible.length > 0 && visible.every((e) => selected.has(e.path));
+  /** Runs `op` on each entry in turn; the first failures are reported, the rest still run. */
+  const bulk = async (entries: Entry[], op: (e: Entry) => Promise<unknown>, verb: string) => {
+    const failed: string[] = [];
+    for (const e of entries) {
+      try {
+        await op(e);
+      } catch (err) {
+        failed.push(`${e.name}: ${(err as Error).message}`);
+      }
+    }
+    const ok = entries.length - failed.length;
+    if (failed.length) throw new Error(`${verb} ${ok} of ${entries.length}; ${failed.slice(0, 3).join("; ")}`);
+    done(`${verb} ${ok} item(s)`);
   };
 
   return (
@@ -340,6 +372,23 @@ export function Files(props: { path: string; canShare: boolean }) {
         {note}
       </p>
       <Uploads up={up} />
+      {picked.length > 0 && (
+        <section class="bulk" aria-label="Selection">
+          <strong>{picked.length} selected</strong>
+          <button type="button" onClick={() => setAction({ kind: "bulk-move", entries: picked })}>
+            Move selected…
+          </button>
+          <button type="button" onClick={() => setAction({ kind: "bulk-copy", entries: picked })}>
+            Copy selected…
+          </button>
+          <button type="button" class="danger" onClick={() => setAction({ kind: "bulk-delete", entries: picked })}>
+            Delete selected…
+          </button>
+          <button type="button" class="link" onClick={() => setSelected(new Set())}>
+            Clear selection
+          </button>
+        </section>
+      )}
       <ErrorText error={listing.error} />
       <table class="listing">
         <caption class="sr-only">
@@ -348,6 +397,21 @@ export function Files(props: { path: string; canShare: boolean }) {
         </caption>
         <thead>
           <tr>
+            <th scope="col" class="select">
+              <input
+                type="checkbox"
+                aria-label="Select all shown"
+                checked={allShown}
+                onChange={(ev) => {
+                  const next = new Set(selected);
+                  for (const e of visible) {
+                    if (ev.currentTarget.checked) next.add(e.path);
+                    else next.delete(e.path);
+                  }
+                  setSelected(next);
+                }}
+              />
+            </th>
             {sortButton("name", "Name")}
             {sortButton("size", "Size")}
             {sortButton("mtime", "Modified")}
@@ -359,13 +423,21 @@ export function Files(props: { path: string; canShare: boolean }) {
         <tbody>
           {path !== "/" && (
             <tr>
-              <td colSpan={4}>
+              <td colSpan={5}>
                 <a href={filesHash(parentOf(path))}>.. (up)</a>
               </td>
             </tr>
           )}
           {shown.slice(0, limit).map((e) => (
             <tr key={e.path} data-name={e.name}>
+              <td class="select">
+                <input
+                  type="checkbox"
+                  aria-label={`Select ${e.name}`}
+                  checked={selected.has(e.path)}
+                  onChange={(ev) => toggle(e.path, ev.currentTarget.checked)}
+                />
+              </td>
               <td class="name">
                 {e.kind === "dir" ? (
                   <a href={filesHash(e.path)}>
@@ -414,7 +486,7 @@ export function Files(props: { path: string; canShare: boolean }) {
           ))}
           {shown.length > limit && (
             <tr>
-              <td colSpan={4}>
+              <td colSpan={5}>
                 <button type="button" class="link" onClick={() => setLimit(limit + ROWS_STEP)}>
                   Show {Math.min(ROWS_STEP, shown.length - limit)} more of {shown.length - limit} not shown
                 </button>
@@ -423,7 +495,7 @@ export function Files(props: { path: string; canShare: boolean }) {
           )}
           {!listing.loading && shown.length === 0 && (
             <tr>
-              <td colSpan={4} class="empty">
+              <td colSpan={5} class="empty">
                 {filter ? "Nothing here matches." : "This folder is empty."}
               </td>
             </tr>
@@ -498,6 +570,50 @@ export function Files(props: { path: string; canShare: boolean }) {
         </Dialog>
       )}
       {action?.kind === "share" && <ShareDialog entry={action.entry} onClose={() => setAction(undefined)} />}
+      {(action?.kind === "bulk-move" || action?.kind === "bulk-copy") && (
+        <Dialog
+          title={`${action.kind === "bulk-move" ? "Move" : "Copy"} ${action.entries.length} item(s)`}
+          onClose={() => setAction(undefined)}
+        >
+          <ActionForm
+            submit={action.kind === "bulk-move" ? "Move" : "Copy"}
+            action={async (f) => {
+              const dest = str(f, "dest") || "/";
+              const copy = action.kind === "bulk-copy";
+              await bulk(
+                action.entries,
+                (e) =>
+                  post(`/api/v1/fs/${copy ? "copy" : "rename"}`, {
+                    from: e.path,
+                    to: joinPath(dest, e.name),
+                    overwrite: f.get("bulk-overwrite") === "on",
+                  }),
+                copy ? "Copied" : "Moved",
+              );
+            }}
+          >
+            <p class="field">
+              <label for="bulk-dest">Destination folder</label>
+              <input id="bulk-dest" name="dest" required autofocus value={path} />
+            </p>
+            <p class="check">
+              <input id="bulk-overwrite" name="bulk-overwrite" type="checkbox" />
+              <label for="bulk-overwrite">Replace existing files</label>
+            </p>
+          </ActionForm>
+        </Dialog>
+      )}
+      {action?.kind === "bulk-delete" && (
+        <Dialog title={`Delete ${action.entries.length} item(s)?`} onClose={() => setAction(undefined)}>
+          <p>{action.entries.map((e) => e.name).join(", ")}</p>
+          <p>Files are removed for good; folders must be empty.</p>
+          <ActionForm
+            submit="Delete"
+            class="danger"
+            action={() => bulk(action.entries, (e) => del(fileUrl(e.path)), "Deleted")}
+          />
+        </Dialog>
+      )}
     </section>
   );
 }
