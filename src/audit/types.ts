@@ -77,6 +77,7 @@ export type AuditAction =
   | "sync.manifest" // a signed manifest accepted (or refused), or read
   | "sync.envelope" // region key envelopes stored
   | "sync.blob" // an encrypted blob uploaded or read
+  | "sync.link" // a share link created or revoked (`target` = link id; its key never reaches the server)
   // configuration
   | "config.change"
   | "audit.config.change";
@@ -241,6 +242,7 @@ export const ACTIONS: Readonly<Record<AuditAction, ActionInfo>> = {
   "sync.manifest": { category: "file", type: ["change"], name: "Sync manifest", severity: 3 },
   "sync.envelope": { category: "iam", type: ["change"], name: "Sync key envelopes", severity: 4 },
   "sync.blob": { category: "file", type: ["access"], name: "Sync blob", severity: 2 },
+  "sync.link": { category: "file", type: ["change"], name: "Sync share link", severity: 4 },
   "config.change": { category: "configuration", type: ["change"], name: "Configuration change", severity: 6 },
   "audit.config.change": {
     category: "configuration",

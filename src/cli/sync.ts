@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { type Command, Option } from "commander";
 import { AtrestError } from "../errors.ts";
 import { restoreFile, type StepReport, syncStep, wipeIfRevoked } from "../sync/client/engine.ts";
+import { createShareLink, fetchShareLink } from "../sync/client/links.ts";
 import { enroll, Session, SyncApiError } from "../sync/client/session.ts";
 import { formatFingerprint, normalizeFingerprint } from "../sync/core/keys.ts";
 import { readSecretLine, readSecretLines } from "./secret-input.ts";
@@ -186,6 +187,49 @@ export function registerSync(program: Command): void {
         await s.unshare(id, user);
         out(`unshared ${id} from ${user}`);
       });
+    });
+
+  const link = sync.command("link").description("share links to one file version: the key stays in the URL fragment");
+  link
+    .command("create <path>")
+    .description("a link to the file's current version (anyone with the URL can fetch it until it expires)")
+    .addOption(stateOption())
+    .requiredOption("--region <id>", "the region")
+    .option("--days <n>", "days until it expires (1..366)", "7")
+    .action(async (path: string, opts) => {
+      await withSession(opts.state, async (s) =>
+        out(await createShareLink(s, opts.region, path.replace(/^\/+/, ""), Number(opts.days))),
+      );
+    });
+  link
+    .command("list")
+    .addOption(stateOption())
+    .requiredOption("--region <id>", "the region")
+    .action(async (opts) => {
+      await withSession(opts.state, async (s) => {
+        for (const l of await s.api.links(opts.region)) {
+          out(`${l.id}\texpires ${l.expiresAt}\t${l.revoked ? "revoked" : "active"}\t${l.uses} downloads`);
+        }
+      });
+    });
+  link
+    .command("revoke <id>")
+    .addOption(stateOption())
+    .requiredOption("--region <id>", "the region")
+    .action(async (id: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        await s.api.revokeLink(opts.region, id);
+        out(`revoked link ${id}`);
+      });
+    });
+  link
+    .command("get <url>")
+    .description("fetch a share link (no account, no state): the fragment's key never leaves this machine")
+    .option("--out <path>", "file to write, or a directory ending in /", "./")
+    .option("--ca <file>", "the server's certificate (pinned as the only CA)")
+    .action(async (url: string, opts) => {
+      const r = await fetchShareLink(url, opts.out, opts.ca ? await readFile(opts.ca, "utf8") : undefined);
+      out(`fetched ${r.path} (${r.size} bytes, verified)`);
     });
 
   sync

@@ -522,7 +522,26 @@ export interface SyncBlobRow {
   createdAt: number;
 }
 
+/** A share link of one file version (src/sync/core/links.ts): the payload is sealed under a key the server never has. */
+export interface SyncLinkRow {
+  id: string;
+  regionId: string;
+  blobHash: string;
+  /** base64url AES-GCM of the link payload under the link key (only in the URL fragment). */
+  payload: string;
+  /** Epoch ms. */
+  expiresAt: number;
+  revoked: boolean;
+  /** Device that made it. */
+  createdBy: string;
+  createdAt: number;
+  /** Downloads so far. */
+  uses: number;
+}
+
 export interface SyncReads {
+  getSyncLink(id: string): Promise<SyncLinkRow | undefined>;
+  listSyncLinks(regionId: string): Promise<SyncLinkRow[]>;
   getSyncDevice(id: string): Promise<SyncDeviceRow | undefined>;
   getSyncDeviceByToken(tokenId: string): Promise<SyncDeviceRow | undefined>;
   /** A user's devices, oldest first. */
@@ -557,6 +576,8 @@ export interface SyncWrites {
   putSyncEnvelope(row: SyncEnvelopeRow): Promise<void>;
   insertSyncBlob(row: SyncBlobRow): Promise<void>;
   deleteSyncBlob(regionId: string, hash: string): Promise<void>;
+  /** Inserts or replaces. */
+  putSyncLink(row: SyncLinkRow): Promise<void>;
 }
 
 export interface MetaReads

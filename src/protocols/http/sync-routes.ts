@@ -15,6 +15,17 @@ const RegionHash = z.strictObject({
   region: z.string().regex(/^[0-9a-f]{32}$/),
   hash: z.string().regex(/^[0-9a-f]{64}$/),
 });
+const LinkInfo = z
+  .object({
+    id: z.string(),
+    blobHash: z.string(),
+    expiresAt: z.string(),
+    revoked: z.boolean(),
+    uses: z.number().int(),
+    createdBy: z.string(),
+  })
+  .meta({ id: "SyncLink" });
+const LinkParam = z.strictObject({ id: z.string().regex(/^[0-9a-f]{32}$/) });
 const SignedObject = z
   .record(z.string(), z.unknown())
   .meta({ description: "a signed sync object (docs/sync-protocol.md)" });
@@ -296,6 +307,121 @@ export function syncRoutes(deps: HttpDeps): Route[] {
         },
       },
       async ({ params, principal }) => ({ envelopes: await sync().envelopes(syncActor(principal), params.region) }),
+    ),
+    route(
+      {
+        method: "POST",
+        url: "/api/v1/sync/regions/:region/links",
+        operationId: "syncCreateLink",
+        summary: "A share link to one file version: its payload sealed under a key that stays in the URL fragment",
+        tags: ["sync"],
+        auth: SYNC,
+        params: Region,
+        body: z.strictObject({
+          id: z.string().regex(/^[0-9a-f]{32}$/),
+          blobHash: z.string().regex(/^[0-9a-f]{64}$/),
+          payload: z.string().max(8192),
+          expiresAt: z.iso.datetime(),
+        }),
+        responses: { 201: { description: "created", schema: LinkInfo }, ...errors(400, 401, 403, 404, 409, 415) },
+      },
+      async ({ params, body, principal, reply }) => {
+        const l = await sync().createLink(syncActor(principal), params.region, {
+          ...body,
+          expiresAt: Date.parse(body.expiresAt),
+        });
+        reply.code(201);
+        return l;
+      },
+    ),
+    route(
+      {
+        method: "GET",
+        url: "/api/v1/sync/regions/:region/links",
+        operationId: "syncListLinks",
+        summary: "The region's share links (never their keys: the server has none)",
+        tags: ["sync"],
+        auth: SYNC,
+        params: Region,
+        responses: {
+          200: { description: "links", schema: z.object({ links: z.array(LinkInfo) }) },
+          ...errors(401, 403, 404),
+        },
+      },
+      async ({ params, principal }) => ({ links: await sync().listLinks(syncActor(principal), params.region) }),
+    ),
+    route(
+      {
+        method: "DELETE",
+        url: "/api/v1/sync/regions/:region/links/:id",
+        operationId: "syncRevokeLink",
+        summary: "Revoke a share link (the server refuses it from now on)",
+        tags: ["sync"],
+        auth: SYNC,
+        params: Region.extend({ id: z.string().regex(/^[0-9a-f]{32}$/) }),
+        responses: { 204: { description: "revoked" }, ...errors(401, 403, 404) },
+      },
+      async ({ params, principal, reply }) => {
+        await sync().revokeLink(syncActor(principal), params.region, params.id);
+        reply.code(204);
+      },
+    ),
+    route(
+      {
+        method: "GET",
+        url: "/api/v1/sync/links/:id",
+        operationId: "syncOpenLink",
+        summary: "A share link's sealed payload, for whoever holds the link (no account; key in the URL fragment)",
+        tags: ["sync"],
+        auth: "public",
+        params: LinkParam,
+        responses: {
+          200: {
+            description: "the sealed payload",
+            schema: z.object({
+              payload: z.string(),
+              blobHash: z.string(),
+              blobSize: z.number().int(),
+              expiresAt: z.string(),
+            }),
+          },
+          ...errors(404),
+          410: { description: "expired or revoked" },
+        },
+      },
+      async ({ params, req }) => {
+        const l = await sync().openLink(params.id, req.ip, false);
+        return {
+          payload: l.payload,
+          blobHash: l.blobHash,
+          blobSize: l.blobSize,
+          expiresAt: new Date(l.expiresAt).toISOString(),
+        };
+      },
+    ),
+    route(
+      {
+        method: "GET",
+        url: "/api/v1/sync/links/:id/blob",
+        operationId: "syncLinkBlob",
+        summary: "The encrypted file version of a share link (streamed)",
+        tags: ["sync"],
+        auth: "public",
+        params: LinkParam,
+        responses: {
+          200: { description: "the blob", contentType: "application/octet-stream" },
+          ...errors(404),
+          410: { description: "expired or revoked" },
+        },
+      },
+      async ({ params, req, reply }) => {
+        const l = await sync().openLink(params.id, req.ip, true);
+        const reader = l.reader as BlobReader;
+        return reply
+          .type("application/octet-stream")
+          .header("content-length", String(reader.size))
+          .send(blobStream(reader));
+      },
     ),
     route(
       {

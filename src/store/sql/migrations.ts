@@ -280,6 +280,20 @@ const list: ((d: DialectTypes) => string)[] = [
      last_used_at ${d.int}
    );
    CREATE INDEX shares_owner_id ON shares(owner_id);`,
+  // 12: share links of E2EE sync regions: the payload is sealed under the link key, which only the URL fragment holds.
+  (d) =>
+    `CREATE TABLE sync_links (
+     id TEXT PRIMARY KEY,
+     region_id TEXT NOT NULL,
+     blob_hash TEXT NOT NULL,
+     payload TEXT NOT NULL,
+     expires_at ${d.int} NOT NULL,
+     revoked ${d.int} NOT NULL DEFAULT 0,
+     created_by TEXT NOT NULL,
+     created_at ${d.int} NOT NULL,
+     uses ${d.int} NOT NULL DEFAULT 0
+   );
+   CREATE INDEX sync_links_region ON sync_links(region_id);`,
 ];
 
 /** The migrations as `dialect` runs them. */

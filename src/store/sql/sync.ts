@@ -5,6 +5,7 @@ import type {
   SyncChainRow,
   SyncDeviceRow,
   SyncEnvelopeRow,
+  SyncLinkRow,
   SyncManifestRow,
   SyncReads,
   SyncRegionRow,
@@ -48,8 +49,45 @@ const blob = (r: Row): SyncBlobRow => ({
   createdAt: Number(r.created_at),
 });
 
+const link = (r: Row): SyncLinkRow => ({
+  id: r.id as string,
+  regionId: r.region_id as string,
+  blobHash: r.blob_hash as string,
+  payload: r.payload as string,
+  expiresAt: Number(r.expires_at),
+  revoked: Number(r.revoked) !== 0,
+  createdBy: r.created_by as string,
+  createdAt: Number(r.created_at),
+  uses: Number(r.uses),
+});
+
 export function sync(sql: Sql): SyncReads & SyncWrites {
   return {
+    async getSyncLink(id) {
+      const r = await sql.get("SELECT * FROM sync_links WHERE id = ?", id);
+      return r ? link(r) : undefined;
+    },
+    async listSyncLinks(regionId) {
+      return (await sql.all("SELECT * FROM sync_links WHERE region_id = ? ORDER BY created_at, id", regionId)).map(
+        link,
+      );
+    },
+    async putSyncLink(l) {
+      await sql.run(
+        `INSERT INTO sync_links (id, region_id, blob_hash, payload, expires_at, revoked, created_by, created_at, uses)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(id) DO UPDATE SET revoked = excluded.revoked, uses = excluded.uses`,
+        l.id,
+        l.regionId,
+        l.blobHash,
+        l.payload,
+        l.expiresAt,
+        l.revoked ? 1 : 0,
+        l.createdBy,
+        l.createdAt,
+        l.uses,
+      );
+    },
     async getSyncDevice(id) {
       const r = await sql.get("SELECT * FROM sync_devices WHERE id = ?", id);
       return r ? device(r) : undefined;

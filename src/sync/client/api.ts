@@ -209,4 +209,18 @@ export class SyncApi {
   getBlob(region: string, hash: string): Promise<IncomingMessage> {
     return this.http.stream("GET", `${R(region)}/blobs/${hash}`);
   }
+  createLink(region: string, link: { id: string; blobHash: string; payload: string; expiresAt: string }) {
+    return this.http.json<{ id: string; expiresAt: string }>("POST", `${R(region)}/links`, { json: link });
+  }
+  async links(region: string) {
+    return (
+      await this.http.json<{ links: { id: string; expiresAt: string; revoked: boolean; uses: number }[] }>(
+        "GET",
+        `${R(region)}/links`,
+      )
+    ).links;
+  }
+  revokeLink(region: string, id: string) {
+    return this.http.call("DELETE", `${R(region)}/links/${id}`);
+  }
 }

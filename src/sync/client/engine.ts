@@ -117,7 +117,7 @@ async function unchanged(root: string, path: string, l: Local | undefined): Prom
   return st.isFile() && st.size === l.size && Math.trunc(st.mtimeMs) === l.mtimeMs;
 }
 
-function remoteView(ctx: RegionCtx): {
+export function remoteView(ctx: RegionCtx): {
   byId: Map<string, Remote>;
   byPath: Map<string, Remote>;
   all: Map<string, Remote>;

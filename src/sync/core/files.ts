@@ -57,7 +57,7 @@ export class FileEncoder {
  */
 export class FileDecoder {
   readonly #total: number;
-  readonly #keyOf: (epoch: number) => Buffer;
+  readonly #keyOf: ((epoch: number) => Buffer) | { dek: Buffer };
   readonly #regionId: string;
   readonly #fileId: string;
   #keys: ContainerKeys | undefined;
@@ -68,7 +68,8 @@ export class FileDecoder {
   #count = 0;
   #done = false;
 
-  constructor(total: number, regionId: string, fileId: string, keyOf: (epoch: number) => Buffer) {
+  /** `keyOf` gives the region key of an epoch, or `{ dek }` is the file's own key (a share link's holder). */
+  constructor(total: number, regionId: string, fileId: string, keyOf: ((epoch: number) => Buffer) | { dek: Buffer }) {
     this.#total = total;
     this.#regionId = regionId;
     this.#fileId = fileId;
@@ -98,8 +99,11 @@ export class FileDecoder {
       if (this.#pendingLength < probe) return out;
       const head = Buffer.concat(this.#pending);
       const parsed = parseHeader(head.subarray(0, probe));
-      const epoch = wrappedEpoch(parsed.wrappedDek);
-      const dek = unwrapDek(this.#keyOf(epoch), this.#regionId, this.#fileId, parsed.wrappedDek);
+      const k = this.#keyOf;
+      const dek =
+        typeof k === "function"
+          ? unwrapDek(k(wrappedEpoch(parsed.wrappedDek)), this.#regionId, this.#fileId, parsed.wrappedDek)
+          : Buffer.from(k.dek);
       try {
         this.#keys = openContainer(parsed, dek, this.#fileId);
       } finally {
@@ -141,4 +145,12 @@ export function decodeFile(blob: Buffer, regionId: string, fileId: string, keyOf
   const out = dec.push(blob);
   dec.finish();
   return Buffer.concat(out);
+}
+
+/** The file key of a blob (its header, at least the first 4096 bytes or the whole blob): for a share link. */
+export function fileKeyOf(head: Buffer, regionId: string, fileId: string, keyOf: (epoch: number) => Buffer): Buffer {
+  const parsed = parseHeader(head.subarray(0, HEADER_PROBE_BYTES));
+  const dek = unwrapDek(keyOf(wrappedEpoch(parsed.wrappedDek)), regionId, fileId, parsed.wrappedDek);
+  openContainer(parsed, dek, fileId).destroy();
+  return dek;
 }

@@ -6,10 +6,18 @@ import { createHash } from "node:crypto";
 import type { AuditAction, AuditSink } from "../../audit/types.ts";
 import { AtrestError, IntegrityError } from "../../errors.ts";
 import type { BlobReader, BlobStore } from "../../store/blobs.ts";
-import type { MetaStore, MetaTx, SyncDeviceRow, SyncEnvelopeRow, SyncRegionRow } from "../../store/types.ts";
+import type {
+  MetaStore,
+  MetaTx,
+  SyncDeviceRow,
+  SyncEnvelopeRow,
+  SyncLinkRow,
+  SyncRegionRow,
+} from "../../store/types.ts";
 import { canonical, parseCanonical, sha256Hex } from "../core/canonical.ts";
 import { applyLink, type ChainLink, type ChainState, checkDeviceCert, type DeviceCert } from "../core/chain.ts";
 import { fingerprintOf, PROTOCOL_VERSION, verifyObject } from "../core/keys.ts";
+import { LINK_ID } from "../core/links.ts";
 import { checkManifestShape, type Manifest } from "../core/manifest.ts";
 import { type Envelope, REGION_ID } from "../core/region.ts";
 import { SyncRefusal } from "./errors.ts";
@@ -72,6 +80,24 @@ const refuseIntegrity = <T>(fn: () => T, slug: "BAD_OBJECT" | "BAD_SIGNATURE" = 
     throw err;
   }
 };
+
+export interface LinkInfo {
+  id: string;
+  blobHash: string;
+  expiresAt: string;
+  revoked: boolean;
+  uses: number;
+  createdBy: string;
+}
+
+const linkInfo = (l: SyncLinkRow): LinkInfo => ({
+  id: l.id,
+  blobHash: l.blobHash,
+  expiresAt: new Date(l.expiresAt).toISOString(),
+  revoked: l.revoked,
+  uses: l.uses,
+  createdBy: l.createdBy,
+});
 
 const regionInfo = (r: SyncRegionRow): RegionInfo => ({
   id: r.id,
@@ -405,6 +431,9 @@ export class SyncServer {
     };
     const kept = new Set<string>();
     for (const v of versions.slice(cut)) for (const h of await hashesOf(v)) kept.add(h);
+    // a live share link keeps its file version
+    const now = this.#now();
+    for (const l of await tx.listSyncLinks(region.id)) if (!l.revoked && l.expiresAt > now) kept.add(l.blobHash);
     const gone = new Set<string>();
     for (const v of versions.slice(0, cut)) {
       for (const h of await hashesOf(v)) if (!kept.has(h)) gone.add(h);
@@ -485,6 +514,90 @@ export class SyncServer {
   async envelopes(actor: SyncActor, regionId: string): Promise<Envelope[]> {
     const { device } = await this.#access(actor, regionId);
     return (await this.#store.listSyncEnvelopes(regionId, device.id)).map((r) => JSON.parse(r.body) as Envelope);
+  }
+
+  // ---- share links ----
+
+  async createLink(
+    actor: SyncActor,
+    regionId: string,
+    l: { id: string; blobHash: string; payload: string; expiresAt: number },
+  ): Promise<LinkInfo> {
+    return this.#audited(actor, "sync.link", regionId, async () => {
+      const now = this.#now();
+      if (!LINK_ID.test(l.id) || !HASH.test(l.blobHash) || !/^[A-Za-z0-9_-]{40,8192}$/.test(l.payload)) {
+        throw new SyncRefusal("BAD_OBJECT", "bad link");
+      }
+      if (!(l.expiresAt > now && l.expiresAt <= now + 366 * 86_400_000)) {
+        throw new SyncRefusal("BAD_OBJECT", "a link expires within 366 days");
+      }
+      const row = await this.#store.transaction(async (tx) => {
+        const { device } = await this.#access(actor, regionId, tx);
+        if (!(await tx.getSyncBlob(regionId, l.blobHash)))
+          throw new SyncRefusal("MISSING_BLOB", "no such blob in the region");
+        if (await tx.getSyncLink(l.id)) throw new SyncRefusal("CHAIN_CONFLICT", "link id taken");
+        const r = { ...l, regionId, revoked: false, createdBy: device.id, createdAt: now, uses: 0 };
+        await tx.putSyncLink(r);
+        return r;
+      });
+      this.#record(actor, "sync.link", "success", {
+        target: l.id,
+        detail: `create in region ${regionId}, expires ${new Date(l.expiresAt).toISOString()}`,
+      });
+      return linkInfo(row);
+    });
+  }
+
+  async listLinks(actor: SyncActor, regionId: string): Promise<LinkInfo[]> {
+    await this.#access(actor, regionId);
+    return (await this.#store.listSyncLinks(regionId)).map(linkInfo);
+  }
+
+  async revokeLink(actor: SyncActor, regionId: string, id: string): Promise<void> {
+    return this.#audited(actor, "sync.link", regionId, async () => {
+      await this.#store.transaction(async (tx) => {
+        await this.#access(actor, regionId, tx);
+        const row = await tx.getSyncLink(id);
+        if (row?.regionId !== regionId) throw new SyncRefusal("NO_SUCH_LINK", "no such link");
+        await tx.putSyncLink({ ...row, revoked: true });
+      });
+      this.#record(actor, "sync.link", "success", { target: id, detail: `revoke in region ${regionId}` });
+    });
+  }
+
+  /** A link's sealed payload, for anyone holding its URL (expiry and revocation enforced here). */
+  async openLink(
+    id: string,
+    sourceIp: string,
+    blob: boolean,
+  ): Promise<{ payload: string; blobHash: string; blobSize: number; expiresAt: number; reader?: BlobReader }> {
+    const anon: SyncActor = { user: "-", tokenId: undefined, sourceIp };
+    try {
+      const row = LINK_ID.test(id) ? await this.#store.getSyncLink(id) : undefined;
+      if (!row) throw new SyncRefusal("NO_SUCH_LINK", "no such link");
+      if (row.revoked) throw new SyncRefusal("LINK_GONE", "the link was revoked");
+      if (row.expiresAt <= this.#now()) throw new SyncRefusal("LINK_GONE", "the link expired");
+      const b = await this.#store.getSyncBlob(row.regionId, row.blobHash);
+      if (!b) throw new SyncRefusal("LINK_GONE", "the file version is no longer kept");
+      const reader = blob ? await this.#blobs.open(b.blobId) : undefined;
+      if (blob) await this.#store.transaction(async (tx) => tx.putSyncLink({ ...row, uses: row.uses + 1 }));
+      this.#record(anon, "share.use", "success", {
+        target: id,
+        detail: blob ? "sync link download" : "sync link open",
+        ...(blob ? { size: b.size } : {}),
+      });
+      return {
+        payload: row.payload,
+        blobHash: row.blobHash,
+        blobSize: b.size,
+        expiresAt: row.expiresAt,
+        ...(reader ? { reader } : {}),
+      };
+    } catch (err) {
+      if (err instanceof SyncRefusal)
+        this.#record(anon, "share.use", "failure", { target: id.slice(0, 64), reason: err.slug });
+      throw err;
+    }
   }
 
   // ---- blobs ----
