@@ -13,6 +13,7 @@ import { serviceKey } from "../keys/service-keys.ts";
 import { Registry } from "../metrics/registry.ts";
 import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
 import { Defender } from "../service/defender.ts";
+import { KeyPairs } from "../service/keypairs.ts";
 import { LoginService } from "../service/login.ts";
 import { ShareService } from "../service/shares.ts";
 import { TokenService } from "../service/tokens.ts";
@@ -227,6 +228,7 @@ export function registerServer(program: Command): void {
           tokens: new TokenService(app.store, app.audit),
           totp,
           oidc: config.oidc,
+          keyPairs: new KeyPairs({ store: app.store, pgp: app.pgp, audit: app.audit }),
           shares: new ShareService({ store: app.store, accounts: app, audit: app.audit, defender }),
           admin: app.admin,
           keys: app.keys,

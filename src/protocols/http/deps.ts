@@ -8,6 +8,7 @@ import type { Logger } from "../../logger.ts";
 import type { Registry } from "../../metrics/registry.ts";
 import type { Accounts } from "../../service/accounts.ts";
 import type { Admin } from "../../service/admin.ts";
+import type { KeyPairs } from "../../service/keypairs.ts";
 import type { LoginService } from "../../service/login.ts";
 import type { ShareService } from "../../service/shares.ts";
 import type { TokenService } from "../../service/tokens.ts";
@@ -27,6 +28,8 @@ export interface HttpServerOptions {
   login: LoginService;
   tokens: TokenService;
   totp: TotpService;
+  /** The caller's own key pairs (service/keypairs.ts). */
+  keyPairs: KeyPairs;
   /** OIDC login (absent = off). */
   oidc?: OidcSettings;
   /** Share links (service/shares.ts). */

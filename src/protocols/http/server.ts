@@ -13,6 +13,7 @@ import { custodyRoutes } from "./custody-routes.ts";
 import type { HttpDeps, HttpServerOptions } from "./deps.ts";
 import { fileRoutes } from "./files.ts";
 import { healthRoutes } from "./health.ts";
+import { keyPairRoutes } from "./keypair-routes.ts";
 import { oidcRoutes } from "./oidc-routes.ts";
 import { openApiDocument } from "./openapi.ts";
 import { HttpProblem, PROBLEM_CONTENT_TYPE, problemOf } from "./problem.ts";
@@ -71,6 +72,7 @@ export function allRoutes(deps: HttpDeps, uploads: TusUploads): Route[] {
     ...adminRoutes(deps),
     ...custodyRoutes(deps),
     ...accountRoutes(deps),
+    ...keyPairRoutes(deps),
     ...fileRoutes(deps),
     ...shareRoutes(deps),
     ...uploads.routes(),

@@ -9,8 +9,8 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { removeDir } from "../../helpers/atrest.ts";
-import { storeBytes } from "../../helpers/store.ts";
 import { type S3Server, startS3 } from "../../helpers/s3.ts";
+import { storeBytes } from "../../helpers/store.ts";
 
 let s3: S3Server;
 const canary = `canary-${randomBytes(6).toString("hex")}`;
