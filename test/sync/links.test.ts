@@ -32,7 +32,9 @@ describe("sync share links", () => {
     region = (await a1.run(["region", "create", "l"])).stdout.trim();
     await writeFile(join(a1.dir, "report link-canary-3c1d.pdf"), Buffer.alloc(150_000, 3));
     await a1.sync(region);
-    url = (await a1.run(["link", "create", "report link-canary-3c1d.pdf", "--region", region, "--days", "2"])).stdout.trim();
+    url = (
+      await a1.run(["link", "create", "report link-canary-3c1d.pdf", "--region", region, "--days", "2"])
+    ).stdout.trim();
     db = new DatabaseSync(join(data, "meta.db"));
     db.exec("PRAGMA busy_timeout = 5000");
   });
@@ -68,7 +70,9 @@ describe("sync share links", () => {
     // the server hands out another file's blob under this link
     await writeFile(join(a1.dir, "other.bin"), Buffer.alloc(1000, 9));
     await a1.sync(region);
-    const other = db.prepare("SELECT hash FROM sync_blobs WHERE region_id = ? ORDER BY created_at DESC LIMIT 1").get(region) as { hash: string };
+    const other = db
+      .prepare("SELECT hash FROM sync_blobs WHERE region_id = ? ORDER BY created_at DESC LIMIT 1")
+      .get(region) as { hash: string };
     const mine = db.prepare("SELECT blob_hash FROM sync_links WHERE id = ?").get(id) as { blob_hash: string };
     db.prepare("UPDATE sync_links SET blob_hash = ? WHERE id = ?").run(other.hash, id);
     await assert.rejects(get(url, join(dir, "x3")), /integrity|signed size|not the one|longer|shorter/i);
