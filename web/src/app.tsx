@@ -120,6 +120,12 @@ export function App() {
       />
     );
   }
+  const logout = async () => {
+    await api("POST", "/api/v1/auth/logout", {}).catch(() => {});
+    setCsrf(undefined);
+    setSession(null);
+    location.hash = "";
+  };
   if (session.totpEnrolmentRequired) {
     // a session limited to enrolment: nothing else answers until a first code is confirmed
     return (
@@ -136,6 +142,9 @@ export function App() {
             })
           }
         />
+        <button type="button" class="link" onClick={logout}>
+          Log out
+        </button>
       </main>
     );
   }
@@ -167,15 +176,7 @@ export function App() {
         <span class="who">
           {session.user} <span class="role">({session.role})</span>
         </span>
-        <button
-          type="button"
-          onClick={async () => {
-            await api("POST", "/api/v1/auth/logout", {}).catch(() => {});
-            setCsrf(undefined);
-            setSession(null);
-            location.hash = "";
-          }}
-        >
+        <button type="button" onClick={logout}>
           Log out
         </button>
       </header>
