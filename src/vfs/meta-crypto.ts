@@ -19,7 +19,7 @@ export interface FileAttrs {
   object?: ObjectMeta;
 }
 
-type SealedObject = { e?: string; h?: Record<string, string> };
+type SealedObject = { e?: string; h?: Record<string, string>; p?: [number, number][] };
 
 /**
  * Fixed width of the sealed attributes' head (v2): every record without S3 object metadata has this length; with it,
@@ -46,6 +46,7 @@ function objectJson(object: ObjectMeta): string {
   const o: SealedObject = {};
   if (object.etag !== undefined) o.e = object.etag;
   if (object.headers !== undefined) o.h = object.headers;
+  if (object.parts !== undefined) o.p = object.parts;
   return JSON.stringify(o);
 }
 
@@ -53,6 +54,7 @@ function objectFrom(o: SealedObject): ObjectMeta {
   const out: ObjectMeta = {};
   if (o.e !== undefined) out.etag = o.e;
   if (o.h !== undefined) out.headers = o.h;
+  if (o.p !== undefined) out.parts = o.p;
   return out;
 }
 

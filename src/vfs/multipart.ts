@@ -65,11 +65,20 @@ interface IndexEntry {
   id: string;
   userId: string;
   initiated: number;
+  /** Completed: only its result is kept (a repeated Complete answers it), until it expires like an upload. */
+  done?: true;
+}
+
+interface DoneRecord {
+  userId: string;
+  path: string;
+  etag: string;
 }
 
 const INDEX = "s3.multipart.index";
 const uploadKey = (id: string) => `s3.multipart:${id}`;
 const partKey = (id: string, n: number) => `s3.multipart:${id}:${n}`;
+const doneKey = (id: string) => `s3.multipart.done:${id}`;
 const jobOf = (id: string) => `s3-multipart:${id}`;
 const UPLOAD_ID = /^[0-9a-f]{32}$/;
 
@@ -125,7 +134,7 @@ export class Multipart {
     const index = (await this.#read<IndexEntry[]>(this.#d.store, INDEX)) ?? [];
     const out: UploadRecord[] = [];
     for (const e of index) {
-      if (e.userId !== userId) continue;
+      if (e.userId !== userId || e.done) continue;
       const rec = await this.#read<UploadRecord>(this.#d.store, uploadKey(e.id));
       if (rec) out.push(rec);
     }
@@ -265,27 +274,38 @@ export class Multipart {
    * Runs `fn` (Complete's copy, or nothing for Abort) with the upload held against a concurrent Complete or Abort in
    * this process, then removes the upload, its parts and their blobs. NOT_FOUND when it is already gone.
    */
-  async finish<T>(rec: UploadRecord, fn: () => Promise<T>): Promise<T> {
+  async finish<T>(rec: UploadRecord, fn: () => Promise<T>, etag?: string): Promise<T> {
     if (this.#busy.has(rec.id)) throw new AtrestError("CONFLICT", "the upload is being completed or aborted");
     this.#busy.add(rec.id);
     try {
       const result = await fn();
-      await this.#drop(rec.id);
+      await this.#drop(rec.id, etag === undefined ? undefined : { userId: rec.userId, path: rec.path, etag });
       return result;
     } finally {
       this.#busy.delete(rec.id);
     }
   }
 
-  async #drop(id: string): Promise<void> {
+  /** The ETag of upload `id` if `userId` completed it at `path` (and it has not expired since). */
+  async completed(userId: string, id: string, path: string): Promise<string | undefined> {
+    const done = UPLOAD_ID.test(id) ? await this.#read<DoneRecord>(this.#d.store, doneKey(id)) : undefined;
+    return done && done.userId === userId && done.path === path ? done.etag : undefined;
+  }
+
+  async #drop(id: string, done?: DoneRecord): Promise<void> {
     const blobs = await this.#d.store.transaction(async (tx) => {
       const rec = await this.#read<UploadRecord>(tx, uploadKey(id));
       const pending = await tx.pendingBlobs(jobOf(id));
       for (const n of rec?.parts ?? []) await tx.deleteSetting(partKey(id, n));
       await tx.deleteSetting(uploadKey(id));
+      await tx.deleteSetting(doneKey(id));
       const index = (await this.#read<IndexEntry[]>(tx, INDEX)) ?? [];
       const kept = index.filter((e) => e.id !== id);
-      if (kept.length !== index.length) await this.#write(tx, INDEX, kept);
+      if (done) {
+        await this.#write(tx, doneKey(id), done);
+        kept.push({ id, userId: done.userId, initiated: Date.now(), done: true });
+      }
+      if (kept.length !== index.length || done) await this.#write(tx, INDEX, kept);
       for (const b of pending) await tx.removePendingBlob(b);
       return pending;
     });
@@ -297,14 +317,17 @@ export class Multipart {
     await this.#d.blobs.remove(blobId).catch((err) => this.#d.logger.warn({ err }, "removing a replaced part failed"));
   }
 
-  /** Aborts every upload initiated before `before` (ms since the epoch); returns how many went. */
+  /**
+   * Aborts every upload initiated before `before` (ms since the epoch) and forgets completed ones older than that;
+   * returns how many uploads went.
+   */
   async expire(before: number): Promise<number> {
     const index = (await this.#read<IndexEntry[]>(this.#d.store, INDEX)) ?? [];
     let n = 0;
     for (const e of index) {
       if (e.initiated >= before || this.#busy.has(e.id)) continue;
       await this.#drop(e.id);
-      n++;
+      if (!e.done) n++;
     }
     return n;
   }

@@ -36,6 +36,17 @@ function parseDirEncryption(raw: Buffer): DirEncryption | undefined {
   return v.algorithm === "AES256" || v.algorithm === "aws:kms" ? v : undefined;
 }
 
+/** [size, count] runs of a list of part sizes (awscli's parts are all one size but the last: two runs). */
+function runLength(sizes: number[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const s of sizes) {
+    const last = out.at(-1);
+    if (last && last[0] === s) last[1]++;
+    else out.push([s, 1]);
+  }
+  return out;
+}
+
 /** One user's view: their home is `/`, every operation checks that user's per-path permissions. */
 export class Session implements VfsSession {
   readonly username: string;
@@ -473,6 +484,12 @@ export class Session implements VfsSession {
       .map((r) => this.#vfs.multipart.info(r));
   }
 
+  async completedMultipart(path: string, uploadId: string): Promise<string | undefined> {
+    const p = normalize(path);
+    await this.#live();
+    return this.#vfs.multipart.completed(this.#user.id, uploadId, p);
+  }
+
   async abortMultipart(path: string, uploadId: string): Promise<void> {
     const p = normalize(path);
     await this.#audited(
@@ -491,7 +508,7 @@ export class Session implements VfsSession {
     path: string,
     uploadId: string,
     partNumbers: number[],
-    options: { customerKey?: Buffer; etag: string },
+    options: { customerKey?: Buffer; etag: string; partSizes?: number[] },
   ): Promise<FileStat> {
     const p = normalize(path);
     let rec: Awaited<ReturnType<Vfs["multipart"]["get"]>>;
@@ -510,37 +527,42 @@ export class Session implements VfsSession {
       throw this.#failed("upload", p, err, { detail: "multipart complete" });
     }
     const upload = rec;
-    return this.#vfs.multipart.finish(upload, async () => {
-      const note = [`multipart ${partNumbers.length} parts`, upload.note].filter(Boolean).join("; ");
-      const w = await this.openWrite(p, {
-        truncate: true,
-        key: upload.requested,
-        customerKey: options.customerKey,
-        encryptionNote: note,
-      });
-      try {
-        for (const n of partNumbers) {
-          const r = await this.#vfs.multipart.readPart(upload, n, options.customerKey);
-          try {
-            for (let at = 0; at < r.size; ) {
-              const piece = await r.read(at, 1 << 20);
-              if (piece.length === 0) break;
-              at += piece.length;
-              await w.write(w.size, piece);
+    return this.#vfs.multipart.finish(
+      upload,
+      async () => {
+        const note = [`multipart ${partNumbers.length} parts`, upload.note].filter(Boolean).join("; ");
+        const w = await this.openWrite(p, {
+          truncate: true,
+          key: upload.requested,
+          customerKey: options.customerKey,
+          encryptionNote: note,
+        });
+        try {
+          for (const n of partNumbers) {
+            const r = await this.#vfs.multipart.readPart(upload, n, options.customerKey);
+            try {
+              for (let at = 0; at < r.size; ) {
+                const piece = await r.read(at, 1 << 20);
+                if (piece.length === 0) break;
+                at += piece.length;
+                await w.write(w.size, piece);
+              }
+            } finally {
+              await r.close();
             }
-          } finally {
-            await r.close();
           }
+        } catch (err) {
+          await w.abort(false).catch(() => undefined);
+          throw err;
         }
-      } catch (err) {
-        await w.abort(false).catch(() => undefined);
-        throw err;
-      }
-      return w.close(undefined, {
-        etag: options.etag,
-        ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
-      });
-    });
+        return w.close(undefined, {
+          etag: options.etag,
+          ...(options.partSizes ? { parts: runLength(options.partSizes) } : {}),
+          ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
+        });
+      },
+      options.etag,
+    );
   }
 
   async quota(): Promise<QuotaInfo> {

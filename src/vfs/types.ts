@@ -29,6 +29,8 @@ export interface ObjectMeta {
    * names lowercase.
    */
   headers?: Record<string, string>;
+  /** An object completed from a multipart upload: its part sizes, run-length encoded as [size, count] pairs. */
+  parts?: [number, number][];
 }
 
 /**
@@ -218,6 +220,8 @@ export interface VfsSession {
   /** This user's uploads of objects under directory `dir`, oldest first. */
   listMultipart?(dir: string): Promise<MultipartUploadInfo[]>;
   abortMultipart?(path: string, uploadId: string): Promise<void>;
+  /** The ETag of upload `uploadId` if this user completed it at `path` lately (a repeated Complete answers it). */
+  completedMultipart?(path: string, uploadId: string): Promise<string | undefined>;
   /**
    * Writes parts `partNumbers` (ascending, each uploaded) in order as the new version of `path`, with `etag` as its
    * ObjectMeta ETag, then drops the upload. SSE-C uploads need their key again.
@@ -226,7 +230,7 @@ export interface VfsSession {
     path: string,
     uploadId: string,
     partNumbers: number[],
-    options: { customerKey?: Buffer; etag: string },
+    options: { customerKey?: Buffer; etag: string; partSizes?: number[] },
   ): Promise<FileStat>;
   /** Ends the session; aborts (keeping partials) any handle still open. */
   close(): Promise<void>;

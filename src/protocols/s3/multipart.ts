@@ -301,14 +301,33 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
       "The XML you provided was not well-formed or did not validate against our published schema.",
     );
   if (!xml.includes("<CompleteMultipartUpload")) throw malformed();
-  const asked = xmlTexts(xml, "Part").map((p) => {
+  const listed = xmlTexts(xml, "Part").map((p) => {
     const n = Number(xmlTexts(p, "PartNumber")[0]?.trim());
     const etag = (xmlTexts(p, "ETag")[0] ?? "").trim().replace(/^"(.*)"$/, "$1");
     if (!Number.isInteger(n)) throw malformed();
     return { n, etag };
   });
-  if (asked.length === 0) throw malformed();
-  const { upload, parts } = await onUpload(() => s.listParts(path, id));
+  if (listed.length === 0) throw malformed();
+  let listing: Awaited<ReturnType<typeof s.listParts>>;
+  try {
+    listing = await onUpload(() => s.listParts(path, id));
+  } catch (err) {
+    // a Complete repeated after it succeeded answers the same result, as S3 does
+    const done =
+      err instanceof S3Error && err.code === "NoSuchUpload" ? await s.completedMultipart?.(path, id) : undefined;
+    if (done === undefined) throw err;
+    return send(
+      c.res,
+      200,
+      xmlDoc("CompleteMultipartUploadResult", {
+        Location: `/${c.bucket}/${c.key}`,
+        Bucket: c.bucket,
+        Key: c.key,
+        ETag: `"${done}"`,
+      }),
+    );
+  }
+  const { upload, parts } = listing;
   if (upload.customerKey && !c.customerKey) {
     throw new S3Error(
       "InvalidRequest",
@@ -316,10 +335,12 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
       "The multipart upload was initiated with a customer-provided key (SSE-C): CompleteMultipartUpload needs the same key.",
     );
   }
+  // a part number named twice (a part sent again): the last entry is the one
+  const asked = listed.filter((a, i) => (listed[i + 1] as { n: number } | undefined)?.n !== a.n);
   const stored = new Map(parts.map((p) => [p.partNumber, p]));
   // as S3 checks: the order first, then that every part exists with that ETag, then the sizes
-  for (let i = 1; i < asked.length; i++) {
-    if ((asked[i] as { n: number }).n <= (asked[i - 1] as { n: number }).n) {
+  for (let i = 1; i < listed.length; i++) {
+    if ((listed[i] as { n: number }).n < (listed[i - 1] as { n: number }).n) {
       throw new S3Error(
         "InvalidPartOrder",
         400,
@@ -356,7 +377,7 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
         path,
         id,
         asked.map((a) => a.n),
-        { customerKey: c.customerKey?.key, etag },
+        { customerKey: c.customerKey?.key, etag, partSizes: found.map((p) => p.size) },
       ),
     );
     clearInterval(keepAlive);

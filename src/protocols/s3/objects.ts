@@ -96,6 +96,38 @@ export function parseRange(h: string | undefined, size: number): { start: number
   return { start, end };
 }
 
+/**
+ * GET/HEAD ?partNumber=N: part N of an object completed from a multipart upload (its sizes are kept with it), with
+ * x-amz-mp-parts-count; an object that was not is its one part 1. Another number: 400 InvalidPart.
+ */
+function partRange(c: Ctx, st: FileStat, headers: Record<string, string>): { start: number; end: number } | undefined {
+  const raw = c.query.get("partNumber") ?? "";
+  const n = /^\d{1,5}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(n >= 1 && n <= 10_000)) {
+    throw new S3Error("InvalidArgument", 400, "Part number must be an integer between 1 and 10000, inclusive");
+  }
+  const invalid = () => new S3Error("InvalidPart", 400, "The requested partnumber is not satisfiable");
+  const runs = st.object?.parts;
+  if (!runs) {
+    if (n !== 1) throw invalid();
+    return undefined;
+  }
+  const count = runs.reduce((t, [, k]) => t + k, 0);
+  if (n > count) throw invalid();
+  headers["x-amz-mp-parts-count"] = String(count);
+  let start = 0;
+  let left = n - 1;
+  for (const [size, k] of runs) {
+    if (left < k) {
+      start += left * size;
+      return size === 0 ? undefined : { start, end: start + size - 1 };
+    }
+    start += k * size;
+    left -= k;
+  }
+  throw invalid();
+}
+
 export async function statObject(c: Ctx): Promise<FileStat> {
   await bucketExists(c.session, c.bucket);
   if (c.key.endsWith("/")) {
@@ -135,7 +167,11 @@ export function conditional(c: Ctx, st: FileStat): boolean {
 export async function getObject(c: Ctx, head: boolean): Promise<void> {
   const st = await statObject(c);
   if (!conditional(c, st)) return;
+  // the part number is checked before the SSE-C key (S3 answers InvalidPart for a part that is not there)
+  const partHeaders: Record<string, string> = {};
+  const range = c.query.has("partNumber") ? partRange(c, st, partHeaders) : parseRange(c.req.headers.range, st.size);
   const headers: Record<string, string> = {
+    ...partHeaders,
     etag: etagOf(st),
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",
@@ -144,7 +180,6 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
       ? sseHeaders(await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key), c.customerKey)
       : {}),
   };
-  const range = parseRange(c.req.headers.range, st.size);
   const start = range?.start ?? 0;
   const end = range?.end ?? st.size - 1;
   const length = Math.max(0, end - start + 1);

@@ -160,6 +160,27 @@ test("the SDK: parts out of order, re-sent, copied with a range, listed; Complet
   assert.equal(head.ContentType, "application/x-mpu");
   assert.deepEqual(head.Metadata, { step: "three" });
   assert.ok(Buffer.concat([a, b, tail]).equals(await bytesOf("sdk/obj.bin")));
+  // GET / HEAD ?partNumber: the parts as uploaded
+  const h2 = await c.send(new HeadObjectCommand({ Bucket: "big", Key: "sdk/obj.bin", PartNumber: 2 }));
+  assert.equal(h2.PartsCount, 3);
+  assert.equal(h2.ContentLength, b.length);
+  assert.equal(h2.ETag, done.ETag);
+  const g3 = await c.send(new GetObjectCommand({ Bucket: "big", Key: "sdk/obj.bin", PartNumber: 3 }));
+  assert.ok(tail.equals(Buffer.from((await g3.Body?.transformToByteArray()) ?? [])));
+  await assert.rejects(
+    c.send(new GetObjectCommand({ Bucket: "big", Key: "sdk/obj.bin", PartNumber: 4 })),
+    (err: Error) => err.name === "InvalidPart",
+  );
+  // a Complete repeated after it succeeded answers the same result
+  const again = await c.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: "big",
+      Key: "sdk/obj.bin",
+      UploadId,
+      MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.ETag }] },
+    }),
+  );
+  assert.equal(again.ETag, done.ETag);
   // the object and source.bin are the only new blobs: every staged part went
   assert.equal(await blobCount(), before + 2);
 });
