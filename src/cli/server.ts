@@ -49,13 +49,25 @@ export function registerServer(program: Command): void {
     .addOption(new Option("--tls-cert <file>", "PEM certificate for HTTPS (default: self-signed, in <data>/tls)"))
     .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert"))
     .addOption(
-      new Option("--s3-port <port>", 'S3 API port; 0 = disabled (default), "auto" = any free port').env(
+      new Option("--s3-port <port>", 'S3 API port; 0 = disabled, "auto" = any free port (default 9000)').env(
         "ATREST_S3_PORT",
       ),
     )
-    .addOption(new Option("--s3-tls <on|off>", "S3 over HTTPS (default on); off = plain HTTP, loopback only"))
-    .addOption(new Option("--s3-tls-cert <file>", "PEM certificate (chain) for the S3 door"))
-    .addOption(new Option("--s3-tls-key <file>", "PEM private key for the S3 door"))
+    .addOption(
+      new Option(
+        "--s3-tls <on|off>",
+        "S3 over HTTPS with the server's certificate (default on); off = plain HTTP, loopback only",
+      ),
+    )
+    .addOption(new Option("--s3-tls-cert <file>", "PEM certificate (chain) for the S3 door (default: the server's)"))
+    .addOption(new Option("--s3-tls-key <file>", "PEM private key of --s3-tls-cert"))
+    .addOption(new Option("--s3-region <region>", "the S3 door's region (default us-east-1)"))
+    .addOption(
+      new Option(
+        "--s3-domain <domains>",
+        'base domains for virtual-hosted-style S3 requests, comma-separated (default "s3.localhost,localhost"; "" = off)',
+      ),
+    )
     .addOption(
       new Option(
         "--s3-multipart-expiry <hours>",
@@ -192,20 +204,28 @@ export function registerServer(program: Command): void {
         say(`sftp transport crypto: ${sftp.transport.describe}`);
         for (const fp of hostKeys.fingerprints) say(`host key ${fp}`);
       }
+      // The server's TLS certificate (--tls-cert, or the generated self-signed one), shared by HTTPS and S3.
+      let serverTls: import("../wiring/server-tls.ts").ServerTls | undefined;
+      const sharedTls = async () => {
+        if (!serverTls) {
+          const { loadOrCreateServerTls } = await import("../wiring/server-tls.ts");
+          serverTls = await loadOrCreateServerTls({
+            vault,
+            data: config.data,
+            certFile: config.tlsCert,
+            keyFile: config.tlsKey,
+          });
+        }
+        return serverTls;
+      };
       let http: { port: number; close(): Promise<void> } | undefined;
       let syncBlobs: { close(): Promise<void> } | undefined;
       if (config.httpPort === 0) {
         say("https disabled (--http-port 0)");
       } else {
-        const { loadOrCreateServerTls } = await import("../wiring/server-tls.ts");
         const { startHttpServer } = await import("../protocols/http/server.ts");
         const { keyCustody } = await import("../wiring/key-custody.ts");
-        const tls = await loadOrCreateServerTls({
-          vault,
-          data: config.data,
-          certFile: config.tlsCert,
-          keyFile: config.tlsKey,
-        });
+        const tls = await sharedTls();
         const keys = app.keys as { status?: () => Promise<unknown> } & typeof app.keys;
         const { SyncServer } = await import("../sync/server/service.ts");
         const { LocalBlobStore } = await import("../store/local-blobs.ts");
@@ -252,22 +272,37 @@ export function registerServer(program: Command): void {
       }
       let s3: { port: number; close(): Promise<void> } | undefined;
       let multipartSweep: NodeJS.Timeout | undefined;
-      if (config.s3Port !== 0) {
+      if (config.s3Port === 0) {
+        say("s3 disabled (--s3-port 0)");
+      } else {
         const { startS3Server } = await import("../protocols/s3/server.ts");
         const { readFile } = await import("node:fs/promises");
-        const tls =
-          config.s3Tls === "on"
-            ? { cert: await readFile(config.s3TlsCert as string), key: await readFile(config.s3TlsKey as string) }
-            : undefined;
+        const { tlsFingerprint } = await import("../wiring/server-tls.ts");
+        // its own certificate if given, else the server's (the HTTPS door's)
+        let tls: { cert: string | Buffer; key: string | Buffer; fingerprint: string; source: string } | undefined;
+        if (config.s3Tls === "on") {
+          if (config.s3TlsCert && config.s3TlsKey) {
+            const cert = await readFile(config.s3TlsCert, "utf8");
+            tls = {
+              cert,
+              key: await readFile(config.s3TlsKey),
+              fingerprint: tlsFingerprint(cert),
+              source: config.s3TlsCert,
+            };
+          } else tls = { ...(await sharedTls()), source: "the server's certificate" };
+        }
         s3 = await startS3Server({
           login,
           host: config.host,
           port: config.s3Port === "auto" ? 0 : config.s3Port,
           logger,
-          tls,
+          tls: tls && { cert: tls.cert, key: tls.key },
+          region: config.s3Region,
+          domains: config.s3Domain.split(",").filter(Boolean),
         });
-        if (tls) zero(tls.key);
+        if (tls && Buffer.isBuffer(tls.key)) zero(tls.key);
         say(`s3 listening on ${tls ? "https" : "http"}://${config.host}:${s3.port}`);
+        if (tls) say(`s3 tls certificate ${tls.fingerprint} (${tls.source})`);
         // abandoned multipart uploads: their staged parts go after s3MultipartExpiry hours (checked at start and then
         // every hour, or more often for a short expiry)
         const expiryMs = config.s3MultipartExpiry * 3_600_000;

@@ -130,19 +130,29 @@ export const serverConfigSchema = z
     // An operator's TLS certificate and key (PEM) for the HTTPS door; unset = a self-signed one kept in <data>/tls.
     tlsCert: z.string().min(1).optional(),
     tlsKey: z.string().min(1).optional(),
-    // S3 door (src/protocols/s3): off (0) by default until the server's shared TLS certificate lands; TLS needs a
-    // certificate and key (PEM files); plain HTTP (--s3-tls off) only on a loopback listen address.
+    // S3 door (src/protocols/s3), on 9000 by default: HTTPS with the server's certificate (the HTTPS door's, tlsCert
+    // or the generated one) unless s3TlsCert/s3TlsKey name another; plain HTTP (--s3-tls off) only on loopback.
     s3Port: z
       .union([z.literal("auto"), z.coerce.number().int().min(0).max(65535)], {
         error: 'must be a port number 0-65535 (0 = disabled) or "auto"',
       })
-      .default(0),
+      .default(9000),
     s3Tls: z.enum(["on", "off"]).default("on"),
     s3TlsCert: z.string().min(1).optional(),
     s3TlsKey: z.string().min(1).optional(),
     // S3 multipart uploads neither completed nor aborted are removed (parts and records) this many hours after they
     // were created; 0 = kept until aborted.
     s3MultipartExpiry: z.coerce.number().min(0).default(168),
+    // The region the S3 door is (GetBucketLocation; a CreateBucket LocationConstraint must name it).
+    s3Region: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, { error: "must be a region name like us-east-1 (a-z, 0-9, -)" })
+      .default("us-east-1"),
+    // Base domains of virtual-hosted-style S3 requests (bucket.<domain>), comma-separated; "" = path-style only.
+    s3Domain: z
+      .string()
+      .regex(/^([a-z0-9.-]+(,[a-z0-9.-]+)*)?$/i, { error: "must be comma-separated domain names" })
+      .default("s3.localhost,localhost"),
     idleTimeout: z.coerce.number().int().min(0).default(600),
     maxSessions: z.coerce.number().int().min(1).default(256),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -173,9 +183,9 @@ export const serverConfigSchema = z
     path: ["tlsKey"],
     message: "tlsCert and tlsKey go together",
   })
-  .refine((c) => c.s3Port === 0 || c.s3Tls === "off" || (c.s3TlsCert && c.s3TlsKey), {
-    path: ["s3TlsCert"],
-    message: "the S3 door over TLS needs --s3-tls-cert and --s3-tls-key (PEM files), or --s3-tls off on loopback",
+  .refine((c) => !c.s3TlsCert === !c.s3TlsKey, {
+    path: ["s3TlsKey"],
+    message: "s3TlsCert and s3TlsKey go together",
   })
   .refine((c) => c.s3Port === 0 || c.s3Tls === "on" || ["127.0.0.1", "::1", "localhost"].includes(c.host), {
     path: ["s3Tls"],
@@ -204,6 +214,8 @@ const envNames: Partial<Record<keyof ServerConfig, string>> = {
   s3Port: "ATREST_S3_PORT",
   s3Tls: "ATREST_S3_TLS",
   s3MultipartExpiry: "ATREST_S3_MULTIPART_EXPIRY",
+  s3Region: "ATREST_S3_REGION",
+  s3Domain: "ATREST_S3_DOMAIN",
   maxSessions: "ATREST_MAX_SESSIONS",
   logLevel: "ATREST_LOG_LEVEL",
   dekCacheSeconds: "ATREST_DEK_CACHE_SECONDS",

@@ -107,6 +107,8 @@ export async function startServer(
       "auto",
       // every test server picks a free HTTPS port too (unless the test names one): 8080 would clash between tests
       ...(extra.includes("--http-port") ? [] : ["--http-port", "auto"]),
+      // the S3 door is on by default (9000): off unless the test asks for it
+      ...(extra.includes("--s3-port") ? [] : ["--s3-port", "0"]),
       "--host",
       "127.0.0.1",
       "--log-level",

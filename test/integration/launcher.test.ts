@@ -61,6 +61,8 @@ describe("launcher (bin/atrest.js)", () => {
         "auto",
         "--http-port",
         "auto",
+        "--s3-port",
+        "0",
         "--log-level",
         "warn",
       ],

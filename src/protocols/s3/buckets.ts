@@ -1,39 +1,63 @@
 // Bucket operations: ListBuckets, CreateBucket, DeleteBucket, Get/Put/DeleteBucketEncryption.
 import { AtrestError } from "../../errors.ts";
-import { readBody } from "./body.ts";
 import { bucketExists, type Ctx, iso, notImplemented, readSmallBody, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { kmsKeyName } from "./sse.ts";
-import { xmlDoc, xmlTexts } from "./xml.ts";
+import { esc, xmlDoc, xmlTexts } from "./xml.ts";
 
 export const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
 export async function listBuckets(c: Ctx): Promise<void> {
-  const entries = (await c.session.list("/")).filter((e) => e.stat.kind === "dir");
+  const all = (await c.session.list("/"))
+    .filter((e) => e.stat.kind === "dir")
+    .sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+  // max-buckets pages the answer; the continuation token is the last name of the page (base64url)
+  const max = c.query.has("max-buckets") ? Number(c.query.get("max-buckets")) : 10_000;
+  if (!Number.isInteger(max) || max < 1 || max > 10_000)
+    throw new S3Error("InvalidArgument", 400, "max-buckets must be an integer from 1 to 10000");
+  const token = c.query.get("continuation-token");
+  const after = token ? Buffer.from(token, "base64url").toString("utf8") : "";
+  const rest = all.filter((e) => Buffer.compare(Buffer.from(e.name), Buffer.from(after)) > 0);
+  const page = rest.slice(0, max);
   const body = xmlDoc("ListAllMyBucketsResult", {
     Owner: { ID: c.session.username, DisplayName: c.session.username },
-    Buckets: { Bucket: entries.map((e) => ({ Name: e.name, CreationDate: iso(e.stat.mtime) })) },
+    Buckets: { Bucket: page.map((e) => ({ Name: e.name, CreationDate: iso(e.stat.mtime) })) },
+    ContinuationToken:
+      rest.length > page.length ? Buffer.from(page.at(-1)?.name ?? "").toString("base64url") : undefined,
   });
   send(c.res, 200, body);
+}
+
+/** GetBucketLocation: us-east-1 answers an empty LocationConstraint, as AWS does; any other region its name. */
+export async function bucketLocation(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  const doc = xmlDoc("LocationConstraint", {});
+  send(
+    c.res,
+    200,
+    c.region === "us-east-1" ? doc : doc.replace("></LocationConstraint>", `>${esc(c.region)}</LocationConstraint>`),
+  );
 }
 
 export async function createBucket(c: Ctx): Promise<void> {
   if (!BUCKET_NAME.test(c.bucket) || c.bucket.includes(".."))
     throw new S3Error("InvalidBucketName", 400, "The specified bucket is not valid.");
-  for await (const _ of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
-    // CreateBucketConfiguration (location) is accepted and ignored: one region
+  // CreateBucketConfiguration: a LocationConstraint must name this endpoint's region (none: this region too)
+  const xml = await readSmallBody(c);
+  const location = xmlTexts(xml, "LocationConstraint")[0]?.trim() ?? "";
+  if (location && location !== c.region) {
+    throw new S3Error(
+      "IllegalLocationConstraintException",
+      400,
+      `The ${location || "unspecified"} location constraint is incompatible for the region specific endpoint this request was sent to.`,
+    );
   }
   try {
     await c.session.mkdir(`/${c.bucket}`);
   } catch (err) {
-    if (err instanceof AtrestError && err.code === "EXISTS") {
-      throw new S3Error(
-        "BucketAlreadyOwnedByYou",
-        409,
-        "Your previous request to create the named bucket succeeded and you already own it.",
-      );
-    }
-    throw err;
+    // creating a bucket one already owns succeeds and changes nothing, as in us-east-1
+    if (!(err instanceof AtrestError && err.code === "EXISTS")) throw err;
+    await bucketExists(c.session, c.bucket);
   }
   send(c.res, 200, undefined, { location: `/${c.bucket}` });
 }

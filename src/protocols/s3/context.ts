@@ -18,6 +18,8 @@ export interface Ctx {
   auth: ParsedAuth;
   signingKey: Buffer | undefined;
   requestId: string;
+  /** The region this endpoint is (GetBucketLocation, CreateBucket's LocationConstraint). */
+  region: string;
   /** Over TLS (SSE-C needs it). */
   secure: boolean;
   /** SSE-C key of this request, decoded; zeroed when the request ends. */

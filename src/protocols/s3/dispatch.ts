@@ -1,5 +1,5 @@
 // Routes a signed, logged-in request to its operation by method, bucket/key and sub-resource query.
-import { bucketEncryption, createBucket, deleteBucket, listBuckets } from "./buckets.ts";
+import { bucketEncryption, bucketLocation, createBucket, deleteBucket, listBuckets } from "./buckets.ts";
 import { bucketExists, type Ctx, notImplemented, send } from "./context.ts";
 import { copyObject } from "./copy.ts";
 import { S3Error } from "./errors.ts";
@@ -27,10 +27,9 @@ export async function dispatch(c: Ctx): Promise<void> {
       await bucketExists(c.session, c.bucket);
       return send(c.res, 200, xmlDoc("VersioningConfiguration", {}));
     }
-    if (q.has("location") && m === "GET") {
-      await bucketExists(c.session, c.bucket);
-      return send(c.res, 200, xmlDoc("LocationConstraint", {}));
-    }
+    // versioning is never enabled: PutBucketVersioning is not served
+    if (q.has("versioning")) notImplemented();
+    if (q.has("location") && m === "GET") return bucketLocation(c);
     if (q.has("delete") && m === "POST") return deleteObjects(c);
     if (q.has("encryption")) return bucketEncryption(c);
     if (q.has("versions") && m === "GET") return listVersions(c);

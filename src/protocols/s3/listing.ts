@@ -41,14 +41,20 @@ export async function listObjects(c: Ctx): Promise<void> {
   const prefixes: string[] = [];
   let truncated = false;
   let last = "";
+  // the owner goes with every v1 entry, and with v2 entries when asked for (fetch-owner=true)
+  const owner = !v2 || q.get("fetch-owner") === "true";
   for (const o of all) {
+    // max-keys=0 answers an empty, untruncated page (as S3 does)
+    if (maxKeys === 0) break;
     if (Buffer.compare(Buffer.from(o.key), Buffer.from(after)) <= 0) continue;
     let cp: string | undefined;
     if (delimiter) {
       const at = o.key.indexOf(delimiter, prefix.length);
       if (at >= 0) cp = o.key.slice(0, at + delimiter.length);
     }
-    if (cp !== undefined && prefixes.at(-1) === cp) continue;
+    // a common prefix at or before the marker was on an earlier page (the marker may be that prefix itself)
+    if (cp !== undefined && (prefixes.at(-1) === cp || Buffer.compare(Buffer.from(cp), Buffer.from(after)) <= 0))
+      continue;
     if (contents.length + prefixes.length >= maxKeys) {
       truncated = true;
       break;
@@ -65,7 +71,7 @@ export async function listObjects(c: Ctx): Promise<void> {
         ETag: etagOf(o.stat),
         Size: o.stat.size,
         StorageClass: "STANDARD",
-        ...(v2 ? {} : { Owner: { ID: c.session.username, DisplayName: c.session.username } }),
+        ...(owner ? { Owner: { ID: c.session.username, DisplayName: c.session.username } } : {}),
       });
       last = o.key;
     }
@@ -88,7 +94,8 @@ export async function listObjects(c: Ctx): Promise<void> {
       })
     : xmlDoc("ListBucketResult", {
         Name: c.bucket,
-        Prefix: enc(prefix),
+        // v1 echoes Prefix as sent: clients url-decode Delimiter, Marker, NextMarker, keys and prefixes only
+        Prefix: prefix,
         Marker: enc(q.get("marker") ?? ""),
         NextMarker: truncated && delimiter ? enc(last) : undefined,
         MaxKeys: maxKeys,
@@ -120,6 +127,8 @@ export async function listVersions(c: Ctx): Promise<void> {
       KeyMarker: after,
       VersionIdMarker: c.query.get("version-id-marker") ?? "",
       NextKeyMarker: truncated ? page.at(-1)?.key : undefined,
+      // clients page on with both markers (boto3 refuses a missing one)
+      NextVersionIdMarker: truncated ? "null" : undefined,
       MaxKeys: maxKeys,
       IsTruncated: truncated,
       Version: page.map((o) => ({

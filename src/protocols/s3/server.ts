@@ -1,4 +1,5 @@
-// S3-compatible endpoint (issue 13) over node:http / node:https, path-style requests (http://host:port/bucket/key).
+// S3-compatible endpoint (issue 13) over node:http / node:https: path-style requests (http://host:port/bucket/key)
+// and virtual-hosted-style ones (http://bucket.<domain>:port/key, for the configured base domains).
 // Buckets are the top-level folders of the user's tree (their home is '/'); an object key a/b/c is the file a/b/c in
 // that folder. Every request is signed (SigV4, ./sigv4.ts) and logged in through the service's LoginService (defender,
 // login audit); the file operations go through the user's VfsSession, which checks permissions and quotas and
@@ -28,6 +29,22 @@ export interface S3ServerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Clock (tests). */
   now?: () => number;
+  /** The region this endpoint is (GetBucketLocation, CreateBucket's LocationConstraint); default us-east-1. */
+  region?: string;
+  /**
+   * Base domains of virtual-hosted-style requests: a Host `photos.s3.example.com` with domain `s3.example.com`
+   * names bucket `photos`; a Host that is a domain itself (or anything else) is path-style. Default none.
+   */
+  domains?: string[];
+}
+
+/** The bucket a virtual-hosted-style Host names (bucket.<domain>[:port]), or undefined for a path-style request. */
+export function virtualBucket(host: string | undefined, domains: readonly string[]): string | undefined {
+  if (!host || domains.length === 0) return undefined;
+  const name = host.replace(/:\d+$/, "").replace(/\.$/, "").toLowerCase();
+  if (domains.includes(name)) return undefined;
+  const d = domains.find((dom) => name.endsWith(`.${dom}`));
+  return d ? name.slice(0, -(d.length + 1)) : undefined;
 }
 
 export interface S3Server {
@@ -38,6 +55,8 @@ export interface S3Server {
 export async function startS3Server(options: S3ServerOptions): Promise<S3Server> {
   const { login, logger } = options;
   const now = options.now ?? Date.now;
+  const region = options.region ?? "us-east-1";
+  const domains = (options.domains ?? []).map((d) => d.toLowerCase().replace(/^\.+|\.+$/g, "")).filter(Boolean);
   const sockets = new Set<import("node:net").Socket>();
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
@@ -63,8 +82,12 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
           throw new S3Error("InvalidURI", 400, "Couldn't parse the specified URI.");
         }
       };
-      const bucket = decode(segments[1] ?? "");
-      const key = segments.slice(2).map(decode).join("/");
+      const hostBucket = virtualBucket(req.headers.host, domains);
+      const bucket = hostBucket ?? decode(segments[1] ?? "");
+      const key = segments
+        .slice(hostBucket === undefined ? 2 : 1)
+        .map(decode)
+        .join("/");
       resource = key ? `/${bucket}/${key}` : `/${bucket}`;
       const auth = parseAuth(req, pairs, now());
       const canonical = canonicalRequest(req, rawPath, pairs, auth);
@@ -100,6 +123,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         auth,
         signingKey,
         requestId,
+        region,
         secure: !!options.tls,
         customerKey,
         copySourceKey,
@@ -129,6 +153,8 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
   const server: Server = options.tls
     ? createHttps({ cert: options.tls.cert, key: options.tls.key }, listener)
     : createHttp(listener);
+  // an Expect other than 100-continue (even an empty one) is served like any request, not refused with 417
+  server.on("checkExpectation", listener);
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 60_000;
