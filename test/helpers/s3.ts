@@ -35,7 +35,13 @@ export interface S3Server {
 export async function startS3(
   prefix: string,
   userNames: string[] = ["alice"],
-  options: { serverArgs?: string[]; env?: NodeJS.ProcessEnv; before?: (data: string) => Promise<void> } = {},
+  options: {
+    serverArgs?: string[];
+    env?: NodeJS.ProcessEnv;
+    before?: (data: string) => Promise<void>;
+    /** Extra `atrest user add` arguments per user (e.g. --quota-bytes). */
+    userArgs?: Record<string, string[]>;
+  } = {},
 ): Promise<S3Server> {
   const dir = await tempDir(prefix);
   const data = join(dir, "data");
@@ -45,7 +51,16 @@ export async function startS3(
   await writeFile(config, "[default]\nregion = us-east-1\ns3 =\n  signature_version = s3v4\n");
   const users: S3User[] = [];
   for (const name of userNames) {
-    await cli(["user", "add", name, "--public-key", `${sshKey}.pub`, "--data", data]);
+    await cli([
+      "user",
+      "add",
+      name,
+      "--public-key",
+      `${sshKey}.pub`,
+      ...(options.userArgs?.[name] ?? []),
+      "--data",
+      data,
+    ]);
     const { stdout } = await cli(["user", "s3-key", "add", name, "--data", data]);
     const id = /access key id: +(\S+)/.exec(stdout)?.[1];
     const secret = /secret access key: +(\S+)/.exec(stdout)?.[1];

@@ -10,6 +10,7 @@ import { after, before, test } from "node:test";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  CreateBucketCommand,
   CreateMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -20,7 +21,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
-import { removeDir } from "../../helpers/atrest.ts";
+import { cli, removeDir } from "../../helpers/atrest.ts";
 import { type S3Server, startS3 } from "../../helpers/s3.ts";
 import { runSftpBatch } from "../../helpers/sftp-clients.ts";
 
@@ -29,8 +30,9 @@ let s3: S3Server;
 let c: S3Client;
 
 before(async () => {
-  s3 = await startS3("atrest-s3-mpu-", ["alice"], {
+  s3 = await startS3("atrest-s3-mpu-", ["alice", "bob"], {
     env: { ATREST_TEST_MODE: "1", ATREST_TEST_SSE_C_OVER_HTTP: "1" },
+    userArgs: { bob: ["--quota-bytes", String(8 * 1024 * 1024)] },
   });
   c = s3.client();
   const r = await s3.aws(["s3", "mb", "s3://big"]);
@@ -306,4 +308,60 @@ test("no part plaintext anywhere under the data dir while an upload is staged", 
     assert.equal(bytes.indexOf(Buffer.from("staged-secret-name")), -1, `object name in ${f}`);
   }
   await c.send(new AbortMultipartUploadCommand({ Bucket: "big", Key: "staged-secret-name.bin", UploadId }));
+});
+
+test("the quota is checked at Complete, in the commit: over it, S3's error, no object, the upload stays", async () => {
+  const bob = s3.client(s3.users[1]);
+  await bob.send(new CreateBucketCommand({ Bucket: "bobs" }));
+  const { UploadId } = await bob.send(new CreateMultipartUploadCommand({ Bucket: "bobs", Key: "too-big.bin" }));
+  const up = (n: number, data: Buffer) =>
+    bob.send(new UploadPartCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId, PartNumber: n, Body: data }));
+  const e1 = await up(1, randomBytes(5 * MiB));
+  const e2 = await up(2, randomBytes(4 * MiB));
+  const parts = [
+    { PartNumber: 1, ETag: e1.ETag },
+    { PartNumber: 2, ETag: e2.ETag },
+  ];
+  await assert.rejects(
+    bob.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: "bobs",
+        Key: "too-big.bin",
+        UploadId,
+        MultipartUpload: { Parts: parts },
+      }),
+    ),
+    (err: Error) => err.name === "QuotaExceeded",
+  );
+  await assert.rejects(
+    bob.send(new HeadObjectCommand({ Bucket: "bobs", Key: "too-big.bin" })),
+    (err: Error) => err.name === "NotFound",
+  );
+  const listed = await bob.send(new ListPartsCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId }));
+  assert.equal(listed.Parts?.length, 2, "a failed Complete keeps the upload");
+  // alice does not see bob's upload, nor can she touch it
+  await assert.rejects(
+    c.send(new ListPartsCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId })),
+    (err: Error) => err.name === "NoSuchBucket" || err.name === "NoSuchUpload",
+  );
+  await bob.send(new AbortMultipartUploadCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId }));
+  bob.destroy();
+});
+
+test("audit: Create, every part, Abort and the Complete's upload of the object", async () => {
+  const { stdout } = await cli(["audit", "tail", "-n", "2000", "--format", "json", "--data", s3.data]);
+  const records = stdout
+    .split("\n")
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l));
+  const on = (path: string) => records.filter((e) => e.path === path && e.protocol === "s3");
+  const obj = on("/big/sdk/obj.bin");
+  assert.ok(obj.some((e) => e.action === "upload" && e.detail === "multipart upload created"));
+  assert.ok(obj.some((e) => e.action === "upload" && e.detail === "multipart part 3" && e.size === 1000));
+  const done = obj.find((e) => e.action === "upload" && /^multipart 3 parts/.test(e.detail ?? ""));
+  assert.equal(done?.outcome, "success");
+  assert.equal(done?.size, 10 * MiB + 7 + 1000);
+  assert.ok(on("/big/bad.bin").some((e) => e.action === "delete" && e.detail === "multipart upload aborted"));
+  const quota = records.find((e) => e.path === "/bobs/too-big.bin" && e.action === "upload" && e.outcome === "failure");
+  assert.equal(quota?.reason, "QUOTA_EXCEEDED");
 });
