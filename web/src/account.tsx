@@ -200,6 +200,7 @@ function Tokens() {
       <ActionForm
         class="filters"
         label="Issue an API token"
+        reset
         submit="Issue token"
         action={async (f) => {
           const scopes = SCOPES.filter((sc) => f.get(`scope-${sc}`) === "on");
@@ -234,6 +235,167 @@ function Tokens() {
   );
 }
 
+interface OwnKeys {
+  ssh: { publicKey: string; fingerprint: string }[];
+  pgp: {
+    fingerprint: string;
+    algorithm: string;
+    userIds: string[];
+    createdAt: string;
+    expiresAt: string | null;
+    source: string;
+  }[];
+}
+
+/** Offers `text` as a file download from memory (the private key is never stored anywhere). */
+function saveAs(name: string, text: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type: "application/octet-stream" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function passphraseOf(f: FormData): string {
+  const p = String(f.get("passphrase") ?? "");
+  if (p !== String(f.get("passphrase2") ?? "")) throw new Error("The two passphrases differ.");
+  if (p.length < 8) throw new Error("The passphrase needs at least 8 characters.");
+  return p;
+}
+
+function PassphraseFields(props: { id: string }) {
+  return (
+    <>
+      <p class="field">
+        <label for={`${props.id}-p1`}>Passphrase for the private key (8+ characters)</label>
+        <input id={`${props.id}-p1`} name="passphrase" type="password" autocomplete="new-password" required />
+      </p>
+      <p class="field">
+        <label for={`${props.id}-p2`}>Passphrase again</label>
+        <input id={`${props.id}-p2`} name="passphrase2" type="password" autocomplete="new-password" required />
+      </p>
+    </>
+  );
+}
+
+function Keys() {
+  const keys = useLoad(() => get<OwnKeys>("/api/v1/account/keys"), []);
+  const [note, setNote] = useState("");
+  return (
+    <section aria-labelledby="keys-h">
+      <h2 id="keys-h">Your SSH and OpenPGP keys</h2>
+      <p class="muted">
+        A key pair made here is generated on the server, its private key handed to you once (protected by your
+        passphrase) and not kept; only the public key stays on your account.
+      </p>
+      <p role="status">{note}</p>
+      <ErrorText error={keys.error} />
+      {keys.data && (
+        <>
+          <h3>SSH public keys (logins over SFTP)</h3>
+          {keys.data.ssh.length === 0 ? (
+            <p class="muted">None.</p>
+          ) : (
+            <ul class="versions">
+              {keys.data.ssh.map((k) => (
+                <li key={k.fingerprint} class="token">
+                  <code>{k.fingerprint}</code> <span class="muted">{k.publicKey.split(" ").slice(2).join(" ")}</span>{" "}
+                  <button
+                    type="button"
+                    class="link"
+                    aria-label={`Remove SSH key ${k.fingerprint}`}
+                    onClick={async () => {
+                      await del(`/api/v1/account/keys/ssh/${encodeURIComponent(k.fingerprint)}`);
+                      setNote(`Removed ${k.fingerprint}.`);
+                      keys.reload();
+                    }}
+                  >
+                    Remove
+                  </button>
+                </li>
+              ))}
+            </ul>
+          )}
+          <h3>OpenPGP keys (PGP folders encrypt to them)</h3>
+          {keys.data.pgp.length === 0 ? (
+            <p class="muted">None.</p>
+          ) : (
+            <ul class="versions">
+              {keys.data.pgp.map((k) => (
+                <li key={k.fingerprint} class="token">
+                  <code>{k.fingerprint}</code>{" "}
+                  <span class="muted">
+                    {k.algorithm}, {k.userIds.join(", ")}, {k.source}
+                    {k.expiresAt ? `, expires ${when(k.expiresAt)}` : ""}
+                  </span>
+                </li>
+              ))}
+            </ul>
+          )}
+        </>
+      )}
+      <div class="cards">
+        <ActionForm
+          class="card"
+          label="New SSH key pair"
+          reset
+          submit="Generate SSH key"
+          action={async (f) => {
+            const passphrase = passphraseOf(f);
+            const r = await post<{ privateKey: string; fingerprint: string }>("/api/v1/account/keys/ssh", {
+              passphrase,
+              ...(str(f, "comment") ? { comment: str(f, "comment") } : {}),
+            });
+            saveAs("id_ed25519", r.privateKey);
+            setNote(`SSH key ${r.fingerprint} added; its private key was downloaded as id_ed25519 (chmod 600 it).`);
+            keys.reload();
+          }}
+        >
+          <h3>New SSH key pair (Ed25519)</h3>
+          <PassphraseFields id="ssh" />
+          <Field label="Comment (e.g. laptop)" name="comment" />
+        </ActionForm>
+        <ActionForm
+          class="card"
+          label="New OpenPGP key pair"
+          reset
+          submit="Generate OpenPGP key"
+          action={async (f) => {
+            const passphrase = passphraseOf(f);
+            const r = await post<{ privateKey: string; publicKey: string; key: { fingerprint: string } }>(
+              "/api/v1/account/keys/pgp",
+              {
+                passphrase,
+                type: str(f, "type") || "ecc",
+                ...(str(f, "email") ? { email: str(f, "email") } : {}),
+                ...(str(f, "expire") ? { expireDays: Number(str(f, "expire")) } : {}),
+              },
+            );
+            saveAs(`${r.key.fingerprint}-private.asc`, r.privateKey);
+            setNote(`OpenPGP key ${r.key.fingerprint} added; its private key was downloaded.`);
+            keys.reload();
+          }}
+        >
+          <h3>New OpenPGP key pair</h3>
+          <PassphraseFields id="pgp" />
+          <Field label="E-mail (optional)" name="email" type="email" />
+          <p class="field">
+            <label for="pgp-type">Algorithm</label>
+            <select id="pgp-type" name="type">
+              <option value="ecc">Ed25519 + Cv25519</option>
+              <option value="rsa">RSA 3072</option>
+            </select>
+          </p>
+          <Field label="Expires after (days, empty: never)" name="expire" type="number" />
+        </ActionForm>
+      </div>
+    </section>
+  );
+}
+
 function MyLogins() {
   const logins = useLoad(() => get<{ records: AuditMatch[] }>("/api/v1/account/logins?limit=50"), []);
   return (
@@ -251,6 +413,7 @@ export function Account(props: { session: Session }) {
     <div class="account">
       <h1>Account: {props.session.user}</h1>
       <Totp />
+      {(props.session.role === "user" || props.session.role === "admin") && <Keys />}
       <MyLogins />
       <Tokens />
       <section aria-labelledby="everywhere-h">

@@ -140,6 +140,7 @@ function Users() {
       <ActionForm
         class="filters"
         label="Add a user"
+        reset
         submit="Add user"
         action={async (f) => {
           const body: Record<string, unknown> = { name: str(f, "name"), role: str(f, "role") };
@@ -150,7 +151,6 @@ function Users() {
           if (str(f, "publicKey")) body.publicKeys = [str(f, "publicKey")];
           if (f.get("requireTotp") === "on") body.requireTotp = true;
           await post("/api/v1/admin/users", body);
-          (document.querySelector('form[aria-label="Add a user"]') as HTMLFormElement | null)?.reset();
           users.reload();
         }}
       >

@@ -70,6 +70,8 @@ export function ActionForm(props: {
   children?: ComponentChildren;
   class?: string;
   label?: string;
+  /** Clear the fields after a success (passwords and passphrases do not stay in the page). */
+  reset?: boolean;
 }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(undefined);
@@ -84,6 +86,7 @@ export function ActionForm(props: {
         setError(undefined);
         try {
           await props.action(new FormData(form));
+          if (props.reset) form.reset();
         } catch (err) {
           setError(err);
         } finally {
