@@ -17,8 +17,9 @@ import type { BenchModule } from "./lib/types.ts";
 import { load } from "./load.ts";
 import { pgp } from "./pgp.ts";
 import { sftp } from "./sftp.ts";
+import { sync } from "./sync.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load];
+const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 

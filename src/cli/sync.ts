@@ -5,7 +5,7 @@ import { watch } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
-import { type Command, Option } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import { AtrestError } from "../errors.ts";
 import { restoreFile, type StepReport, syncStep, wipeIfRevoked } from "../sync/client/engine.ts";
 import { createShareLink, fetchShareLink } from "../sync/client/links.ts";
@@ -297,4 +297,19 @@ export function registerSync(program: Command): void {
         out(`restored ${path} (version ${opts.version}) as ${to}`);
       });
     });
+}
+
+/** `atrest sync …` as its own process (main.ts): the same commands and error lines as runCli, without the server's modules. */
+export async function runSyncCli(argv: readonly string[]): Promise<number> {
+  const program = new Command("atrest").exitOverride().showHelpAfterError();
+  registerSync(program);
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : Number(process.exitCode ?? 0);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`atrest: ${message}\n`);
+    return err instanceof AtrestError && err.code === "INVALID_INPUT" ? 2 : 1;
+  }
 }

@@ -53,6 +53,26 @@ interface Remote {
 
 const newId = () => randomBytes(16).toString("hex");
 
+/** Uploads in flight at once: one encrypting while others stream (2 cores here; the server fsyncs each blob). */
+const UPLOAD_CONCURRENCY = 4;
+
+async function runPool(jobs: (() => Promise<void>)[], width: number): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (next < jobs.length && failed === undefined) {
+      const job = jobs[next++] as () => Promise<void>;
+      try {
+        await job();
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker));
+  if (failed !== undefined) throw failed;
+}
+
 /** `name (conflict <device> <YYYY-MM-DD HHMMSS>).ext` */
 export function conflictName(name: string, device: string, at: Date, taken: (n: string) => boolean): string {
   const dot = name.lastIndexOf(".");
@@ -445,6 +465,7 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       plan.changed = true;
       return nid;
     };
+    const jobs: (() => Promise<void>)[] = [];
     const sorted = [...plan.uploads].sort((a, b) => a.path.split("/").length - b.path.split("/").length);
     for (const u of sorted) {
       plan.tree.set(u.path, u.id);
@@ -481,34 +502,38 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       }
       const fver = (e?.fver ?? 0) + 1;
       const src = join(root, pathBefore(plan, u));
-      const blob = await encryptToTemp(session, src, regionId, u.id, fver, epoch, key, u.local);
-      try {
-        o.progress?.(`↑ ${u.path} (${u.local.size} bytes)`);
-        await session.api.putBlob(regionId, blob.hash, createReadStream(blob.path), blob.size);
-      } finally {
-        await unlink(blob.path).catch(() => undefined);
-      }
-      bytesUp += blob.size;
-      uploaded++;
-      plan.entries.set(u.id, {
-        id: u.id,
-        parent,
-        kind: "file",
-        name: encryptName(
-          key,
-          { regionId, entryId: u.id, parent, kind: "file", epoch },
-          { name, mtimeMs: u.local.mtimeMs, sha: blob.sha },
-        ),
-        epoch,
-        fver,
-        size: blob.plainSize,
-        hash: blob.hash,
-        blobSize: blob.size,
-        by: session.me.id,
-        deleted: false,
+      jobs.push(async () => {
+        const blob = await encryptToTemp(session, src, regionId, u.id, fver, epoch, key, u.local);
+        try {
+          o.progress?.(`↑ ${u.path} (${u.local.size} bytes)`);
+          await session.api.putBlob(regionId, blob.hash, createReadStream(blob.path), blob.size);
+        } finally {
+          await unlink(blob.path).catch(() => undefined);
+        }
+        bytesUp += blob.size;
+        uploaded++;
+        plan.entries.set(u.id, {
+          id: u.id,
+          parent,
+          kind: "file",
+          name: encryptName(
+            key,
+            { regionId, entryId: u.id, parent, kind: "file", epoch },
+            { name, mtimeMs: u.local.mtimeMs, sha: blob.sha },
+          ),
+          epoch,
+          fver,
+          size: blob.plainSize,
+          hash: blob.hash,
+          blobSize: blob.size,
+          by: session.me.id,
+          deleted: false,
+        });
+        u.local.sha = blob.sha;
       });
-      u.local.sha = blob.sha;
     }
+    // uploads run UPLOAD_CONCURRENCY at a time (each: encrypt to a temp file, then stream it)
+    await runPool(jobs, UPLOAD_CONCURRENCY);
     // a folder deleted here stays if something live remains in it (and so do its parents) ...
     const all = [...plan.entries.values()];
     for (let changed = true; changed; ) {
