@@ -109,3 +109,53 @@ export function openFolder(s: RowSealer, r: NamedRecord): FolderRow {
 export function byKey<T>(key: (row: T) => string): (a: T, b: T) => number {
   return (a, b) => Buffer.compare(Buffer.from(key(a)), Buffer.from(key(b)));
 }
+
+/** API tokens (sql/api-tokens.ts): owner, label, scopes and path prefixes sealed; the owner's user index for lookups. */
+export interface TokenBody {
+  user: string;
+  name: string;
+  scopes: string[];
+  paths: string[];
+}
+
+export function sealToken(s: RowSealer, t: TokenBody & { id: string }): { userIndex: Buffer; sealed: Buffer } {
+  const body: TokenBody = { user: t.user, name: t.name, scopes: t.scopes, paths: t.paths };
+  return { userIndex: userIndex(s, t.user), sealed: s.seal("token", t.id, Buffer.from(JSON.stringify(body))) };
+}
+
+export function openToken(s: RowSealer, id: string, sealed: Buffer, index: Buffer): TokenBody {
+  const body = JSON.parse(s.open("token", id, sealed).toString("utf8")) as TokenBody;
+  if (!constantTimeEqual(userIndex(s, body.user), index)) throw new IntegrityError("token row index mismatch");
+  return body;
+}
+
+/** The owner of an S3 access key (sql/s3-keys.ts): the name sealed under the key id, the user index for lookups. */
+export function sealKeyOwner(
+  s: RowSealer,
+  accessKeyId: string,
+  userName: string,
+): { userIndex: Buffer; sealed: Buffer } {
+  return { userIndex: userIndex(s, userName), sealed: s.seal("s3key", accessKeyId, Buffer.from(userName, "utf8")) };
+}
+
+export function openKeyOwner(s: RowSealer, accessKeyId: string, sealed: Buffer, index: Buffer): string {
+  const name = s.open("s3key", accessKeyId, sealed).toString("utf8");
+  if (!constantTimeEqual(userIndex(s, name), index)) throw new IntegrityError("s3 key row index mismatch");
+  return name;
+}
+
+/** A ban's subject (an IP address or a user name; sql/bans.ts): blind index per kind, the subject sealed. */
+export function banIndex(s: RowSealer, kind: string, subject: string): Buffer {
+  return s.index("ban", `${kind}\0${subject}`);
+}
+
+export function sealBanSubject(s: RowSealer, kind: string, subject: string): { index: Buffer; sealed: Buffer } {
+  const index = banIndex(s, kind, subject);
+  return { index, sealed: s.seal("ban", `${kind}\0${index.toString("hex")}`, Buffer.from(subject, "utf8")) };
+}
+
+export function openBanSubject(s: RowSealer, kind: string, index: Buffer, sealed: Buffer): string {
+  const subject = s.open("ban", `${kind}\0${index.toString("hex")}`, sealed).toString("utf8");
+  if (!constantTimeEqual(banIndex(s, kind, subject), index)) throw new IntegrityError("ban row index mismatch");
+  return subject;
+}

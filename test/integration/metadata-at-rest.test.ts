@@ -83,6 +83,7 @@ describe("metadata at rest: a disk thief's view of meta.db", () => {
   // sizes whose digits would show in a clear usage column or a JSON size record
   const sizes = [314_159, 27_183];
   const password = `Pw-${tag}-correct horse`;
+  const tokenLabel = `nightly-backup-${tag}`;
 
   before(async () => {
     dir = await tempDir("atrest-meta-rest-");
@@ -123,6 +124,16 @@ describe("metadata at rest: a disk thief's view of meta.db", () => {
     const got = await api.req("GET", `/api/v1/files/${dirName}/${files[0]?.name}`);
     assert.equal(got.status, 200);
     assert.ok(got.body.equals(files[0]?.body as Buffer));
+    // an API token with a canary label and path prefix, and an S3 access key: both name the user
+    const issued = await api.req("POST", "/api/v1/tokens", {
+      json: { name: tokenLabel, scopes: ["files:read"], paths: [`/${dirName}`] },
+    });
+    assert.equal(issued.status, 201, issued.body.toString());
+    const bearer = api.fresh();
+    bearer.bearer = issued.json<{ token: string }>().token;
+    assert.equal((await bearer.req("GET", `/api/v1/files/${dirName}/${files[0]?.name}`)).status, 200);
+    assert.match((await cli(["user", "s3-key", "add", user, "--data", data])).stdout, /AKIA|access key/i);
+    assert.match((await cli(["user", "s3-key", "list", user, "--data", data])).stdout, new RegExp(user));
     // usage is exact (sealed, not approximated)
     const list = await cli(["user", "list", "--data", data]);
     assert.match(list.stdout, new RegExp(`${sizes[0] + sizes[1]}/${quota} bytes, 2/∞ files`));
@@ -144,6 +155,7 @@ describe("metadata at rest: a disk thief's view of meta.db", () => {
       String(sizes[0] + sizes[1]),
       "$argon2",
       publicKey.slice(0, 40),
+      tokenLabel,
     ];
     // live (the WAL holds the recent pages), then after a clean stop
     const live = await assertNoCanary(data, canaries);

@@ -13,8 +13,9 @@ import {
 } from "../../src/service/defender.ts";
 import { LoginService } from "../../src/service/login.ts";
 import { hashPassword } from "../../src/service/passwords.ts";
-import { openSqliteStore, type SqliteStore } from "../../src/store/sqlite/index.ts";
+import type { SqliteStore } from "../../src/store/sqlite/index.ts";
 import { tempDir } from "../helpers/atrest.ts";
+import { openTestStore } from "../helpers/store.ts";
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
@@ -29,7 +30,7 @@ describe("brute-force defender", () => {
 
   before(async () => {
     dir = await tempDir();
-    store = openSqliteStore(join(dir, "meta.db"));
+    store = await openTestStore(join(dir, "meta.db"));
   });
   after(async () => {
     await store.close();
@@ -178,7 +179,7 @@ describe("login service", () => {
 
   before(async () => {
     dir = await tempDir();
-    store = openSqliteStore(join(dir, "meta.db"));
+    store = await openTestStore(join(dir, "meta.db"));
     hash = await hashPassword("right password");
     audit = [];
     defender = new Defender({ ...DEFAULT_DEFENDER, threshold: 100, userThreshold: 100 }, store, {

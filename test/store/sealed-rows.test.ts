@@ -1,11 +1,13 @@
 // Sealed rows of the metadata store (src/store/sealing.ts, sealed-rows.ts): blind-index lookups, bucket padding,
 // fixed-length usage records, and rows that cannot be moved or swapped by someone who can write the database file.
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, describe, it } from "node:test";
 import { bucketLength, padToBucket, unpad } from "../../src/crypto/padding.ts";
 import { RowSealer } from "../../src/store/sealing.ts";
+import { migrations } from "../../src/store/sql/migrations.ts";
 import { openSqliteStore } from "../../src/store/sqlite/index.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
 import { openTestStore, testSealer } from "../helpers/store.ts";
@@ -101,5 +103,66 @@ describe("sealed users, groups and folders", () => {
     assert.throws(() => s.open("group", "id", ct), { name: "IntegrityError" });
     assert.throws(() => s.open("user", "id2", ct), { name: "IntegrityError" });
     assert.equal(s.open("user", "id", ct).toString(), "v");
+  });
+});
+
+describe("sealed API tokens, S3 key owners and bans (migration 13)", () => {
+  it("an upgraded schema-12 store keeps its tokens, keys and bans, and its file holds none of their names", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const path = join(dir, "meta.db");
+    const db = new DatabaseSync(path);
+    for (const m of migrations.slice(0, 12)) db.exec(m);
+    db.exec("PRAGMA user_version = 12");
+    db.prepare(
+      `INSERT INTO api_tokens (id, user_name, name, secret_hash, scopes, paths, created_at, expires_at, last_used_at)
+       VALUES ('t1', 'tokenowner-canary', 'backup-canary-label', x'00', '["files:read"]', '["/payroll-canary"]', 1, 2, NULL)`,
+    ).run();
+    db.prepare(
+      `INSERT INTO s3_keys (access_key_id, user_id, user_name, secret_ct, created_at)
+       VALUES ('AKIA1', 'u1', 's3owner-canary', x'01', 't')`,
+    ).run();
+    db.prepare(
+      "INSERT INTO bans (kind, subject, since, until, count, expiry_audited) VALUES ('user', 'banned-canary', 1, 99, 2, 0)",
+    ).run();
+    db.prepare(
+      "INSERT INTO bans (kind, subject, since, until, count, expiry_audited) VALUES ('ip', '203.0.113.77', 1, 50, 1, 1)",
+    ).run();
+    db.close();
+    const store = await openTestStore(path);
+    const t = await store.getApiToken("t1");
+    assert.deepEqual(
+      [t?.user, t?.name, t?.scopes, t?.paths],
+      ["tokenowner-canary", "backup-canary-label", ["files:read"], ["/payroll-canary"]],
+    );
+    assert.equal((await store.listApiTokens("tokenowner-canary")).length, 1);
+    assert.equal((await store.listApiTokens("someone")).length, 0);
+    assert.equal((await store.listS3Keys("s3owner-canary"))[0]?.accessKeyId, "AKIA1");
+    assert.equal((await store.getS3Key("AKIA1"))?.userName, "s3owner-canary");
+    assert.deepEqual(
+      (await store.listBans()).map((b) => [b.kind, b.subject, b.until]),
+      [
+        ["ip", "203.0.113.77", 50],
+        ["user", "banned-canary", 99],
+      ],
+    );
+    assert.equal((await store.getBan("user", "banned-canary"))?.count, 2);
+    await store.transaction(async (tx) => {
+      assert.equal(await tx.deleteBan("ip", "203.0.113.77"), true);
+      await tx.putApiToken({ ...(t as NonNullable<typeof t>), lastUsedAt: 5 });
+    });
+    assert.equal((await store.getApiToken("t1"))?.lastUsedAt, 5);
+    await store.close();
+    const bytes = Buffer.concat([await readFile(path), await readFile(`${path}-wal`).catch(() => Buffer.alloc(0))]);
+    for (const c of [
+      "tokenowner-canary",
+      "backup-canary-label",
+      "payroll-canary",
+      "s3owner-canary",
+      "banned-canary",
+      "203.0.113.77",
+    ]) {
+      assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
+    }
   });
 });

@@ -13,6 +13,7 @@ import { open } from "node:fs/promises";
 import pg from "pg";
 import { AtrestError, NoSpaceError } from "../../errors.ts";
 import { type RowSealer, requireSealer } from "../sealing.ts";
+import { legacyTables, sealLegacyRows } from "../sql/legacy.ts";
 import { migrationsFor } from "../sql/migrations.ts";
 import { operations } from "../sql/operations.ts";
 import { bound, type Row, type Sql, type Value } from "../sql/sql.ts";
@@ -210,6 +211,33 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
     return next;
   };
 
+  // one transaction at a time per process (as in SQLite: the pool stays free for reads), one per schema across
+  // processes (the advisory lock)
+  const inTransaction = <T>(fn: (sql: Sql) => Promise<T>): Promise<T> =>
+    serially(async () => {
+      await ready();
+      const client = await pool.connect().catch((err) => {
+        throw mapError(err);
+      });
+      let open = true;
+      let broken = false;
+      try {
+        await client.query("BEGIN");
+        await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey("write", schema)]);
+        const result = await fn(bound(sqlOver(client, ready), () => open));
+        await client.query("COMMIT");
+        return result;
+      } catch (err) {
+        await client.query("ROLLBACK").catch(() => {
+          broken = true;
+        });
+        throw mapError(err);
+      } finally {
+        open = false;
+        client.release(broken);
+      }
+    });
+
   return {
     ...reads,
     nodeId,
@@ -217,42 +245,16 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
     ready,
 
     async unlock(s: RowSealer): Promise<void> {
-      // migration 9 made users, groups and folders sealed tables before any PostgreSQL store existed: no clear rows
-      // to carry over
       sealer = s;
+      // rows a store kept in clear before migration 13 (9 predates PostgreSQL stores): sealed now, tables dropped
+      // (their dead tuples go with the next VACUUM, which autovacuum runs)
+      await ready();
+      if ((await legacyTables(sqlOver(pool, ready))).length === 0) return;
+      await inTransaction((sql) => sealLegacyRows(sql, operations(sql, parts)));
     },
 
     transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
-      // one transaction at a time per process (as in SQLite: the pool stays free for reads), one per schema across
-      // processes (the advisory lock)
-      return serially(async () => {
-        await ready();
-        const client = await pool.connect().catch((err) => {
-          throw mapError(err);
-        });
-        let open = true;
-        let broken = false;
-        try {
-          await client.query("BEGIN");
-          await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey("write", schema)]);
-          const result = await fn(
-            operations(
-              bound(sqlOver(client, ready), () => open),
-              parts,
-            ),
-          );
-          await client.query("COMMIT");
-          return result;
-        } catch (err) {
-          await client.query("ROLLBACK").catch(() => {
-            broken = true;
-          });
-          throw mapError(err);
-        } finally {
-          open = false;
-          client.release(broken);
-        }
-      });
+      return inTransaction((sql) => fn(operations(sql, parts)));
     },
 
     async snapshot(dest: string): Promise<void> {

@@ -4,11 +4,11 @@ import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { AtrestError, noSpaceOr } from "../../errors.ts";
 import { type RowSealer, requireSealer } from "../sealing.ts";
+import { legacyTables, sealLegacyRows } from "../sql/legacy.ts";
 import { migrations } from "../sql/migrations.ts";
 import { operations } from "../sql/operations.ts";
 import { bound, type Row, type Sql } from "../sql/sql.ts";
 import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
-import { legacyTables, sealLegacyRows } from "./legacy.ts";
 
 /** The SQLite store is the contract and nothing more (no raw SQL escapes the driver). */
 export type SqliteStore = MetaStore;

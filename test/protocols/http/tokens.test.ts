@@ -9,10 +9,9 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import type { AuditLog } from "../../../src/audit/log.ts";
 import { TokenService } from "../../../src/service/tokens.ts";
-import { openSqliteStore } from "../../../src/store/sqlite/index.ts";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../../helpers/atrest.ts";
 import { ApiClient, assertProblem } from "../../helpers/https.ts";
-import { storeBytes } from "../../helpers/store.ts";
+import { openTestStore, storeBytes } from "../../helpers/store.ts";
 
 const execFileP = promisify(execFile);
 
@@ -107,7 +106,7 @@ describe("HTTPS API: API tokens", () => {
 
 test("TokenService: expiry, and bounds on the lifetime", async () => {
   const dir = await tempDir("atrest-tokens-unit-");
-  const store = openSqliteStore(join(dir, "meta.db"));
+  const store = await openTestStore(join(dir, "meta.db"));
   const records: unknown[] = [];
   let now = 1_800_000_000_000;
   const svc = new TokenService(store, { record: (e: unknown) => records.push(e) } as unknown as AuditLog, () => now);

@@ -1,0 +1,104 @@
+// Upgrades of stores written before rows were sealed: migration 9 renamed the clear users, groups and folders tables
+// legacy_*, migration 13 the API token, S3 key and ban tables; SQL alone cannot seal, so once the metadata key is known
+// (MetaStore.unlock) their rows are sealed into the new tables through the normal writes and the legacy tables dropped.
+// Runs inside one transaction; idempotent (a store without legacy tables has nothing to do). Both drivers use it.
+
+import type { ApiTokenRow, BanRow, FolderRow, GroupRow, MetaTx, Role, S3KeyRow, UserRow } from "../types.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
+
+const LEGACY_TABLES = [
+  "legacy_users",
+  "legacy_groups",
+  "legacy_folders",
+  "legacy_api_tokens",
+  "legacy_s3_keys",
+  "legacy_bans",
+] as const;
+
+export async function legacyTables(sql: Sql): Promise<string[]> {
+  const marks = LEGACY_TABLES.map(() => "?").join(", ");
+  const q =
+    sql.dialect === "sqlite"
+      ? `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (${marks})`
+      : `SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN (${marks})`;
+  return (await sql.all(q, ...LEGACY_TABLES)).map((r) => r.name as string);
+}
+
+function legacyUser(r: Row): UserRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    passwordHash: (r.password_hash as string | null) ?? null,
+    publicKeys: JSON.parse(r.public_keys as string),
+    home: r.home as string,
+    permissions: JSON.parse(r.permissions as string),
+    groups: JSON.parse(r.groups as string),
+    role: r.role as Role,
+    kek: (r.kek as string | null) ?? null,
+    quotaBytes: Number(r.quota_bytes),
+    quotaFiles: Number(r.quota_files),
+    usedBytes: Number(r.used_bytes),
+    usedFiles: Number(r.used_files),
+    createdAt: r.created_at as string,
+  };
+}
+
+function legacyNamed(r: Row): { options: never; createdAt: string } {
+  return { options: JSON.parse(r.options as string) as never, createdAt: r.created_at as string };
+}
+
+function legacyToken(r: Row): ApiTokenRow {
+  return {
+    id: r.id as string,
+    user: r.user_name as string,
+    name: r.name as string,
+    secretHash: buf(r.secret_hash),
+    scopes: JSON.parse(r.scopes as string) as string[],
+    paths: JSON.parse(r.paths as string) as string[],
+    createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at),
+    lastUsedAt: r.last_used_at === null || r.last_used_at === undefined ? null : Number(r.last_used_at),
+  };
+}
+
+function legacyS3Key(r: Row): S3KeyRow {
+  return {
+    accessKeyId: r.access_key_id as string,
+    userId: r.user_id as string,
+    userName: r.user_name as string,
+    secretCt: buf(r.secret_ct),
+    createdAt: r.created_at as string,
+  };
+}
+
+function legacyBan(r: Row): BanRow {
+  return {
+    kind: r.kind as BanRow["kind"],
+    subject: r.subject as string,
+    since: Number(r.since),
+    until: Number(r.until),
+    count: Number(r.count),
+    expiryAudited: Number(r.expiry_audited) === 1,
+  };
+}
+
+/** Seals every legacy row through `tx` and drops the legacy tables; returns how many rows moved. */
+export async function sealLegacyRows(sql: Sql, tx: MetaTx): Promise<number> {
+  const present = new Set(await legacyTables(sql));
+  let moved = 0;
+  const each = async (table: string, put: (r: Row) => Promise<void>) => {
+    if (!present.has(table)) return;
+    for (const r of await sql.all(`SELECT * FROM ${table}`)) {
+      await put(r);
+      moved++;
+    }
+  };
+  await each("legacy_users", (r) => tx.insertUser(legacyUser(r)));
+  await each("legacy_groups", (r) => tx.putGroup({ name: r.name as string, ...legacyNamed(r) } as GroupRow));
+  await each("legacy_folders", (r) => tx.putFolder({ path: r.path as string, ...legacyNamed(r) } as FolderRow));
+  await each("legacy_api_tokens", (r) => tx.putApiToken(legacyToken(r)));
+  await each("legacy_s3_keys", (r) => tx.insertS3Key(legacyS3Key(r)));
+  await each("legacy_bans", (r) => tx.putBan(legacyBan(r)));
+  for (const t of LEGACY_TABLES) if (present.has(t)) await sql.run(`DROP TABLE ${t}`);
+  return moved;
+}
