@@ -44,7 +44,12 @@ export async function launchChromium(data: string, extraCerts: string[] = []): P
   });
   return {
     browser,
-    context: (viewport = DESKTOP) => browser.newContext({ viewport, acceptDownloads: true }),
+    context: async (viewport = DESKTOP) => {
+      const ctx = await browser.newContext({ viewport, acceptDownloads: true });
+      // the suite runs beside others on a loaded machine: a minute before a wait gives up
+      ctx.setDefaultTimeout(60_000);
+      return ctx;
+    },
     close: async () => {
       await browser.close();
     },

@@ -292,6 +292,7 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
 
   test("keyboard only: open a file's actions and rename it; dark scheme keeps the contrast", async () => {
     const ctx = await chrome.browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "dark" });
+    ctx.setDefaultTimeout(60_000);
     const page = await ctx.newPage();
     await page.goto(`${base}/`);
     // alice has TOTP on by now (the test before); a fresh user for this one
