@@ -168,6 +168,19 @@ export function registerSync(program: Command): void {
       });
     });
   sync
+    .command("retention <region>")
+    .description("owner: keep the last N versions or those younger than D days (and their files); legal hold keeps all")
+    .addOption(stateOption())
+    .requiredOption("--keep-versions <n>", "manifest versions kept")
+    .option("--keep-days <d>", "versions younger than this are kept too", "0")
+    .option("--legal-hold <on|off>", "keep everything while on", "off")
+    .action(async (id: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        await s.api.setRetention(id, Number(opts.keepVersions), opts.legalHold === "on", Number(opts.keepDays));
+        out(`retention of ${id}: ${opts.keepVersions} versions or ${opts.keepDays} days, legal hold ${opts.legalHold}`);
+      });
+    });
+  sync
     .command("share <region> <user>")
     .description("share a region: wraps its keys to every device of the (verified) user")
     .addOption(stateOption())

@@ -487,6 +487,8 @@ export interface SyncRegionRow {
   version: number;
   /** Manifests (and the blobs only they reference) kept; older ones are dropped unless on legal hold. */
   keepVersions: number;
+  /** Manifests younger than this many days are kept too (0: versions only). */
+  keepDays: number;
   legalHold: boolean;
   usedBytes: number;
   createdAt: number;

@@ -159,6 +159,15 @@ describe("sync end to end: two users, three devices", () => {
     assert.deepEqual(await treeOf(b1.dir), await treeOf(a1.dir));
   });
 
+  test("unshare bob: new epoch without his devices; he is refused, his copy stays", async () => {
+    const before = await treeOf(b1.dir);
+    await a1.run(["unshare", region, "bob"]);
+    await writeFile(join(a1.dir, "after unshare.txt"), "not for bob");
+    await a1.sync(region);
+    await assert.rejects(b1.sync(region), /no such region|NOT_MEMBER/);
+    assert.deepEqual(await treeOf(b1.dir), before);
+  });
+
   test("canary scan: the server's data directory holds no plaintext name or content", async () => {
     const hits = await plaintextHits(data, [
       "canary-name-7f3a",

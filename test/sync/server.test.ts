@@ -265,6 +265,11 @@ describe("sync server over HTTPS", () => {
     await accept(manifest({}));
     await accept(manifest({}));
     assert.equal((await a1.api.versions(regionId)).length, 4);
+    // by age: versions younger than a day stay although only one version is asked for; then by count alone
+    await a1.api.setRetention(regionId, 1, false, 1);
+    assert.equal((await a1.api.versions(regionId)).length, 4);
+    await a1.api.setRetention(regionId, 1, false, 0);
+    assert.deepEqual(await a1.api.versions(regionId), [current.version]);
   });
 
   test("revocation: the revoked device is refused everywhere with DEVICE_REVOKED; audit names no file", async () => {

@@ -45,6 +45,7 @@ const RegionInfo = z
     owner: z.string(),
     version: z.number().int(),
     keepVersions: z.number().int(),
+    keepDays: z.number().int(),
     legalHold: z.boolean(),
     usedBytes: z.number().int(),
   })
@@ -266,11 +267,16 @@ export function syncRoutes(deps: HttpDeps): Route[] {
         method: "PUT",
         url: "/api/v1/sync/regions/:region/retention",
         operationId: "syncSetRetention",
-        summary: "Keep the last N manifest versions (and their blobs); legal hold keeps everything (owner only)",
+        summary:
+          "Keep the last N manifest versions or those younger than D days (and their blobs); legal hold keeps everything (owner only)",
         tags: ["sync"],
         auth: SYNC,
         params: Region,
-        body: z.strictObject({ keepVersions: z.number().int().min(1).max(100_000), legalHold: z.boolean() }),
+        body: z.strictObject({
+          keepVersions: z.number().int().min(1).max(100_000),
+          keepDays: z.number().int().min(0).max(36_500).default(0),
+          legalHold: z.boolean(),
+        }),
         responses: { 200: { description: "set", schema: RegionInfo }, ...errors(400, 401, 403, 404, 415) },
       },
       async ({ params, body, principal }) => sync().setRetention(syncActor(principal), params.region, body),

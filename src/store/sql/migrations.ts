@@ -330,6 +330,8 @@ const list: ((d: DialectTypes) => string)[] = [
      expiry_audited ${d.int} NOT NULL DEFAULT 0,
      PRIMARY KEY (kind, subject_index)
    );`,
+  // 14: E2EE sync retention by age too (keep the last N manifests or those younger than D days).
+  (d) => `ALTER TABLE sync_regions ADD COLUMN keep_days ${d.int} NOT NULL DEFAULT 0;`,
 ];
 
 /** The migrations as `dialect` runs them. */

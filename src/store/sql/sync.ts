@@ -27,6 +27,7 @@ const region = (r: Row): SyncRegionRow => ({
   owner: r.owner as string,
   version: Number(r.version),
   keepVersions: Number(r.keep_versions),
+  keepDays: Number(r.keep_days ?? 0),
   legalHold: Number(r.legal_hold) !== 0,
   usedBytes: Number(r.used_bytes),
   createdAt: Number(r.created_at),
@@ -173,14 +174,16 @@ export function sync(sql: Sql): SyncReads & SyncWrites {
     },
     async putSyncRegion(g) {
       await sql.run(
-        `INSERT INTO sync_regions (id, owner, version, keep_versions, legal_hold, used_bytes, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO sync_regions (id, owner, version, keep_versions, keep_days, legal_hold, used_bytes, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET version = excluded.version, keep_versions = excluded.keep_versions,
+           keep_days = excluded.keep_days,
            legal_hold = excluded.legal_hold, used_bytes = excluded.used_bytes`,
         g.id,
         g.owner,
         g.version,
         g.keepVersions,
+        g.keepDays,
         g.legalHold ? 1 : 0,
         g.usedBytes,
         g.createdAt,

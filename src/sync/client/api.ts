@@ -191,8 +191,8 @@ export class SyncApi {
   async versions(region: string): Promise<number[]> {
     return (await this.http.json<{ versions: number[] }>("GET", `${R(region)}/versions`)).versions;
   }
-  setRetention(region: string, keepVersions: number, legalHold: boolean) {
-    return this.http.json("PUT", `${R(region)}/retention`, { json: { keepVersions, legalHold } });
+  setRetention(region: string, keepVersions: number, legalHold: boolean, keepDays = 0) {
+    return this.http.json("PUT", `${R(region)}/retention`, { json: { keepVersions, keepDays, legalHold } });
   }
   putEnvelopes(region: string, envelopes: unknown[]) {
     return this.http.json<{ stored: number }>("PUT", `${R(region)}/envelopes`, { json: { envelopes } });

@@ -59,6 +59,7 @@ export interface RegionInfo {
   owner: string;
   version: number;
   keepVersions: number;
+  keepDays: number;
   legalHold: boolean;
   usedBytes: number;
 }
@@ -104,6 +105,7 @@ const regionInfo = (r: SyncRegionRow): RegionInfo => ({
   owner: r.owner,
   version: r.version,
   keepVersions: r.keepVersions,
+  keepDays: r.keepDays,
   legalHold: r.legalHold,
   usedBytes: r.usedBytes,
 });
@@ -314,6 +316,7 @@ export class SyncServer {
           owner: actor.user,
           version: 1,
           keepVersions: this.#keep,
+          keepDays: 0,
           legalHold: false,
           usedBytes: 0,
           createdAt: this.#now(),
@@ -419,11 +422,21 @@ export class SyncServer {
     });
   }
 
-  /** Drops manifests beyond keepVersions (unless on legal hold) and the blobs only they named; returns blob ids. */
+  /**
+   * Drops manifests that are neither among the last keepVersions nor younger than keepDays (unless on legal hold),
+   * and the blobs only they named; returns those blob ids.
+   */
   async #retain(tx: MetaTx, region: SyncRegionRow): Promise<string[]> {
     if (region.legalHold) return [];
     const versions = await tx.listSyncManifestVersions(region.id);
-    const cut = versions.length - region.keepVersions;
+    const older = versions.length - region.keepVersions;
+    const before = this.#now() - region.keepDays * 86_400_000;
+    let cut = 0;
+    while (cut < older) {
+      const row = await tx.getSyncManifest(region.id, versions[cut] as number);
+      if (row && row.createdAt >= before) break;
+      cut++;
+    }
     if (cut <= 0) return [];
     const hashesOf = async (v: number) => {
       const row = await tx.getSyncManifest(region.id, v);
@@ -453,14 +466,14 @@ export class SyncServer {
   async setRetention(
     actor: SyncActor,
     regionId: string,
-    r: { keepVersions: number; legalHold: boolean },
+    r: { keepVersions: number; keepDays: number; legalHold: boolean },
   ): Promise<RegionInfo> {
     return this.#audited(actor, "sync.region", regionId, async () => {
       const drop: string[] = [];
       const row = await this.#store.transaction(async (tx) => {
         const { region } = await this.#access(actor, regionId, tx);
         if (region.owner !== actor.user) throw new SyncRefusal("NOT_OWNER", "only the owner sets retention");
-        const next = { ...region, keepVersions: r.keepVersions, legalHold: r.legalHold };
+        const next = { ...region, keepVersions: r.keepVersions, keepDays: r.keepDays, legalHold: r.legalHold };
         drop.push(...(await this.#retain(tx, next)));
         await tx.putSyncRegion(next);
         return next;
@@ -468,7 +481,7 @@ export class SyncServer {
       for (const id of drop) await this.#blobs.remove(id).catch(() => undefined);
       this.#record(actor, "sync.region", "success", {
         target: regionId,
-        detail: `retention keep ${r.keepVersions} versions, legal hold ${r.legalHold ? "on" : "off"}`,
+        detail: `retention keep ${r.keepVersions} versions or ${r.keepDays} days, legal hold ${r.legalHold ? "on" : "off"}`,
       });
       return regionInfo(row);
     });
