@@ -541,11 +541,21 @@ export class Session implements VfsSession {
           for (const n of partNumbers) {
             const r = await this.#vfs.multipart.readPart(upload, n, options.customerKey);
             try {
-              for (let at = 0; at < r.size; ) {
-                const piece = await r.read(at, 1 << 20);
+              // the next piece is read (and opened on the seal worker) while this one is written
+              const next = (at: number) => (at < r.size ? r.read(at, 1 << 20) : undefined);
+              let at = 0;
+              let pending = next(at);
+              while (pending) {
+                const piece = await pending;
                 if (piece.length === 0) break;
                 at += piece.length;
-                await w.write(w.size, piece);
+                pending = next(at);
+                try {
+                  await w.write(w.size, piece);
+                } catch (err) {
+                  await pending?.catch(() => undefined);
+                  throw err;
+                }
               }
             } finally {
               await r.close();
