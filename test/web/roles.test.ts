@@ -189,7 +189,24 @@ describe("web app: admin, custodian and auditor pages", () => {
     await shot(page, "web-audit-desktop");
     assert.deepEqual(await unlabelled(page), []);
     assert.deepEqual(await lowContrast(page), []);
+    // by path (alice's upload in the custodian test, recorded in her view) and by time (nothing a minute from now)
     await filters.getByLabel("User").fill("");
+    await filters.getByLabel("Outcome").selectOption("");
+    await filters.getByLabel("Event").fill("upload");
+    await filters.getByLabel("Path starts with").fill("/a.t");
+    await filters.getByRole("button", { name: "Apply filters" }).click();
+    await page.getByText("1 record(s), newest first").waitFor();
+    assert.match(
+      (await page.locator("tbody tr").first().textContent()) ?? "",
+      /upload.*success.*alice.*\/a\.txt/,
+    );
+    const later = new Date(Date.now() + 60_000);
+    const local = new Date(later.getTime() - later.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+    await filters.getByLabel("From").fill(local);
+    await filters.getByRole("button", { name: "Apply filters" }).click();
+    await page.getByText("0 record(s), newest first").waitFor();
+    await filters.getByLabel("From").fill("");
+    await filters.getByLabel("Path starts with").fill("");
     await filters.getByLabel("Event").fill("");
     await filters.getByLabel("Outcome").selectOption("success");
     await filters.getByRole("button", { name: "Apply filters" }).click();
