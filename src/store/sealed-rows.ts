@@ -3,7 +3,7 @@
 import { constantTimeEqual } from "../crypto/bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import type { RowSealer } from "./sealing.ts";
-import type { FolderRow, GroupRow, UserRow } from "./types.ts";
+import type { FolderRow, GroupRow, PgpKeyRow, UserRow } from "./types.ts";
 
 /** users: id, name_index (unique), sealed (everything but the id and the usage), usage (sealed counters). */
 export interface UserRecord {
@@ -158,4 +158,15 @@ export function openBanSubject(s: RowSealer, kind: string, index: Buffer, sealed
   const subject = s.open("ban", `${kind}\0${index.toString("hex")}`, sealed).toString("utf8");
   if (!constantTimeEqual(banIndex(s, kind, subject), index)) throw new IntegrityError("ban row index mismatch");
   return subject;
+}
+
+/** An OpenPGP public key row (sql/pgp-keys.ts): all but the fingerprint sealed, AAD = the fingerprint. */
+export function sealPgpKey(s: RowSealer, k: PgpKeyRow): Buffer {
+  return s.seal("pgp", k.fingerprint, Buffer.from(JSON.stringify(k)));
+}
+
+export function openPgpKey(s: RowSealer, fingerprint: string, sealed: Buffer): PgpKeyRow {
+  const k = JSON.parse(s.open("pgp", fingerprint, sealed).toString("utf8")) as PgpKeyRow;
+  if (k.fingerprint !== fingerprint) throw new IntegrityError("pgp key row fingerprint mismatch");
+  return k;
 }

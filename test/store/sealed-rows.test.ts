@@ -166,3 +166,38 @@ describe("sealed API tokens, S3 key owners and bans (migration 13)", () => {
     }
   });
 });
+
+describe("sealed OpenPGP key rows (migration 15)", () => {
+  it("an upgraded schema-14 store keeps its public keys; owner and user ids leave the file", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const path = join(dir, "meta.db");
+    const db = new DatabaseSync(path);
+    for (const m of migrations.slice(0, 14)) db.exec(m);
+    db.exec("PRAGMA user_version = 14");
+    db.prepare(
+      `INSERT INTO pgp_keys (fingerprint, owner_kind, owner_name, armored, user_ids, algorithm, created_at, expires_at,
+         revoked, certified_by, source, imported_at)
+       VALUES ('ab12', 'user', 'pgpowner-canary', 'ARMORED-canary', '["Dana <dana-canary@example.org>"]', 'ed25519',
+         't', NULL, 0, '[]', 'import', 't')`,
+    ).run();
+    db.close();
+    const store = await openTestStore(path);
+    const k = await store.getPgpKey("ab12");
+    assert.deepEqual(
+      [k?.ownerName, k?.userIds, k?.armored, k?.expiresAt],
+      ["pgpowner-canary", ["Dana <dana-canary@example.org>"], "ARMORED-canary", null],
+    );
+    await store.transaction((tx) =>
+      tx.putPgpKey({ ...(k as NonNullable<typeof k>), fingerprint: "0a", ownerName: "b" }),
+    );
+    assert.deepEqual(
+      (await store.listPgpKeys()).map((r) => r.fingerprint),
+      ["0a", "ab12"],
+    );
+    await store.close();
+    const bytes = Buffer.concat([await readFile(path), await readFile(`${path}-wal`).catch(() => Buffer.alloc(0))]);
+    for (const c of ["pgpowner-canary", "dana-canary", "ARMORED-canary"])
+      assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
+  });
+});

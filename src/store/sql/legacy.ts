@@ -1,9 +1,9 @@
 // Upgrades of stores written before rows were sealed: migration 9 renamed the clear users, groups and folders tables
-// legacy_*, migration 13 the API token, S3 key and ban tables; SQL alone cannot seal, so once the metadata key is known
+// legacy_*, migration 13 the API token, S3 key and ban tables, 15 the OpenPGP keys; SQL alone cannot seal, so once the metadata key is known
 // (MetaStore.unlock) their rows are sealed into the new tables through the normal writes and the legacy tables dropped.
 // Runs inside one transaction; idempotent (a store without legacy tables has nothing to do). Both drivers use it.
 
-import type { ApiTokenRow, BanRow, FolderRow, GroupRow, MetaTx, Role, S3KeyRow, UserRow } from "../types.ts";
+import type { ApiTokenRow, BanRow, FolderRow, GroupRow, MetaTx, PgpKeyRow, Role, S3KeyRow, UserRow } from "../types.ts";
 import { buf, type Row, type Sql } from "./sql.ts";
 
 const LEGACY_TABLES = [
@@ -13,6 +13,7 @@ const LEGACY_TABLES = [
   "legacy_api_tokens",
   "legacy_s3_keys",
   "legacy_bans",
+  "legacy_pgp_keys",
 ] as const;
 
 export async function legacyTables(sql: Sql): Promise<string[]> {
@@ -71,6 +72,23 @@ function legacyS3Key(r: Row): S3KeyRow {
   };
 }
 
+function legacyPgpKey(r: Row): PgpKeyRow {
+  return {
+    fingerprint: r.fingerprint as string,
+    ownerKind: r.owner_kind as PgpKeyRow["ownerKind"],
+    ownerName: r.owner_name as string,
+    armored: r.armored as string,
+    userIds: JSON.parse(r.user_ids as string),
+    algorithm: r.algorithm as string,
+    createdAt: r.created_at as string,
+    expiresAt: (r.expires_at as string | null) ?? null,
+    revoked: Number(r.revoked) === 1,
+    certifiedBy: JSON.parse(r.certified_by as string),
+    source: r.source as PgpKeyRow["source"],
+    importedAt: r.imported_at as string,
+  };
+}
+
 function legacyBan(r: Row): BanRow {
   return {
     kind: r.kind as BanRow["kind"],
@@ -99,6 +117,7 @@ export async function sealLegacyRows(sql: Sql, tx: MetaTx): Promise<number> {
   await each("legacy_api_tokens", (r) => tx.putApiToken(legacyToken(r)));
   await each("legacy_s3_keys", (r) => tx.insertS3Key(legacyS3Key(r)));
   await each("legacy_bans", (r) => tx.putBan(legacyBan(r)));
+  await each("legacy_pgp_keys", (r) => tx.putPgpKey(legacyPgpKey(r)));
   for (const t of LEGACY_TABLES) if (present.has(t)) await sql.run(`DROP TABLE ${t}`);
   return moved;
 }

@@ -332,6 +332,14 @@ const list: ((d: DialectTypes) => string)[] = [
    );`,
   // 14: E2EE sync retention by age too (keep the last N manifests or those younger than D days).
   (d) => `ALTER TABLE sync_regions ADD COLUMN keep_days ${d.int} NOT NULL DEFAULT 0;`,
+  // 15: metadata at rest, continued (issue 11 item 9): OpenPGP public keys are sealed rows (owner name, user ids with
+  // their e-mail addresses, the key itself); only the fingerprint stays in clear. legacy_pgp_keys until unlock.
+  (d) =>
+    `ALTER TABLE pgp_keys RENAME TO legacy_pgp_keys;
+   CREATE TABLE pgp_keys (
+     fingerprint TEXT PRIMARY KEY,
+     sealed ${d.blob} NOT NULL
+   );`,
 ];
 
 /** The migrations as `dialect` runs them. */

@@ -30,7 +30,7 @@ export function operations(sql: Sql, parts: DriverParts): MetaTx {
     ...users(sql, parts.sealer),
     ...groups(sql, parts.sealer),
     ...folders(sql, parts.sealer),
-    ...pgpKeys(sql),
+    ...pgpKeys(sql, parts.sealer),
     ...nodes(sql),
     ...keyJobs(sql),
     ...bans(sql, parts.sealer),

@@ -1,27 +1,20 @@
+import { openPgpKey, sealPgpKey } from "../sealed-rows.ts";
+import type { RowSealer } from "../sealing.ts";
 import type { PgpKeyReads, PgpKeyRow, PgpKeyWrites } from "../types.ts";
-import type { Row, Sql } from "./sql.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
 
-function toPgpKey(r: Row): PgpKeyRow {
-  return {
-    fingerprint: r.fingerprint as string,
-    ownerKind: r.owner_kind as PgpKeyRow["ownerKind"],
-    ownerName: r.owner_name as string,
-    armored: r.armored as string,
-    userIds: JSON.parse(r.user_ids as string),
-    algorithm: r.algorithm as string,
-    createdAt: r.created_at as string,
-    expiresAt: r.expires_at as string | null,
-    revoked: Number(r.revoked) === 1,
-    certifiedBy: JSON.parse(r.certified_by as string),
-    source: r.source as PgpKeyRow["source"],
-    importedAt: r.imported_at as string,
-  };
-}
+const byOwner = (a: PgpKeyRow, b: PgpKeyRow): number =>
+  Buffer.compare(Buffer.from(a.ownerKind), Buffer.from(b.ownerKind)) ||
+  Buffer.compare(Buffer.from(a.ownerName), Buffer.from(b.ownerName)) ||
+  Buffer.compare(Buffer.from(a.fingerprint), Buffer.from(b.fingerprint));
 
-export function pgpKeys(sql: Sql): PgpKeyReads & PgpKeyWrites {
+/** OpenPGP public keys: everything but the fingerprint sealed (owner, user ids, the key itself; sealed-rows.ts). */
+export function pgpKeys(sql: Sql, sealer: () => RowSealer): PgpKeyReads & PgpKeyWrites {
+  const toPgpKey = (r: Row): PgpKeyRow => openPgpKey(sealer(), r.fingerprint as string, buf(r.sealed));
   return {
     async listPgpKeys() {
-      return (await sql.all("SELECT * FROM pgp_keys ORDER BY owner_kind, owner_name, fingerprint")).map(toPgpKey);
+      // ordered as before (owner kind, owner name, fingerprint); the owner is known only after opening
+      return (await sql.all("SELECT * FROM pgp_keys")).map(toPgpKey).sort(byOwner);
     },
     async getPgpKey(fingerprint) {
       const r = await sql.get("SELECT * FROM pgp_keys WHERE fingerprint = ?", fingerprint);
@@ -29,25 +22,10 @@ export function pgpKeys(sql: Sql): PgpKeyReads & PgpKeyWrites {
     },
     async putPgpKey(k) {
       await sql.run(
-        `INSERT INTO pgp_keys (fingerprint, owner_kind, owner_name, armored, user_ids, algorithm,
-           created_at, expires_at, revoked, certified_by, source, imported_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(fingerprint) DO UPDATE SET owner_kind = excluded.owner_kind, owner_name = excluded.owner_name,
-           armored = excluded.armored, user_ids = excluded.user_ids, algorithm = excluded.algorithm,
-           created_at = excluded.created_at, expires_at = excluded.expires_at, revoked = excluded.revoked,
-           certified_by = excluded.certified_by, source = excluded.source, imported_at = excluded.imported_at`,
+        `INSERT INTO pgp_keys (fingerprint, sealed) VALUES (?, ?)
+         ON CONFLICT(fingerprint) DO UPDATE SET sealed = excluded.sealed`,
         k.fingerprint,
-        k.ownerKind,
-        k.ownerName,
-        k.armored,
-        JSON.stringify(k.userIds),
-        k.algorithm,
-        k.createdAt,
-        k.expiresAt,
-        k.revoked ? 1 : 0,
-        JSON.stringify(k.certifiedBy),
-        k.source,
-        k.importedAt,
+        sealPgpKey(sealer(), k),
       );
     },
     async deletePgpKey(fingerprint) {
