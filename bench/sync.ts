@@ -205,7 +205,7 @@ export const sync: BenchModule = {
             "encrypted at rest by the server instead, under its key manager.",
         ],
         summary: [
-          `sync: first ${seconds(best.sync)} vs rclone ${seconds(best.rclone)} (${ratio(best.sync, best.rclone)}x), incremental ${seconds(best.syncInc)} vs ${seconds(best.rcloneInc)}, client RSS ${rssMb.toFixed(0)} MB`,
+          `sync: first ${seconds(best.sync)} vs rclone ${seconds(best.rclone)} (${ratio(best.sync, best.rclone)}), incremental ${seconds(best.syncInc)} vs ${seconds(best.rcloneInc)}, client RSS ${rssMb.toFixed(0)} MB`,
         ],
       };
     } finally {

@@ -5,7 +5,7 @@
 import type { KeyObject } from "node:crypto";
 import { zero } from "../../crypto/bytes.ts";
 import { AtrestError, IntegrityError } from "../../errors.ts";
-import { canonical, parseCanonical } from "../core/canonical.ts";
+import { canonical, parseCanonical, sha256Hex } from "../core/canonical.ts";
 import {
   type ChainState,
   type DeviceCert,
@@ -22,6 +22,7 @@ import {
   manifestHash,
   pinOfManifest,
   type RegionPin,
+  rememberManifestHash,
   signManifest,
   type UnsignedManifest,
   verifyManifest,
@@ -250,7 +251,13 @@ export class Session {
         authorDevice: (user, device) => devices.get(`${user}/${device}`),
       });
     };
-    const fetch = async (v?: number) => parseCanonical(await this.api.manifest(id, v)) as Partial<Manifest>;
+    const fetch = async (v?: number) => {
+      const bytes = await this.api.manifest(id, v);
+      const parsed = parseCanonical(bytes) as Manifest;
+      // the bytes are canonical (parseCanonical checked): their hash is the manifest's
+      rememberManifestHash(parsed, sha256Hex(bytes));
+      return parsed as Partial<Manifest>;
+    };
     const raw = await fetch(o.version);
     let m: Manifest;
     try {
@@ -319,7 +326,9 @@ export class Session {
       },
       this.#secrets.sign,
     );
-    await this.api.putManifest(cur.regionId, canonical(next));
+    const bytes = canonical(next);
+    rememberManifestHash(next, sha256Hex(bytes));
+    await this.api.putManifest(cur.regionId, bytes);
     ctx.manifest = next;
     return next;
   }

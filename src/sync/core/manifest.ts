@@ -127,8 +127,21 @@ export function checkManifestShape(raw: unknown): Manifest {
 }
 
 /** hex SHA-256 of the canonical signed manifest: what `prev` and the client's pin name. */
+const hashes = new WeakMap<Manifest, string>();
+
+/** Records the hash of a manifest whose canonical bytes the caller already hashed (parsed from, or sent as). */
+export function rememberManifestHash(m: Manifest, hash: string): void {
+  hashes.set(m, hash);
+}
+
 export function manifestHash(m: Manifest): string {
-  return objectHash(m);
+  // manifests are not changed once signed or parsed: the canonical form of thousands of entries is made once
+  let h = hashes.get(m);
+  if (!h) {
+    h = objectHash(m);
+    hashes.set(m, h);
+  }
+  return h;
 }
 
 export function signManifest(m: UnsignedManifest, signKey: Buffer): Manifest {

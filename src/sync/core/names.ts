@@ -1,6 +1,7 @@
 // Encrypted names (docs/sync-protocol.md §5): AES-256-GCM under the epoch's name key, the AAD binding region, entry,
 // parent, kind and epoch, so a name cannot be moved to another entry or folder. The mtime travels inside too.
-import { open as aeadOpen, seal as aeadSeal, NONCE_LENGTH } from "../../crypto/aead.ts";
+import type { KeyObject } from "node:crypto";
+import { aeadKey, open as aeadOpen, seal as aeadSeal, NONCE_LENGTH } from "../../crypto/aead.ts";
 import { zero } from "../../crypto/bytes.ts";
 import { randomBytes } from "../../crypto/random.ts";
 import { AtrestError, IntegrityError } from "../../errors.ts";
@@ -36,6 +37,28 @@ export function isValidName(name: string): boolean {
   );
 }
 
+/**
+ * The name key of a region key, derived and imported once per region key (a manifest has thousands of names; an HKDF
+ * and a raw-key import per name cost more than the AES-GCM). Held weakly: gone with the region key's buffer.
+ */
+const nameKeys = new WeakMap<Buffer, Map<string, KeyObject>>();
+
+function nameKey(regionKey: Buffer, regionId: string): KeyObject {
+  let byRegion = nameKeys.get(regionKey);
+  if (!byRegion) {
+    byRegion = new Map();
+    nameKeys.set(regionKey, byRegion);
+  }
+  let k = byRegion.get(regionId);
+  if (!k) {
+    const raw = nameKeyOf(regionKey, regionId);
+    k = aeadKey(raw);
+    zero(raw);
+    byRegion.set(regionId, k);
+  }
+  return k;
+}
+
 function aad(b: NameBinding): Buffer {
   const z = Buffer.alloc(1);
   const e = Buffer.alloc(4);
@@ -68,22 +91,17 @@ export function encryptName(regionKey: Buffer, b: NameBinding, plain: PlainName)
 }
 
 export function decryptName(regionKey: Buffer, b: NameBinding, ct: string): PlainName {
-  const key = nameKeyOf(regionKey, b.regionId);
-  try {
-    const body = aeadOpen(key, unb64(ct), aad(b));
-    const v = parseCanonical(body) as { m?: unknown; n?: unknown; s?: unknown };
-    if (
-      typeof v.n !== "string" ||
-      !isValidName(v.n) ||
-      typeof v.m !== "number" ||
-      typeof v.s !== "string" ||
-      !/^([0-9a-f]{64})?$/.test(v.s) ||
-      Object.keys(v).length !== 3
-    ) {
-      throw new IntegrityError("encrypted name holds no valid name");
-    }
-    return { name: v.n, mtimeMs: v.m, sha: v.s };
-  } finally {
-    zero(key);
+  const body = aeadOpen(nameKey(regionKey, b.regionId), unb64(ct), aad(b));
+  const v = parseCanonical(body) as { m?: unknown; n?: unknown; s?: unknown };
+  if (
+    typeof v.n !== "string" ||
+    !isValidName(v.n) ||
+    typeof v.m !== "number" ||
+    typeof v.s !== "string" ||
+    !/^([0-9a-f]{64})?$/.test(v.s) ||
+    Object.keys(v).length !== 3
+  ) {
+    throw new IntegrityError("encrypted name holds no valid name");
   }
+  return { name: v.n, mtimeMs: v.m, sha: v.s };
 }
