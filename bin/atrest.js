@@ -3,14 +3,23 @@
 // A service manager or container runtime signals this process, not the child: forward the signals, so the server
 // shuts down cleanly (last audit checkpoint signed), and end as the child did (its exit code, or its signal).
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const pinned = join(root, "node_modules", "node", "bin", "node");
 const node = existsSync(pinned) ? pinned : process.execPath;
-const child = spawn(node, [join(root, "src", "cli", "main.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
+// The server runs with the process settings of src/cli/server-runtime.json (V8 young generation, glibc malloc arenas;
+// docs/operations.md "Memory"); a setting already in the environment wins.
+const runtime =
+  process.argv[2] === "server"
+    ? JSON.parse(readFileSync(join(root, "src", "cli", "server-runtime.json"), "utf8"))
+    : { nodeFlags: [], env: {} };
+const child = spawn(node, [...runtime.nodeFlags, join(root, "src", "cli", "main.ts"), ...process.argv.slice(2)], {
+  stdio: "inherit",
+  env: { ...runtime.env, ...process.env },
+});
 
 const FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP"];
 for (const signal of FORWARDED) {

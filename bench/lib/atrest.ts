@@ -3,7 +3,7 @@
 //   node src/cli/main.ts user add bench --public-key <key.pub> --data <dir>
 //   node src/cli/main.ts server --data <dir> --sftp-port <port> --host 127.0.0.1 [--http-port 0 --s3-port 0]
 // and waits for the stdout line `atrest: sftp listening on 127.0.0.1:<port>`.
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./proc.ts";
 import type { KeyPair, SftpServer } from "./ssh.ts";
@@ -27,7 +27,12 @@ export async function startAtrest(
   const data = join(dir, "data");
   mkdirSync(dir, { recursive: true });
   const node = process.execPath;
-  const env = { ...process.env, NODE_ENV: "production", ...extraEnv };
+  // The server process as the launcher (bin/atrest.js) and `npm start` run it: the same V8 flags and environment.
+  const runtimeFile = join(root, "src", "cli", "server-runtime.json");
+  const runtime = (
+    existsSync(runtimeFile) ? JSON.parse(readFileSync(runtimeFile, "utf8")) : { nodeFlags: [], env: {} }
+  ) as { nodeFlags: string[]; env: Record<string, string> };
+  const env = { ...runtime.env, ...process.env, NODE_ENV: "production", ...extraEnv };
   try {
     await run(node, [cli, "init", "--data", data], { cwd: dir, env, timeoutMs: 60_000 });
     await run(node, [cli, "user", "add", ATREST_USER, "--public-key", client.publicKey, "--data", data], {
@@ -41,6 +46,7 @@ export async function startAtrest(
   // Pick the port ourselves: whether `--sftp-port 0` means "any free port" or "disabled" is then irrelevant.
   const port = await freePort();
   const base = [
+    ...runtime.nodeFlags,
     ...nodeArgs,
     cli,
     "server",

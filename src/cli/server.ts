@@ -19,6 +19,7 @@ import { ShareService } from "../service/shares.ts";
 import { TokenService } from "../service/tokens.ts";
 import { TotpService } from "../service/totp.ts";
 import { say } from "./common.ts";
+import { startGcPacing } from "./gc-pacing.ts";
 
 export function registerServer(program: Command): void {
   program
@@ -101,6 +102,7 @@ export function registerServer(program: Command): void {
       process.on("SIGINT", onSignal);
       process.on("SIGTERM", onSignal);
       const config = loadConfig(flags, cmd.parent?.opts().config);
+      if (process.env.ATREST_GC_PACING !== "0") startGcPacing();
       const logger = pino({ level: config.logLevel, base: { service: "atrest" } });
       const kms = config.kms ? { url: config.kms, certDir: config.kmsCert as string } : undefined;
       const { created, warning } = await initData(config.data, kms);

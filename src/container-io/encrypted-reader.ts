@@ -15,11 +15,22 @@ const READ_AHEAD_SEGMENTS = 16;
 // while the disk read for the one after runs (one window ahead left the worker idle during every disk read).
 const READ_AHEAD_WINDOWS = 2;
 
-/** Reads the header slot and the container's layout from a blob. */
+/** Blobs up to this size are read whole by readHeader (a header slot and one 64 KiB segment, padding included). */
+const WHOLE_BLOB_BYTES = 72 * 1024;
+
+/**
+ * Reads the header slot and the container's layout from a blob. A small blob is read whole in that one read and
+ * handed back as `whole` (for EncryptedReader): a download of a small file then reads its blob once, not twice.
+ */
 export async function readHeader(blob: BlobReader) {
-  const probe = await blob.read(0, Math.min(blob.size, HEADER_PROBE_BYTES));
+  const small = blob.size <= WHOLE_BLOB_BYTES;
+  const probe = await blob.read(0, small ? blob.size : Math.min(blob.size, HEADER_PROBE_BYTES));
   const header = parseHeader(probe);
-  return { header, count: segmentCount(header.layout, blob.size) };
+  return {
+    header,
+    count: segmentCount(header.layout, blob.size),
+    whole: small && probe.length === blob.size ? probe : undefined,
+  };
 }
 
 /** Decrypted segments READ_AHEAD_SEGMENTS * w .. of one window, while some read() or the cache holds it. */
@@ -52,6 +63,8 @@ export class EncryptedReader {
   readonly #layout: Layout;
   readonly #count: number;
   readonly #onClose: (bytesRead: number) => void;
+  /** The whole blob when readHeader read it (a small file): the one-segment load uses it instead of reading again. */
+  #whole: Buffer | undefined;
   // Window index → its segments' plaintext; a few windows are kept so out-of-order pipelined reads hit the cache.
   readonly #windows = new Map<number, Window>();
   readonly #spareSealed: ArrayBuffer[] = [];
@@ -67,6 +80,7 @@ export class EncryptedReader {
     size: number,
     onClose: (n: number) => void,
     pool: SealPool,
+    whole?: Buffer,
   ) {
     const expected = Math.floor(size / layout.segmentSize) + 1;
     if (expected !== count) throw new IntegrityError("container length does not match the recorded file size");
@@ -77,6 +91,7 @@ export class EncryptedReader {
     this.size = size;
     this.#onClose = onClose;
     this.#pool = pool;
+    this.#whole = whole !== undefined && whole.length === blob.size ? whole : undefined;
     this.#keysId = pool.register(keys.sealWorkerParams());
   }
 
@@ -160,7 +175,9 @@ export class EncryptedReader {
    */
   async #loadInline(): Promise<Buffer> {
     const start = segmentOffset(this.#layout, 0);
-    const sealed = await this.#blob.read(start, this.#blob.size - start);
+    const whole = this.#whole;
+    this.#whole = undefined;
+    const sealed = whole ? whole.subarray(start) : await this.#blob.read(start, this.#blob.size - start);
     const plain = this.#keys.open(0, sealed, true);
     if (plain.length !== this.size) {
       zero(plain);

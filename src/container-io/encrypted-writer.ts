@@ -8,7 +8,7 @@ import type { BlobWriter } from "../store/blobs.ts";
 import type { ParallelSegmentWriter } from "./parallel-writer.ts";
 
 // Writes stop being acknowledged immediately once this much sealed data waits for the disk (backpressure).
-const MAX_INFLIGHT_BYTES = 8 << 20;
+const MAX_INFLIGHT_BYTES = 4 << 20;
 // ...or once this much plaintext waits for the sealing worker.
 const MAX_SEALING_BYTES = 4 << 20;
 
@@ -32,6 +32,14 @@ export interface EncryptedWriterOptions<Committed> {
   discard: () => Promise<void>;
 }
 
+/** Bytes in one buffer or in a list of parts. */
+export function byteLength(data: Buffer | readonly Buffer[]): number {
+  if (Buffer.isBuffer(data)) return data.length;
+  let n = 0;
+  for (const part of data) n += part.length;
+  return n;
+}
+
 /** Streams plaintext into a new container: seal segment by segment, batch to disk, commit atomically at the end. */
 export class EncryptedWriter<Committed = void> {
   size: number;
@@ -49,7 +57,8 @@ export class EncryptedWriter<Committed = void> {
     this.size = options.startSize;
   }
 
-  async write(offset: number, data: Buffer): Promise<void> {
+  /** Appends `data` (one buffer, or parts taken in order: each copied once into the sealing batch). */
+  async write(offset: number, data: Buffer | readonly Buffer[]): Promise<void> {
     if (this.#done) throw new HandleClosedError();
     if (this.#failure) throw this.#failure;
     if (offset !== this.size) {
@@ -58,13 +67,15 @@ export class EncryptedWriter<Committed = void> {
         `non-sequential write at ${offset} (file length ${this.size}); encrypted storage accepts appends only`,
       );
     }
-    if (data.length > this.#o.quotaLeft() - (this.size - this.#o.startSize)) {
+    const length = byteLength(data);
+    if (length > this.#o.quotaLeft() - (this.size - this.#o.startSize)) {
       throw new QuotaExceededError("quota exceeded");
     }
     const writer = this.#o.writer;
-    writer.push(data);
-    this.size += data.length;
-    while (writer.inflightBytes > MAX_SEALING_BYTES) {
+    if (Buffer.isBuffer(data)) writer.push(data);
+    else for (const part of data) writer.push(part);
+    this.size += length;
+    while (writer.inflightBytes > MAX_SEALING_BYTES || (writer.inflightBytes > 0 && writer.congested)) {
       const sealed = await writer.next();
       if (sealed) this.#queue(sealed);
     }

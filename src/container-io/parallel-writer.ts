@@ -5,13 +5,13 @@ import { zero } from "../crypto/bytes.ts";
 import { AtrestError, HandleClosedError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import type { SegmentWriterOptions } from "../format/writer.ts";
-import type { SealPool } from "./seal-pool.ts";
+import { SEALING_BACKLOG_BYTES, type SealPool } from "./seal-pool.ts";
 
 const MAX_BATCH_BYTES = 2 ** 30;
 /** Returned plaintext buffers a writer keeps for refilling (avoids allocating and faulting in fresh memory). */
 const MAX_SPARE_BUFFERS = 4;
 /** Recycled sealed-output buffers a writer keeps: enough for everything an upload has in flight (encrypted-writer.ts). */
-const MAX_SPARE_OUTPUTS = 16;
+const MAX_SPARE_OUTPUTS = 8;
 
 export interface ParallelSegmentWriterOptions extends SegmentWriterOptions {
   /** Full segments per batch sent to a worker. Default 16 (1 MiB at 64 KiB segments). */
@@ -95,6 +95,14 @@ export class ParallelSegmentWriter {
   /** Sealed bytes handed out so far by next() and finish() (segments only, not the header). */
   get bytesWritten(): number {
     return this.#bytesWritten;
+  }
+
+  /**
+   * The pool's sealing backlog over all writers is above its bound: a writer with batches in flight should wait for
+   * them (next()) before handing over more, so many concurrent uploads share the queue instead of each filling it.
+   */
+  get congested(): boolean {
+    return this.#pool.sealingBytes > SEALING_BACKLOG_BYTES;
   }
 
   /** Plaintext bytes dispatched to the pool whose sealed output next()/finish() has not handed out yet. */

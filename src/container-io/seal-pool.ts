@@ -74,6 +74,8 @@ interface Registration {
 }
 
 const MAX_FREE_BATCHES = 8;
+/** Sealing backlog (all writers) above which writers wait for their own batches before queueing more. */
+export const SEALING_BACKLOG_BYTES = 16 * 1024 * 1024;
 
 /**
  * Worker threads that seal and open segment batches; one pool serves every writer and reader of the process. Workers
@@ -88,6 +90,7 @@ export class SealPool {
   #nextId = 1;
   #nextKeys = 1;
   #closed = false;
+  #sealingBytes = 0;
   // Zeroed batch buffers lent to writers: without it every upload, even of 4 KiB, allocated a fresh 1 MiB batch.
   readonly #freeBatches: ArrayBuffer[] = [];
 
@@ -152,12 +155,27 @@ export class SealPool {
     }
   }
 
+  /**
+   * Plaintext bytes submitted for sealing and not sealed yet, over every writer. Writers hold back while it is above
+   * SEALING_BACKLOG_BYTES (ParallelSegmentWriter.congested): with one worker and 100 uploads each keeping 4 MiB
+   * queued, the queue alone held 400 MiB.
+   */
+  get sealingBytes(): number {
+    return this.#sealingBytes;
+  }
+
   /** Seals one batch on a worker (used by ParallelSegmentWriter). */
   async seal(job: SealJob): Promise<SealResult> {
     const transfer = job.output === undefined ? [job.plaintext] : [job.plaintext, job.output];
-    const reply = await this.#submit(job.keys, (id) => ({ type: "seal", id, ...job }), transfer);
-    if (reply.type !== "seal") throw new SealWorkerError("seal worker sent a wrong reply");
-    return { sealed: reply.sealed, length: reply.length, plaintext: reply.plaintext };
+    const bytes = job.plaintext.byteLength;
+    this.#sealingBytes += bytes;
+    try {
+      const reply = await this.#submit(job.keys, (id) => ({ type: "seal", id, ...job }), transfer);
+      if (reply.type !== "seal") throw new SealWorkerError("seal worker sent a wrong reply");
+      return { sealed: reply.sealed, length: reply.length, plaintext: reply.plaintext };
+    } finally {
+      this.#sealingBytes -= bytes;
+    }
   }
 
   /**

@@ -385,6 +385,9 @@ export class Session implements VfsSession {
           return writer.size;
         },
         write: (offset, data) => writer.write(offset, data),
+        ...(writer.writeParts && {
+          writeParts: (offset, parts) => writer.writeParts?.(offset, parts) as Promise<void>,
+        }),
         close: (attrs, object) => {
           this.#writers.delete(handle);
           return writer.close(attrs, object);

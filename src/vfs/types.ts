@@ -81,6 +81,12 @@ export interface WriteHandle {
    */
   write(offset: number, data: Buffer): Promise<void>;
   /**
+   * Optional: `write(offset, Buffer.concat(parts))` without joining the parts first (each byte is copied once, into
+   * the container's batch). A door whose client data arrives in slices (SFTP WRITEs straddle SSH channel messages)
+   * uses it when present. The caller may reuse the parts once the promise settles.
+   */
+  writeParts?(offset: number, parts: readonly Buffer[]): Promise<void>;
+  /**
    * Flush, fsync and commit the new version atomically, with `attrs` (e.g. the client's mtime) and the S3 `object`
    * metadata set in the same commit.
    */

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type AuditEvent, type AuditSink, commitEvent } from "../audit/types.ts";
 import { EncryptedReader, readHeader } from "../container-io/encrypted-reader.ts";
-import { EncryptedWriter } from "../container-io/encrypted-writer.ts";
+import { byteLength, EncryptedWriter } from "../container-io/encrypted-writer.ts";
 import { ParallelSegmentWriter } from "../container-io/parallel-writer.ts";
 import { SealPool } from "../container-io/seal-pool.ts";
 import { zero } from "../crypto/bytes.ts";
@@ -222,7 +222,7 @@ export class Vfs {
     verifyCustomerKey(ssec, customerKey);
     const blob = await this.blobs.open(node.blobId);
     try {
-      const { header, count } = await readHeader(blob);
+      const { header, count, whole } = await readHeader(blob);
       const dataKey = await this.keys.unwrap(header.wrappedDek, fileContext(node.contentId));
       let dek = dataKey;
       if (ssec && customerKey) {
@@ -234,7 +234,7 @@ export class Vfs {
       }
       try {
         const keys = openContainer(header, dek, node.contentId);
-        return new EncryptedReader(blob, keys, header.layout, count, size, onClose, this.#seal);
+        return new EncryptedReader(blob, keys, header.layout, count, size, onClose, this.#seal, whole);
       } finally {
         zero(dek);
       }
@@ -672,7 +672,11 @@ class Upload implements WriteHandle {
     return this.#inner.size;
   }
 
-  async write(offset: number, data: Buffer): Promise<void> {
+  write(offset: number, data: Buffer): Promise<void> {
+    return this.writeParts(offset, data);
+  }
+
+  async writeParts(offset: number, data: Buffer | readonly Buffer[]): Promise<void> {
     if (this.#error) throw this.#error;
     if (offset !== this.#inner.size) {
       // Refused before anything is stored: the upload stays usable.
@@ -682,7 +686,7 @@ class Upload implements WriteHandle {
       );
     }
     try {
-      await this.#reserve(offset + data.length);
+      await this.#reserve(offset + byteLength(data));
       await this.#inner.write(offset, data);
     } catch (err) {
       // What is stored is no longer what the client sent: this upload can only be abandoned.

@@ -1,7 +1,6 @@
 // Email notification over SMTP (nodemailer). STARTTLS is required on a plain port (requireTLS: the message and the
 // credentials never cross the network in the clear) and certificates are verified; `ca` pins a private CA. The
 // message carries event fields only, never file content.
-import nodemailer from "nodemailer";
 import { eventFields } from "../event.ts";
 import { expand } from "../template.ts";
 import { type ActionContext, type ActionResult, templateFields } from "./context.ts";
@@ -17,6 +16,8 @@ export async function email(ctx: ActionContext): Promise<ActionResult> {
   if (ctx.action.type !== "email") throw new Error("not an email");
   const a = ctx.action;
   const fields = templateFields(ctx);
+  // Loaded on first use: nodemailer is ~6 MB of heap that a server without email rules never needs.
+  const { default: nodemailer } = await import("nodemailer");
   const transport = nodemailer.createTransport({
     host: a.smtp.host,
     port: a.smtp.port,

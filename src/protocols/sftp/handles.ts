@@ -35,7 +35,8 @@ export class WriteFile {
   private budget: WriteBudget = UNBOUNDED;
   /** Offset the next contiguous byte will have (what the client sees as the file size). */
   private end: number;
-  private reorder = new Map<number, Buffer>();
+  /** Held out-of-order WRITEs by offset: their data as the session sliced it, and its length. */
+  private reorder = new Map<number, { parts: Buffer[]; length: number }>();
   private reorderBytes = 0;
   /** The last write handed to the vfs; the next one starts when it settles (the vfs takes writes one at a time). */
   private chain: Promise<void> = Promise.resolve();
@@ -111,16 +112,15 @@ export class WriteFile {
     if (this.finished) throw new HandleClosedError("handle closed");
     if (this.append) offset = this.end;
     if (this.opener && (offset === 0 || offset === this.end)) this.decide(offset === 0);
-    const data = parts.length === 1 ? parts[0] : Buffer.concat(parts, length);
     if (offset === this.end) {
-      this.push(data);
+      this.push(parts, length);
       while (this.reorder.size > 0) {
         const next = this.reorder.get(this.end);
         if (!next) break;
         this.reorder.delete(this.end);
         this.reorderBytes -= next.length;
         this.budget.releaseReorder(next.length);
-        this.push(next);
+        this.push(next.parts, next.length);
       }
       return this.chain.then(() => this.check());
     }
@@ -130,25 +130,32 @@ export class WriteFile {
       }
       // Held data is acknowledged at once, so nothing else bounds it: the connection's and the server's budgets do.
       if (!this.budget.holdReorder(length)) throw limitError("server busy: too much out-of-order write data buffered");
-      this.reorder.set(offset, data);
+      this.reorder.set(offset, { parts, length });
       this.reorderBytes += length;
       return undefined;
     }
     throw unsupported("overwriting written data is not supported (encrypted files are append-only)");
   }
 
-  /** Queues `data` at the current end, after the writes before it. */
-  private push(data: Buffer): void {
+  /**
+   * Queues `parts` (`length` bytes) at the current end, after the writes before it. A WRITE that straddled SSH channel
+   * messages arrives as slices; the vfs copies them once into its batch (writeParts) rather than after a join here.
+   */
+  private push(parts: Buffer[], length: number): void {
     const offset = this.end;
-    this.end += data.length;
-    this.budget.queue(data.length);
+    this.end += length;
+    this.budget.queue(length);
     this.chain = this.chain.then(async () => {
       try {
-        if (!this.error) await (this.handle as WriteHandle).write(offset, data);
+        if (this.error) return;
+        const handle = this.handle as WriteHandle;
+        if (parts.length === 1) await handle.write(offset, parts[0] as Buffer);
+        else if (handle.writeParts) await handle.writeParts(offset, parts);
+        else await handle.write(offset, Buffer.concat(parts, length));
       } catch (err) {
         this.error ??= err;
       } finally {
-        this.budget.dequeue(data.length);
+        this.budget.dequeue(length);
       }
     });
   }

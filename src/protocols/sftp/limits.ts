@@ -62,7 +62,7 @@ export const DEFAULT_LIMITS: SftpLimits = {
   reorderBytesPerConnection: 32 * MiB,
   reorderBytesTotal: 256 * MiB,
   queuedBytesPerConnection: 16 * MiB,
-  queuedBytesTotal: 256 * MiB,
+  queuedBytesTotal: 64 * MiB,
   // the blob store keeps up to 256 shard directories open (local-blobs.ts) besides the audit log and the database
   fdReserve: 512,
 };

@@ -28,6 +28,8 @@ export interface SftpChannel {
   on(event: "end" | "close" | "drain", fn: () => void): unknown;
   on(event: "error", fn: (err: Error) => void): unknown;
   write(b: Buffer): boolean;
+  /** Bytes the channel still holds from earlier writes (ssh2 keeps a write it could not send for lack of window). */
+  readonly writableLength?: number;
   end(): unknown;
   /** Sends exit-status (ssh2's server channel); OpenSSH's scp fails a transfer whose ssh saw none. */
   exit?(status: number): unknown;
@@ -54,6 +56,12 @@ export interface SessionContext {
 }
 
 const MAX_HANDLES = 256;
+/**
+ * Replies are copied into one staging buffer of this size and written from it (8 OpenSSH packets of 32 KiB), which
+ * is reused while the channel takes each write at once (ssh2 copies into its packets); a batch of replies was joined
+ * into a new buffer of up to several MiB before, per flush, most of a download's garbage.
+ */
+const STAGE_BYTES = 256 * 1024;
 const DIR_PAGE = 128;
 
 type Handle =
@@ -111,6 +119,7 @@ export class SftpSession {
   private inbound = new ByteQueue();
   private out: Buffer[] = [];
   private outBytes = 0;
+  private stage: Buffer | undefined;
   private flushScheduled = false;
   private paused = false;
   /** Not reading the channel because the connection's or the server's queued WRITE bytes are at their bound. */
@@ -214,13 +223,37 @@ export class SftpSession {
   private flush(): void {
     this.flushScheduled = false;
     if (this.outBytes === 0) return;
-    const b = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes);
+    const parts = this.out;
+    const bytes = this.outBytes;
     this.out = [];
     this.outBytes = 0;
     if (this.closed) return;
     // ssh2 issues three socket writes per SSH packet (length, ciphertext, tag); corking turns a batch into one writev.
     this.ctx.socket?.cork();
-    const ok = this.ch.write(b);
+    let ok = true;
+    if (parts.length === 1 && bytes < 1024) {
+      // a lone small reply (the request/response pattern of metadata operations): no staging
+      ok = this.ch.write(parts[0] as Buffer);
+    } else {
+      let stage = this.stage ?? Buffer.allocUnsafe(STAGE_BYTES);
+      let fill = 0;
+      const emit = () => {
+        ok = this.ch.write(fill === stage.length ? stage : stage.subarray(0, fill)) && ok;
+        fill = 0;
+        // Still held by the channel (no window): it keeps that buffer, the next bytes go into a new one.
+        if (this.ch.writableLength !== 0) stage = Buffer.allocUnsafe(STAGE_BYTES);
+      };
+      for (const part of parts) {
+        for (let at = 0; at < part.length; ) {
+          const n = part.copy(stage, fill, at);
+          fill += n;
+          at += n;
+          if (fill === stage.length) emit();
+        }
+      }
+      if (fill > 0) emit();
+      this.stage = stage;
+    }
     this.ctx.socket?.uncork();
     if (!ok && !this.paused) {
       this.paused = true;
