@@ -18,8 +18,9 @@ import { load } from "./load.ts";
 import { pgp } from "./pgp.ts";
 import { sftp } from "./sftp.ts";
 import { sync } from "./sync.ts";
+import { web } from "./web.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync];
+const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync, web];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 
