@@ -26,6 +26,12 @@ export interface ChaosOptions {
   seed?: number;
   /** Longest time the workload runs before the kill, ms (each cycle draws a time up to it). */
   maxRunMs?: number;
+  /**
+   * Fewest operations a cycle must acknowledge before the kill (waiting up to 60 s more): on a loaded machine the
+   * drawn time alone can pass before the sessions have done anything, and a cycle that acknowledged nothing proves
+   * nothing.
+   */
+  minOpsPerCycle?: number;
   keep?: boolean;
   log?: (line: string) => void;
 }
@@ -324,8 +330,13 @@ export async function chaos(options: ChaosOptions): Promise<ChaosReport> {
       });
       report.rewrapRuns++;
       const sessions = await Promise.all(Array.from({ length: SESSIONS }, () => connect(server.port, key)));
+      const before = model.committed;
       const loops = sessions.map((s, i) => workload(s.sftp, model, rand, i));
       await new Promise((r) => setTimeout(r, 300 + rand() * (options.maxRunMs ?? 2500)));
+      const waitUntil = performance.now() + 60_000;
+      while (model.committed - before < (options.minOpsPerCycle ?? 0) && performance.now() < waitUntil) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       rewrap.kill("SIGKILL");
       await server.kill();
       await Promise.allSettled(loops);

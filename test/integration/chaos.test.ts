@@ -7,7 +7,7 @@ import { chaos } from "../../chaos/run.ts";
 
 test("3 kill -9 cycles during uploads, overwrites, renames, deletes and a rewrap lose nothing", async () => {
   const lines: string[] = [];
-  const r = await chaos({ cycles: 3, log: (l) => lines.push(l) });
+  const r = await chaos({ cycles: 3, minOpsPerCycle: 8, log: (l) => lines.push(l) });
   assert.deepEqual(r.failures, [], lines.join("\n"));
   assert.equal(r.cycles, 3);
   assert.ok(r.committedOps > 20, `only ${r.committedOps} acknowledged operations`);
