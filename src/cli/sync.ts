@@ -7,7 +7,7 @@ import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { AtrestError } from "../errors.ts";
-import { restoreFile, type StepReport, syncStep, wipeIfRevoked } from "../sync/client/engine.ts";
+import { restoreFile, type StepReport, syncStep, type Transfer, wipeIfRevoked } from "../sync/client/engine.ts";
 import { createShareLink, fetchShareLink } from "../sync/client/links.ts";
 import { enroll, Session, SyncApiError } from "../sync/client/session.ts";
 import { formatFingerprint, normalizeFingerprint } from "../sync/core/keys.ts";
@@ -32,7 +32,27 @@ async function withSession<T>(state: string, fn: (s: Session) => Promise<T>): Pr
 }
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
-const progress = (line: string) => process.stderr.write(`atrest sync: ${line}\n`);
+const tty = () => process.stderr.isTTY === true;
+/** Per-file lines when stderr is not a terminal; on a terminal the bar below stands for them. */
+const progress = (line: string) => {
+  if (!tty()) process.stderr.write(`atrest sync: ${line}\n`);
+};
+let lastBar = 0;
+function bar(t: Transfer): void {
+  if (!tty()) return;
+  const now = Date.now();
+  const done = t.files === t.filesTotal;
+  if (!done && now - lastBar < 100) return;
+  lastBar = now;
+  const frac = t.bytesTotal > 0 ? t.bytes / t.bytesTotal : t.files / Math.max(1, t.filesTotal);
+  const width = 30;
+  const fill = Math.round(frac * width);
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  process.stderr.write(
+    `\ratrest sync: ${t.direction === "up" ? "↑" : "↓"} [${"#".repeat(fill)}${"-".repeat(width - fill)}] ${Math.floor(frac * 100)}% ` +
+      `${t.files}/${t.filesTotal} files ${mib(t.bytes)}/${mib(t.bytesTotal)} MiB${done ? "\n" : ""}`,
+  );
+}
 
 function summary(r: StepReport): string {
   const parts = [
@@ -258,7 +278,16 @@ export function registerSync(program: Command): void {
       await withSession(opts.state, async (s) => {
         const step = async () => {
           try {
-            out(summary(await syncStep(s, opts.region, { dir: root, trustOwner: opts.trustOwner === true, progress })));
+            out(
+              summary(
+                await syncStep(s, opts.region, {
+                  dir: root,
+                  trustOwner: opts.trustOwner === true,
+                  progress,
+                  transfer: bar,
+                }),
+              ),
+            );
           } catch (err) {
             if (err instanceof SyncApiError && err.problemCode === "DEVICE_REVOKED") {
               const w = await wipeIfRevoked(s, [opts.region]);

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
 import { Device, plaintextHits, treeOf } from "./helpers.ts";
@@ -150,6 +151,21 @@ describe("sync end to end: two users, three devices", () => {
     await a2.sync(region);
     assert.ok(Object.keys(await treeOf(a2.dir)).length > 3);
     await a1.run(["devices", "revoke", a2.id]);
+    // the new epoch's key was wrapped to the remaining devices only
+    const db = new DatabaseSync(join(data, "meta.db"));
+    try {
+      const epochs = (who: string) =>
+        (
+          db.prepare("SELECT epoch FROM sync_envelopes WHERE region_id = ? AND recipient = ?").all(region, who) as {
+            epoch: number;
+          }[]
+        ).map((r) => r.epoch);
+      assert.deepEqual(epochs(a2.id), [1]);
+      assert.deepEqual(epochs(a1.id).sort(), [1, 2]);
+      assert.deepEqual(epochs(b1.id).sort(), [1, 2]);
+    } finally {
+      db.close();
+    }
     await writeFile(join(a1.dir, "after revocation.txt"), "CANARY-CONTENT-91b2 after");
     await a1.sync(region);
     await assert.rejects(a2.sync(region, { proc: true }), /revoked: its synced copy was wiped/);

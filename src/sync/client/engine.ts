@@ -16,11 +16,22 @@ import { SyncApiError } from "./api.ts";
 import type { RegionCtx, Session } from "./session.ts";
 import type { BaseEntry } from "./state.ts";
 
+export interface Transfer {
+  direction: "up" | "down";
+  files: number;
+  filesTotal: number;
+  bytes: number;
+  bytesTotal: number;
+}
+
 export interface StepOptions {
   dir: string;
   trustOwner?: boolean;
   now?: () => Date;
+  /** One line per file and event. */
   progress?: (line: string) => void;
+  /** Counters after each file of an upload or download batch (for a progress bar). */
+  transfer?: (t: Transfer) => void;
 }
 
 export interface StepReport {
@@ -533,7 +544,17 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       });
     }
     // uploads run UPLOAD_CONCURRENCY at a time (each: encrypt to a temp file, then stream it)
-    await runPool(jobs, UPLOAD_CONCURRENCY);
+    const up: Transfer = { direction: "up", files: 0, filesTotal: jobs.length, bytes: 0, bytesTotal: 0 };
+    for (const u of plan.uploads) if (u.local.kind === "file") up.bytesTotal += u.local.size;
+    await runPool(
+      jobs.map((job) => async () => {
+        await job();
+        up.files++;
+        up.bytes = Math.min(up.bytesTotal, bytesUp);
+        o.transfer?.({ ...up });
+      }),
+      UPLOAD_CONCURRENCY,
+    );
     // a folder deleted here stays if something live remains in it (and so do its parents) ...
     const all = [...plan.entries.values()];
     for (let changed = true; changed; ) {
@@ -567,8 +588,16 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
     };
     const skipped = new Set<string>();
     const final = remoteView(ctx);
+    const downloads = plan.ops.filter((op) => op.op === "download");
+    const down: Transfer = { direction: "down", files: 0, filesTotal: downloads.length, bytes: 0, bytesTotal: 0 };
+    for (const op of downloads) down.bytesTotal += final.byId.get(op.id)?.entry.size ?? 0;
     for (const op of plan.ops) {
       const done = await applyOp(session, ctx, root, op, final, report, o.progress);
+      if (op.op === "download") {
+        down.files++;
+        down.bytes += final.byId.get(op.id)?.entry.size ?? 0;
+        o.transfer?.({ ...down });
+      }
       if (!done) {
         skipped.add(op.id);
         report.skipped++;
