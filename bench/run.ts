@@ -16,11 +16,12 @@ import { makeTempDir } from "./lib/tmp.ts";
 import type { BenchModule } from "./lib/types.ts";
 import { load } from "./load.ts";
 import { pgp } from "./pgp.ts";
+import { s3 } from "./s3.ts";
 import { sftp } from "./sftp.ts";
 import { sync } from "./sync.ts";
 import { web } from "./web.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync, web];
+const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync, web, s3];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 

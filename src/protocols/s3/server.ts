@@ -38,6 +38,14 @@ export interface S3ServerOptions {
   domains?: string[];
 }
 
+function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return true;
+  }
+  return false;
+}
+
 /** The bucket a virtual-hosted-style Host names (bucket.<domain>[:port]), or undefined for a path-style request. */
 export function virtualBucket(host: string | undefined, domains: readonly string[]): string | undefined {
   if (!host || domains.length === 0) return undefined;
@@ -110,6 +118,8 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         );
       }
       if (key.length > 1024) throw new S3Error("KeyTooLongError", 400, "Your key is too long");
+      // keys are file names: control characters (C0, DEL, C1) are refused, as Ceph RGW refuses them
+      if (hasControl(key)) throw new S3Error("InvalidURI", 400, "Couldn't parse the specified URI.");
       session = await login.openSession(sessionId);
       customerKey = customerKeyOf(req, !!options.tls);
       copySourceKey = customerKeyOf(req, !!options.tls, COPY_SOURCE_SSE_C);
