@@ -215,7 +215,9 @@ export class Multipart {
       await this.#d.store.transaction((tx) => tx.removePendingBlob(blob.id)).catch(() => undefined);
       await this.#d.blobs.remove(blob.id).catch(() => undefined);
     };
+    const upload = this.info(rec);
     return {
+      upload,
       get size() {
         return writer.size;
       },

@@ -443,6 +443,7 @@ export class Session implements VfsSession {
       throw this.#failed("upload", p, err, extra);
     }
     return {
+      upload: part.upload,
       get size() {
         return part.size;
       },
@@ -469,11 +470,16 @@ export class Session implements VfsSession {
     };
   }
 
-  async listParts(path: string, uploadId: string): Promise<{ upload: MultipartUploadInfo; parts: MultipartPart[] }> {
+  async listParts(
+    path: string,
+    uploadId: string,
+    customerKey?: Buffer,
+  ): Promise<{ upload: MultipartUploadInfo; parts: MultipartPart[] }> {
     const p = normalize(path);
     await this.#live();
     this.#perms.require(p, "upload");
     const rec = await this.#vfs.multipart.get(this.#user.id, uploadId, p);
+    if (customerKey) verifyCustomerKey(rec.ssec, customerKey);
     return { upload: this.#vfs.multipart.info(rec), parts: await this.#vfs.multipart.parts(rec) };
   }
 

@@ -165,6 +165,8 @@ export interface MultipartOptions {
 /** One part being written: sequential writes, then close with its ETag, or abort. Never visible as a file. */
 export interface PartHandle {
   readonly size: number;
+  /** The upload the part belongs to. */
+  readonly upload: MultipartUploadInfo;
   write(data: Buffer): Promise<void>;
   close(etag: string): Promise<MultipartPart>;
   abort(): Promise<void>;
@@ -222,7 +224,12 @@ export interface VfsSession {
    */
   createMultipart?(path: string, options: MultipartOptions): Promise<MultipartUploadInfo>;
   uploadPart?(path: string, uploadId: string, partNumber: number, customerKey?: Buffer): Promise<PartHandle>;
-  listParts?(path: string, uploadId: string): Promise<{ upload: MultipartUploadInfo; parts: MultipartPart[] }>;
+  /** A customer key given is checked against the upload's (KEY_REQUIRED for another, INVALID_INPUT without SSE-C). */
+  listParts?(
+    path: string,
+    uploadId: string,
+    customerKey?: Buffer,
+  ): Promise<{ upload: MultipartUploadInfo; parts: MultipartPart[] }>;
   /** This user's uploads of objects under directory `dir`, oldest first. */
   listMultipart?(dir: string): Promise<MultipartUploadInfo[]>;
   abortMultipart?(path: string, uploadId: string): Promise<void>;

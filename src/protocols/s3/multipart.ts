@@ -139,7 +139,6 @@ export async function uploadPart(c: Ctx): Promise<void> {
   }
   const part = await onUpload(() => s.uploadPart(path, id, n, c.customerKey?.key));
   let etag: string;
-  let upload: { customerKey: boolean } = { customerKey: c.customerKey !== undefined };
   if (src && range) {
     c.req.resume();
     const md5 = createHash("md5");
@@ -160,7 +159,7 @@ export async function uploadPart(c: Ctx): Promise<void> {
       c.res,
       200,
       xmlDoc("CopyPartResult", { LastModified: iso(done.mtime), ETag: `"${etag}"` }),
-      uploadSse(c, upload),
+      uploadSse(c, part.upload, part.upload.requestedKey),
     );
     return;
   }
@@ -177,8 +176,7 @@ export async function uploadPart(c: Ctx): Promise<void> {
   }
   etag = body.result().md5.toString("hex");
   await onUpload(() => part.close(etag));
-  upload = { customerKey: c.customerKey !== undefined };
-  send(c.res, 200, undefined, { etag: `"${etag}"`, ...uploadSse(c, upload) });
+  send(c.res, 200, undefined, { etag: `"${etag}"`, ...uploadSse(c, part.upload, part.upload.requestedKey) });
 }
 
 export async function abortMultipartUpload(c: Ctx): Promise<void> {
@@ -310,7 +308,8 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
   if (listed.length === 0) throw malformed();
   let listing: Awaited<ReturnType<typeof s.listParts>>;
   try {
-    listing = await onUpload(() => s.listParts(path, id));
+    // a customer key is checked now, so that a wrong one is a 400, not an error inside the early 200
+    listing = await onUpload(() => s.listParts(path, id, c.customerKey?.key));
   } catch (err) {
     // a Complete repeated after it succeeded answers the same result, as S3 does
     const done =
