@@ -201,3 +201,33 @@ describe("sealed OpenPGP key rows (migration 15)", () => {
       assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
   });
 });
+
+describe("sealed trigger rule specs (migration 16)", () => {
+  it("an upgraded schema-15 store keeps its rules (spec, secrets, last firing); the spec leaves the file", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const path = join(dir, "meta.db");
+    const db = new DatabaseSync(path);
+    for (const m of migrations.slice(0, 15)) db.exec(m);
+    db.exec("PRAGMA user_version = 15");
+    db.prepare(
+      `INSERT INTO trigger_rules (name, spec, secrets, enabled, last_fired_at, created_at, updated_at)
+       VALUES ('nightly', '{"paths":["/finance-canary/**"],"url":"https://hooks.canary.example"}', x'0102', 1, 1234, 'c', 'u')`,
+    ).run();
+    db.close();
+    const store = await openTestStore(path);
+    const rule = await store.getTriggerRule("nightly");
+    assert.equal(rule?.spec, '{"paths":["/finance-canary/**"],"url":"https://hooks.canary.example"}');
+    assert.deepEqual(
+      [rule?.secrets, rule?.enabled, rule?.lastFiredAt, rule?.createdAt],
+      [Buffer.from([1, 2]), true, 1234, "c"],
+    );
+    assert.deepEqual(
+      (await store.listTriggerRules()).map((r) => r.name),
+      ["nightly"],
+    );
+    await store.close();
+    const bytes = Buffer.concat([await readFile(path), await readFile(`${path}-wal`).catch(() => Buffer.alloc(0))]);
+    for (const c of ["finance-canary", "hooks.canary"]) assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
+  });
+});

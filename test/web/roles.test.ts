@@ -196,10 +196,7 @@ describe("web app: admin, custodian and auditor pages", () => {
     await filters.getByLabel("Path starts with").fill("/a.t");
     await filters.getByRole("button", { name: "Apply filters" }).click();
     await page.getByText("1 record(s), newest first").waitFor();
-    assert.match(
-      (await page.locator("tbody tr").first().textContent()) ?? "",
-      /upload.*success.*alice.*\/a\.txt/,
-    );
+    assert.match((await page.locator("tbody tr").first().textContent()) ?? "", /upload.*success.*alice.*\/a\.txt/);
     const later = new Date(Date.now() + 60_000);
     const local = new Date(later.getTime() - later.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
     await filters.getByLabel("From").fill(local);

@@ -1,5 +1,5 @@
 // Upgrades of stores written before rows were sealed: migration 9 renamed the clear users, groups and folders tables
-// legacy_*, migration 13 the API token, S3 key and ban tables, 15 the OpenPGP keys; SQL alone cannot seal, so once the metadata key is known
+// legacy_*, migration 13 the API token, S3 key and ban tables, 15 the OpenPGP keys, 16 the trigger rules; SQL alone cannot seal, so once the metadata key is known
 // (MetaStore.unlock) their rows are sealed into the new tables through the normal writes and the legacy tables dropped.
 // Runs inside one transaction; idempotent (a store without legacy tables has nothing to do). Both drivers use it.
 
@@ -14,6 +14,7 @@ const LEGACY_TABLES = [
   "legacy_s3_keys",
   "legacy_bans",
   "legacy_pgp_keys",
+  "legacy_trigger_rules",
 ] as const;
 
 export async function legacyTables(sql: Sql): Promise<string[]> {
@@ -118,6 +119,20 @@ export async function sealLegacyRows(sql: Sql, tx: MetaTx): Promise<number> {
   await each("legacy_s3_keys", (r) => tx.insertS3Key(legacyS3Key(r)));
   await each("legacy_bans", (r) => tx.putBan(legacyBan(r)));
   await each("legacy_pgp_keys", (r) => tx.putPgpKey(legacyPgpKey(r)));
+  await each("legacy_trigger_rules", async (r) => {
+    const name = r.name as string;
+    await tx.putTriggerRule({
+      name,
+      spec: r.spec as string,
+      secrets: r.secrets === null || r.secrets === undefined ? null : buf(r.secrets),
+      enabled: Number(r.enabled) === 1,
+      createdAt: r.created_at as string,
+      updatedAt: r.updated_at as string,
+    });
+    if (r.last_fired_at !== null && r.last_fired_at !== undefined) {
+      await tx.setTriggerRuleFired(name, Number(r.last_fired_at));
+    }
+  });
   for (const t of LEGACY_TABLES) if (present.has(t)) await sql.run(`DROP TABLE ${t}`);
   return moved;
 }

@@ -340,6 +340,19 @@ const list: ((d: DialectTypes) => string)[] = [
      fingerprint TEXT PRIMARY KEY,
      sealed ${d.blob} NOT NULL
    );`,
+  // 16: metadata at rest, continued (issue 11 item 9): a trigger rule's spec (the paths, users and URLs it names) is
+  // sealed, AAD = the rule's name; legacy_trigger_rules until unlock (sql/legacy.ts).
+  (d) =>
+    `ALTER TABLE trigger_rules RENAME TO legacy_trigger_rules;
+   CREATE TABLE trigger_rules (
+     name TEXT PRIMARY KEY,
+     spec ${d.blob} NOT NULL,
+     secrets ${d.blob},
+     enabled ${d.int} NOT NULL,
+     last_fired_at ${d.int},
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );`,
 ];
 
 /** The migrations as `dialect` runs them. */

@@ -37,7 +37,7 @@ export function operations(sql: Sql, parts: DriverParts): MetaTx {
     ...apiTokens(sql, parts.sealer),
     ...s3Keys(sql, parts.sealer),
     ...shares(sql),
-    ...triggers(sql, parts.lease),
+    ...triggers(sql, parts.sealer, parts.lease),
     ...sync(sql),
   };
 }

@@ -1,10 +1,13 @@
+import type { RowSealer } from "../sealing.ts";
 import type { ExecutionRow, ExecutionState, TriggerReads, TriggerRuleRow, TriggerWrites } from "../types.ts";
 import { buf, type Row, type Sql } from "./sql.ts";
 
-function toRule(r: Row): TriggerRuleRow {
+// A rule's spec (paths, users, URLs it names) is sealed under the row key, AAD = the rule's name (migration 16).
+function toRule(s: RowSealer, r: Row): TriggerRuleRow {
+  const name = r.name as string;
   return {
-    name: r.name as string,
-    spec: r.spec as string,
+    name,
+    spec: s.open("rule", name, buf(r.spec)).toString("utf8"),
     secrets: r.secrets === null ? null : buf(r.secrets),
     enabled: Number(r.enabled) === 1,
     lastFiredAt: r.last_fired_at === null ? null : Number(r.last_fired_at),
@@ -41,14 +44,15 @@ export interface ExecutionLease {
 const ORPHANED = `state = 'running' AND (lease_owner IS NULL
   OR lease_owner NOT IN (SELECT id FROM cluster_nodes WHERE seen_at >= ?))`;
 
-export function triggers(sql: Sql, lease?: ExecutionLease): TriggerReads & TriggerWrites {
+export function triggers(sql: Sql, sealer: () => RowSealer, lease?: ExecutionLease): TriggerReads & TriggerWrites {
+  const toRuleRow = (r: Row): TriggerRuleRow => toRule(sealer(), r);
   return {
     async getTriggerRule(name) {
       const r = await sql.get("SELECT * FROM trigger_rules WHERE name = ?", name);
-      return r ? toRule(r) : undefined;
+      return r ? toRuleRow(r) : undefined;
     },
     async listTriggerRules() {
-      return (await sql.all("SELECT * FROM trigger_rules ORDER BY name")).map(toRule);
+      return (await sql.all("SELECT * FROM trigger_rules ORDER BY name")).map(toRuleRow);
     },
     async getExecution(id) {
       const r = await sql.get("SELECT * FROM trigger_executions WHERE id = ?", id);
@@ -79,7 +83,7 @@ export function triggers(sql: Sql, lease?: ExecutionLease): TriggerReads & Trigg
          ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, secrets = excluded.secrets,
            enabled = excluded.enabled, last_fired_at = NULL, updated_at = excluded.updated_at`,
         rule.name,
-        rule.spec,
+        sealer().seal("rule", rule.name, Buffer.from(rule.spec, "utf8")),
         rule.secrets,
         rule.enabled ? 1 : 0,
         rule.createdAt,
