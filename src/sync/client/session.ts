@@ -385,6 +385,21 @@ export class Session {
         `${user}'s fingerprint is not verified (atrest sync verify ${user} <fingerprint>), or pass --unverified`,
       );
     }
+    return this.#retrying(() => this.#share(id, user, chain));
+  }
+
+  /** Runs `fn` again (from the latest manifest) when another device published first. */
+  async #retrying<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!(err instanceof SyncApiError && err.problemCode === "STALE_MANIFEST") || attempt >= 6) throw err;
+      }
+    }
+  }
+
+  async #share(id: string, user: string, chain: ChainState): Promise<string[]> {
     const ctx = await this.region(id);
     try {
       if (ctx.manifest.owner.user !== this.user)
@@ -413,6 +428,10 @@ export class Session {
 
   /** A new epoch: a fresh key wrapped to the active devices of the owner and the (remaining) members only. */
   async rotate(id: string, members?: (m: Member[]) => Member[]): Promise<number> {
+    return this.#retrying(() => this.#rotate(id, members));
+  }
+
+  async #rotate(id: string, members?: (m: Member[]) => Member[]): Promise<number> {
     const ctx = await this.region(id);
     const key = newRegionKey();
     try {
