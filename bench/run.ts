@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { audit } from "./audit.ts";
 import { auditCommit } from "./audit-commit.ts";
 import { container } from "./container.ts";
+import { http } from "./http.ts";
 import { keys } from "./keys.ts";
 import { kmip } from "./kmip.ts";
 import { kms } from "./kms.ts";
@@ -21,7 +22,7 @@ import { sftp } from "./sftp.ts";
 import { sync } from "./sync.ts";
 import { web } from "./web.ts";
 
-const MODULES: BenchModule[] = [sftp, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync, web, s3];
+const MODULES: BenchModule[] = [sftp, http, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync, web, s3];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 

@@ -4,6 +4,8 @@ import { Readable } from "node:stream";
 import type { ReadHandle, VfsSession, WriteHandle } from "../../vfs/types.ts";
 
 const CHUNK = 256 * 1024;
+/** Request body bytes gathered before one handle.write. */
+const WRITE_BATCH = 1024 * 1024;
 
 /** Bytes [start, end) of a handle; closes it when done, destroyed or failed. `open` defers opening to the first read. */
 export function readableOf(open: () => Promise<ReadHandle>, start = 0, end?: number): Readable {
@@ -58,16 +60,30 @@ export async function writeBody(
 ): Promise<{ written: number; stat: Awaited<ReturnType<WriteHandle["close"]>> }> {
   let offset = handle.size;
   const start = offset;
+  // The body arrives in 16 KiB (HTTP/2 frames) to 64 KiB pieces; each handle.write is a trip through the vfs and the
+  // sealer, so they are gathered into 1 MiB writes (as the SFTP door does): one buffer per upload, memory stays flat.
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const flush = async () => {
+    if (pendingBytes === 0) return;
+    const buf = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    await handle.write(offset, buf);
+    offset += buf.length;
+    options.onProgress?.(offset);
+  };
   try {
     for await (const chunk of body) {
       const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      if (options.expected !== undefined && offset - start + buf.length > options.expected) {
+      if (options.expected !== undefined && offset + pendingBytes - start + buf.length > options.expected) {
         throw new BodyLengthError("body longer than Content-Length");
       }
-      await handle.write(offset, buf);
-      offset += buf.length;
-      options.onProgress?.(offset);
+      pending.push(buf);
+      pendingBytes += buf.length;
+      if (pendingBytes >= WRITE_BATCH) await flush();
     }
+    await flush();
     // an HTTP/2 stream reset (or a cut HTTP/1.1 chunked body) may end the body without an error: never commit that
     if (options.aborted?.()) throw new BodyLengthError("the client went away before the body was complete");
     if (options.expected !== undefined && offset - start !== options.expected) {

@@ -1,0 +1,329 @@
+// HTTPS: GET and PUT of one large file with curl against atrest (encryption at rest: every PUT is sealed into the
+// container format under a fresh data key, every GET opened) and against Debian's nginx serving the same bytes over
+// TLS from a plain directory (static GET, dav PUT), started here on loopback with a self-signed certificate; same
+// client (curl, HTTP/2 negotiated by ALPN with both), same run, alternating order. Peak RSS of both servers. Then
+// listing requests/s of a 10,000-entry folder (paginated, 1,000 a page) with wrk.
+import { randomFillSync } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { request } from "node:https";
+import { join } from "node:path";
+import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./lib/proc.ts";
+import { GiB, MiB, mbps, ratio, seconds, size } from "./lib/report.ts";
+import { startRssSampler } from "./lib/rss.ts";
+import type { BenchContext, BenchModule, BenchSection } from "./lib/types.ts";
+
+const TARGET = 0.85;
+const ENTRIES = 10_000;
+
+async function makeFile(path: string, bytes: number): Promise<void> {
+  const fh = await open(path, "w");
+  const block = Buffer.allocUnsafe(8 * MiB);
+  try {
+    for (let left = bytes; left > 0; left -= block.length) {
+      randomFillSync(block);
+      await fh.write(block, 0, Math.min(left, block.length));
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** curl's time_total of one transfer (seconds); rejects on an HTTP error. */
+async function curl(args: string[]): Promise<number> {
+  const r = await run("curl", ["-sS", "--fail", "-o", "/dev/null", "-w", "%{time_total} %{http_version}", ...args], {
+    timeoutMs: 20 * 60_000,
+  });
+  return Number(r.stdout.trim().split(" ")[0]);
+}
+
+function post(port: number, ca: string, path: string, body: unknown, headers: Record<string, string> = {}) {
+  return new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: "POST",
+        ca,
+        servername: "localhost",
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data), ...headers },
+      },
+      (res) => {
+        let b = "";
+        res.on("data", (d: Buffer) => {
+          b += d.toString();
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
+      },
+    );
+    req.on("error", reject);
+    req.end(data);
+  });
+}
+
+async function startNginx(dir: string, root: string): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const key = join(dir, "nginx.key");
+  const crt = join(dir, "nginx.crt");
+  await run("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=localhost",
+    "-addext",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "-keyout",
+    key,
+    "-out",
+    crt,
+  ]);
+  const tmp = join(dir, "nginx-tmp");
+  mkdirSync(tmp, { recursive: true });
+  const conf = join(dir, "nginx.conf");
+  // one worker: atrest is one Node process too. Run as root, the worker keeps root (not nobody): the bench's temp
+  // directories are private (0700).
+  await writeFile(
+    conf,
+    `daemon off;
+${process.getuid?.() === 0 ? "user root;\n" : ""}worker_processes 1;
+pid ${join(dir, "nginx.pid")};
+error_log stderr warn;
+load_module /usr/lib/nginx/modules/ngx_http_dav_ext_module.so;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  client_body_temp_path ${tmp}/body;
+  proxy_temp_path ${tmp}/proxy;
+  fastcgi_temp_path ${tmp}/fastcgi;
+  uwsgi_temp_path ${tmp}/uwsgi;
+  scgi_temp_path ${tmp}/scgi;
+  server {
+    listen 127.0.0.1:${port} ssl http2;
+    ssl_certificate ${crt};
+    ssl_certificate_key ${key};
+    ssl_protocols TLSv1.3;
+    root ${root};
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    location / {
+      dav_methods PUT DELETE MKCOL;
+      dav_ext_methods PROPFIND OPTIONS;
+      create_full_put_path on;
+    }
+  }
+}
+`,
+  );
+  const child = spawnTracked("nginx", ["-c", conf, "-p", dir, "-e", "stderr"]);
+  const tail = captureTail(child);
+  // nginx prints nothing when it is up: wait for the port
+  for (let i = 0; i < 100; i++) {
+    const r = await run("curl", ["-sk", "-o", "/dev/null", "-w", "%{http_code}", `https://127.0.0.1:${port}/`], {
+      check: false,
+      timeoutMs: 5000,
+    });
+    if (r.stdout.trim() !== "000") break;
+    if (child.exitCode !== null) throw new Error(`nginx exited: ${tail()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { port, pid: child.pid as number, stop: () => stop(child) };
+}
+
+async function startAtrestHttps(ctx: BenchContext, dir: string) {
+  const cli = join(ctx.root, "src", "cli", "main.ts");
+  const data = join(dir, "data");
+  const env = { ...process.env, NODE_ENV: "production" };
+  const node = process.execPath;
+  await run(node, [cli, "init", "--data", data], { env, timeoutMs: 60_000 });
+  // the user and the 10,000-entry folder, made in-process before the server holds the data dir
+  const { App } = await import("../src/app.ts");
+  const app = await App.open(data);
+  try {
+    await app.addUser({ name: "bench", password: "bench-password-1", home: "/bench" });
+    const s = await app.openSession("bench", { protocol: "cli", sessionId: "bench-setup" });
+    await s.mkdir("/big");
+    for (let i = 0; i < ENTRIES; i++) await s.mkdir(`/big/entry-${String(i).padStart(5, "0")}`);
+    await s.close();
+  } finally {
+    await app.close();
+  }
+  const port = await freePort();
+  const child = spawnTracked(
+    node,
+    [
+      cli,
+      "server",
+      "--data",
+      data,
+      "--host",
+      "127.0.0.1",
+      "--sftp-port",
+      "0",
+      "--s3-port",
+      "0",
+      "--http-port",
+      String(port),
+      "--log-level",
+      "warn",
+    ],
+    { env },
+  );
+  await waitForLine(child, /atrest: https listening on 127\.0\.0\.1:(\d+)/, 60_000);
+  const ca = await readFile(join(data, "tls", "server.crt"), "utf8");
+  const login = await post(port, ca, "/api/v1/auth/login", { username: "bench", password: "bench-password-1" });
+  if (login.status !== 200) throw new Error(`atrest login: ${login.status} ${login.body}`);
+  const cookie = String((login.headers["set-cookie"] as string[])[0]).split(";")[0];
+  const csrf = (JSON.parse(login.body) as { csrfToken: string }).csrfToken;
+  const tok = await post(
+    port,
+    ca,
+    "/api/v1/tokens",
+    { name: "bench", scopes: ["files:read", "files:write"], expiresInDays: 1 },
+    { cookie, "x-csrf-token": csrf },
+  );
+  if (tok.status !== 201) throw new Error(`atrest token: ${tok.status} ${tok.body}`);
+  const token = (JSON.parse(tok.body) as { token: string }).token;
+  return { port, pid: child.pid as number, ca: join(data, "tls", "server.crt"), token, stop: () => stop(child) };
+}
+
+export const http: BenchModule = {
+  name: "http",
+  title: "HTTPS GET/PUT: atrest vs nginx",
+  method: [
+    "**HTTPS**: one random file (1 GiB) with `curl` (HTTP/2 negotiated by ALPN, TLS 1.3 AES-GCM) to `/dev/null` (GET) " +
+      "and from disk (`curl -T`, PUT), against atrest (`--http-port`; API token; a PUT is sealed into a new container " +
+      "version and fsynced before the answer, a GET is opened and authenticated as it streams) and Debian's nginx 1.22 " +
+      "(one worker, `sendfile on`, static GET of the same bytes from a directory, PUT through `dav_methods PUT`, which " +
+      "spools the body to a temp file and renames it), both started by the bench on loopback with their own self-signed " +
+      "certificate. Best of 2, alternating order. Ratio = nginx s / atrest s (target ≥ 0.85×). Peak RSS of each server " +
+      "sampled every 100 ms during its transfers. Listing: `wrk -t1 -c4 -d10s --timeout 30s` on `GET /api/v1/fs/list?path=/big&limit=1000` " +
+      "of a folder with 10,000 entries (the first page; every request lists and sorts the whole folder).",
+  ],
+  async run(ctx: BenchContext): Promise<BenchSection> {
+    const total = ctx.quick ? 64 * MiB : GiB;
+    const src = join(ctx.tmp, "src.bin");
+    await makeFile(src, total);
+    const webroot = join(ctx.tmp, "www");
+    mkdirSync(webroot, { recursive: true });
+    await run("cp", [src, join(webroot, "get.bin")]);
+    const nginx = await startNginx(ctx.tmp, webroot);
+    const atrest = await startAtrestHttps(ctx, join(ctx.tmp, "atrest"));
+    const ngx = `https://localhost:${nginx.port}`;
+    const at = `https://localhost:${atrest.port}`;
+    const auth = ["-H", `Authorization: Bearer ${atrest.token}`];
+    const best = { ngxGet: Infinity, ngxPut: Infinity, atGet: Infinity, atPut: Infinity };
+    let atRss = 0;
+    let ngxRss = 0;
+    try {
+      // atrest's copy of the file to GET
+      await curl([...auth, "--cacert", atrest.ca, "-T", src, `${at}/api/v1/files/get.bin`]);
+      for (let n = 0; n < ctx.runs; n++) {
+        const ngxFirst = n % 2 === 0;
+        const steps: [string, () => Promise<void>][] = [
+          [
+            "nginx",
+            async () => {
+              const s = startRssSampler(nginx.pid, { tree: true });
+              best.ngxPut = Math.min(best.ngxPut, await curl(["-k", "-T", src, `${ngx}/put-${n}.bin`]));
+              best.ngxGet = Math.min(best.ngxGet, await curl(["-k", `${ngx}/get.bin`]));
+              ngxRss = Math.max(ngxRss, s.stop().peakBytes);
+              await rm(join(webroot, `put-${n}.bin`), { force: true });
+            },
+          ],
+          [
+            "atrest",
+            async () => {
+              const s = startRssSampler(atrest.pid);
+              best.atPut = Math.min(
+                best.atPut,
+                await curl([...auth, "--cacert", atrest.ca, "-T", src, `${at}/api/v1/files/put-${n}.bin`]),
+              );
+              best.atGet = Math.min(
+                best.atGet,
+                await curl([...auth, "--cacert", atrest.ca, `${at}/api/v1/files/get.bin`]),
+              );
+              atRss = Math.max(atRss, s.stop().peakBytes);
+            },
+          ],
+        ];
+        for (const [name, step] of ngxFirst ? steps : steps.reverse()) {
+          await step();
+          ctx.log(`  run ${n + 1} ${name} done`);
+        }
+      }
+      ctx.log(
+        `  atrest PUT ${seconds(best.atPut)} GET ${seconds(best.atGet)}; nginx PUT ${seconds(best.ngxPut)} GET ${seconds(best.ngxGet)}`,
+      );
+      // listing of a 10,000-entry folder
+      const wrk = await run(
+        "wrk",
+        [
+          "-t1",
+          "-c4",
+          "-d10s",
+          "--timeout",
+          "30s",
+          "--latency",
+          "-H",
+          `Authorization: Bearer ${atrest.token}`,
+          `${at}/api/v1/fs/list?path=/big&limit=1000`,
+        ],
+        { timeoutMs: 60_000 },
+      );
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk.stdout)?.[1] ?? 0);
+      const p99 = /99%\s+([\d.]+\w+)/.exec(wrk.stdout)?.[1] ?? "?";
+      const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(wrk.stdout)?.[1] ?? "0";
+      ctx.log(`  listing: ${rps} req/s, p99 ${p99}, non-2xx ${non2xx}`);
+      const getRatio = best.ngxGet / best.atGet;
+      const putRatio = best.ngxPut / best.atPut;
+      const f = (await stat(src)).size;
+      return {
+        table: [
+          ["workload", "atrest", "nginx", "ratio (nginx s / atrest s)", "target"],
+          [
+            `GET ${size(f)}`,
+            `${seconds(best.atGet)} (${mbps(f, best.atGet)})`,
+            `${seconds(best.ngxGet)} (${mbps(f, best.ngxGet)})`,
+            ratio(best.ngxGet, best.atGet),
+            `≥ ${TARGET}× ${getRatio >= TARGET ? "met" : "not met"}`,
+          ],
+          [
+            `PUT ${size(f)}`,
+            `${seconds(best.atPut)} (${mbps(f, best.atPut)})`,
+            `${seconds(best.ngxPut)} (${mbps(f, best.ngxPut)})`,
+            ratio(best.ngxPut, best.atPut),
+            `≥ ${TARGET}× ${putRatio >= TARGET ? "met" : "not met"}`,
+          ],
+          ["peak server RSS during the transfers", size(atRss), size(ngxRss), "", ""],
+          [
+            `list ${ENTRIES.toLocaleString("en")} entries (1,000 a page), wrk -c4`,
+            `${rps.toFixed(1)} req/s (p99 ${p99})`,
+            "",
+            "",
+            "",
+          ],
+        ],
+        notes: [
+          "nginx serves the file as it is on disk (sendfile); atrest decrypts (GET) or encrypts and fsyncs (PUT) every byte.",
+          ...(non2xx !== "0" ? [`listing: ${non2xx} non-2xx answers`] : []),
+        ],
+        summary: [
+          `http GET ${ratio(best.ngxGet, best.atGet)} PUT ${ratio(best.ngxPut, best.atPut)} of nginx (target ${TARGET}), RSS ${size(atRss)}, list ${rps.toFixed(1)} req/s`,
+        ],
+      };
+    } finally {
+      await atrest.stop();
+      await nginx.stop();
+    }
+  },
+};
