@@ -28,7 +28,7 @@ export const web: BenchModule = {
       "A 512 MiB random file uploaded (a) from headless Debian chromium driven by playwright-core through the web app's " +
       "file picker: tus creation, then 8 MiB PATCH requests from XMLHttpRequest (upload progress), timed from picking " +
       "the file to the app showing it done; (b) by `curl -T` to `PUT /api/v1/files/<path>` with the session cookie " +
-      "(HTTP/2). Interleaved, best of 2. Ratio = browser time / curl time. Server RSS: peak VmRSS of the server process " +
+      "over HTTP/2 and over HTTP/1.1. Interleaved, best of 2. Ratio = browser time / curl time. Server RSS: peak VmRSS of the server process " +
       "during the browser uploads.",
   ],
   async run(ctx: BenchContext): Promise<BenchSection> {
@@ -75,10 +75,10 @@ export const web: BenchModule = {
         ...["-d", JSON.stringify({ username: "bench", password: "bench-password" }), `${base}/api/v1/auth/login`],
       ]);
       const csrf = (JSON.parse(login.stdout) as { csrfToken: string }).csrfToken;
-      const curl = (n: number) =>
+      const curl = (n: number, http: "--http2" | "--http1.1") =>
         run("curl", [
-          ...["-sS", "--http2", "--cacert", crt, "-b", jar, "-H", `x-csrf-token: ${csrf}`, "-o", "/dev/null"],
-          ...["-w", "%{http_code}", "-T", file, `${base}/api/v1/files/curl-${n}.bin`],
+          ...["-sS", http, "--cacert", crt, "-b", jar, "-H", `x-csrf-token: ${csrf}`, "-o", "/dev/null"],
+          ...["-w", "%{http_code}", "-T", file, `${base}/api/v1/files/curl-${n}${http}.bin`],
         ]);
       // chromium through the app
       const spki = createHash("sha256")
@@ -93,7 +93,7 @@ export const web: BenchModule = {
           `--ignore-certificate-errors-spki-list=${spki}`,
         ],
       });
-      const times: { browser: number[]; curl: number[] } = { browser: [], curl: [] };
+      const times: { browser: number[]; curl: number[]; curl1: number[] } = { browser: [], curl: [], curl1: [] };
       let rssPeak = 0;
       try {
         const page = await (await browser.newContext()).newPage();
@@ -105,10 +105,12 @@ export const web: BenchModule = {
         await page.getByRole("navigation", { name: "Breadcrumbs" }).waitFor();
         const runs = ctx.quick ? 1 : 2;
         for (let i = 0; i < runs; i++) {
-          const c = await curl(i);
-          if (c.stdout !== "201" && c.stdout !== "200") throw new Error(`curl PUT answered ${c.stdout}`);
-          times.curl.push(c.seconds);
-          ctx.log(`curl PUT ${size(bytes)}: ${seconds(c.seconds)} s`);
+          for (const http of ["--http2", "--http1.1"] as const) {
+            const c = await curl(i, http);
+            if (c.stdout !== "201" && c.stdout !== "200") throw new Error(`curl PUT answered ${c.stdout}`);
+            (http === "--http2" ? times.curl : times.curl1).push(c.seconds);
+            ctx.log(`curl ${http} PUT ${size(bytes)}: ${seconds(c.seconds)} s`);
+          }
           const rss = startRssSampler(server.pid as number);
           const start = performance.now();
           await page.locator('input[data-testid="upload-files"]').setInputFiles([file]);
@@ -124,11 +126,13 @@ export const web: BenchModule = {
       }
       const b = Math.min(...times.browser);
       const c = Math.min(...times.curl);
+      const c1 = Math.min(...times.curl1);
       return {
         table: [
           ["client", "file", "seconds", "MB/s", "÷ curl"],
           ["chromium, web app (tus)", size(bytes), seconds(b), mbps(bytes, b), ratio(b, c)],
-          ["curl -T (PUT)", size(bytes), seconds(c), mbps(bytes, c), "1.00×"],
+          ["curl -T (PUT, HTTP/2)", size(bytes), seconds(c), mbps(bytes, c), "1.00×"],
+          ["curl -T (PUT, HTTP/1.1)", size(bytes), seconds(c1), mbps(bytes, c1), ratio(c1, c)],
         ],
         notes: [`server peak RSS during the browser uploads: ${Math.round(rssPeak / MiB)} MiB`],
         summary: [

@@ -34,6 +34,8 @@ export interface HttpServer {
 }
 
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+const H2_STREAM_WINDOW = 2 << 20;
+const H2_SESSION_WINDOW = 8 << 20;
 
 const OPENAPI_SPEC: RouteSpec = {
   method: "GET",
@@ -179,7 +181,16 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const deps: HttpDeps = { options, sessions };
   const app = Fastify({
     http2: true,
-    https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert },
+    // HTTP/2 flow control: with Node's default 64 KiB windows an upload stream waits for a window update every 64 KiB
+    // (curl -T of 64 MiB over h2: 14.3 s, against 2.0 s over HTTP/1.1, at load ~25); 2 MiB per stream and 8 MiB per
+    // connection (set on each session below) bring it to 4.6 s. A window only bounds what a client may send ahead of
+    // what the handler has read, so at most 8 MiB per connection waits in memory.
+    https: {
+      allowHTTP1: true,
+      key: options.tls.key,
+      cert: options.tls.cert,
+      settings: { initialWindowSize: H2_STREAM_WINDOW },
+    },
     logger: false,
     bodyLimit: options.bodyLimit ?? 1 << 20,
     // a proxy in front is not assumed: the defender scores the socket's address
@@ -273,6 +284,16 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       },
     });
   }
+  (app.server as unknown as import("node:events").EventEmitter).on(
+    "session",
+    (session: import("node:http2").Http2Session) => {
+      try {
+        session.setLocalWindowSize(H2_SESSION_WINDOW);
+      } catch {
+        // the session is already closing
+      }
+    },
+  );
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
