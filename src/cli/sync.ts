@@ -27,7 +27,7 @@ async function withSession<T>(state: string, fn: (s: Session) => Promise<T>): Pr
   try {
     return await fn(s);
   } finally {
-    s.close();
+    await s.close();
   }
 }
 

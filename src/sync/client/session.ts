@@ -114,11 +114,21 @@ export class Session {
     this.api = new SyncApi({ server: device.server, ...(device.ca ? { ca: device.ca } : {}) }, secrets.token);
   }
 
+  #release: (() => Promise<void>) | undefined;
+
   static async open(dir: string, passphrase: string): Promise<Session> {
     const state = new StateDir(dir);
     const device = await state.readDevice();
-    const secrets = await state.unseal(passphrase, device.cert.id);
-    return new Session(state, device, secrets, await state.readTrust());
+    const release = await state.lock();
+    try {
+      const secrets = await state.unseal(passphrase, device.cert.id);
+      const s = new Session(state, device, secrets, await state.readTrust());
+      s.#release = release;
+      return s;
+    } catch (err) {
+      await release();
+      throw err;
+    }
   }
 
   get me(): DeviceCert {
@@ -129,9 +139,10 @@ export class Session {
     return this.device.user;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     zero(this.#secrets.sign, this.#secrets.enc);
     this.api.close();
+    await this.#release?.();
   }
 
   /**

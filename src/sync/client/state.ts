@@ -2,7 +2,7 @@
 // private keys and API token sealed under an argon2id key of the passphrase (AES-256-GCM, file mode 0600; no OS
 // keyring here, so this file is the fallback), the pinned chains of users, and per region the pinned manifest and
 // the last synced view. Region keys are never written: they are opened from envelopes at each run.
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { hashRaw } from "@node-rs/argon2";
 import { open as aeadOpen, seal as aeadSeal, NONCE_LENGTH } from "../../crypto/aead.ts";
@@ -10,6 +10,7 @@ import { zero } from "../../crypto/bytes.ts";
 import { randomBytes } from "../../crypto/random.ts";
 import { AtrestError, IntegrityError } from "../../errors.ts";
 import { writeFileDurable } from "../../fsutil/durable.ts";
+import { alive } from "../../fsutil/process.ts";
 import { b64, canonical, unb64 } from "../core/canonical.ts";
 import type { ChainPin, DeviceCert } from "../core/chain.ts";
 import type { DeviceSecrets } from "../core/keys.ts";
@@ -167,6 +168,30 @@ export class StateDir {
 
   async writeRegion(r: RegionState): Promise<void> {
     await writeFileDurable(join(this.root, "regions", `${r.id}.json`), JSON.stringify(r), { mode: 0o600 });
+  }
+
+  /**
+   * One client per state directory: `run.lock` holds the pid of the process using it; a lock whose process is gone
+   * (killed) is taken over. Returns the release.
+   */
+  async lock(): Promise<() => Promise<void>> {
+    const path = join(this.root, "run.lock");
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fh = await open(path, "wx", 0o600);
+        await fh.writeFile(String(process.pid));
+        await fh.close();
+        return () => rm(path, { force: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        const pid = Number((await readFile(path, "utf8").catch(() => "")).trim());
+        if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+          throw new AtrestError("CONFLICT", `another atrest sync (pid ${pid}) is using ${this.root}`);
+        }
+        await rm(path, { force: true });
+      }
+    }
+    throw new AtrestError("CONFLICT", `cannot lock ${this.root}`);
   }
 
   /** Forgets everything but what identifies the device (after a remote wipe). */
