@@ -178,6 +178,8 @@ async function startAtrestHttps(ctx: BenchContext, dir: string) {
     ],
     { env },
   );
+  // keep reading its output: a pipe nobody drains would stall the server's writes to it
+  captureTail(child);
   await waitForLine(child, /atrest: https listening on 127\.0\.0\.1:(\d+)/, 60_000);
   const ca = await readFile(join(data, "tls", "server.crt"), "utf8");
   const login = await post(port, ca, "/api/v1/auth/login", { username: "bench", password: "bench-password-1" });
