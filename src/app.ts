@@ -44,7 +44,13 @@ import type { SessionInfo, VfsSession } from "./vfs/types.ts";
 import { META_CONTEXT, META_KEY_SETTING, Vfs } from "./vfs/vfs.ts";
 import { type BlobStoreChoice, openBlobStore, recordBlobStore } from "./wiring/blob-store.ts";
 import { type OpenedKeyManager, openKeyManager } from "./wiring/key-manager.ts";
-import { type MetaStoreChoice, metaStoreRestore, openMetaStore, recordMetaStore } from "./wiring/meta-store.ts";
+import {
+  type MetaStoreChoice,
+  metaStoreRestore,
+  openMetaStore,
+  recordedNodeId,
+  recordMetaStore,
+} from "./wiring/meta-store.ts";
 
 export const AUDIT_KEY_SETTING = "audit.key";
 export const AUDIT_CONTEXT = { purpose: "audit" };
@@ -139,6 +145,8 @@ export class App implements Accounts {
   readonly audit: AuditLog;
   readonly logger: Logger;
   /** Trigger rules and their queue; intake runs in every process, the worker only after `triggers.start()`. */
+  /** This node's id among several on one store (audit records, high-water marks); undefined for a lone node. */
+  readonly node: string | undefined;
   readonly triggers: TriggerEngine;
   #admin: Admin | undefined;
   /** The high-water mark write in flight (audit/high-water.ts), awaited before the store closes. */
@@ -153,7 +161,9 @@ export class App implements Accounts {
     vfs: Vfs,
     audit: AuditLog,
     logger: Logger,
+    node: string | undefined,
   ) {
+    this.node = node;
     this.paths = paths;
     this.store = store;
     this.keys = opened.keys;
@@ -169,10 +179,10 @@ export class App implements Accounts {
       this.#highWater = this.#highWater
         .then(() =>
           Promise.all([
-            raiseHighWater(store, seq, hash).catch((err) =>
+            raiseHighWater(store, seq, hash, node).catch((err) =>
               logger.warn({ err }, "audit high-water mark not recorded in the metadata store"),
             ),
-            raiseKmsHighWater(opened.keys, seq, hash).catch((err) =>
+            raiseKmsHighWater(opened.keys, seq, hash, node).catch((err) =>
               logger.warn({ err }, "audit high-water mark not recorded by the key manager"),
             ),
           ]),
@@ -201,6 +211,9 @@ export class App implements Accounts {
     const opened = await openKeyManager(root, paths.kms, remote);
     const keys = opened.keys;
     const store = openStore(paths, o.meta);
+    // the node that writes this data directory's audit log (several nodes on one store): the server's, else the one
+    // the server recorded here (a CLI command writes into the same log)
+    const node = o.meta?.nodeId ?? recordedNodeId(root);
     if (o.meta?.url) await recordMetaStore(root, o.meta.url);
     const blobs = await openBlobStore(root, o.blobs);
     if (o.blobs?.url) await recordBlobStore(root, o.blobs);
@@ -211,6 +224,7 @@ export class App implements Accounts {
         signer: await checkpointSigner(store, keys),
         // one locked write per event-loop turn; the SIEM pipeline and fail-closed (admit) build on it
         groupCommit: true,
+        ...(node ? { node } : {}),
       },
     );
     const dekCache = new DekCache({
@@ -239,7 +253,7 @@ export class App implements Accounts {
     await store.unlock(new RowSealer(metaKey));
     const vfs = await Vfs.open({ store, blobs, keys: cached, audit, logger, metaKey, sweep: o.sweep ?? false });
     if (o.kms) await writeRemoteKms(root, o.kms);
-    return new App(paths, store, opened, dekCache, vfs, audit, logger);
+    return new App(paths, store, opened, dekCache, vfs, audit, logger, node);
   }
 
   /** The embedded key manager for key administration in tests and dev mode; remote key managers are run apart. */

@@ -18,8 +18,8 @@ export interface MarkKeeper {
 }
 
 /** Raises the key manager's mark for the data directory's log (no-op for a key manager without marks). */
-export async function raiseKmsHighWater(keys: MarkKeeper, seq: number, hash: string): Promise<void> {
-  await keys.raiseAuditMark?.(KMS_MARK_LOG, seq, hash);
+export async function raiseKmsHighWater(keys: MarkKeeper, seq: number, hash: string, node?: string): Promise<void> {
+  await keys.raiseAuditMark?.(markNames(node).kmsLog, seq, hash);
 }
 
 export interface HighWater {
@@ -39,25 +39,37 @@ function parse(raw: Buffer | undefined): HighWater | undefined {
   return undefined;
 }
 
-export async function readHighWater(store: MetaStore): Promise<HighWater | undefined> {
-  return parse(await store.getSetting(HIGH_WATER_SETTING));
+/**
+ * Where a log's marks live: one per server node when several share one store (`node`, each node writes its own log in
+ * its own data directory), else the data directory's one.
+ */
+export function markNames(node?: string): { setting: string; kmsLog: string } {
+  return node
+    ? { setting: `${HIGH_WATER_SETTING}:${node}`, kmsLog: `${KMS_MARK_LOG}.${node}` }
+    : { setting: HIGH_WATER_SETTING, kmsLog: KMS_MARK_LOG };
+}
+
+export async function readHighWater(store: MetaStore, node?: string): Promise<HighWater | undefined> {
+  return parse(await store.getSetting(markNames(node).setting));
 }
 
 /** Raises the mark to (seq, hash) unless it is already at or beyond seq. */
-export async function raiseHighWater(store: MetaStore, seq: number, hash: string): Promise<void> {
+export async function raiseHighWater(store: MetaStore, seq: number, hash: string, node?: string): Promise<void> {
+  const { setting } = markNames(node);
   await store.transaction(async (tx) => {
-    const current = parse(await tx.getSetting(HIGH_WATER_SETTING));
+    const current = parse(await tx.getSetting(setting));
     if (current && current.seq >= seq) return;
     const mark: HighWater = { seq, hash, at: new Date().toISOString() };
-    await tx.setSetting(HIGH_WATER_SETTING, Buffer.from(JSON.stringify(mark)));
+    await tx.setSetting(setting, Buffer.from(JSON.stringify(mark)));
   });
 }
 
 /** Forgets the mark (an operator who moved a damaged log aside and starts a new chain: `audit highwater reset`). */
-export async function resetHighWater(store: MetaStore): Promise<HighWater | undefined> {
+export async function resetHighWater(store: MetaStore, node?: string): Promise<HighWater | undefined> {
+  const { setting } = markNames(node);
   return store.transaction(async (tx) => {
-    const current = parse(await tx.getSetting(HIGH_WATER_SETTING));
-    await tx.setSetting(HIGH_WATER_SETTING, Buffer.from(JSON.stringify({ reset: new Date().toISOString() })));
+    const current = parse(await tx.getSetting(setting));
+    await tx.setSetting(setting, Buffer.from(JSON.stringify({ reset: new Date().toISOString() })));
     return current;
   });
 }

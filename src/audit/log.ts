@@ -44,6 +44,8 @@ export interface AuditLogOptions {
    * (the default, and the key manager's log) every `record` is written before it returns and throws if it cannot be.
    */
   groupCommit?: boolean;
+  /** This server node's id (several nodes on one store): written into every record as `node`. */
+  node?: string;
 }
 
 /** Told when writes start failing (with the cause) and when they work again (undefined). */
@@ -128,6 +130,7 @@ export class AuditLog implements AuditSink {
   #failure: string | undefined;
   #failClosed = false;
   readonly #groupCommit: boolean;
+  readonly #node: string | undefined;
   #onFailure: FailureListener | undefined;
   #lost = 0;
   #seq: number;
@@ -147,6 +150,7 @@ export class AuditLog implements AuditSink {
     this.#every = Math.max(1, opts.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY);
     this.#failClosed = opts.failClosed ?? false;
     this.#groupCommit = opts.groupCommit ?? false;
+    this.#node = opts.node;
     const head = readChainHead(path);
     this.#seq = head.seq;
     this.#hash = head.hash;
@@ -189,7 +193,9 @@ export class AuditLog implements AuditSink {
 
   record(event: AuditEvent): void {
     if (this.#closed) throw new Error("audit log is closed");
-    this.#pending.push({ record: { time: new Date().toISOString(), ...event } });
+    this.#pending.push({
+      record: { time: new Date().toISOString(), ...(this.#node ? { node: this.#node } : {}), ...event },
+    });
     if (!this.#groupCommit) {
       this.flush();
       if (this.#failure !== undefined) {

@@ -121,6 +121,8 @@ export interface AuditEvent {
   target?: string;
   /** Short non-secret description of a change (e.g. "permissions rw- → r--", "setting sftp.port"). */
   detail?: string;
+  /** The server node that wrote the record, when several share one store (`--node-id`; ECS observer.name). */
+  node?: string;
 }
 
 /** A stored event: the event plus the time it was recorded (ISO 8601, UTC, ms). */
@@ -283,6 +285,7 @@ export interface EcsDocument {
   network?: { protocol: string };
   file?: { path?: string; size?: number; target_path?: string };
   authentication?: { method: string };
+  observer?: { name: string };
   atrest?: { session_id?: string; key_ref?: string; target?: string; detail?: string };
   message: string;
 }
@@ -328,6 +331,7 @@ export function ecs(event: AuditRecord): EcsDocument {
     if (event.targetPath !== undefined) doc.file.target_path = event.targetPath;
   }
   if (event.method !== undefined) doc.authentication = { method: event.method };
+  if (event.node !== undefined) doc.observer = { name: event.node };
   const extra: NonNullable<EcsDocument["atrest"]> = {};
   if (event.sessionId !== undefined) extra.session_id = event.sessionId;
   if (event.keyRef !== undefined) extra.key_ref = event.keyRef;

@@ -12,7 +12,7 @@ import { safeJson } from "../audit/encoders/common.ts";
 import { encodeEcsJson } from "../audit/encoders/ecs-json.ts";
 import { encodeLeef } from "../audit/encoders/leef.ts";
 import { encodeRfc5424 } from "../audit/encoders/rfc5424.ts";
-import { type HighWater, KMS_MARK_LOG, readHighWater, resetHighWater } from "../audit/high-water.ts";
+import { type HighWater, markNames, readHighWater, resetHighWater } from "../audit/high-water.ts";
 import { openRecord } from "../audit/log.ts";
 import { fileHistory, loginHistory, type Match, parseSince, query } from "../audit/query.ts";
 import { formatStats, readStats } from "../audit/stats.ts";
@@ -23,6 +23,7 @@ import { readRemoteKms } from "../keys/key-manager.ts";
 import type { KeyManager } from "../keys/provider.ts";
 import { serviceKey } from "../keys/service-keys.ts";
 import { actorFields, cliActor } from "../service/actor.ts";
+import { recordedNodeId } from "../wiring/meta-store.ts";
 import { asOption } from "./as.ts";
 import { dataOption, say, withApp, withKeyManager } from "./common.ts";
 
@@ -47,7 +48,7 @@ async function kmsMark(data: string): Promise<{ mark?: { seq: number; hash: stri
   try {
     return await withKeyManager(data, async ({ keys }) => {
       if (!keys.auditMark) return { problem: "this key manager keeps no audit marks" };
-      const mark = await keys.auditMark(KMS_MARK_LOG);
+      const mark = await keys.auditMark(markNames(recordedNodeId(data)).kmsLog);
       return mark ? { mark } : {};
     });
   } catch (err) {
@@ -149,7 +150,7 @@ export function registerAudit(program: Command): void {
         const store = openStore(dataPaths(opts.data));
         try {
           publicKeys ??= await checkpointPublicKeys(store);
-          if (ownLog) highWater = await readHighWater(store);
+          if (ownLog) highWater = await readHighWater(store, recordedNodeId(opts.data));
         } finally {
           await store.close();
         }
@@ -267,9 +268,11 @@ export function registerAudit(program: Command): void {
         throw new AtrestError("INVALID_INPUT", "atrest audit highwater [show|reset]");
       }
       await withApp(opts.data, async (app) => {
-        const atKms = app.keys.auditMark ? await app.keys.auditMark(KMS_MARK_LOG) : undefined;
+        const node = recordedNodeId(opts.data);
+        const { kmsLog } = markNames(node);
+        const atKms = app.keys.auditMark ? await app.keys.auditMark(kmsLog) : undefined;
         if (action === "show") {
-          const hw = await readHighWater(app.store);
+          const hw = await readHighWater(app.store, node);
           say(hw ? `high-water mark: entry ${hw.seq} hash ${hw.hash} (recorded ${hw.at})` : "no high-water mark");
           say(
             atKms
@@ -285,12 +288,12 @@ export function registerAudit(program: Command): void {
         if (atKms) {
           const custodian = await custodianKeys(app, opts.custodianCert);
           try {
-            kmsWas = (await custodian.resetAuditMark(atKms.client, KMS_MARK_LOG, reason))?.seq;
+            kmsWas = (await custodian.resetAuditMark(atKms.client, kmsLog, reason))?.seq;
           } finally {
             if (custodian !== app.keys) await custodian.close();
           }
         }
-        const was = await resetHighWater(app.store);
+        const was = await resetHighWater(app.store, node);
         const what =
           `audit high-water mark reset${was ? ` (was entry ${was.seq})` : ""}` +
           (kmsWas !== undefined ? `, key manager's mark reset (was entry ${kmsWas})` : "");

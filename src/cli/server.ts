@@ -18,6 +18,7 @@ import { LoginService } from "../service/login.ts";
 import { ShareService } from "../service/shares.ts";
 import { TokenService } from "../service/tokens.ts";
 import { TotpService } from "../service/totp.ts";
+import { describeMetaStore, serverNodeId } from "../wiring/meta-store.ts";
 import { say } from "./common.ts";
 import { startGcPacing } from "./gc-pacing.ts";
 
@@ -116,10 +117,11 @@ export function registerServer(program: Command): void {
         dekCacheSeconds: config.dekCacheSeconds,
         dekCacheEntries: config.dekCacheEntries,
         kms,
-        meta: { url: config.meta, ...(config.nodeId ? { nodeId: config.nodeId } : {}) },
+        meta: { url: config.meta, nodeId: await serverNodeId(config.data, config.nodeId, config.meta) },
         blobs: { url: config.blobs, endpoint: config.blobsEndpoint, region: config.blobsRegion },
       });
       say(`key manager: ${app.keyManagerLocation}`);
+      say(`metadata store: ${describeMetaStore(config.data, config.meta)}${app.node ? ` (node ${app.node})` : ""}`);
       app.audit.setFailClosed(config.audit.failClosed);
       app.audit.onFailure((failure) => {
         if (failure === undefined) logger.warn({ path: app.audit.path }, "audit log writable again");
@@ -263,6 +265,7 @@ export function registerServer(program: Command): void {
           registry,
           checks: [
             { name: "store", check: async () => void (await app.store.getSetting("metadata.key")) },
+            { name: "blobs", check: async () => void (await app.vfs.blobs.ping?.()) },
             {
               name: "key-manager",
               check: async () => void (await (keys.status ? keys.status() : keys.listKeys())),

@@ -112,7 +112,9 @@ export const serverConfigSchema = z
     // This node's id among the server processes sharing one PostgreSQL store (audit records, trigger leases).
     nodeId: z
       .string()
-      .regex(/^[A-Za-z0-9._-]{1,64}$/, { error: "must be 1-64 letters, digits, dot, dash or underscore" })
+      .regex(/^[a-z0-9][a-z0-9._-]{0,47}$/, {
+        error: "must be 1-48 lowercase letters, digits, dot, dash or underscore, starting with a letter or digit",
+      })
       .optional(),
     host: z.string().min(1).default("127.0.0.1"),
     // 0 disables the protocol (DESIGN §6); "auto" lets the OS pick a free port (printed at start; tests use it).

@@ -47,4 +47,6 @@ export interface BlobStore {
   sweep(keep: Set<string>): Promise<{ temp: number; orphans: number }>;
   /** Releases handles the store keeps open. */
   close(): Promise<void>;
+  /** Whether the backend answers (readiness); absent: always ready (local disk). */
+  ping?(): Promise<void>;
 }

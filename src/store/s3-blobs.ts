@@ -20,6 +20,7 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
@@ -97,6 +98,8 @@ export class S3BlobStore implements BlobStore {
       // checksums only where the server asks for them: several S3-compatible servers refuse the trailers
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
+      // a request the server never answers fails (and the upload with it) instead of holding a session forever
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
     };
     if (o.endpoint) config.endpoint = o.endpoint;
     if (o.credentials) config.credentials = o.credentials;
@@ -108,10 +111,14 @@ export class S3BlobStore implements BlobStore {
     return `${this.prefix}${id}`;
   }
 
+  async ping(): Promise<void> {
+    await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+  }
+
   async init(): Promise<void> {
     // fails early (and clearly) when the bucket is not there or the credentials do not reach it
     try {
-      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
+      await this.ping();
     } catch (err) {
       throw new AtrestError(
         "INVALID_INPUT",
@@ -237,8 +244,9 @@ class S3Writer implements BlobWriter {
   length = 0;
   readonly #s: S3BlobStore;
   readonly #key: string;
-  #buffer: Buffer[] = [];
-  #buffered = 0;
+  /** The part being filled (`#filled` bytes of it). */
+  #part: Buffer | undefined;
+  #filled = 0;
   #uploadId: string | undefined;
   readonly #parts: { PartNumber: number; ETag: string }[] = [];
   #inFlight: Promise<void> | undefined;
@@ -281,22 +289,25 @@ class S3Writer implements BlobWriter {
 
   async write(chunks: Buffer[]): Promise<void> {
     if (this.#failed) throw this.#failed;
+    // copied into the part buffer: the caller reuses (or transfers) its buffers once write() resolves
     for (const c of chunks) {
-      if (c.length === 0) continue;
-      this.#buffer.push(c);
-      this.#buffered += c.length;
-      this.length += c.length;
+      let at = 0;
+      while (at < c.length) {
+        this.#part ??= Buffer.allocUnsafe(this.#s.partSize);
+        const n = c.copy(this.#part, this.#filled, at);
+        this.#filled += n;
+        at += n;
+        this.length += n;
+        if (this.#filled === this.#part.length) await this.#flush();
+      }
     }
-    while (this.#buffered >= this.#s.partSize) await this.#flush(this.#s.partSize);
   }
 
-  /** Sends the first `size` buffered bytes as the next part, after the part in flight. */
-  async #flush(size: number): Promise<void> {
-    const all = Buffer.concat(this.#buffer);
-    const body = all.subarray(0, size);
-    const rest = all.subarray(size);
-    this.#buffer = rest.length > 0 ? [rest] : [];
-    this.#buffered = rest.length;
+  /** Sends the buffered bytes as the next part, after the part in flight (at most two parts in memory). */
+  async #flush(): Promise<void> {
+    const body = (this.#part ?? Buffer.alloc(0)).subarray(0, this.#filled);
+    this.#part = undefined;
+    this.#filled = 0;
     await this.#inFlight;
     if (this.#failed) throw this.#failed;
     const uploadId = await this.#start();
@@ -326,12 +337,12 @@ class S3Writer implements BlobWriter {
     if (this.#failed) throw this.#failed;
     if (!this.#uploadId) {
       // smaller than one part: one PutObject
-      const body = Buffer.concat(this.#buffer);
+      const body = (this.#part ?? Buffer.alloc(0)).subarray(0, this.#filled);
       await this.#s.client.send(
         new PutObjectCommand({ Bucket: this.#s.bucket, Key: this.#key, Body: body, ContentLength: body.length }),
       );
     } else {
-      if (this.#buffered > 0 || this.#parts.length === 0) await this.#flush(this.#buffered);
+      if (this.#filled > 0 || this.#parts.length === 0) await this.#flush();
       await this.#inFlight;
       if (this.#failed) throw this.#failed;
       await this.#s.client.send(
@@ -344,12 +355,12 @@ class S3Writer implements BlobWriter {
       );
     }
     this.#done = true;
-    this.#buffer = [];
+    this.#part = undefined;
   }
 
   async abort(): Promise<void> {
-    this.#buffer = [];
-    this.#buffered = 0;
+    this.#part = undefined;
+    this.#filled = 0;
     await this.#inFlight;
     if (this.#uploadId && !this.#done) {
       await this.#s.client

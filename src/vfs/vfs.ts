@@ -580,20 +580,34 @@ export class Vfs {
     });
   }
 
+  /**
+   * `node` as it is now inside `tx`, if it is still where it was looked up (same parent and name): another session,
+   * or another node on a shared store, may have renamed or removed it since. Acting on a node that moved would
+   * delete or move a file under its new name.
+   */
+  async #stillThere(tx: MetaTx, node: NodeRow, path = "file"): Promise<NodeRow> {
+    const now = await tx.getNode(node.id);
+    if (!now || now.parentId !== node.parentId || !now.nameMac.equals(node.nameMac)) throw new NotFoundError(path);
+    return now;
+  }
+
   async removeDir(node: NodeRow): Promise<void> {
     await this.store.transaction(async (tx) => {
+      await this.#stillThere(tx, node, "directory");
       if (await tx.hasChildren(node.id)) throw new AtrestError("NOT_EMPTY", "directory not empty");
       await tx.deleteNode(node.id);
     });
   }
 
   async removeFile(node: NodeRow): Promise<void> {
-    const { size } = this.tree.attrs(node);
-    await this.store.transaction(async (tx) => {
-      await tx.deleteNode(node.id);
-      if (node.ownerId) await tx.addUsage(node.ownerId, -size, -1);
+    // the version in the store now (an overwrite may have committed since the lookup): its size and blob go
+    const removed = await this.store.transaction(async (tx) => {
+      const now = await this.#stillThere(tx, node);
+      await tx.deleteNode(now.id);
+      if (now.ownerId) await tx.addUsage(now.ownerId, -this.tree.attrs(now).size, -1);
+      return now;
     });
-    if (node.blobId) await this.#retire(node.blobId);
+    if (removed.blobId) await this.#retire(removed.blobId);
   }
 
   /** Moves `node` to `newParent/newName`, replacing a file there when `overwrite`. */
@@ -602,6 +616,7 @@ export class Vfs {
       throw new AtrestError("INVALID_INPUT", "cannot move a directory into itself");
     }
     const replaced = await this.store.transaction(async (tx) => {
+      await this.#stillThere(tx, node);
       const target = await this.tree.child(newParent.id, newName, tx);
       if (target?.id === node.id) return undefined;
       if (target) {

@@ -3,6 +3,7 @@
 // a PostgreSQL choice in the data directory (meta-store.json, without any password: that comes from PGPASSWORD or the
 // server's own authentication), so every command run against the directory (`user add`, `keys rewrap`, `backup`)
 // opens the same store without repeating the flag.
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -97,4 +98,46 @@ export function metaStoreRestore(
     },
     install: (snapshot) => installPostgresSnapshot(snapshot, url),
   };
+}
+
+/** The data directory's server node id (node.json), written by the server's first start on a shared store. */
+export const NODE_FILE = "node.json";
+const NODE_ID = /^[a-z0-9][a-z0-9._-]{0,47}$/;
+
+export function recordedNodeId(root: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(root, NODE_FILE), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  const id = (JSON.parse(text) as { id?: unknown }).id;
+  if (typeof id !== "string" || !NODE_ID.test(id)) {
+    throw new AtrestError("INVALID_INPUT", `${join(root, NODE_FILE)} must hold {"id": "<node id>"}`);
+  }
+  return id;
+}
+
+/**
+ * The server's node id: `configured` (--node-id), else the one this data directory has, else — on a store shared by
+ * several nodes (PostgreSQL) — a new one, recorded so that it stays the same across restarts (its audit log's
+ * high-water marks and its leases are under it). A single node on SQLite has none unless configured.
+ */
+export async function serverNodeId(root: string, configured?: string, metaUrl?: string): Promise<string | undefined> {
+  const have = recordedNodeId(root);
+  const id =
+    configured ??
+    have ??
+    (isPostgres(metaStoreUrl(root, metaUrl)) ? `node-${randomBytes(4).toString("hex")}` : undefined);
+  if (id !== undefined && id !== have) {
+    await writeFileDurable(join(root, NODE_FILE), `${JSON.stringify({ id }, null, 2)}\n`);
+  }
+  return id;
+}
+
+/** For reports: `sqlite <path>` or the PostgreSQL URL without its password. */
+export function describeMetaStore(root: string, explicit?: string): string {
+  const url = metaStoreUrl(root, explicit);
+  return isPostgres(url) ? `postgres ${redactPostgresUrl(url)}` : `sqlite ${join(root, "meta.db")}`;
 }

@@ -57,6 +57,7 @@ export function encodeCef(r: AuditRecord, opts: EncoderOptions = {}, meta: Recor
     ["suid", r.userId],
     ["spriv", r.role],
     ["duser", ACTIONS[r.action].category === "iam" ? r.target : undefined],
+    ["dvchost", r.node],
   ];
   const ip = splitIp(r.sourceIp);
   ext.push(["src", ip.v4], ["spt", r.sourcePort]);

@@ -98,6 +98,7 @@ export function encodeLeef(r: AuditRecord, opts: LeefOptions = {}, meta: RecordM
     ["targetPath", r.targetPath],
     ["keyRef", r.keyRef],
     ["authMethod", r.method],
+    ["node", r.node],
     ["reason", r.reason],
     ["detail", r.detail],
     ["seq", meta.seq],

@@ -78,6 +78,7 @@ export function encodeRfc5424(r: AuditRecord, opts: Rfc5424Options = {}, meta: R
     ["size", r.size],
     ["keyRef", r.keyRef],
     ["method", r.method],
+    ["node", r.node],
     ["reason", r.reason],
     ["target", r.target],
     ["detail", r.detail],

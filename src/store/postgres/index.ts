@@ -193,7 +193,14 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
       client.release();
     }
     heartbeat = setInterval(() => {
-      pool.query("UPDATE cluster_nodes SET seen_at = $1 WHERE id = $2", [Date.now(), nodeId]).catch(() => undefined);
+      // an upsert: the row comes back if someone deleted it meanwhile (a node must never look dead while it runs)
+      pool
+        .query(
+          `INSERT INTO cluster_nodes (id, started_at, seen_at) VALUES ($1, $2, $2)
+           ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`,
+          [nodeId, Date.now()],
+        )
+        .catch(() => undefined);
     }, HEARTBEAT_MS);
     heartbeat.unref();
   })();
