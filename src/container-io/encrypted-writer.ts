@@ -80,7 +80,7 @@ export class EncryptedWriter<Committed = void> {
       if (sealed) this.#queue(sealed);
     }
     this.#flush();
-    if (this.#inflight > MAX_INFLIGHT_BYTES) await this.#flushing;
+    if (this.#inflight > MAX_INFLIGHT_BYTES || (this.#inflight > 0 && writer.diskCongested)) await this.#flushing;
     if (this.#failure) throw this.#failure;
   }
 
@@ -96,6 +96,7 @@ export class EncryptedWriter<Committed = void> {
     this.#batch = [];
     this.#batchBytes = 0;
     this.#inflight += bytes;
+    this.#o.writer.diskBacklog(bytes);
     this.#flushing = this.#flushing.then(async () => {
       if (this.#failure) return;
       try {
@@ -104,6 +105,7 @@ export class EncryptedWriter<Committed = void> {
         this.#failure = err;
       } finally {
         this.#inflight -= bytes;
+        this.#o.writer.diskBacklog(-bytes);
         // The vectored write has settled: nothing references these buffers any more, so the writer may seal into
         // them again (it ignores buffers that are not its own, like the final segment, and any after finish).
         for (const sealed of batch) this.#o.writer.recycle(sealed);

@@ -5,13 +5,11 @@ import { zero } from "../crypto/bytes.ts";
 import { AtrestError, HandleClosedError } from "../errors.ts";
 import type { ContainerKeys } from "../format/container.ts";
 import type { SegmentWriterOptions } from "../format/writer.ts";
-import { SEALING_BACKLOG_BYTES, type SealPool } from "./seal-pool.ts";
+import { DISK_BACKLOG_BYTES, SEALING_BACKLOG_BYTES, type SealPool } from "./seal-pool.ts";
 
 const MAX_BATCH_BYTES = 2 ** 30;
 /** Returned plaintext buffers a writer keeps for refilling (avoids allocating and faulting in fresh memory). */
 const MAX_SPARE_BUFFERS = 4;
-/** Recycled sealed-output buffers a writer keeps: enough for everything an upload has in flight (encrypted-writer.ts). */
-const MAX_SPARE_OUTPUTS = 8;
 
 export interface ParallelSegmentWriterOptions extends SegmentWriterOptions {
   /** Full segments per batch sent to a worker. Default 16 (1 MiB at 64 KiB segments). */
@@ -55,8 +53,6 @@ export class ParallelSegmentWriter {
   readonly #taken = new Set<Job>();
   #inflight = 0;
   readonly #spare: ArrayBuffer[] = [];
-  /** Sealed-output buffers handed back through recycle(), sent to the worker with the next batches. */
-  readonly #spareOutputs: ArrayBuffer[] = [];
   /** Output buffers handed out by next()/finish() and not recycled yet: recycle() accepts only these. */
   readonly #handedOut = new WeakSet<ArrayBuffer>();
   #plaintextLength: number;
@@ -103,6 +99,16 @@ export class ParallelSegmentWriter {
    */
   get congested(): boolean {
     return this.#pool.sealingBytes > SEALING_BACKLOG_BYTES;
+  }
+
+  /** Sealed bytes of all writers waiting for the disk: EncryptedWriter adds and removes its own. */
+  diskBacklog(delta: number): void {
+    this.#pool.diskBacklog += delta;
+  }
+
+  /** The disk backlog over all writers is above its bound: a writer with writes in flight should wait for them. */
+  get diskCongested(): boolean {
+    return this.#pool.diskBacklog > DISK_BACKLOG_BYTES;
   }
 
   /** Plaintext bytes dispatched to the pool whose sealed output next()/finish() has not handed out yet. */
@@ -177,7 +183,7 @@ export class ParallelSegmentWriter {
     if (!this.#handedOut.has(buffer)) return;
     this.#handedOut.delete(buffer);
     if (this.#finished || this.#destroyed || buffer.byteLength !== this.#sealedBatchBytes) return;
-    if (this.#spareOutputs.length < MAX_SPARE_OUTPUTS) this.#spareOutputs.push(buffer);
+    this.#pool.returnOutput(buffer);
   }
 
   /** Abandons the writer: in-flight work is dropped (pending next()/finish() reject), buffers are zeroed. */
@@ -223,7 +229,7 @@ export class ParallelSegmentWriter {
     promise.catch((err: Error) => this.#fail(err));
     this.#jobs.push(job);
     this.#inflight += bytes;
-    this.#pool.seal({ keys, startIndex, plaintext, output: this.#spareOutputs.pop() }).then(
+    this.#pool.seal({ keys, startIndex, plaintext, output: this.#pool.borrowOutput(this.#sealedBatchBytes) }).then(
       (result) => {
         this.#recycle(result.plaintext);
         this.#handedOut.add(result.sealed);
@@ -255,7 +261,6 @@ export class ParallelSegmentWriter {
     // Jobs already dispatched still complete: the worker drops the key after them.
     if (this.#keysId !== undefined) this.#pool.release(this.#keysId);
     this.#keysId = undefined;
-    this.#spareOutputs.length = 0;
     // A batch reused from a spare may hold an older batch's plaintext past the fill point: #dirty covers it.
     const batch = this.#batch?.buffer as ArrayBuffer | undefined;
     this.#batch = undefined;

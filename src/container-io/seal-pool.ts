@@ -76,6 +76,9 @@ interface Registration {
 const MAX_FREE_BATCHES = 8;
 /** Sealing backlog (all writers) above which writers wait for their own batches before queueing more. */
 export const SEALING_BACKLOG_BYTES = 16 * 1024 * 1024;
+/** Sealed data waiting for the disk (all writers) above which writers wait for their own writes first. */
+export const DISK_BACKLOG_BYTES = 64 * 1024 * 1024;
+const MAX_FREE_OUTPUTS = 16;
 
 /**
  * Worker threads that seal and open segment batches; one pool serves every writer and reader of the process. Workers
@@ -93,6 +96,8 @@ export class SealPool {
   #sealingBytes = 0;
   // Zeroed batch buffers lent to writers: without it every upload, even of 4 KiB, allocated a fresh 1 MiB batch.
   readonly #freeBatches: ArrayBuffer[] = [];
+  // Sealed-output buffers shared by all writers: kept per writer (8 each), 100 uploads held 800 MiB of spares.
+  readonly #freeOutputs: ArrayBuffer[] = [];
 
   constructor(options: SealPoolOptions = {}) {
     const { threads = 1 } = options;
@@ -162,6 +167,24 @@ export class SealPool {
    */
   get sealingBytes(): number {
     return this.#sealingBytes;
+  }
+
+  /**
+   * Sealed bytes handed to writers and not yet on their way to disk, over every writer (EncryptedWriter counts them
+   * in and out); writers hold back while it is above DISK_BACKLOG_BYTES. With the disk as the bottleneck (100
+   * uploads fsyncing), each upload's own 4 MiB bound let 400 MiB of sealed data wait in memory.
+   */
+  diskBacklog = 0;
+
+  /** A recycled sealed-output buffer of `bytes` (shared by all writers), or undefined. */
+  borrowOutput(bytes: number): ArrayBuffer | undefined {
+    const i = this.#freeOutputs.findIndex((b) => b.byteLength === bytes && !b.detached);
+    return i >= 0 ? this.#freeOutputs.splice(i, 1)[0] : undefined;
+  }
+
+  /** Keeps a sealed-output buffer the caller is done with for the next batch of any writer (at most 16 kept). */
+  returnOutput(buffer: ArrayBuffer): void {
+    if (!buffer.detached && this.#freeOutputs.length < MAX_FREE_OUTPUTS) this.#freeOutputs.push(buffer);
   }
 
   /** Seals one batch on a worker (used by ParallelSegmentWriter). */

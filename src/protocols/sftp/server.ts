@@ -72,12 +72,21 @@ interface SourceCount {
   unauthenticated: number;
 }
 
+/** ssh2's own receive window per channel (it tops it up to this once it drops below half). */
+const SSH2_WINDOW = 2 * 1024 * 1024;
+/**
+ * Receive window shared by all SFTP channels of the server: a channel gets `channelWindow` (8 MiB) while few are
+ * open, down to ssh2's 2 MiB when many are. What a client sent within its window is decrypted and held by ssh2 even
+ * while the door does not read (uploads waiting for the disk): 100 channels at 8 MiB could hold 800 MiB.
+ */
+const WINDOW_TOTAL = 64 * 1024 * 1024;
+
 /**
  * ssh2 keeps a fixed 2 MiB receive window and tops it up only once it drops below 1 MiB. We raise it so the client
  * never stalls on window adjusts while the event loop is busy decrypting (uses ssh2 channel internals; a no-op if
- * they are absent).
+ * they are absent). `targetOf()` is read at each top-up (it shrinks as channels open).
  */
-function growWindow(conn: Connection, ch: ServerChannel, target: number, budget: ConnectionBudget): void {
+function growWindow(conn: Connection, ch: ServerChannel, targetOf: () => number, budget: ConnectionBudget): void {
   const c = ch as unknown as { incoming?: { window: number }; outgoing?: { id: number } };
   const proto = (conn as unknown as { _protocol?: { channelWindowAdjust(id: number, n: number): void } })._protocol;
   if (!c.incoming || !c.outgoing || !proto || typeof proto.channelWindowAdjust !== "function") return;
@@ -86,6 +95,7 @@ function growWindow(conn: Connection, ch: ServerChannel, target: number, budget:
     // Uploads waiting for the encryptor are at their bound: let the client run out of window instead.
     if (budget.queued.full) return;
     const w = incoming.window;
+    const target = targetOf();
     if (w < target / 2) {
       incoming.window = target;
       proto.channelWindowAdjust(outgoing.id, target - w);
@@ -102,6 +112,9 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
   const idleMs = options.idleTimeoutMs ?? 10 * 60_000;
   const maxSessions = options.maxSessions ?? 256;
   const window = options.channelWindow ?? 8 * 1024 * 1024;
+  let sftpChannels = 0;
+  const windowTarget = () =>
+    Math.max(SSH2_WINDOW, Math.min(window, Math.floor(WINDOW_TOTAL / Math.max(1, sftpChannels))));
   const limits: SftpLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const random = options.random ?? Math.random;
   const conns = new Set<Conn>();
@@ -235,7 +248,9 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
                 maxHandles: limits.maxHandlesPerSession,
               });
               // Only now: a 'data' listener before the session's own would drop the client's INIT.
-              growWindow(client, ch, window, conn.budget);
+              sftpChannels++;
+              ch.once("close", () => sftpChannels--);
+              growWindow(client, ch, windowTarget, conn.budget);
               conn.sessions.add(s);
               void s.finished().then(() => conn.sessions.delete(s));
               if (closing) ch.end();
