@@ -79,7 +79,6 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
     // no body
   }
   const upload = await s.createMultipart(objectPath(c.bucket, c.key), { ...plan, headers });
-  if (upload.customerKey !== (c.customerKey !== undefined)) throw new Error("SSE-C state mismatch");
   send(
     c.res,
     200,
