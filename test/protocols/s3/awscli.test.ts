@@ -171,15 +171,19 @@ test("presigned GET with curl: the bytes; tampered or expired URL refused", asyn
   await writeFile(local, "shared content\n");
   let r = await aws(["s3", "cp", local, "s3://share/a b+c.txt"]);
   assert.equal(r.code, 0, r.stderr);
-  r = await aws(["s3", "presign", "s3://share/a b+c.txt", "--expires-in", "2"]);
+  // A long-lived URL for the reads and a 1 s one for expiry: on a loaded machine awscli's own start-up can outlast a
+  // short expiry before curl runs.
+  r = await aws(["s3", "presign", "s3://share/a b+c.txt", "--expires-in", "300"]);
   const url = r.stdout.trim();
+  r = await aws(["s3", "presign", "s3://share/a b+c.txt", "--expires-in", "1"]);
+  const shortLived = r.stdout.trim();
   const got = await run("curl", ["-s", "-f", url]);
   assert.equal(got.code, 0, got.stderr);
   assert.equal(got.stdout, "shared content\n");
   const tampered = await run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", url.replace("a%20b", "a%20c")]);
   assert.equal(tampered.stdout, "403");
-  await new Promise((res) => setTimeout(res, 3000));
-  const expired = await run("curl", ["-s", url]);
+  await new Promise((res) => setTimeout(res, 2000));
+  const expired = await run("curl", ["-s", shortLived]);
   assert.match(expired.stdout, /<Code>AccessDenied<\/Code>.*expired/s);
 });
 
