@@ -170,3 +170,18 @@ export function openPgpKey(s: RowSealer, fingerprint: string, sealed: Buffer): P
   if (k.fingerprint !== fingerprint) throw new IntegrityError("pgp key row fingerprint mismatch");
   return k;
 }
+
+/** A share link's secrets at rest (sql/shares.ts): the argon2id hash of its password and its source allow list, AAD = the share id. */
+export interface ShareSecrets {
+  passwordHash: string | null;
+  allowFrom: string[];
+}
+
+export function sealShareSecrets(s: RowSealer, id: string, b: ShareSecrets): Buffer {
+  const body: ShareSecrets = { passwordHash: b.passwordHash, allowFrom: b.allowFrom };
+  return s.seal("share", id, Buffer.from(JSON.stringify(body)));
+}
+
+export function openShareSecrets(s: RowSealer, id: string, sealed: Buffer): ShareSecrets {
+  return JSON.parse(s.open("share", id, sealed).toString("utf8")) as ShareSecrets;
+}

@@ -12,7 +12,17 @@ import { randomBytes } from "../crypto/random.ts";
 import { AtrestError } from "../errors.ts";
 
 /** What a sealed record or index belongs to: part of every index input and every AAD (no cross-domain reuse). */
-export type RowDomain = "user" | "user.usage" | "group" | "folder" | "token" | "s3key" | "ban" | "pgp" | "rule";
+export type RowDomain =
+  | "user"
+  | "user.usage"
+  | "group"
+  | "folder"
+  | "token"
+  | "s3key"
+  | "ban"
+  | "pgp"
+  | "rule"
+  | "share";
 
 /**
  * Seals and indexes store rows. A store is opened locked (settings, nodes and the other aggregates work; users,

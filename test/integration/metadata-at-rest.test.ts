@@ -84,6 +84,7 @@ describe("metadata at rest: a disk thief's view of meta.db", () => {
   const sizes = [314_159, 27_183];
   const password = `Pw-${tag}-correct horse`;
   const tokenLabel = `nightly-backup-${tag}`;
+  const sharePassword = `share-pw-${tag}`;
 
   before(async () => {
     dir = await tempDir("atrest-meta-rest-");
@@ -134,6 +135,24 @@ describe("metadata at rest: a disk thief's view of meta.db", () => {
     assert.equal((await bearer.req("GET", `/api/v1/files/${dirName}/${files[0]?.name}`)).status, 200);
     assert.match((await cli(["user", "s3-key", "add", user, "--data", data])).stdout, /AKIA|access key/i);
     assert.match((await cli(["user", "s3-key", "list", user, "--data", data])).stdout, new RegExp(user));
+    // a share link with a password and a source allow list (migration 17: both sealed); the link still works
+    const shareIp = `198.51.100.${1 + (Number.parseInt(tag.slice(0, 2), 16) % 250)}`;
+    const made = await api.req("POST", "/api/v1/shares", {
+      json: {
+        path: `/${dirName}/${files[0]?.name}`,
+        password: sharePassword,
+        allowFrom: ["127.0.0.1", `${shareIp}/32`],
+      },
+    });
+    assert.equal(made.status, 201, made.body.toString());
+    const link = made.json<{ link: string }>().link;
+    const visit = await api.fresh().req("GET", `/api/v1/s/${link}/download`, {
+      headers: { "x-share-password": sharePassword },
+    });
+    assert.equal(visit.status, 200, visit.body.toString());
+    assert.ok(visit.body.equals(files[0]?.body as Buffer));
+    const listed = await api.req("GET", "/api/v1/shares");
+    assert.match(listed.body.toString(), new RegExp(shareIp.replaceAll(".", "\\.")));
     // usage is exact (sealed, not approximated)
     const list = await cli(["user", "list", "--data", data]);
     assert.match(list.stdout, new RegExp(`${sizes[0] + sizes[1]}/${quota} bytes, 2/∞ files`));
@@ -156,6 +175,8 @@ describe("metadata at rest: a disk thief's view of meta.db", () => {
       "$argon2",
       publicKey.slice(0, 40),
       tokenLabel,
+      shareIp,
+      sharePassword,
     ];
     // live (the WAL holds the recent pages), then after a clean stop
     const live = await assertNoCanary(data, canaries);

@@ -231,3 +231,37 @@ describe("sealed trigger rule specs (migration 16)", () => {
     for (const c of ["finance-canary", "hooks.canary"]) assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
   });
 });
+
+describe("sealed share link secrets (migration 17)", () => {
+  it("an upgraded schema-16 store keeps its shares (password hash, allow list, counters); both leave the file", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const path = join(dir, "meta.db");
+    const db = new DatabaseSync(path);
+    for (const m of migrations.slice(0, 16)) db.exec(m);
+    db.exec("PRAGMA user_version = 16");
+    db.prepare(
+      `INSERT INTO shares (id, secret_hash, owner_id, node_id, kind, password_hash, expires_at, allow_download,
+         allow_upload, max_downloads, downloads, max_uploads, uploads, allow_from, created_at, last_used_at)
+       VALUES ('sh1', x'0a0b', 'u1', 'n1', 'file', '$argon2id$canary-hash', 99, 1, 0, 5, 2, 0, 0,
+         '["203.0.113.77/32"]', 10, NULL)`,
+    ).run();
+    db.close();
+    const store = await openTestStore(path);
+    const s = await store.getShare("sh1");
+    assert.deepEqual(
+      [s?.passwordHash, s?.allowFrom, s?.expiresAt, s?.downloads, s?.maxDownloads, s?.lastUsedAt, s?.allowUpload],
+      ["$argon2id$canary-hash", ["203.0.113.77/32"], 99, 2, 5, null, false],
+    );
+    assert.ok(s?.secretHash.equals(Buffer.from([10, 11])));
+    assert.deepEqual(
+      (await store.listShares("u1")).map((r) => r.id),
+      ["sh1"],
+    );
+    assert.equal(await store.transaction((tx) => tx.countShareUse("sh1", "download", 1, 50)), true);
+    assert.equal((await store.getShare("sh1"))?.downloads, 3);
+    await store.close();
+    const bytes = Buffer.concat([await readFile(path), await readFile(`${path}-wal`).catch(() => Buffer.alloc(0))]);
+    for (const c of ["canary-hash", "203.0.113.77", "$argon2"]) assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
+  });
+});

@@ -1,9 +1,20 @@
 // Upgrades of stores written before rows were sealed: migration 9 renamed the clear users, groups and folders tables
-// legacy_*, migration 13 the API token, S3 key and ban tables, 15 the OpenPGP keys, 16 the trigger rules; SQL alone cannot seal, so once the metadata key is known
+// legacy_*, migration 13 the API token, S3 key and ban tables, 15 the OpenPGP keys, 16 the trigger rules, 17 the share links; SQL alone cannot seal, so once the metadata key is known
 // (MetaStore.unlock) their rows are sealed into the new tables through the normal writes and the legacy tables dropped.
 // Runs inside one transaction; idempotent (a store without legacy tables has nothing to do). Both drivers use it.
 
-import type { ApiTokenRow, BanRow, FolderRow, GroupRow, MetaTx, PgpKeyRow, Role, S3KeyRow, UserRow } from "../types.ts";
+import type {
+  ApiTokenRow,
+  BanRow,
+  FolderRow,
+  GroupRow,
+  MetaTx,
+  PgpKeyRow,
+  Role,
+  S3KeyRow,
+  ShareRow,
+  UserRow,
+} from "../types.ts";
 import { buf, type Row, type Sql } from "./sql.ts";
 
 const LEGACY_TABLES = [
@@ -15,6 +26,7 @@ const LEGACY_TABLES = [
   "legacy_bans",
   "legacy_pgp_keys",
   "legacy_trigger_rules",
+  "legacy_shares",
 ] as const;
 
 export async function legacyTables(sql: Sql): Promise<string[]> {
@@ -25,6 +37,8 @@ export async function legacyTables(sql: Sql): Promise<string[]> {
       : `SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN (${marks})`;
   return (await sql.all(q, ...LEGACY_TABLES)).map((r) => r.name as string);
 }
+
+const optNum = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 
 function legacyUser(r: Row): UserRow {
   return {
@@ -133,6 +147,26 @@ export async function sealLegacyRows(sql: Sql, tx: MetaTx): Promise<number> {
       await tx.setTriggerRuleFired(name, Number(r.last_fired_at));
     }
   });
+  await each("legacy_shares", (r) =>
+    tx.insertShare({
+      id: r.id as string,
+      secretHash: buf(r.secret_hash),
+      ownerId: r.owner_id as string,
+      nodeId: r.node_id as string,
+      kind: r.kind as ShareRow["kind"],
+      passwordHash: (r.password_hash as string | null) ?? null,
+      expiresAt: optNum(r.expires_at),
+      allowDownload: Number(r.allow_download) === 1,
+      allowUpload: Number(r.allow_upload) === 1,
+      maxDownloads: Number(r.max_downloads),
+      downloads: Number(r.downloads),
+      maxUploads: Number(r.max_uploads),
+      uploads: Number(r.uploads),
+      allowFrom: JSON.parse(r.allow_from as string) as string[],
+      createdAt: Number(r.created_at),
+      lastUsedAt: optNum(r.last_used_at),
+    }),
+  );
   for (const t of LEGACY_TABLES) if (present.has(t)) await sql.run(`DROP TABLE ${t}`);
   return moved;
 }

@@ -353,6 +353,29 @@ const list: ((d: DialectTypes) => string)[] = [
      created_at TEXT NOT NULL,
      updated_at TEXT NOT NULL
    );`,
+  // 17: metadata at rest, continued (issue 11 item 9): a share link's argon2id password hash and its source allow list
+  // are one sealed record, AAD = the share id; legacy_shares until unlock (sql/legacy.ts).
+  (d) =>
+    `ALTER TABLE shares RENAME TO legacy_shares;
+   DROP INDEX shares_owner_id;
+   CREATE TABLE shares (
+     id TEXT PRIMARY KEY,
+     secret_hash ${d.blob} NOT NULL,
+     owner_id TEXT NOT NULL,
+     node_id TEXT NOT NULL,
+     kind TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+     sealed ${d.blob} NOT NULL,
+     expires_at ${d.int},
+     allow_download ${d.int} NOT NULL,
+     allow_upload ${d.int} NOT NULL,
+     max_downloads ${d.int} NOT NULL DEFAULT 0,
+     downloads ${d.int} NOT NULL DEFAULT 0,
+     max_uploads ${d.int} NOT NULL DEFAULT 0,
+     uploads ${d.int} NOT NULL DEFAULT 0,
+     created_at ${d.int} NOT NULL,
+     last_used_at ${d.int}
+   );
+   CREATE INDEX shares_owner_id ON shares(owner_id);`,
 ];
 
 /** The migrations as `dialect` runs them. */

@@ -36,7 +36,7 @@ export function operations(sql: Sql, parts: DriverParts): MetaTx {
     ...bans(sql, parts.sealer),
     ...apiTokens(sql, parts.sealer),
     ...s3Keys(sql, parts.sealer),
-    ...shares(sql),
+    ...shares(sql, parts.sealer),
     ...triggers(sql, parts.sealer, parts.lease),
     ...sync(sql),
   };

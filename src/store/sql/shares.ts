@@ -1,16 +1,20 @@
+import { openShareSecrets, sealShareSecrets } from "../sealed-rows.ts";
+import type { RowSealer } from "../sealing.ts";
 import type { ShareReads, ShareRow, ShareWrites } from "../types.ts";
 import { buf, type Row, type Sql } from "./sql.ts";
 
 const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 
-function toShare(r: Row): ShareRow {
+function toShare(s: RowSealer, r: Row): ShareRow {
+  const id = r.id as string;
+  const secrets = openShareSecrets(s, id, buf(r.sealed));
   return {
-    id: r.id as string,
+    id,
     secretHash: buf(r.secret_hash),
     ownerId: r.owner_id as string,
     nodeId: r.node_id as string,
     kind: r.kind as ShareRow["kind"],
-    passwordHash: (r.password_hash as string | null) ?? null,
+    passwordHash: secrets.passwordHash,
     expiresAt: num(r.expires_at),
     allowDownload: Number(r.allow_download) === 1,
     allowUpload: Number(r.allow_upload) === 1,
@@ -18,36 +22,38 @@ function toShare(r: Row): ShareRow {
     downloads: Number(r.downloads),
     maxUploads: Number(r.max_uploads),
     uploads: Number(r.uploads),
-    allowFrom: JSON.parse(r.allow_from as string) as string[],
+    allowFrom: secrets.allowFrom,
     createdAt: Number(r.created_at),
     lastUsedAt: num(r.last_used_at),
   };
 }
 
-export function shares(sql: Sql): ShareReads & ShareWrites {
+/** Share links: the password hash and the allow list sealed (AAD = share id); ids, counters and times in clear. */
+export function shares(sql: Sql, sealer: () => RowSealer): ShareReads & ShareWrites {
+  const open = (r: Row): ShareRow => toShare(sealer(), r);
   return {
     async getShare(id) {
       const r = await sql.get("SELECT * FROM shares WHERE id = ?", id);
-      return r ? toShare(r) : undefined;
+      return r ? open(r) : undefined;
     },
     async listShares(ownerId) {
       const rows =
         ownerId === undefined
           ? await sql.all("SELECT * FROM shares ORDER BY created_at DESC, id")
           : await sql.all("SELECT * FROM shares WHERE owner_id = ? ORDER BY created_at DESC, id", ownerId);
-      return rows.map(toShare);
+      return rows.map(open);
     },
     async insertShare(s) {
       await sql.run(
-        `INSERT INTO shares (id, secret_hash, owner_id, node_id, kind, password_hash, expires_at, allow_download,
-           allow_upload, max_downloads, downloads, max_uploads, uploads, allow_from, created_at, last_used_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO shares (id, secret_hash, owner_id, node_id, kind, sealed, expires_at, allow_download,
+           allow_upload, max_downloads, downloads, max_uploads, uploads, created_at, last_used_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         s.id,
         s.secretHash,
         s.ownerId,
         s.nodeId,
         s.kind,
-        s.passwordHash,
+        sealShareSecrets(sealer(), s.id, s),
         s.expiresAt,
         s.allowDownload ? 1 : 0,
         s.allowUpload ? 1 : 0,
@@ -55,7 +61,6 @@ export function shares(sql: Sql): ShareReads & ShareWrites {
         s.downloads,
         s.maxUploads,
         s.uploads,
-        JSON.stringify(s.allowFrom),
         s.createdAt,
         s.lastUsedAt,
       );
