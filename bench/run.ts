@@ -18,11 +18,27 @@ import type { BenchModule } from "./lib/types.ts";
 import { load } from "./load.ts";
 import { pgp } from "./pgp.ts";
 import { s3 } from "./s3.ts";
+import { scaleout } from "./scaleout.ts";
 import { sftp } from "./sftp.ts";
 import { sync } from "./sync.ts";
 import { web } from "./web.ts";
 
-const MODULES: BenchModule[] = [sftp, http, container, audit, auditCommit, keys, kms, kmip, pgp, load, sync, web, s3];
+const MODULES: BenchModule[] = [
+  sftp,
+  http,
+  container,
+  audit,
+  auditCommit,
+  keys,
+  kms,
+  kmip,
+  pgp,
+  load,
+  sync,
+  web,
+  s3,
+  scaleout,
+];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");
 
