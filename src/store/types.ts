@@ -232,6 +232,11 @@ export interface NodeReads {
   getNode(id: string): Promise<NodeRow | undefined>;
   findChild(parentId: string, nameMac: Buffer): Promise<NodeRow | undefined>;
   listChildren(parentId: string): Promise<NodeRow[]>;
+  /**
+   * Up to `limit` children in name-MAC order after `afterMac` (undefined = from the start), read through the
+   * (parent_id, name_mac) index: a page of a large folder without reading the rest of it.
+   */
+  listChildrenAfter(parentId: string, afterMac: Buffer | undefined, limit: number): Promise<NodeRow[]>;
   hasChildren(parentId: string): Promise<boolean>;
   /** Every node in id order, `limit` at a time after `afterId` ("" = from the start): whole-tree passes. */
   nodesAfter(afterId: string, limit: number): Promise<NodeRow[]>;

@@ -9,6 +9,7 @@ import { verifyCustomerKey } from "./sse-c.ts";
 import type {
   DirEncryption,
   DirEntry,
+  DirPage,
   FileKey,
   FileStat,
   MultipartOptions,
@@ -209,6 +210,25 @@ export class Session implements VfsSession {
     return rows
       .map((row) => ({ name: this.#vfs.tree.name(row), stat: this.#stat(row) }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * One page of a directory in store order (name-MAC order: stable, not alphabetical): only that page's rows are read
+   * and decrypted. `after` is the previous page's `next`; `next` is undefined on the last page.
+   */
+  async listPage(path: string, after: Buffer | undefined, limit: number): Promise<DirPage> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(p, "list");
+    const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+    // one row more than asked tells whether another page follows
+    const rows = await this.#vfs.store.listChildrenAfter(dir.id, after, limit + 1);
+    const more = rows.length > limit;
+    const page = more ? rows.slice(0, limit) : rows;
+    return {
+      entries: page.map((row) => ({ name: this.#vfs.tree.name(row), stat: this.#stat(row) })),
+      next: more ? page[page.length - 1].nameMac : undefined,
+    };
   }
 
   async mkdir(path: string): Promise<void> {

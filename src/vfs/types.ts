@@ -57,6 +57,12 @@ export interface DirEntry {
   stat: FileStat;
 }
 
+/** One page of a directory in store order; `next` (opaque) asks for the following page, undefined on the last. */
+export interface DirPage {
+  entries: DirEntry[];
+  next: Buffer | undefined;
+}
+
 export interface QuotaInfo {
   usedBytes: number;
   usedFiles: number;
@@ -200,6 +206,8 @@ export interface VfsSession {
    */
   setEncryption?(path: string, value: DirEncryption | undefined): Promise<void>;
   list(path: string): Promise<DirEntry[]>;
+  /** A page of `list` in store order, reading and decrypting only that page (a large folder's cost stays per page). */
+  listPage?(path: string, after: Buffer | undefined, limit: number): Promise<DirPage>;
   /** The immutable id of the entry at `path` (share links bind to it). Needs the same permission as stat. */
   nodeId?(path: string): Promise<string>;
   /** Where node `id` is now in this user's view, or undefined when it is gone or outside the home. */

@@ -24,7 +24,7 @@ async function listAll(path: string): Promise<Entry[]> {
   let cursor: string | undefined;
   do {
     const page = await get<{ entries: Entry[]; nextCursor: string | null }>(
-      `/api/v1/fs/list${qs({ path, limit: 5000, cursor })}`,
+      `/api/v1/fs/list${qs({ path, limit: 5000, cursor, order: "store" })}`,
     );
     out.push(...page.entries);
     cursor = page.nextCursor ?? undefined;

@@ -85,6 +85,19 @@ export function decodeCursor(cursor: string): string {
   throw new HttpProblem(400, "INVALID_INPUT", "query.cursor: not a cursor this server issued");
 }
 
+/** A store-order cursor: the position (a name MAC, itself opaque) after which the next page starts. */
+export function encodeStoreCursor(after: Buffer): string {
+  return Buffer.from(JSON.stringify({ s: after.toString("base64url") })).toString("base64url");
+}
+
+export function decodeStoreCursor(cursor: string): Buffer {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as { s?: unknown };
+    if (typeof v.s === "string") return Buffer.from(v.s, "base64url");
+  } catch {}
+  throw new HttpProblem(400, "INVALID_INPUT", "query.cursor: not a cursor this server issued for order=store");
+}
+
 interface Range {
   start: number;
   end: number;
@@ -192,6 +205,14 @@ export function listingPage(all: DirEntry[], shown: string, limit: number, curso
   };
 }
 
+function storePage(shown: string, entries: DirEntry[], next: Buffer | undefined) {
+  return {
+    path: shown,
+    entries: entries.map((e) => statJson(join(shown, e.name), e.stat)),
+    nextCursor: next ? encodeStoreCursor(next) : null,
+  };
+}
+
 /**
  * Sends the file at `path` of `vfs`: ETag, If-None-Match, Range / If-Range, HEAD. `beforeBody` runs once the answer is
  * known to carry the file's bytes (a share counts a download there); it may throw to refuse.
@@ -280,18 +301,39 @@ export function fileRoutes(deps: HttpDeps): Route[] {
         method: "GET",
         url: "/api/v1/fs/list",
         operationId: "listDirectory",
-        summary: "List a directory, sorted by name, a page at a time",
+        summary: "List a directory a page at a time, sorted by name (default) or in store order",
+        description:
+          "order=name (default) sorts the whole folder by name, so every page costs the whole folder (each entry's " +
+          "name and attributes are decrypted). order=store pages in a stable server order (not alphabetical; sorting " +
+          "is then the client's business) and reads and decrypts only that page's entries: use it for large folders. " +
+          "A cursor is valid only with the order that issued it.",
         tags: ["files"],
         auth: READ,
         query: z.strictObject({
           path: PathSchema.default("/"),
           limit: z.coerce.number().int().min(1).max(5000).default(1000),
           cursor: z.string().max(2048).optional().describe("nextCursor of the previous page"),
+          order: z.enum(["name", "store"]).default("name").describe("name: sorted by name; store: per-page cost"),
         }),
         responses: { 200: { description: "one page of entries", schema: Listing }, ...errors(400, 401, 403, 404, 409) },
       },
       async ({ query, principal }) => {
         checkTokenPath(principal, query.path);
+        if (query.order === "store") {
+          const after = query.cursor === undefined ? undefined : decodeStoreCursor(query.cursor);
+          return withVfs(deps, principal, async (vfs) => {
+            if (!vfs.listPage) {
+              // a session without store paging: the name-ordered page, its cursor kept in store form
+              const all = await vfs.list(query.path);
+              const from = after === undefined ? 0 : Number(after.toString() || "0");
+              const page = all.slice(from, from + query.limit);
+              const next = from + query.limit < all.length ? Buffer.from(String(from + query.limit)) : undefined;
+              return storePage(query.path, page, next);
+            }
+            const { entries, next } = await vfs.listPage(query.path, after, query.limit);
+            return storePage(query.path, entries, next);
+          });
+        }
         const all = await withVfs(deps, principal, (vfs) => vfs.list(query.path));
         return listingPage(all, query.path, query.limit, query.cursor);
       },

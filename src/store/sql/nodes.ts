@@ -51,6 +51,18 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
     async listChildren(parentId) {
       return (await sql.all("SELECT * FROM nodes WHERE parent_id = ?", parentId)).map(toNode);
     },
+    async listChildrenAfter(parentId, afterMac, limit) {
+      const rows =
+        afterMac === undefined
+          ? await sql.all("SELECT * FROM nodes WHERE parent_id = ? ORDER BY name_mac LIMIT ?", parentId, limit)
+          : await sql.all(
+              "SELECT * FROM nodes WHERE parent_id = ? AND name_mac > ? ORDER BY name_mac LIMIT ?",
+              parentId,
+              afterMac,
+              limit,
+            );
+      return rows.map(toNode);
+    },
     async hasChildren(parentId) {
       return (await sql.get("SELECT 1 FROM nodes WHERE parent_id = ? LIMIT 1", parentId)) !== undefined;
     },

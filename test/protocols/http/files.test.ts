@@ -143,6 +143,36 @@ describe("HTTPS API: files", () => {
     assert.equal(names.length, 26);
     assert.deepEqual(names, [...names].sort());
     assertProblem(await alice.req("GET", "/api/v1/fs/list?path=/a&cursor=bogus!"), 400);
+    // order=store: the same entries, each once, a page at a time (exactly 10 + 10 + 6), sizes and kinds as by name
+    const byName = new Map<string, unknown>();
+    type Page = { entries: { name: string }[]; nextCursor: string | null };
+    let c: string | null = null;
+    do {
+      const q: string = `/api/v1/fs/list?path=/a&limit=5000${c ? `&cursor=${c}` : ""}`;
+      const page: Page = (await alice.req("GET", q)).json<Page>();
+      for (const e of page.entries) byName.set(e.name, e);
+      c = page.nextCursor;
+    } while (c);
+    const stored: unknown[] = [];
+    const sizes: number[] = [];
+    cursor = null;
+    do {
+      const q: string = `/api/v1/fs/list?path=/a&limit=10&order=store${cursor ? `&cursor=${cursor}` : ""}`;
+      const page = (await alice.req("GET", q)).json<{ entries: { name: string }[]; nextCursor: string | null }>();
+      stored.push(...page.entries);
+      sizes.push(page.entries.length);
+      cursor = page.nextCursor;
+    } while (cursor);
+    assert.deepEqual(sizes, [10, 10, 6]);
+    assert.deepEqual(
+      [...stored].sort((x, y) => ((x as { name: string }).name < (y as { name: string }).name ? -1 : 1)),
+      [...byName.values()],
+    );
+    // a cursor is valid only with the order that issued it
+    const nameCursor = (await alice.req("GET", "/api/v1/fs/list?path=/a&limit=10")).json<{ nextCursor: string }>()
+      .nextCursor;
+    assertProblem(await alice.req("GET", `/api/v1/fs/list?path=/a&order=store&cursor=${nameCursor}`), 400);
+    assertProblem(await alice.req("GET", "/api/v1/fs/list?path=/a&order=bogus"), 400);
     const mv = await alice.req("POST", "/api/v1/fs/rename", { json: { from: "/a/f00.txt", to: "/a/b/moved.txt" } });
     assert.equal(mv.status, 200, mv.body.toString());
     assertProblem(await alice.req("GET", "/api/v1/fs/stat?path=/a/f00.txt"), 404);
