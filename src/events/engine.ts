@@ -203,7 +203,8 @@ export class TriggerEngine {
         protocol: "trigger",
       };
       const fire = matches(s.rule.conditions, event, { groups: [] });
-      await this.store.fire(s.rule.name, now, fire ? event : undefined);
+      // `s.lastFiredAt` as read: on a store shared by several nodes only one of them fires the slot
+      await this.store.fire(s.rule.name, now, fire ? event : undefined, s.lastFiredAt ?? null);
     }
   }
 

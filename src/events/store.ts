@@ -112,13 +112,16 @@ export class TriggerStore {
 
   /**
    * Records a schedule firing and queues its execution (unless conditions held it back) in one transaction, so a
-   * firing happens once even across restarts.
+   * firing happens once even across restarts; and not at all when the rule's last firing is no longer `seen` (what
+   * the scheduler decided on): another node on the same store fired this slot meanwhile. Returns whether it fired.
    */
-  async fire(rule: string, at: number, event: TriggerEvent | undefined): Promise<void> {
+  async fire(rule: string, at: number, event: TriggerEvent | undefined, seen?: number | null): Promise<boolean> {
     const data = event ? await this.#seal(event, randomUUID()) : undefined;
-    await this.#store.transaction(async (tx) => {
+    return this.#store.transaction(async (tx) => {
+      if (seen !== undefined && ((await tx.getTriggerRule(rule))?.lastFiredAt ?? null) !== seen) return false;
       await tx.setTriggerRuleFired(rule, at);
       if (data) await tx.insertExecution({ id: data.id, rule, data: data.sealed, createdAt: at });
+      return true;
     });
   }
 

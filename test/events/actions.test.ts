@@ -370,6 +370,12 @@ describe("schedules and retention under a test clock", () => {
     await engine.tick();
     assert.equal((await engine.store.history("purge")).length, 1, "same time: no second firing");
 
+    // two nodes on one store read the same last firing and both decide the slot is due: only one fires it
+    const rule = (await engine.store.listRules()).find((r) => r.rule.name === "purge");
+    const seen = rule?.lastFiredAt ?? null;
+    const raced = await Promise.all([1, 2].map(() => engine.store.fire("purge", now + 500, undefined, seen)));
+    assert.deepEqual(raced.sort(), [false, true]);
+
     now += 1 * DAY + 1000;
     await settle("purge", 2);
     assert.ok(await exists(s, "/out/recent.csv"), "7 days old");
