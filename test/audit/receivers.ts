@@ -137,7 +137,7 @@ function makeReceiver(out: string, port: number, launch: () => Promise<ChildProc
 }
 
 async function waitListening(port: number, proc: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 60_000;
   const { connect } = await import("node:net");
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`receiver exited with ${proc.exitCode}`);

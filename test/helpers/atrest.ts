@@ -120,8 +120,8 @@ export async function startServer(
   let out = "";
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   const [port, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
-    // two doors start now (SFTP, then HTTPS): on a loaded 2-core machine that can take longer than half a minute
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000);
+    // two doors start now (SFTP, then HTTPS): on a loaded 2-core machine (load 30) that took over a minute
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 120_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
       const m = /atrest: sftp listening on [^\s]+:(\d+)/.exec(out);

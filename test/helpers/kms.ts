@@ -72,7 +72,7 @@ export async function startKms(dir: string, port = 0, extra: string[] = []): Pro
   let out = "";
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   const actual = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`kms serve did not start:\n${out}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`kms serve did not start:\n${out}`)), 90_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
       const m = /atrest: kms listening on https:\/\/[^\s]+:(\d+)/.exec(out);
