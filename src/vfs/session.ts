@@ -212,6 +212,21 @@ export class Session implements VfsSession {
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  async listSorted(path: string, after: string | undefined, limit: number) {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(p, "list");
+    const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+    const named = (await this.#vfs.store.listChildren(dir.id))
+      .map((row) => ({ name: this.#vfs.tree.name(row), row }))
+      .filter((e) => after === undefined || e.name > after)
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return {
+      entries: named.slice(0, limit).map((e) => ({ name: e.name, stat: this.#stat(e.row) })),
+      more: named.length > limit,
+    };
+  }
+
   /**
    * One page of a directory in store order (name-MAC order: stable, not alphabetical): only that page's rows are read
    * and decrypted. `after` is the previous page's `next`; `next` is undefined on the last page.

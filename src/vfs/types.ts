@@ -208,6 +208,11 @@ export interface VfsSession {
   list(path: string): Promise<DirEntry[]>;
   /** A page of `list` in store order, reading and decrypting only that page (a large folder's cost stays per page). */
   listPage?(path: string, after: Buffer | undefined, limit: number): Promise<DirPage>;
+  /**
+   * A page of `list` sorted by name, after the name `after`: every name is decrypted (to sort), but only the page's
+   * attributes. `more` tells whether entries follow the page.
+   */
+  listSorted?(path: string, after: string | undefined, limit: number): Promise<{ entries: DirEntry[]; more: boolean }>;
   /** The immutable id of the entry at `path` (share links bind to it). Needs the same permission as stat. */
   nodeId?(path: string): Promise<string>;
   /** Where node `id` is now in this user's view, or undefined when it is gone or outside the home. */

@@ -334,8 +334,17 @@ export function fileRoutes(deps: HttpDeps): Route[] {
             return storePage(query.path, entries, next);
           });
         }
-        const all = await withVfs(deps, principal, (vfs) => vfs.list(query.path));
-        return listingPage(all, query.path, query.limit, query.cursor);
+        const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+        return withVfs(deps, principal, async (vfs) => {
+          if (!vfs.listSorted) return listingPage(await vfs.list(query.path), query.path, query.limit, query.cursor);
+          // only the page's attributes are decrypted; every name still is, to sort
+          const { entries, more } = await vfs.listSorted(query.path, after, query.limit);
+          return {
+            path: query.path,
+            entries: entries.map((e) => statJson(join(query.path, e.name), e.stat)),
+            nextCursor: more && entries.length > 0 ? encodeCursor(entries[entries.length - 1].name) : null,
+          };
+        });
       },
     ),
     route(
