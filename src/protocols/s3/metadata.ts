@@ -35,7 +35,7 @@ export function metadataOf(req: IncomingMessage): Record<string, string> {
           .split(",")
           .map((v) => v.trim())
           .filter((v) => v && v.toLowerCase() !== "aws-chunked")
-          .join(",");
+          .join(", ");
         if (kept) out[name] = kept;
       } else out[name] = value;
     }

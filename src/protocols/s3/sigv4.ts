@@ -105,7 +105,9 @@ export function parseAuth(req: IncomingMessage, query: [string, string][], now: 
     if (!cred || !signed || !sig || !amzDate || !Number.isInteger(expires)) {
       throw new S3Error("AuthorizationQueryParametersError", 400, "incomplete presigned URL");
     }
-    if (expires < 1 || expires > MAX_PRESIGN_SECONDS) {
+    // a lifetime of 0 or less is an expired URL (what AWS answers); beyond 7 days a malformed one
+    if (expires < 1) throw new S3Error("AccessDenied", 403, "Request has expired");
+    if (expires > MAX_PRESIGN_SECONDS) {
       throw new S3Error("AuthorizationQueryParametersError", 400, "X-Amz-Expires must be 1 to 604800 seconds");
     }
     parsed = credential(cred, signed, sig, amzDate, "UNSIGNED-PAYLOAD", true);

@@ -1,0 +1,144 @@
+// The ceph/s3-tests cases of `core+sse-c` that atrest does not pass, each with its reason (docs/s3.md "Conformance").
+// Every other test of the subset must pass (test/protocols/s3/s3-tests.test.ts). An entry names a pytest test id
+// (test_x or test_x[params]) or, ending in `*`, every test id starting with what comes before it.
+// Keep this list short and honest: a bug the suite finds is fixed, not listed here.
+
+export interface Exclusion {
+  tests: string[];
+  reason: string;
+  /** "lacks": a feature atrest deliberately does not have; "pending": not served yet (another slice of issue 13);
+   * "client": the suite's own code does not run with Debian 12's botocore 1.29 (not a server answer). */
+  kind: "lacks" | "pending" | "client";
+}
+
+export const EXCLUSIONS: Exclusion[] = [
+  {
+    kind: "lacks",
+    reason:
+      "ACLs and anonymous access: atrest has no S3 ACLs, every request is signed by a user's key and sees only that " +
+      "user's tree (permissions are atrest's per-path permissions)",
+    tests: [
+      "test_bucket_list_return_data",
+      "test_expected_bucket_owner",
+      "test_access_bucket_private_object_private",
+      "test_access_bucket_private_objectv2_private",
+      "test_object_raw_get",
+      "test_object_raw_get_bucket_gone",
+      "test_object_raw_get_object_gone",
+      "test_object_delete_key_bucket_gone",
+      "test_object_raw_get_x_amz_expires_not_expired",
+      "test_object_raw_get_x_amz_expires_out_range_zero",
+      "test_object_raw_get_x_amz_expires_out_max_range",
+      "test_object_raw_get_x_amz_expires_out_positive_range",
+      "test_bucket_create_special_key_names",
+      "test_100_continue",
+      "test_list_multipart_upload_owner",
+      "test_object_copy_not_owned_object_bucket",
+    ],
+  },
+  {
+    kind: "lacks",
+    reason: "bucket policies: access is atrest's per-user, per-path permissions",
+    tests: ["test_encryption_sse_c_enforced_with_bucket_policy", "test_encryption_sse_c_deny_algo_with_bucket_policy"],
+  },
+  {
+    kind: "lacks",
+    reason: "bucket versioning: a bucket is a folder holding one current version per key (PutBucketVersioning 501)",
+    tests: [
+      "test_put_current_object_if_none_match",
+      "test_multipart_put_current_object_if_none_match",
+      "test_put_current_object_if_match",
+      "test_multipart_put_current_object_if_match",
+      "test_put_object_current_if_match",
+    ],
+  },
+  {
+    kind: "lacks",
+    reason:
+      "bucket names are per user, not global: a bucket is a folder of its user's home, so another user may create " +
+      "the same name (no BucketAlreadyExists) and sees no bucket of another user (404, not 403)",
+    tests: ["test_bucket_create_exists_nonowner", "test_object_copy_not_owned_bucket"],
+  },
+  {
+    kind: "lacks",
+    reason:
+      "keys are paths of a file tree: a key cannot be both an object and the prefix of others (foo/bar and " +
+      "foo/bar/baz), and a key ending in / is a folder that holds no data",
+    tests: [
+      "test_bucket_list_delimiter_basic",
+      "test_bucket_listv2_delimiter_basic",
+      "test_bucket_list_delimiter_prefix_ends_with_delimiter",
+      "test_bucket_listv2_delimiter_prefix_ends_with_delimiter",
+      "test_bucket_list_delimiter_not_skip_special",
+    ],
+  },
+  {
+    kind: "lacks",
+    reason: "POST Object (browser form uploads with a signed policy) is not served",
+    tests: ["test_post_object_*", "test_encryption_sse_c_post_object_authenticated_request"],
+  },
+  {
+    kind: "lacks",
+    reason: "GetObjectAttributes is not served",
+    tests: [
+      "test_get_object_attributes",
+      "test_get_checksum_object_attributes",
+      "test_get_sse_c_encrypted_object_attributes",
+      "test_get_multipart_object_attributes",
+      "test_get_paginated_multipart_object_attributes",
+      "test_get_single_multipart_object_attributes",
+    ],
+  },
+  {
+    kind: "pending",
+    reason: "UploadPartCopy from or to an SSE-C object: the copy source's customer key is not applied to parts yet",
+    tests: [
+      "test_copy_part_enc[sse-s3-sse-c-STANDARD-STANDARD-8388608]",
+      "test_copy_part_enc[sse-c-sse-c-STANDARD-STANDARD-8388608]",
+      "test_copy_part_enc[sse-c-sse-kms-STANDARD-STANDARD-8388608]",
+      "test_copy_part_enc[sse-kms-sse-c-STANDARD-STANDARD-8388608]",
+    ],
+  },
+  {
+    kind: "pending",
+    reason: "conditional writes (If-Match / If-None-Match on PutObject, S3 since 2024) are not checked yet",
+    tests: ["test_put_object_ifmatch_failed"],
+  },
+  {
+    kind: "client",
+    reason:
+      "a non-ASCII header value set through botocore's hook is signed as text but sent as latin-1 " +
+      "(marked fails_on_rgw: Ceph RGW fails it too)",
+    tests: ["test_object_set_get_unicode_metadata"],
+  },
+  {
+    kind: "client",
+    reason:
+      "the test itself fails inside Debian 12's botocore 1.29 (TypeError, an unknown IfNoneMatch parameter) or its " +
+      "header hook runs before signing, so the header it sets or removes never reaches the server",
+    tests: [
+      "test_object_create_bad_expect_mismatch",
+      "test_bucket_create_bad_expect_mismatch",
+      "test_object_create_bad_contentlength_negative",
+      "test_object_create_bad_contentlength_none",
+      "test_object_create_bad_authorization_empty",
+      "test_object_create_bad_authorization_none",
+      "test_bucket_create_bad_authorization_empty",
+      "test_bucket_create_bad_authorization_none",
+      "test_put_object_if_match",
+      "test_multipart_put_object_if_match",
+    ],
+  },
+  {
+    kind: "client",
+    reason:
+      "botocore 1.29 has no ListBuckets parameters (MaxBuckets is dropped, not sent) and its awscrt signer " +
+      "asserts on a negative presign lifetime before any request",
+    tests: ["test_list_buckets_paginated", "test_object_raw_put_authenticated_expired"],
+  },
+];
+
+/** The exclusion that covers a pytest test id, if any. */
+export function exclusionOf(id: string): Exclusion | undefined {
+  return EXCLUSIONS.find((e) => e.tests.some((t) => (t.endsWith("*") ? id.startsWith(t.slice(0, -1)) : id === t)));
+}
