@@ -185,3 +185,30 @@ export function sealShareSecrets(s: RowSealer, id: string, b: ShareSecrets): Buf
 export function openShareSecrets(s: RowSealer, id: string, sealed: Buffer): ShareSecrets {
   return JSON.parse(s.open("share", id, sealed).toString("utf8")) as ShareSecrets;
 }
+
+/**
+ * A user name in the E2EE sync tables (sql/sync.ts): the user's blind index (the same as users.name_index) for
+ * lookups, the name sealed under `rowKey` (table and row) for reading back.
+ */
+export function sealSyncUser(s: RowSealer, rowKey: string, name: string): { index: Buffer; sealed: Buffer } {
+  return { index: userIndex(s, name), sealed: s.seal("sync", rowKey, Buffer.from(name, "utf8")) };
+}
+
+export function openSyncUser(s: RowSealer, rowKey: string, index: Buffer, sealed: Buffer): string {
+  const name = s.open("sync", rowKey, sealed).toString("utf8");
+  if (!constantTimeEqual(userIndex(s, name), index)) throw new IntegrityError("sync row index mismatch");
+  return name;
+}
+
+/** A sync region's used bytes: one u64, so every record has the same length whatever the number. */
+export function sealSyncBytes(s: RowSealer, regionId: string, bytes: number): Buffer {
+  const plain = Buffer.alloc(8);
+  plain.writeBigUInt64BE(BigInt(Math.max(0, Math.trunc(bytes))), 0);
+  return s.seal("sync", `region.used\0${regionId}`, plain);
+}
+
+export function openSyncBytes(s: RowSealer, regionId: string, sealed: Buffer): number {
+  const plain = s.open("sync", `region.used\0${regionId}`, sealed);
+  if (plain.length !== 8) throw new IntegrityError("sync usage record length");
+  return Number(plain.readBigUInt64BE(0));
+}

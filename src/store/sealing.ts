@@ -22,7 +22,8 @@ export type RowDomain =
   | "ban"
   | "pgp"
   | "rule"
-  | "share";
+  | "share"
+  | "sync";
 
 /**
  * Seals and indexes store rows. A store is opened locked (settings, nodes and the other aggregates work; users,

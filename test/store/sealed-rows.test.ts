@@ -265,3 +265,69 @@ describe("sealed share link secrets (migration 17)", () => {
     for (const c of ["canary-hash", "203.0.113.77", "$argon2"]) assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
   });
 });
+
+describe("sealed E2EE sync user names and region usage (migration 18)", () => {
+  const names = ["canary-sync-owner", "canary-sync-member"];
+  const scan = async (path: string) => {
+    const bytes = Buffer.concat([await readFile(path), await readFile(`${path}-wal`).catch(() => Buffer.alloc(0))]);
+    for (const c of [...names, "canary-sync"]) assert.equal(bytes.indexOf(Buffer.from(c)), -1, c);
+  };
+  const check = async (store: Awaited<ReturnType<typeof openTestStore>>, used: number) => {
+    const [owner, member] = names as [string, string];
+    assert.deepEqual(
+      (await store.listSyncDevices(owner)).map((d) => [d.id, d.user, d.state]),
+      [["dev1", owner, "active"]],
+    );
+    assert.deepEqual((await store.getSyncDeviceByToken("tok1"))?.user, owner);
+    assert.deepEqual(
+      (await store.listSyncChain(owner)).map((l) => [l.user, l.seq, l.link]),
+      [[owner, 0, "{}"]],
+    );
+    assert.deepEqual(await store.listSyncChain(member), []);
+    const r = await store.getSyncRegion("reg1");
+    assert.deepEqual([r?.owner, r?.usedBytes, r?.keepVersions, r?.keepDays], [owner, used, 3, 2]);
+    assert.deepEqual(
+      (await store.listSyncRegions(member)).map((g) => g.id),
+      ["reg1"],
+    );
+    assert.deepEqual(await store.listSyncMembers("reg1"), [member, owner]);
+    assert.equal(await store.syncBytesOwnedBy(owner), used);
+    assert.equal(await store.syncBytesOwnedBy(member), 0);
+  };
+
+  it("an upgraded schema-17 store keeps devices, chains, regions and members; names and used bytes leave the file", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const path = join(dir, "meta.db");
+    const db = new DatabaseSync(path);
+    for (const m of migrations.slice(0, 17)) db.exec(m);
+    db.exec("PRAGMA user_version = 17");
+    const [owner, member] = names as [string, string];
+    db.prepare(
+      "INSERT INTO sync_devices (id, user_name, cert, state, token_id, created_at) VALUES ('dev1', ?, '{}', 'active', 'tok1', 1)",
+    ).run(owner);
+    db.prepare("INSERT INTO sync_chain (user_name, seq, link) VALUES (?, 0, '{}')").run(owner);
+    db.prepare(
+      `INSERT INTO sync_regions (id, owner, version, keep_versions, keep_days, legal_hold, used_bytes, created_at)
+       VALUES ('reg1', ?, 4, 3, 2, 0, 7654321, 1)`,
+    ).run(owner);
+    db.prepare("INSERT INTO sync_members (region_id, user_name) VALUES ('reg1', ?), ('reg1', ?)").run(owner, member);
+    db.close();
+    const store = await openTestStore(path);
+    await check(store, 7_654_321);
+    // writes through the new columns: the usage record keeps its length whatever the number
+    const before = new DatabaseSync(path, { readOnly: true });
+    const len = (before.prepare("SELECT length(used) AS n FROM sync_regions").get() as { n: number }).n;
+    before.close();
+    const g = (await store.getSyncRegion("reg1")) as NonNullable<Awaited<ReturnType<typeof store.getSyncRegion>>>;
+    await store.transaction((tx) => tx.putSyncRegion({ ...g, usedBytes: 12 }));
+    await check(store, 12);
+    await store.close();
+    const after = new DatabaseSync(path, { readOnly: true });
+    assert.equal((after.prepare("SELECT length(used) AS n FROM sync_regions").get() as { n: number }).n, len);
+    after.close();
+    await scan(path);
+    const bytes = await readFile(path);
+    assert.equal(bytes.indexOf(Buffer.from("7654321")), -1);
+  });
+});

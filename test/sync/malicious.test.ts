@@ -214,26 +214,35 @@ describe("sync against a malicious server: every attack class is detected and re
 
   test("substitute a public key during sharing: the share is refused", async () => {
     await a1.run(["verify", "carol", c1.root]);
-    const real = db.prepare("SELECT link FROM sync_chain WHERE user_name = 'carol' AND seq = 0").get() as {
-      link: string;
-    };
+    // user names are sealed (schema 18): carol's genesis link is the one whose device certificate names her
+    const real = (
+      db.prepare("SELECT user_index, link FROM sync_chain WHERE seq = 0").all() as {
+        user_index: Uint8Array;
+        link: string;
+      }[]
+    ).find((r) => r.link.includes('"carol"')) as { user_index: Uint8Array; link: string };
+    assert.ok(real);
     const evil = generateDeviceKeys();
     const fake = genesisLink(makeDeviceCert("carol", "tablet", evil.pub, evil.secrets.sign), evil.secrets.sign);
-    db.prepare("UPDATE sync_chain SET link = ? WHERE user_name = 'carol' AND seq = 0").run(canonical(fake).toString());
+    db.prepare("UPDATE sync_chain SET link = ? WHERE user_index = ? AND seq = 0").run(
+      canonical(fake).toString(),
+      real.user_index,
+    );
     try {
       await assert.rejects(a1.run(["share", region, "carol"]), /another root key|key substitution/);
     } finally {
-      db.prepare("UPDATE sync_chain SET link = ? WHERE user_name = 'carol' AND seq = 0").run(real.link);
+      db.prepare("UPDATE sync_chain SET link = ? WHERE user_index = ? AND seq = 0").run(real.link, real.user_index);
     }
     // and a chain link of another protocol version
     const link0 = JSON.parse(real.link);
-    db.prepare("UPDATE sync_chain SET link = ? WHERE user_name = 'carol' AND seq = 0").run(
+    db.prepare("UPDATE sync_chain SET link = ? WHERE user_index = ? AND seq = 0").run(
       canonical(signObject("chain", { ...link0, v: 2 }, evil.secrets.sign)).toString(),
+      real.user_index,
     );
     try {
       await assert.rejects(a1.run(["share", region, "carol"]), /unsupported protocol version/);
     } finally {
-      db.prepare("UPDATE sync_chain SET link = ? WHERE user_name = 'carol' AND seq = 0").run(real.link);
+      db.prepare("UPDATE sync_chain SET link = ? WHERE user_index = ? AND seq = 0").run(real.link, real.user_index);
     }
   });
 

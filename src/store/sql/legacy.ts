@@ -1,5 +1,5 @@
 // Upgrades of stores written before rows were sealed: migration 9 renamed the clear users, groups and folders tables
-// legacy_*, migration 13 the API token, S3 key and ban tables, 15 the OpenPGP keys, 16 the trigger rules, 17 the share links; SQL alone cannot seal, so once the metadata key is known
+// legacy_*, migration 13 the API token, S3 key and ban tables, 15 the OpenPGP keys, 16 the trigger rules, 17 the share links, 18 the sync tables; SQL alone cannot seal, so once the metadata key is known
 // (MetaStore.unlock) their rows are sealed into the new tables through the normal writes and the legacy tables dropped.
 // Runs inside one transaction; idempotent (a store without legacy tables has nothing to do). Both drivers use it.
 
@@ -16,6 +16,7 @@ import type {
   UserRow,
 } from "../types.ts";
 import { buf, type Row, type Sql } from "./sql.ts";
+import { legacySyncDevice, legacySyncRegion } from "./sync.ts";
 
 const LEGACY_TABLES = [
   "legacy_users",
@@ -27,6 +28,10 @@ const LEGACY_TABLES = [
   "legacy_pgp_keys",
   "legacy_trigger_rules",
   "legacy_shares",
+  "legacy_sync_devices",
+  "legacy_sync_chain",
+  "legacy_sync_regions",
+  "legacy_sync_members",
 ] as const;
 
 export async function legacyTables(sql: Sql): Promise<string[]> {
@@ -167,6 +172,23 @@ export async function sealLegacyRows(sql: Sql, tx: MetaTx): Promise<number> {
       lastUsedAt: optNum(r.last_used_at),
     }),
   );
+  await each("legacy_sync_devices", (r) => tx.putSyncDevice(legacySyncDevice(r)));
+  await each("legacy_sync_chain", (r) =>
+    tx.insertSyncChainLink({ user: r.user_name as string, seq: Number(r.seq), link: r.link as string }),
+  );
+  await each("legacy_sync_regions", (r) => tx.putSyncRegion(legacySyncRegion(r)));
+  if (present.has("legacy_sync_members")) {
+    const members = new Map<string, string[]>();
+    for (const r of await sql.all(
+      "SELECT region_id, user_name FROM legacy_sync_members ORDER BY region_id, user_name",
+    )) {
+      const list = members.get(r.region_id as string) ?? [];
+      list.push(r.user_name as string);
+      members.set(r.region_id as string, list);
+      moved++;
+    }
+    for (const [regionId, names] of members) await tx.setSyncMembers(regionId, names);
+  }
   for (const t of LEGACY_TABLES) if (present.has(t)) await sql.run(`DROP TABLE ${t}`);
   return moved;
 }

@@ -376,6 +376,53 @@ const list: ((d: DialectTypes) => string)[] = [
      last_used_at ${d.int}
    );
    CREATE INDEX shares_owner_id ON shares(owner_id);`,
+  // 18: metadata at rest, continued (issue 11 item 9): the E2EE sync tables' user names (devices, chains, members,
+  // region owners) become the user's blind index plus the sealed name, a region's used bytes one fixed-width sealed
+  // record; legacy_sync_* until unlock (sql/legacy.ts).
+  (d) =>
+    `ALTER TABLE sync_devices RENAME TO legacy_sync_devices;
+   ALTER TABLE sync_chain RENAME TO legacy_sync_chain;
+   ALTER TABLE sync_regions RENAME TO legacy_sync_regions;
+   ALTER TABLE sync_members RENAME TO legacy_sync_members;
+   DROP INDEX sync_devices_user;
+   DROP INDEX sync_regions_owner;
+   DROP INDEX sync_members_user;
+   CREATE TABLE sync_devices (
+     id TEXT PRIMARY KEY,
+     user_index ${d.blob} NOT NULL,
+     user_sealed ${d.blob} NOT NULL,
+     cert TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'revoked')),
+     token_id TEXT NOT NULL UNIQUE,
+     created_at ${d.int} NOT NULL
+   );
+   CREATE INDEX sync_devices_user_index ON sync_devices(user_index);
+   CREATE TABLE sync_chain (
+     user_index ${d.blob} NOT NULL,
+     user_sealed ${d.blob} NOT NULL,
+     seq ${d.int} NOT NULL,
+     link TEXT NOT NULL,
+     PRIMARY KEY (user_index, seq)
+   );
+   CREATE TABLE sync_regions (
+     id TEXT PRIMARY KEY,
+     owner_index ${d.blob} NOT NULL,
+     owner_sealed ${d.blob} NOT NULL,
+     version ${d.int} NOT NULL,
+     keep_versions ${d.int} NOT NULL,
+     keep_days ${d.int} NOT NULL DEFAULT 0,
+     legal_hold ${d.int} NOT NULL DEFAULT 0,
+     used ${d.blob} NOT NULL,
+     created_at ${d.int} NOT NULL
+   );
+   CREATE INDEX sync_regions_owner_index ON sync_regions(owner_index);
+   CREATE TABLE sync_members (
+     region_id TEXT NOT NULL,
+     user_index ${d.blob} NOT NULL,
+     user_sealed ${d.blob} NOT NULL,
+     PRIMARY KEY (region_id, user_index)
+   );
+   CREATE INDEX sync_members_user_index ON sync_members(user_index);`,
 ];
 
 /** The migrations as `dialect` runs them. */

@@ -38,6 +38,6 @@ export function operations(sql: Sql, parts: DriverParts): MetaTx {
     ...s3Keys(sql, parts.sealer),
     ...shares(sql, parts.sealer),
     ...triggers(sql, parts.sealer, parts.lease),
-    ...sync(sql),
+    ...sync(sql, parts.sealer),
   };
 }

@@ -1,5 +1,9 @@
 // E2EE sync tables (src/sync/server): plain SQL in the subset both drivers speak. Every value is public key material
-// or opaque to the server (canonical JSON signed by devices, ciphertext blobs addressed by hash).
+// or opaque to the server (canonical JSON signed by devices, ciphertext blobs addressed by hash), except the user
+// names (devices, chains, members, region owners) and a region's used bytes: those are sealed (migration 18), a name
+// found by the user's blind index (sealed-rows.ts sealSyncUser), the bytes one fixed-width record.
+import { openSyncBytes, openSyncUser, sealSyncBytes, sealSyncUser, userIndex } from "../sealed-rows.ts";
+import type { RowSealer } from "../sealing.ts";
 import type {
   SyncBlobRow,
   SyncChainRow,
@@ -11,9 +15,17 @@ import type {
   SyncRegionRow,
   SyncWrites,
 } from "../types.ts";
-import type { Row, Sql } from "./sql.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
 
-const device = (r: Row): SyncDeviceRow => ({
+const hex = (b: Buffer): string => b.toString("hex");
+/** The AAD row keys of the sealed names: a record opens only on its own row. */
+const deviceKey = (id: string) => `device\0${id}`;
+const chainKey = (index: Buffer, seq: number) => `chain\0${hex(index)}\0${seq}`;
+const regionKey = (id: string) => `region\0${id}`;
+const memberKey = (regionId: string, index: Buffer) => `member\0${regionId}\0${hex(index)}`;
+
+/** The clear-column rows of schema 10-17 (also what sql/legacy.ts reads from legacy_sync_*). */
+export const legacySyncDevice = (r: Row): SyncDeviceRow => ({
   id: r.id as string,
   user: r.user_name as string,
   cert: r.cert as string,
@@ -22,7 +34,7 @@ const device = (r: Row): SyncDeviceRow => ({
   createdAt: Number(r.created_at),
 });
 
-const region = (r: Row): SyncRegionRow => ({
+export const legacySyncRegion = (r: Row): SyncRegionRow => ({
   id: r.id as string,
   owner: r.owner as string,
   version: Number(r.version),
@@ -30,6 +42,26 @@ const region = (r: Row): SyncRegionRow => ({
   keepDays: Number(r.keep_days ?? 0),
   legalHold: Number(r.legal_hold) !== 0,
   usedBytes: Number(r.used_bytes),
+  createdAt: Number(r.created_at),
+});
+
+const device = (s: RowSealer, r: Row): SyncDeviceRow => ({
+  id: r.id as string,
+  user: openSyncUser(s, deviceKey(r.id as string), buf(r.user_index), buf(r.user_sealed)),
+  cert: r.cert as string,
+  state: r.state as SyncDeviceRow["state"],
+  tokenId: r.token_id as string,
+  createdAt: Number(r.created_at),
+});
+
+const region = (s: RowSealer, r: Row): SyncRegionRow => ({
+  id: r.id as string,
+  owner: openSyncUser(s, regionKey(r.id as string), buf(r.owner_index), buf(r.owner_sealed)),
+  version: Number(r.version),
+  keepVersions: Number(r.keep_versions),
+  keepDays: Number(r.keep_days ?? 0),
+  legalHold: Number(r.legal_hold) !== 0,
+  usedBytes: openSyncBytes(s, r.id as string, buf(r.used)),
   createdAt: Number(r.created_at),
 });
 
@@ -62,7 +94,10 @@ const link = (r: Row): SyncLinkRow => ({
   uses: Number(r.uses),
 });
 
-export function sync(sql: Sql): SyncReads & SyncWrites {
+export function sync(sql: Sql, sealer: () => RowSealer): SyncReads & SyncWrites {
+  const toDevice = (r: Row): SyncDeviceRow => device(sealer(), r);
+  const toRegion = (r: Row): SyncRegionRow => region(sealer(), r);
+  const idx = (user: string): Buffer => userIndex(sealer(), user);
   return {
     async getSyncLink(id) {
       const r = await sql.get("SELECT * FROM sync_links WHERE id = ?", id);
@@ -91,39 +126,52 @@ export function sync(sql: Sql): SyncReads & SyncWrites {
     },
     async getSyncDevice(id) {
       const r = await sql.get("SELECT * FROM sync_devices WHERE id = ?", id);
-      return r ? device(r) : undefined;
+      return r ? toDevice(r) : undefined;
     },
     async getSyncDeviceByToken(tokenId) {
       const r = await sql.get("SELECT * FROM sync_devices WHERE token_id = ?", tokenId);
-      return r ? device(r) : undefined;
+      return r ? toDevice(r) : undefined;
     },
     async listSyncDevices(user) {
-      return (await sql.all("SELECT * FROM sync_devices WHERE user_name = ? ORDER BY created_at, id", user)).map(
-        device,
-      );
+      const rows = await sql.all("SELECT * FROM sync_devices WHERE user_index = ? ORDER BY created_at, id", idx(user));
+      return rows.map(toDevice).filter((d) => d.user === user);
     },
     async listSyncChain(user) {
-      const rows = await sql.all("SELECT * FROM sync_chain WHERE user_name = ? ORDER BY seq", user);
-      return rows.map(
-        (r): SyncChainRow => ({ user: r.user_name as string, seq: Number(r.seq), link: r.link as string }),
-      );
+      const s = sealer();
+      const rows = await sql.all("SELECT * FROM sync_chain WHERE user_index = ? ORDER BY seq", idx(user));
+      return rows
+        .map((r): SyncChainRow => {
+          const index = buf(r.user_index);
+          const seq = Number(r.seq);
+          return {
+            user: openSyncUser(s, chainKey(index, seq), index, buf(r.user_sealed)),
+            seq,
+            link: r.link as string,
+          };
+        })
+        .filter((l) => l.user === user);
     },
     async getSyncRegion(id) {
       const r = await sql.get("SELECT * FROM sync_regions WHERE id = ?", id);
-      return r ? region(r) : undefined;
+      return r ? toRegion(r) : undefined;
     },
     async listSyncRegions(user) {
       const rows = await sql.all(
-        `SELECT * FROM sync_regions WHERE owner = ?
-         OR id IN (SELECT region_id FROM sync_members WHERE user_name = ?) ORDER BY id`,
-        user,
-        user,
+        `SELECT * FROM sync_regions WHERE owner_index = ?
+         OR id IN (SELECT region_id FROM sync_members WHERE user_index = ?) ORDER BY id`,
+        idx(user),
+        idx(user),
       );
-      return rows.map(region);
+      return rows.map(toRegion);
     },
     async listSyncMembers(regionId) {
-      const rows = await sql.all("SELECT user_name FROM sync_members WHERE region_id = ? ORDER BY user_name", regionId);
-      return rows.map((r) => r.user_name as string);
+      const s = sealer();
+      const rows = await sql.all("SELECT user_index, user_sealed FROM sync_members WHERE region_id = ?", regionId);
+      const names = rows.map((r) => {
+        const index = buf(r.user_index);
+        return openSyncUser(s, memberKey(regionId, index), index, buf(r.user_sealed));
+      });
+      return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
     },
     async getSyncManifest(regionId, version) {
       const r = await sql.get("SELECT * FROM sync_manifests WHERE region_id = ? AND version = ?", regionId, version);
@@ -154,15 +202,18 @@ export function sync(sql: Sql): SyncReads & SyncWrites {
       return r ? blob(r) : undefined;
     },
     async syncBytesOwnedBy(user) {
-      const r = await sql.get("SELECT COALESCE(SUM(used_bytes), 0) AS n FROM sync_regions WHERE owner = ?", user);
-      return Number(r?.n ?? 0);
+      const rows = await sql.all("SELECT * FROM sync_regions WHERE owner_index = ?", idx(user));
+      return rows.map(toRegion).reduce((n, g) => (g.owner === user ? n + g.usedBytes : n), 0);
     },
     async putSyncDevice(d) {
+      const u = sealSyncUser(sealer(), deviceKey(d.id), d.user);
       await sql.run(
-        `INSERT INTO sync_devices (id, user_name, cert, state, token_id, created_at) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO sync_devices (id, user_index, user_sealed, cert, state, token_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, token_id = excluded.token_id`,
         d.id,
-        d.user,
+        u.index,
+        u.sealed,
         d.cert,
         d.state,
         d.tokenId,
@@ -170,29 +221,51 @@ export function sync(sql: Sql): SyncReads & SyncWrites {
       );
     },
     async insertSyncChainLink(l) {
-      await sql.run("INSERT INTO sync_chain (user_name, seq, link) VALUES (?, ?, ?)", l.user, l.seq, l.link);
+      const s = sealer();
+      const index = userIndex(s, l.user);
+      const u = sealSyncUser(s, chainKey(index, l.seq), l.user);
+      await sql.run(
+        "INSERT INTO sync_chain (user_index, user_sealed, seq, link) VALUES (?, ?, ?, ?)",
+        u.index,
+        u.sealed,
+        l.seq,
+        l.link,
+      );
     },
     async putSyncRegion(g) {
+      const s = sealer();
+      const o = sealSyncUser(s, regionKey(g.id), g.owner);
       await sql.run(
-        `INSERT INTO sync_regions (id, owner, version, keep_versions, keep_days, legal_hold, used_bytes, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO sync_regions (id, owner_index, owner_sealed, version, keep_versions, keep_days, legal_hold, used,
+           created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET version = excluded.version, keep_versions = excluded.keep_versions,
            keep_days = excluded.keep_days,
-           legal_hold = excluded.legal_hold, used_bytes = excluded.used_bytes`,
+           legal_hold = excluded.legal_hold, used = excluded.used`,
         g.id,
-        g.owner,
+        o.index,
+        o.sealed,
         g.version,
         g.keepVersions,
         g.keepDays,
         g.legalHold ? 1 : 0,
-        g.usedBytes,
+        sealSyncBytes(s, g.id, g.usedBytes),
         g.createdAt,
       );
     },
     async setSyncMembers(regionId, users) {
       await sql.run("DELETE FROM sync_members WHERE region_id = ?", regionId);
-      for (const u of users)
-        await sql.run("INSERT INTO sync_members (region_id, user_name) VALUES (?, ?)", regionId, u);
+      const s = sealer();
+      for (const name of users) {
+        const index = userIndex(s, name);
+        const u = sealSyncUser(s, memberKey(regionId, index), name);
+        await sql.run(
+          "INSERT INTO sync_members (region_id, user_index, user_sealed) VALUES (?, ?, ?)",
+          regionId,
+          u.index,
+          u.sealed,
+        );
+      }
     },
     async insertSyncManifest(m) {
       await sql.run(
