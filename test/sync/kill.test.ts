@@ -48,6 +48,9 @@ describe(`sync client killed -9 mid-step ${KILLS} times: it resumes and nothing 
       model.set(p, sha(b));
     };
     let killedMidway = 0;
+    // How long a whole run takes here, learnt from the runs that finished: a fixed 0.6–3 s timer killed 0 of 20 runs on
+    // a quiet machine (a run takes ~1 s) and nearly all on a loaded one, so the kill is drawn within the run's length.
+    let typical = 0;
     for (let i = 0; i < KILLS; i++) {
       await put(`new ${i}.txt`, `file ${i}`);
       await put("big.bin", randomBytes(2 << 20));
@@ -71,11 +74,16 @@ describe(`sync client killed -9 mid-step ${KILLS} times: it resumes and nothing 
         },
       );
       const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-      const delay = 600 + Math.floor(Math.random() * 2400);
+      const started = performance.now();
+      const delay = typical
+        ? Math.floor(typical * (0.5 + 0.45 * Math.random()))
+        : 600 + Math.floor(Math.random() * 2400);
       const timer = setTimeout(() => child.kill("SIGKILL"), delay);
       const code = await exited;
       clearTimeout(timer);
+      const took = performance.now() - started;
       if (code === null) killedMidway++;
+      else typical = typical ? (typical + took) / 2 : took;
     }
     // converge: a clean step (twice: the second must find nothing to do)
     await a1.sync(region);
