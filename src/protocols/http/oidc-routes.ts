@@ -178,7 +178,13 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
           }
         } catch (err) {
           const code = (err as { code?: unknown; error?: unknown }).error ?? (err as { code?: unknown }).code;
-          deps.options.logger.warn({ err }, "oidc: code exchange or ID token check failed");
+          // Not the error object: openid-client's errors carry the provider's answer as `cause`, and on a malformed
+          // token response that body holds the access and ID tokens.
+          const e = err as Error;
+          deps.options.logger.warn(
+            { error: e.name, reason: e.message, code: typeof code === "string" ? code.slice(0, 64) : undefined },
+            "oidc: code exchange or ID token check failed",
+          );
           return refuse(`provider answer refused${typeof code === "string" ? ` (${code.slice(0, 64)})` : ""}`);
         }
         const name = claims[s.usernameClaim];
