@@ -5,7 +5,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
-import { ROOT } from "./atrest.ts";
+import { cli, ROOT, type RunningServer, removeDir, startServer, tempDir } from "./atrest.ts";
 
 export const ARTIFACTS = join(ROOT, "test-artifacts");
 export const DESKTOP = { width: 1280, height: 800 };
@@ -132,4 +132,30 @@ export async function lowContrast(page: Page): Promise<string[]> {
     }
     return out;
   });
+}
+
+export interface WebApp {
+  dir: string;
+  data: string;
+  server: RunningServer;
+  chrome: Chromium;
+  /** https://localhost:<port> of the server's HTTPS door. */
+  base: string;
+}
+
+/** A new data dir with alice (password `alice-password`), a server on it, and a chromium that trusts its certificate. */
+export async function startWebApp(prefix: string): Promise<WebApp> {
+  const dir = await tempDir(prefix);
+  const data = join(dir, "data");
+  await cli(["init", "--data", data]);
+  await cli(["user", "add", "alice", "--password-stdin", "--data", data], "alice-password\n");
+  const server = await startServer(data);
+  const chrome = await launchChromium(data);
+  return { dir, data, server, chrome, base: `https://localhost:${server.httpPort}` };
+}
+
+export async function stopWebApp(app: Partial<WebApp>): Promise<void> {
+  await app.chrome?.close();
+  await app.server?.stop();
+  if (app.dir) await removeDir(app.dir);
 }

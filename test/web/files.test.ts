@@ -9,8 +9,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Page } from "playwright-core";
 import { fromBase32, hotp, TOTP_STEP_SECONDS } from "../../src/service/totp.ts";
-import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
-import { type Chromium, launchChromium, lowContrast, PHONE, shot, unlabelled } from "../helpers/browser.ts";
+import { cli, type RunningServer } from "../helpers/atrest.ts";
+import { type Chromium, lowContrast, PHONE, shot, startWebApp, stopWebApp, unlabelled } from "../helpers/browser.ts";
 
 const step = () => Math.floor(Date.now() / 1000 / TOTP_STEP_SECONDS);
 
@@ -28,19 +28,9 @@ describe("web app: login with TOTP, upload, download, rename, delete", () => {
   let base: string;
 
   before(async () => {
-    dir = await tempDir("atrest-web-");
-    data = join(dir, "data");
-    await cli(["init", "--data", data]);
-    await cli(["user", "add", "alice", "--password-stdin", "--data", data], "alice-password\n");
-    server = await startServer(data);
-    base = `https://localhost:${server.httpPort}`;
-    chrome = await launchChromium(data);
+    ({ dir, data, server, chrome, base } = await startWebApp("atrest-web-"));
   });
-  after(async () => {
-    await chrome?.close();
-    await server?.stop();
-    await removeDir(dir);
-  });
+  after(() => stopWebApp({ dir, server, chrome }));
 
   test("the page is served with a strict CSP and no third-party resource", async () => {
     const ctx = await chrome.context();

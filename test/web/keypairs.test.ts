@@ -8,33 +8,22 @@ import { chmod, copyFile, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
-import { type Chromium, launchChromium, shot, unlabelled } from "../helpers/browser.ts";
+import type { RunningServer } from "../helpers/atrest.ts";
+import { type Chromium, shot, startWebApp, stopWebApp, unlabelled } from "../helpers/browser.ts";
 import { runSftpBatch } from "../helpers/sftp-clients.ts";
 
 const execFileP = promisify(execFile);
 
 describe("web app: own SSH and OpenPGP key pairs", () => {
   let dir: string;
-  let data: string;
   let server: RunningServer;
   let chrome: Chromium;
   let base: string;
 
   before(async () => {
-    dir = await tempDir("atrest-webkeys-");
-    data = join(dir, "data");
-    await cli(["init", "--data", data]);
-    await cli(["user", "add", "alice", "--password-stdin", "--data", data], "alice-password\n");
-    server = await startServer(data);
-    base = `https://localhost:${server.httpPort}`;
-    chrome = await launchChromium(data);
+    ({ dir, server, chrome, base } = await startWebApp("atrest-webkeys-"));
   });
-  after(async () => {
-    await chrome?.close();
-    await server?.stop();
-    await removeDir(dir);
-  });
+  after(() => stopWebApp({ dir, server, chrome }));
 
   test("generate an SSH key (private key downloaded once, works with ssh-keygen), an OpenPGP key, remove the SSH key", async () => {
     const ctx = await chrome.context();

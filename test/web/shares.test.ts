@@ -8,30 +8,19 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Page } from "playwright-core";
-import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
-import { type Chromium, launchChromium, lowContrast, PHONE, shot, unlabelled } from "../helpers/browser.ts";
+import type { RunningServer } from "../helpers/atrest.ts";
+import { type Chromium, lowContrast, PHONE, shot, startWebApp, stopWebApp, unlabelled } from "../helpers/browser.ts";
 
 describe("web app: share links", () => {
   let dir: string;
-  let data: string;
   let server: RunningServer;
   let chrome: Chromium;
   let base: string;
 
   before(async () => {
-    dir = await tempDir("atrest-webshare-");
-    data = join(dir, "data");
-    await cli(["init", "--data", data]);
-    await cli(["user", "add", "alice", "--password-stdin", "--data", data], "alice-password\n");
-    server = await startServer(data);
-    base = `https://localhost:${server.httpPort}`;
-    chrome = await launchChromium(data);
+    ({ dir, server, chrome, base } = await startWebApp("atrest-webshare-"));
   });
-  after(async () => {
-    await chrome?.close();
-    await server?.stop();
-    await removeDir(dir);
-  });
+  after(() => stopWebApp({ dir, server, chrome }));
 
   async function share(page: Page, name: string, fill: (dlg: ReturnType<Page["getByRole"]>) => Promise<void>) {
     const row = page.locator(`tr[data-name="${name}"]`);
