@@ -73,6 +73,16 @@ export class QuotaExceededError extends AtrestError {
   }
 }
 
+/**
+ * A write's precondition did not hold when it committed (S3 conditional PutObject: If-Match / If-None-Match): the
+ * name keeps what it had. A CONFLICT to every door; the S3 door answers it 412 PreconditionFailed.
+ */
+export class PreconditionFailedError extends AtrestError {
+  constructor(message = "the precondition of the write did not hold") {
+    super("CONFLICT", message);
+  }
+}
+
 export class HandleClosedError extends AtrestError {
   constructor(message = "handle is closed") {
     super("HANDLE_CLOSED", message);

@@ -18,6 +18,7 @@ import type {
   OpenReadOptions,
   OpenWriteOptions,
   PartHandle,
+  Precondition,
   QuotaInfo,
   ReadHandle,
   SessionInfo,
@@ -121,10 +122,7 @@ export class Session implements VfsSession {
   }
 
   #stat(node: NodeRow): FileStat {
-    const a = this.#vfs.tree.attrs(node);
-    const st: FileStat = { kind: node.kind, size: a.size, mtime: a.mtime, mode: a.mode };
-    if (a.object) st.object = a.object;
-    return st;
+    return this.#vfs.tree.stat(node);
   }
 
   async stat(path: string): Promise<FileStat> {
@@ -398,11 +396,14 @@ export class Session implements VfsSession {
       if (existing?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
       if (existing && options.exclusive) throw new AtrestError("EXISTS", `already exists: ${p}`);
       this.#perms.require(p, existing ? "overwrite" : "upload");
+      // refused early, before any byte is stored; the commit checks it again on what is there then
+      options.precondition?.(existing ? this.#stat(existing) : undefined);
       const open = () =>
         this.#vfs.openWrite(dir, name, existing, options.truncate, {
           user: this.#user,
           path: this.globalPath(p),
           exclusive: options.exclusive,
+          precondition: options.precondition,
           key: options.key,
           customerKey: options.customerKey,
           event: options.encryptionNote ? { ...this.#event(p), detail: options.encryptionNote } : this.#event(p),
@@ -552,7 +553,7 @@ export class Session implements VfsSession {
     path: string,
     uploadId: string,
     partNumbers: number[],
-    options: { customerKey?: Buffer; etag: string; partSizes?: number[] },
+    options: { customerKey?: Buffer; etag: string; partSizes?: number[]; precondition?: Precondition },
   ): Promise<FileStat> {
     const p = normalize(path);
     let rec: Awaited<ReturnType<Vfs["multipart"]["get"]>>;
@@ -580,6 +581,7 @@ export class Session implements VfsSession {
           key: upload.requested,
           customerKey: options.customerKey,
           encryptionNote: note,
+          precondition: options.precondition,
         });
         try {
           for (const n of partNumbers) {

@@ -3,6 +3,7 @@ import { AtrestError, NotFoundError } from "../errors.ts";
 import type { MetaStore, NodeReads, NodeRow } from "../store/types.ts";
 import type { FileAttrs, MetaCrypto } from "./meta-crypto.ts";
 import { split } from "./paths.ts";
+import type { FileStat } from "./types.ts";
 
 export const ROOT_ID = "root";
 
@@ -42,6 +43,14 @@ export class Tree {
 
   attrs(node: NodeRow): FileAttrs {
     return this.crypto.openAttrs(node.id, node.blobId, node.contentId, node.attrsCt);
+  }
+
+  /** The node as the doors see it: kind, size, times, mode and its S3 metadata. */
+  stat(node: NodeRow): FileStat {
+    const a = this.attrs(node);
+    const st: FileStat = { kind: node.kind, size: a.size, mtime: a.mtime, mode: a.mode };
+    if (a.object) st.object = a.object;
+    return st;
   }
 
   name(node: NodeRow): string {

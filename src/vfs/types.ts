@@ -135,7 +135,16 @@ export interface OpenWriteOptions {
   customerKey?: Buffer;
   /** Short non-secret note on how the client asked for encryption (e.g. "sse aws:kms"), recorded in the upload audit. */
   encryptionNote?: string;
+  /**
+   * A condition on the file the write replaces (undefined: there is none), e.g. S3's If-Match / If-None-Match: it
+   * throws to refuse. Checked at open and again inside the commit's transaction, so of two conditional writes racing
+   * on one name only those whose condition holds on what the other committed succeed.
+   */
+  precondition?: Precondition;
 }
+
+/** OpenWriteOptions.precondition: throws (PreconditionFailedError, NotFoundError) to refuse the write. */
+export type Precondition = (current: FileStat | undefined) => void;
 
 /** A staged S3 multipart upload (multipart.ts). */
 export interface MultipartUploadInfo {
@@ -256,7 +265,7 @@ export interface VfsSession {
     path: string,
     uploadId: string,
     partNumbers: number[],
-    options: { customerKey?: Buffer; etag: string; partSizes?: number[] },
+    options: { customerKey?: Buffer; etag: string; partSizes?: number[]; precondition?: Precondition },
   ): Promise<FileStat>;
   /** Ends the session; aborts (keeping partials) any handle still open. */
   close(): Promise<void>;

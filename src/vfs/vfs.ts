@@ -19,7 +19,7 @@ import { MetaCrypto } from "./meta-crypto.ts";
 import { Multipart } from "./multipart.ts";
 import { type CustomerKeyCheck, customerDek, customerKeyCheck, verifyCustomerKey } from "./sse-c.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
-import type { FileStat, ObjectMeta, SetAttrs, WriteHandle } from "./types.ts";
+import type { FileStat, ObjectMeta, Precondition, SetAttrs, WriteHandle } from "./types.ts";
 import { Uploads } from "./uploads.ts";
 import { WriteFilters } from "./write-filters.ts";
 
@@ -99,6 +99,8 @@ export interface Writer {
   authorize(op: WriteOp): void;
   /** O_EXCL: the name must be free at open and still free at commit; two exclusive opens of one name never both work. */
   exclusive?: boolean;
+  /** Checked on the file the commit replaces, in the commit's transaction (OpenWriteOptions.precondition). */
+  precondition?: Precondition;
   /** KEK the writer names for a new version (S3 SSE-KMS), checked by KekSelector.chooseRequested. */
   key?: string;
   /**
@@ -430,6 +432,7 @@ export class Vfs {
     const current = await this.tree.child(parent.id, name, tx);
     if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
     if (current && who.exclusive) throw new AtrestError("EXISTS", `already exists: ${name}`);
+    if (who.precondition) who.precondition(current ? this.tree.stat(current) : undefined);
     if (base && current?.blobId !== base.blobId) {
       throw new AtrestError("CONFLICT", `${name} changed while the upload appended to it; upload it again`);
     }

@@ -1,6 +1,6 @@
 // The one place where errors become S3 error responses (XML with an exact S3 code and HTTP status). Unknown errors
 // never leak their detail to the client; the caller logs them.
-import { AtrestError, type ErrorCode } from "../../errors.ts";
+import { AtrestError, type ErrorCode, PreconditionFailedError } from "../../errors.ts";
 
 /** An error the S3 door answers with a given S3 code. */
 export class S3Error extends Error {
@@ -48,8 +48,13 @@ const MAP: Record<ErrorCode, [string, number, string | undefined]> = {
   ],
 };
 
+const PRECONDITION = "At least one of the pre-conditions you specified did not hold";
+
 export function toS3Error(err: unknown): S3Failure {
   if (err instanceof S3Error) return { code: err.code, status: err.status, message: err.message, internal: false };
+  if (err instanceof PreconditionFailedError) {
+    return { code: "PreconditionFailed", status: 412, message: PRECONDITION, internal: false };
+  }
   if (err instanceof AtrestError) {
     const [code, status, message] = MAP[err.code];
     return { code, status, message: message ?? err.message, internal: false };

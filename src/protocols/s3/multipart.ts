@@ -6,13 +6,13 @@
 // ETag is S3's multipart ETag: MD5 of the concatenated binary part MD5s, "-", the number of parts.
 import { createHash } from "node:crypto";
 import { AtrestError } from "../../errors.ts";
-import type { MultipartUploadInfo, PartHandle, WriteHandle } from "../../vfs/types.ts";
+import type { FileStat, MultipartUploadInfo, PartHandle, WriteHandle } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
 import { bucketExists, type Ctx, iso, mkdirs, notImplemented, objectPath, readSmallBody, send } from "./context.ts";
 import { copySource, pump } from "./copy.ts";
 import { S3Error, toS3Error } from "./errors.ts";
 import { metadataOf } from "./metadata.ts";
-import { writePlan } from "./objects.ts";
+import { writePlan, writePrecondition } from "./objects.ts";
 import { SSE_C } from "./sse.ts";
 import { xmlDoc, xmlTexts } from "./xml.ts";
 
@@ -285,6 +285,17 @@ export async function listMultipartUploads(c: Ctx): Promise<void> {
   );
 }
 
+/** The file at `path`, or undefined when there is none. */
+async function currentFile(c: Ctx, path: string): Promise<FileStat | undefined> {
+  try {
+    const st = await c.session.stat(path);
+    return st.kind === "file" ? st : undefined;
+  } catch (err) {
+    if (err instanceof AtrestError && err.code === "NOT_FOUND") return undefined;
+    throw err;
+  }
+}
+
 export async function completeMultipartUpload(c: Ctx): Promise<void> {
   const s = sessionMultipart(c);
   await bucketExists(c.session, c.bucket);
@@ -364,6 +375,9 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
   for (const a of asked) md5.update(Buffer.from(a.etag, "hex"));
   const etag = `${md5.digest("hex")}-${asked.length}`;
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
+  // a conditional Complete that fails now is a 412 / 404 before the early 200 (the commit checks it again)
+  const precondition = writePrecondition(c);
+  if (precondition) precondition(await currentFile(c, path));
   // Copying a large upload takes a while: answer 200 now and keep the connection alive with whitespace, then the
   // result, or an Error document in the 200 (as S3 does; the SDKs and awscli read it as the error).
   c.res.writeHead(200, { "content-type": "application/xml", ...uploadSse(c, upload, upload.requestedKey) });
@@ -375,7 +389,12 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
         path,
         id,
         asked.map((a) => a.n),
-        { customerKey: c.customerKey?.key, etag, partSizes: found.map((p) => p.size) },
+        {
+          customerKey: c.customerKey?.key,
+          etag,
+          partSizes: found.map((p) => p.size),
+          precondition,
+        },
       ),
     );
     clearInterval(keepAlive);

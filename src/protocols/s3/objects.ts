@@ -1,6 +1,6 @@
 // Object operations: PutObject, GetObject/HeadObject (Range, conditionals), DeleteObject, DeleteObjects.
-import { AtrestError } from "../../errors.ts";
-import type { FileStat, VfsSession } from "../../vfs/types.ts";
+import { AtrestError, NotFoundError, PreconditionFailedError } from "../../errors.ts";
+import type { FileStat, Precondition, VfsSession } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
 import { bucketExists, type Ctx, httpDate, mkdirs, objectPath, send } from "./context.ts";
 import { S3Error, toS3Error } from "./errors.ts";
@@ -28,7 +28,7 @@ export async function putObject(c: Ctx): Promise<void> {
   const headers = metadataOf(c.req);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
-  const w = await c.session.openWrite(path, { truncate: true, ...plan });
+  const w = await c.session.openWrite(path, { truncate: true, ...plan, precondition: writePrecondition(c) });
   try {
     for await (const piece of body.pieces) await w.write(w.size, piece);
   } catch (err) {
@@ -41,6 +41,35 @@ export async function putObject(c: Ctx): Promise<void> {
     etag: `"${md5.toString("hex")}"`,
     ...sseHeaders(await c.session.keyOf?.(path, customerKey?.key), customerKey),
   });
+}
+
+/**
+ * A conditional write's If-Match / If-None-Match (PutObject, CompleteMultipartUpload), checked by the vfs at open and
+ * again in the commit's transaction, so that of two writes racing with `If-None-Match: *` exactly one creates the key.
+ * `If-None-Match: *` or a tag the current version has: 412; `If-Match` a tag it has not: 412, and no current version at
+ * all: 404 NoSuchKey (as S3 answers both); `If-Match: *` needs the key to exist.
+ */
+export function writePrecondition(c: Ctx): Precondition | undefined {
+  const im = c.req.headers["if-match"];
+  const inm = c.req.headers["if-none-match"];
+  if (im === undefined && inm === undefined) return undefined;
+  const tags = (v: string) =>
+    v.split(",").map((t) =>
+      t
+        .trim()
+        .replace(/^W\//, "")
+        .replace(/^"(.*)"$/, "$1"),
+    );
+  return (current) => {
+    const etag = current ? etagOf(current).slice(1, -1) : undefined;
+    if (im !== undefined) {
+      if (!current || etag === undefined) throw new NotFoundError("no such key");
+      if (!tags(im).some((t) => t === "*" || t === etag)) throw new PreconditionFailedError();
+    }
+    if (inm !== undefined && current && tags(inm).some((t) => t === "*" || t === etag)) {
+      throw new PreconditionFailedError();
+    }
+  };
 }
 
 /**

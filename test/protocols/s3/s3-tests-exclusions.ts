@@ -100,11 +100,6 @@ export const EXCLUSIONS: Exclusion[] = [
     ],
   },
   {
-    kind: "pending",
-    reason: "conditional writes (If-Match / If-None-Match on PutObject, S3 since 2024) are not checked yet",
-    tests: ["test_put_object_ifmatch_failed"],
-  },
-  {
     kind: "client",
     reason:
       "a non-ASCII header value set through botocore's hook is signed as text but sent as latin-1 " +
