@@ -60,17 +60,22 @@ export async function writeBody(
 ): Promise<{ written: number; stat: Awaited<ReturnType<WriteHandle["close"]>> }> {
   let offset = handle.size;
   const start = offset;
-  // The body arrives in 16 KiB (HTTP/2 frames) to 64 KiB pieces; each handle.write is a trip through the vfs and the
-  // sealer, so they are gathered into 1 MiB writes (as the SFTP door does): one buffer per upload, memory stays flat.
+  // The body arrives in 16 KiB (TLS records, HTTP/2 frames) to 64 KiB pieces; each handle.write is a trip through the
+  // vfs and the sealer, so they are gathered into 1 MiB writes (as the SFTP door does). The pieces go over as they are
+  // (writeParts): the container writer copies each byte once into its batch. Joining them here first was a second
+  // copy of every byte and a fresh 1 MiB buffer per MiB uploaded (docs/http-performance.md).
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   const flush = async () => {
     if (pendingBytes === 0) return;
-    const buf = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+    const parts = pending;
+    const bytes = pendingBytes;
     pending = [];
     pendingBytes = 0;
-    await handle.write(offset, buf);
-    offset += buf.length;
+    if (parts.length === 1) await handle.write(offset, parts[0]);
+    else if (handle.writeParts) await handle.writeParts(offset, parts);
+    else await handle.write(offset, Buffer.concat(parts, bytes));
+    offset += bytes;
     options.onProgress?.(offset);
   };
   try {
