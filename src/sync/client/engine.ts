@@ -14,7 +14,7 @@ import type { Entry } from "../core/manifest.ts";
 import { decryptName, encryptName, isValidName } from "../core/names.ts";
 import { SyncApiError } from "./api.ts";
 import type { RegionCtx, Session } from "./session.ts";
-import type { BaseEntry } from "./state.ts";
+import type { BaseEntry, PendingEntry } from "./state.ts";
 
 export interface Transfer {
   direction: "up" | "down";
@@ -239,6 +239,15 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
     if (!key) throw new AtrestError("KEY_UNAVAILABLE", `no key of the current epoch ${epoch} for this device`);
     const remote = remoteView(ctx);
     const baseById = new Map(Object.entries(ctx.state.base));
+    // A step killed between publishing and saving its base: what the server holds with this device's own blobs is
+    // this device's content, so it is base, not a remote edit (else the device's own upload would meet its next
+    // local edit as a conflict copy, or bring back a file deleted here since).
+    for (const [id, p] of Object.entries(ctx.state.pending ?? {})) {
+      const r = remote.byId.get(id);
+      if (r?.entry.kind !== "file" || r.entry.hash !== p.hash) continue;
+      const { hash: _hash, ...b } = p;
+      baseById.set(id, b);
+    }
     const baseByPath = new Map([...baseById.values()].map((b) => [b.path, b]));
     const local = await scan(root, baseByPath, o.progress);
     const plan = new Plan(m.entries);
@@ -571,6 +580,18 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
     // 5. publish, then apply locally
     let version = m.version;
     if (plan.changed) {
+      const pending: Record<string, PendingEntry> = {};
+      for (const u of plan.uploads) {
+        const e = plan.entries.get(u.id);
+        // only new blobs (a rename alone is found again by content), and not a conflict copy: it is still at its
+        // old path until the ops run, and the next step finds it by content too
+        if (u.local.kind !== "file" || !u.local.sha || e?.kind !== "file" || pathBefore(plan, u) !== u.path) continue;
+        if (remote.all.get(u.id)?.entry.hash === e.hash) continue;
+        const { size, mtimeMs, sha } = u.local;
+        pending[u.id] = { path: u.path, kind: "file", sha, size, mtimeMs, fver: e.fver, hash: e.hash };
+      }
+      ctx.state.pending = pending;
+      await session.state.writeRegion(ctx.state);
       const next = await session.publish(ctx, { entries: [...plan.entries.values()] });
       version = next.version;
     }
@@ -638,6 +659,7 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       };
     }
     ctx.state.base = base;
+    delete ctx.state.pending;
     ctx.state.dir = root;
     await session.pin(ctx);
     return report;

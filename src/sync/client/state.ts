@@ -53,6 +53,17 @@ export interface RegionState {
   /** The directory `run` syncs (set at the first run). */
   dir?: string;
   base: Record<string, BaseEntry>;
+  /**
+   * Written just before a step publishes: the entries it uploaded from where they lie locally, with their blob
+   * hashes. A step killed after the server took the manifest but before the new base was saved leaves this behind;
+   * the next step makes each entry the server still holds with that very blob part of its base (§11).
+   */
+  pending?: Record<string, PendingEntry>;
+}
+
+/** A base entry this device is publishing, with the blob (ciphertext SHA-256) it uploaded for it. */
+export interface PendingEntry extends BaseEntry {
+  hash: string;
 }
 
 interface SealedFile {
