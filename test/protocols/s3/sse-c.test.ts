@@ -196,6 +196,88 @@ test("a bad MD5, a bad algorithm or a short key is refused before anything is wr
   assert.match(r.stderr, /404/);
 });
 
+test("upload-part-copy from an SSE-C object into an SSE-C upload with another key: both keys needed, the exact bytes", async () => {
+  const body = randomBytes(5 * 1024 * 1024 + 4321);
+  const local = join(dir, "mp-src.bin");
+  await writeFile(local, body);
+  let r = await aws([
+    "s3api",
+    "put-object",
+    "--bucket",
+    "vault",
+    "--key",
+    "mp/src.bin",
+    "--body",
+    local,
+    ...ssec(textKey),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await aws(["s3api", "create-multipart-upload", "--bucket", "vault", "--key", "mp/dst.bin", ...ssec(otherKey)]);
+  assert.equal(r.code, 0, r.stderr);
+  const uploadId = JSON.parse(r.stdout).UploadId as string;
+  const sourceKey = ["--copy-source-sse-customer-algorithm", "AES256", "--copy-source-sse-customer-key"];
+  const copyPart = (n: number, range: string, extra: string[]) =>
+    aws([
+      "s3api",
+      "upload-part-copy",
+      "--bucket",
+      "vault",
+      "--key",
+      "mp/dst.bin",
+      "--upload-id",
+      uploadId,
+      "--part-number",
+      String(n),
+      "--copy-source",
+      "vault/mp/src.bin",
+      "--copy-source-range",
+      range,
+      ...extra,
+    ]);
+  const first = `bytes=0-${5 * 1024 * 1024 - 1}`;
+  // without the source's key, with the destination's key as the source's, without the upload's key: 400
+  for (const extra of [ssec(otherKey), [...sourceKey, otherKey, ...ssec(otherKey)], [...sourceKey, textKey]]) {
+    r = await copyPart(1, first, extra);
+    assert.notEqual(r.code, 0, `refused: ${extra.filter((a) => a.startsWith("--")).join(" ")}`);
+    assert.match(r.stderr, /\(Invalid(Request|Argument)\)/);
+  }
+  const parts = [];
+  for (const [n, range] of [
+    [1, first],
+    [2, `bytes=${5 * 1024 * 1024}-${body.length - 1}`],
+  ] as const) {
+    r = await copyPart(n, range, [...sourceKey, textKey, ...ssec(otherKey)]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.SSECustomerAlgorithm, "AES256");
+    parts.push({ PartNumber: n, ETag: out.CopyPartResult.ETag });
+  }
+  const layout = join(dir, "mp-parts.json");
+  await writeFile(layout, JSON.stringify({ Parts: parts }));
+  r = await aws([
+    "s3api",
+    "complete-multipart-upload",
+    "--bucket",
+    "vault",
+    "--key",
+    "mp/dst.bin",
+    "--upload-id",
+    uploadId,
+    "--multipart-upload",
+    `file://${layout}`,
+    ...ssec(otherKey),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const back = join(dir, "mp-dst.back");
+  r = await aws(["s3api", "get-object", "--bucket", "vault", "--key", "mp/dst.bin", ...ssec(otherKey), back]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(body.equals(await readFile(back)), "the copy's bytes");
+  // the source's key does not open the copy
+  r = await aws(["s3api", "get-object", "--bucket", "vault", "--key", "mp/dst.bin", ...ssec(textKey), back]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /InvalidRequest/);
+});
+
 test("SFTP sees the object in the listing but reading it gives a clear error", async () => {
   const b = await runSftpBatch({
     port: server.port,
