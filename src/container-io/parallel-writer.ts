@@ -8,11 +8,20 @@ import type { SegmentWriterOptions } from "../format/writer.ts";
 import { DISK_BACKLOG_BYTES, SEALING_BACKLOG_BYTES, type SealPool } from "./seal-pool.ts";
 
 const MAX_BATCH_BYTES = 2 ** 30;
-/** Returned plaintext buffers a writer keeps for refilling (avoids allocating and faulting in fresh memory). */
-const MAX_SPARE_BUFFERS = 4;
+/**
+ * Returned plaintext buffers a writer keeps for refilling (no zeroing: they held this file's plaintext). One covers
+ * the steady state (a batch comes back as the next one fills); more go zeroed to the pool's shared free list, and so
+ * does the one while the pool is crowded (SealPool.crowded). With 4 kept per writer, 100 concurrent uploads held up
+ * to 500 MiB of idle batches (RSS 776 MB at the peak).
+ */
+const MAX_SPARE_BUFFERS = 1;
+const DEFAULT_BATCH_SEGMENTS = 16;
 
 export interface ParallelSegmentWriterOptions extends SegmentWriterOptions {
-  /** Full segments per batch sent to a worker. Default 16 (1 MiB at 64 KiB segments). */
+  /**
+   * Full segments per batch sent to a worker. Default: 16 (1 MiB at 64 KiB segments), fewer while many containers
+   * are open on the pool (SealPool.batchSegments), chosen again for each batch.
+   */
   batchSegments?: number;
 }
 
@@ -35,9 +44,11 @@ export class ParallelSegmentWriter {
   /** This writer's key registration on the pool; undefined once released. */
   #keysId: number | undefined;
   readonly #segmentSize: number;
-  readonly #batchBytes: number;
-  /** Sealed bytes of a full batch: the size of every recycled output buffer. */
-  readonly #sealedBatchBytes: number;
+  readonly #sealedSegmentSize: number;
+  /** Segments per batch asked for, or undefined: the pool's choice for each batch. */
+  readonly #fixedSegments: number | undefined;
+  /** Plaintext bytes of the current batch when full. */
+  #batchBytes = 0;
   #batch: Buffer | undefined;
   #fill = 0;
   /**
@@ -62,19 +73,22 @@ export class ParallelSegmentWriter {
   #error: Error | undefined;
 
   constructor(pool: SealPool, keys: ContainerKeys, options: ParallelSegmentWriterOptions = {}) {
-    const { startIndex = 0, pending, batchSegments = 16 } = options;
+    const { startIndex = 0, pending, batchSegments } = options;
     const params = keys.sealWorkerParams();
     const size = params.layout.segmentSize;
     if (!Number.isSafeInteger(startIndex) || startIndex < 0) throw new AtrestError("INVALID_INPUT", "bad startIndex");
     if (pending && pending.length >= size) throw new AtrestError("INVALID_INPUT", "pending data must be < segmentSize");
-    if (!Number.isInteger(batchSegments) || batchSegments < 1 || batchSegments * size > MAX_BATCH_BYTES) {
+    if (
+      batchSegments !== undefined &&
+      (!Number.isInteger(batchSegments) || batchSegments < 1 || batchSegments * size > MAX_BATCH_BYTES)
+    ) {
       throw new AtrestError("INVALID_INPUT", "batchSegments must be >= 1 and a batch at most 1 GiB");
     }
     this.#pool = pool;
     this.#keys = keys;
     this.#segmentSize = size;
-    this.#batchBytes = batchSegments * size;
-    this.#sealedBatchBytes = batchSegments * params.layout.sealedSegmentSize;
+    this.#sealedSegmentSize = params.layout.sealedSegmentSize;
+    this.#fixedSegments = batchSegments;
     this.#batch = this.#newBatch();
     this.#index = startIndex;
     if (pending) this.#fill = pending.copy(this.#batch);
@@ -98,7 +112,7 @@ export class ParallelSegmentWriter {
    * them (next()) before handing over more, so many concurrent uploads share the queue instead of each filling it.
    */
   get congested(): boolean {
-    return this.#pool.sealingBytes > SEALING_BACKLOG_BYTES;
+    return this.#pool.sealBacklog > SEALING_BACKLOG_BYTES;
   }
 
   /** Sealed bytes of all writers waiting for the disk: EncryptedWriter adds and removes its own. */
@@ -143,7 +157,10 @@ export class ParallelSegmentWriter {
       return sealed;
     } finally {
       this.#taken.delete(job);
-      if (!this.#destroyed) this.#inflight -= job.bytes;
+      if (!this.#destroyed) {
+        this.#inflight -= job.bytes;
+        this.#pool.sealBacklog -= job.bytes;
+      }
     }
   }
 
@@ -182,7 +199,7 @@ export class ParallelSegmentWriter {
     const buffer = sealed.buffer as ArrayBuffer;
     if (!this.#handedOut.has(buffer)) return;
     this.#handedOut.delete(buffer);
-    if (this.#finished || this.#destroyed || buffer.byteLength !== this.#sealedBatchBytes) return;
+    if (this.#finished || this.#destroyed) return;
     this.#pool.returnOutput(buffer);
   }
 
@@ -193,6 +210,7 @@ export class ParallelSegmentWriter {
     const err = new HandleClosedError("ParallelSegmentWriter was destroyed");
     for (const job of [...this.#taken, ...this.#jobs.splice(0)]) job.reject(err);
     this.#taken.clear();
+    this.#pool.sealBacklog -= this.#inflight;
     this.#inflight = 0;
     if (this.#batch) zero(this.#batch.subarray(0, this.#fill));
     this.#release();
@@ -207,9 +225,21 @@ export class ParallelSegmentWriter {
     return this.#batch;
   }
 
-  /** A batch buffer over its own ArrayBuffer, so it can be transferred to a worker rather than copied. */
+  /**
+   * A batch buffer over its own ArrayBuffer, so it can be transferred to a worker rather than copied. Its size is
+   * chosen now: 100 uploads each filling a 1 MiB batch held 100 MiB while they waited for the disk.
+   */
   #newBatch(): Buffer {
-    const spare = this.#spare.pop();
+    // The constructor takes the first batch before registering this writer's keys: count it.
+    const open = this.#pool.registeredKeys + (this.#keysId === undefined ? 1 : 0);
+    const segments = this.#fixedSegments ?? this.#pool.batchSegments(DEFAULT_BATCH_SEGMENTS, this.#segmentSize, open);
+    this.#batchBytes = segments * this.#segmentSize;
+    let spare = this.#spare.pop();
+    if (spare !== undefined && spare.byteLength !== this.#batchBytes) {
+      zero(Buffer.from(spare));
+      this.#pool.returnBatch(spare);
+      spare = undefined;
+    }
     this.#dirty = spare ? spare.byteLength : 0;
     return Buffer.from(spare ?? this.#pool.borrowBatch(this.#batchBytes));
   }
@@ -229,7 +259,9 @@ export class ParallelSegmentWriter {
     promise.catch((err: Error) => this.#fail(err));
     this.#jobs.push(job);
     this.#inflight += bytes;
-    this.#pool.seal({ keys, startIndex, plaintext, output: this.#pool.borrowOutput(this.#sealedBatchBytes) }).then(
+    this.#pool.sealBacklog += bytes;
+    const output = this.#pool.borrowOutput((bytes / this.#segmentSize) * this.#sealedSegmentSize);
+    this.#pool.seal({ keys, startIndex, plaintext, output }).then(
       (result) => {
         this.#recycle(result.plaintext);
         this.#handedOut.add(result.sealed);
@@ -244,11 +276,13 @@ export class ParallelSegmentWriter {
 
   #recycle(plaintext: ArrayBuffer | undefined): void {
     if (plaintext === undefined) return;
-    if (this.#batch !== undefined && !this.#destroyed && this.#spare.length < MAX_SPARE_BUFFERS) {
-      if (plaintext.byteLength === this.#batchBytes) this.#spare.push(plaintext);
-    } else {
-      zero(Buffer.from(plaintext));
+    const reusable = this.#batch !== undefined && !this.#destroyed && plaintext.byteLength === this.#batchBytes;
+    if (reusable && this.#spare.length < MAX_SPARE_BUFFERS && !this.#pool.crowded) {
+      this.#spare.push(plaintext);
+      return;
     }
+    zero(Buffer.from(plaintext));
+    if (reusable) this.#pool.returnBatch(plaintext);
   }
 
   #fail(err: Error): void {

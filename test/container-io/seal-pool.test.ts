@@ -116,6 +116,39 @@ describe("ParallelSegmentWriter", () => {
     keys.destroy();
   });
 
+  it("the default batch shrinks in powers of two while many containers are open; the output decodes", async () => {
+    const own = new SealPool();
+    const S = 64 * KiB;
+    assert.equal(own.batchSegments(16, S, 1), 16);
+    assert.equal(own.batchSegments(16, S, 32), 16);
+    assert.equal(own.batchSegments(16, S, 33), 8);
+    assert.equal(own.batchSegments(16, S, 100), 4);
+    assert.equal(own.batchSegments(16, S, 100_000), 1);
+    // 99 other containers open: this writer's batches are 4 segments, and its sealed output waiting to be taken
+    // counts in the pool's backlog until next() hands it out.
+    const others = Array.from({ length: 99 }, (_, i) => newContainer(`other-${i}`));
+    const ids = others.map(({ keys }) => own.register(keys.sealWorkerParams()));
+    assert.equal(own.crowded, true);
+    const { header, keys } = newContainer("crowded");
+    const writer = new ParallelSegmentWriter(own, keys);
+    const plaintext = randomBytes(9 * S + 100);
+    writer.push(plaintext);
+    assert.equal(writer.inflightBytes, 8 * S);
+    assert.equal(own.sealBacklog, 8 * S);
+    while (own.sealingBytes > 0) await sleep(5);
+    assert.equal(own.sealBacklog, 8 * S, "sealed but not taken");
+    const first = await writer.next();
+    assert.equal(first?.length, 4 * (S + 28));
+    assert.equal(own.sealBacklog, 4 * S);
+    const rest = await writer.finish();
+    assert.equal(own.sealBacklog, 0);
+    assert.deepEqual(decode(Buffer.concat([header, first as Buffer, ...rest]), "crowded"), plaintext);
+    for (const id of ids) own.release(id);
+    for (const o of others) o.keys.destroy();
+    keys.destroy();
+    await own.close();
+  });
+
   it("resume: startIndex and pending continue an existing container", async () => {
     const log2 = 10;
     const S = 2 ** log2;

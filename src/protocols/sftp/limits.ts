@@ -62,7 +62,9 @@ export const DEFAULT_LIMITS: SftpLimits = {
   reorderBytesPerConnection: 32 * MiB,
   reorderBytesTotal: 256 * MiB,
   queuedBytesPerConnection: 16 * MiB,
-  queuedBytesTotal: 64 * MiB,
+  // Counted in WRITE payload; the SSH packets the queued slices keep alive are about twice that (a 32 KiB WRITE
+  // straddles two channel messages): 64 MiB held ~124 MB with 100 uploads at once.
+  queuedBytesTotal: 32 * MiB,
   // the blob store keeps up to 256 shard directories open (local-blobs.ts) besides the audit log and the database
   fdReserve: 512,
 };
