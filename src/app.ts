@@ -311,7 +311,8 @@ export class App implements Accounts {
   }
 
   async userId(username: string): Promise<string | undefined> {
-    return (await this.store.getUser(username))?.id;
+    const user = await this.store.getUser(username);
+    return user?.disabled ? undefined : user?.id;
   }
 
   async authorizedKeys(username: string): Promise<string[]> {
@@ -320,6 +321,8 @@ export class App implements Accounts {
 
   async openSession(username: string, info: SessionInfo): Promise<VfsSession> {
     const user = await requireUser(this.store, username);
+    // nothing runs as a disabled user: no door's login, no share link of theirs, no trigger rule they own
+    if (user.disabled) throw new AtrestError("PERMISSION_DENIED", `account ${username} is disabled`);
     const rootId = await this.vfs.tree.ensureDirs(user.home);
     return new Session(this.vfs, user, rootId, info);
   }

@@ -113,6 +113,7 @@ export function registerUsers(program: Command): void {
           usedFiles: u.usedFiles,
           quotaBytes: u.quotaBytes,
           quotaFiles: u.quotaFiles,
+          disabled: u.disabled === true,
         }));
         if (opts.json) {
           process.stdout.write(`${JSON.stringify(users, null, 2)}\n`);
@@ -120,8 +121,42 @@ export function registerUsers(program: Command): void {
         }
         for (const u of users) {
           const q = `${u.usedBytes}/${u.quotaBytes || "∞"} bytes, ${u.usedFiles}/${u.quotaFiles || "∞"} files`;
-          process.stdout.write(`${u.name}\t${u.role}\t${u.home}\t${u.auth}\t${q}\n`);
+          process.stdout.write(`${u.name}\t${u.role}\t${u.home}\t${u.auth}\t${q}${u.disabled ? "\tdisabled" : ""}\n`);
         }
+      });
+    });
+
+  user
+    .command("set <name>")
+    .description("change a user: home, permissions, groups, quotas, TOTP requirement, disable/enable (the rest stays)")
+    .addOption(dataOption())
+    .addOption(asOption())
+    .option("--home <path>", "new home in the server's tree (stored files stay where they are)")
+    .option("--perm <path:perms>", "replace the permissions (repeatable, as for user add)", collect, [])
+    .option("--group <group>", "replace the groups (repeatable)", collect, [])
+    .option("--no-groups", "remove the user from every group")
+    .option("--quota-bytes <n>", "maximum stored bytes, 0 = unlimited", quota)
+    .option("--quota-files <n>", "maximum number of files, 0 = unlimited", quota)
+    .option("--require-totp", "password logins need a TOTP code")
+    .option("--no-require-totp", "stop requiring a TOTP code by this user's flag (groups may still require it)")
+    .option("--disable", "refuse every login; a running server ends the user's connections within seconds")
+    .option("--enable", "allow logins again")
+    .action(async (name: string, opts) => {
+      if (opts.disable && opts.enable) throw new AtrestError("INVALID_INPUT", "--disable or --enable, not both");
+      const groups = opts.groups === false ? [] : (opts.group as string[]).length > 0 ? opts.group : undefined;
+      const change = {
+        ...(opts.home !== undefined ? { home: opts.home as string } : {}),
+        ...(parsePerms(opts.perm) ? { permissions: parsePerms(opts.perm) } : {}),
+        ...(groups ? { groups } : {}),
+        ...(opts.quotaBytes !== undefined ? { quotaBytes: opts.quotaBytes as number } : {}),
+        ...(opts.quotaFiles !== undefined ? { quotaFiles: opts.quotaFiles as number } : {}),
+        ...(opts.requireTotp !== undefined ? { requireTotp: opts.requireTotp as boolean } : {}),
+        ...(opts.disable ? { disabled: true } : opts.enable ? { disabled: false } : {}),
+      };
+      if (Object.keys(change).length === 0) throw new AtrestError("INVALID_INPUT", "nothing to change: see --help");
+      await withApp(opts.data, async (app) => {
+        const u = await app.admin.changeUser(cliActor(opts.as), name, change);
+        say(`changed user ${u.name}${u.disabled ? " (disabled)" : ""}`);
       });
     });
 

@@ -13,6 +13,9 @@ export interface Accounts {
   openSession(username: string, info: SessionInfo): Promise<VfsSession>;
   /** An S3 access key's owner and secret (the caller zeroes it); undefined for an unknown key. */
   s3Secret?(accessKeyId: string): Promise<{ username: string; secret: Buffer } | undefined>;
-  /** The user's stable id, undefined when there is no such user (removed): live sessions are tied to the id. */
+  /**
+   * The user's stable id, undefined when there is no such user (removed) or the account is disabled: live sessions
+   * are tied to the id of an enabled account (a login needs one; the sweep ends the others).
+   */
   userId?(username: string): Promise<string | undefined>;
 }

@@ -7,10 +7,35 @@ import { assertKeyName } from "../kms/api/key-ref.ts";
 import type { PgpKeyStore } from "../pgp/keystore.ts";
 import type { BanRow, FolderOptions, FolderRow, GroupOptions, GroupRow, MetaStore, UserRow } from "../store/types.ts";
 import { ROOT_ID } from "../vfs/tree.ts";
+import type { Permission } from "../vfs/types.ts";
 import type { Vfs } from "../vfs/vfs.ts";
 import { type Actor, actorFields, requireRole } from "./actor.ts";
 import { liftBans } from "./defender.ts";
-import { buildUser, type NewUser, validateGroupName } from "./users.ts";
+import type { LiveSession } from "./login.ts";
+import {
+  buildUser,
+  type NewUser,
+  validateGroupName,
+  validateHome,
+  validatePermissions,
+  validateQuotas,
+} from "./users.ts";
+
+/** What an admin may change of a user; absent fields stay as they are. */
+export interface UserChange {
+  home?: string;
+  permissions?: Record<string, Permission[]>;
+  groups?: string[];
+  quotaBytes?: number;
+  quotaFiles?: number;
+  requireTotp?: boolean;
+  disabled?: boolean;
+}
+
+/** The live connections of this process (service/login.ts), for the use-cases that end them. */
+export interface LiveSessions {
+  endUser(username: string, why?: string, which?: (live: LiveSession) => boolean): number;
+}
 
 export interface AdminDeps {
   store: MetaStore;
@@ -76,24 +101,92 @@ export class Admin {
   }
 
   /** Requires (or stops requiring) a TOTP code at this user's password logins; audited as user.change. */
-  async setUserRequireTotp(actor: Actor, name: string, required: boolean): Promise<UserRow> {
+  setUserRequireTotp(actor: Actor, name: string, required: boolean): Promise<UserRow> {
+    return this.changeUser(actor, name, { requireTotp: required });
+  }
+
+  /**
+   * Changes what `change` names of a user (the rest stays), audited as one user.change saying what changed. A
+   * disabled user's connections end (`live`: this process's at once; other processes' sweeps within seconds); a new
+   * home or permissions end their live connections but HTTPS ones (which read the user at each request), so no SFTP
+   * or S3 connection keeps working under the old rules. Files stay where they are: a new home does not move them.
+   */
+  async changeUser(actor: Actor, name: string, change: UserChange, live?: LiveSessions): Promise<UserRow> {
     requireRole(actor, MANAGE, "changing a user");
+    if (change.home !== undefined) validateHome(change.home);
+    if (change.permissions !== undefined) validatePermissions(change.permissions);
+    for (const g of change.groups ?? []) validateGroupName(g);
+    validateQuotas(change.quotaBytes, change.quotaFiles);
+    if (change.disabled && actor.user === name) {
+      throw new AtrestError("REFUSED", "an admin cannot disable their own account (another admin can)");
+    }
+    if (change.home !== undefined && (await this.#holdsFilesOfRemovedUsers(change.home))) {
+      throw new AtrestError("EXISTS", `home ${change.home} holds files of a removed user: choose another home`);
+    }
+    const said: string[] = [];
     const user = await this.#d.store.transaction(async (tx) => {
       const u = await tx.getUser(name);
       if (!u) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
-      const { requireTotp: _, ...rest } = u;
-      const next: UserRow = required ? { ...rest, requireTotp: true } : rest;
+      const { requireTotp: _t, disabled: _d, ...rest } = u;
+      const next: UserRow = { ...rest };
+      const flag = (f: "requireTotp" | "disabled", v: boolean | undefined) => {
+        if (v ?? u[f]) next[f] = true;
+        if (v !== undefined) said.push(`${f} ${v}`);
+      };
+      if (change.home !== undefined) {
+        next.home = change.home;
+        said.push(`home ${change.home}`);
+      }
+      if (change.permissions !== undefined) {
+        next.permissions = change.permissions;
+        said.push(`permissions ${JSON.stringify(change.permissions)}`);
+      }
+      if (change.groups !== undefined) {
+        next.groups = [...new Set(change.groups)].sort();
+        said.push(`groups ${next.groups.join(",") || "(none)"}`);
+      }
+      for (const q of ["quotaBytes", "quotaFiles"] as const) {
+        const v = change[q];
+        if (v === undefined) continue;
+        next[q] = v;
+        said.push(`${q} ${v}`);
+      }
+      flag("requireTotp", change.requireTotp);
+      flag("disabled", change.disabled);
       await tx.updateUser(next);
       return next;
     });
+    if (change.home !== undefined) await this.#d.vfs.tree.ensureDirs(user.home);
     this.#d.audit.record({
       action: "user.change",
       outcome: "success",
       ...actorFields(actor),
       effectiveUser: name,
-      detail: `requireTotp ${required}`,
+      detail: said.join("; ") || "nothing",
     });
+    if (user.disabled) live?.endUser(name, "user disabled");
+    else if (change.home !== undefined || change.permissions !== undefined) {
+      live?.endUser(name, "home or permissions changed", (s) => s.protocol !== "http");
+    }
     return user;
+  }
+
+  /**
+   * Ends every live connection of `name` in this process, through every door (browser sessions, SFTP connections,
+   * S3 requests in flight), as `user rm` ends them; audited as user.change. Returns how many ended.
+   */
+  async endSessions(actor: Actor, name: string, live: LiveSessions): Promise<number> {
+    requireRole(actor, MANAGE, "ending a user's sessions");
+    if (!(await this.#d.store.getUser(name))) throw new AtrestError("NOT_FOUND", `no such user: ${name}`);
+    const ended = live.endUser(name, `sessions ended by ${actor.user}`);
+    this.#d.audit.record({
+      action: "user.change",
+      outcome: "success",
+      ...actorFields(actor),
+      effectiveUser: name,
+      detail: `sessions ended (${ended})`,
+    });
+    return ended;
   }
 
   /** Replaces a user's groups (an identity provider's group claim at login), audited as user.change. */

@@ -107,6 +107,8 @@ export class LoginService {
   readonly #live = new Map<string, LiveSession>();
   /** How the door ends each live connection (registered with `onEnd`). */
   readonly #ends = new Map<string, () => void>();
+  /** Sessions ended before their door registered how to end them (see `onEnd`). */
+  readonly #endedEarly = new Set<string>();
 
   constructor(deps: LoginServiceDeps) {
     this.#deps = deps;
@@ -143,6 +145,13 @@ export class LoginService {
         record("failure", "banned");
         return { outcome: "refused" };
       }
+      // the credential holds but the account is disabled (or was removed meanwhile): refused like any other refusal,
+      // not scored (the credential was right), audited with the reason
+      const userId = await accounts.userId?.(user);
+      if (accounts.userId && userId === undefined) {
+        record("failure", "account disabled");
+        return { outcome: "refused" };
+      }
       const refusal = req.admit?.(user);
       if (refusal !== undefined) {
         record("failure", refusal);
@@ -161,7 +170,7 @@ export class LoginService {
       this.#live.set(req.sessionId, {
         sessionId: req.sessionId,
         user,
-        userId: await accounts.userId?.(user),
+        userId,
         protocol: req.protocol,
         sourceIp: req.sourceIp,
         since: Date.now(),
@@ -203,7 +212,7 @@ export class LoginService {
       if (cred.method === "oidc") {
         if (cred.refused !== undefined) return await fail(cred.refused);
         const id = await accounts.userId?.(req.user);
-        if (!id) return await fail("unknown user");
+        if (!id) return await fail("unknown user or account disabled");
         return await succeed(req.user);
       }
       if (cred.method === "password") {
@@ -259,22 +268,27 @@ export class LoginService {
   /** The door's way to end connection `sessionId` (e.g. close the SSH connection); used by `endUser` and `sweep`. */
   onEnd(sessionId: string, end: () => void): void {
     if (this.#live.has(sessionId)) this.#ends.set(sessionId, end);
+    // ended between the login and the door's registration (an admin ending the user's sessions right then): end it now
+    else if (this.#endedEarly.delete(sessionId)) end();
   }
 
-  /** Ends every live connection of `username`, through every door; returns how many. */
-  endUser(username: string): number {
+  /**
+   * Ends the live connections of `username` through every door (those `which` picks, default all), saying `why` in
+   * the server log; returns how many.
+   */
+  endUser(username: string, why = "user removed", which: (live: LiveSession) => boolean = () => true): number {
     let n = 0;
     for (const live of [...this.#live.values()]) {
-      if (live.user !== username) continue;
+      if (live.user !== username || !which(live)) continue;
       n++;
-      this.#end(live, "user removed");
+      this.#end(live, why);
     }
     return n;
   }
 
   /**
-   * Ends the connections of users that no longer exist or are another user now (removed, maybe added again under the
-   * same name): `user rm` runs in another process, so the server calls this every few seconds. Returns how many.
+   * Ends the connections of users that no longer exist, are disabled or are another user now (removed, maybe added
+   * again under the same name): `user rm` runs in another process, so the server calls this every few seconds.
    */
   async sweep(): Promise<number> {
     const userId = this.#deps.accounts.userId?.bind(this.#deps.accounts);
@@ -285,7 +299,7 @@ export class LoginService {
       if (!ids.has(live.user)) ids.set(live.user, await userId(live.user));
       if (ids.get(live.user) === live.userId) continue;
       n++;
-      this.#end(live, "user removed");
+      this.#end(live, "user removed or disabled");
     }
     return n;
   }
@@ -294,7 +308,15 @@ export class LoginService {
     this.#deps.logger.info({ sessionId: live.sessionId, user: live.user }, `${live.protocol}: ending session: ${why}`);
     const end = this.#ends.get(live.sessionId);
     if (end) end();
-    else this.logout(live.sessionId);
+    else {
+      this.logout(live.sessionId);
+      this.#endedEarly.add(live.sessionId);
+      // a door that never registers leaves its ids here: keep the newest few
+      for (const id of this.#endedEarly) {
+        if (this.#endedEarly.size <= 1000) break;
+        this.#endedEarly.delete(id);
+      }
+    }
   }
 
   /** Ends a logged-in connection and audits the logout. No-op for an id that never logged in. */

@@ -53,11 +53,23 @@ export function validateUserName(name: string): void {
   }
 }
 
-function validatePermissions(perms: Record<string, Permission[]>): void {
+export function validatePermissions(perms: Record<string, Permission[]>): void {
   for (const [prefix, list] of Object.entries(perms)) {
     if (!prefix.startsWith("/")) throw new AtrestError("INVALID_INPUT", `permission path must be absolute: ${prefix}`);
     for (const p of list) {
       if (!ALL_PERMISSIONS.includes(p)) throw new AtrestError("INVALID_INPUT", `unknown permission "${p}"`);
+    }
+  }
+}
+
+export function validateHome(home: string): void {
+  if (!home.startsWith("/") || home.includes("\0")) throw new AtrestError("INVALID_INPUT", `invalid home ${home}`);
+}
+
+export function validateQuotas(...quotas: (number | undefined)[]): void {
+  for (const q of quotas) {
+    if (q !== undefined && (!Number.isSafeInteger(q) || q < 0)) {
+      throw new AtrestError("INVALID_INPUT", "quotas must be non-negative integers (0 = unlimited)");
     }
   }
 }
@@ -75,12 +87,8 @@ export async function buildUser(input: NewUser): Promise<UserRow> {
   const permissions = input.permissions ?? { "/": ALL_PERMISSIONS };
   validatePermissions(permissions);
   const home = input.home ?? `/${input.name}`;
-  if (!home.startsWith("/") || home.includes("\0")) throw new AtrestError("INVALID_INPUT", `invalid home ${home}`);
-  for (const q of [input.quotaBytes, input.quotaFiles]) {
-    if (q !== undefined && (!Number.isSafeInteger(q) || q < 0)) {
-      throw new AtrestError("INVALID_INPUT", "quotas must be non-negative integers (0 = unlimited)");
-    }
-  }
+  validateHome(home);
+  validateQuotas(input.quotaBytes, input.quotaFiles);
   return {
     id: randomUUID(),
     name: input.name,

@@ -37,6 +37,7 @@ export function sealUser(s: RowSealer, u: UserRow): UserRecord {
     role: u.role,
     kek: u.kek,
     ...(u.requireTotp ? { requireTotp: true } : {}),
+    ...(u.disabled ? { disabled: true } : {}),
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
     createdAt: u.createdAt,

@@ -109,6 +109,8 @@ export interface UserRow {
   kek: string | null;
   /** Password logins need a TOTP code (also when a group of the user requires it); absent = not by this user. */
   requireTotp?: boolean;
+  /** Disabled by an admin: no login by any door, nothing runs as the user (shares, triggers); absent = enabled. */
+  disabled?: boolean;
   /** 0 = unlimited. */
   quotaBytes: number;
   quotaFiles: number;

@@ -75,4 +75,34 @@ describe("admin use-cases", () => {
       await app.close();
     }
   });
+
+  it("user set changes only what it names; a disabled user has no login id and no file session", async () => {
+    await cli(["user", "add", "fay", "--password-stdin", "--group", "ops", "--data", data], "fay-pass-long\n");
+    await cli(["user", "set", "fay", "--quota-bytes", "100", "--perm", "/:list,download", "--disable", "--data", data]);
+    await assert.rejects(cli(["user", "set", "fay", "--data", data]), /nothing to change/);
+    const list = JSON.parse((await cli(["user", "list", "--json", "--data", data])).stdout) as Record<
+      string,
+      unknown
+    >[];
+    const fay = list.find((u) => u.name === "fay");
+    assert.deepEqual([fay?.quotaBytes, fay?.groups, fay?.disabled], [100, ["ops"], true]);
+    const app = await App.open(data);
+    try {
+      assert.equal(await app.userId("fay"), undefined, "no login id: the server's sweep ends fay's connections");
+      await assert.rejects(app.openSession("fay", { protocol: "http", sessionId: "x" }), { code: "PERMISSION_DENIED" });
+      const admin = { user: "web-admin", role: "admin" as const, protocol: "http" as const };
+      const ended: string[] = [];
+      const live = { endUser: (name: string) => ended.push(name) };
+      const back = await app.admin.changeUser(admin, "fay", { disabled: false, groups: [] }, live);
+      assert.deepEqual([back.disabled, back.groups, back.quotaBytes], [undefined, [], 100]);
+      assert.equal(typeof (await app.userId("fay")), "string");
+      await app.admin.changeUser(admin, "fay", { disabled: true }, live);
+      assert.deepEqual(ended, ["fay"], "disabling ends the live connections of this process");
+      await assert.rejects(app.admin.changeUser({ ...admin, user: "fay" }, "fay", { disabled: true }), {
+        code: "REFUSED",
+      });
+    } finally {
+      await app.close();
+    }
+  });
 });

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { AtrestError } from "../../errors.ts";
 import type { KeyInfo } from "../../kms/api/types.ts";
 import { requireRole } from "../../service/actor.ts";
+import type { UserChange as UserChangeInput } from "../../service/admin.ts";
 import { ROLES, type UserRow } from "../../store/types.ts";
 import { actorOf } from "./actor.ts";
 import type { HttpDeps } from "./deps.ts";
@@ -31,6 +32,7 @@ const User = z
     hasPassword: z.boolean(),
     kek: z.string().nullable(),
     requireTotp: z.boolean().describe("password logins need a TOTP code (by this user's flag; groups may add it)"),
+    disabled: z.boolean().describe("no login by any door; nothing runs as the user (shares, triggers)"),
     quotaBytes: z.number(),
     quotaFiles: z.number(),
     usedBytes: z.number(),
@@ -50,6 +52,7 @@ function userJson(u: UserRow) {
     hasPassword: u.passwordHash !== null,
     kek: u.kek,
     requireTotp: u.requireTotp === true,
+    disabled: u.disabled === true,
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
     usedBytes: u.usedBytes,
@@ -73,6 +76,20 @@ const NewUser = z
     requireTotp: z.boolean().optional().describe("password logins need a TOTP code (enrolled at the first login)"),
   })
   .meta({ id: "NewUser" });
+
+const Quota = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const UserChange = z
+  .strictObject({
+    home: z.string().startsWith("/").max(4096).optional().describe("a new home (files already stored stay put)"),
+    permissions: z.record(z.string().startsWith("/").max(4096), z.array(z.enum(PERMS))).optional(),
+    groups: z.array(Name).max(100).optional(),
+    quotaBytes: Quota.optional().describe("0 = unlimited"),
+    quotaFiles: Quota.optional().describe("0 = unlimited"),
+    requireTotp: z.boolean().optional(),
+    disabled: z.boolean().optional().describe("true: refuse every login and end the user's live connections"),
+  })
+  .refine((c) => Object.keys(c).length > 0, "name at least one field to change")
+  .meta({ id: "UserChange" });
 
 const Group = z.object({
   name: z.string(),
@@ -182,6 +199,39 @@ export function adminRoutes(deps: HttpDeps): Route[] {
     ),
     route(
       {
+        method: "PATCH",
+        url: "/api/v1/admin/users/:name",
+        operationId: "changeUser",
+        summary: "Change a user's home, permissions, groups, quotas, TOTP requirement or disable/enable them",
+        tags: ["admin"],
+        auth: ADMIN,
+        params: z.strictObject({ name: Name }),
+        body: UserChange,
+        responses: { 200: { description: "the user", schema: User }, ...errors(400, 401, 403, 404, 409, 415, 422) },
+      },
+      async ({ params, body, principal }) =>
+        userJson(await admin.changeUser(actorOf(principal), params.name, body as UserChangeInput, o.login)),
+    ),
+    route(
+      {
+        method: "DELETE",
+        url: "/api/v1/admin/users/:name/sessions",
+        operationId: "endUserSessions",
+        summary: "End a user's sessions: browser sessions, SFTP connections and S3 requests in flight",
+        tags: ["admin"],
+        auth: ADMIN,
+        params: z.strictObject({ name: Name }),
+        responses: {
+          200: { description: "how many ended", schema: z.object({ ended: z.number() }) },
+          ...errors(400, 401, 403, 404),
+        },
+      },
+      async ({ params, principal }) => ({
+        ended: await admin.endSessions(actorOf(principal), params.name, o.login),
+      }),
+    ),
+    route(
+      {
         method: "DELETE",
         url: "/api/v1/admin/users/:name",
         operationId: "removeUser",
@@ -193,6 +243,7 @@ export function adminRoutes(deps: HttpDeps): Route[] {
       },
       async ({ params, principal, reply }) => {
         await admin.removeUser(actorOf(principal), params.name);
+        o.login.endUser(params.name);
         deps.sessions.endUser(params.name);
         reply.code(204);
       },

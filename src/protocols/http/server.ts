@@ -110,7 +110,8 @@ async function tokenPrincipal(deps: HttpDeps, req: FastifyRequest, bearer: strin
       reason,
       sourceIp,
     });
-    if (reason !== "banned") await defender?.failure({ ip: sourceIp });
+    // a disabled account's token is a real one: not a guess to score
+    if (reason !== "banned" && reason !== "account disabled") await defender?.failure({ ip: sourceIp });
     return unauthorized(true);
   };
   if (await defender?.banned({ ip: sourceIp })) throw await refuse("banned");
@@ -118,6 +119,7 @@ async function tokenPrincipal(deps: HttpDeps, req: FastifyRequest, bearer: strin
   if (!token) throw await refuse("bad token");
   const row = await o.user(token.user);
   if (!row) throw await refuse("bad token");
+  if (row.disabled) throw await refuse("account disabled");
   return {
     user: row.name,
     role: row.role,
@@ -138,7 +140,8 @@ async function principalOf(deps: HttpDeps, req: FastifyRequest): Promise<Princip
     throw new HttpProblem(403, "CSRF", `missing or wrong ${CSRF_HEADER} header`, { code: "PERMISSION_DENIED" });
   }
   const row = await deps.options.user(session.user);
-  if (!row) {
+  // removed or disabled (by another process: this one ended the sessions already)
+  if (!row || row.disabled) {
     deps.sessions.endUser(session.user);
     throw unauthorized(false);
   }

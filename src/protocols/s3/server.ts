@@ -117,6 +117,11 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
           "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
         );
       }
+      // an admin ending the user's sessions (or disabling or removing them) cuts a request in flight, as SFTP's
+      login.onEnd(sessionId, () => {
+        req.destroy();
+        res.destroy();
+      });
       if (key.length > 1024) throw new S3Error("KeyTooLongError", 400, "Your key is too long");
       // keys are file names: control characters (C0, DEL, C1) are refused, as Ceph RGW refuses them
       if (hasControl(key)) throw new S3Error("InvalidURI", 400, "Couldn't parse the specified URI.");

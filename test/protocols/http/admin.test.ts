@@ -1,12 +1,17 @@
 // Administration over HTTPS against a real server, one client per role: the admin manages users (a user added here
-// logs in; a removed one loses their session), groups, folders and bans; the auditor reads users and the audit log
+// logs in; a removed one loses their session), changes, disables and enables users and ends their sessions (browser
+// and a live OpenSSH sftp connection), groups, folders and bans; the auditor reads users and the audit log
 // with filters and login histories; the custodian lists, creates and rotates keys through the key manager; every
 // route refuses the roles DESIGN §2 keeps out (403 problem+json), bad input is 400/409.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { setTimeout } from "node:timers/promises";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../../helpers/atrest.ts";
 import { ApiClient, assertProblem } from "../../helpers/https.ts";
+import { makeClientKey, runSftpBatch, SSH_OPTS } from "../../helpers/sftp-clients.ts";
 
 describe("HTTPS API: administration by role", () => {
   let dir: string;
@@ -60,6 +65,115 @@ describe("HTTPS API: administration by role", () => {
     assert.equal((await as.admin.req("DELETE", "/api/v1/admin/users/dave")).status, 204);
     assertProblem(await dave.req("GET", "/api/v1/fs/list"), 401);
     assertProblem(await as.admin.req("DELETE", "/api/v1/admin/users/dave"), 404);
+  });
+
+  test("the admin changes a user, ends their browser and SFTP sessions, disables and enables them", async () => {
+    const key = await makeClientKey(join(dir, "keys"));
+    const pub = (await readFile(`${key}.pub`, "utf8")).trim();
+    const add = await as.admin.req("POST", "/api/v1/admin/users", {
+      json: { name: "gina", password: "gina-password", publicKeys: [pub] },
+    });
+    assert.equal(add.status, 201, add.body.toString());
+    assert.equal(add.json().disabled, false);
+    const change = (json: unknown, who = as.admin, name = "gina") =>
+      who.req("PATCH", `/api/v1/admin/users/${name}`, { json });
+    const changed = await change({
+      permissions: { "/": ["list", "download"] },
+      groups: ["ops", "eng", "ops"],
+      quotaBytes: 5000,
+      quotaFiles: 7,
+      requireTotp: false,
+    });
+    assert.equal(changed.status, 200, changed.body.toString());
+    const u = changed.json<{ permissions: unknown; groups: string[]; quotaBytes: number; quotaFiles: number }>();
+    assert.deepEqual(u.permissions, { "/": ["list", "download"] });
+    assert.deepEqual(u.groups, ["eng", "ops"]);
+    assert.equal(u.quotaBytes, 5000);
+    assert.equal(u.quotaFiles, 7);
+    assertProblem(await change({}), 400);
+    assertProblem(await change({ role: "admin" }), 400);
+    assertProblem(await change({ quotaBytes: -1 }), 400);
+    assertProblem(await change({ permissions: { "/": ["fly"] } }), 400);
+    assertProblem(await change({ home: "relative" }), 400);
+    assertProblem(await change({ quotaBytes: 1 }, as.admin, "nobody"), 404);
+    for (const role of ["user", "auditor", "custodian"]) assertProblem(await change({ quotaBytes: 1 }, as[role]), 403);
+    assertProblem(await change({ disabled: true }, as.admin, "admin1"), 422);
+
+    const gina = as.admin.fresh();
+    assert.equal((await gina.login("gina", "gina-password")).status, 200);
+    assertProblem(await gina.req("PUT", "/api/v1/files/a.txt", { body: "a" }), 403);
+    assert.equal((await change({ permissions: { "/": ["list", "download", "upload", "mkdir"] } })).status, 200);
+    assert.equal((await gina.req("PUT", "/api/v1/files/a.txt", { body: "a" })).status, 201);
+
+    // a live OpenSSH sftp connection (commands on stdin, kept open) and the browser session end together
+    const sftp = spawn(
+      "sftp",
+      [...SSH_OPTS, "-P", String(server.port), "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"].concat(
+        "gina@127.0.0.1",
+      ),
+      { stdio: ["pipe", "pipe", "pipe"] },
+    );
+    const exited = new Promise<number | null>((resolve) => sftp.once("exit", (code) => resolve(code)));
+    let out = "";
+    sftp.stdout.on("data", (d) => {
+      out += d;
+    });
+    sftp.stderr.on("data", (d) => {
+      out += d;
+    });
+    const sessions = async () =>
+      (await as.admin.req("GET", "/api/v1/admin/sessions"))
+        .json<{ sessions: { user: string; protocol: string }[] }>()
+        .sessions.filter((x) => x.user === "gina");
+    while (!(await sessions()).some((x) => x.protocol === "sftp")) {
+      assert.equal(sftp.exitCode, null, `sftp ended early: ${out}`);
+      await setTimeout(100);
+    }
+    assertProblem(await as.user.req("DELETE", "/api/v1/admin/users/gina/sessions"), 403);
+    assertProblem(await as.admin.req("DELETE", "/api/v1/admin/users/nobody/sessions"), 404);
+    const ended = await as.admin.req("DELETE", "/api/v1/admin/users/gina/sessions");
+    assert.equal(ended.status, 200, ended.body.toString());
+    assert.ok(ended.json<{ ended: number }>().ended >= 2, ended.body.toString());
+    // OpenSSH's sftp says so, then waits for its (still open) stdin
+    while (!/Received disconnect/.test(out)) {
+      assert.equal(sftp.exitCode, null, `sftp ended without the server's disconnect: ${out}`);
+      await setTimeout(100);
+    }
+    sftp.stdin.end();
+    await exited;
+    assertProblem(await gina.req("GET", "/api/v1/fs/list"), 401);
+    assert.deepEqual(await sessions(), []);
+
+    // disabled: every door refuses the right credentials; enabled again: they work
+    assert.equal((await gina.login("gina", "gina-password")).status, 200);
+    const off = await change({ disabled: true });
+    assert.equal(off.json().disabled, true);
+    assertProblem(await gina.req("GET", "/api/v1/fs/list"), 401);
+    assertProblem(await gina.login("gina", "gina-password"), 401);
+    const viaSftp = await runSftpBatch({ port: server.port, user: "gina", keyFile: key, commands: ["ls"] });
+    assert.notEqual(viaSftp.code, 0, "a disabled user's SFTP login is refused");
+    assert.equal((await change({ disabled: false })).json().disabled, false);
+    assert.equal((await gina.login("gina", "gina-password")).status, 200);
+    assert.equal(
+      (await runSftpBatch({ port: server.port, user: "gina", keyFile: key, commands: ["ls"] })).code,
+      0,
+      "enabled again",
+    );
+
+    const audit = (await as.auditor.req("GET", "/api/v1/audit?user=gina&limit=1000")).json<{
+      records: { record: { action: string; outcome: string; reason?: string; detail?: string } }[];
+    }>().records;
+    const details = audit.filter((r) => r.record.action === "user.change").map((r) => r.record.detail ?? "");
+    assert.ok(
+      details.some((d) => d.includes("quotaBytes 5000") && d.includes("groups eng,ops")),
+      details.join("|"),
+    );
+    assert.ok(
+      details.some((d) => /^sessions ended \(\d+\)$/.test(d)),
+      details.join("|"),
+    );
+    assert.ok(details.includes("disabled true") && details.includes("disabled false"), details.join("|"));
+    assert.ok(audit.some((r) => r.record.action === "login" && r.record.reason === "account disabled"));
   });
 
   test("groups, folders and bans", async () => {
