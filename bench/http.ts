@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { join } from "node:path";
+import { serverRuntime } from "./lib/atrest.ts";
 import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./lib/proc.ts";
 import { GiB, MiB, mbps, ratio, seconds, size } from "./lib/report.ts";
 import { startRssSampler } from "./lib/rss.ts";
@@ -148,7 +149,8 @@ http {
 async function startAtrestHttps(ctx: BenchContext, dir: string) {
   const cli = join(ctx.root, "src", "cli", "main.ts");
   const data = join(dir, "data");
-  const env = { ...process.env, NODE_ENV: "production" };
+  // the server's process settings as bin/atrest.js applies them (V8 flags, MALLOC_ARENA_MAX)
+  const { nodeFlags, env } = serverRuntime(ctx.root);
   const node = process.execPath;
   await run(node, [cli, "init", "--data", data], { env, timeoutMs: 60_000 });
   // the user and the 10,000-entry folder, made in-process before the server holds the data dir
@@ -167,6 +169,7 @@ async function startAtrestHttps(ctx: BenchContext, dir: string) {
   const child = spawnTracked(
     node,
     [
+      ...nodeFlags,
       cli,
       "server",
       "--data",

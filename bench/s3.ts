@@ -5,6 +5,7 @@ import { createCipheriv, createHash, randomBytes } from "node:crypto";
 import { closeSync, createReadStream, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
+import { serverRuntime } from "./lib/atrest.ts";
 import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./lib/proc.ts";
 import { GiB, MiB, mbps, ratio, seconds, size } from "./lib/report.ts";
 import { startRssSampler } from "./lib/rss.ts";
@@ -71,7 +72,8 @@ async function startAtrestS3(ctx: BenchContext, dir: string): Promise<S3Peer> {
   const cli = join(ctx.root, "src", "cli", "main.ts");
   const data = join(dir, "data");
   mkdirSync(dir, { recursive: true });
-  const env = { ...process.env, NODE_ENV: "production" };
+  // the server's process settings as bin/atrest.js applies them (V8 flags, MALLOC_ARENA_MAX)
+  const { nodeFlags, env } = serverRuntime(ctx.root);
   const node = process.execPath;
   const key = await generateKey(join(dir, "ssh"));
   await run(node, [cli, "init", "--data", data], { cwd: dir, env, timeoutMs: 60_000 });
@@ -84,6 +86,7 @@ async function startAtrestS3(ctx: BenchContext, dir: string): Promise<S3Peer> {
   const child = spawnTracked(
     node,
     [
+      ...nodeFlags,
       cli,
       "server",
       "--data",

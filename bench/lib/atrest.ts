@@ -9,6 +9,19 @@ import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./p
 import type { KeyPair, SftpServer } from "./ssh.ts";
 
 export const ATREST_USER = "bench";
+
+/**
+ * The process settings bin/atrest.js and `npm start` run the server with (src/cli/server-runtime.json: V8 flags,
+ * environment such as MALLOC_ARENA_MAX), for every bench that starts an atrest server: its RSS figures are then the
+ * ones an operator sees. A setting already in the environment wins, as in bin/atrest.js.
+ */
+export function serverRuntime(root: string): { nodeFlags: string[]; env: NodeJS.ProcessEnv } {
+  const runtimeFile = join(root, "src", "cli", "server-runtime.json");
+  const runtime = (
+    existsSync(runtimeFile) ? JSON.parse(readFileSync(runtimeFile, "utf8")) : { nodeFlags: [], env: {} }
+  ) as { nodeFlags: string[]; env: Record<string, string> };
+  return { nodeFlags: runtime.nodeFlags, env: { ...runtime.env, ...process.env, NODE_ENV: "production" } };
+}
 const READY = /atrest: sftp listening on 127\.0\.0\.1:(\d+)/;
 
 /** atrest's SFTP server, or a reason it cannot run (CLI missing, init failed, never ready). */
@@ -28,11 +41,8 @@ export async function startAtrest(
   mkdirSync(dir, { recursive: true });
   const node = process.execPath;
   // The server process as the launcher (bin/atrest.js) and `npm start` run it: the same V8 flags and environment.
-  const runtimeFile = join(root, "src", "cli", "server-runtime.json");
-  const runtime = (
-    existsSync(runtimeFile) ? JSON.parse(readFileSync(runtimeFile, "utf8")) : { nodeFlags: [], env: {} }
-  ) as { nodeFlags: string[]; env: Record<string, string> };
-  const env = { ...runtime.env, ...process.env, NODE_ENV: "production", ...extraEnv };
+  const runtime = serverRuntime(root);
+  const env = { ...runtime.env, ...extraEnv };
   try {
     await run(node, [cli, "init", "--data", data], { cwd: dir, env, timeoutMs: 60_000 });
     await run(node, [cli, "user", "add", ATREST_USER, "--public-key", client.publicKey, "--data", data], {

@@ -21,6 +21,7 @@ import { TotpService } from "../service/totp.ts";
 import { describeMetaStore, serverNodeId } from "../wiring/meta-store.ts";
 import { say } from "./common.ts";
 import { startGcPacing } from "./gc-pacing.ts";
+import { missingRuntimeSettings } from "./server-runtime.ts";
 
 export function registerServer(program: Command): void {
   program
@@ -104,6 +105,10 @@ export function registerServer(program: Command): void {
       process.on("SIGTERM", onSignal);
       const config = loadConfig(flags, cmd.parent?.opts().config);
       if (process.env.ATREST_GC_PACING !== "0") startGcPacing();
+      const missing = missingRuntimeSettings();
+      if (missing.length > 0) {
+        say(`process settings missing: ${missing.join(" ")} (more memory; see docs/operations.md "Memory")`);
+      }
       const logger = pino({ level: config.logLevel, base: { service: "atrest" } });
       const kms = config.kms ? { url: config.kms, certDir: config.kmsCert as string } : undefined;
       const { created, warning } = await initData(config.data, kms);

@@ -2,10 +2,12 @@
 // service manager or a container runtime does) must stop the server cleanly, and the launcher ends with its code.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { missingRuntimeSettings, serverRuntime } from "../../src/cli/server-runtime.ts";
 import { cliProcess, LAUNCHER, ROOT, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
 
 const execFileP = promisify(execFile);
@@ -39,6 +41,8 @@ describe("launcher (bin/atrest.js)", () => {
     );
     // fully started (printed last, on a data dir without users)
     while (!/no users yet/.test(server.output())) await new Promise((r) => setTimeout(r, 20));
+    // bin/atrest.js applies src/cli/server-runtime.json: the server has every setting of it
+    assert.doesNotMatch(server.output(), /process settings missing/);
     await server.stop();
     assert.deepEqual(await exited, [0, null], server.output());
     assert.ok(await refused(server.port), "the server (the launcher's child) still listens");
@@ -90,5 +94,23 @@ describe("launcher (bin/atrest.js)", () => {
     await launch(["--help"]);
     await assert.rejects(launch(["bogus"]), { code: 1 });
     await assert.rejects(launch(["user", "add", "x", "--role", "root", "--data", join(dir, "data")]), { code: 2 });
+  });
+});
+
+describe("server process settings (src/cli/server-runtime.json)", () => {
+  const runtime = { nodeFlags: ["--max-semi-space-size=2"], env: { MALLOC_ARENA_MAX: "2" } };
+
+  test("a setting counts as present with any value, from the command line, NODE_OPTIONS or the environment", () => {
+    assert.deepEqual(missingRuntimeSettings(runtime, [], {}), ["--max-semi-space-size=2", "MALLOC_ARENA_MAX=2"]);
+    assert.deepEqual(missingRuntimeSettings(runtime, ["--max-semi-space-size=8"], { MALLOC_ARENA_MAX: "4" }), []);
+    assert.deepEqual(missingRuntimeSettings(runtime, [], { NODE_OPTIONS: "--max_semi_space_size=1" }), [
+      "MALLOC_ARENA_MAX=2",
+    ]);
+  });
+
+  test("npm start runs the server through the launcher, which applies server-runtime.json", async () => {
+    const pkg = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> };
+    assert.equal(pkg.scripts.start, "node bin/atrest.js server");
+    assert.ok(serverRuntime().nodeFlags.length > 0);
   });
 });
