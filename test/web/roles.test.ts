@@ -1,5 +1,5 @@
 // The admin, custodian and auditor sides of the web app in chromium against a real server: an admin lists and adds
-// users; custodian carol creates and rotates a key and asks to destroy its old version, cannot approve her own
+// users, changes one (quota, groups, disabled and enabled again) and ends their sessions; custodian carol creates and rotates a key and asks to destroy its old version, cannot approve her own
 // request, and custodians dave and erin approve it in their own browsers until it runs (the version is scheduled for
 // destruction); a rewrap job runs with its progress shown; the auditor filters the audit log (failed logins of one
 // user) and sees the charts and SIEM delivery pages. Screenshots at 1280 and 390 px in test-artifacts/.
@@ -93,6 +93,46 @@ describe("web app: admin, custodian and auditor pages", () => {
     await page.getByRole("link", { name: "Users" }).click();
     await page.locator('tr[data-key="gina"]').waitFor();
     await shot(page, "web-admin-users-phone");
+    await page.context().close();
+  });
+
+  test("admin: changes a user, disables and enables them, ends their sessions", async () => {
+    const alice = await ApiClient.forData(server.httpPort, data);
+    assert.equal((await alice.login("alice", "alice-password")).status, 200);
+    const page = await as("root");
+    await page.getByRole("link", { name: "Users" }).click();
+    const row = page.locator('tr[data-key="alice"]');
+    await row.getByRole("button", { name: "Change alice" }).click();
+    let dlg = page.getByRole("dialog");
+    await dlg.getByLabel("Quota, bytes (0: unlimited)").fill("1000000");
+    await dlg.getByLabel("Groups (comma-separated)").fill("eng, ops");
+    await dlg.getByLabel(/^Disabled/).check();
+    await shot(page, "web-admin-user-change-desktop");
+    await dlg.getByRole("button", { name: "Save changes" }).click();
+    await row.getByRole("cell", { name: "disabled", exact: true }).waitFor();
+    await row.getByRole("cell", { name: "eng, ops" }).waitFor();
+    assert.equal((await alice.req("GET", "/api/v1/fs/list")).status, 401, "disabling ended alice's session");
+    await row.getByRole("button", { name: "Change alice" }).click();
+    dlg = page.getByRole("dialog");
+    await dlg.getByLabel(/^Disabled/).uncheck();
+    await dlg.getByRole("button", { name: "Save changes" }).click();
+    await row.getByRole("cell", { name: "enabled", exact: true }).waitFor();
+    assert.equal((await alice.login("alice", "alice-password")).status, 200, "enabled again");
+
+    await page.getByRole("link", { name: "Sessions" }).click();
+    const live = page.locator("tr", { hasText: "alice" }).first();
+    await live.getByRole("button", { name: "End sessions" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "End sessions" }).click();
+    await page.getByRole("dialog").waitFor({ state: "detached" });
+    assert.equal((await alice.req("GET", "/api/v1/fs/list")).status, 401, "the admin ended alice's session");
+    await page.locator("tr", { hasText: "root" }).first().waitFor();
+    assert.equal(await page.locator("tr", { hasText: "alice" }).count(), 0);
+    assert.deepEqual(await unlabelled(page), []);
+    assert.deepEqual(await lowContrast(page), []);
+    await page.setViewportSize(PHONE);
+    await page.getByRole("link", { name: "Users" }).click();
+    await page.locator('tr[data-key="alice"]').getByRole("button", { name: "Change alice" }).click();
+    await shot(page, "web-admin-user-change-phone");
     await page.context().close();
   });
 

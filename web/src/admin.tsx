@@ -1,7 +1,7 @@
-// Administration (role admin): users, groups, folders with their encryption policy (the KEK files under them are
-// wrapped with), the brute-force defender's bans, and the live sessions of every door.
+// Administration (role admin): users (added, changed, disabled, their sessions ended), groups, folders with their
+// encryption policy (the KEK files under them are wrapped with), the defender's bans, the live sessions of every door.
 import { useState } from "preact/hooks";
-import { del, get, post, put } from "./api.ts";
+import { del, get, patch, post, put } from "./api.ts";
 import { bytes, when } from "./format.ts";
 import { type Column, DataTable } from "./table.tsx";
 import { ActionForm, Dialog, ErrorText, Field, str, useLoad } from "./ui.tsx";
@@ -17,6 +17,8 @@ interface User {
   hasPassword: boolean;
   kek: string | null;
   requireTotp?: boolean;
+  disabled?: boolean;
+  permissions: Record<string, string[]>;
   quotaBytes: number;
   quotaFiles: number;
   usedBytes: number;
@@ -79,7 +81,109 @@ function Confirm(props: { label: string; question: string; run: () => Promise<vo
   );
 }
 
+/** `/path: list,download` per line ⇄ the API's permission map. */
+const permText = (p: Record<string, string[]>) =>
+  Object.entries(p)
+    .map(([k, v]) => `${k}: ${v.join(",")}`)
+    .join("\n");
+function permMap(text: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const line of text.split("\n").map((l) => l.trim())) {
+    if (!line) continue;
+    const at = line.lastIndexOf(":");
+    if (at <= 0) throw new Error(`permissions: "${line}" is not "/path: perm,perm"`);
+    out[line.slice(0, at).trim()] = list(line.slice(at + 1));
+  }
+  return out;
+}
+
+function UserField(props: { label: string; name: string; value: string; inputmode?: string }) {
+  const id = `u-${props.name}`;
+  return (
+    <p class="field">
+      <label for={id}>{props.label}</label>
+      <input id={id} name={props.name} defaultValue={props.value} inputMode={props.inputmode as "numeric"} />
+    </p>
+  );
+}
+
+/** Changes a user: only the fields that differ from what the user has are sent (a new home or permissions end the
+ * user's SFTP and S3 connections, so an unchanged one must not be sent). */
+function EditUser(props: { user: User; onDone: () => void }) {
+  const u = props.user;
+  return (
+    <Dialog title={`Change ${u.name}`} onClose={props.onDone}>
+      <ActionForm
+        label={`Change ${u.name}`}
+        submit="Save changes"
+        action={async (f) => {
+          const body: Record<string, unknown> = {};
+          const home = str(f, "home");
+          if (home !== u.home) body.home = home;
+          const groups = list(str(f, "groups"));
+          if (groups.join(",") !== u.groups.join(",")) body.groups = groups;
+          for (const q of ["quotaBytes", "quotaFiles"] as const) {
+            const n = Number(str(f, q) || "0");
+            if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${q}: a whole number, 0 = unlimited`);
+            if (n !== u[q]) body[q] = n;
+          }
+          const perms = permMap(String(f.get("permissions") ?? ""));
+          if (JSON.stringify(perms) !== JSON.stringify(u.permissions)) body.permissions = perms;
+          const totp = f.get("requireTotp") === "on";
+          if (totp !== (u.requireTotp === true)) body.requireTotp = totp;
+          const disabled = f.get("disabled") === "on";
+          if (disabled !== (u.disabled === true)) body.disabled = disabled;
+          if (Object.keys(body).length > 0) await patch(`/api/v1/admin/users/${encodeURIComponent(u.name)}`, body);
+          props.onDone();
+        }}
+      >
+        <UserField label="Home" name="home" value={u.home} />
+        <UserField label="Groups (comma-separated)" name="groups" value={u.groups.join(", ")} />
+        <UserField
+          label="Quota, bytes (0: unlimited)"
+          name="quotaBytes"
+          value={String(u.quotaBytes)}
+          inputmode="numeric"
+        />
+        <UserField
+          label="Quota, files (0: unlimited)"
+          name="quotaFiles"
+          value={String(u.quotaFiles)}
+          inputmode="numeric"
+        />
+        <p class="field">
+          <label for="u-permissions">Permissions (one "/path: perm,perm" per line)</label>
+          <textarea id="u-permissions" name="permissions" rows={3} defaultValue={permText(u.permissions)} />
+        </p>
+        <p class="check">
+          <input id="u-requireTotp" name="requireTotp" type="checkbox" defaultChecked={u.requireTotp === true} />
+          <label for="u-requireTotp">Require TOTP</label>
+        </p>
+        <p class="check">
+          <input id="u-disabled" name="disabled" type="checkbox" defaultChecked={u.disabled === true} />
+          <label for="u-disabled">Disabled (no login by any door; live connections end)</label>
+        </p>
+      </ActionForm>
+    </Dialog>
+  );
+}
+
+/** Ends every live connection of `user` (browser, SFTP, S3), then runs `done`. */
+function EndSessions(props: { user: string; done: () => void }) {
+  return (
+    <Confirm
+      label="End sessions"
+      question={`End every session of ${props.user} (browser, SFTP, S3)?`}
+      run={async () => {
+        await del(`/api/v1/admin/users/${encodeURIComponent(props.user)}/sessions`);
+        props.done();
+      }}
+    />
+  );
+}
+
 function Users() {
+  const [editing, setEditing] = useState<User | undefined>(undefined);
   const users = useLoad(() => get<{ users: User[] }>("/api/v1/admin/users"), []);
   const cols: Column<User>[] = [
     { label: "Name", cell: (u) => u.name },
@@ -115,19 +219,26 @@ function Users() {
       class: "num",
       cell: (u) => `${bytes(u.usedBytes)}${u.quotaBytes ? ` of ${bytes(u.quotaBytes)}` : ""}, ${u.usedFiles} files`,
     },
+    { label: "State", cell: (u) => (u.disabled ? "disabled" : "enabled") },
     { label: "Created", cell: (u) => when(u.createdAt), class: "time" },
     {
       label: "",
       cell: (u) => (
-        <Confirm
-          label="Remove"
-          danger
-          question={`Remove user ${u.name}? Their files stay.`}
-          run={async () => {
-            await del(`/api/v1/admin/users/${encodeURIComponent(u.name)}`);
-            users.reload();
-          }}
-        />
+        <span class="row-actions">
+          <button type="button" aria-label={`Change ${u.name}`} onClick={() => setEditing(u)}>
+            Change…
+          </button>
+          <EndSessions user={u.name} done={users.reload} />
+          <Confirm
+            label="Remove"
+            danger
+            question={`Remove user ${u.name}? Their files stay.`}
+            run={async () => {
+              await del(`/api/v1/admin/users/${encodeURIComponent(u.name)}`);
+              users.reload();
+            }}
+          />
+        </span>
       ),
     },
   ];
@@ -136,6 +247,15 @@ function Users() {
       <h1>Users</h1>
       <ErrorText error={users.error} />
       <DataTable caption="Users" columns={cols} rows={users.data?.users} rowKey={(u) => u.name} />
+      {editing && (
+        <EditUser
+          user={editing}
+          onDone={() => {
+            setEditing(undefined);
+            users.reload();
+          }}
+        />
+      )}
       <h2>Add a user</h2>
       <ActionForm
         class="filters"
@@ -351,6 +471,7 @@ function Sessions() {
           { label: "From", cell: (x) => x.sourceIp ?? "" },
           { label: "Since", cell: (x) => when(x.since), class: "time" },
           { label: "Session", cell: (x) => <code>{x.sessionId.slice(0, 8)}</code> },
+          { label: "", cell: (x) => <EndSessions user={x.user} done={s.reload} /> },
         ]}
       />
     </>

@@ -69,6 +69,7 @@ export const get = <T>(path: string) => api<T>("GET", path);
 export const post = <T>(path: string, body?: unknown) => api<T>("POST", path, body ?? {});
 export const put = <T>(path: string, body?: unknown) => api<T>("PUT", path, body ?? {});
 export const del = <T>(path: string, body?: unknown) => api<T>("DELETE", path, body);
+export const patch = <T>(path: string, body: unknown) => api<T>("PATCH", path, body);
 
 /** Query string of the defined values. */
 export function qs(o: Record<string, string | number | undefined>): string {
