@@ -19,7 +19,13 @@ export interface FileAttrs {
   object?: ObjectMeta;
 }
 
-type SealedObject = { e?: string; h?: Record<string, string>; p?: [number, number][] };
+type SealedObject = {
+  e?: string;
+  h?: Record<string, string>;
+  p?: [number, number][];
+  /** checksum: algorithm, base64 value, "F" (FULL_OBJECT) or "C" (COMPOSITE) */
+  c?: [string, string, "F" | "C"];
+};
 
 /**
  * Fixed width of the sealed attributes' head (v2): every record without S3 object metadata has this length; with it,
@@ -47,6 +53,10 @@ function objectJson(object: ObjectMeta): string {
   if (object.etag !== undefined) o.e = object.etag;
   if (object.headers !== undefined) o.h = object.headers;
   if (object.parts !== undefined) o.p = object.parts;
+  if (object.checksum !== undefined) {
+    const c = object.checksum;
+    o.c = [c.algorithm, c.value, c.type === "FULL_OBJECT" ? "F" : "C"];
+  }
   return JSON.stringify(o);
 }
 
@@ -55,6 +65,9 @@ function objectFrom(o: SealedObject): ObjectMeta {
   if (o.e !== undefined) out.etag = o.e;
   if (o.h !== undefined) out.headers = o.h;
   if (o.p !== undefined) out.parts = o.p;
+  if (o.c !== undefined) {
+    out.checksum = { algorithm: o.c[0], value: o.c[1], type: o.c[2] === "F" ? "FULL_OBJECT" : "COMPOSITE" };
+  }
   return out;
 }
 

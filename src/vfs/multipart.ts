@@ -22,7 +22,14 @@ import type { MetaStore, MetaTx } from "../store/types.ts";
 import { fileContext } from "./file-context.ts";
 import type { MetaCrypto } from "./meta-crypto.ts";
 import { type CustomerKeyCheck, customerDek, customerKeyCheck, verifyCustomerKey } from "./sse-c.ts";
-import type { MultipartPart, MultipartUploadInfo, PartHandle } from "./types.ts";
+import type {
+  CompletedMultipart,
+  MultipartChecksum,
+  MultipartPart,
+  MultipartUploadInfo,
+  ObjectMeta,
+  PartHandle,
+} from "./types.ts";
 
 export interface MultipartDeps {
   store: MetaStore;
@@ -46,6 +53,8 @@ export interface UploadRecord {
   ssec?: CustomerKeyCheck;
   headers: Record<string, string>;
   note?: string;
+  /** The additional checksum every part gets (x-amz-checksum-algorithm at Create). */
+  checksum?: MultipartChecksum;
   initiated: number;
   /** Part numbers uploaded so far, ascending. */
   parts: number[];
@@ -59,6 +68,7 @@ interface PartRecord {
   size: number;
   etag: string;
   mtime: number;
+  checksum?: string;
 }
 
 interface IndexEntry {
@@ -73,6 +83,7 @@ interface DoneRecord {
   userId: string;
   path: string;
   etag: string;
+  checksum?: ObjectMeta["checksum"];
 }
 
 const INDEX = "s3.multipart.index";
@@ -145,7 +156,15 @@ export class Multipart {
     const out: MultipartPart[] = [];
     for (const n of rec.parts) {
       const p = await this.#read<PartRecord>(this.#d.store, partKey(rec.id, n));
-      if (p) out.push({ partNumber: p.n, size: p.size, etag: p.etag, mtime: p.mtime });
+      if (p) {
+        out.push({
+          partNumber: p.n,
+          size: p.size,
+          etag: p.etag,
+          mtime: p.mtime,
+          ...(p.checksum ? { checksum: p.checksum } : {}),
+        });
+      }
     }
     return out;
   }
@@ -183,6 +202,7 @@ export class Multipart {
       throw err;
     }
     let etag = "";
+    let checksum: string | undefined;
     const mtime = Date.now();
     const writer = new EncryptedWriter<MultipartPart>({
       blob,
@@ -192,7 +212,16 @@ export class Multipart {
       quotaLeft: () => Number.POSITIVE_INFINITY,
       discard: () => blob.abort(),
       commit: async ({ size }) => {
-        const part: PartRecord = { n, blobId: blob.id, contentId, keyRef: dk.keyRef, size, etag, mtime };
+        const part: PartRecord = {
+          n,
+          blobId: blob.id,
+          contentId,
+          keyRef: dk.keyRef,
+          size,
+          etag,
+          mtime,
+          ...(checksum ? { checksum } : {}),
+        };
         const replaced = await this.#d.store.transaction(async (tx) => {
           const current = await this.#read<UploadRecord>(tx, uploadKey(rec.id));
           if (!current) throw new NotFoundError("no such multipart upload");
@@ -207,7 +236,7 @@ export class Multipart {
           return old?.blobId;
         });
         if (replaced && replaced !== blob.id) await this.#removeBlob(replaced);
-        return { partNumber: n, size, etag, mtime };
+        return { partNumber: n, size, etag, mtime, ...(checksum ? { checksum } : {}) };
       },
     });
     let done = false;
@@ -222,10 +251,11 @@ export class Multipart {
         return writer.size;
       },
       write: (data) => writer.write(writer.size, data),
-      close: async (tag) => {
+      close: async (tag, sum) => {
         if (done) throw new AtrestError("HANDLE_CLOSED", "part already closed");
         done = true;
         etag = tag;
+        checksum = sum;
         try {
           return await writer.close();
         } catch (err) {
@@ -276,22 +306,33 @@ export class Multipart {
    * Runs `fn` (Complete's copy, or nothing for Abort) with the upload held against a concurrent Complete or Abort in
    * this process, then removes the upload, its parts and their blobs. NOT_FOUND when it is already gone.
    */
-  async finish<T>(rec: UploadRecord, fn: () => Promise<T>, etag?: string): Promise<T> {
+  async finish<T>(
+    rec: UploadRecord,
+    fn: () => Promise<T>,
+    etag?: string,
+    checksum?: ObjectMeta["checksum"],
+  ): Promise<T> {
     if (this.#busy.has(rec.id)) throw new AtrestError("CONFLICT", "the upload is being completed or aborted");
     this.#busy.add(rec.id);
     try {
       const result = await fn();
-      await this.#drop(rec.id, etag === undefined ? undefined : { userId: rec.userId, path: rec.path, etag });
+      await this.#drop(
+        rec.id,
+        etag === undefined
+          ? undefined
+          : { userId: rec.userId, path: rec.path, etag, ...(checksum ? { checksum } : {}) },
+      );
       return result;
     } finally {
       this.#busy.delete(rec.id);
     }
   }
 
-  /** The ETag of upload `id` if `userId` completed it at `path` (and it has not expired since). */
-  async completed(userId: string, id: string, path: string): Promise<string | undefined> {
+  /** The ETag and checksum of upload `id` if `userId` completed it at `path` (and it has not expired since). */
+  async completed(userId: string, id: string, path: string): Promise<CompletedMultipart | undefined> {
     const done = UPLOAD_ID.test(id) ? await this.#read<DoneRecord>(this.#d.store, doneKey(id)) : undefined;
-    return done && done.userId === userId && done.path === path ? done.etag : undefined;
+    if (!done || done.userId !== userId || done.path !== path) return undefined;
+    return { etag: done.etag, ...(done.checksum ? { checksum: done.checksum } : {}) };
   }
 
   async #drop(id: string, done?: DoneRecord): Promise<void> {
@@ -341,6 +382,7 @@ export class Multipart {
       initiated: rec.initiated,
       customerKey: rec.ssec !== undefined,
       ...(rec.requested ? { requestedKey: rec.requested } : {}),
+      ...(rec.checksum ? { checksum: rec.checksum } : {}),
     };
   }
 }

@@ -7,6 +7,7 @@ import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
 import { verifyCustomerKey } from "./sse-c.ts";
 import type {
+  CompletedMultipart,
   DirEncryption,
   DirEntry,
   DirPage,
@@ -15,6 +16,7 @@ import type {
   MultipartOptions,
   MultipartPart,
   MultipartUploadInfo,
+  ObjectMeta,
   OpenReadOptions,
   OpenWriteOptions,
   PartHandle,
@@ -456,6 +458,7 @@ export class Session implements VfsSession {
             ...(options.key ? { requested: options.key } : {}),
             headers: options.headers ?? {},
             ...(options.encryptionNote ? { note: options.encryptionNote } : {}),
+            ...(options.checksum ? { checksum: options.checksum } : {}),
           },
           options.customerKey,
         );
@@ -484,9 +487,9 @@ export class Session implements VfsSession {
         return part.size;
       },
       write: (data) => part.write(data),
-      close: async (etag) => {
+      close: async (etag, checksum) => {
         try {
-          const done = await part.close(etag);
+          const done = await part.close(etag, checksum);
           this.#vfs.audit.record({
             ...this.#event(p),
             ...extra,
@@ -529,7 +532,7 @@ export class Session implements VfsSession {
       .map((r) => this.#vfs.multipart.info(r));
   }
 
-  async completedMultipart(path: string, uploadId: string): Promise<string | undefined> {
+  async completedMultipart(path: string, uploadId: string): Promise<CompletedMultipart | undefined> {
     const p = normalize(path);
     await this.#live();
     return this.#vfs.multipart.completed(this.#user.id, uploadId, p);
@@ -553,7 +556,13 @@ export class Session implements VfsSession {
     path: string,
     uploadId: string,
     partNumbers: number[],
-    options: { customerKey?: Buffer; etag: string; partSizes?: number[]; precondition?: Precondition },
+    options: {
+      customerKey?: Buffer;
+      etag: string;
+      partSizes?: number[];
+      precondition?: Precondition;
+      checksum?: ObjectMeta["checksum"];
+    },
   ): Promise<FileStat> {
     const p = normalize(path);
     let rec: Awaited<ReturnType<Vfs["multipart"]["get"]>>;
@@ -615,9 +624,11 @@ export class Session implements VfsSession {
           etag: options.etag,
           ...(options.partSizes ? { parts: runLength(options.partSizes) } : {}),
           ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
+          ...(options.checksum ? { checksum: options.checksum } : {}),
         });
       },
       options.etag,
+      options.checksum,
     );
   }
 

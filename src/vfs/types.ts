@@ -31,6 +31,11 @@ export interface ObjectMeta {
   headers?: Record<string, string>;
   /** An object completed from a multipart upload: its part sizes, run-length encoded as [size, count] pairs. */
   parts?: [number, number][];
+  /**
+   * S3's additional checksum of the version, as the client asked for it (x-amz-checksum-*): the algorithm (crc32,
+   * crc32c, crc64nvme, sha1, sha256), the base64 value (COMPOSITE: of the parts' checksums, with "-N") and the type.
+   */
+  checksum?: { algorithm: string; value: string; type: "FULL_OBJECT" | "COMPOSITE" };
 }
 
 /**
@@ -157,6 +162,20 @@ export interface MultipartUploadInfo {
   customerKey: boolean;
   /** The KMS key the client named at Create (S3 SSE-KMS), if any. */
   requestedKey?: string;
+  /** The additional checksum every part gets (S3 x-amz-checksum-algorithm / -type at Create), if any. */
+  checksum?: MultipartChecksum;
+}
+
+/** What a repeated CompleteMultipartUpload answers: the object's ETag and checksum. */
+export interface CompletedMultipart {
+  etag: string;
+  checksum?: ObjectMeta["checksum"];
+}
+
+/** A multipart upload's checksum choice: the algorithm and how the object's checksum is formed from the parts'. */
+export interface MultipartChecksum {
+  algorithm: string;
+  type: "FULL_OBJECT" | "COMPOSITE";
 }
 
 export interface MultipartPart {
@@ -165,6 +184,8 @@ export interface MultipartPart {
   /** The part's ETag as the door gave it at close (unquoted MD5 hex). */
   etag: string;
   mtime: number;
+  /** The part's checksum of the upload's algorithm (base64), as the door gave it at close. */
+  checksum?: string;
 }
 
 export interface MultipartOptions {
@@ -175,6 +196,7 @@ export interface MultipartOptions {
   encryptionNote?: string;
   /** S3 headers the object gets at Complete (ObjectMeta.headers). */
   headers?: Record<string, string>;
+  checksum?: MultipartChecksum;
 }
 
 /** One part being written: sequential writes, then close with its ETag, or abort. Never visible as a file. */
@@ -183,7 +205,8 @@ export interface PartHandle {
   /** The upload the part belongs to. */
   readonly upload: MultipartUploadInfo;
   write(data: Buffer): Promise<void>;
-  close(etag: string): Promise<MultipartPart>;
+  /** Commits the part with its ETag and, for an upload with a checksum algorithm, its checksum (base64). */
+  close(etag: string, checksum?: string): Promise<MultipartPart>;
   abort(): Promise<void>;
 }
 
@@ -256,7 +279,7 @@ export interface VfsSession {
   listMultipart?(dir: string): Promise<MultipartUploadInfo[]>;
   abortMultipart?(path: string, uploadId: string): Promise<void>;
   /** The ETag of upload `uploadId` if this user completed it at `path` lately (a repeated Complete answers it). */
-  completedMultipart?(path: string, uploadId: string): Promise<string | undefined>;
+  completedMultipart?(path: string, uploadId: string): Promise<CompletedMultipart | undefined>;
   /**
    * Writes parts `partNumbers` (ascending, each uploaded) in order as the new version of `path`, with `etag` as its
    * ObjectMeta ETag, then drops the upload. SSE-C uploads need their key again.
@@ -265,7 +288,13 @@ export interface VfsSession {
     path: string,
     uploadId: string,
     partNumbers: number[],
-    options: { customerKey?: Buffer; etag: string; partSizes?: number[]; precondition?: Precondition },
+    options: {
+      customerKey?: Buffer;
+      etag: string;
+      partSizes?: number[];
+      precondition?: Precondition;
+      checksum?: ObjectMeta["checksum"];
+    },
   ): Promise<FileStat>;
   /** Ends the session; aborts (keeping partials) any handle still open. */
   close(): Promise<void>;

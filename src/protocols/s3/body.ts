@@ -3,10 +3,10 @@
 // trailer). Yields the decoded payload piece by piece with the request's backpressure; every check that fails throws
 // an S3Error before the last piece is handed over, so a caller that commits only after the loop never commits a body
 // that did not verify.
-import { createHash, createHmac, type Hash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import type { IncomingMessage } from "node:http";
-import { crc32 } from "node:zlib";
 import { constantTimeEqual } from "../../crypto/bytes.ts";
+import { apiName, Checksum, type ChecksumAlgorithm, checksumAlgorithm } from "./checksum.ts";
 import { S3Error } from "./errors.ts";
 import { chunkStringToSign, type ParsedAuth, sha256hex } from "./sigv4.ts";
 
@@ -16,39 +16,31 @@ export interface BodyOptions {
   auth: ParsedAuth;
   /** The signing key (for chunk signatures). */
   key: Buffer | undefined;
+  /**
+   * A checksum to compute whether or not the client sends one (the algorithm of a multipart upload, for its parts);
+   * a client checksum of another algorithm is refused.
+   */
+  checksum?: ChecksumAlgorithm;
+  /** x-amz-checksum-* headers are not about this body (CompleteMultipartUpload: they give the object's checksum). */
+  objectChecksumHeaders?: boolean;
 }
 
 export interface BodyResult {
   md5: Buffer;
   size: number;
+  /** The x-amz-checksum-* of the body (verified against the client's value when it sent one). */
+  checksum?: { algorithm: ChecksumAlgorithm; digest: Buffer };
 }
 
-/** A checksum algorithm of x-amz-checksum-* that can be verified here. */
-class Checksum {
-  readonly name: string;
-  #hash: Hash | undefined;
-  #crc = 0;
-  constructor(name: string) {
-    this.name = name;
-    if (name === "sha256" || name === "sha1") this.#hash = createHash(name);
-    else if (name !== "crc32") throw new S3Error("InvalidRequest", 400, `x-amz-checksum-${name} is not supported`);
-  }
-  update(b: Buffer): void {
-    if (this.#hash) this.#hash.update(b);
-    else this.#crc = crc32(b, this.#crc);
-  }
-  digest(): string {
-    if (this.#hash) return this.#hash.digest("base64");
-    const out = Buffer.alloc(4);
-    out.writeUInt32BE(this.#crc >>> 0);
-    return out.toString("base64");
-  }
-}
-
-function checksumHeader(req: IncomingMessage): { algo: string; value?: string } | undefined {
+/**
+ * The checksum a request announces: a header x-amz-checksum-<algorithm> with its value, a trailer of that name
+ * (x-amz-trailer), or only x-amz-sdk-checksum-algorithm (computed, nothing to compare).
+ */
+function checksumHeader(req: IncomingMessage, headers = true): { algo: string; value?: string } | undefined {
   const trailer = req.headers["x-amz-trailer"];
   if (typeof trailer === "string" && trailer.startsWith("x-amz-checksum-"))
     return { algo: trailer.slice(15).toLowerCase() };
+  if (!headers) return undefined;
   for (const [name, value] of Object.entries(req.headers)) {
     if (
       name.startsWith("x-amz-checksum-") &&
@@ -59,7 +51,8 @@ function checksumHeader(req: IncomingMessage): { algo: string; value?: string } 
       return { algo: name.slice(15), value };
     }
   }
-  return undefined;
+  const sdk = req.headers["x-amz-sdk-checksum-algorithm"];
+  return typeof sdk === "string" ? { algo: sdk.toLowerCase() } : undefined;
 }
 
 /** The decoded body; `result()` after the loop has the MD5 (ETag) and size. */
@@ -71,8 +64,17 @@ export function readBody(
   let size = 0;
   let digest: Buffer | undefined;
   const mode = opts.auth.payload;
-  const sum = checksumHeader(req);
-  const checksum = sum ? new Checksum(sum.algo) : undefined;
+  const sum = checksumHeader(req, !opts.objectChecksumHeaders);
+  const algorithm = sum ? checksumAlgorithm(sum.algo) : opts.checksum;
+  if (opts.checksum && algorithm !== opts.checksum) {
+    throw new S3Error(
+      "InvalidRequest",
+      400,
+      `Checksum Type mismatch occurred, expected checksum Type: ${opts.checksum}, actual checksum Type: ${algorithm}`,
+    );
+  }
+  const checksum = algorithm ? new Checksum(algorithm) : undefined;
+  let checksumDigest: Buffer | undefined;
   const rawMd5 = req.headers["content-md5"];
   const contentMd5 = Array.isArray(rawMd5) ? rawMd5.join(",") : rawMd5;
   if (contentMd5 !== undefined && !/^[A-Za-z0-9+/]{22}==$/.test(contentMd5))
@@ -97,14 +99,16 @@ export function readBody(
       );
     }
     if (checksum) {
+      checksumDigest = checksum.digest();
+      const trailed = typeof req.headers["x-amz-trailer"] === "string";
       const expected = sum?.value ?? trailerValue;
-      if (expected === undefined)
-        throw new S3Error("InvalidRequest", 400, `x-amz-checksum-${checksum.name} trailer is missing`);
-      if (checksum.digest() !== expected) {
+      if (expected === undefined && trailed)
+        throw new S3Error("InvalidRequest", 400, `x-amz-checksum-${checksum.algorithm} trailer is missing`);
+      if (expected !== undefined && checksumDigest.toString("base64") !== expected) {
         throw new S3Error(
           "BadDigest",
           400,
-          `The ${checksum.name.toUpperCase()} you specified did not match the calculated checksum.`,
+          `The ${apiName(checksum.algorithm)} you specified did not match the calculated checksum.`,
         );
       }
     }
@@ -222,7 +226,11 @@ export function readBody(
     pieces,
     result: () => {
       if (!digest) throw new Error("body not read to the end");
-      return { md5: digest, size };
+      return {
+        md5: digest,
+        size,
+        ...(checksum && checksumDigest ? { checksum: { algorithm: checksum.algorithm, digest: checksumDigest } } : {}),
+      };
     },
   };
 }

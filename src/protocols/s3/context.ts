@@ -95,10 +95,11 @@ export async function mkdirs(s: VfsSession, dir: string): Promise<void> {
   }
 }
 
-export async function readSmallBody(c: Ctx, limit = 64 * 1024): Promise<string> {
+/** A small request body (XML) as text; `objectChecksumHeaders` as in BodyOptions. */
+export async function readSmallBody(c: Ctx, limit = 64 * 1024, objectChecksumHeaders = false): Promise<string> {
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const piece of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
+  for await (const piece of readBody(c.req, { auth: c.auth, key: c.signingKey, objectChecksumHeaders }).pieces) {
     total += piece.length;
     if (total > limit) throw new S3Error("MalformedXML", 400, "request body too large");
     chunks.push(piece);

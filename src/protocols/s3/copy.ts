@@ -8,6 +8,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { AtrestError } from "../../errors.ts";
 import type { FileStat, ReadHandle, WriteHandle } from "../../vfs/types.ts";
+import { Checksum, checksumAlgorithm } from "./checksum.ts";
 import { bucketExists, type Ctx, type CustomerKey, iso, mkdirs, objectPath, send } from "./context.ts";
 import { noSuchBucket, S3Error } from "./errors.ts";
 import { etagOf, metadataOf, objectMeta } from "./metadata.ts";
@@ -102,9 +103,16 @@ function checkCopyConditions(c: Ctx, st: FileStat): void {
 
 /**
  * Copies bytes [start, end] of `r` to the end of `w`, 1 MiB at a time with the next read started before the write
- * (one piece ahead: memory stays at two pieces), feeding `md5`.
+ * (one piece ahead: memory stays at two pieces), feeding `md5` (and `also`, a checksum).
  */
-export async function pump(r: ReadHandle, w: WriteHandle, start: number, end: number, md5: Hash): Promise<void> {
+export async function pump(
+  r: ReadHandle,
+  w: WriteHandle,
+  start: number,
+  end: number,
+  md5: Hash,
+  also?: { update(b: Buffer): void },
+): Promise<void> {
   const next = (at: number) => (at <= end ? r.read(at, Math.min(READ_PIECE, end - at + 1)) : undefined);
   let at = start;
   let pending = next(at);
@@ -114,6 +122,7 @@ export async function pump(r: ReadHandle, w: WriteHandle, start: number, end: nu
     at += piece.length;
     pending = next(at);
     md5.update(piece);
+    also?.update(piece);
     try {
       await w.write(w.size, piece);
     } catch (err) {
@@ -150,6 +159,10 @@ export async function copyObject(c: Ctx): Promise<void> {
   // the request has no body; what a client sends anyway is ignored
   c.req.resume();
   const md5 = createHash("md5");
+  // the copy keeps the source's whole-object checksum (the same bytes); x-amz-checksum-algorithm asks for another
+  const algo = c.req.headers["x-amz-checksum-algorithm"];
+  const sum = typeof algo === "string" ? new Checksum(checksumAlgorithm(algo)) : undefined;
+  const kept = src.stat.object?.checksum?.type === "FULL_OBJECT" ? src.stat.object.checksum : undefined;
   const r = await c.session.openRead(src.path, { customerKey: src.customerKey?.key });
   let st: FileStat;
   try {
@@ -157,14 +170,17 @@ export async function copyObject(c: Ctx): Promise<void> {
     const note = [`copy of ${src.path}`, plan.encryptionNote].filter(Boolean).join("; ");
     const w = await c.session.openWrite(dest, { truncate: true, ...plan, encryptionNote: note });
     try {
-      await pump(r, w, 0, r.size - 1, md5);
+      await pump(r, w, 0, r.size - 1, md5, sum);
     } catch (err) {
       await w.abort(false).catch(() => undefined);
       throw err;
     }
     // the source is read: let it go before the copy commits (a copy onto itself retires the blob being read)
     await r.close();
-    st = await w.close(undefined, objectMeta(md5.digest("hex"), headers));
+    const checksum = sum
+      ? { algorithm: sum.algorithm, value: sum.digest().toString("base64"), type: "FULL_OBJECT" as const }
+      : kept;
+    st = await w.close(undefined, objectMeta(md5.digest("hex"), headers, checksum));
   } finally {
     await r.close().catch(() => undefined);
   }

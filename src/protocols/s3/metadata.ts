@@ -50,9 +50,23 @@ export function metadataOf(req: IncomingMessage): Record<string, string> {
   return out;
 }
 
-/** What to store with a version written from `headers`, with its ETag (unquoted). */
-export function objectMeta(etag: string, headers: Record<string, string>): ObjectMeta {
-  return Object.keys(headers).length > 0 ? { etag, headers } : { etag };
+/** What to store with a version written from `headers`, with its ETag (unquoted) and checksum. */
+export function objectMeta(
+  etag: string,
+  headers: Record<string, string>,
+  checksum?: ObjectMeta["checksum"],
+): ObjectMeta {
+  return {
+    etag,
+    ...(Object.keys(headers).length > 0 ? { headers } : {}),
+    ...(checksum ? { checksum } : {}),
+  };
+}
+
+/** The version's x-amz-checksum-<algorithm> and x-amz-checksum-type headers (GET/HEAD with x-amz-checksum-mode). */
+export function checksumHeaders(object: ObjectMeta | undefined): Record<string, string> {
+  const c = object?.checksum;
+  return c ? { [`x-amz-checksum-${c.algorithm}`]: c.value, "x-amz-checksum-type": c.type } : {};
 }
 
 /** ETag of an object as S3 answers it (quoted): the stored one, else a stable tag of version size and time. */

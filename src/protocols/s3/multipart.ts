@@ -6,8 +6,23 @@
 // ETag is S3's multipart ETag: MD5 of the concatenated binary part MD5s, "-", the number of parts.
 import { createHash } from "node:crypto";
 import { AtrestError } from "../../errors.ts";
-import type { FileStat, MultipartUploadInfo, PartHandle, WriteHandle } from "../../vfs/types.ts";
+import type {
+  FileStat,
+  MultipartChecksum,
+  MultipartUploadInfo,
+  ObjectMeta,
+  PartHandle,
+  WriteHandle,
+} from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
+import {
+  apiName,
+  Checksum,
+  type ChecksumAlgorithm,
+  checksumAlgorithm,
+  checkType,
+  multipartChecksum,
+} from "./checksum.ts";
 import { bucketExists, type Ctx, iso, mkdirs, notImplemented, objectPath, readSmallBody, send } from "./context.ts";
 import { copySource, pump } from "./copy.ts";
 import { S3Error, toS3Error } from "./errors.ts";
@@ -68,6 +83,20 @@ function uploadSse(c: Ctx, upload: { customerKey: boolean }, kmsKey?: string): R
   return { "x-amz-server-side-encryption": "AES256" };
 }
 
+/** x-amz-checksum-algorithm / -type of an upload created with a checksum (Create's answer). */
+function checksumChoice(upload: MultipartUploadInfo): Record<string, string> {
+  const k = upload.checksum;
+  return k
+    ? { "x-amz-checksum-algorithm": apiName(k.algorithm as ChecksumAlgorithm), "x-amz-checksum-type": k.type }
+    : {};
+}
+
+/** A part's checksum as the answers and listings give it: ChecksumCRC32 etc. */
+function partChecksumXml(upload: MultipartUploadInfo, value: string | undefined): Record<string, string> {
+  const k = upload.checksum;
+  return k && value ? { [`Checksum${apiName(k.algorithm as ChecksumAlgorithm)}`]: value } : {};
+}
+
 export async function createMultipartUpload(c: Ctx): Promise<void> {
   const s = sessionMultipart(c);
   await bucketExists(c.session, c.bucket);
@@ -75,16 +104,23 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
     throw new S3Error("InvalidArgument", 400, "a key ending in / names a folder and holds no data");
   const plan = await writePlan(c);
   const headers = metadataOf(c.req);
+  const algo = c.req.headers["x-amz-checksum-algorithm"];
+  const type = c.req.headers["x-amz-checksum-type"];
+  let checksum: MultipartChecksum | undefined;
+  if (typeof algo === "string") {
+    const algorithm = checksumAlgorithm(algo);
+    checksum = { algorithm, type: checkType(algorithm, typeof type === "string" ? type : undefined) };
+  } else if (type !== undefined) {
+    throw new S3Error("InvalidRequest", 400, "x-amz-checksum-type needs x-amz-checksum-algorithm.");
+  }
   for await (const _ of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
     // no body
   }
-  const upload = await s.createMultipart(objectPath(c.bucket, c.key), { ...plan, headers });
-  send(
-    c.res,
-    200,
-    xmlDoc("InitiateMultipartUploadResult", { Bucket: c.bucket, Key: c.key, UploadId: upload.id }),
-    uploadSse(c, upload, plan.key),
-  );
+  const upload = await s.createMultipart(objectPath(c.bucket, c.key), { ...plan, headers, checksum });
+  send(c.res, 200, xmlDoc("InitiateMultipartUploadResult", { Bucket: c.bucket, Key: c.key, UploadId: upload.id }), {
+    ...uploadSse(c, upload, plan.key),
+    ...checksumChoice(upload),
+  });
 }
 
 function partNumberOf(c: Ctx): number {
@@ -138,13 +174,15 @@ export async function uploadPart(c: Ctx): Promise<void> {
   }
   const part = await onUpload(() => s.uploadPart(path, id, n, c.customerKey?.key));
   let etag: string;
+  const algorithm = part.upload.checksum?.algorithm as ChecksumAlgorithm | undefined;
   if (src && range) {
     c.req.resume();
     const md5 = createHash("md5");
+    const sum = algorithm ? new Checksum(algorithm) : undefined;
     try {
       const r = await c.session.openRead(src.path, { customerKey: src.customerKey?.key });
       try {
-        await pump(r, asWriteHandle(part), range.start, range.end, md5);
+        await pump(r, asWriteHandle(part), range.start, range.end, md5, sum);
       } finally {
         await r.close();
       }
@@ -153,16 +191,21 @@ export async function uploadPart(c: Ctx): Promise<void> {
       throw err;
     }
     etag = md5.digest("hex");
-    const done = await onUpload(() => part.close(etag));
+    const value = sum?.digest().toString("base64");
+    const done = await onUpload(() => part.close(etag, value));
     send(
       c.res,
       200,
-      xmlDoc("CopyPartResult", { LastModified: iso(done.mtime), ETag: `"${etag}"` }),
+      xmlDoc("CopyPartResult", {
+        LastModified: iso(done.mtime),
+        ETag: `"${etag}"`,
+        ...partChecksumXml(part.upload, value),
+      }),
       uploadSse(c, part.upload, part.upload.requestedKey),
     );
     return;
   }
-  const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
+  const body = readBody(c.req, { auth: c.auth, key: c.signingKey, checksum: algorithm });
   try {
     for await (const piece of body.pieces) {
       if (part.size + piece.length > MAX_PART_SIZE)
@@ -173,9 +216,16 @@ export async function uploadPart(c: Ctx): Promise<void> {
     await part.abort();
     throw err;
   }
-  etag = body.result().md5.toString("hex");
-  await onUpload(() => part.close(etag));
-  send(c.res, 200, undefined, { etag: `"${etag}"`, ...uploadSse(c, part.upload, part.upload.requestedKey) });
+  const result = body.result();
+  etag = result.md5.toString("hex");
+  // the part's checksum: of the upload's algorithm, or the one the client sent (checked, answered, not kept)
+  const value = result.checksum?.digest.toString("base64");
+  await onUpload(() => part.close(etag, algorithm ? value : undefined));
+  send(c.res, 200, undefined, {
+    etag: `"${etag}"`,
+    ...uploadSse(c, part.upload, part.upload.requestedKey),
+    ...(result.checksum && value ? { [`x-amz-checksum-${result.checksum.algorithm}`]: value } : {}),
+  });
 }
 
 export async function abortMultipartUpload(c: Ctx): Promise<void> {
@@ -189,7 +239,7 @@ export async function listParts(c: Ctx): Promise<void> {
   const s = sessionMultipart(c);
   await bucketExists(c.session, c.bucket);
   const id = c.query.get("uploadId") as string;
-  const { parts } = await onUpload(() => s.listParts(objectPath(c.bucket, c.key), id));
+  const { upload, parts } = await onUpload(() => s.listParts(objectPath(c.bucket, c.key), id));
   const marker = Number(c.query.get("part-number-marker") ?? 0) || 0;
   const maxParts = Math.min(Number(c.query.get("max-parts") ?? 1000), 1000);
   if (!Number.isInteger(maxParts) || maxParts < 0)
@@ -217,6 +267,7 @@ export async function listParts(c: Ctx): Promise<void> {
         LastModified: iso(p.mtime),
         ETag: `"${p.etag}"`,
         Size: p.size,
+        ...partChecksumXml(upload, p.checksum),
       })),
     }),
   );
@@ -285,6 +336,46 @@ export async function listMultipartUploads(c: Ctx): Promise<void> {
   );
 }
 
+/**
+ * The checksum of an object completed from parts of an upload with a checksum algorithm: COMPOSITE, the checksum of
+ * the parts' checksums with "-N"; FULL_OBJECT, the parts' CRCs combined (the CRC of the whole object, no byte read
+ * again). A part uploaded without one (before a restart of an older version): 400 InvalidPart. A checksum the
+ * Complete request sends (x-amz-checksum-<algorithm>) must match it: 400 BadDigest.
+ */
+function objectChecksum(
+  c: Ctx,
+  kind: MultipartChecksum,
+  parts: { checksum?: string; size: number }[],
+): NonNullable<FileStat["object"]>["checksum"] {
+  const algorithm = kind.algorithm as ChecksumAlgorithm;
+  if (parts.some((p) => !p.checksum)) {
+    throw new S3Error("InvalidPart", 400, `A part of this upload has no ${apiName(algorithm)} checksum.`);
+  }
+  const value = multipartChecksum(
+    algorithm,
+    kind.type,
+    parts.map((p) => ({ digest: Buffer.from(p.checksum as string, "base64"), size: p.size })),
+  );
+  const given = c.req.headers[`x-amz-checksum-${algorithm}`];
+  if (typeof given === "string" && given !== value && `${given}-${parts.length}` !== value) {
+    throw new S3Error(
+      "BadDigest",
+      400,
+      `The ${apiName(algorithm)} you specified did not match the calculated checksum.`,
+    );
+  }
+  return { algorithm, value, type: kind.type };
+}
+
+/** An object's checksum in CompleteMultipartUploadResult: ChecksumCRC32 etc. and ChecksumType. */
+function checksumXml(checksum: ObjectMeta["checksum"]): Record<string, string> {
+  if (!checksum) return {};
+  return {
+    [`Checksum${apiName(checksum.algorithm as ChecksumAlgorithm)}`]: checksum.value,
+    ChecksumType: checksum.type,
+  };
+}
+
 /** The file at `path`, or undefined when there is none. */
 async function currentFile(c: Ctx, path: string): Promise<FileStat | undefined> {
   try {
@@ -301,7 +392,8 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
   await bucketExists(c.session, c.bucket);
   const id = c.query.get("uploadId") as string;
   const path = objectPath(c.bucket, c.key);
-  const xml = await readSmallBody(c, 1024 * 1024);
+  // x-amz-checksum-* headers of a Complete are the object's checksum, not the XML's
+  const xml = await readSmallBody(c, 1024 * 1024, true);
   const malformed = () =>
     new S3Error(
       "MalformedXML",
@@ -313,7 +405,12 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
     const n = Number(xmlTexts(p, "PartNumber")[0]?.trim());
     const etag = (xmlTexts(p, "ETag")[0] ?? "").trim().replace(/^"(.*)"$/, "$1");
     if (!Number.isInteger(n)) throw malformed();
-    return { n, etag };
+    const sums: Record<string, string> = {};
+    for (const a of ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"]) {
+      const v = xmlTexts(p, `Checksum${a}`)[0]?.trim();
+      if (v) sums[a.toLowerCase()] = v;
+    }
+    return { n, etag, sums };
   });
   if (listed.length === 0) throw malformed();
   let listing: Awaited<ReturnType<typeof s.listParts>>;
@@ -332,7 +429,8 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
         Location: `/${c.bucket}/${c.key}`,
         Bucket: c.bucket,
         Key: c.key,
-        ETag: `"${done}"`,
+        ETag: `"${done.etag}"`,
+        ...checksumXml(done.checksum),
       }),
     );
   }
@@ -357,9 +455,12 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
       );
     }
   }
+  const kind = upload.checksum;
   const found = asked.map((a) => {
     const p = stored.get(a.n);
-    if (!p || p.etag !== a.etag) {
+    // a part's checksum named in the list must be the one it was uploaded with
+    const sumsDiffer = Object.entries(a.sums).some(([k, v]) => !kind || k !== kind.algorithm || v !== p?.checksum);
+    if (!p || p.etag !== a.etag || sumsDiffer) {
       throw new S3Error(
         "InvalidPart",
         400,
@@ -374,6 +475,7 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
   const md5 = createHash("md5");
   for (const a of asked) md5.update(Buffer.from(a.etag, "hex"));
   const etag = `${md5.digest("hex")}-${asked.length}`;
+  const checksum = kind ? objectChecksum(c, kind, found) : undefined;
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
   // a conditional Complete that fails now is a 412 / 404 before the early 200 (the commit checks it again)
   const precondition = writePrecondition(c);
@@ -394,6 +496,7 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
           etag,
           partSizes: found.map((p) => p.size),
           precondition,
+          checksum,
         },
       ),
     );
@@ -404,6 +507,7 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
         Bucket: c.bucket,
         Key: c.key,
         ETag: `"${etag}"`,
+        ...checksumXml(checksum),
       }).replace(/^<\?xml[^>]*>\n/, ""),
     );
   } catch (err) {

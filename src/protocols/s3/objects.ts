@@ -4,7 +4,7 @@ import type { FileStat, Precondition, VfsSession } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
 import { bucketExists, type Ctx, httpDate, mkdirs, objectPath, send } from "./context.ts";
 import { S3Error, toS3Error } from "./errors.ts";
-import { etagOf, metadataOf, objectMeta, responseMetadata } from "./metadata.ts";
+import { checksumHeaders, etagOf, metadataOf, objectMeta, responseMetadata } from "./metadata.ts";
 import { bucketDefault, requestedSse, sseHeaders } from "./sse.ts";
 import { type XmlObject, xmlDoc, xmlTexts } from "./xml.ts";
 
@@ -35,10 +35,12 @@ export async function putObject(c: Ctx): Promise<void> {
     await w.abort(false).catch(() => undefined);
     throw err;
   }
-  const { md5 } = body.result();
-  await w.close(undefined, objectMeta(md5.toString("hex"), headers));
+  const { md5, checksum } = body.result();
+  const sum = checksum && { algorithm: checksum.algorithm, value: checksum.digest.toString("base64") };
+  await w.close(undefined, objectMeta(md5.toString("hex"), headers, sum && { ...sum, type: "FULL_OBJECT" }));
   send(c.res, 200, undefined, {
     etag: `"${md5.toString("hex")}"`,
+    ...(sum ? { [`x-amz-checksum-${sum.algorithm}`]: sum.value, "x-amz-checksum-type": "FULL_OBJECT" } : {}),
     ...sseHeaders(await c.session.keyOf?.(path, customerKey?.key), customerKey),
   });
 }
@@ -193,14 +195,20 @@ export function conditional(c: Ctx, st: FileStat): boolean {
   return true;
 }
 
+/** A GET/HEAD of a part of the object (Range or partNumber). */
+const rangeAsked = (c: Ctx) => c.req.headers.range !== undefined || c.query.has("partNumber");
+
 export async function getObject(c: Ctx, head: boolean): Promise<void> {
   const st = await statObject(c);
   if (!conditional(c, st)) return;
   // the part number is checked before the SSE-C key (S3 answers InvalidPart for a part that is not there)
   const partHeaders: Record<string, string> = {};
   const range = c.query.has("partNumber") ? partRange(c, st, partHeaders) : parseRange(c.req.headers.range, st.size);
+  // the stored checksum covers the whole object: answered for a GET/HEAD of all of it, as S3 does
+  const wantChecksum = String(c.req.headers["x-amz-checksum-mode"]).toUpperCase() === "ENABLED";
   const headers: Record<string, string> = {
     ...partHeaders,
+    ...(wantChecksum && !rangeAsked(c) ? checksumHeaders(st.object) : {}),
     etag: etagOf(st),
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",
