@@ -61,6 +61,12 @@ export function keyCustody(app: CustodyApp): KeyCustody {
             approve: async (user, id, reason) => req(embedded.service.approve(caller(user, "custodian"), id, reason)),
             reject: async (user, id, reason) => req(embedded.service.reject(caller(user, "custodian"), id, reason)),
           },
+          // a policy change is the key manager's operator operation: the custodian asks under their own name
+          setRotation: async (user, key, r) =>
+            embedded.service.setKeyPolicy(caller(user, "operator"), key, {
+              rotation: r.policy,
+              ...(r.periodDays !== undefined ? { rotationDays: r.periodDays } : {}),
+            }),
         }
       : {}),
     jobs: {

@@ -1,5 +1,5 @@
 // The admin, custodian and auditor sides of the web app in chromium against a real server: an admin lists and adds
-// users, changes one (quota, groups, disabled and enabled again) and ends their sessions; custodian carol creates and rotates a key and asks to destroy its old version, cannot approve her own
+// users, changes one (quota, groups, disabled and enabled again) and ends their sessions; custodian carol creates and rotates a key, sets it to rotate every 30 days, and asks to destroy its old version, cannot approve her own
 // request, and custodians dave and erin approve it in their own browsers until it runs (the version is scheduled for
 // destruction); a rewrap job runs with its progress shown; the auditor filters the audit log (failed logins of one
 // user) and sees the charts and SIEM delivery pages. Screenshots at 1280 and 390 px in test-artifacts/.
@@ -146,6 +146,15 @@ describe("web app: admin, custodian and auditor pages", () => {
     await carol.locator('tr[data-key="doomed"]').waitFor();
     await carol.getByRole("button", { name: "Rotate doomed" }).click();
     await carol.getByText("Rotated doomed: v2").waitFor();
+    await carol.getByRole("button", { name: "Rotation policy of doomed" }).click();
+    const rot = carol.getByRole("dialog");
+    await rot.getByLabel("Policy").selectOption("auto");
+    await rot.getByLabel("Period, days (1-3650)").fill("30");
+    await rot.getByRole("button", { name: "Save policy" }).click();
+    await carol
+      .locator('tr[data-key="doomed"]')
+      .getByText(/^auto every 30 d, next /)
+      .waitFor();
     await carol.locator('tr[data-key="doomed"]').getByRole("button", { name: "Destroy…" }).click();
     const dlg = carol.getByRole("dialog");
     await dlg.getByLabel("Version (empty: every version)").selectOption("1");

@@ -1,7 +1,8 @@
-// The custodian's side: keys with their versions, states and rotation policy (create, rotate, ask for destruction);
-// pending dual-control requests to approve or reject; rewrap/reencrypt jobs with live progress; who can decrypt a file.
+// The custodian's side: keys with their versions, states and rotation policy (create, rotate, set the policy, ask for
+// destruction); pending dual-control requests to approve or reject; rewrap/reencrypt jobs with live progress; who can
+// decrypt a file.
 import { useEffect, useState } from "preact/hooks";
-import { get, post, qs } from "./api.ts";
+import { get, post, put, qs } from "./api.ts";
 import { bytes, when } from "./format.ts";
 import { DataTable } from "./table.tsx";
 import { ActionForm, Dialog, ErrorText, Field, str, useLoad } from "./ui.tsx";
@@ -65,6 +66,7 @@ const Pill = (props: { v: string }) => <span class={`pill ${props.v}`}>{props.v}
 function Keys() {
   const keys = useLoad(() => get<{ keys: Key[] }>("/api/v1/keys"), []);
   const [destroy, setDestroy] = useState<Key | undefined>(undefined);
+  const [rotation, setRotation] = useState<Key | undefined>(undefined);
   const [note, setNote] = useState("");
   return (
     <>
@@ -140,6 +142,9 @@ function Keys() {
                 >
                   Rotate {k.name}
                 </button>
+                <button type="button" aria-label={`Rotation policy of ${k.name}`} onClick={() => setRotation(k)}>
+                  Policy…
+                </button>
                 <button type="button" class="danger" onClick={() => setDestroy(k)}>
                   Destroy…
                 </button>
@@ -160,6 +165,17 @@ function Keys() {
       >
         <Field label="Key name" name="name" required />
       </ActionForm>
+      {rotation && (
+        <RotationDialog
+          k={rotation}
+          onClose={() => setRotation(undefined)}
+          onSaved={(k) => {
+            setRotation(undefined);
+            setNote(`Rotation of ${k.name}: ${k.rotation?.policy ?? "?"}.`);
+            keys.reload();
+          }}
+        />
+      )}
       {destroy && (
         <Dialog title={`Ask to destroy ${destroy.name}`} onClose={() => setDestroy(undefined)}>
           <p>
@@ -199,6 +215,49 @@ function Keys() {
         </Dialog>
       )}
     </>
+  );
+}
+
+/** A key's rotation policy: automatic every N days (the key manager rotates it when due), manual, or none. */
+function RotationDialog(props: { k: Key; onClose: () => void; onSaved: (k: Key) => void }) {
+  const [policy, setPolicy] = useState(props.k.rotation?.policy ?? "manual");
+  return (
+    <Dialog title={`Rotation policy of ${props.k.name}`} onClose={props.onClose}>
+      <ActionForm
+        submit="Save policy"
+        action={async (f) => {
+          const days = str(f, "periodDays");
+          const k = await put<Key>(`/api/v1/keys/${encodeURIComponent(props.k.name)}/rotation`, {
+            policy,
+            ...(policy === "auto" ? { periodDays: Number(days) } : {}),
+          });
+          props.onSaved(k);
+        }}
+      >
+        <p class="field">
+          <label for="r-policy">Policy</label>
+          <select id="r-policy" name="policy" value={policy} onChange={(e) => setPolicy(e.currentTarget.value)}>
+            <option value="auto">auto: rotate every period</option>
+            <option value="manual">manual: rotate by hand</option>
+            <option value="none">none: never rotate</option>
+          </select>
+        </p>
+        {policy === "auto" && (
+          <p class="field">
+            <label for="r-periodDays">Period, days (1-3650)</label>
+            <input
+              id="r-periodDays"
+              name="periodDays"
+              type="number"
+              min={1}
+              max={3650}
+              required
+              defaultValue={String(props.k.rotation?.periodDays ?? 90)}
+            />
+          </p>
+        )}
+      </ActionForm>
+    </Dialog>
   );
 }
 

@@ -526,5 +526,35 @@ export function adminRoutes(deps: HttpDeps): Route[] {
         return keyJson(await o.keys.rotateKey(params.name));
       },
     ),
+    route(
+      {
+        method: "PUT",
+        url: "/api/v1/keys/:name/rotation",
+        operationId: "setKeyRotation",
+        summary: "Set a key's rotation policy: auto (every periodDays), manual or none (audited by the key manager)",
+        tags: ["keys"],
+        auth: KEYS,
+        params: z.strictObject({ name: KeyName }),
+        body: z
+          .strictObject({
+            policy: z.enum(["auto", "manual", "none"]),
+            periodDays: z.number().int().min(1).max(3650).optional().describe("the cryptoperiod of auto rotation"),
+          })
+          .refine((b) => b.policy !== "auto" || b.periodDays !== undefined, "auto rotation needs periodDays")
+          .refine((b) => b.policy === "auto" || b.periodDays === undefined, "periodDays is for auto rotation only"),
+        responses: { 200: { description: "the key", schema: Key }, ...errors(400, 401, 403, 404, 415, 501, 503) },
+      },
+      async ({ params, body, principal }) => {
+        requireRole(actorOf(principal), ["custodian"], "setting a key's rotation policy");
+        const set = o.custody?.setRotation;
+        if (!set) {
+          throw new AtrestError(
+            "UNSUPPORTED",
+            "the key manager is remote: set the rotation policy there (atrest kms key policy)",
+          );
+        }
+        return keyJson(await set(principal.user, params.name, body));
+      },
+    ),
   ];
 }

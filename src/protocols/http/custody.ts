@@ -1,5 +1,6 @@
 // What the custodian routes (custody-routes.ts) need from below, as types only: the wiring builds it
 // (src/wiring/key-custody.ts), the server's options carry it (deps.ts).
+import type { KeyInfo } from "../../kms/api/types.ts";
 
 export interface KeyVersionFiles {
   keyRef: string | null;
@@ -43,6 +44,15 @@ export interface KeyCustody {
     approve(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
     reject(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
   };
+  /**
+   * Sets a key's rotation policy at the key manager, as the custodian's own caller (the key manager audits it);
+   * undefined for a remote key manager.
+   */
+  setRotation?(
+    custodian: string,
+    key: string,
+    rotation: { policy: "auto" | "manual" | "none"; periodDays?: number },
+  ): Promise<KeyInfo>;
   jobs: {
     list(): KeyJobView[];
     start(

@@ -1,7 +1,7 @@
 // Administration over HTTPS against a real server, one client per role: the admin manages users (a user added here
 // logs in; a removed one loses their session), changes, disables and enables users and ends their sessions (browser
 // and a live OpenSSH sftp connection), groups, folders and bans; the auditor reads users and the audit log
-// with filters and login histories; the custodian lists, creates and rotates keys through the key manager; every
+// with filters and login histories; the custodian lists, creates and rotates keys and sets a rotation policy through the key manager; every
 // route refuses the roles DESIGN §2 keeps out (403 problem+json), bad input is 400/409.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -226,7 +226,7 @@ describe("HTTPS API: administration by role", () => {
     assertProblem(await as.auditor.req("GET", "/api/v1/audit?since=yesterday"), 400);
   });
 
-  test("the custodian lists, creates and rotates keys", async () => {
+  test("the custodian lists, creates and rotates keys and sets a rotation policy", async () => {
     const created = await as.custodian.req("POST", "/api/v1/keys", { json: { name: "finance" } });
     assert.equal(created.status, 201, created.body.toString());
     const rotated = await as.custodian.req("POST", "/api/v1/keys/finance/rotate");
@@ -234,6 +234,28 @@ describe("HTTPS API: administration by role", () => {
     const keys = (await as.custodian.req("GET", "/api/v1/keys")).json<{ keys: { name: string }[] }>().keys;
     assert.ok(keys.some((k) => k.name === "finance"));
     assertProblem(await as.custodian.req("POST", "/api/v1/keys/nope/rotate"), 404);
+    const rotation = (json: unknown, who = as.custodian, key = "finance") =>
+      who.req("PUT", `/api/v1/keys/${key}/rotation`, { json });
+    const auto = await rotation({ policy: "auto", periodDays: 90 });
+    assert.equal(auto.status, 200, auto.body.toString());
+    const r = auto.json<{ rotation: { policy: string; periodDays: number; nextRotationAt: string } }>().rotation;
+    assert.deepEqual([r.policy, r.periodDays], ["auto", 90]);
+    const due = Date.parse(r.nextRotationAt) - Date.now();
+    assert.ok(due > 89 * 86_400_000 && due <= 90 * 86_400_000, r.nextRotationAt);
+    const listed = (await as.custodian.req("GET", "/api/v1/keys")).json<{
+      keys: { name: string; rotation: { policy: string } }[];
+    }>().keys;
+    assert.equal(listed.find((k) => k.name === "finance")?.rotation.policy, "auto");
+    assert.equal(
+      (await rotation({ policy: "manual" })).json<{ rotation: { policy: string } }>().rotation.policy,
+      "manual",
+    );
+    assertProblem(await rotation({ policy: "auto" }), 400);
+    assertProblem(await rotation({ policy: "none", periodDays: 3 }), 400);
+    assertProblem(await rotation({ policy: "auto", periodDays: 0 }), 400);
+    assertProblem(await rotation({ policy: "sometimes" }), 400);
+    assertProblem(await rotation({ policy: "manual" }, as.custodian, "nope"), 404);
+    for (const role of ["admin", "auditor", "user"]) assertProblem(await rotation({ policy: "none" }, as[role]), 403);
   });
 
   test("each role is refused what is not its job", async () => {
