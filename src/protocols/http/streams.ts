@@ -2,10 +2,9 @@
 // of what the socket has taken: backpressure), and writing a request body into a WriteHandle, awaiting each write.
 import { Readable } from "node:stream";
 import type { ReadHandle, VfsSession, WriteHandle } from "../../vfs/types.ts";
+import { WriteBatcher } from "../../vfs/write-batch.ts";
 
 const CHUNK = 256 * 1024;
-/** Request body bytes gathered before one handle.write. */
-const WRITE_BATCH = 1024 * 1024;
 
 /** Bytes [start, end) of a handle; closes it when done, destroyed or failed. `open` defers opening to the first read. */
 export function readableOf(open: () => Promise<ReadHandle>, start = 0, end?: number): Readable {
@@ -56,50 +55,34 @@ export function readableOf(open: () => Promise<ReadHandle>, start = 0, end?: num
 export async function writeBody(
   body: AsyncIterable<Buffer | Uint8Array>,
   handle: WriteHandle,
-  options: { expected?: number; onProgress?: (n: number) => void; aborted?: () => boolean } = {},
+  options: { expected?: number; aborted?: () => boolean } = {},
 ): Promise<{ written: number; stat: Awaited<ReturnType<WriteHandle["close"]>> }> {
-  let offset = handle.size;
-  const start = offset;
-  // The body arrives in 16 KiB (TLS records, HTTP/2 frames) to 64 KiB pieces; each handle.write is a trip through the
-  // vfs and the sealer, so they are gathered into 1 MiB writes (as the SFTP door does). The pieces go over as they are
-  // (writeParts): the container writer copies each byte once into its batch. Joining them here first was a second
-  // copy of every byte and a fresh 1 MiB buffer per MiB uploaded (docs/http-performance.md).
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const flush = async () => {
-    if (pendingBytes === 0) return;
-    const parts = pending;
-    const bytes = pendingBytes;
-    pending = [];
-    pendingBytes = 0;
-    if (parts.length === 1) await handle.write(offset, parts[0]);
-    else if (handle.writeParts) await handle.writeParts(offset, parts);
-    else await handle.write(offset, Buffer.concat(parts, bytes));
-    offset += bytes;
-    options.onProgress?.(offset);
-  };
+  const start = handle.size;
+  // 16–64 KiB pieces gathered into ~1 MiB writes, handed over as parts (vfs/write-batch.ts)
+  const out = new WriteBatcher(handle);
   try {
     for await (const chunk of body) {
       const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      if (options.expected !== undefined && offset + pendingBytes - start + buf.length > options.expected) {
+      if (options.expected !== undefined && out.size - start + buf.length > options.expected) {
         throw new BodyLengthError("body longer than Content-Length");
       }
-      pending.push(buf);
-      pendingBytes += buf.length;
-      if (pendingBytes >= WRITE_BATCH) await flush();
+      await out.push(buf);
     }
-    await flush();
+    await out.flush();
     // an HTTP/2 stream reset (or a cut HTTP/1.1 chunked body) may end the body without an error: never commit that
     if (options.aborted?.()) throw new BodyLengthError("the client went away before the body was complete");
-    if (options.expected !== undefined && offset - start !== options.expected) {
-      throw new BodyLengthError(`body shorter than Content-Length (${offset - start} of ${options.expected} bytes)`);
+    if (options.expected !== undefined && handle.size - start !== options.expected) {
+      throw new BodyLengthError(
+        `body shorter than Content-Length (${handle.size - start} of ${options.expected} bytes)`,
+      );
     }
   } catch (err) {
     await handle.abort(false).catch(() => {});
     throw err;
   }
+  const written = handle.size - start;
   const stat = await handle.close();
-  return { written: offset - start, stat };
+  return { written, stat };
 }
 
 export class BodyLengthError extends Error {}

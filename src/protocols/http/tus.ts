@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import { AtrestError } from "../../errors.ts";
 import type { VfsSession, WriteHandle } from "../../vfs/types.ts";
+import { WriteBatcher } from "../../vfs/write-batch.ts";
 import type { HttpServerOptions } from "./deps.ts";
 import { checkTokenPath, etagOf, FILE_ROLES, mkdirs } from "./files.ts";
 import { HttpProblem } from "./problem.ts";
@@ -19,8 +20,6 @@ const WRITE = { roles: FILE_ROLES, scope: "files:write" } as const;
 /** Unfinished uploads per user held open at once. */
 const MAX_PER_USER = 32;
 const MAX_LENGTH = 2 ** 50;
-/** Body bytes gathered before one write into the upload. */
-const PATCH_WRITE_BYTES = 1024 * 1024;
 
 interface Upload {
   id: string;
@@ -282,40 +281,24 @@ export class TusUploads {
           if (u.busy)
             throw new HttpProblem(409, "CONFLICT", "another PATCH is writing this upload", { code: "CONFLICT" });
           u.busy = true;
-          let at = offset;
-          // Pieces of the body (16–64 KiB each) are gathered into writes of about 1 MiB, handed over as parts (one
-          // copy, into the container's batch), as streams.ts writeBody does: a write per piece cost a trip through
-          // the vfs and sealer for every 16 KiB.
-          let parts: Buffer[] = [];
-          let partBytes = 0;
-          const flush = async () => {
-            if (partBytes === 0) return;
-            const these = parts;
-            const bytes = partBytes;
-            parts = [];
-            partBytes = 0;
-            if (these.length === 1) await u.handle.write(at, these[0]);
-            else if (u.handle.writeParts) await u.handle.writeParts(at, these);
-            else await u.handle.write(at, Buffer.concat(these, bytes));
-            at += bytes;
-            u.lastSeen = Date.now();
-          };
+          // 16–64 KiB pieces gathered into ~1 MiB writes (vfs/write-batch.ts); a write per piece cost a trip
+          // through the vfs and sealer for every 16 KiB
+          const out = new WriteBatcher(u.handle);
           try {
             try {
               for await (const chunk of req.raw as AsyncIterable<Buffer>) {
-                if (at + partBytes + chunk.length > u.length) {
+                if (out.size + chunk.length > u.length) {
                   throw new HttpProblem(400, "INVALID_INPUT", `body goes past Upload-Length ${u.length}`);
                 }
-                parts.push(chunk);
-                partBytes += chunk.length;
-                if (partBytes >= PATCH_WRITE_BYTES) await flush();
+                await out.push(chunk);
+                u.lastSeen = Date.now();
               }
             } catch (err) {
               // the client went away midway: what did arrive is kept (a refused piece was never gathered)
-              if (!(err instanceof AtrestError)) await flush();
+              if (!(err instanceof AtrestError)) await out.flush();
               throw err;
             }
-            await flush();
+            await out.flush();
           } catch (err) {
             u.busy = false;
             // the client went away midway: keep what was written, HEAD tells it where to go on
@@ -327,6 +310,7 @@ export class TusUploads {
           }
           u.busy = false;
           u.lastSeen = Date.now();
+          const at = u.handle.size;
           if (at === u.length) {
             await this.#finish(u);
             const st = await this.#options.accounts
