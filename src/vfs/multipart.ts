@@ -13,7 +13,7 @@ import { EncryptedWriter } from "../container-io/encrypted-writer.ts";
 import { ParallelSegmentWriter } from "../container-io/parallel-writer.ts";
 import type { SealPool } from "../container-io/seal-pool.ts";
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError, NotFoundError } from "../errors.ts";
+import { AtrestError, NotFoundError, QuotaExceededError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
@@ -58,6 +58,13 @@ export interface UploadRecord {
   initiated: number;
   /** Part numbers uploaded so far, ascending. */
   parts: number[];
+  /**
+   * Set in the transaction that commits the completed object: the parts' bytes, charged to the owner's usage while
+   * staged, were handed over to the object there (so dropping the parts afterwards does not credit them again).
+   */
+  released?: true;
+  /** The parts count in the owner's usage (uploads created before that was so are not charged, nor credited). */
+  charged?: true;
 }
 
 interface PartRecord {
@@ -129,6 +136,7 @@ export class Multipart {
       id: randomUUID().replace(/-/g, ""),
       initiated: Date.now(),
       parts: [],
+      charged: true,
       ...(customerKey ? { ssec: customerKeyCheck(customerKey) } : {}),
     };
     await this.#d.store.transaction(async (tx) => {
@@ -201,6 +209,12 @@ export class Multipart {
       await this.#d.store.transaction((tx) => tx.removePendingBlob(blob.id)).catch(() => undefined);
       throw err;
     }
+    const user = await this.#d.store.getUserById(rec.userId);
+    const replacing = (await this.#read<PartRecord>(this.#d.store, partKey(rec.id, n)))?.size ?? 0;
+    const room =
+      rec.charged && user && user.quotaBytes > 0
+        ? user.quotaBytes - user.usedBytes + replacing
+        : Number.POSITIVE_INFINITY;
     let etag = "";
     let checksum: string | undefined;
     const mtime = Date.now();
@@ -209,7 +223,8 @@ export class Multipart {
       keys,
       writer: new ParallelSegmentWriter(this.#d.seal, keys),
       startSize: 0,
-      quotaLeft: () => Number.POSITIVE_INFINITY,
+      // refused early, as the bytes stream in (the commit decides again, on the usage as it is then)
+      quotaLeft: () => room,
       discard: () => blob.abort(),
       commit: async ({ size }) => {
         const part: PartRecord = {
@@ -225,7 +240,18 @@ export class Multipart {
         const replaced = await this.#d.store.transaction(async (tx) => {
           const current = await this.#read<UploadRecord>(tx, uploadKey(rec.id));
           if (!current) throw new NotFoundError("no such multipart upload");
+          if (current.released) throw new NotFoundError("no such multipart upload");
           const old = await this.#read<PartRecord>(tx, partKey(rec.id, n));
+          // a staged part counts in its owner's usage (and quota) from its commit until the upload is dropped
+          const delta = size - (old?.size ?? 0);
+          if (current.charged) {
+            const user = await tx.getUserById(rec.userId);
+            if (!user) throw new AtrestError("PERMISSION_DENIED", "the upload's user no longer exists");
+            if (user.quotaBytes > 0 && delta > 0 && user.usedBytes + delta > user.quotaBytes) {
+              throw new QuotaExceededError(`quota exceeded: ${user.quotaBytes} bytes`);
+            }
+            if (delta !== 0) await tx.addUsage(rec.userId, delta, 0);
+          }
           await this.#write(tx, partKey(rec.id, n), part);
           if (!current.parts.includes(n)) {
             current.parts.push(n);
@@ -339,6 +365,8 @@ export class Multipart {
     const blobs = await this.#d.store.transaction(async (tx) => {
       const rec = await this.#read<UploadRecord>(tx, uploadKey(id));
       const pending = await tx.pendingBlobs(jobOf(id));
+      const staged = rec?.charged && !rec.released ? await this.#stagedBytes(tx, rec) : 0;
+      if (rec && staged > 0 && (await tx.getUserById(rec.userId))) await tx.addUsage(rec.userId, -staged, 0);
       for (const n of rec?.parts ?? []) await tx.deleteSetting(partKey(id, n));
       await tx.deleteSetting(uploadKey(id));
       await tx.deleteSetting(doneKey(id));
@@ -353,6 +381,31 @@ export class Multipart {
       return pending;
     });
     for (const b of blobs) await this.#d.blobs.remove(b).catch(() => undefined);
+  }
+
+  /** Bytes of the parts of `rec` as stored now. */
+  async #stagedBytes(reads: Pick<MetaTx, "getSetting">, rec: UploadRecord): Promise<number> {
+    let total = 0;
+    for (const n of rec.parts) total += (await this.#read<PartRecord>(reads, partKey(rec.id, n)))?.size ?? 0;
+    return total;
+  }
+
+  /** Bytes the parts of upload `rec` hold now (charged to its owner's usage). */
+  async stagedBytes(rec: UploadRecord): Promise<number> {
+    return rec.charged ? this.#stagedBytes(this.#d.store, rec) : 0;
+  }
+
+  /**
+   * In the transaction that commits the completed object: takes the parts' bytes off the owner's usage (the object's
+   * size is charged by the same commit) and marks the upload so that dropping it does not credit them again.
+   * NOT_FOUND when the upload was aborted or expired meanwhile: the object does not commit.
+   */
+  async release(tx: MetaTx, id: string): Promise<void> {
+    const rec = await this.#read<UploadRecord>(tx, uploadKey(id));
+    if (!rec || rec.released) throw new NotFoundError("no such multipart upload");
+    const staged = rec.charged ? await this.#stagedBytes(tx, rec) : 0;
+    if (staged > 0) await tx.addUsage(rec.userId, -staged, 0);
+    await this.#write(tx, uploadKey(id), { ...rec, released: true });
   }
 
   async #removeBlob(blobId: string): Promise<void> {

@@ -28,7 +28,7 @@ import type {
   VfsSession,
   WriteHandle,
 } from "./types.ts";
-import type { Vfs } from "./vfs.ts";
+import type { Vfs, Writer } from "./vfs.ts";
 
 /** Settings key of a directory's default encryption: by node id, so no name is stored in the clear. */
 function encryptionSetting(dirId: string): string {
@@ -387,7 +387,12 @@ export class Session implements VfsSession {
     }
   }
 
-  async openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle> {
+  openWrite(path: string, options: OpenWriteOptions): Promise<WriteHandle> {
+    return this.#openWrite(path, options);
+  }
+
+  /** openWrite, with the staged parts a multipart Complete hands over to the new version (Writer.staged). */
+  async #openWrite(path: string, options: OpenWriteOptions, staged?: Writer["staged"]): Promise<WriteHandle> {
     const p = normalize(path);
     try {
       await this.#vfs.audit.admit?.();
@@ -406,6 +411,7 @@ export class Session implements VfsSession {
           path: this.globalPath(p),
           exclusive: options.exclusive,
           precondition: options.precondition,
+          ...(staged ? { staged } : {}),
           key: options.key,
           customerKey: options.customerKey,
           event: options.encryptionNote ? { ...this.#event(p), detail: options.encryptionNote } : this.#event(p),
@@ -585,13 +591,18 @@ export class Session implements VfsSession {
       upload,
       async () => {
         const note = [`multipart ${partNumbers.length} parts`, upload.note].filter(Boolean).join("; ");
-        const w = await this.openWrite(p, {
-          truncate: true,
-          key: upload.requested,
-          customerKey: options.customerKey,
-          encryptionNote: note,
-          precondition: options.precondition,
-        });
+        const multipart = this.#vfs.multipart;
+        const w = await this.#openWrite(
+          p,
+          {
+            truncate: true,
+            key: upload.requested,
+            customerKey: options.customerKey,
+            encryptionNote: note,
+            precondition: options.precondition,
+          },
+          { bytes: await multipart.stagedBytes(upload), release: (tx) => multipart.release(tx, upload.id) },
+        );
         try {
           for (const n of partNumbers) {
             const r = await this.#vfs.multipart.readPart(upload, n, options.customerKey);

@@ -101,6 +101,12 @@ export interface Writer {
   exclusive?: boolean;
   /** Checked on the file the commit replaces, in the commit's transaction (OpenWriteOptions.precondition). */
   precondition?: Precondition;
+  /**
+   * S3 CompleteMultipartUpload: the staged parts' bytes, already charged to the writer's usage, that the new version
+   * takes over: credited against the quota while writing, and handed over by `release` inside the commit's
+   * transaction (before the quota is checked there).
+   */
+  staged?: { bytes: number; release(tx: MetaTx): Promise<void> };
   /** KEK the writer names for a new version (S3 SSE-KMS), checked by KekSelector.chooseRequested. */
   key?: string;
   /**
@@ -272,7 +278,7 @@ export class Vfs {
       }
       // What this upload may add to the user's usage: the replaced version is credited when it is the user's own.
       const sameOwner = existing !== undefined && existing.ownerId === user.id;
-      const credit = sameOwner ? this.tree.attrs(existing).size : 0;
+      const credit = (sameOwner ? this.tree.attrs(existing).size : 0) + (who.staged?.bytes ?? 0);
       const newFiles = sameOwner ? 0 : 1;
       if (
         newFiles > 0 &&
@@ -426,6 +432,7 @@ export class Vfs {
   ): Promise<string | undefined> {
     const { parent, name, base, who } = plan;
     const size = stat.size;
+    if (who.staged) await who.staged.release(tx);
     const user = await tx.getUserById(who.user.id);
     if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
     if (!(await tx.getNode(parent.id))) throw new NotFoundError(`directory of ${name}`);

@@ -1,5 +1,5 @@
 // The vfs side of S3 multipart uploads (src/vfs/multipart.ts): parts survive a restart (the startup sweep keeps
-// them), expire() removes an abandoned upload with every part blob, another user's upload is NOT_FOUND, and
+// them), expire() removes an abandoned upload with every part blob (and its bytes from the owner's usage), another user's upload is NOT_FOUND, and
 // Complete writes one ordinary file.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -82,17 +82,21 @@ it("keeps staged parts across a restart, completes them into one file, and drops
   assert.deepEqual(await s.listMultipart?.("/b"), []);
 });
 
-it("expire() removes an abandoned upload and every part blob", async () => {
+it("expire() removes an abandoned upload and every part blob, and gives the parts' bytes back to the quota", async () => {
   const start = await blobs();
+  const used = async () => (await s.quota()).usedBytes;
+  const usedBefore = await used();
   const up = await s.createMultipart?.("/b/obj.bin", {});
   assert.ok(up);
   await part(up.id, 1, randomBytes(1000));
   await part(up.id, 1, randomBytes(1000)); // replaced: the first blob goes at once
   await part(up.id, 2, randomBytes(1000));
   assert.equal(await blobs(), start + 2);
+  assert.equal(await used(), usedBefore + 2000, "the staged parts, charged once each");
   assert.equal(await app.vfs.multipart.expire(up.initiated), 0, "not older than the cut-off");
   assert.equal(await app.vfs.multipart.expire(Date.now() + 1), 1);
   assert.equal(await blobs(), start);
+  assert.equal(await used(), usedBefore);
   assert.deepEqual(await s.listMultipart?.("/b"), []);
   await assert.rejects(s.uploadPart?.("/b/obj.bin", up.id, 3) ?? Promise.reject(), { code: "NOT_FOUND" });
 });

@@ -310,41 +310,102 @@ test("no part plaintext anywhere under the data dir while an upload is staged", 
   await c.send(new AbortMultipartUploadCommand({ Bucket: "big", Key: "staged-secret-name.bin", UploadId }));
 });
 
-test("the quota is checked at Complete, in the commit: over it, S3's error, no object, the upload stays", async () => {
+/** bob's used bytes as the store has them (atrest user list). */
+async function bobUsed(): Promise<number> {
+  const { stdout } = await cli(["user", "list", "--json", "--data", s3.data]);
+  const bob = (JSON.parse(stdout) as { name: string; usedBytes: number }[]).find((u) => u.name === "bob");
+  assert.ok(bob);
+  return bob.usedBytes;
+}
+
+test("staged parts count in the quota: a part over it is QuotaExceeded, Complete hands them to the object, Abort frees them", async () => {
   const bob = s3.client(s3.users[1]);
   await bob.send(new CreateBucketCommand({ Bucket: "bobs" }));
-  const { UploadId } = await bob.send(new CreateMultipartUploadCommand({ Bucket: "bobs", Key: "too-big.bin" }));
-  const up = (n: number, data: Buffer) =>
-    bob.send(new UploadPartCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId, PartNumber: n, Body: data }));
-  const e1 = await up(1, randomBytes(5 * MiB));
-  const e2 = await up(2, randomBytes(4 * MiB));
-  const parts = [
-    { PartNumber: 1, ETag: e1.ETag },
-    { PartNumber: 2, ETag: e2.ETag },
-  ];
+  const before = await bobUsed();
+  const { UploadId } = await bob.send(new CreateMultipartUploadCommand({ Bucket: "bobs", Key: "staged.bin" }));
+  const up = (n: number, data: Buffer, id = UploadId, key = "staged.bin") =>
+    bob.send(new UploadPartCommand({ Bucket: "bobs", Key: key, UploadId: id, PartNumber: n, Body: data }));
+  const p1 = randomBytes(5 * MiB);
+  const e1 = await up(1, p1);
+  assert.equal(await bobUsed(), before + 5 * MiB, "a staged part is charged to its owner");
+  // 5 + 4 MiB staged would pass the 8 MiB quota: refused with S3's error, nothing kept
+  await assert.rejects(up(2, randomBytes(4 * MiB)), (err: Error) => err.name === "QuotaExceeded");
+  let listed = await bob.send(new ListPartsCommand({ Bucket: "bobs", Key: "staged.bin", UploadId }));
+  assert.equal(listed.Parts?.length, 1);
+  assert.equal(await bobUsed(), before + 5 * MiB);
+  const p2 = randomBytes(2 * MiB);
+  await up(2, randomBytes(2 * MiB));
+  // sent again: replaces the earlier part 2, so it fits although 5 + 2 + 2 MiB would not
+  const e2 = await up(2, p2);
+  assert.equal(await bobUsed(), before + 7 * MiB);
+  // a second upload's 2 MiB part would pass the quota too, until the first upload's parts become the object
+  const other = await bob.send(new CreateMultipartUploadCommand({ Bucket: "bobs", Key: "other.bin" }));
   await assert.rejects(
+    up(1, randomBytes(2 * MiB), other.UploadId, "other.bin"),
+    (err: Error) => err.name === "QuotaExceeded",
+  );
+  // 7 MiB staged + the 7 MiB object would be 14 MiB: the commit takes the parts' bytes over instead
+  await bob.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: "bobs",
+      Key: "staged.bin",
+      UploadId,
+      MultipartUpload: {
+        Parts: [
+          { PartNumber: 1, ETag: e1.ETag },
+          { PartNumber: 2, ETag: e2.ETag },
+        ],
+      },
+    }),
+  );
+  assert.equal(await bobUsed(), before + 7 * MiB, "the object, charged once");
+  const got = await bob.send(new GetObjectCommand({ Bucket: "bobs", Key: "staged.bin" }));
+  assert.ok(Buffer.concat([p1, p2]).equals(Buffer.from((await got.Body?.transformToByteArray()) ?? [])));
+  // Abort gives a staged part's bytes back
+  await up(1, randomBytes(MiB), other.UploadId, "other.bin");
+  assert.equal(await bobUsed(), before + 8 * MiB);
+  listed = await bob.send(new ListPartsCommand({ Bucket: "bobs", Key: "other.bin", UploadId: other.UploadId }));
+  assert.equal(listed.Parts?.length, 1);
+  // alice does not see bob's upload, nor can she touch it
+  await assert.rejects(
+    c.send(new ListPartsCommand({ Bucket: "bobs", Key: "other.bin", UploadId: other.UploadId })),
+    (err: Error) => err.name === "NoSuchBucket" || err.name === "NoSuchUpload",
+  );
+  await bob.send(new AbortMultipartUploadCommand({ Bucket: "bobs", Key: "other.bin", UploadId: other.UploadId }));
+  assert.equal(await bobUsed(), before + 7 * MiB);
+  bob.destroy();
+});
+
+test("the quota is checked at Complete, in the commit: lowered meanwhile, S3's error, no object, the upload stays", async () => {
+  const bob = s3.client(s3.users[1]);
+  const before = await bobUsed();
+  const { UploadId } = await bob.send(new CreateMultipartUploadCommand({ Bucket: "bobs", Key: "too-big.bin" }));
+  const e1 = await bob.send(
+    new UploadPartCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId, PartNumber: 1, Body: randomBytes(MiB) }),
+  );
+  // the quota lowered below what bob holds with the staged part: the object (a new key) no longer fits
+  const lowered = before + MiB / 2;
+  await cli(["user", "set", "bob", "--quota-bytes", String(lowered), "--data", s3.data]);
+  const complete = () =>
     bob.send(
       new CompleteMultipartUploadCommand({
         Bucket: "bobs",
         Key: "too-big.bin",
         UploadId,
-        MultipartUpload: { Parts: parts },
+        MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e1.ETag }] },
       }),
-    ),
-    (err: Error) => err.name === "QuotaExceeded",
-  );
+    );
+  await assert.rejects(complete(), (err: Error) => err.name === "QuotaExceeded");
   await assert.rejects(
     bob.send(new HeadObjectCommand({ Bucket: "bobs", Key: "too-big.bin" })),
     (err: Error) => err.name === "NotFound",
   );
   const listed = await bob.send(new ListPartsCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId }));
-  assert.equal(listed.Parts?.length, 2, "a failed Complete keeps the upload");
-  // alice does not see bob's upload, nor can she touch it
-  await assert.rejects(
-    c.send(new ListPartsCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId })),
-    (err: Error) => err.name === "NoSuchBucket" || err.name === "NoSuchUpload",
-  );
-  await bob.send(new AbortMultipartUploadCommand({ Bucket: "bobs", Key: "too-big.bin", UploadId }));
+  assert.equal(listed.Parts?.length, 1, "a failed Complete keeps the upload");
+  assert.equal(await bobUsed(), before + MiB, "the staged part still charged, once");
+  await cli(["user", "set", "bob", "--quota-bytes", String(8 * MiB), "--data", s3.data]);
+  await complete();
+  assert.equal(await bobUsed(), before + MiB);
   bob.destroy();
 });
 
