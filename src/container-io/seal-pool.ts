@@ -76,8 +76,11 @@ interface Registration {
 const MAX_FREE_BATCHES = 8;
 /** Sealing backlog (all writers) above which writers wait for their own batches before queueing more. */
 export const SEALING_BACKLOG_BYTES = 16 * 1024 * 1024;
-/** Sealed data waiting for the disk (all writers) above which writers wait for their own writes first. */
-export const DISK_BACKLOG_BYTES = 64 * 1024 * 1024;
+/**
+ * Sealed data waiting for the disk (all writers) above which writers wait for their own writes first. 32 MiB keeps
+ * the disk busy (each upload may still have 4 MiB on its way); 64 MiB let 100 concurrent uploads peak higher.
+ */
+export const DISK_BACKLOG_BYTES = 32 * 1024 * 1024;
 const MAX_FREE_OUTPUTS = 16;
 /**
  * Plaintext batch memory the writers' default batch size aims at over all open containers: up to 32 open, each

@@ -63,8 +63,9 @@ export const DEFAULT_LIMITS: SftpLimits = {
   reorderBytesTotal: 256 * MiB,
   queuedBytesPerConnection: 16 * MiB,
   // Counted in WRITE payload; the SSH packets the queued slices keep alive are about twice that (a 32 KiB WRITE
-  // straddles two channel messages): 64 MiB held ~124 MB with 100 uploads at once.
-  queuedBytesTotal: 32 * MiB,
+  // straddles two channel messages): 64 MiB held ~124 MB with 100 uploads at once. An OpenSSH client keeps at most
+  // 64 WRITEs (2 MiB) outstanding per file, so a few uploads never reach this; it bounds many at once.
+  queuedBytesTotal: 16 * MiB,
   // the blob store keeps up to 256 shard directories open (local-blobs.ts) besides the audit log and the database
   fdReserve: 512,
 };
