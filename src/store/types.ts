@@ -239,6 +239,10 @@ export interface NodeReads {
    * (parent_id, name_mac) index: a page of a large folder without reading the rest of it.
    */
   listChildrenAfter(parentId: string, afterMac: Buffer | undefined, limit: number): Promise<NodeRow[]>;
+  /** Only the id and sealed name of each child: what sorting a folder by name needs (see VfsTree.name's cache). */
+  listChildNames(parentId: string): Promise<{ id: string; nameCt: Buffer }[]>;
+  /** The children of `parentId` among `ids` (at most 1,000; missing ones, removed meanwhile, are left out). */
+  getChildren(parentId: string, ids: string[]): Promise<NodeRow[]>;
   hasChildren(parentId: string): Promise<boolean>;
   /** Every node in id order, `limit` at a time after `afterId` ("" = from the start): whole-tree passes. */
   nodesAfter(afterId: string, limit: number): Promise<NodeRow[]>;

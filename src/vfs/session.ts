@@ -217,14 +217,29 @@ export class Session implements VfsSession {
     await this.#live();
     this.#perms.require(p, "list");
     const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
-    const named = (await this.#vfs.store.listChildren(dir.id))
-      .map((row) => ({ name: this.#vfs.tree.name(row), row }))
+    // every name sorts (ids and sealed names only, opened through the tree's cache), then only the page's rows are read
+    const named = (await this.#vfs.store.listChildNames(dir.id))
+      .map((row) => ({ name: this.#vfs.tree.name(row), id: row.id }))
       .filter((e) => after === undefined || e.name > after)
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return {
-      entries: named.slice(0, limit).map((e) => ({ name: e.name, stat: this.#stat(e.row) })),
-      more: named.length > limit,
-    };
+    const entries: DirEntry[] = [];
+    for (let i = 0; i < Math.min(limit, named.length); i += 1000) {
+      const part = named.slice(i, Math.min(limit, i + 1000));
+      const rows = new Map(
+        (
+          await this.#vfs.store.getChildren(
+            dir.id,
+            part.map((e) => e.id),
+          )
+        ).map((r) => [r.id, r]),
+      );
+      for (const e of part) {
+        const row = rows.get(e.id);
+        // removed (or renamed) between the two reads: left out, as if listed a moment later
+        if (row && this.#vfs.tree.name(row) === e.name) entries.push({ name: e.name, stat: this.#stat(row) });
+      }
+    }
+    return { entries, more: named.length > limit };
   }
 
   /**

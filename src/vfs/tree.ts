@@ -7,10 +7,14 @@ import type { FileStat } from "./types.ts";
 
 export const ROOT_ID = "root";
 
+/** Opened names kept (about 150 bytes each: ~15 MB at most). */
+const NAME_CACHE_ENTRIES = 100_000;
+
 /** Path lookups over the encrypted node table: one indexed query per path component. */
 export class Tree {
   readonly store: MetaStore;
   readonly crypto: MetaCrypto;
+  readonly #names = new Map<string, { ct: Buffer; name: string }>();
 
   constructor(store: MetaStore, crypto: MetaCrypto) {
     this.store = store;
@@ -53,8 +57,22 @@ export class Tree {
     return st;
   }
 
-  name(node: NodeRow): string {
-    return this.crypto.openName(node.id, node.nameCt);
+  /**
+   * The node's name, from a bounded cache of opened names when the sealed name is the one opened before (the cache
+   * holds each entry's ciphertext, so a rename, a re-seal or another node's change is never served stale): sorting a
+   * 10,000-entry folder by name opened every name on every request (72 ms CPU of 230 per page).
+   */
+  name(node: Pick<NodeRow, "id" | "nameCt">): string {
+    const hit = this.#names.get(node.id);
+    if (hit?.ct.equals(node.nameCt)) return hit.name;
+    const name = this.crypto.openName(node.id, node.nameCt);
+    if (hit) this.#names.delete(node.id);
+    else if (this.#names.size >= NAME_CACHE_ENTRIES) {
+      // oldest first (insertion order): a bound, not an LRU; a folder listed again refills what it lost
+      this.#names.delete(this.#names.keys().next().value as string);
+    }
+    this.#names.set(node.id, { ct: Buffer.from(node.nameCt), name });
+    return name;
   }
 
   newDir(parentId: string, name: string, mtime = Date.now()): NodeRow {

@@ -342,6 +342,36 @@ export function metaStoreContract(driver: ContractDriver): void {
       });
     });
 
+    describe("children by name", () => {
+      it("lists ids and sealed names only, and reads back just the rows asked for, of that parent", async () => {
+        const dir: NodeRow = { ...fileNode(null, "kek:c:v1"), kind: "dir", blobId: null, keyRef: null };
+        const parent = dir.id;
+        const kids = Array.from({ length: 5 }, (_, i) => ({
+          ...fileNode(parent, "kek:c:v1"),
+          keyRef: null,
+          nameCt: Buffer.from(`ct-${i}`),
+        }));
+        const stranger = { ...fileNode(null, "kek:c:v1"), keyRef: null };
+        await store.transaction(async (tx) => {
+          for (const n of [dir, ...kids, stranger]) await tx.insertNode(n);
+        });
+        const names = await store.listChildNames(parent);
+        assert.deepEqual(
+          names.map((n) => [n.id, n.nameCt.toString()]).sort(),
+          kids.map((n) => [n.id, n.nameCt.toString()]).sort(),
+        );
+        const [a, b] = kids as [NodeRow, NodeRow];
+        const got = await store.getChildren(parent, [a.id, b.id, stranger.id, randomUUID()]);
+        assert.deepEqual(got.map((n) => n.id).sort(), [a.id, b.id].sort(), "only this parent's, only existing");
+        assert.deepEqual(
+          got.find((n) => n.id === a.id),
+          a,
+        );
+        assert.deepEqual(await store.getChildren(parent, []), []);
+        assert.deepEqual(await store.listChildNames(randomUUID()), []);
+      });
+    });
+
     describe("snapshot", () => {
       it("copies the committed state, with a concurrent transaction wholly in or wholly out", async () => {
         await store.transaction(async (tx) => {

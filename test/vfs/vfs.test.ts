@@ -45,6 +45,23 @@ describe("vfs over sqlite + local blobs + embedded KMS", () => {
     assert.deepEqual(names, ["f0.bin", "f1.bin", "f3145745.bin", "f65535.bin", "f65536.bin", "f65537.bin"]);
   });
 
+  it("sorts a folder by name a page at a time, and a rename or removal shows at once (the name cache is per sealed name)", async () => {
+    await s.mkdir("/sorted");
+    for (const n of ["c", "a", "e", "b", "d"]) await put(s, `/sorted/${n}`, Buffer.from(n));
+    const page = async (after?: string, limit = 2) => {
+      const list = s.listSorted?.bind(s);
+      assert.ok(list, "the vfs session sorts by name itself");
+      const r = await list("/sorted", after, limit);
+      return [r.entries.map((e) => `${e.name}:${e.stat.size}`), r.more] as const;
+    };
+    assert.deepEqual(await page(), [["a:1", "b:1"], true]);
+    assert.deepEqual(await page("b"), [["c:1", "d:1"], true]);
+    assert.deepEqual(await page("d"), [["e:1"], false]);
+    await s.rename("/sorted/a", "/sorted/f", false);
+    await s.remove("/sorted/c");
+    assert.deepEqual(await page(undefined, 10), [["b:1", "d:1", "e:1", "f:1"], false]);
+  });
+
   it("reads at arbitrary offsets", async () => {
     const data = randomBytes(500_000);
     await put(s, "/random.bin", data);

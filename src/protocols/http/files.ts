@@ -303,8 +303,8 @@ export function fileRoutes(deps: HttpDeps): Route[] {
         operationId: "listDirectory",
         summary: "List a directory a page at a time, sorted by name (default) or in store order",
         description:
-          "order=name (default) sorts the whole folder by name, so every page costs the whole folder (each entry's " +
-          "name and attributes are decrypted). order=store pages in a stable server order (not alphabetical; sorting " +
+          "order=name (default) sorts the whole folder by name, so every page reads every entry's id and sealed name " +
+          "(opened names are cached while unchanged), then only the page's entries. order=store pages in a stable server order (not alphabetical; sorting " +
           "is then the client's business) and reads and decrypts only that page's entries: use it for large folders. " +
           "A cursor is valid only with the order that issued it.",
         tags: ["files"],
@@ -337,7 +337,7 @@ export function fileRoutes(deps: HttpDeps): Route[] {
         const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
         return withVfs(deps, principal, async (vfs) => {
           if (!vfs.listSorted) return listingPage(await vfs.list(query.path), query.path, query.limit, query.cursor);
-          // only the page's attributes are decrypted; every name still is, to sort
+          // only the page's rows are read and decrypted; every name is sorted (opened through the tree's cache)
           const { entries, more } = await vfs.listSorted(query.path, after, query.limit);
           return {
             path: query.path,

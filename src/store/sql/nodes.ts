@@ -63,6 +63,20 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
             );
       return rows.map(toNode);
     },
+    async listChildNames(parentId) {
+      return (await sql.all("SELECT id, name_ct FROM nodes WHERE parent_id = ?", parentId)).map((r) => ({
+        id: r.id as string,
+        nameCt: buf(r.name_ct),
+      }));
+    },
+    async getChildren(parentId, ids) {
+      if (ids.length === 0) return [];
+      if (ids.length > 1000) throw new Error("getChildren: at most 1,000 ids");
+      const marks = ids.map(() => "?").join(", ");
+      return (await sql.all(`SELECT * FROM nodes WHERE parent_id = ? AND id IN (${marks})`, parentId, ...ids)).map(
+        toNode,
+      );
+    },
     async hasChildren(parentId) {
       return (await sql.get("SELECT 1 FROM nodes WHERE parent_id = ? LIMIT 1", parentId)) !== undefined;
     },
