@@ -1,4 +1,4 @@
-// The web app's upload path: one file uploaded from Debian's chromium through the app (file picker, tus in 8 MiB
+// The web app's upload path: one file uploaded from Debian's chromium through the app (file picker, tus in 64 MiB
 // PATCH requests with progress) against `curl -T` of the same file to PUT /api/v1/files on the same server, same run;
 // plus the server's peak RSS during the browser upload.
 import { execFile } from "node:child_process";
@@ -26,7 +26,7 @@ export const web: BenchModule = {
   method: [
     "**Web upload**: one atrest server (HTTPS on a loopback port, its self-signed certificate pinned by both clients). " +
       "A 512 MiB random file uploaded (a) from headless Debian chromium driven by playwright-core through the web app's " +
-      "file picker: tus creation, then 8 MiB PATCH requests from XMLHttpRequest (upload progress), timed from picking " +
+      "file picker: tus creation, then 64 MiB PATCH requests from XMLHttpRequest (upload progress), timed from picking " +
       "the file to the app showing it done; (b) by `curl -T` to `PUT /api/v1/files/<path>` with the session cookie " +
       "over HTTP/2 and over HTTP/1.1. Interleaved, best of 2. Ratio = browser time / curl time. Server RSS: peak VmRSS of the server process " +
       "during the browser uploads.",
