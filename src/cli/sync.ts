@@ -1,7 +1,7 @@
 // `atrest sync …`: the end-to-end encrypted sync client (docs/sync-protocol.md). State in --state (default
 // ~/.atrest-sync): the device's keys sealed under an argon2id key of the passphrase (ATREST_SYNC_PASSPHRASE, else a
 // prompt). The server sees public keys, signed manifests and ciphertext only.
-import { watch } from "node:fs";
+import { type FSWatcher, watch } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -52,6 +52,28 @@ function bar(t: Transfer): void {
     `\ratrest sync: ${t.direction === "up" ? "↑" : "↓"} [${"#".repeat(fill)}${"-".repeat(width - fill)}] ${Math.floor(frac * 100)}% ` +
       `${t.files}/${t.filesTotal} files ${mib(t.bytes)}/${mib(t.bytesTotal)} MiB${done ? "\n" : ""}`,
   );
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+const NETWORK_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** Worth another step later: the server unreachable or failing, or another device kept publishing first. */
+function transient(err: unknown): boolean {
+  if (err instanceof SyncApiError) return err.problemCode === "STALE_MANIFEST" || err.status >= 500;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === "string" && NETWORK_ERRORS.has(code);
 }
 
 function summary(r: StepReport): string {
@@ -275,56 +297,104 @@ export function registerSync(program: Command): void {
     .option("--trust-owner", "sync a region whose owner's fingerprint was not verified")
     .action(async (dir: string, opts) => {
       const root = resolve(dir);
-      await withSession(opts.state, async (s) => {
-        const step = async () => {
-          try {
-            out(
-              summary(
-                await syncStep(s, opts.region, {
-                  dir: root,
-                  trustOwner: opts.trustOwner === true,
-                  progress,
-                  transfer: bar,
-                }),
-              ),
-            );
-          } catch (err) {
-            if (err instanceof SyncApiError && err.problemCode === "DEVICE_REVOKED") {
-              const w = await wipeIfRevoked(s, [opts.region]);
-              if (w.wiped)
+      // SIGTERM/SIGINT stop the run with a consistent state: a step that has not published yet stops at once with
+      // nothing sent (its uploads are aborted), one that has keeps what it published, saves its base and leaves the
+      // rest to the next run. A second signal ends the process at once (the state is crash-safe, §11).
+      const stop = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stop.signal.aborted) process.exit(signal === "SIGINT" ? 130 : 143);
+        process.stderr.write(`atrest sync: ${signal}: stopping\n`);
+        stop.abort();
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      const stopped = () => stop.signal.aborted;
+      try {
+        await withSession(opts.state, async (s) => {
+          const step = async (always: boolean) => {
+            try {
+              const r = await syncStep(s, opts.region, {
+                dir: root,
+                trustOwner: opts.trustOwner === true,
+                progress,
+                transfer: bar,
+                signal: stop.signal,
+              });
+              // a continuous run says only what changed (and its first step)
+              if (always || r.uploaded || r.downloaded || r.deletedLocal || r.deletedRemote || r.renamed || r.skipped)
+                out(summary(r));
+            } catch (err) {
+              if (stopped() && (err as Error | undefined)?.name === "AbortError") {
+                progress("stopped before publishing: nothing was sent, the next run starts over");
+                return;
+              }
+              if (err instanceof SyncApiError && err.problemCode === "DEVICE_REVOKED") {
+                const w = await wipeIfRevoked(s, [opts.region]);
+                if (w.wiped)
+                  throw new AtrestError(
+                    "REFUSED",
+                    `this device was revoked: its synced copy was wiped (${w.files} files)`,
+                  );
                 throw new AtrestError(
                   "REFUSED",
-                  `this device was revoked: its synced copy was wiped (${w.files} files)`,
+                  "the server says this device is revoked, but no signed revocation exists: not wiping",
                 );
-              throw new AtrestError(
-                "REFUSED",
-                "the server says this device is revoked, but no signed revocation exists: not wiping",
-              );
+              }
+              throw err;
             }
-            throw err;
+          };
+          if (opts.once) return void (await step(true));
+          // changes seen while a step runs make the next one start at once (its own downloads too: a no-op step)
+          let dirty = false;
+          let w: FSWatcher | undefined;
+          try {
+            w = watch(root, { recursive: true }, () => {
+              dirty = true;
+            });
+            w.on("error", (err) => {
+              progress(`stopped watching ${root} (${err.message}): rescanning every ${opts.interval} s`);
+              w?.close();
+            });
+          } catch (err) {
+            // e.g. the inotify watch limit: the periodic rescan still finds every change
+            progress(`not watching ${root} (${(err as Error).message}): rescanning every ${opts.interval} s`);
           }
-        };
-        await step();
-        if (opts.once) return;
-        let dirty = false;
-        const w = watch(root, { recursive: true }, () => {
-          dirty = true;
-        });
-        try {
-          const interval = Math.max(1, Number(opts.interval)) * 1000;
-          let last = Date.now();
-          for (;;) {
-            await new Promise((r) => setTimeout(r, 1000));
-            if (dirty || Date.now() - last >= interval) {
+          try {
+            const interval = Math.max(1, Number(opts.interval)) * 1000;
+            let last = Number.NEGATIVE_INFINITY;
+            let failures = 0;
+            let first = true;
+            while (!stopped()) {
+              if (!(dirty || Date.now() - last >= interval)) {
+                await sleep(1000, stop.signal);
+                continue;
+              }
               dirty = false;
               last = Date.now();
-              await step();
+              try {
+                await step(first || failures > 0);
+                first = false;
+                failures = 0;
+              } catch (err) {
+                // a server that is down or busy, a file that kept changing: the run goes on and tries again
+                if (!transient(err)) throw err;
+                failures++;
+                const wait = Math.min(interval, 1000 * 2 ** Math.min(failures, 6));
+                progress(
+                  `step failed (${err instanceof Error ? err.message : String(err)}): again in ${wait / 1000} s`,
+                );
+                last = Date.now() - interval + wait;
+              }
             }
+          } finally {
+            w?.close();
           }
-        } finally {
-          w.close();
-        }
-      });
+        });
+        if (stopped()) progress("stopped");
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      }
     });
   sync
     .command("restore <path>")

@@ -31,6 +31,8 @@ interface Sent {
   body?: Buffer | Readable;
   length?: number;
   headers?: Record<string, string>;
+  /** Aborts the request (and the response stream): a run being stopped. */
+  signal?: AbortSignal;
 }
 
 export class HttpsClient {
@@ -76,6 +78,7 @@ export class HttpsClient {
           headers,
           agent: this.#agent,
           ...(this.#ca ? { ca: this.#ca } : {}),
+          ...(sent.signal ? { signal: sent.signal } : {}),
         },
         (res) => {
           const status = res.statusCode ?? 0;
@@ -200,14 +203,15 @@ export class SyncApi {
   async envelopes(region: string): Promise<unknown[]> {
     return (await this.http.json<{ envelopes: unknown[] }>("GET", `${R(region)}/envelopes`)).envelopes;
   }
-  putBlob(region: string, hash: string, body: Buffer | Readable, length?: number) {
+  putBlob(region: string, hash: string, body: Buffer | Readable, length?: number, signal?: AbortSignal) {
     return this.http.json<{ created: boolean; size: number }>("PUT", `${R(region)}/blobs/${hash}`, {
       body,
       ...(length === undefined ? {} : { length }),
+      ...(signal ? { signal } : {}),
     });
   }
-  getBlob(region: string, hash: string): Promise<IncomingMessage> {
-    return this.http.stream("GET", `${R(region)}/blobs/${hash}`);
+  getBlob(region: string, hash: string, signal?: AbortSignal): Promise<IncomingMessage> {
+    return this.http.stream("GET", `${R(region)}/blobs/${hash}`, signal ? { signal } : {});
   }
   createLink(region: string, link: { id: string; blobHash: string; payload: string; expiresAt: string }) {
     return this.http.json<{ id: string; expiresAt: string }>("POST", `${R(region)}/links`, { json: link });

@@ -32,6 +32,12 @@ export interface StepOptions {
   progress?: (line: string) => void;
   /** Counters after each file of an upload or download batch (for a progress bar). */
   transfer?: (t: Transfer) => void;
+  /**
+   * Stops the step early with a consistent state: before it publishes, it rejects with the abort reason and nothing
+   * was published or changed here; after, it publishes and saves its base, leaving the local changes it did not apply
+   * (downloads, moves, deletes) to the next step.
+   */
+  signal?: AbortSignal;
 }
 
 export interface StepReport {
@@ -227,6 +233,7 @@ export async function syncStep(session: Session, regionId: string, o: StepOption
 
 async function attemptStep(session: Session, regionId: string, o: StepOptions): Promise<StepReport> {
   const root = o.dir;
+  o.signal?.throwIfAborted();
   await mkdir(root, { recursive: true });
   // what a step killed midway left (uploads and downloads in progress): one client per state directory
   await rm(session.state.tmp, { recursive: true, force: true });
@@ -523,10 +530,11 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       const fver = (e?.fver ?? 0) + 1;
       const src = join(root, pathBefore(plan, u));
       jobs.push(async () => {
-        const blob = await encryptToTemp(session, src, regionId, u.id, fver, epoch, key, u.local);
+        o.signal?.throwIfAborted();
+        const blob = await encryptToTemp(session, src, regionId, u.id, fver, epoch, key, u.local, o.signal);
         try {
           o.progress?.(`↑ ${u.path} (${u.local.size} bytes)`);
-          await session.api.putBlob(regionId, blob.hash, createReadStream(blob.path), blob.size);
+          await session.api.putBlob(regionId, blob.hash, createReadStream(blob.path), blob.size, o.signal);
         } finally {
           await unlink(blob.path).catch(() => undefined);
         }
@@ -590,6 +598,8 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
         const { size, mtimeMs, sha } = u.local;
         pending[u.id] = { path: u.path, kind: "file", sha, size, mtimeMs, fver: e.fver, hash: e.hash };
       }
+      // the last point to stop with nothing published; from here the step finishes (one small request)
+      o.signal?.throwIfAborted();
       ctx.state.pending = pending;
       await session.state.writeRegion(ctx.state);
       const next = await session.publish(ctx, { entries: [...plan.entries.values()] });
@@ -613,7 +623,13 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
     const down: Transfer = { direction: "down", files: 0, filesTotal: downloads.length, bytes: 0, bytesTotal: 0 };
     for (const op of downloads) down.bytesTotal += final.byId.get(op.id)?.entry.size ?? 0;
     for (const op of plan.ops) {
-      const done = await applyOp(session, ctx, root, op, final, report, o.progress);
+      // stopping: what is not applied yet stays as it was in the base, so the next step applies it
+      const done =
+        !o.signal?.aborted &&
+        (await applyOp(session, ctx, root, op, final, report, o.progress, o.signal).catch((err) => {
+          if (o.signal?.aborted) return false;
+          throw err;
+        }));
       if (op.op === "download") {
         down.files++;
         down.bytes += final.byId.get(op.id)?.entry.size ?? 0;
@@ -658,6 +674,12 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
         fver: r.entry.fver,
       };
     }
+    // a delete not applied (stopped, or the file changed): the base keeps it, so the next step deletes it or, if it
+    // was edited here, keeps the edit as a live entry again (else it would come back as a new file)
+    for (const id of skipped) {
+      const old = baseById.get(id);
+      if (old && !final.byId.has(id)) base[id] = old;
+    }
     ctx.state.base = base;
     delete ctx.state.pending;
     ctx.state.dir = root;
@@ -683,6 +705,7 @@ async function encryptToTemp(
   epoch: number,
   key: Buffer,
   l: Local,
+  signal?: AbortSignal,
 ): Promise<{ path: string; hash: string; size: number; sha: string; plainSize: number }> {
   const tmp = join(session.state.tmp, `up-${randomUUID()}`);
   const enc = new FileEncoder(key, regionId, epoch, fileIdOf(regionId, entryId, fver));
@@ -698,7 +721,7 @@ async function encryptToTemp(
       if (bufs.length) await out.writev(bufs);
     };
     await put([enc.header]);
-    for await (const c of createReadStream(src, { highWaterMark: 1 << 20 })) {
+    for await (const c of createReadStream(src, { highWaterMark: 1 << 20, ...(signal ? { signal } : {}) })) {
       ph.update(c as Buffer);
       plainSize += (c as Buffer).length;
       await put(enc.push(c as Buffer));
@@ -727,6 +750,7 @@ async function applyOp(
   final: ReturnType<typeof remoteView>,
   report: StepReport,
   progress?: (l: string) => void,
+  signal?: AbortSignal,
 ): Promise<boolean> {
   switch (op.op) {
     case "mkdir":
@@ -756,7 +780,7 @@ async function applyOp(
       const r = final.byId.get(op.id);
       if (r?.entry.kind !== "file") return true;
       const tmp = join(session.state.tmp, `down-${randomUUID()}`);
-      await downloadVerified(session, ctx, r, tmp);
+      await downloadVerified(session, ctx, r, tmp, signal);
       try {
         if (!(await unchanged(root, op.to, op.expect))) return false;
         await mkdir(dirname(join(root, op.to)), { recursive: true });
@@ -775,7 +799,13 @@ async function applyOp(
 }
 
 /** Streams a blob into `tmp`: blob SHA-256 and size as signed, every segment authenticated, plaintext hash as named. */
-async function downloadVerified(session: Session, ctx: RegionCtx, r: Remote, tmp: string): Promise<void> {
+async function downloadVerified(
+  session: Session,
+  ctx: RegionCtx,
+  r: Remote,
+  tmp: string,
+  signal?: AbortSignal,
+): Promise<void> {
   const e = r.entry;
   const dec = new FileDecoder(
     e.blobSize,
@@ -787,7 +817,7 @@ async function downloadVerified(session: Session, ctx: RegionCtx, r: Remote, tmp
       return k;
     },
   );
-  const res = await session.api.getBlob(ctx.manifest.regionId, e.hash);
+  const res = await session.api.getBlob(ctx.manifest.regionId, e.hash, signal);
   const out = await open(tmp, "wx", 0o600);
   const ch = createHash("sha256");
   const ph = createHash("sha256");
