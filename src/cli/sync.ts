@@ -67,9 +67,18 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-const NETWORK_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH"]);
+const NETWORK_ERRORS = new Set([
+  "ENOENT",
+  "ENOTDIR",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
 
-/** Worth another step later: the server unreachable or failing, or another device kept publishing first. */
+/** Worth another step later: the server unreachable or failing, another device kept publishing first, or files kept vanishing under the step. */
 function transient(err: unknown): boolean {
   if (err instanceof SyncApiError) return err.problemCode === "STALE_MANIFEST" || err.status >= 500;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { rmSync, writeFileSync } from "node:fs";
 import { access, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -104,7 +105,12 @@ describe("sync run: continuous two-way sync on two devices, stopped cleanly", ()
           async () =>
             JSON.stringify(await treeOf(a1.dir)) === JSON.stringify(expect) &&
             JSON.stringify(await treeOf(a2.dir)) === JSON.stringify(expect),
-          async () => ({ laptop: await treeOf(a1.dir), phone: await treeOf(a2.dir), out: r1.stderr.slice(-2000) }),
+          async () => ({
+            laptop: await treeOf(a1.dir),
+            phone: await treeOf(a2.dir),
+            laptopOut: r1.stderr.slice(-2000),
+            phoneOut: r2.stderr.slice(-2000),
+          }),
         );
       };
       await converged("first sync", await treeOf(a1.dir));
@@ -205,8 +211,8 @@ describe("sync step stopped by its signal: before publishing nothing is sent, af
     await removeDir(dir);
   });
 
-  /** One step of `d` in this process, aborted when `when` says so on a progress line. */
-  async function stoppedStep(d: Device, when: (line: string) => boolean) {
+  /** One step of `d` in this process, aborted when `when` says so on a progress line (`on`: the user meanwhile). */
+  async function stoppedStep(d: Device, when: (line: string) => boolean, on?: (line: string) => void) {
     const s = await Session.open(d.state, d.env.ATREST_SYNC_PASSPHRASE as string);
     const stop = new AbortController();
     try {
@@ -214,6 +220,7 @@ describe("sync step stopped by its signal: before publishing nothing is sent, af
         dir: d.dir,
         signal: stop.signal,
         progress: (line) => {
+          on?.(line);
           if (when(line)) stop.abort();
         },
       });
@@ -279,5 +286,35 @@ describe("sync step stopped by its signal: before publishing nothing is sent, af
     assert.deepEqual(Object.keys(files(tree)).sort(), ["n1.txt", "n2.txt", "one.txt", "two.txt", "z.txt"]);
     assert.equal(await readFile(join(a2.dir, "z.txt"), "utf8"), "z v2 from the laptop");
     assert.deepEqual(await treeOf(a2.dir), tree);
+  });
+
+  test("a file deleted or edited right after its download, before the step ends: the next step sends that", async () => {
+    await writeFile(join(a2.dir, "gone.txt"), "gone v1");
+    await writeFile(join(a2.dir, "edited.txt"), "edited v1");
+    await a2.sync(region);
+    // the user deletes one and edits the other as soon as each is in place, before the step saves its base
+    const r = await stoppedStep(
+      a1,
+      () => false,
+      (line) => {
+        if (line.startsWith("↓ gone.txt")) rmSync(join(a1.dir, "gone.txt"));
+        if (line.startsWith("↓ edited.txt")) writeFileSync(join(a1.dir, "edited.txt"), "edited v2 on the laptop");
+      },
+    );
+    assert.equal(r.downloaded, 2);
+    const next = await a1.sync(region);
+    assert.match(next.stdout, /up 1 .*deleted 0 here, 1 there/, next.stdout);
+    assert.match((await a1.sync(region)).stdout, /up 0 .*down 0/);
+    await a2.sync(region);
+    for (const d of [a1, a2]) {
+      const t = await treeOf(d.dir);
+      assert.equal(t["gone.txt"], undefined, `${d.name}: the deleted file does not come back`);
+      assert.deepEqual(
+        Object.keys(t).filter((p) => p.includes("(conflict ")),
+        [],
+        `${d.name}: no conflict copy of the laptop's own download`,
+      );
+      assert.equal(await readFile(join(d.dir, "edited.txt"), "utf8"), "edited v2 on the laptop");
+    }
   });
 });

@@ -117,7 +117,11 @@ async function scan(
 ): Promise<Map<string, Local>> {
   const out = new Map<string, Local>();
   const walk = async (rel: string) => {
-    const entries = await readdir(join(root, rel), { withFileTypes: true });
+    // an item deleted while the scan runs is absent (the user's change of the moment: the watcher brings a new step)
+    const entries = await readdir(join(root, rel), { withFileTypes: true }).catch((err) => {
+      if (rel && vanished(err)) return [];
+      throw err;
+    });
     for (const d of entries) {
       if (!isValidName(d.name)) {
         progress?.(`skip ${posix.join(rel, d.name)}: not a valid name`);
@@ -128,7 +132,11 @@ async function scan(
         out.set(p, { kind: "dir", size: 0, mtimeMs: 0 });
         await walk(p);
       } else if (d.isFile()) {
-        const st = await stat(join(root, p));
+        const st = await stat(join(root, p)).catch((err) => {
+          if (vanished(err)) return undefined;
+          throw err;
+        });
+        if (!st?.isFile()) continue;
         const b = base.get(p);
         const l: Local = { kind: "file", size: st.size, mtimeMs: Math.trunc(st.mtimeMs) };
         if (b && b.kind === "file" && b.size === l.size && b.mtimeMs === l.mtimeMs) l.sha = b.sha;
@@ -138,6 +146,12 @@ async function scan(
   };
   await walk("");
   return out;
+}
+
+/** A local file or folder that went away (or was replaced by a file) between two looks at it. */
+function vanished(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === "ENOENT" || code === "ENOTDIR";
 }
 
 async function localSha(root: string, path: string, l: Local): Promise<string> {
@@ -224,6 +238,12 @@ export async function syncStep(session: Session, regionId: string, o: StepOption
     } catch (err) {
       if (err instanceof SyncApiError && err.problemCode === "STALE_MANIFEST" && attempt < 8) {
         o.progress?.("another device published first: merging again");
+        continue;
+      }
+      // a local file deleted or moved while the step read or placed it: the plan is stale, not wrong; a new attempt
+      // scans again (after publishing, it finds its own publish through the intent, §11)
+      if (vanished(err) && attempt < 8) {
+        o.progress?.(`${(err as Error).message}: the tree changed meanwhile, merging again`);
         continue;
       }
       throw err;
@@ -618,6 +638,8 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       bytesDown: 0,
     };
     const skipped = new Set<string>();
+    /** Entries an op of this step put at their final path. */
+    const placed = new Set<string>();
     const final = remoteView(ctx);
     const downloads = plan.ops.filter((op) => op.op === "download");
     const down: Transfer = { direction: "down", files: 0, filesTotal: downloads.length, bytes: 0, bytesTotal: 0 };
@@ -638,6 +660,9 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       if (!done) {
         skipped.add(op.id);
         report.skipped++;
+      } else {
+        const to = op.op === "mkdir" ? op.path : op.op === "download" || op.op === "move" ? op.to : undefined;
+        if (to !== undefined && final.byId.get(op.id)?.path === to) placed.add(op.id);
       }
     }
     // empty folders the remote deleted
@@ -651,18 +676,40 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
         if (old) base[id] = old;
         continue;
       }
+      const l = local.get(r.path);
+      // this step left the entry's content at its path (placed it, or found it there): if the user deleted or
+      // edited it since, the base must still say synced, so the next step sends that change (a file deleted right
+      // after its download would else come back, and an edit of it meet the download as a conflict)
+      const synced =
+        placed.has(id) || (r.entry.kind === "dir" ? l?.kind === "dir" : l?.kind === "file" && l.sha === r.sha);
       const st = await stat(join(root, r.path)).catch(() => undefined);
-      if (!st) continue;
       if (r.entry.kind === "dir") {
-        base[id] = { path: r.path, kind: "dir", sha: "", size: 0, mtimeMs: 0, fver: r.entry.fver };
+        if (st || synced) base[id] = { path: r.path, kind: "dir", sha: "", size: 0, mtimeMs: 0, fver: r.entry.fver };
         continue;
       }
-      const l = local.get(r.path);
+      const asPlaced: BaseEntry = {
+        path: r.path,
+        kind: "file",
+        sha: r.sha,
+        size: r.entry.size,
+        mtimeMs: placed.has(id) || !l ? r.mtimeMs : l.mtimeMs,
+        fver: r.entry.fver,
+      };
+      if (!st?.isFile()) {
+        if (!st && synced) base[id] = asPlaced;
+        continue;
+      }
       const known = l?.sha === r.sha && l.size === st.size && l.mtimeMs === Math.trunc(st.mtimeMs);
-      const sha = known ? r.sha : await shaOfFile(join(root, r.path));
+      const sha = known
+        ? r.sha
+        : await shaOfFile(join(root, r.path)).catch((err) => {
+            if (vanished(err)) return undefined;
+            throw err;
+          });
       if (sha !== r.sha) {
         const old = baseById.get(id);
-        if (old) base[id] = old;
+        if (synced) base[id] = asPlaced;
+        else if (old) base[id] = old;
         continue;
       }
       base[id] = {
