@@ -37,9 +37,6 @@ export const EXCLUSIONS: Exclusion[] = [
       "test_access_bucket_private_objectv2_publicread",
       "test_access_bucket_private_objectv2_publicreadwrite",
       "test_bucket_listv2_objects_anonymous",
-      "test_bucket_listv2_objects_anonymous_fail",
-      "test_object_presigned_put_object_with_acl",
-      "test_object_presigned_put_object_with_acl_tenant",
     ],
   },
   {
