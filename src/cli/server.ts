@@ -248,7 +248,12 @@ export function registerServer(program: Command): void {
           audit: app.audit,
           quotaOf: async (user) => (await app.store.getUser(user))?.quotaBytes ?? 0,
         });
+        const { COOKIE_KEY_CONTEXT, COOKIE_KEY_SETTING } = await import("../protocols/http/sealed-cookie.ts");
+        const { serviceKey } = await import("../keys/service-keys.ts");
+        // one key for every node on this store: a cookie sealed by one node opens on the others
+        const cookieKey = await serviceKey(app.store, app.keys, COOKIE_KEY_SETTING, "default", COOKIE_KEY_CONTEXT);
         http = await startHttpServer({
+          cookieKey,
           sync,
           host: config.host,
           port: config.httpPort === "auto" ? 0 : config.httpPort,

@@ -40,8 +40,16 @@ export async function serviceKey(
     key = await keys.unwrap(wrapped, context);
   } else {
     const dk = await keys.generateDataKey(kek, context);
-    await store.transaction((tx) => tx.setSetting(setting, dk.wrapped));
-    key = dk.plaintext;
+    // another node (or process) starting on the same fresh store may have stored one meanwhile: everyone keeps that one
+    const theirs = await store.transaction(async (tx) => {
+      const now = await tx.getSetting(setting);
+      if (!now) await tx.setSetting(setting, dk.wrapped);
+      return now;
+    });
+    if (theirs) {
+      dk.plaintext.fill(0);
+      key = await keys.unwrap(theirs, context);
+    } else key = dk.plaintext;
   }
   try {
     await register(store, setting, context);

@@ -212,7 +212,7 @@ export class LoginService {
       if (cred.method === "oidc") {
         if (cred.refused !== undefined) return await fail(cred.refused);
         const id = await accounts.userId?.(req.user);
-        if (!id) return await fail("unknown user or account disabled");
+        if (!id) return await fail("unknown user"); // or disabled: userId tells neither apart
         return await succeed(req.user);
       }
       if (cred.method === "password") {

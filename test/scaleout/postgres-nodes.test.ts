@@ -4,7 +4,9 @@
 // - a file written through one node reads through the other at once (small and multipart-sized);
 // - a rename through one node racing a delete of the same file through the other: exactly one wins, nothing is lost
 //   or duplicated;
-// - users added or removed through one data dir are seen by the other node at once;
+// - users added or removed through one data dir are seen by the other node at once; a user disabled through one
+//   node's API is logged out of and refused by the other;
+// - a share link unlocked through one node opens through the other (the unlock cookie is sealed, not kept in memory);
 // - each node's audit log carries its node id and verifies.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -195,6 +197,42 @@ describe("two server nodes on one PostgreSQL store and one S3 bucket", skip, () 
       console.log(
         `rename vs delete x${N}: ${results.filter((r) => r.renamed).length} renamed, ${results.filter((r) => r.deleted).length} deleted`,
       );
+    });
+
+    it("a share link unlocked through one node opens through the other (sealed cookie, no per-process state)", async () => {
+      const body = randomBytes(4096);
+      assert.equal((await bob[0]?.req("PUT", "/api/v1/files/shared.bin", { body }))?.status, 201);
+      const made = await bob[0]?.req("POST", "/api/v1/shares", {
+        json: { path: "/shared.bin", password: "open sesame" },
+      });
+      assert.equal(made?.status, 201, made?.body.toString());
+      const link = made?.json<{ link: string }>().link;
+      const visitor = nodes[0]?.api.fresh() as ApiClient;
+      const unlock = await visitor.req("POST", `/api/v1/s/${link}/unlock`, { json: { password: "open sesame" } });
+      assert.equal(unlock.status, 200, unlock.body.toString());
+      const set = unlock.headers["set-cookie"];
+      const cookie = (Array.isArray(set) ? set[0] : String(set)).split(";")[0] ?? "";
+      const other = nodes[1]?.api.fresh() as ApiClient;
+      assert.equal((await other.req("GET", `/api/v1/s/${link}/download`)).status, 401, "locked without the cookie");
+      const got = await other.req("GET", `/api/v1/s/${link}/download`, { headers: { cookie } });
+      assert.equal(got.status, 200, got.body.toString());
+      assert.equal(sha(got.body), sha(body));
+    });
+
+    it("a user disabled through node a's API loses node b's session and cannot log in there", async () => {
+      await cli(["user", "add", "dina", "--password-stdin", "--data", nodes[0]?.data ?? ""], "dina-password\n");
+      await cli(
+        ["user", "add", "root", "--role", "admin", "--password-stdin", "--data", nodes[0]?.data ?? ""],
+        "root-password\n",
+      );
+      const dina = nodes[1]?.api.fresh() as ApiClient;
+      assert.equal((await dina.login("dina", "dina-password")).status, 200);
+      const root = nodes[0]?.api.fresh() as ApiClient;
+      assert.equal((await root.login("root", "root-password")).status, 200);
+      const off = await root.req("PATCH", "/api/v1/admin/users/dina", { json: { disabled: true } });
+      assert.equal(off.status, 200, off.body.toString());
+      assert.equal((await dina.req("GET", "/api/v1/fs/list")).status, 401, "node b reads the user at each request");
+      assert.equal((await nodes[1]?.api.fresh().login("dina", "dina-password"))?.status, 401);
     });
 
     it("a user removed through node b's data dir can no longer log in through node a", async () => {

@@ -18,6 +18,7 @@ import type { SyncServer } from "../../sync/server/service.ts";
 import type { KeyCustody } from "./custody.ts";
 import type { HealthCheck } from "./health.ts";
 import type { OidcSettings } from "./oidc-settings.ts";
+import type { SealedCookies } from "./sealed-cookie.ts";
 import type { SessionSettings, SessionTable } from "./sessions.ts";
 
 export interface HttpServerOptions {
@@ -57,6 +58,11 @@ export interface HttpServerOptions {
   webRoot?: string | false;
   /** E2EE sync (src/sync/server); absent: the /api/v1/sync routes answer 501. */
   sync?: SyncServer;
+  /**
+   * 32 bytes for the sealed cookies (sealed-cookie.ts: share unlocks, OIDC login state), the same on every node of
+   * a cluster (a key-manager-wrapped setting); the server derives its keys from it and zeroes them at close.
+   */
+  cookieKey: Buffer;
   /** Unfinished tus uploads are dropped after this long without a PATCH (default 1 h). */
   uploadIdleMs?: number;
 }
@@ -64,4 +70,5 @@ export interface HttpServerOptions {
 export interface HttpDeps {
   options: HttpServerOptions;
   sessions: SessionTable;
+  cookies: SealedCookies;
 }

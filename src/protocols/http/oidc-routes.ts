@@ -1,7 +1,8 @@
 // OIDC login (openid-client): authorization code flow with PKCE (S256), `state` and `nonce`. `GET
-// /api/v1/auth/oidc/login` sends the browser to the provider with a fresh state, nonce and code verifier, kept in this
-// process and bound to the browser by an HttpOnly cookie holding the state; the provider sends it back to `GET
-// /api/v1/auth/oidc/callback`, where the state must match the cookie's and a pending login, the code is exchanged
+// /api/v1/auth/oidc/login` sends the browser to the provider with a fresh state, nonce and code verifier, kept in the
+// browser's HttpOnly cookie sealed under the server's cookie key (sealed-cookie.ts: any node of a cluster finishes the
+// login); the provider sends it back to `GET /api/v1/auth/oidc/callback`, where the state must match the cookie's
+// (an unexpired login started in this browser), the code is exchanged
 // with the verifier, the ID token is checked (issuer, audience, signature, nonce) and the user claim names the atrest
 // user. Provisioning (auto: create at first login; existing: must exist) and the group claim → groups mapping go
 // through the admin use-cases; the login itself goes through the LoginService like a password (the defender's ban
@@ -19,19 +20,26 @@ import { SESSION_COOKIE } from "./sessions.ts";
 
 const STATE_COOKIE = "__Host-atrest_oidc";
 const PENDING_MS = 10 * 60_000;
-const MAX_PENDING = 10_000;
+const OIDC_PURPOSE = "oidc-login";
 
 interface Pending {
   verifier: string;
   nonce: string;
-  until: number;
   /** Where the web app wants to land after login (a path on this server). */
   next: string;
 }
 
 export function oidcRoutes(deps: HttpDeps): Route[] {
   const settings = deps.options.oidc;
-  const pending = new Map<string, Pending>();
+  // the login's state, nonce and PKCE verifier travel in the browser's sealed cookie (any node finishes the login)
+  const pending = {
+    seal: (state: string, p: Pending) => deps.cookies.seal(OIDC_PURPOSE, { state, ...p }, PENDING_MS),
+    open: (value: string | undefined): (Pending & { state: string }) | undefined => {
+      const v = deps.cookies.open(OIDC_PURPOSE, value);
+      const ok = v && [v.state, v.verifier, v.nonce, v.next].every((x) => typeof x === "string");
+      return ok ? (v as unknown as Pending & { state: string }) : undefined;
+    },
+  };
   let config: Promise<oidc.Configuration> | undefined;
   const configuration = () => {
     if (!settings) throw new HttpProblem(404, "NOT_FOUND", "OIDC login is not configured");
@@ -42,10 +50,6 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
         throw err;
       });
     return config;
-  };
-  const sweep = () => {
-    const now = Date.now();
-    for (const [k, p] of pending) if (p.until <= now) pending.delete(k);
   };
   const system: Actor = {
     user: `oidc:${settings ? new URL(settings.issuer).host : "-"}`,
@@ -98,9 +102,6 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
         const verifier = oidc.randomPKCECodeVerifier();
         const state = oidc.randomState();
         const nonce = oidc.randomNonce();
-        if (pending.size >= MAX_PENDING) sweep();
-        if (pending.size >= MAX_PENDING) pending.delete(pending.keys().next().value as string);
-        pending.set(state, { verifier, nonce, until: Date.now() + PENDING_MS, next: query.next });
         const url = oidc.buildAuthorizationUrl(cfg, {
           redirect_uri: s.redirectUri,
           scope: s.scopes.join(" "),
@@ -110,7 +111,7 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
           nonce,
         });
         // SameSite=Lax: the provider's redirect back is a cross-site top-level navigation
-        reply.setCookie(STATE_COOKIE, state, {
+        reply.setCookie(STATE_COOKIE, pending.seal(state, { verifier, nonce, next: query.next }), {
           path: "/",
           secure: true,
           httpOnly: true,
@@ -140,9 +141,8 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
         const sessionId = randomUUID();
         const url = new URL(req.url, s.redirectUri);
         const state = url.searchParams.get("state") ?? "";
-        const cookieState = req.cookies[STATE_COOKIE];
+        const p = pending.open(req.cookies[STATE_COOKIE]);
         reply.clearCookie(STATE_COOKIE, { path: "/", secure: true, httpOnly: true, sameSite: "lax" });
-        const p = pending.get(state);
         const refuse = async (reason: string, user = "-") => {
           await login.login({
             user,
@@ -153,10 +153,11 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
           });
           throw new HttpProblem(401, "UNAUTHORIZED", "login refused", { code: "AUTH_FAILED" });
         };
-        if (!p || p.until <= Date.now()) return refuse("unknown or expired state");
-        pending.delete(state);
-        // the state must come back to the browser that started the login (login CSRF)
-        if (cookieState !== state) return refuse("state does not match this browser");
+        // no login started in this browser (or it expired, or the cookie is not ours): a forged or replayed callback
+        if (!p) return refuse("unknown or expired state");
+        // the state must come back to the browser that started the login (login CSRF); the provider's single-use code
+        // stops a replay of a callback with its cookie
+        if (p.state !== state) return refuse("state does not match this browser");
         let claims: Record<string, unknown>;
         try {
           const cfg = await configuration();

@@ -18,6 +18,7 @@ import { oidcRoutes } from "./oidc-routes.ts";
 import { openApiDocument } from "./openapi.ts";
 import { HttpProblem, PROBLEM_CONTENT_TYPE, problemOf } from "./problem.ts";
 import { type Ctx, type Principal, parseBody, parsePart, type Route, type RouteSpec, type Scope } from "./routes.ts";
+import { SealedCookies } from "./sealed-cookie.ts";
 import { CSRF_HEADER, DEFAULT_SESSIONS, SESSION_COOKIE, SessionTable } from "./sessions.ts";
 import { shareRoutes } from "./share-routes.ts";
 import { syncRoutes } from "./sync-routes.ts";
@@ -57,7 +58,11 @@ export function apiDocument(): Record<string, unknown> {
     login: { logout: none },
     tokens: {},
   } as unknown as HttpServerOptions;
-  const deps: HttpDeps = { options, sessions: new SessionTable(DEFAULT_SESSIONS, () => {}) };
+  const deps: HttpDeps = {
+    options,
+    sessions: new SessionTable(DEFAULT_SESSIONS, () => {}),
+    cookies: new SealedCookies(Buffer.alloc(32)),
+  };
   return openApiDocument([
     ...allRoutes(deps, new TusUploads(options, 0)),
     { spec: OPENAPI_SPEC, handler: async () => undefined },
@@ -181,7 +186,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const { logger } = options;
   const sessions = new SessionTable({ ...DEFAULT_SESSIONS, ...options.sessions }, (s) => options.login.logout(s.id));
   const uploads = new TusUploads(options, options.uploadIdleMs ?? 3_600_000);
-  const deps: HttpDeps = { options, sessions };
+  const cookies = new SealedCookies(options.cookieKey);
+  const deps: HttpDeps = { options, sessions, cookies };
   const app = Fastify({
     http2: true,
     // HTTP/2 flow control: with Node's default 64 KiB windows an upload stream waits for a window update every 64 KiB
@@ -317,6 +323,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       await uploads.close();
       sessions.endAll();
       await app.close();
+      cookies.close();
     },
   };
 }

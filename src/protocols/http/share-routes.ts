@@ -1,9 +1,8 @@
 // Share links over HTTPS. The owner's side (a logged-in user or a token with scope `shares`) makes, lists and revokes
 // links; the public side (`/api/v1/s/<link>/…`, which the web app's page `/s/<link>` uses, and a plain HTML page at
 // `/api/v1/s/<link>/page` that needs no web app) needs no account: the link is the credential, with the share's password sent as `X-Share-Password` or unlocked once for this browser
-// (`POST /api/v1/s/<link>/unlock` sets a cookie). The checks are the service's (service/shares.ts); what runs on the
+// (`POST /api/v1/s/<link>/unlock` sets a sealed cookie naming the share, sealed-cookie.ts: every node accepts it). The checks are the service's (service/shares.ts); what runs on the
 // files runs in the owner's file session whose audit job user is `share:<id>`.
-import { createHash, randomBytes } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { AtrestError } from "../../errors.ts";
@@ -20,7 +19,6 @@ import { BodyLengthError, writeBody } from "./streams.ts";
 const OWNER = { roles: FILE_ROLES, scope: "shares" } as const;
 export const SHARE_PASSWORD_HEADER = "x-share-password";
 const UNLOCK_MS = 3_600_000;
-const MAX_UNLOCKED = 10_000;
 
 const ShareInfo = z
   .object({
@@ -96,28 +94,7 @@ const REFUSALS: Record<ShareRefusal, () => HttpProblem> = {
 };
 
 const unlockCookie = (id: string) => `__Host-atrest_share_${id}`;
-const digest = (v: string) => createHash("sha256").update(v).digest("base64url");
-
-/** Browsers that gave a share's password: cookie digest → share id, until. In this process only. */
-class Unlocked {
-  readonly #m = new Map<string, { id: string; until: number }>();
-  add(id: string): string {
-    const value = randomBytes(32).toString("base64url");
-    if (this.#m.size >= MAX_UNLOCKED) this.sweep();
-    while (this.#m.size >= MAX_UNLOCKED) this.#m.delete(this.#m.keys().next().value as string);
-    this.#m.set(digest(value), { id, until: Date.now() + UNLOCK_MS });
-    return value;
-  }
-  check(id: string, value: string | undefined): boolean {
-    if (!value || value.length > 128) return false;
-    const e = this.#m.get(digest(value));
-    return e !== undefined && e.id === id && e.until > Date.now();
-  }
-  sweep(): void {
-    const now = Date.now();
-    for (const [k, e] of this.#m) if (e.until <= now) this.#m.delete(k);
-  }
-}
+const UNLOCK_PURPOSE = "share-unlock";
 
 const LinkParams = z.strictObject({ link: z.string().min(1).max(128) });
 const SharePath = PathSchema.default("/").describe("path inside the shared directory (/ = the share itself)");
@@ -138,9 +115,11 @@ function inside(root: string, p: string): string {
 
 export function shareRoutes(deps: HttpDeps): Route[] {
   const shares = () => deps.options.shares;
-  const unlocked = new Unlocked();
-  const sweep = setInterval(() => unlocked.sweep(), 60_000);
-  sweep.unref();
+  // a browser that gave a share's password carries a sealed cookie naming the share (any node accepts it)
+  const unlocked = {
+    add: (id: string) => deps.cookies.seal(UNLOCK_PURPOSE, { id }, UNLOCK_MS),
+    check: (id: string, value: string | undefined) => deps.cookies.open(UNLOCK_PURPOSE, value)?.id === id,
+  };
 
   /** The share a public request names, checked, with the owner's session (closed when the reply ends). */
   async function open(req: FastifyRequest, reply: FastifyReply, link: string) {

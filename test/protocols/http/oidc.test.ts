@@ -311,6 +311,9 @@ describe("HTTPS API: OIDC login", () => {
       );
       assert.ok(stopped, "the attacker's flow reaches the callback");
       const victim = new Browser([atrestCa, idpCa]);
+      assert.equal((await victim.get(stopped)).status, 401, "no login started in this browser");
+      // a victim with a login of their own under way: the attacker's state is not theirs
+      await victim.follow(`https://localhost:${s.httpPort}/api/v1/auth/oidc/login`, 20, "/api/v1/auth/oidc/callback");
       assert.equal((await victim.get(stopped)).status, 401);
       assert.equal((await session(victim, s.httpPort)).status, 401, "the victim is not logged in as the attacker");
       const audit = (await cli(["audit", "tail", "-n", "500", "--data", data])).stdout;

@@ -122,9 +122,10 @@ test("every registered route is in the document", async () => {
   };
   const { SessionTable, DEFAULT_SESSIONS } = await import("../../../src/protocols/http/sessions.ts");
   const { TusUploads } = await import("../../../src/protocols/http/tus.ts");
+  const { SealedCookies } = await import("../../../src/protocols/http/sealed-cookie.ts");
   const options = { accounts: { openSession: none }, login: { logout: none } } as never;
   const routes = allRoutes(
-    { options, sessions: new SessionTable(DEFAULT_SESSIONS, () => {}) },
+    { options, sessions: new SessionTable(DEFAULT_SESSIONS, () => {}), cookies: new SealedCookies(Buffer.alloc(32)) },
     new TusUploads(options, 0),
   );
   assert.ok(routes.length > 15);
