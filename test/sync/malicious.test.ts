@@ -3,7 +3,7 @@
 // at a time. Each time the client must detect it, refuse with a clear message and leave the user's files as they
 // were; once the tampering is undone it syncs again.
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
@@ -252,5 +252,35 @@ describe("sync against a malicious server: every attack class is detected and re
     const bait = join(dir, "bait");
     await assert.rejects(b1.run(["run", bait, "--region", carolRegion, "--once"]), /not verified/);
     assert.deepEqual(await treeOf(bait), {});
+  });
+
+  test("fork: the server shows alice one history and bob another, then joins them: refused as a fork", async () => {
+    const forked = (await a1.run(["region", "create", "forked"])).stdout.trim();
+    await a1.run(["share", forked, "bob"]);
+    const ad = join(dir, "fork-alice");
+    const bd = join(dir, "fork-bob");
+    await mkdir(ad);
+    await mkdir(bd);
+    const syncA = () => a1.run(["run", ad, "--region", forked, "--once"]);
+    const syncB = () => b1.run(["run", bd, "--region", forked, "--once"]);
+    await writeFile(join(ad, "common.txt"), "both see this");
+    await syncA();
+    await syncB();
+    // alice publishes; the server hides that from bob (drops it, winds the region back) and lets him go on
+    await writeFile(join(ad, "alice.txt"), "only in alice's history");
+    await syncA();
+    const v = latest(forked).version;
+    db.prepare("DELETE FROM sync_manifests WHERE region_id = ? AND version = ?").run(forked, v);
+    db.prepare("UPDATE sync_regions SET version = ? WHERE id = ?").run(v - 1, forked);
+    for (const n of [1, 2, 3]) {
+      await writeFile(join(bd, `bob ${n}.txt`), `bob ${n}`);
+      await syncB();
+    }
+    // then it shows alice bob's history: two versions past hers, each signed by a member, but not following hers
+    assert.equal(latest(forked).version, v + 2);
+    const before = await treeOf(ad);
+    await assert.rejects(syncA(), /fork/);
+    assert.deepEqual(await treeOf(ad), before, "alice's files, her upload the server dropped too, are as they were");
+    assert.equal(await readFile(join(ad, "alice.txt"), "utf8"), "only in alice's history");
   });
 });

@@ -269,24 +269,37 @@ export class Session {
       rememberManifestHash(parsed, sha256Hex(bytes));
       return parsed as Partial<Manifest>;
     };
+    /** Verifies every version after `pin` and before `latest`, each against the one before; undefined if one is gone. */
+    const walk = async (pin: RegionPin, latest: number): Promise<RegionPin | undefined> => {
+      const kept = (await this.api.versions(id)).filter((v) => v > pin.version && v < latest);
+      if (kept.length !== latest - pin.version - 1) return undefined;
+      let rolling = pin;
+      for (const v of kept) rolling = pinOfManifest(await verifyAt(await fetch(v), rolling));
+      return rolling;
+    };
     const raw = await fetch(o.version);
+    const latest = typeof raw.version === "number" ? raw.version : 0;
     let m: Manifest;
     try {
       m = await verifyAt(raw, state.pin);
+      // Fork detection (SUNDR's fork consistency): a server that showed this device one history and other devices
+      // another cannot join them again unnoticed, because the versions between the pinned one and this one must
+      // chain from the pinned hash (§7). Only as far as retention keeps those versions.
+      if (state.pin && o.version === undefined && m.version > state.pin.version + 1) {
+        const rolling = await walk(state.pin, m.version);
+        if (rolling) m = await verifyAt(raw, rolling);
+      }
     } catch (err) {
       // membership changed in versions this device has not seen: walk them, each verified against the one before
       const pin = state.pin;
       if (!(err instanceof IntegrityError) || !pin || o.version !== undefined || !/member|owner/.test(err.message))
         throw err;
-      let rolling: RegionPin = pin;
-      const latest = typeof raw.version === "number" ? raw.version : 0;
-      const kept = (await this.api.versions(id)).filter((v) => v > pin.version && v < latest);
-      if (kept.length !== latest - pin.version - 1) {
+      const rolling = await walk(pin, latest);
+      if (!rolling) {
         throw new IntegrityError(
           `${err.message}; the versions in between are no longer kept, so the change cannot be checked`,
         );
       }
-      for (const v of kept) rolling = pinOfManifest(await verifyAt(await fetch(v), rolling));
       m = await verifyAt(raw, rolling);
     }
     const keys = new Map<number, Buffer>();
