@@ -3,7 +3,8 @@
 // follows redirects with a cookie jar per host plays the browser: authorization code + PKCE (the provider requires
 // it), state and nonce; the group claim maps to an atrest group; users are created at first login (provision auto)
 // or must exist (provision existing); a forged, replayed or foreign state is refused and audited as a failed login
-// with method oidc, like any refused login.
+// with method oidc, like any refused login; with two nodes on one PostgreSQL store and key manager, a login started
+// on one finishes on the other (its state travels in the sealed cookie).
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
@@ -15,6 +16,10 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import Provider from "oidc-provider";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../../helpers/atrest.ts";
+import { setupKms, startKms, unsealKms } from "../../helpers/kms.ts";
+import { dropTestSchemas, pgSkip, pgUrl, testSchema } from "../../helpers/pg.ts";
+
+const pgSkipped = await pgSkip();
 
 const execFileP = promisify(execFile);
 
@@ -130,6 +135,8 @@ describe("HTTPS API: OIDC login", () => {
     issuer = `https://localhost:${(idp.address() as AddressInfo).port}`;
     // the redirect URIs of both atrest servers below are registered up front
     redirects.push(`https://localhost:${await freePort()}/api/v1/auth/oidc/callback`);
+    redirects.push(`https://localhost:${await freePort()}/api/v1/auth/oidc/callback`);
+    // the cluster test's public callback (node a's port; node b is reached as if through a load balancer)
     redirects.push(`https://localhost:${await freePort()}/api/v1/auth/oidc/callback`);
     const provider = new Provider(issuer, {
       clients: [
@@ -322,6 +329,59 @@ describe("HTTPS API: OIDC login", () => {
       assert.match(audit, /"method":"oidc","reason":"state does not match this browser"/);
     } finally {
       await s.stop();
+    }
+  });
+
+  test("a login started on node a finishes on node b (one PostgreSQL store, one key manager)", pgSkipped, async () => {
+    const root = await tempDir("atrest-oidc-nodes-");
+    const setup = await setupKms(root, { fs: "server", alice: "custodian", bob: "custodian" });
+    const kms = await startKms(setup.dir);
+    const nodes: RunningServer[] = [];
+    try {
+      await unsealKms(kms.url, setup.certs.alice as string, [setup.shares[0] as string]);
+      await unsealKms(kms.url, setup.certs.bob as string, [setup.shares[1] as string]);
+      const kmsFlags = ["--kms", kms.url, "--kms-cert", setup.certs.fs as string];
+      const meta = pgUrl(testSchema());
+      const config = join(root, "config.json");
+      const oidcConfig = { issuer, clientId: "atrest", redirectUri: redirects[2], scopes: ["openid", "profile"] };
+      await writeFile(config, JSON.stringify({ oidc: { ...oidcConfig, provision: "auto" } }));
+      const cas = [idpCa];
+      for (const [id, port] of [
+        ["a", Number(new URL(redirects[2] as string).port)],
+        ["b", await freePort()],
+      ] as const) {
+        const data = join(root, `node-${id}`);
+        await cli(["init", "--data", data, ...kmsFlags]);
+        const flags = [...kmsFlags, "--meta", meta, "--node-id", id, "--http-port", String(port), "--config", config];
+        nodes.push(
+          await startServer(data, flags, {
+            NODE_EXTRA_CA_CERTS: join(dir, "idp.crt"),
+            ATREST_OIDC_CLIENT_SECRET: "idp-client-secret",
+          }),
+        );
+        cas.push(await readFile(join(data, "tls", "server.crt"), "utf8"));
+      }
+      const [a, b] = nodes as [RunningServer, RunningServer];
+      nextAccount = "dave-sub";
+      const browser = new Browser(cas);
+      const { stopped } = await browser.follow(
+        `https://localhost:${a.httpPort}/api/v1/auth/oidc/login?next=/files`,
+        20,
+        "/api/v1/auth/oidc/callback",
+      );
+      assert.ok(stopped, "the provider sends the browser back");
+      // the load balancer sends the way back to node b: the same cookies, another process
+      const toB = new URL(stopped);
+      toB.port = String(b.httpPort);
+      browser.jar.set(toB.host, new Map(browser.jar.get(new URL(stopped).host)));
+      const back = await browser.get(toB.href);
+      assert.equal(back.status, 303, back.body);
+      assert.equal((await session(browser, b.httpPort)).body?.user, "dave", "logged in on node b");
+    } finally {
+      for (const n of nodes) await n.stop();
+      await kms.stop();
+      await dropTestSchemas();
+      await removeDir(root);
     }
   });
 });
