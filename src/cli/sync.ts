@@ -7,9 +7,9 @@ import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { AtrestError } from "../errors.ts";
-import { restoreFile, type StepReport, syncStep, type Transfer, wipeIfRevoked } from "../sync/client/engine.ts";
-import { createShareLink, fetchShareLink } from "../sync/client/links.ts";
-import { enroll, Session, SyncApiError } from "../sync/client/session.ts";
+import type { StepReport, Transfer } from "../sync/client/engine.ts";
+import type { Session } from "../sync/client/session.ts";
+import { unlockState } from "../sync/client/state.ts";
 import { formatFingerprint, normalizeFingerprint } from "../sync/core/keys.ts";
 import { readSecretLine, readSecretLines } from "./secret-input.ts";
 
@@ -22,8 +22,19 @@ async function passphrase(): Promise<string> {
   return process.env.ATREST_SYNC_PASSPHRASE ?? (await readSecretLine("passphrase: "));
 }
 
+// The client, its HTTPS API and the engine load only after the argon2id unlock (64 MiB): their memory and the KDF's
+// then peak one after the other, not together (~20 MB less peak RSS).
+const engine = () => import("../sync/client/engine.ts");
+const links = () => import("../sync/client/links.ts");
+const session = () => import("../sync/client/session.ts");
+
 async function withSession<T>(state: string, fn: (s: Session) => Promise<T>): Promise<T> {
-  const s = await Session.open(resolve(state), await passphrase());
+  const unlocked = await unlockState(resolve(state), await passphrase());
+  const { Session } = await session().catch(async (err) => {
+    await unlocked.release();
+    throw err;
+  });
+  const s = Session.fromUnlocked(unlocked);
   try {
     return await fn(s);
   } finally {
@@ -79,8 +90,13 @@ const NETWORK_ERRORS = new Set([
 ]);
 
 /** Worth another step later: the server unreachable or failing, another device kept publishing first, or files kept vanishing under the step. */
+/** A SyncApiError (api.ts is not loaded before a session is open, so no `instanceof` here). */
+function isApiError(err: unknown): err is { status: number; problemCode: string } {
+  return err instanceof AtrestError && "problemCode" in err && typeof err.problemCode === "string" && "status" in err;
+}
+
 function transient(err: unknown): boolean {
-  if (err instanceof SyncApiError) return err.problemCode === "STALE_MANIFEST" || err.status >= 500;
+  if (isApiError(err)) return err.problemCode === "STALE_MANIFEST" || err.status >= 500;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return typeof code === "string" && NETWORK_ERRORS.has(code);
 }
@@ -123,6 +139,7 @@ export function registerSync(program: Command): void {
         lines[1] ??
         (await readSecretLine("new passphrase for the device keys: "));
       const m = Number(process.env.ATREST_SYNC_KDF_MEMORY_KIB ?? 65_536);
+      const { enroll } = await session();
       const r = await enroll({
         state: resolve(opts.state),
         server: opts.server,
@@ -262,7 +279,7 @@ export function registerSync(program: Command): void {
     .option("--days <n>", "days until it expires (1..366)", "7")
     .action(async (path: string, opts) => {
       await withSession(opts.state, async (s) =>
-        out(await createShareLink(s, opts.region, path.replace(/^\/+/, ""), Number(opts.days))),
+        out(await (await links()).createShareLink(s, opts.region, path.replace(/^\/+/, ""), Number(opts.days))),
       );
     });
   link
@@ -292,7 +309,11 @@ export function registerSync(program: Command): void {
     .option("--out <path>", "file to write, or a directory ending in /", "./")
     .option("--ca <file>", "the server's certificate (pinned as the only CA)")
     .action(async (url: string, opts) => {
-      const r = await fetchShareLink(url, opts.out, opts.ca ? await readFile(opts.ca, "utf8") : undefined);
+      const r = await (await links()).fetchShareLink(
+        url,
+        opts.out,
+        opts.ca ? await readFile(opts.ca, "utf8") : undefined,
+      );
       out(`fetched ${r.path} (${r.size} bytes, verified)`);
     });
 
@@ -320,6 +341,7 @@ export function registerSync(program: Command): void {
       const stopped = () => stop.signal.aborted;
       try {
         await withSession(opts.state, async (s) => {
+          const { syncStep, wipeIfRevoked } = await engine();
           const step = async (always: boolean) => {
             try {
               const r = await syncStep(s, opts.region, {
@@ -337,7 +359,7 @@ export function registerSync(program: Command): void {
                 progress("stopped before publishing: nothing was sent, the next run starts over");
                 return;
               }
-              if (err instanceof SyncApiError && err.problemCode === "DEVICE_REVOKED") {
+              if (isApiError(err) && err.problemCode === "DEVICE_REVOKED") {
                 const w = await wipeIfRevoked(s, [opts.region]);
                 if (w.wiped)
                   throw new AtrestError(
@@ -414,7 +436,13 @@ export function registerSync(program: Command): void {
     .requiredOption("--dir <dir>", "the synced directory")
     .action(async (path: string, opts) => {
       await withSession(opts.state, async (s) => {
-        const to = await restoreFile(s, opts.region, path.replace(/^\/+/, ""), Number(opts.version), resolve(opts.dir));
+        const to = await (await engine()).restoreFile(
+          s,
+          opts.region,
+          path.replace(/^\/+/, ""),
+          Number(opts.version),
+          resolve(opts.dir),
+        );
         out(`restored ${path} (version ${opts.version}) as ${to}`);
       });
     });

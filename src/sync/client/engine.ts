@@ -768,7 +768,10 @@ async function encryptToTemp(
       if (bufs.length) await out.writev(bufs);
     };
     await put([enc.header]);
-    for await (const c of createReadStream(src, { highWaterMark: 1 << 20, ...(signal ? { signal } : {}) })) {
+    // a read buffer the size of the file (1 MiB at most): a stream allocates a whole highWaterMark for every read, so
+    // a 1 MiB one per small file is churn the allocator keeps as RSS
+    const highWaterMark = Math.min(1 << 20, Math.max(16 << 10, l.size + 1));
+    for await (const c of createReadStream(src, { highWaterMark, ...(signal ? { signal } : {}) })) {
       ph.update(c as Buffer);
       plainSize += (c as Buffer).length;
       await put(enc.push(c as Buffer));

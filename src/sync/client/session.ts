@@ -29,7 +29,15 @@ import {
 } from "../core/manifest.ts";
 import { type Envelope, keyCommitment, newRegionId, newRegionKey, openEnvelope, sealEnvelope } from "../core/region.ts";
 import { issueDeviceToken, SyncApi, SyncApiError } from "./api.ts";
-import { type DeviceFile, type RegionState, type Secrets, StateDir, type TrustPin } from "./state.ts";
+import {
+  type DeviceFile,
+  type RegionState,
+  type Secrets,
+  StateDir,
+  type TrustPin,
+  type Unlocked,
+  unlockState,
+} from "./state.ts";
 
 export interface RegionCtx {
   state: RegionState;
@@ -117,16 +125,17 @@ export class Session {
   #release: (() => Promise<void>) | undefined;
 
   static async open(dir: string, passphrase: string): Promise<Session> {
-    const state = new StateDir(dir);
-    const device = await state.readDevice();
-    const release = await state.lock();
+    return Session.fromUnlocked(await unlockState(dir, passphrase));
+  }
+
+  static fromUnlocked(u: Unlocked): Session {
     try {
-      const secrets = await state.unseal(passphrase, device.cert.id);
-      const s = new Session(state, device, secrets, await state.readTrust());
-      s.#release = release;
+      const s = new Session(u.state, u.device, u.secrets, u.trust);
+      s.#release = u.release;
       return s;
     } catch (err) {
-      await release();
+      zero(u.secrets.sign, u.secrets.enc);
+      void u.release();
       throw err;
     }
   }

@@ -87,6 +87,32 @@ async function kdf(passphrase: string, k: SealedFile["kdf"]): Promise<Buffer> {
   });
 }
 
+/** A state directory locked for this process, with the device's secrets open. */
+export interface Unlocked {
+  state: StateDir;
+  device: DeviceFile;
+  secrets: Secrets;
+  trust: Record<string, TrustPin>;
+  release: () => Promise<void>;
+}
+
+/**
+ * Locks the state directory and opens the device's secrets. Kept apart from the session so that a client can run the
+ * argon2id KDF (64 MiB) before it loads the rest of the sync code: the two memory peaks then do not stack.
+ */
+export async function unlockState(dir: string, passphrase: string): Promise<Unlocked> {
+  const state = new StateDir(dir);
+  const device = await state.readDevice();
+  const release = await state.lock();
+  try {
+    const secrets = await state.unseal(passphrase, device.cert.id);
+    return { state, device, secrets, trust: await state.readTrust(), release };
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
 export class StateDir {
   readonly root: string;
   constructor(root: string) {
