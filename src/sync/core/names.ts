@@ -60,24 +60,22 @@ function nameKey(regionKey: Buffer, regionId: string): KeyObject {
 }
 
 function aad(b: NameBinding): Buffer {
-  const z = Buffer.alloc(1);
-  const e = Buffer.alloc(4);
-  e.writeUInt32BE(b.epoch);
+  const e = Buffer.alloc(5);
+  e.writeUInt32BE(b.epoch, 1);
   return Buffer.concat([
-    Buffer.from("atrest-sync v1 name", "ascii"),
-    z,
-    Buffer.from(b.regionId, "utf8"),
-    z,
-    Buffer.from(b.entryId, "utf8"),
-    z,
-    Buffer.from(b.parent, "utf8"),
-    z,
+    Buffer.from(`atrest-sync v1 name\0${b.regionId}\0${b.entryId}\0${b.parent}\0`, "utf8"),
     Buffer.from(b.kind, "ascii"),
-    z,
     e,
   ]);
 }
 
+/**
+ * Names this process already opened under a region key, by binding and ciphertext: a sync step looks at every name
+ * of the manifest twice (plan, then the tree after publishing), and only the entries it changed have new ciphertexts.
+ * Held weakly with the key's buffer (one per step), like the name keys.
+ */
+const opened = new WeakMap<Buffer, Map<string, PlainName>>();
+const OPENED_MAX = 200_000;
 export function encryptName(regionKey: Buffer, b: NameBinding, plain: PlainName): string {
   if (!isValidName(plain.name)) throw new AtrestError("INVALID_INPUT", "a name is one path segment of 1..255 bytes");
   const key = nameKeyOf(regionKey, b.regionId);
@@ -91,6 +89,14 @@ export function encryptName(regionKey: Buffer, b: NameBinding, plain: PlainName)
 }
 
 export function decryptName(regionKey: Buffer, b: NameBinding, ct: string): PlainName {
+  let cache = opened.get(regionKey);
+  if (!cache) {
+    cache = new Map();
+    opened.set(regionKey, cache);
+  }
+  const id = `${b.regionId}\0${b.entryId}\0${b.parent}\0${b.kind}\0${b.epoch}\0${ct}`;
+  const hit = cache.get(id);
+  if (hit) return { ...hit };
   const body = aeadOpen(nameKey(regionKey, b.regionId), unb64(ct), aad(b));
   const v = parseCanonical(body) as { m?: unknown; n?: unknown; s?: unknown };
   if (
@@ -103,5 +109,8 @@ export function decryptName(regionKey: Buffer, b: NameBinding, ct: string): Plai
   ) {
     throw new IntegrityError("encrypted name holds no valid name");
   }
-  return { name: v.n, mtimeMs: v.m, sha: v.s };
+  const plain = { name: v.n, mtimeMs: v.m, sha: v.s };
+  if (cache.size >= OPENED_MAX) cache.clear();
+  cache.set(id, plain);
+  return { ...plain };
 }
