@@ -770,7 +770,7 @@ async function encryptToTemp(
     await put([enc.header]);
     // a read buffer the size of the file (1 MiB at most): a stream allocates a whole highWaterMark for every read, so
     // a 1 MiB one per small file is churn the allocator keeps as RSS
-    const highWaterMark = Math.min(1 << 20, Math.max(16 << 10, l.size + 1));
+    const highWaterMark = Math.min(256 << 10, Math.max(16 << 10, l.size + 1));
     for await (const c of createReadStream(src, { highWaterMark, ...(signal ? { signal } : {}) })) {
       ph.update(c as Buffer);
       plainSize += (c as Buffer).length;
