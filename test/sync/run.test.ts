@@ -53,6 +53,8 @@ async function until(what: string, ok: () => Promise<boolean>, seen: () => Promi
   }
 }
 
+/** treeOf while a run may be changing the tree: a file gone between listing and reading means "not yet". */
+const liveTree = (dir: string) => treeOf(dir).catch(() => undefined);
 const files = (t: Record<string, string>) => Object.fromEntries(Object.entries(t).filter(([, h]) => h !== "dir"));
 const same = async (a: Device, b: Device) =>
   JSON.stringify(await treeOf(a.dir)) === JSON.stringify(await treeOf(b.dir));
@@ -103,11 +105,11 @@ describe("sync run: continuous two-way sync on two devices, stopped cleanly", ()
         await until(
           what,
           async () =>
-            JSON.stringify(await treeOf(a1.dir)) === JSON.stringify(expect) &&
-            JSON.stringify(await treeOf(a2.dir)) === JSON.stringify(expect),
+            JSON.stringify(await liveTree(a1.dir)) === JSON.stringify(expect) &&
+            JSON.stringify(await liveTree(a2.dir)) === JSON.stringify(expect),
           async () => ({
-            laptop: await treeOf(a1.dir),
-            phone: await treeOf(a2.dir),
+            laptop: await liveTree(a1.dir),
+            phone: await liveTree(a2.dir),
             laptopOut: r1.stderr.slice(-2000),
             phoneOut: r2.stderr.slice(-2000),
           }),
@@ -181,6 +183,40 @@ describe("sync run: continuous two-way sync on two devices, stopped cleanly", ()
     assert.ok(await same(a1, a2));
     assert.ok(big.equals(await readFile(join(a2.dir, "big.bin"))), "the phone has the whole file");
     assert.ok(big.equals(await readFile(join(a1.dir, "big.bin"))), "the laptop's file untouched");
+  });
+
+  test("the server goes down and comes back: both runs retry and converge", async () => {
+    const data = join(dir, "data");
+    const r1 = new Run(a1, region);
+    const r2 = new Run(a2, region);
+    try {
+      await until(
+        "both runs did their first step",
+        async () => r1.stdout.includes("synced") && r2.stdout.includes("synced"),
+        async () => ({ laptop: r1.stderr, phone: r2.stderr }),
+      );
+      const port = server.httpPort;
+      await server.stop();
+      await writeFile(join(a1.dir, "while down.txt"), "written while the server was down");
+      await until(
+        "the laptop's step failed and is retried",
+        async () => /step failed \(.*\): again in/.test(r1.stderr),
+        async () => r1.stderr,
+      );
+      server = await startServer(data, ["--http-port", String(port)]);
+      await until(
+        "the file on the phone",
+        async () =>
+          (await readFile(join(a2.dir, "while down.txt"), "utf8").catch(() => "")) ===
+          "written while the server was down",
+        async () => ({ laptop: r1.stderr.slice(-1500), phone: r2.stderr.slice(-1500) }),
+      );
+    } finally {
+      const [c1, c2] = await Promise.all([r1.stop(), r2.stop()]);
+      assert.equal(c1, 0, r1.stderr);
+      assert.equal(c2, 0, r2.stderr);
+    }
+    assert.ok(await same(a1, a2));
   });
 });
 
