@@ -117,11 +117,9 @@ async function scan(
 ): Promise<Map<string, Local>> {
   const out = new Map<string, Local>();
   const walk = async (rel: string) => {
-    // an item deleted while the scan runs is absent (the user's change of the moment: the watcher brings a new step)
-    const entries = await readdir(join(root, rel), { withFileTypes: true }).catch((err) => {
-      if (rel && vanished(err)) return [];
-      throw err;
-    });
+    // an item that vanishes while the scan runs (ENOENT) restarts the step (syncStep): taken as absent, a file renamed
+    // meanwhile would be seen as deleted and its new name missed, a delete and a new upload instead of a rename
+    const entries = await readdir(join(root, rel), { withFileTypes: true });
     for (const d of entries) {
       if (!isValidName(d.name)) {
         progress?.(`skip ${posix.join(rel, d.name)}: not a valid name`);
@@ -132,11 +130,8 @@ async function scan(
         out.set(p, { kind: "dir", size: 0, mtimeMs: 0 });
         await walk(p);
       } else if (d.isFile()) {
-        const st = await stat(join(root, p)).catch((err) => {
-          if (vanished(err)) return undefined;
-          throw err;
-        });
-        if (!st?.isFile()) continue;
+        const st = await stat(join(root, p));
+        if (!st.isFile()) continue;
         const b = base.get(p);
         const l: Local = { kind: "file", size: st.size, mtimeMs: Math.trunc(st.mtimeMs) };
         if (b && b.kind === "file" && b.size === l.size && b.mtimeMs === l.mtimeMs) l.sha = b.sha;
