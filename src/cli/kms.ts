@@ -358,13 +358,20 @@ export function registerKms(program: Command): void {
     .addOption(new Option("--role <role>", "what the client may do").choices([...KMS_ROLES]).makeOptionMandatory())
     .requiredOption("--out <dir>", "directory for the client's key and certificates")
     .option("--days <n>", "validity in days (default 365)", intOption("--days", 1, 3650))
-    .action(async (name: string, opts: { data: string; role: KmsRole; out: string; days?: number }) => {
-      const { issueClient } = await import("../kms/home.ts");
-      const row = await issueClient(opts.data, name, opts.role, opts.out, { days: opts.days });
-      say(
-        `issued ${row.role} certificate for ${row.name} (sha256 ${row.fingerprint}, until ${row.notAfter}) in ${opts.out}`,
-      );
-    });
+    .option(
+      "--public-key <file>",
+      "certify this ECDSA P-256 public key (PEM) the person generated, e.g. a custodian's browser key: no key is written",
+    )
+    .action(
+      async (name: string, opts: { data: string; role: KmsRole; out: string; days?: number; publicKey?: string }) => {
+        const { issueClient } = await import("../kms/home.ts");
+        const publicKeyPem = opts.publicKey === undefined ? undefined : await readFile(opts.publicKey, "utf8");
+        const row = await issueClient(opts.data, name, opts.role, opts.out, { days: opts.days, publicKeyPem });
+        say(
+          `issued ${row.role} certificate for ${row.name} (sha256 ${row.fingerprint}, until ${row.notAfter}) in ${opts.out}`,
+        );
+      },
+    );
 
   client
     .command("list")

@@ -87,9 +87,10 @@ async function issue(
   subject: string,
   days: number,
   extensions: x509.Extension[],
+  subjectKey?: KeyObject,
 ): Promise<IssuedCert & { cert: x509.X509Certificate }> {
-  const pair = newKeyPair();
-  const publicKey = await verifyingKey(pair.publicKey);
+  const pair = subjectKey ? undefined : newKeyPair();
+  const publicKey = await verifyingKey(subjectKey ?? (pair as { publicKey: KeyObject }).publicKey);
   const serial = newSerial();
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.create({
@@ -113,7 +114,7 @@ async function issue(
   return {
     cert,
     certPem,
-    keyPem: keyPem(pair.privateKey),
+    keyPem: pair ? keyPem(pair.privateKey) : "",
     fingerprint: fingerprintOfDer(new Uint8Array(cert.rawData)),
     serial,
     notAfter: cert.notAfter.toISOString(),
@@ -192,12 +193,34 @@ export async function loadCa(dir: string): Promise<Ca> {
   };
 }
 
-/** A client certificate for `name` (CN) with its role in OU; the role that counts is the one recorded in kms.db. */
-export async function issueClientCert(ca: Ca, name: string, role: KmsRole, days = 365): Promise<IssuedCert> {
-  const { cert: _cert, ...issued } = await issue(ca, `CN=${escapeRdn(name)}, OU=${role}, O=atrest`, days, [
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
-  ]);
+/**
+ * A client certificate for `name` (CN) with its role in OU; the role that counts is the one recorded in kms.db. With
+ * `publicKey` (an ECDSA P-256 key the person generated, e.g. in the browser) the certificate is for that key and
+ * `keyPem` is empty: the private key never existed here.
+ */
+export async function issueClientCert(
+  ca: Ca,
+  name: string,
+  role: KmsRole,
+  days = 365,
+  publicKey?: KeyObject,
+): Promise<IssuedCert> {
+  if (
+    publicKey &&
+    (publicKey.asymmetricKeyType !== "ec" || publicKey.asymmetricKeyDetails?.namedCurve !== "prime256v1")
+  ) {
+    throw new AtrestError("INVALID_INPUT", "the public key must be ECDSA P-256 (WebCrypto: ECDSA, namedCurve P-256)");
+  }
+  const { cert: _cert, ...issued } = await issue(
+    ca,
+    `CN=${escapeRdn(name)}, OU=${role}, O=atrest`,
+    days,
+    [
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+    ],
+    publicKey,
+  );
   return issued;
 }
 

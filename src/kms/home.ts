@@ -1,6 +1,7 @@
 // The KMS directory: kms.db, the CA and the server's TLS files (and master.key in dev mode). Operations an operator
 // runs on the directory itself, on the KMS host: init, issuing and revoking client certificates.
 
+import { createPublicKey, type KeyObject } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -100,6 +101,8 @@ export interface IssueOptions {
   /** Validity in days (default 365). */
   days?: number;
   now?: () => Date;
+  /** Certify this public key (PEM, ECDSA P-256) instead of generating a key pair: only client.crt and ca.crt are written. */
+  publicKeyPem?: string;
 }
 
 /**
@@ -121,7 +124,15 @@ export async function issueClient(
   const db = openKmsDb(dir);
   try {
     const ca = await loadCa(dir);
-    const issued = await issueClientCert(ca, name, role, days);
+    let publicKey: KeyObject | undefined;
+    if (options.publicKeyPem !== undefined) {
+      try {
+        publicKey = createPublicKey(options.publicKeyPem);
+      } catch {
+        throw new AtrestError("INVALID_INPUT", "cannot read the public key (expected a PEM SubjectPublicKeyInfo)");
+      }
+    }
+    const issued = await issueClientCert(ca, name, role, days, publicKey);
     const row: ClientRow = {
       fingerprint: issued.fingerprint,
       name,
@@ -133,7 +144,7 @@ export async function issueClient(
     };
     recordClient(db, row);
     await mkdir(outDir, { recursive: true, mode: 0o700 });
-    await writeFileDurable(join(outDir, CLIENT_KEY_FILE), issued.keyPem);
+    if (issued.keyPem) await writeFileDurable(join(outDir, CLIENT_KEY_FILE), issued.keyPem);
     await writeFileDurable(join(outDir, CLIENT_CERT_FILE), issued.certPem);
     await writeFileDurable(join(outDir, CLIENT_CA_FILE), ca.certPem);
     return row;

@@ -48,6 +48,7 @@ export class ServiceAudit {
     };
     if (caller.certFingerprint) event.userId = caller.certFingerprint;
     if (caller.sourceIp) event.sourceIp = caller.sourceIp;
+    if (caller.via) event.method = `signed statement relayed by ${caller.via}`;
     if (ev.keyRef) event.keyRef = ev.keyRef;
     if (ev.target) event.target = ev.target;
     if (reason !== undefined) event.reason = reason;

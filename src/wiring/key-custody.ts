@@ -3,7 +3,7 @@
 // their own KMS caller (`http:<user>`: operator when asking, custodian when deciding, so the key manager's rule that
 // a requester cannot approve their own request holds), and rewrap/reencrypt jobs run in this process (the same jobs
 // as `atrest keys rewrap|reencrypt`, with their lock and journal), their progress kept in memory for the web app.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { JobProgress, KeyJobDeps } from "../keys/jobs.ts";
@@ -11,8 +11,17 @@ import { reencrypt } from "../keys/reencrypt.ts";
 import { rewrap } from "../keys/rewrap.ts";
 import { whoCanDecrypt } from "../keys/who-can-decrypt.ts";
 import type { KmsCaller } from "../kms/api/caller.ts";
+import {
+  canonicalBody,
+  decodeSignedCall,
+  parseStatement,
+  type RelayMethod,
+  SignatureRequiredError,
+  type SignedKmsCall,
+  statementFor,
+} from "../kms/api/relayed.ts";
 import type { Logger } from "../logger.ts";
-import type { CustodyRequest, KeyCustody, KeyJobView } from "../protocols/http/custody.ts";
+import type { CustodyActor, CustodyRequest, KeyCustody, KeyJobView } from "../protocols/http/custody.ts";
 import { type AppParts, whoCanDecryptDeps } from "./who-can-decrypt.ts";
 
 export interface CustodyApp extends AppParts {
@@ -35,6 +44,7 @@ export function keyCustody(app: CustodyApp): KeyCustody {
     logger: app.logger,
   });
   const embedded = app.embedded;
+  const remote = isRelaying(app.keys) ? app.keys : undefined;
   const req = (r: unknown) => r as CustodyRequest;
   return {
     status: async () => {
@@ -49,26 +59,32 @@ export function keyCustody(app: CustodyApp): KeyCustody {
     ...(embedded
       ? {
           requests: {
-            list: async (user, status) =>
+            list: async (who, status) =>
               embedded.service
-                .listRequests(caller(user, "custodian"), status as Parameters<typeof embedded.service.listRequests>[1])
+                .listRequests(
+                  caller(who.user, "custodian"),
+                  status as Parameters<typeof embedded.service.listRequests>[1],
+                )
                 .map(req),
-            requestDestroy: async (user, key, input) =>
-              req(embedded.service.requestDestroy(caller(user, "operator"), key, input)),
-            cancelDestroy: async (user, key, version) => ({
-              ...embedded.service.cancelDestroy(caller(user, "custodian"), key, version),
+            requestDestroy: async (who, key, input) =>
+              req(embedded.service.requestDestroy(caller(who.user, "operator"), key, input)),
+            cancelDestroy: async (who, key, version) => ({
+              ...embedded.service.cancelDestroy(caller(who.user, "custodian"), key, version),
             }),
-            approve: async (user, id, reason) => req(embedded.service.approve(caller(user, "custodian"), id, reason)),
-            reject: async (user, id, reason) => req(embedded.service.reject(caller(user, "custodian"), id, reason)),
+            approve: async (who, id, reason) =>
+              req(embedded.service.approve(caller(who.user, "custodian"), id, reason)),
+            reject: async (who, id, reason) => req(embedded.service.reject(caller(who.user, "custodian"), id, reason)),
           },
           // a policy change is the key manager's operator operation: the custodian asks under their own name
-          setRotation: async (user, key, r) =>
-            embedded.service.setKeyPolicy(caller(user, "operator"), key, {
+          setRotation: async (who, key, r) =>
+            embedded.service.setKeyPolicy(caller(who.user, "operator"), key, {
               rotation: r.policy,
               ...(r.periodDays !== undefined ? { rotationDays: r.periodDays } : {}),
             }),
         }
-      : {}),
+      : remote
+        ? remoteRequests(remote)
+        : {}),
     jobs: {
       list: () => [...jobs.values()].reverse(),
       start: (by, input) => {
@@ -128,5 +144,67 @@ export function keyCustody(app: CustodyApp): KeyCustody {
         return { ...job };
       },
     },
+  };
+}
+
+interface Relaying {
+  audience: string;
+  relay<T>(call: SignedKmsCall): Promise<T>;
+}
+
+function isRelaying(keys: unknown): keys is Relaying {
+  const k = keys as Partial<Relaying>;
+  return typeof k.audience === "string" && typeof k.relay === "function";
+}
+
+/**
+ * A remote key manager: the server's own certificate cannot speak for a person, so each custodian call is the
+ * person's signed statement of the exact key-manager call, which this server only carries (src/kms/api/relayed.ts).
+ * Without one, the refusal hands back the statement to sign; with one, it must be that same call.
+ */
+function remoteRequests(kms: Relaying): Pick<KeyCustody, "requests" | "setRotation" | "signedCalls"> {
+  const run = async <T>(who: CustodyActor, method: RelayMethod, path: string, body: unknown): Promise<T> => {
+    if (who.signed === undefined) {
+      const statement = statementFor(kms.audience, method, path, body, randomBytes(16).toString("base64url"));
+      throw new SignatureRequiredError(
+        statement,
+        "the key manager is remote: sign this call with your custody key and send it again in the atrest-kms-signed header",
+      );
+    }
+    const call = decodeSignedCall(who.signed);
+    const s = parseStatement(call.statement);
+    if (s.method !== method || s.path !== path || canonicalBody(s.body) !== canonicalBody(body)) {
+      throw new AtrestError(
+        "INVALID_INPUT",
+        `the signed statement is not this request (it signs ${s.method} ${s.path})`,
+      );
+    }
+    return kms.relay<T>(call);
+  };
+  const k = (name: string) => `/v1/keys/${encodeURIComponent(name)}`;
+  const r = (id: string) => `/v1/requests/${encodeURIComponent(id)}`;
+  const req = (x: unknown) => x as CustodyRequest;
+  return {
+    signedCalls: true,
+    requests: {
+      list: async (who, status) =>
+        (
+          await run<{ requests: CustodyRequest[] }>(
+            who,
+            "GET",
+            `/v1/requests${status ? `?status=${status}` : ""}`,
+            null,
+          )
+        ).requests,
+      requestDestroy: async (who, key, input) => req(await run(who, "POST", `${k(key)}/destroy`, input)),
+      cancelDestroy: (who, key, version) => run(who, "POST", `${k(key)}/cancel-destroy`, { version }),
+      approve: async (who, id, reason) => req(await run(who, "POST", `${r(id)}/approve`, { reason })),
+      reject: async (who, id, reason) => req(await run(who, "POST", `${r(id)}/reject`, { reason })),
+    },
+    setRotation: (who, key, p) =>
+      run(who, "PUT", `${k(key)}/policy`, {
+        rotation: p.policy,
+        ...(p.periodDays !== undefined ? { rotationDays: p.periodDays } : {}),
+      }),
   };
 }

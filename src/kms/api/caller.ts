@@ -13,6 +13,8 @@ export interface KmsCaller {
   /** SHA-256 of the client certificate (DER), hex, when the call came over mTLS. */
   certFingerprint?: string;
   sourceIp?: string;
+  /** A signed call (relayed.ts): the `server` client that carried it; the caller is the person who signed. */
+  via?: string;
 }
 
 export function isKmsRole(value: unknown): value is KmsRole {

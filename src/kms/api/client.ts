@@ -10,6 +10,7 @@ import type { TLSSocket } from "node:tls";
 import { AtrestError, KeyUnavailableError } from "../../errors.ts";
 import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./cert-files.ts";
 import { errorFromCode } from "./errors.ts";
+import { audienceOf, type SignedKmsCall } from "./relayed.ts";
 import {
   type AuditMark,
   changedKeys,
@@ -67,6 +68,8 @@ const WATCH_RETRY_MS = 500;
 
 export class RemoteKms implements KeyProvider, KeyStateWatcher {
   readonly url: string;
+  /** The key manager a signed call must name (relayed.ts): SHA-256 of its CA certificate. */
+  readonly audience: string;
   readonly #host: string;
   readonly #port: number;
   readonly #agent: Agent;
@@ -79,6 +82,7 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
 
   private constructor(url: URL, tls: { key: string; cert: string; ca: string }, options: RemoteKmsOptions) {
     this.url = url.origin;
+    this.audience = audienceOf(tls.ca);
     this.#host = url.hostname.replace(/^\[|\]$/g, "");
     this.#port = Number(url.port || 443);
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2000;
@@ -337,6 +341,11 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
     return () => {
       stopped = true;
     };
+  }
+
+  /** Carries a call a person signed (relayed.ts); it runs at the key manager as that person. */
+  relay<T>(call: SignedKmsCall): Promise<T> {
+    return this.#call<T>("POST", "/v1/relay", call);
   }
 
   /** Any other API call (governance routes): JSON in, JSON out, errors mapped. */

@@ -33,6 +33,7 @@ import { KmsService, type KmsServiceOptions } from "../service.ts";
 import { canonicalJson } from "../service-audit.ts";
 import { masterSourceFor } from "../unseal.ts";
 import { HttpError, PROBLEM_CONTENT_TYPE, problemOf, SealedError } from "./problem.ts";
+import { RELAYABLE_OPS, RelayVerifier } from "./relay.ts";
 import { METRICS_ROLES, ROUTES, type RouteContext, Router, type SealControl } from "./routes.ts";
 
 export const DEFAULT_BODY_LIMIT = 1 << 20;
@@ -75,6 +76,7 @@ export class KmsServer {
   readonly #serviceOptions: KmsServiceOptions;
   readonly #router = new Router(ROUTES);
   readonly #fingerprints = new WeakMap<TLSSocket, string>();
+  #relay: RelayVerifier | undefined;
   readonly metrics: KmsMetrics;
   readonly #audit: KmsAudit;
   readonly #schedulerMs: number;
@@ -165,6 +167,7 @@ export class KmsServer {
       kms.#logger.warn({ err: err.message, remote: socket.remoteAddress }, "kms: TLS handshake refused");
     });
     kms.#server = server;
+    kms.#relay = new RelayVerifier(tls.ca, (fp, ip) => kms.#clients.identify(fp, ip));
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
@@ -429,18 +432,41 @@ export class KmsServer {
         this.metrics.observe(op, "success", (performance.now() - t0) / 1000);
         return;
       }
-      const m = this.#router.match(req.method ?? "GET", path);
-      if (!("route" in m)) {
-        if (m.allowed.length === 0) throw new HttpError(404, "not found", "NOT_FOUND", `no such endpoint: ${path}`);
-        res.setHeader("allow", m.allowed.join(", "));
-        throw new HttpError(405, "method not allowed", "INVALID_INPUT", `${req.method} not allowed on ${path}`);
+      let method = req.method ?? "GET";
+      let target = path;
+      let targetQuery = query;
+      let body = await this.#readJson(req);
+      let actor = caller;
+      if (path === "/v1/relay") {
+        // a person's signed call carried by a file server (relay.ts): it runs as the person
+        op = "relay";
+        if (method !== "POST") throw new HttpError(405, "method not allowed", "INVALID_INPUT", "use POST");
+        const relayed = (this.#relay as RelayVerifier).verify(caller, body);
+        actor = relayed.caller;
+        const s = relayed.statement;
+        const sq = s.path.indexOf("?");
+        method = s.method;
+        target = sq < 0 ? s.path : s.path.slice(0, sq);
+        targetQuery = new URLSearchParams(sq < 0 ? "" : s.path.slice(sq + 1));
+        body = s.body === null ? undefined : s.body;
       }
-      op = m.route.op;
-      const body = await this.#readJson(req);
+      const m = this.#router.match(method, target);
+      if (!("route" in m)) {
+        if (m.allowed.length === 0) throw new HttpError(404, "not found", "NOT_FOUND", `no such endpoint: ${target}`);
+        res.setHeader("allow", m.allowed.join(", "));
+        throw new HttpError(405, "method not allowed", "INVALID_INPUT", `${method} not allowed on ${target}`);
+      }
+      if (actor !== caller && !RELAYABLE_OPS.has(m.route.op)) {
+        throw new AtrestError(
+          "PERMISSION_DENIED",
+          `${m.route.op} cannot be a signed call (${[...RELAYABLE_OPS].join(", ")})`,
+        );
+      }
+      op = actor === caller ? m.route.op : `relay:${m.route.op}`;
       const ctx: RouteContext = {
-        caller,
+        caller: actor,
         params: m.params,
-        query,
+        query: targetQuery,
         body,
         service: () => this.service(),
         seal: this.#seal,

@@ -4,6 +4,7 @@
 // admin manages identities and folders, custodian keys, auditor reads; no route lets one role do another's job.
 import { z } from "zod";
 import { AtrestError } from "../../errors.ts";
+import { KMS_SIGNED_HEADER } from "../../kms/api/relayed.ts";
 import type { KeyInfo } from "../../kms/api/types.ts";
 import { requireRole } from "../../service/actor.ts";
 import type { UserChange as UserChangeInput } from "../../service/admin.ts";
@@ -531,6 +532,7 @@ export function adminRoutes(deps: HttpDeps): Route[] {
         method: "PUT",
         url: "/api/v1/keys/:name/rotation",
         operationId: "setKeyRotation",
+        headers: { [KMS_SIGNED_HEADER]: "remote key manager: the custodian's signed call (see listKeyRequests)" },
         summary: "Set a key's rotation policy: auto (every periodDays), manual or none (audited by the key manager)",
         tags: ["keys"],
         auth: KEYS,
@@ -542,18 +544,16 @@ export function adminRoutes(deps: HttpDeps): Route[] {
           })
           .refine((b) => b.policy !== "auto" || b.periodDays !== undefined, "auto rotation needs periodDays")
           .refine((b) => b.policy === "auto" || b.periodDays === undefined, "periodDays is for auto rotation only"),
-        responses: { 200: { description: "the key", schema: Key }, ...errors(400, 401, 403, 404, 415, 501, 503) },
+        responses: { 200: { description: "the key", schema: Key }, ...errors(400, 401, 403, 404, 415, 428, 501, 503) },
       },
-      async ({ params, body, principal }) => {
+      async ({ params, body, principal, req }) => {
         requireRole(actorOf(principal), ["custodian"], "setting a key's rotation policy");
         const set = o.custody?.setRotation;
-        if (!set) {
-          throw new AtrestError(
-            "UNSUPPORTED",
-            "the key manager is remote: set the rotation policy there (atrest kms key policy)",
-          );
-        }
-        return keyJson(await set(principal.user, params.name, body));
+        if (!set) throw new AtrestError("UNSUPPORTED", "this server's key manager has no rotation policies");
+        const signed = req.headers[KMS_SIGNED_HEADER];
+        return keyJson(
+          await set({ user: principal.user, ...(typeof signed === "string" ? { signed } : {}) }, params.name, body),
+        );
       },
     ),
   ];

@@ -5,6 +5,7 @@
 // wiring (src/wiring/key-custody.ts): this file only validates, checks roles and maps.
 import { z } from "zod";
 import { AtrestError } from "../../errors.ts";
+import { KMS_SIGNED_HEADER } from "../../kms/api/relayed.ts";
 import { requireRole } from "../../service/actor.ts";
 import { actorOf } from "./actor.ts";
 import type { HttpDeps } from "./deps.ts";
@@ -30,6 +31,15 @@ const Job = z
     error: z.string().optional(),
   })
   .meta({ id: "KeyJob" });
+/** With a remote key manager each call is the custodian's signed statement (src/kms/api/relayed.ts). */
+const SIGNED_HEADER = {
+  [KMS_SIGNED_HEADER]:
+    "remote key manager: base64url JSON {statement, signature, certificate}; without it the answer is 428 with the statement to sign",
+};
+const who = (principal: { user: string }, req: { headers: Record<string, string | string[] | undefined> }) => {
+  const h = req.headers[KMS_SIGNED_HEADER];
+  return { user: principal.user, ...(typeof h === "string" ? { signed: h } : {}) };
+};
 const Reason = z.strictObject({ reason: z.string().max(1000).default("") });
 
 export function custodyRoutes(deps: HttpDeps): Route[] {
@@ -41,10 +51,7 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
   const requests = () => {
     const r = custody().requests;
     if (!r) {
-      throw new AtrestError(
-        "UNSUPPORTED",
-        "the key manager is remote: its custodians decide requests with their client certificates (atrest kms approve)",
-      );
+      throw new AtrestError("UNSUPPORTED", "this server's key manager has no dual-control requests");
     }
     return r;
   };
@@ -93,22 +100,24 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
         method: "GET",
         url: "/api/v1/keys/requests",
         operationId: "listKeyRequests",
+        headers: SIGNED_HEADER,
         summary: "Dual-control requests (destroy, export, client policy, master rotation) and their approvals",
         tags: ["keys"],
         auth: CUSTODIAN,
         query: z.strictObject({ status: z.enum(["pending", "executed", "rejected", "failed", "expired"]).optional() }),
         responses: {
           200: { description: "requests", schema: z.object({ requests: z.array(Request) }) },
-          ...errors(400, 401, 403, 501, 503),
+          ...errors(400, 401, 403, 428, 501, 503),
         },
       },
-      async ({ query, principal }) => ({ requests: await requests().list(principal.user, query.status) }),
+      async ({ query, principal, req }) => ({ requests: await requests().list(who(principal, req), query.status) }),
     ),
     route(
       {
         method: "POST",
         url: "/api/v1/keys/:name/destroy",
         operationId: "requestKeyDestroy",
+        headers: SIGNED_HEADER,
         summary:
           "Ask for a key's (or one version's) destruction: runs after other custodians approve and a waiting period",
         tags: ["keys"],
@@ -119,10 +128,13 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
           waitingDays: z.number().int().min(1).max(365).optional(),
           reason: z.string().max(1000).optional(),
         }),
-        responses: { 201: { description: "the request", schema: Request }, ...errors(400, 401, 403, 404, 415, 501) },
+        responses: {
+          201: { description: "the request", schema: Request },
+          ...errors(400, 401, 403, 404, 415, 428, 501),
+        },
       },
-      async ({ params, body, principal, reply }) => {
-        const r = await requests().requestDestroy(principal.user, params.name, body);
+      async ({ params, body, principal, reply, req }) => {
+        const r = await requests().requestDestroy(who(principal, req), params.name, body);
         reply.code(201);
         return r;
       },
@@ -132,6 +144,7 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
         method: "POST",
         url: "/api/v1/keys/:name/cancel-destroy",
         operationId: "cancelKeyDestroy",
+        headers: SIGNED_HEADER,
         summary: "Stop a scheduled destruction (every scheduled version, or one) during its waiting period",
         tags: ["keys"],
         auth: CUSTODIAN,
@@ -139,16 +152,18 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
         body: z.strictObject({ version: z.number().int().min(1).optional() }),
         responses: {
           200: { description: "the key now", schema: z.record(z.string(), z.unknown()) },
-          ...errors(400, 401, 403, 404, 415, 501),
+          ...errors(400, 401, 403, 404, 415, 428, 501),
         },
       },
-      async ({ params, body, principal }) => requests().cancelDestroy(principal.user, params.name, body.version),
+      async ({ params, body, principal, req }) =>
+        requests().cancelDestroy(who(principal, req), params.name, body.version),
     ),
     route(
       {
         method: "POST",
         url: "/api/v1/keys/requests/:id/approve",
         operationId: "approveKeyRequest",
+        headers: SIGNED_HEADER,
         summary: "Approve a request as this custodian (never your own); it runs when the quorum is reached",
         tags: ["keys"],
         auth: CUSTODIAN,
@@ -156,16 +171,17 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
         body: Reason,
         responses: {
           200: { description: "the request now", schema: Request },
-          ...errors(400, 401, 403, 404, 409, 415, 501),
+          ...errors(400, 401, 403, 404, 409, 415, 428, 501),
         },
       },
-      async ({ params, body, principal }) => requests().approve(principal.user, params.id, body.reason),
+      async ({ params, body, principal, req }) => requests().approve(who(principal, req), params.id, body.reason),
     ),
     route(
       {
         method: "POST",
         url: "/api/v1/keys/requests/:id/reject",
         operationId: "rejectKeyRequest",
+        headers: SIGNED_HEADER,
         summary: "Reject a request as this custodian (one rejection ends it)",
         tags: ["keys"],
         auth: CUSTODIAN,
@@ -173,10 +189,10 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
         body: Reason,
         responses: {
           200: { description: "the request now", schema: Request },
-          ...errors(400, 401, 403, 404, 409, 415, 501),
+          ...errors(400, 401, 403, 404, 409, 415, 428, 501),
         },
       },
-      async ({ params, body, principal }) => requests().reject(principal.user, params.id, body.reason),
+      async ({ params, body, principal, req }) => requests().reject(who(principal, req), params.id, body.reason),
     ),
     route(
       {

@@ -25,31 +25,43 @@ export interface KeyJobView {
   error?: string;
 }
 
+/**
+ * The custodian acting: their user name and, with a remote key manager, the envelope of the call they signed
+ * (the `atrest-kms-signed` header, src/kms/api/relayed.ts), which the server carries without being able to forge.
+ */
+export interface CustodyActor {
+  user: string;
+  signed?: string;
+}
+
 /** A dual-control request as the key manager reports it (never secret). */
 export type CustodyRequest = Record<string, unknown> & { id: string; status: string };
 
 export interface KeyCustody {
   status(): Promise<KeyVersionFiles[]>;
   whoCanDecrypt(path: string): Promise<Record<string, unknown>>;
-  /** Dual control in the key manager; undefined for a remote key manager (its custodians hold client certificates). */
+  /**
+   * Dual control in the key manager. Embedded: each web custodian is their own key-manager caller. Remote: every call
+   * must be signed by the person (`signedCalls`); without a signature it throws SignatureRequiredError carrying the
+   * statement to sign.
+   */
   requests?: {
-    list(custodian: string, status?: string): Promise<CustodyRequest[]>;
+    list(who: CustodyActor, status?: string): Promise<CustodyRequest[]>;
     requestDestroy(
-      custodian: string,
+      who: CustodyActor,
       key: string,
       input: { version?: number; waitingDays?: number; reason?: string },
     ): Promise<CustodyRequest>;
     /** Stops a scheduled destruction during its waiting period (one custodian may). */
-    cancelDestroy(custodian: string, key: string, version?: number): Promise<Record<string, unknown>>;
-    approve(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
-    reject(custodian: string, id: string, reason: string): Promise<CustodyRequest>;
+    cancelDestroy(who: CustodyActor, key: string, version?: number): Promise<Record<string, unknown>>;
+    approve(who: CustodyActor, id: string, reason: string): Promise<CustodyRequest>;
+    reject(who: CustodyActor, id: string, reason: string): Promise<CustodyRequest>;
   };
-  /**
-   * Sets a key's rotation policy at the key manager, as the custodian's own caller (the key manager audits it);
-   * undefined for a remote key manager.
-   */
+  /** Calls to the key manager are signed by the custodian (a remote key manager). */
+  signedCalls?: boolean;
+  /** Sets a key's rotation policy at the key manager, as the custodian's own caller (the key manager audits it). */
   setRotation?(
-    custodian: string,
+    who: CustodyActor,
     key: string,
     rotation: { policy: "auto" | "manual" | "none"; periodDays?: number },
   ): Promise<KeyInfo>;

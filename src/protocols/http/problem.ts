@@ -2,6 +2,7 @@
 // layers below keep their message (they never carry secrets: src/errors.ts); Fastify's own refusals (malformed JSON,
 // body too large, wrong content type) keep theirs; anything else is "internal error" to the client and logged.
 import { AtrestError, type ErrorCode } from "../../errors.ts";
+import { SignatureRequiredError } from "../../kms/api/relayed.ts";
 import { SyncRefusal } from "../../sync/server/errors.ts";
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
@@ -14,6 +15,8 @@ export interface Problem {
   detail: string;
   /** Stable for clients: an AtrestError code, or an HTTP-level one (NOT_ACCEPTABLE, RANGE_NOT_SATISFIABLE …). */
   code: string;
+  /** KMS_SIGNATURE_REQUIRED (428): the statement to sign. */
+  statement?: string;
 }
 
 const STATUS: Record<ErrorCode, [number, string]> = {
@@ -91,6 +94,11 @@ export interface MappedProblem {
 export function problemOf(err: unknown): MappedProblem {
   if (err instanceof HttpProblem) {
     return { problem: problem(err.status, err.slug, err.title, err.message), headers: err.headers, internal: false };
+  }
+  if (err instanceof SignatureRequiredError) {
+    // the caller signs `statement` with their custody key and repeats the request (src/kms/api/relayed.ts)
+    const p = problem(428, "KMS_SIGNATURE_REQUIRED", "signature required", err.message);
+    return { problem: { ...p, statement: err.statement }, headers: {}, internal: false };
   }
   if (err instanceof SyncRefusal) {
     // the sync server's refusals keep their own slug (DEVICE_REVOKED, STALE_MANIFEST …): the sync client acts on it

@@ -155,6 +155,7 @@ const DESCRIPTIONS: Record<number, string> = {
   415: "wrong content type",
   416: "range not satisfiable",
   422: "refused by policy",
+  428: "the key manager is remote: sign the returned statement and repeat the request",
   503: "unavailable",
   507: "quota exceeded",
 };
