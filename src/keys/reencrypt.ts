@@ -36,7 +36,7 @@ export interface ReencryptReport extends JobProgress {
 export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: ReencryptOptions): Promise<ReencryptReport> {
   const started = performance.now();
   const { store, vfs } = deps;
-  const lock = await acquireJobLock(deps.dir, "reencrypt");
+  const lock = await acquireJobLock(deps.dir, "reencrypt", store);
   try {
     await recoverRewrap(deps);
     const [key] = await jobKeys(deps.keys, options.key);
@@ -125,6 +125,7 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
       const rows = await store.filesByKeyRef(range, job.cursor, 100);
       if (rows.length === 0) break;
       for (const { cursor, node } of rows) {
+        lock.check();
         await one(node.id, false);
         job.cursor = cursor;
         job.updatedAt = new Date().toISOString();
@@ -135,7 +136,10 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
     }
     // Files replaced while they were being copied: once more, if they still need it (a new upload usually has a new
     // DEK under the current version already, and is then left alone).
-    for (const id of retry) await one(id, true);
+    for (const id of retry) {
+      lock.check();
+      await one(id, true);
+    }
     job.state = "done";
     job.updatedAt = new Date().toISOString();
     await store.transaction((tx) => tx.putKeyJob(job));
@@ -143,6 +147,6 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
     options.onProgress?.(report);
     return report;
   } finally {
-    lock.release();
+    await lock.release();
   }
 }

@@ -70,7 +70,7 @@ export async function rewrap(deps: KeyJobDeps, options: RewrapOptions = {}): Pro
   if (!heads)
     throw new AtrestError("UNSUPPORTED", "this blob store cannot rewrite headers in place: use keys reencrypt");
   const started = performance.now();
-  const lock = await acquireJobLock(deps.dir, "rewrap");
+  const lock = await acquireJobLock(deps.dir, "rewrap", deps.store);
   try {
     const journal = new HeaderJournal(journalDir(deps.dir));
     const repaired = await replayJournal(journal, heads, deps.store);
@@ -79,11 +79,13 @@ export async function rewrap(deps: KeyJobDeps, options: RewrapOptions = {}): Pro
     const keys = await jobKeys(deps.keys, options.key);
     const serviceKeys = await rewrapServiceKeys(deps, new Map(keys.map((k) => [k.name, k.currentVersion])));
     for (const key of keys) {
-      reports.push(await rewrapKey(deps, heads, journal, key.name, key.currentVersion, options, failures));
+      reports.push(
+        await rewrapKey(deps, heads, journal, key.name, key.currentVersion, options, failures, () => lock.check()),
+      );
     }
     return { keys: reports, serviceKeys, repaired, seconds: (performance.now() - started) / 1000, failures };
   } finally {
-    lock.release();
+    await lock.release();
   }
 }
 
@@ -123,6 +125,8 @@ async function rewrapKey(
   version: number,
   options: RewrapOptions,
   failures: JobFailure[],
+  /** Throws when the job's lease is lost: before each batch, so no two nodes ever work on one job at once. */
+  check: () => void,
 ): Promise<RewrapKeyReport> {
   const { store } = deps;
   const current = `kek:${name}:v${version}`;
@@ -154,6 +158,7 @@ async function rewrapKey(
   let batchNo = 0;
   options.onProgress?.(progress());
   for (;;) {
+    check();
     const rows = await store.filesByKeyRef(range, job.cursor, batchSize);
     if (rows.length === 0) break;
     const work: { nodeId: string; blobId: string; head: Buffer; wrapped: Buffer; context: EncryptionContext }[] = [];

@@ -651,5 +651,20 @@ export interface MetaStore extends MetaReads {
    * storeRestore).
    */
   snapshot(dest: string): Promise<void>;
+  /**
+   * A store shared by several processes (PostgreSQL) hands out named leases: at most one process holds a name at a
+   * time, and a holder that dies loses it at once (no timeout to wait out). Absent: one process per store (SQLite),
+   * so the caller's local lock is enough.
+   */
+  holdLease?(name: string): Promise<LeaseResult>;
   close(): Promise<void>;
 }
+
+export type LeaseResult =
+  | {
+      held: true;
+      /** True once the lease can no longer be trusted (its connection to the store broke): stop the guarded work. */
+      lost(): boolean;
+      release(): Promise<void>;
+    }
+  | { held: false /** Who holds it, when the store can tell (a node id). */; holder?: string };

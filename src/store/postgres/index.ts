@@ -7,7 +7,8 @@
 //   without per-query locking. Write transactions are short (no I/O but the database's inside them: blobs are written
 //   and fsynced before the commit that references them);
 // - each process registers itself in cluster_nodes and heartbeats; trigger executions it claims are leased to it and
-//   taken over by the other nodes once it stops heartbeating (src/store/sql/triggers.ts).
+//   taken over by the other nodes once it stops heartbeating (src/store/sql/triggers.ts);
+// - named leases (holdLease: key jobs) are session advisory locks on a connection of their own, gone with the holder.
 import { randomUUID } from "node:crypto";
 import { open } from "node:fs/promises";
 import pg from "pg";
@@ -17,7 +18,7 @@ import { legacyTables, sealLegacyRows } from "../sql/legacy.ts";
 import { migrationsFor } from "../sql/migrations.ts";
 import { operations } from "../sql/operations.ts";
 import { bound, type Row, type Sql, type Value } from "../sql/sql.ts";
-import type { MetaReads, MetaStore, MetaTx } from "../types.ts";
+import type { LeaseResult, MetaReads, MetaStore, MetaTx } from "../types.ts";
 import { dumpSchema, loadSchema } from "./snapshot.ts";
 
 /** A node that has not heartbeaten for this long is gone: its leases are taken over. */
@@ -37,6 +38,7 @@ export interface PostgresStore extends MetaStore {
   readonly schema: string;
   /** Resolves once connected and migrated (every operation waits for it; this surfaces a failure early). */
   ready(): Promise<void>;
+  holdLease(name: string): Promise<LeaseResult>;
 }
 
 /** Where a `postgres://` URL points: the connection string for `pg` and the schema (`?schema=`, default public). */
@@ -282,6 +284,60 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
         await fh.close();
         client.release();
       }
+    },
+
+    async holdLease(name: string): Promise<LeaseResult> {
+      await ready();
+      // a session-level advisory lock on a connection of its own: PostgreSQL drops it the moment that connection ends,
+      // so a holder killed (or its host gone: the keepalives below notice within ~25 s) frees it for the others
+      const client = new pg.Client({
+        connectionString: target.connectionString,
+        application_name: `atrest:${nodeId}`.slice(0, 63),
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+        types,
+      });
+      let lost = false;
+      client.on("error", () => {
+        lost = true;
+      });
+      client.on("end", () => {
+        lost = true;
+      });
+      await client.connect();
+      try {
+        await client.query(
+          "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
+        );
+        const key = lockKey(`lease.${name}`, schema);
+        const got = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtext($1)) AS ok", [key]);
+        if (!got.rows[0]?.ok) {
+          const who = await client.query<{ name: string }>(
+            `SELECT a.application_name AS name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND l.classid = ((hashtext($1)::bigint >> 32) & 4294967295)::oid
+               AND l.objid = (hashtext($1)::bigint & 4294967295)::oid`,
+            [key],
+          );
+          await client.end().catch(() => undefined);
+          const holder = who.rows[0]?.name.replace(/^atrest:/, "");
+          return { held: false, ...(holder ? { holder } : {}) };
+        }
+      } catch (err) {
+        await client.end().catch(() => undefined);
+        throw mapError(err);
+      }
+      let released = false;
+      return {
+        held: true,
+        lost: () => lost && !released,
+        release: async () => {
+          if (released) return;
+          released = true;
+          // ending the session releases the lock
+          await client.end().catch(() => undefined);
+        },
+      };
     },
 
     async close() {
