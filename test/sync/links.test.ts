@@ -45,7 +45,7 @@ describe("sync share links", () => {
   });
 
   test("fetched without an account into a directory: name and content verified", async () => {
-    assert.match(url, /^https:\/\/127\.0\.0\.1:\d+\/api\/v1\/sync\/links\/[0-9a-f]{32}#[A-Za-z0-9_-]{43}$/);
+    assert.match(url, /^https:\/\/127\.0\.0\.1:\d+\/e\/[0-9a-f]{32}#[A-Za-z0-9_-]{43}$/);
     const r = await get(url, `${dir}/`);
     assert.match(r.stdout, /150000 bytes, verified/);
     assert.deepEqual(await readFile(join(dir, "report link-canary-3c1d.pdf")), Buffer.alloc(150_000, 3));
@@ -60,7 +60,7 @@ describe("sync share links", () => {
   });
 
   test("a tampered payload, a wrong key, another blob: refused", async () => {
-    const id = /links\/([0-9a-f]{32})/.exec(url)?.[1] as string;
+    const id = /\/e\/([0-9a-f]{32})/.exec(url)?.[1] as string;
     const row = db.prepare("SELECT payload FROM sync_links WHERE id = ?").get(id) as { payload: string };
     const flipped = `${row.payload.slice(0, 10)}${row.payload[10] === "A" ? "B" : "A"}${row.payload.slice(11)}`;
     db.prepare("UPDATE sync_links SET payload = ? WHERE id = ?").run(flipped, id);
@@ -81,7 +81,7 @@ describe("sync share links", () => {
   });
 
   test("expiry and revocation are enforced by the server", async () => {
-    const id = /links\/([0-9a-f]{32})/.exec(url)?.[1] as string;
+    const id = /\/e\/([0-9a-f]{32})/.exec(url)?.[1] as string;
     const exp = db.prepare("SELECT expires_at FROM sync_links WHERE id = ?").get(id) as { expires_at: number };
     db.prepare("UPDATE sync_links SET expires_at = ? WHERE id = ?").run(Date.now() - 1000, id);
     await assert.rejects(get(url, join(dir, "y1")), /410 LINK_GONE: the link expired/);

@@ -67,8 +67,11 @@ function secure(reply: FastifyReply): FastifyReply {
     .header("permissions-policy", "camera=(), microphone=(), geolocation=()");
 }
 
-/** Pages of the app (hash-routed): the start page, and a share link's page (/s/<link>, no account needed). */
-export const APP_PAGES = ["/", "/s/:link"];
+/**
+ * Pages of the app (hash-routed): the start page, a share link's page (/s/<link>, no account needed), and an E2EE sync
+ * link's page (/e/<id>#<key>: the key stays in the fragment, the page decrypts).
+ */
+export const APP_PAGES = ["/", "/s/:link", "/e/:id"];
 
 export function registerWebApp(app: FastifyInstance, web: WebApp | undefined): void {
   const page = async (_req: unknown, reply: FastifyReply) => {

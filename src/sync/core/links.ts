@@ -46,15 +46,20 @@ export function openLink(key: Buffer, linkId: string, sealed: string): LinkPaylo
   return p;
 }
 
-/** `https://host/api/v1/sync/links/<id>#<key>` → id and key (the fragment stays on this side). */
+/**
+ * `https://host/e/<id>#<key>` (the web app's page, which decrypts in the browser) or the API form
+ * `https://host/api/v1/sync/links/<id>#<key>` (links made before the page existed) → id and key (the fragment stays
+ * on this side).
+ */
 export function parseLinkUrl(url: string): { origin: string; id: string; key: Buffer } {
   const u = new URL(url);
-  const m = /^\/api\/v1\/sync\/links\/([0-9a-f]{32})$/.exec(u.pathname);
+  const m = /^\/(?:e|api\/v1\/sync\/links)\/([0-9a-f]{32})$/.exec(u.pathname);
   if (u.protocol !== "https:" || !m || !u.hash)
-    throw new AtrestError("INVALID_INPUT", "not an atrest sync link (https://…/api/v1/sync/links/<id>#<key>)");
+    throw new AtrestError("INVALID_INPUT", "not an atrest sync link (https://…/e/<id>#<key>)");
   return { origin: u.origin, id: m[1] as string, key: unb64(u.hash.slice(1), KEY_LENGTH) };
 }
 
+/** The link's URL: the web app's page, which a browser opens and the CLI (`sync link get`) fetches alike. */
 export function linkUrl(server: string, id: string, key: Buffer): string {
-  return `${server.replace(/\/+$/, "")}/api/v1/sync/links/${id}#${b64(key)}`;
+  return `${server.replace(/\/+$/, "")}/e/${id}#${b64(key)}`;
 }
