@@ -18,7 +18,10 @@ import type { MetaStore } from "../store/types.ts";
 
 export interface JournalEntry {
   nodeId: string;
+  /** The blob whose header is rewritten. */
   blobId: string;
+  /** A piece of a pieced file: the file's own blob (nodes.blob_id), which the key ref update is conditioned on. */
+  fileBlob?: string;
   /** Where the new bytes go in the blob (inside the header slot). */
   offset: number;
   bytes: Buffer;
@@ -40,7 +43,14 @@ export class HeaderJournal {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const name = `${Date.now().toString().padStart(15, "0")}-${process.pid}-${String(this.#seq++).padStart(8, "0")}`;
     const lines = entries.map((e) =>
-      JSON.stringify({ n: e.nodeId, b: e.blobId, k: e.keyRef, o: e.offset, h: e.bytes.toString("base64") }),
+      JSON.stringify({
+        n: e.nodeId,
+        b: e.blobId,
+        ...(e.fileBlob ? { f: e.fileBlob } : {}),
+        k: e.keyRef,
+        o: e.offset,
+        h: e.bytes.toString("base64"),
+      }),
     );
     // The temp name ends in .tmp: files() clears those a crash left.
     await writeFileDurable(
@@ -71,8 +81,15 @@ export class HeaderJournal {
       throw new IntegrityError(`rewrap journal ${file} is damaged (expected ${head.count} entries)`);
     }
     return lines.slice(1).map((line) => {
-      const e = JSON.parse(line) as { n: string; b: string; k: string; o: number; h: string };
-      return { nodeId: e.n, blobId: e.b, keyRef: e.k, offset: e.o, bytes: Buffer.from(e.h, "base64") };
+      const e = JSON.parse(line) as { n: string; b: string; f?: string; k: string; o: number; h: string };
+      return {
+        nodeId: e.n,
+        blobId: e.b,
+        ...(e.f ? { fileBlob: e.f } : {}),
+        keyRef: e.k,
+        offset: e.o,
+        bytes: Buffer.from(e.h, "base64"),
+      };
     });
   }
 
@@ -105,7 +122,7 @@ export async function replayJournal(journal: HeaderJournal, heads: HeadAccess, s
   }
   await heads.flush();
   await store.transaction(async (tx) => {
-    for (const e of updates) await tx.updateNodeIfBlob(e.nodeId, e.blobId, { keyRef: e.keyRef });
+    for (const e of updates) await tx.updateNodeIfBlob(e.nodeId, e.fileBlob ?? e.blobId, { keyRef: e.keyRef });
   });
   await journal.remove(files);
   return repaired;

@@ -161,26 +161,47 @@ async function rewrapKey(
     check();
     const rows = await store.filesByKeyRef(range, job.cursor, batchSize);
     if (rows.length === 0) break;
-    const work: { nodeId: string; blobId: string; head: Buffer; wrapped: Buffer; context: EncryptionContext }[] = [];
+    const work: {
+      nodeId: string;
+      blobId: string;
+      fileBlob: string;
+      head: Buffer;
+      wrapped: Buffer;
+      context: EncryptionContext;
+    }[] = [];
+    // files with a piece that could not be rewrapped keep their key ref (a rerun visits them again)
+    const failedNodes = new Set<string>();
     let skipped = 0;
     for (const { node } of rows) {
-      const head = node.blobId ? heads.read(node.blobId, HEADER_PROBE_BYTES) : undefined;
-      if (!head || !node.contentId || !node.blobId) {
-        skipped++; // deleted or replaced since the query
+      if (!node.contentId || !node.blobId) {
+        skipped++;
         continue;
       }
-      try {
-        const header = parseHeader(head);
-        work.push({
-          nodeId: node.id,
-          blobId: node.blobId,
-          head: head.subarray(0, header.headerLength),
-          wrapped: header.wrappedDek,
-          context: fileContext(node.contentId),
-        });
-      } catch (err) {
-        job.failed++;
-        noteFailure(failures, node.id, node.keyRef ?? "?", err);
+      // a pieced file (an S3 multipart object kept as its parts): every piece has a header of its own
+      const pieces = await store.filePieces(node.contentId);
+      const containers = pieces.length > 0 ? pieces : [{ blobId: node.blobId, contentId: node.contentId }];
+      for (const c of containers) {
+        const head = heads.read(c.blobId, HEADER_PROBE_BYTES);
+        if (!head) {
+          if (c.blobId === node.blobId) skipped++; // deleted or replaced since the query
+          failedNodes.add(node.id);
+          continue;
+        }
+        try {
+          const header = parseHeader(head);
+          work.push({
+            nodeId: node.id,
+            blobId: c.blobId,
+            fileBlob: node.blobId,
+            head: head.subarray(0, header.headerLength),
+            wrapped: header.wrappedDek,
+            context: fileContext(c.contentId),
+          });
+        } catch (err) {
+          if (!failedNodes.has(node.id)) job.failed++;
+          failedNodes.add(node.id);
+          noteFailure(failures, node.id, node.keyRef ?? "?", err);
+        }
       }
     }
     const results = await rewrapMany(deps.keys as KeyManager, work);
@@ -188,14 +209,22 @@ async function rewrapKey(
     results.forEach((r, i) => {
       const w = work[i] as (typeof work)[number];
       if (isBatchError(r)) {
-        job.failed++;
+        if (!failedNodes.has(w.nodeId)) job.failed++;
+        failedNodes.add(w.nodeId);
         noteFailure(failures, w.nodeId, deps.keys.keyRefOf(w.wrapped), r.error);
         return;
       }
       // Only the wrapped-DEK field (length, bytes, zero padding up to where the old one ended) changes.
       const end = WRAPPED_AT + Math.max(w.wrapped.length, r.wrapped.length);
       const bytes = replaceWrappedDek(w.head, r.wrapped).subarray(WRAPPED_LENGTH_AT, end);
-      entries.push({ nodeId: w.nodeId, blobId: w.blobId, offset: WRAPPED_LENGTH_AT, bytes, keyRef: r.keyRef });
+      entries.push({
+        nodeId: w.nodeId,
+        blobId: w.blobId,
+        ...(w.fileBlob !== w.blobId ? { fileBlob: w.fileBlob } : {}),
+        offset: WRAPPED_LENGTH_AT,
+        bytes,
+        keyRef: r.keyRef,
+      });
     });
     if (entries.length > 0) {
       unflushed.push(await journal.append(entries));
@@ -206,9 +235,12 @@ async function rewrapKey(
     job.skipped += skipped;
     job.updatedAt = new Date().toISOString();
     await store.transaction(async (tx) => {
+      const seen = new Set<string>();
       for (const e of entries) {
+        if (failedNodes.has(e.nodeId) || seen.has(e.nodeId)) continue;
+        seen.add(e.nodeId);
         // A file replaced meanwhile keeps its new version's key ref (its new blob has a new DEK anyway).
-        if (await tx.updateNodeIfBlob(e.nodeId, e.blobId, { keyRef: e.keyRef })) job.done++;
+        if (await tx.updateNodeIfBlob(e.nodeId, e.fileBlob ?? e.blobId, { keyRef: e.keyRef })) job.done++;
         else job.skipped++;
       }
       await tx.putKeyJob(job);

@@ -139,6 +139,16 @@ export interface NodeRow {
   ownerId: string | null;
 }
 
+/**
+ * One container of a pieced file version (a file whose content is a sequence of containers, each with its own DEK,
+ * content id and blob: an S3 multipart object kept as its staged parts).
+ */
+export interface FilePiece {
+  blobId: string;
+  /** The piece's own content id: its container's file id and its DEK's encryption context. */
+  contentId: string;
+}
+
 export type NodePatch = Partial<Omit<NodeRow, "id">>;
 
 /** key_ref range: `from <= key_ref < to`, `key_ref != exclude`. */
@@ -246,10 +256,19 @@ export interface NodeReads {
   hasChildren(parentId: string): Promise<boolean>;
   /** Every node in id order, `limit` at a time after `afterId` ("" = from the start): whole-tree passes. */
   nodesAfter(afterId: string, limit: number): Promise<NodeRow[]>;
-  /** Every blob id referenced by a node or pending in a key job: the startup sweep deletes blobs not in this set. */
+  /**
+   * Every blob id referenced by a node, a piece of a pieced file or pending in a key job: the startup sweep deletes
+   * blobs not in this set.
+   */
   blobIds(): Promise<Set<string>>;
+  /** The pieces of the pieced file version `contentId`, in order; empty for an ordinary one-container file. */
+  filePieces(contentId: string): Promise<FilePiece[]>;
 }
 export interface NodeWrites {
+  /** Records the pieces of file version `contentId` (seq = their index). */
+  insertFilePieces(contentId: string, pieces: FilePiece[]): Promise<void>;
+  /** Forgets the pieces of file version `contentId` (their blobs become orphans, removed by the caller or the sweep). */
+  deleteFilePieces(contentId: string): Promise<void>;
   insertNode(node: NodeRow): Promise<void>;
   updateNode(id: string, patch: NodePatch): Promise<void>;
   deleteNode(id: string): Promise<void>;

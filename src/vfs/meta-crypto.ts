@@ -17,6 +17,16 @@ export interface FileAttrs {
   ssec?: CustomerKeyCheck;
   /** S3 ETag and headers (types.ts ObjectMeta); sealed with the rest. */
   object?: ObjectMeta;
+  /**
+   * A pieced version (store FilePiece): each piece's content id and plaintext size, in order. The store's clear
+   * file_pieces rows name the blobs; this sealed list is what the order and the sizes are checked against.
+   */
+  pieces?: PieceAttrs[];
+}
+
+export interface PieceAttrs {
+  contentId: string;
+  size: number;
 }
 
 type SealedObject = {
@@ -25,6 +35,8 @@ type SealedObject = {
   p?: [number, number][];
   /** checksum: algorithm, base64 value, "F" (FULL_OBJECT) or "C" (COMPOSITE) */
   c?: [string, string, "F" | "C"];
+  /** pieces: content id and size of each, in order */
+  q?: [string, number][];
 };
 
 /**
@@ -48,8 +60,9 @@ const ATTRS_V1_FIRST = 0x5b;
  * (ATTRS_LENGTH), so the size's digit count no longer shows. v1 records (unpadded name, JSON attrs) still open;
  * `resealLegacy` rewrites them. docs/format.md "Metadata at rest".
  */
-function objectJson(object: ObjectMeta): string {
+function objectJson(object: ObjectMeta, pieces: PieceAttrs[] | undefined): string {
   const o: SealedObject = {};
+  if (pieces !== undefined) o.q = pieces.map((p) => [p.contentId, p.size]);
   if (object.etag !== undefined) o.e = object.etag;
   if (object.headers !== undefined) o.h = object.headers;
   if (object.parts !== undefined) o.p = object.parts;
@@ -144,7 +157,7 @@ export class MetaCrypto {
   }
 
   sealAttrs(nodeId: string, blobId: string | null, contentId: string | null, attrs: FileAttrs): Buffer {
-    const object = attrs.object ? objectJson(attrs.object) : undefined;
+    const object = attrs.object || attrs.pieces ? objectJson(attrs.object ?? {}, attrs.pieces) : undefined;
     const tail = object ? padToBucket(Buffer.from(object)) : Buffer.alloc(0);
     const plain = Buffer.alloc(ATTRS_LENGTH + tail.length);
     plain[0] = ATTRS_V2;
@@ -182,7 +195,10 @@ export class MetaCrypto {
       };
     }
     if (flags & ATTRS_OBJECT) {
-      attrs.object = objectFrom(JSON.parse(unpad(plain.subarray(ATTRS_LENGTH)).toString()) as SealedObject);
+      const sealed = JSON.parse(unpad(plain.subarray(ATTRS_LENGTH)).toString()) as SealedObject;
+      const { q, ...rest } = sealed;
+      if (Object.keys(rest).length > 0 || !q) attrs.object = objectFrom(rest);
+      if (q) attrs.pieces = q.map(([contentId, size]) => ({ contentId, size }));
     } else if (plain.length !== ATTRS_LENGTH) {
       throw new IntegrityError("attributes record length");
     }

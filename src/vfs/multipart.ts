@@ -31,6 +31,12 @@ import type {
   PartHandle,
 } from "./types.ts";
 
+export interface StagedPiece {
+  blobId: string;
+  contentId: string;
+  size: number;
+}
+
 export interface MultipartDeps {
   store: MetaStore;
   blobs: BlobStore;
@@ -297,6 +303,27 @@ export class Multipart {
         await drop();
       },
     };
+  }
+
+  /**
+   * Parts `numbers` of `rec` as the pieces of the object a Complete makes (each its own container, taken over as it
+   * is), with the key ref the object records: the oldest KEK version among them, so a rewrap of that version visits it.
+   */
+  async pieces(rec: UploadRecord, numbers: number[]): Promise<{ pieces: StagedPiece[]; keyRef: string }> {
+    const pieces: StagedPiece[] = [];
+    let keyRef = "";
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const n of numbers) {
+      const p = await this.#read<PartRecord>(this.#d.store, partKey(rec.id, n));
+      if (!p) throw new AtrestError("INVALID_INPUT", `part ${n} was not uploaded`);
+      pieces.push({ blobId: p.blobId, contentId: p.contentId, size: p.size });
+      const version = Number(/:v(\d+)$/.exec(p.keyRef)?.[1] ?? Number.NaN);
+      if (keyRef === "" || version < oldest) {
+        keyRef = p.keyRef;
+        if (!Number.isNaN(version)) oldest = version;
+      }
+    }
+    return { pieces, keyRef };
   }
 
   /** A reader of part `n` (Complete streams the parts into the object); the caller closes it. */

@@ -1,7 +1,7 @@
 import { type AuditAction, type AuditEvent, commitEvent } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import { parseKeyRef } from "../kms/api/key-ref.ts";
-import type { NodeRow, UserRow } from "../store/types.ts";
+import type { MetaTx, NodeRow, UserRow } from "../store/types.ts";
 import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
@@ -406,8 +406,13 @@ export class Session implements VfsSession {
     return this.#openWrite(path, options);
   }
 
-  /** openWrite, with the staged parts a multipart Complete hands over to the new version (Writer.staged). */
-  async #openWrite(path: string, options: OpenWriteOptions, staged?: Writer["staged"]): Promise<WriteHandle> {
+  /** openWrite, with the staged parts a multipart Complete hands over to the new version (Writer.staged/pieces). */
+  async #openWrite(
+    path: string,
+    options: OpenWriteOptions,
+    staged?: Writer["staged"],
+    pieces?: Writer["pieces"],
+  ): Promise<WriteHandle> {
     const p = normalize(path);
     try {
       await this.#vfs.audit.admit?.();
@@ -427,6 +432,7 @@ export class Session implements VfsSession {
           exclusive: options.exclusive,
           precondition: options.precondition,
           ...(staged ? { staged } : {}),
+          ...(pieces ? { pieces } : {}),
           key: options.key,
           customerKey: options.customerKey,
           event: options.encryptionNote ? { ...this.#event(p), detail: options.encryptionNote } : this.#event(p),
@@ -607,17 +613,35 @@ export class Session implements VfsSession {
       async () => {
         const note = [`multipart ${partNumbers.length} parts`, upload.note].filter(Boolean).join("; ");
         const multipart = this.#vfs.multipart;
-        const w = await this.#openWrite(
-          p,
-          {
-            truncate: true,
-            key: upload.requested,
-            customerKey: options.customerKey,
-            encryptionNote: note,
-            precondition: options.precondition,
-          },
-          { bytes: await multipart.stagedBytes(upload), release: (tx) => multipart.release(tx, upload.id) },
-        );
+        const staged = {
+          bytes: await multipart.stagedBytes(upload),
+          release: (tx: MetaTx) => multipart.release(tx, upload.id),
+        };
+        const object = {
+          etag: options.etag,
+          ...(options.partSizes ? { parts: runLength(options.partSizes) } : {}),
+          ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
+          ...(options.checksum ? { checksum: options.checksum } : {}),
+        };
+        const writeOptions = {
+          truncate: true,
+          key: upload.requested,
+          customerKey: options.customerKey,
+          encryptionNote: note,
+          precondition: options.precondition,
+        };
+        // The parts become the object's pieces as they are (O(parts): nothing decrypted or sealed again), unless a
+        // folder's write filter (OpenPGP folders) must see the bytes: then they are streamed into one new version.
+        if (!this.#vfs.writeFilters.applies(await this.#vfs.folders.match(this.globalPath(p)))) {
+          const { pieces, keyRef } = await multipart.pieces(upload, partNumbers);
+          const w = await this.#openWrite(p, writeOptions, staged, {
+            pieces,
+            keyRef,
+            ...(upload.ssec ? { ssec: upload.ssec } : {}),
+          });
+          return w.close(undefined, object);
+        }
+        const w = await this.#openWrite(p, writeOptions, staged);
         try {
           for (const n of partNumbers) {
             const r = await this.#vfs.multipart.readPart(upload, n, options.customerKey);
@@ -646,12 +670,7 @@ export class Session implements VfsSession {
           await w.abort(false).catch(() => undefined);
           throw err;
         }
-        return w.close(undefined, {
-          etag: options.etag,
-          ...(options.partSizes ? { parts: runLength(options.partSizes) } : {}),
-          ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
-          ...(options.checksum ? { checksum: options.checksum } : {}),
-        });
+        return w.close(undefined, object);
       },
       options.etag,
       options.checksum,

@@ -3,23 +3,24 @@ import { type AuditEvent, type AuditSink, commitEvent } from "../audit/types.ts"
 import { EncryptedReader, readHeader } from "../container-io/encrypted-reader.ts";
 import { byteLength, EncryptedWriter } from "../container-io/encrypted-writer.ts";
 import { ParallelSegmentWriter } from "../container-io/parallel-writer.ts";
+import { PiecedReader } from "../container-io/pieced-reader.ts";
 import { SealPool } from "../container-io/seal-pool.ts";
 import { zero } from "../crypto/bytes.ts";
-import { AtrestError, HandleClosedError, NotFoundError, QuotaExceededError } from "../errors.ts";
+import { AtrestError, HandleClosedError, IntegrityError, NotFoundError, QuotaExceededError } from "../errors.ts";
 import { createHeader, openContainer } from "../format/container.ts";
 import { segmentOffset } from "../format/layout.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
 import type { BlobStore, BlobWriter } from "../store/blobs.ts";
-import type { MetaStore, MetaTx, NodeRow, UserRow } from "../store/types.ts";
+import type { FilePiece, MetaStore, MetaTx, NodeRow, UserRow } from "../store/types.ts";
 import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
 import { KekSelector } from "./kek-select.ts";
-import { MetaCrypto } from "./meta-crypto.ts";
+import { MetaCrypto, type PieceAttrs } from "./meta-crypto.ts";
 import { Multipart } from "./multipart.ts";
 import { type CustomerKeyCheck, customerDek, customerKeyCheck, verifyCustomerKey } from "./sse-c.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
-import type { FileStat, ObjectMeta, Precondition, SetAttrs, WriteHandle } from "./types.ts";
+import type { FileStat, ObjectMeta, Precondition, ReadHandle, SetAttrs, WriteHandle } from "./types.ts";
 import { Uploads } from "./uploads.ts";
 import { WriteFilters } from "./write-filters.ts";
 
@@ -107,6 +108,12 @@ export interface Writer {
    * transaction (before the quota is checked there).
    */
   staged?: { bytes: number; release(tx: MetaTx): Promise<void> };
+  /**
+   * S3 CompleteMultipartUpload: the new version is these containers (staged parts), in order, taken over as they are:
+   * nothing is written or re-encrypted, the commit records them as the version's pieces. Nothing is written to the
+   * handle (its close commits).
+   */
+  pieces?: StagedPieces;
   /** KEK the writer names for a new version (S3 SSE-KMS), checked by KekSelector.chooseRequested. */
   key?: string;
   /**
@@ -115,6 +122,18 @@ export interface Writer {
    */
   customerKey?: Buffer;
 }
+
+/** Containers already in the blob store that a commit makes a file version of (Writer.pieces). */
+export interface StagedPieces {
+  pieces: (FilePiece & { size: number })[];
+  /** keyRef recorded for the version: its pieces' (rewrap visits every piece's header). */
+  keyRef: string;
+  /** SSE-C: the check of the key the pieces' DEKs were derived with. */
+  ssec?: CustomerKeyCheck;
+}
+
+/** What an Upload drives: the encrypting writer, or a version of staged pieces (#piecesVersion). */
+type InnerWriter = Pick<EncryptedWriter<Committed>, "size" | "write" | "close" | "abort">;
 
 interface CommitPlan {
   parent: NodeRow;
@@ -222,26 +241,59 @@ export class Vfs {
     await this.#seal.close();
   }
 
-  /** Opens a file for reading: unwraps its DEK (KMS), verifies the key commitment, returns a random-access reader. */
-  async openRead(node: NodeRow, onClose: (bytesRead: number) => void, customerKey?: Buffer): Promise<EncryptedReader> {
+  /**
+   * Opens a file for reading: unwraps its DEK (KMS), verifies the key commitment, returns a random-access reader. A
+   * pieced version reads its pieces in turn, each opened (and its DEK unwrapped) only when the read reaches it.
+   */
+  async openRead(node: NodeRow, onClose: (bytesRead: number) => void, customerKey?: Buffer): Promise<ReadHandle> {
     if (!node.blobId || !node.contentId) throw new AtrestError("IS_A_DIRECTORY", "is a directory");
-    const { size, ssec } = this.tree.attrs(node);
+    const { size, ssec, pieces } = this.tree.attrs(node);
     // SSE-C: no key or a wrong one is refused here, before any data (or the key manager) is touched
     verifyCustomerKey(ssec, customerKey);
-    const blob = await this.blobs.open(node.blobId);
+    if (!pieces)
+      return this.#openContainer(node.blobId, node.contentId, size, ssec !== undefined, customerKey, onClose);
+    const rows = await this.store.filePieces(node.contentId);
+    if (rows.length !== pieces.length || rows.some((r, i) => r.contentId !== pieces[i]?.contentId)) {
+      throw new IntegrityError("the pieces of a file do not match its sealed attributes");
+    }
+    if (pieces.reduce((n, p) => n + p.size, 0) !== size) throw new IntegrityError("pieces do not add up to the size");
+    const key = customerKey ? Buffer.from(customerKey) : undefined;
+    return new PiecedReader(
+      pieces.map((p) => p.size),
+      (i) => {
+        const r = rows[i] as FilePiece;
+        return this.#openContainer(r.blobId, r.contentId, (pieces[i] as PieceAttrs).size, !!ssec, key, () => undefined);
+      },
+      (n) => {
+        if (key) zero(key);
+        onClose(n);
+      },
+    );
+  }
+
+  /** One container: `blobId` sealed for `contentId`, `size` plaintext bytes. */
+  async #openContainer(
+    blobId: string,
+    contentId: string,
+    size: number,
+    ssec: boolean,
+    customerKey: Buffer | undefined,
+    onClose: (bytesRead: number) => void,
+  ): Promise<EncryptedReader> {
+    const blob = await this.blobs.open(blobId);
     try {
       const { header, count, whole } = await readHeader(blob);
-      const dataKey = await this.keys.unwrap(header.wrappedDek, fileContext(node.contentId));
+      const dataKey = await this.keys.unwrap(header.wrappedDek, fileContext(contentId));
       let dek = dataKey;
       if (ssec && customerKey) {
         try {
-          dek = customerDek(dataKey, customerKey, node.contentId);
+          dek = customerDek(dataKey, customerKey, contentId);
         } finally {
           zero(dataKey);
         }
       }
       try {
-        const keys = openContainer(header, dek, node.contentId);
+        const keys = openContainer(header, dek, contentId);
         return new EncryptedReader(blob, keys, header.layout, count, size, onClose, this.#seal, whole);
       } finally {
         zero(dek);
@@ -270,6 +322,12 @@ export class Vfs {
       const user = await this.store.getUserById(who.user.id);
       if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
       const base = existing && !truncate ? existing : undefined;
+      if (base && this.tree.attrs(base).pieces) {
+        throw new AtrestError(
+          "UNSUPPORTED",
+          "a file stored as its S3 multipart parts cannot be appended to: write it anew (or copy it first)",
+        );
+      }
       if (base && (who.customerKey || this.tree.attrs(base).ssec)) {
         throw new AtrestError(
           base && this.tree.attrs(base).ssec ? "KEY_REQUIRED" : "INVALID_INPUT",
@@ -293,11 +351,13 @@ export class Vfs {
         name,
         base,
         who,
-        ssec: who.customerKey ? customerKeyCheck(who.customerKey) : undefined,
+        ssec: who.pieces ? who.pieces.ssec : who.customerKey ? customerKeyCheck(who.customerKey) : undefined,
       };
-      const inner = base
-        ? await this.#resume(plan, state)
-        : await this.#newVersion(plan, state, await this.kek.chooseRequested(user, who.path, who.key));
+      const inner = who.pieces
+        ? this.#piecesVersion(plan, state, who.pieces)
+        : base
+          ? await this.#resume(plan, state)
+          : await this.#newVersion(plan, state, await this.kek.chooseRequested(user, who.path, who.key));
       return new Upload(inner, {
         vfs: this,
         uploads: this.#uploads,
@@ -312,6 +372,26 @@ export class Vfs {
       release();
       throw err;
     }
+  }
+
+  /** A version made of staged containers: nothing to write, close() commits them (Writer.pieces). */
+  #piecesVersion(plan: CommitPlan, state: UploadState, staged: StagedPieces): InnerWriter {
+    const size = staged.pieces.reduce((n, p) => n + p.size, 0);
+    let done = false;
+    return {
+      size,
+      write: async () => {
+        throw new AtrestError("UNSUPPORTED", "a version made of staged pieces takes no writes");
+      },
+      close: async () => {
+        if (done) throw new HandleClosedError("upload already closed");
+        done = true;
+        return this.#commit(plan, state, { pieces: staged.pieces }, randomUUID(), staged.keyRef, size);
+      },
+      abort: async () => {
+        done = true;
+      },
+    };
   }
 
   async #newVersion(plan: CommitPlan, state: UploadState, kek: { key: string }): Promise<EncryptedWriter<Committed>> {
@@ -397,40 +477,59 @@ export class Vfs {
   async #commit(
     plan: CommitPlan,
     state: UploadState,
-    blobId: string,
+    content: string | Pick<StagedPieces, "pieces">,
     contentId: string,
     keyRef: string,
     size: number,
   ): Promise<Committed> {
     const stat: FileStat = { kind: "file", size, mtime: Date.now(), mode: 0o644, ...cleanAttrs(state.attrs ?? {}) };
-    let replaced: string | undefined;
+    let replaced: string[];
     try {
       // A fail-closed audit refuses here, before anything changes.
       await this.audit.admit?.();
-      replaced = await this.store.transaction((tx) => this.#commitTx(tx, plan, state, blobId, contentId, keyRef, stat));
+      replaced = await this.store.transaction((tx) =>
+        this.#commitTx(tx, plan, state, content, contentId, keyRef, stat),
+      );
     } catch (err) {
       // The blob was already renamed into place: nothing references it, so it goes now (not at the next start).
-      await this.blobs.remove(blobId).catch(() => undefined);
+      // Staged pieces stay with their upload, which a refused Complete keeps.
+      if (typeof content === "string") await this.blobs.remove(content).catch(() => undefined);
       throw err;
     }
-    // Committed: a failure from here on must not touch the new blob (an old one left behind is swept at start).
-    if (replaced && replaced !== blobId) {
-      await this.#retire(replaced).catch((err) => this.logger.warn({ err }, "removing a replaced blob failed"));
+    // Committed: a failure from here on must not touch the new blobs (an old one left behind is swept at start).
+    const kept = new Set(typeof content === "string" ? [content] : content.pieces.map((p) => p.blobId));
+    const gone = replaced.filter((b) => !kept.has(b));
+    if (gone.length > 0) {
+      await this.#retire(gone).catch((err) => this.logger.warn({ err }, "removing a replaced blob failed"));
     }
     return { stat, keyRef };
   }
 
-  /** The commit's transaction; returns the blob of the version it replaced, if any. */
+  /**
+   * In a transaction that replaces or removes `node`'s version: the blobs it leaves behind (one, or each piece of a
+   * pieced version, whose rows go with it), for #retire once the transaction is durable.
+   */
+  async #versionBlobs(tx: MetaTx, node: NodeRow | undefined): Promise<string[]> {
+    if (!node?.blobId) return [];
+    if (!node.contentId || !this.tree.attrs(node).pieces) return [node.blobId];
+    const pieces = await tx.filePieces(node.contentId);
+    await tx.deleteFilePieces(node.contentId);
+    return [...new Set([node.blobId, ...pieces.map((p) => p.blobId)])];
+  }
+
+  /** The commit's transaction; returns the blobs of the version it replaced, if any. */
   async #commitTx(
     tx: MetaTx,
     plan: CommitPlan,
     state: UploadState,
-    blobId: string,
+    content: string | Pick<StagedPieces, "pieces">,
     contentId: string,
     keyRef: string,
     stat: FileStat,
-  ): Promise<string | undefined> {
+  ): Promise<string[]> {
     const { parent, name, base, who } = plan;
+    const pieces = typeof content === "string" ? undefined : content.pieces;
+    const blobId = pieces ? (pieces[0] as FilePiece).blobId : (content as string);
     const size = stat.size;
     if (who.staged) await who.staged.release(tx);
     const user = await tx.getUserById(who.user.id);
@@ -469,7 +568,17 @@ export class Vfs {
       mode: stat.mode,
       ...(plan.ssec ? { ssec: plan.ssec } : {}),
       ...(object ? { object } : {}),
+      ...(pieces ? { pieces: pieces.map((p) => ({ contentId: p.contentId, size: p.size })) } : {}),
     });
+    const replaced = await this.#versionBlobs(tx, current);
+    if (pieces) {
+      // the staged parts become the version's pieces: no longer pending (their upload's drop must not remove them)
+      await tx.insertFilePieces(
+        contentId,
+        pieces.map((p) => ({ blobId: p.blobId, contentId: p.contentId })),
+      );
+      for (const p of pieces) await tx.removePendingBlob(p.blobId);
+    }
     if (current && old) {
       await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: user.id });
       if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);
@@ -488,7 +597,7 @@ export class Vfs {
       });
     }
     await tx.addUsage(user.id, size, 1);
-    return current?.blobId ?? undefined;
+    return replaced;
   }
 
   /**
@@ -510,6 +619,7 @@ export class Vfs {
     let writer: EncryptedWriter | undefined;
     let newBlob: string | undefined;
     let switched = false;
+    let oldBlobs: string[] = [];
     let keyRef = "";
     try {
       const contentId = randomUUID();
@@ -540,7 +650,9 @@ export class Vfs {
         quotaLeft: () => Number.POSITIVE_INFINITY,
         discard: () => blob.abort(),
         commit: async ({ size }) => {
-          const attrsCt = this.#crypto.sealAttrs(node.id, blob.id, contentId, { ...attrs, size });
+          // a pieced version becomes one container here
+          const { pieces: _, ...plain } = attrs;
+          const attrsCt = this.#crypto.sealAttrs(node.id, blob.id, contentId, { ...plain, size });
           switched = await this.store.transaction(async (tx) => {
             const ok = await tx.updateNodeIfBlob(node.id, oldBlob, {
               blobId: blob.id,
@@ -549,6 +661,7 @@ export class Vfs {
               attrsCt,
             });
             await tx.removePendingBlob(blob.id);
+            if (ok) oldBlobs = await this.#versionBlobs(tx, node);
             return ok;
           });
         },
@@ -569,7 +682,7 @@ export class Vfs {
       if (newBlob) await this.blobs.remove(newBlob);
       return { outcome: "changed", bytes: 0, keyRef };
     }
-    await this.#retire(oldBlob);
+    await this.#retire(oldBlobs);
     return { outcome: "done", bytes: attrs.size, keyRef };
   }
 
@@ -615,9 +728,9 @@ export class Vfs {
       const now = await this.#stillThere(tx, node);
       await tx.deleteNode(now.id);
       if (now.ownerId) await tx.addUsage(now.ownerId, -this.tree.attrs(now).size, -1);
-      return now;
+      return this.#versionBlobs(tx, now);
     });
-    if (removed.blobId) await this.#retire(removed.blobId);
+    if (removed.length > 0) await this.#retire(removed);
   }
 
   /** Moves `node` to `newParent/newName`, replacing a file there when `overwrite`. */
@@ -628,7 +741,7 @@ export class Vfs {
     const replaced = await this.store.transaction(async (tx) => {
       await this.#stillThere(tx, node);
       const target = await this.tree.child(newParent.id, newName, tx);
-      if (target?.id === node.id) return undefined;
+      if (target?.id === node.id) return [];
       if (target) {
         if (!overwrite) throw new AtrestError("EXISTS", `already exists: ${newName}`);
         if (target.kind === "dir" || node.kind === "dir") {
@@ -637,14 +750,15 @@ export class Vfs {
         await tx.deleteNode(target.id);
         if (target.ownerId) await tx.addUsage(target.ownerId, -this.tree.attrs(target).size, -1);
       }
+      const replaced = await this.#versionBlobs(tx, target);
       await tx.updateNode(node.id, {
         parentId: newParent.id,
         nameMac: this.#crypto.nameMac(newParent.id, newName),
         nameCt: this.#crypto.sealName(node.id, newName),
       });
-      return target?.blobId ?? undefined;
+      return replaced;
     });
-    if (replaced) await this.#retire(replaced);
+    if (replaced.length > 0) await this.#retire(replaced);
   }
 
   /**
@@ -652,9 +766,9 @@ export class Vfs {
    * that rolled the commit back, the name points at this blob again, so it must still exist (an orphan left by a crash
    * here is swept at the next start).
    */
-  async #retire(blobId: string): Promise<void> {
+  async #retire(blobIds: string[]): Promise<void> {
     await this.store.durable?.();
-    await this.blobs.remove(blobId);
+    for (const b of blobIds) await this.blobs.remove(b);
   }
 }
 
@@ -679,14 +793,14 @@ interface UploadOptions {
  * event: success only once the new version is committed, failure (with the reason) otherwise.
  */
 class Upload implements WriteHandle {
-  readonly #inner: EncryptedWriter<Committed>;
+  readonly #inner: InnerWriter;
   readonly #o: UploadOptions;
   #user: UserRow;
   #reservedBytes = 0;
   #error: unknown;
   #finished = false;
 
-  constructor(inner: EncryptedWriter<Committed>, options: UploadOptions) {
+  constructor(inner: InnerWriter, options: UploadOptions) {
     this.#inner = inner;
     this.#o = options;
     this.#user = options.user;

@@ -39,6 +39,11 @@ export class WriteFilters {
     return folder ? this.#filters.find((f) => f.applies(folder)) : undefined;
   }
 
+  /** Whether a write into `folder` goes through a filter (then it must stream through it: no staged pieces). */
+  applies(folder: FolderRow | undefined): boolean {
+    return this.#for(folder) !== undefined;
+  }
+
   /** The write through the folder's filter, or the plain one when none applies. */
   open(
     folder: FolderRow | undefined,

@@ -372,6 +372,25 @@ export function metaStoreContract(driver: ContractDriver): void {
       });
     });
 
+    describe("file pieces", () => {
+      it("keeps a pieced version's blobs in order, counts them as referenced, forgets them with the version", async () => {
+        const version = randomUUID();
+        const pieces = Array.from({ length: 3 }, () => ({ blobId: randomUUID(), contentId: randomUUID() }));
+        await store.transaction((tx) => tx.insertFilePieces(version, pieces));
+        assert.deepEqual(await store.filePieces(version), pieces);
+        assert.deepEqual(await store.filePieces(randomUUID()), []);
+        const referenced = await store.blobIds();
+        for (const p of pieces) assert.ok(referenced.has(p.blobId), "the sweep keeps every piece");
+        await assert.rejects(
+          store.transaction((tx) => tx.insertFilePieces(randomUUID(), [pieces[0] as (typeof pieces)[0]])),
+          "a blob is a piece of one version only",
+        );
+        await store.transaction((tx) => tx.deleteFilePieces(version));
+        assert.deepEqual(await store.filePieces(version), []);
+        assert.ok(!(await store.blobIds()).has(pieces[1]?.blobId as string));
+      });
+    });
+
     describe("snapshot", () => {
       it("copies the committed state, with a concurrent transaction wholly in or wholly out", async () => {
         await store.transaction(async (tx) => {

@@ -1,6 +1,6 @@
 // The vfs side of S3 multipart uploads (src/vfs/multipart.ts): parts survive a restart (the startup sweep keeps
 // them), expire() removes an abandoned upload with every part blob (and its bytes from the owner's usage), another user's upload is NOT_FOUND, and
-// Complete writes one ordinary file.
+// Complete makes one file whose pieces are the parts' containers (test/vfs/pieced.test.ts).
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
@@ -48,7 +48,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-it("keeps staged parts across a restart, completes them into one file, and drops the parts", async () => {
+it("keeps staged parts across a restart, completes them into one file of their containers, and drops the rest", async () => {
   const start = await blobs();
   const up = await s.createMultipart?.("/b/obj.bin", {});
   assert.ok(up);
@@ -78,7 +78,7 @@ it("keeps staged parts across a restart, completes them into one file, and drops
   assert.equal(st?.size, a.length + b.length);
   assert.equal((await s.stat("/b/obj.bin")).object?.etag, "abc-2");
   assert.deepEqual(await get(s, "/b/obj.bin"), Buffer.concat([a, b]));
-  assert.equal(await blobs(), start + 1, "one blob: the object");
+  assert.equal(await blobs(), start + 2, "the parts' containers are the object's pieces (nothing re-encrypted)");
   assert.deepEqual(await s.listMultipart?.("/b"), []);
 });
 

@@ -423,6 +423,18 @@ const list: ((d: DialectTypes) => string)[] = [
      PRIMARY KEY (region_id, user_index)
    );
    CREATE INDEX sync_members_user_index ON sync_members(user_index);`,
+  // 19: files whose content is a sequence of containers (an S3 multipart object kept as its parts): each piece's blob
+  // and content id, in order, under the file version's content id. Clear like nodes.blob_id/content_id (random ids):
+  // the startup sweep and rewrap (which run without the metadata key) find the blobs here; the order and the sizes
+  // are sealed in the version's attributes (a reordered row fails the read).
+  (d) =>
+    `CREATE TABLE file_pieces (
+     content_id TEXT NOT NULL,
+     seq ${d.int} NOT NULL,
+     blob_id TEXT NOT NULL UNIQUE,
+     piece_content_id TEXT NOT NULL,
+     PRIMARY KEY (content_id, seq)
+   );`,
 ];
 
 /** The migrations as `dialect` runs them. */

@@ -86,9 +86,32 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
     async blobIds() {
       return new Set(
         (
-          await sql.all("SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL UNION SELECT blob_id FROM pending_blobs")
+          await sql.all(
+            `SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL UNION SELECT blob_id FROM file_pieces
+             UNION SELECT blob_id FROM pending_blobs`,
+          )
         ).map((r) => r.blob_id as string),
       );
+    },
+    async filePieces(contentId) {
+      return (
+        await sql.all("SELECT blob_id, piece_content_id FROM file_pieces WHERE content_id = ? ORDER BY seq", contentId)
+      ).map((r) => ({ blobId: r.blob_id as string, contentId: r.piece_content_id as string }));
+    },
+    async insertFilePieces(contentId, pieces) {
+      for (let i = 0; i < pieces.length; i++) {
+        const p = pieces[i] as (typeof pieces)[number];
+        await sql.run(
+          "INSERT INTO file_pieces (content_id, seq, blob_id, piece_content_id) VALUES (?, ?, ?, ?)",
+          contentId,
+          i,
+          p.blobId,
+          p.contentId,
+        );
+      }
+    },
+    async deleteFilePieces(contentId) {
+      await sql.run("DELETE FROM file_pieces WHERE content_id = ?", contentId);
     },
     async insertNode(n) {
       await sql.run(
