@@ -22,6 +22,8 @@ export interface EncryptedWriterOptions<Committed> {
   keys: ContainerKeys;
   /** Seals segments on a worker thread, so the event loop only copies plaintext. */
   writer: ParallelSegmentWriter;
+  /** Bytes that go before the first sealed data, in its write (a new container's header). */
+  head?: Buffer;
   /** Plaintext length already in the container (resume), 0 for a new version. */
   startSize: number;
   /** Checked before every write: may this many more bytes be stored? */
@@ -46,6 +48,7 @@ export class EncryptedWriter<Committed = void> {
   readonly #o: EncryptedWriterOptions<Committed>;
   #batch: Buffer[] = [];
   #batchBytes = 0;
+  #head: Buffer | undefined;
   #inflight = 0;
   #flushing: Promise<void> = Promise.resolve();
   #failure: unknown;
@@ -55,6 +58,7 @@ export class EncryptedWriter<Committed = void> {
   constructor(options: EncryptedWriterOptions<Committed>) {
     this.#o = options;
     this.size = options.startSize;
+    this.#head = options.head;
   }
 
   /** Appends `data` (one buffer, or parts taken in order: each copied once into the sealing batch). */
@@ -91,6 +95,11 @@ export class EncryptedWriter<Committed = void> {
 
   #flush(): void {
     if (this.#batch.length === 0) return;
+    if (this.#head) {
+      this.#batch.unshift(this.#head);
+      this.#batchBytes += this.#head.length;
+      this.#head = undefined;
+    }
     const batch = this.#batch;
     const bytes = this.#batchBytes;
     this.#batch = [];

@@ -50,12 +50,55 @@ export function sealUser(s: RowSealer, u: UserRow): UserRecord {
   };
 }
 
-/** The row back; IntegrityError when the record does not open or its name does not match its index. */
+/** A user record as last opened: its stored bytes, and what they opened to (the body as JSON, the usage). */
+interface OpenedUser {
+  nameIndex: Buffer;
+  sealed: Buffer;
+  body: string;
+  usage: Buffer;
+  bytes: number;
+  files: number;
+}
+
+const OPENED_USERS_MAX = 1024;
+
+/**
+ * The row back; IntegrityError when the record does not open or its name does not match its index.
+ *
+ * Users opened before are kept in the sealer's memo (per store key, dropped with the keys), by id. A lookup still
+ * reads the row; only when its stored bytes are the ones opened before are the AEAD opens and the index HMAC skipped
+ * (the usage record, rewritten by every upload, is compared on its own). One small upload looks its user up three
+ * times (session check, open, commit): 0.15 ms of the server's CPU per upload before. Never stale: any change to a
+ * record changes its bytes (fresh nonce), also when another node wrote it.
+ */
 export function openUser(s: RowSealer, r: UserRecord): UserRow {
-  const body = JSON.parse(s.open("user", userAad(r.id, r.nameIndex), r.sealed).toString("utf8")) as SealedUser;
-  if (!constantTimeEqual(userIndex(s, body.name), r.nameIndex)) throw new IntegrityError("user row index mismatch");
-  const usage = openUsage(s, r.id, r.usage);
-  return { id: r.id, ...body, usedBytes: usage.bytes, usedFiles: usage.files };
+  const opened = s.memo as Map<string, OpenedUser>;
+  const key = `user\0${r.id}`;
+  let known = opened.get(key);
+  if (!known?.sealed.equals(r.sealed) || !known.nameIndex.equals(r.nameIndex)) {
+    const json = s.open("user", userAad(r.id, r.nameIndex), r.sealed).toString("utf8");
+    const body = JSON.parse(json) as SealedUser;
+    if (!constantTimeEqual(userIndex(s, body.name), r.nameIndex)) throw new IntegrityError("user row index mismatch");
+    const usage = openUsage(s, r.id, r.usage);
+    if (opened.size >= OPENED_USERS_MAX) opened.clear();
+    known = {
+      nameIndex: Buffer.from(r.nameIndex),
+      sealed: Buffer.from(r.sealed),
+      body: json,
+      usage: Buffer.from(r.usage),
+      bytes: usage.bytes,
+      files: usage.files,
+    };
+    opened.set(key, known);
+    return { id: r.id, ...body, usedBytes: usage.bytes, usedFiles: usage.files };
+  }
+  if (!known.usage.equals(r.usage)) {
+    const usage = openUsage(s, r.id, r.usage);
+    known.usage = Buffer.from(r.usage);
+    known.bytes = usage.bytes;
+    known.files = usage.files;
+  }
+  return { id: r.id, ...(JSON.parse(known.body) as SealedUser), usedBytes: known.bytes, usedFiles: known.files };
 }
 
 function userAad(id: string, nameIndex: Buffer): string {

@@ -32,6 +32,8 @@ export type RowDomain =
 export class RowSealer {
   #index: KeyObject | undefined;
   #enc: KeyObject | undefined;
+  /** Records opened under these keys, kept by sealed-rows.ts to skip opening the same bytes again; goes with the keys. */
+  readonly memo = new Map<string, unknown>();
 
   /** Derives the row keys from the metadata key; the caller keeps (and zeroes) `metaKey`. */
   constructor(metaKey: Buffer) {
@@ -62,6 +64,7 @@ export class RowSealer {
   }
 
   destroy(): void {
+    this.memo.clear();
     this.#index = undefined;
     this.#enc = undefined;
   }

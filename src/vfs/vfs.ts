@@ -396,7 +396,18 @@ export class Vfs {
 
   async #newVersion(plan: CommitPlan, state: UploadState, kek: { key: string }): Promise<EncryptedWriter<Committed>> {
     const contentId = randomUUID();
-    const dk = await this.keys.generateDataKey(kek.key, fileContext(contentId));
+    // The temp blob is created on the thread pool while the key manager makes the data key (one wait less per upload).
+    const created = this.blobs.create();
+    let dk: Awaited<ReturnType<KeyProvider["generateDataKey"]>>;
+    try {
+      dk = await this.keys.generateDataKey(kek.key, fileContext(contentId));
+    } catch (err) {
+      await created.then(
+        (b) => b.abort(),
+        () => undefined,
+      );
+      throw err;
+    }
     const customerKey = plan.who.customerKey;
     const { header, keys } = (() => {
       let dek = dk.plaintext;
@@ -410,13 +421,7 @@ export class Vfs {
     })();
     let blob: BlobWriter;
     try {
-      blob = await this.blobs.create();
-      try {
-        await blob.write([header]);
-      } catch (err) {
-        await blob.abort();
-        throw err;
-      }
+      blob = await created;
     } catch (err) {
       keys.destroy();
       throw err;
@@ -424,6 +429,8 @@ export class Vfs {
     return new EncryptedWriter({
       blob,
       keys,
+      // written with the first sealed data, in the same vectored write (a small upload's one write)
+      head: header,
       writer: new ParallelSegmentWriter(this.#seal, keys),
       startSize: 0,
       quotaLeft: () => Number.POSITIVE_INFINITY,

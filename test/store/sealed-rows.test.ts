@@ -96,6 +96,50 @@ describe("sealed users, groups and folders", () => {
     await locked.close();
   });
 
+  it("a user opened before is opened again when its stored bytes change, also under a live store", async () => {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const path = join(dir, "meta.db");
+    const store = await openTestStore(path);
+    await store.transaction(async (tx) => {
+      await tx.insertUser({ ...user("alice"), role: "user" });
+      await tx.insertUser({ ...user("mallory"), role: "admin" });
+    });
+    const alice = (await store.getUser("alice"))?.id ?? "";
+    const first = await store.getUserById(alice);
+    assert.equal(first?.role, "user");
+    // what a caller does to its copy is not what the next lookup returns
+    first?.permissions["/"]?.push("delete");
+    assert.deepEqual((await store.getUserById(alice))?.permissions, user("alice").permissions);
+    await store.transaction(async (tx) => {
+      await tx.addUsage(alice, 4096, 1);
+      const u = await tx.getUserById(alice);
+      if (u) await tx.updateUser({ ...u, quotaFiles: 7 });
+    });
+    const after = await store.getUserById(alice);
+    assert.deepEqual([after?.usedBytes, after?.usedFiles, after?.quotaFiles], [4096, 1, 7]);
+    await store.transaction((tx) => tx.addUsage(alice, 1, 1));
+    assert.deepEqual(
+      [(await store.getUserById(alice))?.usedBytes, (await store.getUserById(alice))?.usedFiles],
+      [4097, 2],
+    );
+    // mallory's record and usage written under alice's id by someone with the database file, while the server runs
+    const db = new DatabaseSync(path);
+    const rows = db.prepare("SELECT id, sealed, usage FROM users").all() as {
+      id: string;
+      sealed: Uint8Array;
+      usage: Uint8Array;
+    }[];
+    const m = rows.find((r) => r.id !== alice);
+    db.prepare("UPDATE users SET sealed = ? WHERE id = ?").run(m?.sealed ?? null, alice);
+    await assert.rejects(store.getUserById(alice), { name: "IntegrityError" });
+    const a = rows.find((r) => r.id === alice);
+    db.prepare("UPDATE users SET sealed = ?, usage = ? WHERE id = ?").run(a?.sealed ?? null, m?.usage ?? null, alice);
+    await assert.rejects(store.getUserById(alice), { name: "IntegrityError" }, "another user's usage record");
+    db.close();
+    await store.close();
+  });
+
   it("a sealer's index and records differ per domain", () => {
     const s = testSealer();
     assert.ok(!s.index("user", "x").equals(s.index("group", "x")));
