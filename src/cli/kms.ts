@@ -117,6 +117,17 @@ export function registerKms(program: Command): void {
     )
     .addOption(hsmPinFileOption())
     .option("--san <name>", "extra IP or DNS name for the server certificate (repeatable)", collect, [])
+    .addOption(
+      new Option(
+        "--store <url>",
+        "keep the KMS's database in PostgreSQL (postgres://…?schema=kms), shared by several KMS nodes; default kms.db",
+      ).env("ATREST_KMS_STORE"),
+    )
+    .option(
+      "--join <dir>",
+      "add a node to a --store another node initialised: DIR holds copies of its ca.crt and ca.key (and master.key " +
+        "in dev mode); no new master key, the custodians' shares unseal this node too",
+    )
     .option(
       "--shares-per-custodian <mode>",
       "one: each custodian certificate counts once toward the threshold (default); any: one custodian may submit " +
@@ -135,6 +146,8 @@ export function registerKms(program: Command): void {
         hsmToken?: string;
         hsmKeyLabel: string;
         hsmPinFile?: string;
+        store?: string;
+        join?: string;
       }) => {
         if (opts.sharesPerCustodian !== "one" && opts.sharesPerCustodian !== "any") {
           throw new AtrestError("INVALID_INPUT", "--shares-per-custodian must be one or any");
@@ -157,7 +170,16 @@ export function registerKms(program: Command): void {
           sans: opts.san,
           oneSharePerCustodian: opts.sharesPerCustodian === "one",
           hsm,
+          ...(opts.store !== undefined ? { store: opts.store } : {}),
+          ...(opts.join !== undefined ? { joinFrom: opts.join } : {}),
         });
+        if (r.mode === "joined") {
+          say(`${opts.data} joined the KMS store (${r.kind}); its own server certificate is in ${opts.data}`);
+          process.stdout.write(
+            `\nNext: atrest kms serve --data ${opts.data}, then the custodians unseal this node with their shares\n`,
+          );
+          return;
+        }
         if (r.mode === "pkcs11") {
           say(
             `initialised KMS in ${opts.data}: master key "${r.config.keyLabel}" in HSM token "${r.config.tokenLabel}" ` +
@@ -232,6 +254,14 @@ export function registerKms(program: Command): void {
       "--one-share-per-custodian",
       "count each custodian once toward the unseal threshold, also for a KMS initialised with --shares-per-custodian any",
     )
+    .addOption(
+      new Option(
+        "--scheduler-interval <ms>",
+        "how often automatic rotation and due destruction are checked, ms (default 60000; 0 = never on this node)",
+      )
+        .env("ATREST_KMS_SCHEDULER_INTERVAL")
+        .argParser(intOption("--scheduler-interval", 0, 86_400_000)),
+    )
     .addOption(hsmPinFileOption())
     .option("--hsm-library <path>", "HSM: the PKCS#11 module, if not at the path recorded by kms init")
     .action(
@@ -246,6 +276,7 @@ export function registerKms(program: Command): void {
         kmipPort?: number;
         hsmPinFile?: string;
         hsmLibrary?: string;
+        schedulerInterval?: number;
       }) => {
         // Loaded here so that other commands do not pay for the server and certificate code.
         const { KmsServer } = await import("../kms/server/server.ts");
@@ -261,6 +292,7 @@ export function registerKms(program: Command): void {
           logger,
           audit,
           oneSharePerCustodian: opts.oneSharePerCustodian,
+          ...(opts.schedulerInterval !== undefined ? { schedulerIntervalMs: opts.schedulerInterval } : {}),
           hsm: { pin: await readHsmPin(opts.hsmPinFile), ...(opts.hsmLibrary ? { library: opts.hsmLibrary } : {}) },
           ...(opts.kmipPort !== undefined ? { kmip: { port: opts.kmipPort } } : {}),
         });

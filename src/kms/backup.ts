@@ -31,7 +31,7 @@ import { createHeader, openContainer } from "../format/container.ts";
 import { syncDir, writeDurable } from "../fsutil/durable.ts";
 import { BACKUP_PRIVATE_SEALED, BACKUP_PUBLIC, openBackupPrivateKey } from "./backup-key.ts";
 import { CA_CERT_FILE, CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE } from "./cert-files.ts";
-import { KmsDb } from "./db.ts";
+import { KMS_STORE_FILE, KmsDb } from "./db.ts";
 import { KMS_AUDIT_FILE, KMS_AUDIT_PUBLIC_KEY_FILE } from "./kms-audit.ts";
 import { combineShares, parseShare } from "./shares.ts";
 import { readSealConfig, type ShamirConfig, verifyUnsealKey } from "./unseal.ts";
@@ -109,6 +109,13 @@ export interface BackupResult {
 
 /** Writes an encrypted bundle of the KMS in `dir` to `out` (0600; temp → fsync → rename). Needs no secret. */
 export async function backupKms(dir: string, out: string, now: () => Date = () => new Date()): Promise<BackupResult> {
+  if (existsSync(join(dir, KMS_STORE_FILE))) {
+    throw new AtrestError(
+      "UNSUPPORTED",
+      "kms backup copies kms.db: a KMS on a PostgreSQL store is backed up with pg_dump of its schema (sealed " +
+        "material only) and a copy of each node's directory (docs/kms.md, High availability)",
+    );
+  }
   const dbPath = join(dir, KMS_DB);
   if (!existsSync(dbPath)) throw new KeyUnavailableError(`KMS not initialised: ${dbPath} not found`);
   const db = new KmsDb(dbPath);

@@ -1,11 +1,13 @@
-// The KMS's own SQLite database (never the file server's). Holds key metadata and KEK material sealed under the
-// master key; nothing in it is usable without the master key. All SQL lives here so a server can reuse it.
+// The KMS's own database (never the file server's): a SQLite file (kms.db, the default) or a PostgreSQL schema shared
+// by several KMS nodes (`--store postgres://…?schema=kms`, docs/kms.md "High availability"). Holds key metadata and
+// KEK material sealed under the master key; nothing in it is usable without the master key. The schema lives here.
 
 import { closeSync, openSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AtrestError } from "../errors.ts";
 import type { KeyVersionInfo } from "./api/types.ts";
 import type { KeyType } from "./key-types.ts";
+import { PgSync } from "./store/pg-sync.ts";
 
 export type KeyState = KeyVersionInfo["state"];
 export const KEY_STATES: readonly KeyState[] = ["pre-active", "active", "deactivated", "compromised", "destroyed"];
@@ -180,6 +182,160 @@ const MIGRATIONS: readonly string[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/** The same migrations in PostgreSQL's words: STRICT tables are SQLite's, BYTEA is BLOB. */
+const PG_MIGRATIONS: readonly string[] = MIGRATIONS.map((m) =>
+  m.replace(/\)\s*STRICT;/g, ");").replace(/\bBLOB\b/g, "BYTEA"),
+);
+
+export type SqlValue = string | number | bigint | null | Uint8Array;
+
+/** What the KMS's modules run their SQL through (node:sqlite's StatementSync has this shape). */
+export interface KmsStatement {
+  get(...params: SqlValue[]): Record<string, unknown> | undefined;
+  all(...params: SqlValue[]): Record<string, unknown>[];
+  run(...params: SqlValue[]): { changes: number | bigint };
+}
+
+/** One of the two drivers. Synchronous both: over PostgreSQL through a worker (store/pg-sync.ts). */
+interface Backend {
+  readonly kind: "sqlite" | "postgres";
+  prepare(sql: string): KmsStatement;
+  begin(): void;
+  commit(): void;
+  rollback(): void;
+  readonly inTransaction: boolean;
+  readonly isOpen: boolean;
+  /** Moves when a commit is seen that may not be this connection's own (SQLite: another connection's only). */
+  dataVersion(): number;
+  /** Applies the migrations not yet applied (under the write lock); throws if the store is newer than this build. */
+  migrate(): void;
+  close(): void;
+}
+
+const newerSchema = (found: number) =>
+  new AtrestError(
+    "UNSUPPORTED",
+    `KMS database schema version ${found} is newer than this build supports (${MIGRATIONS.length})`,
+  );
+
+class SqliteBackend implements Backend {
+  readonly kind = "sqlite";
+  readonly #db: DatabaseSync;
+  readonly #dataVersion: StatementSync;
+
+  constructor(path: string) {
+    // Pre-create with 0600: SQLite would otherwise use 0644, and its -wal/-shm files copy the main file's mode.
+    closeSync(openSync(path, "a", 0o600));
+    this.#db = new DatabaseSync(path, { enableForeignKeyConstraints: true });
+    this.#db.exec("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
+    this.#dataVersion = this.#db.prepare("PRAGMA data_version");
+    this.#dataVersion.setReturnArrays(true);
+  }
+
+  prepare(sql: string): KmsStatement {
+    return this.#db.prepare(sql);
+  }
+  /** BEGIN IMMEDIATE takes the write lock up front, so read-then-write (e.g. next version number) cannot race. */
+  begin(): void {
+    this.#db.exec("BEGIN IMMEDIATE");
+  }
+  commit(): void {
+    this.#db.exec("COMMIT");
+  }
+  rollback(): void {
+    if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+  }
+  get inTransaction(): boolean {
+    return this.#db.isTransaction;
+  }
+  get isOpen(): boolean {
+    return this.#db.isOpen;
+  }
+  dataVersion(): number {
+    return (this.#dataVersion.get() as unknown as [number])[0];
+  }
+  #userVersion(): number {
+    return (this.#db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  }
+  migrate(): void {
+    if (this.#userVersion() > MIGRATIONS.length) throw newerSchema(this.#userVersion());
+    if (this.#userVersion() === MIGRATIONS.length) return;
+    // Re-read the version under the write lock: another process (a concurrent init) may have migrated meanwhile.
+    this.begin();
+    try {
+      const from = this.#userVersion();
+      if (from > MIGRATIONS.length) throw newerSchema(from);
+      for (let v = from; v < MIGRATIONS.length; v++) this.#db.exec(MIGRATIONS[v] as string);
+      this.#db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+      this.commit();
+    } catch (e) {
+      this.rollback();
+      throw e;
+    }
+  }
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+}
+
+// A transaction holds a per-schema advisory lock for its whole length: writes are serialised across every node as
+// SQLite's single writer serialises processes, so read-check-write sequences (next version number, a request's
+// state, a due destruction) happen once even when two nodes' schedulers race.
+class PostgresBackend implements Backend {
+  readonly kind = "postgres";
+  readonly #pg: PgSync;
+  #inTx = false;
+
+  constructor(url: string) {
+    this.#pg = new PgSync(url);
+  }
+
+  prepare(sql: string): KmsStatement {
+    const pg = this.#pg;
+    const params = (p: SqlValue[]) => p.map((v) => (typeof v === "bigint" ? Number(v) : v));
+    return {
+      get: (...p) => pg.query(sql, params(p)).rows[0],
+      all: (...p) => pg.query(sql, params(p)).rows,
+      run: (...p) => ({ changes: pg.query(sql, params(p)).changes }),
+    };
+  }
+  begin(): void {
+    this.#pg.call({ op: "begin" });
+    this.#inTx = true;
+  }
+  commit(): void {
+    this.#inTx = false;
+    this.#pg.call({ op: "commit" });
+  }
+  rollback(): void {
+    if (!this.#inTx) return;
+    this.#inTx = false;
+    this.#pg.call({ op: "rollback" });
+  }
+  get inTransaction(): boolean {
+    return this.#inTx;
+  }
+  get isOpen(): boolean {
+    return this.#pg.isOpen;
+  }
+  dataVersion(): number {
+    return this.#pg.changes();
+  }
+  migrate(): void {
+    const from = this.#pg.call({ op: "migrate", migrations: [...PG_MIGRATIONS] }).version ?? 0;
+    if (from > MIGRATIONS.length) throw newerSchema(from);
+  }
+  close(): void {
+    this.#pg.close();
+  }
+}
+
+/** In a KMS directory whose database is a PostgreSQL store: its URL without the password (PGPASSWORD gives it). */
+export const KMS_STORE_FILE = "store.url";
+
+/** Whether a KMS store location is a PostgreSQL URL (else a SQLite file path). */
+export const isPostgresStore = (location: string): boolean => /^postgres(ql)?:\/\//.test(location);
+
 /** Version metadata without the sealed material. */
 const VERSION_META = "name, version, state, created_at, state_changed_at, NULL AS sealed, destroy_at, destroy_request";
 
@@ -228,19 +384,21 @@ const toVersion = (r: RawVersion): VersionRow => ({
 });
 
 export class KmsDb {
-  readonly #db: DatabaseSync;
-  readonly #s: Record<string, StatementSync>;
-  readonly #extra = new Map<string, StatementSync>();
+  readonly #db: Backend;
+  readonly #s: Record<string, KmsStatement>;
+  readonly #extra = new Map<string, KmsStatement>();
 
-  constructor(path: string) {
-    // Pre-create with 0600: SQLite would otherwise use 0644, and its -wal/-shm files copy the main file's mode.
-    closeSync(openSync(path, "a", 0o600));
-    this.#db = new DatabaseSync(path, { enableForeignKeyConstraints: true });
-    this.#db.exec("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
-    this.#migrate();
+  /** `location`: a SQLite file path, or a postgres:// URL with `?schema=`. */
+  constructor(location: string) {
+    this.#db = isPostgresStore(location) ? new PostgresBackend(location) : new SqliteBackend(location);
+    try {
+      this.#db.migrate();
+    } catch (e) {
+      this.#db.close();
+      throw e;
+    }
     const p = (sql: string) => this.#db.prepare(sql);
     this.#s = {
-      dataVersion: p("PRAGMA data_version"),
       getMeta: p("SELECT v FROM meta WHERE k = ?"),
       setMeta: p("INSERT INTO meta (k, v) VALUES (?, ?)"),
       getKey: p("SELECT * FROM keys WHERE name = ?"),
@@ -275,48 +433,34 @@ export class KmsDb {
       autoKeys: p("SELECT * FROM keys WHERE rotation = 'auto' ORDER BY name"),
       replaceMeta: p("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"),
     };
-    this.#s.dataVersion.setReturnArrays(true);
   }
 
-  #userVersion(): number {
-    return (this.#db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  /** "sqlite" (kms.db) or "postgres" (a store shared by several nodes). */
+  get kind(): "sqlite" | "postgres" {
+    return this.#db.kind;
   }
 
-  #migrate(): void {
-    const newer = () =>
-      new AtrestError(
-        "UNSUPPORTED",
-        `KMS database schema version ${this.#userVersion()} is newer than this build supports (${MIGRATIONS.length})`,
-      );
-    if (this.#userVersion() > MIGRATIONS.length) throw newer();
-    if (this.#userVersion() === MIGRATIONS.length) return;
-    // Re-read the version under the write lock: another process (a concurrent init) may have migrated meanwhile.
-    this.transaction(() => {
-      const from = this.#userVersion();
-      if (from > MIGRATIONS.length) throw newer();
-      for (let v = from; v < MIGRATIONS.length; v++) this.#db.exec(MIGRATIONS[v]);
-      this.#db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
-    });
-  }
-
-  /** BEGIN IMMEDIATE takes the write lock up front, so read-then-write (e.g. next version number) cannot race. */
+  /** A transaction holding the write lock from its start (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock). */
   transaction<T>(fn: () => T): T {
     // A nested call joins the enclosing transaction (kms init writes the seal configuration and the first key as one).
-    if (this.#db.isTransaction) return fn();
-    this.#db.exec("BEGIN IMMEDIATE");
+    if (this.#db.inTransaction) return fn();
+    this.#db.begin();
     try {
       const out = fn();
-      this.#db.exec("COMMIT");
+      this.#db.commit();
       return out;
     } catch (e) {
-      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      this.#db.rollback();
       throw e;
     }
   }
 
-  /** Changes whenever another connection (another process, e.g. the CLI) commits; cheap enough for every call. */
+  /**
+   * Changes whenever another connection (another process, e.g. the CLI, or another KMS node) commits; cheap enough
+   * for every call (PostgreSQL: a counter in shared memory, no round trip).
+   */
   dataVersion(): number {
-    return (this.#s.dataVersion.get() as unknown as [number])[0];
+    return this.#db.dataVersion();
   }
 
   getMeta(k: string): Uint8Array | undefined {
@@ -334,7 +478,7 @@ export class KmsDb {
    * A prepared statement for the KMS's own modules (policies, approvals, BYOK), cached by text. They keep their SQL
    * beside their logic; the schema stays in MIGRATIONS above.
    */
-  prepare(sql: string): StatementSync {
+  prepare(sql: string): KmsStatement {
     let st = this.#extra.get(sql);
     if (!st) {
       st = this.#db.prepare(sql);

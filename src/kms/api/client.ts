@@ -2,6 +2,10 @@
 // certificate from `atrest kms client issue`), keep-alive sockets (bounded), and problem+json mapped back to the same
 // AtrestError classes the embedded provider throws. Concurrent unwraps are coalesced into batch requests.
 // A key manager that is down or unreachable fails fast with KeyUnavailableError "key manager unavailable at …".
+// Several KMS nodes on one store (docs/kms.md, High availability): `url` is a comma-separated list; the client keeps
+// using the node that answers and moves to the next at once on a connection failure or a 503 (sealed). Idempotent
+// calls (unwrap, data keys, rewrap, reads) are also re-sent to the next node when the answer was lost mid-request,
+// so a node killed under an upload costs that upload nothing.
 
 import { readFile } from "node:fs/promises";
 import { Agent, request } from "node:https";
@@ -25,7 +29,7 @@ import {
 import { keyRefOfWrapped } from "./wrapped.ts";
 
 export interface RemoteKmsOptions {
-  /** https://host:port of `atrest kms serve`. */
+  /** https://host:port of `atrest kms serve`, or several nodes' URLs separated by commas. */
   url: string;
   /** Directory with client.key, client.crt and ca.crt (as written by `atrest kms client issue --out DIR`). */
   certDir?: string;
@@ -33,7 +37,7 @@ export interface RemoteKmsOptions {
   key?: string;
   cert?: string;
   ca?: string;
-  /** TCP + TLS connect deadline, ms (default 2000). */
+  /** TCP + TLS connect deadline, ms (default 2000; 1000 with several nodes, so a dead host costs at most that). */
   connectTimeoutMs?: number;
   /** Whole-request deadline, ms (default 15000). */
   requestTimeoutMs?: number;
@@ -54,6 +58,44 @@ interface Problem {
 
 const MAX_BATCH = 1000;
 
+interface Endpoint {
+  origin: string;
+  host: string;
+  port: number;
+}
+
+/**
+ * Which failures move a call to the next node: "any" (idempotent: also a lost answer), "unsent" (the node surely
+ * did not act: refused connection, 503), "none" (node-specific: unseal shares, seal).
+ */
+type Failover = "any" | "unsent" | "none";
+
+/** A failed attempt: whether the request may have reached the node, and what it answered (503: it did nothing). */
+interface Attempt {
+  error: Error;
+  sent: boolean;
+  status?: number;
+}
+
+function parseEndpoints(list: string): Endpoint[] {
+  const out: Endpoint[] = [];
+  for (const part of list.split(",")) {
+    const raw = part.trim();
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new AtrestError("INVALID_INPUT", `invalid key manager URL ${JSON.stringify(raw)}`);
+    }
+    if (url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) {
+      throw new AtrestError("INVALID_INPUT", `key manager URL must be https://host:port, got ${raw}`);
+    }
+    if (out.some((e) => e.origin === url.origin)) continue;
+    out.push({ origin: url.origin, host: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || 443) });
+  }
+  return out;
+}
+
 interface PendingUnwrap {
   wrapped: Buffer;
   context: EncryptionContext;
@@ -67,11 +109,14 @@ const WATCH_WAIT_MS = 8000;
 const WATCH_RETRY_MS = 500;
 
 export class RemoteKms implements KeyProvider, KeyStateWatcher {
+  /** The node URLs, comma-separated as given. */
   readonly url: string;
-  /** The key manager a signed call must name (relayed.ts): SHA-256 of its CA certificate. */
+  /** The key manager a signed call must name (relayed.ts): SHA-256 of its CA certificate (the same on every node). */
   readonly audience: string;
-  readonly #host: string;
-  readonly #port: number;
+  readonly #endpoints: Endpoint[];
+  /** The node in use: the last one that answered. */
+  #current = 0;
+  #failovers = 0;
   readonly #agent: Agent;
   readonly #connectTimeoutMs: number;
   readonly #requestTimeoutMs: number;
@@ -80,12 +125,15 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
   #flushScheduled = false;
   #closed = false;
 
-  private constructor(url: URL, tls: { key: string; cert: string; ca: string }, options: RemoteKmsOptions) {
-    this.url = url.origin;
+  private constructor(
+    endpoints: Endpoint[],
+    tls: { key: string; cert: string; ca: string },
+    options: RemoteKmsOptions,
+  ) {
+    this.#endpoints = endpoints;
+    this.url = endpoints.map((e) => e.origin).join(",");
     this.audience = audienceOf(tls.ca);
-    this.#host = url.hostname.replace(/^\[|\]$/g, "");
-    this.#port = Number(url.port || 443);
-    this.#connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? (endpoints.length > 1 ? 1000 : 2000);
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
     this.#coalesce = options.coalesce ?? true;
     const maxSockets = options.maxSockets ?? 16;
@@ -105,15 +153,7 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
 
   /** Loads the client certificate and prepares the connection pool; does not contact the KMS. */
   static async connect(options: RemoteKmsOptions): Promise<RemoteKms> {
-    let url: URL;
-    try {
-      url = new URL(options.url);
-    } catch {
-      throw new AtrestError("INVALID_INPUT", `invalid key manager URL ${JSON.stringify(options.url)}`);
-    }
-    if (url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) {
-      throw new AtrestError("INVALID_INPUT", `key manager URL must be https://host:port, got ${options.url}`);
-    }
+    const endpoints = parseEndpoints(options.url);
     let tls: { key: string; cert: string; ca: string };
     if (options.key && options.cert && options.ca) {
       tls = { key: options.key, cert: options.cert, ca: options.ca };
@@ -134,7 +174,7 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
     } else {
       throw new AtrestError("INVALID_INPUT", "a KMS client certificate directory is required (--kms-cert DIR)");
     }
-    return new RemoteKms(url, tls, options);
+    return new RemoteKms(endpoints, tls, options);
   }
 
   // ---- KeyProvider ----
@@ -144,6 +184,8 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
       "POST",
       `/v1/keys/${encodeURIComponent(keyName)}/generate-data-key`,
       { context },
+      false,
+      "any",
     );
     return toDataKey(r);
   }
@@ -197,6 +239,8 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
         "POST",
         `/v1/keys/${encodeURIComponent(keyName)}/batch/generate-data-key`,
         { contexts: contexts.slice(i, i + MAX_BATCH) },
+        false,
+        "any",
       );
       out.push(...r.items.map(toDataKey));
     }
@@ -212,6 +256,8 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
       "POST",
       `/v1/keys/${encodeURIComponent(keyName)}/wrap`,
       { plaintext: plaintext.toString("base64"), context },
+      false,
+      "any",
     );
     return { wrapped: Buffer.from(r.wrapped, "base64"), keyRef: r.keyRef };
   }
@@ -227,10 +273,13 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
   }
 
   async rewrap(wrapped: Buffer, context: EncryptionContext): Promise<{ wrapped: Buffer; keyRef: string }> {
-    const r = await this.#call<{ wrapped: string; keyRef: string }>("POST", "/v1/rewrap", {
-      wrapped: wrapped.toString("base64"),
-      context,
-    });
+    const r = await this.#call<{ wrapped: string; keyRef: string }>(
+      "POST",
+      "/v1/rewrap",
+      { wrapped: wrapped.toString("base64"), context },
+      false,
+      "any",
+    );
     return { wrapped: Buffer.from(r.wrapped, "base64"), keyRef: r.keyRef };
   }
 
@@ -252,9 +301,13 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
     const out: ItemOutcome<T>[] = [];
     for (let i = 0; i < items.length; i += MAX_BATCH) {
       const chunk = items.slice(i, i + MAX_BATCH);
-      const r = await this.#call<{ items: ItemJson<J>[] }>("POST", path, {
-        items: chunk.map((it) => ({ wrapped: it.wrapped.toString("base64"), context: it.context })),
-      });
+      const r = await this.#call<{ items: ItemJson<J>[] }>(
+        "POST",
+        path,
+        { items: chunk.map((it) => ({ wrapped: it.wrapped.toString("base64"), context: it.context })) },
+        false,
+        "any",
+      );
       for (const it of r.items) out.push("error" in it ? { error: itemError(it.error) } : decode(it as J));
     }
     return out;
@@ -292,17 +345,22 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
     return this.#call<KmsStatus>("GET", "/v1/status");
   }
 
-  /** Submits one unseal share (custodian certificate). */
+  /** Submits one unseal share (custodian certificate). Each node is unsealed on its own: never fails over. */
   unseal(share: string): Promise<KmsStatus> {
-    return this.#call<KmsStatus>("POST", "/v1/unseal", { share });
+    return this.#call<KmsStatus>("POST", "/v1/unseal", { share }, false, "none");
   }
 
   resetUnseal(): Promise<KmsStatus> {
-    return this.#call<KmsStatus>("POST", "/v1/unseal", { reset: true });
+    return this.#call<KmsStatus>("POST", "/v1/unseal", { reset: true }, false, "none");
   }
 
   seal(): Promise<KmsStatus> {
-    return this.#call<KmsStatus>("POST", "/v1/seal", {});
+    return this.#call<KmsStatus>("POST", "/v1/seal", {}, false, "none");
+  }
+
+  /** The node in use now (its origin), and how many times calls moved to another node. */
+  get active(): { url: string; failovers: number } {
+    return { url: (this.#endpoints[this.#current] as Endpoint).origin, failovers: this.#failovers };
   }
 
   /** Prometheus text (operator, admin or auditor certificate). */
@@ -356,10 +414,13 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
   // ---- internals ----
 
   async #unwrapOne(wrapped: Buffer, context: EncryptionContext): Promise<Buffer> {
-    const r = await this.#call<{ plaintext: string }>("POST", "/v1/unwrap", {
-      wrapped: wrapped.toString("base64"),
-      context,
-    });
+    const r = await this.#call<{ plaintext: string }>(
+      "POST",
+      "/v1/unwrap",
+      { wrapped: wrapped.toString("base64"), context },
+      false,
+      "any",
+    );
     return Buffer.from(r.plaintext, "base64");
   }
 
@@ -386,22 +447,57 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
     }
   }
 
-  #call<T>(method: string, path: string, body?: unknown, text = false): Promise<T> {
-    if (this.#closed) return Promise.reject(new KeyUnavailableError("key manager client is closed"));
+  async #call<T>(method: string, path: string, body?: unknown, text = false, failover?: Failover): Promise<T> {
+    if (this.#closed) throw new KeyUnavailableError("key manager client is closed");
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return this.#send<T>(method, path, payload, text, true);
+    // Reads are idempotent; other calls default to moving on only when the node surely did not act.
+    const mode = failover ?? (method === "GET" ? "any" : "unsent");
+    const n = mode === "none" ? 1 : this.#endpoints.length;
+    const first = this.#current;
+    let last: Attempt | undefined;
+    for (let i = 0; i < n; i++) {
+      const at = (first + i) % this.#endpoints.length;
+      const attempt = await this.#send<T>(this.#endpoints[at] as Endpoint, method, path, payload, text, true).then(
+        (value) => ({ value }),
+        (a: Attempt) => a,
+      );
+      if ("value" in attempt) {
+        if (at !== this.#current) {
+          this.#current = at;
+          this.#failovers++;
+        }
+        return attempt.value;
+      }
+      last = attempt;
+      // A node's own answer (4xx, 500) is the answer: another node would say the same from the same store.
+      const moveOn = attempt.status === 503 || (attempt.status === undefined && (!attempt.sent || mode === "any"));
+      if (!moveOn || this.#closed) break;
+    }
+    throw (last as Attempt).error;
   }
 
-  #send<T>(method: string, path: string, payload: Buffer | undefined, text: boolean, mayRetry: boolean): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  /** One attempt at one node; rejects with an Attempt (the error, and whether the node may have acted). */
+  #send<T>(
+    node: Endpoint,
+    method: string,
+    path: string,
+    payload: Buffer | undefined,
+    text: boolean,
+    mayRetry: boolean,
+  ): Promise<T> {
+    return new Promise<T>((resolveValue, rejectAttempt) => {
+      let sent = false;
+      const resolve = resolveValue;
+      const fail = (error: Error, status?: number) =>
+        rejectAttempt({ error, sent, ...(status === undefined ? {} : { status }) } as Attempt);
       const headers: Record<string, string | number> = { accept: "application/json" };
       if (payload) {
         headers["content-type"] = "application/json";
         headers["content-length"] = payload.length;
       }
       const req = request({
-        host: this.#host,
-        port: this.#port,
+        host: node.host,
+        port: node.port,
         method,
         path,
         agent: this.#agent,
@@ -417,28 +513,34 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
         if (connectTimer) clearTimeout(connectTimer);
       };
       req.on("socket", (socket: TLSSocket) => {
-        if (!socket.connecting && !(socket as { pending?: boolean }).pending) return;
+        if (!socket.connecting && !(socket as { pending?: boolean }).pending) {
+          sent = true;
+          return;
+        }
         connectTimer = setTimeout(
           () => req.destroy(new Error(`connect timeout after ${this.#connectTimeoutMs} ms`)),
           this.#connectTimeoutMs,
         );
-        socket.once("secureConnect", () => clearTimeout(connectTimer));
+        socket.once("secureConnect", () => {
+          sent = true;
+          clearTimeout(connectTimer);
+        });
       });
       req.on("error", (err: NodeJS.ErrnoException) => {
         done();
         // A kept-alive socket the server closed while idle: the request never reached it, so send it again once.
         if (mayRetry && req.reusedSocket && (err.code === "ECONNRESET" || err.code === "EPIPE")) {
-          this.#send<T>(method, path, payload, text, false).then(resolve, reject);
+          this.#send<T>(node, method, path, payload, text, false).then(resolve, rejectAttempt);
           return;
         }
-        reject(new KeyUnavailableError(`key manager unavailable at ${this.url}: ${describe(err)}`, { cause: err }));
+        fail(new KeyUnavailableError(`key manager unavailable at ${node.origin}: ${describe(err)}`, { cause: err }));
       });
       req.on("response", (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("error", (err) => {
           done();
-          reject(new KeyUnavailableError(`key manager unavailable at ${this.url}: ${describe(err)}`, { cause: err }));
+          fail(new KeyUnavailableError(`key manager unavailable at ${node.origin}: ${describe(err)}`, { cause: err }));
         });
         res.on("end", () => {
           done();
@@ -449,7 +551,7 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
             try {
               return resolve(JSON.parse(raw) as T);
             } catch {
-              return reject(new KeyUnavailableError(`key manager at ${this.url} sent a malformed answer`));
+              return fail(new KeyUnavailableError(`key manager at ${node.origin} sent a malformed answer`), status);
             }
           }
           let p: Problem = {};
@@ -459,7 +561,8 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
             // not a problem document (a proxy?): report the status
           }
           const detail = p.detail ?? `HTTP ${status}`;
-          reject(errorFromCode(p.code, status === 503 ? `${detail} (${this.url})` : detail));
+          // 503: sealed (or shutting down): it did nothing, another node may serve the call.
+          fail(errorFromCode(p.code, status === 503 ? `${detail} (${node.origin})` : detail), status);
         });
       });
       req.end(payload);

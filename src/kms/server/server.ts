@@ -19,8 +19,8 @@ import type { KmsStatus } from "../api/types.ts";
 import { loadServerTls } from "../ca.ts";
 import { ClientDirectory, listClients } from "../clients.ts";
 import { kmsClock } from "../clock.ts";
-import { KmsDb } from "../db.ts";
-import { KMS_DB_FILE } from "../home.ts";
+import type { KmsDb } from "../db.ts";
+import { hasKmsDb, KMS_DB_FILE, openKmsDb } from "../home.ts";
 import type { HsmAccess } from "../hsm-source.ts";
 import { Keyring } from "../keyring.ts";
 import { KmipServer } from "../kmip/server.ts";
@@ -125,7 +125,7 @@ export class KmsServer {
   /** Opens the KMS directory, unseals at once if the master source needs no people (dev key file), and listens. */
   static async start(options: KmsServerOptions): Promise<KmsServer> {
     const dir = options.dir;
-    if (!existsSync(join(dir, KMS_DB_FILE))) {
+    if (!hasKmsDb(dir)) {
       throw new KeyUnavailableError(`KMS not initialised: ${join(dir, KMS_DB_FILE)} not found (run atrest kms init)`);
     }
     const tls = await loadServerTls(dir).catch((e: NodeJS.ErrnoException) => {
@@ -133,7 +133,7 @@ export class KmsServer {
         ? new AtrestError("NOT_FOUND", `no TLS files in ${dir} (${e.path}); run atrest kms init --data ${dir}`)
         : e;
     });
-    const db = new KmsDb(join(dir, KMS_DB_FILE));
+    const db = openKmsDb(dir);
     let kms: KmsServer;
     try {
       kms = new KmsServer(

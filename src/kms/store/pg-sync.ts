@@ -1,0 +1,94 @@
+// A synchronous PostgreSQL connection for the KMS store: the KMS's code is synchronous over SQLite (node:sqlite), so
+// over PostgreSQL each call posts the statement to a worker thread (pg-worker.ts) and blocks on Atomics.wait until
+// the reply is there. The hot paths (data-key wrap/unwrap) never get here: they run on the in-memory key cache, which
+// learns of other nodes' commits from a counter the worker bumps on LISTEN/NOTIFY, read without a round trip.
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
+import { KeyUnavailableError } from "../../errors.ts";
+import { parsePostgresUrl } from "../../store/postgres/index.ts";
+import { CHANGES, type PgReply, type PgRequest, type PgValue, type PgWorkerData, REPLY_READY } from "./pg-protocol.ts";
+
+const WORKER_URL = new URL("./pg-worker.ts", import.meta.url);
+/** A query waits at most this long (statement and lock timeouts inside PostgreSQL are the same). */
+const TIMEOUT_MS = 10_000;
+
+type Distribute<T> = T extends unknown ? Omit<T, "id"> : never;
+
+export class PgSync {
+  readonly schema: string;
+  readonly #worker: Worker;
+  readonly #port: MessagePort;
+  readonly #flags: Int32Array;
+  #next = 1;
+  #open = true;
+
+  constructor(url: string) {
+    const { connectionString, schema } = parsePostgresUrl(url);
+    this.schema = schema;
+    const shared = new SharedArrayBuffer(8);
+    this.#flags = new Int32Array(shared);
+    const { port1, port2 } = new MessageChannel();
+    this.#port = port1;
+    const data: PgWorkerData = {
+      connectionString,
+      schema,
+      shared,
+      port: port2,
+      timeoutMs: TIMEOUT_MS,
+    };
+    this.#worker = new Worker(WORKER_URL, { name: "atrest-kms-pg", workerData: data, transferList: [port2] });
+    this.#worker.unref();
+    port1.unref();
+  }
+
+  /** Commits seen on the store's channel (any node's); moves, never says by how much. */
+  changes(): number {
+    return Atomics.load(this.#flags, CHANGES);
+  }
+
+  get isOpen(): boolean {
+    return this.#open;
+  }
+
+  call(req: Distribute<PgRequest>): { rows: Record<string, unknown>[]; changes: number; version?: number } {
+    if (!this.#open) throw new KeyUnavailableError("the KMS store is closed");
+    const id = this.#next++;
+    Atomics.store(this.#flags, REPLY_READY, 0);
+    this.#port.postMessage({ id, ...req } as PgRequest);
+    const deadline = Date.now() + TIMEOUT_MS + 2_000;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0 || Atomics.wait(this.#flags, REPLY_READY, 0, left) === "timed-out") {
+        throw new KeyUnavailableError("the KMS store (PostgreSQL) did not answer in time");
+      }
+      Atomics.store(this.#flags, REPLY_READY, 0);
+      // A reply to an earlier call that timed out may come first: skip it.
+      for (;;) {
+        const got = receiveMessageOnPort(this.#port);
+        if (!got) break;
+        const reply = got.message as PgReply;
+        if (reply.id !== id) continue;
+        if ("error" in reply) {
+          const err = new Error(`KMS store: ${reply.error.message}`) as Error & { code?: string };
+          if (reply.error.code) err.code = reply.error.code;
+          throw err;
+        }
+        return reply;
+      }
+    }
+  }
+
+  query(sql: string, params: PgValue[]): { rows: Record<string, unknown>[]; changes: number } {
+    return this.call({ op: "query", sql, params });
+  }
+
+  close(): void {
+    if (!this.#open) return;
+    try {
+      this.call({ op: "close" });
+    } catch {
+      // closing anyway
+    }
+    this.#open = false;
+    void this.#worker.terminate();
+  }
+}
