@@ -69,6 +69,8 @@ export class EncryptedReader {
   readonly #windows = new Map<number, Window>();
   readonly #spareSealed: ArrayBuffer[] = [];
   readonly #sparePlain: ArrayBuffer[] = [];
+  /** Windows at or past this index are never read ahead (OpenReadOptions.end: a Range read stops at its end). */
+  readonly #windowLimit: number;
   #bytesRead = 0;
   #closed = false;
 
@@ -81,6 +83,7 @@ export class EncryptedReader {
     onClose: (n: number) => void,
     pool: SealPool,
     whole?: Buffer,
+    end?: number,
   ) {
     const expected = Math.floor(size / layout.segmentSize) + 1;
     if (expected !== count) throw new IntegrityError("container length does not match the recorded file size");
@@ -93,6 +96,39 @@ export class EncryptedReader {
     this.#pool = pool;
     this.#whole = whole !== undefined && whole.length === blob.size ? whole : undefined;
     this.#keysId = pool.register(keys.sealWorkerParams());
+    const span = READ_AHEAD_SEGMENTS * layout.segmentSize;
+    const stop = end === undefined ? size : Math.max(0, Math.min(size, end));
+    this.#windowLimit = Math.max(1, Math.ceil(stop / span));
+  }
+
+  /**
+   * Bytes at `offset` as a view of the window holding them (up to its end, at most `length`): no copy. The window
+   * stays out of the spares until release(), so the bytes cannot change under a socket still sending them.
+   */
+  async readView(offset: number, length: number): Promise<{ data: Buffer; release(): void }> {
+    if (this.#closed) throw new HandleClosedError();
+    if (offset >= this.size || length <= 0) return { data: Buffer.alloc(0), release: () => {} };
+    const span = READ_AHEAD_SEGMENTS * this.#layout.segmentSize;
+    const w = Math.floor(offset / span);
+    const end = Math.min(this.size, offset + length, (w + 1) * span);
+    const window = this.#window(w);
+    window.users++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      window.users--;
+      if (window.evicted) this.#recycle(window);
+    };
+    try {
+      const plain = await window.promise;
+      if (end - w * span > plain.length) throw new IntegrityError("container shorter than expected");
+      this.#bytesRead += end - offset;
+      return { data: plain.subarray(offset - w * span, end - w * span), release };
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -126,7 +162,8 @@ export class EncryptedReader {
     window = this.#load(w);
     // Keep the previous window, this one and those ahead; start reading ahead of the client.
     for (const k of this.#windows.keys()) if (k < w - 1) this.#evict(k);
-    for (let k = w + 1; k <= w + READ_AHEAD_WINDOWS && k * READ_AHEAD_SEGMENTS < this.#count; k++) {
+    const limit = Math.max(this.#windowLimit, w + 1);
+    for (let k = w + 1; k <= w + READ_AHEAD_WINDOWS && k < limit && k * READ_AHEAD_SEGMENTS < this.#count; k++) {
       if (!this.#windows.has(k)) this.#load(k);
     }
     return window;

@@ -379,6 +379,7 @@ export class Session implements VfsSession {
           }
         },
         options.customerKey,
+        options.end,
       );
       if (this.#vfs.audit.failClosed) {
         // A durable "download started" record before the first byte can be served, so a download whose closing

@@ -80,6 +80,12 @@ export interface ReadHandle {
   readonly size: number;
   /** Up to `length` bytes at `offset`; an empty buffer at or past the end. Random access. */
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Optional: up to `length` bytes at `offset` without a copy, as a view of the handle's own buffer (it may be
+   * shorter than asked: it stops at a buffer's end). The caller must not change it, and calls release() once it no
+   * longer needs the bytes (after the socket took them): the buffer is reused after that, never before.
+   */
+  readView?(offset: number, length: number): Promise<{ data: Buffer; release(): void }>;
   close(): Promise<void>;
 }
 
@@ -120,6 +126,8 @@ export interface SetAttrs {
 export interface OpenReadOptions {
   /** S3 SSE-C: the object's customer key (KEY_REQUIRED without it, PERMISSION_DENIED for another); caller zeroes it. */
   customerKey?: Buffer;
+  /** The reader will not read at or past this offset (a Range's end): read-ahead stops there. */
+  end?: number;
 }
 
 export interface OpenWriteOptions {

@@ -244,14 +244,20 @@ export class Vfs {
   /**
    * Opens a file for reading: unwraps its DEK (KMS), verifies the key commitment, returns a random-access reader. A
    * pieced version reads its pieces in turn, each opened (and its DEK unwrapped) only when the read reaches it.
+   * `end`: the caller reads nothing at or past it (a Range), so a single container's read-ahead stops there.
    */
-  async openRead(node: NodeRow, onClose: (bytesRead: number) => void, customerKey?: Buffer): Promise<ReadHandle> {
+  async openRead(
+    node: NodeRow,
+    onClose: (bytesRead: number) => void,
+    customerKey?: Buffer,
+    end?: number,
+  ): Promise<ReadHandle> {
     if (!node.blobId || !node.contentId) throw new AtrestError("IS_A_DIRECTORY", "is a directory");
     const { size, ssec, pieces } = this.tree.attrs(node);
     // SSE-C: no key or a wrong one is refused here, before any data (or the key manager) is touched
     verifyCustomerKey(ssec, customerKey);
     if (!pieces)
-      return this.#openContainer(node.blobId, node.contentId, size, ssec !== undefined, customerKey, onClose);
+      return this.#openContainer(node.blobId, node.contentId, size, ssec !== undefined, customerKey, onClose, end);
     const rows = await this.store.filePieces(node.contentId);
     if (rows.length !== pieces.length || rows.some((r, i) => r.contentId !== pieces[i]?.contentId)) {
       throw new IntegrityError("the pieces of a file do not match its sealed attributes");
@@ -279,6 +285,7 @@ export class Vfs {
     ssec: boolean,
     customerKey: Buffer | undefined,
     onClose: (bytesRead: number) => void,
+    end?: number,
   ): Promise<EncryptedReader> {
     const blob = await this.blobs.open(blobId);
     try {
@@ -294,7 +301,7 @@ export class Vfs {
       }
       try {
         const keys = openContainer(header, dek, contentId);
-        return new EncryptedReader(blob, keys, header.layout, count, size, onClose, this.#seal, whole);
+        return new EncryptedReader(blob, keys, header.layout, count, size, onClose, this.#seal, whole, end);
       } finally {
         zero(dek);
       }

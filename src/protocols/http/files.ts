@@ -10,7 +10,7 @@ import type { DirEntry, FileStat, VfsSession } from "../../vfs/types.ts";
 import type { HttpDeps } from "./deps.ts";
 import { HttpProblem } from "./problem.ts";
 import { errors, PathSchema, type Principal, type Route, route } from "./routes.ts";
-import { BodyLengthError, copyFile, readableOf, writeBody } from "./streams.ts";
+import { BodyLengthError, bodyOf, copyFile, readableOf, writeBody } from "./streams.ts";
 
 /** DESIGN §2: a custodian can destroy keys, so it does not read data; an auditor reads the audit, not the files. */
 export const FILE_ROLES: readonly Role[] = ["admin", "user"];
@@ -252,7 +252,7 @@ export async function serveFile(
   reply.type("application/octet-stream");
   reply.header("content-length", String(end - start));
   if (range) reply.code(206).header("content-range", `bytes ${start}-${end - 1}/${st.size}`);
-  return reply.send(readableOf(() => vfs.openRead(path), start, end));
+  return reply.send(bodyOf(() => vfs.openRead(path, { end }), start, end));
 }
 
 /** Streams directory `dir` of `vfs` as a zip (entries stored); `name` names the download. */
