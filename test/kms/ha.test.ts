@@ -7,7 +7,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { RemoteKms } from "../../src/kms/api/client.ts";
-import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
+import { cli, cliProcess, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
 import { type RunningKms, startKms, unsealKms } from "../helpers/kms.ts";
 import { dropTestSchemas, pgSkip, pgUrl, testSchema } from "../helpers/pg.ts";
 import { makeClientKey, runSftpBatch, sha256File } from "../helpers/sftp-clients.ts";
@@ -213,6 +213,33 @@ describe("KMS high availability: two kms serve nodes on one PostgreSQL store", s
       runs.map((r) => r.failed),
       [0, 0],
     );
+  });
+
+  test("two custodians approve one request on two nodes at the same moment: executed once", async () => {
+    assert.ok(a && b);
+    await cli(["kms", "key", "create", "race", ...as("olga", a)]);
+    const asked = await cli([
+      "kms",
+      "key",
+      "destroy",
+      "race",
+      "--waiting-days",
+      "7",
+      "--reason",
+      "x",
+      ...as("olga", b),
+    ]);
+    const id = /request (req-[0-9a-f]+)/.exec(asked.stdout)?.[1] as string;
+    const outs = await Promise.all([
+      cliProcess(["kms", "approve", id, ...as("alice", a)]),
+      cliProcess(["kms", "approve", id, ...as("bob", b)]),
+    ]);
+    const said = outs.map((o) => o.stdout);
+    assert.equal(said.filter((o) => /executed: destruction scheduled/.test(o)).length, 1, said.join("\n"));
+    assert.equal(said.filter((o) => /needs 1 more/.test(o)).length, 1, said.join("\n"));
+    const req = JSON.parse((await cli(["kms", "request", "show", id, "--json", ...as("alice", b)])).stdout);
+    assert.equal(req.status, "executed");
+    assert.equal(req.approvals.length, 2);
   });
 
   test("an automatic rotation falls due: both schedulers race, it happens once", async () => {
