@@ -9,6 +9,7 @@ import { query } from "../audit/query.ts";
 import { loadConfig } from "../config/config.ts";
 import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
+import { AtrestError } from "../errors.ts";
 import { serviceKey } from "../keys/service-keys.ts";
 import { Registry } from "../metrics/registry.ts";
 import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
@@ -247,6 +248,7 @@ export function registerServer(program: Command): void {
           blobs,
           audit: app.audit,
           quotaOf: async (user) => (await app.store.getUser(user))?.quotaBytes ?? 0,
+          ...syncBlobGrace(process.env.ATREST_SYNC_BLOB_GRACE_SECONDS),
         });
         const { COOKIE_KEY_CONTEXT, COOKIE_KEY_SETTING } = await import("../protocols/http/sealed-cookie.ts");
         const { serviceKey } = await import("../keys/service-keys.ts");
@@ -359,4 +361,13 @@ export function registerServer(program: Command): void {
       stopWith = stop;
       if (pendingSignal) void stop(pendingSignal);
     });
+}
+
+/** ATREST_SYNC_BLOB_GRACE_SECONDS: how long a blob no manifest names yet survives the sync blob sweep (default 24 h). */
+function syncBlobGrace(v: string | undefined): { blobGraceMs?: number } {
+  if (v === undefined || v === "") return {};
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0 || n > 366 * 86_400)
+    throw new AtrestError("INVALID_INPUT", "ATREST_SYNC_BLOB_GRACE_SECONDS must be 0 … 31622400");
+  return { blobGraceMs: n * 1000 };
 }

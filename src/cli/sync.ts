@@ -249,6 +249,16 @@ export function registerSync(program: Command): void {
       });
     });
   sync
+    .command("sweep <region>")
+    .description("delete the region's blobs no kept version names (past their grace period) and release their quota")
+    .addOption(stateOption())
+    .action(async (id: string, opts) => {
+      await withSession(opts.state, async (s) => {
+        const r = await s.api.sweep(id);
+        out(`swept ${id}: ${r.removed} blob(s) removed, ${r.usedBytes} bytes in use`);
+      });
+    });
+  sync
     .command("share <region> <user>")
     .description("share a region: wraps its keys to every device of the (verified) user")
     .addOption(stateOption())

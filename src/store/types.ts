@@ -591,6 +591,8 @@ export interface SyncReads {
   /** Envelopes addressed to a device, by epoch. */
   listSyncEnvelopes(regionId: string, recipient: string): Promise<SyncEnvelopeRow[]>;
   getSyncBlob(regionId: string, hash: string): Promise<SyncBlobRow | undefined>;
+  /** Every blob of a region (the sweep's candidates). */
+  listSyncBlobs(regionId: string): Promise<SyncBlobRow[]>;
   /** Bytes of all regions owned by `user` (their quota use). */
   syncBytesOwnedBy(user: string): Promise<number>;
 }
@@ -607,6 +609,8 @@ export interface SyncWrites {
   /** Inserts or replaces (region, epoch, recipient). */
   putSyncEnvelope(row: SyncEnvelopeRow): Promise<void>;
   insertSyncBlob(row: SyncBlobRow): Promise<void>;
+  /** Sets a blob's createdAt (an upload of a blob that is there already restarts its grace period). */
+  touchSyncBlob(regionId: string, hash: string, at: number): Promise<void>;
   deleteSyncBlob(regionId: string, hash: string): Promise<void>;
   /** Inserts or replaces. */
   putSyncLink(row: SyncLinkRow): Promise<void>;

@@ -24,9 +24,13 @@ import {
 import {
   diffManifests,
   type Entry,
+  MAX_DELTA_RUN,
+  type Manifest,
   manifestHash,
   pinOfManifest,
   signManifest,
+  signNext,
+  stateRoot,
   type UnsignedManifest,
   verifyManifest,
 } from "../../src/sync/core/manifest.ts";
@@ -290,9 +294,9 @@ describe("sync core: signed monotonic manifest", () => {
       evil.secrets.sign,
     );
     assert.throws(() => verifyManifest(byEvil, { regionId, pin: pin2, authorDevice }), /verified device chain/);
-    const v2 = signObject("manifest", { ...m2, v: 2 }, alice.secrets.sign);
+    const v3 = signObject("manifest", { ...m2, v: 3 }, alice.secrets.sign);
     assert.throws(
-      () => verifyManifest(v2, { regionId, pin: pinOfManifest(m1), authorDevice }),
+      () => verifyManifest(v3, { regionId, pin: pinOfManifest(m1), authorDevice }),
       /unsupported protocol version/,
     );
     // another owner on first contact
@@ -312,6 +316,136 @@ describe("sync core: signed monotonic manifest", () => {
     const m = signManifest(base(1, "", [file("11".repeat(16))]), alice.secrets.sign);
     const dup = signObject("manifest", { ...m, entries: [m.entries[0], m.entries[0]] }, alice.secrets.sign);
     assert.throws(() => verifyManifest(dup, { regionId, owner, authorDevice }), /sorted/);
+  });
+});
+
+describe("sync core: version 2 manifests (full checkpoints and deltas, §7a)", () => {
+  const alice = device("alice", "laptop");
+  const regionId = newRegionId();
+  const key = newRegionKey();
+  const owner = { user: "alice", root: fingerprintOf(alice.cert) };
+  const authorDevice = (user: string, dev: string) =>
+    user === "alice" && dev === alice.cert.id ? { cert: alice.cert, revoked: false } : undefined;
+  const names = new Map<string, string>();
+  const nameOf = (id: string) => {
+    let n = names.get(id);
+    if (!n) {
+      n = encryptName(
+        key,
+        { regionId, entryId: id, parent: "", kind: "file", epoch: 1 },
+        { name: `f${id.slice(0, 2)}`, mtimeMs: 1, sha: "" },
+      );
+      names.set(id, n);
+    }
+    return n;
+  };
+  const file = (id: string, fver = 1, deleted = false, dv = 0): Entry => ({
+    id,
+    parent: "",
+    kind: "file",
+    name: nameOf(id),
+    epoch: 1,
+    fver,
+    size: 3,
+    hash: String(fver % 10).repeat(64),
+    blobSize: 300,
+    by: alice.cert.id,
+    deleted,
+    dv,
+    dt: dv ? 5 : 0,
+  });
+  const head = (version: number, prev: string) => ({
+    type: "manifest" as const,
+    regionId,
+    version,
+    prev,
+    owner,
+    members: [],
+    epoch: 1,
+    keys: [{ epoch: 1, commit: keyCommitment(key, regionId, 1) }],
+    author: { user: "alice", device: alice.cert.id },
+    at: "2026-01-01T00:00:00.000Z",
+  });
+  const v1 = signManifest(
+    {
+      ...head(1, ""),
+      v: 2,
+      form: "full",
+      ckpt: 1,
+      root: stateRoot(regionId, []),
+      drop: [],
+      entries: [],
+    },
+    alice.secrets.sign,
+  );
+  const a = "aa".repeat(16);
+  const b = "bb".repeat(16);
+  const c = "cc".repeat(16);
+  /** The next version after `cur` with `tree` as its whole tree (verified like a client would). */
+  const next = (cur: Manifest, tree: Entry[], full = false) =>
+    signNext(cur, head(cur.version + 1, manifestHash(cur)), { entries: tree, full }, alice.secrets.sign);
+  const verified = (raw: unknown, cur: Manifest) =>
+    verifyManifest(raw, { regionId, pin: pinOfManifest(cur), state: cur.entries, authorDevice });
+
+  test("a delta carries only what changed; applied to the verified tree it gives the signed root", () => {
+    const s1 = verifyManifest(v1, { regionId, owner, authorDevice });
+    const d2 = next(s1, [file(a), file(b)]);
+    assert.equal(d2.signed.form, "delta");
+    const s2 = verified(d2.signed, s1);
+    const d3 = next(s2, [file(a, 2), file(b)]);
+    assert.deepEqual(
+      d3.signed.entries.map((e) => e.id),
+      [a],
+      "only the changed entry travels",
+    );
+    const s3 = verified(d3.signed, s2);
+    assert.deepEqual(s3.entries, d3.tree);
+    assert.equal(manifestHash(s3), manifestHash(d3.signed), "the pin names the signed object, not the tree");
+    // trash expiry: an entry in the trash may leave the tree; a live one may not
+    const d4 = next(s3, [file(a, 2), file(b, 1, true, 4)]);
+    const s4 = verified(d4.signed, s3);
+    const d5 = next(s4, [file(a, 2)]);
+    assert.deepEqual(d5.signed.drop, [b]);
+    verified(d5.signed, s4);
+    const live = next(s3, [file(a, 2)]);
+    assert.throws(() => verified(live.signed, s3), /not in the trash/);
+    // a full checkpoint verifies on its own and against the pin
+    const f = next(s3, [file(a, 2), file(b), file(c)], true);
+    assert.equal(f.signed.form, "full");
+    verified(f.signed, s3);
+  });
+
+  test("a delta on another tree, another checkpoint, skipping a version, a wrong root, a downgrade: refused", () => {
+    const s1 = verifyManifest(v1, { regionId, owner, authorDevice });
+    const s2 = verified(next(s1, [file(a), file(b)]).signed, s1);
+    const d3 = next(s2, [file(a, 2), file(b)]).signed;
+    // applied to another tree (the server replays it elsewhere, or dropped a version before it)
+    assert.throws(
+      () => verifyManifest(d3, { regionId, pin: pinOfManifest(s2), state: [file(a)], authorDevice }),
+      /root/,
+    );
+    assert.throws(
+      () => verifyManifest(d3, { regionId, pin: pinOfManifest(s1), state: s1.entries, authorDevice }),
+      integrity,
+    );
+    assert.throws(() => verifyManifest(d3, { regionId, owner, authorDevice }), /does not follow/);
+    // a root that is not the tree's, signed by a member: still refused (the verifier recomputes it)
+    const { sig: _s, ...unsigned } = d3;
+    const badRoot = signObject("manifest", { ...unsigned, root: "e".repeat(64) }, alice.secrets.sign);
+    assert.throws(() => verified(badRoot, s2), /root/);
+    // a delta that claims another checkpoint, or too long a run of deltas
+    const otherCkpt = signObject("manifest", { ...unsigned, ckpt: 2 }, alice.secrets.sign);
+    assert.throws(() => verified(otherCkpt, s2), /checkpoint/);
+    const tooLong = signObject("manifest", { ...unsigned, version: MAX_DELTA_RUN + 2, ckpt: 1 }, alice.secrets.sign);
+    assert.throws(() => verified(tooLong, s2), /deltas since the last full/);
+    // version 1 after version 2: refused although signed by the owner (no downgrade)
+    const { form: _f, root: _r, ckpt: _c, drop: _d, ...rest } = unsigned;
+    const older = signObject(
+      "manifest",
+      { ...rest, v: 1, entries: rest.entries.map(({ dv: _dv, dt: _dt, ...e }) => e) },
+      alice.secrets.sign,
+    );
+    assert.throws(() => verified(older, s2), /downgrade refused/);
   });
 });
 

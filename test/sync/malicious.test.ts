@@ -3,6 +3,7 @@
 // at a time. Each time the client must detect it, refuse with a clear message and leave the user's files as they
 // were; once the tampering is undone it syncs again.
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
@@ -31,13 +32,24 @@ describe("sync against a malicious server: every attack class is detected and re
       version: number;
       body: string;
     };
+  /** Replaces a stored manifest, its hash column too (a server covering its tracks). */
   const setBody = (r: string, version: number, body: string) =>
-    db.prepare("UPDATE sync_manifests SET body = ? WHERE region_id = ? AND version = ?").run(body, r, version);
+    db
+      .prepare("UPDATE sync_manifests SET body = ?, hash = ? WHERE region_id = ? AND version = ?")
+      .run(body, createHash("sha256").update(body).digest("hex"), r, version);
   /** Rewrites the latest manifest of `region` with `edit` (its signature is left as it was). */
   const editLatest = (edit: (m: Manifest) => unknown): (() => void) => {
     const { version, body } = latest(region);
     setBody(region, version, canonical(edit(JSON.parse(body) as Manifest)).toString());
     return () => setBody(region, version, body);
+  };
+  let edits = 0;
+  /** Alice publishes a new version (one more file, a delta), which the server then rewrites with `edit`. */
+  const editNext = async (edit: (m: Manifest) => unknown): Promise<() => void> => {
+    edits++;
+    await writeFile(join(a1.dir, `edit ${edits}.txt`), `edit ${edits}`);
+    await a1.sync(region);
+    return editLatest(edit);
   };
 
   /** Runs bob's sync against the tampered server: refused with `message`, his files untouched; then undo, sync again. */
@@ -139,14 +151,14 @@ describe("sync against a malicious server: every attack class is detected and re
   test("alter metadata (size), move or rename a file, inject a file or a folder entry, drop the signature: refused", async () => {
     await refusedAndKept(
       /forged|signature/,
-      editLatest((m) => ({
+      await editNext((m) => ({
         ...m,
         entries: m.entries.map((e) => (e.kind === "file" ? { ...e, size: e.size + 1 } : e)),
       })),
     );
     await refusedAndKept(
       /forged|signature/,
-      editLatest((m) => {
+      await editNext((m) => {
         const dir = {
           ...m.entries[0],
           id: "d".repeat(32),
@@ -162,19 +174,45 @@ describe("sync against a malicious server: every attack class is detected and re
     );
     await refusedAndKept(
       /forged|signature/,
-      editLatest((m) => ({ ...m, entries: [...m.entries, { ...m.entries[0], id: "f".repeat(32) }] })),
+      await editNext((m) => ({ ...m, entries: [...m.entries, { ...m.entries[0], id: "f".repeat(32) }] })),
     );
-    await refusedAndKept(
-      /unexpected fields/,
-      editLatest(({ sig: _s, ...rest }) => rest),
-    );
+    await refusedAndKept(/unexpected fields/, await editNext(({ sig: _s, ...rest }) => rest));
   });
 
   test("downgrade the protocol version: refused (no negotiation, the version is signed)", async () => {
+    await refusedAndKept(/unsupported protocol version/, await editNext((m) => ({ ...m, v: 0 })));
+    // the version 1 form (whole trees, no root) after version 2: refused before its signature is even looked at
     await refusedAndKept(
-      /unsupported protocol version/,
-      editLatest((m) => ({ ...m, v: 0 })),
+      /downgrade refused/,
+      await editNext(({ form: _f, root: _r, ckpt: _c, drop: _d, ...m }) => ({
+        ...m,
+        v: 1,
+        entries: m.entries.map(({ dv: _dv, dt: _dt, ...e }) => e),
+      })),
     );
+  });
+
+  test("deltas: drop one, replay one in another place, swap a delta for a full tree without an entry: refused", async () => {
+    // alice publishes two deltas; the server hides the first (serves the second in its place)
+    await writeFile(join(a1.dir, "d1.txt"), "first delta");
+    await a1.sync(region);
+    await writeFile(join(a1.dir, "d2.txt"), "second delta");
+    await a1.sync(region);
+    const top = latest(region);
+    const first = db
+      .prepare("SELECT body FROM sync_manifests WHERE region_id = ? AND version = ?")
+      .get(region, top.version - 1) as { body: string };
+    setBody(region, top.version - 1, top.body);
+    await refusedAndKept(/does not follow/, () => void setBody(region, top.version - 1, first.body));
+    // a delta of the region replayed as the next version (signed, but not chained to what bob verified)
+    await writeFile(join(a1.dir, "d3.txt"), "third delta");
+    await a1.sync(region);
+    const third = latest(region);
+    setBody(region, third.version, first.body);
+    await refusedAndKept(/older|rollback|does not follow|fork/, () => void setBody(region, third.version, third.body));
+    // bob's tree must be what the deltas say: every file alice published is there
+    assert.equal(await readFile(join(b1.dir, "d3.txt"), "utf8"), "third delta");
+    assert.equal(await readFile(join(b1.dir, "d1.txt"), "utf8"), "first delta");
   });
 
   test("serve another region's manifest: refused", async () => {

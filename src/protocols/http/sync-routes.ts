@@ -227,6 +227,62 @@ export function syncRoutes(deps: HttpDeps): Route[] {
     ),
     route(
       {
+        method: "GET",
+        url: "/api/v1/sync/regions/:region/manifests",
+        operationId: "syncGetManifests",
+        summary:
+          "Signed manifests to replay, one canonical object a line: ?since=P (versions after P), ?from=F, or from the checkpoint of ?to=T (default the current version); headers x-atrest-head (version and hash of the current one) and x-atrest-retention",
+        tags: ["sync"],
+        auth: SYNC,
+        params: Region,
+        query: z.strictObject({
+          since: z.coerce.number().int().min(0).optional(),
+          from: z.coerce.number().int().min(1).optional(),
+          to: z.coerce.number().int().min(1).optional(),
+        }),
+        responses: {
+          200: { description: "manifests, newline-delimited", contentType: "application/x-ndjson" },
+          ...errors(400, 401, 403, 404),
+        },
+      },
+      async ({ params, query, principal, reply }) => {
+        if (query.since !== undefined && query.from !== undefined)
+          throw new HttpProblem(400, "INVALID_INPUT", "since or from, not both");
+        const r = await sync().manifests(syncActor(principal), params.region, query);
+        const parts: Buffer[] = [];
+        for (const l of r.lines) parts.push(l, Buffer.from("\n"));
+        return reply
+          .header("x-atrest-head", `${r.head.version} ${r.head.hash}`)
+          .header(
+            "x-atrest-retention",
+            `${r.retention.keepVersions} ${r.retention.keepDays} ${r.retention.legalHold ? 1 : 0}`,
+          )
+          .type("application/x-ndjson")
+          .send(Buffer.concat(parts));
+      },
+    ),
+    route(
+      {
+        method: "POST",
+        url: "/api/v1/sync/regions/:region/sweep",
+        operationId: "syncSweepRegion",
+        summary:
+          "Delete the region's blobs no kept manifest names and no live link serves, once past the grace period (members)",
+        tags: ["sync"],
+        auth: SYNC,
+        params: Region,
+        responses: {
+          200: {
+            description: "swept",
+            schema: z.object({ removed: z.number().int(), usedBytes: z.number().int() }),
+          },
+          ...errors(401, 403, 404),
+        },
+      },
+      async ({ params, principal }) => sync().sweep(syncActor(principal), params.region),
+    ),
+    route(
+      {
         method: "PUT",
         url: "/api/v1/sync/regions/:region/manifest",
         operationId: "syncPutManifest",

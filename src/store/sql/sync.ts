@@ -201,6 +201,9 @@ export function sync(sql: Sql, sealer: () => RowSealer): SyncReads & SyncWrites 
       const r = await sql.get("SELECT * FROM sync_blobs WHERE region_id = ? AND hash = ?", regionId, hash);
       return r ? blob(r) : undefined;
     },
+    async listSyncBlobs(regionId) {
+      return (await sql.all("SELECT * FROM sync_blobs WHERE region_id = ?", regionId)).map(blob);
+    },
     async syncBytesOwnedBy(user) {
       const rows = await sql.all("SELECT * FROM sync_regions WHERE owner_index = ?", idx(user));
       return rows.map(toRegion).reduce((n, g) => (g.owner === user ? n + g.usedBytes : n), 0);
@@ -301,6 +304,9 @@ export function sync(sql: Sql, sealer: () => RowSealer): SyncReads & SyncWrites 
         b.size,
         b.createdAt,
       );
+    },
+    async touchSyncBlob(regionId, hash, at) {
+      await sql.run("UPDATE sync_blobs SET created_at = ? WHERE region_id = ? AND hash = ?", at, regionId, hash);
     },
     async deleteSyncBlob(regionId, hash) {
       await sql.run("DELETE FROM sync_blobs WHERE region_id = ? AND hash = ?", regionId, hash);

@@ -188,6 +188,36 @@ export class SyncApi {
   async manifest(region: string, version?: number): Promise<Buffer> {
     return (await this.http.call("GET", `${R(region)}/manifest${version ? `?version=${version}` : ""}`)).body;
   }
+  /** Signed manifests to replay (§7a), the server's head and the region's retention. */
+  async manifests(
+    region: string,
+    q: { since?: number; from?: number; to?: number },
+  ): Promise<{
+    lines: Buffer[];
+    head: { version: number; hash: string };
+    retention: { keepVersions: number; keepDays: number; legalHold: boolean };
+  }> {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) qs.set(k, String(v));
+    const r = await this.http.call("GET", `${R(region)}/manifests${qs.size ? `?${qs}` : ""}`);
+    const lines: Buffer[] = [];
+    for (let at = 0; at < r.body.length; ) {
+      const nl = r.body.indexOf(10, at);
+      const end = nl < 0 ? r.body.length : nl;
+      if (end > at) lines.push(r.body.subarray(at, end));
+      at = end + 1;
+    }
+    const [hv, hh] = String(r.headers["x-atrest-head"] ?? "").split(" ");
+    const [kv, kd, lh] = String(r.headers["x-atrest-retention"] ?? "").split(" ");
+    return {
+      lines,
+      head: { version: Number(hv), hash: hh ?? "" },
+      retention: { keepVersions: Number(kv) || 0, keepDays: Number(kd) || 0, legalHold: lh === "1" },
+    };
+  }
+  sweep(region: string) {
+    return this.http.json<{ removed: number; usedBytes: number }>("POST", `${R(region)}/sweep`);
+  }
   putManifest(region: string, bytes: Buffer) {
     return this.http.json<{ version: number }>("PUT", `${R(region)}/manifest`, { body: bytes });
   }

@@ -172,6 +172,12 @@ export function remoteView(ctx: RegionCtx): {
   const entries = new Map(m.entries.map((e) => [e.id, e]));
   const all = new Map<string, Remote>();
   for (const e of m.entries) {
+    // a name opened before under the same ciphertext and binding (parent, kind, epoch) opens to the same: reused
+    const c = ctx.names.get(e.id);
+    if (c && c[0] === e.name && c[1] === e.parent && c[2] === e.kind && c[3] === e.epoch) {
+      all.set(e.id, { entry: e, path: "", name: c[4], mtimeMs: c[5], sha: c[6] });
+      continue;
+    }
     const key = ctx.keys.get(e.epoch);
     if (!key)
       throw new AtrestError("KEY_UNAVAILABLE", `no key of epoch ${e.epoch} for this device (not shared with it?)`);
@@ -180,6 +186,7 @@ export function remoteView(ctx: RegionCtx): {
       { regionId: m.regionId, entryId: e.id, parent: e.parent, kind: e.kind, epoch: e.epoch },
       e.name,
     );
+    ctx.names.set(e.id, [e.name, e.parent, e.kind, e.epoch, n.name, n.mtimeMs, n.sha]);
     all.set(e.id, { entry: e, path: "", name: n.name, mtimeMs: n.mtimeMs, sha: n.sha });
   }
   const pathOf = (id: string, depth = 0): string => {

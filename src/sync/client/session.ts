@@ -17,6 +17,9 @@ import {
 } from "../core/chain.ts";
 import { fingerprintOf, generateDeviceKeys, privateKey } from "../core/keys.ts";
 import {
+  CHECKPOINT_EVERY,
+  type Entry,
+  MANIFEST_V2,
   type Manifest,
   type Member,
   manifestHash,
@@ -24,6 +27,8 @@ import {
   type RegionPin,
   rememberManifestHash,
   signManifest,
+  signNext,
+  stateRoot,
   type UnsignedManifest,
   verifyManifest,
 } from "../core/manifest.ts";
@@ -31,6 +36,7 @@ import { type Envelope, keyCommitment, newRegionId, newRegionKey, openEnvelope, 
 import { issueDeviceToken, SyncApi, SyncApiError } from "./api.ts";
 import {
   type DeviceFile,
+  type OpenedName,
   type RegionState,
   type Secrets,
   StateDir,
@@ -39,9 +45,20 @@ import {
   unlockState,
 } from "./state.ts";
 
+export interface Retention {
+  keepVersions: number;
+  keepDays: number;
+  legalHold: boolean;
+}
+
 export interface RegionCtx {
   state: RegionState;
+  /** The verified manifest of the current version, its `entries` the whole tree (also after a delta). */
   manifest: Manifest;
+  /** Names opened at the pin or since, by entry id (remoteView reuses those whose ciphertext and binding match). */
+  names: Map<string, OpenedName>;
+  /** The region's retention as the server states it (for trash expiry), if it said. */
+  retention?: Retention;
   /** Region keys by epoch (zero them with close()). */
   keys: Map<number, Buffer>;
   close(): void;
@@ -253,68 +270,112 @@ export class Session {
     }
     const devices = new Map<string, { cert: DeviceCert; revoked: boolean }>();
     const owner = state.owner;
-    const verifyAt = async (raw: Partial<Manifest>, pin: RegionPin | undefined): Promise<Manifest> => {
-      // load the chains of the pinned owner and of the members the manifest names (each only if its root is the one
-      // written there); verifyManifest then decides whether the author may sign at all
-      const people: Member[] = [owner, ...(Array.isArray(raw.members) ? raw.members : [])];
+    const restore = o.version !== undefined;
+    const loaded = new Set<string>();
+    /** Loads the chains of the pinned owner and of `members` (each only if its root is the one written there). */
+    const loadPeople = async (members: unknown) => {
+      const people: Member[] = [owner, ...(Array.isArray(members) ? (members as Member[]) : [])];
       for (const p of people) {
         if (typeof p?.user !== "string" || typeof p.root !== "string") continue;
+        if (loaded.has(`${p.user}/${p.root}`)) continue;
         const c = await this.chain(p.user, { expectRoot: p.root }).catch(() => undefined);
         if (!c) continue;
+        loaded.add(`${p.user}/${p.root}`);
         for (const [devId, cert] of c.devices)
           devices.set(`${p.user}/${devId}`, { cert, revoked: c.revoked.has(devId) });
       }
+    };
+    const verifyAt = async (
+      raw: Partial<Manifest>,
+      v: { pin?: RegionPin; tree?: Entry[]; historic?: boolean },
+    ): Promise<Manifest> => {
+      // verifyManifest then decides whether the author may sign at all
+      await loadPeople(raw.members);
       return verifyManifest(raw, {
         regionId: id,
-        ...(pin ? { pin } : { owner }),
-        allowOlder: o.version !== undefined,
+        ...(v.pin ? { pin: v.pin } : { owner }),
+        ...(v.tree ? { state: v.tree } : {}),
+        allowOlder: restore,
+        historic: v.historic === true,
         authorDevice: (user, device) => devices.get(`${user}/${device}`),
       });
     };
-    const fetch = async (v?: number) => {
-      const bytes = await this.api.manifest(id, v);
+    const parse = (bytes: Buffer): Partial<Manifest> => {
       const parsed = parseCanonical(bytes) as Manifest;
       // the bytes are canonical (parseCanonical checked): their hash is the manifest's
       rememberManifestHash(parsed, sha256Hex(bytes));
-      return parsed as Partial<Manifest>;
+      return parsed;
     };
-    /** Verifies every version after `pin` and before `latest`, each against the one before; undefined if one is gone. */
-    const walk = async (pin: RegionPin, latest: number): Promise<RegionPin | undefined> => {
-      const kept = (await this.api.versions(id)).filter((v) => v > pin.version && v < latest);
-      if (kept.length !== latest - pin.version - 1) return undefined;
-      let rolling = pin;
-      for (const v of kept) rolling = pinOfManifest(await verifyAt(await fetch(v), rolling));
-      return rolling;
+    const pin = state.pin;
+    // §7a: with the tree of the pinned version at hand, only what came after it is fetched and replayed
+    const cache = !restore && pin?.v === MANIFEST_V2 ? await this.state.readTree(id) : undefined;
+    const notKept = (err: unknown) => {
+      if (err instanceof SyncApiError && err.problemCode === "NO_SUCH_VERSION") return undefined;
+      throw err;
     };
-    const raw = await fetch(o.version);
-    const latest = typeof raw.version === "number" ? raw.version : 0;
-    let m: Manifest;
-    try {
-      m = await verifyAt(raw, state.pin);
-      // Fork detection (SUNDR's fork consistency): a server that showed this device one history and other devices
-      // another cannot join them again unnoticed, because the versions between the pinned one and this one must
-      // chain from the pinned hash (§7). Only as far as retention keeps those versions.
-      if (state.pin && o.version === undefined && m.version > state.pin.version + 1) {
-        const rolling = await walk(state.pin, m.version);
-        if (rolling) m = await verifyAt(raw, rolling);
+    let cached = cache && cache.version === pin?.version && cache.hash === pin.hash ? cache : undefined;
+    // versions after the pin no longer kept (away longer than retention): replayed from a checkpoint instead
+    const since = cached && pin ? await this.api.manifests(id, { since: pin.version }).catch(notKept) : undefined;
+    if (!since) cached = undefined;
+    let m: Manifest | undefined;
+    let names = new Map<string, OpenedName>();
+    let retention: Retention | undefined;
+    let lines: Buffer[] | undefined;
+    if (cached && pin && since) {
+      const r = since;
+      retention = r.retention;
+      lines = r.lines;
+      m = { ...(cached.head as Manifest), entries: cached.entries };
+      rememberManifestHash(m, cached.hash);
+      names = new Map(Object.entries(cached.names));
+      if (lines.length === 0 && (r.head.version !== pin.version || r.head.hash !== pin.hash)) {
+        if (r.head.version < pin.version)
+          throw new IntegrityError(
+            `manifest: version ${r.head.version} is older than the verified ${pin.version} (rollback)`,
+          );
+        // another object at the pinned version (or a head it will not show): verify what it serves there
+        const there = await this.api.manifests(id, { from: Math.min(pin.version, r.head.version) });
+        const first = there.lines[0];
+        if (!first) throw new IntegrityError("manifest: the server withholds its current version");
+        await verifyAt(parse(first), { pin, tree: cached.entries });
+        throw new IntegrityError("manifest: the server's head differs from what it serves");
       }
-    } catch (err) {
-      // membership changed in versions this device has not seen: walk them, each verified against the one before
-      const pin = state.pin;
-      if (!(err instanceof IntegrityError) || !pin || o.version !== undefined || !/member|owner/.test(err.message))
-        throw err;
-      const rolling = await walk(pin, latest);
-      if (!rolling) {
-        throw new IntegrityError(
-          `${err.message}; the versions in between are no longer kept, so the change cannot be checked`,
-        );
-      }
-      m = await verifyAt(raw, rolling);
+    } else {
+      const from = !restore && pin ? (pin.v === MANIFEST_V2 ? pin.ckpt : pin.version) : undefined;
+      let r = from ? await this.api.manifests(id, { from }).catch(notKept) : undefined;
+      r ??= await this.api.manifests(id, restore ? { to: o.version } : {});
+      retention = r.retention;
+      lines = r.lines;
+      if (lines.length === 0) throw new IntegrityError("manifest: the server sent no manifest");
     }
+    let rolling: RegionPin | undefined = cached ? pin : undefined;
+    for (const bytes of lines) {
+      const raw = parse(bytes);
+      if (rolling && raw.version !== rolling.version + 1)
+        throw new IntegrityError(`manifest: version ${String(raw.version)} does not follow ${rolling.version}`);
+      const historic = pin !== undefined && typeof raw.version === "number" && raw.version <= pin.version;
+      if (rolling) m = await verifyAt(raw, { pin: rolling, ...(m ? { tree: m.entries } : {}), historic });
+      else if (pin && !restore && typeof raw.version === "number" && raw.version > pin.version)
+        m = await verifyAt(raw, { pin }); // versions between are no longer kept: checked against the pin alone
+      else m = await verifyAt(raw, { historic: pin !== undefined });
+      // replayed from a checkpoint before the pin: the history must pass through the very version pinned (fork)
+      if (pin && !restore && m.version === pin.version && manifestHash(m) !== pin.hash)
+        throw new IntegrityError(`manifest: version ${m.version} differs from the verified one (fork)`);
+      rolling = pinOfManifest(m);
+    }
+    if (!m) throw new IntegrityError("manifest: none");
+    if (pin && !restore && m.version < pin.version)
+      throw new IntegrityError(`manifest: version ${m.version} is older than the verified ${pin.version} (rollback)`);
+    if (pin?.v === MANIFEST_V2 && m.v !== MANIFEST_V2 && !restore)
+      throw new IntegrityError(`manifest: protocol version ${m.v} after version ${MANIFEST_V2} (downgrade refused)`);
     const keys = new Map<number, Buffer>();
+    const verified = m;
+    await loadPeople(verified.members);
     const ctx: RegionCtx = {
       state,
-      manifest: m,
+      manifest: verified,
+      names,
+      ...(retention ? { retention } : {}),
       keys,
       close: () => {
         for (const k of keys.values()) zero(k);
@@ -324,10 +385,10 @@ export class Session {
     try {
       for (const raw of await this.api.envelopes(id)) {
         const env = raw as Envelope;
-        const commit = m.keys[env.epoch - 1]?.commit;
+        const commit = verified.keys[env.epoch - 1]?.commit;
         if (!commit || keys.has(env.epoch)) continue;
         let sender: DeviceCert | undefined;
-        for (const p of [m.owner, ...m.members]) {
+        for (const p of [verified.owner, ...verified.members]) {
           sender = devices.get(`${p.user}/${env.sender}`)?.cert;
           if (sender) break;
         }
@@ -344,31 +405,65 @@ export class Session {
     return ctx;
   }
 
-  /** Signs and sends the next manifest built from `ctx.manifest`; returns it (STALE_MANIFEST → SyncApiError 409). */
-  async publish(ctx: RegionCtx, change: Partial<UnsignedManifest>): Promise<Manifest> {
+  /**
+   * Signs and sends the next manifest built from `ctx.manifest` (a delta of what changed, or a full one every
+   * CHECKPOINT_EVERY versions, §7a); returns it with the whole tree in `entries` (STALE_MANIFEST → SyncApiError 409).
+   * Trash entries get the version and time they were deleted, and those past the region's retention leave the tree.
+   */
+  async publish(ctx: RegionCtx, change: Partial<UnsignedManifest>, o: { full?: boolean } = {}): Promise<Manifest> {
     const cur = ctx.manifest;
-    const { sig: _sig, ...base } = cur;
-    const next = signManifest(
+    const { sig: _sig, entries: _entries, form: _form, root: _root, ckpt: _ckpt, drop: _drop, v: _v, ...head } = cur;
+    const { entries: changed, ...fields } = change;
+    const version = cur.version + 1;
+    const now = Date.now();
+    const before = new Map(cur.entries.map((e) => [e.id, e]));
+    const tree = (changed ?? cur.entries).map((e): Entry => {
+      const was = before.get(e.id);
+      const [dv, dt] = !e.deleted ? [0, 0] : was?.deleted && was.dv ? [was.dv, was.dt ?? 0] : [version, now];
+      return e.dv === dv && e.dt === dt ? e : { ...e, dv, dt };
+    });
+    const { signed, tree: whole } = signNext(
+      cur,
       {
-        ...base,
-        ...change,
-        version: cur.version + 1,
+        ...head,
+        ...fields,
+        type: "manifest",
+        version,
         prev: manifestHash(cur),
         author: { user: this.user, device: this.me.id },
-        at: new Date().toISOString(),
+        at: new Date(now).toISOString(),
+      },
+      {
+        entries: expireTrash(tree, version, now, ctx.retention),
+        full: o.full === true,
+        // a checkpoint at least every keepVersions (4 … 32): versions older than the kept ones, and the blobs only
+        // they name, can go only once a later full manifest no longer needs them (§10)
+        every: Math.min(CHECKPOINT_EVERY, Math.max(4, ctx.retention?.keepVersions ?? CHECKPOINT_EVERY)),
       },
       this.#secrets.sign,
     );
-    const bytes = canonical(next);
-    rememberManifestHash(next, sha256Hex(bytes));
+    const bytes = canonical(signed);
+    const hash = sha256Hex(bytes);
     await this.api.putManifest(cur.regionId, bytes);
+    const next = signed.form === "full" ? signed : { ...signed, entries: whole };
+    rememberManifestHash(next, hash);
     ctx.manifest = next;
     return next;
   }
 
-  /** Pins a manifest this device verified and acted on. */
+  /** Pins a manifest this device verified and acted on, with its tree (the next step replays only what follows). */
   async pin(ctx: RegionCtx): Promise<void> {
-    ctx.state.pin = pinOfManifest(ctx.manifest);
+    const m = ctx.manifest;
+    ctx.state.pin = pinOfManifest(m);
+    if (m.v === MANIFEST_V2) {
+      const { entries, ...head } = m;
+      const names: Record<string, OpenedName> = {};
+      for (const e of entries) {
+        const n = ctx.names.get(e.id);
+        if (n && n[0] === e.name) names[e.id] = n;
+      }
+      await this.state.writeTree(ctx.state.id, { version: m.version, hash: manifestHash(m), head, entries, names });
+    }
     await this.state.writeRegion(ctx.state);
   }
 
@@ -380,11 +475,14 @@ export class Session {
       const owner = { user: this.user, root: chain.root };
       const m = signManifest(
         {
-          v: 1,
+          v: MANIFEST_V2,
           type: "manifest",
+          form: "full",
           regionId: id,
           version: 1,
           prev: "",
+          ckpt: 1,
+          root: stateRoot(id, []),
           owner,
           members: [],
           epoch: 1,
@@ -392,10 +490,13 @@ export class Session {
           author: { user: this.user, device: this.me.id },
           at: new Date().toISOString(),
           entries: [],
+          drop: [],
         },
         this.#secrets.sign,
       );
-      await this.api.createRegion(canonical(m));
+      const bytes = canonical(m);
+      rememberManifestHash(m, sha256Hex(bytes));
+      await this.api.createRegion(bytes);
       const devices = [...chain.active].map((d) => chain.devices.get(d) as DeviceCert);
       await this.api.putEnvelopes(
         id,
@@ -507,6 +608,27 @@ export class Session {
     const s = await this.chain(this.user, { tofu: true });
     return s.revoked.has(this.me.id);
   }
+}
+
+/**
+ * Trash expiry (§10): a deleted entry leaves the tree once the version that deleted it is older than the last
+ * `keepVersions` and it was deleted more than `keepDays` ago, unless the region is on legal hold; a deleted folder
+ * stays while something in it stays. Without a stated retention nothing expires.
+ */
+export function expireTrash(tree: Entry[], version: number, now: number, r: Retention | undefined): Entry[] {
+  if (!r || r.legalHold || r.keepVersions < 1) return tree;
+  const expired = new Set<string>();
+  for (const e of tree) {
+    if (e.deleted && e.dv && version - e.dv >= r.keepVersions && now - (e.dt ?? now) >= r.keepDays * 86_400_000)
+      expired.add(e.id);
+  }
+  if (expired.size === 0) return tree;
+  const byId = new Map(tree.map((e) => [e.id, e]));
+  for (const e of tree) {
+    if (expired.has(e.id)) continue;
+    for (let p = e.parent; p !== "" && expired.delete(p); p = byId.get(p)?.parent ?? "") {}
+  }
+  return tree.filter((e) => !expired.has(e.id));
 }
 
 export { SyncApiError };

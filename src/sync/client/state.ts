@@ -14,7 +14,7 @@ import { alive } from "../../fsutil/process.ts";
 import { b64, canonical, unb64 } from "../core/canonical.ts";
 import type { ChainPin, DeviceCert } from "../core/chain.ts";
 import type { DeviceSecrets } from "../core/keys.ts";
-import type { Member, RegionPin } from "../core/manifest.ts";
+import type { Entry, Manifest, Member, RegionPin } from "../core/manifest.ts";
 
 export interface DeviceFile {
   v: 1;
@@ -59,6 +59,22 @@ export interface RegionState {
    * the next step makes each entry the server still holds with that very blob part of its base (§11).
    */
   pending?: Record<string, PendingEntry>;
+}
+
+/** An opened name: [ciphertext, parent, kind, epoch] it was opened under, then name, mtime, plaintext hash. */
+export type OpenedName = [string, string, string, number, string, number, string];
+
+/**
+ * The tree this device verified at its pin (§7a): the next step replays only the manifests after it. Trusted as much
+ * as the rest of the state directory; used only when its version and hash are the pin's.
+ */
+export interface TreeCache {
+  version: number;
+  hash: string;
+  /** The pinned signed object without its entries. */
+  head: Omit<Manifest, "entries">;
+  entries: Entry[];
+  names: Record<string, OpenedName>;
 }
 
 /** A base entry this device is publishing, with the blob (ciphertext SHA-256) it uploaded for it. */
@@ -205,6 +221,19 @@ export class StateDir {
 
   async writeRegion(r: RegionState): Promise<void> {
     await writeFileDurable(join(this.root, "regions", `${r.id}.json`), JSON.stringify(r), { mode: 0o600 });
+  }
+
+  async readTree(id: string): Promise<TreeCache | undefined> {
+    if (!/^[0-9a-f]{32}$/.test(id)) throw new AtrestError("INVALID_INPUT", "a region id is 32 hex digits");
+    try {
+      return JSON.parse(await readFile(join(this.root, "regions", `${id}.tree.json`), "utf8")) as TreeCache;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async writeTree(id: string, t: TreeCache): Promise<void> {
+    await writeFileDurable(join(this.root, "regions", `${id}.tree.json`), JSON.stringify(t), { mode: 0o600 });
   }
 
   /**

@@ -1,10 +1,13 @@
-// The per-region signed monotonic manifest (docs/sync-protocol.md §7): the whole tree at one version, every entry
-// under one Ed25519 signature of a member device, chained to the previous version by hash. Shape checks, signing,
+// The per-region signed monotonic manifest (docs/sync-protocol.md §7, §7a): each version one object under one Ed25519
+// signature of a member device, chained to the previous version by hash. Version 1 objects carry the whole tree;
+// version 2 ones are either full (a checkpoint) or a delta (the changed entries) and both sign a commitment to the
+// whole tree (`root`), so a delta verifies against the state it follows. Shape checks, signing, applying a delta,
 // the client's verification against what it pinned, and the diff between two versions. Pure.
+import { createHash } from "node:crypto";
 import { IntegrityError } from "../../errors.ts";
 import { canonical, objectHash } from "./canonical.ts";
 import type { DeviceCert } from "./chain.ts";
-import { PROTOCOL_VERSION, signObject, verifyObject } from "./keys.ts";
+import { signObject, verifyObject } from "./keys.ts";
 import { REGION_ID } from "./region.ts";
 
 export interface Entry {
@@ -26,6 +29,10 @@ export interface Entry {
   by: string;
   /** In the trash (restorable); its blob stays referenced. */
   deleted: boolean;
+  /** v2: the version that moved it to the trash (0 while live). */
+  dv?: number;
+  /** v2: when it moved to the trash, epoch ms as the deleting device saw it (0 while live). */
+  dt?: number;
 }
 
 export interface Member {
@@ -46,9 +53,26 @@ export interface Manifest {
   keys: { epoch: number; commit: string }[];
   author: { user: string; device: string };
   at: string;
+  /** v1: the whole tree; v2 full: the whole tree; v2 delta: the entries added or changed since `version - 1`. */
   entries: Entry[];
+  /** v2: "full" (a checkpoint) or "delta". */
+  form?: "full" | "delta";
+  /** v2: hex commitment to the whole tree at this version (stateRoot). */
+  root?: string;
+  /** v2: the version of the full manifest this one builds on (its own version for a full one). */
+  ckpt?: number;
+  /** v2 delta: ids of trash entries removed from the tree (trash expiry); [] in a full one. */
+  drop?: string[];
   sig: string;
 }
+
+/** The manifest object versions this code reads (1: whole trees only) and writes (2). */
+export const MANIFEST_V1 = 1;
+export const MANIFEST_V2 = 2;
+/** A client publishes a full manifest once this many versions passed since the last one. */
+export const CHECKPOINT_EVERY = 32;
+/** Longest run of deltas after a full manifest that a server or client accepts (bounds what a new device replays). */
+export const MAX_DELTA_RUN = 64;
 
 export type UnsignedManifest = Omit<Manifest, "sig">;
 
@@ -56,7 +80,10 @@ const HEX32 = /^[0-9a-f]{32}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 const USER = /^[A-Za-z0-9._@-]{1,64}$/;
 const ENTRY_KEYS = "blobSize,by,deleted,epoch,fver,hash,id,kind,name,parent,size";
+const ENTRY_KEYS_V2 = "blobSize,by,deleted,dt,dv,epoch,fver,hash,id,kind,name,parent,size";
 const MANIFEST_KEYS = "at,author,entries,epoch,keys,members,owner,prev,regionId,sig,type,v,version";
+const MANIFEST_KEYS_V2 =
+  "at,author,ckpt,drop,entries,epoch,form,keys,members,owner,prev,regionId,root,sig,type,v,version";
 
 const isCount = (n: unknown, min = 0): n is number => Number.isSafeInteger(n) && (n as number) >= min;
 const bad = (what: string): never => {
@@ -70,12 +97,56 @@ function checkMember(m: unknown, what: string): Member {
   return x;
 }
 
-/** Structure only (no signature): fields, types, sorted unique entries, a well-formed tree. */
+function checkEntry(e: Entry, m: Manifest): void {
+  const keys = m.v === MANIFEST_V2 ? ENTRY_KEYS_V2 : ENTRY_KEYS;
+  if (typeof e !== "object" || e === null || Object.keys(e).sort().join(",") !== keys) bad("bad entry");
+  if (!HEX32.test(e.id)) bad("bad entry id");
+  if (e.parent !== "" && !HEX32.test(e.parent)) bad("bad parent");
+  if (e.kind !== "file" && e.kind !== "dir") bad("bad kind");
+  if (typeof e.name !== "string" || e.name.length === 0 || e.name.length > 1024) bad("bad name");
+  if (!isCount(e.epoch, 1) || e.epoch > m.epoch) bad("entry of an unknown epoch");
+  if (!isCount(e.fver, 1) || !isCount(e.size) || !isCount(e.blobSize)) bad("bad entry counters");
+  if (e.kind === "dir" ? e.hash !== "" || e.size !== 0 || e.blobSize !== 0 : !HEX64.test(e.hash)) bad("bad hash");
+  if (!HEX32.test(e.by) || typeof e.deleted !== "boolean") bad("bad entry");
+  if (m.v === MANIFEST_V2) {
+    if (e.deleted ? !isCount(e.dv, 1) || e.dv > m.version || !isCount(e.dt) : e.dv !== 0 || e.dt !== 0)
+      bad("bad trash version or time");
+  }
+}
+
+/** A whole tree: sorted unique ids, parents are directories in it, no live entry in a deleted folder, no cycle. */
+export function checkTree(entries: Entry[]): void {
+  const byId = new Map<string, Entry>();
+  let lastId = "";
+  for (const e of entries) {
+    if (e.id <= lastId) bad("entries not sorted by id or repeated");
+    lastId = e.id;
+    byId.set(e.id, e);
+  }
+  for (const e of entries) {
+    let p = e.parent;
+    let steps = 0;
+    while (p !== "") {
+      const parent = byId.get(p);
+      if (parent?.kind !== "dir") throw new IntegrityError("manifest: entry whose parent is not a directory in it");
+      if (!e.deleted && parent.deleted) bad("live entry in a deleted directory");
+      if (++steps > entries.length) bad("cycle in the tree");
+      p = parent.parent;
+    }
+  }
+}
+
+/**
+ * Structure only (no signature): fields, types, sorted unique entries; for a v1 or a v2 full manifest also a
+ * well-formed tree (a delta's tree is checked once applied, nextState).
+ */
 export function checkManifestShape(raw: unknown): Manifest {
   const m = raw as Manifest;
   if (typeof m !== "object" || m === null || m.type !== "manifest") bad("not a manifest");
-  if (m.v !== PROTOCOL_VERSION) bad(`unsupported protocol version ${String(m.v)} (downgrade or upgrade refused)`);
-  if (Object.keys(m).sort().join(",") !== MANIFEST_KEYS) bad("unexpected fields");
+  if (m.v !== MANIFEST_V1 && m.v !== MANIFEST_V2)
+    bad(`unsupported protocol version ${String(m.v)} (downgrade or upgrade refused)`);
+  const v2 = m.v === MANIFEST_V2;
+  if (Object.keys(m).sort().join(",") !== (v2 ? MANIFEST_KEYS_V2 : MANIFEST_KEYS)) bad("unexpected fields");
   if (typeof m.regionId !== "string" || !REGION_ID.test(m.regionId)) bad("bad region id");
   if (!isCount(m.version, 1)) bad("bad version");
   if (m.version === 1 ? m.prev !== "" : !HEX64.test(m.prev)) bad("bad prev hash");
@@ -97,33 +168,89 @@ export function checkManifestShape(raw: unknown): Manifest {
   if (!USER.test(a.user) || !HEX32.test(a.device)) bad("bad author");
   if (typeof m.at !== "string" || m.at.length > 40) bad("bad time");
   if (!Array.isArray(m.entries)) bad("bad entries");
-  const byId = new Map<string, Entry>();
   let lastId = "";
   for (const e of m.entries) {
-    if (typeof e !== "object" || e === null || Object.keys(e).sort().join(",") !== ENTRY_KEYS) bad("bad entry");
-    if (!HEX32.test(e.id) || e.id <= lastId) bad("entries not sorted by id or repeated");
+    checkEntry(e, m);
+    if (e.id <= lastId) bad("entries not sorted by id or repeated");
     lastId = e.id;
-    if (e.parent !== "" && !HEX32.test(e.parent)) bad("bad parent");
-    if (e.kind !== "file" && e.kind !== "dir") bad("bad kind");
-    if (typeof e.name !== "string" || e.name.length === 0 || e.name.length > 1024) bad("bad name");
-    if (!isCount(e.epoch, 1) || e.epoch > m.epoch) bad("entry of an unknown epoch");
-    if (!isCount(e.fver, 1) || !isCount(e.size) || !isCount(e.blobSize)) bad("bad entry counters");
-    if (e.kind === "dir" ? e.hash !== "" || e.size !== 0 || e.blobSize !== 0 : !HEX64.test(e.hash)) bad("bad hash");
-    if (!HEX32.test(e.by) || typeof e.deleted !== "boolean") bad("bad entry");
-    byId.set(e.id, e);
   }
-  for (const e of m.entries) {
-    let p = e.parent;
-    let steps = 0;
-    while (p !== "") {
-      const parent = byId.get(p);
-      if (parent?.kind !== "dir") throw new IntegrityError("manifest: entry whose parent is not a directory in it");
-      if (!e.deleted && parent.deleted) bad("live entry in a deleted directory");
-      if (++steps > m.entries.length) bad("cycle in the tree");
-      p = parent.parent;
+  if (v2) {
+    if (m.form !== "full" && m.form !== "delta") bad("bad form");
+    if (typeof m.root !== "string" || !HEX64.test(m.root)) bad("bad root");
+    const drop = m.drop as string[];
+    if (!Array.isArray(drop)) bad("bad drop list");
+    if (m.form === "full") {
+      if (m.ckpt !== m.version || drop.length > 0) bad("a full manifest is its own checkpoint and drops nothing");
+    } else {
+      const ckpt = m.ckpt as number;
+      if (!isCount(ckpt, 1) || ckpt >= m.version) bad("bad checkpoint version");
+      if (m.version - ckpt > MAX_DELTA_RUN) bad(`more than ${MAX_DELTA_RUN} deltas since the last full manifest`);
+      let lastDrop = "";
+      for (const id of drop) {
+        if (typeof id !== "string" || !HEX32.test(id) || id <= lastDrop) bad("drop list not sorted ids");
+        lastDrop = id;
+      }
     }
   }
+  if (m.form !== "delta") checkTree(m.entries);
   return m;
+}
+
+/** Hash of one entry's canonical form (cached: entries are not changed once signed, parsed or applied). */
+const entryHashes = new WeakMap<Entry, Buffer>();
+export function entryHash(e: Entry): Buffer {
+  let h = entryHashes.get(e);
+  if (!h) {
+    h = createHash("sha256").update(canonical(e)).digest();
+    entryHashes.set(e, h);
+  }
+  return h;
+}
+
+/** The v2 commitment to a whole tree: SHA-256 over a context, the region id and every entry's hash in id order. */
+export function stateRoot(regionId: string, entries: Entry[]): string {
+  const h = createHash("sha256").update(`atrest-sync v2 state\0${regionId}\0`);
+  for (const e of entries) h.update(entryHash(e));
+  return h.digest("hex");
+}
+
+/**
+ * The whole tree at `m.version` given the tree at `m.version - 1` (sorted by id; ignored for a full manifest): a
+ * delta's entries replace or add, its drop list removes entries that were in the trash; the result must be a
+ * well-formed tree whose root is the signed one.
+ */
+export function nextState(prev: Entry[] | undefined, m: Manifest): Entry[] {
+  let out: Entry[];
+  if (m.form === "delta") {
+    if (!prev) bad("a delta needs the state it follows");
+    const before = prev as Entry[];
+    const drop = new Set(m.drop);
+    out = [];
+    let i = 0;
+    let j = 0;
+    const changes = m.entries;
+    while (i < before.length || j < changes.length) {
+      const a = before[i];
+      const b = changes[j];
+      if (b && (!a || b.id <= a.id)) {
+        if (a && a.id === b.id) i++;
+        if (drop.has(b.id)) bad("an entry is both changed and dropped");
+        out.push(b);
+        j++;
+      } else if (a) {
+        if (drop.has(a.id)) {
+          if (!a.deleted) bad("drops an entry that is not in the trash");
+          drop.delete(a.id);
+        } else out.push(a);
+        i++;
+      }
+    }
+    if (drop.size > 0) bad("drops an entry that is not there");
+    checkTree(out);
+  } else out = m.entries;
+  if (m.v === MANIFEST_V2 && stateRoot(m.regionId, out) !== m.root)
+    bad("the tree does not match the signed root (an entry was dropped, changed or injected)");
+  return out;
 }
 
 /** hex SHA-256 of the canonical signed manifest: what `prev` and the client's pin name. */
@@ -149,6 +276,48 @@ export function signManifest(m: UnsignedManifest, signKey: Buffer): Manifest {
   return checkManifestShape(signObject("manifest", sorted, signKey));
 }
 
+/** What a v2 publish writes besides the header: the tree it leads to and the trash entries it drops. */
+export interface NextTree {
+  /** The whole tree after this version (any order). */
+  entries: Entry[];
+  /** Write a full manifest (a checkpoint) instead of a delta. */
+  full: boolean;
+  /** A full one at the latest this many versions after the last (default CHECKPOINT_EVERY, at most MAX_DELTA_RUN). */
+  every?: number;
+}
+
+/**
+ * Signs the v2 manifest that follows `cur` (whose tree is `cur.entries`, sorted by id): a delta of the entries that
+ * differ from the current tree (and the ids that left it), or a full one. Returns the signed object and the tree.
+ */
+export function signNext(
+  cur: Manifest,
+  header: Omit<UnsignedManifest, "entries" | "form" | "root" | "ckpt" | "drop" | "v">,
+  next: NextTree,
+  signKey: Buffer,
+): { signed: Manifest; tree: Entry[] } {
+  const tree = [...next.entries].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const root = stateRoot(header.regionId, tree);
+  const curCkpt = cur.v === MANIFEST_V2 ? (cur.form === "full" ? cur.version : (cur.ckpt as number)) : 0;
+  const every = Math.min(MAX_DELTA_RUN, Math.max(1, next.every ?? CHECKPOINT_EVERY));
+  const full = next.full || curCkpt === 0 || header.version - curCkpt >= every;
+  let body: UnsignedManifest;
+  if (full) body = { ...header, v: MANIFEST_V2, form: "full", root, ckpt: header.version, drop: [], entries: tree };
+  else {
+    const before = new Map(cur.entries.map((e) => [e.id, e]));
+    const changed: Entry[] = [];
+    for (const e of tree) {
+      const old = before.get(e.id);
+      if (!old || !entryHash(old).equals(entryHash(e))) changed.push(e);
+      before.delete(e.id);
+    }
+    const drop = [...before.keys()].sort();
+    body = { ...header, v: MANIFEST_V2, form: "delta", root, ckpt: curCkpt, drop, entries: changed };
+  }
+  const signed = checkManifestShape(signObject("manifest", body, signKey));
+  return { signed, tree };
+}
+
 /** What a client pinned of a region: the last manifest it verified and acted on. */
 export interface RegionPin {
   regionId: string;
@@ -158,6 +327,11 @@ export interface RegionPin {
   members: Member[];
   epoch: number;
   keys: { epoch: number; commit: string }[];
+  /** The manifest object version pinned (absent: 1): once 2, a version 1 manifest is a downgrade. */
+  v?: number;
+  /** v2: the signed tree root and the checkpoint this version builds on. */
+  root?: string;
+  ckpt?: number;
 }
 
 export function pinOfManifest(m: Manifest): RegionPin {
@@ -169,6 +343,7 @@ export function pinOfManifest(m: Manifest): RegionPin {
     members: m.members,
     epoch: m.epoch,
     keys: m.keys,
+    ...(m.v === MANIFEST_V2 ? { v: MANIFEST_V2, root: m.root, ckpt: m.form === "full" ? m.version : m.ckpt } : {}),
   };
 }
 
@@ -182,6 +357,13 @@ export interface VerifyOptions {
   authorDevice(user: string, device: string): { cert: DeviceCert; revoked: boolean } | undefined;
   /** Allow a version below the pin (restore of an old version: never as the current state). */
   allowOlder?: boolean;
+  /**
+   * The tree at `pin` (sorted by id): a delta is applied to it. The returned manifest then holds the whole tree in
+   * `entries` (the signed object's hash stays its manifestHash).
+   */
+  state?: Entry[];
+  /** History this device accepted before (versions up to its pin, replayed from a checkpoint): no revoked check. */
+  historic?: boolean;
 }
 
 const sameMembers = (a: Member[], b: Member[]) => canonical(a).equals(canonical(b));
@@ -190,6 +372,8 @@ const sameMembers = (a: Member[], b: Member[]) => canonical(a).equals(canonical(
 export function verifyManifest(raw: unknown, o: VerifyOptions): Manifest {
   const m = checkManifestShape(raw);
   if (m.regionId !== o.regionId) bad("of another region");
+  if (o.pin?.v === MANIFEST_V2 && m.v !== MANIFEST_V2 && !o.allowOlder)
+    bad(`protocol version ${m.v} after version ${MANIFEST_V2} (downgrade refused)`);
   const owner = o.pin?.owner ?? o.owner;
   if (!owner) bad("no pinned owner");
   if (m.owner.user !== owner?.user || m.owner.root !== owner.root) bad("owner differs from the pinned owner");
@@ -216,8 +400,17 @@ export function verifyManifest(raw: unknown, o: VerifyOptions): Manifest {
       }
       if (m.epoch < pin.epoch) bad("epoch went back");
     }
-  } else if (dev?.revoked) bad("signed by a revoked device");
-  return m;
+  } else if (dev?.revoked && !o.historic) bad("signed by a revoked device");
+  if (m.form === "delta") {
+    if (!o.pin || !o.state || m.version !== o.pin.version + 1) bad("a delta that does not follow the verified version");
+    if (o.pin?.v !== MANIFEST_V2 || m.ckpt !== o.pin.ckpt) bad("a delta on another checkpoint than the verified one");
+  }
+  if (m.v !== MANIFEST_V2) return m;
+  const tree = nextState(o.state, m);
+  if (tree === m.entries) return m;
+  const whole = { ...m, entries: tree };
+  hashes.set(whole, hash);
+  return whole;
 }
 
 export interface ManifestDiff {

@@ -18,7 +18,14 @@ import { canonical, parseCanonical, sha256Hex } from "../core/canonical.ts";
 import { applyLink, type ChainLink, type ChainState, checkDeviceCert, type DeviceCert } from "../core/chain.ts";
 import { fingerprintOf, PROTOCOL_VERSION, verifyObject } from "../core/keys.ts";
 import { LINK_ID } from "../core/links.ts";
-import { checkManifestShape, type Manifest } from "../core/manifest.ts";
+import {
+  checkManifestShape,
+  type Entry,
+  MANIFEST_V2,
+  MAX_DELTA_RUN,
+  type Manifest,
+  nextState,
+} from "../core/manifest.ts";
 import { type Envelope, REGION_ID } from "../core/region.ts";
 import { SyncRefusal } from "./errors.ts";
 
@@ -41,9 +48,39 @@ export interface SyncServerOptions {
   now?: () => number;
   /** A user's byte quota (0 = unlimited): blobs count against the region owner's. */
   quotaOf?: (user: string) => Promise<number>;
+  /** A blob no kept manifest names survives the sweep this long after its upload (a publish in flight), ms. */
+  blobGraceMs?: number;
 }
 
 export const DEFAULT_KEEP_VERSIONS = 20;
+export const DEFAULT_BLOB_GRACE_MS = 24 * 3_600_000;
+
+/** The whole tree of a region at its current version, as the server last verified it (one per region, cached). */
+interface RegionTree {
+  version: number;
+  hash: string;
+  /** The signed object of that version (its entries: the whole tree). */
+  head: Manifest;
+  /** The checkpoint the version builds on; undefined for a version 1 manifest. */
+  ckpt: number | undefined;
+}
+
+/**
+ * The `ckpt` of a stored manifest without parsing it (a full one is megabytes): canonical keys are sorted, so the
+ * first `"ckpt":` is the top-level field (only "at" and "author", whose values hold no quote-free digits run, come
+ * before it); a version 1 manifest has none.
+ */
+export function ckptOfBody(body: string): number | undefined {
+  const m = /"ckpt":(\d+)/.exec(body.slice(0, 512));
+  return m ? Number(m[1]) : undefined;
+}
+
+export interface ManifestLines {
+  /** Canonical signed manifests, oldest first. */
+  lines: Buffer[];
+  head: { version: number; hash: string };
+  retention: { keepVersions: number; keepDays: number; legalHold: boolean };
+}
 const HASH = /^[0-9a-f]{64}$/;
 
 export interface DeviceInfo {
@@ -118,6 +155,9 @@ export class SyncServer {
   readonly #maxManifest: number;
   readonly #now: () => number;
   readonly #quotaOf: (user: string) => Promise<number>;
+  readonly #grace: number;
+  /** Current trees by region (a delta is checked against it); checked against the store's version and hash. */
+  readonly #trees = new Map<string, RegionTree>();
 
   constructor(o: SyncServerOptions) {
     this.#store = o.store;
@@ -127,6 +167,38 @@ export class SyncServer {
     this.#maxManifest = o.maxManifestBytes ?? 64 << 20;
     this.#now = o.now ?? Date.now;
     this.#quotaOf = o.quotaOf ?? (async () => 0);
+    this.#grace = o.blobGraceMs ?? DEFAULT_BLOB_GRACE_MS;
+  }
+
+  /** The region's tree at `version` (its current one): from the cache, or replayed from its checkpoint. */
+  async #tree(tx: Pick<MetaTx, "getSyncManifest">, regionId: string, version: number): Promise<RegionTree> {
+    const row = await tx.getSyncManifest(regionId, version);
+    if (!row) throw new AtrestError("INTEGRITY", "current manifest missing");
+    const cached = this.#trees.get(regionId);
+    if (cached && cached.version === version && cached.hash === row.hash) return cached;
+    const ckpt = ckptOfBody(row.body);
+    let tree: Entry[] | undefined;
+    let head: Manifest | undefined;
+    for (let v = ckpt ?? version; v <= version; v++) {
+      const r = v === version ? row : await tx.getSyncManifest(regionId, v);
+      if (!r) throw new AtrestError("INTEGRITY", `manifest ${v} missing under version ${version}`);
+      const m = JSON.parse(r.body) as Manifest;
+      tree = refuseIntegrity(() => nextState(tree, m));
+      head = tree === m.entries ? m : { ...m, entries: tree };
+    }
+    const t: RegionTree = { version, hash: row.hash, head: head as Manifest, ckpt };
+    this.#keepTree(regionId, t);
+    return t;
+  }
+
+  #keepTree(regionId: string, t: RegionTree): void {
+    this.#trees.delete(regionId);
+    this.#trees.set(regionId, t);
+    // the most recently used regions only (each tree is about 400 bytes an entry)
+    for (const k of this.#trees.keys()) {
+      if (this.#trees.size <= 64) break;
+      this.#trees.delete(k);
+    }
   }
 
   get maxManifestBytes(): number {
@@ -306,6 +378,7 @@ export class SyncServer {
         this.#checkSigned(m, actor, device);
         if (m.version !== 1 || m.entries.length > 0)
           throw new SyncRefusal("BAD_OBJECT", "a region starts at version 1 with no entries");
+        refuseIntegrity(() => nextState(undefined, m));
         if (m.owner.user !== actor.user) throw new SyncRefusal("NOT_OWNER", "the creator owns the region");
         const chain = await this.#chainState(actor.user, tx);
         if (chain?.root !== m.owner.root)
@@ -360,6 +433,48 @@ export class SyncServer {
     });
   }
 
+  /**
+   * The signed manifests a client replays (§7a): `since` P → versions P+1 … current (none when P ≥ current); `from` F
+   * → F … current; neither → from the checkpoint the version `to` (default current) builds on, up to `to`. Every
+   * version asked for must still be kept (else NO_SUCH_VERSION). The head (current version and hash) and the
+   * retention come along, so a client with nothing new learns that from one small answer.
+   */
+  async manifests(
+    actor: SyncActor,
+    regionId: string,
+    q: { since?: number; from?: number; to?: number },
+  ): Promise<ManifestLines> {
+    return this.#audited(actor, "sync.manifest", regionId, async () => {
+      const { region } = await this.#access(actor, regionId);
+      const headRow = await this.#store.getSyncManifest(regionId, region.version);
+      if (!headRow) throw new AtrestError("INTEGRITY", "current manifest missing");
+      const to = Math.min(q.to ?? region.version, region.version);
+      let from: number;
+      if (q.since !== undefined) from = q.since + 1;
+      else if (q.from !== undefined) from = q.from;
+      else {
+        const row = to === region.version ? headRow : await this.#store.getSyncManifest(regionId, to);
+        if (!row) throw new SyncRefusal("NO_SUCH_VERSION", `version ${to} is not kept`);
+        from = ckptOfBody(row.body) ?? to;
+      }
+      const lines: Buffer[] = [];
+      for (let v = from; v <= to; v++) {
+        const row = v === region.version ? headRow : await this.#store.getSyncManifest(regionId, v);
+        if (!row) throw new SyncRefusal("NO_SUCH_VERSION", `version ${v} is not kept`);
+        lines.push(Buffer.from(row.body, "utf8"));
+      }
+      this.#record(actor, "sync.manifest", "success", {
+        target: regionId,
+        detail: lines.length ? `read versions ${from}-${to}` : `read head ${region.version}`,
+      });
+      return {
+        lines,
+        head: { version: region.version, hash: headRow.hash },
+        retention: { keepVersions: region.keepVersions, keepDays: region.keepDays, legalHold: region.legalHold },
+      };
+    });
+  }
+
   async versions(actor: SyncActor, regionId: string): Promise<number[]> {
     await this.#access(actor, regionId);
     return this.#store.listSyncManifestVersions(regionId);
@@ -375,15 +490,17 @@ export class SyncServer {
       const m = refuseIntegrity(() => checkManifestShape(parseObject(bytes)));
       if (m.regionId !== regionId) throw new SyncRefusal("BAD_OBJECT", "manifest of another region");
       const drop: string[] = [];
+      let tree: RegionTree | undefined;
       await this.#store.transaction(async (tx) => {
         const { device, region } = await this.#access(actor, regionId, tx);
         this.#checkSigned(m, actor, device);
-        const current = await tx.getSyncManifest(regionId, region.version);
-        if (!current) throw new AtrestError("INTEGRITY", "current manifest missing");
+        const current = await this.#tree(tx, regionId, region.version);
         if (m.version !== region.version + 1 || m.prev !== current.hash) {
           throw new SyncRefusal("STALE_MANIFEST", `version ${m.version} does not follow the current ${region.version}`);
         }
-        const cur = JSON.parse(current.body) as Manifest;
+        const cur = current.head;
+        if (cur.v === MANIFEST_V2 && m.v !== MANIFEST_V2)
+          throw new SyncRefusal("BAD_OBJECT", `protocol version ${m.v} after version ${MANIFEST_V2} (downgrade)`);
         const isOwner = actor.user === region.owner;
         if (canonical(m.owner).toString() !== canonical(cur.owner).toString())
           throw new SyncRefusal("NOT_OWNER", "the owner cannot change");
@@ -392,15 +509,24 @@ export class SyncServer {
         if (m.epoch < cur.epoch || cur.keys.some((k, i) => m.keys[i]?.commit !== k.commit)) {
           throw new SyncRefusal("BAD_OBJECT", "epochs only move forward and keep their commitments");
         }
+        if (m.form === "delta" && (current.ckpt === undefined || m.ckpt !== current.ckpt))
+          throw new SyncRefusal("BAD_OBJECT", "a delta builds on the checkpoint of the version it follows");
+        if (m.form === "delta" && m.version - (m.ckpt as number) > MAX_DELTA_RUN)
+          throw new SyncRefusal("BAD_OBJECT", `at most ${MAX_DELTA_RUN} deltas follow a full manifest`);
+        const entries = refuseIntegrity(() => nextState(cur.entries, m));
+        // a blob the current tree names exists (the sweep keeps it): check only what is new
+        const have = new Set<string>();
+        for (const e of cur.entries) if (e.kind === "file") have.add(e.hash);
         for (const e of m.entries) {
-          if (e.kind === "file" && !(await tx.getSyncBlob(regionId, e.hash))) {
+          if (e.kind === "file" && !have.has(e.hash) && !(await tx.getSyncBlob(regionId, e.hash))) {
             throw new SyncRefusal("MISSING_BLOB", `blob ${e.hash} is not in the region`);
           }
         }
+        const hash = sha256Hex(bytes);
         await tx.insertSyncManifest({
           regionId,
           version: m.version,
-          hash: sha256Hex(bytes),
+          hash,
           body: bytes.toString("utf8"),
           author: device.id,
           createdAt: this.#now(),
@@ -410,13 +536,21 @@ export class SyncServer {
           m.members.map((x) => x.user),
         );
         const next = { ...region, version: m.version };
-        drop.push(...(await this.#retain(tx, next)));
+        const gone = await this.#retain(tx, next);
+        if (gone.size > 0 || m.form !== "delta") drop.push(...(await this.#sweep(tx, next, gone)));
         await tx.putSyncRegion(next);
+        tree = {
+          version: m.version,
+          hash,
+          head: entries === m.entries ? m : { ...m, entries },
+          ckpt: m.v === MANIFEST_V2 ? (m.form === "full" ? m.version : m.ckpt) : undefined,
+        };
       });
+      if (tree) this.#keepTree(regionId, tree);
       for (const id of drop) await this.#blobs.remove(id).catch(() => undefined);
       this.#record(actor, "sync.manifest", "success", {
         target: regionId,
-        detail: `version ${m.version}, ${m.entries.length} entries, epoch ${m.epoch}, device ${m.author.device}`,
+        detail: `version ${m.version} (${m.form ?? "full"}), ${m.entries.length} entries, epoch ${m.epoch}, device ${m.author.device}`,
       });
       return { version: m.version };
     });
@@ -424,10 +558,12 @@ export class SyncServer {
 
   /**
    * Drops manifests that are neither among the last keepVersions nor younger than keepDays (unless on legal hold),
-   * and the blobs only they named; returns those blob ids.
+   * except those the oldest kept version builds on (from its checkpoint on: a delta is only readable from there).
+   * Returns the blob hashes the dropped versions named (for the sweep right after).
    */
-  async #retain(tx: MetaTx, region: SyncRegionRow): Promise<string[]> {
-    if (region.legalHold) return [];
+  async #retain(tx: MetaTx, region: SyncRegionRow): Promise<Set<string>> {
+    const gone = new Set<string>();
+    if (region.legalHold) return gone;
     const versions = await tx.listSyncManifestVersions(region.id);
     const older = versions.length - region.keepVersions;
     const before = this.#now() - region.keepDays * 86_400_000;
@@ -437,30 +573,61 @@ export class SyncServer {
       if (row && row.createdAt >= before) break;
       cut++;
     }
-    if (cut <= 0) return [];
-    const hashesOf = async (v: number) => {
+    if (cut <= 0) return gone;
+    const oldest = await tx.getSyncManifest(region.id, versions[cut] as number);
+    const from = (oldest && ckptOfBody(oldest.body)) ?? (versions[cut] as number);
+    for (const v of versions) {
+      if (v >= from) break;
       const row = await tx.getSyncManifest(region.id, v);
-      return row ? (JSON.parse(row.body) as Manifest).entries.filter((e) => e.kind === "file").map((e) => e.hash) : [];
-    };
-    const kept = new Set<string>();
-    for (const v of versions.slice(cut)) for (const h of await hashesOf(v)) kept.add(h);
-    // a live share link keeps its file version
-    const now = this.#now();
-    for (const l of await tx.listSyncLinks(region.id)) if (!l.revoked && l.expiresAt > now) kept.add(l.blobHash);
-    const gone = new Set<string>();
-    for (const v of versions.slice(0, cut)) {
-      for (const h of await hashesOf(v)) if (!kept.has(h)) gone.add(h);
+      if (row) for (const e of (JSON.parse(row.body) as Manifest).entries) if (e.kind === "file") gone.add(e.hash);
       await tx.deleteSyncManifest(region.id, v);
     }
+    return gone;
+  }
+
+  /**
+   * The blob sweep: deletes the region's blobs that no kept manifest's tree names (trash included) and no live share
+   * link serves, and releases their bytes from the quota: at once those a version just dropped named (`gone`), the
+   * others once older than the grace period (a blob uploaded for a publish still in flight is named by no manifest
+   * yet; a publish only names blobs of the current tree, which is kept, or blobs it uploaded). Kept versions start at a full manifest, and every tree
+   * after it is that one's entries changed by the deltas since, so the union of the entries of the kept rows is
+   * exactly the union of the kept trees. Returns the blob store ids to remove once committed.
+   */
+  async #sweep(tx: MetaTx, region: SyncRegionRow, gone: Set<string> = new Set()): Promise<string[]> {
+    if (region.legalHold) return [];
+    const kept = new Set<string>();
+    for (const v of await tx.listSyncManifestVersions(region.id)) {
+      const row = await tx.getSyncManifest(region.id, v);
+      if (!row) continue;
+      for (const e of (JSON.parse(row.body) as Manifest).entries) if (e.kind === "file") kept.add(e.hash);
+    }
+    const now = this.#now();
+    for (const l of await tx.listSyncLinks(region.id)) if (!l.revoked && l.expiresAt > now) kept.add(l.blobHash);
     const ids: string[] = [];
-    for (const h of gone) {
-      const b = await tx.getSyncBlob(region.id, h);
-      if (!b) continue;
-      await tx.deleteSyncBlob(region.id, h);
+    for (const b of await tx.listSyncBlobs(region.id)) {
+      if (kept.has(b.hash) || (!gone.has(b.hash) && b.createdAt > now - this.#grace)) continue;
+      await tx.deleteSyncBlob(region.id, b.hash);
       region.usedBytes = Math.max(0, region.usedBytes - b.size);
       ids.push(b.blobId);
     }
     return ids;
+  }
+
+  /** Runs the blob sweep of one region now (also run after each full manifest and each retention change). */
+  async sweep(actor: SyncActor, regionId: string): Promise<{ removed: number; usedBytes: number }> {
+    return this.#audited(actor, "sync.region", regionId, async () => {
+      const drop: string[] = [];
+      const row = await this.#store.transaction(async (tx) => {
+        const { region } = await this.#access(actor, regionId, tx);
+        const next = { ...region };
+        drop.push(...(await this.#sweep(tx, next)));
+        await tx.putSyncRegion(next);
+        return next;
+      });
+      for (const id of drop) await this.#blobs.remove(id).catch(() => undefined);
+      this.#record(actor, "sync.region", "success", { target: regionId, detail: `sweep removed ${drop.length} blobs` });
+      return { removed: drop.length, usedBytes: row.usedBytes };
+    });
   }
 
   async setRetention(
@@ -474,7 +641,7 @@ export class SyncServer {
         const { region } = await this.#access(actor, regionId, tx);
         if (region.owner !== actor.user) throw new SyncRefusal("NOT_OWNER", "only the owner sets retention");
         const next = { ...region, keepVersions: r.keepVersions, keepDays: r.keepDays, legalHold: r.legalHold };
-        drop.push(...(await this.#retain(tx, next)));
+        drop.push(...(await this.#sweep(tx, next, await this.#retain(tx, next))));
         await tx.putSyncRegion(next);
         return next;
       });
@@ -632,7 +799,11 @@ export class SyncServer {
       if (!HASH.test(hash)) throw new SyncRefusal("BAD_OBJECT", "a blob is named by its hex SHA-256");
       const { region } = await this.#access(actor, regionId);
       const have = await this.#store.getSyncBlob(regionId, hash);
-      if (have) return { created: false, size: have.size };
+      if (have) {
+        // sent again for a publish to come: its grace period starts over, so the sweep cannot take it meanwhile
+        await this.#store.transaction((tx) => tx.touchSyncBlob(regionId, hash, this.#now()));
+        return { created: false, size: have.size };
+      }
       const quotaBytes = await this.#quotaOf(region.owner);
       const used = quotaBytes > 0 ? await this.#store.syncBytesOwnedBy(region.owner) : 0;
       const room = quotaBytes > 0 ? quotaBytes - used : Number.POSITIVE_INFINITY;
