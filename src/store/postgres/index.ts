@@ -231,8 +231,9 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
       let open = true;
       let broken = false;
       try {
-        await client.query("BEGIN");
-        await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey("write", schema)]);
+        // one round trip for both (simple protocol; the key is ours and the schema a checked identifier): the lock is
+        // held for the whole transaction, so every round trip inside it is one that every node's writers wait for
+        await client.query(`BEGIN; SELECT pg_advisory_xact_lock(hashtext('${lockKey("write", schema)}'))`);
         const result = await fn(bound(sqlOver(client, ready), () => open));
         await client.query("COMMIT");
         return result;
@@ -263,7 +264,7 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
     },
 
     transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
-      return inTransaction((sql) => fn(operations(sql, parts)));
+      return inTransaction((sql) => fn(operations(sql, { ...parts, inTransaction: true })));
     },
 
     async snapshot(dest: string): Promise<void> {

@@ -22,12 +22,14 @@ export interface DriverParts {
   sealer: () => RowSealer;
   /** The PostgreSQL driver's trigger-queue lease (owner = this node); absent in SQLite (one process per data dir). */
   lease?: ExecutionLease;
+  /** The operations run inside one write transaction (per-transaction memos are safe; PostgreSQL sets it). */
+  inTransaction?: boolean;
 }
 
 export function operations(sql: Sql, parts: DriverParts): MetaTx {
   return {
     ...settings(sql),
-    ...users(sql, parts.sealer),
+    ...users(sql, parts.sealer, parts.inTransaction),
     ...groups(sql, parts.sealer),
     ...folders(sql, parts.sealer),
     ...pgpKeys(sql, parts.sealer),
