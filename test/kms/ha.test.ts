@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { RemoteKms } from "../../src/kms/api/client.ts";
@@ -28,6 +29,30 @@ function scheduled(out: string): { rotated: string[]; destroyed: string[]; faile
     if (rec.msg === "kms: scheduled pass failed") r.failed++;
   }
   return r;
+}
+
+/** A TCP relay to PostgreSQL that the test can cut: one node's own path to the store. */
+async function relay(): Promise<{ port: number; cut: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const target = new URL(pgUrl("x"));
+  const server: Server = createServer((inbound) => {
+    const out = createConnection({ host: target.hostname, port: Number(target.port || 5432) });
+    for (const s of [inbound, out]) {
+      sockets.add(s);
+      s.on("error", () => undefined);
+      s.on("close", () => sockets.delete(s));
+    }
+    inbound.pipe(out).pipe(inbound);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as { port: number }).port,
+    cut: async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
 }
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
@@ -309,6 +334,54 @@ describe("KMS high availability: two kms serve nodes on one PostgreSQL store", s
       assert.equal(both.active.url, b.url);
     } finally {
       await both.close();
+    }
+  });
+
+  test("a node that loses its path to PostgreSQL answers 503 and the client carries on through another node", async () => {
+    assert.ok(b);
+    const r = await relay();
+    const viaRelay = new URL(store);
+    viaRelay.port = String(r.port);
+    const dirC = join(root, "c-node");
+    // In a process of its own: the relay runs on this process's event loop, which an in-process store call blocks.
+    await cliProcess(["kms", "init", "--data", dirC, "--store", viaRelay.toString(), "--join", dirA]);
+    let c: RunningKms | undefined;
+    try {
+      c = await serve(dirC);
+      await unsealBoth(c);
+      const both = await RemoteKms.connect({ url: `${c.url},${b.url}`, certDir: cert.fs1 as string });
+      try {
+        const ctx = { file: "6" };
+        const dk = await both.generateDataKey("hr", ctx);
+        assert.equal(both.active.url, c.url);
+        await r.cut();
+        // C serves from its cache until it notices the store is gone (its listener drops: at most ~0.4 s), then
+        // answers 503 and the client moves to B. Not one call fails meanwhile.
+        const t0 = performance.now();
+        let calls = 0;
+        let movedAt = 0;
+        while (performance.now() - t0 < 1500) {
+          assert.deepEqual(await both.unwrap(dk.wrapped, ctx), dk.plaintext);
+          await both.generateDataKey("hr", ctx);
+          calls += 2;
+          if (!movedAt && both.active.url === b.url) movedAt = performance.now() - t0;
+        }
+        process.stdout.write(
+          `# store cut under node C: ${calls} calls, none failed, on B after ${movedAt.toFixed(0)} ms\n`,
+        );
+        assert.equal(both.active.url, b.url);
+        const onC = await RemoteKms.connect({ url: c.url, certDir: cert.fs1 as string });
+        try {
+          await assert.rejects(onC.generateDataKey("hr", ctx), /store \(PostgreSQL\) is unavailable|did not answer/);
+        } finally {
+          await onC.close();
+        }
+      } finally {
+        await both.close();
+      }
+    } finally {
+      await r.cut();
+      await c?.stop();
     }
   });
 

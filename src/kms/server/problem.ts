@@ -3,6 +3,7 @@
 
 import { AtrestError, type ErrorCode } from "../../errors.ts";
 import { INTERNAL_ERROR_MESSAGE, KMS_ERRORS, type KmsErrorCode } from "../api/errors.ts";
+import { StoreUnavailableError } from "../store/pg-sync.ts";
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 const TYPE_BASE = "urn:atrest:kms:problem:";
@@ -42,6 +43,15 @@ export class HttpError extends AtrestError {
 export function problemOf(err: unknown): Problem {
   if (err instanceof SealedError) {
     return { type: `${TYPE_BASE}sealed`, title: "sealed", status: 503, detail: err.message, code: err.code };
+  }
+  if (err instanceof StoreUnavailableError) {
+    return {
+      type: `${TYPE_BASE}store-unavailable`,
+      title: "store unavailable",
+      status: 503,
+      detail: err.message,
+      code: err.code,
+    };
   }
   if (err instanceof HttpError) {
     const slug = err.title.replace(/\s+/g, "-");

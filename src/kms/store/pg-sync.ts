@@ -13,6 +13,17 @@ const TIMEOUT_MS = 10_000;
 
 type Distribute<T> = T extends unknown ? Omit<T, "id"> : never;
 
+/**
+ * The store cannot be reached (or did not answer in time): the node answers 503, so a client moves to another node,
+ * which may still reach it. Never a refusal about the key itself.
+ */
+export class StoreUnavailableError extends KeyUnavailableError {}
+
+// SQLSTATE classes and codes that say "not now" rather than "wrong": connection exceptions, shutdowns, too many
+// connections, statement/lock timeouts; and Node's socket errors (ECONNREFUSED…) from the driver.
+const UNAVAILABLE_CODE = /^(08...|57P0[1-3]|53300|57014|55P03|E[A-Z]+)$/;
+const UNAVAILABLE_MESSAGE = /connection terminated|connection to the key store lost|timeout|not queryable/i;
+
 export class PgSync {
   readonly schema: string;
   readonly #worker: Worker;
@@ -50,7 +61,7 @@ export class PgSync {
   }
 
   call(req: Distribute<PgRequest>): { rows: Record<string, unknown>[]; changes: number; version?: number } {
-    if (!this.#open) throw new KeyUnavailableError("the KMS store is closed");
+    if (!this.#open) throw new StoreUnavailableError("the KMS store is closed");
     const id = this.#next++;
     Atomics.store(this.#flags, REPLY_READY, 0);
     this.#port.postMessage({ id, ...req } as PgRequest);
@@ -58,7 +69,7 @@ export class PgSync {
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0 || Atomics.wait(this.#flags, REPLY_READY, 0, left) === "timed-out") {
-        throw new KeyUnavailableError("the KMS store (PostgreSQL) did not answer in time");
+        throw new StoreUnavailableError("the KMS store (PostgreSQL) did not answer in time");
       }
       Atomics.store(this.#flags, REPLY_READY, 0);
       // A reply to an earlier call that timed out may come first: skip it.
@@ -68,8 +79,12 @@ export class PgSync {
         const reply = got.message as PgReply;
         if (reply.id !== id) continue;
         if ("error" in reply) {
-          const err = new Error(`KMS store: ${reply.error.message}`) as Error & { code?: string };
-          if (reply.error.code) err.code = reply.error.code;
+          const { message, code } = reply.error;
+          if ((code && UNAVAILABLE_CODE.test(code)) || UNAVAILABLE_MESSAGE.test(message)) {
+            throw new StoreUnavailableError(`the KMS store (PostgreSQL) is unavailable: ${message}`);
+          }
+          const err = new Error(`KMS store: ${message}`) as Error & { code?: string };
+          if (code) err.code = code;
           throw err;
         }
         return reply;

@@ -30,13 +30,23 @@ let closing = false;
 
 async function connect(): Promise<pg.Client> {
   if (client) return client;
-  const c = new pg.Client({ connectionString: data.connectionString, types, connectionTimeoutMillis: data.timeoutMs });
+  const c = new pg.Client({
+    connectionString: data.connectionString,
+    types,
+    connectionTimeoutMillis: data.timeoutMs,
+    keepAlive: true,
+    application_name: "atrest-kms",
+  });
   c.on("error", () => {
     if (client === c) client = undefined;
   });
   await c.connect();
   try {
-    await c.query(`SET statement_timeout = ${data.timeoutMs}; SET lock_timeout = ${data.timeoutMs}`);
+    // A node that stops mid-transaction (frozen, cut off) must not hold the schema's lock for longer than this.
+    await c.query(
+      `SET statement_timeout = ${data.timeoutMs}; SET lock_timeout = ${data.timeoutMs}; ` +
+        `SET idle_in_transaction_session_timeout = ${data.timeoutMs}`,
+    );
     // Two nodes starting at once would both try CREATE SCHEMA; the lock makes the second a no-op.
     await c.query("BEGIN");
     await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey]);
@@ -159,7 +169,12 @@ async function migrate(c: pg.Client, migrations: string[]): Promise<Omit<PgReply
 let listener: pg.Client | undefined;
 async function listen(): Promise<void> {
   while (!closing) {
-    const l = new pg.Client({ connectionString: data.connectionString, connectionTimeoutMillis: data.timeoutMs });
+    const l = new pg.Client({
+      connectionString: data.connectionString,
+      connectionTimeoutMillis: data.timeoutMs,
+      keepAlive: true,
+      application_name: "atrest-kms-listen",
+    });
     try {
       const ended = new Promise<void>((resolve) => {
         l.on("error", () => resolve());
