@@ -192,6 +192,15 @@ export class Vfs {
   // loop (measured).
   readonly #seal = new SealPool({ threads: 1 });
   readonly #uploads = new Uploads();
+  /**
+   * Blobs of pieced versions that readers of this process have open, and how many: a pieced reader opens its pieces
+   * only as it reaches them, so a version replaced or removed meanwhile keeps its blobs until its last reader closes
+   * (as an open file descriptor keeps a one-container version's blob readable). Left behind by a crash, they are
+   * orphans the startup sweep removes.
+   */
+  readonly #pinned = new Map<string, number>();
+  /** Retired blobs waiting for their last reader (#pinned). */
+  readonly #retired = new Set<string>();
 
   private constructor(deps: VfsDeps, crypto: MetaCrypto) {
     this.store = deps.store;
@@ -264,6 +273,7 @@ export class Vfs {
     }
     if (pieces.reduce((n, p) => n + p.size, 0) !== size) throw new IntegrityError("pieces do not add up to the size");
     const key = customerKey ? Buffer.from(customerKey) : undefined;
+    for (const r of rows) this.#pinned.set(r.blobId, (this.#pinned.get(r.blobId) ?? 0) + 1);
     return new PiecedReader(
       pieces.map((p) => p.size),
       (i) => {
@@ -272,6 +282,7 @@ export class Vfs {
       },
       (n) => {
         if (key) zero(key);
+        for (const r of rows) this.#unpin(r.blobId);
         onClose(n);
       },
     );
@@ -782,7 +793,22 @@ export class Vfs {
    */
   async #retire(blobIds: string[]): Promise<void> {
     await this.store.durable?.();
-    for (const b of blobIds) await this.blobs.remove(b);
+    for (const b of blobIds) {
+      if (this.#pinned.has(b)) this.#retired.add(b);
+      else await this.blobs.remove(b);
+    }
+  }
+
+  #unpin(blobId: string): void {
+    const n = (this.#pinned.get(blobId) ?? 1) - 1;
+    if (n > 0) {
+      this.#pinned.set(blobId, n);
+      return;
+    }
+    this.#pinned.delete(blobId);
+    if (this.#retired.delete(blobId)) {
+      this.blobs.remove(blobId).catch((err) => this.logger.warn({ err }, "removing a replaced piece failed"));
+    }
   }
 }
 

@@ -182,3 +182,20 @@ it("rewrap rewraps every piece's header; reencrypt makes one container of the pi
   assert.deepEqual(await f.app.store.filePieces(after.contentId as string), []);
   assert.deepEqual(await get(s, "/b/k.bin"), whole);
 });
+
+it("a read open across an overwrite gets the old version to the end; its pieces go when it closes", async () => {
+  const start = (await blobFiles()).length;
+  const parts = [randomBytes(100_000), randomBytes(100_000), randomBytes(100_000)];
+  const whole = Buffer.concat(parts);
+  await multipart("/b/r.bin", parts);
+  const h = await s.openRead("/b/r.bin");
+  const first = await h.read(0, 1000);
+  await put(s, "/b/r.bin", Buffer.from("new"));
+  assert.equal((await blobFiles()).length, start + 4, "the old pieces wait for the open reader");
+  const rest = await h.read(1000, whole.length);
+  assert.deepEqual(Buffer.concat([first, rest]), whole);
+  await h.close();
+  for (let i = 0; i < 50 && (await blobFiles()).length > start + 1; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal((await blobFiles()).length, start + 1);
+  assert.deepEqual(await get(s, "/b/r.bin"), Buffer.from("new"));
+});
