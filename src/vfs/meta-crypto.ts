@@ -35,6 +35,8 @@ type SealedObject = {
   p?: [number, number][];
   /** checksum: algorithm, base64 value, "F" (FULL_OBJECT) or "C" (COMPOSITE) */
   c?: [string, string, "F" | "C"];
+  /** the parts' checksums (base64), in order */
+  k?: string[];
   /** pieces: content id and size of each, in order */
   q?: [string, number][];
 };
@@ -66,6 +68,7 @@ function objectJson(object: ObjectMeta, pieces: PieceAttrs[] | undefined): strin
   if (object.etag !== undefined) o.e = object.etag;
   if (object.headers !== undefined) o.h = object.headers;
   if (object.parts !== undefined) o.p = object.parts;
+  if (object.partChecksums !== undefined) o.k = object.partChecksums;
   if (object.checksum !== undefined) {
     const c = object.checksum;
     o.c = [c.algorithm, c.value, c.type === "FULL_OBJECT" ? "F" : "C"];
@@ -78,6 +81,7 @@ function objectFrom(o: SealedObject): ObjectMeta {
   if (o.e !== undefined) out.etag = o.e;
   if (o.h !== undefined) out.headers = o.h;
   if (o.p !== undefined) out.parts = o.p;
+  if (o.k !== undefined) out.partChecksums = o.k;
   if (o.c !== undefined) {
     out.checksum = { algorithm: o.c[0], value: o.c[1], type: o.c[2] === "F" ? "FULL_OBJECT" : "COMPOSITE" };
   }

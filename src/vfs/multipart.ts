@@ -309,21 +309,26 @@ export class Multipart {
    * Parts `numbers` of `rec` as the pieces of the object a Complete makes (each its own container, taken over as it
    * is), with the key ref the object records: the oldest KEK version among them, so a rewrap of that version visits it.
    */
-  async pieces(rec: UploadRecord, numbers: number[]): Promise<{ pieces: StagedPiece[]; keyRef: string }> {
+  async pieces(
+    rec: UploadRecord,
+    numbers: number[],
+  ): Promise<{ pieces: StagedPiece[]; keyRef: string; checksums: (string | undefined)[] }> {
     const pieces: StagedPiece[] = [];
+    const checksums: (string | undefined)[] = [];
     let keyRef = "";
     let oldest = Number.POSITIVE_INFINITY;
     for (const n of numbers) {
       const p = await this.#read<PartRecord>(this.#d.store, partKey(rec.id, n));
       if (!p) throw new AtrestError("INVALID_INPUT", `part ${n} was not uploaded`);
       pieces.push({ blobId: p.blobId, contentId: p.contentId, size: p.size });
+      checksums.push(p.checksum);
       const version = Number(/:v(\d+)$/.exec(p.keyRef)?.[1] ?? Number.NaN);
       if (keyRef === "" || version < oldest) {
         keyRef = p.keyRef;
         if (!Number.isNaN(version)) oldest = version;
       }
     }
-    return { pieces, keyRef };
+    return { pieces, keyRef, checksums };
   }
 
   /** A reader of part `n` (Complete streams the parts into the object); the caller closes it. */

@@ -618,7 +618,7 @@ export class Session implements VfsSession {
           bytes: await multipart.stagedBytes(upload),
           release: (tx: MetaTx) => multipart.release(tx, upload.id),
         };
-        const object = {
+        const object: ObjectMeta = {
           etag: options.etag,
           ...(options.partSizes ? { parts: runLength(options.partSizes) } : {}),
           ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
@@ -634,7 +634,9 @@ export class Session implements VfsSession {
         // The parts become the object's pieces as they are (O(parts): nothing decrypted or sealed again), unless a
         // folder's write filter (OpenPGP folders) must see the bytes: then they are streamed into one new version.
         if (!this.#vfs.writeFilters.applies(await this.#vfs.folders.match(this.globalPath(p)))) {
-          const { pieces, keyRef } = await multipart.pieces(upload, partNumbers);
+          const { pieces, keyRef, checksums } = await multipart.pieces(upload, partNumbers);
+          // GET/HEAD ?partNumber with x-amz-checksum-mode answers the part's own checksum
+          if (upload.checksum && checksums.every((c) => c !== undefined)) object.partChecksums = checksums as string[];
           const w = await this.#openWrite(p, writeOptions, staged, {
             pieces,
             keyRef,

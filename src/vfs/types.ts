@@ -36,6 +36,8 @@ export interface ObjectMeta {
    * crc32c, crc64nvme, sha1, sha256), the base64 value (COMPOSITE: of the parts' checksums, with "-N") and the type.
    */
   checksum?: { algorithm: string; value: string; type: "FULL_OBJECT" | "COMPOSITE" };
+  /** A multipart object uploaded with a checksum algorithm: each part's checksum (base64), in order. */
+  partChecksums?: string[];
 }
 
 /**

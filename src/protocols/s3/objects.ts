@@ -1,6 +1,6 @@
 // Object operations: PutObject, GetObject/HeadObject (Range, conditionals), DeleteObject, DeleteObjects.
 import { AtrestError, NotFoundError, PreconditionFailedError } from "../../errors.ts";
-import type { FileStat, Precondition, VfsSession } from "../../vfs/types.ts";
+import type { FileStat, ObjectMeta, Precondition, VfsSession } from "../../vfs/types.ts";
 import { WriteBatcher } from "../../vfs/write-batch.ts";
 import { readBody } from "./body.ts";
 import { bucketExists, type Ctx, httpDate, mkdirs, objectPath, send } from "./context.ts";
@@ -199,6 +199,18 @@ export function conditional(c: Ctx, st: FileStat): boolean {
   return true;
 }
 
+/**
+ * x-amz-checksum-mode on GET/HEAD ?partNumber=N: the part's own checksum (kept with a multipart object uploaded with
+ * a checksum algorithm), which is what its bytes hash to; an object that is its one part 1 answers its whole checksum.
+ */
+function partChecksumHeaders(c: Ctx, object: ObjectMeta | undefined): Record<string, string> {
+  const n = Number(c.query.get("partNumber"));
+  if (!object?.parts) return n === 1 ? checksumHeaders(object) : {};
+  const value = object.partChecksums?.[n - 1];
+  const algorithm = object.checksum?.algorithm;
+  return value && algorithm ? { [`x-amz-checksum-${algorithm}`]: value } : {};
+}
+
 /** A GET/HEAD of a part of the object (Range or partNumber). */
 const rangeAsked = (c: Ctx) => c.req.headers.range !== undefined || c.query.has("partNumber");
 
@@ -213,6 +225,7 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
   const headers: Record<string, string> = {
     ...partHeaders,
     ...(wantChecksum && !rangeAsked(c) ? checksumHeaders(st.object) : {}),
+    ...(wantChecksum && c.query.has("partNumber") ? partChecksumHeaders(c, st.object) : {}),
     etag: etagOf(st),
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",

@@ -179,6 +179,19 @@ test("SDK multipart with SHA256 (COMPOSITE): the checksum of the parts' checksum
   assert.equal(back.value, expected);
   assert.equal(back.type, "COMPOSITE");
   assert.ok(back.body.equals(Buffer.concat(parts)));
+  // GET/HEAD ?partNumber with the checksum mode: that part's own checksum (the SDK checks the part's bytes against it)
+  for (const n of [1, 2]) {
+    const head = await c.send(
+      new HeadObjectCommand({ Bucket: "sums", Key: "composite.bin", PartNumber: n, ChecksumMode: "ENABLED" }),
+    );
+    assert.equal(head.ChecksumSHA256, digests[n - 1]?.toString("base64"), `part ${n}`);
+    assert.equal(head.PartsCount, 2);
+    const got = await c.send(
+      new GetObjectCommand({ Bucket: "sums", Key: "composite.bin", PartNumber: n, ChecksumMode: "ENABLED" }),
+    );
+    assert.equal(got.ChecksumSHA256, digests[n - 1]?.toString("base64"));
+    assert.ok(Buffer.from((await got.Body?.transformToByteArray()) ?? []).equals(parts[n - 1] as Buffer));
+  }
 });
 
 for (const algorithm of [ChecksumAlgorithm.CRC64NVME, ChecksumAlgorithm.CRC32C, ChecksumAlgorithm.CRC32]) {
