@@ -3,14 +3,20 @@
 // as ContainerKeys.seal does, each under a fresh random nonce (nonce ‖ ciphertext ‖ tag); "open" authenticates and
 // decrypts consecutive segments exactly as ContainerKeys.open does (the final one's padding checked and stripped).
 // Buffers travel by transfer in both directions so the main thread can reuse them.
-import { createCipheriv, type KeyObject, randomFillSync } from "node:crypto";
+import { type KeyObject, randomFillSync } from "node:crypto";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { parentPort } from "node:worker_threads";
-import { open as aeadOpen, NONCE_LENGTH, TAG_LENGTH } from "../crypto/aead.ts";
+import { open as aeadOpen, NONCE_LENGTH } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { IntegrityError } from "../errors.ts";
-import { checkSealedSegmentLength, finalDataLength, segmentAadTemplate, setSegmentAad } from "../format/container.ts";
+import {
+  checkSealedSegmentLength,
+  finalDataLength,
+  sealSegmentsInto,
+  segmentAadTemplate,
+  setSegmentAad,
+} from "../format/container.ts";
 import type { Layout } from "../format/layout.ts";
 import type { ErrorReply, OpenReply, OpenRequest, SealReply, SealRequest, WorkerRequest } from "./seal-messages.ts";
 
@@ -52,17 +58,7 @@ function sealBatch(request: SealRequest): SealReply {
   // One CSPRNG call per batch; every segment gets its own 12 fresh bytes.
   if (nonceScratch.length < count * NONCE_LENGTH) nonceScratch = Buffer.allocUnsafeSlow(count * NONCE_LENGTH);
   const nonces = randomFillSync(nonceScratch, 0, count * NONCE_LENGTH);
-  for (let i = 0; i < count; i++) {
-    const at = i * sealedSize;
-    const nonce = nonces.subarray(i * NONCE_LENGTH, (i + 1) * NONCE_LENGTH);
-    nonce.copy(out, at);
-    const cipher = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_LENGTH });
-    cipher.setAAD(setSegmentAad(aad, startIndex + i, false));
-    // Node cannot encrypt into a given buffer: the one copy per segment.
-    cipher.update(input.subarray(i * segmentSize, (i + 1) * segmentSize)).copy(out, at + NONCE_LENGTH);
-    cipher.final(); // GCM: no further output
-    cipher.getAuthTag().copy(out, at + NONCE_LENGTH + segmentSize);
-  }
+  sealSegmentsInto(key, aad, layout, startIndex, input, out, nonces);
   return { type: "seal", id: request.id, sealed, length, plaintext };
 }
 

@@ -5,6 +5,7 @@ import {
   aeadKey,
   open as aeadOpen,
   seal as aeadSeal,
+  sealInto as aeadSealInto,
   KEY_LENGTH,
   NONCE_LENGTH,
   SEAL_OVERHEAD,
@@ -51,6 +52,36 @@ const AAD_TAIL = 9;
  */
 export function segmentAadTemplate(fileIdField: Uint8Array): Buffer {
   return Buffer.concat([SEGMENT_INFO, fileIdField, Buffer.alloc(AAD_TAIL)]);
+}
+
+/**
+ * Seals the full (non-final) segments in `plaintext`, the first being segment `startIndex`, into `out` (nonce ‖
+ * ciphertext ‖ tag each, layout.sealedSegmentSize apart), segment i under nonce i of `nonces` (12 bytes each, fresh:
+ * the caller draws them in one CSPRNG call). The seal workers and ContainerKeys.sealSegmentsInto share it.
+ */
+export function sealSegmentsInto(
+  key: KeyObject,
+  aad: Buffer,
+  layout: Layout,
+  startIndex: number,
+  plaintext: Buffer,
+  out: Buffer,
+  nonces: Buffer,
+): void {
+  const size = layout.segmentSize;
+  const sealedSize = layout.sealedSegmentSize;
+  const count = plaintext.length / size;
+  if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(startIndex) || startIndex < 0) {
+    throw new AtrestError("INVALID_INPUT", "seal a whole number of segments at a valid index");
+  }
+  if (nonces.length < count * NONCE_LENGTH || out.length < count * sealedSize) {
+    throw new AtrestError("INVALID_INPUT", "nonces or output too small");
+  }
+  for (let i = 0; i < count; i++) {
+    const nonce = nonces.subarray(i * NONCE_LENGTH, (i + 1) * NONCE_LENGTH);
+    const data = plaintext.subarray(i * size, (i + 1) * size);
+    aeadSealInto(key, nonce, data, setSegmentAad(aad, startIndex + i, false), out, i * sealedSize);
+  }
 }
 
 /** Writes segment `index` and its last flag into `aad` (from segmentAadTemplate) in place and returns it. */
@@ -180,6 +211,16 @@ export class ContainerKeys {
     } finally {
       zero(padded);
     }
+  }
+
+  /**
+   * Seals the full (non-final) segments in `plaintext`, the first being segment `startIndex`, into `out`
+   * (layout.sealedSegmentSize each), as `seal` does and as a seal worker does with a batch: for reused outputs.
+   */
+  sealSegmentsInto(startIndex: number, plaintext: Buffer, out: Buffer): void {
+    const { key } = this.#prepare(startIndex, false);
+    const count = Math.floor(plaintext.length / this.layout.segmentSize);
+    sealSegmentsInto(key, this.#aad, this.layout, startIndex, plaintext, out, this.#random(count * NONCE_LENGTH));
   }
 
   /**

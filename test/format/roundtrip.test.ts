@@ -113,3 +113,41 @@ describe("round trip", () => {
     }
   });
 });
+
+describe("sealing a batch of segments into a given buffer", () => {
+  it("gives the bytes seal gives under the same nonces, opens, and refuses a partial segment", () => {
+    // one byte stream for both: sealSegmentsInto draws all nonces at once, seal one per segment
+    const stream = randomBytes(4096);
+    const from = () => {
+      let at = 0;
+      return (n: number) => {
+        const out = Buffer.from(stream.subarray(at, at + n));
+        at += n;
+        return out;
+      };
+    };
+    const dek = randomBytes(32);
+    const wrappedDek = randomBytes(60);
+    const batch = createHeader({ dek, fileId: "batch", wrappedDek, segmentLog2: SMALL, random: from() });
+    const single = createHeader({ dek, fileId: "batch", wrappedDek, segmentLog2: SMALL, random: from() });
+    assert.deepEqual(batch.header, single.header);
+    const plaintext = randomBytes(5 * S);
+    const out = Buffer.alloc(5 * batch.keys.layout.sealedSegmentSize + 7, 0xee);
+    batch.keys.sealSegmentsInto(3, plaintext, out);
+    const expected = Buffer.concat(
+      [0, 1, 2, 3, 4].map((i) => single.keys.seal(3 + i, plaintext.subarray(i * S, (i + 1) * S), false)),
+    );
+    assert.deepEqual(out.subarray(0, expected.length), expected);
+    assert.deepEqual(out.subarray(expected.length), Buffer.alloc(7, 0xee), "nothing past the segments written");
+    const reader = openContainer(parseHeader(batch.header), dek, "batch");
+    const sealed = reader.layout.sealedSegmentSize;
+    for (let i = 0; i < 5; i++) {
+      assert.deepEqual(
+        reader.open(3 + i, out.subarray(i * sealed, (i + 1) * sealed), false),
+        plaintext.subarray(i * S, (i + 1) * S),
+      );
+    }
+    assert.throws(() => batch.keys.sealSegmentsInto(0, plaintext.subarray(1), out), { code: "INVALID_INPUT" });
+    assert.throws(() => batch.keys.sealSegmentsInto(0, plaintext, Buffer.alloc(10)), { code: "INVALID_INPUT" });
+  });
+});
