@@ -51,13 +51,39 @@ async function fail(r: Response): Promise<never> {
   throw new ApiError(r.status, code, detail);
 }
 
-export async function api<T = unknown>(method: string, path: string, body?: unknown, quiet401 = false): Promise<T> {
-  const init: RequestInit = { method, credentials: "same-origin", headers: headers() };
+let signer: ((statement: string) => Promise<string>) | undefined;
+
+/**
+ * Signs a key-manager call for the logged-in custodian (custody-key.ts): a custodian route answers 428 with the
+ * statement when the key manager is remote, and the request is sent again with the signed envelope.
+ */
+export function setSigner(f: ((statement: string) => Promise<string>) | undefined): void {
+  signer = f;
+}
+
+export async function api<T = unknown>(
+  method: string,
+  path: string,
+  body?: unknown,
+  quiet401 = false,
+  extra: Record<string, string> = {},
+): Promise<T> {
+  const init: RequestInit = { method, credentials: "same-origin", headers: headers(extra) };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
-    init.headers = headers({ "content-type": "application/json" });
+    init.headers = headers({ "content-type": "application/json", ...extra });
   }
   const r = await fetch(path, init);
+  if (r.status === 428 && signer && !("atrest-kms-signed" in extra)) {
+    const p = (await r
+      .clone()
+      .json()
+      .catch(() => ({}))) as { code?: string; statement?: unknown };
+    if (p.code === "KMS_SIGNATURE_REQUIRED" && typeof p.statement === "string") {
+      const signed = await signer(p.statement);
+      return api<T>(method, path, body, quiet401, { ...extra, "atrest-kms-signed": signed });
+    }
+  }
   if (r.status === 401 && !quiet401) onUnauthorized();
   if (!r.ok) await fail(r);
   if (r.status === 204) return undefined as T;

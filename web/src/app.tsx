@@ -3,9 +3,10 @@
 import { useEffect, useState } from "preact/hooks";
 import { Account, Totp } from "./account.tsx";
 import { Admin, type AdminTab } from "./admin.tsx";
-import { api, get, type Session, setCsrf, setOnUnauthorized } from "./api.ts";
+import { api, get, type Session, setCsrf, setOnUnauthorized, setSigner } from "./api.ts";
 import { Audit, type AuditTab } from "./audit.tsx";
 import { Custody, type CustodyTab } from "./custody.tsx";
+import { describeStatement, signStatement } from "./custody-key.ts";
 import { Files } from "./files.tsx";
 import { Login } from "./login.tsx";
 import { Shares } from "./shares.tsx";
@@ -78,7 +79,7 @@ function View(props: { session: Session; hash: string }) {
   if (route === "/shares" && (role === "admin" || role === "user")) return <Shares />;
   if (route.startsWith("/admin/") && role === "admin") return <Admin tab={route.slice(7) as AdminTab} />;
   if (route.startsWith("/keys") && role === "custodian") {
-    return <Custody tab={(route.slice(6) || "keys") as CustodyTab} />;
+    return <Custody tab={(route.slice(6) || "keys") as CustodyTab} user={session.user} />;
   }
   if (route.startsWith("/audit") && role === "auditor") {
     return <Audit tab={(route.slice(7) || "records") as AuditTab} />;
@@ -109,6 +110,20 @@ export function App() {
       () => setSession(null),
     );
   }, []);
+  useEffect(() => {
+    // a custodian's calls to a remote key manager are signed by their own key in this browser (custody-key.ts)
+    if (session?.role !== "custodian") {
+      setSigner(undefined);
+      return;
+    }
+    const user = session.user;
+    setSigner(async (statement) => {
+      if (!confirm(`Sign this call to the key manager as ${user}?\n\n${describeStatement(statement)}`)) {
+        throw new Error("not signed: nothing was sent to the key manager");
+      }
+      return signStatement(user, statement);
+    });
+  }, [session?.user, session?.role]);
   if (session === undefined) return <p class="loading">Loading…</p>;
   if (session === null) {
     return (

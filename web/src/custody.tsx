@@ -3,6 +3,7 @@
 // decrypt a file.
 import { useEffect, useState } from "preact/hooks";
 import { get, post, put, qs } from "./api.ts";
+import { type CustodyKey, loadCustodyKey, makeCustodyKey, saveCertificate } from "./custody-key.ts";
 import { bytes, when } from "./format.ts";
 import { DataTable } from "./table.tsx";
 import { ActionForm, Dialog, ErrorText, Field, str, useLoad } from "./ui.tsx";
@@ -63,7 +64,57 @@ interface Job {
 
 const Pill = (props: { v: string }) => <span class={`pill ${props.v}`}>{props.v}</span>;
 
-function Keys() {
+/** The custodian's own signing key for a remote key manager (custody-key.ts), made and kept in this browser. */
+function CustodyKeyPanel(props: { user: string }) {
+  // null while loading; undefined: none in this browser
+  const [key, setKey] = useState<CustodyKey | undefined | null>(null);
+  useEffect(() => {
+    loadCustodyKey(props.user).then(setKey, () => setKey(undefined));
+  }, [props.user]);
+  return (
+    <section aria-labelledby="ck-title">
+      <h2 id="ck-title">Your custody key</h2>
+      <p class="muted">
+        Needed when the key manager is remote: each request, approval or rejection you make is signed by this key, made
+        in this browser and never sent anywhere. The key manager's operator certifies its public key (
+        <code>atrest kms client issue {props.user} --role custodian --public-key FILE</code>) and gives you the
+        certificate.
+      </p>
+      {key === null ? (
+        <p class="loading">Loading…</p>
+      ) : !key ? (
+        <ActionForm
+          submit="Make my custody key"
+          label="Make a custody key"
+          action={async () => setKey(await makeCustodyKey(props.user))}
+        />
+      ) : (
+        <>
+          <p class="field">
+            <label for="ck-pub">Public key (for the key manager's operator)</label>
+            <textarea id="ck-pub" class="pem" readOnly rows={4} value={key.publicPem} />
+          </p>
+          {key.certificate ? (
+            <p role="status">Certificate added: your calls to the key manager are signed by this key.</p>
+          ) : (
+            <ActionForm
+              submit="Add certificate"
+              label="Add the custody certificate"
+              action={async (f) => setKey(await saveCertificate(props.user, str(f, "certificate")))}
+            >
+              <p class="field">
+                <label for="ck-cert">Certificate issued for this key (client.crt)</label>
+                <textarea id="ck-cert" class="pem" name="certificate" rows={5} required />
+              </p>
+            </ActionForm>
+          )}
+        </>
+      )}
+    </section>
+  );
+}
+
+function Keys(props: { user: string }) {
   const keys = useLoad(() => get<{ keys: Key[] }>("/api/v1/keys"), []);
   const [destroy, setDestroy] = useState<Key | undefined>(undefined);
   const [rotation, setRotation] = useState<Key | undefined>(undefined);
@@ -214,6 +265,7 @@ function Keys() {
           </ActionForm>
         </Dialog>
       )}
+      <CustodyKeyPanel user={props.user} />
     </>
   );
 }
@@ -455,7 +507,7 @@ function Who() {
   );
 }
 
-export function Custody(props: { tab: CustodyTab }) {
+export function Custody(props: { tab: CustodyTab; user: string }) {
   switch (props.tab) {
     case "requests":
       return <Requests />;
@@ -464,6 +516,6 @@ export function Custody(props: { tab: CustodyTab }) {
     case "who":
       return <Who />;
     default:
-      return <Keys />;
+      return <Keys user={props.user} />;
   }
 }
