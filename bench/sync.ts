@@ -93,6 +93,9 @@ export const sync: BenchModule = {
         String(sftpPort),
         "--http-port",
         String(httpPort),
+        // the S3 door is on by default (port 9000): off, it would clash with other runs and is not measured here
+        "--s3-port",
+        "0",
         "--host",
         "127.0.0.1",
       ],

@@ -672,6 +672,9 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
 
     // 6. the new base: the final manifest as this device now has it, except what it could not apply
     const base: Record<string, BaseEntry> = {};
+    const touched = new Set<string>();
+    for (const op of plan.ops) touched.add(op.id);
+    for (const u of plan.uploads) touched.add(u.id);
     for (const [id, r] of final.byId) {
       if (skipped.has(id)) {
         const old = baseById.get(id);
@@ -679,6 +682,15 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
         continue;
       }
       const l = local.get(r.path);
+      // untouched by this step and as the scan saw it: what the scan saw is what the step left (a change since is
+      // the next step's, which sees another mtime), so no second stat of every file
+      if (!touched.has(id) && l?.kind === r.entry.kind && (l.kind === "dir" || l.sha === r.sha)) {
+        base[id] =
+          l.kind === "dir"
+            ? { path: r.path, kind: "dir", sha: "", size: 0, mtimeMs: 0, fver: r.entry.fver }
+            : { path: r.path, kind: "file", sha: r.sha, size: l.size, mtimeMs: l.mtimeMs, fver: r.entry.fver };
+        continue;
+      }
       // this step left the entry's content at its path (placed it, or found it there): if the user deleted or
       // edited it since, the base must still say synced, so the next step sends that change (a file deleted right
       // after its download would else come back, and an edit of it meet the download as a conflict)

@@ -19,12 +19,14 @@ import { fingerprintOf, generateDeviceKeys, privateKey } from "../core/keys.ts";
 import {
   CHECKPOINT_EVERY,
   type Entry,
+  entryHash,
   MANIFEST_V2,
   type Manifest,
   type Member,
   manifestHash,
   pinOfManifest,
   type RegionPin,
+  rememberEntryHash,
   rememberManifestHash,
   signManifest,
   signNext,
@@ -325,6 +327,8 @@ export class Session {
       const r = since;
       retention = r.retention;
       lines = r.lines;
+      if (cached.hashes?.length === cached.entries.length)
+        cached.entries.forEach((e, i) => rememberEntryHash(e, Buffer.from(cached?.hashes?.[i] ?? "", "base64")));
       m = { ...(cached.head as Manifest), entries: cached.entries };
       rememberManifestHash(m, cached.hash);
       names = new Map(Object.entries(cached.names));
@@ -462,7 +466,15 @@ export class Session {
         const n = ctx.names.get(e.id);
         if (n && n[0] === e.name) names[e.id] = n;
       }
-      await this.state.writeTree(ctx.state.id, { version: m.version, hash: manifestHash(m), head, entries, names });
+      const hashes = entries.map((e) => entryHash(e).toString("base64"));
+      await this.state.writeTree(ctx.state.id, {
+        version: m.version,
+        hash: manifestHash(m),
+        head,
+        entries,
+        hashes,
+        names,
+      });
     }
     await this.state.writeRegion(ctx.state);
   }

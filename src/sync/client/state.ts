@@ -74,6 +74,8 @@ export interface TreeCache {
   /** The pinned signed object without its entries. */
   head: Omit<Manifest, "entries">;
   entries: Entry[];
+  /** base64 SHA-256 of each entry's canonical form, in the order of `entries` (the root is then only rehashed for what changed). */
+  hashes?: string[];
   names: Record<string, OpenedName>;
 }
 

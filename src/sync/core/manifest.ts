@@ -207,6 +207,30 @@ export function entryHash(e: Entry): Buffer {
   return h;
 }
 
+/** Seeds the hash of an entry read back from a store this code wrote (the client's own tree cache). */
+export function rememberEntryHash(e: Entry, h: Buffer): void {
+  entryHashes.set(e, h);
+}
+
+/** Field by field: the same entry (cheaper than hashing both). */
+function sameEntry(a: Entry, b: Entry): boolean {
+  return (
+    a.id === b.id &&
+    a.parent === b.parent &&
+    a.kind === b.kind &&
+    a.name === b.name &&
+    a.epoch === b.epoch &&
+    a.fver === b.fver &&
+    a.size === b.size &&
+    a.hash === b.hash &&
+    a.blobSize === b.blobSize &&
+    a.by === b.by &&
+    a.deleted === b.deleted &&
+    a.dv === b.dv &&
+    a.dt === b.dt
+  );
+}
+
 /** The v2 commitment to a whole tree: SHA-256 over a context, the region id and every entry's hash in id order. */
 export function stateRoot(regionId: string, entries: Entry[]): string {
   const h = createHash("sha256").update(`atrest-sync v2 state\0${regionId}\0`);
@@ -296,7 +320,14 @@ export function signNext(
   next: NextTree,
   signKey: Buffer,
 ): { signed: Manifest; tree: Entry[] } {
-  const tree = [...next.entries].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const before = new Map(cur.entries.map((e) => [e.id, e]));
+  // an entry that did not change is the very object of the current tree (its hash is known: only changes are hashed)
+  const tree = next.entries
+    .map((e) => {
+      const old = before.get(e.id);
+      return old && sameEntry(old, e) ? old : e;
+    })
+    .sort((a, b) => (a.id < b.id ? -1 : 1));
   const root = stateRoot(header.regionId, tree);
   const curCkpt = cur.v === MANIFEST_V2 ? (cur.form === "full" ? cur.version : (cur.ckpt as number)) : 0;
   const every = Math.min(MAX_DELTA_RUN, Math.max(1, next.every ?? CHECKPOINT_EVERY));
@@ -304,11 +335,9 @@ export function signNext(
   let body: UnsignedManifest;
   if (full) body = { ...header, v: MANIFEST_V2, form: "full", root, ckpt: header.version, drop: [], entries: tree };
   else {
-    const before = new Map(cur.entries.map((e) => [e.id, e]));
     const changed: Entry[] = [];
     for (const e of tree) {
-      const old = before.get(e.id);
-      if (!old || !entryHash(old).equals(entryHash(e))) changed.push(e);
+      if (before.get(e.id) !== e) changed.push(e);
       before.delete(e.id);
     }
     const drop = [...before.keys()].sort();
