@@ -5,6 +5,7 @@
 import { writeFileSync } from "node:fs";
 import * as z from "zod";
 import { KMS_ERRORS } from "../api/errors.ts";
+import { RELAYABLE_OPS } from "./relay.ts";
 import { ROUTES, type Route } from "./routes.ts";
 
 export const OPENAPI_FILE = "docs/api/kms-openapi.json";
@@ -52,6 +53,23 @@ export function openApiDocument(): Json {
     paths[path] ??= {};
     (paths[path] as Json)[r.method.toLowerCase()] = operation(r);
   }
+  // answered by server.ts before the route table: the signed call inside runs through the table as its signer
+  paths["/v1/relay"] = {
+    post: operation({
+      method: "POST",
+      path: "/v1/relay",
+      op: "relay",
+      summary:
+        "Run a call a person signed (docs/kms.md, Signed calls), carried by a server-role client: as the signer, " +
+        `if the certificate, signature, audience, time and nonce check; one of ${[...RELAYABLE_OPS].join(", ")}`,
+      body: z.strictObject({
+        statement: z.string().max(8192).describe('JSON {"v":1,"aud","method","path","body","created","nonce"}'),
+        signature: z.string().max(128).describe("ECDSA P-256 / SHA-256 over the statement, IEEE P1363, base64url"),
+        certificate: z.string().max(8192).describe("the signer's certificate (PEM) from this KMS's CA"),
+      }),
+      handler: () => undefined,
+    }),
+  };
   return {
     openapi: "3.1.0",
     info: {
