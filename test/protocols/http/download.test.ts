@@ -21,6 +21,7 @@ describe("HTTPS downloads without a copy per chunk", () => {
   let api: ApiClient;
   let token: string;
   let ca: Buffer;
+  let dataDir: string;
   // 9 windows of 1 MiB and a partial one
   const file = randomBytes(9 * MiB + 12_345);
 
@@ -29,7 +30,9 @@ describe("HTTPS downloads without a copy per chunk", () => {
     const data = join(dir, "data");
     await cli(["init", "--data", data]);
     await cli(["user", "add", "alice", "--password-stdin", "--data", data], "alice-password\n");
+    await cli(["user", "add", "frank", "--role", "auditor", "--password-stdin", "--data", data], "frank-password\n");
     server = await startServer(data);
+    dataDir = data;
     ca = await readFile(join(data, "tls", "server.crt"));
     api = await ApiClient.forData(server.httpPort, data);
     assert.equal((await api.login("alice", "alice-password")).status, 200);
@@ -107,6 +110,32 @@ describe("HTTPS downloads without a copy per chunk", () => {
     }
   });
 
+  test("an empty file and a one-segment file, over both protocols", async () => {
+    const small = randomBytes(1000);
+    assert.equal((await api.req("PUT", "/api/v1/files/empty.bin", { body: Buffer.alloc(0) })).status, 201);
+    assert.equal((await api.req("PUT", "/api/v1/files/small.bin", { body: small })).status, 201);
+    const e1 = await api.req("GET", "/api/v1/files/empty.bin");
+    assert.equal(e1.status, 200);
+    assert.equal(e1.body.length, 0);
+    assert.ok((await api.req("GET", "/api/v1/files/small.bin")).body.equals(small));
+    const session = connect(`https://localhost:${server.httpPort}`, { ca });
+    try {
+      const get = (path: string) =>
+        new Promise<Buffer>((resolve, reject) => {
+          const req = session.request({ ":path": path, authorization: `Bearer ${token}` });
+          const chunks: Buffer[] = [];
+          req.on("data", (c: Buffer) => chunks.push(c));
+          req.on("end", () => resolve(Buffer.concat(chunks)));
+          req.on("error", reject);
+          req.end();
+        });
+      assert.equal((await get("/api/v1/files/empty.bin")).length, 0);
+      assert.ok((await get("/api/v1/files/small.bin")).equals(small));
+    } finally {
+      session.close();
+    }
+  });
+
   test("a client leaving mid-file: the server goes on serving", async () => {
     for (let i = 0; i < 3; i++) {
       const session = connect(`https://localhost:${server.httpPort}`, { ca });
@@ -127,5 +156,16 @@ describe("HTTPS downloads without a copy per chunk", () => {
     }
     const whole = await api.req("GET", "/api/v1/files/big.bin");
     assert.equal(sha(whole.body), sha(file));
+    // each abandoned download closed its reader: its download record (written at close) names what was read
+    const auditor = await ApiClient.forData(server.httpPort, dataDir);
+    assert.equal((await auditor.login("frank", "frank-password")).status, 200);
+    let sizes: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const r = await auditor.req("GET", "/api/v1/audit?action=download&path=/big.bin&limit=1000");
+      sizes = r.json<{ records: { record: { size?: number } }[] }>().records.map((x) => x.record.size ?? -1);
+      if (sizes.filter((n) => n < file.length).length >= 3) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.ok(sizes.filter((n) => n >= 0 && n < file.length).length >= 3, `download records: ${sizes.join(", ")}`);
   });
 });
