@@ -16,6 +16,7 @@ import { machineFacts, machineLine, markdownTable, previousSection, writeDoc } f
 import { makeTempDir } from "./lib/tmp.ts";
 import type { BenchModule } from "./lib/types.ts";
 import { load } from "./load.ts";
+import { nodes } from "./nodes.ts";
 import { pgp } from "./pgp.ts";
 import { s3 } from "./s3.ts";
 import { scaleout } from "./scaleout.ts";
@@ -38,6 +39,7 @@ const MODULES: BenchModule[] = [
   web,
   s3,
   scaleout,
+  nodes,
 ];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const docPath = join(root, "docs", "benchmarks.md");

@@ -14,6 +14,8 @@ export interface RunningS3rver {
   endpoint: string;
   credentials: { accessKeyId: string; secretAccessKey: string };
   dir: string;
+  /** The server's process (startS3rverProcess), for CPU figures. */
+  pid?: number;
   close(): Promise<void>;
 }
 
@@ -56,6 +58,7 @@ export async function startS3rverProcess(buckets: string[]): Promise<RunningS3rv
     endpoint: `http://127.0.0.1:${port}`,
     credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
     dir,
+    ...(proc.pid ? { pid: proc.pid } : {}),
     close: async () => {
       proc.kill("SIGTERM");
       await exited;
