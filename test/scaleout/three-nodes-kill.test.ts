@@ -1,7 +1,8 @@
-// Three `atrest server` processes on one PostgreSQL schema, one S3 bucket (s3rver, its own process) and one remote key
-// manager (issue 15, "Proven by"): OpenSSH sftp and rclone upload through different nodes at once, node c is killed
-// with SIGKILL while an sftp put and an rclone copy run through it. Then:
-// - the uploads through nodes a and b finish as if nothing happened;
+// Three `atrest server` processes on one PostgreSQL schema, one S3 bucket (s3rver, its own process) and two key manager
+// nodes (`kms serve` on a PostgreSQL schema of their own) (issue 15, "Proven by"): OpenSSH sftp and rclone upload
+// through different nodes at once, node c and key manager node 1 are killed with SIGKILL while an sftp put and an
+// rclone copy run through c. Then:
+// - the uploads through nodes a and b finish as if nothing happened (their key manager client fails over to kms 2);
 // - the clients of node c fail (non-zero exit), nothing half-written of their files is visible through any node, and
 //   redone through node a they succeed (rclone's copy skips what c had committed and sends the rest);
 // - every file read back through the surviving nodes (sftp from a, rclone from b) hashes to what was sent;
@@ -14,7 +15,7 @@ import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
-import { type RunningKms, setupKms, startKms, unsealKms } from "../helpers/kms.ts";
+import { type RunningKms, startKms, unsealKms } from "../helpers/kms.ts";
 import { dropTestSchemas, pgSkip, pgUrl, TEST_PG, testSchema } from "../helpers/pg.ts";
 import { type RunningS3rver, startS3rverProcess } from "../helpers/s3rver.ts";
 import {
@@ -64,9 +65,10 @@ const log = (r: RunResult) => `exit ${r.code}\n${r.stdout.slice(-2000)}\n${r.std
 
 describe("three server nodes, kill -9 of one mid-transfer", skip, () => {
   let root: string;
-  let kms: RunningKms | undefined;
+  const kms: RunningKms[] = [];
   let bucket: RunningS3rver | undefined;
   let schema: string;
+  let kmsSchema: string;
   let keyFile: string;
   const nodes: Node[] = [];
   const node = (id: string) => nodes.find((n) => n.id === id) as Node;
@@ -76,19 +78,49 @@ describe("three server nodes, kill -9 of one mid-transfer", skip, () => {
 
   before(async () => {
     root = await tempDir("atrest-3nodes-");
-    const setup = await setupKms(root, { fs: "server", alice: "custodian", bob: "custodian" });
-    kms = await startKms(setup.dir);
-    await unsealKms(kms.url, setup.certs.alice as string, [setup.shares[0] as string]);
-    await unsealKms(kms.url, setup.certs.bob as string, [setup.shares[1] as string]);
+    // two key manager nodes on one store schema (the first initialised, the second joined), each unsealed
+    kmsSchema = testSchema();
+    const kmsStore = pgUrl(kmsSchema);
+    const kmsDirs = [join(root, "kms", "1"), join(root, "kms", "2")];
+    const init = await cli([
+      "kms",
+      "init",
+      "--data",
+      kmsDirs[0] as string,
+      "--store",
+      kmsStore,
+      "--shares",
+      "3",
+      "--threshold",
+      "2",
+    ]);
+    const shares = [...init.stdout.matchAll(/share \d+: ([0-9a-f]{8}-[0-9a-f]{66})/g)].map((m) => m[1] as string);
+    const certs: Record<string, string> = {};
+    for (const [name, role] of [
+      ["fs", "server"],
+      ["alice", "custodian"],
+      ["bob", "custodian"],
+    ] as const) {
+      certs[name] = join(root, "certs", name);
+      await cli(["kms", "client", "issue", name, "--role", role, "--out", certs[name], "--data", kmsDirs[0] as string]);
+    }
+    await cli(["kms", "init", "--data", kmsDirs[1] as string, "--store", kmsStore, "--join", kmsDirs[0] as string]);
+    for (const dir of kmsDirs) {
+      const k = await startKms(dir);
+      await unsealKms(k.url, certs.alice as string, [shares[0] as string]);
+      await unsealKms(k.url, certs.bob as string, [shares[1] as string]);
+      kms.push(k);
+    }
     bucket = await startS3rverProcess(["atrest"]);
     schema = testSchema();
-    const kmsFlags = ["--kms", kms.url, "--kms-cert", setup.certs.fs as string];
+    const kmsFlags = ["--kms", kms.map((k) => k.url).join(","), "--kms-cert", certs.fs as string];
     const env = {
       AWS_ACCESS_KEY_ID: bucket.credentials.accessKeyId,
       AWS_SECRET_ACCESS_KEY: bucket.credentials.secretAccessKey,
     };
     Object.assign(process.env, env);
-    const flags = [...kmsFlags, "--blobs", "s3://atrest", "--blobs-endpoint", bucket.endpoint, "--meta", pgUrl(schema)];
+    // the server takes the key manager list from its data dir (init; `server --kms` names one URL)
+    const flags = ["--blobs", "s3://atrest", "--blobs-endpoint", bucket.endpoint, "--meta", pgUrl(schema)];
     for (const id of ["a", "b", "c"]) await cli(["init", "--data", join(root, `node-${id}`), ...kmsFlags]);
     // the first node migrates the schema; the other two start together against it
     const start = async (id: string) => {
@@ -103,7 +135,7 @@ describe("three server nodes, kill -9 of one mid-transfer", skip, () => {
 
   after(async () => {
     for (const n of nodes) await n.server.stop();
-    await kms?.stop();
+    for (const k of kms) await k.stop();
     await bucket?.close();
     await dropTestSchemas();
     if (root) await removeDir(root);
@@ -131,7 +163,7 @@ describe("three server nodes, kill -9 of one mid-transfer", skip, () => {
     // the transfers through c are a few seconds in (logins done, bytes flowing) when it dies
     await new Promise((r) => setTimeout(r, 3000));
     assert.equal(node("c").server.proc.exitCode, null, "node c still up before the kill");
-    await node("c").server.kill();
+    await Promise.all([node("c").server.kill(), kms[0]?.kill()]);
     const killedAt = Date.now() - started;
 
     const [a, b, big, tree] = await Promise.all([onA, onB, bigOnC, treeOnC]);
@@ -151,6 +183,13 @@ describe("three server nodes, kill -9 of one mid-transfer", skip, () => {
       for (const n of names) assert.ok(want.has(n), `unexpected ${n}`);
       return names.length;
     });
+
+    // the other nodes keep serving with one key manager node left: new uploads need new data keys from it
+    const fresh = await sftpTo("b", [
+      `put ${join(src, "a", `${TOKEN}-a-0.bin`)} after-${TOKEN}.bin`,
+      `rm after-${TOKEN}.bin`,
+    ]);
+    assert.equal(fresh.code, 0, `a new upload through node b after the kills:\n${log(fresh)}`);
 
     // redone through node a: the sftp put again (the killed node's partial died with it), rclone copy resumes at
     // file granularity (what c committed is skipped)
@@ -182,7 +221,7 @@ describe("three server nodes, kill -9 of one mid-transfer", skip, () => {
     // no plaintext and no name at rest: the data dirs (nodes, key manager), the bucket's objects, the database
     const dump = join(root, "pg_dump.sql");
     const url = new URL(TEST_PG);
-    await execFileP("pg_dump", ["--schema", schema, "--file", dump, url.toString()]);
+    await execFileP("pg_dump", ["--schema", schema, "--schema", kmsSchema, "--file", dump, url.toString()]);
     const needles = [Buffer.from(TOKEN), Buffer.from(Buffer.from(TOKEN).toString("hex"))];
     const hits: string[] = [];
     for (const n of nodes) hits.push(...(await filesHolding(n.data, needles)).map((p) => `node-${n.id}/${p}`));
@@ -196,9 +235,9 @@ describe("three server nodes, kill -9 of one mid-transfer", skip, () => {
     assert.match(dumped.toString(), /CREATE TABLE/, "the dump holds the schema");
     const objects = (await readdir(bucket?.dir as string, { recursive: true })).length;
     console.log(
-      `killed node c at ${killedAt} ms; c had committed ${committedByC}/16 of its tree; ${want.size} files verified ` +
+      `killed node c and kms 1 at ${killedAt} ms; c had committed ${committedByC}/16 of its tree; ${want.size} files verified ` +
         `through a and b; scanned 3 data dirs, the key manager's, ${objects} bucket entries, a ${dumped.length}-byte ` +
-        `pg_dump: 0 hits; ${Date.now() - started} ms`,
+        `pg_dump of both schemas: 0 hits; ${Date.now() - started} ms`,
     );
   });
 });
