@@ -280,7 +280,12 @@ export function registerServer(program: Command): void {
             { name: "blobs", check: async () => void (await app.vfs.blobs.ping?.()) },
             {
               name: "key-manager",
-              check: async () => void (await (keys.status ? keys.status() : keys.listKeys())),
+              // a key manager that answers but is sealed (restarted, not yet unsealed by its custodians) serves no
+              // key: not ready
+              check: async () => {
+                const status = (await (keys.status ? keys.status() : keys.listKeys())) as { sealed?: unknown };
+                if (status && typeof status === "object" && status.sealed === true) throw new Error("sealed");
+              },
             },
           ],
         });
