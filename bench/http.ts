@@ -150,7 +150,11 @@ async function startAtrestHttps(ctx: BenchContext, dir: string) {
   const cli = join(ctx.root, "src", "cli", "main.ts");
   const data = join(dir, "data");
   // the server's process settings as bin/atrest.js applies them (V8 flags, MALLOC_ARENA_MAX)
-  const { nodeFlags, env } = serverRuntime(ctx.root);
+  const { nodeFlags: runtimeFlags, env } = serverRuntime(ctx.root);
+  // --profile: a CPU profile of each thread of the server (main, seal worker), written when it stops
+  const profileDir = join(ctx.root, ".cache", "profiles", "http");
+  if (ctx.profile) mkdirSync(profileDir, { recursive: true });
+  const nodeFlags = ctx.profile ? [...runtimeFlags, "--cpu-prof", `--cpu-prof-dir=${profileDir}`] : runtimeFlags;
   const node = process.execPath;
   await run(node, [cli, "init", "--data", data], { env, timeoutMs: 60_000 });
   // the user and the 10,000-entry folder, made in-process before the server holds the data dir
@@ -221,6 +225,7 @@ export const http: BenchModule = {
       "is `dd bs=1M conv=fdatasync` of the same file into the bench's temp directory, after nginx's turn. Peak RSS of each server " +
       "sampled every 100 ms during its transfers. Listing: `wrk -t1 -c4 -d10s --timeout 30s` on `GET /api/v1/fs/list?path=/big&limit=1000&order=name|store` " +
       "of a folder with 10,000 entries (the first page; order=name lists and sorts the whole folder for every page, order=store reads one page).",
+    "`--profile` starts the atrest server with `node --cpu-prof` (every thread: main and seal worker); the profiles, written when it stops, go to `.cache/profiles/http/`.",
   ],
   async run(ctx: BenchContext): Promise<BenchSection> {
     const total = ctx.quick ? 64 * MiB : GiB;
