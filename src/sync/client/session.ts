@@ -193,8 +193,12 @@ export class Session {
         `${user}'s fingerprint is not verified: compare it and run atrest sync verify ${user} <fingerprint>`,
       );
     }
-    this.trust[user] = { ...pinOf(s), verified: (pin?.verified ?? false) || (o.verified ?? false) };
-    await this.state.writeTrust(this.trust);
+    const next = { ...pinOf(s), verified: (pin?.verified ?? false) || (o.verified ?? false) };
+    // written (and fsynced) only when the pin moved: most steps see the chains they saw before
+    if (!pin || canonical(pin).toString() !== canonical(next).toString()) {
+      this.trust[user] = next;
+      await this.state.writeTrust(this.trust);
+    }
     this.#chains.set(user, s);
     return s;
   }
@@ -308,6 +312,9 @@ export class Session {
       rememberManifestHash(parsed, sha256Hex(bytes));
       return parsed;
     };
+    // the envelopes do not depend on the manifest: fetched meanwhile (checked against it below)
+    const envelopes = this.api.envelopes(id);
+    envelopes.catch(() => undefined);
     const pin = state.pin;
     // §7a: with the tree of the pinned version at hand, only what came after it is fetched and replayed
     const cache = !restore && pin?.v === MANIFEST_V2 ? await this.state.readTree(id) : undefined;
@@ -387,7 +394,7 @@ export class Session {
       },
     };
     try {
-      for (const raw of await this.api.envelopes(id)) {
+      for (const raw of await envelopes) {
         const env = raw as Envelope;
         const commit = verified.keys[env.epoch - 1]?.commit;
         if (!commit || keys.has(env.epoch)) continue;
