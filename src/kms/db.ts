@@ -384,6 +384,11 @@ const toVersion = (r: RawVersion): VersionRow => ({
 });
 
 export class KmsDb {
+  /**
+   * Runs first in every transaction, under the write lock (the keyring checks there that the master key it holds is
+   * still the store's: another node may have rotated it).
+   */
+  onTransaction: (() => void) | undefined;
   readonly #db: Backend;
   readonly #s: Record<string, KmsStatement>;
   readonly #extra = new Map<string, KmsStatement>();
@@ -397,7 +402,7 @@ export class KmsDb {
       this.#db.close();
       throw e;
     }
-    const p = (sql: string) => this.#db.prepare(sql);
+    const p = (sql: string) => this.#guarded(this.#db.prepare(sql));
     this.#s = {
       getMeta: p("SELECT v FROM meta WHERE k = ?"),
       setMeta: p("INSERT INTO meta (k, v) VALUES (?, ?)"),
@@ -435,6 +440,22 @@ export class KmsDb {
     };
   }
 
+  /**
+   * A write outside a transaction runs as a transaction of its own once a keyring watches them (onTransaction), so
+   * its master-key check covers lone writes too (a value sealed under a master another node just replaced must not
+   * land).
+   */
+  #guarded(st: KmsStatement): KmsStatement {
+    return {
+      get: (...p) => st.get(...p),
+      all: (...p) => st.all(...p),
+      run: (...p) =>
+        this.onTransaction === undefined || this.#db.inTransaction
+          ? st.run(...p)
+          : this.transaction(() => st.run(...p)),
+    };
+  }
+
   /** "sqlite" (kms.db) or "postgres" (a store shared by several nodes). */
   get kind(): "sqlite" | "postgres" {
     return this.#db.kind;
@@ -446,6 +467,7 @@ export class KmsDb {
     if (this.#db.inTransaction) return fn();
     this.#db.begin();
     try {
+      this.onTransaction?.();
       const out = fn();
       this.#db.commit();
       return out;
@@ -481,7 +503,7 @@ export class KmsDb {
   prepare(sql: string): KmsStatement {
     let st = this.#extra.get(sql);
     if (!st) {
-      st = this.#db.prepare(sql);
+      st = this.#guarded(this.#db.prepare(sql));
       this.#extra.set(sql, st);
     }
     return st;

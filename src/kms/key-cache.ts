@@ -30,10 +30,14 @@ export class KeyCache {
   #epoch = 0;
   #closed = false;
 
-  constructor(db: KmsDb, unseal: UnsealKek, refreshMs: number) {
+  readonly #onChange: (() => void) | undefined;
+
+  /** `onChange` runs when a commit by another connection was noticed, after the cache was dropped. */
+  constructor(db: KmsDb, unseal: UnsealKek, refreshMs: number, onChange?: () => void) {
     this.#db = db;
     this.#unseal = unseal;
     this.#refreshMs = refreshMs;
+    this.#onChange = onChange;
   }
 
   /** Throws once closed; drops the cache if another process committed since the last look. */
@@ -48,6 +52,7 @@ export class KeyCache {
       this.#material.clear();
       this.#dataVersion = dv;
       this.#epoch++;
+      this.#onChange?.();
     }
   }
 

@@ -31,6 +31,7 @@ import {
   unsealKek,
   verifyMasterCheck,
 } from "./seal.ts";
+import { NodeUnavailableError } from "./unavailable.ts";
 import { unwrapDek, wrapDek } from "./wrap.ts";
 
 export const DEFAULT_KEY_NAME = "default";
@@ -43,9 +44,19 @@ export interface KeyringOptions {
    * often. Changes made through this instance apply at once. Default 100; 0 checks on every call.
    */
   refreshMs?: number;
+  /**
+   * Called once when the store's master key is no longer the one this instance holds (rotated through another KMS
+   * node on a shared store): the owner should seal, so custodians unseal it again under the new master.
+   */
+  onMasterReplaced?: () => void;
 }
 
 const AES_ONLY: readonly KeyType[] = [DEFAULT_KEY_TYPE];
+
+const masterReplacedError = () =>
+  new NodeUnavailableError(
+    "the master key was rotated through another KMS node: this node sealed itself; unseal it again with the shares",
+  );
 
 /** Refuses an operation on a key of the wrong type (a signing key cannot wrap, an AES key cannot sign). */
 function checkType(name: string, type: KeyType, allowed: readonly KeyType[], op: string): void {
@@ -65,6 +76,8 @@ export class Keyring {
   #master: MasterKeyLike;
   readonly #now: () => Date;
   readonly #cache: KeyCache;
+  readonly #onMasterReplaced: (() => void) | undefined;
+  #masterReplaced = false;
   readonly #ctx: lifecycle.LifecycleContext;
 
   /**
@@ -76,10 +89,12 @@ export class Keyring {
     this.#db = db;
     this.#master = master;
     this.#now = options.now ?? (() => new Date());
+    this.#onMasterReplaced = options.onMasterReplaced;
     this.#cache = new KeyCache(
       db,
-      (name, version, sealed) => unsealKek(this.#master, name, version, sealed),
+      (name, version, sealed) => this.#opening(() => unsealKek(this.#master, name, version, sealed)),
       options.refreshMs ?? 100,
+      () => this.#checkMaster(),
     );
     this.#ctx = { db, cache: this.#cache, master: () => this.#master, now: () => this.#now() };
     const check = db.getMeta(MASTER_CHECK);
@@ -87,6 +102,41 @@ export class Keyring {
       throw new KeyUnavailableError("KMS database is not initialised (run atrest init)");
     }
     verifyMasterCheck(master, check);
+    // Sealing anything under a master another node has replaced would make rows no node can open: every write
+    // transaction first checks, under the lock, that the store's check value is still this master's.
+    db.onTransaction = this.#hook;
+  }
+
+  readonly #hook = () => this.#checkMaster();
+  /** Set while this instance rotates the master: the store's check value changes under it on purpose. */
+  #rotating = false;
+
+  /**
+   * Opens something sealed under the master. A row read right after another node's master rotation committed, before
+   * this node heard of it, fails authentication: that is the stale master, not a corrupt row, so say so.
+   */
+  #opening<T>(open: () => T): T {
+    try {
+      return open();
+    } catch (e) {
+      this.#checkMaster();
+      throw e;
+    }
+  }
+
+  /** Throws (and tells the owner, once) if the store's master key is no longer this instance's. */
+  #checkMaster(): void {
+    if (this.#masterReplaced) throw masterReplacedError();
+    if (this.#rotating) return;
+    const check = this.#db.getMeta(MASTER_CHECK);
+    try {
+      if (check === undefined) throw new KeyUnavailableError("no master check");
+      verifyMasterCheck(this.#master, check);
+    } catch {
+      this.#masterReplaced = true;
+      this.#onMasterReplaced?.();
+      throw masterReplacedError();
+    }
   }
 
   /**
@@ -261,7 +311,7 @@ export class Keyring {
 
   openSecret(label: string, sealed: Uint8Array): Buffer {
     this.#cache.check();
-    return openSecret(this.#master, label, sealed);
+    return this.#opening(() => openSecret(this.#master, label, sealed));
   }
 
   /** A named random 32-byte secret sealed in the database (e.g. the KMS audit log key); the caller zeroes it. */
@@ -279,7 +329,14 @@ export class Keyring {
     reseal?: (reseal: (label: string, sealed: Uint8Array) => Buffer) => void,
   ): number {
     const old = this.#master;
-    const count = resealUnderNewMaster(this.#ctx, newMaster, persist, reseal);
+    this.#checkMaster();
+    this.#rotating = true;
+    let count: number;
+    try {
+      count = resealUnderNewMaster(this.#ctx, newMaster, persist, reseal);
+    } finally {
+      this.#rotating = false;
+    }
     this.#master = newMaster;
     disposeMaster(old);
     return count;
@@ -310,6 +367,7 @@ export class Keyring {
 
   /** Zeroes the master key and every cached KEK. Does not close the database (the owner does). */
   close(): void {
+    if (this.#db.onTransaction === this.#hook) this.#db.onTransaction = undefined;
     disposeMaster(this.#master);
     this.#cache.close();
   }

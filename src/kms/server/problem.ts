@@ -4,6 +4,7 @@
 import { AtrestError, type ErrorCode } from "../../errors.ts";
 import { INTERNAL_ERROR_MESSAGE, KMS_ERRORS, type KmsErrorCode } from "../api/errors.ts";
 import { StoreUnavailableError } from "../store/pg-sync.ts";
+import { NodeUnavailableError } from "../unavailable.ts";
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 const TYPE_BASE = "urn:atrest:kms:problem:";
@@ -44,7 +45,16 @@ export function problemOf(err: unknown): Problem {
   if (err instanceof SealedError) {
     return { type: `${TYPE_BASE}sealed`, title: "sealed", status: 503, detail: err.message, code: err.code };
   }
-  if (err instanceof StoreUnavailableError) {
+  if (err instanceof NodeUnavailableError) {
+    if (!(err instanceof StoreUnavailableError)) {
+      return {
+        type: `${TYPE_BASE}node-unavailable`,
+        title: "node unavailable",
+        status: 503,
+        detail: err.message,
+        code: err.code,
+      };
+    }
     return {
       type: `${TYPE_BASE}store-unavailable`,
       title: "store unavailable",

@@ -3,7 +3,6 @@
 // caller of every KmsService call. Starts sealed (Shamir) or unsealed (dev key file); while sealed, every key
 // operation answers 503 "sealed".
 
-import { existsSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -235,7 +234,12 @@ export class KmsServer {
   #openService(master: MasterKeyLike): void {
     let keyring: Keyring;
     try {
-      keyring = new Keyring(this.#db, master, { now: kmsClock() }); // the system time (a test may move it: clock.ts)
+      keyring = new Keyring(this.#db, master, {
+        now: kmsClock(), // the system time (a test may move it: clock.ts)
+        // Another node on the shared store rotated the master: this one's is stale, so it seals (custodians unseal it
+        // again; the same shares open the new master) rather than seal anything under the old one.
+        onMasterReplaced: () => setImmediate(() => void this.#sealReplaced()),
+      });
     } catch (e) {
       disposeMaster(master);
       this.#source.seal();
@@ -374,6 +378,16 @@ export class KmsServer {
   /** Destinations of the KMS audit pipeline with their delivery state (tests, status). */
   async auditPipeline(): Promise<AuditPipeline | undefined> {
     return this.#pipeline;
+  }
+
+  async #sealReplaced(): Promise<void> {
+    if (!this.#service) return;
+    this.#logger.warn("kms: the master key was rotated through another node: sealing; unseal this node again");
+    this.#auditSeal("kms.seal", { name: "kms", role: "admin" }, "success", {
+      op: "seal",
+      trigger: "master rotated on another node",
+    });
+    await this.#sealNow();
   }
 
   async #sealNow(): Promise<void> {

@@ -3,8 +3,8 @@
 // the reply is there. The hot paths (data-key wrap/unwrap) never get here: they run on the in-memory key cache, which
 // learns of other nodes' commits from a counter the worker bumps on LISTEN/NOTIFY, read without a round trip.
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
-import { KeyUnavailableError } from "../../errors.ts";
 import { parsePostgresUrl } from "../../store/postgres/index.ts";
+import { NodeUnavailableError } from "../unavailable.ts";
 import { CHANGES, type PgReply, type PgRequest, type PgValue, type PgWorkerData, REPLY_READY } from "./pg-protocol.ts";
 
 const WORKER_URL = new URL("./pg-worker.ts", import.meta.url);
@@ -13,11 +13,8 @@ const TIMEOUT_MS = 10_000;
 
 type Distribute<T> = T extends unknown ? Omit<T, "id"> : never;
 
-/**
- * The store cannot be reached (or did not answer in time): the node answers 503, so a client moves to another node,
- * which may still reach it. Never a refusal about the key itself.
- */
-export class StoreUnavailableError extends KeyUnavailableError {}
+/** The store cannot be reached (or did not answer in time): another node may still reach it. */
+export class StoreUnavailableError extends NodeUnavailableError {}
 
 // SQLSTATE classes and codes that say "not now" rather than "wrong": connection exceptions, shutdowns, too many
 // connections, statement/lock timeouts; and Node's socket errors (ECONNREFUSED…) from the driver.
