@@ -218,6 +218,21 @@ export class ReadFile {
     return this.handle.read(offset, length);
   }
 
+  /**
+   * What read() returns, as a view of the reader's window (no copy, no allocation) where the vfs offers one; see
+   * ReadHandle. A request that crosses a window's end is read (copied) whole instead: a short reply would make the
+   * client ask again for the rest.
+   */
+  async readView(offset: number, length: number): Promise<{ data: Buffer; release(): void }> {
+    const handle = this.handle;
+    if (handle.readView) {
+      const view = await handle.readView(offset, length);
+      if (view.data.length >= Math.min(length, handle.size - offset)) return view;
+      view.release();
+    }
+    return { data: await handle.read(offset, length), release: () => {} };
+  }
+
   close(): Promise<void> {
     return this.handle.close();
   }
