@@ -39,13 +39,14 @@ export type Credential =
     }
   | {
       /**
-       * An S3 request signed with AWS Signature V4: the door parsed the request; `verify` recomputes the signature
-       * with the access key's secret (constant-time compare). `LoginRequest.user` is the access key id; the user is the
-       * key's owner.
+       * An S3 request signed with AWS Signature V4 (s3-sigv4), or a POST Object form whose policy document is signed
+       * (s3-post-policy): the door parsed the request; `verify` recomputes the signature with the access key's secret
+       * (constant-time compare). `LoginRequest.user` is the access key id; the user is the key's owner.
        */
       method: "s3-sigv4";
       verify(secret: Buffer): boolean;
-    };
+    }
+  | { method: "s3-post-policy"; verify(secret: Buffer): boolean };
 
 export type LoginProtocol = SessionInfo["protocol"] & AuditProtocol;
 
@@ -191,7 +192,7 @@ export class LoginService {
         return { outcome: "refused" };
       }
       const cred = req.credential;
-      if (cred.method === "s3-sigv4") {
+      if (cred.method === "s3-sigv4" || cred.method === "s3-post-policy") {
         const key = await accounts.s3Secret?.(req.user);
         if (!key) return await fail("bad credentials");
         who = key.username;

@@ -65,6 +65,15 @@ export function sendError(
   send(res, f.status, res.req?.method === "HEAD" ? undefined : body, { "x-amz-request-id": requestId });
 }
 
+/** A control character (C0, DEL, C1): refused in keys, as Ceph RGW refuses them. */
+export function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return true;
+  }
+  return false;
+}
+
 export const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, ".000Z");
 export const httpDate = (ms: number) => new Date(ms).toUTCString();
 

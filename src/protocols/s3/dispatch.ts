@@ -1,4 +1,6 @@
 // Routes a signed, logged-in request to its operation by method, bucket/key and sub-resource query.
+import { bucketAcl, objectAcl } from "./acl.ts";
+import { getObjectAttributes } from "./attributes.ts";
 import { bucketEncryption, bucketLocation, createBucket, deleteBucket, listBuckets } from "./buckets.ts";
 import { bucketExists, type Ctx, notImplemented, send } from "./context.ts";
 import { copyObject } from "./copy.ts";
@@ -34,8 +36,8 @@ export async function dispatch(c: Ctx): Promise<void> {
     if (q.has("encryption")) return bucketEncryption(c);
     if (q.has("versions") && m === "GET") return listVersions(c);
     if (q.has("uploads") && m === "GET") return listMultipartUploads(c);
+    if (q.has("acl")) return bucketAcl(c);
     for (const sub of [
-      "acl",
       "policy",
       "cors",
       "lifecycle",
@@ -61,7 +63,9 @@ export async function dispatch(c: Ctx): Promise<void> {
     if (m === "GET") return listObjects(c);
     throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
   }
-  for (const sub of ["acl", "tagging", "retention", "legal-hold", "attributes", "restore", "select"]) {
+  if (q.has("attributes") && m === "GET") return getObjectAttributes(c);
+  if (q.has("acl")) return objectAcl(c);
+  for (const sub of ["tagging", "retention", "legal-hold", "restore", "select"]) {
     if (q.has(sub)) notImplemented();
   }
   if (q.has("uploads")) {

@@ -19,7 +19,7 @@ const STORED = [
 export const MAX_USER_METADATA = 2048;
 
 /** The metadata headers of a PutObject / CreateMultipartUpload / CopyObject (REPLACE) request. */
-export function metadataOf(req: IncomingMessage): Record<string, string> {
+export function metadataOf(req: Pick<IncomingMessage, "headers">): Record<string, string> {
   const out: Record<string, string> = {};
   let user = 0;
   for (const [name, raw] of Object.entries(req.headers)) {

@@ -13,9 +13,11 @@ import { AtrestError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
 import type { LoginService } from "../../service/login.ts";
 import type { VfsSession } from "../../vfs/types.ts";
-import { type CustomerKey, sendError } from "./context.ts";
+import { type CustomerKey, hasControl, sendError } from "./context.ts";
 import { dispatch } from "./dispatch.ts";
 import { noSuchBucket, S3Error } from "./errors.ts";
+import { type Form, FormReader, formBoundary } from "./form.ts";
+import { fieldRequest, isPostObject, postCredential, postObject } from "./post-object.ts";
 import { canonicalRequest, parseAuth, queryPairs, verifier } from "./sigv4.ts";
 import { COPY_SOURCE_SSE_C, customerKeyOf } from "./sse.ts";
 
@@ -36,14 +38,6 @@ export interface S3ServerOptions {
    * names bucket `photos`; a Host that is a domain itself (or anything else) is path-style. Default none.
    */
   domains?: string[];
-}
-
-function hasControl(s: string): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return true;
-  }
-  return false;
 }
 
 /** The bucket a virtual-hosted-style Host names (bucket.<domain>[:port]), or undefined for a path-style request. */
@@ -80,6 +74,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
     let signingKey: Buffer | undefined;
     let customerKey: CustomerKey | undefined;
     let copySourceKey: CustomerKey | undefined;
+    let formReader: FormReader | undefined;
     try {
       const pairs = queryPairs(qAt < 0 ? "" : url.slice(qAt + 1));
       const segments = rawPath.split("/");
@@ -97,16 +92,23 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         .map(decode)
         .join("/");
       resource = key ? `/${bucket}/${key}` : `/${bucket}`;
-      const auth = parseAuth(req, pairs, now());
-      const canonical = canonicalRequest(req, rawPath, pairs, auth);
-      const check = verifier(auth, canonical);
+      // POST Object: the credential and policy are fields of the form, read (bounded) before the login
+      const boundary = isPostObject(req, bucket, key, pairs) ? formBoundary(req.headers["content-type"]) : undefined;
+      let form: Form | undefined;
+      if (boundary !== undefined) {
+        formReader = new FormReader(req, boundary);
+        form = await formReader.read();
+      }
+      const post = form && postCredential(form, now());
+      const auth = post ? post.auth : parseAuth(req, pairs, now());
+      const check = post ? post.verifier : verifier(auth, canonicalRequest(req, rawPath, pairs, auth));
       sessionId = randomUUID();
       const result = await login.login({
         user: auth.accessKeyId,
         protocol: "s3",
         sessionId,
         sourceIp: req.socket.remoteAddress,
-        credential: { method: "s3-sigv4", verify: (secret) => check.verify(secret) },
+        credential: { method: post ? "s3-post-policy" : "s3-sigv4", verify: (secret) => check.verify(secret) },
       });
       signingKey = check.signingKey();
       if (result.outcome !== "success") {
@@ -126,9 +128,9 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
       // keys are file names: control characters (C0, DEL, C1) are refused, as Ceph RGW refuses them
       if (hasControl(key)) throw new S3Error("InvalidURI", 400, "Couldn't parse the specified URI.");
       session = await login.openSession(sessionId);
-      customerKey = customerKeyOf(req, !!options.tls);
-      copySourceKey = customerKeyOf(req, !!options.tls, COPY_SOURCE_SSE_C);
-      await dispatch({
+      customerKey = customerKeyOf(form ? fieldRequest(form, req) : req, !!options.tls);
+      copySourceKey = form ? undefined : customerKeyOf(req, !!options.tls, COPY_SOURCE_SSE_C);
+      const ctx = {
         req,
         res,
         session,
@@ -143,13 +145,16 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         customerKey,
         copySourceKey,
         logger,
-      });
+      };
+      if (form) await postObject(ctx, form, now());
+      else await dispatch(ctx);
     } catch (err) {
       if (err instanceof AtrestError && err.code === "NOT_FOUND" && resource.split("/").length <= 2) {
         sendError(res, noSuchBucket(), resource, requestId, logger);
       } else sendError(res, err, resource, requestId, logger);
       // drain what the client still sends, so it reads the answer instead of a reset
-      if (!req.complete) req.resume();
+      if (formReader) formReader.drain();
+      else if (!req.complete) req.resume();
     } finally {
       if (signingKey) zero(signingKey);
       if (customerKey) zero(customerKey.key);

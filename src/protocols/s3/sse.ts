@@ -15,7 +15,7 @@ import { S3Error } from "./errors.ts";
  * aws:kms (SSE-KMS) with x-amz-server-side-encryption-aws-kms-key-id = that atrest KMS key (the vfs checks it is
  * allowed), without a key id = the rule's key.
  */
-export function requestedSse(req: IncomingMessage): { mode?: "AES256" | "aws:kms"; key?: string } {
+export function requestedSse(req: Pick<IncomingMessage, "headers">): { mode?: "AES256" | "aws:kms"; key?: string } {
   const mode = req.headers["x-amz-server-side-encryption"];
   const keyId = req.headers["x-amz-server-side-encryption-aws-kms-key-id"];
   if (req.headers["x-amz-server-side-encryption-context"] !== undefined) notImplemented();
@@ -68,7 +68,11 @@ export const COPY_SOURCE_SSE_C = "x-amz-copy-source-server-side-encryption-custo
  * sseCOverHttp test hook). The decoded key lives in a Buffer the request handler zeroes; the header strings node:http
  * parsed cannot be zeroed (JavaScript strings are immutable) and are dropped with the request.
  */
-export function customerKeyOf(req: IncomingMessage, secure: boolean, prefix = SSE_C): CustomerKey | undefined {
+export function customerKeyOf(
+  req: Pick<IncomingMessage, "headers" | "socket">,
+  secure: boolean,
+  prefix = SSE_C,
+): CustomerKey | undefined {
   const h = req.headers;
   const alg = h[`${prefix}algorithm`];
   const key = h[`${prefix}key`];
