@@ -162,7 +162,13 @@ export const serverConfigSchema = z
     dekCacheSeconds: z.coerce.number().int().min(0).max(86_400).default(300),
     dekCacheEntries: z.coerce.number().int().min(0).max(10_000_000).default(10_000),
     // Remote key manager (https URL) and the directory with its client certificate; unset = embedded key manager.
-    kms: z.url({ protocol: /^https$/, error: "must be an https:// URL of the key manager" }).optional(),
+    // One key manager, or several nodes on one store, comma-separated (docs/kms.md, High availability).
+    kms: z
+      .string()
+      .refine((v) => v.split(",").every((u) => z.url({ protocol: /^https$/ }).safeParse(u.trim()).success), {
+        message: "must be an https:// URL of the key manager (or several, comma-separated)",
+      })
+      .optional(),
     kmsCert: z.string().min(1).optional(),
     // Loopback HTTP `GET /metrics` (Prometheus text) on this port; 0 = off.
     metricsPort: z.coerce

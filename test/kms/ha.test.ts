@@ -442,7 +442,8 @@ describe("KMS high availability: two kms serve nodes on one PostgreSQL store", s
     const key = await makeClientKey(root);
     await cli(["init", "--data", data, "--kms", `${a.url},${b.url}`, "--kms-cert", cert.fs1 as string]);
     await cli(["user", "add", "alice", "--public-key", `${key}.pub`, "--data", data]);
-    server = await startServer(data);
+    // the list both recorded by init and given to the server (flag and config take it as one comma-separated value)
+    server = await startServer(data, ["--kms", `${a.url},${b.url}`, "--kms-cert", cert.fs1 as string]);
     const local = join(root, "up");
     const names = Array.from({ length: 60 }, (_, i) => `f${i}.bin`);
     const sums = new Map<string, string>();
