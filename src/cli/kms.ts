@@ -85,6 +85,16 @@ async function withRemote<T>(opts: { kms: string; cert: string }, fn: (kms: Remo
   }
 }
 
+/** Unsealing, sealing and seal state are each node's own: a list of nodes would leave unclear which one answered. */
+function oneNode(url: string): void {
+  if (url.includes(",")) {
+    throw new AtrestError(
+      "INVALID_INPUT",
+      "give one KMS node's URL: each node is unsealed, sealed and reports its seal state on its own",
+    );
+  }
+}
+
 function statusLine(s: KmsStatus): string {
   if (!s.sealed)
     return `unsealed (${s.kind === "dev-file" ? "dev mode key file" : s.kind === "pkcs11" ? "master key in an HSM" : `shamir ${s.threshold} of ${s.shares}`})`;
@@ -339,6 +349,7 @@ export function registerKms(program: Command): void {
     .addOption(certOption())
     .option("--reset", "discard the shares submitted so far instead")
     .action(async (opts: { kms: string; cert: string; reset?: boolean }) => {
+      oneNode(opts.kms);
       await withRemote(opts, async (remote) => {
         if (opts.reset) {
           const s = await remote.resetUnseal();
@@ -364,6 +375,7 @@ export function registerKms(program: Command): void {
     .addOption(urlOption())
     .addOption(certOption())
     .action(async (opts: { kms: string; cert: string }) => {
+      oneNode(opts.kms);
       await withRemote(opts, async (remote) => say(statusLine(await remote.seal())));
     });
 
@@ -374,6 +386,7 @@ export function registerKms(program: Command): void {
     .addOption(certOption())
     .option("--json", "machine-readable output")
     .action(async (opts: { kms: string; cert: string; json?: boolean }) => {
+      oneNode(opts.kms);
       await withRemote(opts, async (remote) => {
         const s = await remote.status();
         if (opts.json) process.stdout.write(`${JSON.stringify(s)}\n`);

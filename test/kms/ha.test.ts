@@ -153,6 +153,10 @@ describe("KMS high availability: two kms serve nodes on one PostgreSQL store", s
 
   test("a key created on A wraps on A and unwraps on B; a certificate issued on A is accepted by B", async () => {
     assert.ok(a && b);
+    await assert.rejects(
+      cli(["kms", "unseal", "--kms", `${a.url},${b.url}`, "--cert", cert.alice as string], `${shares[0]}\n`),
+      /give one KMS node's URL: each node is unsealed, sealed and reports its seal state on its own/,
+    );
     await cli(["kms", "key", "create", "hr", ...as("olga", a)]);
     const ctx = { file: "1", owner: "alice" };
     const dk = await fsA.generateDataKey("hr", ctx);
