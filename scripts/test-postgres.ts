@@ -1,5 +1,6 @@
 // The PostgreSQL half of `npm test`: runs the store-touching suites again with every data directory's metadata in
-// PostgreSQL (test/helpers/test-hooks.ts ATREST_TEST_META), in a database made for this run and dropped after it.
+// PostgreSQL (test/helpers/test-hooks.ts ATREST_TEST_META), in a database made for this run and dropped after it;
+// the key manager's in-process suites run on its PostgreSQL driver (test/kms/fixture.ts ATREST_TEST_KMS_PG).
 // PostgreSQL comes from ATREST_TEST_PG or the local server (127.0.0.1:5432, database `test`, user postgres); without
 // one the run is skipped, except in CI (CI=true), where it fails.
 //   node scripts/test-postgres.ts [test files or globs…]   (default: the suites below)
@@ -19,6 +20,9 @@ const SUITES = [
   "test/integration/https-sftp.test.ts",
   "test/integration/triggers-sftp.test.ts",
   "test/integration/pgp-sftp.test.ts",
+  "test/kms/service.test.ts",
+  "test/kms/approvals.test.ts",
+  "test/kms/byok.test.ts",
 ];
 
 const base = process.env.ATREST_TEST_PG || "postgres://postgres@127.0.0.1:5432/test";
@@ -51,7 +55,15 @@ try {
       "--test-timeout=300000",
       ...(files.length ? files : SUITES),
     ],
-    { stdio: "inherit", env: { ...process.env, ATREST_TEST_META: url.toString(), ATREST_TEST_PG: url.toString() } },
+    {
+      stdio: "inherit",
+      env: {
+        ...process.env,
+        ATREST_TEST_META: url.toString(),
+        ATREST_TEST_PG: url.toString(),
+        ATREST_TEST_KMS_PG: "1",
+      },
+    },
   );
   code = await new Promise<number>((res) => child.on("exit", (c, signal) => res(c ?? (signal ? 1 : 0))));
   const probe = new pg.Client({ connectionString: url.toString() });

@@ -1,5 +1,6 @@
 // In-process KMS for governance tests: a fresh kms.db, a random master key, a KmsService with a movable test clock
-// and an in-memory audit sink (the real KMS audit log has its own tests).
+// and an in-memory audit sink (the real KMS audit log has its own tests). ATREST_TEST_KMS_PG=1 puts the database in
+// a fresh PostgreSQL schema instead (the KMS's PostgreSQL driver under the same tests).
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -9,6 +10,7 @@ import type { KmsCaller } from "../../src/kms/api/caller.ts";
 import { KmsDb } from "../../src/kms/db.ts";
 import { Keyring } from "../../src/kms/keyring.ts";
 import { KmsService, type KmsServiceOptions } from "../../src/kms/service.ts";
+import { dropSchema, pgUrl, testSchema } from "../helpers/pg.ts";
 
 export const operator: KmsCaller = { name: "olga", role: "operator", certFingerprint: "ab".repeat(32) };
 export const server: KmsCaller = { name: "fs1", role: "server", sourceIp: "127.0.0.1" };
@@ -44,7 +46,8 @@ export interface Fixture {
 export async function openFixture(options: Partial<KmsServiceOptions> = {}): Promise<Fixture> {
   const dir = await mkdtemp(join(tmpdir(), "atrest-kmsk-"));
   const clock = new Clock();
-  const db = new KmsDb(join(dir, "kms.db"));
+  const schema = process.env.ATREST_TEST_KMS_PG === "1" ? testSchema() : undefined;
+  const db = new KmsDb(schema ? pgUrl(schema) : join(dir, "kms.db"));
   const master = randomBytes(32);
   Keyring.initialise(db, master, clock.now);
   const events: AuditEvent[] = [];
@@ -62,6 +65,7 @@ export async function openFixture(options: Partial<KmsServiceOptions> = {}): Pro
     async close() {
       kms.close();
       db.close();
+      if (schema) await dropSchema(schema);
       await rm(dir, { recursive: true, force: true });
     },
   };
