@@ -107,7 +107,7 @@ describe("web app: custodians sign their decisions for a remote key manager", ()
       const confirms: string[] = [];
       page.on("dialog", (d) => {
         confirms.push(d.message());
-        void d.accept();
+        d.accept().catch(() => {});
       });
       await enrol(page, who);
       if (i === 0) {
@@ -124,12 +124,17 @@ describe("web app: custodians sign their decisions for a remote key manager", ()
       await page.getByRole("dialog").getByRole("button", { name: "Approve" }).click();
       await page.getByText(new RegExp(`Request ${requestId}: ${i === 0 ? "pending" : "executed"}`)).waitFor();
       if (i === 1) await shot(page, "web-custody-signed-approve-phone");
-      // the list was signed too; every confirmation named the call and this person
+      // every confirmation named the call and this person
       assert.ok(
         confirms.some((m) => m.includes(`POST /v1/requests/${requestId}/approve`)),
         confirms.join("\n"),
       );
       assert.ok(confirms.every((m) => m.includes(`as ${who}`)));
+      // reads (the request list) were signed without asking
+      assert.ok(
+        confirms.every((m) => !m.includes("GET /v1/")),
+        confirms.join("\n"),
+      );
       await page.context().close();
     }
     const listed = JSON.parse(

@@ -6,7 +6,7 @@ import { Admin, type AdminTab } from "./admin.tsx";
 import { api, get, type Session, setCsrf, setOnUnauthorized, setSigner } from "./api.ts";
 import { Audit, type AuditTab } from "./audit.tsx";
 import { Custody, type CustodyTab } from "./custody.tsx";
-import { describeStatement, signStatement } from "./custody-key.ts";
+import { describeStatement, isRead, signStatement } from "./custody-key.ts";
 import { Files } from "./files.tsx";
 import { Login } from "./login.tsx";
 import { Shares } from "./shares.tsx";
@@ -118,7 +118,11 @@ export function App() {
     }
     const user = session.user;
     setSigner(async (statement) => {
-      if (!confirm(`Sign this call to the key manager as ${user}?\n\n${describeStatement(statement)}`)) {
+      // a read (the request list) is signed without asking; whatever changes something is shown first
+      if (
+        !isRead(statement) &&
+        !confirm(`Sign this call to the key manager as ${user}?\n\n${describeStatement(statement)}`)
+      ) {
         throw new Error("not signed: nothing was sent to the key manager");
       }
       return signStatement(user, statement);

@@ -82,6 +82,11 @@ export function describeStatement(statement: string): string {
   return `${s.method} ${s.path}${body}`;
 }
 
+/** A statement of a GET: it reads, it changes nothing at the key manager. */
+export function isRead(statement: string): boolean {
+  return (JSON.parse(statement) as { method?: string }).method === "GET";
+}
+
 /** The `atrest-kms-signed` header value for `statement`, signed with `user`'s key. */
 export async function signStatement(user: string, statement: string): Promise<string> {
   const key = await loadCustodyKey(user);
