@@ -256,6 +256,12 @@ export function registerServer(program: Command): void {
         const cookieKey = await serviceKey(app.store, app.keys, COOKIE_KEY_SETTING, "default", COOKIE_KEY_CONTEXT);
         http = await startHttpServer({
           cookieKey,
+          // browser sessions sealed in the store's settings: any node on the store accepts them
+          sessionRows: {
+            getSetting: (k) => app.store.getSetting(k),
+            setSetting: (k, v) => app.store.transaction((tx) => tx.setSetting(k, v)),
+            deleteSetting: (k) => app.store.transaction((tx) => tx.deleteSetting(k)),
+          },
           sync,
           host: config.host,
           port: config.httpPort === "auto" ? 0 : config.httpPort,

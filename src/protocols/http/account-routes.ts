@@ -91,7 +91,7 @@ export function accountRoutes(deps: HttpDeps): Route[] {
           throw new HttpProblem(400, "INVALID_INPUT", "wrong code (check the device's clock)");
         }
         // a session limited to enrolment (TOTP required, none yet) becomes a full one
-        deps.sessions.unrestrict(principal.sessionId);
+        await deps.sessions.unrestrict(principal.sessionId);
         reply.code(204);
       },
     ),

@@ -245,7 +245,7 @@ export function adminRoutes(deps: HttpDeps): Route[] {
       async ({ params, principal, reply }) => {
         await admin.removeUser(actorOf(principal), params.name);
         o.login.endUser(params.name);
-        deps.sessions.endUser(params.name);
+        await deps.sessions.endUser(params.name);
         reply.code(204);
       },
     ),

@@ -67,9 +67,9 @@ export function authRoutes(deps: HttpDeps): Route[] {
           throw new HttpProblem(401, "UNAUTHORIZED", "login refused", { code: "AUTH_FAILED" });
         }
         const enrolOnly = result.outcome === "success" && result.enrolSecondFactor === true;
-        const { cookie, session } = sessions.create(row.name, req.ip, sessionId, enrolOnly);
+        const { cookie, session } = await sessions.create(row.name, req.ip, sessionId, enrolOnly);
         // the user removed (maybe added again under the same name) while logged in: the service ends this session
-        o.login.onEnd(sessionId, () => sessions.endId(sessionId));
+        o.login.onEnd(sessionId, () => void sessions.endId(sessionId));
         reply.setCookie(SESSION_COOKIE, cookie, {
           path: "/",
           secure: true,
@@ -99,7 +99,7 @@ export function authRoutes(deps: HttpDeps): Route[] {
         responses: { 200: { description: "the caller", schema: SessionInfo }, ...errors(401) },
       },
       async ({ req, principal }) => {
-        const s = sessions.lookup(req.cookies[SESSION_COOKIE]);
+        const s = await sessions.lookup(req.cookies[SESSION_COOKIE]);
         return {
           user: principal.user,
           role: principal.role,
@@ -127,7 +127,7 @@ export function authRoutes(deps: HttpDeps): Route[] {
       },
       async ({ req, reply }) => {
         const value = req.cookies[SESSION_COOKIE];
-        if (value) sessions.end(value);
+        if (value) await sessions.end(value);
         reply.clearCookie(SESSION_COOKIE, { path: "/", secure: true, httpOnly: true, sameSite: "strict" });
         reply.code(204);
       },
@@ -146,7 +146,7 @@ export function authRoutes(deps: HttpDeps): Route[] {
         },
       },
       async ({ reply, principal }) => {
-        const ended = sessions.endUser(principal.user);
+        const ended = await sessions.endUser(principal.user);
         reply.clearCookie(SESSION_COOKIE, { path: "/", secure: true, httpOnly: true, sameSite: "strict" });
         return { ended };
       },

@@ -19,7 +19,7 @@ import type { KeyCustody } from "./custody.ts";
 import type { HealthCheck } from "./health.ts";
 import type { OidcSettings } from "./oidc-settings.ts";
 import type { SealedCookies } from "./sealed-cookie.ts";
-import type { SessionSettings, SessionTable } from "./sessions.ts";
+import type { SessionRows, SessionSettings, SessionTable } from "./sessions.ts";
 
 export interface HttpServerOptions {
   host: string;
@@ -52,6 +52,11 @@ export interface HttpServerOptions {
   registry?: Registry;
   checks?: HealthCheck[];
   sessions?: Partial<SessionSettings>;
+  /**
+   * The store's settings: browser sessions are kept there too, sealed, so every node on the store accepts them
+   * (sessions.ts); without it they live in this process only.
+   */
+  sessionRows?: SessionRows;
   /** Largest JSON body, bytes (default 1 MiB). Uploads are streamed and bounded by quotas instead. */
   bodyLimit?: number;
   /** The built web app served at / (default web/dist of this checkout); false: the API only. */

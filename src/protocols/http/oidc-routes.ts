@@ -229,8 +229,8 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
           if (result.outcome === "success") login.logout(sessionId);
           throw new HttpProblem(401, "UNAUTHORIZED", "login refused", { code: "AUTH_FAILED" });
         }
-        const { cookie } = deps.sessions.create(row.name, req.ip, sessionId);
-        login.onEnd(sessionId, () => deps.sessions.endId(sessionId));
+        const { cookie } = await deps.sessions.create(row.name, req.ip, sessionId);
+        login.onEnd(sessionId, () => void deps.sessions.endId(sessionId));
         reply.setCookie(SESSION_COOKIE, cookie, {
           path: "/",
           secure: true,

@@ -139,7 +139,7 @@ async function tokenPrincipal(deps: HttpDeps, req: FastifyRequest, bearer: strin
 async function principalOf(deps: HttpDeps, req: FastifyRequest): Promise<Principal> {
   const bearer = tokenOf(req);
   if (bearer !== undefined) return tokenPrincipal(deps, req, bearer);
-  const session = deps.sessions.lookup(req.cookies[SESSION_COOKIE]);
+  const session = await deps.sessions.lookup(req.cookies[SESSION_COOKIE]);
   if (!session) throw unauthorized(false);
   if (UNSAFE.has(req.method) && !SessionTable.csrfOk(session, req.headers[CSRF_HEADER])) {
     throw new HttpProblem(403, "CSRF", `missing or wrong ${CSRF_HEADER} header`, { code: "PERMISSION_DENIED" });
@@ -147,7 +147,7 @@ async function principalOf(deps: HttpDeps, req: FastifyRequest): Promise<Princip
   const row = await deps.options.user(session.user);
   // removed or disabled (by another process: this one ended the sessions already)
   if (!row || row.disabled) {
-    deps.sessions.endUser(session.user);
+    await deps.sessions.endUser(session.user);
     throw unauthorized(false);
   }
   return {
@@ -184,9 +184,14 @@ function sendProblem(reply: FastifyReply, err: unknown, logger: Logger, req: Fas
 
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
   const { logger } = options;
-  const sessions = new SessionTable({ ...DEFAULT_SESSIONS, ...options.sessions }, (s) => options.login.logout(s.id));
-  const uploads = new TusUploads(options, options.uploadIdleMs ?? 3_600_000);
   const cookies = new SealedCookies(options.cookieKey);
+  const sessions = new SessionTable(
+    { ...DEFAULT_SESSIONS, ...options.sessions },
+    (s) => options.login.logout(s.id),
+    Date.now,
+    options.sessionRows ? { rows: options.sessionRows, cookies } : undefined,
+  );
+  const uploads = new TusUploads(options, options.uploadIdleMs ?? 3_600_000);
   const deps: HttpDeps = { options, sessions, cookies };
   const app = Fastify({
     http2: true,
@@ -308,7 +313,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const port = typeof address === "object" && address ? address.port : options.port;
   logger.info({ host: options.host, port }, "https listening");
   const sweep = setInterval(() => {
-    sessions.sweep();
+    sessions.sweep().catch((err: unknown) => logger.warn({ err }, "session sweep failed"));
     void uploads.sweep();
   }, 30_000);
   sweep.unref();
@@ -321,7 +326,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       closed = true;
       clearInterval(sweep);
       await uploads.close();
-      sessions.endAll();
+      await sessions.endAll();
       await app.close();
       cookies.close();
     },

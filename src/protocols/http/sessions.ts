@@ -1,9 +1,15 @@
 // Browser sessions of the HTTPS API: an opaque random cookie (__Host- prefixed: Secure, Path=/, no Domain; HttpOnly;
-// SameSite=Strict) naming a session kept in this process, with an idle and an absolute timeout, and a CSRF token the
-// web app sends back in X-CSRF-Token on every state-changing request. Only SHA-256 digests of the cookie value are
-// kept, so a heap dump does not hand out live sessions. A restart logs everyone out.
+// SameSite=Strict) naming a session, with an idle and an absolute timeout, and a CSRF token the web app sends back in
+// X-CSRF-Token on every state-changing request. Only SHA-256 digests of the cookie value are kept, so a heap dump or a
+// database dump does not hand out live sessions. With a shared store (the server's: every node on one PostgreSQL
+// schema), each session is also a settings row `http.session.<digest>` sealed under the cookie key (AES-256-GCM,
+// bound to its digest), so any node accepts the cookie and a restart logs nobody out; a node re-reads a session it
+// holds at most every RECHECK_MS (a logout on another node applies within that) and writes its last use at most
+// every TOUCH_MS (the idle timeout counts across nodes to that precision). "Log out everywhere" and a removed user
+// set `http.sessions.since.<user>`: every node refuses that user's sessions made before it.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { constantTimeEqual } from "../../crypto/bytes.ts";
+import type { SealedCookies } from "./sealed-cookie.ts";
 
 export const SESSION_COOKIE = "__Host-atrest_session";
 export const CSRF_HEADER = "x-csrf-token";
@@ -30,26 +36,59 @@ export interface BrowserSession {
 
 const digest = (v: string) => createHash("sha256").update(v).digest("base64url");
 
+/** The store's settings, as the session table uses them (MetaStore's get/set/deleteSetting). */
+export interface SessionRows {
+  getSetting(key: string): Promise<Buffer | undefined>;
+  setSetting(key: string, value: Buffer): Promise<void>;
+  deleteSetting(key: string): Promise<boolean>;
+}
+
+export interface SharedSessions {
+  rows: SessionRows;
+  cookies: SealedCookies;
+}
+
+const ROW = (key: string) => `http.session.${key}`;
+const SINCE = (user: string) => `http.sessions.since.${user}`;
+const PURPOSE = "session-row";
+/** A session held by this node is read again from the store after this long (a logout elsewhere applies by then). */
+export const RECHECK_MS = 2000;
+/** Its last use is written back at most this often. */
+const TOUCH_MS = 60_000;
+
+interface Entry {
+  session: BrowserSession;
+  checkedAt: number;
+  storedSeen: number;
+}
+
 export class SessionTable {
   readonly settings: SessionSettings;
-  readonly #byDigest = new Map<string, BrowserSession>();
+  readonly #byDigest = new Map<string, Entry>();
   readonly #now: () => number;
   /** Told of every session that ends (logout, timeout, logout everywhere), to audit the logout. */
   readonly #onEnd: (s: BrowserSession) => void;
+  readonly #shared: SharedSessions | undefined;
 
-  constructor(settings: SessionSettings, onEnd: (s: BrowserSession) => void, now: () => number = Date.now) {
+  constructor(
+    settings: SessionSettings,
+    onEnd: (s: BrowserSession) => void,
+    now: () => number = Date.now,
+    shared?: SharedSessions,
+  ) {
     this.settings = settings;
     this.#onEnd = onEnd;
     this.#now = now;
+    this.#shared = shared;
   }
 
   /** A new session for `user`; returns the cookie value (shown to the browser only). */
-  create(
+  async create(
     user: string,
     sourceIp: string,
     id: string = randomUUID(),
     enrolOnly = false,
-  ): { cookie: string; session: BrowserSession } {
+  ): Promise<{ cookie: string; session: BrowserSession }> {
     const cookie = randomBytes(32).toString("base64url");
     const now = this.#now();
     const session: BrowserSession = {
@@ -61,27 +100,52 @@ export class SessionTable {
       lastSeen: now,
       ...(enrolOnly ? { enrolOnly: true } : {}),
     };
-    const mine = [...this.#byDigest.entries()].filter(([, s]) => s.user === user);
+    const mine = [...this.#byDigest.entries()].filter(([, e]) => e.session.user === user);
     while (mine.length >= this.settings.maxPerUser) {
       const oldest = mine.shift();
-      if (oldest) this.#end(oldest[0]);
+      if (oldest) await this.#end(oldest[0]);
     }
-    this.#byDigest.set(digest(cookie), session);
+    const key = digest(cookie);
+    await this.#store(key, session);
+    this.#byDigest.set(key, { session, checkedAt: now, storedSeen: now });
     return { cookie, session };
   }
 
   /** The live session a cookie names (touching it), or undefined. */
-  lookup(cookie: string | undefined): BrowserSession | undefined {
+  async lookup(cookie: string | undefined): Promise<BrowserSession | undefined> {
     if (!cookie || cookie.length > 128) return undefined;
     const key = digest(cookie);
-    const s = this.#byDigest.get(key);
-    if (!s) return undefined;
     const now = this.#now();
+    let entry = this.#byDigest.get(key);
+    if (entry && this.#shared && now - entry.checkedAt > RECHECK_MS) {
+      const fresh = await this.#fetch(key);
+      if (!fresh) {
+        // ended through another node (logout, logout everywhere): audited here, where it was known live
+        this.#byDigest.delete(key);
+        this.#onEnd(entry.session);
+        return undefined;
+      }
+      entry.checkedAt = now;
+      entry.session.lastSeen = Math.max(entry.session.lastSeen, fresh.lastSeen);
+      if (!fresh.enrolOnly) delete entry.session.enrolOnly;
+    }
+    if (!entry && this.#shared) {
+      const fresh = await this.#fetch(key);
+      if (!fresh) return undefined;
+      entry = { session: fresh, checkedAt: now, storedSeen: fresh.lastSeen };
+      this.#byDigest.set(key, entry);
+    }
+    if (!entry) return undefined;
+    const s = entry.session;
     if (now - s.lastSeen > this.settings.idleMs || now - s.created > this.settings.absoluteMs) {
-      this.#end(key);
+      await this.#end(key);
       return undefined;
     }
     s.lastSeen = now;
+    if (this.#shared && now - entry.storedSeen >= TOUCH_MS) {
+      entry.storedSeen = now;
+      await this.#store(key, s);
+    }
     return s;
   }
 
@@ -91,49 +155,108 @@ export class SessionTable {
   }
 
   /** Ends the session a cookie names. */
-  end(cookie: string): boolean {
+  end(cookie: string): Promise<boolean> {
     return this.#end(digest(cookie));
   }
 
   /** Lifts the enrolment-only limit of session `id` (TOTP confirmed). */
-  unrestrict(id: string): void {
-    for (const s of this.#byDigest.values()) if (s.id === id) delete s.enrolOnly;
+  async unrestrict(id: string): Promise<void> {
+    for (const [key, e] of this.#byDigest) {
+      if (e.session.id !== id) continue;
+      delete e.session.enrolOnly;
+      await this.#store(key, e.session);
+    }
   }
 
   /** Ends the session with this id (the login service ends it: its user was removed). */
-  endId(id: string): boolean {
-    for (const [key, s] of this.#byDigest) if (s.id === id) return this.#end(key);
+  async endId(id: string): Promise<boolean> {
+    for (const [key, e] of this.#byDigest) if (e.session.id === id) return this.#end(key);
     return false;
   }
 
-  /** Ends every session of `user` ("log out everywhere", or the user was removed); returns how many. */
-  endUser(user: string): number {
+  /**
+   * Ends every session of `user` ("log out everywhere", or the user was removed); returns how many this node held.
+   * With a shared store every node refuses the user's older sessions from now on.
+   */
+  async endUser(user: string): Promise<number> {
+    if (this.#shared) await this.#shared.rows.setSetting(SINCE(user), Buffer.from(String(this.#now())));
     let n = 0;
-    for (const [key, s] of this.#byDigest) if (s.user === user && this.#end(key)) n++;
+    for (const [key, e] of [...this.#byDigest]) if (e.session.user === user && (await this.#end(key))) n++;
     return n;
   }
 
   /** Drops timed-out sessions (the server runs it on a timer). */
-  sweep(): void {
+  async sweep(): Promise<void> {
     const now = this.#now();
-    for (const [key, s] of this.#byDigest) {
-      if (now - s.lastSeen > this.settings.idleMs || now - s.created > this.settings.absoluteMs) this.#end(key);
+    for (const [key, e] of [...this.#byDigest]) {
+      const s = e.session;
+      if (now - s.lastSeen > this.settings.idleMs || now - s.created > this.settings.absoluteMs) {
+        // another node may have seen it since: its last use there counts
+        const fresh = this.#shared ? await this.#fetch(key) : undefined;
+        if (fresh && now - fresh.lastSeen <= this.settings.idleMs && now - fresh.created <= this.settings.absoluteMs) {
+          s.lastSeen = fresh.lastSeen;
+          continue;
+        }
+        await this.#end(key);
+      }
     }
   }
 
   list(user?: string): BrowserSession[] {
-    return [...this.#byDigest.values()].filter((s) => user === undefined || s.user === user).map((s) => ({ ...s }));
+    return [...this.#byDigest.values()]
+      .map((e) => e.session)
+      .filter((s) => user === undefined || s.user === user)
+      .map((s) => ({ ...s }));
   }
 
-  endAll(): void {
-    for (const key of [...this.#byDigest.keys()]) this.#end(key);
+  /**
+   * The server stops. In memory only: every session ends (audited). With a shared store they live on for the other
+   * nodes and the next start: only this node's copies go.
+   */
+  async endAll(): Promise<void> {
+    if (this.#shared) {
+      this.#byDigest.clear();
+      return;
+    }
+    for (const key of [...this.#byDigest.keys()]) await this.#end(key);
   }
 
-  #end(key: string): boolean {
-    const s = this.#byDigest.get(key);
-    if (!s) return false;
+  async #end(key: string): Promise<boolean> {
+    const e = this.#byDigest.get(key);
+    const removed = this.#shared ? await this.#shared.rows.deleteSetting(ROW(key)).catch(() => false) : false;
+    if (!e) return removed;
     this.#byDigest.delete(key);
-    this.#onEnd(s);
+    this.#onEnd(e.session);
     return true;
+  }
+
+  async #store(key: string, s: BrowserSession): Promise<void> {
+    const shared = this.#shared;
+    if (!shared) return;
+    const ttl = Math.max(1, s.created + this.settings.absoluteMs - this.#now());
+    const sealed = shared.cookies.seal(PURPOSE, { d: key, s: { ...s } }, ttl, this.#now());
+    await shared.rows.setSetting(ROW(key), Buffer.from(sealed));
+  }
+
+  /** The stored session of digest `key`, unless it is gone, not ours, expired or older than its user's cut-off. */
+  async #fetch(key: string): Promise<BrowserSession | undefined> {
+    const shared = this.#shared as SharedSessions;
+    const raw = await shared.rows.getSetting(ROW(key));
+    if (!raw) return undefined;
+    const v = shared.cookies.open(PURPOSE, raw.toString(), this.#now());
+    // bound to its digest: a row copied under another session's key does not open as that session
+    if (!v || v.d !== key || typeof v.s !== "object" || v.s === null) {
+      // expired past its absolute timeout, or not a session of ours: nobody can use it
+      await shared.rows.deleteSetting(ROW(key)).catch(() => false);
+      return undefined;
+    }
+    const s = v.s as BrowserSession;
+    if (typeof s.user !== "string" || typeof s.created !== "number" || typeof s.lastSeen !== "number") return undefined;
+    const since = await shared.rows.getSetting(SINCE(s.user));
+    if (since && Number(since.toString()) >= s.created) {
+      await shared.rows.deleteSetting(ROW(key)).catch(() => false);
+      return undefined;
+    }
+    return s;
   }
 }
