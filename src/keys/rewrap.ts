@@ -183,7 +183,14 @@ async function rewrapKey(
       for (const c of containers) {
         const head = heads.read(c.blobId, HEADER_PROBE_BYTES);
         if (!head) {
-          if (c.blobId === node.blobId) skipped++; // deleted or replaced since the query
+          // deleted or replaced since the query: skipped. A file that still points at a blob this directory does
+          // not have was written through another node with blobs of its own (PostgreSQL with local blobs): a
+          // failure, so the job does not end as if the old key version protected no file any more
+          const still = c.blobId === node.blobId && (await store.getNode(node.id))?.blobId === node.blobId;
+          if (still) {
+            if (!failedNodes.has(node.id)) job.failed++;
+            noteFailure(failures, node.id, node.keyRef ?? "?", missingBlob());
+          } else if (c.blobId === node.blobId) skipped++;
           failedNodes.add(node.id);
           continue;
         }
@@ -256,6 +263,14 @@ async function rewrapKey(
   const report = progress();
   options.onProgress?.(report);
   return report;
+}
+
+function missingBlob(): AtrestError {
+  return new AtrestError(
+    "NOT_FOUND",
+    "the file's blob is not in this data directory's blob store (written through another node with local blobs?): " +
+      "run keys rewrap on that node too",
+  );
 }
 
 function noteFailure(failures: JobFailure[], nodeId: string, keyRef: string, err: unknown): void {

@@ -135,3 +135,68 @@ describe("key jobs across two nodes on one PostgreSQL store", skip, () => {
     }
   });
 });
+
+// With local blobs each node holds the blobs of the files written through it, but the job rows and the file rows are
+// shared: a rewrap run on one node's data dir reaches only that node's blobs. The files of the other node must come
+// out as failures (the old key version still protects them), never as skipped, so nobody retires the version.
+describe("keys rewrap on PostgreSQL with each node's blobs on its own disk", skip, () => {
+  let root: string;
+  let kms: RunningKms | undefined;
+  const nodes: { id: string; data: string; server: RunningServer; api: ApiClient }[] = [];
+  const files = new Map<string, { body: Buffer; node: number }>();
+
+  before(async () => {
+    root = await tempDir("atrest-rewrap-local-nodes-");
+    const setup = await setupKms(root, { fs: "server", op: "operator", alice: "custodian", bob: "custodian" });
+    kms = await startKms(setup.dir);
+    await unsealKms(kms.url, setup.certs.alice as string, [setup.shares[0] as string]);
+    await unsealKms(kms.url, setup.certs.bob as string, [setup.shares[1] as string]);
+    const kmsFlags = ["--kms", kms.url, "--kms-cert", setup.certs.fs as string];
+    const meta = pgUrl(testSchema());
+    for (const id of ["a", "b"]) {
+      const data = join(root, `node-${id}`);
+      await cli(["init", "--data", data, ...kmsFlags]);
+      const server = await startServer(data, [...kmsFlags, "--meta", meta, "--node-id", id]);
+      nodes.push({ id, data, server, api: await ApiClient.forData(server.httpPort, data) });
+    }
+    await cli(["user", "add", "alice", "--password-stdin", "--data", nodes[0]?.data ?? ""], "alice-password\n");
+    for (const n of nodes) assert.equal((await n.api.login("alice", "alice-password")).status, 200);
+    for (let i = 0; i < 12; i++) {
+      const body = randomBytes(2000 + i);
+      files.set(`g${i}.bin`, { body, node: i % 3 === 0 ? 1 : 0 });
+      const put = await nodes[i % 3 === 0 ? 1 : 0]?.api.req("PUT", `/api/v1/files/g${i}.bin`, { body });
+      assert.equal(put?.status, 201, put?.body.toString());
+    }
+    await cli(["kms", "key", "rotate", "default", "--kms", kms.url, "--kms-cert", setup.certs.op as string]);
+  });
+
+  after(async () => {
+    for (const n of nodes) await n.server.stop();
+    await kms?.stop();
+    await dropTestSchemas();
+    if (root) await removeDir(root);
+  });
+
+  it("node a's run fails node b's files (not skipped); node b's run then rewraps them", async () => {
+    const rewrap = (node: number) =>
+      cliProcess(["keys", "rewrap", "--key", "default", "--json", "--data", nodes[node]?.data ?? ""]).then(
+        (r) => ({ code: 0, report: r.stdout }),
+        (err: { code?: number; stdout?: string }) => ({ code: err.code, report: err.stdout ?? "" }),
+      );
+    const onB = [...files.values()].filter((f) => f.node === 1).length;
+    const first = await rewrap(0);
+    const a = JSON.parse(first.report) as { keys: { key: string; done: number; failed: number; skipped: number }[] };
+    const keyA = a.keys.find((k) => k.key === "default");
+    assert.deepEqual([keyA?.done, keyA?.failed, keyA?.skipped], [files.size - onB, onB, 0], first.report);
+    const second = await rewrap(1);
+    assert.equal(second.code, 0, second.report);
+    const b = JSON.parse(second.report) as { keys: { key: string; done: number; failed: number }[] };
+    const keyB = b.keys.find((k) => k.key === "default");
+    assert.deepEqual([keyB?.done, keyB?.failed], [onB, 0], second.report);
+    for (const [name, f] of files) {
+      const got = await nodes[f.node]?.api.req("GET", `/api/v1/files/${name}`);
+      assert.equal(got?.status, 200);
+      assert.equal(sha(got?.body ?? Buffer.alloc(0)), sha(f.body));
+    }
+  });
+});
