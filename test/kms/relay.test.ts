@@ -74,6 +74,19 @@ describe("KMS: signed calls relayed by a file server", () => {
     );
   });
 
+  test("only an ECDSA P-256 public key is certified; no private key is written", async () => {
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "pem" });
+    await assert.rejects(
+      issueClient(kmsDir, "rob", "custodian", join(root, "rob"), { publicKeyPem: rsa as string }),
+      /must be ECDSA P-256/,
+    );
+    await assert.rejects(
+      issueClient(kmsDir, "rob", "custodian", join(root, "rob"), { publicKeyPem: "not a key" }),
+      /cannot read the public key/,
+    );
+    await assert.rejects(readFile(join(root, "carol", "client.key")), /ENOENT/);
+  });
+
   test("only a server client carries; only listed operations; only this key manager", async () => {
     await assert.rejects(
       client.olga?.relay(call("GET", "/v1/requests", null)) as Promise<unknown>,
