@@ -1,6 +1,6 @@
 // The PostgreSQL half of `npm test`: runs the store-touching suites again with every data directory's metadata in
 // PostgreSQL (test/helpers/test-hooks.ts ATREST_TEST_META), in a database made for this run and dropped after it;
-// the key manager's in-process suites run on its PostgreSQL driver (test/kms/fixture.ts ATREST_TEST_KMS_PG).
+// the key manager's suites listed below run on its PostgreSQL driver (test/kms/fixture.ts ATREST_TEST_KMS_PG).
 // PostgreSQL comes from ATREST_TEST_PG or the local server (127.0.0.1:5432, database `test`, user postgres); without
 // one the run is skipped, except in CI (CI=true), where it fails.
 //   node scripts/test-postgres.ts [test files or globs…]   (default: the suites below)
@@ -23,6 +23,13 @@ const SUITES = [
   "test/kms/service.test.ts",
   "test/kms/approvals.test.ts",
   "test/kms/byok.test.ts",
+  "test/kms/secrets.test.ts",
+  "test/kms/server.test.ts",
+  "test/kms/approvals-remote.test.ts",
+  "test/kms/key-states.test.ts",
+  "test/kms/app-crypto.test.ts",
+  "test/kms/relay.test.ts",
+  "test/kms/client-examples.test.ts",
 ];
 
 const base = process.env.ATREST_TEST_PG || "postgres://postgres@127.0.0.1:5432/test";

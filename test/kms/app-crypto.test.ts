@@ -16,6 +16,7 @@ import { readKmsAudit } from "../../src/kms/kms-audit.ts";
 import { OPENAPI_FILE, openApiJson } from "../../src/kms/server/openapi.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { ROOT, removeDir, tempDir } from "../helpers/atrest.ts";
+import { testKmsStore } from "./fixture.ts";
 
 const code = (c: string) => (e: unknown) => e instanceof AtrestError && e.code === c;
 
@@ -30,7 +31,7 @@ describe("encryption API for applications (HTTPS + mTLS, KmsAppClient)", () => {
   before(async () => {
     root = await tempDir("atrest-kms-apps-");
     kmsDir = join(root, "kms");
-    await initKmsDir(kmsDir, { dev: true });
+    await initKmsDir(kmsDir, { dev: true, ...testKmsStore() });
     server = await KmsServer.start({ dir: kmsDir, port: 0, schedulerIntervalMs: 0 });
     const url = `https://127.0.0.1:${server.port}`;
     for (const [name, role] of [

@@ -11,6 +11,7 @@ import { RemoteKms } from "../../src/kms/api/client.ts";
 import { initKmsDir, issueClient } from "../../src/kms/home.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
+import { testKmsStore } from "./fixture.ts";
 
 const ctx = { fileId: "f-remote" };
 
@@ -35,7 +36,7 @@ describe("governance over HTTPS with client certificates (CLI → KMS server)", 
   before(async () => {
     root = await tempDir("atrest-kms-gov-");
     kmsDir = join(root, "kms");
-    const init = await initKmsDir(kmsDir, { shares: 3, threshold: 2 });
+    const init = await initKmsDir(kmsDir, { shares: 3, threshold: 2, ...testKmsStore() });
     const shares = init.mode === "shamir" ? init.shares : [];
     server = await KmsServer.start({ dir: kmsDir, port: 0, schedulerIntervalMs: 0 });
     url = `https://127.0.0.1:${server.port}`;

@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import { initKmsDir, issueClient } from "../../src/kms/home.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { ROOT, removeDir, tempDir } from "../helpers/atrest.ts";
+import { testKmsStore } from "./fixture.ts";
 
 const run = promisify(execFile);
 const EXAMPLES = join(ROOT, "docs", "examples");
@@ -22,7 +23,7 @@ describe("docs/kms-clients.md examples (curl, Node, Python) against kms serve", 
   before(async () => {
     root = await tempDir("atrest-kms-examples-");
     const dir = join(root, "kms");
-    await initKmsDir(dir, { dev: true });
+    await initKmsDir(dir, { dev: true, ...testKmsStore() });
     server = await KmsServer.start({ dir, port: 0, schedulerIntervalMs: 0 });
     await issueClient(dir, "webapp", "server", join(root, "webapp"));
     const svc = server.service();

@@ -71,6 +71,11 @@ export async function openFixture(options: Partial<KmsServiceOptions> = {}): Pro
   };
 }
 
+/** Extra `initKmsDir` options: a fresh PostgreSQL schema with ATREST_TEST_KMS_PG=1, else none (kms.db). */
+export function testKmsStore(): { store?: string } {
+  return process.env.ATREST_TEST_KMS_PG === "1" ? { store: pgUrl(testSchema()) } : {};
+}
+
 export function isErr(code: string, re?: RegExp) {
   return (e: unknown) => {
     const err = e as { code?: string; message?: string };

@@ -9,6 +9,7 @@ import type { KeyStateSnapshot } from "../../src/kms/api/types.ts";
 import { initKmsDir, issueClient } from "../../src/kms/home.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
+import { testKmsStore } from "./fixture.ts";
 
 describe("key states (long poll) for DEK caches", () => {
   let root: string;
@@ -19,7 +20,7 @@ describe("key states (long poll) for DEK caches", () => {
   before(async () => {
     root = await tempDir("atrest-kms-states-");
     const dir = join(root, "kms");
-    await initKmsDir(dir, { dev: true });
+    await initKmsDir(dir, { dev: true, ...testKmsStore() });
     server = await KmsServer.start({ dir, port: 0, schedulerIntervalMs: 0 });
     const url = `https://127.0.0.1:${server.port}`;
     await issueClient(dir, "fs", "server", join(root, "fs"));

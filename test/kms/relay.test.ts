@@ -12,6 +12,7 @@ import { initKmsDir, issueClient } from "../../src/kms/home.ts";
 import { readKmsAudit } from "../../src/kms/kms-audit.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
+import { testKmsStore } from "./fixture.ts";
 
 describe("KMS: signed calls relayed by a file server", () => {
   let root: string;
@@ -29,7 +30,7 @@ describe("KMS: signed calls relayed by a file server", () => {
   before(async () => {
     root = await tempDir("atrest-kms-relay-");
     kmsDir = join(root, "kms");
-    await initKmsDir(kmsDir, { dev: true });
+    await initKmsDir(kmsDir, { dev: true, ...testKmsStore() });
     server = await KmsServer.start({ dir: kmsDir, port: 0, schedulerIntervalMs: 0 });
     const url = `https://127.0.0.1:${server.port}`;
     for (const [name, role] of [

@@ -13,6 +13,7 @@ import { initKmsDir, issueClient } from "../../src/kms/home.ts";
 import { readKmsAudit } from "../../src/kms/kms-audit.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { cli, removeDir, tempDir } from "../helpers/atrest.ts";
+import { testKmsStore } from "./fixture.ts";
 
 const code = (c: string) => (e: unknown) => e instanceof AtrestError && e.code === c;
 const DAY = 86_400_000;
@@ -36,7 +37,7 @@ describe("application secrets (HTTPS + mTLS, KmsAppClient, atrest kms secret)", 
     process.env.ATREST_TEST_MODE = "1";
     process.env.ATREST_TEST_CLOCK_FILE = clockFile;
     await setClock(new Date("2026-12-01T00:00:00Z"));
-    await initKmsDir(kmsDir, { dev: true });
+    await initKmsDir(kmsDir, { dev: true, ...testKmsStore() });
     server = await KmsServer.start({ dir: kmsDir, port: 0, schedulerIntervalMs: 0 });
     url = `https://127.0.0.1:${server.port}`;
     for (const [n, role] of [

@@ -16,6 +16,7 @@ import { initKmsDir, issueClient, openKmsDb } from "../../src/kms/home.ts";
 import { readKmsAudit } from "../../src/kms/kms-audit.ts";
 import { KmsServer } from "../../src/kms/server/server.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
+import { testKmsStore } from "./fixture.ts";
 
 interface Raw {
   status: number;
@@ -72,7 +73,7 @@ describe("KMS server (HTTPS + mTLS, in process)", () => {
   before(async () => {
     root = await tempDir("atrest-kms-server-");
     kmsDir = join(root, "kms");
-    const init = await initKmsDir(kmsDir, { shares: 5, threshold: 3 });
+    const init = await initKmsDir(kmsDir, { shares: 5, threshold: 3, ...testKmsStore() });
     assert.equal(init.mode, "shamir");
     shares = init.mode === "shamir" ? init.shares : [];
     assert.equal(shares.length, 5);
