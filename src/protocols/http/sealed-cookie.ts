@@ -3,7 +3,7 @@
 // value is AES-256-GCM under a key derived per purpose (HKDF-SHA256) from the server's cookie key, a data key the key
 // manager wraps in the settings table (every node on the store unwraps the same one). A random 96-bit nonce per
 // cookie; the purpose is the AAD, so a cookie of one kind is never accepted as another; the expiry is inside.
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
 
 export const COOKIE_KEY_SETTING = "http.cookie.key";
 export const COOKIE_KEY_CONTEXT = { purpose: "http-cookies" };
@@ -28,6 +28,11 @@ export class SealedCookies {
       this.#keys.set(purpose, k);
     }
     return k;
+  }
+
+  /** A keyed tag of `value` (HMAC-SHA256 under the purpose's key): the same on every node, opaque without the key. */
+  tag(purpose: string, value: string): string {
+    return createHmac("sha256", this.#key(purpose)).update(value).digest("base64url");
   }
 
   /** `payload` sealed with its expiry, as a cookie-safe string. */

@@ -6,7 +6,7 @@
 // bound to its digest), so any node accepts the cookie and a restart logs nobody out; a node re-reads a session it
 // holds at most every RECHECK_MS (a logout on another node applies within that) and writes its last use at most
 // every TOUCH_MS (the idle timeout counts across nodes to that precision). "Log out everywhere" and a removed user
-// set `http.sessions.since.<user>`: every node refuses that user's sessions made before it.
+// set `http.sessions.since.<HMAC of the user name>`: every node refuses that user's sessions made before it.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { constantTimeEqual } from "../../crypto/bytes.ts";
 import type { SealedCookies } from "./sealed-cookie.ts";
@@ -49,7 +49,9 @@ export interface SharedSessions {
 }
 
 const ROW = (key: string) => `http.session.${key}`;
-const SINCE = (user: string) => `http.sessions.since.${user}`;
+/** The user's cut-off: keyed by a tag of the name, as the store keeps user names only sealed. */
+const SINCE = (shared: SharedSessions, user: string) =>
+  `http.sessions.since.${shared.cookies.tag("session-user", user)}`;
 const PURPOSE = "session-row";
 /** A session held by this node is read again from the store after this long (a logout elsewhere applies by then). */
 export const RECHECK_MS = 2000;
@@ -179,7 +181,7 @@ export class SessionTable {
    * With a shared store every node refuses the user's older sessions from now on.
    */
   async endUser(user: string): Promise<number> {
-    if (this.#shared) await this.#shared.rows.setSetting(SINCE(user), Buffer.from(String(this.#now())));
+    if (this.#shared) await this.#shared.rows.setSetting(SINCE(this.#shared, user), Buffer.from(String(this.#now())));
     let n = 0;
     for (const [key, e] of [...this.#byDigest]) if (e.session.user === user && (await this.#end(key))) n++;
     return n;
@@ -252,7 +254,7 @@ export class SessionTable {
     }
     const s = v.s as BrowserSession;
     if (typeof s.user !== "string" || typeof s.created !== "number" || typeof s.lastSeen !== "number") return undefined;
-    const since = await shared.rows.getSetting(SINCE(s.user));
+    const since = await shared.rows.getSetting(SINCE(shared, s.user));
     if (since && Number(since.toString()) >= s.created) {
       await shared.rows.deleteSetting(ROW(key)).catch(() => false);
       return undefined;
