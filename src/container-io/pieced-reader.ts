@@ -6,6 +6,7 @@ import { HandleClosedError, IntegrityError } from "../errors.ts";
 export interface PieceReader {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  readView?(offset: number, length: number): Promise<{ data: Buffer; release(): void }>;
   close(): Promise<void>;
 }
 
@@ -27,16 +28,25 @@ export class PiecedReader {
   readonly size: number;
   /** Plaintext offset of piece i; starts[n] = size. */
   readonly #starts: number[];
-  readonly #open: (i: number) => Promise<PieceReader>;
+  /** Opens piece i; `end` (relative to the piece) when the caller reads nothing of it at or past there. */
+  readonly #open: (i: number, end: number | undefined) => Promise<PieceReader>;
+  /** OpenReadOptions.end: nothing at or past it is read, so no piece starting there is opened ahead. */
+  readonly #end: number;
   readonly #onClose: (bytesRead: number) => void;
   readonly #readers = new Map<number, Entry>();
   #bytesRead = 0;
   #closed = false;
 
-  constructor(sizes: number[], open: (i: number) => Promise<PieceReader>, onClose: (bytesRead: number) => void) {
+  constructor(
+    sizes: number[],
+    open: (i: number, end: number | undefined) => Promise<PieceReader>,
+    onClose: (bytesRead: number) => void,
+    end?: number,
+  ) {
     this.#starts = [0];
     for (const s of sizes) this.#starts.push((this.#starts[this.#starts.length - 1] as number) + s);
     this.size = this.#starts[sizes.length] as number;
+    this.#end = Math.min(this.size, end ?? this.size);
     this.#open = open;
     this.#onClose = onClose;
   }
@@ -56,7 +66,9 @@ export class PiecedReader {
   #entry(i: number): Entry {
     const had = this.#readers.get(i);
     if (had) return had;
-    const reader = this.#open(i).then((r) => {
+    const start = this.#starts[i] as number;
+    const stop = this.#starts[i + 1] as number;
+    const reader = this.#open(i, this.#end < stop ? Math.max(0, this.#end - start) : undefined).then((r) => {
       const want = (this.#starts[i + 1] as number) - (this.#starts[i] as number);
       if (r.size !== want) {
         void r.close();
@@ -92,7 +104,7 @@ export class PiecedReader {
       try {
         const reader = await entry.reader;
         // the next piece is opened (its DEK unwrapped, its header read) while this one is still being read
-        if (end > start + (stop - start) / 2 && i + 2 < this.#starts.length) this.#entry(i + 1);
+        if (end > start + (stop - start) / 2 && i + 2 < this.#starts.length && stop < this.#end) this.#entry(i + 1);
         const from = Math.max(offset, start);
         const to = Math.min(end, stop);
         out.push(await reader.read(from - start, to - from));
@@ -104,6 +116,45 @@ export class PiecedReader {
     const buf = out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
     this.#bytesRead += buf.length;
     return buf;
+  }
+
+  /** A view of the piece's own buffer (ReadHandle.readView): no copy; it stops at the piece's end. */
+  async readView(offset: number, length: number): Promise<{ data: Buffer; release(): void }> {
+    if (this.#closed) throw new HandleClosedError();
+    if (offset >= this.size || length <= 0) return { data: Buffer.alloc(0), release: () => {} };
+    const i = this.#pieceAt(offset);
+    const start = this.#starts[i] as number;
+    const stop = this.#starts[i + 1] as number;
+    const entry = this.#entry(i);
+    entry.users++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      entry.users--;
+      if (entry.evicted) closeEntry(entry);
+    };
+    try {
+      const reader = await entry.reader;
+      if (offset + length > start + (stop - start) / 2 && i + 2 < this.#starts.length && stop < this.#end) {
+        this.#entry(i + 1);
+      }
+      const n = Math.min(length, stop - offset);
+      const view = reader.readView
+        ? await reader.readView(offset - start, n)
+        : { data: await reader.read(offset - start, n), release: () => {} };
+      this.#bytesRead += view.data.length;
+      return {
+        data: view.data,
+        release: () => {
+          view.release();
+          release();
+        },
+      };
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
 
   async close(): Promise<void> {

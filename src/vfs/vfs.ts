@@ -253,7 +253,8 @@ export class Vfs {
   /**
    * Opens a file for reading: unwraps its DEK (KMS), verifies the key commitment, returns a random-access reader. A
    * pieced version reads its pieces in turn, each opened (and its DEK unwrapped) only when the read reaches it.
-   * `end`: the caller reads nothing at or past it (a Range), so a single container's read-ahead stops there.
+   * `end`: the caller reads nothing at or past it (a Range), so a container's read-ahead stops there and a pieced
+   * version opens no piece ahead that starts there.
    */
   async openRead(
     node: NodeRow,
@@ -276,15 +277,17 @@ export class Vfs {
     for (const r of rows) this.#pinned.set(r.blobId, (this.#pinned.get(r.blobId) ?? 0) + 1);
     return new PiecedReader(
       pieces.map((p) => p.size),
-      (i) => {
+      (i, pieceEnd) => {
         const r = rows[i] as FilePiece;
-        return this.#openContainer(r.blobId, r.contentId, (pieces[i] as PieceAttrs).size, !!ssec, key, () => undefined);
+        const pieceSize = (pieces[i] as PieceAttrs).size;
+        return this.#openContainer(r.blobId, r.contentId, pieceSize, !!ssec, key, () => undefined, pieceEnd);
       },
       (n) => {
         if (key) zero(key);
         for (const r of rows) this.#unpin(r.blobId);
         onClose(n);
       },
+      end,
     );
   }
 

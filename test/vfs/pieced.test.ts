@@ -199,3 +199,44 @@ it("a read open across an overwrite gets the old version to the end; its pieces 
   assert.equal((await blobFiles()).length, start + 1);
   assert.deepEqual(await get(s, "/b/r.bin"), Buffer.from("new"));
 });
+
+it("a Range's end opens no piece past it; readView hands out views of each piece's windows", async () => {
+  const parts = [randomBytes(100_000), randomBytes(100_000), randomBytes(100_000)];
+  const whole = Buffer.concat(parts);
+  await multipart("/b/v.bin", parts);
+  const keys = f.app.keys; // the key manager itself (the fixture has no DEK cache): every unwrap reaches it
+  const unwrap = keys.unwrap.bind(keys);
+  let unwraps = 0;
+  keys.unwrap = (...args: Parameters<typeof keys.unwrap>) => {
+    unwraps++;
+    return unwrap(...args);
+  };
+  try {
+    const readPart0 = async (end?: number) => {
+      unwraps = 0;
+      const h = await s.openRead("/b/v.bin", end === undefined ? {} : { end });
+      const got: Buffer[] = [];
+      for (let o = 0; o < 100_000; o += 10_000) got.push(await h.read(o, 10_000));
+      await h.close();
+      assert.deepEqual(Buffer.concat(got), parts[0]);
+      return unwraps;
+    };
+    assert.equal(await readPart0(), 2, "read on its own, the next part is opened ahead");
+    assert.equal(await readPart0(100_000), 1, "a Range ending with part 1 unwraps part 1's key only");
+  } finally {
+    keys.unwrap = unwrap;
+  }
+  const h = await s.openRead("/b/v.bin");
+  assert.ok(h.readView);
+  const views: Buffer[] = [];
+  for (let o = 0; o < h.size; ) {
+    const v = await h.readView(o, 64 * 1024);
+    assert.ok(v.data.length > 0);
+    views.push(Buffer.from(v.data));
+    v.release();
+    o += v.data.length;
+  }
+  await h.close();
+  assert.deepEqual(Buffer.concat(views), whole);
+  await s.remove("/b/v.bin");
+});

@@ -244,7 +244,9 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
     c.res.end();
     return;
   }
-  const r = await c.session.openRead(objectPath(c.bucket, c.key), { customerKey: c.customerKey?.key });
+  // a Range (awscli's multipart GET asks for 8 MiB at a time) reads nothing past its end: no read-ahead there, and no
+  // next part of a multipart object opened (its data key unwrapped) for nothing
+  const r = await c.session.openRead(objectPath(c.bucket, c.key), { customerKey: c.customerKey?.key, end: end + 1 });
   try {
     c.res.writeHead(range ? 206 : 200, headers);
     let at = start;
