@@ -23,29 +23,49 @@ const UNAVAILABLE_MESSAGE = /connection terminated|connection to the key store l
 
 export class PgSync {
   readonly schema: string;
-  readonly #worker: Worker;
-  readonly #port: MessagePort;
-  readonly #flags: Int32Array;
+  readonly #connectionString: string;
+  readonly #shared = new SharedArrayBuffer(8);
+  readonly #flags = new Int32Array(this.#shared);
+  #worker: Worker | undefined;
+  #port: MessagePort | undefined;
+  /** The worker a transaction began in: statements after it died must fail, not run in autocommit elsewhere. */
+  #txWorker: Worker | undefined;
   #next = 1;
   #open = true;
 
   constructor(url: string) {
     const { connectionString, schema } = parsePostgresUrl(url);
     this.schema = schema;
-    const shared = new SharedArrayBuffer(8);
-    this.#flags = new Int32Array(shared);
+    this.#connectionString = connectionString;
+    this.#spawn();
+  }
+
+  /** Starts the worker; one that died (it should not) is replaced at the next call, as if the connection dropped. */
+  #spawn(): { worker: Worker; port: MessagePort } {
     const { port1, port2 } = new MessageChannel();
-    this.#port = port1;
     const data: PgWorkerData = {
-      connectionString,
-      schema,
-      shared,
+      connectionString: this.#connectionString,
+      schema: this.schema,
+      shared: this.#shared,
       port: port2,
       timeoutMs: TIMEOUT_MS,
     };
-    this.#worker = new Worker(WORKER_URL, { name: "atrest-kms-pg", workerData: data, transferList: [port2] });
-    this.#worker.unref();
+    const worker = new Worker(WORKER_URL, { name: "atrest-kms-pg", workerData: data, transferList: [port2] });
+    worker.unref();
     port1.unref();
+    // Without a listener an error in the worker would be thrown in the KMS's main thread.
+    worker.on("error", () => undefined);
+    worker.on("exit", () => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      this.#port = undefined;
+      port1.close();
+      // Whatever the caches hold may have changed meanwhile.
+      Atomics.add(this.#flags, CHANGES, 1);
+    });
+    this.#worker = worker;
+    this.#port = port1;
+    return { worker, port: port1 };
   }
 
   /** Commits seen on the store's channel (any node's); moves, never says by how much. */
@@ -59,9 +79,24 @@ export class PgSync {
 
   call(req: Distribute<PgRequest>): { rows: Record<string, unknown>[]; changes: number; version?: number } {
     if (!this.#open) throw new StoreUnavailableError("the KMS store is closed");
+    if (req.op === "commit" || req.op === "rollback") {
+      const lost = this.#txWorker !== undefined && this.#txWorker !== this.#worker;
+      this.#txWorker = undefined;
+      if (lost && req.op === "rollback") return { rows: [], changes: 0 };
+      if (lost) throw new StoreUnavailableError("connection to the key store lost inside a transaction");
+    } else if (this.#txWorker !== undefined && this.#txWorker !== this.#worker) {
+      throw new StoreUnavailableError("connection to the key store lost inside a transaction");
+    }
+    const reply = this.#roundTrip(req);
+    if (req.op === "begin") this.#txWorker = this.#worker;
+    return reply;
+  }
+
+  #roundTrip(req: Distribute<PgRequest>): { rows: Record<string, unknown>[]; changes: number; version?: number } {
+    const port = this.#port ?? this.#spawn().port;
     const id = this.#next++;
     Atomics.store(this.#flags, REPLY_READY, 0);
-    this.#port.postMessage({ id, ...req } as PgRequest);
+    port.postMessage({ id, ...req } as PgRequest);
     const deadline = Date.now() + TIMEOUT_MS + 2_000;
     for (;;) {
       const left = deadline - Date.now();
@@ -71,7 +106,7 @@ export class PgSync {
       Atomics.store(this.#flags, REPLY_READY, 0);
       // A reply to an earlier call that timed out may come first: skip it.
       for (;;) {
-        const got = receiveMessageOnPort(this.#port);
+        const got = receiveMessageOnPort(port);
         if (!got) break;
         const reply = got.message as PgReply;
         if (reply.id !== id) continue;
@@ -101,6 +136,8 @@ export class PgSync {
       // closing anyway
     }
     this.#open = false;
-    void this.#worker.terminate();
+    const worker = this.#worker;
+    this.#worker = undefined;
+    void worker?.terminate();
   }
 }
