@@ -334,8 +334,10 @@ export class Session {
       const r = since;
       retention = r.retention;
       lines = r.lines;
-      if (cached.hashes?.length === cached.entries.length)
-        cached.entries.forEach((e, i) => rememberEntryHash(e, Buffer.from(cached?.hashes?.[i] ?? "", "base64")));
+      const hashes = cached.hashes;
+      if (hashes?.length === cached.entries.length)
+        for (let i = 0; i < hashes.length; i++)
+          rememberEntryHash(cached.entries[i] as Entry, Buffer.from(hashes[i] as string, "base64"));
       m = { ...(cached.head as Manifest), entries: cached.entries };
       rememberManifestHash(m, cached.hash);
       names = new Map(Object.entries(cached.names));
