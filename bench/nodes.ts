@@ -37,7 +37,16 @@ export const nodes: BenchModule = {
     const u = new URL(PG);
     u.searchParams.set("schema", schema);
     const rows: string[][] = [
-      ["nodes", "clients x MiB", "aggregate MB/s", "CPU s/GiB per node", "s3rver CPU s/GiB", "kms CPU s/GiB", "load"],
+      [
+        "nodes",
+        "clients x MiB",
+        "aggregate MB/s",
+        "CPU s/GiB per node",
+        "same, net of idle",
+        "s3rver CPU s/GiB",
+        "kms CPU s/GiB",
+        "load",
+      ],
     ];
     const summary: string[] = [];
     let idleNote = "";
