@@ -86,6 +86,8 @@ export function registerKeys(program: Command): void {
           detail: `rewrap ${opts.key ? `kek:${opts.key}` : "all keys"}: ${done} file(s) rewrapped, ${failed} failed`,
         });
       }).catch((err: Error) => say(`warning: the rewrap is done but could not be audited: ${err.message}`));
+      // files left on the old version fail the command in both output forms (a script reads the exit code)
+      if (failed > 0) process.exitCode = 1;
       if (opts.json) return json(report);
       if (report.repaired > 0) say(`finished ${report.repaired} header(s) of an interrupted run`);
       for (const k of report.keys) {
@@ -95,7 +97,6 @@ export function registerKeys(program: Command): void {
       for (const f of report.failures) say(`failed: file ${f.nodeId} (${f.keyRef}): ${f.reason}`);
       const rate = report.seconds > 0 ? Math.round(done / report.seconds) : done;
       say(`rewrapped ${done} file(s) in ${report.seconds.toFixed(2)} s (${rate} files/s)`);
-      if (failed > 0) process.exitCode = 1;
     });
 
   keys
@@ -137,13 +138,13 @@ export function registerKeys(program: Command): void {
           ...actorFields(cliActor(opts.as)),
           detail: `reencrypt kek:${opts.key}: ${report.done} file(s), ${report.bytes} bytes, ${report.failed} failed`,
         });
+        if (report.failed > 0) process.exitCode = 1;
         if (opts.json) return json(report);
         for (const f of report.failures) say(`failed: file ${f.nodeId} (${f.keyRef}): ${f.reason}`);
         say(
           `reencrypted ${report.done} file(s) (${report.bytes} bytes) in ${report.seconds.toFixed(2)} s, ` +
             `${report.skipped} skipped, ${report.failed} failed`,
         );
-        if (report.failed > 0) process.exitCode = 1;
       });
     });
 

@@ -187,6 +187,7 @@ describe("keys rewrap on PostgreSQL with each node's blobs on its own disk", ski
     const first = await rewrap(0);
     const a = JSON.parse(first.report) as { keys: { key: string; done: number; failed: number; skipped: number }[] };
     const keyA = a.keys.find((k) => k.key === "default");
+    assert.equal(first.code, 1, "a rewrap that left files behind exits non-zero, --json too");
     assert.deepEqual([keyA?.done, keyA?.failed, keyA?.skipped], [files.size - onB, onB, 0], first.report);
     const second = await rewrap(1);
     assert.equal(second.code, 0, second.report);
