@@ -39,6 +39,8 @@ type SealedObject = {
   k?: string[];
   /** pieces: content id and size of each, in order */
   q?: [string, number][];
+  /** S3 object tags: key and value pairs, in order */
+  t?: [string, string][];
 };
 
 /**
@@ -73,6 +75,7 @@ function objectJson(object: ObjectMeta, pieces: PieceAttrs[] | undefined): strin
     const c = object.checksum;
     o.c = [c.algorithm, c.value, c.type === "FULL_OBJECT" ? "F" : "C"];
   }
+  if (object.tags !== undefined && object.tags.length > 0) o.t = object.tags;
   return JSON.stringify(o);
 }
 
@@ -85,6 +88,7 @@ function objectFrom(o: SealedObject): ObjectMeta {
   if (o.c !== undefined) {
     out.checksum = { algorithm: o.c[0], value: o.c[1], type: o.c[2] === "F" ? "FULL_OBJECT" : "COMPOSITE" };
   }
+  if (o.t !== undefined) out.tags = o.t;
   return out;
 }
 

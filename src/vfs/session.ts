@@ -340,6 +340,22 @@ export class Session implements VfsSession {
     );
   }
 
+  async setObjectTags(path: string, tags: [string, string][]): Promise<void> {
+    const p = normalize(path);
+    await this.#audited(
+      "attrs.change",
+      p,
+      async () => {
+        const node = await this.#resolve(p);
+        if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", "tags go on files");
+        // tagging a file changes the file: the same right as replacing it
+        this.#perms.require(p, "overwrite");
+        await this.#vfs.setObjectTags(node, tags);
+      },
+      { detail: tags.length > 0 ? `tags ${tags.length}` : "tags removed" },
+    );
+  }
+
   async symlink(target: string, link: string): Promise<void> {
     const p = normalize(link);
     await this.#audited(

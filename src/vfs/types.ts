@@ -38,6 +38,8 @@ export interface ObjectMeta {
   checksum?: { algorithm: string; value: string; type: "FULL_OBJECT" | "COMPOSITE" };
   /** A multipart object uploaded with a checksum algorithm: each part's checksum (base64), in order. */
   partChecksums?: string[];
+  /** S3 object tags (key, value), at most 10, as PutObjectTagging or x-amz-tagging set them. */
+  tags?: [string, string][];
 }
 
 /**
@@ -242,6 +244,11 @@ export interface VfsSession {
   keyOf?(path: string, customerKey?: Buffer): Promise<FileKey | undefined>;
   /** A directory's default encryption (S3 bucket encryption), undefined when none is set. Needs `list` on it. */
   getEncryption?(path: string): Promise<DirEncryption | undefined>;
+  /**
+   * Replaces the S3 tags of a file's current version (none: removes them), keeping its content and other metadata;
+   * needs `overwrite` there, as any change of the file. Audited as `attrs.change` (the count, never a tag).
+   */
+  setObjectTags?(path: string, tags: [string, string][]): Promise<void>;
   /**
    * Sets (or with undefined removes) a directory's default encryption; needs `mkdir` there, and a named key must be
    * one this user may name there (KekSelector.chooseRequested). Audited as `attrs.change`.

@@ -724,6 +724,21 @@ export class Vfs {
     });
   }
 
+  /** Replaces the S3 tags of a file's current version (sealed with its attributes; nothing else changes). */
+  async setObjectTags(node: NodeRow, tags: [string, string][]): Promise<void> {
+    await this.store.transaction(async (tx) => {
+      const current = await tx.getNode(node.id);
+      if (!current) throw new NotFoundError("file");
+      const attrs = this.tree.attrs(current);
+      const { tags: _old, ...rest } = attrs.object ?? {};
+      const object = tags.length > 0 ? { ...rest, tags } : rest;
+      const next = { ...attrs, object: Object.keys(object).length > 0 ? object : undefined };
+      if (!next.object) delete next.object;
+      const attrsCt = this.#crypto.sealAttrs(current.id, current.blobId, current.contentId, next);
+      await tx.updateNode(current.id, { attrsCt });
+    });
+  }
+
   async mkdir(parent: NodeRow, name: string): Promise<void> {
     await this.store.transaction(async (tx) => {
       if (await this.tree.child(parent.id, name, tx)) throw new AtrestError("EXISTS", `already exists: ${name}`);

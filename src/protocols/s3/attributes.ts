@@ -54,7 +54,15 @@ export async function getObjectAttributes(c: Ctx): Promise<void> {
       NextPartNumberMarker: truncated ? marker + page.length : undefined,
       MaxParts: maxParts,
       IsTruncated: truncated,
-      Part: page.map((size, i) => ({ PartNumber: marker + i + 1, Size: size })),
+      Part: page.map((size, i) => {
+        // a part's checksum, when the upload named an algorithm (kept with the object since the pieced Complete)
+        const partSum = sum && st.object?.partChecksums?.[marker + i];
+        return {
+          ...(partSum ? { [`Checksum${apiName(checksumAlgorithm(sum.algorithm))}`]: partSum } : {}),
+          PartNumber: marker + i + 1,
+          Size: size,
+        };
+      }),
     };
   }
   if (wanted.has("StorageClass")) out.StorageClass = "STANDARD";

@@ -14,6 +14,7 @@ import { noSuchBucket, S3Error } from "./errors.ts";
 import { etagOf, metadataOf, objectMeta } from "./metadata.ts";
 import { READ_PIECE, writePlan } from "./objects.ts";
 import { sseHeaders } from "./sse.ts";
+import { copyTags } from "./tagging.ts";
 import { xmlDoc } from "./xml.ts";
 
 export interface CopySource {
@@ -155,6 +156,7 @@ export async function copyObject(c: Ctx): Promise<void> {
     );
   }
   const headers = directive === "REPLACE" ? metadataOf(c.req) : { ...(src.stat.object?.headers ?? {}) };
+  const tags = copyTags(c.req, src.stat.object?.tags);
   const plan = await writePlan(c);
   // the request has no body; what a client sends anyway is ignored
   c.req.resume();
@@ -180,7 +182,7 @@ export async function copyObject(c: Ctx): Promise<void> {
     const checksum = sum
       ? { algorithm: sum.algorithm, value: sum.digest().toString("base64"), type: "FULL_OBJECT" as const }
       : kept;
-    st = await w.close(undefined, objectMeta(md5.digest("hex"), headers, checksum));
+    st = await w.close(undefined, objectMeta(md5.digest("hex"), headers, checksum, tags));
   } finally {
     await r.close().catch(() => undefined);
   }

@@ -15,6 +15,7 @@ import {
   uploadPart,
 } from "./multipart.ts";
 import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
+import { objectTagging } from "./tagging.ts";
 import { xmlDoc } from "./xml.ts";
 
 export async function dispatch(c: Ctx): Promise<void> {
@@ -65,7 +66,8 @@ export async function dispatch(c: Ctx): Promise<void> {
   }
   if (q.has("attributes") && m === "GET") return getObjectAttributes(c);
   if (q.has("acl")) return objectAcl(c);
-  for (const sub of ["tagging", "retention", "legal-hold", "restore", "select"]) {
+  if (q.has("tagging")) return objectTagging(c);
+  for (const sub of ["retention", "legal-hold", "restore", "select"]) {
     if (q.has(sub)) notImplemented();
   }
   if (q.has("uploads")) {

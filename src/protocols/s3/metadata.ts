@@ -55,11 +55,13 @@ export function objectMeta(
   etag: string,
   headers: Record<string, string>,
   checksum?: ObjectMeta["checksum"],
+  tags?: ObjectMeta["tags"],
 ): ObjectMeta {
   return {
     etag,
     ...(Object.keys(headers).length > 0 ? { headers } : {}),
     ...(checksum ? { checksum } : {}),
+    ...(tags && tags.length > 0 ? { tags } : {}),
   };
 }
 

@@ -103,6 +103,8 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
   if (c.key.endsWith("/"))
     throw new S3Error("InvalidArgument", 400, "a key ending in / names a folder and holds no data");
   const plan = await writePlan(c);
+  // the tags of a multipart upload are not kept yet: refused, not dropped
+  if (c.req.headers["x-amz-tagging"] !== undefined) notImplemented();
   const headers = metadataOf(c.req);
   const algo = c.req.headers["x-amz-checksum-algorithm"];
   const type = c.req.headers["x-amz-checksum-type"];

@@ -7,6 +7,7 @@ import { bucketExists, type Ctx, httpDate, mkdirs, objectPath, send } from "./co
 import { S3Error, toS3Error } from "./errors.ts";
 import { checksumHeaders, etagOf, metadataOf, objectMeta, responseMetadata } from "./metadata.ts";
 import { bucketDefault, requestedSse, sseHeaders } from "./sse.ts";
+import { tagCountHeader, taggingHeader } from "./tagging.ts";
 import { type XmlObject, xmlDoc, xmlTexts } from "./xml.ts";
 
 export const READ_PIECE = 1024 * 1024;
@@ -27,6 +28,7 @@ export async function putObject(c: Ctx): Promise<void> {
   const plan = await writePlan(c);
   const customerKey = c.customerKey;
   const headers = metadataOf(c.req);
+  const tags = taggingHeader(c.req);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
   const w = await c.session.openWrite(path, { truncate: true, ...plan, precondition: writePrecondition(c) });
@@ -41,7 +43,7 @@ export async function putObject(c: Ctx): Promise<void> {
   }
   const { md5, checksum } = body.result();
   const sum = checksum && { algorithm: checksum.algorithm, value: checksum.digest.toString("base64") };
-  await w.close(undefined, objectMeta(md5.toString("hex"), headers, sum && { ...sum, type: "FULL_OBJECT" }));
+  await w.close(undefined, objectMeta(md5.toString("hex"), headers, sum && { ...sum, type: "FULL_OBJECT" }, tags));
   send(c.res, 200, undefined, {
     etag: `"${md5.toString("hex")}"`,
     ...(sum ? { [`x-amz-checksum-${sum.algorithm}`]: sum.value, "x-amz-checksum-type": "FULL_OBJECT" } : {}),
@@ -227,6 +229,7 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
     ...(wantChecksum && !rangeAsked(c) ? checksumHeaders(st.object) : {}),
     ...(wantChecksum && c.query.has("partNumber") ? partChecksumHeaders(c, st.object) : {}),
     etag: etagOf(st),
+    ...tagCountHeader(st.object?.tags),
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",
     ...responseMetadata(st, c.query),

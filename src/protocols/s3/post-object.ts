@@ -16,6 +16,7 @@ import { writePlan } from "./objects.ts";
 import type { ParsedAuth } from "./sigv4.ts";
 import { MAX_SKEW_MS, signingKey } from "./sigv4.ts";
 import { sseHeaders } from "./sse.ts";
+import { parseTagging } from "./tagging.ts";
 import { xmlDoc } from "./xml.ts";
 
 /**
@@ -241,7 +242,8 @@ export async function postObject(c: Ctx, form: Form, now: number): Promise<void>
   // what atrest does not keep is refused, not dropped: an object would not be what the form asked for
   const acl = fields.get("acl");
   if (acl !== undefined && acl !== "private") notImplemented();
-  if (fields.has("tagging")) notImplemented();
+  const tagging = fields.get("tagging");
+  const tags = tagging === undefined ? undefined : parseTagging(tagging);
   const sum = formChecksum(fields);
   await bucketExists(c.session, c.bucket);
   const at = { ...c, key, req: fieldRequest(form, c.req) as IncomingMessage };
@@ -280,7 +282,7 @@ export async function postObject(c: Ctx, form: Form, now: number): Promise<void>
   }
   const etag = md5.digest("hex");
   const kept = sum && { algorithm: sum.checksum.algorithm, value: sum.expected.toString("base64") };
-  await w.close(undefined, objectMeta(etag, headers, kept && { ...kept, type: "FULL_OBJECT" }));
+  await w.close(undefined, objectMeta(etag, headers, kept && { ...kept, type: "FULL_OBJECT" }, tags));
   const location = `/${encodeURIComponent(c.bucket)}/${key.split("/").map(encodeURIComponent).join("/")}`;
   const answer = {
     etag: `"${etag}"`,

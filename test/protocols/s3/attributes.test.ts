@@ -1,5 +1,5 @@
 // GetObjectAttributes with @aws-sdk/client-s3: ETag, checksum, size and storage class of a PutObject; the parts of a
-// multipart object, paged; an SSE-C object only with its key; an unknown attribute refused.
+// multipart object, paged, with each part's checksum; an SSE-C object only with its key; an unknown attribute refused.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { after, before, test } from "node:test";
@@ -101,6 +101,42 @@ test("a multipart object's parts, paged with MaxParts and PartNumberMarker", asy
     page.ObjectParts?.Parts?.map((p) => p.PartNumber),
     [2],
   );
+});
+
+test("a multipart object uploaded with SHA-256 answers each part's checksum", async () => {
+  const c = s3.client();
+  const bodies = [randomBytes(5 * 1024 * 1024), randomBytes(1000)];
+  const { UploadId } = await c.send(
+    new CreateMultipartUploadCommand({ Bucket: "attrs", Key: "sums.bin", ChecksumAlgorithm: "SHA256" }),
+  );
+  const parts = [];
+  for (const [i, Body] of bodies.entries()) {
+    const r = await c.send(
+      new UploadPartCommand({
+        Bucket: "attrs",
+        Key: "sums.bin",
+        UploadId,
+        PartNumber: i + 1,
+        Body,
+        ChecksumAlgorithm: "SHA256",
+      }),
+    );
+    parts.push({ PartNumber: i + 1, ETag: r.ETag, ChecksumSHA256: r.ChecksumSHA256 });
+  }
+  await c.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: "attrs",
+      Key: "sums.bin",
+      UploadId,
+      MultipartUpload: { Parts: parts },
+    }),
+  );
+  const a = await c.send(new GetObjectAttributesCommand({ Bucket: "attrs", Key: "sums.bin", ObjectAttributes: ALL }));
+  assert.deepEqual(
+    a.ObjectParts?.Parts?.map((p) => p.ChecksumSHA256),
+    bodies.map((b) => createHash("sha256").update(b).digest("base64")),
+  );
+  assert.match(a.Checksum?.ChecksumSHA256 ?? "", /-2$|^[A-Za-z0-9+/=]+$/);
 });
 
 test("an SSE-C object: refused without its key or with another (400, as HEAD), answered with it", async () => {

@@ -86,7 +86,6 @@ export const EXCLUSIONS: Exclusion[] = [
     tests: [
       "test_lifecycle_set_multipart",
       "test_set_multipart_tagging",
-      "test_post_object_tags_authenticated_request",
       "test_object_lock_delete_multipart_object_with_retention",
       "test_object_lock_delete_multipart_object_with_legal_hold_on",
     ],
@@ -110,13 +109,6 @@ export const EXCLUSIONS: Exclusion[] = [
       "test_bucket_listv2_delimiter_prefix_ends_with_delimiter",
       "test_bucket_list_delimiter_not_skip_special",
     ],
-  },
-  {
-    kind: "pending",
-    reason:
-      "GetObjectAttributes answers no per-part checksums: a completed multipart object keeps its part sizes, not " +
-      "its parts' checksums (ListParts has them while the upload is open)",
-    tests: ["test_get_multipart_checksum_object_attributes"],
   },
   {
     kind: "client",
