@@ -30,7 +30,10 @@ export type ErrorCode =
   // The object is encrypted with a customer-provided key (S3 SSE-C) and the request did not bring it.
   | "KEY_REQUIRED"
   // A resource bound was reached (open files per user, buffered bytes, connections): retrying later may succeed.
-  | "LIMIT_EXCEEDED";
+  | "LIMIT_EXCEEDED"
+  // A service the server stores in does not answer (the metadata database, the object store): retrying later may
+  // succeed, nothing was changed by the refused operation that a retry could double.
+  | "UNAVAILABLE";
 
 export class AtrestError extends Error {
   readonly code: ErrorCode;

@@ -35,6 +35,8 @@ export const KMS_ERRORS: Readonly<Record<KmsErrorCode, { status: number; title: 
   KEY_REQUIRED: { status: 403, title: "customer key required" },
   // A resource bound of the server was reached; retrying later may succeed.
   LIMIT_EXCEEDED: { status: 429, title: "too many" },
+  // A store the service depends on does not answer: retrying (another node) may succeed.
+  UNAVAILABLE: { status: 503, title: "service unavailable" },
   INTERNAL: { status: 500, title: "internal error" },
 };
 

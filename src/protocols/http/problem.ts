@@ -40,6 +40,7 @@ const STATUS: Record<ErrorCode, [number, string]> = {
   NO_SPACE: [507, "no space left on device"],
   KEY_REQUIRED: [403, "encrypted with a customer-provided key (S3 SSE-C): read it over S3 with that key"],
   LIMIT_EXCEEDED: [429, "too many requests"],
+  UNAVAILABLE: [503, "service unavailable"],
 };
 
 /** A refusal decided by the door itself (no such route, a Range past the end, a missing header). */

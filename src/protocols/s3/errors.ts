@@ -41,6 +41,7 @@ const MAP: Record<ErrorCode, [string, number, string | undefined]> = {
   // AWS's answer for a request it will not take now; clients back off and retry
   LIMIT_EXCEEDED: ["SlowDown", 503, undefined],
   NO_SPACE: ["ServiceUnavailable", 503, "no space left on device"],
+  UNAVAILABLE: ["ServiceUnavailable", 503, "storage unavailable, please retry"],
   KEY_REQUIRED: [
     "InvalidRequest",
     400,

@@ -34,6 +34,7 @@ const MAP: Record<ErrorCode, [StatusCode, string | undefined]> = {
     "encrypted with a customer-provided key (S3 SSE-C): read it over S3 with that key",
   ],
   LIMIT_EXCEEDED: [STATUS.FAILURE, undefined],
+  UNAVAILABLE: [STATUS.FAILURE, "storage unavailable, try again later"],
 };
 
 export function toStatus(err: unknown): SftpStatus {

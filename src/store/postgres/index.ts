@@ -97,10 +97,30 @@ function prepared(sql: string): { text: string; name: string } {
   return q;
 }
 
+/** Socket-level failures reaching the database (node:net codes). */
+const NETWORK = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+]);
+
 function mapError(err: unknown): unknown {
   if (err instanceof AtrestError) return err;
   const code = (err as { code?: unknown } | null)?.code;
   if (code === "53100") return new NoSpaceError({ cause: err });
+  const message = (err as { message?: unknown } | null)?.message;
+  // the database is away (refused, reset, shut down, restarting) rather than the query being wrong: class 08
+  // connection exceptions, 57P01-57P03 shutdowns, and the driver's own "Connection terminated …"
+  if (
+    (typeof code === "string" && (NETWORK.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code))) ||
+    (typeof message === "string" && message.startsWith("Connection terminated"))
+  ) {
+    return new AtrestError("UNAVAILABLE", "metadata store unavailable", { cause: err });
+  }
   return err;
 }
 
