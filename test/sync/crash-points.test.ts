@@ -111,6 +111,27 @@ describe("sync step killed between server and state: the next step converges wit
     assert.equal(await readFile(join(a2.dir, "other.txt"), "utf8"), "other v2");
   });
 
+  test("killed after publishing, then again before publishing: the first step's uploads stay base", async () => {
+    await writeFile(join(a1.dir, "twice.bin"), "t1");
+    await writeFile(join(a1.dir, "twice-doomed.txt"), "d1");
+    await a1.sync(region);
+    await writeFile(join(a1.dir, "twice.bin"), "t2");
+    await writeFile(join(a1.dir, "twice-doomed.txt"), "d2");
+    await crashedStep(a1, region, "after-publish");
+    // the next step adopts those uploads, writes its own intent (t3) and dies before the server takes it
+    await writeFile(join(a1.dir, "twice.bin"), "t3");
+    await crashedStep(a1, region, "before-publish");
+    await writeFile(join(a1.dir, "twice.bin"), "t4");
+    await rm(join(a1.dir, "twice-doomed.txt"));
+    await a1.sync(region);
+    const tree = await treeOf(a1.dir);
+    assert.deepEqual(noConflicts(tree), [], JSON.stringify(tree));
+    assert.equal(await readFile(join(a1.dir, "twice.bin"), "utf8"), "t4");
+    assert.ok(!("twice-doomed.txt" in tree), "the file deleted after its crashed edit stays deleted");
+    await a2.sync(region);
+    assert.deepEqual(await treeOf(a2.dir), tree);
+  });
+
   test("another device's edit after the crashed upload is still a conflict: both versions kept", async () => {
     await writeFile(join(a1.dir, "shared.txt"), "laptop v1");
     await crashedStep(a1, region, "after-publish");

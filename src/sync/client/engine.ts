@@ -271,11 +271,20 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
     // A step killed between publishing and saving its base: what the server holds with this device's own blobs is
     // this device's content, so it is base, not a remote edit (else the device's own upload would meet its next
     // local edit as a conflict copy, or bring back a file deleted here since).
+    let adopted = false;
     for (const [id, p] of Object.entries(ctx.state.pending ?? {})) {
       const r = remote.byId.get(id);
       if (r?.entry.kind !== "file" || r.entry.hash !== p.hash) continue;
       const { hash: _hash, ...b } = p;
       baseById.set(id, b);
+      adopted = true;
+    }
+    // saved at once: this step writes its own intent over the old one before it publishes, so a second kill there
+    // would lose what the first step's intent proved (found by kill.test.ts: the device's own edit then met its next
+    // edit as a conflict copy, and a file deleted after its edit came back as the "remote" edit)
+    if (adopted) {
+      ctx.state.base = Object.fromEntries(baseById);
+      await session.state.writeRegion(ctx.state);
     }
     const baseByPath = new Map([...baseById.values()].map((b) => [b.path, b]));
     const local = await scan(root, baseByPath, o.progress);
