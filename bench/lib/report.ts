@@ -100,16 +100,31 @@ export function previousSection(path: string, name: string): string | undefined 
   return text.slice(from + START(name).length, to).trim();
 }
 
+/**
+ * What was written by hand under a module's generated figures (between its end marker and the next heading): notes
+ * on where the time goes, kept when the figures are rewritten.
+ */
+export function sectionNotes(text: string, name: string): string {
+  const at = text.indexOf(END(name));
+  if (at < 0) return "";
+  const rest = text.slice(at + END(name).length);
+  const next = rest.search(/^## /m);
+  return (next < 0 ? "" : rest.slice(0, next)).trim();
+}
+
 export function writeDoc(
   path: string,
   intro: string,
   sections: { name: string; title: string; body: string | undefined }[],
   method: string,
 ): void {
+  const old = existsSync(path) ? readFileSync(path, "utf8") : "";
   const parts = [intro];
   for (const s of sections) {
+    const notes = sectionNotes(old, s.name);
     parts.push(
-      `## ${s.title}\n\n${START(s.name)}\n${s.body ?? `_Not run yet: \`npm run bench -- ${s.name}\`._`}\n${END(s.name)}`,
+      `## ${s.title}\n\n${START(s.name)}\n${s.body ?? `_Not run yet: \`npm run bench -- ${s.name}\`._`}\n${END(s.name)}` +
+        (notes ? `\n\n${notes}` : ""),
     );
   }
   parts.push(method);
