@@ -200,7 +200,8 @@ test("near the fd limit new files are refused and the reserve keeps logins and t
     const local = join(dir, "bob.bin");
     await writeFile(local, randomBytes(50_000));
     const ls = await bob(["pwd", "ls -l"]);
-    assert.equal(ls.code, 0, ls.stderr);
+    // once seen refused at key exchange in CI (1 run of 4): the server's log says which limit refused it
+    assert.equal(ls.code, 0, `${ls.stderr}\nserver: ${server.output().slice(-3000)}`);
     c.end();
     // each open upload is kept as a resumable partial (fsync'd) as the connection goes: that takes a while
     await waitFor("alice's files released", async () => (await procStatus(pid)).fds < 400, 180_000);
