@@ -57,6 +57,8 @@ const PURPOSE = "session-row";
 export const RECHECK_MS = 2000;
 /** Its last use is written back at most this often. */
 const TOUCH_MS = 60_000;
+/** How long an ended session stays refused by digest here (longer than any store round trip that read it before). */
+const ENDED_KEEP_MS = 60_000;
 
 interface Entry {
   session: BrowserSession;
@@ -67,6 +69,11 @@ interface Entry {
 export class SessionTable {
   readonly settings: SessionSettings;
   readonly #byDigest = new Map<string, Entry>();
+  /**
+   * Sessions ended here lately (digest → when): refused at once, while the shared row's delete is still on its way
+   * and a lookup that read the row before the delete could otherwise bring the session back.
+   */
+  readonly #ended = new Map<string, number>();
   readonly #now: () => number;
   /** Told of every session that ends (logout, timeout, logout everywhere), to audit the logout. */
   readonly #onEnd: (s: BrowserSession) => void;
@@ -118,6 +125,7 @@ export class SessionTable {
     if (!cookie || cookie.length > 128) return undefined;
     const key = digest(cookie);
     const now = this.#now();
+    if (this.#ended.has(key)) return undefined;
     let entry = this.#byDigest.get(key);
     if (entry && this.#shared && now - entry.checkedAt > RECHECK_MS) {
       const fresh = await this.#fetch(key);
@@ -133,7 +141,7 @@ export class SessionTable {
     }
     if (!entry && this.#shared) {
       const fresh = await this.#fetch(key);
-      if (!fresh) return undefined;
+      if (!fresh || this.#ended.has(key)) return undefined;
       entry = { session: fresh, checkedAt: now, storedSeen: fresh.lastSeen };
       this.#byDigest.set(key, entry);
     }
@@ -224,12 +232,18 @@ export class SessionTable {
   }
 
   async #end(key: string): Promise<boolean> {
+    // refused from this moment: the caller (an admin ending a user's sessions) may answer before the row is deleted
     const e = this.#byDigest.get(key);
-    const removed = this.#shared ? await this.#shared.rows.deleteSetting(ROW(key)).catch(() => false) : false;
-    if (!e) return removed;
-    this.#byDigest.delete(key);
-    this.#onEnd(e.session);
-    return true;
+    if (e) {
+      this.#byDigest.delete(key);
+      this.#onEnd(e.session);
+    }
+    if (!this.#shared) return e !== undefined;
+    const now = this.#now();
+    for (const [k, at] of this.#ended) if (now - at > ENDED_KEEP_MS) this.#ended.delete(k);
+    this.#ended.set(key, now);
+    const removed = await this.#shared.rows.deleteSetting(ROW(key)).catch(() => false);
+    return e !== undefined || removed;
   }
 
   async #store(key: string, s: BrowserSession): Promise<void> {
