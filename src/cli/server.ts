@@ -261,6 +261,7 @@ export function registerServer(program: Command): void {
             getSetting: (k) => app.store.getSetting(k),
             setSetting: (k, v) => app.store.transaction((tx) => tx.setSetting(k, v)),
             deleteSetting: (k) => app.store.transaction((tx) => tx.deleteSetting(k)),
+            listSettings: (prefix) => app.store.listSettings(prefix),
           },
           sync,
           host: config.host,

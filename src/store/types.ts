@@ -188,6 +188,8 @@ export interface KeyJobRow {
 
 export interface SettingsReads {
   getSetting(key: string): Promise<Buffer | undefined>;
+  /** Every setting whose key starts with `prefix`, in key order (the rows several nodes share, e.g. browser sessions). */
+  listSettings(prefix: string): Promise<{ key: string; value: Buffer }[]>;
 }
 export interface SettingsWrites {
   setSetting(key: string, value: Buffer): Promise<void>;

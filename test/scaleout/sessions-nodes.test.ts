@@ -1,7 +1,8 @@
 // Browser sessions kept in the metadata store (sealed): two `atrest server` nodes on one PostgreSQL schema and a
 // remote key manager. A session made on node a is accepted by node b (CSRF included); a logout through b ends it on a
 // within the recheck period; "log out everywhere" through b ends a's sessions of that user; a restarted node still
-// accepts a session made before; the stored row holds neither the cookie nor the CSRF token in the clear.
+// accepts a session made before; the stored row holds neither the cookie nor the CSRF token in the clear; the admin's
+// session list on either node shows both nodes' browser sessions.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -36,6 +37,10 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
       nodes.push({ data, server: await startServer(data, flags), flags });
     }
     await cli(["user", "add", "alice", "--password-stdin", "--data", nodes[0]?.data as string], "alice-password\n");
+    await cli(
+      ["user", "add", "root", "--role", "admin", "--password-stdin", "--data", nodes[0]?.data as string],
+      "root-password\n",
+    );
   });
   after(async () => {
     for (const n of nodes) await n.server.stop();
@@ -122,6 +127,32 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
     const again = await client(0);
     assert.equal((await again.login("alice", "alice-password")).status, 200, "a new login works");
     assert.equal((await again.req("GET", "/api/v1/auth/session")).status, 200);
+  });
+
+  it("the admin's session list on either node shows the browser sessions of both", async () => {
+    const a = await client(0);
+    assert.equal((await a.login("alice", "alice-password")).status, 200);
+    const admin = await client(1);
+    assert.equal((await admin.login("root", "root-password")).status, 200);
+    type Listed = { sessionId: string; user: string; protocol: string };
+    const listed = async (c: ApiClient) => {
+      const r = await c.req("GET", "/api/v1/admin/sessions");
+      assert.equal(r.status, 200, r.body.toString());
+      assert.ok(!r.body.toString().includes(String(a.csrf)), "a CSRF token in the list");
+      return r.json<{ sessions: Listed[] }>().sessions.filter((s) => s.protocol === "http");
+    };
+    const onB = await listed(admin);
+    assert.ok(
+      onB.some((s) => s.user === "alice"),
+      `node b lists alice's session made on a: ${JSON.stringify(onB)}`,
+    );
+    assert.ok(onB.some((s) => s.user === "root"));
+    const onA = await listed(await carry(admin, 0));
+    assert.deepEqual(onA.map((s) => s.sessionId).sort(), onB.map((s) => s.sessionId).sort());
+    // ended through a: gone from b's list at once (the list reads the store)
+    const alice = (l: Listed[]) => l.filter((s) => s.user === "alice").length;
+    assert.equal((await a.req("POST", "/api/v1/auth/logout", { json: {} })).status, 204);
+    assert.equal(alice(await listed(admin)), alice(onB) - 1);
   });
 
   it("a restarted node accepts a session made before its restart", async () => {

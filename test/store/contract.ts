@@ -66,6 +66,30 @@ export function metaStoreContract(driver: ContractDriver): void {
     });
     after(() => store.close());
 
+    describe("settings", () => {
+      it("lists the settings under a prefix, in key order, and nothing outside it", async () => {
+        await store.transaction(async (tx) => {
+          for (const k of ["ls.a_2", "ls.a_1", "ls.a%", "ls.ab", "ls.b", "ls", "lsx.a_1"]) {
+            await tx.setSetting(k, Buffer.from(`v:${k}`));
+          }
+        });
+        const got = await store.listSettings("ls.a_");
+        assert.deepEqual(
+          got.map((r) => [r.key, r.value.toString()]),
+          [
+            ["ls.a_1", "v:ls.a_1"],
+            ["ls.a_2", "v:ls.a_2"],
+          ],
+          "_ and % are not wildcards",
+        );
+        assert.deepEqual((await store.listSettings("ls.")).length, 5);
+        assert.deepEqual(await store.listSettings("nothing."), []);
+        await store.transaction(async (tx) => {
+          assert.equal((await tx.listSettings("ls.a%")).length, 1);
+        });
+      });
+    });
+
     describe("transactions", () => {
       it("commits what the handle wrote when the function resolves", async () => {
         const result = await store.transaction(async (tx) => {

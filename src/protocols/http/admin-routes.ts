@@ -387,7 +387,8 @@ export function adminRoutes(deps: HttpDeps): Route[] {
         method: "GET",
         url: "/api/v1/admin/sessions",
         operationId: "listSessions",
-        summary: "Logged-in connections of every door right now",
+        summary:
+          "Logged-in connections of every door right now (browser sessions of every node; other doors: this node's)",
         tags: ["admin"],
         auth: ADMIN_READ,
         responses: {
@@ -408,9 +409,28 @@ export function adminRoutes(deps: HttpDeps): Route[] {
           ...errors(401, 403),
         },
       },
-      async () => ({
-        sessions: o.login.sessions().map((s) => ({ ...s, since: new Date(s.since).toISOString() })),
-      }),
+      async () => {
+        // browser sessions from the table: with a shared store every node's, not only those that logged in here
+        const browser = (await deps.sessions.listAll()).map((s) => ({
+          sessionId: s.id,
+          user: s.user,
+          protocol: "http",
+          sourceIp: s.sourceIp,
+          since: s.created,
+        }));
+        // this node's connections of the other doors (SFTP, S3, …): its own record of browser logins is left out, as
+        // it keeps a session ended through another node until this one next sees it
+        const others = o.login.sessions().filter((s) => s.protocol !== "http");
+        return {
+          sessions: [...browser, ...others].map((s) => ({
+            sessionId: s.sessionId,
+            user: s.user,
+            protocol: s.protocol,
+            ...(s.sourceIp !== undefined ? { sourceIp: s.sourceIp } : {}),
+            since: new Date(s.since).toISOString(),
+          })),
+        };
+      },
     ),
     route(
       {

@@ -41,6 +41,8 @@ export interface SessionRows {
   getSetting(key: string): Promise<Buffer | undefined>;
   setSetting(key: string, value: Buffer): Promise<void>;
   deleteSetting(key: string): Promise<boolean>;
+  /** Every row whose key starts with the prefix: the admin's list of every node's sessions, the sweep of dead ones. */
+  listSettings(prefix: string): Promise<{ key: string; value: Buffer }[]>;
 }
 
 export interface SharedSessions {
@@ -48,10 +50,11 @@ export interface SharedSessions {
   cookies: SealedCookies;
 }
 
-const ROW = (key: string) => `http.session.${key}`;
+const ROW_PREFIX = "http.session.";
+const ROW = (key: string) => `${ROW_PREFIX}${key}`;
+const SINCE_PREFIX = "http.sessions.since.";
 /** The user's cut-off: keyed by a tag of the name, as the store keeps user names only sealed. */
-const SINCE = (shared: SharedSessions, user: string) =>
-  `http.sessions.since.${shared.cookies.tag("session-user", user)}`;
+const SINCE = (shared: SharedSessions, user: string) => `${SINCE_PREFIX}${shared.cookies.tag("session-user", user)}`;
 const PURPOSE = "session-row";
 /** A session held by this node is read again from the store after this long (a logout elsewhere applies by then). */
 export const RECHECK_MS = 2000;
@@ -59,6 +62,11 @@ export const RECHECK_MS = 2000;
 const TOUCH_MS = 60_000;
 /** How long an ended session stays refused by digest here (longer than any store round trip that read it before). */
 const ENDED_KEEP_MS = 60_000;
+/**
+ * The store's rows are swept (every node's, a dead node's too) at most this often. A row's lastSeen lags the sessions's
+ * real last use by less than TOUCH_MS, so a row is idle past its timeout only once it is idle past idleMs + TOUCH_MS.
+ */
+const STORE_SWEEP_MS = 5 * 60_000;
 
 interface Entry {
   session: BrowserSession;
@@ -78,6 +86,7 @@ export class SessionTable {
   /** Told of every session that ends (logout, timeout, logout everywhere), to audit the logout. */
   readonly #onEnd: (s: BrowserSession) => void;
   readonly #shared: SharedSessions | undefined;
+  #storeSweptAt = 0;
 
   constructor(
     settings: SessionSettings,
@@ -195,9 +204,13 @@ export class SessionTable {
     return n;
   }
 
-  /** Drops timed-out sessions (the server runs it on a timer). */
+  /** Drops timed-out sessions (the server runs it on a timer); now and then the store's timed-out rows too. */
   async sweep(): Promise<void> {
     const now = this.#now();
+    if (this.#shared && now - this.#storeSweptAt >= STORE_SWEEP_MS) {
+      this.#storeSweptAt = now;
+      await this.listAll();
+    }
     for (const [key, e] of [...this.#byDigest]) {
       const s = e.session;
       if (now - s.lastSeen > this.settings.idleMs || now - s.created > this.settings.absoluteMs) {
@@ -212,6 +225,48 @@ export class SessionTable {
     }
   }
 
+  /**
+   * Every live session: with a shared store, those of every node (the store's rows, a session made on a node that
+   * has stopped included), deleting on the way the rows no session can use any more: timed out (idle, absolute),
+   * older than their user's cut-off, unreadable. The cut-off rows themselves go once every session they refuse has
+   * timed out anyway. Without a shared store, this node's (list()).
+   */
+  async listAll(): Promise<BrowserSession[]> {
+    const shared = this.#shared;
+    if (!shared) return this.list();
+    const now = this.#now();
+    const live: BrowserSession[] = [];
+    const cutoffs = new Map<string, number>();
+    for (const { key, value } of await shared.rows.listSettings(SINCE_PREFIX)) {
+      const at = Number(value.toString());
+      if (!(at > now - this.settings.absoluteMs)) await shared.rows.deleteSetting(key).catch(() => false);
+      else cutoffs.set(key, at);
+    }
+    for (const { key: row, value } of await shared.rows.listSettings(ROW_PREFIX)) {
+      const key = row.slice(ROW_PREFIX.length);
+      if (this.#ended.has(key)) continue;
+      const v = shared.cookies.open(PURPOSE, value.toString(), now);
+      const s = v && v.d === key && typeof v.s === "object" && v.s !== null ? (v.s as BrowserSession) : undefined;
+      const mine = this.#byDigest.get(key)?.session;
+      const lastSeen = Math.max(s?.lastSeen ?? 0, mine?.lastSeen ?? 0);
+      const dead =
+        !s ||
+        typeof s.user !== "string" ||
+        typeof s.created !== "number" ||
+        now - s.created > this.settings.absoluteMs ||
+        now - lastSeen > this.settings.idleMs + TOUCH_MS ||
+        (cutoffs.get(SINCE(shared, s.user)) ?? -1) >= s.created;
+      if (dead) {
+        if (mine) await this.#end(key);
+        else await shared.rows.deleteSetting(row).catch(() => false);
+        continue;
+      }
+      live.push({ ...s, lastSeen });
+    }
+    return live;
+  }
+
+  /** This node's sessions (those it created or served lately). */
   list(user?: string): BrowserSession[] {
     return [...this.#byDigest.values()]
       .map((e) => e.session)
