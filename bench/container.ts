@@ -2,6 +2,7 @@
 import { randomBytes, randomFillSync } from "node:crypto";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
+import { containerCrypto } from "../src/crypto/gcm-native.ts";
 import { serverRuntime } from "./lib/atrest.ts";
 import { run } from "./lib/proc.ts";
 import { GiB, MB, MiB, size } from "./lib/report.ts";
@@ -63,13 +64,16 @@ interface Timing {
   /** wall seconds */
   sealWall: number;
   openWall: number;
+  /** Which AES-GCM sealed and opened (src/crypto/gcm-native.ts). */
+  crypto: string;
 }
 
 /**
  * Seals `total` bytes as full segments plus an empty final one, then opens as many; seconds for each. As the server's
  * seal worker does: the plaintext comes in 1 MiB batches (16 segments) and is sealed into a recycled 1 MiB output (a
  * fresh output per segment would be measuring the allocator, a 64 MiB ring the memory bus: 1,376 against 2,650
- * MB/s, measured); each open returns new plaintext, as the server's do.
+ * MB/s, measured); the opens likewise, batch by batch into a recycled 1 MiB plaintext output, as the seal worker's
+ * do (the last batch sealed, opened again and again).
  */
 function sealOpen(format: Format, total: number): Timing {
   const dek = randomBytes(32);
@@ -95,17 +99,18 @@ function sealOpen(format: Format, total: number): Timing {
   cpu = process.cpuUsage();
   t = performance.now();
   let check = 0;
-  for (let i = 0; i < count; i++) {
-    const slot = i % perRing;
-    check += keys.open(ringIndex[slot], ring.subarray(slot * sealedSize, (slot + 1) * sealedSize), false).length;
-    if (i % (JOBS_PER_SCAVENGE * perRing) === JOBS_PER_SCAVENGE * perRing - 1) scavenge?.();
+  const plain = Buffer.alloc(perRing * seg);
+  for (let i = 0; i < count; i += perRing) {
+    const n = Math.min(perRing, count - i);
+    check += keys.openSegmentsInto(ringIndex[0], ring.subarray(0, n * sealedSize), false, plain);
+    if ((i / perRing) % JOBS_PER_SCAVENGE === JOBS_PER_SCAVENGE - 1) scavenge?.();
   }
   check += keys.open(count, final, true).length;
   const open = cpuSince(cpu);
   const openWall = (performance.now() - t) / 1000;
   keys.destroy();
   if (check !== count * seg) throw new Error(`opened ${check} bytes, expected ${count * seg}`);
-  return { seal, open, sealWall, openWall };
+  return { seal, open, sealWall, openWall, crypto: containerCrypto().describe };
 }
 
 /**
@@ -113,11 +118,11 @@ function sealOpen(format: Format, total: number): Timing {
  * runner's heap (every bench module loaded, ~55 MB) each cipher output Buffer counted towards a major GC, 33 of them
  * per GiB, and the same loop measured 0.17× instead of 0.46× (2026-12-04, load 16).
  */
-async function sealOpenApart(root: string, total: number): Promise<Timing> {
+async function sealOpenApart(root: string, total: number, env: NodeJS.ProcessEnv = {}): Promise<Timing> {
   // with the server's process settings (src/cli/server-runtime.json: V8 flags, MALLOC_ARENA_MAX), as its seal worker
   const runtime = serverRuntime(root);
   const args = [...runtime.nodeFlags, "--expose-gc", fileURLToPath(import.meta.url), "--seal-open", String(total)];
-  const { stdout } = await run(process.execPath, args, { env: runtime.env, timeoutMs: 600_000 });
+  const { stdout } = await run(process.execPath, args, { env: { ...runtime.env, ...env }, timeoutMs: 600_000 });
   return JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as Timing;
 }
 
@@ -134,9 +139,9 @@ export const container: BenchModule = {
     "**Container**: `openssl speed -evp aes-256-gcm -seconds 3` (one core; the 16384-byte column) against atrest's " +
       "`createHeader` + `keys.sealSegmentsInto(i, batch, output)` (the seal worker's routine) over 1 GiB of in-memory plaintext in default-size " +
       "segments (1 MiB batches sealed into a recycled 1 MiB output, as the server's seal worker does), then " +
-      "`keys.open` of as many sealed segments (one core, Node's `node:crypto`, in a Node process of its own with " +
+      "`keys.openSegmentsInto` of as many sealed segments, 1 MiB batches into a recycled output as the worker opens them (one core, OpenSSL's EVP through atrest's GCM binding, in a Node process of its own with " +
       "the server's process settings, as the server seals on a worker thread with a heap of its own, and its " +
-      "young-generation collection every 8 batches). Best of 2. " +
+      "young-generation collection every 8 batches). Best of 2; then one run on the node:crypto path (`ATREST_CONTAINER_CRYPTO=js`, a server without the binding). " +
       "Both sides on CPU time: `openssl speed` divides by the user CPU time it used, atrest's MB/s are bytes over " +
       "the process's user + system CPU time for the loop (`process.cpuUsage`), so other load on the machine does " +
       "not count against either (wall-time MB/s in the notes). Ratio = atrest MB/s / OpenSSL MB/s (target ≥ 0.6×).",
@@ -153,6 +158,7 @@ export const container: BenchModule = {
 
     const format = await loadFormat();
     let best: Timing | undefined;
+    let fallback: Timing | undefined;
     let segment = "";
     if (typeof format === "string") {
       ctx.log(`skipping atrest container: ${format}`);
@@ -168,8 +174,12 @@ export const container: BenchModule = {
           open: Math.min(best?.open ?? r.open, r.open),
           sealWall: Math.min(best?.sealWall ?? r.sealWall, r.sealWall),
           openWall: Math.min(best?.openWall ?? r.openWall, r.openWall),
+          crypto: r.crypto,
         };
       }
+      // The node:crypto path a server without the binding (or with ATREST_CONTAINER_CRYPTO=js) takes: one run.
+      fallback = await sealOpenApart(ctx.root, total, { ATREST_CONTAINER_CRYPTO: "js" });
+      ctx.log(`  node:crypto: seal ${fallback.seal.toFixed(2)} s CPU, open ${fallback.open.toFixed(2)} s CPU`);
       const probe = format.createHeader({ dek: randomBytes(32), fileId: "probe", wrappedDek: randomBytes(60) });
       segment = size(probe.keys.layout.segmentSize);
       probe.keys.destroy();
@@ -191,6 +201,12 @@ export const container: BenchModule = {
       `OpenSSL at 8192-byte blocks: ${fmt(speed.get(8192))} MB/s. atrest processed ${size(total)} per run; target ≥ ${TARGET}×.`,
       `atrest by wall time (load ${loadavg()[0].toFixed(1)} at the end): seal ${fmt(rate(best?.sealWall))} MB/s, open ${fmt(rate(best?.openWall))} MB/s.`,
     );
+    if (best) notes.push(`atrest's AES-GCM: ${best.crypto}.`);
+    if (fallback) {
+      notes.push(
+        `node:crypto path (ATREST_CONTAINER_CRYPTO=js, as without the binding), one run: seal ${fmt(rate(fallback.seal))} MB/s (${vs(rate(fallback.seal))}), open ${fmt(rate(fallback.open))} MB/s (${vs(rate(fallback.open))}).`,
+      );
+    }
     if (ctx.quick) notes.push("`--quick`: smaller size and one run; not comparable with full runs.");
     const summary = [
       `container encrypt: atrest ${fmt(rate(best?.seal))} MB/s vs OpenSSL ${fmt(ossl)} MB/s, ratio ${vs(rate(best?.seal))}`,

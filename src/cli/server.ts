@@ -9,6 +9,7 @@ import { query } from "../audit/query.ts";
 import { loadConfig } from "../config/config.ts";
 import { aeadKey } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
+import { containerCrypto } from "../crypto/gcm-native.ts";
 import { AtrestError } from "../errors.ts";
 import { serviceKey } from "../keys/service-keys.ts";
 import { Registry } from "../metrics/registry.ts";
@@ -128,6 +129,7 @@ export function registerServer(program: Command): void {
       });
       say(`key manager: ${app.keyManagerLocation}`);
       say(`metadata store: ${describeMetaStore(config.data, config.meta)}${app.node ? ` (node ${app.node})` : ""}`);
+      say(`container crypto: ${containerCrypto().describe}`);
       app.audit.setFailClosed(config.audit.failClosed);
       app.audit.onFailure((failure) => {
         if (failure === undefined) logger.warn({ path: app.audit.path }, "audit log writable again");

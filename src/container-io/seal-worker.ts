@@ -7,16 +7,9 @@ import { type KeyObject, randomFillSync } from "node:crypto";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { parentPort } from "node:worker_threads";
-import { open as aeadOpen, NONCE_LENGTH } from "../crypto/aead.ts";
-import { zero } from "../crypto/bytes.ts";
+import { NONCE_LENGTH } from "../crypto/aead.ts";
 import { IntegrityError } from "../errors.ts";
-import {
-  checkSealedSegmentLength,
-  finalDataLength,
-  sealSegmentsInto,
-  segmentAadTemplate,
-  setSegmentAad,
-} from "../format/container.ts";
+import { openSegmentsInto, sealSegmentsInto, segmentAadTemplate } from "../format/container.ts";
 import type { Layout } from "../format/layout.ts";
 import type { ErrorReply, OpenReply, OpenRequest, SealReply, SealRequest, WorkerRequest } from "./seal-messages.ts";
 
@@ -66,7 +59,6 @@ function openRange(request: OpenRequest): OpenReply {
   const { key, aad, layout } = keysOf(request.keys);
   const { startIndex, sealedLength, last } = request;
   const full = layout.sealedSegmentSize;
-  const segmentSize = layout.segmentSize;
   if (
     !Number.isSafeInteger(startIndex) ||
     startIndex < 0 ||
@@ -78,30 +70,14 @@ function openRange(request: OpenRequest): OpenReply {
   }
   const count = Math.ceil(sealedLength / full);
   const input = Buffer.from(request.sealed, 0, sealedLength);
-  const plaintext = outputBuffer(request.output, count * segmentSize);
-  const out = Buffer.from(plaintext, 0, count * segmentSize);
-  let length = 0;
-  try {
-    for (let i = 0; i < count; i++) {
-      const index = startIndex + i;
-      const isLast = last && i === count - 1;
-      const segment = input.subarray(i * full, Math.min(sealedLength, (i + 1) * full));
-      checkSealedSegmentLength(layout, index, segment.length, isLast);
-      // Same primitives as ContainerKeys.open: aead.open verifies the tag before anything is kept.
-      const plain = aeadOpen(key, segment, setSegmentAad(aad, index, isLast));
-      const data = isLast ? plain.subarray(0, finalDataLength(plain, segmentSize, index)) : plain;
-      data.copy(out, length);
-      length += data.length;
-    }
-  } catch (err) {
-    // Segments before the failing one were authentic, but a failed range hands back no plaintext at all.
-    zero(out.subarray(0, length));
-    throw err;
-  }
+  const plaintext = outputBuffer(request.output, count * layout.segmentSize);
+  const out = Buffer.from(plaintext, 0, count * layout.segmentSize);
+  const length = openSegmentsInto(key, aad, layout, startIndex, input, last, out);
   return { type: "open", id: request.id, plaintext, length, sealed: request.sealed };
 }
 
-// Every segment costs one fresh cipher/decipher output buffer (Node cannot encrypt into a given buffer). V8 collects
+// Without atrest's GCM binding (node:crypto fallback, gcm-native.ts) every segment costs fresh cipher/decipher output
+// buffers (node:crypto cannot encrypt into a given buffer); with it nothing per segment is allocated. V8 collects
 // that garbage only once ~64 MiB of it piled up, which showed as ~60 MB of server RSS during transfers; a scavenge
 // every few jobs (young generation only: well under a millisecond here) keeps it to a few MiB. `gc` is exposed to
 // this one context only: the flag is switched off again right away (V8 flags are process-wide).

@@ -3,7 +3,7 @@
 import { createSecretKey, type KeyObject } from "node:crypto";
 import {
   aeadKey,
-  open as aeadOpen,
+  openInto as aeadOpenInto,
   seal as aeadSeal,
   sealInto as aeadSealInto,
   KEY_LENGTH,
@@ -82,6 +82,48 @@ export function sealSegmentsInto(
     const data = plaintext.subarray(i * size, (i + 1) * size);
     aeadSealInto(key, nonce, data, setSegmentAad(aad, startIndex + i, false), out, i * sealedSize);
   }
+}
+
+/**
+ * Opens consecutive segments `sealed` (as on disk: full sealed segments, the last one shorter when `last` says the
+ * range ends with the container's final segment), the first being segment `startIndex`, into `out` (segment i's
+ * plaintext at i * segmentSize; room for a full segment each) and returns the plaintext length (the final segment
+ * unpadded). As ContainerKeys.open does, segment by segment; any failure → IntegrityError with nothing of the range
+ * left in `out` (segments before the failing one were authentic, but a failed range hands back no plaintext). The
+ * seal workers and ContainerKeys.openSegmentsInto share it.
+ */
+export function openSegmentsInto(
+  key: KeyObject,
+  aad: Buffer,
+  layout: Layout,
+  startIndex: number,
+  sealed: Buffer,
+  last: boolean,
+  out: Buffer,
+): number {
+  const full = layout.sealedSegmentSize;
+  const count = Math.ceil(sealed.length / full);
+  if (!Number.isSafeInteger(startIndex) || startIndex < 0 || count < 1) {
+    throw new AtrestError("INVALID_INPUT", "open at least one segment at a valid index");
+  }
+  if (out.length < count * layout.segmentSize) throw new AtrestError("INVALID_INPUT", "output too small");
+  let length = 0;
+  try {
+    for (let i = 0; i < count; i++) {
+      const index = startIndex + i;
+      const isLast = last && i === count - 1;
+      const segment = sealed.subarray(i * full, Math.min(sealed.length, (i + 1) * full));
+      checkSealedSegmentLength(layout, index, segment.length, isLast);
+      // Decrypted in place in the output: openInto zeroes what it wrote when the tag does not verify, and
+      // finalDataLength zeroes a final segment whose padding is bad.
+      const plain = aeadOpenInto(key, segment, setSegmentAad(aad, index, isLast), out, length);
+      length += isLast ? finalDataLength(out.subarray(length, length + plain), layout.segmentSize, index) : plain;
+    }
+  } catch (err) {
+    zero(out.subarray(0, length));
+    throw err;
+  }
+  return length;
 }
 
 /** Writes segment `index` and its last flag into `aad` (from segmentAadTemplate) in place and returns it. */
@@ -224,13 +266,23 @@ export class ContainerKeys {
   }
 
   /**
+   * Opens consecutive sealed segments into `out` as a seal worker does with a range (openSegmentsInto): for
+   * reused outputs. Returns the plaintext length.
+   */
+  openSegmentsInto(startIndex: number, sealed: Buffer, last: boolean, out: Buffer): number {
+    const { key } = this.#prepare(startIndex, false);
+    return openSegmentsInto(key, this.#aad, this.layout, startIndex, sealed, last, out);
+  }
+
+  /**
    * Opens segment `index` (nonce ‖ ciphertext ‖ tag, as on disk). For the final segment the padding is checked and
    * removed. Any failure → IntegrityError and no plaintext.
    */
   open(index: number, sealed: Buffer, last: boolean): Buffer {
     const { key, aad } = this.#prepare(index, last);
     checkSealedSegmentLength(this.layout, index, sealed.length, last);
-    const plain = aeadOpen(key, sealed, aad);
+    const plain = Buffer.allocUnsafe(sealed.length - SEAL_OVERHEAD);
+    aeadOpenInto(key, sealed, aad, plain, 0);
     return last ? plain.subarray(0, finalDataLength(plain, this.layout.segmentSize, index)) : plain;
   }
 
