@@ -181,7 +181,12 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
     }, idleMs);
     idle.unref();
     client.on("close", () => clearTimeout(idle));
-    client.on("error", (err: Error) => logger.debug({ err, sessionId: conn.id }, "sftp: connection error"));
+    // Before login an error is a failed handshake (no common algorithm, a bad packet): like sshd's "Unable to
+    // negotiate", worth an operator's eye; after it, mostly clients going away.
+    client.on("error", (err: Error) => {
+      if (conn.authed) logger.debug({ err, sessionId: conn.id }, "sftp: connection error");
+      else logger.info({ err, ip: conn.ip, sessionId: conn.id }, "sftp: handshake failed");
+    });
 
     client.on("authentication", (ctx) => {
       touch();
@@ -280,7 +285,11 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
   const byPeer = new Map<string, Conn>();
   ssh.on("connection", (client: Connection, info: { ip: string; port: number }) => {
     const conn = byPeer.get(`${info.ip}|${info.port}`);
-    if (!conn) return client.end();
+    if (!conn) {
+      // its socket closed between accept and the identification exchange, or a peer we cannot match: say so
+      logger.warn({ ip: info.ip, port: info.port }, "sftp: connection not matched to an accepted socket, closed");
+      return client.end();
+    }
     onClient(conn, client, info.ip);
   });
 
