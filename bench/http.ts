@@ -224,7 +224,7 @@ export const http: BenchModule = {
       "/proc/PID/stat (utime + stime) around each transfer: the atrest process, the nginx worker. The durable-write row " +
       "is `dd bs=1M conv=fdatasync` of the same file into the bench's temp directory, after nginx's turn. Peak RSS of each server " +
       "sampled every 100 ms during its transfers. Listing: `wrk -t1 -c4 -d10s --timeout 30s` on `GET /api/v1/fs/list?path=/big&limit=1000&order=name|store` " +
-      "of a folder with 10,000 entries (the first page; order=name lists and sorts the whole folder for every page, order=store reads one page).",
+      "of a folder with 10,000 entries (the first page; order=name reuses the folder's sorted names while the store's digest of its names is unchanged, order=store reads one page).",
     "`--profile` starts the atrest server with `node --cpu-prof` (every thread: main and seal worker); the profiles, written when it stops, go to `.cache/profiles/http/`.",
   ],
   async run(ctx: BenchContext): Promise<BenchSection> {
@@ -388,7 +388,7 @@ export const http: BenchModule = {
           ...[byName, byStore].flatMap((l, i) =>
             l.non2xx !== "0" ? [`listing ${i ? "order=store" : "order=name"}: ${l.non2xx} non-2xx answers`] : [],
           ),
-          "order=name reads the ids and sealed names of the whole folder for each page, opens the names through the tree's bounded cache of opened names (checked against each row's sealed name, so never stale, also with several nodes), sorts them, then reads and decrypts only the page's rows; order=store reads and decrypts one page (the web app's choice: it sorts in the browser).",
+          "order=name reads the folder's names digest (count and sum/XOR of the children's name MACs, from the (parent, name MAC) index alone) and, while it is the one its sorted names were made under, reuses them (any node's add, removal or rename changes it); it then reads and decrypts only the page's rows (by id; a child replaced under the same name shows as a missing id and the folder is sorted again). The first request after a change reads, opens (through the bounded cache of opened names) and sorts every name. order=store reads and decrypts one page in name-MAC order.",
         ],
         summary: [
           `http GET ${ratio(figs.nginx.get.s, figs.atrest.get.s)} PUT ${ratio(figs.nginx.put.s, figs.atrest.put.s)} (HTTP/1.1 ${ratio(figs.nginx.put1.s, figs.atrest.put1.s)}) of nginx (target ${TARGET}), PUT CPU ${perGiB(figs.atrest.put.cpu)} vs nginx ${perGiB(figs.nginx.put.cpu)} s/GiB, durable write ${seconds(durable)}, RSS ${size(atRss)}, list ${byName.rps.toFixed(1)} req/s by name, ${rps.toFixed(1)} in store order`,

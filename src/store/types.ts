@@ -253,6 +253,13 @@ export interface NodeReads {
   listChildrenAfter(parentId: string, afterMac: Buffer | undefined, limit: number): Promise<NodeRow[]>;
   /** Only the id and sealed name of each child: what sorting a folder by name needs (see VfsTree.name's cache). */
   listChildNames(parentId: string): Promise<{ id: string; nameCt: Buffer }[]>;
+  /**
+   * A digest of the set of the folder's children's name MACs (their count and a sum or XOR of each MAC's first 48
+   * bits, read from the (parent_id, name_mac) index alone): it changes when a child is added, removed or renamed, so a
+   * folder's names sorted once can be reused while it stays the same. A child replaced by another of the same name
+   * keeps it: whoever caches by it checks the ids it gets back.
+   */
+  childNamesDigest(parentId: string): Promise<string>;
   /** The children of `parentId` among `ids` (at most 1,000; missing ones, removed meanwhile, are left out). */
   getChildren(parentId: string, ids: string[]): Promise<NodeRow[]>;
   hasChildren(parentId: string): Promise<boolean>;

@@ -6,6 +6,7 @@ import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
 import { verifyCustomerKey } from "./sse-c.ts";
+import type { SortedChildren } from "./tree.ts";
 import type {
   CompletedMultipart,
   DirEncryption,
@@ -217,29 +218,49 @@ export class Session implements VfsSession {
     await this.#live();
     this.#perms.require(p, "list");
     const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
-    // every name sorts (ids and sealed names only, opened through the tree's cache), then only the page's rows are read
-    const named = (await this.#vfs.store.listChildNames(dir.id))
-      .map((row) => ({ name: this.#vfs.tree.name(row), id: row.id }))
-      .filter((e) => after === undefined || e.name > after)
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const entries: DirEntry[] = [];
-    for (let i = 0; i < Math.min(limit, named.length); i += 1000) {
-      const part = named.slice(i, Math.min(limit, i + 1000));
-      const rows = new Map(
-        (
-          await this.#vfs.store.getChildren(
-            dir.id,
-            part.map((e) => e.id),
-          )
-        ).map((r) => [r.id, r]),
-      );
-      for (const e of part) {
-        const row = rows.get(e.id);
-        // removed (or renamed) between the two reads: left out, as if listed a moment later
-        if (row && this.#vfs.tree.name(row) === e.name) entries.push({ name: e.name, stat: this.#stat(row) });
+    const tree = this.#vfs.tree;
+    for (let attempt = 0; ; attempt++) {
+      // The folder sorted by name: reused while the store's digest of its children's names is unchanged (one
+      // index-only aggregate instead of reading, opening and sorting every sealed name per page: 10,000 entries
+      // took 90 ms per 1,000-entry page). The digest is read before the names, so a change between the two
+      // reads leaves a cache entry older than its digest says, which the next page just rebuilds.
+      const digest = await this.#vfs.store.childNamesDigest(dir.id);
+      let sorted = attempt === 0 ? tree.sortedChildren(dir.id, digest) : undefined;
+      const cached = sorted !== undefined;
+      if (!sorted) {
+        sorted = (await this.#vfs.store.listChildNames(dir.id))
+          .map((row) => ({ name: tree.name(row), id: row.id }))
+          .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+        tree.keepSorted(dir.id, digest, sorted);
       }
+      const from = after === undefined ? 0 : firstAfter(sorted, after);
+      const page = sorted.slice(from, from + limit);
+      const entries: DirEntry[] = [];
+      let stale = false;
+      for (let i = 0; i < page.length; i += 1000) {
+        const part = page.slice(i, i + 1000);
+        const rows = new Map(
+          (
+            await this.#vfs.store.getChildren(
+              dir.id,
+              part.map((e) => e.id),
+            )
+          ).map((r) => [r.id, r]),
+        );
+        for (const e of part) {
+          const row = rows.get(e.id);
+          if (row && tree.name(row) === e.name) entries.push({ name: e.name, stat: this.#stat(row) });
+          // removed (or renamed) between the two reads: left out, as if listed a moment later; from the cache it may
+          // also be a child replaced by another of the same name (same digest, new id): sorted again
+          else if (cached) stale = true;
+        }
+      }
+      if (stale) {
+        tree.forgetSorted(dir.id);
+        continue;
+      }
+      return { entries, more: sorted.length - from > limit };
     }
-    return { entries, more: named.length > limit };
   }
 
   /**
@@ -705,4 +726,16 @@ export class Session implements VfsSession {
     await Promise.allSettled([...this.#writers].map((w) => w.abort(true)));
     await Promise.allSettled([...this.#readers].map((r) => r.close()));
   }
+}
+
+/** The index of the first entry of `sorted` whose name is greater than `after` (binary search). */
+function firstAfter(sorted: SortedChildren, after: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid].name > after) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }

@@ -9,12 +9,20 @@ export const ROOT_ID = "root";
 
 /** Opened names kept (about 150 bytes each: ~15 MB at most). */
 const NAME_CACHE_ENTRIES = 100_000;
+/** Names held by the cache of sorted folders (all folders together). */
+const SORTED_CACHE_NAMES = 200_000;
+
+/** A folder's children sorted by name: what paging a folder by name reads instead of every child's sealed name. */
+export type SortedChildren = readonly { readonly name: string; readonly id: string }[];
 
 /** Path lookups over the encrypted node table: one indexed query per path component. */
 export class Tree {
   readonly store: MetaStore;
   readonly crypto: MetaCrypto;
   readonly #names = new Map<string, { ct: Buffer; name: string }>();
+  /** dir id → its children sorted by name, valid while the store's childNamesDigest is `digest` */
+  readonly #sorted = new Map<string, { digest: string; names: SortedChildren }>();
+  #sortedNames = 0;
 
   constructor(store: MetaStore, crypto: MetaCrypto) {
     this.store = store;
@@ -73,6 +81,35 @@ export class Tree {
     }
     this.#names.set(node.id, { ct: Buffer.from(node.nameCt), name });
     return name;
+  }
+
+  /**
+   * The folder's children sorted by name when it was sorted last under the same names digest
+   * (store.childNamesDigest: its count and MACs, any node's change shows in it), else undefined.
+   */
+  sortedChildren(dirId: string, digest: string): SortedChildren | undefined {
+    const hit = this.#sorted.get(dirId);
+    return hit?.digest === digest ? hit.names : undefined;
+  }
+
+  keepSorted(dirId: string, digest: string, names: SortedChildren): void {
+    this.forgetSorted(dirId);
+    if (names.length > SORTED_CACHE_NAMES) return;
+    // oldest folder first, as for the names: a bound, not an LRU
+    for (const [id, e] of this.#sorted) {
+      if (this.#sortedNames + names.length <= SORTED_CACHE_NAMES) break;
+      this.#sorted.delete(id);
+      this.#sortedNames -= e.names.length;
+    }
+    this.#sorted.set(dirId, { digest, names });
+    this.#sortedNames += names.length;
+  }
+
+  forgetSorted(dirId: string): void {
+    const e = this.#sorted.get(dirId);
+    if (!e) return;
+    this.#sorted.delete(dirId);
+    this.#sortedNames -= e.names.length;
   }
 
   newDir(parentId: string, name: string, mtime = Date.now()): NodeRow {

@@ -394,6 +394,44 @@ export function metaStoreContract(driver: ContractDriver): void {
         assert.deepEqual(await store.getChildren(parent, []), []);
         assert.deepEqual(await store.listChildNames(randomUUID()), []);
       });
+
+      it("digests the set of a folder's name MACs: an add, a removal or a rename changes it, an attrs change does not", async () => {
+        const dir: NodeRow = { ...fileNode(null, "kek:c:v1"), kind: "dir", blobId: null, keyRef: null };
+        const kid = (i: number) => ({
+          ...fileNode(dir.id, "kek:c:v1"),
+          keyRef: null,
+          nameMac: Buffer.from(randomUUID().replaceAll("-", ""), "hex"),
+          nameCt: Buffer.from(`ct-${i}`),
+        });
+        const kids = Array.from({ length: 40 }, (_, i) => kid(i));
+        await store.transaction(async (tx) => {
+          for (const n of [dir, ...kids]) await tx.insertNode(n);
+        });
+        const seen = new Set<string>();
+        const digest = async (what: string) => {
+          const d = await store.childNamesDigest(dir.id);
+          assert.ok(!seen.has(d), `${what}: digest ${d} seen before`);
+          seen.add(d);
+          return d;
+        };
+        const first = await digest("40 children");
+        assert.equal(await store.childNamesDigest(dir.id), first, "stable");
+        const [a, b] = kids as [NodeRow, NodeRow];
+        await store.transaction((tx) => tx.updateNode(a.id, { attrsCt: Buffer.from("new attrs") }));
+        assert.equal(await store.childNamesDigest(dir.id), first, "attrs are not names");
+        await store.transaction((tx) =>
+          tx.updateNode(a.id, { nameMac: Buffer.alloc(32, 1), nameCt: Buffer.from("x") }),
+        );
+        await digest("renamed");
+        await store.transaction((tx) => tx.deleteNode(b.id));
+        const removed = await digest("removed");
+        const c = kid(99);
+        await store.transaction((tx) => tx.insertNode(c));
+        await digest("added");
+        await store.transaction((tx) => tx.updateNode(c.id, { parentId: null }));
+        assert.equal(await store.childNamesDigest(dir.id), removed, "moved out: the same set of names as before");
+        assert.match(await store.childNamesDigest(randomUUID()), /^0:/);
+      });
     });
 
     describe("file pieces", () => {

@@ -303,9 +303,11 @@ export function fileRoutes(deps: HttpDeps): Route[] {
         operationId: "listDirectory",
         summary: "List a directory a page at a time, sorted by name (default) or in store order",
         description:
-          "order=name (default) sorts the whole folder by name, so every page reads every entry's id and sealed name " +
-          "(opened names are cached while unchanged), then only the page's entries. order=store pages in a stable server order (not alphabetical; sorting " +
-          "is then the client's business) and reads and decrypts only that page's entries: use it for large folders. " +
+          "order=name (default) sorts the whole folder by name: the server keeps each folder's sorted names while a digest " +
+          "of its children's name MACs in the store is unchanged (a change through any node shows), so a page reads that " +
+          "digest and the page's entries; after a change the next page reads and sorts every entry's sealed name again. " +
+          "order=store pages in a stable server order (not alphabetical; sorting is then the client's business) and reads " +
+          "and decrypts only that page's entries. " +
           "A cursor is valid only with the order that issued it.",
         tags: ["files"],
         auth: READ,

@@ -69,6 +69,17 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
         nameCt: buf(r.name_ct),
       }));
     },
+    async childNamesDigest(parentId) {
+      // SQLite: the driver's atrest_xor48 aggregate (a sum would overflow 64 bits past 32,768 children); PostgreSQL:
+      // the exact (numeric) sum of the same 48 bits, in the server
+      const r = await sql.get(
+        sql.dialect === "sqlite"
+          ? "SELECT count(*) AS n, atrest_xor48(name_mac) AS x FROM nodes WHERE parent_id = ?"
+          : "SELECT count(*) AS n, sum(('x' || encode(substring(name_mac from 1 for 6), 'hex'))::bit(48)::bigint) AS x FROM nodes WHERE parent_id = ?",
+        parentId,
+      );
+      return `${String(r?.n ?? 0)}:${String(r?.x ?? 0)}`;
+    },
     async getChildren(parentId, ids) {
       if (ids.length === 0) return [];
       if (ids.length > 1000) throw new Error("getChildren: at most 1,000 ids");
