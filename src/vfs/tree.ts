@@ -10,7 +10,7 @@ export const ROOT_ID = "root";
 /** Opened names kept (about 150 bytes each: ~15 MB at most). */
 const NAME_CACHE_ENTRIES = 100_000;
 /** Names held by the cache of sorted folders (all folders together). */
-const SORTED_CACHE_NAMES = 200_000;
+const SORTED_CACHE_NAMES = 100_000;
 
 /** A folder's children sorted by name: what paging a folder by name reads instead of every child's sealed name. */
 export type SortedChildren = readonly { readonly name: string; readonly id: string }[];
