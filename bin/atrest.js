@@ -16,28 +16,36 @@ const runtime =
   process.argv[2] === "server"
     ? JSON.parse(readFileSync(join(root, "src", "cli", "server-runtime.json"), "utf8"))
     : { nodeFlags: [], env: {} };
-const child = spawn(node, [...runtime.nodeFlags, join(root, "src", "cli", "main.ts"), ...process.argv.slice(2)], {
-  stdio: "inherit",
-  env: { ...runtime.env, ...process.env },
-});
+// `atrest sync …` runs in this process when this Node strips types itself (a device starts the client at every
+// `sync run --once`: a second Node start-up would double its start-up cost), with the compile cache on before the
+// first TypeScript module loads (src/cli/compile-cache.js).
+if (process.argv[2] === "sync" && process.features.typescript) {
+  await import("../src/cli/compile-cache.js");
+  await import("../src/cli/main.ts");
+} else {
+  const child = spawn(node, [...runtime.nodeFlags, join(root, "src", "cli", "main.ts"), ...process.argv.slice(2)], {
+    stdio: "inherit",
+    env: { ...runtime.env, ...process.env },
+  });
 
-const FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP"];
-for (const signal of FORWARDED) {
-  // a terminal's Ctrl-C reaches the whole process group (child included): forwarding it again is harmless
-  process.on(signal, () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+  const FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP"];
+  for (const signal of FORWARDED) {
+    // a terminal's Ctrl-C reaches the whole process group (child included): forwarding it again is harmless
+    process.on(signal, () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    });
+  }
+  child.on("error", (err) => {
+    process.stderr.write(`atrest: cannot start ${node}: ${err.message}\n`);
+    process.exit(1);
+  });
+  child.on("exit", (code, signal) => {
+    if (signal) {
+      // die of the same signal (a parent sees "killed by SIGTERM", not a made-up exit code)
+      for (const s of FORWARDED) process.removeAllListeners(s);
+      process.kill(process.pid, signal);
+      return;
+    }
+    process.exit(code ?? 1);
   });
 }
-child.on("error", (err) => {
-  process.stderr.write(`atrest: cannot start ${node}: ${err.message}\n`);
-  process.exit(1);
-});
-child.on("exit", (code, signal) => {
-  if (signal) {
-    // die of the same signal (a parent sees "killed by SIGTERM", not a made-up exit code)
-    for (const s of FORWARDED) process.removeAllListeners(s);
-    process.kill(process.pid, signal);
-    return;
-  }
-  process.exit(code ?? 1);
-});

@@ -2,7 +2,7 @@
 // The process entry: the CLI itself is runCli (./run.ts), which tests also call in-process.
 // First: the compile cache, then whether ssh2 may load its native binding (ATREST_SSH_CRYPTO), before anything
 // imports ssh2.
-import "./compile-cache.ts";
+import "./compile-cache.js";
 import "./ssh-crypto-switch.ts";
 
 // Everything atrest writes (keys, metadata, blobs, logs) is private to the service account.

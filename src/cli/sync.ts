@@ -5,6 +5,7 @@ import { type FSWatcher, watch } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
+import { setFlagsFromString } from "node:v8";
 import { Command, CommanderError, Option } from "commander";
 import { AtrestError } from "../errors.ts";
 import type { StepReport, Transfer } from "../sync/client/engine.ts";
@@ -345,6 +346,12 @@ export function registerSync(program: Command): void {
       if (!pacing) {
         pacing = true;
         startGcPacing(); // unref'd: never keeps the process alive
+        // V8 grows the young generation up to 128 MiB here when a burst of objects survives a scavenge (a first sync
+        // publishing and pinning 5,000 entries: +60 MB of RSS in 2 s). Kept at its initial size it costs a few more
+        // scavenges of what is nearly all dead (measured, first sync of 5,000 files / 33 MB at load 15: peak RSS 184 →
+        // 162 MB, CPU 17.2 → 13.1 s). The server gets --max-semi-space-size=2 from its launcher; that flag is read
+        // only when the heap is set up, this one at every resize, so it works set from here.
+        setFlagsFromString("--semi-space-growth-factor=1");
       }
       // SIGTERM/SIGINT stop the run with a consistent state: a step that has not published yet stops at once with
       // nothing sent (its uploads are aborted), one that has keeps what it published, saves its base and leaves the

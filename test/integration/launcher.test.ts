@@ -94,6 +94,14 @@ describe("launcher (bin/atrest.js)", () => {
     await launch(["--help"]);
     await assert.rejects(launch(["bogus"]), { code: 1 });
     await assert.rejects(launch(["user", "add", "x", "--role", "root", "--data", join(dir, "data")]), { code: 2 });
+    // `sync` runs in the launcher's own process (no child): its exit codes and error lines are the sync CLI's
+    const help = await launch(["sync", "--help"]);
+    assert.match(help.stdout, /end-to-end encrypted sync/);
+    await assert.rejects(launch(["sync", "bogus"]), { code: 1 });
+    const noState = execFileP(process.execPath, [LAUNCHER, "sync", "regions", "--state", join(dir, "no-such-state")], {
+      env: { ...process.env, ATREST_SYNC_PASSPHRASE: "x" },
+    });
+    await assert.rejects(noState, { code: 1, stderr: /^atrest: .*no-such-state/m });
   });
 });
 

@@ -4,8 +4,8 @@
 // nothing local changed yet), then local changes are applied — each only if the local file is still what the plan saw
 // (else it is left for the next step, which sees a conflict), downloads verified before they are renamed into place.
 import { createHash, randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, utimes } from "node:fs/promises";
+import { createReadStream, readdirSync, statSync } from "node:fs";
+import { lstat, mkdir, open, rename, rm, rmdir, stat, unlink, utimes } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { randomBytes } from "../../crypto/random.ts";
 import { AtrestError, IntegrityError } from "../../errors.ts";
@@ -109,17 +109,26 @@ async function shaOfFile(path: string): Promise<string> {
   return h.digest("hex");
 }
 
-/** Files and directories under `root` (symlinks and invalid names are left alone), by relative posix path. */
+/** Stats between two yields to the event loop in a scan (a signal or a timer waits no longer than that). */
+const SCAN_YIELD_EVERY = 2048;
+
+/**
+ * Files and directories under `root` (symlinks and invalid names are left alone), by relative posix path. With
+ * synchronous readdir and stat: on the thread pool each of them costs a hand-over to a worker and a wake-up of the
+ * loop (4 system calls and two context switches), which for 5,000 files was most of an incremental step's system time
+ * (strace: 21,000 futex, 10,000 epoll_wait, 5,000 eventfd reads and writes); one statx each is all a scan needs.
+ */
 async function scan(
   root: string,
   base: Map<string, BaseEntry>,
   progress?: (l: string) => void,
 ): Promise<Map<string, Local>> {
   const out = new Map<string, Local>();
+  let since = 0;
   const walk = async (rel: string) => {
     // an item that vanishes while the scan runs (ENOENT) restarts the step (syncStep): taken as absent, a file renamed
     // meanwhile would be seen as deleted and its new name missed, a delete and a new upload instead of a rename
-    const entries = await readdir(join(root, rel), { withFileTypes: true });
+    const entries = readdirSync(join(root, rel), { withFileTypes: true });
     for (const d of entries) {
       if (!isValidName(d.name)) {
         progress?.(`skip ${posix.join(rel, d.name)}: not a valid name`);
@@ -130,7 +139,11 @@ async function scan(
         out.set(p, { kind: "dir", size: 0, mtimeMs: 0 });
         await walk(p);
       } else if (d.isFile()) {
-        const st = await stat(join(root, p));
+        if (++since >= SCAN_YIELD_EVERY) {
+          since = 0;
+          await new Promise((r) => setImmediate(r));
+        }
+        const st = statSync(join(root, p));
         if (!st.isFile()) continue;
         const b = base.get(p);
         const l: Local = { kind: "file", size: st.size, mtimeMs: Math.trunc(st.mtimeMs) };
