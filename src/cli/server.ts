@@ -232,6 +232,7 @@ export function registerServer(program: Command): void {
       };
       let http: { port: number; close(): Promise<void> } | undefined;
       let syncBlobs: { close(): Promise<void> } | undefined;
+      let stopSyncSweeps: (() => Promise<void>) | undefined;
       if (config.httpPort === 0) {
         say("https disabled (--http-port 0)");
       } else {
@@ -251,7 +252,9 @@ export function registerServer(program: Command): void {
           audit: app.audit,
           quotaOf: async (user) => (await app.store.getUser(user))?.quotaBytes ?? 0,
           ...syncBlobGrace(process.env.ATREST_SYNC_BLOB_GRACE_SECONDS),
+          ...syncSweepEvery(process.env.ATREST_SYNC_SWEEP_SECONDS),
         });
+        stopSyncSweeps = sync.startSweeps((err) => logger.warn({ err }, "sync: timed sweep failed"));
         const { COOKIE_KEY_CONTEXT, COOKIE_KEY_SETTING } = await import("../protocols/http/sealed-cookie.ts");
         const { serviceKey } = await import("../keys/service-keys.ts");
         // one key for every node on this store: a cookie sealed by one node opens on the others
@@ -362,6 +365,7 @@ export function registerServer(program: Command): void {
         logger.info({ signal }, "shutting down");
         await sftp?.close();
         await http?.close();
+        await stopSyncSweeps?.();
         await syncBlobs?.close();
         await s3?.close();
         clearInterval(defenderSweep);
@@ -384,4 +388,13 @@ function syncBlobGrace(v: string | undefined): { blobGraceMs?: number } {
   if (!Number.isSafeInteger(n) || n < 0 || n > 366 * 86_400)
     throw new AtrestError("INVALID_INPUT", "ATREST_SYNC_BLOB_GRACE_SECONDS must be 0 … 31622400");
   return { blobGraceMs: n * 1000 };
+}
+
+/** ATREST_SYNC_SWEEP_SECONDS: how often the server applies every sync region's retention and sweeps its blobs (default 3600; 0: never). */
+function syncSweepEvery(v: string | undefined): { sweepEveryMs?: number } {
+  if (v === undefined || v === "") return {};
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0 || n > 7 * 86_400)
+    throw new AtrestError("INVALID_INPUT", "ATREST_SYNC_SWEEP_SECONDS must be 0 … 604800");
+  return { sweepEveryMs: n * 1000 };
 }

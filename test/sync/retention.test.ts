@@ -136,3 +136,66 @@ describe("sync retention: blob sweep with a grace period, trash expiry, legal ho
     assert.deepEqual(await treeOf(a2.dir), await treeOf(a1.dir));
   });
 });
+
+describe("sync retention: the server's timed sweep (ATREST_SYNC_SWEEP_SECONDS)", () => {
+  let dir: string;
+  let data: string;
+  let server: RunningServer;
+  let a1: Device;
+  let region: string;
+
+  before(async () => {
+    dir = await tempDir("atrest-sync-timed-sweep-");
+    data = join(dir, "data");
+    await cli(["init", "--data", data]);
+    await cli(["user", "add", "alice", "--password-stdin", "--data", data], "alice-pw\n");
+    server = await startServer(data, [], { ATREST_SYNC_BLOB_GRACE_SECONDS: "1", ATREST_SYNC_SWEEP_SECONDS: "1" });
+    a1 = new Device(dir, "alice", "laptop");
+    await a1.enroll(`https://127.0.0.1:${server.httpPort}`, join(data, "tls", "server.crt"), "alice-pw");
+    region = (await a1.run(["region", "create", "timed"])).stdout.trim();
+    await writeFile(join(a1.dir, "a.txt"), "alpha");
+    await a1.sync(region);
+  });
+  after(async () => {
+    await server?.stop();
+    await removeDir(dir);
+  });
+
+  test("a blob a dead step left (named by nothing) goes without anyone calling sweep; audited as the server's", async () => {
+    const s = await Session.open(a1.state, a1.env.ATREST_SYNC_PASSPHRASE as string);
+    try {
+      const used = async () =>
+        ((await s.api.regions()).find((r) => r.id === region) as unknown as { usedBytes: number }).usedBytes;
+      const before = await used();
+      const blob = randomBytes(3000);
+      const hash = createHash("sha256").update(blob).digest("hex");
+      await s.api.putBlob(region, hash, blob);
+      assert.equal(await used(), before + 3000);
+      let gone = false;
+      for (let i = 0; i < 40 && !gone; i++) {
+        await sleep(250);
+        gone = await s.api.getBlob(region, hash).then(
+          (r) => {
+            r.destroy();
+            return false;
+          },
+          (err) => err instanceof SyncApiError && err.status === 404,
+        );
+      }
+      assert.ok(gone, "swept by the timer once past its grace");
+      assert.equal(await used(), before);
+      // what the tree names stays
+      const m = (await s.region(region)).manifest;
+      const kept = m.entries.find((e) => e.kind === "file")?.hash as string;
+      (await s.api.getBlob(region, kept)).destroy();
+    } finally {
+      await s.close();
+    }
+    const { stdout } = await cli(["audit", "tail", "-n", "400", "--data", data]);
+    const line = stdout.split("\n").find((l) => l.includes("timed sweep") && l.includes(region));
+    assert.ok(line, "the timed sweep is audited");
+    assert.match(line, /1 blobs removed/);
+    assert.match(line, /atrest/);
+    assert.doesNotMatch(stdout, /a\.txt/);
+  });
+});

@@ -50,10 +50,15 @@ export interface SyncServerOptions {
   quotaOf?: (user: string) => Promise<number>;
   /** A blob no kept manifest names survives the sweep this long after its upload (a publish in flight), ms. */
   blobGraceMs?: number;
+  /** How often startSweeps() applies every region's retention and sweeps its blobs, ms (0: never; default 1 h). */
+  sweepEveryMs?: number;
 }
 
 export const DEFAULT_KEEP_VERSIONS = 20;
 export const DEFAULT_BLOB_GRACE_MS = 24 * 3_600_000;
+export const DEFAULT_SWEEP_EVERY_MS = 3_600_000;
+/** The actor of the server's own timed sweep in the audit log. */
+const SWEEPER = "atrest";
 
 /** The whole tree of a region at its current version, as the server last verified it (one per region, cached). */
 interface RegionTree {
@@ -156,6 +161,7 @@ export class SyncServer {
   readonly #now: () => number;
   readonly #quotaOf: (user: string) => Promise<number>;
   readonly #grace: number;
+  readonly #sweepEvery: number;
   /** Current trees by region (a delta is checked against it); checked against the store's version and hash. */
   readonly #trees = new Map<string, RegionTree>();
 
@@ -168,6 +174,7 @@ export class SyncServer {
     this.#now = o.now ?? Date.now;
     this.#quotaOf = o.quotaOf ?? (async () => 0);
     this.#grace = o.blobGraceMs ?? DEFAULT_BLOB_GRACE_MS;
+    this.#sweepEvery = o.sweepEveryMs ?? DEFAULT_SWEEP_EVERY_MS;
   }
 
   /** The region's tree at `version` (its current one): from the cache, or replayed from its checkpoint. */
@@ -628,6 +635,75 @@ export class SyncServer {
       this.#record(actor, "sync.region", "success", { target: regionId, detail: `sweep removed ${drop.length} blobs` });
       return { removed: drop.length, usedBytes: row.usedBytes };
     });
+  }
+
+  /**
+   * The timed sweep (§10): for every region, what a publish or a retention change would do, without either: versions
+   * that aged out of `keepDays` are dropped, blobs that only they named go, and so do blobs named by nothing once past
+   * their grace (a step that died after uploading, in a region that never publishes again). Each region in its own
+   * transaction; every region that lost something is audited (as "atrest", with counts, never a name), and so is a
+   * failure.
+   */
+  async sweepAll(): Promise<{ regions: number; versions: number; blobs: number }> {
+    const seen = new Set<string>();
+    const total = { regions: 0, versions: 0, blobs: 0 };
+    for (const u of await this.#store.listUsers()) {
+      for (const listed of await this.#store.listSyncRegions(u.name)) {
+        if (seen.has(listed.id)) continue;
+        seen.add(listed.id);
+        total.regions++;
+        try {
+          const drop: string[] = [];
+          let versions = 0;
+          await this.#store.transaction(async (tx) => {
+            const region = await tx.getSyncRegion(listed.id);
+            if (!region || region.legalHold) return;
+            const next = { ...region };
+            const before = (await tx.listSyncManifestVersions(region.id)).length;
+            const gone = await this.#retain(tx, next);
+            versions = before - (await tx.listSyncManifestVersions(region.id)).length;
+            drop.push(...(await this.#sweep(tx, next, gone)));
+            if (versions > 0 || drop.length > 0) await tx.putSyncRegion(next);
+          });
+          for (const id of drop) await this.#blobs.remove(id).catch(() => undefined);
+          total.versions += versions;
+          total.blobs += drop.length;
+          if (versions > 0 || drop.length > 0)
+            this.#record({ user: SWEEPER, tokenId: undefined }, "sync.region", "success", {
+              target: listed.id,
+              detail: `timed sweep: ${versions} versions dropped, ${drop.length} blobs removed`,
+            });
+        } catch (err) {
+          this.#record({ user: SWEEPER, tokenId: undefined }, "sync.region", "failure", {
+            target: listed.id,
+            reason: `timed sweep: ${err instanceof Error ? err.message : String(err)}`.slice(0, 200),
+          });
+        }
+      }
+    }
+    return total;
+  }
+
+  /**
+   * Runs sweepAll every `sweepEveryMs` (never two at once); returns the stop, which waits for a sweep in progress.
+   * The timer does not keep the process alive.
+   */
+  startSweeps(onError: (err: unknown) => void = () => {}): () => Promise<void> {
+    if (this.#sweepEvery <= 0) return async () => {};
+    let running: Promise<unknown> | undefined;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = this.sweepAll()
+        .catch(onError)
+        .finally(() => {
+          running = undefined;
+        });
+    }, this.#sweepEvery);
+    timer.unref();
+    return async () => {
+      clearInterval(timer);
+      await running;
+    };
   }
 
   async setRetention(
