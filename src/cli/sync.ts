@@ -69,6 +69,9 @@ function bar(t: Transfer): void {
   );
 }
 
+/** How long a continuous run waits after the watcher saw a change before its step starts. */
+const SETTLE_MS = 100;
+
 /** Resolves after `ms`, or at once when `signal` aborts. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -115,6 +118,7 @@ function summary(r: StepReport): string {
   if (r.deletedLocal || r.deletedRemote) parts.push(`deleted ${r.deletedLocal} here, ${r.deletedRemote} there`);
   if (r.conflicts.length) parts.push(`conflicts kept: ${r.conflicts.join(", ")}`);
   if (r.skipped) parts.push(`${r.skipped} left for the next step (changed meanwhile)`);
+  for (const f of r.flagged) parts.push(`${f}: kept, an active device built on it`);
   return `synced ${parts.join("; ")}`;
 }
 
@@ -378,7 +382,16 @@ export function registerSync(program: Command): void {
                 signal: stop.signal,
               });
               // a continuous run says only what changed (and its first step)
-              if (always || r.uploaded || r.downloaded || r.deletedLocal || r.deletedRemote || r.renamed || r.skipped)
+              if (
+                always ||
+                r.uploaded ||
+                r.downloaded ||
+                r.deletedLocal ||
+                r.deletedRemote ||
+                r.renamed ||
+                r.skipped ||
+                r.flagged.length
+              )
                 out(summary(r));
             } catch (err) {
               if (stopped() && (err as Error | undefined)?.name === "AbortError") {
@@ -403,10 +416,13 @@ export function registerSync(program: Command): void {
           if (opts.once) return void (await step(true));
           // changes seen while a step runs make the next one start at once (its own downloads too: a no-op step)
           let dirty = false;
+          /** Ends the wait between steps early (a change seen by the watcher). */
+          let wake = () => {};
           let w: FSWatcher | undefined;
           try {
             w = watch(root, { recursive: true }, () => {
               dirty = true;
+              wake();
             });
             w.on("error", (err) => {
               progress(`stopped watching ${root} (${err.message}): rescanning every ${opts.interval} s`);
@@ -423,7 +439,16 @@ export function registerSync(program: Command): void {
             let first = true;
             while (!stopped()) {
               if (!(dirty || Date.now() - last >= interval)) {
-                await sleep(1000, stop.signal);
+                // until the next rescan is due or the watcher sees a change (then SETTLE_MS more, so that the writes of
+                // one save or one copy make one step)
+                const due = new AbortController();
+                const onStop = () => due.abort();
+                stop.signal.addEventListener("abort", onStop, { once: true });
+                wake = () => due.abort();
+                await sleep(Math.max(0, last + interval - Date.now()), due.signal);
+                stop.signal.removeEventListener("abort", onStop);
+                wake = () => {};
+                if (dirty && !stopped()) await sleep(SETTLE_MS, stop.signal);
                 continue;
               }
               dirty = false;

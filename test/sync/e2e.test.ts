@@ -150,6 +150,9 @@ describe("sync end to end: two users, three devices", () => {
   test("revoke the phone: new epoch, it cannot read what comes after and wipes its copy; the others go on", async () => {
     await a2.sync(region);
     assert.ok(Object.keys(await treeOf(a2.dir)).length > 3);
+    // the phone's last version before its revocation, which bob (away) has not seen: kept and flagged (§7b)
+    await writeFile(join(a2.dir, "last from the phone.txt"), "before revocation");
+    await a2.sync(region);
     await a1.run(["devices", "revoke", a2.id]);
     // the new epoch's key was wrapped to the remaining devices only
     const db = new DatabaseSync(join(data, "meta.db"));
@@ -170,7 +173,9 @@ describe("sync end to end: two users, three devices", () => {
     await a1.sync(region);
     await assert.rejects(a2.sync(region, { proc: true }), /revoked: its synced copy was wiped/);
     assert.deepEqual(await treeOf(a2.dir), {});
-    await b1.sync(region);
+    const bob = await b1.sync(region);
+    assert.match(bob.stdout, new RegExp(`signed by alice's device ${a2.id}, revoked since: kept`));
+    assert.equal(await readFile(join(b1.dir, "last from the phone.txt"), "utf8"), "before revocation");
     assert.equal(await readFile(join(b1.dir, "after revocation.txt"), "utf8"), "CANARY-CONTENT-91b2 after");
     assert.deepEqual(await treeOf(b1.dir), await treeOf(a1.dir));
   });

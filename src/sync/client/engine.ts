@@ -51,6 +51,8 @@ export interface StepReport {
   skipped: number;
   bytesUp: number;
   bytesDown: number;
+  /** Versions this step took in that a device revoked since had signed (kept: an active device built on them, §7b). */
+  flagged: string[];
 }
 
 interface Local {
@@ -660,6 +662,7 @@ async function attemptStep(session: Session, regionId: string, o: StepOptions): 
       skipped: 0,
       bytesUp,
       bytesDown: 0,
+      flagged: ctx.flagged,
     };
     const skipped = new Set<string>();
     /** Entries an op of this step put at their final path. */

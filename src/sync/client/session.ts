@@ -63,6 +63,8 @@ export interface RegionCtx {
   retention?: Retention;
   /** Region keys by epoch (zero them with close()). */
   keys: Map<number, Buffer>;
+  /** Versions replayed in this load that a device revoked since had signed, kept because an active one built on them (§7b). */
+  flagged: string[];
   close(): void;
 }
 
@@ -262,7 +264,10 @@ export class Session {
    * Fetches the manifest (latest or `version`), verifies it (signature by a device in the author's verified chain,
    * owner pinned, members attested by the owner, monotonic against the pin) and opens this device's region keys.
    */
-  async region(id: string, o: { version?: number; trustOwner?: boolean } = {}): Promise<RegionCtx> {
+  async region(
+    id: string,
+    o: { version?: number; trustOwner?: boolean; acceptRevokedHead?: boolean } = {},
+  ): Promise<RegionCtx> {
     let state = await this.state.readRegion(id);
     if (!state) {
       // first contact with a region someone shared: its owner's fingerprint must be verified (no folder injection)
@@ -303,6 +308,8 @@ export class Session {
         ...(v.tree ? { state: v.tree } : {}),
         allowOlder: restore,
         historic: v.historic === true,
+        revokedOk: true, // decided below, over the whole replay
+
         authorDevice: (user, device) => devices.get(`${user}/${device}`),
       });
     };
@@ -362,6 +369,11 @@ export class Session {
       if (lines.length === 0) throw new IntegrityError("manifest: the server sent no manifest");
     }
     let rolling: RegionPin | undefined = cached ? pin : undefined;
+    // §7b: a version signed by a device revoked since is kept (flagged) once a version of an active device builds on
+    // it, whose signature covers its hash through `prev`; the last ones of a replay without such a successor are
+    // refused (a revoked key may be a stolen one), unless this device is about to build on them itself
+    const flagged: string[] = [];
+    let unvouched: number | undefined;
     for (const bytes of lines) {
       const raw = parse(bytes);
       if (rolling && raw.version !== rolling.version + 1)
@@ -375,7 +387,16 @@ export class Session {
       if (pin && !restore && m.version === pin.version && manifestHash(m) !== pin.hash)
         throw new IntegrityError(`manifest: version ${m.version} differs from the verified one (fork)`);
       rolling = pinOfManifest(m);
+      if (pin && m.version <= pin.version && !restore) continue; // accepted before
+      if (devices.get(`${m.author.user}/${m.author.device}`)?.revoked) {
+        unvouched ??= m.version;
+        flagged.push(`version ${m.version} was signed by ${m.author.user}'s device ${m.author.device}, revoked since`);
+      } else unvouched = undefined;
     }
+    if (unvouched !== undefined && !o.acceptRevokedHead && !restore)
+      throw new IntegrityError(
+        `manifest: version ${unvouched} is signed by a revoked device and no active device has built on it`,
+      );
     if (!m) throw new IntegrityError("manifest: none");
     if (pin && !restore && m.version < pin.version)
       throw new IntegrityError(`manifest: version ${m.version} is older than the verified ${pin.version} (rollback)`);
@@ -390,6 +411,7 @@ export class Session {
       names,
       ...(retention ? { retention } : {}),
       keys,
+      flagged,
       close: () => {
         for (const k of keys.values()) zero(k);
         keys.clear();
@@ -587,7 +609,9 @@ export class Session {
   }
 
   async #rotate(id: string, members?: (m: Member[]) => Member[]): Promise<number> {
-    const ctx = await this.region(id);
+    // the new epoch builds on the current version, also one that a device revoked since signed: the owner's device
+    // vouches for it (§7b), so that the region is never stuck behind it
+    const ctx = await this.region(id, { acceptRevokedHead: true });
     const key = newRegionKey();
     try {
       if (ctx.manifest.owner.user !== this.user)

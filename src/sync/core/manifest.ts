@@ -393,6 +393,11 @@ export interface VerifyOptions {
   state?: Entry[];
   /** History this device accepted before (versions up to its pin, replayed from a checkpoint): no revoked check. */
   historic?: boolean;
+  /**
+   * Accept an author device revoked since: the caller accepts such a version only if a later version by an active
+   * device builds on it (or it is the owner vouching for it by building on it), and flags it (§7b).
+   */
+  revokedOk?: boolean;
 }
 
 const sameMembers = (a: Member[], b: Member[]) => canonical(a).equals(canonical(b));
@@ -419,7 +424,7 @@ export function verifyManifest(raw: unknown, o: VerifyOptions): Manifest {
     if (m.version === pin.version && hash !== pin.hash)
       bad(`version ${m.version} differs from the verified one (fork)`);
     if (m.version > pin.version) {
-      if (dev?.revoked) bad("signed by a revoked device");
+      if (dev?.revoked && !o.revokedOk) bad("signed by a revoked device");
       if (m.version === pin.version + 1 && m.prev !== pin.hash) bad("does not follow the verified version (fork)");
       if (!pin.members.some((x) => x.user === m.author.user) && !isOwner) bad("author was not a member");
       const changed = !sameMembers(m.members, pin.members) || m.epoch !== pin.epoch;
@@ -429,7 +434,7 @@ export function verifyManifest(raw: unknown, o: VerifyOptions): Manifest {
       }
       if (m.epoch < pin.epoch) bad("epoch went back");
     }
-  } else if (dev?.revoked && !o.historic) bad("signed by a revoked device");
+  } else if (dev?.revoked && !o.historic && !o.revokedOk) bad("signed by a revoked device");
   if (m.form === "delta") {
     if (!o.pin || !o.state || m.version !== o.pin.version + 1) bad("a delta that does not follow the verified version");
     if (o.pin?.v !== MANIFEST_V2 || m.ckpt !== o.pin.ckpt) bad("a delta on another checkpoint than the verified one");
