@@ -13,7 +13,8 @@ function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = join(dir, e.name);
     if (e.isDirectory()) return sourceFiles(p);
-    return e.name.endsWith(".ts") ? [relative(SRC, p)] : [];
+    // .js too: a module that must load before TypeScript does (src/cli/compile-cache.js) is plain JavaScript
+    return /\.(ts|js)$/.test(e.name) ? [relative(SRC, p)] : [];
   });
 }
 
