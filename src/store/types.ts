@@ -149,6 +149,30 @@ export interface FilePiece {
   contentId: string;
 }
 
+/**
+ * A noncurrent version or a delete marker of a file under a versioned folder (S3 bucket versioning, vfs/versions.ts).
+ * `keyMac`/`keyCt`: the blind index and the sealed path of the file below the folder; `attrsCt` sealed with this row's
+ * id, blob and content ids (as a node's). A marker has no blob.
+ */
+export interface VersionRow {
+  id: string;
+  dirId: string;
+  keyMac: Buffer;
+  keyCt: Buffer;
+  /** The S3 version id: random, or "null" (written while versioning was off or suspended). */
+  versionId: string;
+  /** Order among the versions of one key: higher is newer. */
+  seq: number;
+  marker: boolean;
+  attrsCt: Buffer;
+  blobId: string | null;
+  contentId: string | null;
+  keyRef: string | null;
+  ownerId: string | null;
+}
+
+export type VersioningState = "Enabled" | "Suspended";
+
 export type NodePatch = Partial<Omit<NodeRow, "id">>;
 
 /** key_ref range: `from <= key_ref < to`, `key_ref != exclude`. */
@@ -272,6 +296,14 @@ export interface NodeReads {
   blobIds(): Promise<Set<string>>;
   /** The pieces of the pieced file version `contentId`, in order; empty for an ordinary one-container file. */
   filePieces(contentId: string): Promise<FilePiece[]>;
+  /** Every versioned folder and its state. */
+  listVersionedDirs(): Promise<{ dirId: string; state: VersioningState }[]>;
+  getVersioning(dirId: string): Promise<VersioningState | undefined>;
+  /** The versions of one key under `dirId`, newest first (`keyMac` undefined: of every key, in no set order). */
+  listVersions(dirId: string, keyMac?: Buffer): Promise<VersionRow[]>;
+  getVersion(dirId: string, keyMac: Buffer, versionId: string): Promise<VersionRow | undefined>;
+  /** Whether any version or marker is kept under `dirId`. */
+  hasVersions(dirId: string): Promise<boolean>;
 }
 export interface NodeWrites {
   /** Records the pieces of file version `contentId` (seq = their index). */
@@ -279,6 +311,10 @@ export interface NodeWrites {
   /** Forgets the pieces of file version `contentId` (their blobs become orphans, removed by the caller or the sweep). */
   deleteFilePieces(contentId: string): Promise<void>;
   insertNode(node: NodeRow): Promise<void>;
+  /** Sets (undefined: removes) a folder's versioning state. */
+  setVersioning(dirId: string, state: VersioningState | undefined): Promise<void>;
+  insertVersion(row: VersionRow): Promise<void>;
+  deleteVersion(id: string): Promise<void>;
   updateNode(id: string, patch: NodePatch): Promise<void>;
   deleteNode(id: string): Promise<void>;
 }

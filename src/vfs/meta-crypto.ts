@@ -22,6 +22,8 @@ export interface FileAttrs {
    * file_pieces rows name the blobs; this sealed list is what the order and the sizes are checked against.
    */
   pieces?: PieceAttrs[];
+  /** The S3 version id of a file in a versioned folder (vfs/versions.ts); absent = "null". Sealed with the rest. */
+  versionId?: string;
 }
 
 export interface PieceAttrs {
@@ -41,6 +43,8 @@ type SealedObject = {
   q?: [string, number][];
   /** S3 object tags: key and value pairs, in order */
   t?: [string, string][];
+  /** the S3 version id (versioned folders) */
+  v?: string;
 };
 
 /**
@@ -64,8 +68,9 @@ const ATTRS_V1_FIRST = 0x5b;
  * (ATTRS_LENGTH), so the size's digit count no longer shows. v1 records (unpadded name, JSON attrs) still open;
  * `resealLegacy` rewrites them. docs/format.md "Metadata at rest".
  */
-function objectJson(object: ObjectMeta, pieces: PieceAttrs[] | undefined): string {
+function objectJson(object: ObjectMeta, pieces: PieceAttrs[] | undefined, versionId: string | undefined): string {
   const o: SealedObject = {};
+  if (versionId !== undefined) o.v = versionId;
   if (pieces !== undefined) o.q = pieces.map((p) => [p.contentId, p.size]);
   if (object.etag !== undefined) o.e = object.etag;
   if (object.headers !== undefined) o.h = object.headers;
@@ -165,7 +170,10 @@ export class MetaCrypto {
   }
 
   sealAttrs(nodeId: string, blobId: string | null, contentId: string | null, attrs: FileAttrs): Buffer {
-    const object = attrs.object || attrs.pieces ? objectJson(attrs.object ?? {}, attrs.pieces) : undefined;
+    const object =
+      attrs.object || attrs.pieces || attrs.versionId !== undefined
+        ? objectJson(attrs.object ?? {}, attrs.pieces, attrs.versionId)
+        : undefined;
     const tail = object ? padToBucket(Buffer.from(object)) : Buffer.alloc(0);
     const plain = Buffer.alloc(ATTRS_LENGTH + tail.length);
     plain[0] = ATTRS_V2;
@@ -204,9 +212,10 @@ export class MetaCrypto {
     }
     if (flags & ATTRS_OBJECT) {
       const sealed = JSON.parse(unpad(plain.subarray(ATTRS_LENGTH)).toString()) as SealedObject;
-      const { q, ...rest } = sealed;
-      if (Object.keys(rest).length > 0 || !q) attrs.object = objectFrom(rest);
+      const { q, v, ...rest } = sealed;
+      if (Object.keys(rest).length > 0 || (!q && v === undefined)) attrs.object = objectFrom(rest);
       if (q) attrs.pieces = q.map(([contentId, size]) => ({ contentId, size }));
+      if (v !== undefined) attrs.versionId = v;
     } else if (plain.length !== ATTRS_LENGTH) {
       throw new IntegrityError("attributes record length");
     }

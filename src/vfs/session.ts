@@ -1,7 +1,7 @@
 import { type AuditAction, type AuditEvent, commitEvent } from "../audit/types.ts";
-import { AtrestError } from "../errors.ts";
+import { AtrestError, NotFoundError } from "../errors.ts";
 import { parseKeyRef } from "../kms/api/key-ref.ts";
-import type { MetaTx, NodeRow, UserRow } from "../store/types.ts";
+import type { MetaTx, NodeRow, UserRow, VersioningState } from "../store/types.ts";
 import { globalPath } from "./folders.ts";
 import { normalize, parentAndName } from "./paths.ts";
 import { Permissions } from "./permissions.ts";
@@ -24,8 +24,10 @@ import type {
   Precondition,
   QuotaInfo,
   ReadHandle,
+  RemovedVersion,
   SessionInfo,
   SetAttrs,
+  VersionEntry,
   VfsSession,
   WriteHandle,
 } from "./types.ts";
@@ -136,6 +138,122 @@ export class Session implements VfsSession {
     return this.#stat(await this.#resolve(p));
   }
 
+  /**
+   * Version `versionId` of the file at `p` (versioned folders) as a node to read: the current file when it is that
+   * version, else the noncurrent row. NOT_FOUND for none, and for a delete marker (#versionRow tells markers apart).
+   */
+  async #version(p: string, versionId: string): Promise<NodeRow> {
+    const found = await this.#versionRow(p, versionId);
+    if (found === "marker") throw new NotFoundError("the version is a delete marker");
+    return found;
+  }
+
+  async #versionRow(p: string, versionId: string): Promise<NodeRow | "marker"> {
+    const { scope, node } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+    if (node?.kind === "file" && (this.#vfs.tree.attrs(node).versionId ?? "null") === versionId) return node;
+    const row = scope ? await this.#vfs.store.getVersion(scope.dirId, scope.keyMac, versionId) : undefined;
+    if (!row) throw new NotFoundError("no such version");
+    return row.marker ? "marker" : this.#vfs.versions.asNode(row);
+  }
+
+  async statVersion(path: string, versionId: string): Promise<{ stat: FileStat; deleteMarker: boolean }> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(parentAndName(p).parent, "list");
+    const found = await this.#versionRow(p, versionId);
+    if (found === "marker")
+      return { stat: { kind: "file", size: 0, mtime: 0, mode: 0, versionId }, deleteMarker: true };
+    return { stat: this.#stat(found), deleteMarker: false };
+  }
+
+  async getVersioning(path: string): Promise<VersioningState | undefined> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(p, "list");
+    const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+    return this.#vfs.store.getVersioning(dir.id);
+  }
+
+  async setVersioning(path: string, state: VersioningState): Promise<void> {
+    const p = normalize(path);
+    await this.#audited(
+      "attrs.change",
+      p,
+      async () => {
+        this.#perms.require(p, "mkdir");
+        if (state !== "Enabled" && state !== "Suspended") {
+          throw new AtrestError("INVALID_INPUT", "versioning is Enabled or Suspended");
+        }
+        const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+        await this.#vfs.store.transaction((tx) => tx.setVersioning(dir.id, state));
+        this.#vfs.versions.invalidate();
+      },
+      { detail: `versioning ${state}` },
+    );
+  }
+
+  async listVersions(path: string, prefix: string): Promise<VersionEntry[]> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(p, "list");
+    const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+    const out: VersionEntry[] = [];
+    for (const row of await this.#vfs.store.listVersions(dir.id)) {
+      const key = this.#vfs.versions.key(row);
+      if (!key.startsWith(prefix)) continue;
+      const stat = row.marker
+        ? { kind: "file" as const, ...this.#vfs.tree.attrs(this.#vfs.versions.asNode(row)), versionId: row.versionId }
+        : { ...this.#stat(this.#vfs.versions.asNode(row)), versionId: row.versionId };
+      out.push({ key, versionId: row.versionId, deleteMarker: row.marker, seq: row.seq, stat });
+    }
+    return out;
+  }
+
+  async deleteMarkerOf(path: string): Promise<string | undefined> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(parentAndName(p).parent, "list");
+    const { scope, node } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+    if (!scope || node) return undefined;
+    const newest = (await this.#vfs.store.listVersions(scope.dirId, scope.keyMac))[0];
+    return newest?.marker ? newest.versionId : undefined;
+  }
+
+  async deleteVersioned(path: string): Promise<RemovedVersion | undefined> {
+    const p = normalize(path);
+    let result: RemovedVersion | undefined;
+    await this.#audited("delete", p, async () => {
+      this.#perms.require(p, "delete");
+      const { scope, node } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+      if (!scope) return;
+      if (node?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
+      result = node ? await this.#vfs.removeFile(node) : await this.#vfs.addDeleteMarker(scope, this.#user.id);
+    });
+    return result;
+  }
+
+  async removeVersion(path: string, versionId: string): Promise<RemovedVersion> {
+    const p = normalize(path);
+    let result: RemovedVersion = { versionId, deleteMarker: false };
+    await this.#audited(
+      "delete",
+      p,
+      async () => {
+        this.#perms.require(p, "delete");
+        const { scope, node } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+        if (!scope) {
+          // an unversioned folder: its files are the version "null"
+          if (versionId !== "null" || node?.kind !== "file") throw new NotFoundError("no such version");
+          await this.#vfs.removeFile(node);
+          return;
+        }
+        result = await this.#vfs.removeVersion(scope, versionId);
+      },
+      { detail: `version ${versionId}` },
+    );
+    return result;
+  }
+
   async nodeId(path: string): Promise<string> {
     const p = normalize(path);
     await this.#live();
@@ -187,11 +305,11 @@ export class Session implements VfsSession {
     );
   }
 
-  async keyOf(path: string, customerKey?: Buffer): Promise<FileKey | undefined> {
+  async keyOf(path: string, customerKey?: Buffer, versionId?: string): Promise<FileKey | undefined> {
     const p = normalize(path);
     await this.#live();
     if (p !== "/") this.#perms.require(parentAndName(p).parent, "list");
-    const node = await this.#resolve(p);
+    const node = versionId === undefined ? await this.#resolve(p) : await this.#version(p, versionId);
     const kek = node.keyRef ? parseKeyRef(node.keyRef)?.name : undefined;
     if (node.kind !== "file" || !kek) return undefined;
     const { ssec } = this.#vfs.tree.attrs(node);
@@ -395,7 +513,7 @@ export class Session implements VfsSession {
       await this.#vfs.audit.admit?.();
       await this.#live();
       this.#perms.require(p, "download");
-      const node = await this.#resolve(p);
+      const node = options.versionId === undefined ? await this.#resolve(p) : await this.#version(p, options.versionId);
       if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
       let refused = false;
       const ssec = options.customerKey ? { detail: "sse-c" } : {};
@@ -473,6 +591,7 @@ export class Session implements VfsSession {
           ...(pieces ? { pieces } : {}),
           key: options.key,
           customerKey: options.customerKey,
+          ...(options.versionId ? { versionId: options.versionId } : {}),
           event: options.encryptionNote ? { ...this.#event(p), detail: options.encryptionNote } : this.#event(p),
           authorize: (op) => this.#perms.require(p, op === "create" ? "upload" : "overwrite"),
         });
@@ -627,6 +746,7 @@ export class Session implements VfsSession {
       partSizes?: number[];
       precondition?: Precondition;
       checksum?: ObjectMeta["checksum"];
+      versionId?: string;
     },
   ): Promise<FileStat> {
     const p = normalize(path);
@@ -667,6 +787,7 @@ export class Session implements VfsSession {
           customerKey: options.customerKey,
           encryptionNote: note,
           precondition: options.precondition,
+          versionId: options.versionId,
         };
         // The parts become the object's pieces as they are (O(parts): nothing decrypted or sealed again), unless a
         // folder's write filter (OpenPGP folders) must see the bytes: then they are streamed into one new version.

@@ -62,6 +62,7 @@ export class Tree {
     const a = this.attrs(node);
     const st: FileStat = { kind: node.kind, size: a.size, mtime: a.mtime, mode: a.mode };
     if (a.object) st.object = a.object;
+    if (a.versionId !== undefined) st.versionId = a.versionId;
     return st;
   }
 

@@ -14,6 +14,25 @@ export interface FileStat {
   mode: number;
   /** S3 metadata of the version, when an S3 write set it (sealed with its attributes: never in clear in meta.db). */
   object?: ObjectMeta;
+  /** The version id of a file written in a versioned folder (S3 bucket versioning); absent: "null". */
+  versionId?: string;
+}
+
+/** A noncurrent version or a delete marker kept in a versioned folder (VfsSession.listVersions). */
+export interface VersionEntry {
+  /** The file's path below the versioned folder. */
+  key: string;
+  versionId: string;
+  deleteMarker: boolean;
+  /** Newer versions have higher numbers (a key's current file is newer than all). */
+  seq: number;
+  stat: FileStat;
+}
+
+/** What a delete did in a versioned folder: the delete marker it left, or the version it removed. */
+export interface RemovedVersion {
+  versionId?: string;
+  deleteMarker: boolean;
 }
 
 /**
@@ -132,6 +151,8 @@ export interface OpenReadOptions {
   customerKey?: Buffer;
   /** The reader will not read at or past this offset (a Range's end): read-ahead stops there. */
   end?: number;
+  /** A version of the file (versioned folders): the current one or a noncurrent one; a delete marker is NOT_FOUND. */
+  versionId?: string;
 }
 
 export interface OpenWriteOptions {
@@ -151,6 +172,11 @@ export interface OpenWriteOptions {
    */
   customerKey?: Buffer;
   /** Short non-secret note on how the client asked for encryption (e.g. "sse aws:kms"), recorded in the upload audit. */
+  /**
+   * The version id a write in a folder whose versioning is Enabled gets (S3 CompleteMultipartUpload names it in the
+   * header it sends before the commit); a fresh one when absent. Ignored elsewhere.
+   */
+  versionId?: string;
   encryptionNote?: string;
   /**
    * A condition on the file the write replaces (undefined: there is none), e.g. S3's If-Match / If-None-Match: it
@@ -241,7 +267,7 @@ export interface VfsSession {
    * version the customer key must come along (KEY_REQUIRED / PERMISSION_DENIED as for openRead); one given for a
    * version without is INVALID_INPUT.
    */
-  keyOf?(path: string, customerKey?: Buffer): Promise<FileKey | undefined>;
+  keyOf?(path: string, customerKey?: Buffer, versionId?: string): Promise<FileKey | undefined>;
   /** A directory's default encryption (S3 bucket encryption), undefined when none is set. Needs `list` on it. */
   getEncryption?(path: string): Promise<DirEncryption | undefined>;
   /**
@@ -311,8 +337,29 @@ export interface VfsSession {
       partSizes?: number[];
       precondition?: Precondition;
       checksum?: ObjectMeta["checksum"];
+      /** OpenWriteOptions.versionId */
+      versionId?: string;
     },
   ): Promise<FileStat>;
+  /**
+   * Versioned folders (S3 bucket versioning, vfs/versions.ts): the state of directory `path` (undefined: never
+   * enabled; needs `list`), and setting it (needs `mkdir`; audited as `attrs.change`).
+   */
+  getVersioning?(path: string): Promise<"Enabled" | "Suspended" | undefined>;
+  setVersioning?(path: string, state: "Enabled" | "Suspended"): Promise<void>;
+  /** The noncurrent versions and delete markers kept in versioned directory `path` whose key starts with `prefix`. */
+  listVersions?(path: string, prefix: string): Promise<VersionEntry[]>;
+  /** Stat of one version of a file; a delete marker answers `{ deleteMarker: true }`. NOT_FOUND: no such version. */
+  statVersion?(path: string, versionId: string): Promise<{ stat: FileStat; deleteMarker: boolean }>;
+  /**
+   * Deletes a file in a versioned folder (the current version kept as noncurrent, a delete marker put in its place), also
+   * when there is no current file (one more marker). Undefined when `path` is not in a versioned folder.
+   */
+  deleteVersioned?(path: string): Promise<RemovedVersion | undefined>;
+  /** The version id of the delete marker that is the newest version of `path`, when there is no current file. */
+  deleteMarkerOf?(path: string): Promise<string | undefined>;
+  /** Deletes one version (its blob too; the newest one left becomes current). NOT_FOUND: no such version. */
+  removeVersion?(path: string, versionId: string): Promise<RemovedVersion>;
   /** Ends the session; aborts (keeping partials) any handle still open. */
   close(): Promise<void>;
 }

@@ -12,7 +12,7 @@ import { segmentOffset } from "../format/layout.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
 import type { BlobStore, BlobWriter } from "../store/blobs.ts";
-import type { FilePiece, MetaStore, MetaTx, NodeRow, UserRow } from "../store/types.ts";
+import type { FilePiece, MetaStore, MetaTx, NodeRow, UserRow, VersionRow } from "../store/types.ts";
 import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
 import { KekSelector } from "./kek-select.ts";
@@ -20,8 +20,9 @@ import { MetaCrypto, type PieceAttrs } from "./meta-crypto.ts";
 import { Multipart } from "./multipart.ts";
 import { type CustomerKeyCheck, customerDek, customerKeyCheck, verifyCustomerKey } from "./sse-c.ts";
 import { ROOT_ID, Tree } from "./tree.ts";
-import type { FileStat, ObjectMeta, Precondition, ReadHandle, SetAttrs, WriteHandle } from "./types.ts";
+import type { FileStat, ObjectMeta, Precondition, ReadHandle, RemovedVersion, SetAttrs, WriteHandle } from "./types.ts";
 import { Uploads } from "./uploads.ts";
+import { newVersionId, type VersionScope, Versions } from "./versions.ts";
 import { WriteFilters } from "./write-filters.ts";
 
 export interface VfsDeps {
@@ -121,6 +122,8 @@ export interface Writer {
    * only and never kept: the caller owns the buffer and zeroes it.
    */
   customerKey?: Buffer;
+  /** OpenWriteOptions.versionId: the id of the new version when its folder's versioning is Enabled. */
+  versionId?: string;
 }
 
 /** Containers already in the blob store that a commit makes a file version of (Writer.pieces). */
@@ -152,6 +155,14 @@ interface UploadState {
   attrs?: SetAttrs;
   /** S3 metadata given at close, committed with the version. */
   object?: ObjectMeta;
+}
+
+/**
+ * Whether replacing or deleting the current version `versionId` keeps it as a noncurrent one: always when versioning
+ * is Enabled; when Suspended only a version other than "null" (the next "null" version takes the old one's place).
+ */
+function keepsVersion(scope: VersionScope, versionId: string | undefined): boolean {
+  return scope.state === "Enabled" || (versionId !== undefined && versionId !== "null");
 }
 
 /** The settable attributes, defined ones only, mode cut to permission bits. */
@@ -188,6 +199,8 @@ export class Vfs {
   readonly #crypto: MetaCrypto;
   /** Staged S3 multipart uploads. */
   readonly multipart: Multipart;
+  /** Versioned folders (S3 bucket versioning): their noncurrent versions and delete markers. */
+  readonly versions: Versions;
   // One worker for all uploads (sealing) and downloads (opening): on two cores a second one competes with the event
   // loop (measured).
   readonly #seal = new SealPool({ threads: 1 });
@@ -213,6 +226,7 @@ export class Vfs {
     this.tree = new Tree(deps.store, crypto);
     this.folders = new Folders(deps.store);
     this.kek = new KekSelector(deps.store, this.folders, this.defaultKey);
+    this.versions = new Versions(deps.store, crypto, this.tree);
     this.multipart = new Multipart({
       store: deps.store,
       blobs: deps.blobs,
@@ -575,7 +589,18 @@ export class Vfs {
     }
     who.authorize(current ? "overwrite" : "create");
     const old = current ? this.tree.attrs(current) : undefined;
-    const sameOwner = current?.ownerId === user.id;
+    // a versioned folder keeps the replaced version (but a resume changes the version it appends to), and the
+    // version "null" a suspended folder writes replaces the earlier "null" one
+    const scope = await this.versions.scope(tx, parent.id, [name]);
+    const versionId = base
+      ? old?.versionId
+      : scope
+        ? scope.state === "Enabled"
+          ? (who.versionId ?? newVersionId())
+          : "null"
+        : undefined;
+    const keep = !!(scope && current && old && !base && keepsVersion(scope, old.versionId));
+    const sameOwner = !keep && current?.ownerId === user.id;
     const addBytes = size - (sameOwner && old ? old.size : 0);
     const addFiles = sameOwner ? 0 : 1;
     if (user.quotaBytes > 0 && addBytes > 0 && user.usedBytes + addBytes > user.quotaBytes) {
@@ -590,6 +615,7 @@ export class Vfs {
     const baseHeaders = base ? this.tree.attrs(base).object?.headers : undefined;
     const object = state.object ?? (baseHeaders ? { headers: baseHeaders } : undefined);
     if (object) stat.object = object;
+    if (versionId !== undefined) stat.versionId = versionId;
     const attrsCt = this.#crypto.sealAttrs(id, blobId, contentId, {
       size,
       mtime: stat.mtime,
@@ -597,8 +623,11 @@ export class Vfs {
       ...(plan.ssec ? { ssec: plan.ssec } : {}),
       ...(object ? { object } : {}),
       ...(pieces ? { pieces: pieces.map((p) => ({ contentId: p.contentId, size: p.size })) } : {}),
+      ...(versionId !== undefined ? { versionId } : {}),
     });
-    const replaced = await this.#versionBlobs(tx, current);
+    const replaced = scope?.state === "Suspended" ? await this.#dropNullVersions(tx, scope) : [];
+    if (keep && current && old) await this.versions.archive(tx, scope as VersionScope, current, old);
+    else replaced.push(...(await this.#versionBlobs(tx, current)));
     if (pieces) {
       // the staged parts become the version's pieces: no longer pending (their upload's drop must not remove them)
       await tx.insertFilePieces(
@@ -609,7 +638,7 @@ export class Vfs {
     }
     if (current && old) {
       await tx.updateNode(id, { blobId, contentId, keyRef, attrsCt, ownerId: user.id });
-      if (current.ownerId) await tx.addUsage(current.ownerId, -old.size, -1);
+      if (current.ownerId && !keep) await tx.addUsage(current.ownerId, -old.size, -1);
     } else {
       await tx.insertNode({
         id,
@@ -761,19 +790,99 @@ export class Vfs {
     await this.store.transaction(async (tx) => {
       await this.#stillThere(tx, node, "directory");
       if (await tx.hasChildren(node.id)) throw new AtrestError("NOT_EMPTY", "directory not empty");
+      // a versioned folder goes only once its last version and delete marker are deleted (S3: BucketNotEmpty)
+      if (await tx.hasVersions(node.id)) throw new AtrestError("NOT_EMPTY", "directory keeps object versions");
       await tx.deleteNode(node.id);
+      await tx.setVersioning(node.id, undefined);
     });
+    this.versions.invalidate();
   }
 
-  async removeFile(node: NodeRow): Promise<void> {
+  /**
+   * Removes the noncurrent versions "null" (and a "null" delete marker) of a key in a suspended folder, which a new
+   * "null" version replaces: their rows and usage go in `tx`, their blobs are returned for #retire.
+   */
+  async #dropNullVersions(tx: MetaTx, scope: VersionScope): Promise<string[]> {
+    const gone: string[] = [];
+    for (const row of await tx.listVersions(scope.dirId, scope.keyMac)) {
+      if (row.versionId === "null") gone.push(...(await this.#dropVersionRow(tx, row)));
+    }
+    return gone;
+  }
+
+  /** Deletes one version row (its pieces' rows too) and credits its owner; its blobs are returned for #retire. */
+  async #dropVersionRow(tx: MetaTx, row: VersionRow): Promise<string[]> {
+    await tx.deleteVersion(row.id);
+    if (row.marker) return [];
+    const node = this.versions.asNode(row);
+    if (row.ownerId) await tx.addUsage(row.ownerId, -this.tree.attrs(node).size, -1);
+    return this.#versionBlobs(tx, node);
+  }
+
+  /**
+   * Deletes a file. In a versioned folder its content is kept as a noncurrent version (Enabled, or a version other
+   * than "null") under a delete marker, which is what the answer names.
+   */
+  async removeFile(node: NodeRow): Promise<RemovedVersion | undefined> {
+    let marker: RemovedVersion | undefined;
     // the version in the store now (an overwrite may have committed since the lookup): its size and blob go
     const removed = await this.store.transaction(async (tx) => {
       const now = await this.#stillThere(tx, node);
+      const attrs = this.tree.attrs(now);
+      const scope = now.parentId ? await this.versions.scope(tx, now.parentId, [this.tree.name(now)]) : undefined;
       await tx.deleteNode(now.id);
-      if (now.ownerId) await tx.addUsage(now.ownerId, -this.tree.attrs(now).size, -1);
-      return this.#versionBlobs(tx, now);
+      const gone = scope?.state === "Suspended" ? await this.#dropNullVersions(tx, scope) : [];
+      if (scope && keepsVersion(scope, attrs.versionId)) await this.versions.archive(tx, scope, now, attrs);
+      else {
+        if (now.ownerId) await tx.addUsage(now.ownerId, -attrs.size, -1);
+        gone.push(...(await this.#versionBlobs(tx, now)));
+      }
+      if (scope) marker = { versionId: await this.versions.marker(tx, scope, now.ownerId), deleteMarker: true };
+      return gone;
     });
     if (removed.length > 0) await this.#retire(removed);
+    return marker;
+  }
+
+  /** A delete where there is no current file, in a versioned folder: one more delete marker (S3 puts one). */
+  async addDeleteMarker(scope: VersionScope, ownerId: string): Promise<RemovedVersion> {
+    const removed = await this.store.transaction(async (tx) => {
+      const gone = scope.state === "Suspended" ? await this.#dropNullVersions(tx, scope) : [];
+      const versionId = await this.versions.marker(tx, scope, ownerId);
+      return { gone, versionId };
+    });
+    if (removed.gone.length > 0) await this.#retire(removed.gone);
+    return { versionId: removed.versionId, deleteMarker: true };
+  }
+
+  /**
+   * Deletes version `versionId` of a key for good (its blob, once durable): the current file or a noncurrent version
+   * or marker. When that leaves the key without a current file, the newest version left becomes it (a marker on top
+   * keeps the key deleted). NOT_FOUND when there is no such version.
+   */
+  async removeVersion(scope: VersionScope, versionId: string): Promise<RemovedVersion> {
+    const result = await this.store.transaction(async (tx) => {
+      const { node } = await this.versions.current(tx, scope);
+      const attrs = node ? this.tree.attrs(node) : undefined;
+      let gone: string[];
+      let deleteMarker = false;
+      if (node && attrs && (attrs.versionId ?? "null") === versionId) {
+        await tx.deleteNode(node.id);
+        if (node.ownerId) await tx.addUsage(node.ownerId, -attrs.size, -1);
+        gone = await this.#versionBlobs(tx, node);
+      } else {
+        const row = await tx.getVersion(scope.dirId, scope.keyMac, versionId);
+        if (!row) throw new NotFoundError("no such version");
+        deleteMarker = row.marker;
+        gone = await this.#dropVersionRow(tx, row);
+        if (node) return { gone, deleteMarker };
+      }
+      const newest = (await tx.listVersions(scope.dirId, scope.keyMac))[0];
+      if (newest && !newest.marker) await this.versions.restore(tx, scope, newest);
+      return { gone, deleteMarker };
+    });
+    if (result.gone.length > 0) await this.#retire(result.gone);
+    return { versionId, deleteMarker: result.deleteMarker };
   }
 
   /** Moves `node` to `newParent/newName`, replacing a file there when `overwrite`. */

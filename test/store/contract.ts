@@ -1,7 +1,7 @@
 // The MetaStore contract, written against the interface only: every driver runs this file (the SQLite one from
 // sqlite.test.ts; a PostgreSQL driver passes its own `open`).
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import {
   KEY_CURSOR_START,
@@ -450,6 +450,53 @@ export function metaStoreContract(driver: ContractDriver): void {
         await store.transaction((tx) => tx.deleteFilePieces(version));
         assert.deepEqual(await store.filePieces(version), []);
         assert.ok(!(await store.blobIds()).has(pieces[1]?.blobId as string));
+      });
+    });
+
+    describe("file versions", () => {
+      it("keeps versioned folders' states and versions newest first, their blobs referenced until deleted", async () => {
+        const dirId = randomUUID();
+        await store.transaction((tx) => tx.setVersioning(dirId, "Enabled"));
+        assert.equal(await store.getVersioning(dirId), "Enabled");
+        await store.transaction((tx) => tx.setVersioning(dirId, "Suspended"));
+        assert.equal(await store.getVersioning(dirId), "Suspended");
+        assert.ok((await store.listVersionedDirs()).some((d) => d.dirId === dirId && d.state === "Suspended"));
+        const keyMac = randomBytes(32);
+        const row = (seq: number, marker: boolean) => ({
+          id: randomUUID(),
+          dirId,
+          keyMac,
+          keyCt: randomBytes(48),
+          versionId: marker ? "null" : `v${seq}`,
+          seq,
+          marker,
+          attrsCt: randomBytes(72),
+          blobId: marker ? null : randomUUID(),
+          contentId: marker ? null : randomUUID(),
+          keyRef: marker ? null : "kek:default:v1",
+          ownerId: randomUUID(),
+        });
+        const rows = [row(1, false), row(2, false), row(3, true)];
+        await store.transaction(async (tx) => {
+          for (const r of rows) await tx.insertVersion(r);
+        });
+        assert.deepEqual(await store.listVersions(dirId, keyMac), [...rows].reverse());
+        assert.equal((await store.listVersions(dirId)).length, 3);
+        assert.deepEqual(await store.getVersion(dirId, keyMac, "v2"), rows[1]);
+        assert.equal(await store.getVersion(dirId, randomBytes(32), "v2"), undefined);
+        assert.ok(await store.hasVersions(dirId));
+        assert.ok((await store.blobIds()).has(rows[0]?.blobId as string), "the sweep keeps a version's blob");
+        await assert.rejects(
+          store.transaction((tx) => tx.insertVersion({ ...row(4, false), versionId: "v1" })),
+          "a version id is a key's once",
+        );
+        await store.transaction(async (tx) => {
+          for (const r of rows) await tx.deleteVersion(r.id);
+          await tx.setVersioning(dirId, undefined);
+        });
+        assert.ok(!(await store.hasVersions(dirId)));
+        assert.ok(!(await store.blobIds()).has(rows[0]?.blobId as string));
+        assert.equal(await store.getVersioning(dirId), undefined);
       });
     });
 

@@ -5,7 +5,7 @@ import { apiName, checksumAlgorithm } from "./checksum.ts";
 import { type Ctx, httpDate, objectPath, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { etagOf } from "./metadata.ts";
-import { statObject } from "./objects.ts";
+import { statObject, versionHeader, versionIdOf } from "./objects.ts";
 import { sseHeaders } from "./sse.ts";
 import { type XmlObject, xmlDoc } from "./xml.ts";
 
@@ -36,7 +36,10 @@ export async function getObjectAttributes(c: Ctx): Promise<void> {
   const marker = intHeader(c, "x-amz-part-number-marker", 0, 10_000, 0);
   const st = await statObject(c);
   // the customer key of an SSE-C version is checked before anything about it is told (KEY_REQUIRED without it)
-  const key = st.kind === "file" ? await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key) : undefined;
+  const key =
+    st.kind === "file"
+      ? await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key, versionIdOf(c))
+      : undefined;
   const out: XmlObject = {};
   if (wanted.has("ETag")) out.ETag = etagOf(st).slice(1, -1);
   const sum = st.object?.checksum;
@@ -69,6 +72,7 @@ export async function getObjectAttributes(c: Ctx): Promise<void> {
   if (wanted.has("ObjectSize")) out.ObjectSize = st.size;
   send(c.res, 200, xmlDoc("GetObjectAttributesResponse", out), {
     "last-modified": httpDate(st.mtime),
+    ...versionHeader(st, versionIdOf(c)),
     ...sseHeaders(key, c.customerKey),
   });
 }

@@ -1,4 +1,4 @@
-// Bucket operations: ListBuckets, CreateBucket, DeleteBucket, Get/Put/DeleteBucketEncryption.
+// Bucket operations: ListBuckets, CreateBucket, DeleteBucket, Get/Put/DeleteBucketEncryption, Get/PutBucketVersioning.
 import { AtrestError } from "../../errors.ts";
 import { bucketExists, type Ctx, iso, notImplemented, readSmallBody, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
@@ -117,4 +117,45 @@ export async function bucketEncryption(c: Ctx): Promise<void> {
     return send(c.res, 200);
   }
   throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+}
+
+/** Get/PutBucketVersioning: the bucket folder's versioning (vfs/versions.ts); never enabled answers no Status. */
+export async function bucketVersioning(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  const dir = `/${c.bucket}`;
+  if (!c.session.getVersioning || !c.session.setVersioning) notImplemented();
+  if (c.req.method === "GET") {
+    const state = await c.session.getVersioning(dir);
+    send(c.res, 200, xmlDoc("VersioningConfiguration", state ? { Status: state } : {}));
+    return;
+  }
+  if (c.req.method !== "PUT") {
+    throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+  }
+  const xml = await readSmallBody(c);
+  if (!xml.includes("<VersioningConfiguration")) {
+    throw new S3Error(
+      "MalformedXML",
+      400,
+      "The XML you provided was not well-formed or did not validate against our published schema.",
+    );
+  }
+  // MFA delete needs an MFA device: not served (Disabled, or none, is what every client sends)
+  const mfa = xmlTexts(xml, "MfaDelete")[0]?.trim();
+  if (mfa !== undefined && mfa !== "Disabled") notImplemented();
+  const status = xmlTexts(xml, "Status")[0]?.trim();
+  if (status === undefined) {
+    // no Status changes nothing (a bucket once versioned cannot go back to never versioned)
+    send(c.res, 200);
+    return;
+  }
+  if (status !== "Enabled" && status !== "Suspended") {
+    throw new S3Error(
+      "MalformedXML",
+      400,
+      "The XML you provided was not well-formed or did not validate against our published schema.",
+    );
+  }
+  await c.session.setVersioning(dir, status);
+  send(c.res, 200);
 }

@@ -62,7 +62,7 @@ export function sendError(
     ' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"',
     "",
   );
-  send(res, f.status, res.req?.method === "HEAD" ? undefined : body, { "x-amz-request-id": requestId });
+  send(res, f.status, res.req?.method === "HEAD" ? undefined : body, { ...f.headers, "x-amz-request-id": requestId });
 }
 
 /** A control character (C0, DEL, C1): refused in keys, as Ceph RGW refuses them. */

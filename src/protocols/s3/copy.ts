@@ -7,12 +7,12 @@
 // the upload; the upload's detail names the source.
 import { createHash, type Hash } from "node:crypto";
 import { AtrestError } from "../../errors.ts";
-import type { FileStat, ReadHandle, WriteHandle } from "../../vfs/types.ts";
+import type { FileStat, OpenReadOptions, ReadHandle, WriteHandle } from "../../vfs/types.ts";
 import { Checksum, checksumAlgorithm } from "./checksum.ts";
 import { bucketExists, type Ctx, type CustomerKey, iso, mkdirs, objectPath, send } from "./context.ts";
 import { noSuchBucket, S3Error } from "./errors.ts";
 import { etagOf, metadataOf, objectMeta } from "./metadata.ts";
-import { READ_PIECE, writePlan } from "./objects.ts";
+import { READ_PIECE, versionHeader, writePlan } from "./objects.ts";
 import { sseHeaders } from "./sse.ts";
 import { copyTags } from "./tagging.ts";
 import { xmlDoc } from "./xml.ts";
@@ -24,6 +24,8 @@ export interface CopySource {
   path: string;
   stat: FileStat;
   customerKey?: CustomerKey;
+  /** The source's version (x-amz-copy-source `?versionId=`); undefined: the current one. */
+  versionId?: string;
 }
 
 const precondition = () =>
@@ -42,13 +44,7 @@ export async function copySource(c: Ctx): Promise<CopySource> {
     );
   const q = raw.indexOf("?");
   const pathPart = q < 0 ? raw : raw.slice(0, q);
-  if (q >= 0) {
-    const params = new URLSearchParams(raw.slice(q + 1));
-    const version = params.get("versionId");
-    // an unversioned bucket: every object is its one version, "null"
-    if (version !== null && version !== "null")
-      throw new S3Error("NoSuchVersion", 404, "The specified version does not exist.");
-  }
+  const versionId = q >= 0 ? (new URLSearchParams(raw.slice(q + 1)).get("versionId") ?? undefined) : undefined;
   let decoded: string;
   try {
     decoded = decodeURIComponent(pathPart);
@@ -73,10 +69,34 @@ export async function copySource(c: Ctx): Promise<CopySource> {
     throw err;
   }
   const path = objectPath(bucket, key);
-  const stat = await c.session.stat(path);
+  const stat = versionId === undefined ? await c.session.stat(path) : await sourceVersion(c, path, versionId);
   if (stat.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
   checkCopyConditions(c, stat);
-  return { bucket, key, path, stat, customerKey: c.copySourceKey };
+  return { bucket, key, path, stat, customerKey: c.copySourceKey, ...(versionId !== undefined ? { versionId } : {}) };
+}
+
+/** The copy source's version `versionId` (a delete marker cannot be copied: 400 InvalidRequest, as S3). */
+async function sourceVersion(c: Ctx, path: string, versionId: string): Promise<FileStat> {
+  const noSuchVersion = () => new S3Error("NoSuchVersion", 404, "The specified version does not exist.");
+  if (!c.session.statVersion) {
+    // an unversioned door: every object is its one version, "null"
+    if (versionId !== "null") throw noSuchVersion();
+    return c.session.stat(path);
+  }
+  try {
+    const found = await c.session.statVersion(path, versionId);
+    if (found.deleteMarker) {
+      throw new S3Error(
+        "InvalidRequest",
+        400,
+        "The source of a copy request may not specifically refer to a delete marker by version id.",
+      );
+    }
+    return found.stat;
+  } catch (err) {
+    if (err instanceof AtrestError && err.code === "NOT_FOUND") throw noSuchVersion();
+    throw err;
+  }
 }
 
 /**
@@ -165,7 +185,7 @@ export async function copyObject(c: Ctx): Promise<void> {
   const algo = c.req.headers["x-amz-checksum-algorithm"];
   const sum = typeof algo === "string" ? new Checksum(checksumAlgorithm(algo)) : undefined;
   const kept = src.stat.object?.checksum?.type === "FULL_OBJECT" ? src.stat.object.checksum : undefined;
-  const r = await c.session.openRead(src.path, { customerKey: src.customerKey?.key });
+  const r = await c.session.openRead(src.path, sourceRead(src));
   let st: FileStat;
   try {
     await mkdirs(c.session, dest.slice(0, dest.lastIndexOf("/")));
@@ -186,10 +206,16 @@ export async function copyObject(c: Ctx): Promise<void> {
   } finally {
     await r.close().catch(() => undefined);
   }
-  send(
-    c.res,
-    200,
-    xmlDoc("CopyObjectResult", { LastModified: iso(st.mtime), ETag: etagOf(st) }),
-    sseHeaders(await c.session.keyOf?.(dest, c.customerKey?.key), c.customerKey),
-  );
+  send(c.res, 200, xmlDoc("CopyObjectResult", { LastModified: iso(st.mtime), ETag: etagOf(st) }), {
+    ...sseHeaders(await c.session.keyOf?.(dest, c.customerKey?.key), c.customerKey),
+    ...versionHeader(st),
+    ...(src.versionId !== undefined || src.stat.versionId !== undefined
+      ? { "x-amz-copy-source-version-id": src.versionId ?? (src.stat.versionId as string) }
+      : {}),
+  });
+}
+
+/** How a copy opens its source: with its SSE-C key, at its version. */
+export function sourceRead(src: CopySource): OpenReadOptions {
+  return { customerKey: src.customerKey?.key, ...(src.versionId !== undefined ? { versionId: src.versionId } : {}) };
 }

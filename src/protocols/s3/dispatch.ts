@@ -1,7 +1,14 @@
 // Routes a signed, logged-in request to its operation by method, bucket/key and sub-resource query.
 import { bucketAcl, objectAcl } from "./acl.ts";
 import { getObjectAttributes } from "./attributes.ts";
-import { bucketEncryption, bucketLocation, createBucket, deleteBucket, listBuckets } from "./buckets.ts";
+import {
+  bucketEncryption,
+  bucketLocation,
+  bucketVersioning,
+  createBucket,
+  deleteBucket,
+  listBuckets,
+} from "./buckets.ts";
 import { bucketExists, type Ctx, notImplemented, send } from "./context.ts";
 import { copyObject } from "./copy.ts";
 import { S3Error } from "./errors.ts";
@@ -16,7 +23,6 @@ import {
 } from "./multipart.ts";
 import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
 import { objectTagging } from "./tagging.ts";
-import { xmlDoc } from "./xml.ts";
 
 export async function dispatch(c: Ctx): Promise<void> {
   const m = c.req.method;
@@ -26,12 +32,7 @@ export async function dispatch(c: Ctx): Promise<void> {
     throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
   }
   if (!c.key) {
-    if (q.has("versioning") && m === "GET") {
-      await bucketExists(c.session, c.bucket);
-      return send(c.res, 200, xmlDoc("VersioningConfiguration", {}));
-    }
-    // versioning is never enabled: PutBucketVersioning is not served
-    if (q.has("versioning")) notImplemented();
+    if (q.has("versioning")) return bucketVersioning(c);
     if (q.has("location") && m === "GET") return bucketLocation(c);
     if (q.has("delete") && m === "POST") return deleteObjects(c);
     if (q.has("encryption")) return bucketEncryption(c);

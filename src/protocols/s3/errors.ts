@@ -6,10 +6,13 @@ import { AtrestError, type ErrorCode, PreconditionFailedError } from "../../erro
 export class S3Error extends Error {
   readonly code: string;
   readonly status: number;
-  constructor(code: string, status: number, message: string) {
+  /** Headers the error answer carries (a delete marker's x-amz-delete-marker and version id). */
+  readonly headers?: Record<string, string>;
+  constructor(code: string, status: number, message: string, headers?: Record<string, string>) {
     super(message);
     this.code = code;
     this.status = status;
+    if (headers) this.headers = headers;
   }
 }
 
@@ -18,6 +21,7 @@ export interface S3Failure {
   status: number;
   message: string;
   internal: boolean;
+  headers?: Record<string, string>;
 }
 
 const MAP: Record<ErrorCode, [string, number, string | undefined]> = {
@@ -52,7 +56,15 @@ const MAP: Record<ErrorCode, [string, number, string | undefined]> = {
 const PRECONDITION = "At least one of the pre-conditions you specified did not hold";
 
 export function toS3Error(err: unknown): S3Failure {
-  if (err instanceof S3Error) return { code: err.code, status: err.status, message: err.message, internal: false };
+  if (err instanceof S3Error) {
+    return {
+      code: err.code,
+      status: err.status,
+      message: err.message,
+      internal: false,
+      ...(err.headers ? { headers: err.headers } : {}),
+    };
+  }
   if (err instanceof PreconditionFailedError) {
     return { code: "PreconditionFailed", status: 412, message: PRECONDITION, internal: false };
   }

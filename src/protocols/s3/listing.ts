@@ -1,4 +1,4 @@
-// Listings: ListObjects (v1), ListObjectsV2, ListObjectVersions (as an unversioned bucket answers it).
+// Listings: ListObjects (v1), ListObjectsV2, ListObjectVersions.
 import type { FileStat, VfsSession } from "../../vfs/types.ts";
 import { bucketExists, type Ctx, iso, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
@@ -108,39 +108,101 @@ export async function listObjects(c: Ctx): Promise<void> {
   send(c.res, 200, body);
 }
 
+/**
+ * ListObjectVersions: every key's versions, newest first (its current file, then the noncurrent versions and delete
+ * markers a versioned bucket keeps), keys in S3's order; paged with key-marker / version-id-marker.
+ */
 export async function listVersions(c: Ctx): Promise<void> {
-  // an unversioned bucket: every object is its one version, "null"
   await bucketExists(c.session, c.bucket);
-  const prefix = c.query.get("prefix") ?? "";
-  const all = await walk(c.session, c.bucket, prefix);
-  const maxKeys = Math.min(Number(c.query.get("max-keys") ?? 1000), 1000);
-  const after = c.query.get("key-marker") ?? "";
-  const list = all.filter((o) => Buffer.compare(Buffer.from(o.key), Buffer.from(after)) > 0);
-  const page = list.slice(0, maxKeys);
-  const truncated = list.length > page.length;
+  const q = c.query;
+  const prefix = q.get("prefix") ?? "";
+  const delimiter = q.get("delimiter") ?? "";
+  const maxKeys = Math.min(Number(q.get("max-keys") ?? 1000), 1000);
+  if (!Number.isInteger(maxKeys) || maxKeys < 0)
+    throw new S3Error("InvalidArgument", 400, "max-keys must be a non-negative integer");
+  const keyMarker = q.get("key-marker") ?? "";
+  const versionMarker = q.get("version-id-marker") ?? "";
+  const encode = q.get("encoding-type") === "url";
+  const enc = (s: string) => (encode ? encodeURIComponent(s).replace(/%2F/g, "/") : s);
+  type Entry = { key: string; versionId: string; marker: boolean; seq: number; stat: FileStat };
+  const all: Entry[] = (await walk(c.session, c.bucket, prefix)).map((o) => ({
+    key: o.key,
+    versionId: o.stat.versionId ?? "null",
+    marker: false,
+    seq: Number.POSITIVE_INFINITY,
+    stat: o.stat,
+  }));
+  for (const v of (await c.session.listVersions?.(`/${c.bucket}`, prefix)) ?? []) {
+    all.push({ key: v.key, versionId: v.versionId, marker: v.deleteMarker, seq: v.seq, stat: v.stat });
+  }
+  all.sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)) || b.seq - a.seq);
+  // the marker is an entry (key and version) or, with only a key, the end of that key's versions
+  let start = all.findIndex((e) => Buffer.compare(Buffer.from(e.key), Buffer.from(keyMarker)) > 0);
+  if (start < 0) start = all.length;
+  if (keyMarker && versionMarker) {
+    const at = all.findIndex((e) => e.key === keyMarker && e.versionId === versionMarker);
+    if (at >= 0) start = at + 1;
+  }
+  const versions: XmlObject[] = [];
+  const markers: XmlObject[] = [];
+  const prefixes: string[] = [];
+  let count = 0;
+  let truncated = false;
+  let last: Entry | undefined;
+  let lastPrefix: string | undefined;
+  const owner = { ID: c.session.username, DisplayName: c.session.username };
+  for (let i = start; i < all.length && maxKeys > 0; i++) {
+    const e = all[i] as Entry;
+    const latest = i === 0 || (all[i - 1] as Entry).key !== e.key;
+    let cp: string | undefined;
+    if (delimiter) {
+      const at = e.key.indexOf(delimiter, prefix.length);
+      if (at >= 0) cp = e.key.slice(0, at + delimiter.length);
+    }
+    if (cp !== undefined && cp === prefixes.at(-1)) continue;
+    if (count >= maxKeys) {
+      truncated = true;
+      break;
+    }
+    count++;
+    if (cp !== undefined) {
+      prefixes.push(cp);
+      lastPrefix = cp;
+      last = undefined;
+      continue;
+    }
+    last = e;
+    lastPrefix = undefined;
+    const common = { Key: enc(e.key), VersionId: e.versionId, IsLatest: latest, LastModified: iso(e.stat.mtime) };
+    if (e.marker) markers.push({ ...common, Owner: owner });
+    else {
+      versions.push({
+        ...common,
+        ETag: etagOf(e.stat),
+        Size: e.stat.size,
+        StorageClass: "STANDARD",
+        Owner: owner,
+      });
+    }
+  }
   send(
     c.res,
     200,
     xmlDoc("ListVersionsResult", {
       Name: c.bucket,
-      Prefix: prefix,
-      KeyMarker: after,
-      VersionIdMarker: c.query.get("version-id-marker") ?? "",
-      NextKeyMarker: truncated ? page.at(-1)?.key : undefined,
+      Prefix: enc(prefix),
+      KeyMarker: enc(keyMarker),
+      VersionIdMarker: versionMarker,
       // clients page on with both markers (boto3 refuses a missing one)
-      NextVersionIdMarker: truncated ? "null" : undefined,
+      NextKeyMarker: truncated ? enc(last?.key ?? lastPrefix ?? "") : undefined,
+      NextVersionIdMarker: truncated ? (last?.versionId ?? "") : undefined,
       MaxKeys: maxKeys,
+      Delimiter: delimiter ? enc(delimiter) : undefined,
+      EncodingType: encode ? "url" : undefined,
       IsTruncated: truncated,
-      Version: page.map((o) => ({
-        Key: o.key,
-        VersionId: "null",
-        IsLatest: true,
-        LastModified: iso(o.stat.mtime),
-        ETag: etagOf(o.stat),
-        Size: o.stat.size,
-        StorageClass: "STANDARD",
-        Owner: { ID: c.session.username, DisplayName: c.session.username },
-      })),
+      Version: versions,
+      DeleteMarker: markers,
+      CommonPrefixes: prefixes.map((p) => ({ Prefix: enc(p) })),
     }),
   );
 }

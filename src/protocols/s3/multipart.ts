@@ -14,6 +14,7 @@ import type {
   PartHandle,
   WriteHandle,
 } from "../../vfs/types.ts";
+import { newVersionId } from "../../vfs/versions.ts";
 import { readBody } from "./body.ts";
 import {
   apiName,
@@ -24,7 +25,7 @@ import {
   multipartChecksum,
 } from "./checksum.ts";
 import { bucketExists, type Ctx, iso, mkdirs, notImplemented, objectPath, readSmallBody, send } from "./context.ts";
-import { copySource, pump } from "./copy.ts";
+import { copySource, pump, sourceRead } from "./copy.ts";
 import { S3Error, toS3Error } from "./errors.ts";
 import { metadataOf } from "./metadata.ts";
 import { writePlan, writePrecondition } from "./objects.ts";
@@ -182,7 +183,7 @@ export async function uploadPart(c: Ctx): Promise<void> {
     const md5 = createHash("md5");
     const sum = algorithm ? new Checksum(algorithm) : undefined;
     try {
-      const r = await c.session.openRead(src.path, { customerKey: src.customerKey?.key });
+      const r = await c.session.openRead(src.path, sourceRead(src));
       try {
         await pump(r, asWriteHandle(part), range.start, range.end, md5, sum);
       } finally {
@@ -482,9 +483,15 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
   // a conditional Complete that fails now is a 412 / 404 before the early 200 (the commit checks it again)
   const precondition = writePrecondition(c);
   if (precondition) precondition(await currentFile(c, path));
+  // the version id goes in the header sent before the commit: chosen now when the bucket keeps versions
+  const versionId = (await c.session.getVersioning?.(`/${c.bucket}`)) === "Enabled" ? newVersionId() : undefined;
   // Copying a large upload takes a while: answer 200 now and keep the connection alive with whitespace, then the
   // result, or an Error document in the 200 (as S3 does; the SDKs and awscli read it as the error).
-  c.res.writeHead(200, { "content-type": "application/xml", ...uploadSse(c, upload, upload.requestedKey) });
+  c.res.writeHead(200, {
+    "content-type": "application/xml",
+    ...uploadSse(c, upload, upload.requestedKey),
+    ...(versionId !== undefined ? { "x-amz-version-id": versionId } : {}),
+  });
   c.res.write('<?xml version="1.0" encoding="UTF-8"?>\n');
   const keepAlive = setInterval(() => c.res.write(" "), 10_000);
   try {
@@ -499,6 +506,7 @@ export async function completeMultipartUpload(c: Ctx): Promise<void> {
           partSizes: found.map((p) => p.size),
           precondition,
           checksum,
+          ...(versionId !== undefined ? { versionId } : {}),
         },
       ),
     );

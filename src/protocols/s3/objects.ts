@@ -1,9 +1,9 @@
 // Object operations: PutObject, GetObject/HeadObject (Range, conditionals), DeleteObject, DeleteObjects.
 import { AtrestError, NotFoundError, PreconditionFailedError } from "../../errors.ts";
-import type { FileStat, ObjectMeta, Precondition, VfsSession } from "../../vfs/types.ts";
+import type { FileStat, ObjectMeta, Precondition, RemovedVersion, VfsSession } from "../../vfs/types.ts";
 import { WriteBatcher } from "../../vfs/write-batch.ts";
 import { readBody } from "./body.ts";
-import { bucketExists, type Ctx, httpDate, mkdirs, objectPath, send } from "./context.ts";
+import { bucketExists, type Ctx, hasControl, httpDate, mkdirs, objectPath, send } from "./context.ts";
 import { S3Error, toS3Error } from "./errors.ts";
 import { checksumHeaders, etagOf, metadataOf, objectMeta, responseMetadata } from "./metadata.ts";
 import { bucketDefault, requestedSse, sseHeaders } from "./sse.ts";
@@ -43,13 +43,38 @@ export async function putObject(c: Ctx): Promise<void> {
   }
   const { md5, checksum } = body.result();
   const sum = checksum && { algorithm: checksum.algorithm, value: checksum.digest.toString("base64") };
-  await w.close(undefined, objectMeta(md5.toString("hex"), headers, sum && { ...sum, type: "FULL_OBJECT" }, tags));
+  const st = await w.close(
+    undefined,
+    objectMeta(md5.toString("hex"), headers, sum && { ...sum, type: "FULL_OBJECT" }, tags),
+  );
   send(c.res, 200, undefined, {
     etag: `"${md5.toString("hex")}"`,
+    ...versionHeader(st),
     ...(sum ? { [`x-amz-checksum-${sum.algorithm}`]: sum.value, "x-amz-checksum-type": "FULL_OBJECT" } : {}),
     ...sseHeaders(await c.session.keyOf?.(path, customerKey?.key), customerKey),
   });
 }
+
+/**
+ * x-amz-version-id of a version written or read in a versioned bucket: its id; none for the version "null" (as S3
+ * answers a write in a suspended bucket) unless the request named it.
+ */
+export function versionHeader(st: FileStat, asked?: string): Record<string, string> {
+  const id = asked ?? st.versionId;
+  return id !== undefined && (id !== "null" || asked !== undefined) ? { "x-amz-version-id": id } : {};
+}
+
+/** The ?versionId= of a request, checked: S3 version ids are short printable strings. */
+export function versionIdOf(c: Ctx): string | undefined {
+  const v = c.query.get("versionId");
+  if (v === undefined) return undefined;
+  if (v === "" || v.length > 1024 || hasControl(v)) {
+    throw new S3Error("InvalidArgument", 400, "Invalid version id specified");
+  }
+  return v;
+}
+
+const noSuchVersion = () => new S3Error("NoSuchVersion", 404, "The specified version does not exist.");
 
 /**
  * A conditional write's If-Match / If-None-Match (PutObject, CompleteMultipartUpload), checked by the vfs at open and
@@ -172,9 +197,43 @@ export async function statObject(c: Ctx): Promise<FileStat> {
     if (st.kind !== "dir") throw new AtrestError("NOT_FOUND", "no such key");
     return { ...st, size: 0 };
   }
-  const st = await c.session.stat(objectPath(c.bucket, c.key));
-  if (st.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
-  return st;
+  const versionId = versionIdOf(c);
+  if (versionId !== undefined) {
+    if (!c.session.statVersion) throw noSuchVersion();
+    let found: Awaited<ReturnType<NonNullable<VfsSession["statVersion"]>>>;
+    try {
+      found = await c.session.statVersion(objectPath(c.bucket, c.key), versionId);
+    } catch (err) {
+      if (err instanceof AtrestError && err.code === "NOT_FOUND") throw noSuchVersion();
+      throw err;
+    }
+    if (found.deleteMarker) {
+      // S3: a delete marker has no content; GET/HEAD of it by id is 405 with the marker's headers
+      throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.", {
+        "x-amz-delete-marker": "true",
+        "x-amz-version-id": versionId,
+      });
+    }
+    return found.stat;
+  }
+  const path = objectPath(c.bucket, c.key);
+  let st: FileStat | undefined;
+  try {
+    st = await c.session.stat(path);
+  } catch (err) {
+    if (!(err instanceof AtrestError && err.code === "NOT_FOUND")) throw err;
+  }
+  if (st?.kind === "file") return st;
+  // a key whose newest version is a delete marker says so (x-amz-delete-marker, its version id), as S3 answers
+  const marker = await c.session.deleteMarkerOf?.(path);
+  throw new S3Error(
+    "NoSuchKey",
+    404,
+    "The specified key does not exist.",
+    marker !== undefined
+      ? { "x-amz-delete-marker": "true", "x-amz-version-id": marker }
+      : { "x-amz-delete-marker": "false" },
+  );
 }
 
 export function conditional(c: Ctx, st: FileStat): boolean {
@@ -229,12 +288,16 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
     ...(wantChecksum && !rangeAsked(c) ? checksumHeaders(st.object) : {}),
     ...(wantChecksum && c.query.has("partNumber") ? partChecksumHeaders(c, st.object) : {}),
     etag: etagOf(st),
+    ...versionHeader(st, versionIdOf(c)),
     ...tagCountHeader(st.object?.tags),
     "last-modified": httpDate(st.mtime),
     "accept-ranges": "bytes",
     ...responseMetadata(st, c.query),
     ...(st.kind === "file"
-      ? sseHeaders(await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key), c.customerKey)
+      ? sseHeaders(
+          await c.session.keyOf?.(objectPath(c.bucket, c.key), c.customerKey?.key, versionIdOf(c)),
+          c.customerKey,
+        )
       : {}),
   };
   const start = range?.start ?? 0;
@@ -249,7 +312,12 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
   }
   // a Range (awscli's multipart GET asks for 8 MiB at a time) reads nothing past its end: no read-ahead there, and no
   // next part of a multipart object opened (its data key unwrapped) for nothing
-  const r = await c.session.openRead(objectPath(c.bucket, c.key), { customerKey: c.customerKey?.key, end: end + 1 });
+  const versionId = versionIdOf(c);
+  const r = await c.session.openRead(objectPath(c.bucket, c.key), {
+    customerKey: c.customerKey?.key,
+    end: end + 1,
+    ...(versionId !== undefined ? { versionId } : {}),
+  });
   try {
     c.res.writeHead(range ? 206 : 200, headers);
     let at = start;
@@ -270,14 +338,35 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
   }
 }
 
-/** Deletes one key (a missing key is no error in S3) and the folders it leaves empty: S3 has no empty prefixes. */
-export async function removeKey(s: VfsSession, bucket: string, key: string): Promise<void> {
+/**
+ * Deletes one key (a missing key is no error in S3) and the folders it leaves empty: S3 has no empty prefixes. In a
+ * versioned bucket the current version is kept under a delete marker, or with `versionId` that version goes for good.
+ */
+export async function removeKey(
+  s: VfsSession,
+  bucket: string,
+  key: string,
+  versionId?: string,
+): Promise<RemovedVersion | undefined> {
+  let removed: RemovedVersion | undefined;
   try {
-    if (key.endsWith("/")) await s.rmdir(objectPath(bucket, key.slice(0, -1)));
-    else await s.remove(objectPath(bucket, key));
+    if (versionId !== undefined) {
+      if (!s.removeVersion) throw noSuchVersion();
+      removed = await s.removeVersion(objectPath(bucket, key), versionId);
+    } else if (key.endsWith("/")) await s.rmdir(objectPath(bucket, key.slice(0, -1)));
+    else {
+      removed = await s.deleteVersioned?.(objectPath(bucket, key));
+      if (!removed) await s.remove(objectPath(bucket, key));
+    }
   } catch (err) {
+    // a version that is not there: nothing to delete, as S3 answers (204)
     if (!(err instanceof AtrestError && (err.code === "NOT_FOUND" || err.code === "NOT_EMPTY"))) throw err;
   }
+  await removeEmptyFolders(s, bucket, key);
+  return removed;
+}
+
+async function removeEmptyFolders(s: VfsSession, bucket: string, key: string): Promise<void> {
   const parts = key.split("/").filter(Boolean);
   for (let n = parts.length - 1; n > 0; n--) {
     try {
@@ -290,8 +379,16 @@ export async function removeKey(s: VfsSession, bucket: string, key: string): Pro
 
 export async function deleteObject(c: Ctx): Promise<void> {
   await bucketExists(c.session, c.bucket);
-  await removeKey(c.session, c.bucket, c.key);
-  send(c.res, 204);
+  const removed = await removeKey(c.session, c.bucket, c.key, versionIdOf(c));
+  send(c.res, 204, undefined, removedHeaders(removed));
+}
+
+function removedHeaders(removed: RemovedVersion | undefined): Record<string, string> {
+  if (!removed) return {};
+  return {
+    ...(removed.deleteMarker ? { "x-amz-delete-marker": "true" } : {}),
+    ...(removed.versionId !== undefined ? { "x-amz-version-id": removed.versionId } : {}),
+  };
 }
 
 export async function deleteObjects(c: Ctx): Promise<void> {
@@ -310,13 +407,21 @@ export async function deleteObjects(c: Ctx): Promise<void> {
   const deleted: XmlObject[] = [];
   const errors: XmlObject[] = [];
   for (const o of objects) {
-    const key = xmlTexts(`<x>${o}</x>`.replace(/<\/?x>/g, ""), "Key")[0] ?? "";
+    const key = xmlTexts(o, "Key")[0] ?? "";
+    const versionId = xmlTexts(o, "VersionId")[0]?.trim();
     try {
-      const sub = { ...c, key };
       if (!key) throw new S3Error("InvalidArgument", 400, "empty key");
-      void sub;
-      await removeKey(c.session, c.bucket, key);
-      if (!quiet) deleted.push({ Key: key });
+      const removed = await removeKey(c.session, c.bucket, key, versionId || undefined);
+      if (!quiet) {
+        deleted.push({
+          Key: key,
+          VersionId: versionId || undefined,
+          ...(removed?.deleteMarker ? { DeleteMarker: true } : {}),
+          ...(removed?.deleteMarker && removed.versionId !== undefined && !versionId
+            ? { DeleteMarkerVersionId: removed.versionId }
+            : {}),
+        });
+      }
     } catch (err) {
       const f = toS3Error(err);
       errors.push({ Key: key, Code: f.code, Message: f.message });

@@ -435,6 +435,28 @@ const list: ((d: DialectTypes) => string)[] = [
      piece_content_id TEXT NOT NULL,
      PRIMARY KEY (content_id, seq)
    );`,
+  // 20: versioned folders (S3 bucket versioning, src/vfs/versions.ts): a folder's state (Enabled / Suspended), and the
+  // noncurrent versions and delete markers of the files under it, keyed by the folder's node id and the blind index of
+  // the file's path below it (no name in clear: key_ct and attrs_ct are sealed like a node's name and attributes).
+  // The current version of a file stays its node; blob_id/content_id are here for the startup sweep and the reads.
+  (d) =>
+    `CREATE TABLE versioned_dirs (dir_id TEXT PRIMARY KEY, state TEXT NOT NULL CHECK (state IN ('Enabled', 'Suspended')));
+   CREATE TABLE file_versions (
+     id TEXT PRIMARY KEY,
+     dir_id TEXT NOT NULL,
+     key_mac ${d.blob} NOT NULL,
+     key_ct ${d.blob} NOT NULL,
+     version_id TEXT NOT NULL,
+     seq ${d.int} NOT NULL,
+     marker ${d.int} NOT NULL,
+     attrs_ct ${d.blob} NOT NULL,
+     blob_id TEXT UNIQUE,
+     content_id TEXT,
+     key_ref TEXT,
+     owner_id TEXT
+   );
+   CREATE UNIQUE INDEX file_versions_key ON file_versions(dir_id, key_mac, version_id);
+   CREATE INDEX file_versions_seq ON file_versions(dir_id, key_mac, seq);`,
 ];
 
 /** The migrations as `dialect` runs them. */

@@ -1,4 +1,4 @@
-import type { NodePatch, NodeReads, NodeRow, NodeWrites } from "../types.ts";
+import type { NodePatch, NodeReads, NodeRow, NodeWrites, VersioningState, VersionRow } from "../types.ts";
 import { buf, type Row, type Sql, type Value } from "./sql.ts";
 
 const nodeColumns: Record<keyof Omit<NodeRow, "id">, string> = {
@@ -12,6 +12,23 @@ const nodeColumns: Record<keyof Omit<NodeRow, "id">, string> = {
   keyRef: "key_ref",
   ownerId: "owner_id",
 };
+
+function toVersion(r: Row): VersionRow {
+  return {
+    id: r.id as string,
+    dirId: r.dir_id as string,
+    keyMac: buf(r.key_mac),
+    keyCt: buf(r.key_ct),
+    versionId: r.version_id as string,
+    seq: Number(r.seq),
+    marker: Number(r.marker) === 1,
+    attrsCt: buf(r.attrs_ct),
+    blobId: r.blob_id as string | null,
+    contentId: r.content_id as string | null,
+    keyRef: r.key_ref as string | null,
+    ownerId: r.owner_id as string | null,
+  };
+}
 
 export function toNode(r: Row): NodeRow {
   return {
@@ -99,7 +116,7 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
         (
           await sql.all(
             `SELECT blob_id FROM nodes WHERE blob_id IS NOT NULL UNION SELECT blob_id FROM file_pieces
-             UNION SELECT blob_id FROM pending_blobs`,
+             UNION SELECT blob_id FROM pending_blobs UNION SELECT blob_id FROM file_versions WHERE blob_id IS NOT NULL`,
           )
         ).map((r) => r.blob_id as string),
       );
@@ -108,6 +125,69 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
       return (
         await sql.all("SELECT blob_id, piece_content_id FROM file_pieces WHERE content_id = ? ORDER BY seq", contentId)
       ).map((r) => ({ blobId: r.blob_id as string, contentId: r.piece_content_id as string }));
+    },
+    async listVersionedDirs() {
+      return (await sql.all("SELECT dir_id, state FROM versioned_dirs")).map((r) => ({
+        dirId: r.dir_id as string,
+        state: r.state as VersioningState,
+      }));
+    },
+    async getVersioning(dirId) {
+      const r = await sql.get("SELECT state FROM versioned_dirs WHERE dir_id = ?", dirId);
+      return r ? (r.state as VersioningState) : undefined;
+    },
+    async listVersions(dirId, keyMac) {
+      const rows =
+        keyMac === undefined
+          ? await sql.all("SELECT * FROM file_versions WHERE dir_id = ?", dirId)
+          : await sql.all(
+              "SELECT * FROM file_versions WHERE dir_id = ? AND key_mac = ? ORDER BY seq DESC",
+              dirId,
+              keyMac,
+            );
+      return rows.map(toVersion);
+    },
+    async getVersion(dirId, keyMac, versionId) {
+      const r = await sql.get(
+        "SELECT * FROM file_versions WHERE dir_id = ? AND key_mac = ? AND version_id = ?",
+        dirId,
+        keyMac,
+        versionId,
+      );
+      return r ? toVersion(r) : undefined;
+    },
+    async hasVersions(dirId) {
+      return (await sql.get("SELECT 1 FROM file_versions WHERE dir_id = ? LIMIT 1", dirId)) !== undefined;
+    },
+    async setVersioning(dirId, state) {
+      if (state === undefined) await sql.run("DELETE FROM versioned_dirs WHERE dir_id = ?", dirId);
+      else
+        await sql.run(
+          "INSERT INTO versioned_dirs (dir_id, state) VALUES (?, ?) ON CONFLICT(dir_id) DO UPDATE SET state = excluded.state",
+          dirId,
+          state,
+        );
+    },
+    async insertVersion(v) {
+      await sql.run(
+        `INSERT INTO file_versions (id, dir_id, key_mac, key_ct, version_id, seq, marker, attrs_ct, blob_id, content_id,
+           key_ref, owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        v.id,
+        v.dirId,
+        v.keyMac,
+        v.keyCt,
+        v.versionId,
+        v.seq,
+        v.marker ? 1 : 0,
+        v.attrsCt,
+        v.blobId,
+        v.contentId,
+        v.keyRef,
+        v.ownerId,
+      );
+    },
+    async deleteVersion(id) {
+      await sql.run("DELETE FROM file_versions WHERE id = ?", id);
     },
     async insertFilePieces(contentId, pieces) {
       for (let i = 0; i < pieces.length; i++) {
