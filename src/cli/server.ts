@@ -310,6 +310,7 @@ export function registerServer(program: Command): void {
         say("s3 disabled (--s3-port 0)");
       } else {
         const { startS3Server } = await import("../protocols/s3/server.ts");
+        const { globalPath } = await import("../vfs/folders.ts");
         const { readFile } = await import("node:fs/promises");
         const { tlsFingerprint } = await import("../wiring/server-tls.ts");
         // its own certificate if given, else the server's (the HTTPS door's)
@@ -333,6 +334,15 @@ export function registerServer(program: Command): void {
           tls: tls && { cert: tls.cert, key: tls.key },
           region: config.s3Region,
           domains: config.s3Domain.split(",").filter(Boolean),
+          corsRules: async (bucket, accessKeyId) => {
+            const k = accessKeyId ? await app.store.getS3Key(accessKeyId) : undefined;
+            const owner = k ? await app.store.getUserById(k.userId) : undefined;
+            if (!owner) return undefined;
+            return app.vfs.dirRecordAt<import("../protocols/s3/cors.ts").CorsRule[]>(
+              globalPath(owner.home, `/${bucket}`),
+              "cors",
+            );
+          },
         });
         if (tls && Buffer.isBuffer(tls.key)) zero(tls.key);
         say(`s3 listening on ${tls ? "https" : "http"}://${config.host}:${s3.port}`);

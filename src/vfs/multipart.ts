@@ -58,6 +58,8 @@ export interface UploadRecord {
   requested?: string;
   ssec?: CustomerKeyCheck;
   headers: Record<string, string>;
+  /** S3 object tags the object gets at Complete (x-amz-tagging at Create). */
+  tags?: [string, string][];
   note?: string;
   /** The additional checksum every part gets (x-amz-checksum-algorithm at Create). */
   checksum?: MultipartChecksum;

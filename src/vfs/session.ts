@@ -31,7 +31,7 @@ import type {
   VfsSession,
   WriteHandle,
 } from "./types.ts";
-import type { Vfs, Writer } from "./vfs.ts";
+import { DIR_RECORD_KINDS, type DirRecordKind, type Vfs, type Writer } from "./vfs.ts";
 
 /** Settings key of a directory's default encryption: by node id, so no name is stored in the clear. */
 function encryptionSetting(dirId: string): string {
@@ -164,6 +164,28 @@ export class Session implements VfsSession {
     if (found === "marker")
       return { stat: { kind: "file", size: 0, mtime: 0, mode: 0, versionId }, deleteMarker: true };
     return { stat: this.#stat(found), deleteMarker: false };
+  }
+
+  async getDirRecord<T>(path: string, kind: DirRecordKind): Promise<T | undefined> {
+    const p = normalize(path);
+    await this.#live();
+    this.#perms.require(p, "list");
+    const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+    return this.#vfs.dirRecord<T>(dir.id, kind);
+  }
+
+  async setDirRecord(path: string, kind: DirRecordKind, value: unknown, detail: string): Promise<void> {
+    const p = normalize(path);
+    await this.#audited(
+      "attrs.change",
+      p,
+      async () => {
+        this.#perms.require(p, "mkdir");
+        const dir = await this.#vfs.tree.resolveDir(this.#rootId, p);
+        await this.#vfs.setDirRecord(dir.id, kind, value);
+      },
+      { detail },
+    );
   }
 
   async getVersioning(path: string): Promise<VersioningState | undefined> {
@@ -419,6 +441,7 @@ export class Session implements VfsSession {
       await this.#vfs.removeDir(node);
       // its default encryption (S3 bucket encryption), if it had one: a new directory of that name starts without
       await this.#vfs.store.transaction((tx) => tx.deleteSetting(encryptionSetting(node.id))).catch(() => false);
+      for (const kind of DIR_RECORD_KINDS) await this.#vfs.setDirRecord(node.id, kind, undefined).catch(() => false);
     });
   }
 
@@ -641,6 +664,7 @@ export class Session implements VfsSession {
             kek: choice.key,
             ...(options.key ? { requested: options.key } : {}),
             headers: options.headers ?? {},
+            ...(options.tags && options.tags.length > 0 ? { tags: options.tags } : {}),
             ...(options.encryptionNote ? { note: options.encryptionNote } : {}),
             ...(options.checksum ? { checksum: options.checksum } : {}),
           },
@@ -779,6 +803,7 @@ export class Session implements VfsSession {
           etag: options.etag,
           ...(options.partSizes ? { parts: runLength(options.partSizes) } : {}),
           ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
+          ...(upload.tags ? { tags: upload.tags } : {}),
           ...(options.checksum ? { checksum: options.checksum } : {}),
         };
         const writeOptions = {

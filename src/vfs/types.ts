@@ -234,6 +234,8 @@ export interface MultipartOptions {
   encryptionNote?: string;
   /** S3 headers the object gets at Complete (ObjectMeta.headers). */
   headers?: Record<string, string>;
+  /** S3 object tags the object gets at Complete (ObjectMeta.tags; x-amz-tagging at Create). */
+  tags?: [string, string][];
   checksum?: MultipartChecksum;
 }
 
@@ -341,6 +343,12 @@ export interface VfsSession {
       versionId?: string;
     },
   ): Promise<FileStat>;
+  /**
+   * A directory's sealed record (S3 bucket CORS rules, bucket tags): undefined when none; needs `list`. Setting it
+   * (undefined: removing) needs `mkdir` there and is audited as `attrs.change` with `detail` (never the values).
+   */
+  getDirRecord?<T>(path: string, kind: "cors" | "tags"): Promise<T | undefined>;
+  setDirRecord?(path: string, kind: "cors" | "tags", value: unknown, detail: string): Promise<void>;
   /**
    * Versioned folders (S3 bucket versioning, vfs/versions.ts): the state of directory `path` (undefined: never
    * enabled; needs `list`), and setting it (needs `mkdir`; audited as `attrs.change`).

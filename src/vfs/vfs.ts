@@ -88,6 +88,15 @@ export async function resealLegacyNodes(store: MetaStore, crypto: MetaCrypto): P
   return resealed;
 }
 
+/** The sealed records a directory may have (Vfs.dirRecord): S3 bucket CORS rules and bucket tags. */
+export type DirRecordKind = "cors" | "tags";
+
+export const DIR_RECORD_KINDS: DirRecordKind[] = ["cors", "tags"];
+
+function dirRecordKey(dirId: string, kind: DirRecordKind): string {
+  return `dir.${kind}:${dirId}`;
+}
+
 /** What an upload turns out to be when it commits. */
 export type WriteOp = "create" | "overwrite";
 
@@ -257,6 +266,36 @@ export class Vfs {
       if (swept.temp + swept.orphans > 0) deps.logger.warn(swept, "removed unfinished uploads and orphan blobs");
     }
     return vfs;
+  }
+
+  /**
+   * A directory's sealed record `kind` (S3 bucket CORS rules and tags): kept in settings under the directory's node id
+   * (no name in clear), sealed under the metadata key with the setting's key as AAD. Undefined when none is set.
+   */
+  async dirRecord<T>(dirId: string, kind: DirRecordKind): Promise<T | undefined> {
+    const label = dirRecordKey(dirId, kind);
+    const raw = await this.store.getSetting(label);
+    return raw ? this.#crypto.openRecord<T>(label, raw) : undefined;
+  }
+
+  /** Sets (undefined: removes) a directory's sealed record `kind`. */
+  async setDirRecord(dirId: string, kind: DirRecordKind, value: unknown): Promise<void> {
+    const label = dirRecordKey(dirId, kind);
+    await this.store.transaction(async (tx) => {
+      if (value === undefined) await tx.deleteSetting(label);
+      else await tx.setSetting(label, this.#crypto.sealRecord(label, value));
+    });
+  }
+
+  /** The record `kind` of the directory at global path `path`, if the directory exists and has one. */
+  async dirRecordAt<T>(path: string, kind: DirRecordKind): Promise<T | undefined> {
+    try {
+      const dir = await this.tree.resolveDir(ROOT_ID, path);
+      return await this.dirRecord<T>(dir.id, kind);
+    } catch (err) {
+      if (err instanceof AtrestError && (err.code === "NOT_FOUND" || err.code === "NOT_A_DIRECTORY")) return undefined;
+      throw err;
+    }
   }
 
   async close(): Promise<void> {

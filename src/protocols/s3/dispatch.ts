@@ -11,6 +11,7 @@ import {
 } from "./buckets.ts";
 import { bucketExists, type Ctx, notImplemented, send } from "./context.ts";
 import { copyObject } from "./copy.ts";
+import { bucketCors } from "./cors.ts";
 import { S3Error } from "./errors.ts";
 import { listObjects, listVersions } from "./listing.ts";
 import {
@@ -22,7 +23,7 @@ import {
   uploadPart,
 } from "./multipart.ts";
 import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
-import { objectTagging } from "./tagging.ts";
+import { bucketTagging, objectTagging } from "./tagging.ts";
 
 export async function dispatch(c: Ctx): Promise<void> {
   const m = c.req.method;
@@ -39,11 +40,11 @@ export async function dispatch(c: Ctx): Promise<void> {
     if (q.has("versions") && m === "GET") return listVersions(c);
     if (q.has("uploads") && m === "GET") return listMultipartUploads(c);
     if (q.has("acl")) return bucketAcl(c);
+    if (q.has("cors")) return bucketCors(c);
+    if (q.has("tagging")) return bucketTagging(c);
     for (const sub of [
       "policy",
-      "cors",
       "lifecycle",
-      "tagging",
       "website",
       "logging",
       "notification",

@@ -30,6 +30,7 @@ import { S3Error, toS3Error } from "./errors.ts";
 import { metadataOf } from "./metadata.ts";
 import { writePlan, writePrecondition } from "./objects.ts";
 import { SSE_C } from "./sse.ts";
+import { taggingHeader } from "./tagging.ts";
 import { xmlDoc, xmlTexts } from "./xml.ts";
 
 /** S3's smallest part (all but the last). */
@@ -104,8 +105,8 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
   if (c.key.endsWith("/"))
     throw new S3Error("InvalidArgument", 400, "a key ending in / names a folder and holds no data");
   const plan = await writePlan(c);
-  // the tags of a multipart upload are not kept yet: refused, not dropped
-  if (c.req.headers["x-amz-tagging"] !== undefined) notImplemented();
+  // the object's tags, kept (sealed) with the upload and given to the object at Complete
+  const tags = taggingHeader(c.req);
   const headers = metadataOf(c.req);
   const algo = c.req.headers["x-amz-checksum-algorithm"];
   const type = c.req.headers["x-amz-checksum-type"];
@@ -119,7 +120,12 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
   for await (const _ of readBody(c.req, { auth: c.auth, key: c.signingKey }).pieces) {
     // no body
   }
-  const upload = await s.createMultipart(objectPath(c.bucket, c.key), { ...plan, headers, checksum });
+  const upload = await s.createMultipart(objectPath(c.bucket, c.key), {
+    ...plan,
+    headers,
+    checksum,
+    ...(tags ? { tags } : {}),
+  });
   send(c.res, 200, xmlDoc("InitiateMultipartUploadResult", { Bucket: c.bucket, Key: c.key, UploadId: upload.id }), {
     ...uploadSse(c, upload, plan.key),
     ...checksumChoice(upload),

@@ -4,6 +4,7 @@
 // that folder. Every request is signed (SigV4, ./sigv4.ts) and logged in through the service's LoginService (defender,
 // login audit); the file operations go through the user's VfsSession, which checks permissions and quotas and
 // audits them with protocol s3. Errors become S3 XML once (./errors.ts).
+
 import { randomUUID } from "node:crypto";
 import { createServer as createHttp, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttps } from "node:https";
@@ -13,7 +14,9 @@ import { AtrestError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
 import type { LoginService } from "../../service/login.ts";
 import type { VfsSession } from "../../vfs/types.ts";
+import { BUCKET_NAME } from "./buckets.ts";
 import { type CustomerKey, hasControl, sendError } from "./context.ts";
+import { answerPreflight, applyCors, type CorsRule } from "./cors.ts";
 import { dispatch } from "./dispatch.ts";
 import { noSuchBucket, S3Error } from "./errors.ts";
 import { type Form, FormReader, formBoundary } from "./form.ts";
@@ -38,6 +41,11 @@ export interface S3ServerOptions {
    * names bucket `photos`; a Host that is a domain itself (or anything else) is path-style. Default none.
    */
   domains?: string[];
+  /**
+   * The CORS rules of `bucket` for an unsigned preflight OPTIONS: found through the access key of the URL's
+   * X-Amz-Credential (a presigned URL's), never checked (a preflight is not signed); undefined when there is none.
+   */
+  corsRules?: (bucket: string, accessKeyId: string | undefined) => Promise<CorsRule[] | undefined>;
 }
 
 /** The bucket a virtual-hosted-style Host names (bucket.<domain>[:port]), or undefined for a path-style request. */
@@ -92,6 +100,16 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         .map(decode)
         .join("/");
       resource = key ? `/${bucket}/${key}` : `/${bucket}`;
+      if (req.method === "OPTIONS") {
+        // a browser's preflight: unsigned, answered from the bucket's CORS rules alone
+        const credential = pairs.find(([k]) => k === "X-Amz-Credential")?.[1];
+        const rules =
+          BUCKET_NAME.test(bucket) && options.corsRules
+            ? await options.corsRules(bucket, credential?.split("/")[0])
+            : undefined;
+        answerPreflight(req, res, rules);
+        return;
+      }
       // POST Object: the credential and policy are fields of the form, read (bounded) before the login
       const boundary = isPostObject(req, bucket, key, pairs) ? formBoundary(req.headers["content-type"]) : undefined;
       let form: Form | undefined;
@@ -146,6 +164,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         copySourceKey,
         logger,
       };
+      await applyCors(ctx);
       if (form) await postObject(ctx, form, now());
       else await dispatch(ctx);
     } catch (err) {

@@ -11,10 +11,16 @@ import { xmlDoc, xmlTexts } from "./xml.ts";
 export type Tags = [string, string][];
 
 const MAX_TAGS = 10;
+/** A bucket takes up to 50 tags (S3's limit). */
+const MAX_BUCKET_TAGS = 50;
 const invalidTag = (m: string) => new S3Error("InvalidTag", 400, m);
 
-function checked(tags: Tags): Tags {
-  if (tags.length > MAX_TAGS) throw invalidTag("Object tags cannot be greater than 10");
+function checked(tags: Tags, max = MAX_TAGS): Tags {
+  if (tags.length > max) {
+    throw invalidTag(
+      max === MAX_TAGS ? "Object tags cannot be greater than 10" : "Bucket tag count cannot be greater than 50",
+    );
+  }
   const seen = new Set<string>();
   for (const [k, v] of tags) {
     if ([...k].length < 1 || [...k].length > 128) throw invalidTag("The TagKey you have provided is invalid");
@@ -27,7 +33,7 @@ function checked(tags: Tags): Tags {
 }
 
 /** A Tagging document (<Tagging><TagSet><Tag><Key/><Value/></Tag>…). */
-export function parseTagging(xml: string): Tags {
+export function parseTagging(xml: string, max = MAX_TAGS): Tags {
   if (!/<Tagging[\s>]/.test(xml) || !/<TagSet[\s>/]/.test(xml)) {
     throw new S3Error("MalformedXML", 400, "The XML you provided was not well-formed or did not validate");
   }
@@ -37,6 +43,7 @@ export function parseTagging(xml: string): Tags {
       if (key === undefined) throw new S3Error("MalformedXML", 400, "a Tag without a Key");
       return [key, xmlTexts(`<x>${t}</x>`, "Value")[0] ?? ""];
     }),
+    max,
   );
 }
 
@@ -97,6 +104,38 @@ export async function objectTagging(c: Ctx): Promise<void> {
   }
   if (m === "DELETE") {
     await c.session.setObjectTags(path, []);
+    return send(c.res, 204);
+  }
+  throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
+}
+
+/**
+ * Get/Put/DeleteBucketTagging: the bucket folder's tags, a sealed record of the folder (vfs dirRecord "tags"); setting
+ * them needs `mkdir` there and is audited with the count only. A bucket without tags answers 404 NoSuchTagSet.
+ */
+export async function bucketTagging(c: Ctx): Promise<void> {
+  await bucketExists(c.session, c.bucket);
+  const s = c.session;
+  if (!s.getDirRecord || !s.setDirRecord) throw new S3Error("NotImplemented", 501, "tags are not kept by this store");
+  const dir = `/${c.bucket}`;
+  const m = c.req.method;
+  if (m === "GET") {
+    const tags = await s.getDirRecord<Tags>(dir, "tags");
+    if (!tags) throw new S3Error("NoSuchTagSet", 404, "The TagSet does not exist");
+    return send(c.res, 200, xmlDoc("Tagging", { TagSet: { Tag: tags.map(([Key, Value]) => ({ Key, Value })) } }));
+  }
+  if (m === "PUT") {
+    const tags = parseTagging(await readSmallBody(c), MAX_BUCKET_TAGS);
+    await s.setDirRecord(
+      dir,
+      "tags",
+      tags.length > 0 ? tags : undefined,
+      tags.length > 0 ? `tags ${tags.length}` : "tags removed",
+    );
+    return send(c.res, 204);
+  }
+  if (m === "DELETE") {
+    await s.setDirRecord(dir, "tags", undefined, "tags removed");
     return send(c.res, 204);
   }
   throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");

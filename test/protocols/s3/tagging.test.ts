@@ -1,19 +1,26 @@
-// Object tagging with @aws-sdk/client-s3: x-amz-tagging on PutObject, Get/Put/DeleteObjectTagging, the tag count on
-// HEAD/GET, CopyObject's tagging directive, S3's limits; tags are audited by count only and sealed in the data dir.
+// Object tagging with @aws-sdk/client-s3: x-amz-tagging on PutObject and CreateMultipartUpload, Get/Put/DeleteObjectTagging,
+// the tag count on HEAD/GET, CopyObject's tagging directive, S3's limits, bucket tagging; tags are audited by count only
+// and sealed in the data dir.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
+  CompleteMultipartUploadCommand,
   CopyObjectCommand,
   CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  DeleteBucketTaggingCommand,
   DeleteObjectTaggingCommand,
+  GetBucketTaggingCommand,
   GetObjectCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
+  PutBucketTaggingCommand,
   PutObjectCommand,
   PutObjectTaggingCommand,
+  UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { cli, removeDir } from "../../helpers/atrest.ts";
 import { type S3Server, startS3 } from "../../helpers/s3.ts";
@@ -115,6 +122,54 @@ test("S3's limits: 10 tags, unique keys, key and value lengths", async () => {
     (e: { $metadata?: { httpStatusCode?: number } }) => e.$metadata?.httpStatusCode === 400,
   );
   assert.deepEqual(await tagsOf("src"), [["from", "source"]], "a refused PutObjectTagging changes nothing");
+});
+
+test("bucket tags, and the tags of a multipart upload given to the object at Complete", async () => {
+  const c = s3.client();
+  await assert.rejects(c.send(new GetBucketTaggingCommand({ Bucket: "tags" })), /NoSuchTagSet/);
+  await c.send(
+    new PutBucketTaggingCommand({
+      Bucket: "tags",
+      Tagging: {
+        TagSet: [
+          { Key: "team", Value: "web" },
+          { Key: `bucket-${canaryKey}`, Value: canaryValue },
+        ],
+      },
+    }),
+  );
+  const got = await c.send(new GetBucketTaggingCommand({ Bucket: "tags" }));
+  assert.deepEqual(
+    got.TagSet?.map((t) => [t.Key, t.Value]),
+    [
+      [`bucket-${canaryKey}`, canaryValue],
+      ["team", "web"],
+    ],
+  );
+  const up = await c.send(
+    new CreateMultipartUploadCommand({ Bucket: "tags", Key: "mp", Tagging: `Hello=World&${canaryKey}=${canaryValue}` }),
+  );
+  const part = await c.send(
+    new UploadPartCommand({ Bucket: "tags", Key: "mp", UploadId: up.UploadId, PartNumber: 1, Body: "one part" }),
+  );
+  await c.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: "tags",
+      Key: "mp",
+      UploadId: up.UploadId,
+      MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+    }),
+  );
+  assert.deepEqual(await tagsOf("mp"), [
+    ["Hello", "World"],
+    [canaryKey, canaryValue],
+  ]);
+  // the bucket's tags stay until deleted (kept for the data-dir scan below, then removed)
+  await c.send(new DeleteBucketTaggingCommand({ Bucket: "tags" }));
+  await assert.rejects(c.send(new GetBucketTaggingCommand({ Bucket: "tags" })), /NoSuchTagSet/);
+  await c.send(
+    new PutBucketTaggingCommand({ Bucket: "tags", Tagging: { TagSet: [{ Key: canaryKey, Value: canaryValue }] } }),
+  );
 });
 
 test("tags are audited by count only and nowhere in clear in the data dir", async () => {
