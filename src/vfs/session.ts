@@ -149,7 +149,10 @@ export class Session implements VfsSession {
   }
 
   async #versionRow(p: string, versionId: string): Promise<NodeRow | "marker"> {
-    const { scope, node } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+    const found = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+    const scope = found.scope;
+    // outside a versioned folder the lookup stops early: the file itself is the version "null"
+    const node = found.node ?? (await this.#resolve(p).catch(() => undefined));
     if (node?.kind === "file" && (this.#vfs.tree.attrs(node).versionId ?? "null") === versionId) return node;
     const row = scope ? await this.#vfs.store.getVersion(scope.dirId, scope.keyMac, versionId) : undefined;
     if (!row) throw new NotFoundError("no such version");
@@ -243,11 +246,14 @@ export class Session implements VfsSession {
 
   async deleteVersioned(path: string): Promise<RemovedVersion | undefined> {
     const p = normalize(path);
+    // outside a versioned folder nothing happens here (and nothing is audited): the caller deletes as usual
+    await this.#live();
+    if (!(await this.#vfs.versions.scopeOfPath(this.#rootId, p)).scope) return undefined;
     let result: RemovedVersion | undefined;
     await this.#audited("delete", p, async () => {
       this.#perms.require(p, "delete");
       const { scope, node } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
-      if (!scope) return;
+      if (!scope) throw new NotFoundError(p);
       if (node?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
       result = node ? await this.#vfs.removeFile(node) : await this.#vfs.addDeleteMarker(scope, this.#user.id);
     });
@@ -262,8 +268,9 @@ export class Session implements VfsSession {
       p,
       async () => {
         this.#perms.require(p, "delete");
-        const { scope, node } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+        const { scope } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
         if (!scope) {
+          const node = await this.#resolve(p).catch(() => undefined);
           // an unversioned folder: its files are the version "null"
           if (versionId !== "null" || node?.kind !== "file") throw new NotFoundError("no such version");
           await this.#vfs.removeFile(node);

@@ -23,9 +23,12 @@ export interface VersionScope {
   keyMac: Buffer;
 }
 
-/** A fresh S3 version id: 128 random bits. */
+/**
+ * A fresh S3 version id: 128 random bits, hex (base64url ids starting with `-` read as an option to awscli's
+ * `--version-id`).
+ */
 export function newVersionId(): string {
-  return randomBytes(16).toString("base64url");
+  return randomBytes(16).toString("hex");
 }
 
 export class Versions {
@@ -85,6 +88,8 @@ export class Versions {
 
   /** The scope of `path` below `rootId`, whether or not the file (or its folders) exist. */
   async scopeOfPath(rootId: string, path: string): Promise<{ scope?: VersionScope; node?: NodeRow }> {
+    // no versioned folder at all (the common case): no lookup
+    if ((await this.#dirs()).size === 0) return {};
     const names = split(path);
     let dir = await this.#reads.getNode(rootId);
     let i = 0;
