@@ -1,21 +1,31 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from "node:fs";
-import { constants, copyFile, type FileHandle, mkdir, open, readdir, rename, rm, truncate } from "node:fs/promises";
+import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync, writevSync } from "node:fs";
+import { constants, copyFile, type FileHandle, mkdir, open, readdir, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError, noSpaceOr } from "../errors.ts";
 import type { BlobReader, BlobStore, BlobWriter, HeadAccess } from "./blobs.ts";
 
 const ID = /^[0-9a-f]{32}$/;
 const BACKGROUND_SYNC_BYTES = 32 << 20;
+/** Writes up to this size are made synchronously (page cache only: no fsync on the event loop). */
+const SYNC_WRITE_BYTES = 64 << 10;
+
+function byteLength(chunks: readonly Buffer[]): number {
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  return n;
+}
 
 /**
- * The 256 shard directories, created once and kept open: every commit fsyncs its shard directory so the rename is
- * durable before the metadata that references the blob; reopening it each time cost three extra syscalls per file.
+ * The 256 shard directories, created once and kept open: a new blob's name in its shard must be on stable storage before
+ * the metadata commit that references the blob; reopening the directory each time cost three extra syscalls per file.
  */
 class ShardDirs {
   readonly #root: string;
   readonly #open = new Map<string, Promise<FileHandle>>();
+  /** Per shard: the directory fsync running now, and the one queued behind it. */
+  readonly #syncs = new Map<string, { running?: Promise<void>; next?: Promise<void> }>();
 
   constructor(root: string) {
     this.#root = root;
@@ -35,13 +45,38 @@ class ShardDirs {
     return fh;
   }
 
-  /** Ensures the shard exists (before a rename into it). */
+  /** Ensures the shard exists (before a file is created in it). */
   async ensure(shard: string): Promise<void> {
     await this.#handle(shard);
   }
 
-  async sync(shard: string): Promise<void> {
-    await (await this.#handle(shard)).sync();
+  /**
+   * Resolves once every name created in `shard` before the call is on stable storage. Group sync: one fsync covers
+   * every caller that arrived before it started; callers arriving while one runs share the next.
+   */
+  sync(shard: string): Promise<void> {
+    let s = this.#syncs.get(shard);
+    if (!s) {
+      s = {};
+      this.#syncs.set(shard, s);
+    }
+    const state = s;
+    if (!state.running) {
+      const running = this.#handle(shard)
+        .then((fh) => fh.sync())
+        .finally(() => {
+          if (state.running === running) state.running = undefined;
+        });
+      state.running = running;
+      return running;
+    }
+    state.next ??= state.running
+      .catch(() => undefined)
+      .then(() => {
+        state.next = undefined;
+        return this.sync(shard);
+      });
+    return state.next;
   }
 
   async close(): Promise<void> {
@@ -52,16 +87,22 @@ class ShardDirs {
 }
 
 /**
- * Blobs as files `blobs/<aa>/<id>` with random ids (names and sizes of users' files never appear on disk).
- * Writes go to `tmp/` first: temp → fsync → rename → fsync(dir), so a crash leaves the old blob or the new one.
+ * Blobs as files `blobs/<aa>/<id>` with random ids (names and sizes of users' files never appear on disk). A new blob is
+ * created under its final name at once and its shard directory fsynced then, while the client is still sending; its
+ * commit is one fsync of the file. Until then nothing references it: open() refuses it in this process, no metadata in
+ * any process names it, and after a crash it is an orphan that the sweep at the next start removes. (It was written
+ * in `tmp/` and renamed at commit: a rename and a directory fsync, two more waits on every upload's CLOSE.)
  */
 export class LocalBlobStore implements BlobStore {
   readonly #root: string;
   readonly #tmp: string;
   readonly #shards: ShardDirs;
+  /** Blobs of this process being written: not visible before their commit. */
+  readonly #writing = new Set<string>();
 
   constructor(dir: string) {
     this.#root = join(dir, "blobs");
+    // Where blobs in progress were written before: only swept now (leftovers of an older version's crash).
     this.#tmp = join(dir, "tmp");
     this.#shards = new ShardDirs(this.#root);
   }
@@ -90,19 +131,32 @@ export class LocalBlobStore implements BlobStore {
 
   async #create(copyFrom?: { id: string; length: number }): Promise<BlobWriter> {
     const id = randomBytes(16).toString("hex");
-    const tmp = join(this.#tmp, id);
-    let length = 0;
-    if (copyFrom) {
-      // Reflink where the filesystem can; a plain copy otherwise. The old blob stays untouched until commit.
-      await copyFile(this.#path(copyFrom.id), tmp, constants.COPYFILE_FICLONE);
-      await truncate(tmp, copyFrom.length);
-      length = copyFrom.length;
+    const path = this.#path(id);
+    const shard = id.slice(0, 2);
+    await this.#shards.ensure(shard);
+    this.#writing.add(id);
+    try {
+      let length = 0;
+      if (copyFrom) {
+        // Reflink where the filesystem can; a plain copy otherwise. The old blob stays untouched.
+        await copyFile(this.#path(copyFrom.id), path, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+        await truncate(path, copyFrom.length);
+        length = copyFrom.length;
+      }
+      const fh = await open(path, copyFrom ? "r+" : "wx", 0o600);
+      // The new name goes to stable storage now, beside the upload, so that the commit only syncs the file.
+      const named = this.#shards.sync(shard);
+      named.catch(() => undefined);
+      return new LocalWriter(id, path, fh, length, named, () => this.#writing.delete(id));
+    } catch (err) {
+      this.#writing.delete(id);
+      await rm(path, { force: true }).catch(() => undefined);
+      throw err;
     }
-    const fh = await open(tmp, copyFrom ? "r+" : "wx", 0o600);
-    return new LocalWriter(id, tmp, this.#path(id), fh, length, this.#shards);
   }
 
   async open(id: string): Promise<BlobReader> {
+    if (this.#writing.has(id)) throw new NotFoundError(`blob ${id}`);
     let fh: FileHandle;
     try {
       fh = await open(this.#path(id), "r");
@@ -202,10 +256,12 @@ export class LocalBlobStore implements BlobStore {
       if (!entry.isDirectory()) continue;
       const shard = entry.name;
       for (const name of await readdir(join(this.#root, shard))) {
-        if (!keep.has(name)) {
-          await rm(join(this.#root, shard, name), { force: true });
-          orphans++;
-        }
+        if (keep.has(name)) continue;
+        await rm(join(this.#root, shard, name), { force: true });
+        // an upload of this process still being written counts as unfinished; any other unreferenced file is an
+        // orphan (a crash's unfinished upload looks the same on disk)
+        if (this.#writing.has(name)) temp++;
+        else orphans++;
       }
     }
     return { temp, orphans };
@@ -222,22 +278,23 @@ function syncFileSystem(dir: string): Promise<boolean> {
 class LocalWriter implements BlobWriter {
   readonly id: string;
   length: number;
-  readonly #tmp: string;
-  readonly #final: string;
+  readonly #path: string;
   readonly #fh: FileHandle;
-  readonly #shards: ShardDirs;
+  /** The fsync of the shard directory that makes this blob's name durable (started at create). */
+  readonly #named: Promise<void>;
+  readonly #done: () => void;
   #closed = false;
   #unsynced = 0;
   #syncing: Promise<void> | undefined;
   #syncError: unknown;
 
-  constructor(id: string, tmp: string, final: string, fh: FileHandle, length: number, shards: ShardDirs) {
+  constructor(id: string, path: string, fh: FileHandle, length: number, named: Promise<void>, done: () => void) {
     this.id = id;
-    this.#tmp = tmp;
-    this.#final = final;
+    this.#path = path;
     this.#fh = fh;
     this.length = length;
-    this.#shards = shards;
+    this.#named = named;
+    this.#done = done;
   }
 
   async write(chunks: Buffer[]): Promise<void> {
@@ -252,9 +309,14 @@ class LocalWriter implements BlobWriter {
     if (this.#syncError) throw this.#syncError;
     let position = this.length;
     let pending = chunks;
+    // A small write (a small file's one write at CLOSE) goes to the page cache on this thread: that takes microseconds,
+    // a trip through libuv's pool costs a wake-up of the event loop, which on a busy machine waits for a core.
+    const small = byteLength(pending) <= SYNC_WRITE_BYTES;
     while (pending.length > 0) {
       // writev may write partially; continue with what remains.
-      const { bytesWritten } = await this.#fh.writev(pending, position);
+      const bytesWritten = small
+        ? writevSync(this.#fh.fd, pending, position)
+        : (await this.#fh.writev(pending, position)).bytesWritten;
       position += bytesWritten;
       let skip = bytesWritten;
       const rest: Buffer[] = [];
@@ -295,12 +357,15 @@ class LocalWriter implements BlobWriter {
   async #commit(): Promise<void> {
     await this.#syncing;
     if (this.#syncError) throw this.#syncError;
-    await this.#fh.sync();
+    // The data and the name (synced since create; normally long done) are both durable before this returns.
+    await Promise.all([this.#fh.sync(), this.#named]);
+    // Removed meanwhile (another process's start sweeping what no metadata references yet): fail as a rename of a
+    // vanished temp file did, so that no commit can point at it.
+    if (fstatSync(this.#fh.fd).nlink === 0) throw new Error(`blob ${this.id} was removed while being written`);
     this.#closed = true;
-    const shard = this.id.slice(0, 2);
-    // The close and the rename run side by side on the thread pool (a small upload waits for each step in turn).
-    await Promise.all([this.#fh.close(), this.#shards.ensure(shard).then(() => rename(this.#tmp, this.#final))]);
-    await this.#shards.sync(shard);
+    this.#done();
+    // Nothing rides on the close once the file is synced: the commit does not wait for it.
+    this.#fh.close().catch(() => undefined);
   }
 
   async abort(): Promise<void> {
@@ -309,6 +374,7 @@ class LocalWriter implements BlobWriter {
       this.#closed = true;
       await this.#fh.close().catch(() => undefined);
     }
-    await rm(this.#tmp, { force: true });
+    await rm(this.#path, { force: true });
+    this.#done();
   }
 }

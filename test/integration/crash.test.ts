@@ -41,7 +41,8 @@ describe("crash during upload", () => {
       runSftpBatch({ port: server.port, user: "alice", keyFile: key, commands, timeoutMs: 120_000 });
     assert.equal((await sftp([`put ${small} small.txt`])).code, 0);
 
-    // Start the big upload at a limited pace (sftp -l, Kbit/s), then kill the server once a good part is in tmp/.
+    // Start the big upload at a limited pace (sftp -l, Kbit/s), then kill the server once a good part is on disk. An
+    // upload is written under its blob name from the start (local-blobs.ts): the big one is the file growing in blobs/.
     const upload = runSftpBatch({
       port: server.port,
       user: "alice",
@@ -50,33 +51,37 @@ describe("crash during upload", () => {
       args: ["-l", "80000"],
       timeoutMs: 120_000,
     });
-    const tmp = join(data, "tmp");
+    const blobs = join(data, "blobs");
+    const blobSizes = async () => {
+      const out: number[] = [];
+      for (const e of await readdir(blobs, { withFileTypes: true, recursive: true }).catch(() => [])) {
+        if (e.isFile())
+          out.push(
+            await stat(join(e.parentPath, e.name)).then(
+              (s) => s.size,
+              () => 0,
+            ),
+          );
+      }
+      return out;
+    };
     const deadline = Date.now() + 60_000;
     for (;;) {
-      const files = await readdir(tmp).catch(() => []);
-      const sizes = await Promise.all(
-        files.map((f) =>
-          stat(join(tmp, f)).then(
-            (s) => s.size,
-            () => 0,
-          ),
-        ),
-      );
-      if (sizes.some((s) => s > 4 * 1024 * 1024)) break;
+      if ((await blobSizes()).some((s) => s > 4 * 1024 * 1024)) break;
       assert.ok(Date.now() < deadline, "upload never reached 4 MiB");
       await new Promise((r) => setTimeout(r, 50));
     }
     await server.kill();
     assert.notEqual((await upload).code, 0, "the client saw the upload fail");
-    assert.ok((await countFiles(tmp)) > 0, "the crash left a temp file behind, as it should before the sweep");
+    assert.equal(await countFiles(blobs), 2, "the crash left the unfinished blob beside small.txt's, until the sweep");
 
     server = await startServer(data);
     try {
-      assert.equal(await countFiles(tmp), 0, "startup sweep removed unfinished uploads");
+      assert.equal(await countFiles(blobs), 1, "startup sweep removed the unfinished upload: one blob, small.txt's");
+      assert.equal(await countFiles(join(data, "tmp")), 0, "nothing in tmp/");
       const ls = await sftp(["ls -1"]);
       assert.equal(ls.code, 0, ls.stderr);
       assert.doesNotMatch(ls.stdout, /big\.bin/, "no torn file is visible");
-      assert.equal(await countFiles(join(data, "blobs")), 1, "exactly one blob: small.txt's");
       const back = join(dir, "small.back");
       assert.equal((await sftp([`get small.txt ${back}`])).code, 0);
       assert.equal(await sha256File(back), await sha256File(small));

@@ -32,6 +32,19 @@ describe("local blob store", () => {
     await r.close();
   });
 
+  it("writes a blob under its final name at once, and refuses to commit one removed meanwhile", async () => {
+    const w = await blobs.create();
+    await w.write([randomBytes(5000), randomBytes(200_000)]);
+    const path = join(dir, "blobs", w.id.slice(0, 2), w.id);
+    assert.equal((await stat(path)).size, 205_000, "written in place, not in tmp/");
+    assert.deepEqual(await readdir(join(dir, "tmp")), []);
+    // what another process's start does to a file no metadata references yet
+    await rm(path);
+    await assert.rejects(w.commit(), /removed while being written/);
+    await w.abort();
+    await assert.rejects(blobs.open(w.id), { code: "NOT_FOUND" });
+  });
+
   it("copies a prefix for resume without touching the source", async () => {
     const src = await blobs.create();
     const data = randomBytes(100_000);
