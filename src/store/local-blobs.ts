@@ -1,6 +1,19 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync, writevSync } from "node:fs";
+import {
+  close,
+  closeSync,
+  fdatasync,
+  fdatasyncSync,
+  fstatSync,
+  fsync,
+  open as openFd,
+  openSync,
+  readSync,
+  writeSync,
+  writev,
+  writevSync,
+} from "node:fs";
 import { constants, copyFile, type FileHandle, mkdir, open, readdir, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError, noSpaceOr } from "../errors.ts";
@@ -10,6 +23,18 @@ const ID = /^[0-9a-f]{32}$/;
 const BACKGROUND_SYNC_BYTES = 32 << 20;
 /** Writes up to this size are made synchronously (page cache only: no fsync on the event loop). */
 const SYNC_WRITE_BYTES = 64 << 10;
+
+// A blob being written uses a plain descriptor with these: a FileHandle adds its own promise and bookkeeping to every
+// call, and cannot be made from the descriptor a synchronous open returns.
+function fdWritev(fd: number, chunks: Buffer[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => writev(fd, chunks, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+function fdDone(
+  call: (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => void,
+  fd: number,
+): Promise<void> {
+  return new Promise((resolve, reject) => call(fd, (err) => (err ? reject(err) : resolve())));
+}
 
 function byteLength(chunks: readonly Buffer[]): number {
   let n = 0;
@@ -143,11 +168,17 @@ export class LocalBlobStore implements BlobStore {
         await truncate(path, copyFrom.length);
         length = copyFrom.length;
       }
-      const fh = await open(path, copyFrom ? "r+" : "wx", 0o600);
+      // A new file is created on this thread (a metadata update in the page cache, tens of microseconds): a trip
+      // through libuv's pool costs the event loop a wake-up, which on a busy machine waits for a core.
+      const fd = copyFrom
+        ? await new Promise<number>((resolve, reject) =>
+            openFd(path, "r+", 0o600, (err, f) => (err ? reject(err) : resolve(f))),
+          )
+        : openSync(path, "wx", 0o600);
       // The new name goes to stable storage now, beside the upload, so that the commit only syncs the file.
       const named = this.#shards.sync(shard);
       named.catch(() => undefined);
-      return new LocalWriter(id, path, fh, length, named, () => this.#writing.delete(id));
+      return new LocalWriter(id, path, fd, length, named, () => this.#writing.delete(id));
     } catch (err) {
       this.#writing.delete(id);
       await rm(path, { force: true }).catch(() => undefined);
@@ -279,7 +310,7 @@ class LocalWriter implements BlobWriter {
   readonly id: string;
   length: number;
   readonly #path: string;
-  readonly #fh: FileHandle;
+  readonly #fd: number;
   /** The fsync of the shard directory that makes this blob's name durable (started at create). */
   readonly #named: Promise<void>;
   readonly #done: () => void;
@@ -288,10 +319,10 @@ class LocalWriter implements BlobWriter {
   #syncing: Promise<void> | undefined;
   #syncError: unknown;
 
-  constructor(id: string, path: string, fh: FileHandle, length: number, named: Promise<void>, done: () => void) {
+  constructor(id: string, path: string, fd: number, length: number, named: Promise<void>, done: () => void) {
     this.id = id;
     this.#path = path;
-    this.#fh = fh;
+    this.#fd = fd;
     this.length = length;
     this.#named = named;
     this.#done = done;
@@ -315,8 +346,8 @@ class LocalWriter implements BlobWriter {
     while (pending.length > 0) {
       // writev may write partially; continue with what remains.
       const bytesWritten = small
-        ? writevSync(this.#fh.fd, pending, position)
-        : (await this.#fh.writev(pending, position)).bytesWritten;
+        ? writevSync(this.#fd, pending, position)
+        : await fdWritev(this.#fd, pending, position);
       position += bytesWritten;
       let skip = bytesWritten;
       const rest: Buffer[] = [];
@@ -335,8 +366,7 @@ class LocalWriter implements BlobWriter {
     // otherwise waited seconds at close for the whole file to reach the disk.
     if (this.#unsynced >= BACKGROUND_SYNC_BYTES && !this.#syncing) {
       this.#unsynced = 0;
-      this.#syncing = this.#fh
-        .datasync()
+      this.#syncing = fdDone(fdatasync, this.#fd)
         .catch((err: unknown) => {
           this.#syncError = err;
         })
@@ -358,21 +388,21 @@ class LocalWriter implements BlobWriter {
     await this.#syncing;
     if (this.#syncError) throw this.#syncError;
     // The data and the name (synced since create; normally long done) are both durable before this returns.
-    await Promise.all([this.#fh.sync(), this.#named]);
+    await Promise.all([fdDone(fsync, this.#fd), this.#named]);
     // Removed meanwhile (another process's start sweeping what no metadata references yet): fail as a rename of a
     // vanished temp file did, so that no commit can point at it.
-    if (fstatSync(this.#fh.fd).nlink === 0) throw new Error(`blob ${this.id} was removed while being written`);
+    if (fstatSync(this.#fd).nlink === 0) throw new Error(`blob ${this.id} was removed while being written`);
     this.#closed = true;
     this.#done();
     // Nothing rides on the close once the file is synced: the commit does not wait for it.
-    this.#fh.close().catch(() => undefined);
+    close(this.#fd, () => undefined);
   }
 
   async abort(): Promise<void> {
     await this.#syncing;
     if (!this.#closed) {
       this.#closed = true;
-      await this.#fh.close().catch(() => undefined);
+      await fdDone(close, this.#fd).catch(() => undefined);
     }
     await rm(this.#path, { force: true });
     this.#done();
