@@ -224,7 +224,7 @@ export const http: BenchModule = {
       "/proc/PID/stat (utime + stime) around each transfer: the atrest process, the nginx worker. The durable-write row " +
       "is `dd bs=1M conv=fdatasync` of the same file into the bench's temp directory, after nginx's turn. Peak RSS of each server " +
       "sampled every 100 ms during its transfers. Listing: `wrk -t1 -c4 -d10s --timeout 30s` on `GET /api/v1/fs/list?path=/big&limit=1000&order=name|store` " +
-      "of a folder with 10,000 entries (the first page; order=name reuses the folder's sorted names while the store's digest of its names is unchanged, order=store reads one page).",
+      "of a folder with 10,000 entries (the first page, and page 6 of the name order by its cursor; order=name reuses the folder's sorted names while the store's digest of its names is unchanged, order=store reads one page).",
     "`--profile` starts the atrest server with `node --cpu-prof` (every thread: main and seal worker); the profiles, written when it stops, go to `.cache/profiles/http/`.",
   ],
   async run(ctx: BenchContext): Promise<BenchSection> {
@@ -310,7 +310,10 @@ export const http: BenchModule = {
         `${w} atrest ${seconds(figs.atrest[w].s)} (${figs.atrest[w].cpu.toFixed(2)} CPU s) nginx ${seconds(figs.nginx[w].s)} (${figs.nginx[w].cpu.toFixed(2)} CPU s)`;
       ctx.log(`  ${workloads.map(line).join("; ")}; dd conv=fdatasync ${seconds(durable)}`);
       // listing of a 10,000-entry folder: sorted by name (the whole folder per page) and in store order (one page)
-      const listing = async (order: "name" | "store") => {
+      const listing = async (order: "name" | "store", after?: string) => {
+        // a later page of the name order: the cursor the server issues after `after` (files.ts encodeCursor)
+        const cursor =
+          after === undefined ? "" : `&cursor=${Buffer.from(JSON.stringify({ a: after })).toString("base64url")}`;
         const c0 = cpuSeconds(atrest.pid);
         const wrk = await run(
           "wrk",
@@ -323,7 +326,7 @@ export const http: BenchModule = {
             "--latency",
             "-H",
             `Authorization: Bearer ${atrest.token}`,
-            `${at}/api/v1/fs/list?path=/big&limit=1000&order=${order}`,
+            `${at}/api/v1/fs/list?path=/big&limit=1000&order=${order}${cursor}`,
           ],
           { timeoutMs: 60_000 },
         );
@@ -334,11 +337,12 @@ export const http: BenchModule = {
         const requests = Number(/(\d+) requests in/.exec(wrk.stdout)?.[1] ?? 0);
         const cpuMs = requests > 0 ? ((cpuSeconds(atrest.pid) - c0) * 1000) / requests : 0;
         ctx.log(
-          `  listing order=${order}: ${rps} req/s, p99 ${p99}, ${cpuMs.toFixed(0)} ms server CPU/request, non-2xx ${non2xx}`,
+          `  listing order=${order}${after ? ` after ${after}` : ""}: ${rps} req/s, p99 ${p99}, ${cpuMs.toFixed(0)} ms server CPU/request, non-2xx ${non2xx}`,
         );
         return { rps, p99, non2xx, cpuMs };
       };
       const byName = await listing("name");
+      const byName6 = await listing("name", `entry-${String(ENTRIES / 2 - 1).padStart(5, "0")}`);
       const byStore = await listing("store");
       const rps = byStore.rps;
       const f = (await stat(src)).size;
@@ -377,6 +381,11 @@ export const http: BenchModule = {
             ...blank,
           ],
           [
+            `list ${ENTRIES.toLocaleString("en")} entries (1,000 a page), order=name, page ${ENTRIES / 2000 + 1} (cursor), wrk -c4`,
+            `${byName6.rps.toFixed(1)} req/s (p99 ${byName6.p99}), ${byName6.cpuMs.toFixed(0)} ms server CPU/request`,
+            ...blank,
+          ],
+          [
             `list ${ENTRIES.toLocaleString("en")} entries (1,000 a page), order=store, wrk -c4`,
             `${byStore.rps.toFixed(1)} req/s (p99 ${byStore.p99}), ${byStore.cpuMs.toFixed(0)} ms server CPU/request`,
             ...blank,
@@ -385,9 +394,13 @@ export const http: BenchModule = {
         notes: [
           "nginx serves the file as it is on disk (sendfile); atrest decrypts (GET) or encrypts and fsyncs (PUT) every byte. nginx's dav PUT leaves the body in the page cache; atrest answers a PUT once its blob is fsynced, so an atrest PUT takes at least the durable-write row on a disk that is slower than the network.",
           "Server CPU: user + system of the atrest process (all threads: TLS and HTTP on the main thread, sealing on its worker, file writes on the thread pool) and of the nginx worker, for the best run of each workload. On a loaded machine this is the figure to compare: wall times follow the other processes' load. Where the time goes: docs/http-performance.md.",
-          ...[byName, byStore].flatMap((l, i) =>
-            l.non2xx !== "0" ? [`listing ${i ? "order=store" : "order=name"}: ${l.non2xx} non-2xx answers`] : [],
-          ),
+          ...(
+            [
+              [byName, "order=name"],
+              [byName6, "order=name (page 6)"],
+              [byStore, "order=store"],
+            ] as const
+          ).flatMap(([l, what]) => (l.non2xx !== "0" ? [`listing ${what}: ${l.non2xx} non-2xx answers`] : [])),
           "order=name reads the folder's names digest (count and sum/XOR of the children's name MACs, from the (parent, name MAC) index alone) and, while it is the one its sorted names were made under, reuses them (any node's add, removal or rename changes it); it then reads and decrypts only the page's rows (by id; a child replaced under the same name shows as a missing id and the folder is sorted again). The first request after a change reads, opens (through the bounded cache of opened names) and sorts every name. order=store reads and decrypts one page in name-MAC order.",
         ],
         summary: [
