@@ -6,6 +6,7 @@ import type { IncomingMessage } from "node:http";
 import { AtrestError } from "../../errors.ts";
 import { bucketExists, type Ctx, objectPath, readSmallBody, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { statObject, versionHeader, versionIdOf } from "./objects.ts";
 import { xmlDoc, xmlTexts } from "./xml.ts";
 
 export type Tags = [string, string][];
@@ -90,21 +91,37 @@ export async function objectTagging(c: Ctx): Promise<void> {
   const m = c.req.method;
   await bucketExists(c.session, c.bucket);
   const path = objectPath(c.bucket, c.key);
-  const st = await c.session.stat(path);
+  // ?versionId=: that version's tags (statObject finds it, or answers NoSuchVersion / a marker's 405)
+  const versionId = versionIdOf(c);
+  const st = versionId === undefined ? await c.session.stat(path) : await statObject(c);
   if (st.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
+  const version = versionId !== undefined ? versionHeader(st, versionId) : versionHeader(st);
   if (m === "GET") {
     const tags = st.object?.tags ?? [];
-    return send(c.res, 200, xmlDoc("Tagging", { TagSet: { Tag: tags.map(([Key, Value]) => ({ Key, Value })) } }));
+    return send(
+      c.res,
+      200,
+      xmlDoc("Tagging", { TagSet: { Tag: tags.map(([Key, Value]) => ({ Key, Value })) } }),
+      version,
+    );
   }
   if (!c.session.setObjectTags) throw new S3Error("NotImplemented", 501, "tags are not kept by this store");
+  // changing a noncurrent version's tags is not served: refused, never applied to the current version instead
+  if (versionId !== undefined) {
+    const current =
+      versionId === (st.versionId ?? "null") ? await c.session.stat(path).catch(() => undefined) : undefined;
+    if (current?.kind !== "file" || (current.versionId ?? "null") !== versionId) {
+      throw new S3Error("NotImplemented", 501, "Changing the tags of a noncurrent version is not implemented");
+    }
+  }
   if (m === "PUT") {
     const tags = parseTagging(await readSmallBody(c));
     await c.session.setObjectTags(path, tags);
-    return send(c.res, 200);
+    return send(c.res, 200, undefined, version);
   }
   if (m === "DELETE") {
     await c.session.setObjectTags(path, []);
-    return send(c.res, 204);
+    return send(c.res, 204, undefined, version);
   }
   throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");
 }

@@ -225,4 +225,23 @@ test("suspended versioning writes the version null, replacing the earlier null o
   const out = join(dir, "s-null.txt");
   await s3api(["get-object", "--bucket", bucket, "--key", "k", "--version-id", "null", out]);
   assert.equal(await readFile(out, "utf8"), "suspended 2");
+  // tags by version: the current one's are set and read; a noncurrent one's are read, changing them is refused
+  const tagging = ["--tagging", "TagSet=[{Key=k,Value=v}]"];
+  await s3api(["put-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", "null", ...tagging]);
+  const tags = await s3api(["get-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", "null"]);
+  assert.deepEqual(tags.TagSet, [{ Key: "k", Value: "v" }]);
+  const old = await s3api(["get-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", enabled]);
+  assert.deepEqual(old.TagSet, []);
+  const refused = await aws([
+    "s3api",
+    "put-object-tagging",
+    "--bucket",
+    bucket,
+    "--key",
+    "k",
+    "--version-id",
+    enabled,
+    ...tagging,
+  ]);
+  assert.match(refused.stderr, /NotImplemented/);
 });
