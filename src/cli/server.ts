@@ -69,6 +69,12 @@ export function registerServer(program: Command): void {
     .addOption(new Option("--s3-region <region>", "the S3 door's region (default us-east-1)"))
     .addOption(
       new Option(
+        "--s3-public-access <block|allow>",
+        "S3 ACLs granting AllUsers / AuthenticatedUsers: refused and ignored (block, default) or honoured (allow)",
+      ),
+    )
+    .addOption(
+      new Option(
         "--s3-domain <domains>",
         'base domains for virtual-hosted-style S3 requests, comma-separated (default "s3.localhost,localhost"; "" = off)',
       ),
@@ -326,13 +332,23 @@ export function registerServer(program: Command): void {
             };
           } else tls = { ...(await sharedTls()), source: "the server's certificate" };
         }
+        const { S3Buckets } = await import("../service/s3-buckets.ts");
+        const buckets = new S3Buckets(app.store);
+        // the upgrade to the global bucket namespace: every user's existing top-level folders become their buckets
+        const registered = await buckets.registerExisting(
+          (user) => app.openSession(user, { protocol: "cli", sessionId: "s3-bucket-registry" }),
+          logger,
+        );
+        if (registered > 0) logger.info({ buckets: registered }, "s3: registered existing buckets");
         s3 = await startS3Server({
+          buckets,
           login,
           host: config.host,
           port: config.s3Port === "auto" ? 0 : config.s3Port,
           logger,
           tls: tls && { cert: tls.cert, key: tls.key },
           region: config.s3Region,
+          publicAcls: config.s3PublicAccess === "allow",
           domains: config.s3Domain.split(",").filter(Boolean),
           corsRules: async (bucket, accessKeyId) => {
             const k = accessKeyId ? await app.store.getS3Key(accessKeyId) : undefined;

@@ -150,6 +150,9 @@ export const serverConfigSchema = z
       .string()
       .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, { error: "must be a region name like us-east-1 (a-z, 0-9, -)" })
       .default("us-east-1"),
+    // S3 public ACLs (grants to AllUsers or AuthenticatedUsers; what lets unsigned requests in), like S3's Block Public
+    // Access: "block" refuses setting them and ignores any kept; "allow" honours them.
+    s3PublicAccess: z.enum(["block", "allow"]).default("block"),
     // Base domains of virtual-hosted-style S3 requests (bucket.<domain>), comma-separated; "" = path-style only.
     s3Domain: z
       .string()
@@ -224,6 +227,7 @@ const envNames: Partial<Record<keyof ServerConfig, string>> = {
   s3MultipartExpiry: "ATREST_S3_MULTIPART_EXPIRY",
   s3Region: "ATREST_S3_REGION",
   s3Domain: "ATREST_S3_DOMAIN",
+  s3PublicAccess: "ATREST_S3_PUBLIC_ACCESS",
   maxSessions: "ATREST_MAX_SESSIONS",
   logLevel: "ATREST_LOG_LEVEL",
   dekCacheSeconds: "ATREST_DEK_CACHE_SECONDS",

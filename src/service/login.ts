@@ -48,6 +48,9 @@ export type Credential =
     }
   | { method: "s3-post-policy"; verify(secret: Buffer): boolean };
 
+/** The job user of unsigned S3 requests (docs/s3.md "Anonymous access"). */
+export const ANONYMOUS = "anonymous";
+
 export type LoginProtocol = SessionInfo["protocol"] & AuditProtocol;
 
 export interface LoginRequest {
@@ -264,6 +267,29 @@ export class LoginService {
     if (!live) throw new AtrestError("PERMISSION_DENIED", "not logged in");
     const { user, protocol, sourceIp } = live;
     return this.#deps.accounts.openSession(user, { protocol, sessionId, sourceIp });
+  }
+
+  /**
+   * A file session as `owner` on behalf of the logged-in connection `sessionId` (an S3 request into another user's
+   * bucket that its ACL lets in): the owner's permissions apply, the audit names the logged-in user as job user and
+   * the owner as effective user.
+   */
+  async openSessionAs(sessionId: string, owner: string): Promise<VfsSession> {
+    const live = this.#live.get(sessionId);
+    if (!live) throw new AtrestError("PERMISSION_DENIED", "not logged in");
+    const { user, protocol, sourceIp } = live;
+    return this.#deps.accounts.openSession(owner, { protocol, sessionId, sourceIp, jobUser: user });
+  }
+
+  /**
+   * An unsigned S3 request (what a public ACL lets in): no credential, so no login event and nothing to score; a
+   * banned address is refused all the same. The session runs as `owner` with job user `anonymous` in the audit.
+   */
+  async openAnonymous(owner: string, sessionId: string, sourceIp: string | undefined): Promise<VfsSession> {
+    if (await this.#deps.defender?.banned({ ip: sourceIp })) {
+      throw new AtrestError("PERMISSION_DENIED", "banned");
+    }
+    return this.#deps.accounts.openSession(owner, { protocol: "s3", sessionId, sourceIp, jobUser: ANONYMOUS });
   }
 
   /** The door's way to end connection `sessionId` (e.g. close the SSH connection); used by `endUser` and `sweep`. */

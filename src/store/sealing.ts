@@ -19,6 +19,7 @@ export type RowDomain =
   | "folder"
   | "token"
   | "s3key"
+  | "bucket"
   | "ban"
   | "pgp"
   | "rule"

@@ -371,6 +371,28 @@ export interface S3KeyWrites {
   deleteS3Key(accessKeyId: string): Promise<boolean>;
 }
 
+/**
+ * An S3 bucket name and the user it belongs to (the global bucket namespace, as AWS has it: one owner per name
+ * server-wide). The bucket itself is the folder of that name in the owner's home.
+ */
+export interface S3BucketRow {
+  name: string;
+  owner: string;
+  /** Epoch ms. */
+  createdAt: number;
+}
+
+export interface S3BucketReads {
+  getS3Bucket(name: string): Promise<S3BucketRow | undefined>;
+}
+
+export interface S3BucketWrites {
+  /** False (and nothing written) when the name is registered already. */
+  insertS3Bucket(row: S3BucketRow): Promise<boolean>;
+  /** Removes the name's row when `owner` holds it; false otherwise. */
+  deleteS3Bucket(name: string, owner: string): Promise<boolean>;
+}
+
 export interface BanReads {
   getBan(kind: BanRow["kind"], subject: string): Promise<BanRow | undefined>;
   /** Ordered by `until`. */
@@ -672,6 +694,7 @@ export interface MetaReads
     BanReads,
     ApiTokenReads,
     S3KeyReads,
+    S3BucketReads,
     TriggerReads,
     ShareReads,
     SyncReads {}
@@ -687,6 +710,7 @@ export interface MetaWrites
     BanWrites,
     ApiTokenWrites,
     S3KeyWrites,
+    S3BucketWrites,
     TriggerWrites,
     ShareWrites,
     SyncWrites {}

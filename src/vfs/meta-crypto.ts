@@ -45,6 +45,10 @@ type SealedObject = {
   t?: [string, string][];
   /** the S3 version id (versioned folders) */
   v?: string;
+  /** S3 ACL grants: grantee and permission pairs */
+  a?: [string, string][];
+  /** a bucket folder's S3 bucket policy (JSON text) */
+  y?: string;
 };
 
 /**
@@ -81,6 +85,8 @@ function objectJson(object: ObjectMeta, pieces: PieceAttrs[] | undefined, versio
     o.c = [c.algorithm, c.value, c.type === "FULL_OBJECT" ? "F" : "C"];
   }
   if (object.tags !== undefined && object.tags.length > 0) o.t = object.tags;
+  if (object.acl !== undefined && object.acl.length > 0) o.a = object.acl;
+  if (object.policy !== undefined) o.y = object.policy;
   return JSON.stringify(o);
 }
 
@@ -94,6 +100,8 @@ function objectFrom(o: SealedObject): ObjectMeta {
     out.checksum = { algorithm: o.c[0], value: o.c[1], type: o.c[2] === "F" ? "FULL_OBJECT" : "COMPOSITE" };
   }
   if (o.t !== undefined) out.tags = o.t;
+  if (o.a !== undefined) out.acl = o.a;
+  if (o.y !== undefined) out.policy = o.y;
   return out;
 }
 

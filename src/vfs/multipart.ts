@@ -64,6 +64,8 @@ export interface UploadRecord {
   /** The additional checksum every part gets (x-amz-checksum-algorithm at Create). */
   checksum?: MultipartChecksum;
   initiated: number;
+  /** Who created the upload when not the owner (S3: another user or `anonymous` writing into the owner's bucket). */
+  initiator?: string;
   /** Part numbers uploaded so far, ascending. */
   parts: number[];
   /**
@@ -470,6 +472,7 @@ export class Multipart {
       customerKey: rec.ssec !== undefined,
       ...(rec.requested ? { requestedKey: rec.requested } : {}),
       ...(rec.checksum ? { checksum: rec.checksum } : {}),
+      ...(rec.initiator ? { initiator: rec.initiator } : {}),
     };
   }
 }

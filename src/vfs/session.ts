@@ -525,6 +525,36 @@ export class Session implements VfsSession {
     );
   }
 
+  async setObjectAcl(path: string, grants: [string, string][] | undefined): Promise<void> {
+    const p = normalize(path);
+    await this.#audited(
+      "attrs.change",
+      p,
+      async () => {
+        const node = await this.#resolve(p);
+        // an ACL is part of the file (the right to replace it) or of the folder (the right to make folders in it)
+        this.#perms.require(p, node.kind === "dir" ? "mkdir" : "overwrite");
+        await this.#vfs.setObjectAcl(node, grants);
+      },
+      { detail: grants && grants.length > 0 ? `acl ${grants.length} grants` : "acl private" },
+    );
+  }
+
+  async setBucketPolicy(path: string, policy: string | undefined): Promise<void> {
+    const p = normalize(path);
+    await this.#audited(
+      "attrs.change",
+      p,
+      async () => {
+        const node = await this.#resolve(p);
+        if (node.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", "a bucket policy goes on a bucket folder");
+        this.#perms.require(p, "mkdir");
+        await this.#vfs.setBucketPolicy(node, policy);
+      },
+      { detail: policy === undefined ? "bucket policy removed" : "bucket policy set" },
+    );
+  }
+
   async symlink(target: string, link: string): Promise<void> {
     const p = normalize(link);
     await this.#audited(
@@ -674,6 +704,7 @@ export class Session implements VfsSession {
             ...(options.tags && options.tags.length > 0 ? { tags: options.tags } : {}),
             ...(options.encryptionNote ? { note: options.encryptionNote } : {}),
             ...(options.checksum ? { checksum: options.checksum } : {}),
+            ...(this.#info.jobUser ? { initiator: this.#info.jobUser } : {}),
           },
           options.customerKey,
         );

@@ -59,6 +59,13 @@ export interface ObjectMeta {
   partChecksums?: string[];
   /** S3 object tags (key, value), at most 10, as PutObjectTagging or x-amz-tagging set them. */
   tags?: [string, string][];
+  /**
+   * S3 ACL grants of an object version or a bucket folder (grantee `id:<user>` or `group:AllUsers` /
+   * `group:AuthenticatedUsers`, permission); absent = private to the owner.
+   */
+  acl?: [string, string][];
+  /** A bucket folder's S3 bucket policy, the JSON document as set. */
+  policy?: string;
 }
 
 /**
@@ -202,6 +209,8 @@ export interface MultipartUploadInfo {
   requestedKey?: string;
   /** The additional checksum every part gets (S3 x-amz-checksum-algorithm / -type at Create), if any. */
   checksum?: MultipartChecksum;
+  /** Who created it when not the owner (the session's job user: another user or `anonymous` over S3). */
+  initiator?: string;
 }
 
 /** What a repeated CompleteMultipartUpload answers: the object's ETag and checksum. */
@@ -277,6 +286,13 @@ export interface VfsSession {
    * needs `overwrite` there, as any change of the file. Audited as `attrs.change` (the count, never a tag).
    */
   setObjectTags?(path: string, tags: [string, string][]): Promise<void>;
+  /**
+   * Replaces the S3 ACL of a file's current version or of a directory (a bucket), none = private; needs `overwrite`
+   * on a file, `mkdir` on a directory. Audited as `attrs.change` (the grant count, no grantee).
+   */
+  setObjectAcl?(path: string, grants: [string, string][] | undefined): Promise<void>;
+  /** Sets (undefined: removes) a directory's S3 bucket policy; needs `mkdir` there. Audited as `attrs.change`. */
+  setBucketPolicy?(path: string, policy: string | undefined): Promise<void>;
   /**
    * Sets (or with undefined removes) a directory's default encryption; needs `mkdir` there, and a named key must be
    * one this user may name there (KekSelector.chooseRequested). Audited as `attrs.change`.

@@ -794,12 +794,30 @@ export class Vfs {
 
   /** Replaces the S3 tags of a file's current version (sealed with its attributes; nothing else changes). */
   async setObjectTags(node: NodeRow, tags: [string, string][]): Promise<void> {
+    await this.#setObjectField(node, "tags", tags.length > 0 ? tags : undefined);
+  }
+
+  /** Replaces the S3 ACL of a file's current version or a directory (sealed with its attributes). */
+  async setObjectAcl(node: NodeRow, grants: [string, string][] | undefined): Promise<void> {
+    await this.#setObjectField(node, "acl", grants && grants.length > 0 ? grants : undefined);
+  }
+
+  /** Sets or removes a directory's S3 bucket policy (sealed with its attributes). */
+  async setBucketPolicy(node: NodeRow, policy: string | undefined): Promise<void> {
+    await this.#setObjectField(node, "policy", policy);
+  }
+
+  async #setObjectField<K extends "tags" | "acl" | "policy">(
+    node: NodeRow,
+    field: K,
+    value: ObjectMeta[K] | undefined,
+  ) {
     await this.store.transaction(async (tx) => {
       const current = await tx.getNode(node.id);
       if (!current) throw new NotFoundError("file");
       const attrs = this.tree.attrs(current);
-      const { tags: _old, ...rest } = attrs.object ?? {};
-      const object = tags.length > 0 ? { ...rest, tags } : rest;
+      const { [field]: _old, ...rest } = attrs.object ?? {};
+      const object: ObjectMeta = value !== undefined ? { ...rest, [field]: value } : rest;
       const next = { ...attrs, object: Object.keys(object).length > 0 ? object : undefined };
       if (!next.object) delete next.object;
       const attrsCt = this.#crypto.sealAttrs(current.id, current.blobId, current.contentId, next);

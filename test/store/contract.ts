@@ -213,6 +213,30 @@ export function metaStoreContract(driver: ContractDriver): void {
       });
     });
 
+    describe("s3 buckets", () => {
+      it("holds one owner per bucket name: a second insert changes nothing; only the owner's delete frees it", async () => {
+        assert.equal(await store.getS3Bucket("ns-a"), undefined);
+        assert.equal(
+          await store.transaction((tx) => tx.insertS3Bucket({ name: "ns-a", owner: "ann", createdAt: 5 })),
+          true,
+        );
+        assert.equal(
+          await store.transaction((tx) => tx.insertS3Bucket({ name: "ns-a", owner: "ben", createdAt: 6 })),
+          false,
+        );
+        assert.deepEqual(await store.getS3Bucket("ns-a"), { name: "ns-a", owner: "ann", createdAt: 5 });
+        assert.equal(await store.getS3Bucket("ns-b"), undefined);
+        assert.equal(await store.transaction((tx) => tx.deleteS3Bucket("ns-a", "ben")), false);
+        assert.equal(await store.transaction((tx) => tx.deleteS3Bucket("ns-a", "ann")), true);
+        assert.equal(await store.getS3Bucket("ns-a"), undefined);
+        assert.equal(
+          await store.transaction((tx) => tx.insertS3Bucket({ name: "ns-a", owner: "ben", createdAt: 7 })),
+          true,
+        );
+        assert.equal((await store.getS3Bucket("ns-a"))?.owner, "ben");
+      });
+    });
+
     describe("trigger queue", () => {
       const at = 1_000_000;
       it("keeps rules: insert, replace (keeps createdAt, clears lastFiredAt), enable, delete", async () => {

@@ -4,7 +4,7 @@
 // an S3Error before the last piece is handed over, so a caller that commits only after the loop never commits a body
 // that did not verify.
 import { createHash, createHmac } from "node:crypto";
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { constantTimeEqual } from "../../crypto/bytes.ts";
 import { apiName, Checksum, type ChecksumAlgorithm, checksumAlgorithm } from "./checksum.ts";
 import { S3Error } from "./errors.ts";
@@ -56,6 +56,25 @@ function checksumHeader(req: IncomingMessage, headers = true): { algo: string; v
 }
 
 /** The decoded body; `result()` after the loop has the MD5 (ETag) and size. */
+/** Requests sent with `Expect: 100-continue` whose answer has not said to go on yet. */
+const awaitingContinue = new WeakMap<IncomingMessage, ServerResponse>();
+
+/**
+ * Defers `100 Continue` until the body is wanted: a request that is refused (signature, ACL) gets its final status
+ * instead, and the client never sends the body (s3-tests test_100_continue).
+ */
+export function expectContinue(req: IncomingMessage, res: ServerResponse): void {
+  awaitingContinue.set(req, res);
+}
+
+/** Tells a client waiting on `Expect: 100-continue` to send the body (once). */
+export function sendContinue(req: IncomingMessage): void {
+  const res = awaitingContinue.get(req);
+  if (!res) return;
+  awaitingContinue.delete(req);
+  if (!res.headersSent) res.writeContinue();
+}
+
 export function readBody(
   req: IncomingMessage,
   opts: BodyOptions,
@@ -214,14 +233,20 @@ export function readBody(
     finish(trailerValue);
   }
 
-  const pieces =
+  async function* continued(inner: AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    sendContinue(req);
+    yield* inner;
+  }
+
+  const pieces = continued(
     mode === "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
       ? chunked(true, false)
       : mode === "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
         ? chunked(false, true)
         : mode === "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
           ? chunked(true, true)
-          : plain();
+          : plain(),
+  );
   return {
     pieces,
     result: () => {

@@ -2,15 +2,26 @@
 import { AtrestError } from "../../errors.ts";
 import { bucketExists, type Ctx, iso, notImplemented, readSmallBody, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { aclToKeep, requestedAcl } from "./grants.ts";
 import { kmsKeyName } from "./sse.ts";
 import { esc, xmlDoc, xmlTexts } from "./xml.ts";
 
 export const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
+/** The folders of the user's home that are their buckets: not those whose name another user's bucket holds. */
+async function ownBuckets(c: Ctx) {
+  const dirs = (await c.session.list("/")).filter((e) => e.stat.kind === "dir");
+  if (!c.buckets) return dirs;
+  const out: typeof dirs = [];
+  for (const e of dirs) {
+    // an unregistered folder (made over SFTP) is registered to the user here, as when they name it
+    if ((await c.buckets.claim(e.name, c.requester)) !== "taken") out.push(e);
+  }
+  return out;
+}
+
 export async function listBuckets(c: Ctx): Promise<void> {
-  const all = (await c.session.list("/"))
-    .filter((e) => e.stat.kind === "dir")
-    .sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+  const all = (await ownBuckets(c)).sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
   // max-buckets pages the answer; the continuation token is the last name of the page (base64url)
   const max = c.query.has("max-buckets") ? Number(c.query.get("max-buckets")) : 10_000;
   if (!Number.isInteger(max) || max < 1 || max > 10_000)
@@ -52,11 +63,25 @@ export async function createBucket(c: Ctx): Promise<void> {
       `The ${location || "unspecified"} location constraint is incompatible for the region specific endpoint this request was sent to.`,
     );
   }
+  const acl = aclToKeep(requestedAcl(c, c.requester), c.requester);
+  // the global namespace: a name another user holds is theirs (409), one's own is created again (below)
+  const claim = c.buckets ? await c.buckets.claim(c.bucket, c.requester) : "yours";
+  if (claim === "taken") {
+    throw new S3Error(
+      "BucketAlreadyExists",
+      409,
+      "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.",
+    );
+  }
   try {
     await c.session.mkdir(`/${c.bucket}`);
+    if (acl) await c.session.setObjectAcl?.(`/${c.bucket}`, acl);
   } catch (err) {
     // creating a bucket one already owns succeeds and changes nothing, as in us-east-1
-    if (!(err instanceof AtrestError && err.code === "EXISTS")) throw err;
+    if (!(err instanceof AtrestError && err.code === "EXISTS")) {
+      if (claim === "created") await c.buckets?.release(c.bucket, c.requester);
+      throw err;
+    }
     await bucketExists(c.session, c.bucket);
   }
   send(c.res, 200, undefined, { location: `/${c.bucket}` });
@@ -65,6 +90,7 @@ export async function createBucket(c: Ctx): Promise<void> {
 export async function deleteBucket(c: Ctx): Promise<void> {
   await bucketExists(c.session, c.bucket);
   await c.session.rmdir(`/${c.bucket}`);
+  await c.buckets?.release(c.bucket, c.requester);
   send(c.res, 204);
 }
 

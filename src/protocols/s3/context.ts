@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { AtrestError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
+import type { S3Buckets } from "../../service/s3-buckets.ts";
 import type { VfsSession } from "../../vfs/types.ts";
 import { readBody } from "./body.ts";
 import { noSuchBucket, S3Error, toS3Error } from "./errors.ts";
@@ -27,6 +28,16 @@ export interface Ctx {
   logger: Logger;
   /** CopyObject / UploadPartCopy: the SSE-C key of the copy source (x-amz-copy-source-server-side-encryption-customer-*). */
   copySourceKey?: CustomerKey;
+  /** Who asks: the signing key's user, or `anonymous` for an unsigned request. */
+  requester: string;
+  /**
+   * The bucket's owner in the global namespace (undefined: no such bucket, or no bucket named). `session` is the
+   * owner's, on the requester's behalf, when they differ (what the bucket's and objects' ACLs let in).
+   */
+  owner: string | undefined;
+  buckets?: S3Buckets;
+  /** Public grants (AllUsers, AuthenticatedUsers) may be set and count (--s3-public-access allow). */
+  publicAcls: boolean;
 }
 
 export interface CustomerKey {

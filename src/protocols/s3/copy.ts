@@ -10,7 +10,8 @@ import { AtrestError } from "../../errors.ts";
 import type { FileStat, OpenReadOptions, ReadHandle, WriteHandle } from "../../vfs/types.ts";
 import { Checksum, checksumAlgorithm } from "./checksum.ts";
 import { bucketExists, type Ctx, type CustomerKey, iso, mkdirs, objectPath, send } from "./context.ts";
-import { noSuchBucket, S3Error } from "./errors.ts";
+import { accessDenied, noSuchBucket, S3Error } from "./errors.ts";
+import { aclToKeep, granted, grantsOf, requestedAcl } from "./grants.ts";
 import { etagOf, metadataOf, objectMeta } from "./metadata.ts";
 import { READ_PIECE, versionHeader, writePlan } from "./objects.ts";
 import { sseHeaders } from "./sse.ts";
@@ -62,6 +63,9 @@ export async function copySource(c: Ctx): Promise<CopySource> {
       "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
     );
   }
+  // a source in another user's bucket than the session's tree (the requester's own, or the destination owner's)
+  const srcOwner = await c.buckets?.owner(bucket);
+  if (srcOwner !== undefined && srcOwner !== c.session.username) throw accessDenied();
   try {
     await bucketExists(c.session, bucket);
   } catch (err) {
@@ -71,6 +75,10 @@ export async function copySource(c: Ctx): Promise<CopySource> {
   const path = objectPath(bucket, key);
   const stat = versionId === undefined ? await c.session.stat(path) : await sourceVersion(c, path, versionId);
   if (stat.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
+  // another user copying from a bucket that is not theirs: the source object's ACL must let them read it
+  if (c.owner !== undefined && c.owner !== c.requester && !granted(c, grantsOf(stat, c.session.username), "READ")) {
+    throw accessDenied();
+  }
   checkCopyConditions(c, stat);
   return { bucket, key, path, stat, customerKey: c.copySourceKey, ...(versionId !== undefined ? { versionId } : {}) };
 }
@@ -177,6 +185,8 @@ export async function copyObject(c: Ctx): Promise<void> {
   }
   const headers = directive === "REPLACE" ? metadataOf(c.req) : { ...(src.stat.object?.headers ?? {}) };
   const tags = copyTags(c.req, src.stat.object?.tags);
+  // a copy gets the ACL the request names (private by default), never the source's, as in S3
+  const acl = aclToKeep(requestedAcl(c, c.session.username), c.session.username);
   const plan = await writePlan(c);
   // the request has no body; what a client sends anyway is ignored
   c.req.resume();
@@ -202,7 +212,7 @@ export async function copyObject(c: Ctx): Promise<void> {
     const checksum = sum
       ? { algorithm: sum.algorithm, value: sum.digest().toString("base64"), type: "FULL_OBJECT" as const }
       : kept;
-    st = await w.close(undefined, objectMeta(md5.digest("hex"), headers, checksum, tags));
+    st = await w.close(undefined, objectMeta(md5.digest("hex"), headers, checksum, tags, acl));
   } finally {
     await r.close().catch(() => undefined);
   }

@@ -23,6 +23,7 @@ import {
   uploadPart,
 } from "./multipart.ts";
 import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
+import { bucketPolicy } from "./policy.ts";
 import { bucketTagging, objectTagging } from "./tagging.ts";
 
 export async function dispatch(c: Ctx): Promise<void> {
@@ -40,10 +41,10 @@ export async function dispatch(c: Ctx): Promise<void> {
     if (q.has("versions") && m === "GET") return listVersions(c);
     if (q.has("uploads") && m === "GET") return listMultipartUploads(c);
     if (q.has("acl")) return bucketAcl(c);
+    if (q.has("policy")) return bucketPolicy(c);
     if (q.has("cors")) return bucketCors(c);
     if (q.has("tagging")) return bucketTagging(c);
     for (const sub of [
-      "policy",
       "lifecycle",
       "website",
       "logging",

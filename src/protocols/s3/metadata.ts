@@ -56,8 +56,10 @@ export function objectMeta(
   headers: Record<string, string>,
   checksum?: ObjectMeta["checksum"],
   tags?: ObjectMeta["tags"],
+  acl?: ObjectMeta["acl"],
 ): ObjectMeta {
   return {
+    ...(acl && acl.length > 0 ? { acl } : {}),
     etag,
     ...(Object.keys(headers).length > 0 ? { headers } : {}),
     ...(checksum ? { checksum } : {}),

@@ -27,6 +27,7 @@ import {
 import { bucketExists, type Ctx, iso, mkdirs, notImplemented, objectPath, readSmallBody, send } from "./context.ts";
 import { copySource, pump, sourceRead } from "./copy.ts";
 import { S3Error, toS3Error } from "./errors.ts";
+import { aclToKeep, requestedAcl } from "./grants.ts";
 import { metadataOf } from "./metadata.ts";
 import { writePlan, writePrecondition } from "./objects.ts";
 import { SSE_C } from "./sse.ts";
@@ -107,6 +108,8 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
   const plan = await writePlan(c);
   // the object's tags, kept (sealed) with the upload and given to the object at Complete
   const tags = taggingHeader(c.req);
+  // the ACL of a multipart upload is not kept: any other than the private one is refused, not dropped
+  if (aclToKeep(requestedAcl(c, c.session.username), c.session.username)) notImplemented();
   const headers = metadataOf(c.req);
   const algo = c.req.headers["x-amz-checksum-algorithm"];
   const type = c.req.headers["x-amz-checksum-type"];
@@ -256,7 +259,8 @@ export async function listParts(c: Ctx): Promise<void> {
   const after = parts.filter((p) => p.partNumber > marker);
   const page = after.slice(0, maxParts);
   const truncated = after.length > page.length;
-  const owner = { ID: c.session.username, DisplayName: c.session.username };
+  const who = upload.initiator ?? c.session.username;
+  const owner = { ID: who, DisplayName: who };
   send(
     c.res,
     200,
@@ -317,7 +321,10 @@ export async function listMultipartUploads(c: Ctx): Promise<void> {
     if (cp !== undefined) prefixes.push(cp);
     else uploads.push(u);
   }
-  const owner = { ID: c.session.username, DisplayName: c.session.username };
+  const who = (u: MultipartUploadInfo) => ({
+    ID: u.initiator ?? c.session.username,
+    DisplayName: u.initiator ?? c.session.username,
+  });
   const last = uploads.at(-1);
   send(
     c.res,
@@ -335,8 +342,8 @@ export async function listMultipartUploads(c: Ctx): Promise<void> {
       Upload: uploads.map((u) => ({
         Key: u.key,
         UploadId: u.id,
-        Initiator: owner,
-        Owner: owner,
+        Initiator: who(u),
+        Owner: who(u),
         StorageClass: "STANDARD",
         Initiated: iso(u.initiated),
       })),

@@ -5,6 +5,7 @@ import { WriteBatcher } from "../../vfs/write-batch.ts";
 import { readBody } from "./body.ts";
 import { bucketExists, type Ctx, hasControl, httpDate, mkdirs, objectPath, send } from "./context.ts";
 import { S3Error, toS3Error } from "./errors.ts";
+import { aclToKeep, requestedAcl } from "./grants.ts";
 import { checksumHeaders, etagOf, metadataOf, objectMeta, responseMetadata } from "./metadata.ts";
 import { bucketDefault, requestedSse, sseHeaders } from "./sse.ts";
 import { tagCountHeader, taggingHeader } from "./tagging.ts";
@@ -29,6 +30,7 @@ export async function putObject(c: Ctx): Promise<void> {
   const customerKey = c.customerKey;
   const headers = metadataOf(c.req);
   const tags = taggingHeader(c.req);
+  const acl = aclToKeep(requestedAcl(c, c.session.username), c.session.username);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
   const w = await c.session.openWrite(path, { truncate: true, ...plan, precondition: writePrecondition(c) });
@@ -45,7 +47,7 @@ export async function putObject(c: Ctx): Promise<void> {
   const sum = checksum && { algorithm: checksum.algorithm, value: checksum.digest.toString("base64") };
   const st = await w.close(
     undefined,
-    objectMeta(md5.toString("hex"), headers, sum && { ...sum, type: "FULL_OBJECT" }, tags),
+    objectMeta(md5.toString("hex"), headers, sum && { ...sum, type: "FULL_OBJECT" }, tags, acl),
   );
   send(c.res, 200, undefined, {
     etag: `"${md5.toString("hex")}"`,

@@ -6,11 +6,13 @@
 import { createHash, createHmac } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
 import { constantTimeEqual, zero } from "../../crypto/bytes.ts";
+import { ANONYMOUS } from "../../service/login.ts";
 import { WriteBatcher } from "../../vfs/write-batch.ts";
 import { apiName, Checksum, checksumAlgorithm } from "./checksum.ts";
-import { bucketExists, type Ctx, hasControl, mkdirs, notImplemented, objectPath, send } from "./context.ts";
+import { bucketExists, type Ctx, hasControl, mkdirs, objectPath, send } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import type { Form } from "./form.ts";
+import { aclToKeep, cannedAcl } from "./grants.ts";
 import { metadataOf, objectMeta } from "./metadata.ts";
 import { writePlan } from "./objects.ts";
 import type { ParsedAuth } from "./sigv4.ts";
@@ -233,15 +235,18 @@ export async function postObject(c: Ctx, form: Form, now: number): Promise<void>
   const key = rawKey.replaceAll("${filename}", file.filename);
   fields.set("key", key);
   fields.set("bucket", c.bucket);
-  const range = checkPolicy(parsePolicy(fields.get("policy") ?? "", now), fields);
+  // an unsigned form (into a bucket whose ACL lets anyone write) has no policy to hold it to
+  const unsigned = c.requester === ANONYMOUS && !fields.has("policy");
+  const range = unsigned ? undefined : checkPolicy(parsePolicy(fields.get("policy") ?? "", now), fields);
   if (key.length > 1024) throw new S3Error("KeyTooLongError", 400, "Your key is too long");
   if (hasControl(key)) throw new S3Error("InvalidURI", 400, "Couldn't parse the specified URI.");
   if (key.endsWith("/") || key.split("/").some((p) => p === "." || p === "..")) {
     throw new S3Error("InvalidArgument", 400, "a POST key names a file");
   }
   // what atrest does not keep is refused, not dropped: an object would not be what the form asked for
-  const acl = fields.get("acl");
-  if (acl !== undefined && acl !== "private") notImplemented();
+  const canned = fields.get("acl");
+  const acl =
+    canned === undefined ? undefined : aclToKeep(cannedAcl(c, canned, c.session.username), c.session.username);
   const tagging = fields.get("tagging");
   const tags = tagging === undefined ? undefined : parseTagging(tagging);
   const sum = formChecksum(fields);
@@ -282,7 +287,7 @@ export async function postObject(c: Ctx, form: Form, now: number): Promise<void>
   }
   const etag = md5.digest("hex");
   const kept = sum && { algorithm: sum.checksum.algorithm, value: sum.expected.toString("base64") };
-  await w.close(undefined, objectMeta(etag, headers, kept && { ...kept, type: "FULL_OBJECT" }, tags));
+  await w.close(undefined, objectMeta(etag, headers, kept && { ...kept, type: "FULL_OBJECT" }, tags, acl));
   const location = `/${encodeURIComponent(c.bucket)}/${key.split("/").map(encodeURIComponent).join("/")}`;
   const answer = {
     etag: `"${etag}"`,
@@ -297,7 +302,11 @@ export async function postObject(c: Ctx, form: Form, now: number): Promise<void>
   }
   const status = fields.get("success_action_status");
   if (status === "201") {
-    const body = xmlDoc("PostResponse", { Location: location, Bucket: c.bucket, Key: key, ETag: `"${etag}"` });
+    // without a namespace, as S3 answers it (clients look up <Key> unqualified)
+    const body = xmlDoc("PostResponse", { Location: location, Bucket: c.bucket, Key: key, ETag: `"${etag}"` }).replace(
+      ' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"',
+      "",
+    );
     send(c.res, 201, body, answer);
   } else send(c.res, status === "200" ? 200 : 204, undefined, answer);
 }

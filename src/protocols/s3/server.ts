@@ -13,15 +13,20 @@ import { zero } from "../../crypto/bytes.ts";
 import { AtrestError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
 import type { LoginService } from "../../service/login.ts";
+import { ANONYMOUS } from "../../service/login.ts";
+import type { S3Buckets } from "../../service/s3-buckets.ts";
 import type { VfsSession } from "../../vfs/types.ts";
+import { placeBucket } from "./access.ts";
+import { admit } from "./acl.ts";
+import { expectContinue, sendContinue } from "./body.ts";
 import { BUCKET_NAME } from "./buckets.ts";
-import { type CustomerKey, hasControl, sendError } from "./context.ts";
+import { type Ctx, type CustomerKey, hasControl, sendError } from "./context.ts";
 import { answerPreflight, applyCors, type CorsRule } from "./cors.ts";
 import { dispatch } from "./dispatch.ts";
-import { noSuchBucket, S3Error } from "./errors.ts";
+import { accessDenied, noSuchBucket, S3Error } from "./errors.ts";
 import { type Form, FormReader, formBoundary } from "./form.ts";
 import { fieldRequest, isPostObject, postCredential, postObject } from "./post-object.ts";
-import { canonicalRequest, parseAuth, queryPairs, verifier } from "./sigv4.ts";
+import { canonicalRequest, type ParsedAuth, parseAuth, queryPairs, UNSIGNED, verifier } from "./sigv4.ts";
 import { COPY_SOURCE_SSE_C, customerKeyOf } from "./sse.ts";
 
 export interface S3ServerOptions {
@@ -46,6 +51,10 @@ export interface S3ServerOptions {
    * X-Amz-Credential (a presigned URL's), never checked (a preflight is not signed); undefined when there is none.
    */
   corsRules?: (bucket: string, accessKeyId: string | undefined) => Promise<CorsRule[] | undefined>;
+  /** The global bucket namespace (absent: every user's buckets are only their own folders, as before it). */
+  buckets?: S3Buckets;
+  /** Public ACLs (grants to AllUsers / AuthenticatedUsers) may be set and are honoured; default blocked. */
+  publicAcls?: boolean;
 }
 
 /** The bucket a virtual-hosted-style Host names (bucket.<domain>[:port]), or undefined for a path-style request. */
@@ -114,41 +123,69 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
       const boundary = isPostObject(req, bucket, key, pairs) ? formBoundary(req.headers["content-type"]) : undefined;
       let form: Form | undefined;
       if (boundary !== undefined) {
+        // the form carries the credential: its body is needed before anything can be decided
+        sendContinue(req);
         formReader = new FormReader(req, boundary);
         form = await formReader.read();
       }
-      const post = form && postCredential(form, now());
-      const auth = post ? post.auth : parseAuth(req, pairs, now());
-      const check = post ? post.verifier : verifier(auth, canonicalRequest(req, rawPath, pairs, auth));
+      // unsigned: no Authorization header, no presigned query, no signed form (served as `anonymous`, docs/s3.md)
+      const anonymous = form
+        ? !["x-amz-credential", "x-amz-signature", "x-amz-algorithm", "awsaccesskeyid"].some((f) => form.fields.has(f))
+        : req.headers.authorization === undefined && !pairs.some(([k]) => k === "X-Amz-Algorithm");
       sessionId = randomUUID();
-      const result = await login.login({
-        user: auth.accessKeyId,
-        protocol: "s3",
-        sessionId,
-        sourceIp: req.socket.remoteAddress,
-        credential: { method: post ? "s3-post-policy" : "s3-sigv4", verify: (secret) => check.verify(secret) },
-      });
-      signingKey = check.signingKey();
-      if (result.outcome !== "success") {
-        // unknown key, wrong signature and a ban look alike
-        throw new S3Error(
-          "SignatureDoesNotMatch",
-          403,
-          "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
-        );
+      let auth: ParsedAuth;
+      let requester: string;
+      if (anonymous) {
+        auth = UNSIGNED;
+        requester = ANONYMOUS;
+      } else {
+        const post = form && postCredential(form, now());
+        auth = post ? post.auth : parseAuth(req, pairs, now());
+        const check = post ? post.verifier : verifier(auth, canonicalRequest(req, rawPath, pairs, auth));
+        const result = await login.login({
+          user: auth.accessKeyId,
+          protocol: "s3",
+          sessionId,
+          sourceIp: req.socket.remoteAddress,
+          credential: { method: post ? "s3-post-policy" : "s3-sigv4", verify: (secret) => check.verify(secret) },
+        });
+        signingKey = check.signingKey();
+        if (result.outcome !== "success") {
+          // unknown key, wrong signature and a ban look alike
+          throw new S3Error(
+            "SignatureDoesNotMatch",
+            403,
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+          );
+        }
+        requester = result.user;
+        // an admin ending the user's sessions (or disabling or removing them) cuts a request in flight, as SFTP's
+        login.onEnd(sessionId, () => {
+          req.destroy();
+          res.destroy();
+        });
       }
-      // an admin ending the user's sessions (or disabling or removing them) cuts a request in flight, as SFTP's
-      login.onEnd(sessionId, () => {
-        req.destroy();
-        res.destroy();
-      });
       if (key.length > 1024) throw new S3Error("KeyTooLongError", 400, "Your key is too long");
       // keys are file names: control characters (C0, DEL, C1) are refused, as Ceph RGW refuses them
       if (hasControl(key)) throw new S3Error("InvalidURI", 400, "Couldn't parse the specified URI.");
-      session = await login.openSession(sessionId);
-      customerKey = customerKeyOf(form ? fieldRequest(form, req) : req, !!options.tls);
-      copySourceKey = form ? undefined : customerKeyOf(req, !!options.tls, COPY_SOURCE_SSE_C);
-      const ctx = {
+      const sid = sessionId;
+      const own = anonymous ? undefined : await login.openSession(sid);
+      session = own;
+      const placed = await placeBucket({
+        buckets: options.buckets,
+        bucket,
+        requester,
+        own,
+        open: (owner) =>
+          anonymous ? login.openAnonymous(owner, sid, req.socket.remoteAddress) : login.openSessionAs(sid, owner),
+      });
+      if (placed.session !== own) {
+        await own?.close().catch(() => undefined);
+        session = placed.session;
+      }
+      // anonymous: no bucket by that name (or a CreateBucket, which needs a user)
+      if (!session) throw bucket && !(req.method === "PUT" && !key) ? noSuchBucket() : accessDenied();
+      const ctx: Ctx = {
         req,
         res,
         session,
@@ -160,11 +197,19 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         requestId,
         region,
         secure: !!options.tls,
-        customerKey,
-        copySourceKey,
         logger,
+        requester,
+        owner: placed.owner,
+        buckets: options.buckets,
+        publicAcls: options.publicAcls === true,
       };
       await applyCors(ctx);
+      // before the SSE-C headers are parsed: a policy may refuse a request by them (a wrong algorithm included)
+      await admit(ctx, !!form);
+      customerKey = customerKeyOf(form ? fieldRequest(form, req) : req, !!options.tls);
+      copySourceKey = form ? undefined : customerKeyOf(req, !!options.tls, COPY_SOURCE_SSE_C);
+      ctx.customerKey = customerKey;
+      ctx.copySourceKey = copySourceKey;
       if (form) await postObject(ctx, form, now());
       else await dispatch(ctx);
     } catch (err) {
@@ -194,6 +239,11 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
     : createHttp(listener);
   // an Expect other than 100-continue (even an empty one) is served like any request, not refused with 417
   server.on("checkExpectation", listener);
+  // 100-continue is sent when the operation reads the body (./body.ts), so a refusal comes first
+  server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
+    expectContinue(req, res);
+    listener(req, res);
+  });
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 60_000;

@@ -457,6 +457,16 @@ const list: ((d: DialectTypes) => string)[] = [
    );
    CREATE UNIQUE INDEX file_versions_key ON file_versions(dir_id, key_mac, version_id);
    CREATE INDEX file_versions_seq ON file_versions(dir_id, key_mac, seq);`,
+  // 21: the global S3 bucket namespace (src/service/s3-buckets.ts): one owner per bucket name server-wide. Found by
+  // the name's blind index; the name and the owner sealed (AAD = the index), the owner's blind index for listings.
+  (d) =>
+    `CREATE TABLE s3_buckets (
+     name_index ${d.blob} PRIMARY KEY,
+     owner_index ${d.blob} NOT NULL,
+     sealed ${d.blob} NOT NULL,
+     created_at ${d.int} NOT NULL
+   );
+   CREATE INDEX s3_buckets_owner_index ON s3_buckets(owner_index);`,
 ];
 
 /** The migrations as `dialect` runs them. */

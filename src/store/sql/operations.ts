@@ -8,6 +8,7 @@ import { groups } from "./groups.ts";
 import { keyJobs } from "./key-jobs.ts";
 import { nodes } from "./nodes.ts";
 import { pgpKeys } from "./pgp-keys.ts";
+import { s3Buckets } from "./s3-buckets.ts";
 import { s3Keys } from "./s3-keys.ts";
 import { settings } from "./settings.ts";
 import { shares } from "./shares.ts";
@@ -38,6 +39,7 @@ export function operations(sql: Sql, parts: DriverParts): MetaTx {
     ...bans(sql, parts.sealer),
     ...apiTokens(sql, parts.sealer),
     ...s3Keys(sql, parts.sealer),
+    ...s3Buckets(sql, parts.sealer),
     ...shares(sql, parts.sealer),
     ...triggers(sql, parts.sealer, parts.lease),
     ...sync(sql, parts.sealer),

@@ -1,34 +1,51 @@
-// Bucket and object ACLs with @aws-sdk/client-s3 and awscli: every bucket and object is private to its owner, so
-// GetBucketAcl / GetObjectAcl answer the owner's FULL_CONTROL; PutBucketAcl / PutObjectAcl take the private ACL
-// (canned or as a policy) and refuse any other grant with 501 rather than dropping it.
+// Bucket and object ACLs with @aws-sdk/client-s3, awscli and curl (docs/s3.md "ACLs and anonymous access"). By
+// default (Block Public Access) a public ACL is refused with 403 AccessDenied wherever it is named (Put*Acl,
+// x-amz-acl on PutObject and CreateBucket), never silently private; grants to named users work. With
+// --s3-public-access allow, canned ACLs let other users and unsigned requests in for what they grant, and no more;
+// anonymous requests are audited with job user `anonymous` and the bucket's owner as effective user.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
   CreateBucketCommand,
   GetBucketAclCommand,
   GetObjectAclCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
   PutBucketAclCommand,
   PutObjectAclCommand,
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
-import { removeDir } from "../../helpers/atrest.ts";
+import { cli, removeDir } from "../../helpers/atrest.ts";
 import { type S3Server, startS3 } from "../../helpers/s3.ts";
 
-let s3: S3Server;
+let blocked: S3Server;
+let open: S3Server;
+const status = (code: number, name?: string) => (e: { $metadata?: { httpStatusCode?: number }; name?: string }) =>
+  e.$metadata?.httpStatusCode === code && (name === undefined || e.name === name);
 
 before(async () => {
-  s3 = await startS3("atrest-s3-acl-");
-  await s3.client().send(new CreateBucketCommand({ Bucket: "acls" }));
-  await s3.client().send(new PutObjectCommand({ Bucket: "acls", Key: "a/b.txt", Body: "b" }));
+  blocked = await startS3("atrest-s3-acl-", ["alice", "bob"]);
+  await blocked.client().send(new CreateBucketCommand({ Bucket: "acls" }));
+  await blocked.client().send(new PutObjectCommand({ Bucket: "acls", Key: "a/b.txt", Body: "b" }));
+  open = await startS3("atrest-s3-acl-open-", ["alice", "bob"], { serverArgs: ["--s3-public-access", "allow"] });
 });
 
 after(async () => {
-  await s3?.server.stop();
-  if (s3) await removeDir(s3.dir);
+  for (const s of [blocked, open]) {
+    await s?.server.stop();
+    if (s) await removeDir(s.dir);
+  }
 });
 
-test("GetBucketAcl and GetObjectAcl answer the owner's FULL_CONTROL", async () => {
-  const c = s3.client();
+/** An unsigned request (curl, no credentials): status and body. */
+async function anonymous(s3: S3Server, method: string, path: string, body?: string) {
+  const r = await fetch(`${s3.endpoint}${path}`, { method, body });
+  return { status: r.status, body: await r.text() };
+}
+
+test("GetBucketAcl and GetObjectAcl answer the owner's FULL_CONTROL by default", async () => {
+  const c = blocked.client();
   for (const acl of [
     await c.send(new GetBucketAclCommand({ Bucket: "acls" })),
     await c.send(new GetObjectAclCommand({ Bucket: "acls", Key: "a/b.txt" })),
@@ -40,29 +57,30 @@ test("GetBucketAcl and GetObjectAcl answer the owner's FULL_CONTROL", async () =
     );
   }
   await assert.rejects(c.send(new GetObjectAclCommand({ Bucket: "acls", Key: "none" })), /NoSuchKey|does not exist/);
-  const r = await s3.aws(["s3api", "get-object-acl", "--bucket", "acls", "--key", "a/b.txt"]);
+  const r = await blocked.aws(["s3api", "get-object-acl", "--bucket", "acls", "--key", "a/b.txt"]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout).Grants[0].Permission, "FULL_CONTROL");
 });
 
-test("the private ACL can be set, canned or as the owner-only policy; a public one is refused with 501", async () => {
-  const c = s3.client();
+test("blocked public access: a public ACL is 403 AccessDenied wherever it is named, never silently private", async () => {
+  const c = blocked.client();
   await c.send(new PutBucketAclCommand({ Bucket: "acls", ACL: "private" }));
   await c.send(new PutObjectAclCommand({ Bucket: "acls", Key: "a/b.txt", ACL: "private" }));
-  const policy = await c.send(new GetObjectAclCommand({ Bucket: "acls", Key: "a/b.txt" }));
-  await c.send(
-    new PutObjectAclCommand({
-      Bucket: "acls",
-      Key: "a/b.txt",
-      AccessControlPolicy: { Owner: policy.Owner, Grants: policy.Grants },
-    }),
-  );
-  const notImplemented = (e: { $metadata?: { httpStatusCode?: number } }) => e.$metadata?.httpStatusCode === 501;
-  await assert.rejects(c.send(new PutBucketAclCommand({ Bucket: "acls", ACL: "public-read" })), notImplemented);
+  const denied = status(403, "AccessDenied");
+  await assert.rejects(c.send(new PutBucketAclCommand({ Bucket: "acls", ACL: "public-read" })), denied);
   await assert.rejects(
-    c.send(new PutObjectAclCommand({ Bucket: "acls", Key: "a/b.txt", ACL: "public-read-write" })),
-    notImplemented,
+    c.send(new PutObjectAclCommand({ Bucket: "acls", Key: "a/b.txt", ACL: "authenticated-read" })),
+    denied,
   );
+  await assert.rejects(
+    c.send(new PutObjectCommand({ Bucket: "acls", Key: "pub.txt", Body: "x", ACL: "public-read" })),
+    denied,
+  );
+  await assert.rejects(c.send(new CreateBucketCommand({ Bucket: "pubs", ACL: "public-read-write" })), denied);
+  // nothing was made
+  await assert.rejects(c.send(new GetObjectCommand({ Bucket: "acls", Key: "pub.txt" })), status(404));
+  await assert.rejects(c.send(new HeadBucketCommand({ Bucket: "pubs" })), status(404));
+  const policy = await c.send(new GetObjectAclCommand({ Bucket: "acls", Key: "a/b.txt" }));
   await assert.rejects(
     c.send(
       new PutObjectAclCommand({
@@ -76,9 +94,101 @@ test("the private ACL can be set, canned or as the owner-only policy; a public o
         },
       }),
     ),
-    notImplemented,
+    denied,
   );
-  const r = await s3.aws(["s3api", "put-bucket-acl", "--bucket", "acls", "--grant-read", "id=bob"]);
-  assert.notEqual(r.code, 0);
-  assert.match(r.stderr, /NotImplemented/);
+  // unsigned requests get nothing
+  assert.equal((await anonymous(blocked, "GET", "/acls/a/b.txt")).status, 403);
+  // a grant to a named user is not public: bob may read the object, and only that
+  const r = await blocked.aws([
+    "s3api",
+    "put-object-acl",
+    "--bucket",
+    "acls",
+    "--key",
+    "a/b.txt",
+    "--grant-read",
+    "id=bob",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const bob = blocked.client(blocked.users[1]);
+  const got = await bob.send(new GetObjectCommand({ Bucket: "acls", Key: "a/b.txt" }));
+  assert.equal(await got.Body?.transformToString(), "b");
+  await assert.rejects(bob.send(new ListObjectsV2Command({ Bucket: "acls" })), denied);
+  await assert.rejects(bob.send(new PutObjectCommand({ Bucket: "acls", Key: "a/b.txt", Body: "no" })), denied);
+  const grants = (await c.send(new GetObjectAclCommand({ Bucket: "acls", Key: "a/b.txt" }))).Grants;
+  assert.deepEqual(
+    grants?.map((g) => [g.Grantee?.ID, g.Permission]),
+    [
+      ["alice", "FULL_CONTROL"],
+      ["bob", "READ"],
+    ],
+  );
+});
+
+test("allowed public access: canned ACLs let other users and anonymous requests in for what they grant", async () => {
+  const [alice, bob] = open.users;
+  const a = open.client(alice);
+  const b = open.client(bob);
+  await a.send(new CreateBucketCommand({ Bucket: "shelf", ACL: "public-read" }));
+  await a.send(new PutObjectCommand({ Bucket: "shelf", Key: "open.txt", Body: "for all", ACL: "public-read" }));
+  await a.send(new PutObjectCommand({ Bucket: "shelf", Key: "closed.txt", Body: "mine" }));
+  await a.send(
+    new PutObjectCommand({ Bucket: "shelf", Key: "members.txt", Body: "signed", ACL: "authenticated-read" }),
+  );
+  const acl = await a.send(new GetBucketAclCommand({ Bucket: "shelf" }));
+  assert.deepEqual(
+    acl.Grants?.map((g) => [g.Grantee?.Type, g.Grantee?.ID ?? g.Grantee?.URI, g.Permission]),
+    [
+      ["CanonicalUser", "alice", "FULL_CONTROL"],
+      ["Group", "http://acs.amazonaws.com/groups/global/AllUsers", "READ"],
+    ],
+  );
+  // anonymous: the public-read object and the listing, nothing else
+  assert.deepEqual(await anonymous(open, "GET", "/shelf/open.txt"), { status: 200, body: "for all" });
+  assert.equal((await anonymous(open, "GET", "/shelf/closed.txt")).status, 403);
+  assert.equal((await anonymous(open, "GET", "/shelf/members.txt")).status, 403);
+  const listing = await anonymous(open, "GET", "/shelf?list-type=2");
+  assert.equal(listing.status, 200);
+  assert.match(listing.body, /<Key>closed\.txt<\/Key>/);
+  assert.equal((await anonymous(open, "PUT", "/shelf/new.txt", "x")).status, 403);
+  assert.equal((await anonymous(open, "GET", "/shelf?acl")).status, 403);
+  assert.equal((await anonymous(open, "DELETE", "/shelf/open.txt")).status, 403);
+  // a key that is not there: 404 to whoever may list the bucket
+  assert.equal((await anonymous(open, "GET", "/shelf/none.txt")).status, 404);
+  assert.equal((await anonymous(open, "GET", "/")).status, 403, "no ListBuckets without a user");
+  // another signed user: authenticated-read too
+  const got = await b.send(new GetObjectCommand({ Bucket: "shelf", Key: "members.txt" }));
+  assert.equal(await got.Body?.transformToString(), "signed");
+  await assert.rejects(b.send(new GetObjectCommand({ Bucket: "shelf", Key: "closed.txt" })), status(403));
+  // public-read-write: anyone writes; the object is the bucket owner's, private unless the writer names an ACL
+  await a.send(new PutBucketAclCommand({ Bucket: "shelf", ACL: "public-read-write" }));
+  assert.equal((await anonymous(open, "PUT", "/shelf/dropped.txt", "from nobody")).status, 200);
+  const dropped = await a.send(new GetObjectCommand({ Bucket: "shelf", Key: "dropped.txt" }));
+  assert.equal(await dropped.Body?.transformToString(), "from nobody");
+  assert.equal((await anonymous(open, "GET", "/shelf/dropped.txt")).status, 403);
+  // private again: the others are out
+  await a.send(new PutBucketAclCommand({ Bucket: "shelf", ACL: "private" }));
+  assert.equal((await anonymous(open, "GET", "/shelf?list-type=2")).status, 403);
+  await assert.rejects(b.send(new ListObjectsV2Command({ Bucket: "shelf" })), status(403));
+  // an object ACL does not outlive its version: overwritten without one, it is private
+  await a.send(new PutObjectCommand({ Bucket: "shelf", Key: "open.txt", Body: "v2" }));
+  assert.equal((await anonymous(open, "GET", "/shelf/open.txt")).status, 403);
+});
+
+test("audit: an anonymous request is job user anonymous, effective user the bucket's owner", async () => {
+  const { stdout } = await cli(["audit", "tail", "-n", "2000", "--format", "json", "--data", open.data]);
+  const records = stdout
+    .split("\n")
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l));
+  const put = records.find((e) => e.action === "upload" && e.path === "/shelf/dropped.txt");
+  assert.equal(put?.user, "anonymous");
+  assert.equal(put?.effectiveUser, "alice");
+  const read = records.find((e) => e.action === "download" && e.path === "/shelf/members.txt");
+  assert.equal(read?.user, "bob");
+  assert.equal(read?.effectiveUser, "alice");
+  // the ACL changes are attrs.change events of the owner, naming no grantee
+  const changes = records.filter((e) => e.action === "attrs.change" && e.path === "/shelf");
+  assert.ok(changes.length >= 2, JSON.stringify(changes));
+  assert.ok(changes.every((e) => !String(e.detail).includes("bob")));
 });

@@ -66,7 +66,7 @@ export async function startConformance(prefix: string): Promise<Conformance> {
     users: Object.values(USERS),
     // SSE-C over plain HTTP on loopback (the suite runs without TLS here); the region the suite's api_name names
     env: { ATREST_TEST_MODE: "1", ATREST_TEST_SSE_C_OVER_HTTP: "1" },
-    extra: ["--s3-region", "default"],
+    extra: ["--s3-region", "default", "--s3-public-access", "allow"],
     async setup(data) {
       // the suite's SSE-KMS key ids (its defaults): keys each user may name in their home
       for (const k of ["testkey-1", "testkey-2"]) await cli(["kms", "key", "create", k, "--data", data]);
