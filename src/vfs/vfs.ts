@@ -948,6 +948,7 @@ export class Vfs {
       throw new AtrestError("INVALID_INPUT", "cannot move a directory into itself");
     }
     const replaced = await this.store.transaction(async (tx) => {
+      let kept = false;
       await this.#stillThere(tx, node);
       const target = await this.tree.child(newParent.id, newName, tx);
       if (target?.id === node.id) return [];
@@ -957,9 +958,15 @@ export class Vfs {
           throw new AtrestError("EXISTS", `cannot replace ${target.kind === "dir" ? "a directory" : "a file"}`);
         }
         await tx.deleteNode(target.id);
-        if (target.ownerId) await tx.addUsage(target.ownerId, -this.tree.attrs(target).size, -1);
+        // in a versioned folder the file replaced by the move is kept as a noncurrent version, as an overwrite keeps it
+        const attrs = this.tree.attrs(target);
+        const scope = await this.versions.scope(tx, newParent.id, [newName]);
+        if (scope && keepsVersion(scope, attrs.versionId)) {
+          await this.versions.archive(tx, scope, target, attrs);
+          kept = true;
+        } else if (target.ownerId) await tx.addUsage(target.ownerId, -attrs.size, -1);
       }
-      const replaced = await this.#versionBlobs(tx, target);
+      const replaced = kept ? [] : await this.#versionBlobs(tx, target);
       await tx.updateNode(node.id, {
         parentId: newParent.id,
         nameMac: this.#crypto.nameMac(newParent.id, newName),

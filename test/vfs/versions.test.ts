@@ -133,4 +133,22 @@ describe("versioned folders", () => {
     ]);
     assert.equal((await s.quota()).usedBytes, "enabled".length);
   });
+
+  it("keeps the file a rename replaces as a noncurrent version", async () => {
+    await s.mkdir("/r");
+    await s.setVersioning?.("/r", "Enabled");
+    await put(s, "/r/target", Buffer.from("target before"));
+    const replaced = (await s.stat("/r/target")).versionId;
+    await put(s, "/r/other", Buffer.from("moved over it"));
+    await s.rename("/r/other", "/r/target", true);
+    assert.equal((await get(s, "/r/target")).toString(), "moved over it");
+    const kept = await s.listVersions?.("/r", "target");
+    assert.deepEqual(
+      kept?.map((v) => v.versionId),
+      [replaced],
+    );
+    const h = await s.openRead("/r/target", { versionId: replaced });
+    assert.equal((await h.read(0, 100)).toString(), "target before");
+    await h.close();
+  });
 });
