@@ -351,8 +351,10 @@ export function registerServer(program: Command): void {
           publicAcls: config.s3PublicAccess === "allow",
           domains: config.s3Domain.split(",").filter(Boolean),
           corsRules: async (bucket, accessKeyId) => {
-            const k = accessKeyId ? await app.store.getS3Key(accessKeyId) : undefined;
-            const owner = k ? await app.store.getUserById(k.userId) : undefined;
+            // the bucket's owner in the global namespace; a presigned URL's access key for a name not registered
+            const name = (await app.store.getS3Bucket(bucket))?.owner;
+            const k = !name && accessKeyId ? await app.store.getS3Key(accessKeyId) : undefined;
+            const owner = name ? await app.store.getUser(name) : k ? await app.store.getUserById(k.userId) : undefined;
             if (!owner) return undefined;
             return app.vfs.dirRecordAt<import("../protocols/s3/cors.ts").CorsRule[]>(
               globalPath(owner.home, `/${bucket}`),

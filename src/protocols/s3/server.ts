@@ -47,8 +47,9 @@ export interface S3ServerOptions {
    */
   domains?: string[];
   /**
-   * The CORS rules of `bucket` for an unsigned preflight OPTIONS: found through the access key of the URL's
-   * X-Amz-Credential (a presigned URL's), never checked (a preflight is not signed); undefined when there is none.
+   * The CORS rules of `bucket` for an unsigned preflight OPTIONS: the bucket's owner in the global namespace (or, for
+   * a name not registered, the owner of the access key in a presigned URL's X-Amz-Credential, never checked: a
+   * preflight is not signed); undefined when there is none.
    */
   corsRules?: (bucket: string, accessKeyId: string | undefined) => Promise<CorsRule[] | undefined>;
   /** The global bucket namespace (absent: every user's buckets are only their own folders, as before it). */

@@ -1,5 +1,6 @@
 // Bucket CORS with real clients: awscli s3api put/get/delete-bucket-cors, curl sending a browser's preflight OPTIONS
-// to a presigned URL (aws s3 presign) and a GET with Origin; the rules are sealed in the data dir.
+// to a presigned URL (aws s3 presign) and to a plain one (the bucket found by name), and a GET with Origin; the rules
+// are sealed in the data dir.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readdir, readFile, writeFile } from "node:fs/promises";
@@ -109,6 +110,18 @@ test("bucket CORS: set, read, preflight and GET answered from the rules, removed
   assert.equal(a.status, 403);
   a = await curl(["-X", "OPTIONS", url]);
   assert.equal(a.status, 400);
+  // a preflight of a page signing its requests with headers has no credential in its URL: found by bucket name
+  a = await curl([
+    "-X",
+    "OPTIONS",
+    "-H",
+    `Origin: ${origin}`,
+    "-H",
+    "Access-Control-Request-Method: HEAD",
+    `${s3.endpoint}/web/obj.txt`,
+  ]);
+  assert.equal(a.status, 200);
+  assert.equal(a.headers["access-control-allow-origin"], origin);
   a = await curl([
     "-X",
     "OPTIONS",
