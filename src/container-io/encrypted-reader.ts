@@ -12,8 +12,12 @@ import type { SealPool } from "./seal-pool.ts";
 // Sequential readers get this many segments per disk read (one window, decrypted in one worker job)...
 const READ_AHEAD_SEGMENTS = 16;
 // ...and this many windows are loaded ahead of the one being read, so the worker always has the next job queued
-// while the disk read for the one after runs (one window ahead left the worker idle during every disk read).
+// while the disk read for the one after runs (one window ahead left the worker idle during every disk read)...
 const READ_AHEAD_WINDOWS = 2;
+// ...unless the pool's workers already have this many jobs queued each (other readers', writers'): a window loaded
+// ahead would only wait in the queue, holding its ciphertext and plaintext buffers (1 MiB each). awscli's multipart
+// GET is 10 ranged GETs at once: 2 windows ahead each kept ~40 jobs (~80 MiB) queued on the one worker.
+const BUSY_JOBS_PER_THREAD = 4;
 
 /** Blobs up to this size are read whole by readHeader (a header slot and one 64 KiB segment, padding included). */
 const WHOLE_BLOB_BYTES = 72 * 1024;
@@ -163,7 +167,8 @@ export class EncryptedReader {
     // Keep the previous window, this one and those ahead; start reading ahead of the client.
     for (const k of this.#windows.keys()) if (k < w - 1) this.#evict(k);
     const limit = Math.max(this.#windowLimit, w + 1);
-    for (let k = w + 1; k <= w + READ_AHEAD_WINDOWS && k < limit && k * READ_AHEAD_SEGMENTS < this.#count; k++) {
+    const ahead = this.#pool.pendingJobs >= BUSY_JOBS_PER_THREAD * this.#pool.threads ? 0 : READ_AHEAD_WINDOWS;
+    for (let k = w + 1; k <= w + ahead && k < limit && k * READ_AHEAD_SEGMENTS < this.#count; k++) {
       if (!this.#windows.has(k)) this.#load(k);
     }
     return window;

@@ -75,7 +75,7 @@ interface Registration {
 
 const MAX_FREE_BATCHES = 8;
 /** Sealing backlog (all writers) above which writers wait for their own batches before queueing more. */
-export const SEALING_BACKLOG_BYTES = 16 * 1024 * 1024;
+export const SEALING_BACKLOG_BYTES = 8 * 1024 * 1024;
 /**
  * Sealed data waiting for the disk (all writers) above which writers wait for their own writes first. 32 MiB keeps
  * the disk busy (each upload may still have 4 MiB on its way); 64 MiB let 100 concurrent uploads peak higher.
