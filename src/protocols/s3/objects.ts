@@ -347,6 +347,11 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
 /** Resolves when the response takes more; rejects when the client has gone (listeners removed either way). */
 function drained(res: Ctx["res"]): Promise<void> {
   return new Promise<void>((resolve, reject) => {
+    // a write to a response already destroyed returns false too, and its "close" has been and gone
+    if (res.destroyed) {
+      reject(new Error("client went away"));
+      return;
+    }
     const done = (err?: Error) => {
       res.off("drain", onDrain);
       res.off("close", onClose);
