@@ -16,7 +16,7 @@ const READ_AHEAD_SEGMENTS = 16;
 const READ_AHEAD_WINDOWS = 2;
 // ...unless the pool's workers already have this many jobs queued each (other readers', writers'): a window loaded
 // ahead would only wait in the queue, holding its ciphertext and plaintext buffers (1 MiB each). awscli's multipart
-// GET is 10 ranged GETs at once: 2 windows ahead each kept ~40 jobs (~80 MiB) queued on the one worker.
+// GET is 10 ranged GETs at once: 2 windows ahead each put up to 30 jobs (2 MiB each) in the one worker's queue.
 const BUSY_JOBS_PER_THREAD = 4;
 
 /** Blobs up to this size are read whole by readHeader (a header slot and one 64 KiB segment, padding included). */

@@ -323,8 +323,8 @@ export async function getObject(c: Ctx, head: boolean): Promise<void> {
   try {
     c.res.writeHead(range ? 206 : 200, headers);
     // views of the reader's decrypted windows, each given back once the socket took it (as the HTTP door does): a
-    // fresh 1 MiB copy per piece was garbage the GC freed late, and with awscli's 10 ranged GETs at once the copies
-    // waiting for their sockets were ~10-20 MB of the peak
+    // fresh 1 MiB copy per piece was garbage the GC freed late (awscli's 10 ranged GETs at once: main-thread
+    // ArrayBuffers peaked at 100 MB, 44-52 MB with views and no read-ahead behind a busy seal worker)
     const view =
       r.readView?.bind(r) ?? (async (o: number, n: number) => ({ data: await r.read(o, n), release: () => {} }));
     let at = start;
