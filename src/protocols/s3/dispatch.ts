@@ -24,7 +24,7 @@ import {
 } from "./multipart.ts";
 import { deleteObject, deleteObjects, getObject, putObject } from "./objects.ts";
 import { bucketPolicy } from "./policy.ts";
-import { bucketTagging, objectTagging } from "./tagging.ts";
+import { bucketTagging, objectTagging } from "./tagging-routes.ts";
 
 export async function dispatch(c: Ctx): Promise<void> {
   const m = c.req.method;
