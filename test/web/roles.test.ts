@@ -125,6 +125,8 @@ describe("web app: admin, custodian and auditor pages", () => {
     await page.getByRole("dialog").getByRole("button", { name: "End sessions" }).click();
     await page.getByRole("dialog").waitFor({ state: "detached" });
     assert.equal((await alice.req("GET", "/api/v1/fs/list")).status, 401, "the admin ended alice's session");
+    // the list reloads after the dialog closes (a store read): wait for that reload, not for the old list's root row
+    await page.locator("tr", { hasText: "alice" }).first().waitFor({ state: "detached", timeout: 15_000 });
     await page.locator("tr", { hasText: "root" }).first().waitFor();
     assert.equal(await page.locator("tr", { hasText: "alice" }).count(), 0);
     assert.deepEqual(await unlabelled(page), []);
