@@ -159,7 +159,10 @@ export function registerKeys(program: Command): void {
       await withApp(opts.data, async (app) => {
         const report = await shredReport(app.store, app.vfs.tree, opts.key, opts.version);
         if (opts.json) return json(report);
-        for (const f of report.files) process.stdout.write(`${f.path}\t${f.size}\t${f.owner ?? "-"}\n`);
+        for (const f of report.files) {
+          const version = f.versionId !== undefined ? `\tversion ${f.versionId}` : "";
+          process.stdout.write(`${f.path}\t${f.size}\t${f.owner ?? "-"}${version}\n`);
+        }
         say(
           `${report.count} file(s), ${report.bytes} bytes become unreadable if ${report.keyRef} is destroyed` +
             (report.count > 0 ? " (rewrap first to keep them)" : ""),

@@ -1,7 +1,8 @@
-// `atrest keys reencrypt --key K`: new DEKs and rewritten data for every file under K (after a compromise, or to move
-// files whose folder rule changed). One file at a time, streamed (memory stays flat), each switched in its own
-// transaction (Vfs.reencryptFile); progress and the cursor are persisted, so a crash or ^C resumes where it stopped.
-import type { UserRow } from "../store/types.ts";
+// `atrest keys reencrypt --key K`: new DEKs and rewritten data for every file under K, kept S3 versions included
+// (after a compromise, or to move files whose folder rule changed; a version follows the rule of its object's path).
+// One file at a time, streamed (memory stays flat), each switched in its own transaction (Vfs.reencryptFile);
+// progress and the cursor are persisted, so a crash or ^C resumes where it stopped.
+import type { NodeRow, UserRow } from "../store/types.ts";
 import type { Vfs } from "../vfs/vfs.ts";
 import {
   countFiles,
@@ -84,8 +85,9 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
     const range = keyRange(name);
     const retry: string[] = [];
     let n = 0;
-    const one = async (nodeId: string, redo: boolean) => {
-      const node = await store.getNode(nodeId);
+    // A kept S3 version (`version`: no node to read again; its row changes only by a key job, under this job's lock).
+    const one = async (nodeId: string, redo: boolean, kept?: NodeRow) => {
+      const node = kept ?? (await store.getNode(nodeId));
       const version = Number(node?.keyRef?.startsWith(range.from) ? node.keyRef.slice(range.from.length) : Number.NaN);
       if (!node || !Number.isInteger(version) || !wanted(version)) {
         if (!redo) job.skipped++;
@@ -105,7 +107,8 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
           if (redo) job.skipped--;
         } else if (!redo) {
           job.skipped++;
-          retry.push(nodeId);
+          // a version that "changed" was deleted meanwhile: nothing to retry
+          if (!kept) retry.push(nodeId);
         }
       } catch (err) {
         job.failed++;
@@ -124,9 +127,9 @@ export async function reencrypt(deps: KeyJobDeps & { vfs: Vfs }, options: Reencr
     for (;;) {
       const rows = await store.filesByKeyRef(range, job.cursor, 100);
       if (rows.length === 0) break;
-      for (const { cursor, node } of rows) {
+      for (const { cursor, node, version } of rows) {
         lock.check();
-        await one(node.id, false);
+        await one(node.id, false, version ? node : undefined);
         job.cursor = cursor;
         job.updatedAt = new Date().toISOString();
         await store.transaction((tx) => tx.putKeyJob(job));

@@ -1,4 +1,5 @@
-// `atrest keys rewrap`: moves every file's wrapped DEK to its key's current version without touching file data.
+// `atrest keys rewrap`: moves every file's wrapped DEK (kept S3 versions included) to its key's current version without
+// touching file data.
 // Per batch: read the headers, one batch rewrap at the key manager, journal the new header slots (journal.ts says why
 // that makes it crash-safe), write the slots in place, commit the new key refs and the job's cursor together.
 
@@ -172,7 +173,7 @@ async function rewrapKey(
     // files with a piece that could not be rewrapped keep their key ref (a rerun visits them again)
     const failedNodes = new Set<string>();
     let skipped = 0;
-    for (const { node } of rows) {
+    for (const { node, version } of rows) {
       if (!node.contentId || !node.blobId) {
         skipped++;
         continue;
@@ -186,7 +187,8 @@ async function rewrapKey(
           // deleted or replaced since the query: skipped. A file that still points at a blob this directory does
           // not have was written through another node with blobs of its own (PostgreSQL with local blobs): a
           // failure, so the job does not end as if the old key version protected no file any more
-          const still = c.blobId === node.blobId && (await store.getNode(node.id))?.blobId === node.blobId;
+          // (a kept version's blob never changes: only a job rewrites it, under this job's lock)
+          const still = c.blobId === node.blobId && (version || (await store.getNode(node.id))?.blobId === node.blobId);
           if (still) {
             if (!failedNodes.has(node.id)) job.failed++;
             noteFailure(failures, node.id, node.keyRef ?? "?", missingBlob());

@@ -9,6 +9,8 @@ export interface ShredFile {
   path: string;
   size: number;
   owner: string | null;
+  /** A kept (noncurrent) S3 version of the object at `path`: its version id. */
+  versionId?: string;
 }
 
 export interface ShredReport {
@@ -20,7 +22,8 @@ export interface ShredReport {
 
 /**
  * Files whose DEK is wrapped under exactly `kek:<key>:v<version>` (per the key refs recorded at upload and kept
- * current by rewrap), with their global paths (decrypted), sizes and owners, sorted by path.
+ * current by rewrap), kept S3 versions included (with their version ids), with their global paths (decrypted), sizes
+ * and owners, sorted by path.
  */
 export async function shredReport(store: MetaStore, tree: Tree, key: string, version: number): Promise<ShredReport> {
   const keyRef = `kek:${key}:v${version}`;
@@ -32,11 +35,13 @@ export async function shredReport(store: MetaStore, tree: Tree, key: string, ver
   for (;;) {
     const rows = await store.filesByKeyRef(range, cursor, 1000);
     if (rows.length === 0) break;
-    for (const { node } of rows) {
+    for (const { node, version } of rows) {
+      const attrs = tree.attrs(node);
       files.push({
         path: await paths.of(node),
-        size: tree.attrs(node).size,
+        size: attrs.size,
         owner: node.ownerId ? (owners.get(node.ownerId) ?? null) : null,
+        ...(version ? { versionId: attrs.versionId ?? "null" } : {}),
       });
     }
     cursor = (rows[rows.length - 1] as (typeof rows)[number]).cursor;

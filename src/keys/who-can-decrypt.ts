@@ -24,6 +24,8 @@ export interface WhoCanDecryptDeps {
    * the key manager does not tell (a key manager service keeps its policies to itself).
    */
   unwrapClients?: (key: string) => string[];
+  /** The noncurrent S3 versions kept for the file at a global path (each has a DEK and key ref of its own). */
+  keptVersions?: (path: string) => Promise<{ versionId: string; keyRef: string }[]>;
 }
 
 export interface WhoCanDecrypt {
@@ -43,6 +45,8 @@ export interface WhoCanDecrypt {
   newFilesRule: string;
   /** Clients allowed to unwrap under this key (embedded key manager: its recorded clients and this server). */
   unwrapClients?: string[];
+  /** Noncurrent S3 versions of the file and the key ref each is under (destroying that version loses them). */
+  noncurrentVersions?: { versionId: string; keyRef: string }[];
 }
 
 export async function whoCanDecrypt(deps: WhoCanDecryptDeps, path: string): Promise<WhoCanDecrypt> {
@@ -61,6 +65,8 @@ export async function whoCanDecrypt(deps: WhoCanDecryptDeps, path: string): Prom
   if (node.kind === "dir") return out;
   out.keyRef = node.keyRef ?? undefined;
   out.owner = ownerRow?.name;
+  const kept = await deps.keptVersions?.(p);
+  if (kept && kept.length > 0) out.noncurrentVersions = kept;
   if (node.blobId) {
     const blob = await deps.blobs.open(node.blobId);
     try {

@@ -321,9 +321,17 @@ export interface NodeWrites {
 
 /** Key jobs (src/keys: rewrap, reencrypt, shred-report). */
 export interface KeyJobReads {
-  /** Files whose key_ref is in the range, after `after`, in key_ref order (one stable order within a key_ref). */
-  filesByKeyRef(range: KeyRefRange, after: KeyCursor, limit: number): Promise<{ cursor: KeyCursor; node: NodeRow }[]>;
-  /** Number of files per key_ref (null for files written before key refs were recorded). */
+  /**
+   * Files whose key_ref is in the range, after `after`, in key_ref order (one stable order within a key_ref): the file
+   * nodes, then the kept S3 versions (`version`: a file_versions row seen as a node, its attributes sealed with the
+   * row's id, its parent the versioned folder, its name the key below it).
+   */
+  filesByKeyRef(
+    range: KeyRefRange,
+    after: KeyCursor,
+    limit: number,
+  ): Promise<{ cursor: KeyCursor; node: NodeRow; version?: true }[]>;
+  /** Number of files per key_ref, kept versions included (null for files written before key refs were recorded). */
   keyRefCounts(): Promise<{ keyRef: string | null; files: number }[]>;
   getKeyJob(id: string): Promise<KeyJobRow | undefined>;
   /** The unfinished job of this kind and scope, if any (resume). */
@@ -331,7 +339,10 @@ export interface KeyJobReads {
   pendingBlobs(jobId: string): Promise<string[]>;
 }
 export interface KeyJobWrites {
-  /** Sets a file's key_ref (and optionally more columns) only if it still points at `blobId`; false if it moved on. */
+  /**
+   * Sets a file's key_ref (and optionally more columns) only if it still points at `blobId`; false if it moved on. `id`
+   * may name a kept version (filesByKeyRef's `version` rows): then only blobId, contentId, keyRef and attrsCt change.
+   */
   updateNodeIfBlob(id: string, blobId: string, patch: NodePatch): Promise<boolean>;
   putKeyJob(job: KeyJobRow): Promise<void>;
   addPendingBlob(blobId: string, jobId: string): Promise<void>;

@@ -5,6 +5,7 @@ import type { WhoCanDecryptDeps } from "../keys/who-can-decrypt.ts";
 import { listClients } from "../kms/clients.ts";
 import { EMBEDDED_CALLER, type EmbeddedKms } from "../kms/embedded.ts";
 import type { MetaStore } from "../store/types.ts";
+import { ROOT_ID } from "../vfs/tree.ts";
 import type { Vfs } from "../vfs/vfs.ts";
 
 /** The parts of an opened App the report needs (an App passes as it is; wiring/ does not import app.ts). */
@@ -25,6 +26,13 @@ export function whoCanDecryptDeps(app: AppParts): WhoCanDecryptDeps {
     kek: app.vfs.kek,
     keys: app.keys,
     keyManagerLocation: app.keyManagerLocation,
+    keptVersions: async (path: string) => {
+      const { scope } = await app.vfs.versions.scopeOfPath(ROOT_ID, path);
+      if (!scope) return [];
+      return (await app.store.listVersions(scope.dirId, scope.keyMac)).flatMap((v) =>
+        v.marker || !v.keyRef ? [] : [{ versionId: v.versionId, keyRef: v.keyRef }],
+      );
+    },
     ...(embedded ? { unwrapClients: (key: string) => embeddedUnwrapClients(embedded, key) } : {}),
   };
 }

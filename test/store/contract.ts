@@ -522,6 +522,80 @@ export function metaStoreContract(driver: ContractDriver): void {
         assert.ok(!(await store.blobIds()).has(rows[0]?.blobId as string));
         assert.equal(await store.getVersioning(dirId), undefined);
       });
+
+      it("key jobs see kept versions: walked after the nodes, counted, their key ref set only on the same blob", async () => {
+        const dirId = randomUUID();
+        const ref = (v: number) => `kek:kv:v${v}`;
+        const nodesOf = [fileNode(null, ref(1)), fileNode(null, ref(2)), fileNode(null, ref(1))];
+        const version = (seq: number, keyRef: string | null) => ({
+          id: randomUUID(),
+          dirId,
+          keyMac: randomBytes(32),
+          keyCt: randomBytes(48),
+          versionId: `kv${seq}`,
+          seq,
+          marker: keyRef === null,
+          attrsCt: randomBytes(72),
+          blobId: keyRef === null ? null : randomUUID(),
+          contentId: keyRef === null ? null : randomUUID(),
+          keyRef,
+          ownerId: null,
+        });
+        const versions = [version(1, ref(1)), version(2, ref(2)), version(3, null), version(4, ref(1))];
+        await store.transaction(async (tx) => {
+          for (const n of nodesOf) await tx.insertNode(n);
+          for (const v of versions) await tx.insertVersion(v);
+        });
+        const counts = (await store.keyRefCounts()).filter((c) => c.keyRef?.startsWith("kek:kv:"));
+        assert.deepEqual(counts, [
+          { keyRef: ref(1), files: 4 },
+          { keyRef: ref(2), files: 2 },
+        ]);
+        const range = { from: "kek:kv:v", to: "kek:kv:w", exclude: ref(2) };
+        for (const limit of [1, 2, 3, 100]) {
+          const seen: { id: string; version: boolean; parentId: string | null }[] = [];
+          let cursor = KEY_CURSOR_START;
+          for (;;) {
+            const rows = await store.filesByKeyRef(range, cursor, limit);
+            if (rows.length === 0) break;
+            assert.ok(rows.length <= limit);
+            for (const r of rows) seen.push({ id: r.node.id, version: r.version === true, parentId: r.node.parentId });
+            cursor = (rows[rows.length - 1] as (typeof rows)[number]).cursor;
+          }
+          const v1 = versions
+            .filter((v) => v.keyRef === ref(1))
+            .map((v) => v.id)
+            .sort();
+          assert.deepEqual(
+            seen.filter((s) => !s.version).map((s) => s.id),
+            nodesOf.filter((n) => n.keyRef === ref(1)).map((n) => n.id),
+            `nodes first (limit ${limit})`,
+          );
+          assert.deepEqual(
+            seen.slice(2).map((s) => s.id),
+            v1,
+            `then the versions, in id order (limit ${limit})`,
+          );
+          assert.ok(
+            seen.slice(2).every((s) => s.version && s.parentId === dirId),
+            "a version's parent is its folder",
+          );
+        }
+        const kept = versions[0] as (typeof versions)[number];
+        assert.equal(
+          await store.transaction((tx) => tx.updateNodeIfBlob(kept.id, randomUUID(), { keyRef: ref(3) })),
+          false,
+        );
+        assert.equal(
+          await store.transaction((tx) => tx.updateNodeIfBlob(kept.id, kept.blobId as string, { keyRef: ref(3) })),
+          true,
+        );
+        assert.equal((await store.getVersion(dirId, kept.keyMac, kept.versionId))?.keyRef, ref(3));
+        await store.transaction(async (tx) => {
+          for (const v of versions) await tx.deleteVersion(v.id);
+          for (const n of nodesOf) await tx.deleteNode(n.id);
+        });
+      });
     });
 
     describe("snapshot", () => {

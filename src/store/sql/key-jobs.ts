@@ -1,17 +1,53 @@
-import type { KeyCursor, KeyJobReads, KeyJobRow, KeyJobWrites } from "../types.ts";
+import type { KeyCursor, KeyJobReads, KeyJobRow, KeyJobWrites, NodePatch, NodeRow } from "../types.ts";
 import { patchSet, toNode } from "./nodes.ts";
-import type { Row, Sql } from "./sql.ts";
+import { buf, type Row, type Sql } from "./sql.ts";
 
-// `rowid:key_ref` (the format key jobs have always persisted; PostgreSQL's nodes.seq in place of the rowid); "" is the
-// start. Files are visited in (key_ref, rowid) order: the key_ref index order.
-function decodeCursor(cursor: KeyCursor): { rowid: number; keyRef: string } {
+// Nodes first, then the kept S3 versions (file_versions rows: each has a blob and a key ref of its own). Nodes:
+// `rowid:key_ref` (the format key jobs have always persisted, so a job started before versions were covered resumes;
+// PostgreSQL's nodes.seq in place of the rowid); "" is the start. Versions: `v:id:key_ref` (ids are UUIDs, no ":").
+// Within each table files are visited in (key_ref, rowid or id) order: the key_ref index order.
+type Cursor = { table: "nodes"; rowid: number; keyRef: string } | { table: "versions"; id: string; keyRef: string };
+
+function decodeCursor(cursor: KeyCursor): Cursor {
+  if (cursor.startsWith("v:")) {
+    const at = cursor.indexOf(":", 2);
+    return { table: "versions", id: cursor.slice(2, at), keyRef: cursor.slice(at + 1) };
+  }
   const at = cursor.indexOf(":");
-  return at < 0 ? { rowid: 0, keyRef: "" } : { rowid: Number(cursor.slice(0, at)), keyRef: cursor.slice(at + 1) };
+  return at < 0
+    ? { table: "nodes", rowid: 0, keyRef: "" }
+    : { table: "nodes", rowid: Number(cursor.slice(0, at)), keyRef: cursor.slice(at + 1) };
 }
 
 function encodeCursor(rowid: number, keyRef: string): KeyCursor {
   return `${rowid}:${keyRef}` as KeyCursor;
 }
+
+function encodeVersionCursor(id: string, keyRef: string): KeyCursor {
+  return `v:${id}:${keyRef}` as KeyCursor;
+}
+
+/**
+ * A kept version as the key jobs see it: a file whose attributes are sealed with the row's id (like Versions.asNode),
+ * its parent the versioned folder and its name the key below it (so NodePaths gives the object's global path).
+ */
+function versionAsNode(r: Row): NodeRow {
+  return {
+    id: r.id as string,
+    parentId: r.dir_id as string,
+    nameMac: buf(r.key_mac),
+    nameCt: buf(r.key_ct),
+    kind: "file",
+    attrsCt: buf(r.attrs_ct),
+    blobId: r.blob_id as string | null,
+    contentId: r.content_id as string | null,
+    keyRef: r.key_ref as string | null,
+    ownerId: r.owner_id as string | null,
+  };
+}
+
+/** Columns a kept version shares with a node (what a key job changes). */
+const VERSION_PATCHABLE = new Set<keyof NodePatch>(["blobId", "contentId", "keyRef", "attrsCt"]);
 
 function toKeyJob(r: Row): KeyJobRow {
   return {
@@ -47,44 +83,101 @@ export function keyJobs(sql: Sql): KeyJobReads & KeyJobWrites {
         below = "key_ref <= ?";
         to = to.slice(0, -1);
       }
+      const out: { cursor: KeyCursor; node: NodeRow; version?: true }[] = [];
+      const inRange = (keyRef: string) => keyRef >= range.from && keyRef < range.to && keyRef !== exclude;
+      if (after.table === "nodes") {
+        const rows: Row[] = [];
+        if (inRange(after.keyRef)) {
+          rows.push(
+            ...(await sql.all(
+              `SELECT ${order} AS _rowid, * FROM nodes ${hint}
+                 WHERE key_ref = ? AND ${order} > ? AND kind = 'file' ORDER BY ${order} LIMIT ?`,
+              after.keyRef,
+              after.rowid,
+              limit,
+            )),
+          );
+        }
+        if (rows.length < limit) {
+          rows.push(
+            ...(await sql.all(
+              `SELECT ${order} AS _rowid, * FROM nodes ${hint}
+                 WHERE key_ref > ? AND key_ref >= ? AND ${below} AND key_ref != ? AND kind = 'file'
+                 ORDER BY key_ref, ${order} LIMIT ?`,
+              after.keyRef,
+              range.from,
+              to,
+              exclude,
+              limit - rows.length,
+            )),
+          );
+        }
+        for (const r of rows) {
+          out.push({ cursor: encodeCursor(Number(r._rowid), r.key_ref as string), node: toNode(r) });
+        }
+        if (out.length >= limit) return out;
+      }
+      // then the kept versions (delete markers have no key ref, so the ranges leave them out)
+      const v = after.table === "versions" ? after : { id: "", keyRef: "" };
+      const vhint = sql.dialect === "sqlite" ? "INDEXED BY file_versions_key_ref" : "";
       const rows: Row[] = [];
-      if (after.keyRef >= range.from && after.keyRef < range.to && after.keyRef !== exclude) {
+      if (inRange(v.keyRef)) {
         rows.push(
           ...(await sql.all(
-            `SELECT ${order} AS _rowid, * FROM nodes ${hint}
-               WHERE key_ref = ? AND ${order} > ? AND kind = 'file' ORDER BY ${order} LIMIT ?`,
-            after.keyRef,
-            after.rowid,
-            limit,
+            `SELECT * FROM file_versions ${vhint} WHERE key_ref = ? AND id > ? ORDER BY id LIMIT ?`,
+            v.keyRef,
+            v.id,
+            limit - out.length,
           )),
         );
       }
-      if (rows.length < limit) {
+      if (out.length + rows.length < limit) {
         rows.push(
           ...(await sql.all(
-            `SELECT ${order} AS _rowid, * FROM nodes ${hint}
-               WHERE key_ref > ? AND key_ref >= ? AND ${below} AND key_ref != ? AND kind = 'file'
-               ORDER BY key_ref, ${order} LIMIT ?`,
-            after.keyRef,
+            `SELECT * FROM file_versions ${vhint}
+               WHERE key_ref > ? AND key_ref >= ? AND ${below} AND key_ref != ? ORDER BY key_ref, id LIMIT ?`,
+            v.keyRef,
             range.from,
             to,
             exclude,
-            limit - rows.length,
+            limit - out.length - rows.length,
           )),
         );
       }
-      return rows.map((r) => ({ cursor: encodeCursor(Number(r._rowid), r.key_ref as string), node: toNode(r) }));
+      for (const r of rows) {
+        out.push({
+          cursor: encodeVersionCursor(r.id as string, r.key_ref as string),
+          node: versionAsNode(r),
+          version: true,
+        });
+      }
+      return out;
     },
     async keyRefCounts() {
       return (
-        await sql.all("SELECT key_ref, COUNT(*) AS n FROM nodes WHERE kind = 'file' GROUP BY key_ref ORDER BY key_ref")
+        await sql.all(
+          `SELECT key_ref, SUM(n) AS n FROM (
+             SELECT key_ref, COUNT(*) AS n FROM nodes WHERE kind = 'file' GROUP BY key_ref
+             UNION ALL
+             SELECT key_ref, COUNT(*) AS n FROM file_versions WHERE marker = 0 AND key_ref IS NOT NULL GROUP BY key_ref
+           ) AS c GROUP BY key_ref ORDER BY key_ref`,
+        )
       ).map((r) => ({ keyRef: r.key_ref as string | null, files: Number(r.n) }));
     },
     async updateNodeIfBlob(id, blobId, patch) {
       const set = patchSet(patch);
       if (!set) return false;
+      if ((await sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ? AND blob_id = ?`, ...set.params, id, blobId)) > 0)
+        return true;
+      // a kept version (ids are random UUIDs in both tables, so a node id never names a version row)
+      if (!(Object.keys(patch) as (keyof NodePatch)[]).every((k) => VERSION_PATCHABLE.has(k))) return false;
       return (
-        (await sql.run(`UPDATE nodes SET ${set.sets} WHERE id = ? AND blob_id = ?`, ...set.params, id, blobId)) > 0
+        (await sql.run(
+          `UPDATE file_versions SET ${set.sets} WHERE id = ? AND blob_id = ?`,
+          ...set.params,
+          id,
+          blobId,
+        )) > 0
       );
     },
     async getKeyJob(id) {

@@ -467,6 +467,9 @@ const list: ((d: DialectTypes) => string)[] = [
      created_at ${d.int} NOT NULL
    );
    CREATE INDEX s3_buckets_owner_index ON s3_buckets(owner_index);`,
+  // 22: the key jobs walk kept versions by key_ref too (src/store/sql/key-jobs.ts: rewrap, reencrypt, shred-report
+  // cover old S3 versions), in (key_ref, id) order.
+  () => "CREATE INDEX file_versions_key_ref ON file_versions(key_ref, id);",
 ];
 
 /** The migrations as `dialect` runs them. */
