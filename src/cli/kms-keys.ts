@@ -6,6 +6,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { type Command, Option } from "commander";
 import { dataPaths } from "../app.ts";
 import { AtrestError } from "../errors.ts";
+import { destroyTarget } from "../keys/destroy-guard.ts";
 import { type KmsAdmin, LocalAdmin, RemoteAdmin } from "../kms/admin-client.ts";
 import type { KmsCaller, KmsRole } from "../kms/api/caller.ts";
 import type { KmsRequest, RequestStatus } from "../kms/approvals.ts";
@@ -16,6 +17,7 @@ import { readKmsAudit } from "../kms/kms-audit.ts";
 import { type ClientPolicy, KEY_OPERATIONS, parseClientPolicy, SECRET_OPERATIONS } from "../kms/policy.ts";
 import type { KeyPolicyInput, KmsService } from "../kms/service.ts";
 import { dataOption, requireData, say } from "./common.ts";
+import { ACCEPT_FLAG, guardedDestroy, withNote } from "./destroy-guard.ts";
 
 interface LocalOpts {
   data: string;
@@ -283,16 +285,29 @@ export function registerKmsKeys(kms: Command): void {
     .option("--version <v>", "only this version (default: every version of the key)", positiveInt("--version"))
     .option("--waiting-days <days>", "waiting period after approval, 7-30", positiveInt("--waiting-days"), 30)
     .option("--reason <text>", "why (recorded and shown to the approvers)", "")
-    .action(async (name: string, opts: LocalOpts & { version?: number; waitingDays: number; reason: string }) => {
-      await withAdmin(opts, "operator", async (a) => {
-        const r = await a.requestDestroy(name, {
-          ...(opts.version ? { version: opts.version } : {}),
-          waitingDays: opts.waitingDays,
-          reason: opts.reason,
+    .option(ACCEPT_FLAG, "ask although files are still under it: they become unreadable for good (audited)")
+    .action(
+      async (
+        name: string,
+        opts: LocalOpts & { version?: number; waitingDays: number; reason: string; acceptDataLoss?: boolean },
+      ) => {
+        await withAdmin(opts, "operator", async (a) => {
+          const step = {
+            step: "request" as const,
+            target: { key: name, ...(opts.version ? { versions: [opts.version] } : {}) },
+            accepted: opts.acceptDataLoss === true,
+          };
+          const r = await guardedDestroy(opts, a, "operator", step, (note) =>
+            a.requestDestroy(name, {
+              ...(opts.version ? { version: opts.version } : {}),
+              waitingDays: opts.waitingDays,
+              reason: withNote(opts.reason, note),
+            }),
+          );
+          requestHint(r);
         });
-        requestHint(r);
-      });
-    });
+      },
+    );
 
   targetOptions(
     key.command("cancel-destroy <name>").description("cancel a scheduled destruction during its waiting period"),
@@ -400,8 +415,16 @@ export function registerKmsKeys(kms: Command): void {
 
   targetOptions(kms.command("approve <id>").description("approve a request as a custodian; runs at quorum"))
     .option("--reason <text>", "justification (audited)", "")
-    .action(async (id: string, opts: LocalOpts & { reason: string }) => {
-      await withAdmin(opts, "custodian", async (a) => requestHint(await a.approve(id, opts.reason)));
+    .option(ACCEPT_FLAG, "approve a destruction although files are still under it (audited)")
+    .action(async (id: string, opts: LocalOpts & { reason: string; acceptDataLoss?: boolean }) => {
+      await withAdmin(opts, "custodian", async (a) => {
+        const target = destroyTarget(await a.getRequest(id));
+        if (!target) return requestHint(await a.approve(id, opts.reason));
+        const step = { step: "approve" as const, target, requestId: id, accepted: opts.acceptDataLoss === true };
+        requestHint(
+          await guardedDestroy(opts, a, "custodian", step, (note) => a.approve(id, withNote(opts.reason, note))),
+        );
+      });
     });
   targetOptions(kms.command("reject <id>").description("reject a request as a custodian (ends it)"))
     .option("--reason <text>", "why (audited)", "")

@@ -8,7 +8,9 @@ import type { MetaStore } from "../store/types.ts";
  */
 export const SERVICE_KEY_REGISTRY = "service-keys";
 
-export async function serviceKeyContexts(store: MetaStore): Promise<Record<string, EncryptionContext>> {
+export async function serviceKeyContexts(
+  store: Pick<MetaStore, "getSetting">,
+): Promise<Record<string, EncryptionContext>> {
   const raw = await store.getSetting(SERVICE_KEY_REGISTRY);
   return raw ? (JSON.parse(raw.toString("utf8")) as Record<string, EncryptionContext>) : {};
 }

@@ -4,8 +4,9 @@
 // Separation of duties (DESIGN.md §2): no role can both read data (unwrap) and destroy or export keys.
 //   server     data-key operations (generate, wrap, unwrap, rewrap), the encryption API for applications (encrypt,
 //              decrypt, hmac, verify-hmac, sign, verify), KMIP objects (kmip-*: keys a KMIP client creates and gets
-//              itself, never the keyring's KEKs) and reading its keys' metadata; an application's client
-//              certificate has this role, narrowed by its client policy
+//              itself, never the keyring's KEKs), reading its keys' metadata and dual-control requests (a file server
+//              checks what a destroy request would take before it carries a custodian's approval: destroy-guard.ts);
+//              an application's client certificate has this role, narrowed by its client policy
 //   operator   create, rotate, import, show/list, rotation policy and min versions, deactivate/activate/compromise,
 //              ask for destruction or export (a request)
 //   custodian  approve or reject requests, unseal, show/list
@@ -93,6 +94,7 @@ const ROLE_OPERATIONS: Readonly<Record<KmsRole, ReadonlySet<KmsOperation>>> = {
     ...APP_OPERATIONS,
     ...KMIP_OPERATIONS,
     "read",
+    "list-requests",
     "read-secret",
     "list-secrets",
     "raise-audit-mark",

@@ -6,6 +6,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
+import { type DestroyGuardDeps, destroyStep, destroyTarget } from "../keys/destroy-guard.ts";
 import type { JobProgress, KeyJobDeps } from "../keys/jobs.ts";
 import { reencrypt } from "../keys/reencrypt.ts";
 import { rewrap } from "../keys/rewrap.ts";
@@ -46,6 +47,41 @@ export function keyCustody(app: CustodyApp): KeyCustody {
   const embedded = app.embedded;
   const remote = isRelaying(app.keys) ? app.keys : undefined;
   const req = (r: unknown) => r as CustodyRequest;
+  const doors: Doors = embedded
+    ? {
+        requests: {
+          list: async (who, status) =>
+            embedded.service
+              .listRequests(
+                caller(who.user, "custodian"),
+                status as Parameters<typeof embedded.service.listRequests>[1],
+              )
+              .map(req),
+          requestDestroy: async (who, key, input) =>
+            req(embedded.service.requestDestroy(caller(who.user, "operator"), key, input)),
+          cancelDestroy: async (who, key, version) => ({
+            ...embedded.service.cancelDestroy(caller(who.user, "custodian"), key, version),
+          }),
+          approve: async (who, id, reason) => req(embedded.service.approve(caller(who.user, "custodian"), id, reason)),
+          reject: async (who, id, reason) => req(embedded.service.reject(caller(who.user, "custodian"), id, reason)),
+        },
+        // a policy change is the key manager's operator operation: the custodian asks under their own name
+        setRotation: async (who, key, r) =>
+          embedded.service.setKeyPolicy(caller(who.user, "operator"), key, {
+            rotation: r.policy,
+            ...(r.periodDays !== undefined ? { rotationDays: r.periodDays } : {}),
+          }),
+        // the file server reads a request under the custodian's name before it lets them approve it
+        getRequest: async (who, id) => req(embedded.service.getRequest(caller(who.user, "custodian"), id)),
+      }
+    : remote
+      ? {
+          ...remoteRequests(remote),
+          // under the file server's own certificate: reading a request is no decision, and the custodian's signed
+          // statement covers only the approval itself
+          getRequest: (_who, id) => remote.call<CustodyRequest>("GET", `/v1/requests/${encodeURIComponent(id)}`),
+        }
+      : {};
   return {
     status: async () => {
       const counts = await app.store.keyRefCounts();
@@ -56,35 +92,7 @@ export function keyCustody(app: CustodyApp): KeyCustody {
       });
     },
     whoCanDecrypt: async (path) => ({ ...(await whoCanDecrypt(whoCanDecryptDeps(app), path)) }),
-    ...(embedded
-      ? {
-          requests: {
-            list: async (who, status) =>
-              embedded.service
-                .listRequests(
-                  caller(who.user, "custodian"),
-                  status as Parameters<typeof embedded.service.listRequests>[1],
-                )
-                .map(req),
-            requestDestroy: async (who, key, input) =>
-              req(embedded.service.requestDestroy(caller(who.user, "operator"), key, input)),
-            cancelDestroy: async (who, key, version) => ({
-              ...embedded.service.cancelDestroy(caller(who.user, "custodian"), key, version),
-            }),
-            approve: async (who, id, reason) =>
-              req(embedded.service.approve(caller(who.user, "custodian"), id, reason)),
-            reject: async (who, id, reason) => req(embedded.service.reject(caller(who.user, "custodian"), id, reason)),
-          },
-          // a policy change is the key manager's operator operation: the custodian asks under their own name
-          setRotation: async (who, key, r) =>
-            embedded.service.setKeyPolicy(caller(who.user, "operator"), key, {
-              rotation: r.policy,
-              ...(r.periodDays !== undefined ? { rotationDays: r.periodDays } : {}),
-            }),
-        }
-      : remote
-        ? remoteRequests(remote)
-        : {}),
+    ...guardDestroys(app, doors),
     jobs: {
       list: () => [...jobs.values()].reverse(),
       start: (by, input) => {
@@ -147,14 +155,70 @@ export function keyCustody(app: CustodyApp): KeyCustody {
   };
 }
 
+type Doors = Pick<KeyCustody, "requests" | "setRotation" | "signedCalls"> & {
+  getRequest?: (who: CustodyActor, id: string) => Promise<CustodyRequest>;
+};
+
+const ACCEPT_WEB = 'tick "I accept that these files are lost" (acceptDataLoss: true)';
+
+/**
+ * The destroy guard (src/keys/destroy-guard.ts) in front of the key manager's dual control, for the embedded and the
+ * remote one alike: a destruction asked for, or an approval of one, that would lose files needs acceptDataLoss.
+ */
+function guardDestroys(app: CustodyApp, doors: Doors): Pick<KeyCustody, "requests" | "setRotation" | "signedCalls"> {
+  const { getRequest, requests, ...rest } = doors;
+  if (!requests || !getRequest) return rest;
+  const deps: DestroyGuardDeps & { audit: AuditSink } = {
+    store: app.store,
+    audit: app.audit,
+    versionsOf: async (key) => (await app.keys.listKeys()).find((k) => k.name === key)?.versions ?? [],
+  };
+  const actor = (who: CustodyActor) => ({ user: who.user, role: "custodian", protocol: "http" as const });
+  // with a remote key manager the body is the custodian's signed statement: nothing may be added to its reason
+  const noted = (reason: string | undefined, note: string | undefined) =>
+    doors.signedCalls || !note ? reason : `${reason ? `${reason} ` : ""}${note}`;
+  return {
+    ...rest,
+    requests: {
+      ...requests,
+      requestDestroy: (who, key, { acceptDataLoss, ...input }) =>
+        destroyStep(
+          deps,
+          actor(who),
+          {
+            step: "request",
+            target: { key, ...(input.version !== undefined ? { versions: [input.version] } : {}) },
+            accepted: acceptDataLoss === true,
+            howToAccept: ACCEPT_WEB,
+          },
+          (note) => {
+            const reason = noted(input.reason, note);
+            return requests.requestDestroy(who, key, { ...input, ...(reason !== undefined ? { reason } : {}) });
+          },
+        ),
+      approve: async (who, id, reason, acceptDataLoss) => {
+        const target = destroyTarget(await getRequest(who, id));
+        if (!target) return requests.approve(who, id, reason);
+        return destroyStep(
+          deps,
+          actor(who),
+          { step: "approve", target, requestId: id, accepted: acceptDataLoss === true, howToAccept: ACCEPT_WEB },
+          (note) => requests.approve(who, id, noted(reason, note) ?? ""),
+        );
+      },
+    },
+  };
+}
+
 interface Relaying {
   audience: string;
   relay<T>(call: SignedKmsCall): Promise<T>;
+  call<T>(method: "GET", path: string): Promise<T>;
 }
 
 function isRelaying(keys: unknown): keys is Relaying {
   const k = keys as Partial<Relaying>;
-  return typeof k.audience === "string" && typeof k.relay === "function";
+  return typeof k.audience === "string" && typeof k.relay === "function" && typeof k.call === "function";
 }
 
 /**

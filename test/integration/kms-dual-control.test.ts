@@ -72,16 +72,23 @@ describe("dual control: destroying a key shreds exactly the files shred-report l
     );
     assert.equal(report.bytes, 10_000);
 
-    const requested = (await cli(["kms", "key", "destroy", "vault", "--waiting-days", "7", ...as("op")])).stdout;
+    // The file server's guard: the key manager cannot know these files, atrest refuses until the loss is accepted.
+    const destroy = ["kms", "key", "destroy", "vault", "--waiting-days", "7", ...as("op")];
+    await assert.rejects(cli(destroy), (e: { stderr?: string }) => {
+      assert.match(String(e.stderr), /2 file\(s\) under kek:vault:v1.*--accept-data-loss/);
+      return true;
+    });
+    const requested = (await cli([...destroy, "--accept-data-loss"])).stdout;
     const id = /request (req-[0-9a-f]+)/.exec(requested)?.[1];
     assert.ok(id, requested);
-    await cli(["kms", "approve", id, "--reason", "retire vault", ...as("alice")]);
+    await assert.rejects(cli(["kms", "approve", id, ...as("alice")]), /2 file\(s\) under kek:vault:v1/);
+    await cli(["kms", "approve", id, "--reason", "retire vault", "--accept-data-loss", ...as("alice")]);
     // One custodian: nothing scheduled, everything reads.
     assert.doesNotMatch((await cli(["kms", "key", "show", "vault", ...as("op")])).stdout, /destroy at/);
-    await assert.rejects(cli(["kms", "approve", id, ...as("alice")]), /already|distinct|twice/i);
+    await assert.rejects(cli(["kms", "approve", id, "--accept-data-loss", ...as("alice")]), /already|distinct|twice/i);
     assert.ok(await download("vault/v1.txt"));
 
-    await cli(["kms", "approve", id, ...as("bob")]);
+    await cli(["kms", "approve", id, "--accept-data-loss", ...as("bob")]);
     assert.match((await cli(["kms", "key", "show", "vault", ...as("op")])).stdout, /destroy at/);
     assert.ok(await download("vault/v2.txt"), "scheduled, not yet destroyed: still readable");
 
@@ -104,6 +111,19 @@ describe("dual control: destroying a key shreds exactly the files shred-report l
       .trim()
       .split("\n")
       .map((l) => JSON.parse(l));
+    // the guard's refusals and the accepted losses, in the file server's audit (the key manager's has the note too)
+    assert.deepEqual(
+      records
+        .filter((e) => e.reason === "data loss accepted" || e.reason === "data loss not accepted")
+        .map((e) => [e.action, e.outcome, e.user]),
+      [
+        ["key.request", "failure", "op"],
+        ["key.request", "success", "op"],
+        ["key.approve", "failure", "alice"],
+        ["key.approve", "success", "alice"],
+        ["key.approve", "success", "bob"],
+      ],
+    );
     const failed = records
       .filter((e) => e.action === "download" && e.outcome === "failure")
       .map((e) => [e.path, e.reason]);

@@ -222,6 +222,46 @@ describe("web app: admin, custodian and auditor pages", () => {
     }
   });
 
+  test("custodians: destroying a version that still has files needs the loss accepted, asking and approving", async () => {
+    const carol = await as("carol");
+    const key = carol.locator('tr[data-key="default"]');
+    await key.getByRole("button", { name: "Destroy…" }).click();
+    const dlg = carol.getByRole("dialog");
+    await dlg.getByLabel("Waiting period, days (7-30)").fill("7");
+    await dlg.getByLabel("Reason (shown to the approvers)").fill("everything under default");
+    await dlg.getByRole("button", { name: "Ask for destruction" }).click();
+    const alert = dlg.getByRole("alert");
+    await alert.waitFor();
+    // alice's a.txt (the custodian test above) and the server's own service keys
+    assert.match((await alert.textContent()) ?? "", /would make unreadable for good 1 file\(s\) under kek:default:v1/);
+    await shot(carol, "web-custodian-destroy-refused-desktop");
+    await dlg.getByLabel("I accept that these files are lost (audited)").check();
+    await dlg.getByRole("button", { name: "Ask for destruction" }).click();
+    const created = await carol.getByText(/Request \S+ created/).textContent();
+    const id = /Request (\S+) created/.exec(created ?? "")?.[1] ?? "";
+    assert.ok(id, created ?? "");
+    await carol.context().close();
+
+    const dave = await as("dave");
+    await dave.getByRole("link", { name: "Requests" }).click();
+    await dave.locator(`tr[data-key="${id}"]`).getByRole("button", { name: "Approve" }).click();
+    const d = dave.getByRole("dialog");
+    await d.getByLabel("Justification (audited)").fill("checked by dave");
+    await d.getByRole("button", { name: "Approve" }).click();
+    await d.getByRole("alert").waitFor();
+    assert.match((await d.getByRole("alert").textContent()) ?? "", /1 file\(s\) under kek:default:v1/);
+    assert.deepEqual(await unlabelled(dave), []);
+    await d.getByLabel("I accept that these files are lost (audited)").check();
+    await d.getByRole("button", { name: "Approve" }).click();
+    await dave.getByText(new RegExp(`Request ${id}: pending`)).waitFor();
+    await dave.context().close();
+    // one rejection ends it: default stays
+    const erin = await ApiClient.forData(server.httpPort, data);
+    assert.equal((await erin.login("erin", "erin-password")).status, 200);
+    const rej = await erin.req("POST", `/api/v1/keys/requests/${id}/reject`, { json: { reason: "no" } });
+    assert.equal(rej.json<{ status: string }>().status, "rejected");
+  });
+
   test("auditor: filters the audit log, sees charts and SIEM delivery", async () => {
     // failed logins to find: two for mallory (unknown), one for alice
     const api = await ApiClient.forData(server.httpPort, data);

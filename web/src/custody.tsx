@@ -242,6 +242,7 @@ function Keys(props: { user: string }) {
                 ...(version ? { version: Number(version) } : {}),
                 waitingDays: Number(str(f, "days") || "30"),
                 reason: str(f, "reason"),
+                ...(f.get("acceptDataLoss") ? { acceptDataLoss: true } : {}),
               });
               setDestroy(undefined);
               setNote(`Request ${r.id} created: it needs ${r.quorum} approval(s).`);
@@ -262,11 +263,25 @@ function Keys(props: { user: string }) {
             </p>
             <Field label="Waiting period, days (7-30)" name="days" type="number" value="30" />
             <Field label="Reason (shown to the approvers)" name="reason" required />
+            <AcceptDataLoss id="d-accept" />
           </ActionForm>
         </Dialog>
       )}
       <CustodyKeyPanel user={props.user} />
     </>
+  );
+}
+
+/**
+ * The server refuses a destruction (or its approval) while files are still under the version, naming how many; this
+ * is the custodian's explicit, audited acceptance that they are lost.
+ */
+function AcceptDataLoss(props: { id: string }) {
+  return (
+    <p class="check">
+      <input id={props.id} name="acceptDataLoss" type="checkbox" />
+      <label for={props.id}>I accept that these files are lost (audited)</label>
+    </p>
   );
 }
 
@@ -399,7 +414,7 @@ function Requests() {
             action={async (f) => {
               const r = await post<KmsRequest>(
                 `/api/v1/keys/requests/${encodeURIComponent(deciding.r.id)}/${deciding.d}`,
-                { reason: str(f, "reason") },
+                { reason: str(f, "reason"), ...(f.get("acceptDataLoss") ? { acceptDataLoss: true } : {}) },
               );
               setDeciding(undefined);
               setNote(`Request ${r.id}: ${r.status}${r.result ? ` (${r.result})` : ""}.`);
@@ -407,6 +422,7 @@ function Requests() {
             }}
           >
             <Field label="Justification (audited)" name="reason" required />
+            {deciding.d === "approve" && deciding.r.kind === "destroy" && <AcceptDataLoss id="a-accept" />}
           </ActionForm>
         </Dialog>
       )}

@@ -41,6 +41,11 @@ const who = (principal: { user: string }, req: { headers: Record<string, string 
   return { user: principal.user, ...(typeof h === "string" ? { signed: h } : {}) };
 };
 const Reason = z.strictObject({ reason: z.string().max(1000).default("") });
+/** The custodian accepts that files under a version being destroyed are lost: without it the server refuses (409). */
+const AcceptDataLoss = z
+  .boolean()
+  .optional()
+  .describe("destroy although files are still wrapped under the version (they become unreadable for good); audited");
 
 export function custodyRoutes(deps: HttpDeps): Route[] {
   const custody = () => {
@@ -127,10 +132,11 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
           version: z.number().int().min(1).optional(),
           waitingDays: z.number().int().min(1).max(365).optional(),
           reason: z.string().max(1000).optional(),
+          acceptDataLoss: AcceptDataLoss,
         }),
         responses: {
           201: { description: "the request", schema: Request },
-          ...errors(400, 401, 403, 404, 415, 428, 501),
+          ...errors(400, 401, 403, 404, 409, 415, 428, 501),
         },
       },
       async ({ params, body, principal, reply, req }) => {
@@ -168,13 +174,14 @@ export function custodyRoutes(deps: HttpDeps): Route[] {
         tags: ["keys"],
         auth: CUSTODIAN,
         params: z.strictObject({ id: z.string().min(1).max(128) }),
-        body: Reason,
+        body: Reason.extend({ acceptDataLoss: AcceptDataLoss }),
         responses: {
           200: { description: "the request now", schema: Request },
           ...errors(400, 401, 403, 404, 409, 415, 428, 501),
         },
       },
-      async ({ params, body, principal, req }) => requests().approve(who(principal, req), params.id, body.reason),
+      async ({ params, body, principal, req }) =>
+        requests().approve(who(principal, req), params.id, body.reason, body.acceptDataLoss),
     ),
     route(
       {

@@ -50,11 +50,13 @@ export interface KeyCustody {
     requestDestroy(
       who: CustodyActor,
       key: string,
-      input: { version?: number; waitingDays?: number; reason?: string },
+      /** acceptDataLoss: asked for although files are still under the version (the file server's guard refuses else). */
+      input: { version?: number; waitingDays?: number; reason?: string; acceptDataLoss?: boolean },
     ): Promise<CustodyRequest>;
     /** Stops a scheduled destruction during its waiting period (one custodian may). */
     cancelDestroy(who: CustodyActor, key: string, version?: number): Promise<Record<string, unknown>>;
-    approve(who: CustodyActor, id: string, reason: string): Promise<CustodyRequest>;
+    /** acceptDataLoss: the custodian accepts that the files under a version this request destroys are lost. */
+    approve(who: CustodyActor, id: string, reason: string, acceptDataLoss?: boolean): Promise<CustodyRequest>;
     reject(who: CustodyActor, id: string, reason: string): Promise<CustodyRequest>;
   };
   /** Calls to the key manager are signed by the custodian (a remote key manager). */

@@ -78,6 +78,7 @@ describe("HTTPS API: key custody with a remote key manager (signed calls)", () =
   const browsers: Record<string, Browser> = {};
   const as: Record<string, ApiClient> = {};
   let requestId: string;
+  let data: string;
 
   before(async () => {
     root = await tempDir("atrest-custody-remote-");
@@ -94,7 +95,7 @@ describe("HTTPS API: key custody with a remote key manager (signed calls)", () =
     await unsealKms(kms.url, setup.certs.keeper1 as string, [setup.shares[0] as string]);
     await unsealKms(kms.url, setup.certs.keeper2 as string, [setup.shares[1] as string]);
     kmsFlags = (who) => ["--kms", kms.url, "--kms-cert", setup.certs[who] as string];
-    const data = join(root, "data");
+    data = join(root, "data");
     await cli(["init", "--data", data, ...kmsFlags("fs1")]);
     for (const [u, role] of [
       ["carol", "custodian"],
@@ -103,6 +104,9 @@ describe("HTTPS API: key custody with a remote key manager (signed calls)", () =
     ] as const) {
       await cli(["user", "add", u, "--role", role, "--password-stdin", "--data", data], `${u}-password\n`);
     }
+    // a key with a file under it, for the destroy guard (last test)
+    await cli(["kms", "key", "create", "kept", ...kmsFlags("olga")]);
+    await cli(["folder", "add", "/alice/kept", "--key", "kept", "--data", data]);
     server = await startServer(data);
     for (const u of ["carol", "dave", "alice"]) {
       as[u] = await ApiClient.forData(server.httpPort, data);
@@ -226,5 +230,37 @@ describe("HTTPS API: key custody with a remote key manager (signed calls)", () =
     assert.equal(approvers.length, 2);
     assert.match(approvers[0] as string, /carol/);
     assert.match(approvers[1] as string, /dave/);
+  });
+
+  test("the destroy guard: the file server counts its files before it carries a custodian's signed approval", async () => {
+    const put = await as.alice.req("PUT", "/api/v1/files/kept/x.txt", { body: "under kek:kept" });
+    assert.equal(put.status, 201, put.body.toString());
+    // the operator's CLI with the file server's data directory (bound to this key manager): refused, counted
+    const ask = ["kms", "key", "destroy", "kept", "--waiting-days", "7", ...kmsFlags("olga")];
+    await assert.rejects(cli([...ask, "--data", data]), /1 file\(s\) under kek:kept:v1.*--accept-data-loss/);
+    // without one the CLI cannot know (nor can the key manager): it says so, and the approvals are guarded
+    const asked = await cli([...ask, "--data", join(root, "none")]);
+    assert.match(asked.stderr, /no data directory at .*none: the files under kek:kept were not counted/);
+    const id = /request (req-[0-9a-f]+)/.exec(asked.stdout)?.[1] as string;
+    const path = `/api/v1/keys/requests/${id}/approve`;
+    // refused before a signature is even asked for: nothing reaches the key manager
+    const refused = await as.carol.req("POST", path, { json: { reason: "ok" } });
+    assert.match(String(assertProblem(refused, 409).detail), /1 file\(s\) under kek:kept:v1/);
+    const accepted = await signed(as.carol, browsers.carol, "POST", path, { reason: "ok", acceptDataLoss: true });
+    assert.equal(accepted.reply.status, 200, accepted.reply.body.toString());
+    assert.equal(accepted.reply.json<{ status: string }>().status, "pending");
+    // the signed statement is the key manager call alone: the acceptance is the file server's, audited there
+    assert.deepEqual((JSON.parse(accepted.statement) as { body: unknown }).body, { reason: "ok" });
+    const audit = (await cli(["audit", "tail", "-n", "100", "--data", data])).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { action: string; outcome: string; user: string; reason?: string });
+    assert.deepEqual(
+      audit.filter((e) => e.action === "key.approve").map((e) => [e.outcome, e.user, e.reason]),
+      [
+        ["failure", "carol", "data loss not accepted"],
+        ["success", "carol", "data loss accepted"],
+      ],
+    );
   });
 });

@@ -141,4 +141,63 @@ describe("HTTPS API: key custody", () => {
     assert.deepEqual(after.versions, [{ keyRef: "kek:default:v2", files: 1, current: true }]);
     assertProblem(await as.carol.req("POST", "/api/v1/keys/jobs", { json: { kind: "shred", key: "default" } }), 400);
   });
+
+  test("the destroy guard: asking for, or approving, a destruction that loses files needs acceptDataLoss", async () => {
+    // after the rewrap above: alice's file and the server's service keys are on kek:default:v2, v1 holds nothing
+    const refused = await as.carol.req("POST", "/api/v1/keys/default/destroy", { json: { reason: "all of it" } });
+    const p = assertProblem(refused, 409);
+    assert.match(String(p.detail), /1 file\(s\) under kek:default:v2/);
+    assert.match(String(p.detail), /the server's own service key\(s\) .*metadata\.key.* under kek:default:v2/);
+    assert.match(String(p.detail), /acceptDataLoss/);
+    assert.equal(
+      (await as.dave.req("GET", "/api/v1/keys/requests?status=pending")).json<{ requests: unknown[] }>().requests
+        .length,
+      0,
+      "nothing asked of the key manager",
+    );
+    const made = await as.carol.req("POST", "/api/v1/keys/default/destroy", {
+      json: { reason: "all of it", acceptDataLoss: true },
+    });
+    assert.equal(made.status, 201, made.body.toString());
+    const req = made.json<{ id: string; reason: string }>();
+    assert.match(req.reason, /^all of it \[destroy request with data loss accepted: 1 file\(s\) lost/);
+    // each approval is checked again, when it is given
+    const approve = (acceptDataLoss?: boolean) =>
+      as.dave.req("POST", `/api/v1/keys/requests/${req.id}/approve`, {
+        json: { reason: "ok", ...(acceptDataLoss ? { acceptDataLoss } : {}) },
+      });
+    assert.match(String(assertProblem(await approve(), 409).detail), /1 file\(s\) under kek:default:v2/);
+    const one = await approve(true);
+    assert.equal(one.json<{ status: string }>().status, "pending", one.body.toString());
+    assert.equal(
+      (await as.erin.req("POST", `/api/v1/keys/requests/${req.id}/reject`, { json: { reason: "no" } })).status,
+      200,
+    );
+    // a version nothing is wrapped under needs no acceptance
+    const v1 = await as.carol.req("POST", "/api/v1/keys/default/destroy", { json: { version: 1, reason: "old" } });
+    assert.equal(v1.status, 201, v1.body.toString());
+    const v1id = v1.json<{ id: string }>().id;
+    assert.equal(
+      (await as.dave.req("POST", `/api/v1/keys/requests/${v1id}/approve`, { json: { reason: "ok" } })).json<{
+        status: string;
+      }>().status,
+      "pending",
+    );
+    await as.erin.req("POST", `/api/v1/keys/requests/${v1id}/reject`, { json: { reason: "no" } });
+    const records = (await cli(["audit", "tail", "-n", "200", "--data", data])).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { action: string; outcome: string; user: string; reason?: string; detail?: string })
+      .filter((e) => e.reason === "data loss accepted" || e.reason === "data loss not accepted");
+    assert.deepEqual(
+      records.map((e) => [e.action, e.outcome, e.user]),
+      [
+        ["key.request", "failure", "carol"],
+        ["key.request", "success", "carol"],
+        ["key.approve", "failure", "dave"],
+        ["key.approve", "success", "dave"],
+      ],
+    );
+    assert.match(records[1]?.detail ?? "", /1 file\(s\) lost \(1 file\(s\) under kek:default:v2/);
+  });
 });
