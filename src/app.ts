@@ -111,6 +111,8 @@ export interface AppOptions {
   /** DEK cache bounds (DESIGN §3); 0 turns it off. Defaults: 300 s, 10,000 entries. */
   dekCacheSeconds?: number;
   dekCacheEntries?: number;
+  /** New files' data keys made per key manager call (vfs/dek-pool.ts); 1 = one call (and KMS record) per file. */
+  dekPoolBatch?: number;
   /**
    * Remove unfinished uploads and unreferenced blobs at open. Only the server does this, at its start: an admin
    * command running beside a live server must not delete the server's uploads in progress.
@@ -251,7 +253,16 @@ export class App implements Accounts {
     const metaKey = await serviceKey(store, cached, META_KEY_SETTING, "default", META_CONTEXT);
     // users, groups and folders are sealed rows under keys derived from the metadata key (store/sealing.ts)
     await store.unlock(new RowSealer(metaKey));
-    const vfs = await Vfs.open({ store, blobs, keys: cached, audit, logger, metaKey, sweep: o.sweep ?? false });
+    const vfs = await Vfs.open({
+      store,
+      blobs,
+      keys: cached,
+      audit,
+      logger,
+      metaKey,
+      sweep: o.sweep ?? false,
+      dekPoolBatch: o.dekPoolBatch,
+    });
     if (o.kms) await writeRemoteKms(root, o.kms);
     return new App(paths, store, opened, dekCache, vfs, audit, logger, node);
   }

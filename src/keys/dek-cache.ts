@@ -233,17 +233,26 @@ function cacheId(wrapped: Buffer, context: EncryptionContext): string {
   return `${wrapped.length}:${wrapped.toString("latin1")}${encodeContext(context).toString("latin1")}`;
 }
 
+/** A provider that can be told about a data key it generated ahead and a file now uses (so a read needs no unwrap). */
+export interface DataKeyMemory {
+  rememberDataKey(wrapped: Buffer, context: EncryptionContext, dek: Buffer): void;
+}
+
 /**
  * `inner` with unwraps served through `cache` and freshly generated DEKs remembered in it. Everything else passes
  * through; close() zeroes the cache and closes `inner`.
  */
 export function withDekCache<P extends KeyProvider>(inner: P, cache: DekCache): P {
-  const overrides: Partial<KeyProvider> = {
+  const overrides: Partial<KeyProvider & DataKeyMemory> = {
     generateDataKey: async (name: string, context: EncryptionContext): Promise<DataKey> => {
       const dk = await inner.generateDataKey(name, context);
       cache.remember(dk.wrapped, context, dk.plaintext);
       return dk;
     },
+    // Data keys made ahead (vfs/dek-pool.ts) are remembered when a file takes one (rememberDataKey), not when made:
+    // one drained unused would otherwise sit here for the cache's whole age.
+    rememberDataKey: (wrapped: Buffer, context: EncryptionContext, dek: Buffer) =>
+      cache.remember(wrapped, context, dek),
     unwrap: (wrapped: Buffer, context: EncryptionContext) =>
       cache.unwrap(wrapped, context, () => inner.unwrap(wrapped, context)),
     close: async () => {
@@ -255,7 +264,7 @@ export function withDekCache<P extends KeyProvider>(inner: P, cache: DekCache): 
   // must see itself as `this`.
   return new Proxy(inner, {
     get(target, prop) {
-      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof KeyProvider];
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof typeof overrides];
       const value = Reflect.get(target, prop);
       return typeof value === "function" ? value.bind(target) : value;
     },

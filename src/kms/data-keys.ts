@@ -37,15 +37,25 @@ export class DataKeys {
     });
   }
 
+  /**
+   * A batch under one version (the current one), audited as one record: the count, the key version and each data
+   * key's encryption context in order (a file server's pool of keys made ahead, vfs/dek-pool.ts). All or nothing.
+   */
   generateDataKeys(caller: KmsCaller, keyName: string, contexts: readonly EncryptionContext[]): DataKey[] {
-    const out: DataKey[] = [];
-    try {
-      for (const context of contexts) out.push(this.generateDataKey(caller, keyName, context));
-    } catch (e) {
-      for (const dk of out) dk.plaintext.fill(0);
-      throw e;
-    }
-    return out;
+    if (contexts.length === 0) return [];
+    return this.#ops.run(caller, "generate-data-key", "key.wrap", keyName, undefined, (ev) => {
+      ev.detailExtra = { count: contexts.length, contexts };
+      const version = this.#ops.keyring.encryptionVersion(keyName);
+      ev.keyRef = formatKeyRef(keyName, version);
+      const out: DataKey[] = [];
+      try {
+        for (const context of contexts) out.push(this.#ops.keyring.generateDataKey(keyName, context, version));
+      } catch (e) {
+        for (const dk of out) dk.plaintext.fill(0);
+        throw e;
+      }
+      return out;
+    });
   }
 
   /** Wraps a caller-supplied 32-byte key. */

@@ -166,6 +166,9 @@ export async function openEmbeddedKms(dir: string, options: EmbeddedKmsOptions =
     kmsAudit,
     generateDataKey: async (name: string, context: EncryptionContext): Promise<DataKey> =>
       service.generateDataKey(me, name, context),
+    generateDataKeys: async (name: string, contexts: readonly EncryptionContext[]): Promise<DataKey[]> =>
+      service.generateDataKeys(me, name, contexts),
+    encryptionVersion: (name: string): number => service.keyring.encryptionVersion(name),
     unwrap: async (wrapped: Buffer, context: EncryptionContext): Promise<Buffer> =>
       service.unwrap(me, wrapped, context).plaintext,
     rewrap: async (wrapped: Buffer, context: EncryptionContext) => service.rewrap(me, wrapped, context),

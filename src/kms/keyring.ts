@@ -190,6 +190,23 @@ export class Keyring {
     }
   }
 
+  /**
+   * The version a new wrap under `name` uses now (its current one, which must be active); throws as a wrap would. No
+   * key material is touched: file servers check a data key made ahead against it before using it (vfs/dek-pool.ts).
+   */
+  encryptionVersion(name: string): number {
+    assertKeyName(name);
+    const key = this.#cache.key(name);
+    if (!key) throw new KeyUnavailableError(`unknown key: kek:${name}`);
+    checkType(name, key.row.type, AES_ONLY, "wrap");
+    const v = key.row.currentVersion;
+    const state = key.versions.get(v)?.state;
+    if (state !== "active") {
+      throw new KeyUnavailableError(`${formatKeyRef(name, v)} cannot encrypt: it is ${state ?? "missing"}`);
+    }
+    return v;
+  }
+
   /** Wraps a caller-supplied 32-byte key (e.g. a DEK made elsewhere). */
   wrap(name: string, dek: Buffer, context: EncryptionContext, version?: number): { wrapped: Buffer; keyRef: string } {
     if (!Buffer.isBuffer(dek) || dek.length !== DEK_BYTES) {

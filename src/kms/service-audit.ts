@@ -94,6 +94,10 @@ export function canonicalJson(value: unknown): string {
 
 /** If auditing fails after key material was produced, the caller never sees it, so zero it here. */
 export function scrub(result: unknown): void {
+  if (Array.isArray(result)) {
+    for (const r of result) scrub(r);
+    return;
+  }
   if (result && typeof result === "object") {
     const r = result as { plaintext?: unknown };
     if (Buffer.isBuffer(r.plaintext)) r.plaintext.fill(0);

@@ -13,6 +13,7 @@ import type { KeyProvider } from "../kms/api/types.ts";
 import type { Logger } from "../logger.ts";
 import type { BlobStore, BlobWriter } from "../store/blobs.ts";
 import type { FilePiece, MetaStore, MetaTx, NodeRow, UserRow, VersionRow } from "../store/types.ts";
+import { DekPool } from "./dek-pool.ts";
 import { fileContext } from "./file-context.ts";
 import { Folders } from "./folders.ts";
 import { KekSelector } from "./kek-select.ts";
@@ -40,6 +41,8 @@ export interface VfsDeps {
   defaultKey?: string;
   /** Remove unfinished uploads and orphan blobs (server start only; see AppOptions.sweep). */
   sweep?: boolean;
+  /** New files' data keys made per key manager call (dek-pool.ts); 1 = one call per file. */
+  dekPoolBatch?: number;
 }
 
 export const META_KEY_SETTING = "metadata.key";
@@ -214,6 +217,8 @@ export class Vfs {
   // loop (measured).
   readonly #seal = new SealPool({ threads: 1 });
   readonly #uploads = new Uploads();
+  /** New files' data keys, made ahead in batches. */
+  readonly #fileKeys: DekPool;
   /**
    * Blobs of pieced versions that readers of this process have open, and how many: a pieced reader opens its pieces
    * only as it reaches them, so a version replaced or removed meanwhile keeps its blobs until its last reader closes
@@ -228,6 +233,7 @@ export class Vfs {
     this.store = deps.store;
     this.blobs = deps.blobs;
     this.keys = deps.keys;
+    this.#fileKeys = new DekPool(deps.keys, { batch: deps.dekPoolBatch });
     this.audit = deps.audit;
     this.logger = deps.logger;
     this.defaultKey = deps.defaultKey ?? "default";
@@ -299,6 +305,7 @@ export class Vfs {
   }
 
   async close(): Promise<void> {
+    this.#fileKeys.close();
     this.#crypto.destroy();
     await this.#seal.close();
   }
@@ -469,12 +476,12 @@ export class Vfs {
   }
 
   async #newVersion(plan: CommitPlan, state: UploadState, kek: { key: string }): Promise<EncryptedWriter<Committed>> {
-    const contentId = randomUUID();
-    // The temp blob is created on the thread pool while the key manager makes the data key (one wait less per upload).
+    // The blob is created while the key manager makes the data key (one wait less per upload).
     const created = this.blobs.create();
+    let contentId: string;
     let dk: Awaited<ReturnType<KeyProvider["generateDataKey"]>>;
     try {
-      dk = await this.keys.generateDataKey(kek.key, fileContext(contentId));
+      ({ contentId, dk } = await this.#fileKeys.take(kek.key));
     } catch (err) {
       await created.then(
         (b) => b.abort(),

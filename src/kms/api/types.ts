@@ -41,6 +41,13 @@ export interface KeyInfo {
 export interface KeyProvider {
   /** New random DEK, wrapped under the current version of `keyName` with `context` as AAD. */
   generateDataKey(keyName: string, context: EncryptionContext): Promise<DataKey>;
+  /** Several at once, all under the current version of `keyName`, one per context in order (one call, one audit record). */
+  generateDataKeys?(keyName: string, contexts: readonly EncryptionContext[]): Promise<DataKey[]>;
+  /**
+   * The version a new data key of `keyName` would be wrapped under now; throws KeyUnavailableError when none can be.
+   * Offered where it is a cheap local look-up (the embedded key manager), for checking keys made ahead before use.
+   */
+  encryptionVersion?(keyName: string): number;
   /** Unwrap a DEK; throws KeyUnavailableError if the key/version is unusable, IntegrityError on a context mismatch. */
   unwrap(wrapped: Buffer, context: EncryptionContext): Promise<Buffer>;
   /** Key ref (`kek:<name>:v<N>`) named by a wrapped blob, without unwrapping it. */
