@@ -16,6 +16,7 @@ import { Registry } from "../metrics/registry.ts";
 import { type MetricsServer, startMetricsServer } from "../metrics/server.ts";
 import { Defender } from "../service/defender.ts";
 import { KeyPairs } from "../service/keypairs.ts";
+import type { LiveSessionBoard } from "../service/live-sessions.ts";
 import { LoginService } from "../service/login.ts";
 import { ShareService } from "../service/shares.ts";
 import { TokenService } from "../service/tokens.ts";
@@ -199,6 +200,28 @@ export function registerServer(program: Command): void {
       }, 2000);
       loginSweep.unref();
       if (!config.defender.enabled) say("brute-force defender disabled (defender.enabled false)");
+      const { COOKIE_KEY_CONTEXT, COOKIE_KEY_SETTING, SealedCookies } = await import(
+        "../protocols/http/sealed-cookie.ts"
+      );
+      // one key for every node on this store: a cookie (or a session list) sealed by one node opens on the others
+      const cookieKey = await serviceKey(app.store, app.keys, COOKIE_KEY_SETTING, "default", COOKIE_KEY_CONTEXT);
+      // several nodes on one store: each publishes its SFTP/S3 connections there for the admin's Sessions page
+      let board: LiveSessionBoard | undefined;
+      if (app.node) {
+        const { LiveSessionBoard } = await import("../service/live-sessions.ts");
+        board = new LiveSessionBoard({
+          rows: {
+            setSetting: (k, v) => app.store.transaction((tx) => tx.setSetting(k, v)),
+            deleteSetting: (k) => app.store.transaction((tx) => tx.deleteSetting(k)),
+            listSettings: (prefix) => app.store.listSettings(prefix),
+          },
+          sealer: new SealedCookies(Buffer.from(cookieKey)),
+          node: app.node,
+          sessions: () => login.sessions().filter((s) => s.protocol !== "http"),
+          onError: (err) => logger.warn({ err }, "live sessions: this node's list not published"),
+        });
+        board.start();
+      }
       let sftp: { port: number; transport: { describe: string }; close(): Promise<void> } | undefined;
       if (config.sftpPort === 0) {
         say("sftp disabled (--sftp-port 0)");
@@ -261,12 +284,9 @@ export function registerServer(program: Command): void {
           ...syncSweepEvery(process.env.ATREST_SYNC_SWEEP_SECONDS),
         });
         stopSyncSweeps = sync.startSweeps((err) => logger.warn({ err }, "sync: timed sweep failed"));
-        const { COOKIE_KEY_CONTEXT, COOKIE_KEY_SETTING } = await import("../protocols/http/sealed-cookie.ts");
-        const { serviceKey } = await import("../keys/service-keys.ts");
-        // one key for every node on this store: a cookie sealed by one node opens on the others
-        const cookieKey = await serviceKey(app.store, app.keys, COOKIE_KEY_SETTING, "default", COOKIE_KEY_CONTEXT);
         http = await startHttpServer({
           cookieKey,
+          ...(board ? { liveSessions: () => (board as LiveSessionBoard).list() } : {}),
           // browser sessions sealed in the store's settings: any node on the store accepts them
           sessionRows: {
             getSetting: (k) => app.store.getSetting(k),
@@ -393,6 +413,7 @@ export function registerServer(program: Command): void {
         logger.info({ signal }, "shutting down");
         await sftp?.close();
         await http?.close();
+        await board?.stop();
         await stopSyncSweeps?.();
         await syncBlobs?.close();
         await s3?.close();

@@ -2,16 +2,21 @@
 // remote key manager. A session made on node a is accepted by node b (CSRF included); a logout through b ends it on a
 // within the recheck period; "log out everywhere" through b ends a's sessions of that user; a restarted node still
 // accepts a session made before; the stored row holds neither the cookie nor the CSRF token in the clear; the admin's
-// session list on either node shows both nodes' browser sessions.
+// session list on either node shows both nodes' browser sessions, and an SFTP connection to node a with its node's
+// name (node a publishes its connections in the store), in the API and on the web page (chromium) of node b.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { RECHECK_MS } from "../../src/protocols/http/sessions.ts";
+import { CHECK_MS } from "../../src/service/live-sessions.ts";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../helpers/atrest.ts";
+import { launchChromium, shot, unlabelled } from "../helpers/browser.ts";
 import { ApiClient } from "../helpers/https.ts";
 import { type RunningKms, setupKms, startKms, unsealKms } from "../helpers/kms.ts";
 import { dropTestSchemas, pgSkip, pgUrl, TEST_PG, testSchema } from "../helpers/pg.ts";
+import { makeClientKey, SSH_OPTS } from "../helpers/sftp-clients.ts";
 
 const skip = await pgSkip();
 
@@ -19,6 +24,7 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
   let root: string;
   let kms: RunningKms;
   let schema: string;
+  let samKey: string;
   const nodes: { data: string; server: RunningServer; flags: string[] }[] = [];
 
   before(async () => {
@@ -41,6 +47,8 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
       ["user", "add", "root", "--role", "admin", "--password-stdin", "--data", nodes[0]?.data as string],
       "root-password\n",
     );
+    samKey = await makeClientKey(root);
+    await cli(["user", "add", "sam", "--public-key", `${samKey}.pub`, "--data", nodes[0]?.data as string]);
   });
   after(async () => {
     for (const n of nodes) await n.server.stop();
@@ -153,6 +161,67 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
     const alice = (l: Listed[]) => l.filter((s) => s.user === "alice").length;
     assert.equal((await a.req("POST", "/api/v1/auth/logout", { json: {} })).status, 204);
     assert.equal(alice(await listed(admin)), alice(onB) - 1);
+  });
+
+  it("an SFTP connection to a is listed on b with its node, in the API and on the Sessions page", async () => {
+    const a = nodes[0] as { data: string; server: RunningServer };
+    const sftp = spawn(
+      "sftp",
+      [
+        ...SSH_OPTS,
+        "-P",
+        String(a.server.port),
+        "-i",
+        samKey,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+      ].concat("sam@127.0.0.1"),
+      { stdio: ["pipe", "pipe", "pipe"] },
+    );
+    const exited = new Promise<void>((resolve) => sftp.once("exit", () => resolve()));
+    const admin = await client(1);
+    assert.equal((await admin.login("root", "root-password")).status, 200);
+    type Listed = { user: string; protocol: string; node?: string };
+    const sams = async (c: ApiClient) =>
+      (await c.req("GET", "/api/v1/admin/sessions"))
+        .json<{ sessions: Listed[] }>()
+        .sessions.filter((s) => s.user === "sam");
+    const chrome = await launchChromium(nodes[1]?.data as string);
+    try {
+      await eventually("node b lists sam's SFTP connection to a", async () => {
+        assert.equal(sftp.exitCode, null, "sftp ended early");
+        return (await sams(admin)).some((s) => s.protocol === "sftp" && s.node === "a");
+      });
+      // node a lists it too, as it is now
+      assert.deepEqual(
+        (await sams(await carry(admin, 0))).map((s) => [s.protocol, s.node]),
+        [["sftp", "a"]],
+      );
+      const page = await (await chrome.context()).newPage();
+      await page.goto(`https://localhost:${nodes[1]?.server.httpPort}/`);
+      await page.getByLabel("User name").fill("root");
+      await page.getByLabel("Password").fill("root-password");
+      await page.getByRole("button", { name: "Log in" }).click();
+      await page.getByRole("link", { name: "Sessions" }).click();
+      const row = page.locator("tr", { hasText: "sam" });
+      await row.waitFor();
+      assert.deepEqual((await row.locator("td").allTextContents()).slice(0, 3), ["sam", "sftp", "a"]);
+      assert.ok(await page.getByRole("columnheader", { name: "Node" }).isVisible());
+      assert.deepEqual(await unlabelled(page), []);
+      await shot(page, "web-admin-sessions-nodes-desktop");
+    } finally {
+      await chrome.close();
+      sftp.stdin.end();
+      await exited;
+    }
+    // ended on a: gone from b's list once a publishes again
+    const until = Date.now() + CHECK_MS * 3 + 5000;
+    while ((await sams(admin)).length > 0) {
+      assert.ok(Date.now() < until, "the ended connection is still listed on b");
+      await new Promise((r) => setTimeout(r, 200));
+    }
   });
 
   it("a restarted node accepts a session made before its restart", async () => {

@@ -49,6 +49,8 @@ interface LiveSession {
   protocol: string;
   sourceIp?: string;
   since: string;
+  /** Several nodes on one store: the node an SFTP/S3 connection is on. */
+  node?: string;
 }
 
 const list = (s: string) =>
@@ -468,6 +470,9 @@ function Sessions() {
         columns={[
           { label: "User", cell: (x) => x.user },
           { label: "Door", cell: (x) => x.protocol },
+          ...(s.data?.sessions.some((x) => x.node)
+            ? [{ label: "Node", cell: (x: LiveSession) => x.node ?? (x.protocol === "http" ? "any" : "") }]
+            : []),
           { label: "From", cell: (x) => x.sourceIp ?? "" },
           { label: "Since", cell: (x) => when(x.since), class: "time" },
           { label: "Session", cell: (x) => <code>{x.sessionId.slice(0, 8)}</code> },

@@ -388,7 +388,7 @@ export function adminRoutes(deps: HttpDeps): Route[] {
         url: "/api/v1/admin/sessions",
         operationId: "listSessions",
         summary:
-          "Logged-in connections of every door right now (browser sessions of every node; other doors: this node's)",
+          "Logged-in connections of every door right now: browser sessions (any node accepts them) and every node's SFTP/S3 connections, with the node",
         tags: ["admin"],
         auth: ADMIN_READ,
         responses: {
@@ -402,6 +402,8 @@ export function adminRoutes(deps: HttpDeps): Route[] {
                   protocol: z.string(),
                   sourceIp: z.string().optional(),
                   since: z.string(),
+                  /** The node the connection is on (several nodes on one store; browser sessions have none). */
+                  node: z.string().optional(),
                 }),
               ),
             }),
@@ -418,9 +420,17 @@ export function adminRoutes(deps: HttpDeps): Route[] {
           sourceIp: s.sourceIp,
           since: s.created,
         }));
-        // this node's connections of the other doors (SFTP, S3, …): its own record of browser logins is left out, as
-        // it keeps a session ended through another node until this one next sees it
-        const others = o.login.sessions().filter((s) => s.protocol !== "http");
+        // the other doors' connections (SFTP, S3, …): every node's as each published them in the store, else this
+        // node's; the login service's record of browser logins is left out, as it keeps a session ended through
+        // another node until this one next sees it
+        const others: {
+          sessionId: string;
+          user: string;
+          protocol: string;
+          sourceIp?: string;
+          since: number;
+          node?: string;
+        }[] = o.liveSessions ? await o.liveSessions() : o.login.sessions().filter((s) => s.protocol !== "http");
         return {
           sessions: [...browser, ...others].map((s) => ({
             sessionId: s.sessionId,
@@ -428,6 +438,7 @@ export function adminRoutes(deps: HttpDeps): Route[] {
             protocol: s.protocol,
             ...(s.sourceIp !== undefined ? { sourceIp: s.sourceIp } : {}),
             since: new Date(s.since).toISOString(),
+            ...("node" in s && s.node !== undefined ? { node: s.node } : {}),
           })),
         };
       },

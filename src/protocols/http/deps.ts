@@ -9,6 +9,7 @@ import type { Registry } from "../../metrics/registry.ts";
 import type { Accounts } from "../../service/accounts.ts";
 import type { Admin } from "../../service/admin.ts";
 import type { KeyPairs } from "../../service/keypairs.ts";
+import type { NodeSession } from "../../service/live-sessions.ts";
 import type { LoginService } from "../../service/login.ts";
 import type { ShareService } from "../../service/shares.ts";
 import type { TokenService } from "../../service/tokens.ts";
@@ -27,6 +28,8 @@ export interface HttpServerOptions {
   port: number;
   tls: { key: string; cert: string };
   login: LoginService;
+  /** Several nodes on one store: every node's SFTP/S3 connections (service/live-sessions.ts); else this node's. */
+  liveSessions?: () => Promise<NodeSession[]>;
   tokens: TokenService;
   totp: TotpService;
   /** The caller's own key pairs (service/keypairs.ts). */
