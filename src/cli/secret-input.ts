@@ -1,5 +1,18 @@
 // Reads one secret line (an unseal share) from stdin: a hidden prompt on a terminal, else the first non-empty line
 // of piped input. Secrets never come from argv (visible in `ps` and shell history).
+import { AtrestError } from "../errors.ts";
+
+/**
+ * A hidden prompt for a secret that has another way in (an environment variable, a flag): on a terminal only. Piped
+ * or closed-off stdin is not read, as it is no answer to a prompt: a service manager or a CI job keeps it open without
+ * writing, and the command would wait for an end of input that never comes. `otherwise` says how to give it.
+ */
+export async function promptSecret(prompt: string, what: string, otherwise: string): Promise<string> {
+  if (!process.stdin.isTTY) {
+    throw new AtrestError("INVALID_INPUT", `${what} is needed and standard input is not a terminal: ${otherwise}`);
+  }
+  return readSecretLine(prompt);
+}
 
 export async function readSecretLine(prompt: string): Promise<string> {
   const stdin = process.stdin;

@@ -13,15 +13,20 @@ import type { Session } from "../sync/client/session.ts";
 import { unlockState } from "../sync/client/state.ts";
 import { formatFingerprint, normalizeFingerprint } from "../sync/core/keys.ts";
 import { startGcPacing } from "./gc-pacing.ts";
-import { readSecretLine, readSecretLines } from "./secret-input.ts";
+import { promptSecret, readSecretLines } from "./secret-input.ts";
 
 const stateOption = () =>
   new Option("--state <dir>", "sync state directory (device keys, pins)")
     .env("ATREST_SYNC_STATE")
     .default(join(homedir(), ".atrest-sync"));
 
+const SET_PASSPHRASE = "set ATREST_SYNC_PASSPHRASE, or run the command on a terminal to be asked";
+
 async function passphrase(): Promise<string> {
-  return process.env.ATREST_SYNC_PASSPHRASE ?? (await readSecretLine("passphrase: "));
+  return (
+    process.env.ATREST_SYNC_PASSPHRASE ??
+    (await promptSecret("passphrase: ", "the passphrase of this device's keys", SET_PASSPHRASE))
+  );
 }
 
 // The client, its HTTPS API and the engine load only after the argon2id unlock (64 MiB): loaded while it runs, their
@@ -141,11 +146,21 @@ export function registerSync(program: Command): void {
     .action(async (opts) => {
       const lines = opts.passwordStdin
         ? await readSecretLines(2, () => "password: ")
-        : [await readSecretLine("password: ")];
+        : [
+            await promptSecret(
+              "password: ",
+              "your account password",
+              "pipe it with --password-stdin, or use a terminal",
+            ),
+          ];
       const pass =
         process.env.ATREST_SYNC_PASSPHRASE ??
         lines[1] ??
-        (await readSecretLine("new passphrase for the device keys: "));
+        (await promptSecret(
+          "new passphrase for the device keys: ",
+          "a passphrase for this device's keys",
+          `${SET_PASSPHRASE} (or pipe it as the second line of --password-stdin)`,
+        ));
       const m = Number(process.env.ATREST_SYNC_KDF_MEMORY_KIB ?? 65_536);
       const { enroll } = await session();
       const r = await enroll({
