@@ -5,7 +5,7 @@
 import * as z from "zod";
 import { AtrestError } from "../../errors.ts";
 import { bytes, contextSchema, MAX_BATCH, mapItems, parse } from "./codec.ts";
-import type { Route } from "./route.ts";
+import type { Route, RouteContext } from "./route.ts";
 
 /** Largest plaintext or input of one item: the API is for values and fields; larger data takes a data key. */
 export const MAX_APP_BYTES = 64 * 1024;
@@ -59,6 +59,26 @@ function zeroAll(items: readonly { plaintext?: Buffer; input?: Buffer }[]): void
     it.plaintext?.fill(0);
     it.input?.fill(0);
   }
+}
+
+/** `POST /v1/keys/:name/batch/<what>`: the body parsed with `body`, `run` on its items, answered as `{items}`. */
+function batchRoute<S extends z.ZodType<{ items: unknown[] }>>(
+  what: string,
+  op: string,
+  summary: string,
+  body: S,
+  item: z.ZodType,
+  run: (c: RouteContext, items: z.infer<S>["items"]) => unknown[],
+): Route {
+  return {
+    method: "POST",
+    path: `/v1/keys/:name/batch/${what}`,
+    op,
+    summary,
+    body,
+    response: itemsOf(item),
+    handler: (c) => ({ items: run(c, parse(body, c.body).items) }),
+  };
 }
 
 export const APP_ROUTES: readonly Route[] = [
@@ -167,92 +187,61 @@ export const APP_ROUTES: readonly Route[] = [
   },
 
   // ---- batch forms: one result or {error} per item, in order; a failed item does not fail the others ----
-  {
-    method: "POST",
-    path: "/v1/keys/:name/batch/encrypt",
-    op: "batch-encrypt",
-    summary: "Encrypt up to 1000 items",
-    body: appSchemas.encryptBatch,
-    response: itemsOf(ciphertextOut),
-    handler: (c) => {
-      const b = parse(appSchemas.encryptBatch, c.body);
+  batchRoute(
+    "encrypt",
+    "batch-encrypt",
+    "Encrypt up to 1000 items",
+    appSchemas.encryptBatch,
+    ciphertextOut,
+    (c, items) => {
       try {
-        return { items: c.service().batch.encryptBatch(c.caller, c.params.name, b.items) };
+        return c.service().batch.encryptBatch(c.caller, c.params.name, items);
       } finally {
-        zeroAll(b.items);
+        zeroAll(items);
       }
     },
-  },
-  {
-    method: "POST",
-    path: "/v1/keys/:name/batch/decrypt",
-    op: "batch-decrypt",
-    summary: "Decrypt up to 1000 items",
-    body: appSchemas.decryptBatch,
-    response: itemsOf(plaintextOut),
-    handler: (c) => {
-      const b = parse(appSchemas.decryptBatch, c.body);
-      return { items: mapItems(c.service().batch.decryptBatch(c.caller, c.params.name, b.items), plaintextJson) };
-    },
-  },
-  {
-    method: "POST",
-    path: "/v1/keys/:name/batch/rewrap",
-    op: "batch-rewrap-ciphertext",
-    summary: "Re-encrypt up to 1000 ciphertexts under the current version",
-    body: appSchemas.decryptBatch,
-    response: itemsOf(ciphertextOut),
-    handler: (c) => {
-      const b = parse(appSchemas.decryptBatch, c.body);
-      return { items: c.service().batch.rewrapBatch(c.caller, c.params.name, b.items) };
-    },
-  },
-  {
-    method: "POST",
-    path: "/v1/keys/:name/batch/hmac",
-    op: "batch-hmac",
-    summary: "HMAC up to 1000 inputs",
-    body: appSchemas.inputBatch,
-    response: itemsOf(z.object({ hmac: z.string(), keyRef: z.string() })),
-    handler: (c) => {
-      const b = parse(appSchemas.inputBatch, c.body);
-      return { items: c.service().batch.hmacBatch(c.caller, c.params.name, b.items) };
-    },
-  },
-  {
-    method: "POST",
-    path: "/v1/keys/:name/batch/verify-hmac",
-    op: "batch-verify-hmac",
-    summary: "Check up to 1000 HMACs",
-    body: appSchemas.verifyHmacBatch,
-    response: itemsOf(verifyOut),
-    handler: (c) => {
-      const b = parse(appSchemas.verifyHmacBatch, c.body);
-      return { items: c.service().batch.verifyHmacBatch(c.caller, c.params.name, b.items) };
-    },
-  },
-  {
-    method: "POST",
-    path: "/v1/keys/:name/batch/sign",
-    op: "batch-sign",
-    summary: "Sign up to 1000 inputs",
-    body: appSchemas.inputBatch,
-    response: itemsOf(z.object({ signature: z.string(), keyRef: z.string() })),
-    handler: (c) => {
-      const b = parse(appSchemas.inputBatch, c.body);
-      return { items: c.service().batch.signBatch(c.caller, c.params.name, b.items) };
-    },
-  },
-  {
-    method: "POST",
-    path: "/v1/keys/:name/batch/verify",
-    op: "batch-verify",
-    summary: "Check up to 1000 signatures",
-    body: appSchemas.verifyBatch,
-    response: itemsOf(verifyOut),
-    handler: (c) => {
-      const b = parse(appSchemas.verifyBatch, c.body);
-      return { items: c.service().batch.verifyBatch(c.caller, c.params.name, b.items) };
-    },
-  },
+  ),
+  batchRoute(
+    "decrypt",
+    "batch-decrypt",
+    "Decrypt up to 1000 items",
+    appSchemas.decryptBatch,
+    plaintextOut,
+    (c, items) => mapItems(c.service().batch.decryptBatch(c.caller, c.params.name, items), plaintextJson),
+  ),
+  batchRoute(
+    "rewrap",
+    "batch-rewrap-ciphertext",
+    "Re-encrypt up to 1000 ciphertexts under the current version",
+    appSchemas.decryptBatch,
+    ciphertextOut,
+    (c, items) => c.service().batch.rewrapBatch(c.caller, c.params.name, items),
+  ),
+  batchRoute(
+    "hmac",
+    "batch-hmac",
+    "HMAC up to 1000 inputs",
+    appSchemas.inputBatch,
+    z.object({ hmac: z.string(), keyRef: z.string() }),
+    (c, items) => c.service().batch.hmacBatch(c.caller, c.params.name, items),
+  ),
+  batchRoute(
+    "verify-hmac",
+    "batch-verify-hmac",
+    "Check up to 1000 HMACs",
+    appSchemas.verifyHmacBatch,
+    verifyOut,
+    (c, items) => c.service().batch.verifyHmacBatch(c.caller, c.params.name, items),
+  ),
+  batchRoute(
+    "sign",
+    "batch-sign",
+    "Sign up to 1000 inputs",
+    appSchemas.inputBatch,
+    z.object({ signature: z.string(), keyRef: z.string() }),
+    (c, items) => c.service().batch.signBatch(c.caller, c.params.name, items),
+  ),
+  batchRoute("verify", "batch-verify", "Check up to 1000 signatures", appSchemas.verifyBatch, verifyOut, (c, items) =>
+    c.service().batch.verifyBatch(c.caller, c.params.name, items),
+  ),
 ];
