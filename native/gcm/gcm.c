@@ -13,6 +13,7 @@
 #include <node_api.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,11 +175,26 @@ static napi_value open_sealed(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// pageOffset(bytes: Uint8Array) -> the address of bytes[0] modulo 4096. Not crypto: the local blob store's O_DIRECT
+// writes need block-aligned memory and JS cannot see where an ArrayBuffer lives (its backing store never moves).
+static napi_value page_offset(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return throw_error(env, "bad arguments");
+  unsigned char* data = NULL;
+  size_t length = 0;
+  if (!bytes_of(env, argv[0], &data, &length)) return throw_error(env, "expected a Uint8Array");
+  napi_value result;
+  napi_create_uint32(env, (uint32_t)((uintptr_t)data & 4095), &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"create", NULL, create, NULL, NULL, NULL, napi_default, NULL},
       {"seal", NULL, seal, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, open_sealed, NULL, NULL, NULL, napi_default, NULL},
+      {"pageOffset", NULL, page_offset, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

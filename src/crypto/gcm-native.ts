@@ -16,6 +16,8 @@ interface Binding {
   seal(handle: GcmHandle, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): void;
   /** Plaintext of `sealed` (nonce ‖ ciphertext ‖ tag) at out[at..]; false (and that output cleansed) on a bad tag. */
   open(handle: GcmHandle, sealed: Uint8Array, aad: Uint8Array, out: Uint8Array, at: number): boolean;
+  /** The address of bytes[0] modulo 4096 (absent from bindings built before it). */
+  pageOffset?(bytes: Uint8Array): number;
 }
 
 /** Where scripts/build-gcm-binding.ts puts the binding, from the repository root. */
@@ -97,4 +99,13 @@ export function gcmHandle(key: KeyObject): GcmHandle | undefined {
     handles.set(key, handle);
   }
   return handle;
+}
+
+/**
+ * Where `bytes` starts within its memory page (address modulo 4096), or undefined without the binding: the local blob
+ * store aligns its O_DIRECT staging buffers with it (store/direct-io.ts). It lives in this binding because it is
+ * the one native module atrest builds.
+ */
+export function pageOffset(bytes: Uint8Array): number | undefined {
+  return gcmBinding?.pageOffset?.(bytes);
 }

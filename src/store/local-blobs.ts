@@ -18,6 +18,7 @@ import { constants, copyFile, type FileHandle, mkdir, open, readdir, rm, truncat
 import { join } from "node:path";
 import { NotFoundError, noSpaceOr } from "../errors.ts";
 import type { BlobReader, BlobStore, BlobWriter, HeadAccess } from "./blobs.ts";
+import { DIRECT_FROM_BYTES, DirectTail } from "./direct-io.ts";
 
 const ID = /^[0-9a-f]{32}$/;
 const BACKGROUND_SYNC_BYTES = 32 << 20;
@@ -196,7 +197,7 @@ export class LocalBlobStore implements BlobStore {
         ? await new Promise<number>((resolve, reject) =>
             openFd(path, "r+", 0o600, (err, f) => (err ? reject(err) : resolve(f))),
           )
-        : openSync(path, "wx", 0o600);
+        : openSync(path, "wx+", 0o600); // read-write: a switch to direct writes reads its last partial block back
       // The new name goes to stable storage now, beside the upload, so that the commit only syncs the file.
       const named = this.#shards.sync(shard);
       named.catch(() => undefined);
@@ -340,6 +341,9 @@ class LocalWriter implements BlobWriter {
   #unsynced = 0;
   #syncing: Promise<void> | undefined;
   #syncError: unknown;
+  /** Past DIRECT_FROM_BYTES the data goes around the page cache (direct-io.ts). */
+  #direct: DirectTail | undefined;
+  #directTried = false;
 
   constructor(id: string, path: string, fd: number, length: number, named: Promise<void>, done: () => void) {
     this.id = id;
@@ -360,6 +364,17 @@ class LocalWriter implements BlobWriter {
 
   async #write(chunks: Buffer[]): Promise<void> {
     if (this.#syncError) throw this.#syncError;
+    const bytes = byteLength(chunks);
+    if (!this.#directTried && this.length + bytes >= DIRECT_FROM_BYTES) {
+      this.#directTried = true;
+      this.#direct = DirectTail.start(this.#path, this.#fd, this.length);
+    }
+    if (this.#direct) {
+      await this.#direct.write(chunks);
+      if (this.#direct.refused) this.#endDirect();
+      this.#wrote(this.length + bytes);
+      return;
+    }
     let position = this.length;
     let pending = chunks;
     // A small write (a small file's one write at CLOSE) goes to the page cache on this thread: that takes microseconds,
@@ -382,6 +397,16 @@ class LocalWriter implements BlobWriter {
       }
       pending = rest;
     }
+    this.#wrote(position);
+  }
+
+  #endDirect(): void {
+    this.#direct?.close();
+    this.#direct = undefined;
+  }
+
+  /** The blob is `position` bytes long now. */
+  #wrote(position: number): void {
     this.#unsynced += position - this.length;
     this.length = position;
     // Flush to disk while the upload is still arriving, so the fsync at commit has little left: a 1 GiB upload
@@ -409,6 +434,10 @@ class LocalWriter implements BlobWriter {
   async #commit(): Promise<void> {
     await this.#syncing;
     if (this.#syncError) throw this.#syncError;
+    if (this.#direct) {
+      await this.#direct.finish();
+      this.#endDirect();
+    }
     // The data and the name (synced since create; normally long done) are both durable before this returns.
     await Promise.all([fdDone(fsync, this.#fd), this.#named]);
     // Removed meanwhile (another process's start sweeping what no metadata references yet): fail as a rename of a
@@ -422,6 +451,7 @@ class LocalWriter implements BlobWriter {
 
   async abort(): Promise<void> {
     await this.#syncing;
+    this.#endDirect();
     if (!this.#closed) {
       this.#closed = true;
       await fdDone(close, this.#fd).catch(() => undefined);

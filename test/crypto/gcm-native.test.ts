@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { createCipheriv, createSecretKey, randomBytes } from "node:crypto";
 import { test } from "node:test";
 import { open, openInto, SEAL_OVERHEAD, seal, sealInto } from "../../src/crypto/aead.ts";
-import { containerCrypto, gcmBinding, gcmHandle } from "../../src/crypto/gcm-native.ts";
+import { containerCrypto, gcmBinding, gcmHandle, pageOffset } from "../../src/crypto/gcm-native.ts";
 import { IntegrityError } from "../../src/errors.ts";
 
 const expectNative = process.env.ATREST_EXPECT_NATIVE_GCM === "1" || process.env.CI === "true";
@@ -93,6 +93,16 @@ test("the binding refuses bad arguments instead of writing out of bounds", { ski
   // the ciphertext may not land on top of the plaintext it is reading (in place exactly is what OpenSSL allows)
   const shared = Buffer.alloc(400);
   assert.throws(() => binding.seal(handle, randomBytes(12), aad, shared.subarray(0, 100), shared, 0), /overlaps/);
+});
+
+test("pageOffset tells where a view starts within its page (O_DIRECT staging, store/direct-io.ts)", { skip }, () => {
+  const whole = Buffer.allocUnsafeSlow(3 * 4096);
+  const at = pageOffset(whole);
+  assert.ok(at !== undefined && at >= 0 && at < 4096);
+  // views move the address with their byteOffset; the first aligned view is at offset 0 of its page
+  assert.equal(pageOffset(whole.subarray(5)), (at + 5) % 4096);
+  assert.equal(pageOffset(whole.subarray((4096 - at) % 4096)), 0);
+  assert.throws(() => gcmBinding?.pageOffset?.({} as Uint8Array), /Uint8Array/);
 });
 
 test("ATREST_CONTAINER_CRYPTO=js switches the binding off", () => {
