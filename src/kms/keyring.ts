@@ -68,6 +68,23 @@ function checkType(name: string, type: KeyType, allowed: readonly KeyType[], op:
   }
 }
 
+/**
+ * A version new data is encrypted under must be active and not scheduled for destruction: during a destruction's
+ * waiting period it still decrypts, but what it encrypted then would be lost at the due time without anyone having
+ * counted it (a whole key's current version; the file server's destroy guard counts only what exists when asked).
+ */
+function assertEncrypts(name: string, v: number, row: { state: KeyState; destroyAt: string | null } | undefined): void {
+  if (row?.state !== "active") {
+    throw new KeyUnavailableError(`${formatKeyRef(name, v)} cannot encrypt: it is ${row?.state ?? "missing"}`);
+  }
+  if (row.destroyAt) {
+    throw new KeyUnavailableError(
+      `${formatKeyRef(name, v)} cannot encrypt: it is scheduled for destruction at ${row.destroyAt} ` +
+        `(kms key cancel-destroy ${name} to use it again)`,
+    );
+  }
+}
+
 /** States under which a version may still decrypt. pre-active is not yet usable; destroyed has no material. */
 const DECRYPTABLE: ReadonlySet<KeyState> = new Set(["active", "deactivated", "compromised"]);
 
@@ -200,10 +217,7 @@ export class Keyring {
     if (!key) throw new KeyUnavailableError(`unknown key: kek:${name}`);
     checkType(name, key.row.type, AES_ONLY, "wrap");
     const v = key.row.currentVersion;
-    const state = key.versions.get(v)?.state;
-    if (state !== "active") {
-      throw new KeyUnavailableError(`${formatKeyRef(name, v)} cannot encrypt: it is ${state ?? "missing"}`);
-    }
+    assertEncrypts(name, v, key.versions.get(v));
     return v;
   }
 
@@ -409,10 +423,7 @@ export class Keyring {
         `${formatKeyRef(name, v)} cannot encrypt: versions v${key.row.minEncryptionVersion} to v${key.row.currentVersion} of kek:${name} can`,
       );
     }
-    const state = key.versions.get(v)?.state;
-    if (state !== "active") {
-      throw new KeyUnavailableError(`${formatKeyRef(name, v)} cannot encrypt: it is ${state ?? "missing"}`);
-    }
+    assertEncrypts(name, v, key.versions.get(v));
     return { kek: this.#cache.kek(name, v), v, type: key.row.type };
   }
 

@@ -91,6 +91,12 @@ describe("dual control: destroying a key shreds exactly the files shred-report l
     await cli(["kms", "approve", id, "--accept-data-loss", ...as("bob")]);
     assert.match((await cli(["kms", "key", "show", "vault", ...as("op")])).stdout, /destroy at/);
     assert.ok(await download("vault/v2.txt"), "scheduled, not yet destroyed: still readable");
+    // but nothing new goes under a version being destroyed: it would be lost at the due time, counted by nobody
+    const late = join(root, "late.txt");
+    await writeFile(late, randomBytes(100));
+    const put = await sftp([`put ${late} vault/late.txt`]);
+    assert.notEqual(put.code, 0, "an upload under a key scheduled for destruction was accepted");
+    assert.match((await cli(["kms", "key", "show", "vault", ...as("op")])).stdout, /kek:vault:v1\tactive.*destroy at/);
 
     // Eight days later (test clock) the scheduler destroys the key at its next pass (every CLI command runs one).
     await writeFile(clock, new Date(Date.now() + 8 * 86_400_000).toISOString());
