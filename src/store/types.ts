@@ -315,6 +315,8 @@ export interface NodeWrites {
   setVersioning(dirId: string, state: VersioningState | undefined): Promise<void>;
   insertVersion(row: VersionRow): Promise<void>;
   deleteVersion(id: string): Promise<void>;
+  /** Replaces a kept version's sealed attributes (its tags changed; nothing else of the row does). */
+  updateVersionAttrs(id: string, attrsCt: Buffer): Promise<void>;
   updateNode(id: string, patch: NodePatch): Promise<void>;
   deleteNode(id: string): Promise<void>;
 }

@@ -60,6 +60,8 @@ export interface UploadRecord {
   headers: Record<string, string>;
   /** S3 object tags the object gets at Complete (x-amz-tagging at Create). */
   tags?: [string, string][];
+  /** The S3 ACL the object gets at Complete (x-amz-acl / x-amz-grant-* at Create; grantees are user names). */
+  acl?: [string, string][];
   note?: string;
   /** The additional checksum every part gets (x-amz-checksum-algorithm at Create). */
   checksum?: MultipartChecksum;

@@ -509,16 +509,26 @@ export class Session implements VfsSession {
     );
   }
 
-  async setObjectTags(path: string, tags: [string, string][]): Promise<void> {
+  async setObjectTags(path: string, tags: [string, string][], versionId?: string): Promise<void> {
     const p = normalize(path);
     await this.#audited(
       "attrs.change",
       p,
       async () => {
-        const node = await this.#resolve(p);
-        if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", "tags go on files");
         // tagging a file changes the file: the same right as replacing it
         this.#perms.require(p, "overwrite");
+        if (versionId !== undefined) {
+          const node = await this.#version(p, versionId);
+          // a kept version is a row of its versioned folder (no parent); the current one is the file's node
+          if (node.parentId === null) {
+            const { scope } = await this.#vfs.versions.scopeOfPath(this.#rootId, p);
+            if (!scope) throw new NotFoundError("no such version");
+            return this.#vfs.setVersionTags(scope, versionId, tags);
+          }
+          return this.#vfs.setObjectTags(node, tags);
+        }
+        const node = await this.#resolve(p);
+        if (node.kind !== "file") throw new AtrestError("IS_A_DIRECTORY", "tags go on files");
         await this.#vfs.setObjectTags(node, tags);
       },
       { detail: tags.length > 0 ? `tags ${tags.length}` : "tags removed" },
@@ -702,6 +712,7 @@ export class Session implements VfsSession {
             ...(options.key ? { requested: options.key } : {}),
             headers: options.headers ?? {},
             ...(options.tags && options.tags.length > 0 ? { tags: options.tags } : {}),
+            ...(options.acl && options.acl.length > 0 ? { acl: options.acl } : {}),
             ...(options.encryptionNote ? { note: options.encryptionNote } : {}),
             ...(options.checksum ? { checksum: options.checksum } : {}),
             ...(this.#info.jobUser ? { initiator: this.#info.jobUser } : {}),
@@ -842,6 +853,7 @@ export class Session implements VfsSession {
           ...(options.partSizes ? { parts: runLength(options.partSizes) } : {}),
           ...(Object.keys(upload.headers).length > 0 ? { headers: upload.headers } : {}),
           ...(upload.tags ? { tags: upload.tags } : {}),
+          ...(upload.acl ? { acl: upload.acl } : {}),
           ...(options.checksum ? { checksum: options.checksum } : {}),
         };
         const writeOptions = {

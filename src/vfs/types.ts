@@ -245,6 +245,8 @@ export interface MultipartOptions {
   headers?: Record<string, string>;
   /** S3 object tags the object gets at Complete (ObjectMeta.tags; x-amz-tagging at Create). */
   tags?: [string, string][];
+  /** The S3 ACL the object gets at Complete (ObjectMeta.acl; x-amz-acl / x-amz-grant-* at Create). */
+  acl?: [string, string][];
   checksum?: MultipartChecksum;
 }
 
@@ -282,10 +284,11 @@ export interface VfsSession {
   /** A directory's default encryption (S3 bucket encryption), undefined when none is set. Needs `list` on it. */
   getEncryption?(path: string): Promise<DirEncryption | undefined>;
   /**
-   * Replaces the S3 tags of a file's current version (none: removes them), keeping its content and other metadata;
-   * needs `overwrite` there, as any change of the file. Audited as `attrs.change` (the count, never a tag).
+   * Replaces the S3 tags of a file's current version, or of its version `versionId` (a noncurrent one too), none:
+   * removes them, keeping its content and other metadata; needs `overwrite` there, as any change of the file.
+   * Audited as `attrs.change` (the count, never a tag). NOT_FOUND for no such version or a delete marker.
    */
-  setObjectTags?(path: string, tags: [string, string][]): Promise<void>;
+  setObjectTags?(path: string, tags: [string, string][], versionId?: string): Promise<void>;
   /**
    * Replaces the S3 ACL of a file's current version or of a directory (a bucket), none = private; needs `overwrite`
    * on a file, `mkdir` on a directory. Audited as `attrs.change` (the grant count, no grantee).

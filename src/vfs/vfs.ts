@@ -804,6 +804,23 @@ export class Vfs {
     await this.#setObjectField(node, "tags", tags.length > 0 ? tags : undefined);
   }
 
+  /**
+   * Replaces the S3 tags of the kept (noncurrent) version `versionId` of a key (sealed with the row's attributes, as
+   * archived). NOT_FOUND when there is no such row or it is a delete marker.
+   */
+  async setVersionTags(scope: VersionScope, versionId: string, tags: [string, string][]): Promise<void> {
+    await this.store.transaction(async (tx) => {
+      const row = await tx.getVersion(scope.dirId, scope.keyMac, versionId);
+      if (!row || row.marker) throw new NotFoundError("no such version");
+      const attrs = this.#crypto.openAttrs(row.id, row.blobId, row.contentId, row.attrsCt);
+      const { tags: _old, ...rest } = attrs.object ?? {};
+      const object: ObjectMeta = tags.length > 0 ? { ...rest, tags } : rest;
+      const next = { ...attrs, object: Object.keys(object).length > 0 ? object : undefined };
+      if (!next.object) delete next.object;
+      await tx.updateVersionAttrs(row.id, this.#crypto.sealAttrs(row.id, row.blobId, row.contentId, next));
+    });
+  }
+
   /** Replaces the S3 ACL of a file's current version or a directory (sealed with its attributes). */
   async setObjectAcl(node: NodeRow, grants: [string, string][] | undefined): Promise<void> {
     await this.#setObjectField(node, "acl", grants && grants.length > 0 ? grants : undefined);

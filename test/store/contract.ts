@@ -514,6 +514,11 @@ export function metaStoreContract(driver: ContractDriver): void {
           store.transaction((tx) => tx.insertVersion({ ...row(4, false), versionId: "v1" })),
           "a version id is a key's once",
         );
+        // a kept version's attributes are replaced (its tags changed), nothing else of the row
+        const attrsCt = randomBytes(80);
+        await store.transaction((tx) => tx.updateVersionAttrs(rows[0]?.id as string, attrsCt));
+        assert.deepEqual(await store.getVersion(dirId, keyMac, "v1"), { ...rows[0], attrsCt });
+        assert.deepEqual(await store.getVersion(dirId, keyMac, "v2"), rows[1]);
         await store.transaction(async (tx) => {
           for (const r of rows) await tx.deleteVersion(r.id);
           await tx.setVersioning(dirId, undefined);

@@ -38,6 +38,11 @@ export interface Ctx {
   buckets?: S3Buckets;
   /** Public grants (AllUsers, AuthenticatedUsers) may be set and count (--s3-public-access allow). */
   publicAcls: boolean;
+  /**
+   * A session of `owner`'s tree on the requester's behalf (the requester's own for themselves), closed when the
+   * request ends: a copy source in another bucket than the one the request is placed in.
+   */
+  openAs?: (owner: string) => Promise<VfsSession>;
 }
 
 export interface CustomerKey {

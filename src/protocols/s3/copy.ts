@@ -7,13 +7,14 @@
 // the upload; the upload's detail names the source.
 import { createHash, type Hash } from "node:crypto";
 import { AtrestError } from "../../errors.ts";
-import type { FileStat, OpenReadOptions, ReadHandle, WriteHandle } from "../../vfs/types.ts";
+import type { FileStat, OpenReadOptions, ReadHandle, VfsSession, WriteHandle } from "../../vfs/types.ts";
 import { Checksum, checksumAlgorithm } from "./checksum.ts";
 import { bucketExists, type Ctx, type CustomerKey, iso, mkdirs, objectPath, send } from "./context.ts";
 import { accessDenied, noSuchBucket, S3Error } from "./errors.ts";
 import { aclToKeep, granted, grantsOf, requestedAcl } from "./grants.ts";
 import { etagOf, metadataOf, objectMeta } from "./metadata.ts";
 import { READ_PIECE, versionHeader, writePlan } from "./objects.ts";
+import { policyVerdict } from "./policy.ts";
 import { sseHeaders } from "./sse.ts";
 import { copyTags } from "./tagging.ts";
 import { xmlDoc } from "./xml.ts";
@@ -24,6 +25,8 @@ export interface CopySource {
   /** The source's path in the user's view. */
   path: string;
   stat: FileStat;
+  /** The session the source is read through (another than the request's when its bucket is another user's). */
+  session: VfsSession;
   customerKey?: CustomerKey;
   /** The source's version (x-amz-copy-source `?versionId=`); undefined: the current one. */
   versionId?: string;
@@ -63,24 +66,70 @@ export async function copySource(c: Ctx): Promise<CopySource> {
       "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
     );
   }
-  // a source in another user's bucket than the session's tree (the requester's own, or the destination owner's)
-  const srcOwner = await c.buckets?.owner(bucket);
-  if (srcOwner !== undefined && srcOwner !== c.session.username) throw accessDenied();
+  const at = await sourcePlace(c, bucket);
+  const path = objectPath(bucket, key);
+  // the source is weighed as a GET of it would be: its bucket's policy (a Deny refuses its owner too), then, in
+  // another user's bucket, what the policy allows or else the object's ACL grants
+  const sc: Ctx = {
+    ...c,
+    session: at.session,
+    owner: at.owner,
+    bucket,
+    key,
+    query: new Map(versionId !== undefined ? [["versionId", versionId]] : []),
+  };
+  const action = versionId === undefined ? "s3:GetObject" : "s3:GetObjectVersion";
+  const verdict = await policyVerdict(sc, false, { action, resource: `arn:aws:s3:::${bucket}/${key}` });
+  if (verdict === "deny") throw accessDenied();
+  const foreign = at.owner !== c.requester && verdict !== "allow";
   try {
-    await bucketExists(c.session, bucket);
+    await bucketExists(at.session, bucket);
   } catch (err) {
     if (err instanceof AtrestError && err.code === "NOT_FOUND") throw noSuchBucket();
     throw err;
   }
-  const path = objectPath(bucket, key);
-  const stat = versionId === undefined ? await c.session.stat(path) : await sourceVersion(c, path, versionId);
-  if (stat.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
-  // another user copying from a bucket that is not theirs: the source object's ACL must let them read it
-  if (c.owner !== undefined && c.owner !== c.requester && !granted(c, grantsOf(stat, c.session.username), "READ")) {
-    throw accessDenied();
+  let stat: FileStat;
+  try {
+    stat = versionId === undefined ? await at.session.stat(path) : await sourceVersion(sc, path, versionId);
+    if (stat.kind !== "file") throw new AtrestError("NOT_FOUND", "no such key");
+  } catch (err) {
+    // a missing key is told only to someone who may list the bucket, as for a GET
+    const missing =
+      (err instanceof AtrestError && err.code === "NOT_FOUND") ||
+      (err instanceof S3Error && err.code === "NoSuchVersion");
+    if (missing && foreign && !granted(sc, grantsOf(await at.session.stat(`/${bucket}`), at.owner), "READ")) {
+      throw accessDenied();
+    }
+    throw err;
   }
+  if (foreign && !granted(sc, grantsOf(stat, at.owner), "READ")) throw accessDenied();
   checkCopyConditions(c, stat);
-  return { bucket, key, path, stat, customerKey: c.copySourceKey, ...(versionId !== undefined ? { versionId } : {}) };
+  return {
+    bucket,
+    key,
+    path,
+    stat,
+    session: at.session,
+    customerKey: c.copySourceKey,
+    ...(versionId !== undefined ? { versionId } : {}),
+  };
+}
+
+/**
+ * The tree the copy source's bucket is in and its owner: the session the request is placed in when that owner holds
+ * the bucket (or no one registered it), else a session of the bucket's owner on the requester's behalf.
+ */
+async function sourcePlace(c: Ctx, bucket: string): Promise<{ session: VfsSession; owner: string }> {
+  const owner = (await c.buckets?.owner(bucket)) ?? c.session.username;
+  if (owner === c.session.username || !c.openAs) return { session: c.session, owner: c.session.username };
+  try {
+    return { session: await c.openAs(owner), owner };
+  } catch (err) {
+    // the owner was removed or disabled: the name's row outlived them
+    if (err instanceof AtrestError && (err.code === "NOT_FOUND" || err.code === "PERMISSION_DENIED"))
+      throw noSuchBucket();
+    throw err;
+  }
 }
 
 /** The copy source's version `versionId` (a delete marker cannot be copied: 400 InvalidRequest, as S3). */
@@ -176,7 +225,7 @@ export async function copyObject(c: Ctx): Promise<void> {
     c.customerKey !== undefined ||
     src.customerKey !== undefined ||
     c.req.headers["x-amz-server-side-encryption"] !== undefined;
-  if (src.path === dest && directive === "COPY" && !changesEncryption) {
+  if (src.session === c.session && src.path === dest && directive === "COPY" && !changesEncryption) {
     throw new S3Error(
       "InvalidRequest",
       400,
@@ -195,7 +244,7 @@ export async function copyObject(c: Ctx): Promise<void> {
   const algo = c.req.headers["x-amz-checksum-algorithm"];
   const sum = typeof algo === "string" ? new Checksum(checksumAlgorithm(algo)) : undefined;
   const kept = src.stat.object?.checksum?.type === "FULL_OBJECT" ? src.stat.object.checksum : undefined;
-  const r = await c.session.openRead(src.path, sourceRead(src));
+  const r = await src.session.openRead(src.path, sourceRead(src));
   let st: FileStat;
   try {
     await mkdirs(c.session, dest.slice(0, dest.lastIndexOf("/")));

@@ -108,8 +108,8 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
   const plan = await writePlan(c);
   // the object's tags, kept (sealed) with the upload and given to the object at Complete
   const tags = taggingHeader(c.req);
-  // the ACL of a multipart upload is not kept: any other than the private one is refused, not dropped
-  if (aclToKeep(requestedAcl(c, c.session.username), c.session.username)) notImplemented();
+  // the object's ACL, kept (sealed) with the upload and given to the object at Complete, as a PutObject sets it
+  const acl = aclToKeep(requestedAcl(c, c.session.username), c.session.username);
   const headers = metadataOf(c.req);
   const algo = c.req.headers["x-amz-checksum-algorithm"];
   const type = c.req.headers["x-amz-checksum-type"];
@@ -128,6 +128,7 @@ export async function createMultipartUpload(c: Ctx): Promise<void> {
     headers,
     checksum,
     ...(tags ? { tags } : {}),
+    ...(acl ? { acl } : {}),
   });
   send(c.res, 200, xmlDoc("InitiateMultipartUploadResult", { Bucket: c.bucket, Key: c.key, UploadId: upload.id }), {
     ...uploadSse(c, upload, plan.key),
@@ -192,7 +193,7 @@ export async function uploadPart(c: Ctx): Promise<void> {
     const md5 = createHash("md5");
     const sum = algorithm ? new Checksum(algorithm) : undefined;
     try {
-      const r = await c.session.openRead(src.path, sourceRead(src));
+      const r = await src.session.openRead(src.path, sourceRead(src));
       try {
         await pump(r, asWriteHandle(part), range.start, range.end, md5, sum);
       } finally {

@@ -204,7 +204,13 @@ export function actionOf(c: Ctx, form: boolean): { action: string; resource: str
               : m === "DELETE"
                 ? "s3:DeleteObject"
                 : "s3:PutObject";
-  return { action, resource: `${bucketArn}/${c.key}` };
+  return { action: q.has("versionId") ? versionAction(action) : action, resource: `${bucketArn}/${c.key}` };
+}
+
+/** What an operation on one version (`?versionId=`) is called, as IAM names them: s3:GetObject → s3:GetObjectVersion. */
+export function versionAction(action: string): string {
+  const m = /^s3:(Get|Put|Delete)Object(Acl|Tagging)?$/.exec(action);
+  return m && !(m[1] === "Put" && m[2] === undefined) ? `s3:${m[1]}ObjectVersion${m[2] ?? ""}` : action;
 }
 
 /** The bucket's policy document as kept, if any. */
@@ -221,13 +227,18 @@ async function storedPolicy(c: Ctx): Promise<string | undefined> {
 /**
  * The bucket policy's verdict on the request: `deny` (an explicit Deny matches), `allow` (an Allow matches, no Deny)
  * or undefined (no statement matches, or no policy). An Allow to everyone counts only with public access allowed.
+ * `as`: the action and resource to weigh instead of the request's own (a copy source is weighed as a GET of it).
  */
-export async function policyVerdict(c: Ctx, form = false): Promise<"allow" | "deny" | undefined> {
+export async function policyVerdict(
+  c: Ctx,
+  form = false,
+  as?: { action: string; resource: string },
+): Promise<"allow" | "deny" | undefined> {
   if (!c.bucket || c.owner === undefined) return undefined;
   const text = await storedPolicy(c);
   if (!text) return undefined;
   const statements = parseBucketPolicy(text, c.bucket);
-  const { action, resource } = actionOf(c, form);
+  const { action, resource } = as ?? actionOf(c, form);
   let allowed = false;
   for (const s of statements) {
     if (!principalMatches(s, c.requester)) continue;

@@ -93,6 +93,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
     let customerKey: CustomerKey | undefined;
     let copySourceKey: CustomerKey | undefined;
     let formReader: FormReader | undefined;
+    const more = new Map<string, Promise<VfsSession>>();
     try {
       const pairs = queryPairs(qAt < 0 ? "" : url.slice(qAt + 1));
       const segments = rawPath.split("/");
@@ -203,6 +204,19 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
         owner: placed.owner,
         buckets: options.buckets,
         publicAcls: options.publicAcls === true,
+        openAs: (owner) => {
+          let s = more.get(owner);
+          if (!s) {
+            s =
+              owner === requester && !anonymous
+                ? login.openSession(sid)
+                : anonymous
+                  ? login.openAnonymous(owner, sid, req.socket.remoteAddress)
+                  : login.openSessionAs(sid, owner);
+            more.set(owner, s);
+          }
+          return s;
+        },
       };
       await applyCors(ctx);
       // before the SSE-C headers are parsed: a policy may refuse a request by them (a wrong algorithm included)
@@ -225,6 +239,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
       if (customerKey) zero(customerKey.key);
       if (copySourceKey) zero(copySourceKey.key);
       await session?.close().catch(() => undefined);
+      for (const s of more.values()) await s.then((x) => x.close()).catch(() => undefined);
       if (sessionId) login.logout(sessionId);
     }
   };

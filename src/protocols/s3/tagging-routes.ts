@@ -1,4 +1,4 @@
-// The tagging subresources: Put/Get/DeleteObjectTagging (?tagging on a key, ?versionId= for an old version's) and
+// The tagging subresources: Put/Get/DeleteObjectTagging (?tagging on a key, ?versionId= for one version's, a noncurrent one too) and
 // Put/Get/DeleteBucketTagging. Apart from tagging.ts, whose parsing and headers objects.ts uses, so that neither
 // module imports the other.
 import { AtrestError } from "../../errors.ts";
@@ -27,21 +27,13 @@ export async function objectTagging(c: Ctx): Promise<void> {
     );
   }
   if (!c.session.setObjectTags) throw new S3Error("NotImplemented", 501, "tags are not kept by this store");
-  // changing a noncurrent version's tags is not served: refused, never applied to the current version instead
-  if (versionId !== undefined) {
-    const current =
-      versionId === (st.versionId ?? "null") ? await c.session.stat(path).catch(() => undefined) : undefined;
-    if (current?.kind !== "file" || (current.versionId ?? "null") !== versionId) {
-      throw new S3Error("NotImplemented", 501, "Changing the tags of a noncurrent version is not implemented");
-    }
-  }
   if (m === "PUT") {
     const tags = parseTagging(await readSmallBody(c));
-    await c.session.setObjectTags(path, tags);
+    await c.session.setObjectTags(path, tags, versionId);
     return send(c.res, 200, undefined, version);
   }
   if (m === "DELETE") {
-    await c.session.setObjectTags(path, []);
+    await c.session.setObjectTags(path, [], versionId);
     return send(c.res, 204, undefined, version);
   }
   throw new S3Error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.");

@@ -189,6 +189,9 @@ export function nodes(sql: Sql): NodeReads & NodeWrites {
     async deleteVersion(id) {
       await sql.run("DELETE FROM file_versions WHERE id = ?", id);
     },
+    async updateVersionAttrs(id, attrsCt) {
+      await sql.run("UPDATE file_versions SET attrs_ct = ? WHERE id = ?", attrsCt, id);
+    },
     async insertFilePieces(contentId, pieces) {
       for (let i = 0; i < pieces.length; i++) {
         const p = pieces[i] as (typeof pieces)[number];

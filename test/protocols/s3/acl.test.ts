@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
+  CompleteMultipartUploadCommand,
   CreateBucketCommand,
+  CreateMultipartUploadCommand,
   GetBucketAclCommand,
   GetObjectAclCommand,
   GetObjectCommand,
@@ -15,6 +17,7 @@ import {
   PutBucketAclCommand,
   PutObjectAclCommand,
   PutObjectCommand,
+  UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { cli, removeDir } from "../../helpers/atrest.ts";
 import { type S3Server, startS3 } from "../../helpers/s3.ts";
@@ -173,6 +176,81 @@ test("allowed public access: canned ACLs let other users and anonymous requests 
   // an object ACL does not outlive its version: overwritten without one, it is private
   await a.send(new PutObjectCommand({ Bucket: "shelf", Key: "open.txt", Body: "v2" }));
   assert.equal((await anonymous(open, "GET", "/shelf/open.txt")).status, 403);
+});
+
+test("CreateMultipartUpload's ACL is the completed object's, as a PutObject's; public ones refused while blocked", async () => {
+  // blocked: a public canned ACL is refused at Create (no upload), a grant to a named user is kept
+  const c = blocked.client();
+  await assert.rejects(
+    c.send(new CreateMultipartUploadCommand({ Bucket: "acls", Key: "mp-pub", ACL: "public-read" })),
+    status(403, "AccessDenied"),
+  );
+  const cli = await blocked.aws([
+    "s3api",
+    "create-multipart-upload",
+    "--bucket",
+    "acls",
+    "--key",
+    "mp-bob",
+    "--grant-read",
+    "id=bob",
+  ]);
+  assert.equal(cli.code, 0, cli.stderr);
+  const UploadId = JSON.parse(cli.stdout).UploadId as string;
+  const part = await c.send(
+    new UploadPartCommand({ Bucket: "acls", Key: "mp-bob", UploadId, PartNumber: 1, Body: "for bob" }),
+  );
+  const bob = blocked.client(blocked.users[1]);
+  // nothing to read before the Complete
+  await assert.rejects(bob.send(new GetObjectCommand({ Bucket: "acls", Key: "mp-bob" })), status(403));
+  await c.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: "acls",
+      Key: "mp-bob",
+      UploadId,
+      MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+    }),
+  );
+  const got = await bob.send(new GetObjectCommand({ Bucket: "acls", Key: "mp-bob" }));
+  assert.equal(await got.Body?.transformToString(), "for bob");
+  assert.deepEqual(
+    (await c.send(new GetObjectAclCommand({ Bucket: "acls", Key: "mp-bob" }))).Grants?.map((g) => [
+      g.Grantee?.ID,
+      g.Permission,
+    ]),
+    [
+      ["alice", "FULL_CONTROL"],
+      ["bob", "READ"],
+    ],
+  );
+  // allowed: public-read at Create makes the completed object readable by anyone (awscli's multipart cp --acl)
+  const a = open.client();
+  await a.send(new CreateBucketCommand({ Bucket: "mpacl" }));
+  const up = await a.send(new CreateMultipartUploadCommand({ Bucket: "mpacl", Key: "pub", ACL: "public-read" }));
+  const big = Buffer.alloc(5 * 1024 * 1024, 7);
+  const p1 = await a.send(
+    new UploadPartCommand({ Bucket: "mpacl", Key: "pub", UploadId: up.UploadId, PartNumber: 1, Body: big }),
+  );
+  const p2 = await a.send(
+    new UploadPartCommand({ Bucket: "mpacl", Key: "pub", UploadId: up.UploadId, PartNumber: 2, Body: "tail" }),
+  );
+  assert.equal((await anonymous(open, "GET", "/mpacl/pub")).status, 403, "no object before the Complete");
+  await a.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: "mpacl",
+      Key: "pub",
+      UploadId: up.UploadId,
+      MultipartUpload: {
+        Parts: [
+          { PartNumber: 1, ETag: p1.ETag },
+          { PartNumber: 2, ETag: p2.ETag },
+        ],
+      },
+    }),
+  );
+  const r = await fetch(`${open.endpoint}/mpacl/pub`);
+  assert.equal(r.status, 200);
+  assert.equal((await r.arrayBuffer()).byteLength, big.length + 4);
 });
 
 test("audit: an anonymous request is job user anonymous, effective user the bucket's owner", async () => {

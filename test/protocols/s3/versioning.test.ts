@@ -10,6 +10,7 @@ import { after, before, test } from "node:test";
 import { cli, type RunningServer, removeDir, startServer, tempDir } from "../../helpers/atrest.ts";
 import { addS3Key, s3PortOf } from "../../helpers/s3.ts";
 import { makeClientKey, run, runSftpBatch } from "../../helpers/sftp-clients.ts";
+import { storeBytes } from "../../helpers/store.ts";
 
 let dir: string;
 let data: string;
@@ -225,15 +226,15 @@ test("suspended versioning writes the version null, replacing the earlier null o
   const out = join(dir, "s-null.txt");
   await s3api(["get-object", "--bucket", bucket, "--key", "k", "--version-id", "null", out]);
   assert.equal(await readFile(out, "utf8"), "suspended 2");
-  // tags by version: the current one's are set and read; a noncurrent one's are read, changing them is refused
+  // tags by version: the current one's and a noncurrent one's are set, read and removed, each on its own version
   const tagging = ["--tagging", "TagSet=[{Key=k,Value=v}]"];
   await s3api(["put-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", "null", ...tagging]);
   const tags = await s3api(["get-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", "null"]);
   assert.deepEqual(tags.TagSet, [{ Key: "k", Value: "v" }]);
   const old = await s3api(["get-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", enabled]);
   assert.deepEqual(old.TagSet, []);
-  const refused = await aws([
-    "s3api",
+  const secret = `noncurrent-${randomBytes(6).toString("hex")}`;
+  const set = await s3api([
     "put-object-tagging",
     "--bucket",
     bucket,
@@ -241,9 +242,41 @@ test("suspended versioning writes the version null, replacing the earlier null o
     "k",
     "--version-id",
     enabled,
+    "--tagging",
+    `TagSet=[{Key=project,Value=${secret}}]`,
+  ]);
+  assert.equal(set.VersionId, enabled);
+  const tagged = await s3api(["get-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", enabled]);
+  assert.deepEqual(tagged.TagSet, [{ Key: "project", Value: secret }]);
+  // the current version keeps its own tags, the old one its content and metadata
+  const current = await s3api(["get-object-tagging", "--bucket", bucket, "--key", "k"]);
+  assert.deepEqual(current.TagSet, [{ Key: "k", Value: "v" }]);
+  const head = await s3api(["head-object", "--bucket", bucket, "--key", "k", "--version-id", enabled]);
+  assert.equal(head.TagCount, 1);
+  const back = join(dir, "s-enabled.txt");
+  await s3api(["get-object", "--bucket", bucket, "--key", "k", "--version-id", enabled, back]);
+  assert.equal(await readFile(back, "utf8"), "enabled");
+  // sealed like the version's other attributes: not in the metadata store in the clear
+  assert.ok(!(await storeBytes(data)).includes(secret));
+  for (const f of (await readdir(data)).filter((n) => n.startsWith("meta.db"))) {
+    assert.ok(!(await readFile(join(data, f))).includes(secret), f);
+  }
+  await s3api(["delete-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", enabled]);
+  const cleared = await s3api(["get-object-tagging", "--bucket", bucket, "--key", "k", "--version-id", enabled]);
+  assert.deepEqual(cleared.TagSet, []);
+  // a version that is not there
+  const none = await aws([
+    "s3api",
+    "put-object-tagging",
+    "--bucket",
+    bucket,
+    "--key",
+    "k",
+    "--version-id",
+    "nosuchversion",
     ...tagging,
   ]);
-  assert.match(refused.stderr, /NotImplemented/);
+  assert.match(none.stderr, /NoSuchVersion/);
 });
 
 test("key jobs cover kept versions: status counts them, rewrap and reencrypt move them, each reads back", async () => {
