@@ -6,16 +6,19 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { serverCompileCache } from "../src/cli/server-compile-cache.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const pinned = join(root, "node_modules", "node", "bin", "node");
 const node = existsSync(pinned) ? pinned : process.execPath;
 // The server runs with the process settings of src/cli/server-runtime.json (V8 young generation, glibc malloc arenas;
-// docs/operations.md "Memory"); a setting already in the environment wins.
+// docs/operations.md "Memory") and Node's compile cache in the install's .cache; a setting already in the environment
+// wins.
 const runtime =
   process.argv[2] === "server"
     ? JSON.parse(readFileSync(join(root, "src", "cli", "server-runtime.json"), "utf8"))
     : { nodeFlags: [], env: {} };
+if (process.argv[2] === "server") Object.assign(runtime.env, serverCompileCache(root));
 // `atrest sync …` runs in this process when this Node strips types itself (a device starts the client at every
 // `sync run --once`: a second Node start-up would double its start-up cost), with the compile cache on before the
 // first TypeScript module loads (src/cli/compile-cache.js).

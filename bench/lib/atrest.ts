@@ -5,6 +5,7 @@
 // and waits for the stdout line `atrest: sftp listening on 127.0.0.1:<port>`.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { serverCompileCache } from "../../src/cli/server-compile-cache.js";
 import { captureTail, freePort, run, spawnTracked, stop, waitForLine } from "./proc.ts";
 import type { KeyPair, SftpServer } from "./ssh.ts";
 
@@ -12,15 +13,19 @@ export const ATREST_USER = "bench";
 
 /**
  * The process settings bin/atrest.js and `npm start` run the server with (src/cli/server-runtime.json: V8 flags,
- * environment such as MALLOC_ARENA_MAX), for every bench that starts an atrest server: its RSS figures are then the
- * ones an operator sees. A setting already in the environment wins, as in bin/atrest.js.
+ * environment such as MALLOC_ARENA_MAX) and the install's compile cache, for every bench that starts an atrest
+ * server: its RSS figures are then the ones an operator sees. A setting already in the environment wins, as in
+ * bin/atrest.js.
  */
 export function serverRuntime(root: string): { nodeFlags: string[]; env: NodeJS.ProcessEnv } {
   const runtimeFile = join(root, "src", "cli", "server-runtime.json");
   const runtime = (
     existsSync(runtimeFile) ? JSON.parse(readFileSync(runtimeFile, "utf8")) : { nodeFlags: [], env: {} }
   ) as { nodeFlags: string[]; env: Record<string, string> };
-  return { nodeFlags: runtime.nodeFlags, env: { ...runtime.env, ...process.env, NODE_ENV: "production" } };
+  return {
+    nodeFlags: runtime.nodeFlags,
+    env: { ...runtime.env, ...serverCompileCache(root), ...process.env, NODE_ENV: "production" },
+  };
 }
 const READY = /atrest: sftp listening on 127\.0\.0\.1:(\d+)/;
 

@@ -1,4 +1,5 @@
 import type { KeyObject } from "node:crypto";
+import module from "node:module";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { Option } from "commander";
@@ -402,6 +403,9 @@ export function registerServer(program: Command): void {
         }
       }
       await app.triggers.start();
+      // every module a start loads is now compiled: into the compile cache (if on: bin/atrest.js) now, not only at a
+      // clean exit, so that the next start finds it even after a crash or SIGKILL
+      module.flushCompileCache?.();
       if ((await app.store.listUsers()).length === 0) {
         say(`no users yet; add one: echo 'secret' | npx atrest user add alice --password-stdin --data ${config.data}`);
       }

@@ -1,8 +1,8 @@
 // The PGP actions' view of src/pgp: recipients resolved (and checked for use: expiry, revocation, certification) by
 // the key store at every run, streaming encryption in the GnuPG 2.2 shape, signatures by the organisation key.
-import * as openpgp from "openpgp";
 import { encryptStream, PGP_CONFIG, toWebStream } from "../pgp/encrypt.ts";
 import type { PgpKeyStore } from "../pgp/keystore.ts";
+import { openpgpLib } from "../pgp/lib.ts";
 import type { PgpApi } from "./actions/context.ts";
 
 export function pgpApi(store: PgpKeyStore): PgpApi {
@@ -20,8 +20,10 @@ export function pgpApi(store: PgpKeyStore): PgpApi {
     },
     async signDetached(input) {
       const signingKey = await store.org.privateKey();
-      const message = await openpgp.createMessage({ binary: toWebStream(input) });
-      const armored = (await openpgp.sign({
+      const message = await (await openpgpLib()).createMessage({ binary: toWebStream(input) });
+      const armored = (await (
+        await openpgpLib()
+      ).sign({
         message,
         signingKeys: [signingKey],
         detached: true,

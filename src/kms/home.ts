@@ -11,7 +11,6 @@ import { writeFileDurable } from "../fsutil/durable.ts";
 import { redactPostgresUrl } from "../store/postgres/index.ts";
 import type { KmsRole } from "./api/caller.ts";
 import { CLIENT_CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE } from "./api/cert-files.ts";
-import { createCa, issueClientCert, issueServerCert, loadCa } from "./ca.ts";
 import { CA_CERT_FILE, CA_KEY_FILE } from "./cert-files.ts";
 import { assertClientName, type ClientRow, recordClient } from "./clients.ts";
 import { isPostgresStore, KMS_STORE_FILE, KmsDb } from "./db.ts";
@@ -101,6 +100,7 @@ async function joinStore(dir: string, store: string, from: string, sans: readonl
     await copyJoinFiles(from, dir);
     const config = readSealConfig(db, dir);
     if (!config) throw new KeyUnavailableError("nothing to join: the store has no seal configuration");
+    const { issueServerCert, loadCa } = await import("./ca.ts");
     await issueServerCert(dir, await loadCa(dir), sans);
     await writeFileDurable(join(dir, KMS_STORE_FILE), `${redactPostgresUrl(store)}\n`, { exclusive: true });
     return { mode: "joined", kind: config.kind, created: true };
@@ -163,6 +163,7 @@ export async function initKmsDir(dir: string, options: InitOptions): Promise<Ini
     } else {
       result = { mode: "dev-file", created: await initDevFile(db, dir) };
     }
+    const { createCa } = await import("./ca.ts");
     const caCreated = await createCa(dir, { sans: options.sans });
     if (caCreated && result.mode === "dev-file") result.created = true;
     if (options.store !== undefined && !existsSync(join(dir, KMS_STORE_FILE))) {
@@ -210,6 +211,7 @@ export async function issueClient(
   }
   const db = openKmsDb(dir);
   try {
+    const { issueClientCert, loadCa } = await import("./ca.ts");
     const ca = await loadCa(dir);
     let publicKey: KeyObject | undefined;
     if (options.publicKeyPem !== undefined) {

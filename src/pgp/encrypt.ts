@@ -1,18 +1,21 @@
 // Streaming OpenPGP encryption (and optional signing) with openpgp v6, in the shape GnuPG 2.2 reads: v4 keys,
 // SEIPD v1 (openpgp picks SEIPD v2 only when every recipient's self-signature advertises it), no compression.
 import { Readable } from "node:stream";
-import * as openpgp from "openpgp";
+import type * as openpgp from "openpgp";
 import { AtrestError } from "../errors.ts";
+import { COMPRESSION_UNCOMPRESSED, openpgpLib, SYMMETRIC_AES256 } from "./lib.ts";
 import { seipdV1Applies, seipdV1Stream } from "./seipd.ts";
 
 /**
  * Encryption settings shared by every atrest OpenPGP writer. No compression: stored files are mostly already
  * compressed or random, compression costs CPU on the upload path and leaks plaintext length patterns (CRIME-style);
  * gpg reads uncompressed messages. AES-256 when every recipient prefers it (gpg and openpgp keys list it first).
+ * The algorithm ids as numbers (RFC 9580 §9.3 and §9.4: what openpgp.enums holds), so that this constant does not
+ * load openpgp (./lib.ts).
  */
 export const PGP_CONFIG: openpgp.PartialConfig = {
-  preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed,
-  preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
+  preferredCompressionAlgorithm: COMPRESSION_UNCOMPRESSED,
+  preferredSymmetricAlgorithm: SYMMETRIC_AES256,
   aeadProtect: false,
 };
 
@@ -48,15 +51,19 @@ export async function encryptStream(
   if (!opts.signingKey && !opts.armor && (await seipdV1Applies(recipients))) {
     return seipdV1Stream(toWebStream(input), recipients, { filename: opts.filename });
   }
-  const message = await openpgp.createMessage({ binary: toWebStream(input), filename: opts.filename ?? "" });
+  const message = await (await openpgpLib()).createMessage({
+    binary: toWebStream(input),
+    filename: opts.filename ?? "",
+  });
   const common = {
     message,
     encryptionKeys: recipients,
     signingKeys: opts.signingKey ? [opts.signingKey] : undefined,
     config: PGP_CONFIG,
   };
-  if (!opts.armor) return (await openpgp.encrypt({ ...common, format: "binary" })) as ReadableStream<Uint8Array>;
-  const armored = (await openpgp.encrypt({ ...common, format: "armored" })) as ReadableStream<string>;
+  if (!opts.armor)
+    return (await (await openpgpLib()).encrypt({ ...common, format: "binary" })) as ReadableStream<Uint8Array>;
+  const armored = (await (await openpgpLib()).encrypt({ ...common, format: "armored" })) as ReadableStream<string>;
   return armored.pipeThrough(new TextEncoderStream());
 }
 
@@ -66,9 +73,13 @@ export async function signStream(
   signingKey: openpgp.PrivateKey,
   opts: Omit<EncryptOptions, "signingKey"> = {},
 ): Promise<ReadableStream<Uint8Array>> {
-  const message = await openpgp.createMessage({ binary: toWebStream(input), filename: opts.filename ?? "" });
+  const message = await (await openpgpLib()).createMessage({
+    binary: toWebStream(input),
+    filename: opts.filename ?? "",
+  });
   const common = { message, signingKeys: [signingKey], config: PGP_CONFIG };
-  if (!opts.armor) return (await openpgp.sign({ ...common, format: "binary" })) as ReadableStream<Uint8Array>;
-  const armored = (await openpgp.sign({ ...common, format: "armored" })) as ReadableStream<string>;
+  if (!opts.armor)
+    return (await (await openpgpLib()).sign({ ...common, format: "binary" })) as ReadableStream<Uint8Array>;
+  const armored = (await (await openpgpLib()).sign({ ...common, format: "armored" })) as ReadableStream<string>;
   return armored.pipeThrough(new TextEncoderStream());
 }

@@ -1,8 +1,8 @@
 // On-demand keys (LuxSci style): a key pair for a user who has none. The private key is returned once, armored and
 // protected by the user's passphrase; only the public key is stored. The server never keeps the private half.
-import * as openpgp from "openpgp";
 import { AtrestError } from "../errors.ts";
 import type { PgpKeyStore } from "./keystore.ts";
+import { openpgpLib } from "./lib.ts";
 import type { PgpKeyRow } from "./types.ts";
 
 export const MIN_PASSPHRASE = 8;
@@ -43,8 +43,8 @@ export async function generateUserKey(
   try {
     generated =
       opts.type === "rsa"
-        ? await openpgp.generateKey({ ...common, type: "rsa", rsaBits: 3072 })
-        : await openpgp.generateKey({ ...common, type: "ecc", curve: "curve25519Legacy" });
+        ? await (await openpgpLib()).generateKey({ ...common, type: "rsa", rsaBits: 3072 })
+        : await (await openpgpLib()).generateKey({ ...common, type: "ecc", curve: "curve25519Legacy" });
   } catch (err) {
     throw new AtrestError("INVALID_INPUT", `cannot generate the key: ${(err as Error).message}`);
   }

@@ -1,12 +1,12 @@
 // Inbound OpenPGP folders: uploads must already be OpenPGP messages. The check runs as the data streams through to
 // the container; a non-conforming upload fails (on the write that shows it, or at close) and its partial is
 // discarded, so nothing is stored. The result of every check goes to the audit as `pgp.verify`.
-import * as openpgp from "openpgp";
 import type { AuditEvent, AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { FileStat, WriteHandle } from "../vfs/types.ts";
 import { StreamFeed } from "./feed.ts";
 import type { PgpKeyStore } from "./keystore.ts";
+import { openpgpLib } from "./lib.ts";
 import { EncryptedMessageCheck, TAG } from "./packets.ts";
 import type { PgpFolderOptions } from "./types.ts";
 
@@ -61,17 +61,17 @@ async function signedCheck(keys: PgpKeyStore): Promise<Check> {
     armored = isArmored;
     result = (async () => {
       const message = isArmored
-        ? await openpgp.readMessage({
+        ? await (await openpgpLib()).readMessage({
             armoredMessage: feed.stream.pipeThrough(
               new TextDecoderStream("latin1") as unknown as TransformStream<Uint8Array, string>,
             ),
           })
-        : await openpgp.readMessage({ binaryMessage: feed.stream });
+        : await (await openpgpLib()).readMessage({ binaryMessage: feed.stream });
       const tags = [...message.packets].map((p) => (p.constructor as unknown as { tag: number }).tag);
       if (tags.includes(TAG.PKESK) || tags.includes(TAG.SKESK)) {
         throw refuseSigned("it is encrypted (the server cannot see a signature inside the encryption)");
       }
-      const verified = await openpgp.verify({ message, verificationKeys, format: "binary" });
+      const verified = await (await openpgpLib()).verify({ message, verificationKeys, format: "binary" });
       // Drain the literal data: the signature is checked once all of it went through the hash.
       for await (const _ of verified.data as ReadableStream<Uint8Array>) {
         // discard

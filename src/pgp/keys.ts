@@ -1,6 +1,7 @@
 // Reading and describing OpenPGP public keys, and the checks every use of a recipient key goes through.
-import * as openpgp from "openpgp";
+import type * as openpgp from "openpgp";
 import { AtrestError } from "../errors.ts";
+import { openpgpLib } from "./lib.ts";
 
 /** Parses one armored or binary OpenPGP key. Private keys are refused: atrest stores public keys only. */
 export async function readPublicKeys(input: string | Uint8Array): Promise<openpgp.PublicKey[]> {
@@ -8,8 +9,10 @@ export async function readPublicKeys(input: string | Uint8Array): Promise<openpg
   try {
     const text = typeof input === "string" ? input : Buffer.from(input).toString("latin1");
     keys = text.includes("-----BEGIN PGP")
-      ? await openpgp.readKeys({ armoredKeys: text })
-      : await openpgp.readKeys({ binaryKeys: typeof input === "string" ? Buffer.from(input, "latin1") : input });
+      ? await (await openpgpLib()).readKeys({ armoredKeys: text })
+      : await (await openpgpLib()).readKeys({
+          binaryKeys: typeof input === "string" ? Buffer.from(input, "latin1") : input,
+        });
   } catch (err) {
     throw new AtrestError("INVALID_INPUT", `not an OpenPGP public key: ${(err as Error).message}`);
   }

@@ -1,11 +1,12 @@
 // The OpenPGP public key store: users' and groups' keys, trusted organisation keys, and recipient resolution with
 // the use-time checks (expiry, revocation, certification) every encryption goes through.
-import * as openpgp from "openpgp";
+import type * as openpgp from "openpgp";
 import type { AuditActor, AuditSink } from "../audit/types.ts";
 import { AtrestError } from "../errors.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
 import { certifiers, keyFacts, parseFingerprint, readPublicKey, readPublicKeys, unusableReason } from "./keys.ts";
+import { openpgpLib } from "./lib.ts";
 import { OrgKey } from "./org-key.ts";
 import type { PgpKeyRow, PgpOwnerKind } from "./types.ts";
 
@@ -274,7 +275,7 @@ export class PgpKeyStore {
     const text = certificate.replace(/^:(-----BEGIN)/m, "$1");
     let revoked: openpgp.PublicKey;
     try {
-      ({ publicKey: revoked } = await openpgp.revokeKey({
+      ({ publicKey: revoked } = await (await openpgpLib()).revokeKey({
         key: await readPublicKey(row.armored),
         revocationCertificate: text,
         format: "object",

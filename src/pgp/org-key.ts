@@ -1,7 +1,7 @@
 // The organisation's OpenPGP signing key: signs files in PGP folders and certifies users' public keys. Its private
 // half exists on disk only sealed (AES-256-GCM) under a service key that the key manager wraps, like the metadata and
 // audit keys: a copy of the database without the key manager yields the public key and nothing else.
-import * as openpgp from "openpgp";
+import type * as openpgp from "openpgp";
 import { aeadKey, open, seal } from "../crypto/aead.ts";
 import { zero } from "../crypto/bytes.ts";
 import { randomBytes } from "../crypto/random.ts";
@@ -10,6 +10,7 @@ import { serviceKey } from "../keys/service-keys.ts";
 import type { KeyProvider } from "../kms/api/types.ts";
 import type { MetaStore } from "../store/types.ts";
 import { readPublicKey } from "./keys.ts";
+import { openpgpLib } from "./lib.ts";
 
 const PUBLIC_SETTING = "pgp.org.public";
 const PRIVATE_SETTING = "pgp.org.private";
@@ -51,7 +52,7 @@ export class OrgKey {
     if (await this.#store.getSetting(PUBLIC_SETTING)) {
       throw new AtrestError("EXISTS", "an organisation OpenPGP key already exists");
     }
-    const { privateKey } = await openpgp.generateKey({
+    const { privateKey } = await (await openpgpLib()).generateKey({
       type: "ecc",
       curve: "curve25519Legacy",
       userIDs: [userId],
@@ -88,7 +89,7 @@ export class OrgKey {
       secret = open(wrapKey, sealed, AAD);
       // openpgp keeps views into the buffer it parses (signed data of self-signatures): give it its own copy, so
       // zeroing ours does not corrupt the key.
-      this.#private = await openpgp.readPrivateKey({ binaryKey: Uint8Array.from(secret) });
+      this.#private = await (await openpgpLib()).readPrivateKey({ binaryKey: Uint8Array.from(secret) });
       return this.#private;
     } finally {
       zero(wrapKey);

@@ -8,9 +8,10 @@
 // prefix(16 random) ‖ prefix[14..16] ‖ literal packet(tag 11, partial lengths, 'b', name, date, data) ‖ 0xD3 0x14 ‖
 // SHA-1(everything before, including 0xD3 0x14).
 import { type Cipheriv, createCipheriv, createHash, type Hash } from "node:crypto";
-import * as openpgp from "openpgp";
+import type * as openpgp from "openpgp";
 import { zero } from "../crypto/bytes.ts";
 import { randomBytes } from "../crypto/random.ts";
+import { openpgpLib, SYMMETRIC_AES256 } from "./lib.ts";
 
 /** Partial body chunk: 2^20 bytes (RFC: a power of two, the first at least 512). */
 const CHUNK_BITS = 20;
@@ -88,7 +89,7 @@ export async function seipdV1Applies(recipients: openpgp.PublicKey[]): Promise<b
     const sig = (await key.getPrimaryUser()).selfCertification;
     if (!(sig.features && sig.features[0] & FEATURE_SEIPD_V2)) allV2 = false;
     const prefs = sig.preferredSymmetricAlgorithms ?? [];
-    if (!prefs.includes(openpgp.enums.symmetric.aes256)) return false;
+    if (!prefs.includes(SYMMETRIC_AES256)) return false;
   }
   return !allV2;
 }
@@ -126,7 +127,7 @@ export class SeipdV1Encryptor {
   static async create(recipients: openpgp.PublicKey[], opts: SeipdOptions = {}): Promise<SeipdV1Encryptor> {
     const sessionKey = randomBytes(32);
     try {
-      const header = await openpgp.encryptSessionKey({
+      const header = await (await openpgpLib()).encryptSessionKey({
         data: sessionKey,
         algorithm: "aes256",
         encryptionKeys: recipients,

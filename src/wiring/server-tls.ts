@@ -15,13 +15,9 @@ import {
 import { mkdir, readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import "../kms/reflect-metadata.ts";
-import * as x509 from "@peculiar/x509";
 import { AtrestError } from "../errors.ts";
 import { writeFileDurable } from "../fsutil/durable.ts";
 import type { SecretVault } from "../keys/sealed-secrets.ts";
-
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 export const TLS_DIR = "tls";
 export const TLS_CERT_FILE = "server.crt";
@@ -63,7 +59,17 @@ function createKey(pem: string, where: string): KeyObject {
   }
 }
 
+// @peculiar/x509 and its ~200 modules (asn1 schemas, tsyringe) only when a certificate is made, at the first start:
+// a server that already has one does not keep them in memory (14 MB of its idle RSS)
+async function x509Lib(): Promise<typeof import("@peculiar/x509")> {
+  await import("../kms/reflect-metadata.ts");
+  const x509 = await import("@peculiar/x509");
+  x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+  return x509;
+}
+
 async function generate(sans: readonly string[]): Promise<{ key: string; cert: string }> {
+  const x509 = await x509Lib();
   const pair = generateKeyPairSync("ec", { namedCurve: "P-256" });
   const alg = { name: "ECDSA", namedCurve: "P-256" } as const;
   const publicKey = (await pair.publicKey.toCryptoKey(alg, true, ["verify"])) as unknown as CryptoKey;

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as openpgp from "openpgp";
 import { readPublicKey } from "../../src/pgp/keys.ts";
+import { COMPRESSION_UNCOMPRESSED, SYMMETRIC_AES256 } from "../../src/pgp/lib.ts";
 import { EncryptedMessageCheck } from "../../src/pgp/packets.ts";
 import { seipdV1Applies, seipdV1Stream } from "../../src/pgp/seipd.ts";
 import { removeDir, tempDir } from "../helpers/atrest.ts";
@@ -31,6 +32,11 @@ async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
 }
 
 describe("direct SEIPD v1 writer (GnuPG 2.2 and openpgp.js decrypt it)", () => {
+  it("the algorithm ids kept as numbers (so that constants do not load openpgp) are openpgp's", () => {
+    assert.equal(COMPRESSION_UNCOMPRESSED, openpgp.enums.compression.uncompressed);
+    assert.equal(SYMMETRIC_AES256, openpgp.enums.symmetric.aes256);
+  });
+
   let dir: string;
   let gpg: Gpg;
   let rsa: string;

@@ -1,6 +1,5 @@
 // The caller's own second factor: TOTP enrolment (secret, otpauth URI and its QR code, recovery codes: all shown
 // once), confirmation with a first code, status, and disabling with a current code. Only from a browser session.
-import QRCode from "qrcode";
 import { z } from "zod";
 import type { HttpDeps } from "./deps.ts";
 import { HttpProblem } from "./problem.ts";
@@ -71,7 +70,13 @@ export function accountRoutes(deps: HttpDeps): Route[] {
         sessionOnly(principal);
         const e = await totp.enrol(principal.user);
         reply.code(201);
-        return { ...e, qrSvg: await QRCode.toString(e.otpauthUri, { type: "svg", errorCorrectionLevel: "M" }) };
+        return {
+          ...e,
+          qrSvg: await (await import("qrcode")).default.toString(e.otpauthUri, {
+            type: "svg",
+            errorCorrectionLevel: "M",
+          }),
+        };
       },
     ),
     route(

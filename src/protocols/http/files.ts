@@ -2,7 +2,6 @@
 // a streamed zip of a folder. Each request opens a VfsSession as the caller (permissions, quotas, folder policies and
 // the file audit are the vfs's), and closes it when the response is done.
 import type { FastifyReply, FastifyRequest } from "fastify";
-import yazl from "yazl";
 import { z } from "zod";
 import { AtrestError } from "../../errors.ts";
 import type { Role } from "../../store/types.ts";
@@ -268,6 +267,8 @@ export async function serveZip(
   const entries: { path: string; entry: DirEntry }[] = [];
   await walk(vfs, dir, entries, MAX_ZIP_ENTRIES);
   await beforeBody?.();
+  // yazl is loaded by the first folder download, not with the HTTPS door
+  const { default: yazl } = await import("yazl");
   const zip = new yazl.ZipFile();
   const base = dir === "/" ? 1 : dir.length + 1;
   for (const { path, entry } of entries) {

@@ -8,7 +8,7 @@
 // through the admin use-cases; the login itself goes through the LoginService like a password (the defender's ban
 // first, the login audit with method oidc, refusals scored), then the browser session is the same as a password's.
 import { randomUUID } from "node:crypto";
-import * as oidc from "openid-client";
+import type * as OidcClient from "openid-client";
 import { z } from "zod";
 import type { Actor } from "../../service/actor.ts";
 import { validateGroupName, validateUserName } from "../../service/users.ts";
@@ -29,6 +29,10 @@ interface Pending {
   next: string;
 }
 
+// openid-client (with jose and oauth4webapi) is loaded by the first OIDC request: most servers configure no OIDC
+// provider, and one that does keeps no login code in memory until a login starts
+const oidcClient = (): Promise<typeof OidcClient> => import("openid-client");
+
 export function oidcRoutes(deps: HttpDeps): Route[] {
   const settings = deps.options.oidc;
   // the login's state, nonce and PKCE verifier travel in the browser's sealed cookie (any node finishes the login)
@@ -40,11 +44,11 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
       return ok ? (v as unknown as Pending & { state: string }) : undefined;
     },
   };
-  let config: Promise<oidc.Configuration> | undefined;
+  let config: Promise<OidcClient.Configuration> | undefined;
   const configuration = () => {
     if (!settings) throw new HttpProblem(404, "NOT_FOUND", "OIDC login is not configured");
-    config ??= oidc
-      .discovery(new URL(settings.issuer), settings.clientId, settings.clientSecret)
+    config ??= oidcClient()
+      .then((oidc) => oidc.discovery(new URL(settings.issuer), settings.clientId, settings.clientSecret))
       .catch((err: unknown) => {
         config = undefined; // the provider may come up later: try again next time
         throw err;
@@ -99,6 +103,7 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
         const cfg = await configuration().catch(() => {
           throw new HttpProblem(503, "UNAVAILABLE", "the OIDC provider cannot be reached", { code: "UNSUPPORTED" });
         });
+        const oidc = await oidcClient();
         const verifier = oidc.randomPKCECodeVerifier();
         const state = oidc.randomState();
         const nonce = oidc.randomNonce();
@@ -161,6 +166,7 @@ export function oidcRoutes(deps: HttpDeps): Route[] {
         let claims: Record<string, unknown>;
         try {
           const cfg = await configuration();
+          const oidc = await oidcClient();
           // the provider's own redirect target: the query as received, on the configured redirect URI
           const current = new URL(s.redirectUri);
           current.search = url.search;

@@ -11,7 +11,8 @@
 // - named leases (holdLease: key jobs) are session advisory locks on a connection of their own, gone with the holder.
 import { randomUUID } from "node:crypto";
 import { open } from "node:fs/promises";
-import pg from "pg";
+import { createRequire } from "node:module";
+import type pg from "pg";
 import { AtrestError, NoSpaceError } from "../../errors.ts";
 import { type RowSealer, requireSealer } from "../sealing.ts";
 import { legacyTables, sealLegacyRows } from "../sql/legacy.ts";
@@ -77,12 +78,20 @@ export function redactPostgresUrl(url: string): string {
   }
 }
 
+// `pg` (16 modules) is loaded by the first store opened on PostgreSQL: a server on SQLite, and every command that only
+// imports this file for its URL helpers, never pays for it (idle RSS)
+let pgModule: typeof pg | undefined;
+const loadPg = (): typeof pg => {
+  pgModule ??= createRequire(import.meta.url)("pg") as typeof pg;
+  return pgModule;
+};
+
 // int8 (COUNT(*), BIGINT columns) as a number: every value atrest stores is below 2^53.
 const types = {
   getTypeParser: ((oid: number, format?: "text" | "binary") =>
     oid === 20
       ? (v: string) => Number(v)
-      : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+      : loadPg().types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
 };
 
 /** `?` placeholders numbered for PostgreSQL (the shared SQL has no `?` inside literals). */
@@ -187,7 +196,7 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
   const target = parsePostgresUrl(url);
   const schema = target.schema;
   const nodeId = options.nodeId ?? randomUUID();
-  const pool = new pg.Pool({
+  const pool = new (loadPg().Pool)({
     connectionString: target.connectionString,
     max: options.max ?? target.max ?? 10,
     options: `-c search_path=${schema}`,
@@ -311,7 +320,7 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
       await ready();
       // a session-level advisory lock on a connection of its own: PostgreSQL drops it the moment that connection ends,
       // so a holder killed (or its host gone: the keepalives below notice within ~25 s) frees it for the others
-      const client = new pg.Client({
+      const client = new (loadPg().Client)({
         connectionString: target.connectionString,
         application_name: `atrest:${nodeId}`.slice(0, 63),
         keepAlive: true,
@@ -380,7 +389,7 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
  */
 export async function installPostgresSnapshot(snapshot: string, url: string): Promise<void> {
   const target = parsePostgresUrl(url);
-  const client = new pg.Client({ connectionString: target.connectionString, types });
+  const client = new (loadPg().Client)({ connectionString: target.connectionString, types });
   await client.connect();
   try {
     await loadSchema(client, target.schema, snapshot, migrationsFor("postgres"));
