@@ -219,6 +219,9 @@ export function registerServer(program: Command): void {
           sealer: new SealedCookies(Buffer.from(cookieKey)),
           node: app.node,
           sessions: () => login.sessions().filter((s) => s.protocol !== "http"),
+          end: (user, before) => {
+            login.endUser(user, "sessions ended by an admin", (l) => l.protocol !== "http" && l.since <= before);
+          },
           onError: (err) => logger.warn({ err }, "live sessions: this node's list not published"),
         });
         board.start();
@@ -287,7 +290,7 @@ export function registerServer(program: Command): void {
         stopSyncSweeps = sync.startSweeps((err) => logger.warn({ err }, "sync: timed sweep failed"));
         http = await startHttpServer({
           cookieKey,
-          ...(board ? { liveSessions: () => (board as LiveSessionBoard).list() } : {}),
+          ...(board ? { liveSessions: board } : {}),
           // browser sessions sealed in the store's settings: any node on the store accepts them
           sessionRows: {
             getSetting: (k) => app.store.getSetting(k),

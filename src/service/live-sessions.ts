@@ -3,7 +3,9 @@
 // `live.sessions.<node>`, sealed (user names are kept only sealed in the store) with an expiry: it rewrites the row when
 // its list changes and at least every HEARTBEAT_MS, so a row that has expired is a node that stopped without clearing
 // it (killed, lost its store): any reader deletes it. Browser sessions are not here: they are rows of their own
-// (protocols/http/sessions.ts) that any node accepts.
+// (protocols/http/sessions.ts) that any node accepts. An admin ending a user's sessions on one node ends them on every
+// node: a cut-off row `live.sessions.ended.<keyed tag of the user>` that each node reads at its next check (within
+// CHECK_MS) and applies to that user's connections made before it.
 import type { LiveSession } from "./login.ts";
 
 export interface LiveSessionRows {
@@ -16,6 +18,8 @@ export interface LiveSessionRows {
 export interface Sealer {
   seal(purpose: string, payload: Record<string, unknown>, ttlMs: number, now?: number): string;
   open(purpose: string, sealed: string, now?: number): Record<string, unknown> | undefined;
+  /** A keyed tag of `value`, the same on every node (user names are never row keys in the clear). */
+  tag(purpose: string, value: string): string;
   /** Zeroes its keys (the board owns its sealer). */
   close?(): void;
 }
@@ -26,6 +30,7 @@ export interface NodeSession extends LiveSession {
 }
 
 const PREFIX = "live.sessions.";
+const ENDED_PREFIX = "live.sessions.ended.";
 const PURPOSE = "live-sessions";
 /** How often a node compares its list with the one it published. */
 export const CHECK_MS = 2000;
@@ -33,12 +38,15 @@ export const CHECK_MS = 2000;
 const HEARTBEAT_MS = 20_000;
 /** A row not rewritten for this long is a dead node's. */
 export const STALE_MS = 3 * HEARTBEAT_MS;
+/** A cut-off row is kept this long: every live node has applied it by then (a restarted one has no older session). */
+const ENDED_KEEP_MS = 5 * 60_000;
 
 export class LiveSessionBoard {
   readonly #rows: LiveSessionRows;
   readonly #sealer: Sealer;
   readonly #node: string;
   readonly #sessions: () => LiveSession[];
+  readonly #end: (user: string, before: number) => void;
   readonly #onError: (err: unknown) => void;
   readonly #now: () => number;
   #timer: NodeJS.Timeout | undefined;
@@ -52,6 +60,8 @@ export class LiveSessionBoard {
     node: string;
     /** This node's connections of every door but the browser's. */
     sessions: () => LiveSession[];
+    /** Ends this node's connections of `user` made at or before `before` (epoch ms). */
+    end: (user: string, before: number) => void;
     onError: (err: unknown) => void;
     now?: () => number;
   }) {
@@ -59,6 +69,7 @@ export class LiveSessionBoard {
     this.#sealer = o.sealer;
     this.#node = o.node;
     this.#sessions = o.sessions;
+    this.#end = o.end;
     this.#onError = o.onError;
     this.#now = o.now ?? Date.now;
   }
@@ -70,7 +81,36 @@ export class LiveSessionBoard {
   }
 
   #tick(): void {
-    this.#writing = this.#writing.then(() => this.publish()).catch(this.#onError);
+    this.#writing = this.#writing
+      .then(() => this.applyEnded())
+      .then(() => this.publish())
+      .catch(this.#onError);
+  }
+
+  /** Every node (this one at once): end `user`'s connections made up to now. */
+  async endEverywhere(user: string): Promise<void> {
+    const now = this.#now();
+    this.#end(user, now);
+    await this.#rows.setSetting(`${ENDED_PREFIX}${this.#sealer.tag(PURPOSE, user)}`, Buffer.from(String(now)));
+  }
+
+  /** Applies the cut-offs other nodes wrote to this node's connections; deletes those past ENDED_KEEP_MS. */
+  async applyEnded(): Promise<void> {
+    const now = this.#now();
+    const cutoffs = new Map<string, number>();
+    for (const { key, value } of await this.#rows.listSettings(ENDED_PREFIX)) {
+      const at = Number(value.toString());
+      if (!(at > now - ENDED_KEEP_MS)) await this.#rows.deleteSetting(key).catch(() => false);
+      else cutoffs.set(key.slice(ENDED_PREFIX.length), at);
+    }
+    if (cutoffs.size === 0) return;
+    const tags = new Map<string, string>();
+    for (const s of this.#sessions()) {
+      let tag = tags.get(s.user);
+      if (tag === undefined) tags.set(s.user, (tag = this.#sealer.tag(PURPOSE, s.user)));
+      const at = cutoffs.get(tag);
+      if (at !== undefined && s.since <= at) this.#end(s.user, at);
+    }
   }
 
   /** Writes this node's row if its list changed or the heartbeat is due. */
@@ -99,6 +139,7 @@ export class LiveSessionBoard {
     const now = this.#now();
     const out: NodeSession[] = this.#sessions().map((s) => ({ ...s, node: this.#node }));
     for (const { key, value } of await this.#rows.listSettings(PREFIX)) {
+      if (key.startsWith(ENDED_PREFIX)) continue;
       const node = key.slice(PREFIX.length);
       if (node === this.#node) continue;
       const v = this.#sealer.open(PURPOSE, value.toString(), now);

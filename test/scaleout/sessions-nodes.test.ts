@@ -3,7 +3,8 @@
 // within the recheck period; "log out everywhere" through b ends a's sessions of that user; a restarted node still
 // accepts a session made before; the stored row holds neither the cookie nor the CSRF token in the clear; the admin's
 // session list on either node shows both nodes' browser sessions, and an SFTP connection to node a with its node's
-// name (node a publishes its connections in the store), in the API and on the web page (chromium) of node b.
+// name (node a publishes its connections in the store), in the API and on the web page (chromium) of node b, and
+// ended through b ("End sessions": node a ends it at its next check).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
@@ -163,7 +164,7 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
     assert.equal(alice(await listed(admin)), alice(onB) - 1);
   });
 
-  it("an SFTP connection to a is listed on b with its node, in the API and on the Sessions page", async () => {
+  it("an SFTP connection to a is listed on b with its node (API, Sessions page) and ended through b", async () => {
     const a = nodes[0] as { data: string; server: RunningServer };
     const sftp = spawn(
       "sftp",
@@ -181,6 +182,13 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
       { stdio: ["pipe", "pipe", "pipe"] },
     );
     const exited = new Promise<void>((resolve) => sftp.once("exit", () => resolve()));
+    let out = "";
+    sftp.stdout.on("data", (d) => {
+      out += d;
+    });
+    sftp.stderr.on("data", (d) => {
+      out += d;
+    });
     const admin = await client(1);
     assert.equal((await admin.login("root", "root-password")).status, 200);
     type Listed = { user: string; protocol: string; node?: string };
@@ -211,16 +219,22 @@ describe("browser sessions shared by two nodes on PostgreSQL", skip, () => {
       assert.ok(await page.getByRole("columnheader", { name: "Node" }).isVisible());
       assert.deepEqual(await unlabelled(page), []);
       await shot(page, "web-admin-sessions-nodes-desktop");
+      // "End sessions" through b ends the connection on a (at a's next check), and b's list drops it
+      const end = await admin.req("DELETE", "/api/v1/admin/users/sam/sessions");
+      assert.equal(end.status, 200, end.body.toString());
+      const until = Date.now() + CHECK_MS * 3 + 10_000;
+      while (!/Received disconnect/.test(out) && sftp.exitCode === null) {
+        assert.ok(Date.now() < until, `node a kept sam's connection ended through b: ${out}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      while ((await sams(admin)).length > 0) {
+        assert.ok(Date.now() < until, "the ended connection is still listed on b");
+        await new Promise((r) => setTimeout(r, 200));
+      }
     } finally {
       await chrome.close();
       sftp.stdin.end();
       await exited;
-    }
-    // ended on a: gone from b's list once a publishes again
-    const until = Date.now() + CHECK_MS * 3 + 5000;
-    while ((await sams(admin)).length > 0) {
-      assert.ok(Date.now() < until, "the ended connection is still listed on b");
-      await new Promise((r) => setTimeout(r, 200));
     }
   });
 

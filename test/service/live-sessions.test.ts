@@ -1,7 +1,8 @@
 // Every node's SFTP/S3 connections through the store (service/live-sessions.ts), with the real sealing the server uses
 // (SealedCookies under a shared key) over a settings table kept in a Map, and a clock the test moves: a node's list
 // is published when it changes and at each heartbeat, read by the others with the node's name, gone at a clean stop;
-// a dead node's row (not rewritten past its expiry) and a row sealed under another key are deleted by the next reader.
+// a dead node's row (not rewritten past its expiry) and a row sealed under another key are deleted by the next reader;
+// an admin ending a user's sessions through one node ends that user's older connections on the others.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
@@ -31,12 +32,17 @@ describe("live sessions of every node, through the store", () => {
   const clock = () => now;
   const rows = memoryRows();
   const live: Record<string, LiveSession[]> = { a: [], b: [] };
+  const ended: [string, string, number][] = [];
   const board = (node: string, k = key) =>
     new LiveSessionBoard({
       rows,
       sealer: new SealedCookies(Buffer.from(k)),
       node,
       sessions: () => live[node] ?? [],
+      end: (user, before) => {
+        ended.push([node, user, before]);
+        live[node] = (live[node] ?? []).filter((s) => s.user !== user || s.since > before);
+      },
       onError: (err) => assert.fail(String(err)),
       now: clock,
     });
@@ -98,6 +104,31 @@ describe("live sessions of every node, through the store", () => {
       ["b"],
     );
     assert.ok(!rows.map.has("live.sessions.a"), "the dead node's row is deleted");
+  });
+
+  test("ending a user's sessions through b ends them on a; a later login there stays; the cut-off goes", async () => {
+    live.a = [
+      { ...sam, since: now - 1000 },
+      { sessionId: "s-4", user: "tom", protocol: "sftp", since: now - 1000 },
+    ];
+    await b.endEverywhere("sam");
+    assert.deepEqual(ended.at(-1), ["b", "sam", now]);
+    const keys = [...rows.map.keys()].filter((k) => k.startsWith("live.sessions.ended."));
+    assert.equal(keys.length, 1);
+    assert.ok(!keys[0]?.includes("sam"), "the user name is a keyed tag in the row key");
+    now += 1000;
+    live.a.push({ ...sam, sessionId: "s-5", since: now }); // logged in again after the cut-off
+    await a.applyEnded();
+    assert.deepEqual(
+      live.a.map((s) => s.sessionId),
+      ["s-4", "s-5"],
+    );
+    // b's listing skips the cut-off rows
+    await a.publish();
+    assert.ok((await b.list()).every((s) => typeof s.node === "string" && s.node.length === 1));
+    now += 5 * 60_000 + 1;
+    await a.applyEnded();
+    assert.equal([...rows.map.keys()].filter((k) => k.startsWith("live.sessions.ended.")).length, 0);
   });
 
   test("a clean stop removes the node's row", async () => {

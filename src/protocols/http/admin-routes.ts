@@ -218,7 +218,8 @@ export function adminRoutes(deps: HttpDeps): Route[] {
         method: "DELETE",
         url: "/api/v1/admin/users/:name/sessions",
         operationId: "endUserSessions",
-        summary: "End a user's sessions: browser sessions, SFTP connections and S3 requests in flight",
+        summary:
+          "End a user's sessions: browser sessions, SFTP connections and S3 requests in flight (`ended`: this node's; other nodes on the store end theirs within 2 s)",
         tags: ["admin"],
         auth: ADMIN,
         params: z.strictObject({ name: Name }),
@@ -227,9 +228,12 @@ export function adminRoutes(deps: HttpDeps): Route[] {
           ...errors(400, 401, 403, 404),
         },
       },
-      async ({ params, principal }) => ({
-        ended: await admin.endSessions(actorOf(principal), params.name, o.login),
-      }),
+      async ({ params, principal }) => {
+        const ended = await admin.endSessions(actorOf(principal), params.name, o.login);
+        // the other nodes end theirs at their next check (within 2 s)
+        await o.liveSessions?.endEverywhere(params.name);
+        return { ended };
+      },
     ),
     route(
       {
@@ -430,7 +434,7 @@ export function adminRoutes(deps: HttpDeps): Route[] {
           sourceIp?: string;
           since: number;
           node?: string;
-        }[] = o.liveSessions ? await o.liveSessions() : o.login.sessions().filter((s) => s.protocol !== "http");
+        }[] = o.liveSessions ? await o.liveSessions.list() : o.login.sessions().filter((s) => s.protocol !== "http");
         return {
           sessions: [...browser, ...others].map((s) => ({
             sessionId: s.sessionId,

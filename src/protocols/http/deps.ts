@@ -28,8 +28,11 @@ export interface HttpServerOptions {
   port: number;
   tls: { key: string; cert: string };
   login: LoginService;
-  /** Several nodes on one store: every node's SFTP/S3 connections (service/live-sessions.ts); else this node's. */
-  liveSessions?: () => Promise<NodeSession[]>;
+  /**
+   * Several nodes on one store (service/live-sessions.ts): every node's SFTP/S3 connections, and ending a user's on
+   * every node; without it, this node's.
+   */
+  liveSessions?: { list(): Promise<NodeSession[]>; endEverywhere(user: string): Promise<void> };
   tokens: TokenService;
   totp: TotpService;
   /** The caller's own key pairs (service/keypairs.ts). */
