@@ -2,6 +2,7 @@
 // S3 on atrest's own S3 door (single PutObject: the door has no multipart yet, so blobs stay under one part there).
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { CreateBucketCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
@@ -125,6 +126,31 @@ before(async () => {
   await local.init();
 });
 blobContract({ name: "local disk", store: () => local, large: 20 * MiB });
+
+describe("local disk readers (plain descriptors)", () => {
+  const openFds = () => readdirSync("/proc/self/fd").length;
+
+  it("close waits for reads in flight, a read after close is refused, and no descriptor is left open", async () => {
+    const data = randomBytes(3 * MiB);
+    const id = await put(local, data);
+    await new Promise((r) => setTimeout(r, 100)); // the shard directory's fsync (after commit) lets go of its descriptor
+    const before = openFds();
+    const readers = await Promise.all(Array.from({ length: 50 }, () => local.open(id)));
+    assert.ok(openFds() >= before + 50);
+    for (const r of readers) {
+      // a read still running when close is called completes with the right bytes before the descriptor goes
+      const pending = r.read(MiB, 2 * MiB);
+      const closing = r.close();
+      assert.equal(sha(await pending), sha(data.subarray(MiB)));
+      await closing;
+      await assert.rejects(r.read(0, 10), /read after close/);
+      await r.close(); // twice is harmless
+    }
+    assert.ok(openFds() <= before, `${openFds()} descriptors open, ${before} before`);
+    await assert.rejects(local.open("0".repeat(32)), { code: "NOT_FOUND" });
+    assert.ok(openFds() <= before);
+  });
+});
 
 describe("S3 backends", () => {
   let s3rver: RunningS3rver;
