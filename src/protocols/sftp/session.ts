@@ -595,14 +595,20 @@ export class SftpSession {
       }
       return this.send(new Writer(FXP.HANDLE).u32(id).bytes(handle).finish());
     }
-    const existing = await vfs.stat(path).catch((err) => {
-      if (!(pflags & PFLAG.CREAT)) throw err;
-      return undefined;
-    });
-    if (existing?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", "is a directory");
-    const exclusive = (pflags & PFLAG.CREAT) !== 0 && (pflags & PFLAG.EXCL) !== 0;
+    const create = (pflags & PFLAG.CREAT) !== 0;
+    const exclusive = create && (pflags & PFLAG.EXCL) !== 0;
     const truncate = (pflags & PFLAG.TRUNC) !== 0 || exclusive;
     const append = (pflags & PFLAG.APPEND) !== 0;
+    // A create that truncates (every client's plain put) needs nothing of the current file here: openWrite looks the
+    // name up itself and refuses a directory or, for EXCL, an existing file. One path lookup less per upload.
+    const existing =
+      create && truncate
+        ? undefined
+        : await vfs.stat(path).catch((err) => {
+            if (!create) throw err;
+            return undefined;
+          });
+    if (existing?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", "is a directory");
     if (existing && existing.size > 0 && !truncate && !append) {
       // Overwrite in place (scp) or continue at the end (reput): the first WRITE tells which (handles.ts).
       const file = WriteFile.deferred(path, existing.size, (t) => vfs.openWrite(path, { truncate: t }));
