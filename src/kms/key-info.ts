@@ -69,12 +69,21 @@ export function toInfo(row: KeyRow, versions: VersionRow[]): KeyringKeyInfo {
   };
 }
 
-/** The state part of `keys` (versions' states, minimum decryption versions) with an etag that changes with it. */
+/**
+ * The state part of `keys` (versions' states and scheduled destructions, minimum decryption versions) with an etag
+ * that changes with it.
+ */
 export function keyStateSnapshot(keys: readonly KeyringKeyInfo[]): KeyStateSnapshot {
   const out = keys.map((k) => ({
     name: k.name,
     minDecryptionVersion: k.minDecryptionVersion,
-    versions: k.versions.map((v) => ({ version: v.version, state: v.state })),
+    // a scheduled destruction leaves the state active but stops new encryption (keyring.ts assertEncrypts): file
+    // servers' pools of data keys made ahead (vfs/dek-pool.ts) must hear of it, and of its cancellation
+    versions: k.versions.map((v) => ({
+      version: v.version,
+      state: v.state,
+      ...(v.destroyAt ? { destroyAt: v.destroyAt } : {}),
+    })),
   }));
   return { etag: createHash("sha256").update(JSON.stringify(out)).digest("base64url").slice(0, 22), keys: out };
 }

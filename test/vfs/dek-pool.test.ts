@@ -157,6 +157,28 @@ describe("DekPool", () => {
     });
   });
 
+  it("a key manager without the cheap look-up: a version scheduled for destruction drains that key's pool", async () => {
+    await withKms(async (kms) => {
+      // as a remote key manager: what it reports through its state watch is all the pool learns
+      const keys = Object.assign(Object.create(kms), { encryptionVersion: undefined });
+      // kept longer than the wait below, so that expiry cannot stand in for the drain
+      const pool = new DekPool(keys, { batch: 4, maxAgeMs: 60_000 });
+      try {
+        await pool.take("default");
+        assert.equal(pool.size("default"), 3);
+        await new Promise((r) => setTimeout(r, 300)); // the watcher's first look is its baseline
+        // what a destruction's quorum does (approved-requests.ts): the version stays active, with a due time
+        kms.service.keyring.scheduleDestroy("default", [1], new Date(Date.now() + 7 * 86_400_000), "req-1");
+        const t0 = performance.now();
+        while (pool.size("default") > 0 && performance.now() - t0 < 5_000) await new Promise((r) => setTimeout(r, 20));
+        assert.equal(pool.size("default"), 0, "keys made ahead under the scheduled version are not handed out");
+        await assert.rejects(pool.take("default"), /kek:default:v1 cannot encrypt: it is scheduled for destruction/);
+      } finally {
+        pool.close();
+      }
+    });
+  });
+
   it("batch 1, or a key manager without batches: one ordinary call per file", async () => {
     await withKms(async (kms, events) => {
       const off = new DekPool(kms, { batch: 1 });

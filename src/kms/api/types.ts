@@ -77,7 +77,8 @@ export interface KeyStateSnapshot {
   keys: {
     name: string;
     minDecryptionVersion: number;
-    versions: { version: number; state: KeyVersionInfo["state"] }[];
+    /** destroyAt: the version is scheduled for destruction then (it encrypts nothing new meanwhile). */
+    versions: { version: number; state: KeyVersionInfo["state"]; destroyAt?: string }[];
   }[];
 }
 
