@@ -135,6 +135,30 @@ export class EncryptedReader {
     }
   }
 
+  /** readView's result when the window holding `offset` is already decrypted (ReadHandle.readViewNow). */
+  readViewNow(offset: number, length: number): { data: Buffer; release(): void } | undefined {
+    if (this.#closed || offset >= this.size || length <= 0) return undefined;
+    const span = READ_AHEAD_SEGMENTS * this.#layout.segmentSize;
+    const w = Math.floor(offset / span);
+    const end = Math.min(this.size, offset + length, (w + 1) * span);
+    // Looked up as readView would: the next windows' read-ahead starts here too.
+    const window = this.#window(w);
+    const plain = window.plain;
+    if (plain === undefined || end - w * span > plain.length) return undefined;
+    window.users++;
+    let released = false;
+    this.#bytesRead += end - offset;
+    return {
+      data: plain.subarray(offset - w * span, end - w * span),
+      release: () => {
+        if (released) return;
+        released = true;
+        window.users--;
+        if (window.evicted) this.#recycle(window);
+      },
+    };
+  }
+
   async read(offset: number, length: number): Promise<Buffer> {
     if (this.#closed) throw new HandleClosedError();
     if (offset >= this.size || length <= 0) return Buffer.alloc(0);

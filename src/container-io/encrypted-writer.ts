@@ -63,6 +63,16 @@ export class EncryptedWriter<Committed = void> {
 
   /** Appends `data` (one buffer, or parts taken in order: each copied once into the sealing batch). */
   async write(offset: number, data: Buffer | readonly Buffer[]): Promise<void> {
+    await this.writeNow(offset, data);
+  }
+
+  /**
+   * write() without a promise when none is needed: the bytes are copied before it returns (the caller may reuse
+   * `data` at once), and it returns undefined unless the writer must wait for the worker or the disk (backpressure),
+   * then the promise of that wait. A door answering each SFTP WRITE saves several promises and closures per request
+   * this way (a quarter of the JS-heap garbage of an upload, which paces the young-generation collections).
+   */
+  writeNow(offset: number, data: Buffer | readonly Buffer[]): Promise<void> | undefined {
     if (this.#done) throw new HandleClosedError();
     if (this.#failure) throw this.#failure;
     if (offset !== this.size) {
@@ -79,6 +89,24 @@ export class EncryptedWriter<Committed = void> {
     if (Buffer.isBuffer(data)) writer.push(data);
     else for (const part of data) writer.push(part);
     this.size += length;
+    if (this.#mustWait()) return this.#drain();
+    return undefined;
+  }
+
+  #mustWait(): boolean {
+    const writer = this.#o.writer;
+    return (
+      writer.inflightBytes > MAX_SEALING_BYTES ||
+      (writer.inflightBytes > 0 && writer.congested) ||
+      this.#batch.length > 0 ||
+      this.#inflight > MAX_INFLIGHT_BYTES ||
+      (this.#inflight > 0 && writer.diskCongested) ||
+      this.#failure !== undefined
+    );
+  }
+
+  async #drain(): Promise<void> {
+    const writer = this.#o.writer;
     while (writer.inflightBytes > MAX_SEALING_BYTES || (writer.inflightBytes > 0 && writer.congested)) {
       const sealed = await writer.next();
       if (sealed) this.#queue(sealed);

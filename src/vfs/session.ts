@@ -680,6 +680,7 @@ export class Session implements VfsSession {
         ...(writer.writeParts && {
           writeParts: (offset, parts) => writer.writeParts?.(offset, parts) as Promise<void>,
         }),
+        ...(writer.writeNow && { writeNow: (offset, parts) => writer.writeNow?.(offset, parts) }),
         close: (attrs, object) => {
           this.#writers.delete(handle);
           return writer.close(attrs, object);

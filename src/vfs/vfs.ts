@@ -148,7 +148,8 @@ export interface StagedPieces {
 }
 
 /** What an Upload drives: the encrypting writer, or a version of staged pieces (#piecesVersion). */
-type InnerWriter = Pick<EncryptedWriter<Committed>, "size" | "write" | "close" | "abort">;
+type InnerWriter = Pick<EncryptedWriter<Committed>, "size" | "write" | "close" | "abort"> &
+  Partial<Pick<EncryptedWriter<Committed>, "writeNow">>;
 
 interface CommitPlan {
   parent: NodeRow;
@@ -1089,20 +1090,50 @@ class Upload implements WriteHandle {
     }
   }
 
+  /** WriteHandle.writeNow: writeParts without a promise while neither the quota check nor the writer must wait. */
+  writeNow(offset: number, data: readonly Buffer[]): Promise<void> | undefined {
+    const inner = this.#inner;
+    if (this.#error || offset !== inner.size || !inner.writeNow || !this.#reserveNow(offset + byteLength(data))) {
+      return this.writeParts(offset, data);
+    }
+    try {
+      const wait = inner.writeNow(offset, data);
+      return wait?.catch((err: unknown) => {
+        this.#error ??= err;
+        throw err;
+      });
+    } catch (err) {
+      this.#error ??= err;
+      throw err;
+    }
+  }
+
+  /** Grows the reservation to `size` bytes when that needs no store read: true when done (or not needed). */
+  #reserveNow(size: number): boolean {
+    const charge = size - this.#o.credit;
+    if (charge <= this.#reservedBytes || this.#user.quotaBytes === 0) return true;
+    const uploads = this.#o.uploads;
+    const id = this.#user.id;
+    if (this.#user.usedBytes + uploads.reserved(id).bytes - this.#reservedBytes + charge > this.#user.quotaBytes) {
+      return false;
+    }
+    uploads.reserve(id, charge - this.#reservedBytes, 0);
+    this.#reservedBytes = charge;
+    return true;
+  }
+
   /** Grows this upload's reservation to a version of `size` bytes, or refuses when the quota does not hold it. */
   async #reserve(size: number): Promise<void> {
+    if (this.#reserveNow(size)) return;
     const charge = size - this.#o.credit;
-    if (charge <= this.#reservedBytes || this.#user.quotaBytes === 0) return;
     const uploads = this.#o.uploads;
     const id = this.#user.id;
     const fits = () =>
       this.#user.usedBytes + uploads.reserved(id).bytes - this.#reservedBytes + charge <= this.#user.quotaBytes;
-    if (!fits()) {
-      // Usage read at open may be stale (files deleted, other uploads committed): look again before refusing.
-      this.#user = (await this.#o.vfs.store.getUserById(id)) ?? this.#user;
-      if (this.#user.quotaBytes > 0 && !fits()) {
-        throw new QuotaExceededError(`quota exceeded: ${this.#user.quotaBytes} bytes`);
-      }
+    // Usage read at open may be stale (files deleted, other uploads committed): look again before refusing.
+    this.#user = (await this.#o.vfs.store.getUserById(id)) ?? this.#user;
+    if (this.#user.quotaBytes > 0 && !fits()) {
+      throw new QuotaExceededError(`quota exceeded: ${this.#user.quotaBytes} bytes`);
     }
     uploads.reserve(id, charge - this.#reservedBytes, 0);
     this.#reservedBytes = charge;

@@ -40,6 +40,8 @@ export class WriteFile {
   private reorderBytes = 0;
   /** The last write handed to the vfs; the next one starts when it settles (the vfs takes writes one at a time). */
   private chain: Promise<void> = Promise.resolve();
+  /** Links of `chain` not settled yet: at 0 a write may go to the vfs at once (WriteHandle.writeNow). */
+  private links = 0;
   private error: unknown;
   private finished = false;
   /** mtime and mode from FSETSTAT, committed with the version at close (it does not exist before). */
@@ -70,11 +72,23 @@ export class WriteFile {
     if (!open) return;
     this.opener = undefined;
     if (truncate) this.end = 0;
-    this.chain = this.chain.then(async () => {
+    this.link(async () => {
       try {
         this.handle = await open(truncate);
       } catch (err) {
         this.error ??= err;
+      }
+    });
+  }
+
+  /** Runs `task` after the writes before it; `task` never rejects (it records failures in `error`). */
+  private link(task: () => Promise<void>): void {
+    this.links++;
+    this.chain = this.chain.then(async () => {
+      try {
+        await task();
+      } finally {
+        this.links--;
       }
     });
   }
@@ -122,6 +136,10 @@ export class WriteFile {
         this.budget.releaseReorder(next.length);
         this.push(next.parts, next.length);
       }
+      if (this.links === 0) {
+        this.check();
+        return undefined;
+      }
       return this.chain.then(() => this.check());
     }
     if (offset > this.end) {
@@ -145,7 +163,32 @@ export class WriteFile {
     const offset = this.end;
     this.end += length;
     this.budget.queue(length);
-    this.chain = this.chain.then(async () => {
+    const handle = this.handle;
+    if (this.links === 0 && handle?.writeNow && !this.error) {
+      // Nothing queued before it: straight to the vfs, with promises only when it applies backpressure.
+      let wait: Promise<void> | undefined;
+      try {
+        wait = handle.writeNow(offset, parts);
+      } catch (err) {
+        this.error ??= err;
+      }
+      if (wait === undefined) {
+        this.budget.dequeue(length);
+        return;
+      }
+      const pending = wait;
+      this.link(async () => {
+        try {
+          await pending;
+        } catch (err) {
+          this.error ??= err;
+        } finally {
+          this.budget.dequeue(length);
+        }
+      });
+      return;
+    }
+    this.link(async () => {
       try {
         if (this.error) return;
         const handle = this.handle as WriteHandle;
@@ -223,6 +266,14 @@ export class ReadFile {
    * ReadHandle. A request that crosses a window's end is read (copied) whole instead: a short reply would make the
    * client ask again for the rest.
    */
+  /** readView's result at once when the vfs has the bytes in memory already (ReadHandle.readViewNow). */
+  readViewNow(offset: number, length: number): { data: Buffer; release(): void } | undefined {
+    const view = this.handle.readViewNow?.(offset, length);
+    if (view === undefined || view.data.length >= Math.min(length, this.handle.size - offset)) return view;
+    view.release();
+    return undefined;
+  }
+
   async readView(offset: number, length: number): Promise<{ data: Buffer; release(): void }> {
     const handle = this.handle;
     if (handle.readView) {
