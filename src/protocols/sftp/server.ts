@@ -19,6 +19,7 @@ import {
   type SftpLimits,
   UserFiles,
 } from "./limits.ts";
+import { patchPacketAlloc, recyclePackets } from "./packet-pool.ts";
 import { SftpSession } from "./session.ts";
 
 export interface SftpServerOptions {
@@ -108,6 +109,7 @@ function growWindow(conn: Connection, ch: ServerChannel, targetOf: () => number,
 export async function startSftpServer(options: SftpServerOptions): Promise<SftpServer> {
   speedUpSsh2Crypto();
   const transport = await transportCrypto();
+  patchPacketAlloc();
   const { login, logger } = options;
   const idleMs = options.idleTimeoutMs ?? 10 * 60_000;
   const maxSessions = options.maxSessions ?? 256;
@@ -355,6 +357,7 @@ export async function startSftpServer(options: SftpServerOptions): Promise<SftpS
         else userConns.delete(conn.user);
       }
     });
+    recyclePackets(socket);
     ssh.injectSocket(socket);
   });
 

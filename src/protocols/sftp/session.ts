@@ -188,7 +188,7 @@ export class SftpSession {
     const q = this.inbound;
     q.push(d);
     while (q.length >= 4) {
-      const len = q.peek(4).readUInt32BE(0);
+      const len = q.peekU32();
       if (len < 1 || len > MAX_PACKET) {
         // No way to resynchronise a byte stream after a bad length: end the session, keep the server up.
         this.ctx.logger.warn({ sessionId: this.ctx.sessionId, len }, "sftp: bad packet length, closing channel");
@@ -198,12 +198,12 @@ export class SftpSession {
         return;
       }
       if (q.length < 4 + len) break;
-      const parts = q.take(4 + len);
-      if (parts.length === 1) {
-        const packet = parts[0];
-        this.request(packet[4], new Reader(packet.subarray(0, 4 + len), 5));
+      const packet = q.takeWhole(4 + len);
+      if (packet !== undefined) {
+        this.request(packet[4], new Reader(packet, 5));
         continue;
       }
+      const parts = q.take(4 + len);
       // Straddling packet: a WRITE keeps its payload as slices; anything else is small and simply joined.
       const head = parts[0].length >= 5 ? parts[0] : Buffer.concat(parts.slice(0, 2));
       if (head[4] === FXP.WRITE) {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { App, initData } from "../../../src/app.ts";
 import { ReadFile, WriteFile } from "../../../src/protocols/sftp/handles.ts";
+import { ByteQueue } from "../../../src/protocols/sftp/protocol/packets.ts";
 import type { VfsSession } from "../../../src/vfs/types.ts";
 
 const KiB = 1024;
@@ -83,5 +84,23 @@ describe("SFTP handles without a promise per request", () => {
     await handle.abort(false);
     assert.throws(() => w.write(100, [Buffer.alloc(100, 2)]));
     await assert.rejects(w.close());
+  });
+});
+
+describe("ByteQueue framing without a view per packet", () => {
+  it("reads a length across chunks and hands out a packet whole only when one chunk holds it", () => {
+    const q = new ByteQueue();
+    q.push(Buffer.from([0, 0]));
+    q.push(Buffer.from([0, 5, 1, 2, 3, 4, 5, 0, 0, 0, 2, 9]));
+    assert.equal(q.peekU32(), 5);
+    assert.equal(q.takeWhole(9), undefined, "the first packet straddles two chunks");
+    assert.equal(q.length, 14);
+    assert.deepEqual(Buffer.concat(q.take(9)), Buffer.from([0, 0, 0, 5, 1, 2, 3, 4, 5]));
+    assert.equal(q.peekU32(), 2);
+    assert.equal(q.takeWhole(6), undefined, "not there yet: only 5 bytes queued");
+    q.push(Buffer.from([8]));
+    assert.deepEqual(q.takeWhole(5), Buffer.from([0, 0, 0, 2, 9]));
+    assert.deepEqual(q.takeWhole(1), Buffer.from([8]));
+    assert.equal(q.length, 0);
   });
 });

@@ -232,6 +232,23 @@ export class ByteQueue {
     return out;
   }
 
+  /** The big-endian uint32 at the front (length >= 4), read in place: a packet's length, no view allocated. */
+  peekU32(): number {
+    const first = this.parts[0];
+    if (first.length >= 4) return first.readUInt32BE(0);
+    return this.peek(4).readUInt32BE(0);
+  }
+
+  /** The first `n` bytes (n <= length) when they lie in one chunk, removed; undefined (nothing removed) otherwise. */
+  takeWhole(n: number): Buffer | undefined {
+    const p = this.parts[0];
+    if (p.length < n) return undefined;
+    this.length -= n;
+    if (p.length === n) this.parts.shift();
+    else this.parts[0] = p.subarray(n);
+    return p.length === n ? p : p.subarray(0, n);
+  }
+
   /** Removes and returns the first `n` bytes (n <= length) as slices of the received chunks. */
   take(n: number): Buffer[] {
     const out: Buffer[] = [];
