@@ -141,7 +141,8 @@ describe("DekPool", () => {
     await withKms(async (kms) => {
       // as a remote key manager: no local version look-up, only its (real, here the embedded one's) state reports
       const keys = Object.assign(Object.create(kms), { encryptionVersion: undefined });
-      const pool = new DekPool(keys, { batch: 4 });
+      // kept longer than the wait below: with the default 5 s age, expiry alone emptied the pool within the wait
+      const pool = new DekPool(keys, { batch: 4, maxAgeMs: 60_000 });
       try {
         await pool.take("default");
         assert.equal(pool.size("default"), 3);
