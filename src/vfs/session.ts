@@ -632,6 +632,27 @@ export class Session implements VfsSession {
     return this.#openWrite(path, options);
   }
 
+  /** The folder `dir` (a path of this session) inside `tx`, made with the folders above it where they are gone. */
+  async #remakeDirs(tx: MetaTx, dir: string): Promise<NodeRow> {
+    let node = await tx.getNode(this.#rootId);
+    if (!node) throw new NotFoundError("home directory");
+    let at = "";
+    for (const name of dir.split("/").filter(Boolean)) {
+      at += `/${name}`;
+      const next = await this.#vfs.tree.child(node.id, name, tx);
+      if (next && next.kind !== "dir") throw new AtrestError("NOT_A_DIRECTORY", `not a directory: ${at}`);
+      if (next) {
+        node = next;
+        continue;
+      }
+      this.#perms.require(at, "mkdir");
+      const made = this.#vfs.tree.newDir(node.id, name);
+      await tx.insertNode(made);
+      node = made;
+    }
+    return node;
+  }
+
   /** openWrite, with the staged parts a multipart Complete hands over to the new version (Writer.staged/pieces). */
   async #openWrite(
     path: string,
@@ -644,7 +665,12 @@ export class Session implements VfsSession {
       await this.#vfs.audit.admit?.();
       await this.#live();
       const { parent, name } = parentAndName(p);
-      const dir = await this.#vfs.tree.resolveDir(this.#rootId, parent);
+      const dir = await this.#vfs.tree.resolveDir(this.#rootId, parent).catch((err: unknown) => {
+        // S3: the door made the key's folders; a racing delete of the last object under one may have removed it
+        if (options.parents && err instanceof AtrestError && err.code === "NOT_FOUND")
+          return this.#vfs.store.transaction((tx) => this.#remakeDirs(tx, parent));
+        throw err;
+      });
       const existing = await this.#vfs.tree.child(dir.id, name);
       if (existing?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${p}`);
       if (existing && options.exclusive) throw new AtrestError("EXISTS", `already exists: ${p}`);
@@ -662,6 +688,7 @@ export class Session implements VfsSession {
           key: options.key,
           customerKey: options.customerKey,
           ...(options.versionId ? { versionId: options.versionId } : {}),
+          ...(options.parents ? { remakeParent: (tx: MetaTx) => this.#remakeDirs(tx, parent) } : {}),
           event: options.encryptionNote ? { ...this.#event(p), detail: options.encryptionNote } : this.#event(p),
           authorize: (op) => this.#perms.require(p, op === "create" ? "upload" : "overwrite"),
         });
@@ -864,6 +891,7 @@ export class Session implements VfsSession {
           encryptionNote: note,
           precondition: options.precondition,
           versionId: options.versionId,
+          parents: true,
         };
         // The parts become the object's pieces as they are (O(parts): nothing decrypted or sealed again), unless a
         // folder's write filter (OpenPGP folders) must see the bytes: then they are streamed into one new version.

@@ -202,6 +202,12 @@ export interface OpenWriteOptions {
    * on one name only those whose condition holds on what the other committed succeed.
    */
   precondition?: Precondition;
+  /**
+   * S3: the folders on the way are part of the key, made by the door before the write: when one was removed before
+   * the commit (the last object under it deleted meanwhile, through this node or another), the commit makes it again
+   * instead of failing. Needs `mkdir` there, as making it did.
+   */
+  parents?: boolean;
 }
 
 /** OpenWriteOptions.precondition: throws (PreconditionFailedError, NotFoundError) to refuse the write. */

@@ -134,6 +134,11 @@ export interface Writer {
    * only and never kept: the caller owns the buffer and zeroes it.
    */
   customerKey?: Buffer;
+  /**
+   * OpenWriteOptions.parents: the parent folder as it is in `tx`, made again (with any folder above it) when it was
+   * removed since the write opened.
+   */
+  remakeParent?: (tx: MetaTx) => Promise<NodeRow>;
   /** OpenWriteOptions.versionId: the id of the new version when its folder's versioning is Enabled. */
   versionId?: string;
 }
@@ -616,14 +621,18 @@ export class Vfs {
     keyRef: string,
     stat: FileStat,
   ): Promise<string[]> {
-    const { parent, name, base, who } = plan;
+    const { name, base, who } = plan;
+    let parent = plan.parent;
     const pieces = typeof content === "string" ? undefined : content.pieces;
     const blobId = pieces ? (pieces[0] as FilePiece).blobId : (content as string);
     const size = stat.size;
     if (who.staged) await who.staged.release(tx);
     const user = await tx.getUserById(who.user.id);
     if (!user) throw new AtrestError("PERMISSION_DENIED", `user ${who.user.name} no longer exists`);
-    if (!(await tx.getNode(parent.id))) throw new NotFoundError(`directory of ${name}`);
+    if (!(await tx.getNode(parent.id))) {
+      if (!who.remakeParent) throw new NotFoundError(`directory of ${name}`);
+      parent = await who.remakeParent(tx);
+    }
     const current = await this.tree.child(parent.id, name, tx);
     if (current?.kind === "dir") throw new AtrestError("IS_A_DIRECTORY", `is a directory: ${name}`);
     if (current && who.exclusive) throw new AtrestError("EXISTS", `already exists: ${name}`);

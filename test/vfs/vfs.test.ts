@@ -76,6 +76,32 @@ describe("vfs over sqlite + local blobs + embedded KMS", () => {
     assert.deepEqual(await page("f", 10), [[], false]);
   });
 
+  it("a write with parents: its folders removed before the commit (a racing S3 delete) are made again; without, it fails", async () => {
+    await s.mkdir("/p");
+    await s.mkdir("/p/q");
+    const w = await s.openWrite("/p/q/k", { truncate: true, parents: true });
+    await w.write(0, Buffer.from("kept"));
+    const plain = await s.openWrite("/p/q/plain", { truncate: true });
+    await plain.write(0, Buffer.from("lost"));
+    // the last object under p/q went, and with it the folders (as the S3 door prunes them)
+    await s.rmdir("/p/q");
+    await s.rmdir("/p");
+    await assert.rejects(plain.close(), /NOT_FOUND|directory/);
+    await w.close();
+    assert.deepEqual(await get(s, "/p/q/k"), Buffer.from("kept"));
+    assert.deepEqual(
+      (await s.list("/p/q")).map((e) => e.name),
+      ["k"],
+    );
+    // opened after the folders went: made again at open
+    await s.remove("/p/q/k");
+    await s.rmdir("/p/q");
+    const again = await s.openWrite("/p/q/r", { truncate: true, parents: true });
+    await again.write(0, Buffer.from("again"));
+    await again.close();
+    assert.deepEqual(await get(s, "/p/q/r"), Buffer.from("again"));
+  });
+
   it("reads at arbitrary offsets", async () => {
     const data = randomBytes(500_000);
     await put(s, "/random.bin", data);

@@ -249,7 +249,7 @@ export async function copyObject(c: Ctx): Promise<void> {
   try {
     await mkdirs(c.session, dest.slice(0, dest.lastIndexOf("/")));
     const note = [`copy of ${src.path}`, plan.encryptionNote].filter(Boolean).join("; ");
-    const w = await c.session.openWrite(dest, { truncate: true, ...plan, encryptionNote: note });
+    const w = await c.session.openWrite(dest, { truncate: true, ...plan, encryptionNote: note, parents: true });
     try {
       await pump(r, w, 0, r.size - 1, md5, sum);
     } catch (err) {

@@ -33,7 +33,12 @@ export async function putObject(c: Ctx): Promise<void> {
   const acl = aclToKeep(requestedAcl(c, c.session.username), c.session.username);
   const body = readBody(c.req, { auth: c.auth, key: c.signingKey });
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
-  const w = await c.session.openWrite(path, { truncate: true, ...plan, precondition: writePrecondition(c) });
+  const w = await c.session.openWrite(path, {
+    truncate: true,
+    ...plan,
+    precondition: writePrecondition(c),
+    parents: true,
+  });
   try {
     // 16–64 KiB socket reads gathered into ~1 MiB writes (vfs/write-batch.ts)
     const out = new WriteBatcher(w);

@@ -258,7 +258,7 @@ export async function postObject(c: Ctx, form: Form, now: number): Promise<void>
   await mkdirs(c.session, path.slice(0, path.lastIndexOf("/")));
   const md5 = createHash("md5");
   let size = 0;
-  const w = await c.session.openWrite(path, { truncate: true, ...plan });
+  const w = await c.session.openWrite(path, { truncate: true, ...plan, parents: true });
   try {
     const out = new WriteBatcher(w);
     for await (const piece of file.pieces) {
