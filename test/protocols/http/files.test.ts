@@ -3,8 +3,9 @@
 // refusals: role, CSRF, bad input, wrong content types, path traversal, Range past the end, a cut upload leaving
 // nothing behind. Every error is problem+json with the status the docs name.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { connect as connectH2 } from "node:http2";
 import { join } from "node:path";
@@ -203,6 +204,62 @@ describe("HTTPS API: files", () => {
     assert.equal(await readFile(join(out, "one.txt"), "utf8"), "one");
     assert.ok((await readFile(join(out, "sub", "big.bin"))).equals(big));
     assertProblem(await alice.req("GET", "/api/v1/zip?path=/z/one.txt"), 409);
+  });
+
+  test("a download or zip the client cuts off leaves no blob open in the server", async () => {
+    // since 24260d7 a blob reader is a plain descriptor: one a door forgets to close is never closed (no FileHandle
+    // closes it when collected)
+    await alice.req("POST", "/api/v1/fs/mkdir", { json: { path: "/zcut", parents: true } });
+    // far more than the socket buffers hold: the client is gone while the server still reads this file
+    const put = await alice.req("PUT", "/api/v1/files/zcut/big.bin", { body: randomBytes(48 << 20) });
+    assert.equal(put.status, 201, put.body.toString());
+    // bin/atrest.js starts the server as its child, with the server's runtime flags: look at both
+    const top = server.proc.pid as number;
+    const pids = [top, ...readFileSync(`/proc/${top}/task/${top}/children`, "utf8").split(" ").filter(Boolean)];
+    // the local blob store keeps a blob at <data>/blobs/<shard>/<id>
+    const blobPath = /^(.*)\/[0-9a-f]{2}\/[0-9a-f]{32}$/;
+    const openBlobs = () =>
+      pids
+        .flatMap((pid) => readdirSync(`/proc/${pid}/fd`).map((fd) => `/proc/${pid}/fd/${fd}`))
+        .filter((fd) => {
+          try {
+            return blobPath.exec(readlinkSync(fd))?.[1] === join(data, "blobs");
+          } catch {
+            return false; // closed meanwhile
+          }
+        }).length;
+    const before = openBlobs();
+    const ca = join(dir, "ca.crt");
+    await writeFile(ca, alice.ca);
+    for (const url of ["/api/v1/zip?path=/zcut", "/api/v1/files/zcut/big.bin"]) {
+      const curl = spawn("curl", [
+        "-sS",
+        "--cacert",
+        ca,
+        "--resolve",
+        `localhost:${server.httpPort}:127.0.0.1`,
+        "-H",
+        `cookie: ${alice.cookie}`,
+        `https://localhost:${server.httpPort}${url}`,
+      ]);
+      let got = 0;
+      await new Promise<void>((resolve, reject) => {
+        curl.on("error", reject);
+        curl.stdout.on("data", (c: Buffer) => {
+          got += c.length;
+          if (got >= 1 << 20) resolve();
+        });
+        curl.on("exit", () => reject(new Error(`curl ended after ${got} bytes of ${url}`)));
+      });
+      assert.ok(openBlobs() > before, `the server was reading the file when the client of ${url} went`);
+      curl.kill("SIGKILL");
+      let open = openBlobs();
+      for (let i = 0; i < 200 && open > before; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        open = openBlobs();
+      }
+      assert.equal(open, before, `the file's blob is closed once the client of ${url} is gone`);
+    }
   });
 
   test("authentication, CSRF and roles are enforced on every route", async () => {
