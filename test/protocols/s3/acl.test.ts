@@ -4,6 +4,8 @@
 // --s3-public-access allow, canned ACLs let other users and unsigned requests in for what they grant, and no more;
 // anonymous requests are audited with job user `anonymous` and the bucket's owner as effective user.
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
   CompleteMultipartUploadCommand,
@@ -251,6 +253,14 @@ test("CreateMultipartUpload's ACL is the completed object's, as a PutObject's; p
   const r = await fetch(`${open.endpoint}/mpacl/pub`);
   assert.equal(r.status, 200);
   assert.equal((await r.arrayBuffer()).byteLength, big.length + 4);
+  // awscli: a file over its 8 MB threshold goes multipart, with the ACL on the Create (was 501)
+  const file = join(open.dir, "big.bin");
+  await writeFile(file, Buffer.alloc(9 * 1024 * 1024, 3));
+  const cp = await open.aws(["s3", "cp", file, "s3://mpacl/big.bin", "--acl", "public-read"]);
+  assert.equal(cp.code, 0, cp.stderr);
+  const gotBig = await fetch(`${open.endpoint}/mpacl/big.bin`);
+  assert.equal(gotBig.status, 200);
+  assert.equal((await gotBig.arrayBuffer()).byteLength, 9 * 1024 * 1024);
 });
 
 test("audit: an anonymous request is job user anonymous, effective user the bucket's owner", async () => {
