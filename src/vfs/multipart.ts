@@ -314,13 +314,15 @@ export class Multipart {
   /**
    * Parts `numbers` of `rec` as the pieces of the object a Complete makes (each its own container, taken over as it
    * is), with the key ref the object records: the oldest KEK version among them, so a rewrap of that version visits it.
+   * `mixed`: the parts are not all under one key ref (a rotation during the upload).
    */
   async pieces(
     rec: UploadRecord,
     numbers: number[],
-  ): Promise<{ pieces: StagedPiece[]; keyRef: string; checksums: (string | undefined)[] }> {
+  ): Promise<{ pieces: StagedPiece[]; keyRef: string; checksums: (string | undefined)[]; mixed: boolean }> {
     const pieces: StagedPiece[] = [];
     const checksums: (string | undefined)[] = [];
+    const refs = new Set<string>();
     let keyRef = "";
     let oldest = Number.POSITIVE_INFINITY;
     for (const n of numbers) {
@@ -328,13 +330,14 @@ export class Multipart {
       if (!p) throw new AtrestError("INVALID_INPUT", `part ${n} was not uploaded`);
       pieces.push({ blobId: p.blobId, contentId: p.contentId, size: p.size });
       checksums.push(p.checksum);
+      refs.add(p.keyRef);
       const version = Number(/:v(\d+)$/.exec(p.keyRef)?.[1] ?? Number.NaN);
       if (keyRef === "" || version < oldest) {
         keyRef = p.keyRef;
         if (!Number.isNaN(version)) oldest = version;
       }
     }
-    return { pieces, keyRef, checksums };
+    return { pieces, keyRef, checksums, mixed: refs.size > 1 };
   }
 
   /** A reader of part `n` (Complete streams the parts into the object); the caller closes it. */

@@ -894,17 +894,24 @@ export class Session implements VfsSession {
           parents: true,
         };
         // The parts become the object's pieces as they are (O(parts): nothing decrypted or sealed again), unless a
-        // folder's write filter (OpenPGP folders) must see the bytes: then they are streamed into one new version.
+        // folder's write filter (OpenPGP folders) must see the bytes, or the parts are under different KEK versions
+        // (a rotation during the upload): a file records one key ref, by which the destroy guard counts it and the
+        // shred report lists it, so a piece under another version would be lost with "nothing at stake" when that
+        // version is destroyed. Then they are streamed into one new version.
         if (!this.#vfs.writeFilters.applies(await this.#vfs.folders.match(this.globalPath(p)))) {
-          const { pieces, keyRef, checksums } = await multipart.pieces(upload, partNumbers);
-          // GET/HEAD ?partNumber with x-amz-checksum-mode answers the part's own checksum
-          if (upload.checksum && checksums.every((c) => c !== undefined)) object.partChecksums = checksums as string[];
-          const w = await this.#openWrite(p, writeOptions, staged, {
-            pieces,
-            keyRef,
-            ...(upload.ssec ? { ssec: upload.ssec } : {}),
-          });
-          return w.close(undefined, object);
+          const { pieces, keyRef, checksums, mixed } = await multipart.pieces(upload, partNumbers);
+          if (!mixed) {
+            // GET/HEAD ?partNumber with x-amz-checksum-mode answers the part's own checksum
+            if (upload.checksum && checksums.every((c) => c !== undefined)) {
+              object.partChecksums = checksums as string[];
+            }
+            const w = await this.#openWrite(p, writeOptions, staged, {
+              pieces,
+              keyRef,
+              ...(upload.ssec ? { ssec: upload.ssec } : {}),
+            });
+            return w.close(undefined, object);
+          }
         }
         const w = await this.#openWrite(p, writeOptions, staged);
         try {

@@ -10,6 +10,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, it } from "node:test";
 import { HEADER_PROBE_BYTES, parseHeader } from "../../src/format/header.ts";
+import { filesAtStake } from "../../src/keys/destroy-guard.ts";
 import { reencrypt } from "../../src/keys/reencrypt.ts";
 import { rewrap } from "../../src/keys/rewrap.ts";
 import { ROOT_ID } from "../../src/vfs/tree.ts";
@@ -181,6 +182,54 @@ it("rewrap rewraps every piece's header; reencrypt makes one container of the pi
   const after = await node("/b/k.bin");
   assert.deepEqual(await f.app.store.filePieces(after.contentId as string), []);
   assert.deepEqual(await get(s, "/b/k.bin"), whole);
+});
+
+it("parts made under two KEK versions (a rotation during the upload) become one container the destroy guard counts", async () => {
+  const start = (await blobFiles()).length;
+  const parts = [randomBytes(100_000), randomBytes(100_000)];
+  const up = await s.createMultipart?.("/b/span.bin", {});
+  assert.ok(up);
+  for (let i = 0; i < parts.length; i++) {
+    // part 1 under the current version, part 2 under the next one
+    if (i === 1) await f.app.keys.rotateKey("default");
+    const p = await s.uploadPart?.("/b/span.bin", up.id, i + 1);
+    assert.ok(p);
+    await p.write(parts[i] as Buffer);
+    await p.close(`e${i + 1}`);
+  }
+  const current = (await f.app.keys.listKeys()).find((k) => k.name === "default")?.currentVersion as number;
+  await s.completeMultipart?.("/b/span.bin", up.id, [1, 2], { etag: "x-2" });
+  await f.app.keys.rotateKey("default");
+  assert.deepEqual(await get(s, "/b/span.bin"), Buffer.concat(parts));
+  // a node records one key ref: pieces under two versions would leave one of them uncounted (and unlisted by the
+  // shred report), so destroying it would lose that piece with the guard's "nothing at stake"
+  const n = await node("/b/span.bin");
+  const refs = new Set<string>();
+  for (const p of await f.app.store.filePieces(n.contentId as string)) {
+    const blob = await f.app.vfs.blobs.open(p.blobId);
+    refs.add(f.app.keys.keyRefOf(parseHeader(await blob.read(0, Math.min(blob.size, HEADER_PROBE_BYTES))).wrappedDek));
+    await blob.close();
+  }
+  if (refs.size === 0 && n.blobId) {
+    const blob = await f.app.vfs.blobs.open(n.blobId);
+    refs.add(f.app.keys.keyRefOf(parseHeader(await blob.read(0, Math.min(blob.size, HEADER_PROBE_BYTES))).wrappedDek));
+    await blob.close();
+  }
+  assert.deepEqual([...refs], [n.keyRef], "every piece is under the version the file records");
+  const stake = await filesAtStake(
+    {
+      store: f.app.store,
+      versionsOf: async (key) => (await f.app.keys.listKeys()).find((k) => k.name === key)?.versions ?? [],
+    },
+    "default",
+    [current],
+  );
+  assert.ok(
+    stake.files.some((c) => c.keyRef === `kek:default:v${current}`),
+    `destroying v${current} counts the object: ${JSON.stringify(stake.files)}`,
+  );
+  assert.equal((await blobFiles()).length, start + 1, "the parts' blobs went with the Complete");
+  await s.remove("/b/span.bin");
 });
 
 it("a read open across an overwrite gets the old version to the end; its pieces go when it closes", async () => {
