@@ -7,7 +7,7 @@ import type { ContainerKeys } from "../format/container.ts";
 import { HEADER_PROBE_BYTES, parseHeader } from "../format/header.ts";
 import { type Layout, segmentCount, segmentOffset } from "../format/layout.ts";
 import type { BlobReader } from "../store/blobs.ts";
-import type { SealPool } from "./seal-pool.ts";
+import type { OpenJob, OpenResult, SealPool } from "./seal-pool.ts";
 
 // Sequential readers get this many segments per disk read (one window, decrypted in one worker job)...
 const READ_AHEAD_SEGMENTS = 16;
@@ -54,9 +54,9 @@ const MAX_SPARE_WINDOWS = READ_AHEAD_WINDOWS + 2;
 
 /**
  * Random-access reads of a container: whole segments are decrypted a window (READ_AHEAD_SEGMENTS) at a time on the
- * SealPool's worker, with read-ahead for sequential readers. Window buffers (ciphertext and plaintext) are recycled,
- * so read() copies out of them: the caller owns what it gets (the SFTP adapter keeps 256 KiB blocks alive while it
- * answers from them), and a returned block never pins a whole 1 MiB window.
+ * SealPool's worker (or here, SealPool.inline), with read-ahead for sequential readers. Window buffers (ciphertext and
+ * plaintext) are recycled, so read() copies out of them: the caller owns what it gets (the SFTP adapter keeps 256 KiB
+ * blocks alive while it answers from them), and a returned block never pins a whole 1 MiB window.
  */
 export class EncryptedReader {
   readonly size: number;
@@ -260,14 +260,15 @@ export class EncryptedReader {
     const end = isFinal ? this.#blob.size : segmentOffset(this.#layout, last + 1);
     const length = end - start;
     const sealed = await this.#readSealed(start, length);
-    const result = await this.#pool.open({
+    const job = {
       keys: this.#keysId,
       startIndex: first,
       sealed,
       sealedLength: length,
       last: isFinal,
       output: this.#sparePlain.pop(),
-    });
+    };
+    const result = this.#pool.inline ? this.#openHere(job, last + 1 - first) : await this.#pool.open(job);
     if (!this.#closed && this.#spareSealed.length < MAX_SPARE_WINDOWS) this.#spareSealed.push(result.sealed);
     const plain = Buffer.from(result.plaintext, 0, result.length);
     const expected = isFinal
@@ -278,6 +279,16 @@ export class EncryptedReader {
       throw new IntegrityError("final segment does not match the recorded file size");
     }
     return plain;
+  }
+
+  /** Opens a window on this thread (SealPool.inline) as the worker would: IntegrityError and nothing back on a bad tag. */
+  #openHere(job: OpenJob, segments: number): OpenResult {
+    const bytes = segments * this.#layout.segmentSize;
+    const offered = job.output;
+    const plaintext = offered !== undefined && offered.byteLength >= bytes ? offered : new ArrayBuffer(bytes);
+    const sealed = Buffer.from(job.sealed, 0, job.sealedLength);
+    const length = this.#keys.openSegmentsInto(job.startIndex, sealed, job.last, Buffer.from(plaintext, 0, bytes));
+    return { plaintext, length, sealed: job.sealed };
   }
 
   /** `length` sealed bytes at `start`, in a buffer of its own (recycled when possible) that can be transferred. */

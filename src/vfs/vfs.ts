@@ -220,8 +220,8 @@ export class Vfs {
   /** Versioned folders (S3 bucket versioning): their noncurrent versions and delete markers. */
   readonly versions: Versions;
   // One worker for all uploads (sealing) and downloads (opening): on two cores a second one competes with the event
-  // loop (measured).
-  readonly #seal = new SealPool({ threads: 1 });
+  // loop (measured). With atrest's GCM binding, sealing and opening run on the event loop instead (SealPoolOptions.inline).
+  readonly #seal = new SealPool({ threads: 1, inline: true });
   readonly #uploads = new Uploads();
   /** New files' data keys, made ahead in batches. */
   readonly #fileKeys: DekPool;

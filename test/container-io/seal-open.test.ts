@@ -4,6 +4,7 @@ import { after, describe, it } from "node:test";
 import { EncryptedReader } from "../../src/container-io/encrypted-reader.ts";
 import { ParallelSegmentWriter } from "../../src/container-io/parallel-writer.ts";
 import { SealPool, SealWorkerError } from "../../src/container-io/seal-pool.ts";
+import { containerCrypto } from "../../src/crypto/gcm-native.ts";
 import { IntegrityError } from "../../src/errors.ts";
 import { createHeader, segmentCount, segmentOffset } from "../../src/format/index.ts";
 import type { BlobReader } from "../../src/store/blobs.ts";
@@ -212,55 +213,73 @@ describe("ParallelSegmentWriter.recycle", () => {
   });
 });
 
-describe("EncryptedReader on the pool", () => {
+// inline: opened on this thread through atrest's GCM binding (SealPool.inline, what the vfs's pool does), the same
+// bytes and the same refusals as the worker's
+for (const inline of [false, true]) {
+  describe(`EncryptedReader on the pool${inline ? ", opening inline" : ""}`, () => {
+    const pool = new SealPool({ threads: 1, inline });
+    after(() => pool.close());
+    if (inline) {
+      it("opens without a worker when the binding is loaded", async () => {
+        const plaintext = randomBytes(3 * MiB + 5);
+        const { container } = encode(plaintext, "inline");
+        const r = reader(pool, container, "inline", plaintext.length);
+        assert.deepEqual(await r.read(0, plaintext.length), plaintext);
+        await r.close();
+        assert.equal(pool.workers, containerCrypto().native ? 0 : 1);
+      });
+    }
+    it("random offsets and concurrent aligned 256 KiB reads; returned buffers stay intact", async () => {
+      const S = 64 * KiB;
+      for (const size of [0, 1, S - 1, S, S + 1, 16 * S - 1, 16 * S + 1, 5 * MiB + 333]) {
+        const plaintext = randomBytes(size);
+        const { container } = encode(plaintext, "reader");
+        const r = reader(pool, container, "reader", size);
+        for (let i = 0; i < 40; i++) {
+          const offset = randomInt(0, size + 2);
+          const length = randomInt(1, 300 * KiB);
+          const got = await r.read(offset, length);
+          assert.deepEqual(got, plaintext.subarray(offset, offset + length), `size ${size} @${offset}+${length}`);
+        }
+        // Like the SFTP adapter: aligned 256 KiB blocks, 5 in flight, results kept while later windows recycle.
+        const B = 256 * KiB;
+        const held: Promise<Buffer>[] = [];
+        for (let o = 0; o < size; o += B) held.push(r.read(o, B));
+        const blocks = await Promise.all(held);
+        assert.deepEqual(Buffer.concat(blocks), plaintext, `size ${size}`);
+        const again: Buffer[] = [];
+        for (let o = 0; o < size; o += 32 * KiB) again.push(await r.read(o, 32 * KiB));
+        assert.deepEqual(Buffer.concat(again), plaintext);
+        assert.deepEqual(Buffer.concat(blocks), plaintext, "earlier results were not overwritten");
+        await r.close();
+        await assert.rejects(r.read(0, 1), /closed/);
+      }
+      assert.equal(pool.registeredKeys, 0);
+    });
+
+    it("a tampered segment fails the reads that need it with IntegrityError, others still work", async () => {
+      const S = 64 * KiB;
+      const size = 40 * S + 99;
+      const plaintext = randomBytes(size);
+      const { container } = encode(plaintext, "reader-tamper");
+      const keys = openKeys(container, "reader-tamper");
+      for (const seg of [0, 17, 40]) {
+        const bad = Buffer.from(container);
+        bad[segmentOffset(keys.layout, seg) + 100] ^= 0x80;
+        const r = reader(pool, bad, "reader-tamper", size);
+        await assert.rejects(r.read(seg * S, 10), IntegrityError);
+        const other = seg === 0 ? 20 * S : 0;
+        assert.deepEqual(await r.read(other, 1000), plaintext.subarray(other, other + 1000));
+        await r.close();
+      }
+      keys.destroy();
+    });
+  });
+}
+
+describe("EncryptedReader on the pool when it closes", () => {
   const pool = new SealPool({ threads: 1 });
   after(() => pool.close());
-  it("random offsets and concurrent aligned 256 KiB reads; returned buffers stay intact", async () => {
-    const S = 64 * KiB;
-    for (const size of [0, 1, S - 1, S, S + 1, 16 * S - 1, 16 * S + 1, 5 * MiB + 333]) {
-      const plaintext = randomBytes(size);
-      const { container } = encode(plaintext, "reader");
-      const r = reader(pool, container, "reader", size);
-      for (let i = 0; i < 40; i++) {
-        const offset = randomInt(0, size + 2);
-        const length = randomInt(1, 300 * KiB);
-        const got = await r.read(offset, length);
-        assert.deepEqual(got, plaintext.subarray(offset, offset + length), `size ${size} @${offset}+${length}`);
-      }
-      // Like the SFTP adapter: aligned 256 KiB blocks, 5 in flight, results kept while later windows recycle.
-      const B = 256 * KiB;
-      const held: Promise<Buffer>[] = [];
-      for (let o = 0; o < size; o += B) held.push(r.read(o, B));
-      const blocks = await Promise.all(held);
-      assert.deepEqual(Buffer.concat(blocks), plaintext, `size ${size}`);
-      const again: Buffer[] = [];
-      for (let o = 0; o < size; o += 32 * KiB) again.push(await r.read(o, 32 * KiB));
-      assert.deepEqual(Buffer.concat(again), plaintext);
-      assert.deepEqual(Buffer.concat(blocks), plaintext, "earlier results were not overwritten");
-      await r.close();
-      await assert.rejects(r.read(0, 1), /closed/);
-    }
-    assert.equal(pool.registeredKeys, 0);
-  });
-
-  it("a tampered segment fails the reads that need it with IntegrityError, others still work", async () => {
-    const S = 64 * KiB;
-    const size = 40 * S + 99;
-    const plaintext = randomBytes(size);
-    const { container } = encode(plaintext, "reader-tamper");
-    const keys = openKeys(container, "reader-tamper");
-    for (const seg of [0, 17, 40]) {
-      const bad = Buffer.from(container);
-      bad[segmentOffset(keys.layout, seg) + 100] ^= 0x80;
-      const r = reader(pool, bad, "reader-tamper", size);
-      await assert.rejects(r.read(seg * S, 10), IntegrityError);
-      const other = seg === 0 ? 20 * S : 0;
-      assert.deepEqual(await r.read(other, 1000), plaintext.subarray(other, other + 1000));
-      await r.close();
-    }
-    keys.destroy();
-  });
-
   it("reads in flight when the pool closes reject instead of hanging", async () => {
     const local = new SealPool();
     const size = 8 * MiB;

@@ -4,6 +4,7 @@ import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ParallelSegmentWriter } from "../../src/container-io/parallel-writer.ts";
 import { SealPool, SealWorkerError } from "../../src/container-io/seal-pool.ts";
+import { containerCrypto } from "../../src/crypto/gcm-native.ts";
 import { AtrestError } from "../../src/errors.ts";
 import {
   type ContainerKeys,
@@ -247,6 +248,36 @@ describe("ParallelSegmentWriter", () => {
     );
     pool.release(id);
     await assert.rejects(pool.seal({ keys: id, startIndex: 0, plaintext: new ArrayBuffer(1024) }), /released/);
+    keys.destroy();
+  });
+});
+
+describe("ParallelSegmentWriter on an inline pool", () => {
+  it("seals on this thread with the binding (no worker starts), same layout, unique nonces; node:crypto keeps the worker", async (t) => {
+    const pool = new SealPool({ threads: 1, inline: true });
+    t.after(() => pool.close());
+    if (!containerCrypto().native) {
+      assert.equal(pool.inline, false);
+      return t.skip("atrest's GCM binding is not loaded: sealing stays on the worker");
+    }
+    assert.equal(pool.inline, true);
+    const log2 = 12;
+    const { header, keys } = newContainer("inline", log2);
+    const plaintext = randomBytes(3 * MiB + 12_345);
+    const writer = new ParallelSegmentWriter(pool, keys);
+    // a sealed batch is ready at once: next() hands it out without a round trip
+    writer.push(plaintext.subarray(0, 64 * KiB));
+    assert.equal(writer.inflightBytes, 64 * KiB);
+    const first = await writer.next();
+    assert.equal(first?.length, 16 * (4096 + 28));
+    const rest = await writeAll(writer, plaintext.subarray(64 * KiB), 3000);
+    const container = Buffer.concat([header, first as Buffer, ...rest]);
+    assert.equal(container.length, containerLength(keys.layout, plaintext.length));
+    assert.deepEqual(decode(container, "inline"), plaintext);
+    const segments = splitSegments(container, keys);
+    assert.equal(nonceSet(segments).size, segments.length);
+    assert.equal(pool.workers, 0);
+    assert.equal(pool.sealBacklog, 0);
     keys.destroy();
   });
 });
