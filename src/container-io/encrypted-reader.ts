@@ -18,6 +18,10 @@ const READ_AHEAD_WINDOWS = 2;
 // ahead would only wait in the queue, holding its ciphertext and plaintext buffers (1 MiB each). awscli's multipart
 // GET is 10 ranged GETs at once: 2 windows ahead each put up to 30 jobs (2 MiB each) in the one worker's queue.
 const BUSY_JOBS_PER_THREAD = 4;
+// ...and while the windows loaded ahead and not read yet, over every reader of the pool (SealPool.readAheadWindows),
+// are fewer than this: one budget for the server instead of 2 per reader (10 ranged GETs held 20 such windows,
+// plaintext and ciphertext, 40 MiB), which one sequential reader still has in full.
+const READ_AHEAD_BUDGET_WINDOWS = 4;
 
 /** Blobs up to this size are read whole by readHeader (a header slot and one 64 KiB segment, padding included). */
 const WHOLE_BLOB_BYTES = 72 * 1024;
@@ -47,10 +51,15 @@ interface Window {
   evicted: boolean;
   /** False when `plain` is not a buffer of ours to recycle (decrypted inline by node:crypto). */
   recyclable: boolean;
+  /** Loaded ahead and not read yet: counted in SealPool.readAheadWindows. */
+  ahead: boolean;
 }
 
-/** Spare buffers a reader keeps per kind (ciphertext, plaintext): enough for the windows it has loading or cached. */
-const MAX_SPARE_WINDOWS = READ_AHEAD_WINDOWS + 2;
+/**
+ * Spare buffers a reader keeps per kind (ciphertext, plaintext); more go to the pool's free lists, which serve every
+ * reader and writer (4 per reader, kept to its end, were 8 MiB per ranged GET).
+ */
+const MAX_SPARE_WINDOWS = 1;
 
 /**
  * Random-access reads of a container: whole segments are decrypted a window (READ_AHEAD_SEGMENTS) at a time on the
@@ -186,16 +195,28 @@ export class EncryptedReader {
   /** Window `w`, loading it (and the next one, ahead of the client) if it is not cached. */
   #window(w: number): Window {
     let window = this.#windows.get(w);
-    if (window) return window;
+    if (window) {
+      this.#notAhead(window);
+      return window;
+    }
     window = this.#load(w);
     // Keep the previous window, this one and those ahead; start reading ahead of the client.
     for (const k of this.#windows.keys()) if (k < w - 1) this.#evict(k);
     const limit = Math.max(this.#windowLimit, w + 1);
     const ahead = this.#pool.pendingJobs >= BUSY_JOBS_PER_THREAD * this.#pool.threads ? 0 : READ_AHEAD_WINDOWS;
     for (let k = w + 1; k <= w + ahead && k < limit && k * READ_AHEAD_SEGMENTS < this.#count; k++) {
-      if (!this.#windows.has(k)) this.#load(k);
+      if (this.#windows.has(k)) continue;
+      if (this.#pool.readAheadWindows >= READ_AHEAD_BUDGET_WINDOWS) break;
+      this.#load(k).ahead = true;
+      this.#pool.readAheadWindows++;
     }
     return window;
+  }
+
+  #notAhead(window: Window): void {
+    if (!window.ahead) return;
+    window.ahead = false;
+    this.#pool.readAheadWindows--;
   }
 
   #load(w: number): Window {
@@ -205,6 +226,7 @@ export class EncryptedReader {
       users: 0,
       evicted: false,
       recyclable: !inline,
+      ahead: false,
     };
     this.#windows.set(w, window);
     window.promise.then(
@@ -214,6 +236,7 @@ export class EncryptedReader {
       },
       () => {
         if (this.#windows.get(w) === window) this.#windows.delete(w);
+        this.#notAhead(window);
       },
     );
     return window;
@@ -223,6 +246,7 @@ export class EncryptedReader {
     const window = this.#windows.get(w);
     if (window === undefined) return;
     this.#windows.delete(w);
+    this.#notAhead(window);
     window.evicted = true;
     this.#recycle(window);
   }
@@ -230,9 +254,17 @@ export class EncryptedReader {
   /** Returns an evicted window's plaintext buffer to the spares once it is loaded and no read() copies from it. */
   #recycle(window: Window): void {
     const plain = window.plain;
-    if (plain === undefined || window.users > 0 || this.#closed || !window.recyclable) return;
+    if (plain === undefined || window.users > 0 || !window.recyclable) return;
     window.plain = undefined;
-    if (this.#sparePlain.length < MAX_SPARE_WINDOWS) this.#sparePlain.push(plain.buffer as ArrayBuffer);
+    const buffer = plain.buffer as ArrayBuffer;
+    if (!this.#closed && this.#sparePlain.length < MAX_SPARE_WINDOWS) this.#sparePlain.push(buffer);
+    else this.#toPool(buffer);
+  }
+
+  /** A plaintext window buffer no view is used of any more goes zeroed to the pool's free list (which frees extras). */
+  #toPool(plain: ArrayBuffer): void {
+    zero(Buffer.from(plain));
+    this.#pool.returnBatch(plain);
   }
 
   /**
@@ -266,10 +298,12 @@ export class EncryptedReader {
       sealed,
       sealedLength: length,
       last: isFinal,
-      output: this.#sparePlain.pop(),
+      // a window of a reader before (one 8 MiB ranged GET after another) rather than a fresh one
+      output: this.#sparePlain.pop() ?? this.#pool.takeFreeBatch(READ_AHEAD_SEGMENTS * this.#layout.segmentSize),
     };
     const result = this.#pool.inline ? this.#openHere(job, last + 1 - first) : await this.#pool.open(job);
     if (!this.#closed && this.#spareSealed.length < MAX_SPARE_WINDOWS) this.#spareSealed.push(result.sealed);
+    else this.#pool.returnOutput(result.sealed);
     const plain = Buffer.from(result.plaintext, 0, result.length);
     const expected = isFinal
       ? this.size - first * this.#layout.segmentSize
@@ -294,7 +328,7 @@ export class EncryptedReader {
   /** `length` sealed bytes at `start`, in a buffer of its own (recycled when possible) that can be transferred. */
   async #readSealed(start: number, length: number): Promise<ArrayBuffer> {
     const blob = this.#blob;
-    const spare = this.#spareSealed.pop();
+    const spare = this.#spareSealed.pop() ?? this.#pool.borrowOutput(length);
     // Exactly `length` when new: a small file's only window is a few KiB, and a 1 MiB buffer per download was most of
     // the garbage (and GC time) when serving many small files.
     const buffer = spare !== undefined && spare.byteLength >= length ? spare : new ArrayBuffer(length);
@@ -306,11 +340,20 @@ export class EncryptedReader {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Its windows to the pool too (zeroed), now or when the last view of one is released or its load ends: dropped,
+    // they were 2-3 MiB of garbage per ranged GET, old enough by then to wait for a full GC.
+    for (const window of this.#windows.values()) {
+      this.#notAhead(window);
+      window.evicted = true;
+      this.#recycle(window);
+    }
     this.#windows.clear();
     this.#pool.release(this.#keysId);
     this.#keys.destroy();
-    for (const spare of this.#sparePlain.splice(0)) zero(Buffer.from(spare));
-    this.#spareSealed.length = 0;
+    // spares to the pool, for the next reader or writer: each ranged GET of a multipart download is a reader of its
+    // own, and dropping them made ~1 GiB of garbage per GiB downloaded
+    for (const spare of this.#sparePlain.splice(0)) this.#toPool(spare);
+    for (const spare of this.#spareSealed.splice(0)) this.#pool.returnOutput(spare);
     await this.#blob.close();
     this.#onClose(this.#bytesRead);
   }

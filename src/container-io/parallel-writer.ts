@@ -200,7 +200,8 @@ export class ParallelSegmentWriter {
     const buffer = sealed.buffer as ArrayBuffer;
     if (!this.#handedOut.has(buffer)) return;
     this.#handedOut.delete(buffer);
-    if (this.#finished || this.#destroyed) return;
+    // also after finish or destroy: the pool's list serves the next writer or reader (or frees it), where dropping it
+    // left each multipart part's last outputs as garbage
     this.#pool.returnOutput(buffer);
   }
 
@@ -304,7 +305,7 @@ export class ParallelSegmentWriter {
       return;
     }
     zero(Buffer.from(plaintext));
-    if (reusable) this.#pool.returnBatch(plaintext);
+    this.#pool.returnBatch(plaintext);
   }
 
   #fail(err: Error): void {

@@ -93,6 +93,20 @@ export const SEALING_BACKLOG_BYTES = 8 * 1024 * 1024;
 export const DISK_BACKLOG_BYTES = 32 * 1024 * 1024;
 const MAX_FREE_OUTPUTS = 16;
 /**
+ * The free lists are emptied once no job has been pending for this long: between transfers they held 24 MiB that the
+ * next transfer (a GET after a multipart PUT) started from.
+ */
+const IDLE_TRIM_MS = 1000;
+
+/**
+ * Frees a buffer no one uses any more now (detaching releases its memory), not at some later GC: one the seal worker
+ * allocated counts only as external memory, which the server's GC pacing does not watch, so such garbage piled up
+ * until V8's own external-memory limit (tens of MB during a multipart GET). Only for buffers no view is used of.
+ */
+export function discardBuffer(buffer: ArrayBuffer): void {
+  if (!buffer.detached) buffer.transfer(0);
+}
+/**
  * Plaintext batch memory the writers' default batch size aims at over all open containers: up to 32 open, each
  * gets 16 segments (1 MiB), up to 64 8, and so on (powers of two, at least one segment). Larger batches cost less
  * per byte (one worker round trip each); many uploads at once are bound by the disk, not by that cost. 100
@@ -122,6 +136,7 @@ export class SealPool {
   readonly #freeBatches: ArrayBuffer[] = [];
   // Sealed-output buffers shared by all writers: kept per writer (8 each), 100 uploads held 800 MiB of spares.
   readonly #freeOutputs: ArrayBuffer[] = [];
+  #trimTimer: NodeJS.Timeout | undefined;
 
   constructor(options: SealPoolOptions = {}) {
     const { threads = 1, inline = false } = options;
@@ -134,13 +149,22 @@ export class SealPool {
 
   /** A zero-filled batch buffer of `bytes`, reused from an earlier writer when one is free. */
   borrowBatch(bytes: number): ArrayBuffer {
-    const i = this.#freeBatches.findIndex((b) => b.byteLength === bytes && !b.detached);
-    return i >= 0 ? this.#freeBatches.splice(i, 1)[0] : new ArrayBuffer(bytes);
+    return this.takeFreeBatch(bytes) ?? new ArrayBuffer(bytes);
   }
 
-  /** Takes back a batch buffer the caller has zeroed. */
+  /** A zero-filled buffer of `bytes` from the free list, or undefined (nothing is allocated). */
+  takeFreeBatch(bytes: number): ArrayBuffer | undefined {
+    const i = this.#freeBatches.findIndex((b) => b.byteLength === bytes && !b.detached);
+    return i >= 0 ? this.#freeBatches.splice(i, 1)[0] : undefined;
+  }
+
+  /** Takes back a batch buffer the caller has zeroed (and no longer uses: one the list has no room for is freed). */
   returnBatch(buffer: ArrayBuffer): void {
-    if (!buffer.detached && this.#freeBatches.length < MAX_FREE_BATCHES) this.#freeBatches.push(buffer);
+    if (buffer.detached) return;
+    if (this.#freeBatches.length < MAX_FREE_BATCHES && !this.#closed) {
+      this.#freeBatches.push(buffer);
+      this.#trimWhenIdle();
+    } else discardBuffer(buffer);
   }
 
   /** Jobs sent to a worker and not answered yet (all writers and readers). */
@@ -220,15 +244,39 @@ export class SealPool {
    */
   diskBacklog = 0;
 
+  /** Windows EncryptedReaders loaded ahead of their reads and have not read yet, over every reader. */
+  readAheadWindows = 0;
+
   /** A recycled sealed-output buffer of `bytes` (shared by all writers), or undefined. */
   borrowOutput(bytes: number): ArrayBuffer | undefined {
     const i = this.#freeOutputs.findIndex((b) => b.byteLength === bytes && !b.detached);
     return i >= 0 ? this.#freeOutputs.splice(i, 1)[0] : undefined;
   }
 
-  /** Keeps a sealed-output buffer the caller is done with for the next batch of any writer (at most 16 kept). */
+  /**
+   * Keeps a sealed-output buffer the caller is done with for the next batch of any writer, or the next window of any
+   * reader (at most 16 kept; one more is freed).
+   */
   returnOutput(buffer: ArrayBuffer): void {
-    if (!buffer.detached && this.#freeOutputs.length < MAX_FREE_OUTPUTS) this.#freeOutputs.push(buffer);
+    if (buffer.detached) return;
+    if (this.#freeOutputs.length < MAX_FREE_OUTPUTS && !this.#closed) {
+      this.#freeOutputs.push(buffer);
+      this.#trimWhenIdle();
+    } else discardBuffer(buffer);
+  }
+
+  /** Bytes held in the free lists (for tests and diagnostics). */
+  get freeBytes(): number {
+    let n = 0;
+    for (const b of this.#freeBatches) n += b.byteLength;
+    for (const b of this.#freeOutputs) n += b.byteLength;
+    return n;
+  }
+
+  /** Frees the free lists' buffers (the pool stays usable: later batches allocate again). */
+  trim(): void {
+    for (const b of this.#freeBatches.splice(0)) discardBuffer(b);
+    for (const b of this.#freeOutputs.splice(0)) discardBuffer(b);
   }
 
   /** Seals one batch on a worker (used by ParallelSegmentWriter). */
@@ -260,6 +308,8 @@ export class SealPool {
   async close(): Promise<void> {
     this.#closed = true;
     this.#keys.clear();
+    clearTimeout(this.#trimTimer);
+    this.trim();
     const slots = this.#slots.splice(0);
     const exits = slots.map((slot) => {
       this.#fail(slot, new SealWorkerError("seal pool closed"));
@@ -324,7 +374,24 @@ export class SealPool {
     if (pending === undefined) return undefined;
     this.#pending.delete(id);
     if (--pending.slot.jobs === 0 && !pending.slot.dead) pending.slot.worker.unref();
+    if (this.#pending.size === 0) this.#trimWhenIdle();
     return pending;
+  }
+
+  /**
+   * Trims the free lists IDLE_TRIM_MS after the last job or buffer returned (inline, no job goes through the pool),
+   * unless jobs are pending again by then.
+   */
+  #trimWhenIdle(): void {
+    if (this.#trimTimer) {
+      this.#trimTimer.refresh();
+      return;
+    }
+    this.#trimTimer = setTimeout(() => {
+      this.#trimTimer = undefined;
+      if (this.#pending.size === 0) this.trim();
+    }, IDLE_TRIM_MS);
+    this.#trimTimer.unref();
   }
 
   #reply(reply: WorkerReply): void {

@@ -206,7 +206,7 @@ describe("ParallelSegmentWriter.recycle", () => {
       const rest = await f.writer.finish();
       const container = Buffer.concat([f.header, ...f.out, ...rest]);
       assert.deepEqual(decode(container, f.fileId), f.plaintext);
-      for (const b of rest) f.writer.recycle(b); // after finish: ignored
+      for (const b of rest) f.writer.recycle(b); // after finish: to the pool's list, for the next writer or reader
       f.keys.destroy();
     }
     assert.equal(pool.registeredKeys, 0);
@@ -276,6 +276,40 @@ for (const inline of [false, true]) {
     });
   });
 }
+
+describe("SealPool free lists", () => {
+  for (const inline of [false, true])
+    it(`a closed reader's spare windows serve the next reader; the lists are freed once the pool is idle${inline ? " (inline)" : ""}`, async () => {
+      const pool = new SealPool({ threads: 1, inline });
+      try {
+        const size = 5 * MiB + 333;
+        const plaintext = randomBytes(size);
+        const { container } = encode(plaintext, "spares");
+        const first = reader(pool, container, "spares", size);
+        assert.deepEqual(await first.read(0, size), plaintext);
+        const before = pool.freeBytes;
+        await first.close();
+        // its spares and windows (plaintext zeroed, ciphertext) are in the pool's lists now, not garbage
+        const kept = pool.freeBytes;
+        assert.ok(kept >= before + 2 * MiB, `kept ${before} -> ${kept}`);
+        const second = reader(pool, container, "spares", size);
+        assert.deepEqual(await second.read(0, size), plaintext);
+        await second.close();
+        assert.ok(pool.freeBytes <= kept + 2 * MiB, "the second reader took buffers from the lists");
+        // windows read ahead are counted over every reader (one budget) and uncounted when read, evicted or closed
+        assert.equal(pool.readAheadWindows, 0);
+        // a second after the last job the lists are emptied (their memory freed at once, not at a later GC)
+        await new Promise((r) => setTimeout(r, 1300));
+        assert.equal(pool.freeBytes, 0);
+        // and the pool still works
+        const third = reader(pool, container, "spares", size);
+        assert.deepEqual(await third.read(MiB, 100), plaintext.subarray(MiB, MiB + 100));
+        await third.close();
+      } finally {
+        await pool.close();
+      }
+    });
+});
 
 describe("EncryptedReader on the pool when it closes", () => {
   const pool = new SealPool({ threads: 1 });
