@@ -418,17 +418,31 @@ export function registerServer(program: Command): void {
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, "shutting down");
+        // A step that never finishes (a peer that stopped answering) must not keep a stopped server alive until a
+        // service manager's kill: after the deadline the process ends, naming the step, with a failure status.
+        let step = "sftp";
+        const deadline = setTimeout(() => {
+          logger.error({ step, seconds: STOP_DEADLINE_MS / 1000 }, "shutdown did not finish; exiting");
+          process.exit(1);
+        }, STOP_DEADLINE_MS);
+        deadline.unref();
         await sftp?.close();
+        step = "https";
         await http?.close();
+        step = "sync";
         await board?.stop();
         await stopSyncSweeps?.();
         await syncBlobs?.close();
+        step = "s3";
         await s3?.close();
         clearInterval(defenderSweep);
         clearInterval(loginSweep);
         clearInterval(multipartSweep);
+        step = "audit pipeline";
         await pipeline.stop();
+        step = "metrics";
         await metrics?.close();
+        step = "stores";
         await app.close();
         process.exit(0);
       };
@@ -436,6 +450,9 @@ export function registerServer(program: Command): void {
       if (pendingSignal) void stop(pendingSignal);
     });
 }
+
+/** How long a stop may take before the process ends anyway (the doors' own grace for open requests is 5 s). */
+const STOP_DEADLINE_MS = 30_000;
 
 /** ATREST_SYNC_BLOB_GRACE_SECONDS: how long a blob no manifest names yet survives the sync blob sweep (default 24 h). */
 function syncBlobGrace(v: string | undefined): { blobGraceMs?: number } {

@@ -76,6 +76,8 @@ export interface HttpServerOptions {
   cookieKey: Buffer;
   /** Unfinished tus uploads are dropped after this long without a PATCH (default 1 h). */
   uploadIdleMs?: number;
+  /** At close, requests still running after this long have their connections cut (default 5 s). */
+  closeGraceMs?: number;
 }
 
 export interface HttpDeps {

@@ -308,6 +308,14 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       }
     },
   );
+  // A graceful close waits for every open stream, and a response stream whose client stopped reading (or vanished
+  // without the socket's end being read) never ends: the server's stop then hung with the connection in CLOSE-WAIT.
+  // Connections still open after the grace period are cut.
+  const sockets = new Set<import("node:net").Socket>();
+  app.server.on("secureConnection", (socket: import("node:net").Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
@@ -327,7 +335,17 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       clearInterval(sweep);
       await uploads.close();
       await sessions.endAll();
-      await app.close();
+      const closing = app.close();
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), options.closeGraceMs ?? 5_000);
+      });
+      if (await Promise.race([closing.then(() => false), graceOver])) {
+        logger.warn({ connections: sockets.size }, "https: connections still open at close are cut");
+        for (const socket of sockets) socket.destroy();
+      }
+      clearTimeout(timer);
+      await closing;
       cookies.close();
     },
   };
