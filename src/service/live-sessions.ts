@@ -107,7 +107,10 @@ export class LiveSessionBoard {
     const tags = new Map<string, string>();
     for (const s of this.#sessions()) {
       let tag = tags.get(s.user);
-      if (tag === undefined) tags.set(s.user, (tag = this.#sealer.tag(PURPOSE, s.user)));
+      if (tag === undefined) {
+        tag = this.#sealer.tag(PURPOSE, s.user);
+        tags.set(s.user, tag);
+      }
       const at = cutoffs.get(tag);
       if (at !== undefined && s.since <= at) this.#end(s.user, at);
     }
