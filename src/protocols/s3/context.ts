@@ -69,7 +69,9 @@ export function sendError(
   logger: Logger,
 ): void {
   const f = toS3Error(err);
-  if (f.internal) logger.error({ err, requestId }, "s3: internal error");
+  // a client that left mid-response (its socket is gone) is not a server fault: no error-level record for it
+  if (f.internal && res.destroyed) logger.info({ requestId, reason: (err as Error)?.message }, "s3: client went away");
+  else if (f.internal) logger.error({ err, requestId }, "s3: internal error");
   if (res.headersSent) {
     res.destroy();
     return;

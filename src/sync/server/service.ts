@@ -836,7 +836,13 @@ export class SyncServer {
       const b = await this.#store.getSyncBlob(row.regionId, row.blobHash);
       if (!b) throw new SyncRefusal("LINK_GONE", "the file version is no longer kept");
       const reader = blob ? await this.#blobs.open(b.blobId) : undefined;
-      if (blob) await this.#store.transaction(async (tx) => tx.putSyncLink({ ...row, uses: row.uses + 1 }));
+      try {
+        if (blob) await this.#store.transaction(async (tx) => tx.putSyncLink({ ...row, uses: row.uses + 1 }));
+      } catch (err) {
+        // the caller never sees the reader: its descriptor would stay open
+        await reader?.close().catch(() => undefined);
+        throw err;
+      }
       this.#record(anon, "share.use", "success", {
         target: id,
         detail: blob ? "sync link download" : "sync link open",

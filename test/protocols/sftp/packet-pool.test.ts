@@ -106,7 +106,8 @@ describe("recycled SSH packet buffers", {
           a.uncork();
           await new Promise((r) => setImmediate(r));
         }
-        for (let i = 0; i < 200 && got.length < sent.length; i++) await new Promise((r) => setTimeout(r, 25));
+        // up to 30 s: at load 40 the loopback delivery of 300 x 32 KiB can take seconds
+        for (let i = 0; i < 1200 && got.length < sent.length; i++) await new Promise((r) => setTimeout(r, 25));
       } finally {
         b.off("data", onData);
         cipher.free();
