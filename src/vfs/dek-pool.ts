@@ -195,9 +195,14 @@ export class DekPool {
   /** Once keys are held: follow the key manager's state changes, and zero expired keys on a timer. */
   #follow(): void {
     if (!this.#unwatch && typeof this.#keys.watchKeyStates === "function") {
-      this.#unwatch = this.#keys.watchKeyStates((keys) => {
-        for (const k of keys) this.drain(k);
-      });
+      // while the key manager cannot be asked, a key's state change cannot be seen either: keys made ahead go, and new
+      // files wait for the key manager like without the pool
+      this.#unwatch = this.#keys.watchKeyStates(
+        (keys) => {
+          for (const k of keys) this.drain(k);
+        },
+        () => this.drain(),
+      );
     }
     if (!this.#timer) {
       this.#timer = setInterval(() => this.#sweep(), Math.max(this.#maxAgeMs, 250));

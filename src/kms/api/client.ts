@@ -374,7 +374,7 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
    * are retried every 0.5 s; the first answer after a failure is compared with the last one seen, so a change made
    * while the KMS was unreachable is still reported. Returns a function that stops the watch.
    */
-  watchKeyStates(onChange: (keys: string[]) => void): () => void {
+  watchKeyStates(onChange: (keys: string[]) => void, onUnreachable?: () => void): () => void {
     let stopped = false;
     let last: KeyStateSnapshot | undefined;
     const wait = Math.max(0, Math.min(WATCH_WAIT_MS, this.#requestTimeoutMs - 2000));
@@ -391,6 +391,7 @@ export class RemoteKms implements KeyProvider, KeyStateWatcher {
           last = snap;
         } catch {
           if (stopped || this.#closed) return;
+          onUnreachable?.();
           await new Promise((r) => setTimeout(r, WATCH_RETRY_MS).unref());
         }
       }

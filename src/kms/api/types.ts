@@ -87,8 +87,11 @@ export interface KeyStateSnapshot {
  * version raised, a rotation) as they happen, so caches of unwrapped data keys can drop what is affected at once.
  */
 export interface KeyStateWatcher {
-  /** Calls `onChange` with the names of the keys whose state changed; the returned function stops watching. */
-  watchKeyStates(onChange: (keys: string[]) => void): () => void;
+  /**
+   * Calls `onChange` with the names of the keys whose state changed, and `onUnreachable` (if given) whenever a look
+   * at the key manager fails, since a change made meanwhile cannot be seen; the returned function stops watching.
+   */
+  watchKeyStates(onChange: (keys: string[]) => void, onUnreachable?: () => void): () => void;
 }
 
 /** Names of keys whose entry differs between two snapshots (changed, added or gone). */

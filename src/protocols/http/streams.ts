@@ -14,7 +14,15 @@ const CHUNK = 256 * 1024;
  * sometimes set off major GCs. Read any other way (a zip entry, a copy) it is readableOf.
  */
 export function bodyOf(open: () => Promise<ReadHandle>, start: number, end: number): Readable {
-  return new BodyStream(open, start, end);
+  return outlived(new BodyStream(open, start, end));
+}
+
+// A read still in flight when the client left fails once the request's handles are closed ("container keys were
+// destroyed"), after the reply stopped listening to its body: that late 'error' had no listener and ended the whole
+// server. Whoever consumes the stream still gets its errors; an error nobody waits for any more is dropped.
+function outlived<T extends Readable>(stream: T): T {
+  stream.on("error", () => {});
+  return stream;
 }
 
 type Sink = NodeJS.WritableStream & {
@@ -115,15 +123,21 @@ class BodyStream extends Readable {
 /** Resolves when `dest` can take more, or is gone (the pump then stops). */
 function drained(dest: Sink): Promise<void> {
   return new Promise((resolve) => {
+    // gone already (its 'close' was before this wait began): waiting for an event that came would never end
+    if (gone(dest)) return resolve();
+    const stream = dest.stream as unknown as NodeJS.EventEmitter | undefined;
     const done = () => {
       dest.removeListener("drain", done);
       dest.removeListener("close", done);
       dest.removeListener("error", done);
+      stream?.removeListener("close", done);
       resolve();
     };
     dest.on("drain", done);
     dest.on("close", done);
     dest.on("error", done);
+    // an HTTP/2 response's stream can close without the compatibility response saying so
+    stream?.on("close", done);
   });
 }
 
@@ -137,36 +151,38 @@ export function readableOf(open: () => Promise<ReadHandle>, start = 0, end?: num
     closed = true;
     await handle?.close().catch(() => {});
   };
-  return new Readable({
-    highWaterMark: CHUNK,
-    async read() {
-      try {
-        handle ??= await open();
-        const stop = Math.min(end ?? handle.size, handle.size);
-        if (pos >= stop) {
-          await close();
-          this.push(null);
-          return;
+  return outlived(
+    new Readable({
+      highWaterMark: CHUNK,
+      async read() {
+        try {
+          handle ??= await open();
+          const stop = Math.min(end ?? handle.size, handle.size);
+          if (pos >= stop) {
+            await close();
+            this.push(null);
+            return;
+          }
+          const buf = await handle.read(pos, Math.min(CHUNK, stop - pos));
+          if (buf.length === 0) {
+            await close();
+            this.push(null);
+            return;
+          }
+          pos += buf.length;
+          this.push(buf);
+        } catch (err) {
+          this.destroy(err as Error);
         }
-        const buf = await handle.read(pos, Math.min(CHUNK, stop - pos));
-        if (buf.length === 0) {
-          await close();
-          this.push(null);
-          return;
-        }
-        pos += buf.length;
-        this.push(buf);
-      } catch (err) {
-        this.destroy(err as Error);
-      }
-    },
-    destroy(err, cb) {
-      close().then(
-        () => cb(err),
-        () => cb(err),
-      );
-    },
-  });
+      },
+      destroy(err, cb) {
+        close().then(
+          () => cb(err),
+          () => cb(err),
+        );
+      },
+    }),
+  );
 }
 
 /**
